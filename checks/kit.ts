@@ -1,0 +1,205 @@
+/**
+ * What every check file uses: the run's Redis and key prefix, the learner's exercise, clients
+ * that clean up after themselves, and failures written for learners.
+ *
+ * A check never hard-codes key or channel names: it builds them with key(), so that against a
+ * shared REDIS_URL server every name carries this run's prefix and only our keys are removed.
+ */
+import { pathToFileURL } from "node:url";
+import { createClient, type RedisClientType } from "redis";
+import { afterAll } from "vitest";
+
+/** What createClient() returns with the default options (RESP3). */
+export type Redis = RedisClientType<{}, {}, {}, 3, {}>;
+
+function required(name: string): string {
+  const value = process.env[name];
+  if (!value) {
+    throw new Error(`${name} is not set: run checks with \`npm run check -- <lesson>\`.`);
+  }
+  return value;
+}
+
+export const ctx = {
+  redisUrl: required("WORKBOOK_REDIS_URL"),
+  prefix: required("WORKBOOK_PREFIX"),
+  runId: required("WORKBOOK_RUN_ID"),
+  /** The file under test: the learner's copy, the starter, the solution or a mistake. */
+  target: required("WORKBOOK_TARGET"),
+  lesson: required("WORKBOOK_LESSON"),
+  /** True on the workbook's own server, where global commands (CONFIG SET, ...) are allowed. */
+  privateServer: process.env.WORKBOOK_SERVER === "private",
+  redisVersion: process.env.WORKBOOK_REDIS_VERSION ?? "0.0.0",
+};
+
+/** The name the check gives the learner's connections, so CLIENT LIST can find them. */
+export const LEARNER_CLIENT = `wb:learner:${ctx.runId}`;
+
+/** A key or channel name inside this run's namespace. */
+export function key(name: string): string {
+  return `${ctx.prefix}${name}`;
+}
+
+/** A failure written for the learner: shown as it is, without a stack trace. */
+export class CheckFailure extends Error {
+  override name = "CheckFailure";
+}
+
+/** Fails the check with a learner-facing message that points at hint `hint` (1-based). */
+export function fail(message: string, hint?: number): never {
+  const pointer =
+    hint === undefined ? "" : `\nHint ${hint}: npm run hint -- ${ctx.lesson} --level ${hint}`;
+  throw new CheckFailure(`${message}${pointer}`);
+}
+
+export function check(condition: unknown, message: string, hint?: number): asserts condition {
+  if (!condition) fail(message, hint);
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Waits for `promise`, or fails naming what was still being waited for. */
+export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new CheckFailure(`Still waiting for ${what} after ${ms / 1000}s.`)),
+      ms,
+    );
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Polls until `condition` holds, or fails with `message`. */
+export async function eventually(
+  condition: () => boolean | Promise<boolean>,
+  ms: number,
+  message: string,
+  hint?: number,
+): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await condition())) {
+    if (Date.now() > deadline) fail(message, hint);
+    await sleep(20);
+  }
+}
+
+/**
+ * Calls into the learner's code. A TODO left in place, an exception or a hang each become a
+ * failure that names the function, instead of an error from deep inside the check.
+ */
+export async function call<T>(what: string, run: () => T | Promise<T>, ms = 10_000): Promise<T> {
+  try {
+    return await within(Promise.resolve().then(run), ms, `${what} to finish`);
+  } catch (error) {
+    if (error instanceof CheckFailure) throw error;
+    const message = error instanceof Error ? error.message : String(error);
+    if (/^TODO/.test(message)) fail(`${what} is not written yet (${message}).`, 1);
+    const exit = /process\.exit unexpectedly called with "(.*)"/.exec(message);
+    if (exit) {
+      fail(
+        `${what} called process.exit(${exit[1]}). Library code should return or throw, never end the process.`,
+      );
+    }
+    const failure = new CheckFailure(`${what} threw an error: ${message}`);
+    if (error instanceof Error) failure.stack = error.stack;
+    throw failure;
+  }
+}
+
+/** Imports the file under test and checks that it exports the functions the lesson asks for. */
+export async function loadExercise<T>(...functions: (keyof T & string)[]): Promise<T> {
+  let module: Record<string, unknown>;
+  try {
+    module = await import(pathToFileURL(ctx.target).href);
+  } catch (error) {
+    const failure = new CheckFailure(`Your file could not be loaded: ${(error as Error).message}`);
+    failure.stack = (error as Error).stack;
+    throw failure;
+  }
+  for (const name of functions) {
+    if (typeof module[name] !== "function") {
+      fail(`Your file must export a function named ${name}. Did you rename or remove it?`);
+    }
+  }
+  return module as T;
+}
+
+const opened: Redis[] = [];
+
+async function open(name: string): Promise<Redis> {
+  const client = createClient({ url: ctx.redisUrl, name, socket: { reconnectStrategy: false } });
+  client.on("error", () => {});
+  await client.connect();
+  opened.push(client);
+  return client;
+}
+
+/** A connection of the check's own: excluded from "what your code sent". */
+export function checkClient(label = "main"): Promise<Redis> {
+  return open(`wb:check:${label}:${ctx.runId}`);
+}
+
+/**
+ * A connected client to hand to the learner's functions. Duplicates they make of it keep its
+ * name, so learnerConnections() finds them too.
+ */
+export function learnerClient(): Promise<Redis> {
+  return open(LEARNER_CLIENT);
+}
+
+export interface ConnectionInfo {
+  id: string;
+  name: string;
+  /** The last command the connection ran, e.g. "subscribe" or "xreadgroup". */
+  cmd: string;
+  flags: string;
+  sub: number;
+  psub: number;
+}
+
+export function parseClientList(text: string): ConnectionInfo[] {
+  return text
+    .split("\n")
+    .filter((line) => line.trim().length > 0)
+    .map((line) => {
+      const fields = new Map(
+        line
+          .trim()
+          .split(" ")
+          .map((pair) => {
+            const at = pair.indexOf("=");
+            return [pair.slice(0, at), pair.slice(at + 1)] as const;
+          }),
+      );
+      return {
+        id: fields.get("id") ?? "",
+        name: fields.get("name") ?? "",
+        cmd: fields.get("cmd") ?? "",
+        flags: fields.get("flags") ?? "",
+        sub: Number(fields.get("sub") ?? 0),
+        psub: Number(fields.get("psub") ?? 0),
+      };
+    });
+}
+
+/** Open connections whose name starts with `name` (default: the learner's). */
+export async function connectionsNamed(
+  via: Redis,
+  name = LEARNER_CLIENT,
+): Promise<ConnectionInfo[]> {
+  const list = String(await via.sendCommand(["CLIENT", "LIST"]));
+  return parseClientList(list).filter((c) => c.name.startsWith(name));
+}
+
+afterAll(() => {
+  for (const client of opened.splice(0)) {
+    if (client.isOpen) client.destroy();
+  }
+});

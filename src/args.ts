@@ -1,0 +1,48 @@
+/** argv -> a command. Pure: the shell (cli.ts) does all the I/O. */
+export interface ParsedArgs {
+  command: string;
+  lesson?: string;
+  flags: Set<string>;
+  options: Map<string, string>;
+}
+
+const VALUE_OPTIONS = new Set(["--level", "--mistake"]);
+
+export function parseArgs(argv: string[]): ParsedArgs {
+  const [command = "start", ...rest] = argv;
+  const flags = new Set<string>();
+  const options = new Map<string, string>();
+  let lesson: string | undefined;
+  for (let i = 0; i < rest.length; i++) {
+    const arg = rest[i] ?? "";
+    if (arg.startsWith("--")) {
+      const [name = "", inline] = arg.split("=", 2);
+      if (VALUE_OPTIONS.has(name)) {
+        const value = inline ?? rest[++i];
+        if (value === undefined) throw new UsageError(`${name} needs a value.`);
+        options.set(name, value);
+      } else {
+        flags.add(name);
+      }
+    } else if (lesson === undefined) {
+      lesson = arg;
+    } else {
+      throw new UsageError(`Unexpected argument "${arg}".`);
+    }
+  }
+  return { command, lesson, flags, options };
+}
+
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+export const USAGE = `Usage: npm run <command> -- [lesson] [options]
+
+  npm start                     the guided course
+  npm run list -- [--json]      lessons and your progress
+  npm run check -- <lesson>     check your exercise (--json, --verbose, --solution)
+  npm run hint -- <lesson>      the next hint (--level 1|2|3)
+  npm run reset -- <lesson>     restore the starter (your code is kept as .bak)
+
+<lesson> is a number (2 or 02) or a name (pubsub-broadcast).`;

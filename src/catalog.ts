@@ -1,0 +1,144 @@
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { CHECKS_DIR, LESSONS_DIR, SOLUTIONS_DIR } from "./paths.ts";
+
+export type HintLevel = "idea" | "api" | "answer";
+
+export interface Hint {
+  level: HintLevel;
+  text: string;
+}
+
+export interface Mistake {
+  /** File name without extension, e.g. "subscribes-on-command-connection". */
+  name: string;
+  file: string;
+  /** What the learner got wrong, in one line. */
+  description: string;
+  /** A piece of the failure message the check must give for this mistake. */
+  expect: string;
+}
+
+/** What lessons/NN-slug/lesson.json holds: the only place a lesson's metadata is written. */
+export interface LessonMeta {
+  title: string;
+  summary: string;
+  objectives: string[];
+  /** The exercise's file name, the same in lessons/, solutions/ and the workspace. */
+  exercise: string;
+  hints: Hint[];
+  /** One line shown when the check passes: what the learner can now do. */
+  learned: string;
+  /** Oldest Redis server the check can run on, e.g. "6.2". */
+  minRedis?: string;
+  /** Set when the check needs commands a shared server must not receive (CONFIG SET, ...). */
+  needsPrivateServer?: string;
+  /** Upper bound for the whole check run, in milliseconds. */
+  timeoutMs?: number;
+}
+
+export interface Lesson extends LessonMeta {
+  /** "02" */
+  number: string;
+  /** "pubsub-broadcast" */
+  slug: string;
+  /** "02-pubsub-broadcast" */
+  id: string;
+  readme: string;
+  starter: string;
+  solution: string;
+  check: string;
+  mistakes: Mistake[];
+}
+
+const LESSON_DIR = /^(\d{2})-([a-z0-9]+(?:-[a-z0-9]+)*)$/;
+
+/** Reads the header lines `// mistake: ...` and `// expect: ...` of a mistake file. */
+export function parseMistakeHeader(source: string): { description?: string; expect?: string } {
+  const field = (name: string) =>
+    source.match(new RegExp(`^//\\s*${name}:\\s*(.+)$`, "m"))?.[1]?.trim();
+  return { description: field("mistake"), expect: field("expect") };
+}
+
+export function parseLessonMeta(json: string, where: string): LessonMeta {
+  let data: unknown;
+  try {
+    data = JSON.parse(json);
+  } catch (error) {
+    throw new Error(`${where} is not valid JSON (${(error as Error).message}). Fix the file.`);
+  }
+  const meta = data as LessonMeta;
+  for (const field of ["title", "summary", "exercise", "learned"] as const) {
+    if (typeof meta[field] !== "string" || meta[field].length === 0) {
+      throw new Error(`${where} needs a non-empty "${field}".`);
+    }
+  }
+  if (!Array.isArray(meta.hints) || !Array.isArray(meta.objectives)) {
+    throw new Error(`${where} needs "hints" and "objectives" arrays.`);
+  }
+  return meta;
+}
+
+function readMistakes(dir: string): Mistake[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((name) => name.endsWith(".ts"))
+    .sort()
+    .map((name) => {
+      const file = join(dir, name);
+      const header = parseMistakeHeader(readFileSync(file, "utf8"));
+      return {
+        name: name.replace(/\.ts$/, ""),
+        file,
+        description: header.description ?? "",
+        expect: header.expect ?? "",
+      };
+    });
+}
+
+export function loadLesson(dirName: string): Lesson {
+  const match = LESSON_DIR.exec(dirName);
+  if (!match) throw new Error(`lessons/${dirName} is not named NN-slug.`);
+  const [, number = "", slug = ""] = match;
+  const dir = join(LESSONS_DIR, dirName);
+  const meta = parseLessonMeta(
+    readFileSync(join(dir, "lesson.json"), "utf8"),
+    `lessons/${dirName}/lesson.json`,
+  );
+  const checkDir = join(CHECKS_DIR, dirName);
+  const checkFile = existsSync(checkDir)
+    ? readdirSync(checkDir).find((name) => name.endsWith(".check.ts"))
+    : undefined;
+  return {
+    ...meta,
+    number,
+    slug,
+    id: dirName,
+    readme: join(dir, "README.md"),
+    starter: join(dir, meta.exercise),
+    solution: join(SOLUTIONS_DIR, dirName, meta.exercise),
+    check: join(checkDir, checkFile ?? "missing.check.ts"),
+    mistakes: readMistakes(join(checkDir, "mistakes")),
+  };
+}
+
+/** Every lesson, in order. The single source of truth for what the course contains. */
+export function loadCatalog(): Lesson[] {
+  return readdirSync(LESSONS_DIR, { withFileTypes: true })
+    .filter((entry) => entry.isDirectory() && LESSON_DIR.test(entry.name))
+    .map((entry) => loadLesson(entry.name))
+    .sort((a, b) => a.id.localeCompare(b.id));
+}
+
+/** Finds a lesson by "2", "02", "02-pubsub-broadcast" or "pubsub-broadcast". */
+export function findLesson(lessons: Lesson[], query: string): Lesson | undefined {
+  const q = query.trim().toLowerCase();
+  const asNumber = /^\d+$/.test(q) ? q.padStart(2, "0") : undefined;
+  return lessons.find(
+    (lesson) => lesson.number === asNumber || lesson.id === q || lesson.slug === q,
+  );
+}
+
+export function describeLessons(lessons: Lesson[]): string {
+  return lessons.map((lesson) => `${lesson.number} ${lesson.slug}`).join(", ");
+}

@@ -1,0 +1,96 @@
+import { relative } from "node:path";
+import kleur from "kleur";
+import { ROOT } from "../paths.ts";
+import { formatCommand } from "../redis/trace.ts";
+import type { Verdict } from "./verdict.ts";
+
+const MAX_SENT = 25;
+
+function indent(text: string, by: string): string {
+  return text
+    .split("\n")
+    .map((line) => `${by}${line}`)
+    .join("\n");
+}
+
+/** A verdict as text for a person, at most 80 columns wide apart from long commands. */
+export function renderVerdict(verdict: Verdict, options: { verbose?: boolean } = {}): string {
+  const lines: string[] = [];
+  const number = verdict.lesson.slice(0, 2);
+  const heading = `${number} ${verdict.title}`;
+  switch (verdict.status) {
+    case "passed":
+      lines.push(kleur.green().bold(`✓ ${heading}: all ${verdict.tests.length} checks passed`));
+      break;
+    case "failed":
+      lines.push(kleur.red().bold(`✗ ${heading}: not yet`));
+      break;
+    case "skipped":
+      lines.push(kleur.yellow().bold(`- ${heading}: skipped`));
+      break;
+    case "error":
+      lines.push(kleur.yellow().bold(`! ${heading}: the check could not run`));
+      break;
+  }
+  if (verdict.reason && verdict.status !== "failed") lines.push(indent(verdict.reason, "  "));
+  if (verdict.status === "failed" && verdict.tests.every((t) => t.status !== "failed")) {
+    lines.push(indent(verdict.reason ?? "", "  "));
+  }
+  for (const test of verdict.tests) {
+    const mark =
+      test.status === "passed"
+        ? kleur.green("✓")
+        : test.status === "failed"
+          ? kleur.red("✗")
+          : kleur.yellow("-");
+    lines.push(`  ${mark} ${test.name}`);
+    if (test.status !== "passed" && test.message) lines.push(indent(test.message, "      "));
+    if (options.verbose && test.status === "failed" && test.stack) {
+      lines.push(kleur.dim(indent(test.stack, "      ")));
+    }
+  }
+  if (verdict.status === "failed" && verdict.output.length > 0) {
+    lines.push("", kleur.bold("  What your code printed:"));
+    for (const line of verdict.output.slice(-15)) lines.push(kleur.dim(indent(line, "    ")));
+  }
+  if (verdict.status === "failed" && verdict.sent) {
+    const sent = verdict.sent;
+    lines.push("", kleur.bold(`  What your code sent to Redis (${sent.length} commands):`));
+    if (sent.length === 0) lines.push("    nothing");
+    for (const command of sent.slice(0, MAX_SENT)) {
+      lines.push(
+        `    ${kleur.dim(connectionLabel(command.client))} ${formatCommand(command.args, 62)}`,
+      );
+    }
+    if (sent.length > MAX_SENT) lines.push(kleur.dim(`    ... and ${sent.length - MAX_SENT} more`));
+  }
+  if (options.verbose && verdict.diagnostics) {
+    lines.push("", kleur.dim(indent(verdict.diagnostics.trim(), "  | ")));
+  }
+  lines.push("", nextStep(verdict));
+  return lines.join("\n");
+}
+
+/** "wb:learner:1a2b3c4d:api" -> "api"; the check's own name for the learner's client -> "your client". */
+export function connectionLabel(name: string | undefined): string {
+  const label =
+    name === undefined ? "unnamed" : name.replace(/^wb:learner:[0-9a-f]+:?/, "") || "your client";
+  return label.length > 12 ? `${label.slice(0, 11)}…` : label.padEnd(12);
+}
+
+export function nextStep(verdict: Verdict): string {
+  const number = verdict.lesson.slice(0, 2);
+  const file = relative(ROOT, verdict.file);
+  switch (verdict.status) {
+    case "passed":
+      return verdict.target === "learner"
+        ? `Next: \`npm start\` for the next lesson, or \`npm run solution -- ${number}\` to compare.`
+        : "Next: nothing to do.";
+    case "failed":
+      return `Next: edit ${file}, then \`npm run check -- ${number}\`. Stuck? \`npm run hint -- ${number}\`.`;
+    case "skipped":
+      return "Next: move on to the next lesson, or run this one on the private server.";
+    case "error":
+      return "Next: fix what is named above and run the check again; `npm run doctor` checks your setup.";
+  }
+}

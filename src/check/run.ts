@@ -1,0 +1,218 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, relative } from "node:path";
+import type { Lesson } from "../catalog.ts";
+import { ROOT } from "../paths.ts";
+import { deletePrefixedKeys, type RedisTarget } from "../redis/target.ts";
+import { learnerCommands, startTrace, type Trace } from "../redis/trace.ts";
+import type { CheckEvent } from "./events.ts";
+import { typecheck } from "./typecheck.ts";
+import { type CheckTarget, decide, skipReason, type Verdict } from "./verdict.ts";
+
+export interface RunOptions {
+  /** Upper bound for the whole run; defaults to the lesson's timeoutMs or 60 s. */
+  timeoutMs?: number;
+}
+
+const VITEST = join(ROOT, "node_modules", "vitest", "vitest.mjs");
+const REPORTER = join(ROOT, "src", "check", "reporter.ts");
+const CONFIG = join(ROOT, "checks", "vitest.config.ts");
+
+function readEvents(file: string): CheckEvent[] {
+  if (!existsSync(file)) return [];
+  return readFileSync(file, "utf8")
+    .split("\n")
+    .filter((line) => line.length > 0)
+    .flatMap((line) => {
+      try {
+        return [JSON.parse(line) as CheckEvent];
+      } catch {
+        return [];
+      }
+    });
+}
+
+function groupAlive(pid: number): boolean {
+  try {
+    process.kill(-pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** SIGKILLs a process group and waits until the kernel reports it gone. */
+async function killGroup(pid: number): Promise<void> {
+  try {
+    process.kill(-pid, "SIGKILL");
+  } catch {
+    return;
+  }
+  for (let i = 0; i < 100 && groupAlive(pid); i++) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+// Check processes still running, so Ctrl+C or an exit mid-check takes them down too.
+const live = new Set<number>();
+process.on("exit", () => {
+  for (const pid of live) {
+    try {
+      process.kill(-pid, "SIGKILL");
+    } catch {
+      // gone
+    }
+  }
+});
+
+function childEnv(vars: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [name, value] of Object.entries(process.env)) {
+    // An outer vitest (our own test suite) must not leak its worker settings into the check's.
+    if (!/^VITEST|^TEST$|^NODE_ENV$/.test(name)) env[name] = value;
+  }
+  return { ...env, ...vars, FORCE_COLOR: "0", NO_COLOR: "1" };
+}
+
+/** Waits until the reporter has written "end", the process exits, or time runs out. */
+function waitForEnd(child: ChildProcess, events: string, ms: number) {
+  return new Promise<{ timedOut: boolean; exitCode: number | null; signal: string | null }>(
+    (resolve) => {
+      let exitCode: number | null = null;
+      let signal: string | null = null;
+      let exited = false;
+      const finish = (timedOut: boolean) => {
+        clearInterval(poll);
+        clearTimeout(timer);
+        resolve({ timedOut, exitCode, signal });
+      };
+      child.once("exit", (code, sig) => {
+        exitCode = code;
+        signal = sig;
+        exited = true;
+      });
+      const poll = setInterval(() => {
+        if (exited || readEvents(events).some((e) => e.event === "end")) finish(false);
+      }, 40);
+      const timer = setTimeout(() => finish(true), ms);
+    },
+  );
+}
+
+/**
+ * Runs one lesson's check against one file and decides a verdict. The one code path shared by
+ * `npm run check`, the guided runner and the self-verification tests.
+ */
+export async function runCheck(
+  lesson: Lesson,
+  target: CheckTarget,
+  redis: RedisTarget,
+  options: RunOptions = {},
+): Promise<Verdict> {
+  const started = Date.now();
+  const base = { lesson: lesson.id, title: lesson.title, target: target.kind, file: target.file };
+  const finish = (rest: Omit<Verdict, keyof typeof base | "durationMs">): Verdict => ({
+    ...base,
+    ...rest,
+    durationMs: Date.now() - started,
+  });
+
+  const skipped = skipReason(lesson, redis);
+  if (skipped) return finish({ status: "skipped", reason: skipped, tests: [], output: [] });
+  if (!existsSync(target.file)) {
+    return finish({
+      status: "error",
+      reason: `${relative(ROOT, target.file)} does not exist. Run \`npm run reset -- ${lesson.number}\` to make a fresh copy.`,
+      tests: [],
+      output: [],
+    });
+  }
+
+  const diagnostics = await typecheck(target.file);
+  if (diagnostics.length > 0) {
+    const shown = diagnostics
+      .slice(0, 8)
+      .map((d) => `${d.file}:${d.line}:${d.column}  ${d.message}`);
+    const more = diagnostics.length > 8 ? [`... and ${diagnostics.length - 8} more`] : [];
+    return finish({
+      status: "failed",
+      reason: ["Your code does not compile, so the check did not run it:", ...shown, ...more].join(
+        "\n",
+      ),
+      tests: [],
+      output: [],
+    });
+  }
+
+  const runId = randomBytes(4).toString("hex");
+  const prefix = `wb:${runId}:`;
+  const scratch = mkdtempSync(join(tmpdir(), "workbook-check-"));
+  const events = join(scratch, "events.jsonl");
+  let trace: Trace | undefined;
+  let child: ChildProcess | undefined;
+  let stdio = "";
+  try {
+    if (redis.kind === "private" && redis.port !== undefined) trace = await startTrace(redis.port);
+    child = spawn(
+      process.execPath,
+      [VITEST, "run", relative(ROOT, lesson.check), "--config", CONFIG, "--reporter", REPORTER],
+      {
+        cwd: ROOT,
+        detached: true,
+        stdio: ["ignore", "pipe", "pipe"],
+        env: childEnv({
+          WORKBOOK_REDIS_URL: redis.url,
+          WORKBOOK_PREFIX: prefix,
+          WORKBOOK_RUN_ID: runId,
+          WORKBOOK_TARGET: target.file,
+          WORKBOOK_LESSON: lesson.number,
+          WORKBOOK_SERVER: redis.kind,
+          WORKBOOK_REDIS_VERSION: redis.version,
+          WORKBOOK_RESULTS: events,
+        }),
+      },
+    );
+    const pid = child.pid;
+    if (pid !== undefined) live.add(pid);
+    const collect = (chunk: Buffer) => {
+      if (stdio.length < 200_000) stdio += chunk.toString();
+    };
+    child.stdout?.on("data", collect);
+    child.stderr?.on("data", collect);
+
+    const timeoutMs = options.timeoutMs ?? lesson.timeoutMs ?? 60_000;
+    const ending = await waitForEnd(child, events, timeoutMs);
+    if (pid !== undefined) {
+      await killGroup(pid);
+      live.delete(pid);
+    }
+    const all = readEvents(events);
+    for (const e of all) if (e.event === "process") await killGroup(e.pid);
+    const decided = decide(all, {
+      timedOutAfterMs: ending.timedOut ? timeoutMs : undefined,
+      exitCode: ending.exitCode,
+      signal: ending.signal,
+    });
+    const sent = trace ? learnerCommands(await trace.stop()) : undefined;
+    trace = undefined;
+    return finish({ ...decided, sent, diagnostics: stdio });
+  } catch (error) {
+    return finish({
+      status: "error",
+      reason: `The check could not run: ${(error as Error).message}`,
+      tests: [],
+      output: [],
+      diagnostics: stdio,
+    });
+  } finally {
+    if (child?.pid !== undefined && live.has(child.pid)) {
+      await killGroup(child.pid);
+      live.delete(child.pid);
+    }
+    if (trace) await trace.stop();
+    await deletePrefixedKeys(redis.url, prefix).catch(() => 0);
+    rmSync(scratch, { recursive: true, force: true });
+  }
+}

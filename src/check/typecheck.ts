@@ -1,0 +1,63 @@
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { join, relative } from "node:path";
+import { ROOT } from "../paths.ts";
+
+export interface Diagnostic {
+  file: string;
+  line: number;
+  column: number;
+  message: string;
+}
+
+/** `file(3,7): error TS2322: Type 'string' is not assignable ...` */
+export function parseTscOutput(output: string): Diagnostic[] {
+  const diagnostics: Diagnostic[] = [];
+  for (const line of output.split("\n")) {
+    const match = /^(.+?)\((\d+),(\d+)\): error (TS\d+: .*)$/.exec(line.trim());
+    if (match) {
+      const [, file = "", row = "0", column = "0", message = ""] = match;
+      diagnostics.push({ file, line: Number(row), column: Number(column), message });
+    } else if (diagnostics.length > 0 && /^\s+\S/.test(line)) {
+      const last = diagnostics[diagnostics.length - 1];
+      if (last) last.message += `\n${line.trimEnd()}`;
+    }
+  }
+  return diagnostics;
+}
+
+/**
+ * Type-checks one exercise file with the project's own compiler settings. The config lives
+ * under node_modules so that `redis` and @types/node resolve exactly as they do for the course.
+ */
+export async function typecheck(file: string): Promise<Diagnostic[]> {
+  const dir = join(ROOT, "node_modules", ".cache", "workbook");
+  mkdirSync(dir, { recursive: true });
+  const config = join(dir, `tsconfig.${randomBytes(4).toString("hex")}.json`);
+  writeFileSync(
+    config,
+    JSON.stringify({ extends: join(ROOT, "tsconfig.json"), files: [file], include: [] }),
+  );
+  try {
+    const output = await new Promise<string>((resolve, reject) => {
+      const child = spawn(
+        process.execPath,
+        [join(ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", config, "--pretty", "false"],
+        { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+      );
+      let text = "";
+      child.stdout.on("data", (chunk) => {
+        text += chunk;
+      });
+      child.stderr.on("data", (chunk) => {
+        text += chunk;
+      });
+      child.on("error", reject);
+      child.on("close", () => resolve(text));
+    });
+    return parseTscOutput(output).map((d) => ({ ...d, file: relative(ROOT, join(ROOT, d.file)) }));
+  } finally {
+    rmSync(config, { force: true });
+  }
+}

@@ -1,0 +1,163 @@
+import type { Lesson } from "../catalog.ts";
+import type { RedisTarget } from "../redis/target.ts";
+import { versionAtLeast } from "../redis/target.ts";
+import type { TracedCommand } from "../redis/trace.ts";
+import type { CheckEvent } from "./events.ts";
+
+export type TargetKind = "learner" | "starter" | "solution" | "mistake";
+
+export interface CheckTarget {
+  kind: TargetKind;
+  file: string;
+  /** "your code", "the starter", "the solution", "mistake: no-xack" */
+  label: string;
+}
+
+export interface TestOutcome {
+  name: string;
+  status: "passed" | "failed" | "skipped";
+  /** Learner-facing text: what was expected, what happened, which hint. */
+  message?: string;
+  stack?: string;
+}
+
+export type VerdictStatus = "passed" | "failed" | "error" | "skipped";
+
+export interface Verdict {
+  lesson: string;
+  title: string;
+  target: TargetKind;
+  file: string;
+  status: VerdictStatus;
+  /** Why the check failed as a whole, could not run, or was skipped. */
+  reason?: string;
+  tests: TestOutcome[];
+  /** What the learner's code sent to Redis; undefined when it could not be followed. */
+  sent?: TracedCommand[];
+  /** What the learner's code printed. */
+  output: string[];
+  /** The check process's own output, for --verbose and for reporting our bugs. */
+  diagnostics?: string;
+  durationMs: number;
+}
+
+/** 0 passed, 1 the learner's code is wrong, 2 the check could not run. */
+export function exitCode(verdict: Pick<Verdict, "status">): 0 | 1 | 2 {
+  if (verdict.status === "passed") return 0;
+  if (verdict.status === "failed") return 1;
+  return 2;
+}
+
+/** A lesson the current server cannot run, and why; undefined when it can run. */
+export function skipReason(lesson: Lesson, redis: Pick<RedisTarget, "kind" | "version">) {
+  if (lesson.needsPrivateServer && redis.kind === "external") {
+    return `Lesson ${lesson.number} needs the workbook's private server: ${lesson.needsPrivateServer}. Unset REDIS_URL to run it.`;
+  }
+  if (lesson.minRedis && !versionAtLeast(redis.version, lesson.minRedis)) {
+    return `Lesson ${lesson.number} needs Redis ${lesson.minRedis} or newer; this server is ${redis.version}. Upgrade redis-server or point REDIS_URL at a newer server.`;
+  }
+  return undefined;
+}
+
+/** Learner-facing message of an error: our own failures as written, anything else with its type. */
+function messageOf(error: { name: string; message: string }): string {
+  if (error.name === "CheckFailure") return error.message;
+  if (error.name === "AssertionError") return error.message;
+  return `${error.name}: ${error.message}`;
+}
+
+function looksLikeOurBug(error: { name: string; message: string; stack?: string }): boolean {
+  return /WORKBOOK_\w+ is not set|Failed to load url .*kit|Cannot find module .*checks\//.test(
+    `${error.message}\n${error.stack ?? ""}`,
+  );
+}
+
+/**
+ * Turns the reporter's event stream into a verdict. Pure, so every way a check run can end
+ * (pass, fail, crash, hang, exit) is decided in one place and tested without processes.
+ */
+export function decide(
+  events: CheckEvent[],
+  ending: { timedOutAfterMs?: number; exitCode: number | null; signal: string | null },
+): Pick<Verdict, "status" | "reason" | "tests" | "output"> {
+  const tests: TestOutcome[] = [];
+  const started: string[] = [];
+  const output: string[] = [];
+  const errors: { name: string; message: string; stack?: string }[] = [];
+  let ended = false;
+  for (const event of events) {
+    if (event.event === "start") started.push(event.test);
+    if (event.event === "log") output.push(event.text.replace(/\n$/, ""));
+    if (event.event === "error") errors.push(event);
+    if (event.event === "end") ended = true;
+    if (event.event === "result") {
+      const first = event.errors[0];
+      tests.push({
+        name: event.test,
+        status: event.state,
+        message: first ? messageOf(first) : event.note,
+        stack: first?.stack,
+      });
+    }
+  }
+  const unfinished = started.find((name) => !tests.some((t) => t.name === name));
+  if (ending.timedOutAfterMs !== undefined) {
+    const what = unfinished ? `"${unfinished}"` : "the check to start";
+    return {
+      status: "failed",
+      reason: `The check did not finish within ${ending.timedOutAfterMs / 1000}s: it was still waiting on ${what}. Something in your code never returns: look for a missing await, a loop without an exit, or a blocking read without a BLOCK timeout.`,
+      tests,
+      output,
+    };
+  }
+  const bug = errors.find(looksLikeOurBug);
+  if (bug) {
+    return {
+      status: "error",
+      reason: `The check itself failed to run: ${bug.message}`,
+      tests,
+      output,
+    };
+  }
+  const exited = errors.find((e) => /process\.exit/.test(e.message));
+  if (exited || (!ended && unfinished)) {
+    return {
+      status: "failed",
+      reason: exited
+        ? `Your code called process.exit() ${unfinished ? `during "${unfinished}"` : "while your file was being loaded"}. Library code should return or throw, never end the process.`
+        : `The check process ended during "${unfinished}" (exit code ${ending.exitCode ?? ending.signal}). Your code may have called process.exit() or crashed Node.`,
+      tests,
+      output,
+    };
+  }
+  if (errors.length > 0) {
+    const first = errors[0];
+    return {
+      status: "failed",
+      reason: first ? messageOf(first) : "The check reported an error.",
+      tests,
+      output,
+    };
+  }
+  if (!ended) {
+    return {
+      status: "error",
+      reason: `The check process ended before reporting (exit code ${ending.exitCode ?? ending.signal}). Run again with --verbose and report this as a workbook bug.`,
+      tests,
+      output,
+    };
+  }
+  if (tests.length === 0) {
+    return { status: "error", reason: "The check ran no tests: a workbook bug.", tests, output };
+  }
+  const failed = tests.filter((t) => t.status === "failed");
+  if (failed.length > 0) {
+    return {
+      status: "failed",
+      reason: `${failed.length} of ${tests.length} checks failed.`,
+      tests,
+      output,
+    };
+  }
+  return { status: "passed", tests, output };
+}

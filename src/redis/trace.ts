@@ -1,0 +1,125 @@
+import { connectRaw, type RawConnection } from "./raw.ts";
+import { redact } from "./redact.ts";
+
+export interface TracedCommand {
+  /** Milliseconds since the trace started. */
+  at: number;
+  addr: string;
+  /** The connection's name (CLIENT SETNAME / HELLO SETNAME), when it has one. */
+  client?: string;
+  args: string[];
+}
+
+/** Connections whose name starts with this belong to the check, not to the learner. */
+export const CHECK_CLIENT_PREFIX = "wb:check";
+
+const ESCAPES: Record<string, string> = { n: "\n", r: "\r", t: "\t", a: "\x07", b: "\b" };
+
+/** Splits MONITOR's quoted, escaped arguments: "SET" "a\"b" "x\ny". */
+export function parseQuotedArgs(text: string): string[] {
+  const args: string[] = [];
+  let i = 0;
+  while (i < text.length) {
+    if (text[i] !== '"') {
+      i++;
+      continue;
+    }
+    let arg = "";
+    i++;
+    while (i < text.length && text[i] !== '"') {
+      if (text[i] === "\\") {
+        const next = text[i + 1] ?? "";
+        if (next === "x") {
+          arg += String.fromCharCode(Number.parseInt(text.slice(i + 2, i + 4), 16));
+          i += 4;
+          continue;
+        }
+        arg += ESCAPES[next] ?? next;
+        i += 2;
+        continue;
+      }
+      arg += text[i];
+      i++;
+    }
+    args.push(arg);
+    i++;
+  }
+  return args;
+}
+
+/** One MONITOR line: `1700000000.123456 [0 127.0.0.1:54321] "PING"`. */
+export function parseMonitorLine(
+  line: string,
+): { time: number; addr: string; args: string[] } | undefined {
+  const match = /^(\d+\.\d+) \[\d+ ([^\]]+)\] (.*)$/s.exec(line);
+  if (!match) return undefined;
+  const [, time = "0", addr = "", rest = ""] = match;
+  return { time: Number(time) * 1000, addr, args: parseQuotedArgs(rest) };
+}
+
+function nameSetBy(args: string[]): string | undefined {
+  const upper = args.map((a) => a.toUpperCase());
+  if (upper[0] === "CLIENT" && upper[1] === "SETNAME") return args[2];
+  if (upper[0] === "HELLO") {
+    const at = upper.indexOf("SETNAME");
+    if (at > 0) return args[at + 1];
+  }
+  return undefined;
+}
+
+/**
+ * Names each command's connection, then keeps what the learner's code sent: everything except
+ * the check's own connections and the client library's bookkeeping.
+ */
+export function learnerCommands(all: TracedCommand[]): TracedCommand[] {
+  const names = new Map<string, string>();
+  for (const command of all) {
+    const name = nameSetBy(command.args);
+    if (name !== undefined) names.set(command.addr, name);
+  }
+  return all
+    .map((command) => ({ ...command, client: names.get(command.addr) }))
+    .filter((command) => !command.client?.startsWith(CHECK_CLIENT_PREFIX))
+    .filter(
+      (command) =>
+        !/^CLIENT$/i.test(command.args[0] ?? "") || !/^SETINFO$/i.test(command.args[1] ?? ""),
+    );
+}
+
+export function formatCommand(args: string[], width = 100): string {
+  const text = redact(
+    args.map((arg) => (/^[\w:.\-*$>#@/]+$/.test(arg) ? arg : JSON.stringify(arg))).join(" "),
+  );
+  return text.length > width ? `${text.slice(0, width - 1)}…` : text;
+}
+
+export interface Trace {
+  stop(): Promise<TracedCommand[]>;
+}
+
+/** Follows every command the server receives, with MONITOR (private server only). */
+export async function startTrace(port: number): Promise<Trace> {
+  const conn: RawConnection = await connectRaw("127.0.0.1", port);
+  const commands: TracedCommand[] = [];
+  let started = 0;
+  conn.onPush((reply) => {
+    if (typeof reply !== "string") return;
+    const parsed = parseMonitorLine(reply);
+    if (!parsed) return;
+    started ||= parsed.time;
+    commands.push({ at: Math.round(parsed.time - started), addr: parsed.addr, args: parsed.args });
+  });
+  const ok = await conn.command(["MONITOR"]);
+  if (ok instanceof Error) {
+    conn.close();
+    throw ok;
+  }
+  return {
+    async stop() {
+      // MONITOR lines for the last commands may still be in flight.
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      conn.close();
+      return commands;
+    },
+  };
+}
