@@ -5,6 +5,7 @@
  * A check never hard-codes key or channel names: it builds them with key(), so that against a
  * shared REDIS_URL server every name carries this run's prefix and only our keys are removed.
  */
+import { appendFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { createClient, type RedisClientType } from "redis";
 import { afterAll } from "vitest";
@@ -203,3 +204,12 @@ afterAll(() => {
     if (client.isOpen) client.destroy();
   }
 });
+
+/**
+ * Tells the harness about a process group the check started (a learner's worker run as a child
+ * process), so it is killed after the run even if the check itself hangs or crashes.
+ */
+export function trackProcess(pid: number): void {
+  const file = process.env.WORKBOOK_RESULTS;
+  if (file) appendFileSync(file, `${JSON.stringify({ event: "process", pid })}\n`);
+}

@@ -44,5 +44,7 @@ export const USAGE = `Usage: npm run <command> -- [lesson] [options]
   npm run check -- <lesson>     check your exercise (--json, --verbose, --solution)
   npm run hint -- <lesson>      the next hint (--level 1|2|3)
   npm run reset -- <lesson>     restore the starter (your code is kept as .bak)
+  npm run solution -- <lesson>  the reference solution, once your check passes
+  npm run demo -- <lesson>      watch a lesson's idea run
 
 <lesson> is a number (2 or 02) or a name (pubsub-broadcast).`;

@@ -1,5 +1,7 @@
-import { readFileSync } from "node:fs";
-import { relative } from "node:path";
+import { randomBytes } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, join, relative } from "node:path";
+import { pathToFileURL } from "node:url";
 import kleur from "kleur";
 import { parseArgs, USAGE, UsageError } from "./args.ts";
 import { describeLessons, findLesson, type Lesson, loadCatalog } from "./catalog.ts";
@@ -10,7 +12,7 @@ import { startMenu } from "./menu.ts";
 import { ROOT } from "./paths.ts";
 import { loadProgress, updateProgress } from "./progress.ts";
 import { redact } from "./redis/redact.ts";
-import { openRedisTarget, type RedisTarget } from "./redis/target.ts";
+import { deletePrefixedKeys, openRedisTarget, type RedisTarget } from "./redis/target.ts";
 import { ensureLearnerCopy, resetLearnerCopy } from "./workspace.ts";
 
 function lessonFrom(lessons: Lesson[], query: string | undefined): Lesson {
@@ -144,6 +146,33 @@ function solution(lessons: Lesson[], args: ReturnType<typeof parseArgs>): number
   return 0;
 }
 
+/**
+ * Runs lessons/NN-slug/demo.ts: its default export gets a Redis URL and a key prefix, and must
+ * finish on its own.
+ */
+async function demo(lessons: Lesson[], args: ReturnType<typeof parseArgs>): Promise<number> {
+  const lesson = lessonFrom(lessons, args.lesson);
+  const file = join(dirname(lesson.readme), "demo.ts");
+  if (!existsSync(file)) {
+    const withDemo = lessons.filter((l) => existsSync(join(dirname(l.readme), "demo.ts")));
+    throw new UsageError(
+      `Lesson ${lesson.number} has no demo. Demos: ${withDemo.map((l) => l.number).join(", ") || "none yet"}.`,
+    );
+  }
+  const module = (await import(pathToFileURL(file).href)) as {
+    default: (redisUrl: string, prefix: string) => Promise<void>;
+  };
+  await withRedis(async (redis) => {
+    const prefix = `wb:demo:${randomBytes(3).toString("hex")}:`;
+    try {
+      await module.default(redis.url, prefix);
+    } finally {
+      await deletePrefixedKeys(redis.url, prefix).catch(() => 0);
+    }
+  });
+  return 0;
+}
+
 async function main(argv: string[]): Promise<number> {
   const args = parseArgs(argv);
   const lessons = loadCatalog();
@@ -160,6 +189,8 @@ async function main(argv: string[]): Promise<number> {
       return reset(lessons, args);
     case "solution":
       return solution(lessons, args);
+    case "demo":
+      return demo(lessons, args);
     case "help":
     case "--help":
       console.log(USAGE);
