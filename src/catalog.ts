@@ -49,6 +49,20 @@ export interface Lesson extends LessonMeta {
   solution: string;
   check: string;
   mistakes: Mistake[];
+  /** lessons/NN-slug/demo.ts, when the lesson has a demo. */
+  demo?: string;
+  /** Knowledge-check questions (lessons/NN-slug/quiz.json), when the lesson has them. */
+  quiz?: QuizQuestion[];
+}
+
+/** One question of a lesson's knowledge check, in quiz.json. */
+export interface QuizQuestion {
+  question: string;
+  choices: string[];
+  /** Index into choices. */
+  answer: number;
+  /** Shown after answering: why the answer is right. */
+  why: string;
 }
 
 const LESSON_DIR = /^(\d{2})-([a-z0-9]+(?:-[a-z0-9]+)*)$/;
@@ -109,8 +123,12 @@ export function loadLesson(dirName: string): Lesson {
   const checkFile = existsSync(checkDir)
     ? readdirSync(checkDir).find((name) => name.endsWith(".check.ts"))
     : undefined;
+  const demo = join(dir, "demo.ts");
+  const quiz = join(dir, "quiz.json");
   return {
     ...meta,
+    demo: existsSync(demo) ? demo : undefined,
+    quiz: existsSync(quiz) ? (JSON.parse(readFileSync(quiz, "utf8")) as QuizQuestion[]) : undefined,
     number,
     slug,
     id: dirName,

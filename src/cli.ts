@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
-import { dirname, join, relative } from "node:path";
+import { readFileSync } from "node:fs";
+import { relative } from "node:path";
 import { pathToFileURL } from "node:url";
 import kleur from "kleur";
 import { parseArgs, USAGE, UsageError } from "./args.ts";
@@ -152,9 +152,9 @@ function solution(lessons: Lesson[], args: ReturnType<typeof parseArgs>): number
  */
 async function demo(lessons: Lesson[], args: ReturnType<typeof parseArgs>): Promise<number> {
   const lesson = lessonFrom(lessons, args.lesson);
-  const file = join(dirname(lesson.readme), "demo.ts");
-  if (!existsSync(file)) {
-    const withDemo = lessons.filter((l) => existsSync(join(dirname(l.readme), "demo.ts")));
+  const file = lesson.demo;
+  if (!file) {
+    const withDemo = lessons.filter((l) => l.demo);
     throw new UsageError(
       `Lesson ${lesson.number} has no demo. Demos: ${withDemo.map((l) => l.number).join(", ") || "none yet"}.`,
     );
