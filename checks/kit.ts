@@ -8,7 +8,7 @@
 import { appendFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { createClient, type RedisClientType } from "redis";
-import { afterAll } from "vitest";
+import { afterAll, beforeEach } from "vitest";
 
 /** What createClient() returns with the default options (RESP3). */
 export type Redis = RedisClientType<{}, {}, {}, 3, {}>;
@@ -205,11 +205,22 @@ afterAll(() => {
   }
 });
 
+function report(event: object): void {
+  const file = process.env.WORKBOOK_RESULTS;
+  if (file) appendFileSync(file, `${JSON.stringify(event)}\n`);
+}
+
+// Written from inside the test process, synchronously: vitest's own reporting is batched and
+// never arrives if the learner's code blocks the event loop, and the harness must still name
+// the test that was stuck.
+beforeEach((context) => {
+  report({ event: "start", test: context.task.name });
+});
+
 /**
  * Tells the harness about a process group the check started (a learner's worker run as a child
  * process), so it is killed after the run even if the check itself hangs or crashes.
  */
 export function trackProcess(pid: number): void {
-  const file = process.env.WORKBOOK_RESULTS;
-  if (file) appendFileSync(file, `${JSON.stringify({ event: "process", pid })}\n`);
+  report({ event: "process", pid });
 }

@@ -115,6 +115,9 @@ export function loadLesson(dirName: string): Lesson {
   if (!match) throw new Error(`lessons/${dirName} is not named NN-slug.`);
   const [, number = "", slug = ""] = match;
   const dir = join(LESSONS_DIR, dirName);
+  if (!existsSync(join(dir, "lesson.json"))) {
+    throw new Error(`lessons/${dirName}/lesson.json is missing: see docs/AUTHORING.md.`);
+  }
   const meta = parseLessonMeta(
     readFileSync(join(dir, "lesson.json"), "utf8"),
     `lessons/${dirName}/lesson.json`,

@@ -100,7 +100,9 @@ export function decide(
       });
     }
   }
-  const unfinished = started.find((name) => !tests.some((t) => t.name === name));
+  // Tests run one after another, so the last one started without a result is the one that was
+  // running when the run ended (earlier results may never arrive if the process was stuck).
+  const unfinished = started.findLast((name) => !tests.some((t) => t.name === name));
   if (ending.timedOutAfterMs !== undefined) {
     const what = unfinished ? `"${unfinished}"` : "the check to start";
     return {

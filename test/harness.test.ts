@@ -1,0 +1,114 @@
+/**
+ * Learner code that throws, hangs, spins, exits or does not compile is a failed check with an
+ * explanation, never a crash of the workbook, and leaves no process or connection behind.
+ */
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { createClient } from "redis";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { loadLesson } from "../src/catalog.ts";
+import { runCheck } from "../src/check/run.ts";
+import type { Verdict } from "../src/check/verdict.ts";
+import { openRedisTarget, type RedisTarget } from "../src/redis/target.ts";
+import { processesWithEnv, scratchDir } from "./support/sandbox.ts";
+
+const lesson = loadLesson("01-connect");
+const solution = readFileSync(lesson.solution, "utf8");
+const scratch = scratchDir("harness");
+let redis: RedisTarget;
+
+beforeAll(async () => {
+  redis = await openRedisTarget({});
+});
+
+afterAll(async () => {
+  await redis.release();
+  scratch.remove();
+});
+
+let counter = 0;
+/** Checks a variant of the lesson 01 solution, then proves nothing it started is still alive. */
+async function checkVariant(source: string, timeoutMs?: number): Promise<Verdict> {
+  const file = join(scratch.dir, `variant-${counter++}.ts`);
+  writeFileSync(file, source);
+  const verdict = await runCheck(lesson, { kind: "learner", file, label: "your code" }, redis, {
+    timeoutMs,
+  });
+  expect(processesWithEnv(`WORKBOOK_TARGET=${file}`)).toEqual([]);
+  const observer = createClient({ url: redis.url });
+  await observer.connect();
+  const clients = String(await observer.sendCommand(["CLIENT", "LIST"]))
+    .trim()
+    .split("\n");
+  observer.destroy();
+  expect(clients, "only the observer is connected").toHaveLength(1);
+  return verdict;
+}
+
+function text(verdict: Verdict): string {
+  return [verdict.reason ?? "", ...verdict.tests.map((t) => t.message ?? "")].join("\n");
+}
+
+describe("learner code that misbehaves", () => {
+  test("passes when it is right", async () => {
+    expect((await checkVariant(solution)).status).toBe("passed");
+  });
+
+  test("does not compile: a failed check that quotes the compiler", async () => {
+    const verdict = await checkVariant(`${solution}\nexport const broken: number = "text";\n`);
+    expect(verdict.status).toBe("failed");
+    expect(verdict.reason).toMatch(/does not compile[\s\S]*TS2322/);
+  });
+
+  test("has a syntax error: a failed check that names the line", async () => {
+    const verdict = await checkVariant(`${solution}\nexport const broken = (;\n`);
+    expect(verdict.status).toBe("failed");
+    expect(verdict.reason).toMatch(/does not compile[\s\S]*:\d+:\d+/);
+  });
+
+  test("throws while loading: a failed check saying the file could not be loaded", async () => {
+    const verdict = await checkVariant(`${solution}\nthrow new Error("boom at import");\n`);
+    expect(verdict.status).toBe("failed");
+    expect(text(verdict)).toContain("could not be loaded: boom at import");
+  });
+
+  test("calls process.exit while loading: a failed check that says so", async () => {
+    const verdict = await checkVariant(`${solution}\nprocess.exit(3);\n`);
+    expect(verdict.status).toBe("failed");
+    expect(text(verdict)).toMatch(/process\.exit/);
+  });
+
+  test("calls process.exit inside a function: that test fails and names it", async () => {
+    const verdict = await checkVariant(
+      solution.replace("const base =", "process.exit(4);\n  const base ="),
+    );
+    expect(verdict.status).toBe("failed");
+    expect(text(verdict)).toContain("reconnectDelay() called process.exit(4)");
+  });
+
+  test("never returns: a failed check naming what it was waiting for", async () => {
+    const verdict = await checkVariant(
+      solution.replace("await client.connect();", "await new Promise(() => {});"),
+    );
+    expect(verdict.status).toBe("failed");
+    expect(text(verdict)).toContain("Still waiting for connect() to finish");
+  });
+
+  test("spins the CPU forever: the run is stopped and the stuck test named", async () => {
+    const verdict = await checkVariant(
+      solution.replace("const base =", "for (;;) {}\n  const base ="),
+      15_000,
+    );
+    expect(verdict.status).toBe("failed");
+    expect(verdict.reason).toMatch(/did not finish within 15s[\s\S]*reconnect delays/);
+  });
+
+  test("what the code sent to Redis is recorded on the private server", async () => {
+    const verdict = await checkVariant(solution.replace("await client.close();", ""));
+    expect(verdict.status).toBe("failed");
+    const sent = (verdict.sent ?? []).map((c) => c.args.join(" "));
+    expect(sent).toContain("PING");
+    expect(sent.some((c) => c.startsWith("HELLO 3 SETNAME wb:learner:"))).toBe(true);
+    expect(sent.some((c) => c.includes("wb:check"))).toBe(false);
+  });
+});

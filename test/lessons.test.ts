@@ -1,0 +1,68 @@
+/**
+ * The self-verification rustlings calls `dev check`: for every lesson, the check passes on the
+ * solution, fails on the untouched starter (as a failure of the code, not of the harness), and
+ * rejects every mistake with the message the mistake file names. A check that cannot fail is a
+ * defect, and this is where it is caught.
+ */
+import { describe, expect, test } from "vitest";
+import { type Lesson, loadCatalog } from "../src/catalog.ts";
+import { runCheck } from "../src/check/run.ts";
+import type { CheckTarget, Verdict } from "../src/check/verdict.ts";
+import { openRedisTarget } from "../src/redis/target.ts";
+
+const lessons = loadCatalog();
+
+/** Each run gets its own private server, so checks that change server settings stay apart. */
+async function verdictFor(lesson: Lesson, target: CheckTarget): Promise<Verdict> {
+  const redis = await openRedisTarget({});
+  try {
+    return await runCheck(lesson, target, redis);
+  } finally {
+    await redis.release();
+  }
+}
+
+function explain(verdict: Verdict): string {
+  const failures = verdict.tests
+    .filter((t) => t.status !== "passed")
+    .map((t) => `  ${t.status}: ${t.name}: ${t.message ?? ""}`);
+  return [`${verdict.status}: ${verdict.reason ?? ""}`, ...failures, verdict.diagnostics ?? ""]
+    .join("\n")
+    .slice(0, 4000);
+}
+
+function messages(verdict: Verdict): string {
+  return [verdict.reason ?? "", ...verdict.tests.map((t) => t.message ?? "")].join("\n");
+}
+
+describe.each(lessons.map((l) => [l.id, l] as const))("lesson %s", (_id, lesson) => {
+  test.concurrent("its check passes on the solution", async () => {
+    const verdict = await verdictFor(lesson, {
+      kind: "solution",
+      file: lesson.solution,
+      label: "the solution",
+    });
+    expect(verdict.status, explain(verdict)).toBe("passed");
+  });
+
+  test.concurrent("its check fails on the untouched starter, as a failure of the code", async () => {
+    const verdict = await verdictFor(lesson, {
+      kind: "starter",
+      file: lesson.starter,
+      label: "the starter",
+    });
+    expect(verdict.status, explain(verdict)).toBe("failed");
+  });
+
+  for (const mistake of lesson.mistakes) {
+    test.concurrent(`its check rejects the mistake "${mistake.name}"`, async () => {
+      const verdict = await verdictFor(lesson, {
+        kind: "mistake",
+        file: mistake.file,
+        label: mistake.name,
+      });
+      expect(verdict.status, explain(verdict)).toBe("failed");
+      expect(messages(verdict), explain(verdict)).toContain(mistake.expect);
+    });
+  }
+});
