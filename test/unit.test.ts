@@ -1,0 +1,176 @@
+/** The pure core: parsing and deciding, tested without processes or servers. */
+import { describe, expect, test } from "vitest";
+import { parseArgs, UsageError } from "../src/args.ts";
+import type { Lesson } from "../src/catalog.ts";
+import { parseTscOutput } from "../src/check/typecheck.ts";
+import { decide, exitCode, skipReason } from "../src/check/verdict.ts";
+import { encode, parseReply } from "../src/redis/raw.ts";
+import { redact } from "../src/redis/redact.ts";
+import { versionAtLeast } from "../src/redis/target.ts";
+import { learnerCommands, parseMonitorLine, parseQuotedArgs } from "../src/redis/trace.ts";
+
+describe("redact", () => {
+  test("hides passwords and tokens in redis URLs, keeping user and host", () => {
+    expect(redact("rediss://default:k3y=@cache.redis.cache.windows.net:6380")).toBe(
+      "rediss://default:***@cache.redis.cache.windows.net:6380",
+    );
+    expect(redact("failed: redis://:pw@127.0.0.1:6379 and redis://u:t@h:1")).toBe(
+      "failed: redis://:***@127.0.0.1:6379 and redis://u:***@h:1",
+    );
+    expect(redact("redis://127.0.0.1:6379")).toBe("redis://127.0.0.1:6379");
+  });
+});
+
+describe("MONITOR parsing", () => {
+  test("splits quoted arguments with escapes", () => {
+    expect(parseQuotedArgs('"SET" "a\\"b" "x\\ny" "\\x41"')).toEqual(["SET", 'a"b', "x\ny", "A"]);
+  });
+
+  test("reads time, address and arguments of a line", () => {
+    expect(parseMonitorLine('1700000000.500000 [0 127.0.0.1:5000] "PING"')).toEqual({
+      time: 1700000000500,
+      addr: "127.0.0.1:5000",
+      args: ["PING"],
+    });
+    expect(parseMonitorLine("OK")).toBeUndefined();
+  });
+
+  test("keeps the learner's commands and names their connections", () => {
+    const at = 0;
+    const sent = learnerCommands([
+      { at, addr: "a:1", args: ["HELLO", "3", "SETNAME", "wb:check:main:1"] },
+      { at, addr: "a:1", args: ["CLIENT", "LIST"] },
+      { at, addr: "b:2", args: ["HELLO", "3", "SETNAME", "wb:learner:1"] },
+      { at, addr: "b:2", args: ["CLIENT", "SETINFO", "LIB-NAME", "node-redis"] },
+      { at, addr: "b:2", args: ["PUBLISH", "ch", "{}"] },
+      { at, addr: "c:3", args: ["PING"] },
+    ]);
+    expect(sent.map((c) => [c.client, c.args[0]])).toEqual([
+      ["wb:learner:1", "HELLO"],
+      ["wb:learner:1", "PUBLISH"],
+      [undefined, "PING"],
+    ]);
+  });
+});
+
+describe("RESP", () => {
+  test("encodes commands and parses every reply type, also when split", () => {
+    expect(encode(["GET", "ké"])).toBe("*2\r\n$3\r\nGET\r\n$3\r\nké\r\n");
+    const reply = Buffer.from("*4\r\n+OK\r\n:7\r\n$-1\r\n$5\r\nhello\r\n");
+    expect(parseReply(reply)?.reply).toEqual(["OK", 7, null, "hello"]);
+    expect(parseReply(reply.subarray(0, 12))).toBeUndefined();
+    expect(parseReply(Buffer.from("-ERR nope\r\n"))?.reply).toEqual(new Error("ERR nope"));
+  });
+});
+
+describe("arguments", () => {
+  test("reads command, lesson, flags and options", () => {
+    const args = parseArgs(["check", "02", "--json", "--level=2", "--mistake", "no-xack"]);
+    expect(args.command).toBe("check");
+    expect(args.lesson).toBe("02");
+    expect([...args.flags]).toEqual(["--json"]);
+    expect(args.options.get("--level")).toBe("2");
+    expect(args.options.get("--mistake")).toBe("no-xack");
+    expect(parseArgs([]).command).toBe("start");
+  });
+
+  test("rejects a second lesson and an option without its value", () => {
+    expect(() => parseArgs(["check", "01", "02"])).toThrow(UsageError);
+    expect(() => parseArgs(["hint", "01", "--level"])).toThrow(/needs a value/);
+  });
+});
+
+describe("versions and skipping", () => {
+  const lesson = { number: "05", minRedis: "6.2" } as Lesson;
+
+  test("compares dotted versions", () => {
+    expect(versionAtLeast("7.0.15", "6.2")).toBe(true);
+    expect(versionAtLeast("6.2.0", "6.2")).toBe(true);
+    expect(versionAtLeast("6.0.9", "6.2")).toBe(false);
+    expect(versionAtLeast("10.0.0", "8.2")).toBe(true);
+  });
+
+  test("skips a lesson that needs the private server or a newer Redis, saying why", () => {
+    expect(skipReason(lesson, { kind: "private", version: "7.0.15" })).toBeUndefined();
+    expect(skipReason(lesson, { kind: "private", version: "6.0.0" })).toMatch(/needs Redis 6.2/);
+    const global = { ...lesson, needsPrivateServer: "it uses CONFIG SET" };
+    expect(skipReason(global, { kind: "external", version: "7.2.0" })).toMatch(
+      /private server: it uses CONFIG SET.*Unset REDIS_URL/,
+    );
+  });
+});
+
+describe("deciding a verdict", () => {
+  const ended = { exitCode: 0, signal: null };
+  const result = (test: string, state: "passed" | "failed", message?: string) => ({
+    event: "result" as const,
+    test,
+    state,
+    errors: message ? [{ name: "CheckFailure", message }] : [],
+  });
+
+  test("passes when every test passed, and maps verdicts to exit codes", () => {
+    const verdict = decide(
+      [{ event: "start", test: "a" }, result("a", "passed"), { event: "end" }],
+      ended,
+    );
+    expect(verdict.status).toBe("passed");
+    expect(exitCode(verdict)).toBe(0);
+    expect(exitCode({ status: "failed" })).toBe(1);
+    expect(exitCode({ status: "error" })).toBe(2);
+    expect(exitCode({ status: "skipped" })).toBe(2);
+  });
+
+  test("fails with the learner's message", () => {
+    const verdict = decide([result("a", "failed", "Expected 3, got 1."), { event: "end" }], ended);
+    expect(verdict.status).toBe("failed");
+    expect(verdict.tests[0]?.message).toBe("Expected 3, got 1.");
+  });
+
+  test("names the test that was running when time ran out", () => {
+    const verdict = decide(
+      [
+        { event: "start", test: "a" },
+        { event: "start", test: "b" },
+      ],
+      { ...ended, timedOutAfterMs: 5000 },
+    );
+    expect(verdict.status).toBe("failed");
+    expect(verdict.reason).toMatch(/within 5s.*"b"/);
+  });
+
+  test("treats a run with no tests, or no report, as our error rather than the learner's", () => {
+    expect(decide([{ event: "end" }], ended).status).toBe("error");
+    expect(decide([], { exitCode: 1, signal: null }).status).toBe("error");
+  });
+
+  test("blames process.exit on the learner's code", () => {
+    const verdict = decide(
+      [
+        { event: "start", test: "a" },
+        { event: "error", name: "Error", message: 'process.exit unexpectedly called with "1"' },
+        { event: "end" },
+      ],
+      ended,
+    );
+    expect(verdict.status).toBe("failed");
+    expect(verdict.reason).toMatch(/process\.exit\(\) during "a"/);
+  });
+});
+
+test("reads tsc diagnostics, including continuation lines", () => {
+  const output = [
+    "workspace/x.ts(3,7): error TS2322: Type 'string' is not assignable to type 'number'.",
+    "  The expected type comes from here.",
+    "Found 1 error.",
+  ].join("\n");
+  expect(parseTscOutput(output)).toEqual([
+    {
+      file: "workspace/x.ts",
+      line: 3,
+      column: 7,
+      message:
+        "TS2322: Type 'string' is not assignable to type 'number'.\n  The expected type comes from here.",
+    },
+  ]);
+});
