@@ -1,0 +1,75 @@
+/** The plain commands as a script or CI sees them: exit codes, JSON, and messages. */
+import { spawnSync } from "node:child_process";
+import { join } from "node:path";
+import { afterAll, expect, test } from "vitest";
+import { ROOT } from "../src/paths.ts";
+import { scratchDir } from "./support/sandbox.ts";
+
+const scratch = scratchDir("cli");
+afterAll(() => scratch.remove());
+
+function cli(args: string[], env: NodeJS.ProcessEnv = {}) {
+  const result = spawnSync(
+    process.execPath,
+    [join(ROOT, "node_modules", "tsx", "dist", "cli.mjs"), "src/cli.ts", ...args],
+    {
+      cwd: ROOT,
+      encoding: "utf8",
+      env: {
+        ...process.env,
+        WORKBOOK_WORKSPACE: scratch.dir,
+        REDIS_URL: "",
+        NO_COLOR: "1",
+        ...env,
+      },
+      timeout: 120_000,
+    },
+  );
+  return { code: result.status, out: result.stdout, err: result.stderr };
+}
+
+test("check exits 0 on the solution and prints the verdict as JSON", () => {
+  const { code, out } = cli(["check", "01", "--solution", "--json"]);
+  expect(code).toBe(0);
+  const verdict = JSON.parse(out.trim().split("\n").pop() ?? "{}");
+  expect(verdict).toMatchObject({ lesson: "01-connect", target: "solution", status: "passed" });
+});
+
+test("check exits 1 on the learner's untouched copy, made from the starter on first use", () => {
+  const { code, out } = cli(["check", "connect"]);
+  expect(code).toBe(1);
+  expect(out).toContain("Made your copy of the exercise");
+  expect(out).toContain("is not written yet");
+  expect(out).toMatch(/Next: edit .*connect\.ts/);
+});
+
+test("an unknown lesson is a usage error that lists the lessons", () => {
+  const { code, err } = cli(["check", "99"]);
+  expect(code).toBe(2);
+  expect(err).toContain('There is no lesson "99"');
+  expect(err).toContain("01 connect");
+});
+
+test("without redis-server and REDIS_URL: one clear message with the fixes, no stack trace", () => {
+  // A PATH with node but without redis-server.
+  const { code, err } = cli(["check", "01", "--solution"], { PATH: "/nonexistent" });
+  expect(code).toBe(2);
+  for (const fix of [
+    "apt-get install -y redis-server",
+    "brew install redis",
+    "docker run",
+    "REDIS_URL",
+  ]) {
+    expect(err).toContain(fix);
+  }
+  expect(err).not.toMatch(/\n\s+at /);
+});
+
+test("an unreachable REDIS_URL names the problem with the password hidden", () => {
+  const { code, err } = cli(["check", "01", "--solution"], {
+    REDIS_URL: "redis://user:hunter2@127.0.0.1:1",
+  });
+  expect(code).toBe(2);
+  expect(err).toContain("redis://user:***@127.0.0.1:1");
+  expect(err).not.toContain("hunter2");
+});
