@@ -39,12 +39,19 @@ export class UsageError extends Error {
 
 export const USAGE = `Usage: npm run <command> -- [lesson] [options]
 
-  npm start                     the guided course
+  npm start                     the guided course (in a terminal)
   npm run list -- [--json]      lessons and your progress
-  npm run check -- <lesson>     check your exercise (--json, --verbose, --solution)
-  npm run hint -- <lesson>      the next hint (--level 1|2|3)
-  npm run reset -- <lesson>     restore the starter (your code is kept as .bak)
-  npm run solution -- <lesson>  the reference solution, once your check passes
+  npm run check -- [lesson]     check your exercise once; --json, --verbose,
+                                --solution, --starter, --mistake <name>
+  npm run watch -- [lesson]     check again on every save; --json: one verdict
+                                a line
+  npm run hint -- [lesson]      the next hint; --level 1|2|3, --json
+  npm run reset -- [lesson]     restore the starter, keeping your code as .bak
+  npm run solution -- [lesson]  the solution as a diff against your code, once
+                                your check passes; --force, --full, --json
   npm run demo -- <lesson>      watch a lesson's idea run
+  npm run doctor                check Node, redis-server and REDIS_URL; --json
 
-<lesson> is a number (2 or 02) or a name (pubsub-broadcast).`;
+[lesson] is a number (2 or 02) or a name (pubsub-broadcast); without it, the
+lesson you are on. Exit codes: 0 passed or done, 1 not passed (doctor: a problem
+found), 2 could not run.`;

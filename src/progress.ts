@@ -10,6 +10,12 @@ export interface Progress {
   hints: Record<string, number>;
   /** The lesson the learner last worked on. */
   current?: string;
+  /** Lesson id -> when the solution was shown before the check had passed. */
+  peeked?: Record<string, string>;
+  /** Lesson id -> the last knowledge-check score. */
+  quiz?: Record<string, { score: number; total: number; at: string }>;
+  /** When the final re-check of every lesson passed. */
+  finished?: string;
 }
 
 export function progressFile(env: NodeJS.ProcessEnv = process.env): string {
@@ -26,7 +32,16 @@ export function loadProgress(env: NodeJS.ProcessEnv = process.env): Progress {
   if (!existsSync(file)) return emptyProgress();
   try {
     const data = JSON.parse(readFileSync(file, "utf8")) as Partial<Progress>;
-    return { ...emptyProgress(), ...data };
+    const isRecord = (value: unknown): value is Record<string, never> =>
+      typeof value === "object" && value !== null && !Array.isArray(value);
+    if (!isRecord(data)) return emptyProgress();
+    // A hand-edited file with a field of the wrong shape loses that field, not everything.
+    return {
+      ...data,
+      done: isRecord(data.done) ? data.done : {},
+      hints: isRecord(data.hints) ? data.hints : {},
+      current: typeof data.current === "string" ? data.current : undefined,
+    };
   } catch {
     return emptyProgress();
   }
@@ -48,4 +63,9 @@ export function updateProgress(
   change(progress);
   saveProgress(progress, env);
   return progress;
+}
+
+/** Whether the learner has ever used the workbook here (progress exists). */
+export function hasProgress(env: NodeJS.ProcessEnv = process.env): boolean {
+  return existsSync(progressFile(env));
 }

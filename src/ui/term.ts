@@ -6,6 +6,7 @@ import { pathToFileURL } from "node:url";
 import kleur from "kleur";
 
 /** Colour (SGR) codes and OSC 8 hyperlink brackets: they take no room on screen. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: terminal escape codes start with ESC.
 const INVISIBLE = /\x1b\[[0-9;?]*[A-Za-z]|\x1b\]8;[^\x07\x1b]*(?:\x07|\x1b\\)/g;
 
 export const MAX_WIDTH = 80;
@@ -77,9 +78,11 @@ export function wrapLine(line: string, width: number, indent?: string): string[]
   const lead = /^\s*/.exec(stripAnsi(line))?.[0] ?? "";
   const hanging = indent ?? lead;
   const room = Math.max(width - visibleLength(hanging), 10);
-  const words = line.trimStart().split(/ +/);
+  const body = line.trimStart();
+  // Words at even indexes, the spaces between them at odd ones: spacing inside a line is kept.
+  const parts = body.split(/( +)/);
   const lines: string[] = [];
-  let current = line.slice(0, line.length - line.trimStart().length);
+  let current = line.slice(0, line.length - body.length);
   let currentLength = visibleLength(current);
   let fresh = true;
   const flush = () => {
@@ -88,11 +91,14 @@ export function wrapLine(line: string, width: number, indent?: string): string[]
     currentLength = visibleLength(hanging);
     fresh = true;
   };
-  for (const word of words) {
+  for (let i = 0; i < parts.length; i += 2) {
+    const word = parts[i] ?? "";
+    if (word === "") continue;
+    const gap = fresh ? "" : (parts[i - 1] ?? " ");
     const length = visibleLength(word);
-    if (currentLength + (fresh ? 0 : 1) + length <= width) {
-      current += (fresh ? "" : " ") + word;
-      currentLength += (fresh ? 0 : 1) + length;
+    if (currentLength + gap.length + length <= width) {
+      current += gap + word;
+      currentLength += gap.length + length;
       fresh = false;
       continue;
     }
@@ -115,6 +121,17 @@ export function wrapLine(line: string, width: number, indent?: string): string[]
   }
   lines.push(current.trimEnd());
   return lines;
+}
+
+/**
+ * Cuts a line of code into pieces of `width` columns, keeping every space: code cannot be
+ * re-flowed like prose. Continuation pieces start with `continuation`.
+ */
+export function hardWrap(line: string, width: number, continuation = ""): string[] {
+  if (visibleLength(line) <= width) return [line];
+  const [first = "", ...rest] = hardSplit(line, width);
+  const room = Math.max(width - visibleLength(continuation), 1);
+  return [first, ...hardSplit(rest.join(""), room).map((piece) => continuation + piece)];
 }
 
 /** Wraps every line of a block of text. */
@@ -157,6 +174,21 @@ export function progressBar(done: number, total: number, width = 24): string {
   const filled = total === 0 ? 0 : Math.round((done / total) * width);
   const bar = kleur.green("█".repeat(filled)) + kleur.dim("░".repeat(width - filled));
   return `${bar} ${done} of ${total} ${total === 1 ? "lesson" : "lessons"} done`;
+}
+
+/** Lays out short items ("r run again", ...) on as few lines of `width` as they need. */
+export function flow(items: string[], width: number, separator = " · "): string[] {
+  const lines: string[] = [];
+  let current = "";
+  for (const item of items) {
+    const joined = current ? `${current}${separator}${item}` : item;
+    if (current && visibleLength(joined) > width) {
+      lines.push(current);
+      current = item;
+    } else current = joined;
+  }
+  if (current) lines.push(current);
+  return lines;
 }
 
 export function rule(width: number): string {

@@ -1,0 +1,385 @@
+/**
+ * Inside a lesson: the check runs on every save of the learner's file and the result stays on
+ * screen, with single keys for everything else (hints, lesson text, solution, reset, editor,
+ * next lesson). Like rustlings' watch mode, with the file's failures explained in place.
+ */
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { basename, relative } from "node:path";
+import kleur from "kleur";
+import type { Lesson } from "../catalog.ts";
+import { renderVerdict } from "../check/render.ts";
+import { runCheck } from "../check/run.ts";
+import type { Verdict } from "../check/verdict.ts";
+import { ROOT } from "../paths.ts";
+import { loadProgress, updateProgress } from "../progress.ts";
+import { ensureLearnerCopy, resetLearnerCopy } from "../workspace.ts";
+import { allDone, nextHintLevel, nextLesson, tierName } from "./course.ts";
+import { renderDiff } from "./diff.ts";
+import { renderMarkdown } from "./markdown.ts";
+import { page } from "./pager.ts";
+import { runQuiz } from "./quiz.ts";
+import { draw, isKey, type UiEvent } from "./screen.ts";
+import type { Session } from "./session.ts";
+import { fileLink, flow, rule, screenRows, screenWidth, truncate, wrap } from "./term.ts";
+import { watchForSaves } from "./watch.ts";
+
+/** Where to go after a lesson screen. */
+export type LessonExit = { go: "list" } | { go: "lesson"; lesson: Lesson } | { go: "finish" };
+
+let runs = 0;
+
+function readOr(file: string, fallback = ""): string {
+  try {
+    return readFileSync(file, "utf8");
+  } catch {
+    return fallback;
+  }
+}
+
+/** A verdict for when the check could not even start (no Redis, say). */
+function notRun(lesson: Lesson, file: string, reason: string): Verdict {
+  return {
+    lesson: lesson.id,
+    title: lesson.title,
+    target: "learner",
+    file,
+    status: "error",
+    reason,
+    tests: [],
+    output: [],
+    durationMs: 0,
+  };
+}
+
+/** The report without its "Next: npm run ..." line: on this screen the keys say what is next. */
+export function verdictLines(verdict: Verdict, width: number, verbose = false): string[] {
+  // The check names hints as commands; on this screen a hint is one key away.
+  const text = renderVerdict(verdict, { verbose }).replace(
+    /Hint (\d): npm run hint -- \d+ --level \d/g,
+    "Hint $1: press $1",
+  );
+  const lines = text.split("\n");
+  if (verdict.status !== "error" && lines.at(-1)?.startsWith("Next:")) {
+    lines.pop();
+    if (lines.at(-1) === "") lines.pop();
+  }
+  return wrap(lines.join("\n"), width);
+}
+
+/** The lesson text as screen lines: title, summary, objectives, then README.md. */
+export function lessonText(lesson: Lesson, file: string, width: number): string[] {
+  const objectives = lesson.objectives.map((o) => `- ${o}`).join("\n");
+  const intro = `# ${lesson.number} · ${lesson.title}\n\n${lesson.summary}\n\n**You will:**\n\n${objectives}\n`;
+  const readme = existsSync(lesson.readme)
+    ? readOr(lesson.readme).replace(/^# .*\n/, "")
+    : "_The text of this lesson is not written yet: the exercise file explains what to do._";
+  return [
+    ...renderMarkdown(`${intro}\n${readme}`, width),
+    "",
+    rule(width),
+    ...wrap(`Your exercise: ${fileLink(relative(ROOT, file), file)}`, width),
+    ...wrap(
+      kleur.dim("Close this (q) to start: the check runs each time you save the file."),
+      width,
+    ),
+  ];
+}
+
+interface State {
+  run: number;
+  running: boolean;
+  /** A save arrived while a check was running: run again when it finishes. */
+  again: boolean;
+  verdict?: Verdict;
+  /** The file's content when the last check started, to ignore saves that change nothing. */
+  checked?: string;
+  panel: string[];
+  confirm?: "reset" | "solution";
+  hintShown: number;
+}
+
+export async function lessonScreen(session: Session, lesson: Lesson): Promise<LessonExit> {
+  const { lessons, inbox } = session;
+  const { file, created } = ensureLearnerCopy(lesson);
+  updateProgress((p) => {
+    p.current = lesson.id;
+  });
+  const name = basename(file);
+  const state: State = { run: 0, running: false, again: false, panel: [], hintShown: 0 };
+  session.keysOn();
+  if (created)
+    await page(`Lesson ${lesson.number}`, lessonText(lesson, file, screenWidth()), inbox);
+
+  const startCheck = () => {
+    const run = ++runs;
+    Object.assign(state, { run, running: true, again: false, verdict: undefined });
+    state.checked = readOr(file);
+    void (async () => {
+      let verdict: Verdict;
+      try {
+        const redis = await session.redis();
+        verdict = await runCheck(lesson, { kind: "learner", file, label: "your code" }, redis);
+      } catch (error) {
+        verdict = notRun(lesson, file, (error as Error).message);
+      }
+      inbox.push({ kind: "checked", run, verdict });
+    })();
+  };
+
+  const passed = () => state.verdict?.status === "passed";
+
+  const keyBar = (width: number): string[] => {
+    if (state.confirm) return [kleur.bold("y yes · any other key: no")];
+    const keys = ["r run again", "h hint", "l lesson text", "e edit", "s solution", "x reset"];
+    const more = [
+      "n next lesson",
+      "q lesson list",
+      ...(lesson.quiz ? ["k knowledge check"] : []),
+      ...(state.verdict ? ["v full report"] : []),
+    ];
+    // Two groups (working on the code, moving on), each on its own lines.
+    return [...flow(keys, width), ...flow(more, width)].map((line) => kleur.dim(line));
+  };
+
+  const render = () => {
+    const width = screenWidth();
+    const rows = screenRows();
+    const total = lessons.length;
+    const position = lessons.findIndex((l) => l.id === lesson.id) + 1;
+    const header = [
+      kleur.bold(truncate(`Lesson ${lesson.number} · ${lesson.title}`, width - 10)) +
+        kleur.dim(` (${position}/${total})`),
+      truncate(`Your file: ${fileLink(relative(ROOT, file), file)}`, width),
+      rule(width),
+    ];
+    const status = kleur.dim(
+      truncate(`Watching ${name}: each save runs the check (r runs it now).`, width),
+    );
+    const footer = [rule(width), status, ...keyBar(width)];
+    const panel = state.panel.flatMap((line) => wrap(line, width));
+    let body: string[];
+    if (state.running) body = [kleur.yellow("Checking your code…")];
+    else if (state.verdict) body = verdictLines(state.verdict, width);
+    else body = [];
+    if (state.verdict?.status === "failed" && !state.running) {
+      body.push("", kleur.dim("Fix it and save: the check runs again. Stuck? Press h for a hint."));
+    }
+    const room = rows - header.length - footer.length - (panel.length > 0 ? panel.length + 1 : 0);
+    if (body.length > room) {
+      const hidden = body.length - (room - 1);
+      body = [
+        ...body.slice(0, Math.max(room - 1, 0)),
+        kleur.dim(`… ${hidden} more lines: press v for the whole report.`),
+      ];
+    }
+    const lines = [...header, ...body, ...(panel.length > 0 ? ["", ...panel] : [])];
+    draw(lines.slice(0, Math.max(rows - footer.length, 1)), footer);
+  };
+
+  /** The course is complete but not yet finished with the final re-check of every lesson. */
+  const readyToFinish = () => {
+    const progress = loadProgress();
+    return allDone(lessons, progress) && !progress.finished;
+  };
+
+  const onPass = () => {
+    const firstPass = !loadProgress().done[lesson.id];
+    const progress = updateProgress((p) => {
+      p.done[lesson.id] ??= new Date().toISOString();
+      p.current = lesson.id;
+    });
+    const next = nextLesson(lessons, lesson);
+    const quizTaken = Boolean(progress.quiz?.[lesson.id]);
+    const steps = readyToFinish()
+      ? "That was the last lesson to do: press n to check every lesson once more and finish."
+      : next
+        ? `Next: n for lesson ${next.number} (${next.title}), s to compare with the solution.`
+        : "Next: q for the lesson list, s to compare with the solution.";
+    state.panel = [
+      ...(firstPass ? [kleur.green("✓ Lesson done: your progress is saved.")] : []),
+      kleur.green().bold(`You can now: ${lesson.learned}`),
+      ...(lesson.quiz && !quizTaken
+        ? [kleur.cyan("This lesson has a knowledge check: press k.")]
+        : []),
+      steps,
+    ];
+  };
+
+  /** Shows hint `wanted` (a digit key), or the next tier (h); records the highest seen. */
+  const showHint = (wanted?: number) => {
+    if (lesson.hints.length === 0) {
+      state.panel = ["This lesson has no hints."];
+      return;
+    }
+    const seen = loadProgress().hints[lesson.id] ?? 0;
+    const level = wanted ?? nextHintLevel(seen, state.hintShown, lesson.hints.length);
+    const hint = lesson.hints[level - 1];
+    if (!hint) return;
+    state.hintShown = level;
+    updateProgress((p) => {
+      p.hints[lesson.id] = Math.max(p.hints[lesson.id] ?? 0, level);
+    });
+    const more = level < lesson.hints.length ? ` · h for hint ${level + 1}` : "";
+    state.panel = [
+      kleur.cyan().bold(`Hint ${level} of ${lesson.hints.length}: ${tierName(hint.level)}`) +
+        kleur.dim(more),
+      hint.text,
+    ];
+  };
+
+  const showSolution = async () => {
+    const mine = readOr(file);
+    const solution = readOr(lesson.solution);
+    const diff = renderDiff(
+      mine,
+      solution,
+      { before: `your code (${relative(ROOT, file)})`, after: "the solution" },
+      screenWidth(),
+    );
+    const lines =
+      diff.length > 0
+        ? diff
+        : [kleur.green("Your code is the same as the solution, line for line.")];
+    await page(`${lesson.number}: your code → solution`, lines, inbox);
+  };
+
+  const openEditor = async () => {
+    const editor = process.env.VISUAL || process.env.EDITOR;
+    if (!editor) {
+      state.panel = [
+        `Open ${fileLink(relative(ROOT, file), file)} in your editor (the path above is a link in most terminals).`,
+        kleur.dim("Set $EDITOR (export EDITOR=nano, or code) and e opens it from here."),
+      ];
+      return;
+    }
+    session.keysOff();
+    process.stdout.write("\x1b[H\x1b[2J");
+    // Like git: $EDITOR may carry arguments ("code --wait"), so a shell reads it.
+    await new Promise<void>((resolve) => {
+      const child = spawn("sh", ["-c", `${editor} "$1"`, "editor", file], { stdio: "inherit" });
+      child.on("error", () => resolve());
+      child.on("exit", () => resolve());
+    });
+    session.keysOn();
+    state.panel = [];
+  };
+
+  const onKey = async (char: string, keyName: string): Promise<LessonExit | undefined> => {
+    if (state.confirm) {
+      const what = state.confirm;
+      state.confirm = undefined;
+      state.panel = [];
+      if (char.toLowerCase() !== "y") return undefined;
+      if (what === "reset") {
+        const { backup } = resetLearnerCopy(lesson);
+        state.panel = [
+          `Restored the starter.${backup ? ` Your previous code is in ${relative(ROOT, backup)}.` : ""}`,
+        ];
+        startCheck();
+      } else {
+        updateProgress((p) => {
+          p.peeked = { ...p.peeked, [lesson.id]: new Date().toISOString() };
+        });
+        await showSolution();
+      }
+      return undefined;
+    }
+    switch (keyName === "escape" ? "q" : char.toLowerCase()) {
+      case "r":
+        if (state.running) state.again = true;
+        else startCheck();
+        state.panel = [];
+        return undefined;
+      case "h":
+        showHint();
+        return undefined;
+      case "1":
+      case "2":
+      case "3":
+      case "4":
+      case "5":
+        if (Number(char) <= lesson.hints.length) showHint(Number(char));
+        return undefined;
+      case "l":
+        await page(`Lesson ${lesson.number}`, lessonText(lesson, file, screenWidth()), inbox);
+        return undefined;
+      case "e":
+        await openEditor();
+        return undefined;
+      case "s":
+        if (passed() || loadProgress().done[lesson.id]) await showSolution();
+        else {
+          state.confirm = "solution";
+          state.panel = [
+            kleur.yellow(
+              "The solution unlocks when your check passes. Seeing it now takes the puzzle away: show it anyway? (y/N)",
+            ),
+          ];
+        }
+        return undefined;
+      case "x":
+        state.confirm = "reset";
+        state.panel = [
+          kleur.yellow(
+            `Reset ${name} to the starter? Your current code is kept as ${name}.bak. (y/N)`,
+          ),
+        ];
+        return undefined;
+      case "v":
+        if (state.verdict) {
+          await page(
+            `${lesson.number}: the whole report`,
+            verdictLines(state.verdict, screenWidth(), true),
+            inbox,
+          );
+        }
+        return undefined;
+      case "k":
+        if (lesson.quiz) {
+          session.keysOff();
+          await runQuiz(lesson, lesson.quiz);
+          session.keysOn();
+          await inbox.take(isKey);
+          state.panel = [];
+        }
+        return undefined;
+      case "n": {
+        if (readyToFinish()) return { go: "finish" };
+        const next = nextLesson(lessons, lesson);
+        return next ? { go: "lesson", lesson: next } : { go: "list" };
+      }
+      case "q":
+        return { go: "list" };
+      default:
+        return undefined;
+    }
+  };
+
+  const stopWatching = watchForSaves(file, () => inbox.push({ kind: "saved" }));
+  try {
+    startCheck();
+    for (;;) {
+      render();
+      const event: UiEvent = await inbox.take();
+      if (event.kind === "saved") {
+        if (readOr(file) === state.checked) continue;
+        if (state.running) state.again = true;
+        else startCheck();
+        state.panel = state.confirm ? state.panel : [];
+      } else if (event.kind === "checked") {
+        // A result from a run this screen has since replaced (or another lesson's) is stale.
+        if (event.run !== state.run) continue;
+        state.running = false;
+        state.verdict = event.verdict;
+        if (state.again) startCheck();
+        else if (event.verdict.status === "passed") onPass();
+      } else if (event.kind === "key") {
+        const exit = await onKey(event.key.char, event.key.name);
+        if (exit) return exit;
+      }
+    }
+  } finally {
+    stopWatching();
+  }
+}

@@ -1,0 +1,37 @@
+import { type FSWatcher, unwatchFile, watch, watchFile } from "node:fs";
+import { basename, dirname } from "node:path";
+
+/** Editors save in steps (write a temp file, rename it over): wait for the dust to settle. */
+const SETTLE_MS = 120;
+
+/**
+ * Calls `onChange` shortly after `file` is saved. It watches the directory rather than the file,
+ * because editors that save by renaming replace the file's inode, and a watch on the old inode
+ * goes quiet. A one-second stat poll backs it up where change events never come (some network
+ * and container mounts); the runner's re-run key covers the rest. Returns a stop function.
+ */
+export function watchForSaves(file: string, onChange: () => void): () => void {
+  let timer: NodeJS.Timeout | undefined;
+  const changed = () => {
+    clearTimeout(timer);
+    timer = setTimeout(onChange, SETTLE_MS);
+  };
+  let watcher: FSWatcher | undefined;
+  try {
+    watcher = watch(dirname(file), (_event, name) => {
+      if (name === null || name === basename(file)) changed();
+    });
+    watcher.on("error", () => watcher?.close());
+  } catch {
+    // No change events here: the poll below still notices saves.
+  }
+  const poll = (current: { mtimeMs: number }, previous: { mtimeMs: number }) => {
+    if (current.mtimeMs !== previous.mtimeMs) changed();
+  };
+  watchFile(file, { interval: 1000 }, poll);
+  return () => {
+    clearTimeout(timer);
+    watcher?.close();
+    unwatchFile(file, poll);
+  };
+}
