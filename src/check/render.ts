@@ -14,7 +14,10 @@ function indent(text: string, by: string): string {
 }
 
 /** A verdict as text for a person, at most 80 columns wide apart from long commands. */
-export function renderVerdict(verdict: Verdict, options: { verbose?: boolean } = {}): string {
+export function renderVerdict(
+  verdict: Verdict,
+  options: { verbose?: boolean; next?: boolean } = {},
+): string {
   const lines: string[] = [];
   const number = verdict.lesson.slice(0, 2);
   const heading = `${number} ${verdict.title}`;
@@ -67,7 +70,8 @@ export function renderVerdict(verdict: Verdict, options: { verbose?: boolean } =
   if (options.verbose && verdict.diagnostics) {
     lines.push("", kleur.dim(indent(verdict.diagnostics.trim(), "  | ")));
   }
-  lines.push("", nextStep(verdict));
+  // The guided runner leaves the next step out: its keys say what comes next.
+  if (options.next !== false) lines.push("", nextStep(verdict));
   return lines.join("\n");
 }
 

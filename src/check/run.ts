@@ -7,6 +7,7 @@ import type { Lesson } from "../catalog.ts";
 import { ROOT } from "../paths.ts";
 import { deletePrefixedKeys, type RedisTarget } from "../redis/target.ts";
 import { learnerCommands, startTrace, type Trace } from "../redis/trace.ts";
+import { killGroupOnExit, removeOnExit } from "./cleanup.ts";
 import type { CheckEvent } from "./events.ts";
 import { typecheck } from "./typecheck.ts";
 import { type CheckTarget, decide, skipReason, type Verdict } from "./verdict.ts";
@@ -54,18 +55,6 @@ async function killGroup(pid: number): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
-
-// Check processes still running, so Ctrl+C or an exit mid-check takes them down too.
-const live = new Set<number>();
-process.on("exit", () => {
-  for (const pid of live) {
-    try {
-      process.kill(-pid, "SIGKILL");
-    } catch {
-      // gone
-    }
-  }
-});
 
 function childEnv(vars: Record<string, string>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
@@ -149,9 +138,11 @@ export async function runCheck(
   const runId = randomBytes(4).toString("hex");
   const prefix = `wb:${runId}:`;
   const scratch = mkdtempSync(join(tmpdir(), "workbook-check-"));
+  const keepScratch = removeOnExit(scratch);
   const events = join(scratch, "events.jsonl");
   let trace: Trace | undefined;
   let child: ChildProcess | undefined;
+  let forgetChild = () => false;
   let stdio = "";
   try {
     if (redis.kind === "private" && redis.port !== undefined) trace = await startTrace(redis.port);
@@ -175,7 +166,7 @@ export async function runCheck(
       },
     );
     const pid = child.pid;
-    if (pid !== undefined) live.add(pid);
+    if (pid !== undefined) forgetChild = killGroupOnExit(pid);
     const collect = (chunk: Buffer) => {
       if (stdio.length < 200_000) stdio += chunk.toString();
     };
@@ -184,10 +175,8 @@ export async function runCheck(
 
     const timeoutMs = options.timeoutMs ?? lesson.timeoutMs ?? 60_000;
     const ending = await waitForEnd(child, events, timeoutMs);
-    if (pid !== undefined) {
-      await killGroup(pid);
-      live.delete(pid);
-    }
+    if (pid !== undefined) await killGroup(pid);
+    forgetChild();
     const all = readEvents(events);
     for (const e of all) if (e.event === "process") await killGroup(e.pid);
     const decided = decide(all, {
@@ -207,12 +196,10 @@ export async function runCheck(
       diagnostics: stdio,
     });
   } finally {
-    if (child?.pid !== undefined && live.has(child.pid)) {
-      await killGroup(child.pid);
-      live.delete(child.pid);
-    }
+    if (forgetChild() && child?.pid !== undefined) await killGroup(child.pid);
     if (trace) await trace.stop();
     await deletePrefixedKeys(redis.url, prefix).catch(() => 0);
     rmSync(scratch, { recursive: true, force: true });
+    keepScratch();
   }
 }

@@ -3,6 +3,7 @@ import { randomBytes } from "node:crypto";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { ROOT } from "../paths.ts";
+import { killGroupOnExit } from "./cleanup.ts";
 
 export interface Diagnostic {
   file: string;
@@ -41,11 +42,13 @@ export async function typecheck(file: string): Promise<Diagnostic[]> {
   );
   try {
     const output = await new Promise<string>((resolve, reject) => {
+      // Its own process group, so an exit mid-check can take it down with killGroupOnExit.
       const child = spawn(
         process.execPath,
         [join(ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", config, "--pretty", "false"],
-        { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+        { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], detached: true },
       );
+      const forget = child.pid === undefined ? () => false : killGroupOnExit(child.pid);
       let text = "";
       child.stdout.on("data", (chunk) => {
         text += chunk;
@@ -54,7 +57,10 @@ export async function typecheck(file: string): Promise<Diagnostic[]> {
         text += chunk;
       });
       child.on("error", reject);
-      child.on("close", () => resolve(text));
+      child.on("close", () => {
+        forget();
+        resolve(text);
+      });
     });
     return parseTscOutput(output).map((d) => ({ ...d, file: relative(ROOT, join(ROOT, d.file)) }));
   } finally {

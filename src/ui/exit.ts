@@ -3,7 +3,6 @@
  * and a normal quit all end here: the terminal is restored, the private Redis is stopped, check
  * processes are killed, and the process exits without a stack trace.
  */
-import { spawnSync } from "node:child_process";
 import kleur from "kleur";
 
 type Cleanup = () => void | Promise<void>;
@@ -28,25 +27,6 @@ function restoreTerminal(): void {
   if (process.stdout.isTTY) process.stdout.write("\x1b[?25h");
 }
 
-/**
- * Children this process started that are still running (the compiler a check runs first, a
- * check's process group): killed so that nothing outlives the workbook. The check runner and
- * the Redis harness have their own exit hooks; this also covers anything started in between.
- */
-function killChildren(): void {
-  const listed = spawnSync("pgrep", ["-P", String(process.pid)], { encoding: "utf8" });
-  if (listed.error || !listed.stdout) return;
-  for (const pid of listed.stdout.split("\n").map(Number).filter(Boolean)) {
-    for (const target of [-pid, pid]) {
-      try {
-        process.kill(target, "SIGKILL");
-      } catch {
-        // not a group leader, or already gone
-      }
-    }
-  }
-}
-
 function within(work: Promise<void> | void, ms: number): Promise<void> {
   return Promise.race([
     Promise.resolve(work).catch(() => {}),
@@ -60,7 +40,6 @@ export async function exitCleanly(code: number, note?: string): Promise<never> {
     exiting = true;
     restoreTerminal();
     for (const cleanup of [...cleanups].reverse()) await within(cleanup(), 3000);
-    killChildren();
     if (note) console.log(note);
     process.exit(code);
   }

@@ -55,16 +55,11 @@ function notRun(lesson: Lesson, file: string, reason: string): Verdict {
 /** The report without its "Next: npm run ..." line: on this screen the keys say what is next. */
 export function verdictLines(verdict: Verdict, width: number, verbose = false): string[] {
   // The check names hints as commands; on this screen a hint is one key away.
-  const text = renderVerdict(verdict, { verbose }).replace(
+  const text = renderVerdict(verdict, { verbose, next: verdict.status === "error" }).replace(
     /Hint (\d): npm run hint -- \d+ --level \d/g,
     "Hint $1: press $1",
   );
-  const lines = text.split("\n");
-  if (verdict.status !== "error" && lines.at(-1)?.startsWith("Next:")) {
-    lines.pop();
-    if (lines.at(-1) === "") lines.pop();
-  }
-  return wrap(lines.join("\n"), width);
+  return wrap(text, width);
 }
 
 /** The lesson text as screen lines: title, summary, objectives, then README.md. */

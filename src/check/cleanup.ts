@@ -1,0 +1,39 @@
+import { rmSync } from "node:fs";
+
+/**
+ * What a check run leaves to tidy if the workbook exits mid-run (Ctrl+C, an error): process
+ * groups to kill and scratch directories to remove. `exit` handlers must be synchronous, so
+ * this is the last line of defence after the normal finally blocks.
+ */
+const groups = new Set<number>();
+const dirs = new Set<string>();
+let installed = false;
+
+function install(): void {
+  if (installed) return;
+  installed = true;
+  process.on("exit", () => {
+    for (const pid of groups) {
+      try {
+        process.kill(-pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  });
+}
+
+/** Kills process group `pid` if we exit before calling the returned function (true the first time). */
+export function killGroupOnExit(pid: number): () => boolean {
+  install();
+  groups.add(pid);
+  return () => groups.delete(pid);
+}
+
+/** Removes `dir` if we exit before calling the returned function. */
+export function removeOnExit(dir: string): () => boolean {
+  install();
+  dirs.add(dir);
+  return () => dirs.delete(dir);
+}

@@ -1,0 +1,28 @@
+/** The README is the front door: its lesson list and commands must tell the truth. */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { expect, test } from "vitest";
+import { loadCatalog } from "../src/catalog.ts";
+import { ROOT } from "../src/paths.ts";
+
+const readme = readFileSync(join(ROOT, "README.md"), "utf8");
+const scripts = Object.keys(
+  (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { scripts: object }).scripts,
+);
+
+test("lists every lesson with its number and title", () => {
+  for (const lesson of loadCatalog()) {
+    expect(readme).toContain(`| ${lesson.number} | ${lesson.title} |`);
+  }
+});
+
+test("every `npm run X` it mentions exists", () => {
+  const mentioned = [...readme.matchAll(/npm run ([\w-]+)/g)].map((m) => m[1]);
+  for (const name of new Set(mentioned)) expect(scripts).toContain(name);
+});
+
+test("its test command is the one CI runs", () => {
+  const ci = readFileSync(join(ROOT, ".ci", "run"), "utf8");
+  expect(readme).toMatch(/^npm test\s+#/m);
+  expect(ci.trim().split("\n").pop()).toBe("npm test");
+});
