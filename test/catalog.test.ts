@@ -1,6 +1,12 @@
 import { existsSync, readFileSync } from "node:fs";
 import { describe, expect, test } from "vitest";
-import { findLesson, loadCatalog, parseLessonMeta, parseMistakeHeader } from "../src/catalog.ts";
+import {
+  findLesson,
+  lessonDirs,
+  loadCatalog,
+  parseLessonMeta,
+  parseMistakeHeader,
+} from "../src/catalog.ts";
 
 const lessons = loadCatalog();
 
@@ -20,6 +26,10 @@ describe("the catalog", () => {
     expect(lessons.map((l) => l.number)).toEqual(
       lessons.map((_, i) => String(i + 1).padStart(2, "0")),
     );
+  });
+
+  test("has a lesson.json in every lesson directory", () => {
+    expect(lessonDirs()).toEqual(lessons.map((l) => l.id));
   });
 
   test("has unique slugs", () => {

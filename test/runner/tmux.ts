@@ -101,10 +101,16 @@ export class Terminal {
   async exitCode(timeoutMs = 30_000): Promise<number> {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
-      const [dead, status] = this.tmux("display-message", "-p", "#{pane_dead} #{pane_dead_status}")
+      const [dead, status = "", signal = ""] = this.tmux(
+        "display-message",
+        "-p",
+        "#{pane_dead} #{pane_dead_status} #{pane_dead_signal}",
+      )
         .trim()
         .split(" ");
-      if (dead === "1") return Number(status);
+      // tmux may mark the pane dead a moment before it records the status.
+      if (dead === "1" && /^\d+$/.test(status)) return Number(status);
+      if (dead === "1" && /^\d+$/.test(signal)) return 128 + Number(signal);
       await new Promise((resolve) => setTimeout(resolve, 200));
     }
     throw new Error(`The command did not end. The screen:\n${this.screen()}`);
