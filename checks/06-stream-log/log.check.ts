@@ -1,0 +1,262 @@
+import { test } from "vitest";
+import {
+  CheckFailure,
+  call,
+  check,
+  checkClient,
+  fail,
+  key,
+  learnerClient,
+  loadExercise,
+  type Redis,
+} from "../kit.ts";
+import { compareIds, isStreamId } from "../streams-support.ts";
+
+interface DocEvent {
+  docId: string;
+  stage: string;
+  status: string;
+}
+
+interface LogEntry {
+  id: string;
+  event: DocEvent;
+}
+
+interface Exercise {
+  appendEvent(client: Redis, stream: string, event: DocEvent, maxLen: number): Promise<string>;
+  readPage(client: Redis, stream: string, after: string | null, count: number): Promise<LogEntry[]>;
+  latest(client: Redis, stream: string, count: number): Promise<LogEntry[]>;
+  trimOlderThan(client: Redis, stream: string, maxAgeMs: number): Promise<number>;
+}
+
+const exercise = await loadExercise<Exercise>("appendEvent", "readPage", "latest", "trimOlderThan");
+
+const STAGES = ["ocr", "ner", "classify", "embed"];
+
+function eventFor(n: number): DocEvent {
+  return { docId: `doc-${n}`, stage: STAGES[n % STAGES.length] ?? "ocr", status: "done" };
+}
+
+/** Fills a stream with the check's own connection, so a test depends on one function only. */
+async function seed(via: Redis, stream: string, count: number): Promise<string[]> {
+  return Promise.all(
+    Array.from({ length: count }, (_, n) => {
+      const { docId, stage, status } = eventFor(n);
+      return via.xAdd(stream, "*", { docId, stage, status });
+    }),
+  );
+}
+
+function describeIds(ids: string[]): string {
+  return ids.length <= 3 ? ids.join(", ") : `${ids.slice(0, 3).join(", ")}, ...`;
+}
+
+/** Appends through the learner's code, explaining the error Redis gives for a hand-made ID. */
+async function append(client: Redis, stream: string, n: number, maxLen: number): Promise<string> {
+  try {
+    return await call("appendEvent()", () =>
+      exercise.appendEvent(client, stream, eventFor(n), maxLen),
+    );
+  } catch (error) {
+    if (error instanceof CheckFailure && /equal or smaller/i.test(error.message)) {
+      fail(
+        `Redis refused append number ${n + 1}: "The ID specified in XADD is equal or smaller than the target stream top item". An ID you build yourself (from Date.now(), say) repeats when two events arrive in the same millisecond. Pass "*" and let Redis choose: it always hands out a larger ID.`,
+        2,
+      );
+    }
+    throw error;
+  }
+}
+
+test("appendEvent() stores each event under an ID Redis chose, and the IDs strictly increase", async () => {
+  const observer = await checkClient();
+  const client = await learnerClient();
+  const stream = key("audit:append");
+  const ids: string[] = [];
+  // Twenty events at the same moment (a batch upload), then a steady flow.
+  ids.push(
+    ...(await Promise.all(Array.from({ length: 20 }, (_, n) => append(client, stream, n, 10_000)))),
+  );
+  for (let n = 20; n < 250; n++) ids.push(await append(client, stream, n, 10_000));
+
+  const bad = ids.find((id) => !isStreamId(id));
+  check(
+    bad === undefined,
+    `appendEvent() should return the new entry's ID, like "1718000000000-0"; it returned ${JSON.stringify(bad)}. Return what XADD gives back.`,
+    2,
+  );
+  for (let i = 1; i < ids.length; i++) {
+    const [before = "", now = ""] = [ids[i - 1], ids[i]];
+    check(
+      compareIds(before, now) < 0,
+      `Entry IDs must strictly increase, but append ${i + 1} got ${now} after ${before}. Let Redis choose the ID with "*".`,
+      2,
+    );
+  }
+  const length = await observer.xLen(stream);
+  check(length === 250, `After 250 appends XLEN should be 250; it is ${length}.`, 2);
+
+  const stored = (await observer.xRange(stream, "-", "+", { COUNT: 1 })) ?? [];
+  const fields = stored[0]?.message ?? {};
+  const expected = eventFor(0);
+  check(
+    fields.docId === expected.docId &&
+      fields.stage === expected.stage &&
+      fields.status === expected.status,
+    `The first entry should have the fields docId, stage and status (${JSON.stringify(expected)}); the stream holds ${JSON.stringify(fields)}. Store each property as its own field, so every service (in any language) can read it.`,
+    2,
+  );
+});
+
+test("readPage() returns each of 250 entries exactly once, in order, page by page", async () => {
+  const observer = await checkClient();
+  const client = await learnerClient();
+  const stream = key("audit:pages");
+  const ids = await seed(observer, stream, 250);
+  const pageSize = 40;
+
+  const seenOnPage = new Map<string, number>();
+  const order: string[] = [];
+  let after: string | null = null;
+  let emptyPageSeen = false;
+  // 250 entries in pages of 40 take 7 pages and an empty one; the rest is a safety margin.
+  for (let page = 1; page <= 12 && !emptyPageSeen; page++) {
+    const from: string | null = after;
+    const entries: LogEntry[] = await call(`readPage(after = ${from ?? "null"})`, () =>
+      exercise.readPage(client, stream, from, pageSize),
+    );
+    check(Array.isArray(entries), "readPage() should return an array of entries.", 2);
+    check(
+      entries.length <= pageSize,
+      `readPage() was asked for ${pageSize} entries and returned ${entries.length}. Pass COUNT to XRANGE.`,
+      2,
+    );
+    if (entries.length === 0) emptyPageSeen = true;
+    for (const entry of entries) {
+      const earlier = seenOnPage.get(entry.id);
+      if (earlier !== undefined) {
+        fail(
+          `Entry ${entry.id} came back twice: on page ${earlier} and again on page ${page}. XRANGE includes its start ID, so starting a page at the last ID of the previous page repeats that entry. Start after it: "(" + id.`,
+          2,
+        );
+      }
+      seenOnPage.set(entry.id, page);
+      order.push(entry.id);
+    }
+    after = entries.at(-1)?.id ?? after;
+  }
+
+  const missing = ids.filter((id) => !seenOnPage.has(id));
+  check(
+    missing.length === 0,
+    `Paging through the log missed ${missing.length} of the 250 entries (${describeIds(missing)}). Start each page just after the last ID of the previous one, and the first page at "-".`,
+    2,
+  );
+  check(
+    order.every((id, i) => id === ids[i]),
+    "readPage() should return entries oldest first, in stream order: use XRANGE, not XREVRANGE.",
+    2,
+  );
+  check(
+    emptyPageSeen,
+    "After the last entry readPage() should return an empty page, so a reader knows it is done.",
+    2,
+  );
+  const sample = (
+    await call("readPage(after = null)", () => exercise.readPage(client, stream, null, 1))
+  )[0];
+  const expected = eventFor(0);
+  check(
+    sample?.event?.docId === expected.docId &&
+      sample.event.stage === expected.stage &&
+      sample.event.status === expected.status,
+    `Each entry's event should carry the stream fields: expected ${JSON.stringify(expected)}, got ${JSON.stringify(sample?.event)}.`,
+    2,
+  );
+});
+
+test("latest() shows the newest entries, newest first", async () => {
+  const observer = await checkClient();
+  const client = await learnerClient();
+  const stream = key("audit:latest");
+  const ids = await seed(observer, stream, 30);
+  const entries = await call("latest(5)", () => exercise.latest(client, stream, 5));
+  const got = (entries ?? []).map((e) => e.id);
+  const expected = ids.slice(-5).reverse();
+  check(
+    got.length === 5 && got.every((id, i) => id === expected[i]),
+    `latest(5) should return the 5 newest entries, newest first: ${describeIds(expected)}; it returned ${got.length} (${describeIds(got)}). XREVRANGE reads from "+" down to "-".`,
+    2,
+  );
+});
+
+test("appendEvent() keeps the log bounded to about maxLen entries", async () => {
+  const observer = await checkClient();
+  const client = await learnerClient();
+  const stream = key("audit:capped");
+  const ids: string[] = [];
+  for (let n = 0; n < 1000; n++) ids.push(await append(client, stream, n, 100));
+
+  const length = await observer.xLen(stream);
+  check(
+    length <= 400,
+    `After 1000 appends with maxLen 100 the log holds ${length} entries: it grows without bound. Trim while you append: XADD ... MAXLEN ~ 100.`,
+    2,
+  );
+  check(
+    length >= 100,
+    `After 1000 appends with maxLen 100 the log holds only ${length} entries: it should keep at least the newest 100.`,
+    2,
+  );
+  const newest = ((await observer.xRevRange(stream, "+", "-", { COUNT: 100 })) ?? []).map(
+    (m) => m.id,
+  );
+  const expected = ids.slice(-100).reverse();
+  check(
+    newest.every((id, i) => id === expected[i]),
+    "The newest 100 entries should all still be in the log: trimming removes the oldest ones.",
+    2,
+  );
+});
+
+test("trimOlderThan() deletes every entry past the retention age, and nothing newer", async () => {
+  const observer = await checkClient();
+  const client = await learnerClient();
+  const stream = key("audit:retention");
+  const day = 86_400_000;
+  const now = Date.now();
+  // Entry IDs carry their time, so the check can write a month of history in one go.
+  for (let i = 0; i < 10; i++) {
+    await observer.xAdd(stream, `${now - (40 - i) * day}-0`, { docId: `old-${i}`, status: "done" });
+  }
+  for (let i = 0; i < 10; i++) {
+    await observer.xAdd(stream, `${now - (20 - i) * day}-0`, {
+      docId: `kept-${i}`,
+      status: "done",
+    });
+  }
+  await seed(observer, stream, 5);
+
+  const removed = await call("trimOlderThan(30 days)", () =>
+    exercise.trimOlderThan(client, stream, 30 * day),
+  );
+  const left = ((await observer.xRange(stream, "-", "+")) ?? []).map((m) => m.id);
+  const cutoff = `${now - 30 * day}-0`;
+  const tooOld = left.filter((id) => compareIds(id, cutoff) < 0);
+  check(
+    tooOld.length === 0,
+    `${tooOld.length} entries older than 30 days are still in the log after trimOlderThan(). Approximate trimming ("~") removes only whole internal nodes and may keep old entries; a retention promise needs exact trimming: XTRIM key MINID <cutoff> without "~".`,
+    2,
+  );
+  check(
+    left.length === 15,
+    `trimOlderThan(30 days) should keep the 15 entries younger than 30 days; ${left.length} are left. The cutoff is now minus maxAgeMs, in milliseconds.`,
+    2,
+  );
+  check(
+    removed === 10,
+    `trimOlderThan() should return how many entries it deleted (10); it returned ${JSON.stringify(removed)}.`,
+    2,
+  );
+});

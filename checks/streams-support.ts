@@ -1,0 +1,53 @@
+/**
+ * Helpers the Streams checks share (lessons 06 onwards). Kept small and stable: several tracks
+ * import it. Everything here observes the server; nothing changes it.
+ */
+import { type ConnectionInfo, connectionsNamed, type Redis, sleep } from "./kit.ts";
+
+/** Orders two stream IDs ("<ms>-<seq>") as the server does: negative, zero or positive. */
+export function compareIds(a: string, b: string): number {
+  const [aMs = 0n, aSeq = 0n] = a.split("-").map((part) => BigInt(part));
+  const [bMs = 0n, bSeq = 0n] = b.split("-").map((part) => BigInt(part));
+  if (aMs !== bMs) return aMs < bMs ? -1 : 1;
+  if (aSeq !== bSeq) return aSeq < bSeq ? -1 : 1;
+  return 0;
+}
+
+/** True for a well-formed stream ID such as "1718000000000-0". */
+export function isStreamId(value: unknown): value is string {
+  return typeof value === "string" && /^\d+-\d+$/.test(value);
+}
+
+/**
+ * The learner's connections that are waiting inside a blocking `command` right now
+ * ("xread", "xreadgroup"): CLIENT LIST shows the last command and the flag "b" while blocked.
+ */
+export async function blockedIn(via: Redis, command: string): Promise<ConnectionInfo[]> {
+  const connections = await connectionsNamed(via);
+  return connections.filter((c) => c.cmd === command && c.flags.includes("b"));
+}
+
+/**
+ * Waits up to `ms` until at least `count` learner connections are blocked in `command`, and
+ * returns the most seen at once. It does not fail: the caller knows what a shortfall means.
+ */
+export async function waitForBlocked(
+  via: Redis,
+  command: string,
+  count: number,
+  ms: number,
+): Promise<number> {
+  const deadline = Date.now() + ms;
+  let most = 0;
+  for (;;) {
+    most = Math.max(most, (await blockedIn(via, command)).length);
+    if (most >= count || Date.now() > deadline) return most;
+    await sleep(20);
+  }
+}
+
+/** How many entries of `group` are delivered but not acknowledged (XPENDING's summary). */
+export async function pendingCount(via: Redis, stream: string, group: string): Promise<number> {
+  const summary = await via.xPending(stream, group);
+  return Number(summary.pending);
+}
