@@ -67,10 +67,13 @@ export interface QuizQuestion {
 
 const LESSON_DIR = /^(\d{2})-([a-z0-9]+(?:-[a-z0-9]+)*)$/;
 
-/** Reads the header lines `// mistake: ...` and `// expect: ...` of a mistake file. */
+/**
+ * Reads the header lines `mistake: ...` and `expect: ...` of a mistake: `//` comments in a .ts
+ * variant, `#` lines before the hunks of a .diff against the solution.
+ */
 export function parseMistakeHeader(source: string): { description?: string; expect?: string } {
   const field = (name: string) =>
-    source.match(new RegExp(`^//\\s*${name}:\\s*(.+)$`, "m"))?.[1]?.trim();
+    source.match(new RegExp(`^(?://|#)\\s*${name}:\\s*(.+)$`, "m"))?.[1]?.trim();
   return { description: field("mistake"), expect: field("expect") };
 }
 
@@ -96,13 +99,13 @@ export function parseLessonMeta(json: string, where: string): LessonMeta {
 function readMistakes(dir: string): Mistake[] {
   if (!existsSync(dir)) return [];
   return readdirSync(dir)
-    .filter((name) => name.endsWith(".ts"))
+    .filter((name) => /\.(ts|diff)$/.test(name))
     .sort()
     .map((name) => {
       const file = join(dir, name);
       const header = parseMistakeHeader(readFileSync(file, "utf8"));
       return {
-        name: name.replace(/\.ts$/, ""),
+        name: name.replace(/\.(ts|diff)$/, ""),
         file,
         description: header.description ?? "",
         expect: header.expect ?? "",

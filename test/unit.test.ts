@@ -1,7 +1,8 @@
 /** The pure core: parsing and deciding, tested without processes or servers. */
 import { describe, expect, test } from "vitest";
 import { parseArgs, UsageError } from "../src/args.ts";
-import type { Lesson } from "../src/catalog.ts";
+import { type Lesson, parseMistakeHeader } from "../src/catalog.ts";
+import { applyPatch } from "../src/check/patch.ts";
 import { parseTscOutput } from "../src/check/typecheck.ts";
 import { decide, exitCode, skipReason } from "../src/check/verdict.ts";
 import { encode, parseReply } from "../src/redis/raw.ts";
@@ -173,4 +174,37 @@ test("reads tsc diagnostics, including continuation lines", () => {
         "TS2322: Type 'string' is not assignable to type 'number'.\n  The expected type comes from here.",
     },
   ]);
+});
+
+describe("mistakes stored as diffs", () => {
+  const solution = "a\nb\nc\nd\ne\nf\ng\n";
+  const diff = [
+    "# mistake: drops c",
+    "--- solution",
+    "+++ mistake",
+    "@@ -2,3 +2,2 @@",
+    " b",
+    "-c",
+    " d",
+    "@@ -6,2 +5,3 @@",
+    " f",
+    "+x",
+    " g",
+  ].join("\n");
+
+  test("apply to the solution, hunk by hunk", () => {
+    expect(applyPatch(solution, diff)).toBe("a\nb\nd\ne\nf\nx\ng\n");
+  });
+
+  test("refuse to apply when the solution has changed under them", () => {
+    expect(() => applyPatch(solution.replace("c", "C"), diff)).toThrow(/no longer matches/);
+    expect(() => applyPatch(solution, "# nothing")).toThrow(/no hunks/);
+  });
+
+  test("carry their description and expected message in # lines", () => {
+    expect(parseMistakeHeader("# mistake: Forgets XACK.\n# expect: still pending\n---")).toEqual({
+      description: "Forgets XACK.",
+      expect: "still pending",
+    });
+  });
 });

@@ -1,14 +1,15 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, relative } from "node:path";
+import { basename, join, relative } from "node:path";
 import type { Lesson } from "../catalog.ts";
 import { ROOT } from "../paths.ts";
 import { deletePrefixedKeys, type RedisTarget } from "../redis/target.ts";
 import { learnerCommands, startTrace, type Trace } from "../redis/trace.ts";
 import { killGroupOnExit, removeOnExit } from "./cleanup.ts";
 import type { CheckEvent } from "./events.ts";
+import { applyPatch } from "./patch.ts";
 import { typecheck } from "./typecheck.ts";
 import { type CheckTarget, decide, skipReason, type Verdict } from "./verdict.ts";
 
@@ -90,6 +91,11 @@ function waitForEnd(child: ChildProcess, events: string, ms: number) {
   );
 }
 
+/** Completes a verdict with what every verdict carries. */
+type Finish = (
+  rest: Omit<Verdict, "lesson" | "title" | "target" | "file" | "durationMs">,
+) => Verdict;
+
 /**
  * Runs one lesson's check against one file and decides a verdict. The one code path shared by
  * `npm run check`, the guided runner and the self-verification tests.
@@ -102,7 +108,7 @@ export async function runCheck(
 ): Promise<Verdict> {
   const started = Date.now();
   const base = { lesson: lesson.id, title: lesson.title, target: target.kind, file: target.file };
-  const finish = (rest: Omit<Verdict, keyof typeof base | "durationMs">): Verdict => ({
+  const finish: Finish = (rest) => ({
     ...base,
     ...rest,
     durationMs: Date.now() - started,
@@ -119,7 +125,49 @@ export async function runCheck(
     });
   }
 
-  const diagnostics = await typecheck(target.file);
+  let file = target.file;
+  let materialized: string | undefined;
+  if (file.endsWith(".diff")) {
+    try {
+      materialized = materializeMistake(lesson, file);
+      file = materialized;
+    } catch (error) {
+      return finish({
+        status: "error",
+        reason: `The mistake ${relative(ROOT, target.file)} could not be applied: ${(error as Error).message}.`,
+        tests: [],
+        output: [],
+      });
+    }
+  }
+  try {
+    return await checkFile(lesson, file, redis, options, finish);
+  } finally {
+    if (materialized) rmSync(materialized, { force: true });
+  }
+}
+
+/**
+ * A mistake stored as a diff becomes a real file beside the workspace, inside the repository so
+ * that its `redis` import resolves like the learner's.
+ */
+function materializeMistake(lesson: Lesson, diffFile: string): string {
+  const source = applyPatch(readFileSync(lesson.solution, "utf8"), readFileSync(diffFile, "utf8"));
+  const dir = join(ROOT, ".tmp", "mistakes", lesson.id);
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `${basename(diffFile, ".diff")}.${randomBytes(3).toString("hex")}.ts`);
+  writeFileSync(file, source);
+  return file;
+}
+
+async function checkFile(
+  lesson: Lesson,
+  file: string,
+  redis: RedisTarget,
+  options: RunOptions,
+  finish: Finish,
+): Promise<Verdict> {
+  const diagnostics = await typecheck(file);
   if (diagnostics.length > 0) {
     const shown = diagnostics
       .slice(0, 8)
@@ -157,7 +205,7 @@ export async function runCheck(
           WORKBOOK_REDIS_URL: redis.url,
           WORKBOOK_PREFIX: prefix,
           WORKBOOK_RUN_ID: runId,
-          WORKBOOK_TARGET: target.file,
+          WORKBOOK_TARGET: file,
           WORKBOOK_LESSON: lesson.number,
           WORKBOOK_SERVER: redis.kind,
           WORKBOOK_REDIS_VERSION: redis.version,
