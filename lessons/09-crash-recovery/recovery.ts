@@ -1,0 +1,113 @@
+/**
+ * Lesson 09: Crash recovery.
+ *
+ * The OCR workers of the document platform get killed: a deploy, an out-of-memory kill, a
+ * node that disappears. Make sure no document is lost when that happens mid-task. Fill in the
+ * four functions below and run `npm run check -- 09` after each one.
+ */
+import type { RedisClientType } from "redis";
+
+/** What createClient() returns with the default options. */
+export type Redis = RedisClientType<{}, {}, {}, 3, {}>;
+
+/** One stream entry handed to your handler: its ID and its fields, e.g. { docId: "doc-17" }. */
+export interface Task {
+  id: string;
+  fields: Record<string, string>;
+}
+
+export interface WorkerOptions {
+  stream: string;
+  group: string;
+  /** This worker's name in the group. A restarted worker comes back under the same name. */
+  consumer: string;
+  /** Does the work. When it throws, the entry stays pending and is taken over later. */
+  handle(task: Task): Promise<void>;
+  /**
+   * Entries pending for longer than this (milliseconds) belong to a worker that is presumed
+   * dead, and are taken over. It must be longer than your slowest task.
+   */
+  claimIdleMs: number;
+  /** How long one read waits for new entries; also how often stale entries are looked for. */
+  blockMs?: number;
+}
+
+export interface Worker {
+  /** Finishes the task at hand, stops reading and closes the worker's connection. */
+  stop(): Promise<void>;
+}
+
+/**
+ * XREADGROUP's reply exactly as Redis sends it (RESP3), read with client.sendCommand():
+ * stream name -> entries, each [id, [field, value, field, value, ...]]. An entry deleted while
+ * it was pending comes back as [id, null].
+ */
+type RawReadReply = Record<string, [string, string[] | null][]> | null;
+
+/** ["docId", "doc-17", "pages", "12"] -> { docId: "doc-17", pages: "12" } */
+function toFields(flat: string[]): Record<string, string> {
+  const fields: Record<string, string> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) fields[flat[i] as string] = flat[i + 1] as string;
+  return fields;
+}
+
+/**
+ * The entries this consumer was given before and never acknowledged: what a previous run under
+ * the same name was doing when it died. Reads with XREADGROUP ... STREAMS <stream> 0, page by
+ * page. An entry deleted in the meantime has nothing left to do: acknowledge it and skip it.
+ *
+ * node-redis 6.3's xReadGroup() throws on a deleted entry's null fields, so send this read with
+ * client.sendCommand([...]) and read the reply as a RawReadReply.
+ */
+export async function readOwnPending(
+  client: Redis,
+  stream: string,
+  group: string,
+  consumer: string,
+): Promise<Task[]> {
+  // TODO: XREADGROUP ... STREAMS stream 0, then after the last ID returned, until a page is
+  // empty; XACK entries whose fields are null, return the others as tasks.
+  throw new Error("TODO: readOwnPending");
+}
+
+/**
+ * Takes over every entry of the group, whoever holds it, that has been pending for longer than
+ * `minIdleMs`, with XAUTOCLAIM, following its cursor until it comes back to 0-0. Entries deleted
+ * while pending are skipped: Redis 7 lists them in deletedMessages, Redis 6.2 returns null.
+ */
+export async function claimStale(
+  client: Redis,
+  stream: string,
+  group: string,
+  consumer: string,
+  minIdleMs: number,
+): Promise<Task[]> {
+  // TODO: XAUTOCLAIM from cursor 0-0 until nextId is 0-0; keep the messages that are not null.
+  throw new Error("TODO: claimStale");
+}
+
+/**
+ * Removes consumers that hold no pending entries and have been idle for longer than `idleMs`
+ * (XINFO CONSUMERS, then XGROUP DELCONSUMER). A consumer that still holds entries is kept:
+ * deleting it would drop its pending entries with it. Returns the names removed.
+ */
+export async function removeDeadConsumers(
+  client: Redis,
+  stream: string,
+  group: string,
+  idleMs: number,
+): Promise<string[]> {
+  // TODO: XINFO CONSUMERS; XGROUP DELCONSUMER each one with pending 0 and idle > idleMs.
+  throw new Error("TODO: removeDeadConsumers");
+}
+
+/**
+ * Starts a worker: first its own pending entries (readOwnPending), then, in a loop until
+ * stop(): stale entries of other workers (claimStale), then new entries (XREADGROUP ... >) on a
+ * connection of its own. Each task is acknowledged after handle() succeeds.
+ */
+export function startWorker(client: Redis, options: WorkerOptions): Worker {
+  // TODO: create the group if needed (BUSYGROUP is fine), open a duplicate() connection for
+  // the blocking reads, run the loop in the background, and return { stop }.
+  throw new Error("TODO: startWorker");
+}
