@@ -1,0 +1,53 @@
+/**
+ * Lesson 02: Broadcast status with pub/sub.
+ *
+ * Every pipeline stage announces each document's progress; every open dashboard shows it.
+ * Fill in the two functions below, then run `npm run check -- 02`.
+ */
+import type { RedisClientType } from "redis";
+
+/** What createClient() returns with the default options. */
+export type Redis = RedisClientType<{}, {}, {}, 3, {}>;
+
+/** Where a document is in the pipeline. */
+export type Stage = "uploaded" | "ocr" | "ner" | "classification" | "embedding" | "done";
+
+/** One status event: document `docId` reached `stage` at `at` (milliseconds since 1970). */
+export interface StatusEvent {
+  docId: string;
+  stage: Stage;
+  at: number;
+}
+
+/**
+ * Publishes `event` on `channel` as JSON and returns how many subscribers received it
+ * (what PUBLISH answers).
+ */
+export async function publishStatus(
+  client: Redis,
+  channel: string,
+  event: StatusEvent,
+): Promise<number> {
+  // TODO: PUBLISH the event as a JSON string and return the number Redis answers.
+  throw new Error("TODO: publishStatus");
+}
+
+/**
+ * Opens one dashboard: calls `onEvent` with every status event published on `channel`, as a
+ * StatusEvent object, in the order they were published.
+ *
+ * - A subscribed connection belongs to its subscriptions: give the dashboard its own connection
+ *   (a duplicate of `client`), so `client` stays free for ordinary commands.
+ * - Resolve only once the subscription is active: an event published after openDashboard()
+ *   returns must reach the dashboard.
+ * - Return a stop() function that unsubscribes and closes the dashboard's connection.
+ */
+export async function openDashboard(
+  client: Redis,
+  channel: string,
+  onEvent: (event: StatusEvent) => void,
+): Promise<() => Promise<void>> {
+  // TODO: duplicate the client, connect it, subscribe to the channel, parse each message;
+  //       return an async stop() that unsubscribes and closes the duplicate.
+  throw new Error("TODO: openDashboard");
+}

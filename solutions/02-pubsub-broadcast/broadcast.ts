@@ -1,0 +1,46 @@
+/**
+ * Lesson 02: Broadcast status with pub/sub (reference solution).
+ */
+import type { RedisClientType } from "redis";
+
+/** What createClient() returns with the default options. */
+export type Redis = RedisClientType<{}, {}, {}, 3, {}>;
+
+/** Where a document is in the pipeline. */
+export type Stage = "uploaded" | "ocr" | "ner" | "classification" | "embedding" | "done";
+
+/** One status event: document `docId` reached `stage` at `at` (milliseconds since 1970). */
+export interface StatusEvent {
+  docId: string;
+  stage: Stage;
+  at: number;
+}
+
+export async function publishStatus(
+  client: Redis,
+  channel: string,
+  event: StatusEvent,
+): Promise<number> {
+  // Pub/sub carries strings: the structure travels as JSON.
+  return client.publish(channel, JSON.stringify(event));
+}
+
+export async function openDashboard(
+  client: Redis,
+  channel: string,
+  onEvent: (event: StatusEvent) => void,
+): Promise<() => Promise<void>> {
+  // PUBLISH counts connections, not listeners: each dashboard is its own subscriber only if it
+  // has its own connection. duplicate() copies the URL, the name and the other options.
+  const subscriber = client.duplicate();
+  subscriber.on("error", (error: Error) => console.error(`dashboard: ${error.message}`));
+  await subscriber.connect();
+  const listener = (message: string) => onEvent(JSON.parse(message) as StatusEvent);
+  // subscribe() resolves when Redis has confirmed the subscription: from then on, nothing
+  // published on the channel can pass this dashboard by.
+  await subscriber.subscribe(channel, listener);
+  return async () => {
+    await subscriber.unsubscribe(channel, listener);
+    await subscriber.close();
+  };
+}

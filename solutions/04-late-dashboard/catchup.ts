@@ -1,0 +1,75 @@
+/**
+ * Lesson 04: What pub/sub does not promise (reference solution).
+ */
+import type { RedisClientType } from "redis";
+
+/** What createClient() returns with the default options. */
+export type Redis = RedisClientType<{}, {}, {}, 3, {}>;
+
+export type Stage = "uploaded" | "ocr" | "ner" | "classification" | "embedding" | "done";
+
+/**
+ * A document's status. `version` goes up by one with every change to that document, so of two
+ * statuses for the same document the higher version is the newer one.
+ */
+export interface DocStatus {
+  docId: string;
+  stage: Stage;
+  version: number;
+  at: number;
+}
+
+/** Where statuses live: the live channel, and the hash of each document's latest status. */
+export interface StatusKeys {
+  channel: string;
+  latest: string;
+}
+
+export async function publishStatus(
+  client: Redis,
+  keys: StatusKeys,
+  status: DocStatus,
+): Promise<void> {
+  const json = JSON.stringify(status);
+  // MULTI/EXEC runs both or neither, with nothing in between: every status a subscriber misses
+  // is already in the hash, and the hash never holds a status that was not published.
+  await client.multi().hSet(keys.latest, status.docId, json).publish(keys.channel, json).exec();
+}
+
+export async function openDashboard(
+  client: Redis,
+  keys: StatusKeys,
+  onChange: (status: DocStatus) => void,
+): Promise<() => Promise<void>> {
+  const shownVersion = new Map<string, number>();
+  // The snapshot and the live events overlap; the version decides which one is news.
+  const show = (status: DocStatus) => {
+    if (status.version <= (shownVersion.get(status.docId) ?? 0)) return;
+    shownVersion.set(status.docId, status.version);
+    onChange(status);
+  };
+
+  // Subscribe first, and hold live events back until the snapshot is in.
+  let buffered: DocStatus[] | undefined = [];
+  const subscriber = client.duplicate();
+  subscriber.on("error", (error: Error) => console.error(`dashboard: ${error.message}`));
+  await subscriber.connect();
+  const listener = (message: string) => {
+    const status = JSON.parse(message) as DocStatus;
+    if (buffered) buffered.push(status);
+    else show(status);
+  };
+  await subscriber.subscribe(keys.channel, listener);
+
+  // Anything published before the subscription became active is in the snapshot; anything
+  // after it is in the buffer; some statuses are in both.
+  const snapshot = await client.hGetAll(keys.latest);
+  for (const json of Object.values(snapshot)) show(JSON.parse(json) as DocStatus);
+  for (const status of buffered) show(status);
+  buffered = undefined;
+
+  return async () => {
+    await subscriber.unsubscribe(keys.channel, listener);
+    await subscriber.close();
+  };
+}

@@ -1,0 +1,73 @@
+/**
+ * Lesson 05: Keyspace notifications (reference solution).
+ */
+import type { RedisClientType } from "redis";
+
+/** What createClient() returns with the default options. */
+export type Redis = RedisClientType<{}, {}, {}, 3, {}>;
+
+export async function acquireLease(
+  client: Redis,
+  leaseKey: string,
+  worker: string,
+  ttlMs: number,
+): Promise<boolean> {
+  // NX: only if nobody holds it. PX: the lease ends by itself if the worker dies.
+  const reply = await client.set(leaseKey, worker, {
+    condition: "NX",
+    expiration: { type: "PX", value: ttlMs },
+  });
+  return reply === "OK";
+}
+
+/** Compare and extend in one step: between a GET and a PEXPIRE the lease could change hands. */
+const RENEW = `
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+  return redis.call("PEXPIRE", KEYS[1], ARGV[2])
+end
+return 0`;
+
+export async function renewLease(
+  client: Redis,
+  leaseKey: string,
+  worker: string,
+  ttlMs: number,
+): Promise<boolean> {
+  const renewed = await client.eval(RENEW, {
+    keys: [leaseKey],
+    arguments: [worker, String(ttlMs)],
+  });
+  return renewed === 1;
+}
+
+export async function enableExpiredEvents(client: Redis): Promise<void> {
+  const config = await client.configGet("notify-keyspace-events");
+  const flags = new Set(config["notify-keyspace-events"] ?? "");
+  // E: publish on __keyevent@<db>__:<event> channels; x: the "expired" event. Keep whatever
+  // else another part of the system turned on.
+  flags.add("E");
+  flags.add("x");
+  await client.configSet("notify-keyspace-events", [...flags].join(""));
+}
+
+export async function watchExpiredLeases(
+  client: Redis,
+  leasePrefix: string,
+  onExpired: (docId: string) => void,
+): Promise<() => Promise<void>> {
+  // Keyspace events are per database, and the channel name says which one.
+  const db = client.options?.database ?? 0;
+  const channel = `__keyevent@${db}__:expired`;
+  const subscriber = client.duplicate();
+  subscriber.on("error", (error: Error) => console.error(`lease watcher: ${error.message}`));
+  await subscriber.connect();
+  // The message is the name of the key that expired; every expiring key in the database shows up.
+  const listener = (expiredKey: string) => {
+    if (expiredKey.startsWith(leasePrefix)) onExpired(expiredKey.slice(leasePrefix.length));
+  };
+  await subscriber.subscribe(channel, listener);
+  return async () => {
+    await subscriber.unsubscribe(channel, listener);
+    await subscriber.close();
+  };
+}
