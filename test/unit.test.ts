@@ -41,15 +41,21 @@ describe("MONITOR parsing", () => {
     const sent = learnerCommands([
       { at, addr: "a:1", args: ["HELLO", "3", "SETNAME", "wb:check:main:1"] },
       { at, addr: "a:1", args: ["CLIENT", "LIST"] },
-      { at, addr: "b:2", args: ["HELLO", "3", "SETNAME", "wb:learner:1"] },
+      { at, addr: "b:2", args: ["HELLO", "3", "SETNAME", "wb:learner:1:api"] },
       { at, addr: "b:2", args: ["CLIENT", "SETINFO", "LIB-NAME", "node-redis"] },
       { at, addr: "b:2", args: ["PUBLISH", "ch", "{}"] },
       { at, addr: "c:3", args: ["PING"] },
+      // The client a check hands to the learner: its handshake is the check's, its commands not.
+      { at, addr: "d:4", args: ["HELLO", "3", "SETNAME", "wb:learner:1a2b"] },
+      { at, addr: "d:4", args: ["XADD", "s", "*", "a", "1"] },
+      { at, addr: "lua", args: ["SET", "k", "v"] },
     ]);
     expect(sent.map((c) => [c.client, c.args[0]])).toEqual([
-      ["wb:learner:1", "HELLO"],
-      ["wb:learner:1", "PUBLISH"],
+      ["wb:learner:1:api", "HELLO"],
+      ["wb:learner:1:api", "PUBLISH"],
       [undefined, "PING"],
+      ["wb:learner:1a2b", "XADD"],
+      ["lua script", "SET"],
     ]);
   });
 });

@@ -67,6 +67,11 @@ function nameSetBy(args: string[]): string | undefined {
   return undefined;
 }
 
+function isHandshakeOf(command: TracedCommand, name: RegExp): boolean {
+  const setName = nameSetBy(command.args);
+  return /^HELLO$/i.test(command.args[0] ?? "") && setName !== undefined && name.test(setName);
+}
+
 /**
  * Names each command's connection, then keeps what the learner's code sent: everything except
  * the check's own connections and the client library's bookkeeping.
@@ -77,13 +82,21 @@ export function learnerCommands(all: TracedCommand[]): TracedCommand[] {
     const name = nameSetBy(command.args);
     if (name !== undefined) names.set(command.addr, name);
   }
-  return all
-    .map((command) => ({ ...command, client: names.get(command.addr) }))
-    .filter((command) => !command.client?.startsWith(CHECK_CLIENT_PREFIX))
-    .filter(
-      (command) =>
-        !/^CLIENT$/i.test(command.args[0] ?? "") || !/^SETINFO$/i.test(command.args[1] ?? ""),
-    );
+  return (
+    all
+      // MONITOR shows commands a Lua script runs as coming from "lua": the learner's script.
+      .map((command) => ({
+        ...command,
+        client: command.addr === "lua" ? "lua script" : names.get(command.addr),
+      }))
+      .filter((command) => !command.client?.startsWith(CHECK_CLIENT_PREFIX))
+      // The handshake of the client a check hands to the learner's code is the check's doing.
+      .filter((command) => !isHandshakeOf(command, /^wb:learner:[0-9a-f]+$/))
+      .filter(
+        (command) =>
+          !/^CLIENT$/i.test(command.args[0] ?? "") || !/^SETINFO$/i.test(command.args[1] ?? ""),
+      )
+  );
 }
 
 export function formatCommand(args: string[], width = 100): string {
