@@ -65,7 +65,7 @@ beforeAll(async () => {
   }
   await multi.exec();
   c.destroy();
-  trace = await startTrace(server.port);
+  trace = await startTrace(server.port, USER_PASSWORD);
 }, 60_000);
 
 afterAll(async () => {

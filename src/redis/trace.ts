@@ -111,8 +111,15 @@ export interface Trace {
 }
 
 /** Follows every command the server receives, with MONITOR (private server only). */
-export async function startTrace(port: number): Promise<Trace> {
+export async function startTrace(port: number, password?: string): Promise<Trace> {
   const conn: RawConnection = await connectRaw("127.0.0.1", port);
+  if (password !== undefined) {
+    const auth = await conn.command(["AUTH", password]);
+    if (auth instanceof Error) {
+      conn.close();
+      throw auth;
+    }
+  }
   const commands: TracedCommand[] = [];
   let started = 0;
   conn.onPush((reply) => {
