@@ -25,7 +25,15 @@ export interface Finding {
   fix?: string;
 }
 
-/** Whether `version` satisfies a range like ">=20.17 <21 || >=22.13". */
+/** "^20.17" is ">=20.17 <21": the same major version, at least this minor. */
+function expandCaret(comparator: string): string[] {
+  const caret = /^\^v?(\d+)([\d.]*)$/.exec(comparator);
+  if (!caret) return [comparator];
+  const [, major = "0", rest = ""] = caret;
+  return [`>=${major}${rest}`, `<${Number(major) + 1}`];
+}
+
+/** Whether `version` satisfies a range like "^20.17 || ^22.13 || >=23.5". */
 export function satisfies(version: string, range: string): boolean {
   const v = version.replace(/^v/, "");
   return range.split("||").some((alternative) =>
@@ -33,6 +41,7 @@ export function satisfies(version: string, range: string): boolean {
       .trim()
       .split(/\s+/)
       .filter(Boolean)
+      .flatMap(expandCaret)
       .every((comparator) => {
         const match = /^(>=|<=|>|<|=)?\s*v?([\d.]+)$/.exec(comparator);
         if (!match) return false;

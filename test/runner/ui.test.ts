@@ -1,11 +1,13 @@
 /** The runner's pure parts: layout to 80 columns, Markdown, diffs, paging, course decisions. */
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import kleur from "kleur";
 import { afterAll, describe, expect, test } from "vitest";
 import type { Lesson } from "../../src/catalog.ts";
 import { loadCatalog } from "../../src/catalog.ts";
 import type { Verdict } from "../../src/check/verdict.ts";
 import { explainRedisError, satisfies } from "../../src/doctor.ts";
+import { ROOT } from "../../src/paths.ts";
 import { loadProgress, progressFile } from "../../src/progress.ts";
 import { nextHintLevel, suggestedLesson } from "../../src/ui/course.ts";
 import { diffLines, renderDiff } from "../../src/ui/diff.ts";
@@ -184,6 +186,16 @@ describe("doctor", () => {
     expect(satisfies("21.7.0", range)).toBe(false);
     expect(satisfies("22.13.0", range)).toBe(true);
     expect(satisfies("24.1.0", range)).toBe(true);
+  });
+
+  test("understands caret ranges, and accepts the Node version running the tests", () => {
+    const range = "^20.17 || ^22.13 || >=23.5";
+    expect(satisfies("20.17.0", range)).toBe(true);
+    expect(satisfies("21.0.0", range)).toBe(false);
+    expect(satisfies("23.4.0", range)).toBe(false);
+    expect(satisfies("23.5.0", range)).toBe(true);
+    const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8"));
+    expect(satisfies(process.version, pkg.engines.node)).toBe(true);
   });
 
   test("turns connection errors into the exact fix", () => {
