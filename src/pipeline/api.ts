@@ -1,0 +1,206 @@
+/**
+ * The intake API. POST /documents answers 202 with the document's id as soon as the upload is
+ * safely on the OCR stream: the slow AI work happens later, in the stage workers.
+ *
+ *   POST /documents        {"name": "...", "text": "..."} -> 202 {"id", "status"}
+ *                          optional header Idempotency-Key: a retry with the same key gets the
+ *                          same id and is never queued twice
+ *   GET  /documents/<id>   -> 200 {"id", "name", "status", "results", ...} or 404
+ *   GET  /health           -> 200 {"ok": true}
+ *
+ * Bad input (not JSON, wrong fields, too large) gets a 4xx saying why, and is never queued.
+ */
+import { createHash, randomUUID } from "node:crypto";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { type PipelineKeys, STAGES, type StatusEvent } from "./keys.ts";
+import type { Parts, Redis } from "./parts.ts";
+
+export interface ApiOptions {
+  client: Redis;
+  keys: PipelineKeys;
+  broadcast: Parts["broadcast"];
+  /** Largest accepted body, in bytes. */
+  maxBytes: number;
+}
+
+export interface Api {
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const KEY_PATTERN = /^[A-Za-z0-9_.:-]{1,128}$/;
+const ID_PATTERN = /^doc-[0-9a-f-]{16,36}$/;
+
+function send(res: ServerResponse, status: number, body: unknown, headers = {}): void {
+  const json = JSON.stringify(body);
+  res.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(json),
+    ...headers,
+  });
+  res.end(json);
+}
+
+function readBody(req: IncomingMessage, maxBytes: number): Promise<string> {
+  const declared = Number(req.headers["content-length"] ?? Number.NaN);
+  if (declared > maxBytes) {
+    return Promise.reject(
+      new HttpError(413, `The document is ${declared} bytes; the limit is ${maxBytes} bytes.`),
+    );
+  }
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > maxBytes) {
+        reject(new HttpError(413, `The document is over the limit of ${maxBytes} bytes.`));
+        req.removeAllListeners("data");
+        req.resume();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+    req.on("error", reject);
+  });
+}
+
+/** Checks an upload; returns the reason it is refused, or the upload itself. */
+export function validateUpload(body: string): { name: string; text: string } {
+  let data: unknown;
+  try {
+    data = JSON.parse(body);
+  } catch (error) {
+    throw new HttpError(400, `The body is not valid JSON: ${(error as Error).message}`);
+  }
+  if (typeof data !== "object" || data === null || Array.isArray(data)) {
+    throw new HttpError(422, 'The body must be a JSON object: {"name": "...", "text": "..."}.');
+  }
+  const { name, text } = data as Record<string, unknown>;
+  if (typeof name !== "string" || name.trim().length === 0 || name.length > 200) {
+    throw new HttpError(422, '"name" must be a non-empty string of at most 200 characters.');
+  }
+  if (typeof text !== "string" || text.trim().length === 0) {
+    throw new HttpError(422, '"text" must be a non-empty string: the scanned document.');
+  }
+  return { name, text };
+}
+
+/** A retry with the same Idempotency-Key must land on the same document. */
+export function documentId(idempotencyKey: string | undefined): string {
+  if (idempotencyKey === undefined) return `doc-${randomUUID()}`;
+  return `doc-${createHash("sha256").update(idempotencyKey).digest("hex").slice(0, 24)}`;
+}
+
+async function submit(options: ApiOptions, req: IncomingMessage, res: ServerResponse) {
+  const type = req.headers["content-type"] ?? "";
+  if (!/^application\/json\b/i.test(type)) {
+    throw new HttpError(415, "Send the document as JSON (Content-Type: application/json).");
+  }
+  const header = req.headers["idempotency-key"];
+  const idempotencyKey = Array.isArray(header) ? header[0] : header;
+  if (idempotencyKey !== undefined && !KEY_PATTERN.test(idempotencyKey)) {
+    throw new HttpError(400, "Idempotency-Key must be 1 to 128 letters, digits or _.:-");
+  }
+  const upload = validateUpload(await readBody(req, options.maxBytes));
+  const id = documentId(idempotencyKey);
+  const { client, keys } = options;
+  const location = `/documents/${id}`;
+  try {
+    // A retry after a timeout: the first attempt may have reached Redis after all.
+    if (await client.hExists(keys.doc(id), "submitted")) {
+      send(res, 202, { id, status: location, duplicate: true }, { location });
+      return;
+    }
+    const tx = client
+      .multi()
+      .hSet(keys.doc(id), { name: upload.name, text: upload.text, submitted: String(Date.now()) })
+      .xAdd(keys.stream("ocr"), "*", { doc: id });
+    options.broadcast(tx, keys, { doc: id, stage: "intake", state: "queued", at: Date.now() });
+    tx.hIncrBy(keys.stats, "intake:accepted", 1);
+    await tx.exec();
+  } catch (error) {
+    if (error instanceof HttpError) throw error;
+    const message = (error as Error).message;
+    if (/TODO/.test(message)) throw error;
+    throw new HttpError(
+      503,
+      `The queue is unavailable (${message}). Retry with the same Idempotency-Key.`,
+    );
+  }
+  send(res, 202, { id, status: location }, { location });
+}
+
+async function describe(options: ApiOptions, id: string, res: ServerResponse) {
+  if (!ID_PATTERN.test(id)) throw new HttpError(404, `There is no document "${id}".`);
+  const { client, keys } = options;
+  const [doc, status] = await Promise.all([
+    client.hGetAll(keys.doc(id)),
+    client.hGet(keys.status, id),
+  ]);
+  if (!doc.submitted) throw new HttpError(404, `There is no document "${id}".`);
+  const results: Record<string, unknown> = {};
+  for (const stage of STAGES) {
+    const value = doc[stage];
+    if (value !== undefined) results[stage] = JSON.parse(value);
+  }
+  send(res, 200, {
+    id,
+    name: doc.name,
+    submitted: Number(doc.submitted),
+    status: status ? (JSON.parse(status) as StatusEvent) : null,
+    results,
+  });
+}
+
+async function route(options: ApiOptions, req: IncomingMessage, res: ServerResponse) {
+  const path = new URL(req.url ?? "/", "http://localhost").pathname;
+  if (path === "/documents") {
+    if (req.method !== "POST") throw new HttpError(405, "Use POST /documents to upload.");
+    return submit(options, req, res);
+  }
+  const match = /^\/documents\/([^/]+)$/.exec(path);
+  if (match) {
+    if (req.method !== "GET") throw new HttpError(405, "Use GET /documents/<id>.");
+    return describe(options, decodeURIComponent(match[1] ?? ""), res);
+  }
+  if (path === "/health") return send(res, 200, { ok: true });
+  throw new HttpError(404, "Unknown path: try POST /documents or GET /documents/<id>.");
+}
+
+/** Listens on a free loopback port. */
+export async function startApi(options: ApiOptions): Promise<Api> {
+  const server = createServer((req, res) => {
+    route(options, req, res).catch((error: unknown) => {
+      if (res.headersSent) return res.end();
+      if (error instanceof HttpError) return send(res, error.status, { error: error.message });
+      send(res, 500, { error: (error as Error).message });
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => resolve());
+  });
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}

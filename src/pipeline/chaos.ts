@@ -1,0 +1,79 @@
+/**
+ * The chaos run's faults: worker processes killed with SIGKILL at random moments (at most one
+ * down at a time; the supervisor starts a replacement), and one Redis restart in the middle:
+ * once half the uploads are accepted, so uploads are arriving and most accepted documents are
+ * still waiting on the streams.
+ */
+import type { PipelineRedis } from "./redis-server.ts";
+import type { Supervisor } from "./supervisor.ts";
+
+export interface ChaosOptions {
+  supervisor: Supervisor;
+  /** Absent when running against someone else's server: then no restart. */
+  redis?: PipelineRedis;
+  /** Uploads accepted so far, and how many there will be. */
+  progress(): { accepted: number; total: number };
+  random?: () => number;
+  log?: (line: string) => void;
+}
+
+export interface Chaos {
+  kills: number;
+  restarts: number;
+  stop(): Promise<void>;
+}
+
+export function startChaos(options: ChaosOptions): Chaos {
+  const random = options.random ?? Math.random;
+  let stopped = false;
+  let wake: (() => void) | undefined;
+  const state: Chaos = {
+    kills: 0,
+    restarts: 0,
+    async stop() {
+      stopped = true;
+      wake?.();
+      await running;
+    },
+  };
+  const sleep = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+
+  const restarting = (async () => {
+    const redis = options.redis;
+    if (!redis) return;
+    while (!stopped) {
+      const { accepted, total } = options.progress();
+      if (accepted >= total / 2) {
+        options.log?.("chaos: restarting Redis");
+        await redis.restart();
+        state.restarts++;
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  })();
+
+  const killing = (async () => {
+    while (!stopped) {
+      await sleep(500 + random() * 1000);
+      if (stopped) break;
+      const workers = [...options.supervisor.workers.values()];
+      // Wait until the last victim's replacement is up: one worker down at a time.
+      if (workers.some((w) => w.ended !== undefined || !w.isReady)) continue;
+      const victim = workers[Math.floor(random() * workers.length)];
+      if (!victim) continue;
+      options.log?.(`chaos: SIGKILL worker ${victim.slot}`);
+      await options.supervisor.kill(victim.slot);
+      state.kills++;
+    }
+  })();
+  const running = Promise.all([restarting, killing]);
+  return state;
+}

@@ -1,0 +1,88 @@
+/**
+ * `npm run pipeline -- --docs N --workers K [--latency MS] [--chaos] [--json]`: runs the whole
+ * document analysis pipeline on a private Redis, shows it live, and ends with the audit.
+ */
+import { resolve } from "node:path";
+import kleur from "kleur";
+import { PIPELINE_USAGE, PipelineUsageError, parsePipelineArgs, poisonCount } from "./args.ts";
+import { renderAudit } from "./audit.ts";
+import { SOLUTION_PARTS } from "./parts.ts";
+import { DEFAULTS, runPipeline } from "./pipeline.ts";
+
+async function main(argv: string[]): Promise<number> {
+  const args = parsePipelineArgs(argv);
+  if (args.help) {
+    console.log(PIPELINE_USAGE);
+    return 0;
+  }
+  const stop = new AbortController();
+  let signals = 0;
+  const onSignal = () => {
+    signals++;
+    // A second Ctrl+C does not wait: the exit hooks SIGKILL the workers and the server.
+    if (signals > 1) process.exit(130);
+    process.stderr.write("\nStopping: shutting down workers, API and Redis...\n");
+    stop.abort();
+  };
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(signal, onSignal);
+
+  const tty = Boolean(process.stdout.isTTY) && !args.json;
+  const out = args.json ? process.stderr : process.stdout;
+  const claimIdleMs = args.claimIdleMs ?? Math.max(DEFAULTS.claimIdleMs, args.latencyMs * 10);
+  if (!args.json) {
+    console.log(
+      kleur.bold(
+        `Document pipeline: ${args.docs} documents, ${args.workers} worker processes x 4 stages${args.chaos ? ", chaos" : ""}`,
+      ),
+    );
+  }
+  try {
+    const report = await runPipeline({
+      ...DEFAULTS,
+      docs: args.docs,
+      workers: args.workers,
+      latencyMs: args.latencyMs,
+      failureRate: args.failureRate,
+      chaos: args.chaos,
+      poison: poisonCount(args),
+      parts: args.parts ? resolve(args.parts) : SOLUTION_PARTS,
+      claimIdleMs,
+      maxDeliveries: args.maxDeliveries ?? DEFAULTS.maxDeliveries,
+      prefix: "pipeline:",
+      signal: stop.signal,
+      view: { tty, intervalMs: tty ? 250 : 2000, write: (text) => out.write(text) },
+      log: tty ? undefined : (line) => out.write(`${line}\n`),
+      onStart: ({ redisUrl, apiUrl }) =>
+        out.write(kleur.dim(`Redis ${redisUrl}   API ${apiUrl}/documents\n`)),
+    });
+    const { audit } = report;
+    if (!audit.ok && report.workerLog.length > 0) {
+      process.stderr.write(`Last worker messages:\n${report.workerLog.slice(-10).join("\n")}\n`);
+    }
+    if (args.json) {
+      process.stdout.write(`${JSON.stringify(audit)}\n`);
+    } else {
+      console.log(`\n${renderAudit(audit)}`);
+    }
+    return audit.ok ? 0 : 1;
+  } catch (error) {
+    if (stop.signal.aborted) {
+      process.stderr.write("Stopped. Nothing is left running.\n");
+      return 130;
+    }
+    throw error;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  // Everything was stopped on the way out; exit even if a straggling request is still pending.
+  (code) => process.exit(code),
+  (error: Error) => {
+    if (error instanceof PipelineUsageError) {
+      console.error(`${error.message}\n\n${PIPELINE_USAGE}`);
+    } else {
+      console.error(kleur.red(error.message));
+    }
+    process.exit(2);
+  },
+);

@@ -1,0 +1,331 @@
+/**
+ * The whole system in one call: a Redis, the intake API, the stage workers, the feeder, the
+ * live view, chaos if asked, and the audit at the end. Everything started here is stopped here,
+ * on every path out: finished, failed, or aborted (Ctrl+C).
+ */
+import { randomBytes } from "node:crypto";
+import { createClient } from "redis";
+import { type Api, startApi } from "./api.ts";
+import { type Audit, audit, collect } from "./audit.ts";
+import { type Chaos, startChaos } from "./chaos.ts";
+import { poisoned, sampleUpload, type Upload } from "./documents.ts";
+import { type FeedResult, feed, type Submission } from "./feeder.ts";
+import { pipelineKeys, STAGES, type StatusEvent } from "./keys.ts";
+import { loadParts, type Redis } from "./parts.ts";
+import { type PipelineRedis, startPipelineRedis } from "./redis-server.ts";
+import type { LoopConfig } from "./stage-loop.ts";
+import { Supervisor } from "./supervisor.ts";
+import { startView } from "./view.ts";
+
+export interface PipelineOptions extends LoopConfig {
+  /** How many sample documents to upload (ignored when `uploads` is given). */
+  docs: number;
+  uploads?: Upload[];
+  /** Poison documents among the samples. */
+  poison: number;
+  /** Worker processes; each runs one worker per stage. */
+  workers: number;
+  chaos: boolean;
+  /** The file with the lesson's parts (nextWork, handOff, deadLetter, broadcast). */
+  parts: string;
+  /** Uploads in flight at once. */
+  concurrency: number;
+  badRequests: boolean;
+  maxBytes: number;
+  /** Stop waiting when no document has finished for this long. */
+  stallMs: number;
+  /** Use this server instead of starting one (no Redis restart then). */
+  redisUrl?: string;
+  prefix: string;
+  /** Connection names start with these: the system's own, and the workers' (CLIENT LIST). */
+  names?: { system: string; worker: string };
+  /** Replace workers that are killed (chaos does, the lesson's check does not). */
+  replaceWorkers: boolean;
+  view?: { tty: boolean; intervalMs: number; write: (text: string) => void };
+  onSpawn?: (pid: number) => void;
+  log?: (line: string) => void;
+  /** Called once everything is up: where to point redis-cli and curl. */
+  onStart?: (where: { redisUrl: string; apiUrl: string }) => void;
+  signal?: AbortSignal;
+}
+
+export interface PipelineReport {
+  audit: Audit;
+  accepted: Submission[];
+  feed: FeedResult;
+  events: StatusEvent[];
+  docs: Record<string, Record<string, string>>;
+  /** The last lines the workers wrote on stderr: the learner's errors among them. */
+  workerLog: string[];
+  workerExits: { slot: string; how: string }[];
+  redisUrl: string;
+  apiUrl: string;
+}
+
+export const DEFAULTS: Omit<PipelineOptions, "parts" | "prefix"> = {
+  docs: 100,
+  poison: 0,
+  workers: 2,
+  chaos: false,
+  latencyMs: 20,
+  failureRate: 0.02,
+  maxDeliveries: 4,
+  claimIdleMs: 1500,
+  blockMs: 500,
+  concurrency: 16,
+  badRequests: true,
+  maxBytes: 64 * 1024,
+  stallMs: 30_000,
+  replaceWorkers: true,
+};
+
+/** The sample uploads, with `poison` of them spread evenly, each failing at some stage. */
+export function sampleUploads(count: number, poison: number): Upload[] {
+  const uploads = Array.from({ length: count }, (_, i) => sampleUpload(i));
+  for (let k = 0; k < Math.min(poison, count); k++) {
+    const at = Math.floor(((k + 0.5) * count) / poison);
+    uploads[at] = poisoned(uploads[at] as Upload, STAGES[k % STAGES.length] ?? "ocr");
+  }
+  return uploads;
+}
+
+async function connect(url: string, name: string): Promise<Redis> {
+  const client: Redis = createClient({
+    url,
+    name,
+    socket: { reconnectStrategy: (retries: number) => Math.min(100 * (retries + 1), 1000) },
+  });
+  client.on("error", () => {});
+  await client.connect();
+  return client;
+}
+
+/** Runs `read` again when it fails, as commands in flight do while Redis restarts. */
+async function retry<T>(read: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await read();
+    } catch (error) {
+      if (attempt >= 5) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 300 * attempt));
+    }
+  }
+}
+
+function aborted(signal?: AbortSignal): void {
+  if (signal?.aborted) throw new Error("stopped");
+}
+
+export async function runPipeline(options: PipelineOptions): Promise<PipelineReport> {
+  const log = options.log ?? (() => {});
+  const cleanup: (() => Promise<unknown> | unknown)[] = [];
+  const keys = pipelineKeys(options.prefix);
+  const workerLog: string[] = [];
+  const names = options.names ?? { system: "pipeline:", worker: "pipeline:" };
+  // Stops the feeder on every way out, not only when the caller aborts.
+  const halt = new AbortController();
+  const relay = () => halt.abort();
+  options.signal?.addEventListener("abort", relay, { once: true });
+  cleanup.push(() => options.signal?.removeEventListener("abort", relay));
+  try {
+    const parts = await loadParts(options.parts);
+    let server: PipelineRedis | undefined;
+    let url = options.redisUrl;
+    if (!url) {
+      server = await startPipelineRedis({ aof: options.chaos });
+      cleanup.push(() => server?.stop());
+      url = server.url;
+    }
+    const redisUrl = url;
+    aborted(options.signal);
+    const control = await connect(redisUrl, `${names.system}control`);
+    cleanup.push(() => control.destroy());
+    for (const stage of STAGES) {
+      await control
+        .xGroupCreate(keys.stream(stage), stage, "0", { MKSTREAM: true })
+        .catch((error: Error) => {
+          if (!/BUSYGROUP/.test(error.message)) throw error;
+        });
+    }
+
+    const apiClient = await connect(redisUrl, `${names.system}api`);
+    cleanup.push(() => apiClient.destroy());
+    const api: Api = await startApi({
+      client: apiClient,
+      keys,
+      broadcast: parts.broadcast,
+      maxBytes: options.maxBytes,
+    });
+    cleanup.push(() => api.close());
+
+    const events: StatusEvent[] = [];
+    const subscriber = control.duplicate();
+    subscriber.on("error", () => {});
+    await subscriber.connect();
+    cleanup.push(() => subscriber.destroy());
+    await subscriber.subscribe(keys.channel, (message) => {
+      try {
+        events.push(JSON.parse(message) as StatusEvent);
+      } catch {
+        // not ours to judge here: the audit only counts what it can read
+      }
+    });
+
+    const supervisor = new Supervisor({
+      replace: options.replaceWorkers,
+      onSpawn: options.onSpawn,
+      onLog: (slot, line) => {
+        workerLog.push(`worker ${slot}: ${line}`);
+        if (workerLog.length > 200) workerLog.splice(0, 100);
+      },
+      settings: (slot) => ({
+        redisUrl,
+        prefix: options.prefix,
+        slot,
+        clientName: names.worker,
+        stages: [...STAGES],
+        parts: options.parts,
+        loop: {
+          latencyMs: options.latencyMs,
+          failureRate: options.failureRate,
+          maxDeliveries: options.maxDeliveries,
+          claimIdleMs: options.claimIdleMs,
+          blockMs: options.blockMs,
+        },
+      }),
+    });
+    cleanup.push(() => supervisor.stopAll());
+    const first = Array.from({ length: options.workers }, (_, i) =>
+      supervisor.start(String(i + 1)),
+    );
+    const ready = await Promise.all(first.map((w) => w.ready));
+    if (ready.includes(false)) {
+      throw new Error(`a worker stopped while starting:\n${workerLog.slice(-10).join("\n")}`);
+    }
+    aborted(options.signal);
+    options.onStart?.({ redisUrl, apiUrl: api.url });
+
+    const uploads = options.uploads ?? sampleUploads(options.docs, options.poison);
+    const unfinished = new Set<string>();
+    let finished = 0;
+    let chaos: Chaos | undefined;
+    const view = options.view
+      ? startView(
+          {
+            client: control,
+            keys,
+            status: () => ({
+              submitted: uploads.length,
+              accepted: finished + unfinished.size,
+              workersAlive: supervisor.alive().length,
+              workersTotal: options.workers,
+              kills: chaos?.kills ?? 0,
+              restarts: chaos?.restarts ?? 0,
+            }),
+          },
+          options.view,
+        )
+      : undefined;
+    cleanup.push(() => view?.stop());
+
+    // Throughput is measured from the first upload, not from starting processes.
+    const started = performance.now();
+    let feeding = true;
+    const feeder = feed({
+      apiUrl: api.url,
+      uploads,
+      runId: randomBytes(4).toString("hex"),
+      concurrency: options.concurrency,
+      badRequests: options.badRequests,
+      maxBytes: options.maxBytes,
+      signal: halt.signal,
+      onAccepted: (s) => unfinished.add(s.id),
+    }).finally(() => {
+      feeding = false;
+    });
+    if (options.chaos) {
+      chaos = startChaos({
+        supervisor,
+        redis: server,
+        progress: () => ({ accepted: finished + unfinished.size, total: uploads.length }),
+        log,
+      });
+      cleanup.push(() => chaos?.stop());
+    }
+
+    // Wait until every accepted document is finished: all results in, or dead-lettered.
+    let lastDead = "-";
+    const deadDocs = new Set<string>();
+    let lastChange = performance.now();
+    while (feeding || unfinished.size > 0) {
+      aborted(options.signal);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const ids = [...unfinished];
+      const read = await Promise.all([
+        Promise.all(ids.map((id) => control.hExists(keys.doc(id), "embed"))),
+        control.xRange(keys.dead, lastDead === "-" ? "-" : `(${lastDead}`, "+"),
+      ]).catch(() => undefined);
+      // Commands in flight when Redis restarts fail; ask again on the next round.
+      if (!read) continue;
+      const [done, dead] = read;
+      for (const entry of dead ?? []) {
+        lastDead = entry.id;
+        deadDocs.add(String(entry.message.doc));
+      }
+      const before = unfinished.size;
+      ids.forEach((id, i) => {
+        if (done[i] || deadDocs.has(id)) unfinished.delete(id);
+      });
+      finished += before - unfinished.size;
+      if (unfinished.size < before || feeding) lastChange = performance.now();
+      if (performance.now() - lastChange > options.stallMs) {
+        log(`nothing finished for ${options.stallMs / 1000}s: giving up on ${unfinished.size}`);
+        break;
+      }
+    }
+    const fed = await feeder;
+    await chaos?.stop();
+    await view?.stop();
+    // A reply on the subscriber's connection comes after every message published before it.
+    await retry(() => subscriber.ping());
+    const durationMs = performance.now() - started;
+    const ids = fed.accepted.map((s) => s.id);
+    const found = await retry(() => collect(control, keys, ids));
+    const result = audit({
+      submitted: uploads.length,
+      accepted: fed.accepted.map((s) => ({ id: s.id, text: s.upload.text })),
+      notAccepted: fed.failed.length,
+      notAcceptedReason: fed.failed[0]?.reason,
+      rejected: fed.rejected,
+      docs: found.docs,
+      streams: found.streams,
+      deadLetters: found.deadLetters,
+      events,
+      latencies: fed.latencies,
+      durationMs,
+      workersKilled: chaos?.kills ?? 0,
+      redisRestarts: chaos?.restarts ?? 0,
+      retried: found.retried,
+    });
+    return {
+      audit: result,
+      accepted: fed.accepted,
+      feed: fed,
+      events,
+      docs: found.docs,
+      workerLog,
+      workerExits: supervisor.ended,
+      redisUrl,
+      apiUrl: api.url,
+    };
+  } finally {
+    halt.abort();
+    for (const step of cleanup.reverse()) {
+      try {
+        await step();
+      } catch (error) {
+        log(`cleanup: ${(error as Error).message}`);
+      }
+    }
+  }
+}

@@ -1,0 +1,153 @@
+/**
+ * Starts, kills and replaces worker processes. Each worker runs in a process group of its own
+ * (so a SIGKILL takes all of it) with a pipe on its stdin (so it stops when we do, however we
+ * stop). stopAll() and the exit hook make sure none outlives the pipeline.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { join } from "node:path";
+import { ROOT } from "../paths.ts";
+import { READY_LINE, type WorkerSettings } from "./worker-settings.ts";
+
+const WORKER = join(ROOT, "src", "pipeline", "worker.ts");
+
+export interface WorkerProcess {
+  slot: string;
+  pid: number;
+  child: ChildProcess;
+  ready: Promise<boolean>;
+  /** True once the worker has connected and started its loops. */
+  isReady: boolean;
+  /** How the process ended: "SIGKILL", "exit 1", ...; undefined while it runs. */
+  ended?: string;
+}
+
+const everyGroup = new Set<number>();
+let hooked = false;
+
+function signalGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // already gone
+  }
+}
+
+function groupAlive(pid: number): boolean {
+  try {
+    process.kill(-pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function waitGone(pid: number, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (groupAlive(pid)) {
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return true;
+}
+
+export interface SupervisorOptions {
+  settings: (slot: string) => WorkerSettings;
+  /** Told about every process group started, e.g. the check harness's trackProcess. */
+  onSpawn?: (pid: number) => void;
+  /** Lines the workers print on stderr: errors from the learner's code end up here. */
+  onLog?: (slot: string, line: string) => void;
+  /** Start a replacement when a worker is killed by a signal (not when it fails on its own). */
+  replace?: boolean;
+}
+
+export class Supervisor {
+  readonly workers = new Map<string, WorkerProcess>();
+  /** Processes that ended without being asked to: killed by chaos, crashed, or failed. */
+  readonly ended: { slot: string; how: string }[] = [];
+  #stopping = false;
+
+  constructor(private readonly options: SupervisorOptions) {
+    if (!hooked) {
+      hooked = true;
+      process.on("exit", () => {
+        for (const pid of everyGroup) signalGroup(pid, "SIGKILL");
+      });
+    }
+  }
+
+  start(slot: string): WorkerProcess {
+    const child = spawn(process.execPath, ["--import", "tsx", WORKER], {
+      cwd: ROOT,
+      detached: true,
+      stdio: ["pipe", "pipe", "pipe"],
+      env: { ...process.env, PIPELINE_WORKER: JSON.stringify(this.options.settings(slot)) },
+    });
+    const pid = child.pid;
+    if (pid === undefined) throw new Error(`could not start worker ${slot}`);
+    everyGroup.add(pid);
+    this.options.onSpawn?.(pid);
+    const worker: WorkerProcess = {
+      slot,
+      pid,
+      child,
+      isReady: false,
+      ready: new Promise<boolean>((resolve) => {
+        let out = "";
+        child.stdout?.on("data", (chunk: Buffer) => {
+          if (worker.isReady) return;
+          out += chunk.toString();
+          if (out.includes(READY_LINE)) {
+            worker.isReady = true;
+            resolve(true);
+          }
+        });
+        child.once("exit", () => resolve(false));
+      }),
+    };
+    let partial = "";
+    child.stderr?.on("data", (chunk: Buffer) => {
+      const lines = (partial + chunk.toString()).split("\n");
+      partial = lines.pop() ?? "";
+      for (const line of lines) if (line.trim()) this.options.onLog?.(slot, line);
+    });
+    child.once("exit", (code, signal) => {
+      worker.ended = signal ?? `exit ${code}`;
+      everyGroup.delete(pid);
+      // A worker's own children (none today) would die with the group.
+      signalGroup(pid, "SIGKILL");
+      if (this.#stopping) return;
+      this.ended.push({ slot, how: worker.ended });
+      if (this.options.replace && signal !== null) {
+        setTimeout(() => {
+          if (!this.#stopping) this.start(slot);
+        }, 200);
+      }
+    });
+    this.workers.set(slot, worker);
+    return worker;
+  }
+
+  alive(): WorkerProcess[] {
+    return [...this.workers.values()].filter((w) => w.ended === undefined);
+  }
+
+  /** SIGKILL: no finally blocks, no goodbye to Redis, like a node losing power. */
+  async kill(slot: string): Promise<void> {
+    const worker = this.workers.get(slot);
+    if (!worker || worker.ended !== undefined) return;
+    signalGroup(worker.pid, "SIGKILL");
+    await waitGone(worker.pid, 5000);
+  }
+
+  async stopAll(): Promise<void> {
+    this.#stopping = true;
+    const running = this.alive();
+    for (const worker of running) signalGroup(worker.pid, "SIGTERM");
+    await Promise.all(
+      running.map(async (worker) => {
+        if (!(await waitGone(worker.pid, 4000))) signalGroup(worker.pid, "SIGKILL");
+        await waitGone(worker.pid, 2000);
+      }),
+    );
+  }
+}

@@ -1,0 +1,77 @@
+/**
+ * A worker process: one stage loop per stage it serves, each on its own connection (a blocking
+ * XREADGROUP and a WATCH both need a connection to themselves). Started by the supervisor with
+ * its settings in PIPELINE_WORKER; it stops on SIGTERM, and on its own when the parent's pipe to
+ * its stdin closes, so a killed parent never leaves workers behind.
+ */
+import { createClient } from "redis";
+import { type PipelineKeys, pipelineKeys } from "./keys.ts";
+import { loadParts, type Redis } from "./parts.ts";
+import { runStageLoop } from "./stage-loop.ts";
+import { READY_LINE, type WorkerSettings } from "./worker-settings.ts";
+
+async function connect(url: string, name: string): Promise<Redis> {
+  const client: Redis = createClient({
+    url,
+    name,
+    socket: { reconnectStrategy: (retries: number) => Math.min(100 * (retries + 1), 1000) },
+  });
+  let reported = false;
+  client.on("error", (error: Error) => {
+    if (!reported) process.stderr.write(`${name}: ${error.message}\n`);
+    reported = true;
+  });
+  client.on("ready", () => {
+    reported = false;
+  });
+  await client.connect();
+  return client;
+}
+
+async function main(): Promise<void> {
+  const settings = JSON.parse(process.env.PIPELINE_WORKER ?? "null") as WorkerSettings | null;
+  if (!settings) throw new Error("PIPELINE_WORKER is not set: start workers with the supervisor.");
+  const parts = await loadParts(settings.parts);
+  const keys: PipelineKeys = pipelineKeys(settings.prefix);
+  const stop = new AbortController();
+  const clients = await Promise.all(
+    settings.stages.map((stage) =>
+      connect(settings.redisUrl, `${settings.clientName}${stage}-${settings.slot}`),
+    ),
+  );
+  const shutdown = () => {
+    if (stop.signal.aborted) return;
+    stop.abort();
+    // A loop blocked in XREADGROUP returns within blockMs; do not wait for a hung one forever.
+    setTimeout(() => process.exit(0), 3000).unref();
+  };
+  process.on("SIGTERM", shutdown);
+  process.on("SIGINT", shutdown);
+  process.stdin.on("end", shutdown);
+  process.stdin.on("close", shutdown);
+  process.stdin.resume();
+
+  process.stdout.write(`${READY_LINE}\n`);
+  await Promise.all(
+    settings.stages.map((stage, i) =>
+      runStageLoop({
+        client: clients[i] as Redis,
+        parts,
+        keys,
+        stage,
+        consumer: `${stage}-${settings.slot}`,
+        config: settings.loop,
+        signal: stop.signal,
+        crash: () => process.kill(process.pid, "SIGKILL"),
+        log: (line) => process.stderr.write(`${line}\n`),
+      }),
+    ),
+  );
+  for (const client of clients) client.destroy();
+  process.exit(0);
+}
+
+main().catch((error: Error) => {
+  process.stderr.write(`worker failed: ${error.message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,93 @@
+/** The intake API against a real Redis: quick 202s, clear 4xx, nothing bad ever queued. */
+import { createClient } from "redis";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { type Api, startApi } from "../../src/pipeline/api.ts";
+import { pipelineKeys } from "../../src/pipeline/keys.ts";
+import { loadParts, type Redis, SOLUTION_PARTS } from "../../src/pipeline/parts.ts";
+import { type PipelineRedis, startPipelineRedis } from "../../src/pipeline/redis-server.ts";
+
+const keys = pipelineKeys("api-test:");
+let redis: PipelineRedis;
+let client: Redis;
+let api: Api;
+
+beforeAll(async () => {
+  redis = await startPipelineRedis({ aof: false });
+  client = createClient({ url: redis.url });
+  await client.connect();
+  const parts = await loadParts(SOLUTION_PARTS);
+  api = await startApi({ client, keys, broadcast: parts.broadcast, maxBytes: 1024 });
+});
+
+afterAll(async () => {
+  await api?.close();
+  client?.destroy();
+  await redis?.stop();
+});
+
+async function post(body: string, headers: Record<string, string> = {}) {
+  const response = await fetch(`${api.url}/documents`, {
+    method: "POST",
+    body,
+    headers: { "content-type": "application/json", ...headers },
+  });
+  return { status: response.status, data: (await response.json()) as Record<string, unknown> };
+}
+
+describe("the intake API", () => {
+  test("accepts a document with 202 and its id, queues it, and reports its status", async () => {
+    const { status, data } = await post(JSON.stringify({ name: "nda.pdf", text: "NDA text" }));
+    expect(status).toBe(202);
+    const id = String(data.id);
+    expect(data.status).toBe(`/documents/${id}`);
+    const entries = (await client.xRange(keys.stream("ocr"), "-", "+")) ?? [];
+    expect(entries.map((e) => e.message.doc)).toContain(id);
+    const described = await fetch(`${api.url}/documents/${id}`);
+    expect(described.status).toBe(200);
+    expect(await described.json()).toMatchObject({
+      id,
+      name: "nda.pdf",
+      status: { doc: id, stage: "intake", state: "queued" },
+      results: {},
+    });
+  });
+
+  test("a retry with the same Idempotency-Key gets the same id and is not queued again", async () => {
+    const body = JSON.stringify({ name: "lease.pdf", text: "Lease text" });
+    const before = await client.xLen(keys.stream("ocr"));
+    const first = await post(body, { "idempotency-key": "upload-42" });
+    const second = await post(body, { "idempotency-key": "upload-42" });
+    expect([first.status, second.status]).toEqual([202, 202]);
+    expect(second.data.id).toBe(first.data.id);
+    expect(second.data.duplicate).toBe(true);
+    expect(await client.xLen(keys.stream("ocr"))).toBe(before + 1);
+  });
+
+  test("malformed, incomplete or oversized uploads get a 4xx with the reason and are never queued", async () => {
+    const before = await client.xLen(keys.stream("ocr"));
+    const cases: [string, Record<string, string>, number, RegExp][] = [
+      ["{ nope", {}, 400, /not valid JSON/],
+      [JSON.stringify({ name: "x.pdf" }), {}, 422, /"text"/],
+      [JSON.stringify({ name: "x.pdf", text: "y".repeat(2000) }), {}, 413, /limit is 1024 bytes/],
+      [JSON.stringify({ name: "x.pdf", text: "y" }), { "content-type": "text/plain" }, 415, /JSON/],
+      [
+        JSON.stringify({ name: "x.pdf", text: "y" }),
+        { "idempotency-key": "no spaces" },
+        400,
+        /Idempotency-Key/,
+      ],
+    ];
+    for (const [body, headers, status, reason] of cases) {
+      const answer = await post(body, headers);
+      expect(answer.status, body.slice(0, 40)).toBe(status);
+      expect(String(answer.data.error)).toMatch(reason);
+    }
+    expect(await client.xLen(keys.stream("ocr"))).toBe(before);
+  });
+
+  test("unknown documents and paths are 404, wrong methods 405", async () => {
+    expect((await fetch(`${api.url}/documents/doc-0000000000000000`)).status).toBe(404);
+    expect((await fetch(`${api.url}/nope`)).status).toBe(404);
+    expect((await fetch(`${api.url}/documents`)).status).toBe(405);
+  });
+});
