@@ -4,7 +4,7 @@ import { parseArgs, UsageError } from "../src/args.ts";
 import { type Lesson, parseMistakeHeader } from "../src/catalog.ts";
 import { applyPatch } from "../src/check/patch.ts";
 import { parseTscOutput } from "../src/check/typecheck.ts";
-import { decide, exitCode, skipReason } from "../src/check/verdict.ts";
+import { decide, exitCode, learnerStack, skipReason } from "../src/check/verdict.ts";
 import { encode, parseReply } from "../src/redis/raw.ts";
 import { redact } from "../src/redis/redact.ts";
 import { versionAtLeast } from "../src/redis/target.ts";
@@ -149,6 +149,16 @@ describe("deciding a verdict", () => {
   test("treats a run with no tests, or no report, as our error rather than the learner's", () => {
     expect(decide([{ event: "end" }], ended).status).toBe("error");
     expect(decide([], { exitCode: 1, signal: null }).status).toBe("error");
+  });
+
+  test("keeps the learner's stack frames, not the kit's, and not the message twice", () => {
+    const learner =
+      "Error: boom\n    at connect (workspace/01/connect.ts:3:9)\n    at run (x.ts:1:1)";
+    expect(learnerStack(learner)).toBe(
+      "at connect (workspace/01/connect.ts:3:9)\nat run (x.ts:1:1)",
+    );
+    expect(learnerStack("CheckFailure: no\n    at fail (/r/checks/kit.ts:53:9)")).toBeUndefined();
+    expect(learnerStack(undefined)).toBeUndefined();
   });
 
   test("blames process.exit on the learner's code", () => {

@@ -73,6 +73,16 @@ function looksLikeOurBug(error: { name: string; message: string; stack?: string 
 }
 
 /**
+ * The stack frames worth showing with --verbose: none when the check raised the failure itself
+ * (its frames are the kit's, not the learner's), and never the message again.
+ */
+export function learnerStack(stack: string | undefined): string | undefined {
+  const frames = (stack ?? "").split("\n").filter((line) => /^\s+at /.test(line));
+  if (frames.length === 0 || /checks[/\\]kit\.ts/.test(frames[0] ?? "")) return undefined;
+  return frames.map((line) => line.trim()).join("\n");
+}
+
+/**
  * Turns the reporter's event stream into a verdict. Pure, so every way a check run can end
  * (pass, fail, crash, hang, exit) is decided in one place and tested without processes.
  */
@@ -96,7 +106,7 @@ export function decide(
         name: event.test,
         status: event.state,
         message: first ? messageOf(first) : event.note,
-        stack: first?.stack,
+        stack: learnerStack(first?.stack),
       });
     }
   }
