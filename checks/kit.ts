@@ -77,6 +77,19 @@ export async function within<T>(promise: Promise<T>, ms: number, what: string): 
   }
 }
 
+/** Whether `condition` comes true within `ms`; what a false answer means is the caller's to say. */
+export async function until(
+  condition: () => boolean | Promise<boolean>,
+  ms: number,
+): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (!(await condition())) {
+    if (Date.now() > deadline) return false;
+    await sleep(20);
+  }
+  return true;
+}
+
 /** Polls until `condition` holds, or fails with `message`. */
 export async function eventually(
   condition: () => boolean | Promise<boolean>,
@@ -84,11 +97,7 @@ export async function eventually(
   message: string,
   hint?: number,
 ): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await condition())) {
-    if (Date.now() > deadline) fail(message, hint);
-    await sleep(20);
-  }
+  if (!(await until(condition, ms))) fail(message, hint);
 }
 
 /**
@@ -112,6 +121,11 @@ export async function call<T>(what: string, run: () => T | Promise<T>, ms = 10_0
     if (error instanceof Error) failure.stack = error.stack;
     throw failure;
   }
+}
+
+/** Stops a learner's worker at the end of a test; a failure found earlier matters more. */
+export async function stopQuietly(worker: { stop(): Promise<void> } | undefined): Promise<void> {
+  await call("worker.stop()", () => worker?.stop(), 5000).catch(() => {});
 }
 
 /** Imports the file under test and checks that it exports the functions the lesson asks for. */

@@ -9,6 +9,7 @@ import {
   loadExercise,
   type Redis,
   sleep,
+  until,
 } from "../kit.ts";
 import { blockedIn, compareIds, waitForBlocked } from "../streams-support.ts";
 
@@ -93,16 +94,6 @@ async function stopAll(observer: Redis, stream: string, tails: Tail[]): Promise<
   await Promise.all(stopped);
 }
 
-/** Whether `condition` comes true within `ms`; what that means is the caller's to say. */
-async function settles(condition: () => boolean, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) return false;
-    await sleep(20);
-  }
-  return true;
-}
-
 function list(ids: string[]): string {
   return ids.length <= 3 ? ids.join(", ") : `${ids.slice(0, 3).join(", ")}, ...`;
 }
@@ -125,7 +116,7 @@ test("a new reader hands over every new entry, in order, and nothing older", asy
   await untilWaiting(observer);
   const fresh = await burst(observer, stream, 20, "doc");
 
-  const arrived = await settles(() => fresh.every((id) => seen.includes(id)), 5000);
+  const arrived = await until(() => fresh.every((id) => seen.includes(id)), 5000);
   await stopAll(observer, stream, [tail]);
 
   check(
@@ -163,7 +154,7 @@ test("after a restart the reader gets exactly the entries it missed", async () =
   let tail = await start(client, stream, checkpoint, first);
   await untilWaiting(observer);
   const early = await burst(observer, stream, 5, "early");
-  const before = await settles(() => early.every((id) => first.includes(id)), 5000);
+  const before = await until(() => early.every((id) => first.includes(id)), 5000);
   await stopAll(observer, stream, [tail]);
   check(
     before,
@@ -185,7 +176,7 @@ test("after a restart the reader gets exactly the entries it missed", async () =
   tail = await start(client, stream, checkpoint, second);
   await untilWaiting(observer);
   const late = await burst(observer, stream, 3, "late");
-  const arrived = await settles(() => late.every((id) => second.includes(id)), 5000);
+  const arrived = await until(() => late.every((id) => second.includes(id)), 5000);
   await stopAll(observer, stream, [tail]);
 
   const lastLate = late.at(-1) ?? "+";
@@ -226,7 +217,7 @@ test("independent readers each see every entry (fan-out with history)", async ()
   const waiting = await waitForBlocked(observer, "xread", 2, 3000);
   const ids = await burst(observer, stream, 10, "doc");
   const both = () => ids.every((id) => dashboard.includes(id) && billing.includes(id));
-  const done = await settles(both, 5000);
+  const done = await until(both, 5000);
   await stopAll(observer, stream, tails);
   for (const [name, seen] of [
     ["dashboard", dashboard],

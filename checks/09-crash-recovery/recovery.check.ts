@@ -12,6 +12,8 @@ import {
   loadExercise,
   type Redis,
   sleep,
+  stopQuietly,
+  until,
 } from "../kit.ts";
 import { pendingCount } from "../streams-support.ts";
 import { spawnWorker } from "../worker-process.ts";
@@ -87,16 +89,6 @@ async function readAndDie(observer: Redis, stream: string, consumer: string, cou
   await observer.xReadGroup(GROUP, consumer, { key: stream, id: ">" }, { COUNT: count });
 }
 
-/** Polls `condition` for up to `ms`; the caller says what a false result means. */
-async function until(condition: () => boolean | Promise<boolean>, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (!(await condition())) {
-    if (Date.now() > deadline) return false;
-    await sleep(20);
-  }
-  return true;
-}
-
 function names(docs: Doc[]): string {
   return docs.map((d) => d.docId).join(", ");
 }
@@ -110,11 +102,6 @@ async function start(client: Redis, options: WorkerOptions): Promise<Worker> {
     "startWorker() must return an object with a stop() method.",
   );
   return worker;
-}
-
-/** Stops a worker at the end of a test; a failure found earlier matters more than this one. */
-async function stopQuietly(worker: Worker | undefined): Promise<void> {
-  await call("worker.stop()", () => worker?.stop(), 5000).catch(() => {});
 }
 
 test("a worker killed mid-task: another worker finishes every task", {

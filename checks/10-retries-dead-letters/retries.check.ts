@@ -8,7 +8,8 @@ import {
   learnerClient,
   loadExercise,
   type Redis,
-  sleep,
+  stopQuietly,
+  until,
 } from "../kit.ts";
 import { pendingCount } from "../streams-support.ts";
 
@@ -58,16 +59,6 @@ async function setUp(observer: Redis, name: string) {
   return { stream, deadLetterStream: key(`${name}:dead`) };
 }
 
-/** Polls `condition` for up to `ms`; the caller says what a false result means. */
-async function until(condition: () => boolean | Promise<boolean>, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (!(await condition())) {
-    if (Date.now() > deadline) return false;
-    await sleep(20);
-  }
-  return true;
-}
-
 async function start(client: Redis, options: RetryOptions): Promise<Worker> {
   const worker = await call("startWorker()", () => exercise.startWorker(client, options));
   check(
@@ -75,10 +66,6 @@ async function start(client: Redis, options: RetryOptions): Promise<Worker> {
     "startWorker() must return an object with a stop() method.",
   );
   return worker;
-}
-
-async function stopQuietly(worker: Worker | undefined): Promise<void> {
-  await call("worker.stop()", () => worker?.stop(), 5000).catch(() => {});
 }
 
 test("the backoff doubles from the base and is capped at 60 s", async () => {

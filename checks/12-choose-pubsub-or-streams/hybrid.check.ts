@@ -11,6 +11,7 @@ import {
   type Redis,
   sleep,
 } from "../kit.ts";
+import { pendingCount } from "../streams-support.ts";
 
 type Choice = "pubsub" | "streams" | "both";
 interface HybridKeys {
@@ -215,7 +216,7 @@ describe("part 2: the hybrid", () => {
       `Only ${handled[0]?.worker} did any work: each worker reads as its own consumer name.`,
       2,
     );
-    const pending = Number((await c.xPending(keys.tasks, keys.group)).pending);
+    const pending = await pendingCount(c, keys.tasks, keys.group);
     check(
       pending === 0,
       `${pending} tasks are still pending after they were done: XACK each one, or a restarted worker does it again.`,

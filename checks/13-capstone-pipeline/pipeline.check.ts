@@ -25,6 +25,7 @@ import {
   sleep,
   trackProcess,
 } from "../kit.ts";
+import { pendingCount } from "../streams-support.ts";
 import { crashingClient } from "./crash.ts";
 
 const exercise = await loadExercise<Parts>("nextWork", "handOff", "deadLetter", "broadcast");
@@ -59,10 +60,6 @@ async function listen(channel: string): Promise<StatusEvent[]> {
 }
 
 const show = (e: Pick<StatusEvent, "stage" | "state">) => `${e.stage} ${e.state}`;
-
-async function pendingCount(c: Redis, keys: StageKeys): Promise<number> {
-  return Number((await c.xPending(keys.stream, keys.group)).pending);
-}
 
 async function handedOn(c: Redis, keys: StageKeys, doc: string): Promise<number> {
   const entries = (await c.xRange(keys.next ?? "", "-", "+")) ?? [];
@@ -201,7 +198,7 @@ describe("the parts, one at a time", () => {
     } catch (error) {
       if (!spy.crashed()) throw error;
     }
-    if (spy.crashed() && (await pendingCount(c, keys)) > 0) {
+    if (spy.crashed() && (await pendingCount(c, keys.stream, keys.group)) > 0) {
       // The entry is still pending: after claimIdleMs another worker claims it and does it again.
       const other = await learnerClient();
       await call("handOff() in the worker that took over", () =>
@@ -216,7 +213,7 @@ describe("the parts, one at a time", () => {
       returned,
       stored: await c.hGet(keys.doc("doc-1"), "ocr"),
       handedOn: await handedOn(c, keys, "doc-1"),
-      pending: await pendingCount(c, keys),
+      pending: await pendingCount(c, keys.stream, keys.group),
       done: events.filter((e) => e.doc === "doc-1" && show(e) === "ocr done").length,
       latest: await c.hGet(keys.status, "doc-1"),
     };
@@ -316,7 +313,7 @@ describe("the parts, one at a time", () => {
     const done = events.filter((e) => e.doc === "doc-1" && show(e) === "ocr done").length;
     check(done === 1, `"ocr done" was published ${done} times for one piece of work.`, 3);
     check(
-      (await pendingCount(c, keys)) === 0,
+      (await pendingCount(c, keys.stream, keys.group)) === 0,
       "The entry is still pending after both finished.",
       3,
     );
@@ -348,7 +345,7 @@ describe("the parts, one at a time", () => {
       2,
     );
     check(
-      (await pendingCount(c, keys)) === 0,
+      (await pendingCount(c, keys.stream, keys.group)) === 0,
       "doc-9's entry is still pending after deadLetter(): XACK it in the same transaction, or it is delivered (and dead-lettered) again and again.",
       2,
     );
