@@ -5,10 +5,10 @@
  * A check never hard-codes key or channel names: it builds them with key(), so that against a
  * shared REDIS_URL server every name carries this run's prefix and only our keys are removed.
  */
-import { appendFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { createClient, type RedisClientType } from "redis";
 import { afterAll, beforeEach } from "vitest";
+import { appendEvent } from "../src/check/events.ts";
 
 /** What createClient() returns with the default options (RESP3). */
 export type Redis = RedisClientType<{}, {}, {}, 3, {}>;
@@ -219,16 +219,11 @@ afterAll(() => {
   }
 });
 
-function report(event: object): void {
-  const file = process.env.WORKBOOK_RESULTS;
-  if (file) appendFileSync(file, `${JSON.stringify(event)}\n`);
-}
-
 // Written from inside the test process, synchronously: vitest's own reporting is batched and
 // never arrives if the learner's code blocks the event loop, and the harness must still name
 // the test that was stuck.
 beforeEach((context) => {
-  report({ event: "start", test: context.task.name });
+  appendEvent({ event: "start", test: context.task.name });
 });
 
 /**
@@ -236,5 +231,5 @@ beforeEach((context) => {
  * process), so it is killed after the run even if the check itself hangs or crashes.
  */
 export function trackProcess(pid: number): void {
-  report({ event: "process", pid });
+  appendEvent({ event: "process", pid });
 }

@@ -1,3 +1,5 @@
+import { appendFileSync } from "node:fs";
+
 /** What the check's vitest reporter writes, one JSON object per line, for the harness to read. */
 export type CheckEvent =
   | { event: "start"; test: string }
@@ -14,3 +16,12 @@ export type CheckEvent =
   | { event: "end" }
   /** A process group the check started (a learner's worker): the harness makes sure it ends. */
   | { event: "process"; pid: number };
+
+/**
+ * Appends an event to the run's events file (WORKBOOK_RESULTS), synchronously, so it is on
+ * disk even if the process is killed or its event loop never runs again.
+ */
+export function appendEvent(event: CheckEvent): void {
+  const file = process.env.WORKBOOK_RESULTS;
+  if (file) appendFileSync(file, `${JSON.stringify(event)}\n`);
+}

@@ -1,17 +1,6 @@
-import { appendFileSync } from "node:fs";
 import type { UserConsoleLog } from "vitest";
 import type { Reporter, SerializedError, TestCase, TestModule } from "vitest/node";
-import type { CheckEvent } from "./events.ts";
-
-/**
- * Runs inside the check's vitest process and writes each event as a JSON line the moment it
- * happens, so the harness knows which test was running even if the learner's code hangs or
- * kills the process.
- */
-function write(event: CheckEvent): void {
-  const file = process.env.WORKBOOK_RESULTS;
-  if (file) appendFileSync(file, `${JSON.stringify(event)}\n`);
-}
+import { appendEvent } from "./events.ts";
 
 function toError(error: { name?: string; message?: string; stack?: string }) {
   return {
@@ -21,15 +10,17 @@ function toError(error: { name?: string; message?: string; stack?: string }) {
   };
 }
 
+/**
+ * Runs in the check's vitest process and passes results, the learner's console output and
+ * errors to the harness as events. Each test's start is written by the kit from inside the
+ * test process instead: vitest batches what reaches a reporter, and a batch never arrives from
+ * a process whose event loop the learner's code has blocked.
+ */
 export default class CheckReporter implements Reporter {
-  onTestCaseReady(testCase: TestCase): void {
-    write({ event: "start", test: testCase.name });
-  }
-
   onTestCaseResult(testCase: TestCase): void {
     const result = testCase.result();
     if (result.state === "pending") return;
-    write({
+    appendEvent({
       event: "result",
       test: testCase.name,
       state: result.state,
@@ -39,15 +30,15 @@ export default class CheckReporter implements Reporter {
   }
 
   onUserConsoleLog(log: UserConsoleLog): void {
-    write({ event: "log", text: log.content });
+    appendEvent({ event: "log", text: log.content });
   }
 
   onTestModuleEnd(testModule: TestModule): void {
-    for (const error of testModule.errors()) write({ event: "error", ...toError(error) });
+    for (const error of testModule.errors()) appendEvent({ event: "error", ...toError(error) });
   }
 
   onTestRunEnd(_modules: ReadonlyArray<TestModule>, errors: ReadonlyArray<SerializedError>): void {
-    for (const error of errors) write({ event: "error", ...toError(error) });
-    write({ event: "end" });
+    for (const error of errors) appendEvent({ event: "error", ...toError(error) });
+    appendEvent({ event: "end" });
   }
 }
