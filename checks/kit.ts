@@ -41,16 +41,23 @@ export function key(name: string): string {
   return `${ctx.prefix}${name}`;
 }
 
-/** A failure written for the learner: shown as it is, without a stack trace. */
+/**
+ * A failure written for the learner: shown as it is, without a stack trace. `hint` (1-based)
+ * names the hint that helps; the harness says how to read it (a command, or a key in the runner).
+ */
 export class CheckFailure extends Error {
   override name = "CheckFailure";
+  constructor(
+    message: string,
+    readonly hint?: number,
+  ) {
+    super(message);
+  }
 }
 
 /** Fails the check with a learner-facing message that points at hint `hint` (1-based). */
 export function fail(message: string, hint?: number): never {
-  const pointer =
-    hint === undefined ? "" : `\nHint ${hint}: npm run hint -- ${ctx.lesson} --level ${hint}`;
-  throw new CheckFailure(`${message}${pointer}`);
+  throw new CheckFailure(message, hint);
 }
 
 export function check(condition: unknown, message: string, hint?: number): asserts condition {

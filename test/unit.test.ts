@@ -3,8 +3,9 @@ import { describe, expect, test } from "vitest";
 import { parseArgs, UsageError } from "../src/args.ts";
 import { type Lesson, parseMistakeHeader } from "../src/catalog.ts";
 import { applyPatch } from "../src/check/patch.ts";
+import { renderVerdict } from "../src/check/render.ts";
 import { parseTscOutput } from "../src/check/typecheck.ts";
-import { decide, exitCode, learnerStack, skipReason } from "../src/check/verdict.ts";
+import { decide, exitCode, learnerStack, skipReason, type Verdict } from "../src/check/verdict.ts";
 import { encode, parseReply } from "../src/redis/raw.ts";
 import { redact } from "../src/redis/redact.ts";
 import { versionAtLeast } from "../src/redis/target.ts";
@@ -222,5 +223,35 @@ describe("mistakes stored as diffs", () => {
       description: "Forgets XACK.",
       expect: "still pending",
     });
+  });
+});
+
+describe("rendering a verdict", () => {
+  const verdict: Verdict = {
+    lesson: "08-consumer-groups",
+    title: "Consumer groups share the work",
+    target: "learner",
+    file: "workspace/08-consumer-groups/workers.ts",
+    status: "failed",
+    reason: "1 of 1 checks failed.",
+    tests: [
+      { name: "each task once", status: "failed", message: "3 tasks still pending.", hint: 2 },
+    ],
+    output: [],
+    sent: [{ at: 0, addr: "a:1", client: "wb:learner:1a2b", args: ["XREADGROUP", "GROUP", "g"] }],
+    durationMs: 1,
+  };
+
+  test("points at the hint as a command, or as a key in the runner", () => {
+    expect(renderVerdict(verdict)).toContain("Hint 2: npm run hint -- 08 --level 2");
+    expect(renderVerdict(verdict, { hints: "keys" })).toContain("Hint 2: press 2");
+  });
+
+  test("shows what the code sent, and the next step unless told not to", () => {
+    const text = renderVerdict(verdict);
+    expect(text).toContain("What your code sent to Redis (1 command):");
+    expect(text).toMatch(/your client\s+XREADGROUP GROUP g/);
+    expect(text).toMatch(/Next: edit .*npm run check -- 08/);
+    expect(renderVerdict(verdict, { next: false })).not.toContain("Next:");
   });
 });

@@ -1,9 +1,11 @@
 import { rmSync } from "node:fs";
+import { signalGroup } from "../process-group.ts";
 
 /**
- * What a check run leaves to tidy if the workbook exits mid-run (Ctrl+C, an error): process
- * groups to kill and scratch directories to remove. `exit` handlers must be synchronous, so
- * this is the last line of defence after the normal finally blocks.
+ * What the workbook leaves to tidy if it exits mid-run (Ctrl+C, an error): process groups to
+ * kill (a check, a private redis-server, pipeline workers) and scratch directories to remove.
+ * `exit` handlers must be synchronous, so this is the last line of defence after the normal
+ * finally blocks.
  */
 const groups = new Set<number>();
 const dirs = new Set<string>();
@@ -13,13 +15,7 @@ function install(): void {
   if (installed) return;
   installed = true;
   process.on("exit", () => {
-    for (const pid of groups) {
-      try {
-        process.kill(-pid, "SIGKILL");
-      } catch {
-        // already gone
-      }
-    }
+    for (const pid of groups) signalGroup(pid, "SIGKILL");
     for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
   });
 }

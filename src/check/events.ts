@@ -9,7 +9,7 @@ export type CheckEvent =
       state: "passed" | "failed" | "skipped";
       /** Why a test was skipped. */
       note?: string;
-      errors: { name: string; message: string; stack?: string }[];
+      errors: { name: string; message: string; stack?: string; hint?: number }[];
     }
   | { event: "log"; text: string }
   | { event: "error"; name: string; message: string; stack?: string }

@@ -16,7 +16,7 @@ function indent(text: string, by: string): string {
 /** A verdict as text for a person, at most 80 columns wide apart from long commands. */
 export function renderVerdict(
   verdict: Verdict,
-  options: { verbose?: boolean; next?: boolean } = {},
+  options: { verbose?: boolean; next?: boolean; hints?: "commands" | "keys" } = {},
 ): string {
   const lines: string[] = [];
   const number = verdict.lesson.slice(0, 2);
@@ -48,6 +48,13 @@ export function renderVerdict(
           : kleur.yellow("-");
     lines.push(`  ${mark} ${test.name}`);
     if (test.status !== "passed" && test.message) lines.push(indent(test.message, "      "));
+    if (test.status === "failed" && test.hint !== undefined) {
+      const how =
+        options.hints === "keys"
+          ? `press ${test.hint}`
+          : `npm run hint -- ${number} --level ${test.hint}`;
+      lines.push(`      Hint ${test.hint}: ${how}`);
+    }
     if (options.verbose && test.status === "failed" && test.stack) {
       lines.push(kleur.dim(indent(test.stack, "      ")));
     }
@@ -58,7 +65,12 @@ export function renderVerdict(
   }
   if (verdict.status === "failed" && verdict.sent) {
     const sent = verdict.sent;
-    lines.push("", kleur.bold(`  What your code sent to Redis (${sent.length} commands):`));
+    lines.push(
+      "",
+      kleur.bold(
+        `  What your code sent to Redis (${sent.length} command${sent.length === 1 ? "" : "s"}):`,
+      ),
+    );
     if (sent.length === 0) lines.push("    nothing");
     for (const command of sent.slice(0, MAX_SENT)) {
       lines.push(

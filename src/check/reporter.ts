@@ -2,11 +2,13 @@ import type { UserConsoleLog } from "vitest";
 import type { Reporter, SerializedError, TestCase, TestModule } from "vitest/node";
 import { appendEvent } from "./events.ts";
 
-function toError(error: { name?: string; message?: string; stack?: string }) {
+function toError(error: { name?: string; message?: string; stack?: string; hint?: unknown }) {
   return {
     name: error.name ?? "Error",
     message: error.message ?? String(error),
     stack: error.stack,
+    // A CheckFailure's own property, which vitest keeps when it serializes the error.
+    hint: typeof error.hint === "number" ? error.hint : undefined,
   };
 }
 

@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { basename, join, relative } from "node:path";
 import type { Lesson } from "../catalog.ts";
 import { ROOT } from "../paths.ts";
+import { killGroup } from "../process-group.ts";
 import { deletePrefixedKeys, type RedisTarget } from "../redis/target.ts";
 import { learnerCommands, startTrace, type Trace } from "../redis/trace.ts";
 import { killGroupOnExit, removeOnExit } from "./cleanup.ts";
@@ -34,27 +35,6 @@ function readEvents(file: string): CheckEvent[] {
         return [];
       }
     });
-}
-
-function groupAlive(pid: number): boolean {
-  try {
-    process.kill(-pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** SIGKILLs a process group and waits until the kernel reports it gone. */
-async function killGroup(pid: number): Promise<void> {
-  try {
-    process.kill(-pid, "SIGKILL");
-  } catch {
-    return;
-  }
-  for (let i = 0; i < 100 && groupAlive(pid); i++) {
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 function childEnv(vars: Record<string, string>): NodeJS.ProcessEnv {

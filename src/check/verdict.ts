@@ -18,6 +18,8 @@ export interface TestOutcome {
   status: "passed" | "failed" | "skipped";
   /** Learner-facing text: what was expected, what happened, which hint. */
   message?: string;
+  /** The hint (1-based) that helps with this failure. */
+  hint?: number;
   stack?: string;
 }
 
@@ -106,6 +108,7 @@ export function decide(
         name: event.test,
         status: event.state,
         message: first ? messageOf(first) : event.note,
+        hint: first?.hint,
         stack: learnerStack(first?.stack),
       });
     }
