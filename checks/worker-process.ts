@@ -12,6 +12,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { afterAll } from "vitest";
+import { signalGroup, waitGroupGone } from "../src/process-group.ts";
 import { CheckFailure, trackProcess } from "./kit.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -46,15 +47,6 @@ const alive = new Set<WorkerProcess>();
 afterAll(async () => {
   await Promise.all([...alive].map((worker) => worker.kill()));
 });
-
-function groupAlive(pid: number): boolean {
-  try {
-    process.kill(-pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Starts `script` (a runner in checks/NN-slug/) with the check's environment plus `env`. */
 export function spawnWorker(script: string, env: Record<string, string>): WorkerProcess {
@@ -142,16 +134,10 @@ export function spawnWorker(script: string, env: Record<string, string>): Worker
     },
     async kill() {
       alive.delete(worker);
-      try {
-        process.kill(-pid, "SIGKILL");
-      } catch {
-        // already gone
-      }
+      signalGroup(pid, "SIGKILL");
       await exited;
       // tsx's own child is in the same group; give the kernel a moment to take it down too.
-      for (let i = 0; i < 50 && groupAlive(pid); i++) {
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
+      await waitGroupGone(pid, 1000);
     },
     output() {
       return printed.trim().split("\n").slice(-15).join("\n");

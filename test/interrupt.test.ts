@@ -10,18 +10,10 @@ import { afterAll, expect, test } from "vitest";
 import { loadLesson } from "../src/catalog.ts";
 import { ROOT } from "../src/paths.ts";
 import { processesWithEnv, scratchDir } from "./support/sandbox.ts";
+import { waitFor } from "./support/wait.ts";
 
 const scratch = scratchDir("interrupt");
 afterAll(() => scratch.remove());
-
-async function waitFor(condition: () => boolean, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (condition()) return true;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  return condition();
-}
 
 test("Ctrl+C during a check leaves no process behind and exits 130", async () => {
   const lesson = loadLesson("01-connect");

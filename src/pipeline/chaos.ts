@@ -4,13 +4,14 @@
  * once half the uploads are accepted, so uploads are arriving and most accepted documents are
  * still waiting on the streams.
  */
-import type { PipelineRedis } from "./redis-server.ts";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { PrivateServer } from "../redis/server.ts";
 import type { Supervisor } from "./supervisor.ts";
 
 export interface ChaosOptions {
   supervisor: Supervisor;
   /** Absent when running against someone else's server: then no restart. */
-  redis?: PipelineRedis;
+  redis?: Pick<PrivateServer, "restart">;
   /** Uploads accepted so far, and how many there will be. */
   progress(): { accepted: number; total: number };
   random?: () => number;
@@ -25,30 +26,22 @@ export interface Chaos {
 
 export function startChaos(options: ChaosOptions): Chaos {
   const random = options.random ?? Math.random;
-  let stopped = false;
-  let wake: (() => void) | undefined;
+  const stopping = new AbortController();
   const state: Chaos = {
     kills: 0,
     restarts: 0,
     async stop() {
-      stopped = true;
-      wake?.();
+      stopping.abort();
       await running;
     },
   };
-  const sleep = (ms: number) =>
-    new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, ms);
-      wake = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
+  // Ends early, without throwing, when stop() is called.
+  const pause = (ms: number) => sleep(ms, undefined, { signal: stopping.signal }).catch(() => {});
 
   const restarting = (async () => {
     const redis = options.redis;
     if (!redis) return;
-    while (!stopped) {
+    while (!stopping.signal.aborted) {
       const { accepted, total } = options.progress();
       if (accepted >= total / 2) {
         options.log?.("chaos: restarting Redis");
@@ -56,14 +49,14 @@ export function startChaos(options: ChaosOptions): Chaos {
         state.restarts++;
         return;
       }
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      await pause(50);
     }
   })();
 
   const killing = (async () => {
-    while (!stopped) {
-      await sleep(500 + random() * 1000);
-      if (stopped) break;
+    while (!stopping.signal.aborted) {
+      await pause(500 + random() * 1000);
+      if (stopping.signal.aborted) break;
       const workers = [...options.supervisor.workers.values()];
       // Wait until the last victim's replacement is up: one worker down at a time.
       if (workers.some((w) => w.ended !== undefined || !w.isReady)) continue;

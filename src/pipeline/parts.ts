@@ -5,7 +5,7 @@
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import type { RedisClientType } from "redis";
+import { createClient, type RedisClientType } from "redis";
 import { ROOT } from "../paths.ts";
 import type { StageKeys, StatusEvent } from "./keys.ts";
 
@@ -35,6 +35,32 @@ export const PART_NAMES = ["nextWork", "handOff", "deadLetter", "broadcast"] as 
 
 /** The reference solution: what `npm run pipeline` runs unless told otherwise. */
 export const SOLUTION_PARTS = join(ROOT, "solutions", "13-capstone-pipeline", "stage.ts");
+
+/**
+ * A connection of the system's own (not the learner's): it keeps reconnecting, so it rides out
+ * a Redis restart. `onError` hears the first error of each outage, not every retry's.
+ */
+export async function connectClient(
+  url: string,
+  name: string,
+  onError?: (error: Error) => void,
+): Promise<Redis> {
+  const client: Redis = createClient({
+    url,
+    name,
+    socket: { reconnectStrategy: (retries: number) => Math.min(100 * (retries + 1), 1000) },
+  });
+  let reported = false;
+  client.on("error", (error: Error) => {
+    if (!reported) onError?.(error);
+    reported = true;
+  });
+  client.on("ready", () => {
+    reported = false;
+  });
+  await client.connect();
+  return client;
+}
 
 export async function loadParts(file: string): Promise<Parts> {
   const path = resolve(file);

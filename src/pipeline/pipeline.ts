@@ -4,15 +4,14 @@
  * on every path out: finished, failed, or aborted (Ctrl+C).
  */
 import { randomBytes } from "node:crypto";
-import { createClient } from "redis";
+import { type PrivateServer, startPrivateServer } from "../redis/server.ts";
 import { type Api, startApi } from "./api.ts";
 import { type Audit, audit, collect } from "./audit.ts";
 import { type Chaos, startChaos } from "./chaos.ts";
 import { poisoned, sampleUpload, type Upload } from "./documents.ts";
 import { type FeedResult, feed, type Submission } from "./feeder.ts";
 import { pipelineKeys, STAGES, type StatusEvent } from "./keys.ts";
-import { loadParts, type Redis } from "./parts.ts";
-import { type PipelineRedis, startPipelineRedis } from "./redis-server.ts";
+import { connectClient, loadParts } from "./parts.ts";
 import type { LoopConfig } from "./stage-loop.ts";
 import { Supervisor } from "./supervisor.ts";
 import { startView } from "./view.ts";
@@ -89,17 +88,6 @@ export function sampleUploads(count: number, poison: number): Upload[] {
   return uploads;
 }
 
-async function connect(url: string, name: string): Promise<Redis> {
-  const client: Redis = createClient({
-    url,
-    name,
-    socket: { reconnectStrategy: (retries: number) => Math.min(100 * (retries + 1), 1000) },
-  });
-  client.on("error", () => {});
-  await client.connect();
-  return client;
-}
-
 /** Runs `read` again when it fails, as commands in flight do while Redis restarts. */
 async function retry<T>(read: () => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
@@ -129,16 +117,16 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
   cleanup.push(() => options.signal?.removeEventListener("abort", relay));
   try {
     const parts = await loadParts(options.parts);
-    let server: PipelineRedis | undefined;
+    let server: PrivateServer | undefined;
     let url = options.redisUrl;
     if (!url) {
-      server = await startPipelineRedis({ aof: options.chaos });
+      server = await startPrivateServer([], { aof: options.chaos });
       cleanup.push(() => server?.stop());
       url = server.url;
     }
     const redisUrl = url;
     aborted(options.signal);
-    const control = await connect(redisUrl, `${names.system}control`);
+    const control = await connectClient(redisUrl, `${names.system}control`);
     cleanup.push(() => control.destroy());
     for (const stage of STAGES) {
       await control
@@ -148,7 +136,7 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
         });
     }
 
-    const apiClient = await connect(redisUrl, `${names.system}api`);
+    const apiClient = await connectClient(redisUrl, `${names.system}api`);
     cleanup.push(() => apiClient.destroy());
     const api: Api = await startApi({
       client: apiClient,
@@ -261,8 +249,11 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
       aborted(options.signal);
       await new Promise((resolve) => setTimeout(resolve, 200));
       const ids = [...unfinished];
+      // One round trip for the whole batch: is each document's last result (embed) in?
+      const batch = control.multi();
+      for (const id of ids) batch.hExists(keys.doc(id), "embed");
       const read = await Promise.all([
-        Promise.all(ids.map((id) => control.hExists(keys.doc(id), "embed"))),
+        batch.execAsPipeline(),
         control.xRange(keys.dead, lastDead === "-" ? "-" : `(${lastDead}`, "+"),
       ]).catch(() => undefined);
       // Commands in flight when Redis restarts fail; ask again on the next round.

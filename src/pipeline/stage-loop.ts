@@ -3,7 +3,8 @@
  * document on or park it. The Redis-facing steps are the lesson's parts; the policy (when to
  * retry, when to give up) lives here.
  */
-import type { Stage } from "./keys.ts";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Stage, StageKeys } from "./keys.ts";
 import { type PipelineKeys, stageKeys } from "./keys.ts";
 import type { Parts, Redis, Work } from "./parts.ts";
 import { callService, hasMarker, PermanentError, TransientError } from "./services.ts";
@@ -34,16 +35,9 @@ function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
+/** Waits `ms`, or less when `signal` aborts; never throws. */
 function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
+  return sleep(ms, undefined, { signal }).catch(() => {});
 }
 
 export function deadLetterReason(stage: Stage, deliveries: number, lastError: string | null) {
@@ -51,9 +45,8 @@ export function deadLetterReason(stage: Stage, deliveries: number, lastError: st
   return `gave up at ${stage} after ${deliveries} deliveries: ${why}`;
 }
 
-async function handle(loop: StageLoop, work: Work): Promise<void> {
+async function handle(loop: StageLoop, keysForStage: StageKeys, work: Work): Promise<void> {
   const { client, parts, keys, stage, config } = loop;
-  const keysForStage = stageKeys(keys, stage);
   const stat = (what: string) => client.hIncrBy(keys.stats, `${stage}:${what}`, 1);
   if (work.deliveries > 1) await stat("retried");
   if (work.deliveries > config.maxDeliveries) {
@@ -94,10 +87,11 @@ async function handle(loop: StageLoop, work: Work): Promise<void> {
 /** Runs until `signal` aborts; a failing step is logged and retried, never fatal. */
 export async function runStageLoop(loop: StageLoop): Promise<void> {
   const { signal, config } = loop;
+  const keys = stageKeys(loop.keys, loop.stage);
   while (!signal.aborted) {
     let work: Work | undefined;
     try {
-      work = await loop.parts.nextWork(loop.client, stageKeys(loop.keys, loop.stage), {
+      work = await loop.parts.nextWork(loop.client, keys, {
         consumer: loop.consumer,
         claimIdleMs: config.claimIdleMs,
         blockMs: config.blockMs,
@@ -110,7 +104,7 @@ export async function runStageLoop(loop: StageLoop): Promise<void> {
     }
     if (!work) continue;
     try {
-      await handle(loop, work);
+      await handle(loop, keys, work);
     } catch (error) {
       if (signal.aborted) break;
       loop.log(`${loop.consumer}: ${work.doc} (entry ${work.id}): ${messageOf(error)}`);

@@ -1,11 +1,13 @@
 /**
  * Starts, kills and replaces worker processes. Each worker runs in a process group of its own
  * (so a SIGKILL takes all of it) with a pipe on its stdin (so it stops when we do, however we
- * stop). stopAll() and the exit hook make sure none outlives the pipeline.
+ * stop). stopAll() and the exit hook (killGroupOnExit) make sure none outlives the pipeline.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
+import { killGroupOnExit } from "../check/cleanup.ts";
 import { ROOT } from "../paths.ts";
+import { killGroup, signalGroup, stopGroup } from "../process-group.ts";
 import { READY_LINE, type WorkerSettings } from "./worker-settings.ts";
 
 const WORKER = join(ROOT, "src", "pipeline", "worker.ts");
@@ -19,35 +21,6 @@ export interface WorkerProcess {
   isReady: boolean;
   /** How the process ended: "SIGKILL", "exit 1", ...; undefined while it runs. */
   ended?: string;
-}
-
-const everyGroup = new Set<number>();
-let hooked = false;
-
-function signalGroup(pid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(-pid, signal);
-  } catch {
-    // already gone
-  }
-}
-
-function groupAlive(pid: number): boolean {
-  try {
-    process.kill(-pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function waitGone(pid: number, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (groupAlive(pid)) {
-    if (Date.now() > deadline) return false;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  return true;
 }
 
 export interface SupervisorOptions {
@@ -66,14 +39,7 @@ export class Supervisor {
   readonly ended: { slot: string; how: string }[] = [];
   #stopping = false;
 
-  constructor(private readonly options: SupervisorOptions) {
-    if (!hooked) {
-      hooked = true;
-      process.on("exit", () => {
-        for (const pid of everyGroup) signalGroup(pid, "SIGKILL");
-      });
-    }
-  }
+  constructor(private readonly options: SupervisorOptions) {}
 
   start(slot: string): WorkerProcess {
     const child = spawn(process.execPath, ["--import", "tsx", WORKER], {
@@ -84,7 +50,7 @@ export class Supervisor {
     });
     const pid = child.pid;
     if (pid === undefined) throw new Error(`could not start worker ${slot}`);
-    everyGroup.add(pid);
+    const forget = killGroupOnExit(pid);
     this.options.onSpawn?.(pid);
     const worker: WorkerProcess = {
       slot,
@@ -112,7 +78,7 @@ export class Supervisor {
     });
     child.once("exit", (code, signal) => {
       worker.ended = signal ?? `exit ${code}`;
-      everyGroup.delete(pid);
+      forget();
       // A worker's own children (none today) would die with the group.
       signalGroup(pid, "SIGKILL");
       if (this.#stopping) return;
@@ -135,19 +101,12 @@ export class Supervisor {
   async kill(slot: string): Promise<void> {
     const worker = this.workers.get(slot);
     if (!worker || worker.ended !== undefined) return;
-    signalGroup(worker.pid, "SIGKILL");
-    await waitGone(worker.pid, 5000);
+    await killGroup(worker.pid, 5000);
   }
 
   async stopAll(): Promise<void> {
     this.#stopping = true;
-    const running = this.alive();
-    for (const worker of running) signalGroup(worker.pid, "SIGTERM");
-    await Promise.all(
-      running.map(async (worker) => {
-        if (!(await waitGone(worker.pid, 4000))) signalGroup(worker.pid, "SIGKILL");
-        await waitGone(worker.pid, 2000);
-      }),
-    );
+    // stopGroup sends its SIGTERM before its first await: all workers are told at once.
+    await Promise.all(this.alive().map((worker) => stopGroup(worker.pid, 4000)));
   }
 }

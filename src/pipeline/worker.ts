@@ -4,29 +4,10 @@
  * its settings in PIPELINE_WORKER; it stops on SIGTERM, and on its own when the parent's pipe to
  * its stdin closes, so a killed parent never leaves workers behind.
  */
-import { createClient } from "redis";
 import { type PipelineKeys, pipelineKeys } from "./keys.ts";
-import { loadParts, type Redis } from "./parts.ts";
+import { connectClient, loadParts, type Redis } from "./parts.ts";
 import { runStageLoop } from "./stage-loop.ts";
 import { READY_LINE, type WorkerSettings } from "./worker-settings.ts";
-
-async function connect(url: string, name: string): Promise<Redis> {
-  const client: Redis = createClient({
-    url,
-    name,
-    socket: { reconnectStrategy: (retries: number) => Math.min(100 * (retries + 1), 1000) },
-  });
-  let reported = false;
-  client.on("error", (error: Error) => {
-    if (!reported) process.stderr.write(`${name}: ${error.message}\n`);
-    reported = true;
-  });
-  client.on("ready", () => {
-    reported = false;
-  });
-  await client.connect();
-  return client;
-}
 
 async function main(): Promise<void> {
   const settings = JSON.parse(process.env.PIPELINE_WORKER ?? "null") as WorkerSettings | null;
@@ -35,9 +16,12 @@ async function main(): Promise<void> {
   const keys: PipelineKeys = pipelineKeys(settings.prefix);
   const stop = new AbortController();
   const clients = await Promise.all(
-    settings.stages.map((stage) =>
-      connect(settings.redisUrl, `${settings.clientName}${stage}-${settings.slot}`),
-    ),
+    settings.stages.map((stage) => {
+      const name = `${settings.clientName}${stage}-${settings.slot}`;
+      return connectClient(settings.redisUrl, name, (error) =>
+        process.stderr.write(`${name}: ${error.message}\n`),
+      );
+    }),
   );
   const shutdown = () => {
     if (stop.signal.aborted) return;

@@ -3,13 +3,26 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { killGroupOnExit } from "../check/cleanup.ts";
+import { killGroup, stopGroup } from "../process-group.ts";
 import { connectRaw } from "./raw.ts";
 
 export interface PrivateServer {
   url: string;
   port: number;
   version: string;
+  /**
+   * Stops the server cleanly (SHUTDOWN, which writes the append-only file when `aof` is on) and
+   * starts it again on the same port and directory: clients reconnect to where they were.
+   */
+  restart(): Promise<void>;
   stop(): Promise<void>;
+}
+
+export interface ServerOptions {
+  /** Append-only persistence, so that a restart() keeps every write. */
+  aof?: boolean;
 }
 
 export class RedisNotInstalled extends Error {
@@ -34,11 +47,15 @@ export function installAdvice(): string {
   ].join("\n");
 }
 
-/** The installed redis-server's version, or undefined when it is not on PATH. */
+/** The installed redis-server's version, or undefined when it is not on PATH. Asked once. */
+let installedVersion: { version: string | undefined } | undefined;
 export function redisServerVersion(): string | undefined {
-  const result = spawnSync("redis-server", ["--version"], { encoding: "utf8" });
-  if (result.error || result.status !== 0) return undefined;
-  return /v=(\d+\.\d+\.\d+)/.exec(result.stdout)?.[1];
+  installedVersion ??= (() => {
+    const result = spawnSync("redis-server", ["--version"], { encoding: "utf8" });
+    if (result.error || result.status !== 0) return { version: undefined };
+    return { version: /v=(\d+\.\d+\.\d+)/.exec(result.stdout)?.[1] };
+  })();
+  return installedVersion.version;
 }
 
 function freePort(): Promise<number> {
@@ -56,36 +73,31 @@ function freePort(): Promise<number> {
   });
 }
 
-// Every private server this process started, so the exit handler can stop them synchronously.
-const running = new Set<ChildProcess>();
-let exitHookInstalled = false;
-
-function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
-  if (child.pid === undefined) return;
-  try {
-    process.kill(-child.pid, signal);
-  } catch {
-    // already gone
-  }
-}
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on("exit", () => {
-    for (const child of running) killGroup(child, "SIGKILL");
-  });
-}
-
 /**
- * The shell around redis-server watches our stdin pipe: if this process dies without cleaning
- * up (even SIGKILL), the pipe closes, `read` returns and the server is stopped. Nothing outlives
- * the workbook.
+ * Runs redis-server in the background and waits for it. If our end of the stdin pipe closes
+ * (we exited, even by SIGKILL), `read` returns and the server is stopped: nothing outlives the
+ * workbook. When the server exits by itself (SHUTDOWN), `wait` returns and the shell ends; the
+ * reader is killed with the group.
  */
-const WATCHDOG =
-  'redis-server "$@" & pid=$!; trap "kill $pid; exit" TERM INT; read _; kill $pid; wait $pid';
+const WATCHDOG = [
+  // A background job's stdin is /dev/null, so the reader gets our pipe explicitly on fd 3.
+  "exec 3<&0",
+  'redis-server "$@" </dev/null & pid=$!',
+  'trap "kill $pid 2>/dev/null; exit" TERM INT',
+  "(read _ <&3; kill $pid 2>/dev/null) &",
+  "wait $pid",
+].join("\n");
 
-async function startOnce(port: number, dir: string, extraArgs: string[]): Promise<ChildProcess> {
+/** A redis-server behind its watchdog, in a process group of its own. */
+interface Launched {
+  child: ChildProcess;
+  /** Stops the group (TERM, then KILL) and forgets it for the exit hook. */
+  end(): Promise<void>;
+  /** SIGKILLs the group and forgets it for the exit hook. */
+  kill(): Promise<void>;
+}
+
+function launch(port: number, dir: string, extraArgs: string[], options: ServerOptions): Launched {
   const args = [
     "--bind",
     "127.0.0.1",
@@ -95,8 +107,9 @@ async function startOnce(port: number, dir: string, extraArgs: string[]): Promis
     dir,
     "--save",
     "",
-    "--appendonly",
-    "no",
+    ...(options.aof
+      ? ["--appendonly", "yes", "--appendfsync", "everysec"]
+      : ["--appendonly", "no"]),
     "--protected-mode",
     "yes",
     "--daemonize",
@@ -111,15 +124,29 @@ async function startOnce(port: number, dir: string, extraArgs: string[]): Promis
     detached: true,
     stdio: ["pipe", "ignore", "ignore"],
   });
-  running.add(child);
-  child.once("exit", () => running.delete(child));
-  return child;
+  const pid = child.pid;
+  const forget = pid === undefined ? () => false : killGroupOnExit(pid);
+  return {
+    child,
+    async end() {
+      if (pid !== undefined) await stopGroup(pid, 2000);
+      forget();
+    },
+    async kill() {
+      if (pid !== undefined) await killGroup(pid);
+      forget();
+    },
+  };
+}
+
+function exited(child: ChildProcess): boolean {
+  return child.exitCode !== null || child.signalCode !== null;
 }
 
 async function waitForPing(port: number, child: ChildProcess, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (child.exitCode !== null || child.signalCode !== null) return false;
+    if (exited(child)) return false;
     try {
       const conn = await connectRaw("127.0.0.1", port);
       try {
@@ -134,43 +161,72 @@ async function waitForPing(port: number, child: ChildProcess, timeoutMs: number)
     } catch {
       // not listening yet
     }
-    await new Promise((resolve) => setTimeout(resolve, 25));
+    await sleep(25);
   }
   return false;
 }
 
+/** Asks the server to SHUTDOWN and waits (a while) until it has exited by itself. */
+async function shutdown(port: number, child: ChildProcess): Promise<void> {
+  try {
+    const conn = await connectRaw("127.0.0.1", port);
+    // SHUTDOWN never answers: the connection just closes once the server has stopped.
+    await Promise.race([
+      conn.command(["SHUTDOWN"]).catch(() => undefined),
+      sleep(5000, undefined, { ref: false }),
+    ]);
+    conn.close();
+  } catch {
+    // not reachable: treat as already down
+  }
+  // If it refused (a --requirepass server answers NOAUTH), the caller's SIGTERM stops it instead.
+  await Promise.race([
+    new Promise<void>((resolve) => {
+      if (exited(child)) resolve();
+      else child.once("exit", () => resolve());
+    }),
+    sleep(10_000, undefined, { ref: false }),
+  ]);
+}
+
 /**
  * Starts a throwaway redis-server: loopback only, a free port, a temporary directory, no
- * persistence. The caller must call stop(); an exit hook and a stdin watchdog back that up.
+ * persistence unless `options.aof`. The caller must call stop(); the exit hook of
+ * src/check/cleanup.ts and the stdin watchdog back that up.
  */
-export async function startPrivateServer(extraArgs: string[] = []): Promise<PrivateServer> {
+export async function startPrivateServer(
+  extraArgs: string[] = [],
+  options: ServerOptions = {},
+): Promise<PrivateServer> {
   const version = redisServerVersion();
   if (!version) throw new RedisNotInstalled();
-  installExitHook();
   const dir = mkdtempSync(join(tmpdir(), "workbook-redis-"));
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freePort();
-    const child = await startOnce(port, dir, extraArgs);
-    if (await waitForPing(port, child, 5000)) {
+    const first = launch(port, dir, extraArgs, options);
+    if (await waitForPing(port, first.child, 5000)) {
+      let current = first;
       let stopped: Promise<void> | undefined;
-      const stop = () => {
-        stopped ??= new Promise<void>((resolve) => {
-          const done = () => {
-            clearTimeout(force);
-            rmSync(dir, { recursive: true, force: true });
-            resolve();
-          };
-          if (child.exitCode !== null || child.signalCode !== null) return done();
-          child.once("exit", done);
-          const force = setTimeout(() => killGroup(child, "SIGKILL"), 2000);
-          killGroup(child, "SIGTERM");
-        });
-        return stopped;
+      return {
+        url: `redis://127.0.0.1:${port}`,
+        port,
+        version,
+        async restart() {
+          await shutdown(port, current.child);
+          await current.end();
+          current = launch(port, dir, extraArgs, options);
+          if (!(await waitForPing(port, current.child, 10_000))) {
+            throw new Error(`redis-server did not come back on port ${port}.`);
+          }
+        },
+        stop() {
+          stopped ??= current.end().then(() => rmSync(dir, { recursive: true, force: true }));
+          return stopped;
+        },
       };
-      return { url: `redis://127.0.0.1:${port}`, port, version, stop };
     }
     // Port taken between probing and binding, or a slow start: try another port.
-    killGroup(child, "SIGKILL");
+    await first.kill();
   }
   rmSync(dir, { recursive: true, force: true });
   throw new Error(

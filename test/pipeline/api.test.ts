@@ -4,15 +4,15 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { type Api, startApi } from "../../src/pipeline/api.ts";
 import { pipelineKeys } from "../../src/pipeline/keys.ts";
 import { loadParts, type Redis, SOLUTION_PARTS } from "../../src/pipeline/parts.ts";
-import { type PipelineRedis, startPipelineRedis } from "../../src/pipeline/redis-server.ts";
+import { type PrivateServer, startPrivateServer } from "../../src/redis/server.ts";
 
 const keys = pipelineKeys("api-test:");
-let redis: PipelineRedis;
+let redis: PrivateServer;
 let client: Redis;
 let api: Api;
 
 beforeAll(async () => {
-  redis = await startPipelineRedis({ aof: false });
+  redis = await startPrivateServer();
   client = createClient({ url: redis.url });
   await client.connect();
   const parts = await loadParts(SOLUTION_PARTS);

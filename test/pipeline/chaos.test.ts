@@ -8,17 +8,13 @@ import { randomUUID } from "node:crypto";
 import { connect } from "node:net";
 import { afterAll, expect, test } from "vitest";
 import { ROOT } from "../../src/paths.ts";
+import { signalGroup } from "../../src/process-group.ts";
 import { processesWithEnv } from "../support/sandbox.ts";
+import { waitFor } from "../support/wait.ts";
 
 const started: ChildProcess[] = [];
 afterAll(() => {
-  for (const child of started) {
-    try {
-      if (child.pid) process.kill(-child.pid, "SIGKILL");
-    } catch {
-      // already gone
-    }
-  }
+  for (const child of started) if (child.pid) signalGroup(child.pid, "SIGKILL");
 });
 
 function runPipeline(args: string[], mark: string) {
@@ -38,15 +34,6 @@ function runPipeline(args: string[], mark: string) {
   });
   const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
   return { child, output, exited };
-}
-
-async function waitFor(condition: () => boolean, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (condition()) return true;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  return condition();
 }
 
 function listening(port: number): Promise<boolean> {
