@@ -1,6 +1,17 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join, relative } from "node:path";
 import type { Lesson } from "../catalog.ts";
@@ -37,6 +48,28 @@ function readEvents(file: string): CheckEvent[] {
     });
 }
 
+const END_LINE = `${JSON.stringify({ event: "end" } satisfies CheckEvent)}\n`;
+
+/**
+ * Whether the reporter has written its last event. Reads only the file's tail: the learner's
+ * console output fills the file too, and this runs every 40 ms.
+ */
+function hasEnded(file: string): boolean {
+  let fd: number | undefined;
+  try {
+    fd = openSync(file, "r");
+    const size = fstatSync(fd).size;
+    if (size < END_LINE.length) return false;
+    const tail = Buffer.alloc(END_LINE.length);
+    readSync(fd, tail, 0, END_LINE.length, size - END_LINE.length);
+    return tail.toString() === END_LINE;
+  } catch {
+    return false;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
 function childEnv(vars: Record<string, string>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [name, value] of Object.entries(process.env)) {
@@ -64,7 +97,7 @@ function waitForEnd(child: ChildProcess, events: string, ms: number) {
         exited = true;
       });
       const poll = setInterval(() => {
-        if (exited || readEvents(events).some((e) => e.event === "end")) finish(false);
+        if (exited || hasEnded(events)) finish(false);
       }, 40);
       const timer = setTimeout(() => finish(true), ms);
     },
