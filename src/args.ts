@@ -37,10 +37,8 @@ export class UsageError extends Error {
   override name = "UsageError";
 }
 
-export const USAGE = `Usage: npm run <command> -- [lesson] [options]
-
-  npm start                     the guided course (in a terminal)
-  npm run list -- [--json]      lessons and your progress
+/** Every action as a plain command, for scripts, CI, and runs without a terminal. */
+export const PLAIN_COMMANDS = `  npm run list -- [--json]      lessons and your progress
   npm run check -- [lesson]     check your exercise once; --json, --verbose,
                                 --solution, --starter, --mistake <name>
   npm run watch -- [lesson]     check again on every save; --json: one verdict
@@ -50,7 +48,12 @@ export const USAGE = `Usage: npm run <command> -- [lesson] [options]
   npm run solution -- [lesson]  the solution as a diff against your code, once
                                 your check passes; --force, --full, --json
   npm run demo -- <lesson>      watch a lesson's idea run
-  npm run doctor                check Node, redis-server and REDIS_URL; --json
+  npm run doctor                check Node, redis-server and REDIS_URL; --json`;
+
+export const USAGE = `Usage: npm run <command> -- [lesson] [options]
+
+  npm start                     the guided course (in a terminal)
+${PLAIN_COMMANDS}
 
 [lesson] is a number (2 or 02) or a name (pubsub-broadcast); without it, the
 lesson you are on. Exit codes: 0 passed or done, 1 not passed (doctor: a problem

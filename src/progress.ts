@@ -65,6 +65,40 @@ export function updateProgress(
   return progress;
 }
 
+/** The lesson the learner is working on: the one `npm run check` with no number picks. */
+export function setCurrent(lessonId: string, env: NodeJS.ProcessEnv = process.env): Progress {
+  return updateProgress((p) => {
+    p.current = lessonId;
+  }, env);
+}
+
+/** The learner's own code passed: the lesson is done (since its first pass) and current. */
+export function markPassed(lessonId: string, env: NodeJS.ProcessEnv = process.env): Progress {
+  return updateProgress((p) => {
+    p.done[lessonId] ??= new Date().toISOString();
+    p.current = lessonId;
+  }, env);
+}
+
+/** Hint `level` was shown: only the highest level seen is kept. */
+export function markHintSeen(
+  lessonId: string,
+  level: number,
+  env: NodeJS.ProcessEnv = process.env,
+): Progress {
+  return updateProgress((p) => {
+    p.hints[lessonId] = Math.max(p.hints[lessonId] ?? 0, level);
+    p.current = lessonId;
+  }, env);
+}
+
+/** The solution was shown before the check passed. */
+export function markPeeked(lessonId: string, env: NodeJS.ProcessEnv = process.env): Progress {
+  return updateProgress((p) => {
+    p.peeked = { ...p.peeked, [lessonId]: new Date().toISOString() };
+  }, env);
+}
+
 /** Whether the learner has ever used the workbook here (progress exists). */
 export function hasProgress(env: NodeJS.ProcessEnv = process.env): boolean {
   return existsSync(progressFile(env));

@@ -1,32 +1,13 @@
 /** The plain commands as a script or CI sees them: exit codes, JSON, and messages. */
-import { spawnSync } from "node:child_process";
-import { join } from "node:path";
 import { afterAll, expect, test } from "vitest";
-import { ROOT } from "../src/paths.ts";
+import { cli as run } from "./support/cli.ts";
 import { scratchDir } from "./support/sandbox.ts";
 
 const scratch = scratchDir("cli");
 afterAll(() => scratch.remove());
 
-function cli(args: string[], env: NodeJS.ProcessEnv = {}) {
-  const result = spawnSync(
-    process.execPath,
-    [join(ROOT, "node_modules", "tsx", "dist", "cli.mjs"), "src/cli.ts", ...args],
-    {
-      cwd: ROOT,
-      encoding: "utf8",
-      env: {
-        ...process.env,
-        WORKBOOK_WORKSPACE: scratch.dir,
-        REDIS_URL: "",
-        NO_COLOR: "1",
-        ...env,
-      },
-      timeout: 120_000,
-    },
-  );
-  return { code: result.status, out: result.stdout, err: result.stderr };
-}
+const cli = (args: string[], env: Record<string, string> = {}) =>
+  run(args, { WORKBOOK_WORKSPACE: scratch.dir, ...env });
 
 test("check exits 0 on the solution and prints the verdict as JSON", () => {
   const { code, out } = cli(["check", "01", "--solution", "--json"]);

@@ -14,9 +14,10 @@ import { runCheck } from "../check/run.ts";
 import { type CheckTarget, exitCode, type Verdict } from "../check/verdict.ts";
 import { diagnose, renderFindings } from "../doctor.ts";
 import { ROOT } from "../paths.ts";
-import { loadProgress, updateProgress } from "../progress.ts";
+import { loadProgress, markHintSeen, markPassed, markPeeked, setCurrent } from "../progress.ts";
 import { deletePrefixedKeys, openRedisTarget, type RedisTarget } from "../redis/target.ts";
 import { ensureLearnerCopy, learnerFile, resetLearnerCopy } from "../workspace.ts";
+import { learnerTarget } from "./check-learner.ts";
 import { doneCount, lessonState, suggestedLesson, tierName } from "./course.ts";
 import { renderDiff } from "./diff.ts";
 import { onExit } from "./exit.ts";
@@ -72,21 +73,15 @@ function targetFor(lesson: Lesson, args: ParsedArgs): CheckTarget {
     return { kind: "mistake", file: mistake.file, label: `mistake: ${mistake.name}` };
   }
   const { file, created } = ensureLearnerCopy(lesson);
-  updateProgress((p) => {
-    p.current = lesson.id;
-  });
+  setCurrent(lesson.id);
   if (created && !flags.has("--json")) {
     console.log(kleur.dim(`Made your copy of the exercise: ${relative(ROOT, file)}\n`));
   }
-  return { kind: "learner", file, label: "your code" };
+  return learnerTarget(file);
 }
 
 function recordPass(lesson: Lesson, verdict: Verdict): void {
-  if (verdict.status !== "passed" || verdict.target !== "learner") return;
-  updateProgress((p) => {
-    p.done[lesson.id] ??= new Date().toISOString();
-    p.current = lesson.id;
-  });
+  if (verdict.status === "passed" && verdict.target === "learner") markPassed(lesson.id);
 }
 
 function printVerdict(lesson: Lesson, verdict: Verdict, args: ParsedArgs): void {
@@ -191,10 +186,7 @@ export function hint(lessons: Lesson[], args: ParsedArgs): number {
   if (!Number.isInteger(level) || !chosen) {
     throw new UsageError(`Lesson ${lesson.number} has hints 1 to ${lesson.hints.length}.`);
   }
-  updateProgress((p) => {
-    p.hints[lesson.id] = Math.max(p.hints[lesson.id] ?? 0, level);
-    p.current = lesson.id;
-  });
+  markHintSeen(lesson.id, level);
   if (args.flags.has("--json")) {
     console.log(
       JSON.stringify({
@@ -220,9 +212,7 @@ export function hint(lessons: Lesson[], args: ParsedArgs): number {
 export function reset(lessons: Lesson[], args: ParsedArgs): number {
   const lesson = lessonFrom(lessons, args.lesson);
   const { file, backup } = resetLearnerCopy(lesson);
-  updateProgress((p) => {
-    p.current = lesson.id;
-  });
+  setCurrent(lesson.id);
   if (args.flags.has("--json")) {
     console.log(JSON.stringify({ lesson: lesson.id, file, backup: backup ?? null }));
     return 0;
@@ -242,11 +232,7 @@ export function solution(lessons: Lesson[], args: ParsedArgs): number {
     );
     return 1;
   }
-  if (!passed) {
-    updateProgress((p) => {
-      p.peeked = { ...p.peeked, [lesson.id]: new Date().toISOString() };
-    });
-  }
+  if (!passed) markPeeked(lesson.id);
   const code = readFileSync(lesson.solution, "utf8");
   const mine = (() => {
     try {

@@ -16,10 +16,6 @@ export function onExit(cleanup: Cleanup): () => void {
   return () => cleanups.delete(cleanup);
 }
 
-export function isExiting(): boolean {
-  return exiting;
-}
-
 function restoreTerminal(): void {
   const stdin = process.stdin;
   if (stdin.isTTY && stdin.isRaw) stdin.setRawMode(false);

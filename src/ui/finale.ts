@@ -1,10 +1,10 @@
 import { existsSync } from "node:fs";
 import kleur from "kleur";
 import type { Lesson } from "../catalog.ts";
-import { runCheck } from "../check/run.ts";
 import type { Verdict } from "../check/verdict.ts";
 import { updateProgress } from "../progress.ts";
 import { learnerFile } from "../workspace.ts";
+import { checkLearner, notRun } from "./check-learner.ts";
 import { draw, isKey } from "./screen.ts";
 import type { Session } from "./session.ts";
 import { link, rule, screenRows, screenWidth, wrap, wrapLine } from "./term.ts";
@@ -76,27 +76,9 @@ export async function finale(session: Session): Promise<void> {
   for (const lesson of lessons) {
     show([]);
     const file = learnerFile(lesson);
-    let verdict: Verdict;
-    try {
-      if (!existsSync(file)) throw new Error("Your exercise file is missing.");
-      verdict = await runCheck(
-        lesson,
-        { kind: "learner", file, label: "your code" },
-        await session.redis(),
-      );
-    } catch (error) {
-      verdict = {
-        lesson: lesson.id,
-        title: lesson.title,
-        target: "learner",
-        file,
-        status: "error",
-        reason: (error as Error).message,
-        tests: [],
-        output: [],
-        durationMs: 0,
-      };
-    }
+    const verdict = existsSync(file)
+      ? await checkLearner(lesson, file, () => session.redis())
+      : notRun(lesson, file, "Your exercise file is missing.");
     verdicts.set(lesson.id, verdict);
   }
   const failing = lessons.filter((l) => verdicts.get(l.id)?.status === "failed");

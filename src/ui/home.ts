@@ -4,6 +4,7 @@
  */
 import { Separator, select } from "@inquirer/prompts";
 import kleur from "kleur";
+import { PLAIN_COMMANDS } from "../args.ts";
 import type { Lesson } from "../catalog.ts";
 import { hasProgress, loadProgress, type Progress } from "../progress.ts";
 import type { RedisTarget } from "../redis/target.ts";
@@ -20,16 +21,6 @@ const SUBTITLE = "A TypeScript workbook: reliable AI pipelines on Redis pub/sub 
 
 const WELCOME =
   "Each lesson has a short text, an exercise file that is yours to edit, and a check that runs every time you save it. Hints, the solution and a fresh start are one key away. Your progress is saved as you go.";
-
-export const PLAIN_COMMANDS = [
-  "  npm run list -- [--json]        the lessons and your progress",
-  "  npm run check -- [lesson]       check your exercise once (--json)",
-  "  npm run watch -- [lesson]       check again on every save",
-  "  npm run hint -- [lesson]        the next hint (--json)",
-  "  npm run reset -- [lesson]       restore the starter (keeps a .bak)",
-  "  npm run solution -- [lesson]    the solution as a diff, once you pass",
-  "  npm run doctor                  check Node, redis-server and REDIS_URL",
-];
 
 /** "Redis 7.0.15 · redis://127.0.0.1:40123 (private, started by the workbook)" */
 export function preflightLine(redis: RedisTarget | Error): string {
@@ -63,7 +54,7 @@ export function plainStart(lessons: Lesson[]): number {
   for (const lesson of lessons) console.log(lessonLine(lesson, progress));
   console.log(`\n${progressBar(doneCount(lessons, progress), lessons.length)}\n`);
   console.log("No terminal here, so no menu. Every action is also a plain command:");
-  console.log(PLAIN_COMMANDS.join("\n"));
+  console.log(PLAIN_COMMANDS);
   const next = suggestedLesson(lessons, progress);
   if (next) console.log(`\nNext: npm run check -- ${next.number}   (${next.title})`);
   console.log("Run `npm start` in a terminal for the guided course.");

@@ -9,11 +9,11 @@ import { basename, relative } from "node:path";
 import kleur from "kleur";
 import type { Lesson } from "../catalog.ts";
 import { renderVerdict } from "../check/render.ts";
-import { runCheck } from "../check/run.ts";
 import type { Verdict } from "../check/verdict.ts";
 import { ROOT } from "../paths.ts";
-import { loadProgress, updateProgress } from "../progress.ts";
+import { loadProgress, markHintSeen, markPassed, markPeeked, setCurrent } from "../progress.ts";
 import { ensureLearnerCopy, resetLearnerCopy } from "../workspace.ts";
+import { checkLearner } from "./check-learner.ts";
 import { allDone, nextHintLevel, nextLesson, tierName } from "./course.ts";
 import { renderDiff } from "./diff.ts";
 import { renderMarkdown } from "./markdown.ts";
@@ -37,28 +37,10 @@ function readOr(file: string, fallback = ""): string {
   }
 }
 
-/** A verdict for when the check could not even start (no Redis, say). */
-function notRun(lesson: Lesson, file: string, reason: string): Verdict {
-  return {
-    lesson: lesson.id,
-    title: lesson.title,
-    target: "learner",
-    file,
-    status: "error",
-    reason,
-    tests: [],
-    output: [],
-    durationMs: 0,
-  };
-}
-
 /** The report without its "Next: npm run ..." line: on this screen the keys say what is next. */
 export function verdictLines(verdict: Verdict, width: number, verbose = false): string[] {
-  // The check names hints as commands; on this screen a hint is one key away.
-  const text = renderVerdict(verdict, { verbose, next: verdict.status === "error" }).replace(
-    /Hint (\d): npm run hint -- \d+ --level \d/g,
-    "Hint $1: press $1",
-  );
+  // On this screen a hint is one key away.
+  const text = renderVerdict(verdict, { verbose, next: verdict.status === "error", hints: "keys" });
   return wrap(text, width);
 }
 
@@ -97,9 +79,7 @@ interface State {
 export async function lessonScreen(session: Session, lesson: Lesson): Promise<LessonExit> {
   const { lessons, inbox } = session;
   const { file, created } = ensureLearnerCopy(lesson);
-  updateProgress((p) => {
-    p.current = lesson.id;
-  });
+  setCurrent(lesson.id);
   const name = basename(file);
   const state: State = { run: 0, running: false, again: false, panel: [], hintShown: 0 };
   session.keysOn();
@@ -110,16 +90,9 @@ export async function lessonScreen(session: Session, lesson: Lesson): Promise<Le
     const run = ++runs;
     Object.assign(state, { run, running: true, again: false, verdict: undefined });
     state.checked = readOr(file);
-    void (async () => {
-      let verdict: Verdict;
-      try {
-        const redis = await session.redis();
-        verdict = await runCheck(lesson, { kind: "learner", file, label: "your code" }, redis);
-      } catch (error) {
-        verdict = notRun(lesson, file, (error as Error).message);
-      }
-      inbox.push({ kind: "checked", run, verdict });
-    })();
+    void checkLearner(lesson, file, () => session.redis()).then((verdict) =>
+      inbox.push({ kind: "checked", run, verdict }),
+    );
   };
 
   const passed = () => state.verdict?.status === "passed";
@@ -180,10 +153,7 @@ export async function lessonScreen(session: Session, lesson: Lesson): Promise<Le
 
   const onPass = () => {
     const firstPass = !loadProgress().done[lesson.id];
-    const progress = updateProgress((p) => {
-      p.done[lesson.id] ??= new Date().toISOString();
-      p.current = lesson.id;
-    });
+    const progress = markPassed(lesson.id);
     const next = nextLesson(lessons, lesson);
     const quizTaken = Boolean(progress.quiz?.[lesson.id]);
     const steps = readyToFinish()
@@ -212,9 +182,7 @@ export async function lessonScreen(session: Session, lesson: Lesson): Promise<Le
     const hint = lesson.hints[level - 1];
     if (!hint) return;
     state.hintShown = level;
-    updateProgress((p) => {
-      p.hints[lesson.id] = Math.max(p.hints[lesson.id] ?? 0, level);
-    });
+    markHintSeen(lesson.id, level);
     const more = level < lesson.hints.length ? ` · h for hint ${level + 1}` : "";
     state.panel = [
       kleur.cyan().bold(`Hint ${level} of ${lesson.hints.length}: ${tierName(hint.level)}`) +
@@ -273,9 +241,7 @@ export async function lessonScreen(session: Session, lesson: Lesson): Promise<Le
         ];
         startCheck();
       } else {
-        updateProgress((p) => {
-          p.peeked = { ...p.peeked, [lesson.id]: new Date().toISOString() };
-        });
+        markPeeked(lesson.id);
         await showSolution();
       }
       return undefined;

@@ -3,15 +3,15 @@
  * that leaving (quit or Ctrl+C) leaves nothing running. Each test has its own workspace and
  * uses whichever lessons exist, starting with the first.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { afterEach, describe, expect, test } from "vitest";
 import { loadCatalog } from "../../src/catalog.ts";
-import { type Progress, progressFile } from "../../src/progress.ts";
+import { loadProgress } from "../../src/progress.ts";
 import { visibleLength } from "../../src/ui/term.ts";
 import { learnerFile } from "../../src/workspace.ts";
-import { processesWithEnv, scratchDir } from "../support/sandbox.ts";
-import { alive, commandOf, family } from "./procs.ts";
+import { alive, commandOf, family, processesWithEnv, scratchDir } from "../support/sandbox.ts";
+import { waitFor } from "../support/wait.ts";
 import { hasTmux, Terminal } from "./tmux.ts";
 
 const lesson = loadCatalog()[0];
@@ -35,10 +35,7 @@ function workspace() {
     env,
     marker: `WORKBOOK_WORKSPACE=${scratch.dir}`,
     file: learnerFile(lesson as NonNullable<typeof lesson>, env),
-    progress: (): Progress => {
-      const file = progressFile(env);
-      return existsSync(file) ? JSON.parse(readFileSync(file, "utf8")) : { done: {}, hints: {} };
-    },
+    progress: () => loadProgress(env),
   };
 }
 
@@ -46,12 +43,6 @@ function terminal(command: string, env: Record<string, string>, width = 80): Ter
   const term = Terminal.open(command, env, { width, height: 30 });
   cleanups.push(() => term.close());
   return term;
-}
-
-async function until(condition: () => boolean, ms = 10_000): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (!condition() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-  return condition();
 }
 
 /** Every line of the screen fits 80 columns, even in a wider terminal. */
@@ -94,7 +85,7 @@ describe.skipIf(skip)("the guided runner in a terminal", { timeout: 240_000 }, (
     const passing = await term.waitFor(/all \d+ checks passed/);
     expect(passing).toContain("You can now:");
     expectFits(passing);
-    expect(await until(() => Boolean(ws.progress().done[lesson.id]))).toBe(true);
+    expect(await waitFor(() => Boolean(ws.progress().done[lesson.id]), 10_000)).toBe(true);
 
     term.press("q");
     const list = await term.waitFor("Choose a lesson");
@@ -103,7 +94,7 @@ describe.skipIf(skip)("the guided runner in a terminal", { timeout: 240_000 }, (
     // Typing selects by name: "q" is Quit.
     term.press("q", "Enter");
     expect(await term.exitCode()).toBe(0);
-    expect(await until(() => processesWithEnv(ws.marker).length === 0)).toBe(true);
+    expect(await waitFor(() => processesWithEnv(ws.marker).length === 0, 10_000)).toBe(true);
   });
 
   test("reset asks first, restores the starter and keeps a .bak; e opens $EDITOR; NO_COLOR", async () => {
@@ -127,7 +118,7 @@ describe.skipIf(skip)("the guided runner in a terminal", { timeout: 240_000 }, (
     term.press("x");
     await term.waitFor("(y/N)");
     term.press("n");
-    expect(await until(() => !term.screen().includes("(y/N)"))).toBe(true);
+    expect(await waitFor(() => !term.screen().includes("(y/N)"), 10_000)).toBe(true);
     expect(readFileSync(ws.file, "utf8")).toBe(mine);
 
     term.press("x");
@@ -180,7 +171,7 @@ describe.skipIf(skip)("the guided runner in a terminal", { timeout: 240_000 }, (
     const term = terminal(`npm run watch -- ${lesson.number}`, ws.env);
 
     await term.waitFor("Checking your code");
-    const running = await until(
+    const running = await waitFor(
       () => processesWithEnv(`WORKBOOK_TARGET=${ws.file}`).length > 0,
       60_000,
     );
@@ -195,7 +186,7 @@ describe.skipIf(skip)("the guided runner in a terminal", { timeout: 240_000 }, (
     expect(screen).toContain("Stopped.");
     expect(screen).not.toMatch(/\n\s+at /);
     const left = () => [...processesWithEnv(ws.marker), ...started.filter(alive)];
-    const gone = await until(() => left().length === 0);
+    const gone = await waitFor(() => left().length === 0, 10_000);
     expect(gone, `still running: ${left().map(commandOf).join(", ")}`).toBe(true);
   });
 });

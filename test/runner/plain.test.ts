@@ -3,16 +3,18 @@
  * commands and exits 0 on its own; `watch --json` re-checks on every save; the data commands
  * answer in JSON.
  */
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
 import { afterAll, expect, test } from "vitest";
 import { loadCatalog } from "../../src/catalog.ts";
 import type { Verdict } from "../../src/check/verdict.ts";
 import { ROOT } from "../../src/paths.ts";
-import { type Progress, progressFile } from "../../src/progress.ts";
+import { loadProgress } from "../../src/progress.ts";
 import { learnerFile } from "../../src/workspace.ts";
+import { cli, cliEnv, TSX } from "../support/cli.ts";
 import { processesWithEnv, scratchDir } from "../support/sandbox.ts";
+import { waitFor } from "../support/wait.ts";
 
 const lessons = loadCatalog();
 const lesson = lessons[0];
@@ -28,33 +30,10 @@ function workspace() {
   return { WORKBOOK_WORKSPACE: scratch.dir };
 }
 
-function baseEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, REDIS_URL: "", NO_COLOR: "1", ...extra };
-  for (const name of Object.keys(env)) if (/^VITEST|^TEST$|^NODE_ENV$/.test(name)) delete env[name];
-  return env;
-}
-
-const TSX = join(ROOT, "node_modules", "tsx", "dist", "cli.mjs");
-
-function cli(args: string[], env: Record<string, string>) {
-  const result = spawnSync(process.execPath, [TSX, "src/cli.ts", ...args], {
-    cwd: ROOT,
-    encoding: "utf8",
-    env: baseEnv(env),
-    timeout: 120_000,
-  });
-  return { code: result.status, out: result.stdout, err: result.stderr };
-}
-
-function progressOf(env: Record<string, string>): Progress {
-  const file = progressFile(env);
-  return existsSync(file) ? JSON.parse(readFileSync(file, "utf8")) : { done: {}, hints: {} };
-}
-
 test("npm start without a terminal lists lessons, progress and commands, then exits 0", async () => {
   const env = workspace();
   // stdin is a pipe nobody writes to: a prompt would wait forever, so this proves there is none.
-  const child = spawn("npm", ["start"], { cwd: ROOT, env: baseEnv(env), stdio: "pipe" });
+  const child = spawn("npm", ["start"], { cwd: ROOT, env: cliEnv(env), stdio: "pipe" });
   let out = "";
   child.stdout.on("data", (chunk) => {
     out += chunk;
@@ -77,7 +56,7 @@ test("watch --json checks now and again after each save, records the pass, stops
   const child: ChildProcess = spawn(
     process.execPath,
     [TSX, "src/cli.ts", "watch", lesson.number, "--json"],
-    { cwd: ROOT, env: baseEnv(env), stdio: ["ignore", "pipe", "pipe"] },
+    { cwd: ROOT, env: cliEnv(env), stdio: ["ignore", "pipe", "pipe"] },
   );
   const verdicts: Verdict[] = [];
   let buffered = "";
@@ -89,10 +68,7 @@ test("watch --json checks now and again after each save, records the pass, stops
   });
   const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
   const waitForVerdicts = async (count: number) => {
-    const deadline = Date.now() + 90_000;
-    while (verdicts.length < count && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    await waitFor(() => verdicts.length >= count, 90_000);
     expect(verdicts.length, "no verdict arrived").toBeGreaterThanOrEqual(count);
   };
 
@@ -102,15 +78,12 @@ test("watch --json checks now and again after each save, records the pass, stops
   writeFileSync(file, readFileSync(lesson.solution, "utf8"));
   await waitForVerdicts(2);
   expect(verdicts[1]?.status).toBe("passed");
-  expect(progressOf(env).done[lesson.id]).toBeTruthy();
+  expect(loadProgress(env).done[lesson.id]).toBeTruthy();
 
   child.kill("SIGINT");
   expect(await exited).toBe(130);
   const marker = `WORKBOOK_WORKSPACE=${env.WORKBOOK_WORKSPACE}`;
-  const deadline = Date.now() + 10_000;
-  while (processesWithEnv(marker).length > 0 && Date.now() < deadline) {
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+  await waitFor(() => processesWithEnv(marker).length === 0, 10_000);
   expect(processesWithEnv(marker)).toEqual([]);
 });
 
@@ -119,7 +92,7 @@ test("hint, reset, solution and list answer in JSON and keep progress", () => {
   const first = cli(["hint", lesson.number, "--json"], env);
   expect(first.code).toBe(0);
   expect(JSON.parse(first.out)).toMatchObject({ lesson: lesson.id, level: 1 });
-  expect(progressOf(env).hints[lesson.id]).toBe(1);
+  expect(loadProgress(env).hints[lesson.id]).toBe(1);
 
   const locked = cli(["solution", lesson.number], env);
   expect(locked.code).toBe(1);
@@ -139,7 +112,7 @@ test("hint, reset, solution and list answer in JSON and keep progress", () => {
   const shown = JSON.parse(forced.out);
   expect(shown.solution).toBe(readFileSync(lesson.solution, "utf8"));
   expect(shown.diff).toContain("+++ the solution");
-  expect(progressOf(env).peeked?.[lesson.id]).toBeTruthy();
+  expect(loadProgress(env).peeked?.[lesson.id]).toBeTruthy();
 
   const listed = cli(["list", "--json"], env);
   expect(JSON.parse(listed.out)[0]).toMatchObject({

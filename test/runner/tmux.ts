@@ -5,10 +5,12 @@
  */
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { rmSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ROOT } from "../../src/paths.ts";
+import { scrubbedEnv } from "../support/cli.ts";
+import { waitFor } from "../support/wait.ts";
 
 export function hasTmux(): boolean {
   return spawnSync("tmux", ["-V"], { encoding: "utf8" }).status === 0;
@@ -16,10 +18,9 @@ export function hasTmux(): boolean {
 
 /** Our environment minus what would change the runner's behaviour (an outer vitest, colours). */
 function cleanEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [name, value] of Object.entries(process.env)) {
-    if (/^VITEST|^TEST$|^NODE_ENV$|^TMUX|^REDIS_URL$|COLOR|^VISUAL$|^EDITOR$/.test(name)) continue;
-    env[name] = value;
+  const env = scrubbedEnv();
+  for (const name of Object.keys(env)) {
+    if (/^TMUX|^REDIS_URL$|COLOR|^VISUAL$|^EDITOR$/.test(name)) delete env[name];
   }
   return env;
 }
@@ -34,7 +35,9 @@ export class Terminal {
 
   /**
    * Starts `command` (run from the repository root with `env` added) in a fresh tmux server.
-   * When it ends, the pane stays (remain-on-exit) so the test can read the screen and the code.
+   * When it ends, the pane stays (remain-on-exit) so the test can read the screen, and the
+   * shell around it writes its exit code to a file: tmux 3.3 does not always reap the pane's
+   * process (it stays a zombie, the pane never reads as dead), so its status cannot be trusted.
    */
   static open(
     command: string,
@@ -47,7 +50,13 @@ export class Terminal {
     const assignments = Object.entries(env)
       .map(([name, value]) => `${name}=${shellQuote(value)}`)
       .join(" ");
-    const script = `cd ${shellQuote(ROOT)} && exec env ${assignments} ${command}`;
+    const status = `${socket}.status`;
+    // The shell outlives Ctrl+C (trapped; its child gets the default) to record the code.
+    const script = [
+      "trap : INT",
+      `cd ${shellQuote(ROOT)} && env ${assignments} ${command}`,
+      `echo "$?" > ${shellQuote(`${status}.tmp`)} && mv ${shellQuote(`${status}.tmp`)} ${shellQuote(status)}`,
+    ].join("\n");
     const started = spawnSync(
       "tmux",
       [
@@ -97,21 +106,11 @@ export class Terminal {
     throw new Error(`Timed out waiting for ${String(what)}. The screen:\n${text}`);
   }
 
-  /** Waits for the command to end and returns its exit code. */
+  /** Waits for the command to end and returns its exit code (128 + n for signal n). */
   async exitCode(timeoutMs = 30_000): Promise<number> {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      const [dead, status = "", signal = ""] = this.tmux(
-        "display-message",
-        "-p",
-        "#{pane_dead} #{pane_dead_status} #{pane_dead_signal}",
-      )
-        .trim()
-        .split(" ");
-      // tmux may mark the pane dead a moment before it records the status.
-      if (dead === "1" && /^\d+$/.test(status)) return Number(status);
-      if (dead === "1" && /^\d+$/.test(signal)) return 128 + Number(signal);
-      await new Promise((resolve) => setTimeout(resolve, 200));
+    const file = `${this.socket}.status`;
+    if (await waitFor(() => existsSync(file), timeoutMs)) {
+      return Number(readFileSync(file, "utf8").trim());
     }
     throw new Error(`The command did not end. The screen:\n${this.screen()}`);
   }
@@ -119,6 +118,8 @@ export class Terminal {
   close(): void {
     spawnSync("tmux", ["-S", this.socket, "kill-server"]);
     rmSync(this.socket, { force: true });
-    rmSync(`${this.socket}.conf`, { force: true });
+    for (const suffix of [".conf", ".status", ".status.tmp"]) {
+      rmSync(`${this.socket}${suffix}`, { force: true });
+    }
   }
 }

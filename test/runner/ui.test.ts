@@ -166,7 +166,8 @@ describe("verdict on the lesson screen", () => {
         {
           name: "connects",
           status: "failed",
-          message: "connect() is not written yet.\nHint 2: npm run hint -- 01 --level 2",
+          message: "connect() is not written yet.",
+          hint: 2,
         },
       ],
       output: [],

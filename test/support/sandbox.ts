@@ -13,18 +13,62 @@ export function scratchDir(label: string): { dir: string; remove(): void } {
   return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-/** Processes whose environment contains `needle` (Linux): proof that nothing outlived a run. */
-export function processesWithEnv(needle: string): number[] {
-  const found: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    try {
-      if (readFileSync(`/proc/${entry}/environ`, "latin1").includes(needle)) {
-        found.push(Number(entry));
-      }
-    } catch {
-      // the process ended while we looked, or is not ours to read
-    }
+// Linux process lookups for "nothing is left running" (the tests run where /proc exists).
+
+/** Every process on the machine, this one included. */
+function pids(): number[] {
+  return readdirSync("/proc")
+    .filter((entry) => /^\d+$/.test(entry))
+    .map(Number);
+}
+
+/** A file under /proc/<pid>/, or undefined: the process ended while we looked, or is not ours. */
+function procFile(pid: number, name: string): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/${name}`, "latin1");
+  } catch {
+    return undefined;
   }
-  return found;
+}
+
+/** Processes whose environment contains `needle`: proof that nothing outlived a run. */
+export function processesWithEnv(needle: string): number[] {
+  return pids().filter(
+    (pid) => pid !== process.pid && (procFile(pid, "environ")?.includes(needle) ?? false),
+  );
+}
+
+function stat(pid: number): { ppid: number; state: string } | undefined {
+  const text = procFile(pid, "stat");
+  if (text === undefined) return undefined;
+  // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so cut at the last ")".
+  const [state = "", ppid = "0"] = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  return { ppid: Number(ppid), state };
+}
+
+/** Running, not just a zombie waiting to be reaped. */
+export function alive(pid: number): boolean {
+  const info = stat(pid);
+  return info !== undefined && info.state !== "Z";
+}
+
+export function commandOf(pid: number): string {
+  return (procFile(pid, "cmdline") ?? "").replace(/\0/g, " ").trim();
+}
+
+/** The processes and all their descendants. */
+export function family(roots: number[]): number[] {
+  const children = new Map<number, number[]>();
+  for (const pid of pids()) {
+    const info = stat(pid);
+    if (info) children.set(info.ppid, [...(children.get(info.ppid) ?? []), pid]);
+  }
+  const found = new Set<number>();
+  const visit = (pid: number) => {
+    if (found.has(pid)) return;
+    found.add(pid);
+    for (const child of children.get(pid) ?? []) visit(child);
+  };
+  for (const root of roots) visit(root);
+  return [...found];
 }

@@ -1,0 +1,34 @@
+/** The workbook's commands as a script or CI runs them, from a test. */
+import { spawnSync } from "node:child_process";
+import { join } from "node:path";
+import { ROOT } from "../../src/paths.ts";
+
+export const TSX = join(ROOT, "node_modules", "tsx", "dist", "cli.mjs");
+
+/**
+ * Our environment minus what tells a program it runs under a test (vitest's own variables,
+ * NODE_ENV), so the command behaves as it does for a learner; `extra` is added.
+ */
+export function scrubbedEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [name, value] of Object.entries(process.env)) {
+    if (!/^VITEST|^TEST$|^NODE_ENV$/.test(name)) env[name] = value;
+  }
+  return { ...env, ...extra };
+}
+
+/** What a command sees: the private Redis (REDIS_URL empty), no colours, `extra` on top. */
+export function cliEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return scrubbedEnv({ REDIS_URL: "", NO_COLOR: "1", ...extra });
+}
+
+/** Runs `src/cli.ts args` to the end in cliEnv(env); `env` names the workspace, say. */
+export function cli(args: string[], env: Record<string, string> = {}) {
+  const result = spawnSync(process.execPath, [TSX, "src/cli.ts", ...args], {
+    cwd: ROOT,
+    encoding: "utf8",
+    env: cliEnv(env),
+    timeout: 120_000,
+  });
+  return { code: result.status, out: result.stdout, err: result.stderr };
+}
