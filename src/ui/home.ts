@@ -134,5 +134,6 @@ export async function guided(lessons: Lesson[], only?: Lesson): Promise<never> {
     if ((error as Error).name === "ExitPromptError") return exitCleanly(130, STOPPED_NOTE);
     throw error;
   }
-  return exitCleanly(0, kleur.dim("See you next time: `npm start` picks up where you left off."));
+  // The lesson screen leaves the cursor at the end of its key bar: start on a line of our own.
+  return exitCleanly(0, kleur.dim("\nSee you next time: `npm start` picks up where you left off."));
 }

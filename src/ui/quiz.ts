@@ -19,14 +19,16 @@ export async function runQuiz(lesson: Lesson, questions: QuizQuestion[]): Promis
   const width = screenWidth();
   process.stdout.write("\x1b[H\x1b[2J");
   console.log(kleur.bold(`Knowledge check · lesson ${lesson.number} · ${lesson.title}`));
-  console.log(
-    kleur.dim(`${questions.length} questions, in your own words. ↑↓ to choose, enter.\n`),
-  );
+  console.log(kleur.dim(`${questions.length} questions. ↑↓ to choose, enter.\n`));
   let score = 0;
   for (const [index, question] of questions.entries()) {
     const answer = await select({
       message: wrap(`${index + 1}. ${question.question}`, width - 2).join("\n  "),
-      choices: question.choices.map((choice, value) => ({ name: choice, value })),
+      // Wrapped here, between words: the terminal would split a long choice mid-word.
+      choices: question.choices.map((choice, value) => ({
+        name: wrap(choice, width - 4).join("\n    "),
+        value,
+      })),
       // The answer line must not carry a tick: a wrong answer is not done right.
       theme: { ...promptTheme, prefix: { idle: promptTheme.prefix.idle, done: "›" } },
     });
