@@ -4,19 +4,34 @@
  * rejects every mistake with the message the mistake file names. A check that cannot fail is a
  * defect, and this is where it is caught.
  */
+import { createClient } from "redis";
 import { describe, expect, test } from "vitest";
 import { type Lesson, loadCatalog } from "../src/catalog.ts";
 import { runCheck } from "../src/check/run.ts";
 import type { CheckTarget, Verdict } from "../src/check/verdict.ts";
 import { openRedisTarget } from "../src/redis/target.ts";
+import { processesWithEnv } from "./support/sandbox.ts";
 
 const lessons = loadCatalog();
 
-/** Each run gets its own private server, so checks that change server settings stay apart. */
+/**
+ * Each run gets its own private server, so checks that change server settings stay apart, and
+ * so that afterwards the server can prove nothing of the run is still connected, and /proc that
+ * no process the run started (the check, a learner's worker) is still alive.
+ */
 async function verdictFor(lesson: Lesson, target: CheckTarget): Promise<Verdict> {
   const redis = await openRedisTarget({});
   try {
-    return await runCheck(lesson, target, redis);
+    const verdict = await runCheck(lesson, target, redis);
+    expect(processesWithEnv(`WORKBOOK_REDIS_URL=${redis.url}\0`), "processes left").toEqual([]);
+    const observer = createClient({ url: redis.url });
+    await observer.connect();
+    const clients = String(await observer.sendCommand(["CLIENT", "LIST"]))
+      .trim()
+      .split("\n");
+    observer.destroy();
+    expect(clients, "connections left open").toHaveLength(1);
+    return verdict;
   } finally {
     await redis.release();
   }
