@@ -4,13 +4,13 @@
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { createClient } from "redis";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { loadLesson } from "../src/catalog.ts";
 import { runCheck } from "../src/check/run.ts";
 import type { Verdict } from "../src/check/verdict.ts";
 import { openRedisTarget, type RedisTarget } from "../src/redis/target.ts";
-import { processesWithEnv, scratchDir } from "./support/sandbox.ts";
+import { expectNothingLeft } from "./support/leftovers.ts";
+import { scratchDir } from "./support/sandbox.ts";
 
 const lesson = loadLesson("01-connect");
 const solution = readFileSync(lesson.solution, "utf8");
@@ -34,14 +34,7 @@ async function checkVariant(source: string, timeoutMs?: number): Promise<Verdict
   const verdict = await runCheck(lesson, { kind: "learner", file, label: "your code" }, redis, {
     timeoutMs,
   });
-  expect(processesWithEnv(`WORKBOOK_TARGET=${file}`)).toEqual([]);
-  const observer = createClient({ url: redis.url });
-  await observer.connect();
-  const clients = String(await observer.sendCommand(["CLIENT", "LIST"]))
-    .trim()
-    .split("\n");
-  observer.destroy();
-  expect(clients, "only the observer is connected").toHaveLength(1);
+  await expectNothingLeft(redis.url);
   return verdict;
 }
 

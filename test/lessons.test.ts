@@ -4,13 +4,12 @@
  * rejects every mistake with the message the mistake file names. A check that cannot fail is a
  * defect, and this is where it is caught.
  */
-import { createClient } from "redis";
 import { describe, expect, test } from "vitest";
 import { type Lesson, loadCatalog } from "../src/catalog.ts";
 import { runCheck } from "../src/check/run.ts";
 import type { CheckTarget, Verdict } from "../src/check/verdict.ts";
 import { openRedisTarget } from "../src/redis/target.ts";
-import { processesWithEnv } from "./support/sandbox.ts";
+import { expectNothingLeft } from "./support/leftovers.ts";
 
 const lessons = loadCatalog();
 
@@ -23,14 +22,7 @@ async function verdictFor(lesson: Lesson, target: CheckTarget): Promise<Verdict>
   const redis = await openRedisTarget({});
   try {
     const verdict = await runCheck(lesson, target, redis);
-    expect(processesWithEnv(`WORKBOOK_REDIS_URL=${redis.url}\0`), "processes left").toEqual([]);
-    const observer = createClient({ url: redis.url });
-    await observer.connect();
-    const clients = String(await observer.sendCommand(["CLIENT", "LIST"]))
-      .trim()
-      .split("\n");
-    observer.destroy();
-    expect(clients, "connections left open").toHaveLength(1);
+    await expectNothingLeft(redis.url);
     return verdict;
   } finally {
     await redis.release();
