@@ -5,6 +5,7 @@ import { PipelineUsageError, parsePipelineArgs, poisonCount } from "../../src/pi
 import { type AuditData, audit, percentile } from "../../src/pipeline/audit.ts";
 import { crashing, poisoned, sampleUpload } from "../../src/pipeline/documents.ts";
 import { eventRank, pipelineKeys, STAGES, stageKeys } from "../../src/pipeline/keys.ts";
+import { PART_NAMES, type Parts } from "../../src/pipeline/parts.ts";
 import { sampleUploads } from "../../src/pipeline/pipeline.ts";
 import {
   callService,
@@ -334,4 +335,15 @@ describe("the live view", () => {
     expect(line).toMatch(/^\[3\.2s\] accepted 150\/200 completed 70 \| ocr q10 w2 d100 r0 x0/);
     expect(line.split("\n")).toHaveLength(1);
   });
+});
+
+test("the lesson 13 solution and starter fit the pipeline's Parts contract", async () => {
+  // The exercise mirrors the system's types so that it stays self-contained; these assignments
+  // make `tsc --noEmit` fail the moment the two drift apart.
+  const solution: Parts = await import("../../solutions/13-capstone-pipeline/stage.ts");
+  const starter: Parts = await import("../../lessons/13-capstone-pipeline/stage.ts");
+  for (const name of PART_NAMES) {
+    expect(typeof solution[name]).toBe("function");
+    expect(typeof starter[name]).toBe("function");
+  }
 });
