@@ -4,6 +4,7 @@
  * signal reaches the process and every child it started. Exit-time registration of a group is
  * src/check/cleanup.ts's killGroupOnExit().
  */
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 
 /** Sends `signal` to every process in group `pid`; false when the group is already gone. */
@@ -16,13 +17,30 @@ export function signalGroup(pid: number, signal: NodeJS.Signals): boolean {
   }
 }
 
+/**
+ * Whether a process of group `pid` is still running. A zombie (exited, waiting for its new
+ * parent to reap it) does not count: it holds no port or connection, and where PID 1 reaps
+ * slowly (some containers and VMs) waiting for it added seconds to every check.
+ */
 export function groupAlive(pid: number): boolean {
   try {
     process.kill(-pid, 0);
-    return true;
   } catch {
     return false;
   }
+  if (!existsSync("/proc/self/stat")) return true;
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "latin1");
+      // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+      const [state, , pgrp] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (Number(pgrp) === pid && state !== "Z") return true;
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  return false;
 }
 
 /** Waits until the kernel reports group `pid` gone; false if it is still there after `ms`. */
