@@ -22,7 +22,7 @@ import { doneCount, lessonState, suggestedLesson, tierName } from "./course.ts";
 import { renderDiff } from "./diff.ts";
 import { onExit } from "./exit.ts";
 import { progressBar, screenWidth, wrap } from "./term.ts";
-import { watchForSaves } from "./watch.ts";
+import { Rechecks, watchForSaves } from "./watch.ts";
 
 /** The named lesson, or without a name the one the learner is on. */
 export function lessonFrom(lessons: Lesson[], query: string | undefined): Lesson {
@@ -114,34 +114,24 @@ export async function plainWatch(lessons: Lesson[], args: ParsedArgs): Promise<n
   const redis = await openRedisTarget();
   onExit(() => redis.release());
   const json = args.flags.has("--json");
-  let running = false;
-  let again = false;
-  let checked: string | undefined;
-  const read = () => {
+  const rechecks = new Rechecks(() => {
     try {
       return readFileSync(target.file, "utf8");
     } catch {
       return "";
     }
-  };
+  });
   const run = async (): Promise<void> => {
-    running = true;
-    checked = read();
+    rechecks.started();
     if (!json) console.log(kleur.dim(`\nChecking ${relative(ROOT, target.file)}…`));
     const verdict = await runCheck(lesson, target, redis);
     recordPass(lesson, verdict);
     printVerdict(lesson, verdict, args);
     if (!json) console.log(kleur.dim("Watching: save the file to check again (Ctrl+C stops)."));
-    running = false;
-    if (again) {
-      again = false;
-      await run();
-    }
+    if (rechecks.finished()) await run();
   };
   watchForSaves(target.file, () => {
-    if (read() === checked) return;
-    if (running) again = true;
-    else void run();
+    if (rechecks.requested()) void run();
   });
   await run();
   // Runs until Ctrl+C, which goes through the clean exit.

@@ -22,7 +22,7 @@ import { runQuiz } from "./quiz.ts";
 import { draw, isKey, type UiEvent } from "./screen.ts";
 import type { Session } from "./session.ts";
 import { fileLink, flow, rule, screenRows, screenWidth, truncate, wrap } from "./term.ts";
-import { watchForSaves } from "./watch.ts";
+import { Rechecks, watchForSaves } from "./watch.ts";
 
 /** Where to go after a lesson screen. */
 export type LessonExit = { go: "list" } | { go: "lesson"; lesson: Lesson } | { go: "finish" };
@@ -65,12 +65,8 @@ export function lessonText(lesson: Lesson, file: string, width: number): string[
 
 interface State {
   run: number;
-  running: boolean;
-  /** A save arrived while a check was running: run again when it finishes. */
-  again: boolean;
+  rechecks: Rechecks;
   verdict?: Verdict;
-  /** The file's content when the last check started, to ignore saves that change nothing. */
-  checked?: string;
   panel: string[];
   confirm?: "reset" | "solution";
   hintShown: number;
@@ -81,15 +77,20 @@ export async function lessonScreen(session: Session, lesson: Lesson): Promise<Le
   const { file, created } = ensureLearnerCopy(lesson);
   setCurrent(lesson.id);
   const name = basename(file);
-  const state: State = { run: 0, running: false, again: false, panel: [], hintShown: 0 };
+  const state: State = {
+    run: 0,
+    rechecks: new Rechecks(() => readOr(file)),
+    panel: [],
+    hintShown: 0,
+  };
   session.keysOn();
   if (created)
     await page(`Lesson ${lesson.number}`, lessonText(lesson, file, screenWidth()), inbox);
 
   const startCheck = () => {
     const run = ++runs;
-    Object.assign(state, { run, running: true, again: false, verdict: undefined });
-    state.checked = readOr(file);
+    Object.assign(state, { run, verdict: undefined });
+    state.rechecks.started();
     void checkLearner(lesson, file, () => session.redis()).then((verdict) =>
       inbox.push({ kind: "checked", run, verdict }),
     );
@@ -127,10 +128,10 @@ export async function lessonScreen(session: Session, lesson: Lesson): Promise<Le
     const footer = [rule(width), status, ...keyBar(width)];
     const panel = state.panel.flatMap((line) => wrap(line, width));
     let body: string[];
-    if (state.running) body = [kleur.yellow("Checking your code…")];
+    if (state.rechecks.running) body = [kleur.yellow("Checking your code…")];
     else if (state.verdict) body = verdictLines(state.verdict, width);
     else body = [];
-    if (state.verdict?.status === "failed" && !state.running) {
+    if (state.verdict?.status === "failed" && !state.rechecks.running) {
       body.push("", kleur.dim("Fix it and save: the check runs again. Stuck? Press h for a hint."));
     }
     const room = rows - header.length - footer.length - (panel.length > 0 ? panel.length + 1 : 0);
@@ -248,8 +249,7 @@ export async function lessonScreen(session: Session, lesson: Lesson): Promise<Le
     }
     switch (keyName === "escape" ? "q" : char.toLowerCase()) {
       case "r":
-        if (state.running) state.again = true;
-        else startCheck();
+        if (state.rechecks.requested(true)) startCheck();
         state.panel = [];
         return undefined;
       case "h":
@@ -324,16 +324,13 @@ export async function lessonScreen(session: Session, lesson: Lesson): Promise<Le
       render();
       const event: UiEvent = await inbox.take();
       if (event.kind === "saved") {
-        if (readOr(file) === state.checked) continue;
-        if (state.running) state.again = true;
-        else startCheck();
+        if (state.rechecks.requested()) startCheck();
         state.panel = state.confirm ? state.panel : [];
       } else if (event.kind === "checked") {
         // A result from a run this screen has since replaced (or another lesson's) is stale.
         if (event.run !== state.run) continue;
-        state.running = false;
         state.verdict = event.verdict;
-        if (state.again) startCheck();
+        if (state.rechecks.finished()) startCheck();
         else if (event.verdict.status === "passed") onPass();
       } else if (event.kind === "key") {
         const exit = await onKey(event.key.char, event.key.name);

@@ -35,3 +35,43 @@ export function watchForSaves(file: string, onChange: () => void): () => void {
     unwatchFile(file, poll);
   };
 }
+
+/**
+ * When a save should start a check: a save that changes nothing is ignored, and a save (or a
+ * re-run key) during a check runs it once more when that check finishes, so the last verdict
+ * is always about the file as it is now.
+ */
+export class Rechecks {
+  #running = false;
+  #again = false;
+  #checked: string | undefined;
+
+  constructor(private readonly read: () => string) {}
+
+  get running(): boolean {
+    return this.#running;
+  }
+
+  /** A check starts now, on the file's current content. */
+  started(): void {
+    this.#running = true;
+    this.#again = false;
+    this.#checked = this.read();
+  }
+
+  /** The learner asked for a check (`force`) or saved: true when one should start now. */
+  requested(force = false): boolean {
+    if (!force && this.read() === this.#checked) return false;
+    if (this.#running) {
+      this.#again = true;
+      return false;
+    }
+    return true;
+  }
+
+  /** The check finished: true when another should start at once. */
+  finished(): boolean {
+    this.#running = false;
+    return this.#again;
+  }
+}

@@ -15,6 +15,7 @@ import { lessonText, verdictLines } from "../../src/ui/lesson.ts";
 import { renderMarkdown } from "../../src/ui/markdown.ts";
 import { scroll } from "../../src/ui/pager.ts";
 import { hardWrap, link, stripAnsi, visibleLength, wrapLine } from "../../src/ui/term.ts";
+import { Rechecks } from "../../src/ui/watch.ts";
 import { scratchDir } from "../support/sandbox.ts";
 
 const colours = kleur.enabled;
@@ -220,5 +221,21 @@ describe("doctor", () => {
     expect(
       explainRedisError({ message: "NOPERM this user has no permissions" }, azure).fix,
     ).toMatch(/ACL SETUSER/);
+  });
+});
+
+describe("re-checking on save", () => {
+  test("ignores saves that change nothing and runs once more after a save mid-check", () => {
+    let content = "v1";
+    const rechecks = new Rechecks(() => content);
+    rechecks.started();
+    expect(rechecks.requested()).toBe(false); // saved, unchanged
+    content = "v2";
+    expect(rechecks.requested()).toBe(false); // changed while running: later
+    expect(rechecks.finished()).toBe(true); // so run again now
+    rechecks.started();
+    expect(rechecks.finished()).toBe(false);
+    expect(rechecks.requested()).toBe(false); // v2 is what was checked
+    expect(rechecks.requested(true)).toBe(true); // the re-run key always checks
   });
 });
