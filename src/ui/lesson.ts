@@ -324,6 +324,9 @@ export async function lessonScreen(session: Session, lesson: Lesson): Promise<Le
       render();
       const event: UiEvent = await inbox.take();
       if (event.kind === "saved") {
+        // Reset writes the file and starts its check itself; the save event that follows must
+        // not wipe the "Restored the starter" message before anyone could read it.
+        if (state.rechecks.unchanged()) continue;
         if (state.rechecks.requested()) startCheck();
         state.panel = state.confirm ? state.panel : [];
       } else if (event.kind === "checked") {

@@ -59,9 +59,14 @@ export class Rechecks {
     this.#checked = this.read();
   }
 
+  /** The file is what the last check started on (a save that changed nothing, or our own write). */
+  unchanged(): boolean {
+    return this.read() === this.#checked;
+  }
+
   /** The learner asked for a check (`force`) or saved: true when one should start now. */
   requested(force = false): boolean {
-    if (!force && this.read() === this.#checked) return false;
+    if (!force && this.unchanged()) return false;
     if (this.#running) {
       this.#again = true;
       return false;

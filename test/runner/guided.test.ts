@@ -127,7 +127,8 @@ describe.skipIf(skip)("the guided runner in a terminal", { timeout: 240_000 }, (
     await term.waitFor("Restored the starter");
     expect(readFileSync(ws.file, "utf8")).toBe(starter);
     expect(readFileSync(`${ws.file}.bak`, "utf8")).toBe(mine);
-    await term.waitFor("not yet");
+    // The message outlives the save event of the reset's own write and the check that follows.
+    expect(await term.waitFor("not yet")).toContain("Restored the starter");
 
     term.press("e");
     await term.waitFor(/all \d+ checks passed/);

@@ -230,7 +230,9 @@ describe("re-checking on save", () => {
     const rechecks = new Rechecks(() => content);
     rechecks.started();
     expect(rechecks.requested()).toBe(false); // saved, unchanged
+    expect(rechecks.unchanged()).toBe(true);
     content = "v2";
+    expect(rechecks.unchanged()).toBe(false);
     expect(rechecks.requested()).toBe(false); // changed while running: later
     expect(rechecks.finished()).toBe(true); // so run again now
     rechecks.started();
