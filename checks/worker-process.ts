@@ -90,12 +90,22 @@ export function spawnWorker(script: string, env: Record<string, string>): Worker
   child.stderr?.on("data", (chunk: Buffer) => {
     if (printed.length < 20_000) printed += chunk.toString();
   });
+  // "exit" can come before the last lines on the pipe: a worker that reports and then ends
+  // would look as if it ended first. "close" follows the pipes; the timer bounds the wait for a
+  // process of its own that keeps them open.
   const exited = new Promise<void>((resolve) => {
-    child.once("exit", (code, signal) => {
+    let drained: NodeJS.Timeout | undefined;
+    const ended = (code: number | null, signal: NodeJS.Signals | null) => {
+      clearTimeout(drained);
+      if (exit !== undefined) return;
       exit = signal ?? `exit code ${code}`;
       resolve();
       notify();
+    };
+    child.once("exit", (code, signal) => {
+      drained = setTimeout(() => ended(code, signal), 1_000);
     });
+    child.once("close", ended);
   });
 
   const worker: WorkerProcess = {

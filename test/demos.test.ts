@@ -4,7 +4,7 @@ import { randomUUID } from "node:crypto";
 import { expect, test } from "vitest";
 import { loadCatalog } from "../src/catalog.ts";
 import { ROOT } from "../src/paths.ts";
-import { cliEnv, TSX } from "./support/cli.ts";
+import { cliEnv, exitOf, TSX } from "./support/cli.ts";
 import { processesWithEnv } from "./support/sandbox.ts";
 import { waitFor } from "./support/wait.ts";
 
@@ -31,14 +31,10 @@ test.concurrent.each(withDemo.map((l) => [l.number, l] as const))(
     child.stderr.on("data", (chunk) => {
       output += chunk;
     });
-    const code = await new Promise<number | null>((resolve) => {
-      // Bounded: a demo that does not end is a failure, not a hang of the suite.
-      const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-      child.on("exit", (exit) => {
-        clearTimeout(timer);
-        resolve(exit);
-      });
-    });
+    // Bounded: a demo that does not end is a failure, not a hang of the suite.
+    const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+    const code = await exitOf(child);
+    clearTimeout(timer);
     expect(code, output.slice(-2000)).toBe(0);
     expect(output.trim().length).toBeGreaterThan(0);
     const gone = await waitFor(

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { afterAll, expect, test } from "vitest";
 import { loadLesson } from "../src/catalog.ts";
 import { ROOT } from "../src/paths.ts";
+import { exitOf } from "./support/cli.ts";
 import { processesWithEnv, scratchDir } from "./support/sandbox.ts";
 import { waitFor } from "./support/wait.ts";
 
@@ -42,7 +43,7 @@ test("Ctrl+C during a check leaves no process behind and exits 130", async () =>
   cli.stdout.on("data", (chunk) => {
     output += chunk;
   });
-  const exited = new Promise<number | null>((resolve) => cli.on("exit", (code) => resolve(code)));
+  const exited = exitOf(cli);
 
   // Wait until the learner's code is running inside the check process.
   const running = await waitFor(

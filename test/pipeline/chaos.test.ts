@@ -9,6 +9,7 @@ import { connect } from "node:net";
 import { afterAll, expect, test } from "vitest";
 import { ROOT } from "../../src/paths.ts";
 import { signalGroup } from "../../src/process-group.ts";
+import { exitOf } from "../support/cli.ts";
 import { processesWithEnv } from "../support/sandbox.ts";
 import { waitFor } from "../support/wait.ts";
 
@@ -32,7 +33,7 @@ function runPipeline(args: string[], mark: string) {
   child.stderr?.on("data", (chunk) => {
     output.stderr += chunk;
   });
-  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  const exited = exitOf(child);
   return { child, output, exited };
 }
 

@@ -12,7 +12,7 @@ import type { Verdict } from "../../src/check/verdict.ts";
 import { ROOT } from "../../src/paths.ts";
 import { loadProgress } from "../../src/progress.ts";
 import { learnerFile } from "../../src/workspace.ts";
-import { cli, cliEnv, TSX } from "../support/cli.ts";
+import { cli, cliEnv, exitOf, TSX } from "../support/cli.ts";
 import { processesWithEnv, scratchDir } from "../support/sandbox.ts";
 import { waitFor } from "../support/wait.ts";
 
@@ -38,7 +38,7 @@ test("npm start without a terminal lists lessons, progress and commands, then ex
   child.stdout.on("data", (chunk) => {
     out += chunk;
   });
-  const code = await new Promise<number | null>((resolve) => child.on("exit", resolve));
+  const code = await exitOf(child);
   expect(code).toBe(0);
   for (const l of lessons) expect(out).toContain(`${l.number}  ${l.title}`);
   expect(out).toMatch(/0 of \d+ lessons? done/);
@@ -66,7 +66,7 @@ test("watch --json checks now and again after each save, records the pass, stops
     buffered = lines.pop() ?? "";
     for (const line of lines) if (line.startsWith("{")) verdicts.push(JSON.parse(line));
   });
-  const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
+  const exited = exitOf(child);
   const waitForVerdicts = async (count: number) => {
     await waitFor(() => verdicts.length >= count, 90_000);
     expect(verdicts.length, "no verdict arrived").toBeGreaterThanOrEqual(count);

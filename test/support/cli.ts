@@ -1,5 +1,5 @@
 /** The workbook's commands as a script or CI runs them, from a test. */
-import { spawnSync } from "node:child_process";
+import { type ChildProcess, spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { ROOT } from "../../src/paths.ts";
 
@@ -31,4 +31,23 @@ export function cli(args: string[], env: Record<string, string> = {}) {
     timeout: 120_000,
   });
   return { code: result.status, out: result.stdout, err: result.stderr };
+}
+
+/**
+ * The exit code of `child` once its output has been read to the end. "exit" can come before the
+ * last chunk of a pipe is delivered (under load it did: "Stopped." arrived after the test had
+ * looked), so this waits for "close", which follows the pipes; a grandchild that holds them
+ * open cannot make it wait more than `drainMs` after the exit.
+ */
+export function exitOf(child: ChildProcess, drainMs = 5_000): Promise<number | null> {
+  return new Promise((resolve) => {
+    let timer: NodeJS.Timeout | undefined;
+    child.once("exit", (code) => {
+      timer = setTimeout(() => resolve(code), drainMs);
+    });
+    child.once("close", (code) => {
+      clearTimeout(timer);
+      resolve(code);
+    });
+  });
 }
