@@ -12,6 +12,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { afterAll } from "vitest";
+import { childEnded } from "../src/child-ended.ts";
 import { signalGroup, waitGroupGone } from "../src/process-group.ts";
 import { CheckFailure, trackProcess } from "./kit.ts";
 
@@ -90,22 +91,11 @@ export function spawnWorker(script: string, env: Record<string, string>): Worker
   child.stderr?.on("data", (chunk: Buffer) => {
     if (printed.length < 20_000) printed += chunk.toString();
   });
-  // "exit" can come before the last lines on the pipe: a worker that reports and then ends
-  // would look as if it ended first. "close" follows the pipes; the timer bounds the wait for a
-  // process of its own that keeps them open.
-  const exited = new Promise<void>((resolve) => {
-    let drained: NodeJS.Timeout | undefined;
-    const ended = (code: number | null, signal: NodeJS.Signals | null) => {
-      clearTimeout(drained);
-      if (exit !== undefined) return;
-      exit = signal ?? `exit code ${code}`;
-      resolve();
-      notify();
-    };
-    child.once("exit", (code, signal) => {
-      drained = setTimeout(() => ended(code, signal), 1_000);
-    });
-    child.once("close", ended);
+  // Judged after the pipes are read: a worker that reports and then ends must not look as if
+  // it ended first.
+  const exited = childEnded(child, 1_000).then(({ code, signal }) => {
+    exit = signal ?? `exit code ${code}`;
+    notify();
   });
 
   const worker: WorkerProcess = {

@@ -1,6 +1,7 @@
 /** The workbook's commands as a script or CI runs them, from a test. */
 import { type ChildProcess, spawnSync } from "node:child_process";
 import { join } from "node:path";
+import { childEnded } from "../../src/child-ended.ts";
 import { ROOT } from "../../src/paths.ts";
 
 export const TSX = join(ROOT, "node_modules", "tsx", "dist", "cli.mjs");
@@ -33,21 +34,7 @@ export function cli(args: string[], env: Record<string, string> = {}) {
   return { code: result.status, out: result.stdout, err: result.stderr };
 }
 
-/**
- * The exit code of `child` once its output has been read to the end. "exit" can come before the
- * last chunk of a pipe is delivered (under load it did: "Stopped." arrived after the test had
- * looked), so this waits for "close", which follows the pipes; a grandchild that holds them
- * open cannot make it wait more than `drainMs` after the exit.
- */
-export function exitOf(child: ChildProcess, drainMs = 5_000): Promise<number | null> {
-  return new Promise((resolve) => {
-    let timer: NodeJS.Timeout | undefined;
-    child.once("exit", (code) => {
-      timer = setTimeout(() => resolve(code), drainMs);
-    });
-    child.once("close", (code) => {
-      clearTimeout(timer);
-      resolve(code);
-    });
-  });
+/** The exit code of `child` once its output has been read to the end (see childEnded). */
+export async function exitOf(child: ChildProcess, drainMs = 5_000): Promise<number | null> {
+  return (await childEnded(child, drainMs)).code;
 }
