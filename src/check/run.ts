@@ -15,6 +15,7 @@ import {
 import { tmpdir } from "node:os";
 import { basename, join, relative } from "node:path";
 import type { Lesson } from "../catalog.ts";
+import { childEnded } from "../child-ended.ts";
 import { ROOT } from "../paths.ts";
 import { killGroup } from "../process-group.ts";
 import { deletePrefixedKeys, type RedisTarget } from "../redis/target.ts";
@@ -233,10 +234,15 @@ async function checkFile(
     };
     child.stdout?.on("data", collect);
     child.stderr?.on("data", collect);
+    // --verbose shows this output: read it to the end, not just to the exit.
+    const drained = childEnded(child, 1_000);
 
     const timeoutMs = options.timeoutMs ?? lesson.timeoutMs ?? 60_000;
     const ending = await waitForEnd(child, events, timeoutMs);
-    if (pid !== undefined) await killGroup(pid);
+    if (pid !== undefined) {
+      await killGroup(pid);
+      await drained;
+    }
     forgetChild();
     const all = readEvents(events);
     for (const e of all) if (e.event === "process") await killGroup(e.pid);
