@@ -5,10 +5,13 @@
  * A check never hard-codes key or channel names: it builds them with key(), so that against a
  * shared REDIS_URL server every name carries this run's prefix and only our keys are removed.
  */
+import { randomBytes } from "node:crypto";
 import { pathToFileURL } from "node:url";
+import { isDeepStrictEqual } from "node:util";
 import { createClient, type RedisClientType } from "redis";
 import { afterAll, beforeEach } from "vitest";
 import { appendEvent } from "../src/check/events.ts";
+import { allLearnerAddrs, setCheckNamePrefix } from "./wire.ts";
 
 /** What createClient() returns with the default options (RESP3). */
 export type Redis = RedisClientType<{}, {}, {}, 3, {}>;
@@ -36,9 +39,42 @@ export const ctx = {
 /** The name the check gives the learner's connections, so CLIENT LIST can find them. */
 export const LEARNER_CLIENT = `wb:learner:${ctx.runId}`;
 
+setCheckNamePrefix(`wb:check:`);
+
 /** A key or channel name inside this run's namespace. */
 export function key(name: string): string {
   return `${ctx.prefix}${name}`;
+}
+
+/**
+ * A fresh random name for a group, consumer, stream or channel ("ocr-3fa9c1"): a learner who
+ * hard-codes the scenario's "ocr" instead of using the name passed in fails.
+ */
+export function fresh(label: string): string {
+  return `${label}-${randomBytes(3).toString("hex")}`;
+}
+
+/** A key inside this run's namespace with a fresh random part: key(fresh(label)). */
+export function freshKey(label: string): string {
+  return key(fresh(label));
+}
+
+/**
+ * Structural equality of parsed values: {docId, stage} equals {stage, docId}. Compare what the
+ * learner's code produced this way, never as JSON strings, whose key order is theirs to choose.
+ */
+export function sameValue(a: unknown, b: unknown): boolean {
+  return isDeepStrictEqual(a, b);
+}
+
+/** Parses JSON, or returns undefined: for messages the learner's code wrote. */
+export function parseJson(text: unknown): unknown {
+  if (typeof text !== "string") return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -178,6 +214,8 @@ export function learnerClient(): Promise<Redis> {
 
 export interface ConnectionInfo {
   id: string;
+  /** The connection's address as the server sees it: the client's local address. */
+  addr: string;
   name: string;
   /** The last command the connection ran, e.g. "subscribe" or "xreadgroup". */
   cmd: string;
@@ -202,6 +240,7 @@ export function parseClientList(text: string): ConnectionInfo[] {
       );
       return {
         id: fields.get("id") ?? "",
+        addr: fields.get("addr") ?? "",
         name: fields.get("name") ?? "",
         cmd: fields.get("cmd") ?? "",
         flags: fields.get("flags") ?? "",
@@ -211,13 +250,27 @@ export function parseClientList(text: string): ConnectionInfo[] {
     });
 }
 
-/** Open connections whose name starts with `name` (default: the learner's). */
-export async function connectionsNamed(
+async function clientList(via: Redis): Promise<ConnectionInfo[]> {
+  return parseClientList(String(await via.sendCommand(["CLIENT", "LIST"])));
+}
+
+/** Open connections whose name starts with `name`: for checks about the name itself. */
+export async function connectionsNamed(via: Redis, name: string): Promise<ConnectionInfo[]> {
+  return (await clientList(via)).filter((c) => c.name.startsWith(name));
+}
+
+/**
+ * The learner's open connections as the server lists them, however the learner's code created
+ * or named them: found by the local address of every socket this process opened (see
+ * wire.ts), plus `extraAddrs` that a worker child process reported.
+ */
+export async function learnerConnections(
   via: Redis,
-  name = LEARNER_CLIENT,
+  extraAddrs: Iterable<string> = [],
 ): Promise<ConnectionInfo[]> {
-  const list = String(await via.sendCommand(["CLIENT", "LIST"]));
-  return parseClientList(list).filter((c) => c.name.startsWith(name));
+  const addrs = allLearnerAddrs();
+  for (const addr of extraAddrs) addrs.add(addr);
+  return (await clientList(via)).filter((c) => addrs.has(c.addr));
 }
 
 afterAll(() => {

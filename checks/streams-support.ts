@@ -2,7 +2,7 @@
  * Helpers the Streams checks share (lessons 06 onwards). Kept small and stable: several tracks
  * import it. Everything here observes the server; nothing changes it.
  */
-import { type ConnectionInfo, connectionsNamed, type Redis, sleep } from "./kit.ts";
+import { type ConnectionInfo, learnerConnections, type Redis, sleep } from "./kit.ts";
 
 /** Orders two stream IDs ("<ms>-<seq>") as the server does: negative, zero or positive. */
 export function compareIds(a: string, b: string): number {
@@ -23,7 +23,7 @@ export function isStreamId(value: unknown): value is string {
  * ("xread", "xreadgroup"): CLIENT LIST shows the last command and the flag "b" while blocked.
  */
 export async function blockedIn(via: Redis, command: string): Promise<ConnectionInfo[]> {
-  const connections = await connectionsNamed(via);
+  const connections = await learnerConnections(via);
   return connections.filter((c) => c.cmd === command && c.flags.includes("b"));
 }
 

@@ -3,11 +3,11 @@ import {
   call,
   check,
   checkClient,
-  connectionsNamed,
   eventually,
   fail,
   key,
   learnerClient,
+  learnerConnections,
   loadExercise,
   type Redis,
   sleep,
@@ -82,12 +82,12 @@ async function subscribersOf(observer: Redis, channel: string): Promise<number> 
  */
 async function freshClient(observer: Redis): Promise<{ client: Redis; since: number }> {
   const client = await learnerClient();
-  const ids = (await connectionsNamed(observer)).map((c) => Number(c.id));
+  const ids = (await learnerConnections(observer)).map((c) => Number(c.id));
   return { client, since: Math.max(...ids) };
 }
 
 async function connectionsSince(observer: Redis, since: number) {
-  return (await connectionsNamed(observer))
+  return (await learnerConnections(observer))
     .filter((c) => Number(c.id) >= since)
     .sort((a, b) => Number(a.id) - Number(b.id));
 }

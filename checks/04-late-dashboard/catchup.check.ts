@@ -3,11 +3,11 @@ import {
   call,
   check,
   checkClient,
-  connectionsNamed,
   eventually,
   fail,
   key,
   learnerClient,
+  learnerConnections,
   loadExercise,
   type Redis,
   sleep,
@@ -354,7 +354,7 @@ describe("a dashboard that joins late", () => {
   test("stop() unsubscribes and closes the dashboard's connection", async () => {
     const observer = await checkClient();
     const client = await learnerClient();
-    const since = Math.max(...(await connectionsNamed(observer)).map((c) => Number(c.id)));
+    const since = Math.max(...(await learnerConnections(observer)).map((c) => Number(c.id)));
     const keys = { channel: key("stop:status"), latest: key("stop:latest") };
     const stop = await call("openDashboard()", () =>
       exercise.openDashboard(client, keys, () => {}),
@@ -362,7 +362,7 @@ describe("a dashboard that joins late", () => {
     await call("stop()", () => stop());
     await eventually(
       async () =>
-        (await connectionsNamed(observer)).filter((c) => Number(c.id) > since).length === 0,
+        (await learnerConnections(observer)).filter((c) => Number(c.id) > since).length === 0,
       2000,
       "After stop() the dashboard's connection is still open: stop() should unsubscribe and close() the duplicate.",
       3,

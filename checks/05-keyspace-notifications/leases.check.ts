@@ -4,13 +4,13 @@ import {
   call,
   check,
   checkClient,
-  connectionsNamed,
   ctx,
   eventually,
   fail,
   key,
   LEARNER_CLIENT,
   learnerClient,
+  learnerConnections,
   loadExercise,
   type Redis,
   sleep,
@@ -253,12 +253,12 @@ describe("keyspace notifications", () => {
   test("stop() unsubscribes and closes the watcher's connection", async () => {
     const observer = await checkClient();
     const client = await learnerClient();
-    const since = Math.max(...(await connectionsNamed(observer)).map((c) => Number(c.id)));
+    const since = Math.max(...(await learnerConnections(observer)).map((c) => Number(c.id)));
     const stop = await watch(client, () => {});
     await call("stop()", () => stop());
     await eventually(
       async () =>
-        (await connectionsNamed(observer)).filter((c) => Number(c.id) > since).length === 0,
+        (await learnerConnections(observer)).filter((c) => Number(c.id) > since).length === 0,
       2000,
       "After stop() the watcher's connection is still open: stop() should unsubscribe and close() the duplicate.",
       3,

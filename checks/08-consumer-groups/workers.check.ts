@@ -4,10 +4,10 @@ import {
   call,
   check,
   checkClient,
-  connectionsNamed,
   fail,
   key,
   learnerClient,
+  learnerConnections,
   loadExercise,
   type Redis,
   sleep,
@@ -160,7 +160,7 @@ test("three workers share 30 tasks: each handled once, by one worker, then ackno
   const client = await learnerClient();
   const stream = key("tasks:ocr");
   const group = "ocr";
-  const connectionsBefore = (await connectionsNamed(observer)).length;
+  const connectionsBefore = (await learnerConnections(observer)).length;
   const ids: string[] = [];
   for (let n = 0; n < 30; n++) {
     ids.push(await call("enqueue()", () => exercise.enqueue(client, stream, `doc-${n}`)));
@@ -284,7 +284,7 @@ test("three workers share 30 tasks: each handled once, by one worker, then ackno
     `All tasks were handled, but ${pending} are still pending in the group (XPENDING). Acknowledge each task with XACK once handle() has finished; otherwise the group assumes the worker died on it, and lesson 09's recovery would run it again.`,
     2,
   );
-  const leftOpen = (await connectionsNamed(observer)).length - connectionsBefore;
+  const leftOpen = (await learnerConnections(observer)).length - connectionsBefore;
   check(
     leftOpen <= 0,
     `After stop() ${leftOpen} connections opened by your workers are still open. Close each worker's connection when its loop ends.`,

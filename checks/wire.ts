@@ -1,0 +1,374 @@
+/**
+ * The fault kit: sees every command this process sends to Redis at the socket, whatever path
+ * the learner's code took to send it (typed methods, sendCommand, multi(), duplicate(), a
+ * client of their own from createClient(), a connection they named). Checks use it to
+ *
+ * - find the learner's connections by their local address (`learnerAddrs()`), not by a name
+ *   the learner may have changed;
+ * - read the order of what the learner sent (`sent()`), with MULTI/EXEC blocks marked, so a
+ *   check can prove "hash before publish" or "these went as one transaction";
+ * - act at a known step (`before()`): run a competitor or hold the connection before a command
+ *   reaches Redis, or crash the worker there.
+ *
+ * A "crash" destroys every connection of the crashed scope and refuses any new one it tries:
+ * from Redis's side that process died between two commands. Sockets are put into scopes with
+ * AsyncLocalStorage, so a worker started inside `scope.run()` takes its reconnects and
+ * duplicates along. In a child process started by worker-process.ts, WORKBOOK_FAULT names a
+ * command to die before, and the process SIGKILLs itself there: no finally block runs.
+ *
+ * Works at net.Socket, under TLS (TLSSocket writes plaintext through the same method), and so
+ * needs no knowledge of node-redis internals beyond "one command is written as whole chunks".
+ */
+import { AsyncLocalStorage } from "node:async_hooks";
+import net from "node:net";
+
+export interface SentCommand {
+  /** Order of writing across all connections of this process. */
+  seq: number;
+  at: number;
+  /** Which learner connection: 1, 2, 3... in order of opening. */
+  conn: number;
+  /** The scope the connection was opened in ("" outside any). */
+  scope: string;
+  /** Command and arguments as sent, e.g. ["XACK", "s", "g", "1-0"]. */
+  args: string[];
+  /** Upper-cased command name; "CLIENT SETNAME" style for subcommands is left to args. */
+  name: string;
+  /** When inside MULTI ... EXEC on its connection: the seq of the MULTI. */
+  multi?: number;
+}
+
+type Owner = "learner" | "check";
+
+interface Tracked {
+  conn: number;
+  socket: net.Socket;
+  owner: Owner | undefined;
+  scope: string;
+  localAddr?: string;
+  parser: RespParser;
+  /** Writes held back while a `before()` action runs; flushed in order. */
+  held?: { chunks: [unknown, BufferEncoding | undefined][]; release: Promise<void> };
+  openMulti?: number;
+}
+
+export type Action = "crash" | ((command: SentCommand) => void | Promise<void>);
+
+interface Rule {
+  match: (command: SentCommand) => boolean;
+  action: Action;
+  /** Acts on the nth match (1-based), then retires. */
+  nth: number;
+  seen: number;
+  done: boolean;
+  fired?: () => void;
+}
+
+const scopeStore = new AsyncLocalStorage<string>();
+const tracked = new Map<net.Socket, Tracked>();
+const log: SentCommand[] = [];
+const rules: Rule[] = [];
+const crashedScopes = new Set<string>();
+/** Every connection this process opened, closed ones too: a server may still hold them. */
+const everOpened: Tracked[] = [];
+let nextConn = 1;
+let seq = 0;
+const started = Date.now();
+/** Connections named this way are the check's own (see kit.ts): never the learner's. */
+let checkNamePrefix = "wb:check:";
+
+/**
+ * An incremental parser of what a client writes: RESP arrays of bulk strings. It only needs
+ * to know where each command ends; a malformed stream (not ours to judge) stops parsing.
+ */
+class RespParser {
+  private buffer: Buffer = Buffer.alloc(0);
+  private broken = false;
+
+  push(chunk: Buffer): string[][] {
+    if (this.broken) return [];
+    this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+    const commands: string[][] = [];
+    for (;;) {
+      const parsed = this.parseOne();
+      if (parsed === undefined) break;
+      commands.push(parsed);
+    }
+    return commands;
+  }
+
+  private parseOne(): string[] | undefined {
+    const buf = this.buffer;
+    if (buf.length === 0) return undefined;
+    if (buf[0] !== 0x2a /* * */) {
+      this.broken = true;
+      return undefined;
+    }
+    let at = 0;
+    const line = (): number | undefined => {
+      const end = buf.indexOf("\r\n", at);
+      if (end < 0) return undefined;
+      const value = Number(buf.subarray(at + 1, end).toString());
+      at = end + 2;
+      return value;
+    };
+    const count = line();
+    if (count === undefined) return undefined;
+    const args: string[] = [];
+    for (let i = 0; i < count; i++) {
+      if (at >= buf.length) return undefined;
+      if (buf[at] !== 0x24 /* $ */) {
+        this.broken = true;
+        return undefined;
+      }
+      const length = line();
+      if (length === undefined || at + length + 2 > buf.length) return undefined;
+      args.push(buf.subarray(at, at + length).toString());
+      at += length + 2;
+    }
+    this.buffer = buf.subarray(at);
+    return args;
+  }
+}
+
+function toBuffer(chunk: unknown, encoding?: BufferEncoding): Buffer | undefined {
+  if (Buffer.isBuffer(chunk)) return chunk;
+  if (chunk instanceof Uint8Array) return Buffer.from(chunk);
+  if (typeof chunk === "string") return Buffer.from(chunk, encoding ?? "utf8");
+  return undefined;
+}
+
+function nameIn(args: string[]): string | undefined {
+  const upper = args.map((a) => a.toUpperCase());
+  if (upper[0] === "CLIENT" && upper[1] === "SETNAME") return args[2];
+  if (upper[0] === "HELLO") {
+    const at = upper.indexOf("SETNAME");
+    if (at > 0) return args[at + 1];
+  }
+  return undefined;
+}
+
+function crashScope(scope: string): void {
+  crashedScopes.add(scope);
+  for (const t of tracked.values()) {
+    if (t.scope === scope && t.owner !== "check") t.socket.destroy();
+  }
+}
+
+const originalWrite = net.Socket.prototype.write;
+const originalConnect = net.Socket.prototype.connect;
+
+/** Decides what happens to one complete command: log it, then let a rule act before it goes. */
+function onCommand(t: Tracked, args: string[]): { hold?: Promise<void>; drop?: boolean } {
+  const name = (args[0] ?? "").toUpperCase();
+  if (t.owner === undefined) {
+    const setName = nameIn(args);
+    t.owner = setName?.startsWith(checkNamePrefix) ? "check" : "learner";
+  }
+  if (t.owner === "check") return {};
+  const command: SentCommand = {
+    seq: ++seq,
+    at: Date.now() - started,
+    conn: t.conn,
+    scope: t.scope,
+    args,
+    name,
+  };
+  if (name === "MULTI") t.openMulti = command.seq;
+  if (t.openMulti !== undefined) command.multi = t.openMulti;
+  if (name === "EXEC" || name === "DISCARD") t.openMulti = undefined;
+  log.push(command);
+
+  for (const rule of rules) {
+    if (rule.done || !rule.match(command)) continue;
+    rule.seen++;
+    if (rule.seen < rule.nth) continue;
+    rule.done = true;
+    rule.fired?.();
+    if (rule.action === "crash") {
+      if (process.env.WORKBOOK_FAULT_CHILD === "1") process.kill(process.pid, "SIGKILL");
+      crashScope(t.scope);
+      return { drop: true };
+    }
+    return {
+      hold: Promise.resolve().then(() => (rule.action as Exclude<Action, "crash">)(command)),
+    };
+  }
+  return {};
+}
+
+function install(): void {
+  const marker = Symbol.for("workbook.wire");
+  const proto = net.Socket.prototype as unknown as Record<symbol, boolean>;
+  if (proto[marker]) return;
+  proto[marker] = true;
+
+  net.Socket.prototype.connect = function (this: net.Socket, ...args: unknown[]) {
+    const scope = scopeStore.getStore() ?? "";
+    if (!tracked.has(this)) {
+      const t: Tracked = {
+        conn: 0,
+        socket: this,
+        owner: undefined,
+        scope,
+        parser: new RespParser(),
+      };
+      tracked.set(this, t);
+      this.once("connect", () => {
+        t.localAddr = `${this.localAddress}:${this.localPort}`;
+        everOpened.push(t);
+      });
+      this.once("close", () => tracked.delete(this));
+      if (crashedScopes.has(scope)) {
+        // A crashed process opens nothing more.
+        process.nextTick(() =>
+          this.destroy(new Error("the worker process died (simulated by the check)")),
+        );
+      }
+    }
+    return (originalConnect as (...a: unknown[]) => net.Socket).apply(this, args);
+  } as typeof net.Socket.prototype.connect;
+
+  net.Socket.prototype.write = function (this: net.Socket, chunk: unknown, ...rest: unknown[]) {
+    const t = tracked.get(this);
+    if (!t) return (originalWrite as (...a: unknown[]) => boolean).call(this, chunk, ...rest);
+    if (t.conn === 0) t.conn = nextConn++;
+    const encoding = typeof rest[0] === "string" ? (rest[0] as BufferEncoding) : undefined;
+    if (crashedScopes.has(t.scope) && t.owner !== "check") return false;
+    if (t.held) {
+      t.held.chunks.push([chunk, encoding]);
+      return true;
+    }
+    const buffer = toBuffer(chunk, encoding);
+    const commands = buffer ? t.parser.push(buffer) : [];
+    for (const args of commands) {
+      const decision = onCommand(t, args);
+      if (decision.drop) return false;
+      if (decision.hold) {
+        const chunks: [unknown, BufferEncoding | undefined][] = [[chunk, encoding]];
+        const release = decision.hold
+          .catch(() => {})
+          .then(() => {
+            t.held = undefined;
+            if (crashedScopes.has(t.scope)) return;
+            for (const [c, e] of chunks) {
+              if (!this.destroyed) (originalWrite as (...a: unknown[]) => boolean).call(this, c, e);
+            }
+          });
+        t.held = { chunks, release };
+        return true;
+      }
+    }
+    return (originalWrite as (...a: unknown[]) => boolean).call(this, chunk, ...rest);
+  } as typeof net.Socket.prototype.write;
+
+  // In a worker child: die before the command WORKBOOK_FAULT names, e.g. {"command":"XACK","nth":2}.
+  const fault = process.env.WORKBOOK_FAULT;
+  if (fault) {
+    const {
+      command,
+      nth = 1,
+      argIncludes,
+    } = JSON.parse(fault) as {
+      command: string;
+      nth?: number;
+      argIncludes?: string;
+    };
+    process.env.WORKBOOK_FAULT_CHILD = "1";
+    before(
+      (c) => c.name === command.toUpperCase() && (!argIncludes || c.args.includes(argIncludes)),
+      "crash",
+      { nth },
+    );
+  }
+}
+
+install();
+
+/** Connections whose name starts with `prefix` are the check's own (kit.ts sets this). */
+export function setCheckNamePrefix(prefix: string): void {
+  checkNamePrefix = prefix;
+}
+
+/**
+ * Acts before the `nth` command matching `match` leaves for Redis: "crash" kills the scope of
+ * the connection it was sent on; a function runs (a competitor, a pause) while that connection
+ * holds the command and everything after it. Returns a promise that resolves when the rule fired.
+ */
+export function before(
+  match: (command: SentCommand) => boolean,
+  action: Action,
+  options: { nth?: number } = {},
+): { fired: Promise<void>; hasFired(): boolean; cancel(): void } {
+  let fired!: () => void;
+  const firedPromise = new Promise<void>((resolve) => {
+    fired = resolve;
+  });
+  const rule: Rule = { match, action, nth: options.nth ?? 1, seen: 0, done: false, fired };
+  rules.push(rule);
+  return {
+    fired: firedPromise,
+    hasFired: () => rule.done,
+    cancel: () => {
+      rule.done = true;
+    },
+  };
+}
+
+/** Matches a command by name (any case) and, optionally, an argument it must carry. */
+export function command(name: string, arg?: string): (c: SentCommand) => boolean {
+  const upper = name.toUpperCase();
+  return (c) => c.name === upper && (arg === undefined || c.args.includes(arg));
+}
+
+/** A named group of connections that can crash together: one simulated worker process. */
+export interface Scope {
+  readonly name: string;
+  /** Runs `fn` so that every connection it (or anything it starts) opens is in this scope. */
+  run<T>(fn: () => T): T;
+  /** Kills the scope now: its connections close, new ones are refused. */
+  crash(): void;
+  crashed(): boolean;
+}
+
+let scopes = 0;
+export function scope(label = "worker"): Scope {
+  const name = `${label}#${++scopes}`;
+  return {
+    name,
+    run: (fn) => scopeStore.run(name, fn),
+    crash: () => crashScope(name),
+    crashed: () => crashedScopes.has(name),
+  };
+}
+
+/** Everything the learner's connections sent so far, in order of writing. */
+export function sent(filter?: (c: SentCommand) => boolean): SentCommand[] {
+  return filter ? log.filter(filter) : [...log];
+}
+
+/** Forgets the log (between tests). Rules stay until they fire or are cancelled. */
+export function clearSent(): void {
+  log.length = 0;
+}
+
+/** Local addresses ("127.0.0.1:54321") of the learner's connections that are open now. */
+export function learnerAddrs(): Set<string> {
+  const addrs = new Set<string>();
+  for (const t of tracked.values()) {
+    if (t.owner !== "check" && t.localAddr && !t.socket.destroyed) addrs.add(t.localAddr);
+  }
+  return addrs;
+}
+
+/** Local addresses of every learner connection ever opened in this process, closed ones too. */
+export function allLearnerAddrs(): Set<string> {
+  const addrs = new Set<string>();
+  for (const t of everOpened) if (t.owner !== "check" && t.localAddr) addrs.add(t.localAddr);
+  return addrs;
+}
+
+/** How many learner connections are open now, however they were created or named. */
+export function openLearnerConnections(): number {
+  return learnerAddrs().size;
+}
