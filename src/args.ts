@@ -6,7 +6,7 @@ export interface ParsedArgs {
   options: Map<string, string>;
 }
 
-const VALUE_OPTIONS = new Set(["--level", "--mistake"]);
+const VALUE_OPTIONS = new Set(["--level", "--mistake", "--variant"]);
 
 export function parseArgs(argv: string[]): ParsedArgs {
   const [command = "start", ...rest] = argv;
@@ -40,7 +40,8 @@ export class UsageError extends Error {
 /** Every action as a plain command, for scripts, CI, and runs without a terminal. */
 export const PLAIN_COMMANDS = `  npm run list -- [--json]      lessons and your progress
   npm run check -- [lesson]     check your exercise once; --json, --verbose,
-                                --solution, --starter, --mistake <name>
+                                --solution, --starter, --mistake <name>,
+                                --variant <name>
   npm run watch -- [lesson]     check again on every save; --json: one verdict
                                 a line
   npm run hint -- [lesson]      the next hint; --level 1|2|3, --json

@@ -49,6 +49,12 @@ export interface Lesson extends LessonMeta {
   solution: string;
   check: string;
   mistakes: Mistake[];
+  /**
+   * Right answers written in other styles than the solution's (sendCommand, other loop shapes,
+   * named connections): the check must pass each. checks/NN-slug/variants/, same format as a
+   * mistake, with a `variant:` line instead of `mistake:` and no `expect:`.
+   */
+  variants: Mistake[];
   /** lessons/NN-slug/demo.ts, when the lesson has a demo. */
   demo?: string;
   /** Knowledge-check questions (lessons/NN-slug/quiz.json), when the lesson has them. */
@@ -74,7 +80,7 @@ const LESSON_DIR = /^(\d{2})-([a-z0-9]+(?:-[a-z0-9]+)*)$/;
 export function parseMistakeHeader(source: string): { description?: string; expect?: string } {
   const field = (name: string) =>
     source.match(new RegExp(`^(?://|#)\\s*${name}:\\s*(.+)$`, "m"))?.[1]?.trim();
-  return { description: field("mistake"), expect: field("expect") };
+  return { description: field("mistake") ?? field("variant"), expect: field("expect") };
 }
 
 export function parseLessonMeta(json: string, where: string): LessonMeta {
@@ -143,6 +149,7 @@ export function loadLesson(dirName: string): Lesson {
     solution: join(SOLUTIONS_DIR, dirName, meta.exercise),
     check: join(checkDir, checkFile ?? "missing.check.ts"),
     mistakes: readMistakes(join(checkDir, "mistakes")),
+    variants: readMistakes(join(checkDir, "variants")),
   };
 }
 

@@ -95,4 +95,10 @@ describe.each(lessons.map((l) => [l.id, l] as const))("lesson %s", (_id, lesson)
       expect(mistake.expect, `${mistake.file} needs "// expect: ..."`).not.toBe("");
     }
   });
+
+  test("describes each right-answer variant it must pass", () => {
+    for (const variant of lesson.variants) {
+      expect(variant.description, `${variant.file} needs "# variant: ..."`).not.toBe("");
+    }
+  });
 });

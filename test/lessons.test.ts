@@ -72,4 +72,15 @@ describe.each(lessons.map((l) => [l.id, l] as const))("lesson %s", (_id, lesson)
       expect(messages(verdict), explain(verdict)).toContain(mistake.expect);
     });
   }
+
+  for (const variant of lesson.variants) {
+    test.concurrent(`its check passes the right answer "${variant.name}"`, async () => {
+      const verdict = await verdictFor(lesson, {
+        kind: "variant",
+        file: variant.file,
+        label: variant.name,
+      });
+      expect(verdict.status, explain(verdict)).toBe("passed");
+    });
+  }
 });

@@ -4,7 +4,7 @@ import { versionAtLeast } from "../redis/target.ts";
 import type { TracedCommand } from "../redis/trace.ts";
 import type { CheckEvent } from "./events.ts";
 
-export type TargetKind = "learner" | "starter" | "solution" | "mistake";
+export type TargetKind = "learner" | "starter" | "solution" | "mistake" | "variant";
 
 export interface CheckTarget {
   kind: TargetKind;

@@ -72,6 +72,15 @@ function targetFor(lesson: Lesson, args: ParsedArgs): CheckTarget {
     }
     return { kind: "mistake", file: mistake.file, label: `mistake: ${mistake.name}` };
   }
+  const variantName = options.get("--variant");
+  if (variantName) {
+    const variant = lesson.variants.find((v) => v.name === variantName);
+    if (!variant) {
+      const names = lesson.variants.map((v) => v.name).join(", ") || "none yet";
+      throw new UsageError(`Lesson ${lesson.number} has no variant "${variantName}": ${names}.`);
+    }
+    return { kind: "variant", file: variant.file, label: `variant: ${variant.name}` };
+  }
   const { file, created } = ensureLearnerCopy(lesson);
   setCurrent(lesson.id);
   if (created && !flags.has("--json")) {
