@@ -1,0 +1,123 @@
+/**
+ * The fault kit every check relies on (checks/wire.ts) must see each path a learner can take to
+ * Redis, and its crashes and competitors must land exactly where they are asked to. A kit that
+ * missed sendCommand or a client of the learner's own would let wrong solutions pass.
+ */
+import { createClient } from "redis";
+import { afterAll, beforeAll, expect, test } from "vitest";
+import { allLearnerAddrs, before, command, scope, sent } from "../checks/wire.ts";
+import { openRedisTarget, type RedisTarget } from "../src/redis/target.ts";
+
+let redis: RedisTarget;
+const open: { destroy(): void; isOpen: boolean }[] = [];
+
+beforeAll(async () => {
+  redis = await openRedisTarget({});
+});
+
+afterAll(async () => {
+  for (const client of open) if (client.isOpen) client.destroy();
+  await redis.release();
+});
+
+async function connect(name: string) {
+  const client = createClient({ url: redis.url, name, socket: { reconnectStrategy: false } });
+  client.on("error", () => {});
+  open.push(client);
+  await client.connect();
+  return client;
+}
+
+function clientAddrs(list: string): Map<string, string> {
+  const byAddr = new Map<string, string>();
+  for (const line of list.split("\n").filter(Boolean)) {
+    const addr = /addr=(\S+)/.exec(line)?.[1] ?? "";
+    byAddr.set(addr, /name=(\S*)/.exec(line)?.[1] ?? "");
+  }
+  return byAddr;
+}
+
+test("sees typed calls, sendCommand, MULTI blocks, duplicates and clients built from options", async () => {
+  const check = await connect("wb:check:test:1");
+  const learner = await connect("anything-the-learner-likes");
+  const dup = learner.duplicate({ name: "renamed" });
+  dup.on("error", () => {});
+  open.push(dup);
+  await dup.connect();
+  const own = createClient(learner.options);
+  own.on("error", () => {});
+  open.push(own);
+  await own.connect();
+
+  await learner.set("wire:a", "1");
+  await learner.sendCommand(["XADD", "wire:s", "*", "f", "v"]);
+  await dup.multi().hSet("wire:h", "k", "v").publish("wire:c", "x").exec();
+  await own.get("wire:a");
+
+  const names = sent((c) => /^(SET|XADD|MULTI|HSET|PUBLISH|EXEC|GET)$/.test(c.name));
+  expect(names.map((c) => c.name)).toEqual([
+    "SET",
+    "XADD",
+    "MULTI",
+    "HSET",
+    "PUBLISH",
+    "EXEC",
+    "GET",
+  ]);
+  const multi = names.find((c) => c.name === "MULTI")?.seq;
+  expect(names.filter((c) => c.multi === multi).map((c) => c.name)).toEqual([
+    "MULTI",
+    "HSET",
+    "PUBLISH",
+    "EXEC",
+  ]);
+  expect(sent().some((c) => c.args.includes("wb:check:test:1"))).toBe(false);
+
+  // Every learner connection is found by address, whatever its name; the check's is not.
+  const listed = clientAddrs(String(await check.sendCommand(["CLIENT", "LIST"])));
+  // (Connections opened and closed earlier, such as openRedisTarget's probe, are not listed.)
+  const learnerNames = [...allLearnerAddrs()].flatMap((addr) => listed.get(addr) ?? []);
+  expect(learnerNames.sort()).toEqual(
+    ["anything-the-learner-likes", "anything-the-learner-likes", "renamed"].sort(),
+  );
+});
+
+test("a competitor runs before the command reaches Redis, and the command follows it", async () => {
+  const check = await connect("wb:check:test:2");
+  const learner = await connect("learner");
+  await check.del("wire:order");
+  const rule = before(command("RPUSH", "wire:order"), async () => {
+    await check.rPush("wire:order", "competitor");
+  });
+  await learner.sendCommand(["RPUSH", "wire:order", "learner"]);
+  expect(rule.hasFired()).toBe(true);
+  expect(await check.lRange("wire:order", 0, -1)).toEqual(["competitor", "learner"]);
+});
+
+test("a crash stops the command and every connection of its scope, and refuses new ones", async () => {
+  const check = await connect("wb:check:test:3");
+  const worker = scope("worker");
+  const { main, reader } = await worker.run(async () => {
+    const main = await connect("worker");
+    const reader = main.duplicate();
+    reader.on("error", () => {});
+    open.push(reader);
+    await reader.connect();
+    return { main, reader };
+  });
+  const bystander = await connect("bystander");
+  before(command("XACK"), "crash");
+
+  await main.set("wire:before-crash", "1");
+  await expect(main.sendCommand(["XACK", "wire:s", "g", "1-0"])).rejects.toThrow();
+  expect(worker.crashed()).toBe(true);
+  await expect(reader.ping()).rejects.toThrow();
+  expect(await check.get("wire:before-crash")).toBe("1");
+  // The bystander, outside the scope, lives on.
+  expect(await bystander.ping()).toBe("PONG");
+  // A crashed worker opens nothing more.
+  const again = createClient({ url: redis.url, socket: { reconnectStrategy: false } });
+  again.on("error", () => {});
+  open.push(again);
+  await expect(worker.run(() => again.connect())).rejects.toThrow();
+});
