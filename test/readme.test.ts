@@ -26,3 +26,21 @@ test("its test command is the one CI runs", () => {
   expect(readme).toMatch(/^npm test\s+#/m);
   expect(ci.trim().split("\n").pop()).toBe("npm test");
 });
+
+const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as {
+  engines: { node: string };
+};
+
+test("package-lock.json carries package.json's engines, so npm install leaves a clone clean", () => {
+  const lock = JSON.parse(readFileSync(join(ROOT, "package-lock.json"), "utf8")) as {
+    packages: Record<string, { engines?: { node?: string } }>;
+  };
+  expect(lock.packages[""]?.engines?.node).toBe(pkg.engines.node);
+});
+
+test("says which Node versions it needs exactly as engines does", () => {
+  expect(pkg.engines.node).toBe("^20.17 || ^22.13 || >=23.5");
+  expect(readme).toContain(
+    "Node.js 20.17 or a later 20.x, 22.13 or a later 22.x, or 23.5 and later",
+  );
+});
