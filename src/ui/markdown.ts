@@ -48,7 +48,8 @@ function inline(tokens: Token[] | undefined, fallback = ""): string {
         case "image":
           return `[image: ${decode(token.text)}]`;
         case "html":
-          return "";
+          // A terminal shows no HTML: `<db>` in `__keyevent@<db>__` is a placeholder to read.
+          return decode(token.raw);
         case "text":
         case "escape":
           // A line break inside a paragraph is a space; only "br" breaks the line.
@@ -198,6 +199,11 @@ function blocks(tokens: Token[], width: number, depth = 0): string[] {
         out.push(kleur.dim("─".repeat(width)), "");
         break;
       case "html":
+        // Comments are notes for authors; any other "HTML" is text meant to be read.
+        if (!/^\s*<!--[\s\S]*-->\s*$/.test(token.raw)) {
+          gap();
+          out.push(...paragraph(decode(token.raw.trim()), width));
+        }
         break;
       default:
         if ("text" in token && typeof token.text === "string") {
