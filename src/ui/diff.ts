@@ -1,41 +1,42 @@
 /**
- * A line diff (longest common subsequence) for "your code versus the solution". Exercise files
- * are a few hundred lines at most, so the simple quadratic table is fast enough and exact.
+ * "Your code versus the solution", as code: lines that are only comments are left out of both
+ * sides, because the starter's doc comments and the solution's notes differ everywhere and would
+ * bury the few lines of code that matter. The diff itself is jsdiff's (Myers), not ours.
  */
+import { diffArrays } from "diff";
 import kleur from "kleur";
 import { hardWrap } from "./term.ts";
 
 export type DiffLine = { op: " " | "-" | "+"; text: string; a?: number; b?: number };
 
+interface Numbered {
+  text: string;
+  line: number;
+}
+
+const COMMENT_ONLY = /^\s*(\/\/|\/\*|\*\/|\*(\s|$))/;
+
+/** The code lines of a source file with their line numbers: comment-only lines dropped. */
+export function codeLines(source: string): Numbered[] {
+  return source
+    .replace(/\n$/, "")
+    .split("\n")
+    .map((text, i) => ({ text, line: i + 1 }))
+    .filter(({ text }) => !COMMENT_ONLY.test(text));
+}
+
 export function diffLines(before: string, after: string): DiffLine[] {
-  const a = before.replace(/\n$/, "").split("\n");
-  const b = after.replace(/\n$/, "").split("\n");
-  const n = a.length;
-  const m = b.length;
-  // lcs[i][j]: length of the longest common subsequence of a[i..] and b[j..].
-  const lcs = Array.from({ length: n + 1 }, () => new Uint32Array(m + 1));
-  for (let i = n - 1; i >= 0; i--) {
-    const row = lcs[i] as Uint32Array;
-    const below = lcs[i + 1] as Uint32Array;
-    for (let j = m - 1; j >= 0; j--) {
-      row[j] = a[i] === b[j] ? (below[j + 1] ?? 0) + 1 : Math.max(below[j] ?? 0, row[j + 1] ?? 0);
-    }
-  }
+  const a = codeLines(before);
+  const b = codeLines(after);
+  const changes = diffArrays(a, b, { comparator: (x, y) => x.text === y.text });
   const out: DiffLine[] = [];
   let i = 0;
   let j = 0;
-  while (i < n || j < m) {
-    if (i < n && j < m && a[i] === b[j]) {
-      out.push({ op: " ", text: a[i] ?? "", a: i + 1, b: j + 1 });
-      i++;
-      j++;
-    } else if (i < n && (j === m || (lcs[i + 1]?.[j] ?? 0) >= (lcs[i]?.[j + 1] ?? 0))) {
-      // Removals before additions, as `diff -u` shows a changed block.
-      out.push({ op: "-", text: a[i] ?? "", a: i + 1 });
-      i++;
-    } else {
-      out.push({ op: "+", text: b[j] ?? "", b: j + 1 });
-      j++;
+  for (const change of changes) {
+    for (const _ of change.value) {
+      if (change.removed) out.push({ op: "-", text: a[i]?.text ?? "", a: a[i++]?.line });
+      else if (change.added) out.push({ op: "+", text: b[j]?.text ?? "", b: b[j++]?.line });
+      else out.push({ op: " ", text: a[i]?.text ?? "", a: a[i++]?.line, b: b[j++]?.line });
     }
   }
   return out;

@@ -21,7 +21,16 @@ import { page } from "./pager.ts";
 import { runQuiz } from "./quiz.ts";
 import { draw, isKey, type UiEvent } from "./screen.ts";
 import type { Session } from "./session.ts";
-import { fileLink, flow, rule, screenRows, screenWidth, truncate, wrap } from "./term.ts";
+import {
+  fileLink,
+  flow,
+  rule,
+  screenRows,
+  screenWidth,
+  terminalWidth,
+  truncate,
+  wrap,
+} from "./term.ts";
 import { Rechecks, watchForSaves } from "./watch.ts";
 
 /** Where to go after a lesson screen. */
@@ -199,7 +208,7 @@ export async function lessonScreen(session: Session, lesson: Lesson): Promise<Le
       mine,
       solution,
       { before: `your code (${relative(ROOT, file)})`, after: "the solution" },
-      screenWidth(),
+      terminalWidth(),
     );
     const lines =
       diff.length > 0

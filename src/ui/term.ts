@@ -25,6 +25,14 @@ export function screenWidth(stream: { columns?: number } = process.stdout): numb
   return Math.min(columns, MAX_WIDTH);
 }
 
+/**
+ * The terminal's whole width, for what reads worse wrapped than wide (a diff of code): prose
+ * keeps to screenWidth()'s 80 columns.
+ */
+export function terminalWidth(stream: { columns?: number } = process.stdout): number {
+  return stream.columns && stream.columns > 20 ? stream.columns : MAX_WIDTH;
+}
+
 export function screenRows(stream: { rows?: number } = process.stdout): number {
   return stream.rows && stream.rows > 5 ? stream.rows : 24;
 }

@@ -105,6 +105,37 @@ describe("solution diff", () => {
     expect(shown.slice(0, 2)).toEqual(["--- yours", "+++ solution"]);
     expect(renderDiff(mine, mine, { before: "", after: "" }, 80)).toEqual([]);
   });
+
+  test("compares code, not comments: the starter's doc comments are not shown as removed", () => {
+    const mine = [
+      "/**",
+      " * TODO: publish the event as JSON.",
+      " */",
+      "export function publish() {",
+      '  throw new Error("TODO");',
+      "}",
+    ].join("\n");
+    const theirs = [
+      "// Publishes the event.",
+      "export function publish() {",
+      "  return client.publish(channel, JSON.stringify(event));",
+      "}",
+    ].join("\n");
+    expect(diffLines(mine, theirs).map((l) => `${l.op}${l.text}`)).toEqual([
+      " export function publish() {",
+      '-  throw new Error("TODO");',
+      "+  return client.publish(channel, JSON.stringify(event));",
+      " }",
+    ]);
+    const numbers = diffLines(mine, theirs).map((l) => [l.a, l.b]);
+    expect(numbers[0]).toEqual([4, 2]);
+  });
+
+  test("uses the width it is given, so a wide terminal shows long lines whole", () => {
+    const long = `  const x = ${"y".repeat(100)};`;
+    const shown = renderDiff("a\n", `${long}\n`, { before: "a", after: "b" }, 140).map(stripAnsi);
+    expect(shown).toContain(`+ ${long}`);
+  });
 });
 
 describe("paging", () => {
