@@ -143,3 +143,65 @@ export async function startTrace(port: number, password?: string): Promise<Trace
     },
   };
 }
+
+/** One line of "what your code sent": a command, or a run of the same command collapsed. */
+export interface TraceLine {
+  /** "your client", the connection's own name, or "connection 2"; "(blocking)" when it blocked. */
+  connection: string;
+  args: string[];
+  /** How many commands of the same name in a row on that connection this line stands for. */
+  count: number;
+}
+
+const BLOCKING = /^(SUBSCRIBE|PSUBSCRIBE|SSUBSCRIBE|BLPOP|BRPOP|BLMOVE|BZPOPMIN|BZPOPMAX|WAIT)$/i;
+
+function blocks(args: string[]): boolean {
+  const name = args[0] ?? "";
+  if (BLOCKING.test(name)) return true;
+  return /^XREAD(GROUP)?$/i.test(name) && args.some((a) => /^BLOCK$/i.test(a));
+}
+
+/**
+ * The learner's commands as a reader wants them: each connection labelled (its name, else
+ * "connection N" in order of first use, marked when it blocked), and runs of the same command on
+ * one connection collapsed into one line ("XADD ×30"), so the commands that matter are not cut
+ * off behind setup.
+ */
+export function traceLines(commands: TracedCommand[]): TraceLine[] {
+  const order = new Map<string, number>();
+  const blocking = new Set<string>();
+  // duplicate() copies the name: connections sharing one are numbered apart.
+  const sharing = new Map<string | undefined, string[]>();
+  for (const c of commands) {
+    if (!order.has(c.addr)) {
+      order.set(c.addr, order.size + 1);
+      sharing.set(c.client, [...(sharing.get(c.client) ?? []), c.addr]);
+    }
+    if (blocks(c.args)) blocking.add(c.addr);
+  }
+  const label = (c: TracedCommand) => {
+    const named = c.client?.replace(/^wb:learner:[0-9a-f]+:?/, "");
+    const base =
+      c.client === undefined
+        ? `connection ${order.get(c.addr)}`
+        : named === ""
+          ? "your client"
+          : (named ?? "");
+    const same = c.client === undefined ? [] : (sharing.get(c.client) ?? []);
+    const numbered = same.length > 1 ? `${base} #${same.indexOf(c.addr) + 1}` : base;
+    return blocking.has(c.addr) ? `${numbered} (blocking)` : numbered;
+  };
+  const lines: TraceLine[] = [];
+  let last: { addr: string; name: string; line: TraceLine } | undefined;
+  for (const c of commands) {
+    const name = (c.args[0] ?? "").toUpperCase();
+    if (last && last.addr === c.addr && last.name === name) {
+      last.line.count++;
+      continue;
+    }
+    const line = { connection: label(c), args: c.args, count: 1 };
+    lines.push(line);
+    last = { addr: c.addr, name, line };
+  }
+  return lines;
+}

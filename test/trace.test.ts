@@ -1,0 +1,47 @@
+/** "What your code sent": connections told apart, and setup collapsed so the rest is seen. */
+import { expect, test } from "vitest";
+import { type TracedCommand, traceLines } from "../src/redis/trace.ts";
+
+const at = 0;
+function cmd(addr: string, client: string | undefined, ...args: string[]): TracedCommand {
+  return { at, addr, client, args };
+}
+
+test("runs of one command on one connection collapse into one line with a count", () => {
+  const sent = [
+    ...Array.from({ length: 30 }, (_, i) =>
+      cmd("a:1", "wb:learner:1a2b3c4d", "XADD", "s", "*", "n", String(i)),
+    ),
+    cmd("a:1", "wb:learner:1a2b3c4d", "XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", ">"),
+    cmd("a:1", "wb:learner:1a2b3c4d", "XADD", "s", "*", "n", "31"),
+  ];
+  const lines = traceLines(sent);
+  expect(lines.map((l) => [l.args[0], l.count])).toEqual([
+    ["XADD", 30],
+    ["XREADGROUP", 1],
+    ["XADD", 1],
+  ]);
+});
+
+test("each connection gets its own label, and blocking ones are marked", () => {
+  const lines = traceLines([
+    cmd("a:1", "wb:learner:1a2b3c4d", "PUBLISH", "ch", "x"),
+    cmd("a:2", undefined, "SUBSCRIBE", "ch"),
+    cmd("a:3", "dashboard-2", "SUBSCRIBE", "ch"),
+    cmd("a:4", undefined, "XREAD", "BLOCK", "100", "STREAMS", "s", "$"),
+  ]);
+  expect(lines.map((l) => l.connection)).toEqual([
+    "your client",
+    "connection 2 (blocking)",
+    "dashboard-2 (blocking)",
+    "connection 4 (blocking)",
+  ]);
+});
+
+test("duplicates that share a name are numbered apart", () => {
+  const lines = traceLines([
+    cmd("a:1", "wb:learner:1a2b3c4d", "PUBLISH", "ch", "x"),
+    cmd("a:2", "wb:learner:1a2b3c4d", "SUBSCRIBE", "ch"),
+  ]);
+  expect(lines.map((l) => l.connection)).toEqual(["your client #1", "your client #2 (blocking)"]);
+});
