@@ -20,6 +20,7 @@
  * needs no knowledge of node-redis internals beyond "one command is written as whole chunks".
  */
 import { AsyncLocalStorage } from "node:async_hooks";
+import { EventEmitter } from "node:events";
 import net from "node:net";
 
 export interface SentCommand {
@@ -148,6 +149,18 @@ function nameIn(args: string[]): string | undefined {
   return undefined;
 }
 
+const CRASH_MESSAGE = "the worker process died (simulated by the check)";
+
+function isCrashFallout(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  const fallout = /^(SocketClosedUnexpectedlyError|ConnectionTimeoutError|ClientClosedError)$/;
+  return (
+    error.message.includes(CRASH_MESSAGE) ||
+    fallout.test(error.name) ||
+    fallout.test(error.constructor.name)
+  );
+}
+
 function crashScope(scope: string): void {
   crashedScopes.add(scope);
   for (const t of tracked.values()) {
@@ -220,10 +233,9 @@ function install(): void {
       });
       this.once("close", () => tracked.delete(this));
       if (crashedScopes.has(scope)) {
-        // A crashed process opens nothing more.
-        process.nextTick(() =>
-          this.destroy(new Error("the worker process died (simulated by the check)")),
-        );
+        // A crashed process opens nothing more: the server never sees this connection.
+        process.nextTick(() => this.destroy(new Error(CRASH_MESSAGE)));
+        return this;
       }
     }
     return (originalConnect as (...a: unknown[]) => net.Socket).apply(this, args);
@@ -261,6 +273,27 @@ function install(): void {
     }
     return (originalWrite as (...a: unknown[]) => boolean).call(this, chunk, ...rest);
   } as typeof net.Socket.prototype.write;
+
+  // A real crash ends the process, so its clients never report their lost connections. Here
+  // the process lives on: a learner's duplicate() with no "error" listener would throw its
+  // "socket closed" from inside node-redis and take the check down with it. Only the fallout
+  // of a simulated crash is silenced, and only where nobody listens.
+  const originalEmit = EventEmitter.prototype.emit;
+  EventEmitter.prototype.emit = function (
+    this: EventEmitter,
+    event: string | symbol,
+    ...args: unknown[]
+  ) {
+    if (
+      event === "error" &&
+      crashedScopes.size > 0 &&
+      this.listenerCount("error") === 0 &&
+      isCrashFallout(args[0])
+    ) {
+      return false;
+    }
+    return originalEmit.call(this, event, ...args);
+  };
 
   // In a worker child: die before the command WORKBOOK_FAULT names, e.g. {"command":"XACK","nth":2}.
   const fault = process.env.WORKBOOK_FAULT;

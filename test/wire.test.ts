@@ -121,3 +121,20 @@ test("a crash stops the command and every connection of its scope, and refuses n
   open.push(again);
   await expect(worker.run(() => again.connect())).rejects.toThrow();
 });
+
+test("a crash does not take the check down through a learner's client with no error listener", async () => {
+  const worker = scope("careless");
+  const reader = await worker.run(async () => {
+    const main = await connect("careless");
+    // duplicate() copies options, not listeners: this one reports its errors to nobody.
+    const reader = main.duplicate();
+    open.push(reader);
+    await reader.connect();
+    return reader;
+  });
+  before(command("XREAD"), "crash");
+  await expect(reader.sendCommand(["XREAD", "STREAMS", "wire:none", "0"])).rejects.toThrow();
+  // Reconnect attempts fail quietly until the test ends; an uncaught error would fail it.
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  expect(worker.crashed()).toBe(true);
+});
