@@ -43,6 +43,11 @@ export function nextLesson(lessons: Lesson[], lesson: Lesson): Lesson | undefine
   return lessons[lessons.findIndex((l) => l.id === lesson.id) + 1];
 }
 
+export function previousLesson(lessons: Lesson[], lesson: Lesson): Lesson | undefined {
+  const at = lessons.findIndex((l) => l.id === lesson.id);
+  return at > 0 ? lessons[at - 1] : undefined;
+}
+
 const TIER_NAMES: Record<HintLevel, string> = {
   idea: "the idea",
   api: "the API",
@@ -60,5 +65,6 @@ export function tierName(level: HintLevel | string): string {
 export function nextHintLevel(seen: number, shownNow: number, count: number): number {
   if (count === 0) return 0;
   if (shownNow === 0) return Math.min(Math.max(seen, 1), count);
-  return shownNow >= count ? 1 : shownNow + 1;
+  // Like `npm run hint`, h stops at the last hint; a digit key goes back to any of them.
+  return Math.min(shownNow + 1, count);
 }

@@ -14,7 +14,7 @@ import { ROOT } from "../paths.ts";
 import { loadProgress, markHintSeen, markPassed, markPeeked, setCurrent } from "../progress.ts";
 import { ensureLearnerCopy, resetLearnerCopy } from "../workspace.ts";
 import { checkLearner } from "./check-learner.ts";
-import { allDone, nextHintLevel, nextLesson, tierName } from "./course.ts";
+import { allDone, nextHintLevel, nextLesson, previousLesson, tierName } from "./course.ts";
 import { renderDiff } from "./diff.ts";
 import { renderMarkdown } from "./markdown.ts";
 import { page } from "./pager.ts";
@@ -112,6 +112,7 @@ export async function lessonScreen(session: Session, lesson: Lesson): Promise<Le
     const keys = ["r run again", "h hint", "l lesson text", "e edit", "s solution", "x reset"];
     const more = [
       "n next lesson",
+      "p previous",
       "q lesson list",
       ...(lesson.quiz ? ["k knowledge check"] : []),
       ...(state.verdict ? ["v full report"] : []),
@@ -193,7 +194,10 @@ export async function lessonScreen(session: Session, lesson: Lesson): Promise<Le
     if (!hint) return;
     state.hintShown = level;
     markHintSeen(lesson.id, level);
-    const more = level < lesson.hints.length ? ` · h for hint ${level + 1}` : "";
+    const more =
+      level < lesson.hints.length
+        ? ` · h for hint ${level + 1}`
+        : ` · the last hint (keys 1-${lesson.hints.length} show any of them again)`;
     state.panel = [
       kleur.cyan().bold(`Hint ${level} of ${lesson.hints.length}: ${tierName(hint.level)}`) +
         kleur.dim(more),
@@ -317,7 +321,20 @@ export async function lessonScreen(session: Session, lesson: Lesson): Promise<Le
       case "n": {
         if (readyToFinish()) return { go: "finish" };
         const next = nextLesson(lessons, lesson);
-        return next ? { go: "lesson", lesson: next } : { go: "list" };
+        if (next) return { go: "lesson", lesson: next };
+        const left = lessons.filter((l) => !loadProgress().done[l.id]).length;
+        state.panel = [
+          left === 0
+            ? "This is the last lesson, and every lesson is done: the course is complete."
+            : `This is the last lesson. ${left} lesson${left === 1 ? " is" : "s are"} still to pass: q for the lesson list.`,
+        ];
+        return undefined;
+      }
+      case "p": {
+        const previous = previousLesson(lessons, lesson);
+        if (previous) return { go: "lesson", lesson: previous };
+        state.panel = ["This is the first lesson."];
+        return undefined;
       }
       case "q":
         return { go: "list" };

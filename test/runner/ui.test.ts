@@ -163,11 +163,11 @@ describe("course decisions", () => {
     ).toBe("03-c");
   });
 
-  test("hints: first the highest seen, then one tier further, then around again", () => {
+  test("hints: first the highest seen, then one tier further, stopping at the last", () => {
     expect(nextHintLevel(0, 0, 3)).toBe(1);
     expect(nextHintLevel(2, 0, 3)).toBe(2);
     expect(nextHintLevel(2, 2, 3)).toBe(3);
-    expect(nextHintLevel(3, 3, 3)).toBe(1);
+    expect(nextHintLevel(3, 3, 3)).toBe(3);
   });
 
   test("a damaged progress file is a fresh start; a field of the wrong shape is dropped", () => {
