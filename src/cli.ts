@@ -3,6 +3,8 @@ import kleur from "kleur";
 import { parseArgs, USAGE, UsageError } from "./args.ts";
 import { loadCatalog } from "./catalog.ts";
 import { redact } from "./redis/redact.ts";
+import { redisUrlFrom } from "./redis/target.ts";
+import { guardOutput } from "./stdio.ts";
 import {
   check,
   demo,
@@ -54,6 +56,14 @@ async function main(argv: string[]): Promise<number> {
 }
 
 handleSignals();
+// A reader that went away (`| head`) has seen all it wanted: end quietly.
+guardOutput(() => void exitCleanly(0));
+try {
+  // Known before anything runs, so every output hides the password, whatever prints it.
+  if (process.env.REDIS_URL?.trim()) redisUrlFrom(process.env.REDIS_URL);
+} catch {
+  // Not a usable URL: the command that opens Redis says so.
+}
 
 main(process.argv.slice(2)).then(
   (code) => {

@@ -7,8 +7,13 @@ import { renderVerdict } from "../src/check/render.ts";
 import { parseTscOutput } from "../src/check/typecheck.ts";
 import { decide, exitCode, learnerStack, skipReason, type Verdict } from "../src/check/verdict.ts";
 import { encode, parseReply } from "../src/redis/raw.ts";
-import { redact } from "../src/redis/redact.ts";
-import { versionAtLeast } from "../src/redis/target.ts";
+import { forgetSecrets, redact, rememberSecretsOf } from "../src/redis/redact.ts";
+import {
+  fromConnectionString,
+  RedisUrlError,
+  redisUrlFrom,
+  versionAtLeast,
+} from "../src/redis/target.ts";
 import { learnerCommands, parseMonitorLine, parseQuotedArgs } from "../src/redis/trace.ts";
 
 describe("redact", () => {
@@ -20,6 +25,56 @@ describe("redact", () => {
       "failed: redis://:***@127.0.0.1:6379 and redis://u:***@h:1",
     );
     expect(redact("redis://127.0.0.1:6379")).toBe("redis://127.0.0.1:6379");
+  });
+
+  test("a password with an @ is hidden whole: it runs to the last @, as in a URL", () => {
+    expect(redact("redis://user:wr@ngpw@host:6379 failed")).toBe(
+      "redis://user:***@host:6379 failed",
+    );
+    expect(redact('{"a":"redis://:p@h:1","b":"x@y"}')).toBe('{"a":"redis://:***@h:1","b":"x@y"}');
+  });
+
+  test("once known, a password, a token and an object id are hidden wherever they appear", () => {
+    const id = "0b7a4c1e-5d2f-4e8a-9c3b-1f6d8e2a7b90";
+    rememberSecretsOf(`rediss://${id}:tok%2Fen%22x@host:10000`);
+    try {
+      expect(redact('password: tok/en"x, user 0B7A')).toBe("password: ***, user 0B7A");
+      expect(redact(JSON.stringify({ t: 'tok/en"x' }))).toBe('{"t":"***"}');
+      expect(redact(`hello ${id}, tok%2Fen%22x`)).toBe("hello ***, ***");
+      expect(redact("user default")).toBe("user default");
+    } finally {
+      forgetSecrets();
+    }
+  });
+
+  test("the connection string's password option is hidden without knowing it", () => {
+    expect(redact("h:6380,password=abc=,ssl=True")).toBe("h:6380,password=***,ssl=True");
+  });
+});
+
+describe("REDIS_URL", () => {
+  test("the Azure portal's connection string becomes the equivalent URL", () => {
+    expect(
+      fromConnectionString(
+        "c.redis.cache.windows.net:6380,password=k3y/+=,ssl=True,abortConnect=False",
+      ),
+    ).toBe("rediss://:k3y%2F%2B%3D@c.redis.cache.windows.net:6380");
+    expect(fromConnectionString("h,ssl=false")).toBe("redis://h:6379");
+    expect(fromConnectionString("h,ssl=True,user=u,password=p")).toBe("rediss://u:p@h:6380");
+    expect(fromConnectionString("not a url")).toBeUndefined();
+    forgetSecrets();
+  });
+
+  test("what cannot be used is refused without repeating it", () => {
+    for (const bad of ["h1:6380,h2:6380,password=S3cret", "S3cret", "http://:S3cret@h"]) {
+      expect(() => redisUrlFrom(bad)).toThrow(RedisUrlError);
+      try {
+        redisUrlFrom(bad);
+      } catch (error) {
+        expect((error as Error).message).not.toContain("S3cret");
+      }
+    }
+    expect(redisUrlFrom(" redis://h:1 ")).toBe("redis://h:1");
   });
 });
 
