@@ -1,6 +1,6 @@
 /** argv -> a command. Thin: the commands live in src/ui/ and src/doctor.ts. */
 import kleur from "kleur";
-import { parseArgs, USAGE, UsageError } from "./args.ts";
+import { commandUsage, helpPointer, parseArgs, USAGE, UsageError } from "./args.ts";
 import { loadCatalog } from "./catalog.ts";
 import { redact } from "./redis/redact.ts";
 import { redisUrlFrom } from "./redis/target.ts";
@@ -24,8 +24,13 @@ const interactive = Boolean(process.stdin.isTTY && process.stdout.isTTY);
 
 async function main(argv: string[]): Promise<number> {
   const args = parseArgs(argv);
-  if (args.command === "help" || args.command === "--help" || args.flags.has("--help")) {
+  command = args.command;
+  if (args.command === "help") {
     console.log(USAGE);
+    return 0;
+  }
+  if (args.flags.has("--help")) {
+    console.log(commandUsage(args.command));
     return 0;
   }
   const lessons = loadCatalog();
@@ -55,6 +60,9 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** The command being run, for the help pointer after a usage error. */
+let command: string | undefined;
+
 handleSignals();
 // A reader that went away (`| head`) has seen all it wanted: end quietly.
 guardOutput(() => void exitCleanly(0));
@@ -71,7 +79,7 @@ main(process.argv.slice(2)).then(
   },
   (error: Error) => {
     if (error instanceof UsageError) {
-      console.error(`${error.message}\n\n${USAGE}`);
+      console.error(`${error.message}\n${helpPointer(error.command ?? command)}`);
     } else {
       console.error(kleur.red(redact(error.message)));
       if (process.argv.includes("--verbose")) console.error(redact(error.stack ?? ""));

@@ -1,6 +1,6 @@
 /** The pure core: parsing and deciding, tested without processes or servers. */
 import { describe, expect, test } from "vitest";
-import { parseArgs, UsageError } from "../src/args.ts";
+import { commandUsage, helpPointer, parseArgs, UsageError } from "../src/args.ts";
 import { type Lesson, parseMistakeHeader } from "../src/catalog.ts";
 import { applyPatch } from "../src/check/patch.ts";
 import { renderVerdict } from "../src/check/render.ts";
@@ -128,18 +128,48 @@ describe("RESP", () => {
 
 describe("arguments", () => {
   test("reads command, lesson, flags and options", () => {
-    const args = parseArgs(["check", "02", "--json", "--level=2", "--mistake", "no-xack"]);
+    const args = parseArgs(["check", "02", "--json", "--variant=styled", "--mistake", "no-xack"]);
     expect(args.command).toBe("check");
     expect(args.lesson).toBe("02");
     expect([...args.flags]).toEqual(["--json"]);
-    expect(args.options.get("--level")).toBe("2");
+    expect(args.options.get("--variant")).toBe("styled");
     expect(args.options.get("--mistake")).toBe("no-xack");
+    expect(parseArgs(["hint", "--level=2"]).options.get("--level")).toBe("2");
     expect(parseArgs([]).command).toBe("start");
   });
 
   test("rejects a second lesson and an option without its value", () => {
     expect(() => parseArgs(["check", "01", "02"])).toThrow(UsageError);
     expect(() => parseArgs(["hint", "01", "--level"])).toThrow(/needs a value/);
+    expect(() => parseArgs(["check", "--mistake", "--json"])).toThrow(/--mistake needs a value/);
+    expect(() => parseArgs(["check", "--json=yes"])).toThrow(/--json takes no value/);
+  });
+
+  test("refuses an option its command does not know, naming the nearest one", () => {
+    expect(() => parseArgs(["check", "08", "--soluton", "--json"])).toThrow(
+      "Unknown option --soluton: did you mean --solution?",
+    );
+    expect(() => parseArgs(["hint", "02", "--levle", "2"])).toThrow("did you mean --level?");
+    // An option of another command is unknown here too.
+    expect(() => parseArgs(["list", "--verbose"])).toThrow("list knows --json");
+    expect(() => parseArgs(["demo", "02", "-x"])).toThrow(
+      "Unknown option -x: demo takes no options",
+    );
+  });
+
+  test("refuses an empty lesson, a lesson where none is taken, and none where one is needed", () => {
+    expect(() => parseArgs(["check", ""])).toThrow("The lesson is empty");
+    expect(() => parseArgs(["check", "  "])).toThrow("The lesson is empty");
+    expect(() => parseArgs(["doctor", "02"])).toThrow("takes no lesson");
+    expect(() => parseArgs(["demo"])).toThrow("needs a lesson");
+  });
+
+  test("--help asks for the command's own usage, whatever else is given", () => {
+    expect(parseArgs(["check", "08", "--help"]).flags.has("--help")).toBe(true);
+    expect(parseArgs(["solution", "-h"]).flags.has("--help")).toBe(true);
+    expect(commandUsage("solution")).toMatch(/^Usage: npm run solution -- \[lesson\] \[options\]/);
+    expect(commandUsage("solution")).not.toContain("npm run check");
+    expect(helpPointer("check")).toBe("Run `npm run check -- --help` for its usage.");
   });
 });
 

@@ -226,9 +226,10 @@ export function solution(lessons: Lesson[], args: ParsedArgs): number {
   const lesson = lessonFrom(lessons, args.lesson);
   const passed = Boolean(loadProgress().done[lesson.id]);
   if (!passed && !args.flags.has("--force")) {
-    print(
-      `The solution unlocks when your check passes. To see it anyway: \`npm run solution -- ${lesson.number} --force\`.`,
-    );
+    const message = `The solution unlocks when your check passes. To see it anyway: \`npm run solution -- ${lesson.number} --force\`.`;
+    if (args.flags.has("--json"))
+      console.log(JSON.stringify({ lesson: lesson.id, locked: true, message }));
+    else print(message);
     return 1;
   }
   if (!passed) markPeeked(lesson.id);
