@@ -2,8 +2,8 @@
  * Progress is the learner's record: updates from several commands at once all survive, a
  * damaged file is kept, odd values cost only themselves, and resets keep every backup.
  */
-import { spawn } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, expect, test, vi } from "vitest";
 import { loadCatalog } from "../src/catalog.ts";
@@ -111,4 +111,16 @@ test("a second reset keeps the first backup: .bak is the latest, .bak.1 the one 
   expect(readFileSync(`${first.file}.bak.1`, "utf8")).toBe("// attempt one\n");
   expect(readFileSync(`${first.file}.bak.2`, "utf8")).toBe("// attempt two\n");
   expect(readFileSync(`${first.file}.bak`, "utf8")).toBe("// attempt three\n");
+});
+
+test("a lock left by a command that crashed is taken over, not waited on forever", () => {
+  const env = workspace("stale");
+  const dead = spawnSync(process.execPath, ["-e", ""]).pid;
+  mkdirSync(env.WORKBOOK_WORKSPACE as string, { recursive: true });
+  writeFileSync(`${progressFile(env)}.lock`, `${dead}:0123456789ab`);
+  const started = Date.now();
+  markPassed("01-connect", env);
+  expect(Date.now() - started).toBeLessThan(2_000);
+  expect(Object.keys(loadProgress(env).done)).toEqual(["01-connect"]);
+  expect(readdirSync(env.WORKBOOK_WORKSPACE as string)).toEqual([".progress.json"]);
 });
