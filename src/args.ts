@@ -168,14 +168,12 @@ function describeParseError(
   command: string,
   spec: CommandSpec,
 ): string {
-  const known = Object.keys(spec.options).map((name) => `--${name}`);
+  const known = [...Object.keys(spec.options), "help"].map((name) => `--${name}`);
   if (error.code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
     const given = (unknownOption(argv, spec) ?? "").split("=")[0] ?? "";
     const guess = nearest(`--${optionName(given) ?? ""}`, known);
     if (guess) return `Unknown option ${given}: did you mean ${guess}?`;
-    return known.length > 0
-      ? `Unknown option ${given}: ${command} knows ${known.join(", ")}.`
-      : `Unknown option ${given}: ${command} takes no options.`;
+    return `Unknown option ${given}: ${command} knows ${known.join(", ")}.`;
   }
   const name = /'(--?[\w-]+)/.exec(error.message)?.[1] ?? "";
   if (error.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE" && name) {
@@ -189,8 +187,9 @@ function describeParseError(
 /** The usage of one command, for `npm run <command> -- --help`. */
 export function commandUsage(command: string): string {
   const spec = COMMANDS[command];
-  if (!spec) return USAGE;
-  const how = command === "start" ? "npm start" : `npm run ${command} --`;
+  // The front door's help is the whole usage: every command is one step from there.
+  if (!spec || command === "start") return USAGE;
+  const how = `npm run ${command} --`;
   const lesson = { none: "", optional: " [lesson]", required: " <lesson>" }[spec.lesson];
   return `Usage: ${how}${lesson}${Object.keys(spec.options).length > 0 ? " [options]" : ""}\n\n${spec.usage}${lesson ? `\n\n${LESSON_NOTE}` : ""}`;
 }
