@@ -1,9 +1,10 @@
 /**
  * What every command writes goes through here: known secrets are hidden whatever printed them
- * (our messages, a learner's console.log, a stack trace), and a reader that goes away
+ * (our messages, a learner's console.log, a stack trace; example URLs in lesson texts stay as
+ * written), and a reader that goes away
  * (`npm run solution -- 03 | head`) ends the command quietly instead of with an EPIPE trace.
  */
-import { redact } from "./redis/redact.ts";
+import { hideSecrets } from "./redis/redact.ts";
 
 type Write = typeof process.stdout.write;
 
@@ -12,9 +13,9 @@ function redacting(stream: NodeJS.WriteStream): void {
   stream.write = ((chunk: unknown, ...rest: unknown[]) =>
     write(
       typeof chunk === "string"
-        ? redact(chunk)
+        ? hideSecrets(chunk)
         : Buffer.isBuffer(chunk)
-          ? redact(chunk.toString("utf8"))
+          ? hideSecrets(chunk.toString("utf8"))
           : chunk,
       ...rest,
     )) as Write;

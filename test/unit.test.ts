@@ -7,7 +7,7 @@ import { renderVerdict } from "../src/check/render.ts";
 import { parseTscOutput } from "../src/check/typecheck.ts";
 import { decide, exitCode, learnerStack, skipReason, type Verdict } from "../src/check/verdict.ts";
 import { encode, parseReply } from "../src/redis/raw.ts";
-import { forgetSecrets, redact, rememberSecretsOf } from "../src/redis/redact.ts";
+import { forgetSecrets, hideSecrets, redact, rememberSecretsOf } from "../src/redis/redact.ts";
 import {
   fromConnectionString,
   RedisUrlError,
@@ -42,6 +42,17 @@ describe("redact", () => {
       expect(redact(JSON.stringify({ t: 'tok/en"x' }))).toBe('{"t":"***"}');
       expect(redact(`hello ${id}, tok%2Fen%22x`)).toBe("hello ***, ***");
       expect(redact("user default")).toBe("user default");
+    } finally {
+      forgetSecrets();
+    }
+  });
+
+  test("everything printed hides known secrets only: example URLs in lesson texts stay", () => {
+    rememberSecretsOf("redis://:k3y-value@host:6379");
+    try {
+      expect(hideSecrets("rediss://user:password@host:port, k3y-value")).toBe(
+        "rediss://user:password@host:port, ***",
+      );
     } finally {
       forgetSecrets();
     }

@@ -57,14 +57,22 @@ export function forgetSecrets(): void {
   secrets.clear();
 }
 
-/** The text with every remembered secret, and any password in a Redis URL, replaced by ***. */
-export function redact(text: string): string {
+/**
+ * The text with every remembered secret replaced by ***. Nothing else changes, so it suits any
+ * output, lesson texts and code with example URLs included.
+ */
+export function hideSecrets(text: string): string {
   let result = text;
   // Longest first, so a secret that contains another is replaced whole.
   for (const secret of [...secrets].sort((a, b) => b.length - a.length)) {
     result = result.split(secret).join("***");
   }
-  return result.replace(URL_PASSWORD, "$1$2:***@").replace(PASSWORD_OPTION, "$1***");
+  return result;
+}
+
+/** hideSecrets(), and any password in a Redis URL or connection string: for messages and logs. */
+export function redact(text: string): string {
+  return hideSecrets(text).replace(URL_PASSWORD, "$1$2:***@").replace(PASSWORD_OPTION, "$1***");
 }
 
 /** A value as JSON with every secret hidden: for --json output and files. */
