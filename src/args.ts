@@ -123,7 +123,10 @@ export function parseArgs(argv: string[]): ParsedArgs {
     return { command: "help", flags: new Set(), options: new Map() };
   }
   const spec = COMMANDS[command];
-  if (!spec) throw new UsageError(`Unknown command "${command}".`);
+  if (!spec) {
+    const guess = nearest(command, Object.keys(COMMANDS));
+    throw new UsageError(`Unknown command "${command}"${guess ? `: did you mean ${guess}?` : "."}`);
+  }
   let parsed: ReturnType<typeof parseNodeArgs>;
   try {
     parsed = parseNodeArgs({

@@ -151,6 +151,9 @@ describe("arguments", () => {
 
   test("rejects a second lesson and an option without its value", () => {
     expect(() => parseArgs(["check", "01", "02"])).toThrow(UsageError);
+    expect(() => parseArgs(["chekc", "01"])).toThrow(
+      'Unknown command "chekc": did you mean check?',
+    );
     expect(() => parseArgs(["hint", "01", "--level"])).toThrow(/needs a value/);
     expect(() => parseArgs(["check", "--mistake", "--json"])).toThrow(/--mistake needs a value/);
     expect(() => parseArgs(["check", "--json=yes"])).toThrow(/--json takes no value/);
