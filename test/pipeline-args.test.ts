@@ -6,7 +6,9 @@ test("--python-workers is a whole number from 0, default 0", () => {
   expect(parsePipelineArgs([]).pythonWorkers).toBe(0);
   expect(parsePipelineArgs(["--python-workers", "3"]).pythonWorkers).toBe(3);
   expect(parsePipelineArgs(["--python-workers=0"]).pythonWorkers).toBe(0);
-  expect(() => parsePipelineArgs(["--python-workers", "-1"])).toThrow("--python-workers");
+  expect(() => parsePipelineArgs(["--python-workers", "-1"])).toThrow(
+    "--python-workers must be between 0 and 32 (got -1).",
+  );
   expect(() => parsePipelineArgs(["--python-workers", "1.5"])).toThrow("whole number");
   expect(PIPELINE_USAGE).toContain("--python-workers N");
 });
@@ -18,5 +20,7 @@ test("a typo names the nearest option; a flag with a value and a stray word are 
   expect(() => parsePipelineArgs(["--chaos=yes"])).toThrow("--chaos takes no value.");
   expect(() => parsePipelineArgs(["100"])).toThrow("Unexpected argument: 100");
   expect(() => parsePipelineArgs(["--parts"])).toThrow("--parts needs a file name.");
-  expect(() => parsePipelineArgs(["--latency", "--chaos"])).toThrow("--latency needs a number");
+  expect(() => parsePipelineArgs(["--latency", "--chaos"])).toThrow(
+    "--latency needs a number (got --chaos).",
+  );
 });

@@ -88,7 +88,12 @@ function refusal(error: NodeJS.ErrnoException, argv: string[]): string {
   }
   const name = /'(--[\w-]+)/.exec(error.message)?.[1] ?? "";
   if (name === "--parts") return "--parts needs a file name.";
-  if (name.slice(2) in NUMBERS) return `${name} needs a number (got nothing).`;
+  if (name.slice(2) in NUMBERS) {
+    // util.parseArgs will not take "-1" or "--chaos" as a value: judge it as one, to say why.
+    const next = argv[argv.indexOf(name) + 1];
+    if (next !== undefined) numberOption(name.slice(2), next);
+    return `${name} needs a number (got ${next ?? "nothing"}).`;
+  }
   return name ? `${name} takes no value.` : error.message;
 }
 
