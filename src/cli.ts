@@ -64,8 +64,8 @@ async function main(argv: string[]): Promise<number> {
 let command: string | undefined;
 
 handleSignals();
-// A reader that went away (`| head`) has seen all it wanted: end quietly.
-guardOutput(() => void exitCleanly(0));
+// A reader that went away (`| head`) has seen all it wanted: end quietly, as a broken pipe (128 + 13).
+guardOutput(() => void exitCleanly(141));
 try {
   // Known before anything runs, so every output hides the password, whatever prints it.
   if (process.env.REDIS_URL?.trim()) redisUrlFrom(process.env.REDIS_URL);

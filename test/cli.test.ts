@@ -111,11 +111,15 @@ test("a reader that closes the pipe early ends the command quietly", () => {
     // `true` exits without reading: every write after it meets a closed pipe (EPIPE).
     const result = spawnSync(
       "bash",
-      ["-c", `"${process.execPath}" "${TSX}" src/cli.ts solution 03 --force --full | true`],
+      [
+        "-c",
+        `set -o pipefail; "${process.execPath}" "${TSX}" src/cli.ts solution 03 --force --full | true`,
+      ],
       { cwd: ROOT, encoding: "utf8", env: cliEnv({ WORKBOOK_WORKSPACE: fresh.dir }) },
     );
     expect(result.stderr).toBe("");
-    expect(result.status).toBe(0);
+    // 128 + SIGPIPE, as a program killed by the broken pipe would end, without the trace.
+    expect(result.status).toBe(141);
   } finally {
     fresh.remove();
   }
