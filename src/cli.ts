@@ -84,6 +84,12 @@ main(process.argv.slice(2)).then(
       console.error(kleur.red(redact(error.message)));
       if (process.argv.includes("--verbose")) console.error(redact(error.stack ?? ""));
     }
+    // A script that asked for JSON can parse the failure too; the person reads stderr.
+    if (process.argv.includes("--json")) {
+      console.log(
+        JSON.stringify({ error: redact(error.message), usage: error instanceof UsageError }),
+      );
+    }
     // Through the clean exit, so a Redis started before the error is stopped too.
     void exitCleanly(2);
   },

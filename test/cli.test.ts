@@ -65,7 +65,10 @@ test("a mistyped option is refused with the nearest one, exit 2, and changes not
       WORKBOOK_WORKSPACE: fresh.dir,
     });
     expect(code).toBe(2);
-    expect(out).toBe("");
+    expect(JSON.parse(out)).toEqual({
+      error: "Unknown option --soluton: did you mean --solution?",
+      usage: true,
+    });
     expect(err.trim().split("\n")).toEqual([
       "Unknown option --soluton: did you mean --solution?",
       "Run `npm run check -- --help` for its usage.",
