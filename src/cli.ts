@@ -1,8 +1,10 @@
 /** argv -> a command. Thin: the commands live in src/ui/ and src/doctor.ts. */
 import kleur from "kleur";
-import { parseArgs, USAGE, UsageError } from "./args.ts";
+import { commandUsage, helpPointer, parseArgs, USAGE, UsageError } from "./args.ts";
 import { loadCatalog } from "./catalog.ts";
 import { redact } from "./redis/redact.ts";
+import { redisUrlFrom } from "./redis/target.ts";
+import { guardOutput } from "./stdio.ts";
 import {
   check,
   demo,
@@ -22,8 +24,13 @@ const interactive = Boolean(process.stdin.isTTY && process.stdout.isTTY);
 
 async function main(argv: string[]): Promise<number> {
   const args = parseArgs(argv);
-  if (args.command === "help" || args.command === "--help" || args.flags.has("--help")) {
+  command = args.command;
+  if (args.command === "help") {
     console.log(USAGE);
+    return 0;
+  }
+  if (args.flags.has("--help")) {
+    console.log(commandUsage(args.command));
     return 0;
   }
   const lessons = loadCatalog();
@@ -53,7 +60,18 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** The command being run, for the help pointer after a usage error. */
+let command: string | undefined;
+
 handleSignals();
+// A reader that went away (`| head`) has seen all it wanted: end quietly, as a broken pipe (128 + 13).
+guardOutput(() => void exitCleanly(141));
+try {
+  // Known before anything runs, so every output hides the password, whatever prints it.
+  if (process.env.REDIS_URL?.trim()) redisUrlFrom(process.env.REDIS_URL);
+} catch {
+  // Not a usable URL: the command that opens Redis says so.
+}
 
 main(process.argv.slice(2)).then(
   (code) => {
@@ -61,10 +79,16 @@ main(process.argv.slice(2)).then(
   },
   (error: Error) => {
     if (error instanceof UsageError) {
-      console.error(`${error.message}\n\n${USAGE}`);
+      console.error(`${error.message}\n${helpPointer(error.command ?? command)}`);
     } else {
       console.error(kleur.red(redact(error.message)));
       if (process.argv.includes("--verbose")) console.error(redact(error.stack ?? ""));
+    }
+    // A script that asked for JSON can parse the failure too; the person reads stderr.
+    if (process.argv.includes("--json")) {
+      console.log(
+        JSON.stringify({ error: redact(error.message), usage: error instanceof UsageError }),
+      );
     }
     // Through the clean exit, so a Redis started before the error is stopped too.
     void exitCleanly(2);

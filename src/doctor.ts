@@ -12,7 +12,7 @@ import type { Lesson } from "./catalog.ts";
 import { ROOT, workspaceDir } from "./paths.ts";
 import { redact } from "./redis/redact.ts";
 import { installAdvice, redisServerVersion, startPrivateServer } from "./redis/server.ts";
-import { versionAtLeast } from "./redis/target.ts";
+import { RedisUrlError, redisUrlFrom, versionAtLeast } from "./redis/target.ts";
 import { wrapLine } from "./ui/term.ts";
 
 export type Status = "ok" | "warn" | "fail" | "info";
@@ -227,21 +227,25 @@ export function explainRedisError(
 
 /** Connects to REDIS_URL and tries what the checks will do: INFO, and writing a wb: key. */
 export async function checkRedisUrl(raw: string | undefined): Promise<Finding | undefined> {
-  const value = raw?.trim();
-  if (!value) return undefined;
-  const shown = redact(value);
+  if (!raw?.trim()) return undefined;
+  let value: string;
   let url: URL;
   try {
+    value = redisUrlFrom(raw);
     url = new URL(value);
-    if (!/^rediss?:$/.test(url.protocol)) throw new Error("scheme");
-  } catch {
+  } catch (error) {
     return {
       name: "REDIS_URL",
       status: "fail",
-      detail: `REDIS_URL is not a redis:// or rediss:// URL: ${shown}`,
+      detail:
+        error instanceof RedisUrlError
+          ? error.message
+          : "REDIS_URL is not a valid redis:// or rediss:// URL (a password with / # ? or @ must be URL-encoded).",
       fix: "Set it like rediss://:<password>@<host>:6380, or unset it to use the private redis-server.",
     };
   }
+  const converted = /^rediss?:\/\//i.test(raw.trim()) ? "" : " (from the Azure connection string)";
+  const shown = `${redact(value)}${converted}`;
   const tls = url.protocol === "rediss:";
   const auth = url.password ? `user ${url.username || "default"} with a password` : "no password";
   const client = createClient({

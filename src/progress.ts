@@ -1,5 +1,7 @@
+import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { join, relative } from "node:path";
+import { withFileLock } from "./file-lock.ts";
 import { workspaceDir } from "./paths.ts";
 
 /** Kept in the learner's workspace; deleting the file only forgets progress. */
@@ -26,43 +28,111 @@ export function emptyProgress(): Progress {
   return { done: {}, hints: {} };
 }
 
-/** Reads progress; a missing or damaged file counts as a fresh start rather than an error. */
-export function loadProgress(env: NodeJS.ProcessEnv = process.env): Progress {
-  const file = progressFile(env);
-  if (!existsSync(file)) return emptyProgress();
+const isRecord = (value: unknown): value is Record<string, unknown> =>
+  typeof value === "object" && value !== null && !Array.isArray(value);
+
+/** The entries of `value` that `keep` accepts: a hand-edited odd entry is dropped alone. */
+function entries<T>(value: unknown, keep: (entry: unknown) => entry is T): Record<string, T> {
+  if (!isRecord(value)) return {};
+  return Object.fromEntries(
+    Object.entries(value).filter((pair): pair is [string, T] => keep(pair[1])),
+  );
+}
+
+const isText = (value: unknown): value is string => typeof value === "string";
+const isLevel = (value: unknown): value is number =>
+  typeof value === "number" && Number.isInteger(value) && value >= 1;
+const isScore = (value: unknown): value is { score: number; total: number; at: string } =>
+  isRecord(value) &&
+  typeof value.score === "number" &&
+  typeof value.total === "number" &&
+  typeof value.at === "string";
+
+/** Progress from parsed JSON, field by field; undefined when it is not an object at all. */
+function fromJson(data: unknown): Progress | undefined {
+  if (!isRecord(data)) return undefined;
+  const progress: Progress = {
+    ...data,
+    done: entries(data.done, isText),
+    hints: entries(data.hints, isLevel),
+    current: isText(data.current) ? data.current : undefined,
+  };
+  if ("peeked" in data) progress.peeked = entries(data.peeked, isText);
+  if ("quiz" in data) progress.quiz = entries(data.quiz, isScore);
+  if (!isText(data.finished)) delete progress.finished;
+  return progress;
+}
+
+/** The file's progress; "damaged" when it exists but is not a progress object. */
+function readFile(file: string): Progress | "damaged" {
+  let text: string;
   try {
-    const data = JSON.parse(readFileSync(file, "utf8")) as Partial<Progress>;
-    const isRecord = (value: unknown): value is Record<string, never> =>
-      typeof value === "object" && value !== null && !Array.isArray(value);
-    if (!isRecord(data)) return emptyProgress();
-    // A hand-edited file with a field of the wrong shape loses that field, not everything.
-    return {
-      ...data,
-      done: isRecord(data.done) ? data.done : {},
-      hints: isRecord(data.hints) ? data.hints : {},
-      current: typeof data.current === "string" ? data.current : undefined,
-    };
-  } catch {
-    return emptyProgress();
+    text = readFileSync(file, "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return emptyProgress();
+    throw error;
   }
+  try {
+    return fromJson(JSON.parse(text)) ?? "damaged";
+  } catch {
+    return "damaged";
+  }
+}
+
+/**
+ * Moves a damaged file aside (.progress.json.damaged, then .damaged.2, ...) and says so: once,
+ * since it is done under the lock and the file is gone afterwards.
+ */
+function setAside(file: string): void {
+  let aside = `${file}.damaged`;
+  for (let n = 2; existsSync(aside); n++) aside = `${file}.damaged.${n}`;
+  renameSync(file, aside);
+  const shown = relative(process.cwd(), aside) || aside;
+  process.stderr.write(
+    `Your progress file could not be read: it is kept as ${shown}, and progress starts afresh.\n`,
+  );
+}
+
+/** Reads progress; a missing file is a fresh start, a damaged one is kept aside (see setAside). */
+export function loadProgress(env: NodeJS.ProcessEnv = process.env): Progress {
+  const read = readFile(progressFile(env));
+  if (read !== "damaged") return read;
+  return withFileLock(`${progressFile(env)}.lock`, () => readUnderLock(env));
+}
+
+/** Under the lock: the file may be replaced by another process, but not while we look. */
+function readUnderLock(env: NodeJS.ProcessEnv): Progress {
+  const file = progressFile(env);
+  const read = readFile(file);
+  if (read !== "damaged") return read;
+  setAside(file);
+  return emptyProgress();
 }
 
 export function saveProgress(progress: Progress, env: NodeJS.ProcessEnv = process.env): void {
   const file = progressFile(env);
   mkdirSync(workspaceDir(env), { recursive: true });
-  // Write then rename, so a crash mid-write never leaves half a file.
-  writeFileSync(`${file}.tmp`, `${JSON.stringify(progress, null, 2)}\n`);
-  renameSync(`${file}.tmp`, file);
+  // Write then rename, so a crash mid-write never leaves half a file; the name is this write's
+  // own, so two processes never rename each other's half-written file.
+  const temp = `${file}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
+  writeFileSync(temp, `${JSON.stringify(progress, null, 2)}\n`);
+  renameSync(temp, file);
 }
 
+/**
+ * Reads, changes and writes progress under the lock, so updates from several commands at once
+ * (a watch and a hint, say) all survive.
+ */
 export function updateProgress(
   change: (progress: Progress) => void,
   env: NodeJS.ProcessEnv = process.env,
 ): Progress {
-  const progress = loadProgress(env);
-  change(progress);
-  saveProgress(progress, env);
-  return progress;
+  return withFileLock(`${progressFile(env)}.lock`, () => {
+    const progress = readUnderLock(env);
+    change(progress);
+    saveProgress(progress, env);
+    return progress;
+  });
 }
 
 /** The lesson the learner is working on: the one `npm run check` with no number picks. */

@@ -1,4 +1,11 @@
-import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  writeFileSync,
+} from "node:fs";
 import { dirname, join } from "node:path";
 import type { Lesson } from "./catalog.ts";
 import { workspaceDir } from "./paths.ts";
@@ -21,23 +28,34 @@ export function ensureLearnerCopy(
 }
 
 /**
- * Restores the starter. The replaced code is kept beside it (exercise.ts.bak), so a reset by
- * mistake loses nothing.
+ * Keeps `file` as file.bak before it is replaced. An earlier .bak is not overwritten but moved
+ * to the next free number (.bak.1, .bak.2, ...), so a second reset loses nothing either.
  */
+function keepBackup(file: string, current: string): { backup: string; older?: string } {
+  const backup = `${file}.bak`;
+  let older: string | undefined;
+  if (existsSync(backup)) {
+    let n = 1;
+    while (existsSync(`${backup}.${n}`)) n++;
+    older = `${backup}.${n}`;
+    renameSync(backup, older);
+  }
+  writeFileSync(backup, current);
+  return { backup, older };
+}
+
+/** Restores the starter; the replaced code is kept (see keepBackup), so a reset by mistake loses nothing. */
 export function resetLearnerCopy(
   lesson: Lesson,
   env: NodeJS.ProcessEnv = process.env,
-): { file: string; backup?: string } {
+): { file: string; backup?: string; older?: string } {
   const file = learnerFile(lesson, env);
   mkdirSync(dirname(file), { recursive: true });
-  let backup: string | undefined;
+  let kept: { backup?: string; older?: string } = {};
   if (existsSync(file)) {
     const current = readFileSync(file, "utf8");
-    if (current !== readFileSync(lesson.starter, "utf8")) {
-      backup = `${file}.bak`;
-      writeFileSync(backup, current);
-    }
+    if (current !== readFileSync(lesson.starter, "utf8")) kept = keepBackup(file, current);
   }
   copyFileSync(lesson.starter, file);
-  return { file, backup };
+  return { file, ...kept };
 }

@@ -1,6 +1,9 @@
 /** The plain commands as a script or CI sees them: exit codes, JSON, and messages. */
+import { spawnSync } from "node:child_process";
+import { readdirSync } from "node:fs";
 import { afterAll, expect, test } from "vitest";
-import { cli as run } from "./support/cli.ts";
+import { ROOT } from "../src/paths.ts";
+import { cliEnv, cli as run, TSX } from "./support/cli.ts";
 import { scratchDir } from "./support/sandbox.ts";
 
 const scratch = scratchDir("cli");
@@ -53,4 +56,74 @@ test("an unreachable REDIS_URL names the problem with the password hidden", () =
   expect(code).toBe(2);
   expect(err).toContain("redis://user:***@127.0.0.1:1");
   expect(err).not.toContain("hunter2");
+});
+
+test("a mistyped option is refused with the nearest one, exit 2, and changes nothing", () => {
+  const fresh = scratchDir("cli-typo");
+  try {
+    const { code, out, err } = run(["check", "08", "--soluton", "--json"], {
+      WORKBOOK_WORKSPACE: fresh.dir,
+    });
+    expect(code).toBe(2);
+    expect(JSON.parse(out)).toEqual({
+      error: "Unknown option --soluton: did you mean --solution?",
+      usage: true,
+    });
+    expect(err.trim().split("\n")).toEqual([
+      "Unknown option --soluton: did you mean --solution?",
+      "Run `npm run check -- --help` for its usage.",
+    ]);
+    // No copy of lesson 08 was made, and no progress (the current lesson) was written.
+    expect(readdirSync(fresh.dir)).toEqual([]);
+  } finally {
+    fresh.remove();
+  }
+});
+
+test("an empty lesson name is refused in one line with where the usage is", () => {
+  const { code, err } = cli(["check", ""]);
+  expect(code).toBe(2);
+  expect(err.trim().split("\n")).toEqual([
+    "The lesson is empty: give a number (2 or 02) or a name.",
+    "Run `npm run check -- --help` for its usage.",
+  ]);
+});
+
+test("--help prints the usage of that command only", () => {
+  const { code, out } = cli(["solution", "02", "--help"]);
+  expect(code).toBe(0);
+  expect(out).toMatch(/^Usage: npm run solution -- \[lesson\]/);
+  expect(out).toContain("--force, --full, --json");
+  expect(out).not.toContain("npm run check");
+});
+
+test("solution --json before the check passes answers in JSON", () => {
+  const fresh = scratchDir("cli-locked");
+  try {
+    const { code, out } = run(["solution", "02", "--json"], { WORKBOOK_WORKSPACE: fresh.dir });
+    expect(code).toBe(1);
+    expect(JSON.parse(out)).toMatchObject({ lesson: "02-pubsub-broadcast", locked: true });
+  } finally {
+    fresh.remove();
+  }
+});
+
+test("a reader that closes the pipe early ends the command quietly", () => {
+  const fresh = scratchDir("cli-pipe");
+  try {
+    // `true` exits without reading: every write after it meets a closed pipe (EPIPE).
+    const result = spawnSync(
+      "bash",
+      [
+        "-c",
+        `set -o pipefail; "${process.execPath}" "${TSX}" src/cli.ts solution 03 --force --full | true`,
+      ],
+      { cwd: ROOT, encoding: "utf8", env: cliEnv({ WORKBOOK_WORKSPACE: fresh.dir }) },
+    );
+    expect(result.stderr).toBe("");
+    // 128 + SIGPIPE, as a program killed by the broken pipe would end, without the trace.
+    expect(result.status).toBe(141);
+  } finally {
+    fresh.remove();
+  }
 });

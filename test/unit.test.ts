@@ -1,14 +1,19 @@
 /** The pure core: parsing and deciding, tested without processes or servers. */
 import { describe, expect, test } from "vitest";
-import { parseArgs, UsageError } from "../src/args.ts";
+import { commandUsage, helpPointer, parseArgs, UsageError } from "../src/args.ts";
 import { type Lesson, parseMistakeHeader } from "../src/catalog.ts";
 import { applyPatch } from "../src/check/patch.ts";
 import { renderVerdict } from "../src/check/render.ts";
 import { parseTscOutput } from "../src/check/typecheck.ts";
 import { decide, exitCode, learnerStack, skipReason, type Verdict } from "../src/check/verdict.ts";
 import { encode, parseReply } from "../src/redis/raw.ts";
-import { redact } from "../src/redis/redact.ts";
-import { versionAtLeast } from "../src/redis/target.ts";
+import { forgetSecrets, hideSecrets, redact, rememberSecretsOf } from "../src/redis/redact.ts";
+import {
+  fromConnectionString,
+  RedisUrlError,
+  redisUrlFrom,
+  versionAtLeast,
+} from "../src/redis/target.ts";
 import { learnerCommands, parseMonitorLine, parseQuotedArgs } from "../src/redis/trace.ts";
 
 describe("redact", () => {
@@ -20,6 +25,67 @@ describe("redact", () => {
       "failed: redis://:***@127.0.0.1:6379 and redis://u:***@h:1",
     );
     expect(redact("redis://127.0.0.1:6379")).toBe("redis://127.0.0.1:6379");
+  });
+
+  test("a password with an @ is hidden whole: it runs to the last @, as in a URL", () => {
+    expect(redact("redis://user:wr@ngpw@host:6379 failed")).toBe(
+      "redis://user:***@host:6379 failed",
+    );
+    expect(redact('{"a":"redis://:p@h:1","b":"x@y"}')).toBe('{"a":"redis://:***@h:1","b":"x@y"}');
+  });
+
+  test("once known, a password, a token and an object id are hidden wherever they appear", () => {
+    const id = "0b7a4c1e-5d2f-4e8a-9c3b-1f6d8e2a7b90";
+    rememberSecretsOf(`rediss://${id}:tok%2Fen%22x@host:10000`);
+    try {
+      expect(redact('password: tok/en"x, user 0B7A')).toBe("password: ***, user 0B7A");
+      expect(redact(JSON.stringify({ t: 'tok/en"x' }))).toBe('{"t":"***"}');
+      expect(redact(`hello ${id}, tok%2Fen%22x`)).toBe("hello ***, ***");
+      expect(redact("user default")).toBe("user default");
+    } finally {
+      forgetSecrets();
+    }
+  });
+
+  test("everything printed hides known secrets only: example URLs in lesson texts stay", () => {
+    rememberSecretsOf("redis://:k3y-value@host:6379");
+    try {
+      expect(hideSecrets("rediss://user:password@host:port, k3y-value")).toBe(
+        "rediss://user:password@host:port, ***",
+      );
+    } finally {
+      forgetSecrets();
+    }
+  });
+
+  test("the connection string's password option is hidden without knowing it", () => {
+    expect(redact("h:6380,password=abc=,ssl=True")).toBe("h:6380,password=***,ssl=True");
+  });
+});
+
+describe("REDIS_URL", () => {
+  test("the Azure portal's connection string becomes the equivalent URL", () => {
+    expect(
+      fromConnectionString(
+        "c.redis.cache.windows.net:6380,password=k3y/+=,ssl=True,abortConnect=False",
+      ),
+    ).toBe("rediss://:k3y%2F%2B%3D@c.redis.cache.windows.net:6380");
+    expect(fromConnectionString("h,ssl=false")).toBe("redis://h:6379");
+    expect(fromConnectionString("h,ssl=True,user=u,password=p")).toBe("rediss://u:p@h:6380");
+    expect(fromConnectionString("not a url")).toBeUndefined();
+    forgetSecrets();
+  });
+
+  test("what cannot be used is refused without repeating it", () => {
+    for (const bad of ["h1:6380,h2:6380,password=S3cret", "S3cret", "http://:S3cret@h"]) {
+      expect(() => redisUrlFrom(bad)).toThrow(RedisUrlError);
+      try {
+        redisUrlFrom(bad);
+      } catch (error) {
+        expect((error as Error).message).not.toContain("S3cret");
+      }
+    }
+    expect(redisUrlFrom(" redis://h:1 ")).toBe("redis://h:1");
   });
 });
 
@@ -73,18 +139,49 @@ describe("RESP", () => {
 
 describe("arguments", () => {
   test("reads command, lesson, flags and options", () => {
-    const args = parseArgs(["check", "02", "--json", "--level=2", "--mistake", "no-xack"]);
+    const args = parseArgs(["check", "02", "--json", "--variant=styled", "--mistake", "no-xack"]);
     expect(args.command).toBe("check");
     expect(args.lesson).toBe("02");
     expect([...args.flags]).toEqual(["--json"]);
-    expect(args.options.get("--level")).toBe("2");
+    expect(args.options.get("--variant")).toBe("styled");
     expect(args.options.get("--mistake")).toBe("no-xack");
+    expect(parseArgs(["hint", "--level=2"]).options.get("--level")).toBe("2");
     expect(parseArgs([]).command).toBe("start");
   });
 
   test("rejects a second lesson and an option without its value", () => {
     expect(() => parseArgs(["check", "01", "02"])).toThrow(UsageError);
+    expect(() => parseArgs(["chekc", "01"])).toThrow(
+      'Unknown command "chekc": did you mean check?',
+    );
     expect(() => parseArgs(["hint", "01", "--level"])).toThrow(/needs a value/);
+    expect(() => parseArgs(["check", "--mistake", "--json"])).toThrow(/--mistake needs a value/);
+    expect(() => parseArgs(["check", "--json=yes"])).toThrow(/--json takes no value/);
+  });
+
+  test("refuses an option its command does not know, naming the nearest one", () => {
+    expect(() => parseArgs(["check", "08", "--soluton", "--json"])).toThrow(
+      "Unknown option --soluton: did you mean --solution?",
+    );
+    expect(() => parseArgs(["hint", "02", "--levle", "2"])).toThrow("did you mean --level?");
+    // An option of another command is unknown here too.
+    expect(() => parseArgs(["list", "--verbose"])).toThrow("list knows --json, --help.");
+    expect(() => parseArgs(["demo", "02", "-x"])).toThrow("Unknown option -x: demo knows --help.");
+  });
+
+  test("refuses an empty lesson, a lesson where none is taken, and none where one is needed", () => {
+    expect(() => parseArgs(["check", ""])).toThrow("The lesson is empty");
+    expect(() => parseArgs(["check", "  "])).toThrow("The lesson is empty");
+    expect(() => parseArgs(["doctor", "02"])).toThrow("takes no lesson");
+    expect(() => parseArgs(["demo"])).toThrow("needs a lesson");
+  });
+
+  test("--help asks for the command's own usage, whatever else is given", () => {
+    expect(parseArgs(["check", "08", "--help"]).flags.has("--help")).toBe(true);
+    expect(parseArgs(["solution", "-h"]).flags.has("--help")).toBe(true);
+    expect(commandUsage("solution")).toMatch(/^Usage: npm run solution -- \[lesson\] \[options\]/);
+    expect(commandUsage("solution")).not.toContain("npm run check");
+    expect(helpPointer("check")).toBe("Run `npm run check -- --help` for its usage.");
   });
 });
 

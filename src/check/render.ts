@@ -1,6 +1,7 @@
 import { relative } from "node:path";
 import kleur from "kleur";
 import { ROOT } from "../paths.ts";
+import { redact } from "../redis/redact.ts";
 import { formatCommand } from "../redis/trace.ts";
 import type { Verdict } from "./verdict.ts";
 
@@ -84,7 +85,8 @@ export function renderVerdict(
   }
   // The guided runner leaves the next step out: its keys say what comes next.
   if (options.next !== false) lines.push("", nextStep(verdict));
-  return lines.join("\n");
+  // Learner output, messages, stacks and commands may all quote the password.
+  return redact(lines.join("\n"));
 }
 
 /** "wb:learner:1a2b3c4d:api" -> "api"; the check's own name for the learner's client -> "your client". */

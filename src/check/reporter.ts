@@ -1,6 +1,12 @@
 import type { UserConsoleLog } from "vitest";
 import type { Reporter, SerializedError, TestCase, TestModule } from "vitest/node";
-import { appendEvent } from "./events.ts";
+import { redactedJson, rememberSecretsOf } from "../redis/redact.ts";
+import { appendEvent, type CheckEvent } from "./events.ts";
+
+/** Learner output and messages may quote the password: the events file never holds it. */
+function append(event: CheckEvent): void {
+  appendEvent(JSON.parse(redactedJson(event)) as CheckEvent);
+}
 
 function toError(error: { name?: string; message?: string; stack?: string; hint?: unknown }) {
   return {
@@ -19,10 +25,14 @@ function toError(error: { name?: string; message?: string; stack?: string; hint?
  * a process whose event loop the learner's code has blocked.
  */
 export default class CheckReporter implements Reporter {
+  constructor() {
+    rememberSecretsOf(process.env.WORKBOOK_REDIS_URL);
+  }
+
   onTestCaseResult(testCase: TestCase): void {
     const result = testCase.result();
     if (result.state === "pending") return;
-    appendEvent({
+    append({
       event: "result",
       test: testCase.name,
       state: result.state,
@@ -32,15 +42,15 @@ export default class CheckReporter implements Reporter {
   }
 
   onUserConsoleLog(log: UserConsoleLog): void {
-    appendEvent({ event: "log", text: log.content });
+    append({ event: "log", text: log.content });
   }
 
   onTestModuleEnd(testModule: TestModule): void {
-    for (const error of testModule.errors()) appendEvent({ event: "error", ...toError(error) });
+    for (const error of testModule.errors()) append({ event: "error", ...toError(error) });
   }
 
   onTestRunEnd(_modules: ReadonlyArray<TestModule>, errors: ReadonlyArray<SerializedError>): void {
-    for (const error of errors) appendEvent({ event: "error", ...toError(error) });
-    appendEvent({ event: "end" });
+    for (const error of errors) append({ event: "error", ...toError(error) });
+    append({ event: "end" });
   }
 }

@@ -1,7 +1,12 @@
 /** `npm run pipeline -- ...` arguments -> settings. Pure: cli.ts does the I/O. */
+import { type ParseArgsConfig, parseArgs } from "node:util";
+import { nearest } from "../nearest.ts";
+
 export interface PipelineArgs {
   docs: number;
   workers: number;
+  /** Python worker processes beside the TypeScript ones. */
+  pythonWorkers: number;
   latencyMs: number;
   failureRate: number;
   chaos: boolean;
@@ -23,6 +28,7 @@ export const PIPELINE_USAGE = `Usage: npm run pipeline -- [options]
 
   --docs N            documents to upload (default 100)
   --workers K         worker processes, each with one worker per stage (default 2)
+  --python-workers N  Python worker processes beside them (default 0)
   --latency MS        average latency of each simulated AI service (default 20)
   --failure-rate P    chance of a transient service failure, 0 to 1 (default 0.02)
   --chaos             kill workers with SIGKILL, restart Redis once, add poison documents
@@ -38,62 +44,106 @@ Example: npm run pipeline -- --docs 1000 --workers 4 --chaos`;
 type NumberOption =
   | "docs"
   | "workers"
+  | "pythonWorkers"
   | "latencyMs"
   | "failureRate"
   | "poison"
   | "claimIdleMs"
   | "maxDeliveries";
 
+/** The number options, with their field and range; every other option is a flag or --parts. */
 const NUMBERS: Record<string, { field: NumberOption; min: number; max: number; integer: boolean }> =
   {
-    "--docs": { field: "docs", min: 1, max: 100_000, integer: true },
-    "--workers": { field: "workers", min: 1, max: 32, integer: true },
-    "--latency": { field: "latencyMs", min: 0, max: 60_000, integer: true },
-    "--failure-rate": { field: "failureRate", min: 0, max: 0.9, integer: false },
-    "--poison": { field: "poison", min: 0, max: 100_000, integer: true },
-    "--claim-idle": { field: "claimIdleMs", min: 50, max: 600_000, integer: true },
-    "--max-deliveries": { field: "maxDeliveries", min: 1, max: 100, integer: true },
+    docs: { field: "docs", min: 1, max: 100_000, integer: true },
+    workers: { field: "workers", min: 1, max: 32, integer: true },
+    "python-workers": { field: "pythonWorkers", min: 0, max: 32, integer: true },
+    latency: { field: "latencyMs", min: 0, max: 60_000, integer: true },
+    "failure-rate": { field: "failureRate", min: 0, max: 0.9, integer: false },
+    poison: { field: "poison", min: 0, max: 100_000, integer: true },
+    "claim-idle": { field: "claimIdleMs", min: 50, max: 600_000, integer: true },
+    "max-deliveries": { field: "maxDeliveries", min: 1, max: 100, integer: true },
   };
 
+const OPTIONS = {
+  chaos: { type: "boolean" },
+  json: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+  parts: { type: "string" },
+  ...Object.fromEntries(Object.keys(NUMBERS).map((name) => [name, { type: "string" }])),
+} as const satisfies ParseArgsConfig["options"];
+
+/** Why util.parseArgs refused argv, in one line that names the option. */
+function refusal(error: NodeJS.ErrnoException, argv: string[]): string {
+  const known = Object.keys(OPTIONS).map((name) => `--${name}`);
+  if (error.code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
+    const given =
+      argv
+        .find((arg) => /^-/.test(arg) && !known.includes(arg.split("=")[0] ?? "") && arg !== "-h")
+        ?.split("=")[0] ?? "";
+    const guess = nearest(given, known);
+    return `Unknown option ${given}${guess ? `: did you mean ${guess}?` : "."}`;
+  }
+  if (error.code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL") {
+    return `Unexpected argument: ${/'([^']*)'/.exec(error.message)?.[1] ?? "?"} (every setting is an option, like --docs 100).`;
+  }
+  const name = /'(--[\w-]+)/.exec(error.message)?.[1] ?? "";
+  if (name === "--parts") return "--parts needs a file name.";
+  if (name.slice(2) in NUMBERS) {
+    // util.parseArgs will not take "-1" or "--chaos" as a value: judge it as one, to say why.
+    const next = argv[argv.indexOf(name) + 1];
+    if (next !== undefined) numberOption(name.slice(2), next);
+    return `${name} needs a number (got ${next ?? "nothing"}).`;
+  }
+  return name ? `${name} takes no value.` : error.message;
+}
+
+function numberOption(name: string, text: string): number {
+  const spec = NUMBERS[name] as (typeof NUMBERS)[string];
+  const value = Number(text);
+  if (text.trim() === "" || !Number.isFinite(value)) {
+    throw new PipelineUsageError(`--${name} needs a number (got ${text || "nothing"}).`);
+  }
+  if (spec.integer && !Number.isInteger(value)) {
+    throw new PipelineUsageError(`--${name} needs a whole number (got ${text}).`);
+  }
+  if (value < spec.min || value > spec.max) {
+    throw new PipelineUsageError(
+      `--${name} must be between ${spec.min} and ${spec.max} (got ${text}).`,
+    );
+  }
+  return value;
+}
+
 export function parsePipelineArgs(argv: string[]): PipelineArgs {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: OPTIONS,
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (error) {
+    throw new PipelineUsageError(refusal(error as NodeJS.ErrnoException, argv));
+  }
   const args: PipelineArgs = {
     docs: 100,
     workers: 2,
+    pythonWorkers: 0,
     latencyMs: 20,
     failureRate: 0.02,
-    chaos: false,
-    json: false,
-    help: false,
+    chaos: values.chaos === true,
+    json: values.json === true,
+    help: values.help === true,
   };
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i] ?? "";
-    const [name = "", inline] = arg.split("=", 2);
-    if (name === "--chaos") args.chaos = true;
-    else if (name === "--json") args.json = true;
-    else if (name === "--help" || name === "-h") args.help = true;
-    else if (name === "--parts") {
-      const value = inline ?? argv[++i];
-      if (!value) throw new PipelineUsageError("--parts needs a file name.");
-      args.parts = value;
-    } else if (name in NUMBERS) {
-      const spec = NUMBERS[name] as (typeof NUMBERS)[string];
-      const text = inline ?? argv[++i];
-      const value = Number(text);
-      if (text === undefined || text === "" || !Number.isFinite(value)) {
-        throw new PipelineUsageError(`${name} needs a number (got ${text ?? "nothing"}).`);
-      }
-      if (spec.integer && !Number.isInteger(value)) {
-        throw new PipelineUsageError(`${name} needs a whole number (got ${text}).`);
-      }
-      if (value < spec.min || value > spec.max) {
-        throw new PipelineUsageError(
-          `${name} must be between ${spec.min} and ${spec.max} (got ${text}).`,
-        );
-      }
-      args[spec.field] = value;
-    } else {
-      throw new PipelineUsageError(`Unknown option "${arg}".`);
-    }
+  if (typeof values.parts === "string") {
+    if (!values.parts) throw new PipelineUsageError("--parts needs a file name.");
+    args.parts = values.parts;
+  }
+  for (const name of Object.keys(NUMBERS)) {
+    const text = values[name];
+    if (typeof text === "string")
+      args[(NUMBERS[name] as (typeof NUMBERS)[string]).field] = numberOption(name, text);
   }
   return args;
 }

@@ -4,6 +4,7 @@
  */
 import { resolve } from "node:path";
 import kleur from "kleur";
+import { guardOutput } from "../stdio.ts";
 import { PIPELINE_USAGE, PipelineUsageError, parsePipelineArgs, poisonCount } from "./args.ts";
 import { renderAudit } from "./audit.ts";
 import { SOLUTION_PARTS } from "./parts.ts";
@@ -74,12 +75,15 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+// A reader that went away (`| head`): stop the run as Ctrl+C would, without a stack trace.
+guardOutput(() => process.kill(process.pid, "SIGTERM"));
+
 main(process.argv.slice(2)).then(
   // Everything was stopped on the way out; exit even if a straggling request is still pending.
   (code) => process.exit(code),
   (error: Error) => {
     if (error instanceof PipelineUsageError) {
-      console.error(`${error.message}\n\n${PIPELINE_USAGE}`);
+      console.error(`${error.message}\nRun \`npm run pipeline -- --help\` for its usage.`);
     } else {
       console.error(kleur.red(error.message));
     }

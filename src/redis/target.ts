@@ -1,5 +1,5 @@
 import { createClient } from "redis";
-import { redact } from "./redact.ts";
+import { redact, rememberSecretsOf } from "./redact.ts";
 import { type PrivateServer, startPrivateServer } from "./server.ts";
 
 /** The Redis a session runs its checks against: our own private server, or the user's. */
@@ -51,18 +51,62 @@ async function serverVersion(url: string): Promise<string> {
   }
 }
 
+/** REDIS_URL is not usable as it is; the message never repeats it (it may hold a password). */
+export class RedisUrlError extends Error {
+  override name = "RedisUrlError";
+}
+
+/**
+ * The Azure portal's connection string (`<name>.redis.cache.windows.net:6380,password=<key>,
+ * ssl=True,abortConnect=False`, the StackExchange.Redis form) as the equivalent redis:// URL;
+ * undefined when the text is not in that form.
+ */
+export function fromConnectionString(text: string): string | undefined {
+  const [endpoint = "", ...parts] = text.split(",").map((part) => part.trim());
+  const hostPort = /^([a-z0-9.-]+)(?::(\d+))?$/i.exec(endpoint);
+  if (!hostPort || parts.length === 0) return undefined;
+  const options = new Map<string, string>();
+  for (const part of parts) {
+    const equals = part.indexOf("=");
+    if (equals < 0) {
+      throw new RedisUrlError(
+        `REDIS_URL is a connection string with several endpoints; the workbook connects to one: rediss://:<access key>@${hostPort[1]}:6380`,
+      );
+    }
+    options.set(part.slice(0, equals).trim().toLowerCase(), part.slice(equals + 1).trim());
+  }
+  const tls = /^true$/i.test(options.get("ssl") ?? "");
+  const port = hostPort[2] ?? (tls ? "6380" : "6379");
+  const user = encodeURIComponent(options.get("user") ?? "");
+  const password = encodeURIComponent(options.get("password") ?? "");
+  const auth = password ? `${user}:${password}@` : "";
+  return `${tls ? "rediss" : "redis"}://${auth}${hostPort[1]}:${port}`;
+}
+
+/**
+ * REDIS_URL as a URL node-redis accepts: a redis:// or rediss:// URL as it is, the Azure
+ * portal's connection string converted; its secrets are remembered so nothing prints them.
+ */
+export function redisUrlFrom(raw: string): string {
+  const text = raw.trim();
+  const url = /^rediss?:\/\//i.test(text) ? text : fromConnectionString(text);
+  if (!url) {
+    throw new RedisUrlError(
+      "REDIS_URL must be a redis:// or rediss:// URL, like rediss://:<access key>@<name>.redis.cache.windows.net:6380. Fix it or unset it.",
+    );
+  }
+  rememberSecretsOf(url);
+  return url;
+}
+
 /**
  * REDIS_URL opts into the user's own server; otherwise we start a private one. Either way the
  * caller must release() it, which stops the private server.
  */
 export async function openRedisTarget(env: NodeJS.ProcessEnv = process.env): Promise<RedisTarget> {
-  const url = env.REDIS_URL?.trim();
-  if (url) {
-    if (!/^rediss?:\/\//i.test(url)) {
-      throw new Error(
-        `REDIS_URL must start with redis:// or rediss:// (got ${redact(url)}). Fix it or unset it.`,
-      );
-    }
+  const raw = env.REDIS_URL?.trim();
+  if (raw) {
+    const url = redisUrlFrom(raw);
     const version = await serverVersion(url);
     return { kind: "external", url, display: redact(url), version, release: async () => {} };
   }

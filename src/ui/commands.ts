@@ -210,14 +210,22 @@ export function hint(lessons: Lesson[], args: ParsedArgs): number {
 
 export function reset(lessons: Lesson[], args: ParsedArgs): number {
   const lesson = lessonFrom(lessons, args.lesson);
-  const { file, backup } = resetLearnerCopy(lesson);
+  const { file, backup, older } = resetLearnerCopy(lesson);
   setCurrent(lesson.id);
   if (args.flags.has("--json")) {
-    console.log(JSON.stringify({ lesson: lesson.id, file, backup: backup ?? null }));
+    console.log(
+      JSON.stringify({
+        lesson: lesson.id,
+        file,
+        backup: backup ?? null,
+        olderBackup: older ?? null,
+      }),
+    );
     return 0;
   }
   print(`Restored the starter: ${relative(ROOT, file)}`);
   if (backup) print(`Your previous code is kept in ${relative(ROOT, backup)}.`);
+  if (older) print(`The backup before it is now ${relative(ROOT, older)}.`);
   print(`Next: edit the file, then \`npm run check -- ${lesson.number}\`.`);
   return 0;
 }
@@ -226,9 +234,10 @@ export function solution(lessons: Lesson[], args: ParsedArgs): number {
   const lesson = lessonFrom(lessons, args.lesson);
   const passed = Boolean(loadProgress().done[lesson.id]);
   if (!passed && !args.flags.has("--force")) {
-    print(
-      `The solution unlocks when your check passes. To see it anyway: \`npm run solution -- ${lesson.number} --force\`.`,
-    );
+    const message = `The solution unlocks when your check passes. To see it anyway: \`npm run solution -- ${lesson.number} --force\`.`;
+    if (args.flags.has("--json"))
+      console.log(JSON.stringify({ lesson: lesson.id, locked: true, message }));
+    else print(message);
     return 1;
   }
   if (!passed) markPeeked(lesson.id);
