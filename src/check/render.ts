@@ -2,7 +2,7 @@ import { relative } from "node:path";
 import kleur from "kleur";
 import { ROOT } from "../paths.ts";
 import { redact } from "../redis/redact.ts";
-import { formatCommand } from "../redis/trace.ts";
+import { formatCommand, traceLines } from "../redis/trace.ts";
 import type { Verdict } from "./verdict.ts";
 
 const MAX_SENT = 25;
@@ -73,12 +73,21 @@ export function renderVerdict(
       ),
     );
     if (sent.length === 0) lines.push("    nothing");
-    for (const command of sent.slice(0, MAX_SENT)) {
+    // Whole under --verbose; otherwise enough lines to reach past the setup.
+    const shown = traceLines(sent);
+    const limit = options.verbose ? shown.length : MAX_SENT;
+    const width = Math.max(...shown.slice(0, limit).map((l) => l.connection.length), 0);
+    for (const line of shown.slice(0, limit)) {
+      const times = line.count > 1 ? kleur.dim(` ×${line.count}`) : "";
       lines.push(
-        `    ${kleur.dim(connectionLabel(command.client))} ${formatCommand(command.args, 62)}`,
+        `    ${kleur.dim(line.connection.padEnd(width))}  ${formatCommand(line.args, 62)}${times}`,
       );
     }
-    if (sent.length > MAX_SENT) lines.push(kleur.dim(`    ... and ${sent.length - MAX_SENT} more`));
+    if (shown.length > limit) {
+      lines.push(
+        kleur.dim(`    ... and ${shown.length - limit} more lines: --verbose shows them all`),
+      );
+    }
   }
   if (options.verbose && verdict.diagnostics) {
     lines.push("", kleur.dim(indent(verdict.diagnostics.trim(), "  | ")));
@@ -87,13 +96,6 @@ export function renderVerdict(
   if (options.next !== false) lines.push("", nextStep(verdict));
   // Learner output, messages, stacks and commands may all quote the password.
   return redact(lines.join("\n"));
-}
-
-/** "wb:learner:1a2b3c4d:api" -> "api"; the check's own name for the learner's client -> "your client". */
-export function connectionLabel(name: string | undefined): string {
-  const label =
-    name === undefined ? "unnamed" : name.replace(/^wb:learner:[0-9a-f]+:?/, "") || "your client";
-  return label.length > 12 ? `${label.slice(0, 11)}…` : label.padEnd(12);
 }
 
 export function nextStep(verdict: Verdict): string {

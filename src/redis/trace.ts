@@ -191,17 +191,26 @@ export function traceLines(commands: TracedCommand[]): TraceLine[] {
     const numbered = same.length > 1 ? `${base} #${same.indexOf(c.addr) + 1}` : base;
     return blocking.has(c.addr) ? `${numbered} (blocking)` : numbered;
   };
-  const lines: TraceLine[] = [];
-  let last: { addr: string; name: string; line: TraceLine } | undefined;
+  // Runs of three or more of one command on one connection collapse; two stay readable.
+  const runs: TracedCommand[][] = [];
   for (const c of commands) {
-    const name = (c.args[0] ?? "").toUpperCase();
-    if (last && last.addr === c.addr && last.name === name) {
-      last.line.count++;
-      continue;
-    }
-    const line = { connection: label(c), args: c.args, count: 1 };
-    lines.push(line);
-    last = { addr: c.addr, name, line };
+    const run = runs.at(-1);
+    const first = run?.[0];
+    const same =
+      first?.addr === c.addr &&
+      (first.args[0] ?? "").toUpperCase() === (c.args[0] ?? "").toUpperCase();
+    if (run && same) run.push(c);
+    else runs.push([c]);
   }
-  return lines;
+  return runs.flatMap((run) =>
+    run.length >= 3
+      ? [
+          {
+            connection: label(run[0] as TracedCommand),
+            args: (run[0] as TracedCommand).args,
+            count: run.length,
+          },
+        ]
+      : run.map((c) => ({ connection: label(c), args: c.args, count: 1 })),
+  );
 }

@@ -21,7 +21,7 @@ import { learnerTarget } from "./check-learner.ts";
 import { doneCount, lessonState, suggestedLesson, tierName } from "./course.ts";
 import { renderDiff } from "./diff.ts";
 import { onExit } from "./exit.ts";
-import { progressBar, screenWidth, wrap } from "./term.ts";
+import { progressBar, screenWidth, terminalWidth, wrap } from "./term.ts";
 import { Rechecks, watchForSaves } from "./watch.ts";
 
 /** The named lesson, or without a name the one the learner is on. */
@@ -262,7 +262,7 @@ export function solution(lessons: Lesson[], args: ParsedArgs): number {
     console.log(code);
     return 0;
   }
-  const width = process.stdout.isTTY ? screenWidth() : 10_000;
+  const width = process.stdout.isTTY ? terminalWidth() : 10_000;
   const diff = renderDiff(
     mine,
     code,
