@@ -152,12 +152,7 @@ async function queueOnce(
   }
 }
 
-async function submit(
-  options: ApiOptions,
-  pool: Pool,
-  req: IncomingMessage,
-  res: ServerResponse,
-) {
+async function submit(options: ApiOptions, pool: Pool, req: IncomingMessage, res: ServerResponse) {
   if (!isJson(req.headers["content-type"] ?? "")) {
     throw new HttpError(415, "Send the document as JSON (Content-Type: application/json).");
   }
@@ -221,12 +216,7 @@ function decodeSegment(segment: string): string {
   }
 }
 
-async function route(
-  options: ApiOptions,
-  pool: Pool,
-  req: IncomingMessage,
-  res: ServerResponse,
-) {
+async function route(options: ApiOptions, pool: Pool, req: IncomingMessage, res: ServerResponse) {
   const path = new URL(req.url ?? "/", "http://localhost").pathname;
   if (path === "/documents") {
     if (req.method !== "POST") throw new HttpError(405, "Use POST /documents to upload.");
