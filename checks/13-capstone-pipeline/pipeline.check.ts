@@ -48,10 +48,22 @@ async function delivered(c: Redis, keys: StageKeys, doc: string, consumer: strin
   return { id, doc, deliveries: 1 };
 }
 
+let checkConnections: Promise<[Redis, Redis]> | undefined;
+
+/** The check's own connections, opened once: one for reading state, one subscribed. */
+async function own(): Promise<[Redis, Redis]> {
+  checkConnections ??= Promise.all([checkClient(), checkClient("events")]);
+  return checkConnections;
+}
+
+async function observer(): Promise<Redis> {
+  return (await own())[0];
+}
+
 /** Every status event on `channel` from now on. */
 async function listen(channel: string): Promise<StatusEvent[]> {
   const events: StatusEvent[] = [];
-  const subscriber = await checkClient("events");
+  const [, subscriber] = await own();
   await subscriber.subscribe(channel, (message) => {
     try {
       events.push(JSON.parse(message) as StatusEvent);
@@ -116,7 +128,7 @@ describe("the parts, one at a time", () => {
     const keys = keysFor("broadcast");
     const events = await listen(keys.channel);
     const client = await learnerClient();
-    const c = await checkClient();
+    const c = await observer();
     const event: StatusEvent = { doc: "doc-1", stage: "ner", state: "done", at: Date.now() };
     const tx = client.multi();
     await call("broadcast()", () => exercise.broadcast(tx, keys, event));
@@ -158,7 +170,7 @@ describe("the parts, one at a time", () => {
 
   test("nextWork() returns new work, and undefined when there is none", async () => {
     const keys = keysFor("next");
-    const c = await checkClient();
+    const c = await observer();
     const client = await learnerClient();
     await c.xGroupCreate(keys.stream, keys.group, "0", { MKSTREAM: true });
     const consumer = fresh("ocr");
@@ -192,7 +204,7 @@ describe("the parts, one at a time", () => {
   });
 
   test("nextWork() takes over what a crashed worker left pending, but not what a live one is working on", async () => {
-    const c = await checkClient();
+    const c = await observer();
     const client = await learnerClient();
     const claimIdleMs = 2500;
     const crashed = fresh("ocr-crashed");
@@ -256,7 +268,7 @@ describe("the parts, one at a time", () => {
    */
   async function handOffScenario(name: string, crashBefore?: number) {
     const keys = keysFor(name);
-    const c = await checkClient();
+    const c = await observer();
     const work = await delivered(c, keys, "doc-1", fresh("ocr"));
     const events = await listen(keys.channel);
     const first = await worker("worker");
@@ -369,7 +381,7 @@ describe("the parts, one at a time", () => {
    */
   async function racingFinishers(name: string) {
     const keys = keysFor(name);
-    const c = await checkClient();
+    const c = await observer();
     const work = await delivered(c, keys, "doc-1", fresh("ocr"));
     const events = await listen(keys.channel);
     const late = await worker("late");
@@ -406,7 +418,7 @@ describe("the parts, one at a time", () => {
   test("handOff() does nothing twice when two workers finish the same entry", async () => {
     // First in turn: the late worker arrives when the other has long finished.
     const keys = keysFor("twice");
-    const c = await checkClient();
+    const c = await observer();
     const work = await delivered(c, keys, "doc-1", fresh("ocr"));
     const first = await call("handOff() in the worker that took the entry over", async () =>
       exercise.handOff(await learnerClient(), keys, { ...work, deliveries: 2 }, RESULT),
@@ -453,7 +465,7 @@ describe("the parts, one at a time", () => {
 
   test("deadLetter() parks the document with its reason and acknowledges it", async () => {
     const keys = keysFor("dead");
-    const c = await checkClient();
+    const c = await observer();
     const client = await learnerClient();
     const work = { ...(await delivered(c, keys, "doc-9", fresh("ocr"))), deliveries: 3 };
     const events = await listen(keys.channel);
@@ -507,7 +519,7 @@ describe("the parts, one at a time", () => {
 
   test("deadLetter() writes one dead letter when two workers give up on the same entry", async () => {
     const keys = keysFor("dead-twice");
-    const c = await checkClient();
+    const c = await observer();
     const work = { ...(await delivered(c, keys, "doc-9", fresh("ocr"))), deliveries: 4 };
     const events = await listen(keys.channel);
     const reason = "gave up at ocr after 4 deliveries: OCR could not read the scan";
@@ -613,7 +625,7 @@ describe("the whole pipeline", () => {
       names: { system: `wb:check:pipeline:${ctx.runId}:`, worker: `${LEARNER_CLIENT}:` },
       onSpawn: trackProcess,
     });
-    const c = await checkClient();
+    const c = await observer();
     const learnerErrors = report.workerLog.filter(
       (line) => !/ECONNREFUSED|Socket closed/.test(line),
     );
