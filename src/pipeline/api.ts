@@ -19,7 +19,10 @@ import { type PipelineKeys, STAGES, type StatusEvent } from "./keys.ts";
 import type { Parts, Redis } from "./parts.ts";
 
 export interface ApiOptions {
-  /** Reads go through it; each upload gets a connection of its own (WATCH) from a pool made with its options. */
+  /**
+   * Reads go through it. Each upload gets a connection of its own (WATCH is per connection)
+   * from a pool opened with this client's options.
+   */
   client: Redis;
   keys: PipelineKeys;
   broadcast: Parts["broadcast"];
