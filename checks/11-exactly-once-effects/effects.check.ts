@@ -9,10 +9,19 @@ import {
   learnerClient,
   loadExercise,
   type Redis,
+  until,
   within,
 } from "../kit.ts";
 import { pendingCount } from "../streams-support.ts";
-import { before as beforeCommand, type Scope, type SentCommand, scope, sent } from "../wire.ts";
+import {
+  before as beforeCommand,
+  crashPoints,
+  openLearnerConnections,
+  type Scope,
+  type SentCommand,
+  scope,
+  sent,
+} from "../wire.ts";
 
 interface Delivery {
   id: string;
@@ -160,7 +169,14 @@ async function processOne(
 test("each document is analysed, stored under its ID and handed on", async () => {
   const stage = await setUp("docs");
   await submit(stage, "doc-1", "doc-2", "doc-3");
+  const open = openLearnerConnections();
   for (const doc of await deliver(stage, ">")) await processOne(stage, doc);
+  if (!(await until(() => openLearnerConnections() <= open, 1000))) {
+    fail(
+      `After three calls of processDelivery(), ${openLearnerConnections() - open} more connections to Redis are open than before: each call opens one and leaves it open. Use the client you are given, or close (destroy) a connection of your own when the call is done.`,
+      2,
+    );
+  }
 
   for (const docId of ["doc-1", "doc-2", "doc-3"]) {
     const calls = stage.service.callsFor(docId);
@@ -364,17 +380,13 @@ async function crashScenario(crashBefore?: number) {
 
 test("the hand-off is atomic: a crash at any step loses nothing and repeats nothing", async () => {
   const clean = await crashScenario();
-  // A crash before a command queued inside MULTI is a crash before its EXEC: try each command
-  // that reaches Redis on its own, whichever way it was sent.
-  const steps = clean.commands
-    .map((cmd, i) => ({ cmd, nth: i + 1 }))
-    .filter(({ cmd }) => cmd.multi === undefined || cmd.name === "EXEC");
+  const steps = crashPoints(clean.commands);
   const label = (cmd: SentCommand) => (cmd.name === "EXEC" ? "EXEC (the whole MULTI)" : cmd.name);
-  for (const { cmd, nth } of steps) {
+  for (const { command: cmd, nth } of steps) {
     const r = await crashScenario(nth);
     const before = clean.commands
       .slice(0, nth - 1)
-      .filter((c) => c.multi === undefined)
+      .filter((c) => steps.some((step) => step.command === c))
       .map(label);
     const at = `The worker died just before its ${label(cmd)} (after ${before.join(", ") || "nothing"}) and restarted`;
     if (r.sent.length === 0) {

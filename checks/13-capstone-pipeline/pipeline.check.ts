@@ -28,7 +28,14 @@ import {
   trackProcess,
 } from "../kit.ts";
 import { pendingCount } from "../streams-support.ts";
-import { before as beforeCommand, type Scope, type SentCommand, scope, sent } from "../wire.ts";
+import {
+  before as beforeCommand,
+  crashPoints,
+  type Scope,
+  type SentCommand,
+  scope,
+  sent,
+} from "../wire.ts";
 
 const exercise = await loadExercise<Parts>("nextWork", "handOff", "deadLetter", "broadcast");
 
@@ -343,17 +350,13 @@ describe("the parts, one at a time", () => {
 
   test("handOff() leaves nothing half done, whatever moment its worker dies", async () => {
     const clean = await handOffScenario("crash-none");
-    // A crash before a command queued inside MULTI is a crash before its EXEC: try each
-    // command that reaches Redis on its own.
-    const steps = clean.commands
-      .map((cmd, i) => ({ cmd, nth: i + 1 }))
-      .filter(({ cmd }) => cmd.multi === undefined || cmd.name === "EXEC");
+    const steps = crashPoints(clean.commands);
     const label = (cmd: SentCommand) => (cmd.name === "EXEC" ? "EXEC (the whole MULTI)" : cmd.name);
-    for (const { cmd, nth } of steps) {
+    for (const { command: cmd, nth } of steps) {
       const r = await handOffScenario("crash", nth);
       const done = clean.commands
         .slice(0, nth - 1)
-        .filter((c) => c.multi === undefined)
+        .filter((c) => steps.some((step) => step.command === c))
         .map(label);
       const at = `If the worker dies just before its ${label(cmd)} (${done.join(", ") || "nothing"} done before) and another worker takes over`;
       const advice =
