@@ -96,7 +96,7 @@ async function setUp(name: string): Promise<Stage> {
     stream,
     group,
     nextStream: freshKey(`${name}:classify`),
-    resultPrefix: freshKey(`${name}:ner:result`) + ":",
+    resultPrefix: `${freshKey(`${name}:ner:result`)}:`,
     extractEntities: service.extract,
   };
   return { observer, client, options, service, consumer: fresh("ner") };
