@@ -405,3 +405,21 @@ export function allLearnerAddrs(): Set<string> {
 export function openLearnerConnections(): number {
   return learnerAddrs().size;
 }
+
+/** What node-redis sends by itself when a connection opens: not a step of the learner's code. */
+const HANDSHAKE = new Set(["HELLO", "AUTH", "CLIENT", "SELECT"]);
+
+/**
+ * The steps of `commands` (what one worker sent, in order) where a crash makes a difference:
+ * each command that reaches Redis on its own, with `nth` its position in `commands` for
+ * `before(..., "crash", { nth })`. A command queued inside MULTI is left out (a crash there is a
+ * crash before its EXEC), and so is the set-up of a new connection.
+ */
+export function crashPoints(commands: SentCommand[]): { command: SentCommand; nth: number }[] {
+  return commands
+    .map((command, i) => ({ command, nth: i + 1 }))
+    .filter(
+      ({ command }) =>
+        (command.multi === undefined || command.name === "EXEC") && !HANDSHAKE.has(command.name),
+    );
+}

@@ -4,14 +4,24 @@ import {
   check,
   checkClient,
   fail,
-  key,
+  fresh,
+  freshKey,
   learnerClient,
   loadExercise,
   type Redis,
-  sleep,
+  until,
   within,
 } from "../kit.ts";
 import { pendingCount } from "../streams-support.ts";
+import {
+  before as beforeCommand,
+  crashPoints,
+  openLearnerConnections,
+  type Scope,
+  type SentCommand,
+  scope,
+  sent,
+} from "../wire.ts";
 
 interface Delivery {
   id: string;
@@ -35,8 +45,8 @@ interface Exercise {
 
 const exercise = await loadExercise<Exercise>("entitiesOnce", "handOff", "processDelivery");
 
-const GROUP = "ner";
-const CONSUMER = "ner-1";
+/** The lesson's RESULT_TTL_S: how long a stored result must live. */
+const RESULT_TTL_S = 7 * 24 * 3600;
 
 /**
  * A stand-in for the NER service that records every call. Like a real model it does not answer
@@ -46,11 +56,14 @@ class NerService {
   calls: string[] = [];
   /** Documents whose next call fails, e.g. a timeout. */
   failNext = new Set<string>();
-  delayMs = 0;
+  /** Runs inside the next call, before it answers: another worker racing this one. */
+  duringNextCall: (() => Promise<unknown>) | undefined;
 
   extract = async (doc: Delivery): Promise<string> => {
     const call = this.calls.push(doc.docId);
-    if (this.delayMs > 0) await sleep(this.delayMs);
+    const during = this.duringNextCall;
+    this.duringNextCall = undefined;
+    await during?.();
     if (this.failNext.delete(doc.docId)) throw new Error("NER service timed out");
     return `PARTY:Acme Corp;DATE:2024-05-01 (${doc.docId}, call ${call})`;
   };
@@ -65,22 +78,28 @@ interface Stage {
   client: Redis;
   options: StageOptions;
   service: NerService;
+  /** The consumer the check reads deliveries as. */
+  consumer: string;
 }
 
+let connections: Promise<[Redis, Redis]> | undefined;
+
+/** Fresh stream, group and consumer names: code that hard-codes "ner" fails. */
 async function setUp(name: string): Promise<Stage> {
-  const observer = await checkClient();
-  const client = await learnerClient();
-  const stream = key(`${name}:ner`);
-  await observer.xGroupCreate(stream, GROUP, "0", { MKSTREAM: true });
+  connections ??= Promise.all([checkClient(), learnerClient()]);
+  const [observer, client] = await connections;
+  const stream = freshKey(`${name}:ner`);
+  const group = fresh("ner");
+  await observer.xGroupCreate(stream, group, "0", { MKSTREAM: true });
   const service = new NerService();
   const options: StageOptions = {
     stream,
-    group: GROUP,
-    nextStream: key(`${name}:classify`),
-    resultPrefix: key(`${name}:ner:result:`),
+    group,
+    nextStream: freshKey(`${name}:classify`),
+    resultPrefix: `${freshKey(`${name}:ner:result`)}:`,
     extractEntities: service.extract,
   };
-  return { observer, client, options, service };
+  return { observer, client, options, service, consumer: fresh("ner") };
 }
 
 async function submit({ observer, options }: Stage, ...docIds: string[]): Promise<void> {
@@ -100,15 +119,25 @@ function toDeliveries(
 }
 
 /** What the group delivers to this stage's worker: new entries (">") or its pending ones ("0"). */
-async function deliver({ observer, options }: Stage, from: ">" | "0"): Promise<Delivery[]> {
+async function deliver(stage: Stage, from: ">" | "0"): Promise<Delivery[]> {
+  const { observer, options, consumer } = stage;
   return toDeliveries(
-    await observer.xReadGroup(GROUP, CONSUMER, { key: options.stream, id: from }, { COUNT: 100 }),
+    await observer.xReadGroup(
+      options.group,
+      consumer,
+      { key: options.stream, id: from },
+      { COUNT: 100 },
+    ),
   );
 }
 
 async function handedOn({ observer, options }: Stage, docId: string): Promise<string[]> {
   const entries = (await observer.xRange(options.nextStream, "-", "+")) ?? [];
   return entries.filter((e) => e.message.docId === docId).map((e) => e.message.entities ?? "");
+}
+
+function storedResult({ observer, options }: Stage, docId: string): Promise<string | null> {
+  return observer.get(`${options.resultPrefix}${docId}`);
 }
 
 /**
@@ -140,12 +169,19 @@ async function processOne(
 test("each document is analysed, stored under its ID and handed on", async () => {
   const stage = await setUp("docs");
   await submit(stage, "doc-1", "doc-2", "doc-3");
+  const open = openLearnerConnections();
   for (const doc of await deliver(stage, ">")) await processOne(stage, doc);
+  if (!(await until(() => openLearnerConnections() <= open, 1000))) {
+    fail(
+      `After three calls of processDelivery(), ${openLearnerConnections() - open} more connections to Redis are open than before: each call opens one and leaves it open. Use the client you are given, or close (destroy) a connection of your own when the call is done.`,
+      2,
+    );
+  }
 
   for (const docId of ["doc-1", "doc-2", "doc-3"]) {
     const calls = stage.service.callsFor(docId);
     check(calls === 1, `extractEntities() ran ${calls} times for ${docId}; expected once.`, 2);
-    const stored = await stage.observer.get(`${stage.options.resultPrefix}${docId}`);
+    const stored = await storedResult(stage, docId);
     check(
       stored?.includes(docId),
       `The result for ${docId} should be stored at ${stage.options.resultPrefix}${docId}; that key holds ${JSON.stringify(stored)}.`,
@@ -153,8 +189,10 @@ test("each document is analysed, stored under its ID and handed on", async () =>
     );
     const ttl = await stage.observer.ttl(`${stage.options.resultPrefix}${docId}`);
     check(
-      ttl > 0,
-      `The result for ${docId} never expires: give it a lifetime (SET ... EX RESULT_TTL_S), or results pile up forever.`,
+      ttl > RESULT_TTL_S - 60 && ttl <= RESULT_TTL_S,
+      ttl < 0
+        ? `The result for ${docId} never expires: give it a lifetime (SET ... EX RESULT_TTL_S), or results pile up forever.`
+        : `The result for ${docId} expires in ${ttl} s; it should live RESULT_TTL_S = ${RESULT_TTL_S} s (a week: SET ... EX, in seconds), long enough for any redelivery or duplicate upload.`,
       2,
     );
     const sent = await handedOn(stage, docId);
@@ -164,11 +202,15 @@ test("each document is analysed, stored under its ID and handed on", async () =>
       2,
     );
   }
-  const left = await pendingCount(stage.observer, stage.options.stream, GROUP);
-  check(left === 0, `${left} entries are still pending: the hand-off must XACK them.`, 2);
+  const left = await pendingCount(stage.observer, stage.options.stream, stage.options.group);
+  check(
+    left === 0,
+    `${left} entries are still pending in group ${stage.options.group}: the hand-off must XACK them (in options.group, on options.stream).`,
+    2,
+  );
 });
 
-test("a crash between the work and the XACK: the redelivery hands on the same result", async () => {
+test("a crash between the work and the hand-off: the redelivery hands on the same result", async () => {
   const stage = await setUp("crash");
   await submit(stage, "doc-a");
   const [first] = await deliver(stage, ">");
@@ -177,9 +219,15 @@ test("a crash between the work and the XACK: the redelivery hands on the same re
   const entities = await call("entitiesOnce(doc-a)", () =>
     exercise.entitiesOnce(stage.client, stage.options, first),
   );
+  const stored = await storedResult(stage, "doc-a");
+  check(
+    entities === stored,
+    `entitiesOnce() should return the result it stored (${JSON.stringify(stored)}); it returned ${JSON.stringify(entities)}.`,
+    2,
+  );
   check(
     (await handedOn(stage, "doc-a")).length === 0 &&
-      (await pendingCount(stage.observer, stage.options.stream, GROUP)) === 1,
+      (await pendingCount(stage.observer, stage.options.stream, stage.options.group)) === 1,
     "entitiesOnce() should only compute and store the result: handing on and acknowledging is handOff()'s job.",
   );
 
@@ -199,7 +247,7 @@ test("a crash between the work and the XACK: the redelivery hands on the same re
     `After the redelivery, doc-a should be handed on once with the result computed before the crash (${JSON.stringify(entities)}); found ${JSON.stringify(sent)}.`,
     2,
   );
-  const left = await pendingCount(stage.observer, stage.options.stream, GROUP);
+  const left = await pendingCount(stage.observer, stage.options.stream, stage.options.group);
   check(left === 0, "doc-a is still pending after the redelivery: hand it off with XACK.", 2);
 });
 
@@ -214,7 +262,7 @@ test("a document submitted twice yields one result", async () => {
     `extractEntities() ran ${calls} times for doc-b, which was uploaded twice: a duplicate must find the stored result and reuse it.`,
     1,
   );
-  const stored = await stage.observer.get(`${stage.options.resultPrefix}doc-b`);
+  const stored = await storedResult(stage, "doc-b");
   const sent = await handedOn(stage, "doc-b");
   check(
     sent.length > 0 && sent.every((entities) => entities === stored),
@@ -226,19 +274,27 @@ test("a document submitted twice yields one result", async () => {
 test("two workers with the same document at once hand on one result", async () => {
   const stage = await setUp("race");
   await submit(stage, "doc-d", "doc-d");
-  const deliveries = await deliver(stage, ">");
-  // Both calls are in flight at the same time, as with two workers: neither finds a result.
-  stage.service.delayMs = 100;
-  const second = await learnerClient();
-  await Promise.all(
-    deliveries.map((doc, i) => processOne(stage, doc, i === 0 ? stage.client : second)),
-  );
+  const [mine, theirs] = await deliver(stage, ">");
+  if (!mine || !theirs) throw new Error("no deliveries");
+  const other = await learnerClient();
+  // While this worker's model call is in flight, the other worker does the whole job.
+  stage.service.duringNextCall = () => processOne(stage, theirs, other);
+  await processOne(stage, mine);
 
-  const stored = await stage.observer.get(`${stage.options.resultPrefix}doc-d`);
+  const stored = await storedResult(stage, "doc-d");
   const sent = await handedOn(stage, "doc-d");
   check(
+    stage.service.callsFor("doc-d") === 2,
+    `Both workers should have called the model (neither found a result when it looked); it was called ${stage.service.callsFor("doc-d")} times.`,
+  );
+  check(
     sent.length === 2 && sent.every((entities) => entities === stored),
-    `Two workers processed doc-d at the same moment and handed on different results: ${JSON.stringify(sent)} (stored: ${JSON.stringify(stored)}). Store the result with SET ... NX, and when it was already set, hand on the stored one instead of your own.`,
+    `Two workers processed doc-d at the same moment and handed on different results: ${JSON.stringify(sent)} (stored: ${JSON.stringify(stored)}). Store the result with SET ... NX, and when it was already set (the reply is null), hand on the stored one instead of your own.`,
+    2,
+  );
+  check(
+    (stored ?? "").includes("call 2"),
+    `The worker that stored its result first (its model call finished first) should win; the stored result is ${JSON.stringify(stored)}. With SET ... NX a later result never replaces it.`,
     2,
   );
 });
@@ -258,7 +314,7 @@ test("a failed analysis is retried, not lost", async () => {
     2,
   );
   check(
-    (await pendingCount(stage.observer, stage.options.stream, GROUP)) === 1 &&
+    (await pendingCount(stage.observer, stage.options.stream, stage.options.group)) === 1 &&
       (await handedOn(stage, "doc-e")).length === 0,
     "After the failed call, doc-e should still be pending here and not handed on.",
     2,
@@ -281,54 +337,74 @@ test("a failed analysis is retried, not lost", async () => {
   );
 });
 
-/**
- * A client that dies right after its first direct XADD or XACK: it lets the command through,
- * then throws as if the process had been killed at that moment. A MULTI's commands go through
- * untouched, since EXEC runs them all or none.
- */
-function diesAfterFirstStreamWrite(client: Redis): Redis {
-  let died = false;
-  return new Proxy(client, {
-    get(target, property) {
-      const value = Reflect.get(target, property, target);
-      if (typeof value !== "function") return value;
-      if (!["xAdd", "XADD", "xAck", "XACK"].includes(String(property))) return value.bind(target);
-      return async (...args: unknown[]) => {
-        if (died) throw new Error("simulated crash: the worker had already died");
-        await value.apply(target, args);
-        died = true;
-        throw new Error(`simulated crash right after ${String(property)}`);
-      };
-    },
-  });
+/** A simulated worker process: its own connection, which a crash takes down with the rest. */
+async function worker(): Promise<{ scope: Scope; client: Redis }> {
+  const process = scope("worker");
+  return { scope: process, client: await process.run(() => learnerClient()) };
 }
 
-test("the hand-off is atomic: a crash in the middle of it loses nothing", async () => {
+/**
+ * One worker processes doc-f and, if `crashBefore` is given, dies just before that command of
+ * its own (counted from the start of the call). Then a restarted worker finishes whatever is
+ * still pending, as after a real crash.
+ */
+async function crashScenario(crashBefore?: number) {
   const stage = await setUp("handoff");
   await submit(stage, "doc-f");
   const [first] = await deliver(stage, ">");
   if (!first) throw new Error("no delivery");
-  const error = await failing("processDelivery(doc-f)", () =>
-    exercise.processDelivery(diesAfterFirstStreamWrite(stage.client), stage.options, first),
+  const doomed = await worker();
+  const from = sent().at(-1)?.seq ?? 0;
+  const mine = (cmd: SentCommand) => cmd.scope === doomed.scope.name && cmd.seq > from;
+  const crash =
+    crashBefore === undefined ? undefined : beforeCommand(mine, "crash", { nth: crashBefore });
+  const error = await doomed.scope.run(() =>
+    failing("processDelivery(doc-f)", () =>
+      exercise.processDelivery(doomed.client, stage.options, first),
+    ),
   );
-  if (error && !error.message.startsWith("simulated crash")) {
+  crash?.cancel();
+  if (error && !doomed.scope.crashed())
     fail(`processDelivery(doc-f) threw an error: ${error.message}`);
-  }
-
-  // The worker restarts and finishes whatever is still pending for it.
+  const commands = sent(mine);
+  const storedAtCrash = await storedResult(stage, "doc-f");
   for (const doc of await deliver(stage, "0")) await processOne(stage, doc);
-  const sent = await handedOn(stage, "doc-f");
-  if (sent.length === 0) {
-    fail(
-      "doc-f was acknowledged but never reached the next stage: the worker died between its XACK and its XADD, and with the entry acknowledged nothing brings it back. Put the XADD and the XACK in one MULTI.",
+  return {
+    commands,
+    storedAtCrash,
+    sent: await handedOn(stage, "doc-f"),
+    stored: await storedResult(stage, "doc-f"),
+    pending: await pendingCount(stage.observer, stage.options.stream, stage.options.group),
+  };
+}
+
+test("the hand-off is atomic: a crash at any step loses nothing and repeats nothing", async () => {
+  const clean = await crashScenario();
+  const steps = crashPoints(clean.commands);
+  const label = (cmd: SentCommand) => (cmd.name === "EXEC" ? "EXEC (the whole MULTI)" : cmd.name);
+  for (const { command: cmd, nth } of steps) {
+    const r = await crashScenario(nth);
+    const before = clean.commands
+      .slice(0, nth - 1)
+      .filter((c) => steps.some((step) => step.command === c))
+      .map(label);
+    const at = `The worker died just before its ${label(cmd)} (after ${before.join(", ") || "nothing"}) and restarted`;
+    if (r.sent.length === 0) {
+      fail(
+        `${at}: doc-f was acknowledged but never reached the next stage, and with the entry acknowledged nothing brings it back. Put the XADD and the XACK in one MULTI.`,
+        2,
+      );
+    }
+    check(
+      r.sent.length === 1,
+      `${at}: doc-f was handed on twice (${r.sent.length} entries in the next stream): the entry was redelivered after its XADD had gone through. Put the XADD and the XACK in one MULTI.`,
       2,
     );
+    check(r.pending === 0, `${at}: doc-f is still pending after the restart finished it.`, 2);
+    check(
+      r.storedAtCrash === null || r.sent[0] === r.storedAtCrash,
+      `${at}: the result was already stored (${JSON.stringify(r.storedAtCrash)}), yet the next stage got ${JSON.stringify(r.sent[0])}. The restart must hand on the stored result.`,
+      1,
+    );
   }
-  check(
-    sent.length === 1,
-    `doc-f was handed on twice (${sent.length} entries in the next stream): the worker died between its XADD and its XACK, so the entry was redelivered and handed on again. Put the XADD and the XACK in one MULTI.`,
-    2,
-  );
-  const left = await pendingCount(stage.observer, stage.options.stream, GROUP);
-  check(left === 0, "doc-f is still pending after its hand-off.", 2);
 });

@@ -17,23 +17,33 @@ import {
   ctx,
   eventually,
   fail,
+  fresh,
   key,
   LEARNER_CLIENT,
   learnerClient,
   loadExercise,
   type Redis,
+  sameValue,
   sleep,
   trackProcess,
 } from "../kit.ts";
 import { pendingCount } from "../streams-support.ts";
-import { crashingClient } from "./crash.ts";
+import {
+  before as beforeCommand,
+  crashPoints,
+  type Scope,
+  type SentCommand,
+  scope,
+  sent,
+} from "../wire.ts";
 
 const exercise = await loadExercise<Parts>("nextWork", "handOff", "deadLetter", "broadcast");
 
 const RESULT = JSON.stringify({ text: "MUTUAL NON-DISCLOSURE AGREEMENT", pages: 1, words: 3 });
 
+/** The OCR stage's names, with a fresh group: code that hard-codes "ocr" as the group fails. */
 function keysFor(name: string): StageKeys {
-  return stageKeys(pipelineKeys(key(`${name}:`)), "ocr");
+  return { ...stageKeys(pipelineKeys(key(`${fresh(name)}:`)), "ocr"), group: fresh("ocr") };
 }
 
 /** A document in the OCR stream, already delivered to `consumer`: the work it is doing. */
@@ -45,10 +55,22 @@ async function delivered(c: Redis, keys: StageKeys, doc: string, consumer: strin
   return { id, doc, deliveries: 1 };
 }
 
+let checkConnections: Promise<[Redis, Redis]> | undefined;
+
+/** The check's own connections, opened once: one for reading state, one subscribed. */
+async function own(): Promise<[Redis, Redis]> {
+  checkConnections ??= Promise.all([checkClient(), checkClient("events")]);
+  return checkConnections;
+}
+
+async function observer(): Promise<Redis> {
+  return (await own())[0];
+}
+
 /** Every status event on `channel` from now on. */
 async function listen(channel: string): Promise<StatusEvent[]> {
   const events: StatusEvent[] = [];
-  const subscriber = await checkClient("events");
+  const [, subscriber] = await own();
   await subscriber.subscribe(channel, (message) => {
     try {
       events.push(JSON.parse(message) as StatusEvent);
@@ -59,6 +81,12 @@ async function listen(channel: string): Promise<StatusEvent[]> {
   return events;
 }
 
+/** Waits for the first event, then a little more for any duplicate. */
+async function settle(events: StatusEvent[]): Promise<void> {
+  for (let i = 0; i < 50 && events.length === 0; i++) await sleep(20);
+  await sleep(100);
+}
+
 const show = (e: Pick<StatusEvent, "stage" | "state">) => `${e.stage} ${e.state}`;
 
 async function handedOn(c: Redis, keys: StageKeys, doc: string): Promise<number> {
@@ -66,12 +94,48 @@ async function handedOn(c: Redis, keys: StageKeys, doc: string): Promise<number>
   return entries.filter((e) => e.message.doc === doc).length;
 }
 
+/** Sets how long `id` has been pending for `consumer`, as if it had waited that long. */
+async function idleFor(c: Redis, keys: StageKeys, consumer: string, id: string, ms: number) {
+  await c.sendCommand([
+    "XCLAIM",
+    keys.stream,
+    keys.group,
+    consumer,
+    "0",
+    id,
+    "IDLE",
+    String(ms),
+    "RETRYCOUNT",
+    "1",
+  ]);
+}
+
+/** A simulated worker process: its own connection, which a crash takes down with the rest. */
+async function worker(label: string): Promise<{ scope: Scope; client: Redis }> {
+  const process = scope(label);
+  return { scope: process, client: await process.run(() => learnerClient()) };
+}
+
+/** The last command the learner's connections sent so far: a crash counts from after it. */
+function lastSeq(): number {
+  return sent().at(-1)?.seq ?? 0;
+}
+
+/**
+ * The moment a worker commits: EXEC, a script, or a stream write outside any transaction. A
+ * competitor run there has done all its reads and is about to write, the widest window there is.
+ */
+function commits(c: SentCommand): boolean {
+  if (["EXEC", "EVAL", "EVALSHA", "FCALL"].includes(c.name)) return true;
+  return c.multi === undefined && ["XADD", "XACK", "HSET", "HSETNX"].includes(c.name);
+}
+
 describe("the parts, one at a time", () => {
   test("broadcast() queues the latest status and the event on the transaction it is given", async () => {
     const keys = keysFor("broadcast");
     const events = await listen(keys.channel);
     const client = await learnerClient();
-    const c = await checkClient();
+    const c = await observer();
     const event: StatusEvent = { doc: "doc-1", stage: "ner", state: "done", at: Date.now() };
     const tx = client.multi();
     await call("broadcast()", () => exercise.broadcast(tx, keys, event));
@@ -94,8 +158,8 @@ describe("the parts, one at a time", () => {
       fail(`The latest-status hash holds ${JSON.stringify(latest)}, which is not JSON.`, 2);
     }
     check(
-      parsed.stage === "ner" && parsed.state === "done" && parsed.doc === "doc-1",
-      `The latest-status hash should hold the event itself as JSON; it holds ${latest}.`,
+      sameValue(parsed, event),
+      `The latest-status hash should hold the event itself as JSON (${JSON.stringify(event)}); it holds ${latest}.`,
       2,
     );
     await eventually(
@@ -104,20 +168,20 @@ describe("the parts, one at a time", () => {
       `No event arrived on the channel ${keys.channel}: broadcast() must PUBLISH the event (as JSON) there, so dashboards hear about it at once.`,
       2,
     );
-    const heard = events[0];
     check(
-      heard?.doc === "doc-1" && heard.stage === "ner" && heard.state === "done",
-      `The channel carried ${JSON.stringify(heard)}; it should carry the event as JSON: ${JSON.stringify(event)}.`,
+      sameValue(events[0], event),
+      `The channel carried ${JSON.stringify(events[0])}; it should carry the event as JSON: ${JSON.stringify(event)}.`,
       2,
     );
   });
 
   test("nextWork() returns new work, and undefined when there is none", async () => {
     const keys = keysFor("next");
-    const c = await checkClient();
+    const c = await observer();
     const client = await learnerClient();
     await c.xGroupCreate(keys.stream, keys.group, "0", { MKSTREAM: true });
-    const options = { consumer: "ocr-1", claimIdleMs: 1500, blockMs: 100 };
+    const consumer = fresh("ocr");
+    const options = { consumer, claimIdleMs: 1500, blockMs: 100 };
     const none = await call("nextWork() on an empty stream", () =>
       exercise.nextWork(client, keys, options),
     );
@@ -140,76 +204,107 @@ describe("the parts, one at a time", () => {
     );
     const [pending] = await c.xPendingRange(keys.stream, keys.group, "-", "+", 10);
     check(
-      pending?.consumer === "ocr-1",
-      `The entry should now be pending for consumer "ocr-1" (XREADGROUP GROUP ${keys.group} ocr-1); XPENDING shows ${JSON.stringify(pending ?? "nothing")}.`,
+      pending?.consumer === consumer,
+      `The entry should now be pending for consumer "${consumer}" in group "${keys.group}" (the names in options and keys); XPENDING shows ${JSON.stringify(pending ?? "nothing")}.`,
       2,
     );
   });
 
   test("nextWork() takes over what a crashed worker left pending, but not what a live one is working on", async () => {
-    const keys = keysFor("claim");
-    const c = await checkClient();
+    const c = await observer();
     const client = await learnerClient();
     const claimIdleMs = 2500;
-    await c.xGroupCreate(keys.stream, keys.group, "0", { MKSTREAM: true });
-    const busy = { id: await c.xAdd(keys.stream, "*", { doc: "doc-busy" }) };
-    const orphan = { id: await c.xAdd(keys.stream, "*", { doc: "doc-orphan" }) };
-    await c.xReadGroup(keys.group, "ocr-crashed", { key: keys.stream, id: ">" }, { COUNT: 2 });
-    await sleep(claimIdleMs + 150);
-    // ocr-busy took doc-busy over a moment ago and is working on it: it is first in the PEL.
-    await c.xClaim(keys.stream, keys.group, "ocr-busy", 0, busy.id);
-    const options = { consumer: "ocr-2", claimIdleMs, blockMs: 100 };
-    const work = await call("nextWork()", () => exercise.nextWork(client, keys, options));
-    if (work?.id === busy.id) {
+    const crashed = fresh("ocr-crashed");
+    const busy = fresh("ocr-busy");
+    const options = { consumer: fresh("ocr"), claimIdleMs, blockMs: 100 };
+
+    /** `live` entries a live worker took a moment ago, then one a crashed worker left behind. */
+    async function scenario(live: number) {
+      const keys = keysFor("claim");
+      await c.xGroupCreate(keys.stream, keys.group, "0", { MKSTREAM: true });
+      const busyIds: string[] = [];
+      for (let i = 0; i < live; i++) {
+        busyIds.push(await c.xAdd(keys.stream, "*", { doc: `doc-busy-${i}` }));
+      }
+      const orphan = await c.xAdd(keys.stream, "*", { doc: "doc-orphan" });
+      await c.xReadGroup(keys.group, crashed, { key: keys.stream, id: ">" }, { COUNT: live + 1 });
+      await idleFor(c, keys, crashed, orphan, claimIdleMs + 1000);
+      for (const id of busyIds) await idleFor(c, keys, busy, id, 0);
+      const work = await call("nextWork()", () => exercise.nextWork(client, keys, options));
+      return { keys, busyIds, orphan, work };
+    }
+
+    const one = await scenario(1);
+    if (one.work && one.busyIds.includes(one.work.id)) {
       fail(
-        `nextWork() took doc-busy from ocr-busy, which received it only moments ago and is still working on it. Only claim entries idle longer than claimIdleMs (${claimIdleMs} ms): XAUTOCLAIM's min-idle-time.`,
+        `nextWork() took ${one.work.doc} from ${busy}, which received it only moments ago and is still working on it. Only claim entries idle longer than claimIdleMs (${claimIdleMs} ms): XAUTOCLAIM's min-idle-time.`,
         2,
       );
     }
     check(
-      work?.id === orphan.id,
-      `nextWork() returned ${JSON.stringify(work)}, but doc-orphan (entry ${orphan.id}) has been pending for ocr-crashed, a crashed worker, for over ${claimIdleMs} ms. Take such entries over before reading new ones: XAUTOCLAIM <stream> <group> <consumer> <claimIdleMs> 0-0 COUNT 1.`,
+      one.work?.id === one.orphan,
+      `nextWork() returned ${JSON.stringify(one.work)}, but doc-orphan (entry ${one.orphan}) has been pending for ${crashed}, a crashed worker, for over ${claimIdleMs} ms. Take such entries over before reading new ones: XAUTOCLAIM <stream> <group> <consumer> <claimIdleMs> 0-0 COUNT 1.`,
       1,
     );
     check(
-      work.deliveries === 2,
-      `doc-orphan has now been delivered twice (once to the crashed worker, once to you), so deliveries should be 2; nextWork() said ${work.deliveries}. XPENDING <stream> <group> <id> <id> 1 reports the count.`,
+      one.work.deliveries === 2,
+      `doc-orphan has now been delivered twice (once to the crashed worker, once to you), so deliveries should be 2; nextWork() said ${one.work.deliveries}. XPENDING <stream> <group> <id> <id> 1 reports the count.`,
       2,
     );
     const again = await call("nextWork() a second time", () =>
-      exercise.nextWork(client, keys, options),
+      exercise.nextWork(client, one.keys, options),
     );
     check(
       again === undefined,
-      `Called again, nextWork() returned ${JSON.stringify(again)}: there was nothing to take (doc-orphan is yours now, doc-busy belongs to the live worker ocr-busy, nothing is new).`,
+      `Called again, nextWork() returned ${JSON.stringify(again)}: there was nothing to take (doc-orphan is yours now, doc-busy-0 belongs to the live worker ${busy}, nothing is new).`,
+      2,
+    );
+
+    const many = await scenario(12);
+    check(
+      many.work?.id === many.orphan,
+      `With 12 entries that live workers are busy with ahead of it in the pending list, doc-orphan (pending for a crashed worker for over ${claimIdleMs} ms) was not taken over: nextWork() returned ${JSON.stringify(many.work)}. One XAUTOCLAIM looks at no more than COUNT*10 pending entries and returns the cursor where it stopped: call it again from that cursor until the cursor is 0-0.`,
       2,
     );
   });
 
-  async function handOffScenario(name: string, crashAfter: number) {
+  /**
+   * One worker runs handOff(); `crash` (if given) kills it just before that command of its own,
+   * counted from the start of the call. If the entry is still pending then, another worker
+   * takes it over and runs handOff() again, as after claimIdleMs in the real pipeline.
+   */
+  async function handOffScenario(name: string, crashBefore?: number) {
     const keys = keysFor(name);
-    const c = await checkClient();
-    const work = await delivered(c, keys, "doc-1", "ocr-1");
+    const c = await observer();
+    const work = await delivered(c, keys, "doc-1", fresh("ocr"));
     const events = await listen(keys.channel);
-    const spy = crashingClient(await learnerClient(), crashAfter);
+    const first = await worker("worker");
+    const from = lastSeq();
+    const crash =
+      crashBefore === undefined
+        ? undefined
+        : beforeCommand((cmd) => cmd.scope === first.scope.name && cmd.seq > from, "crash", {
+            nth: crashBefore,
+          });
     let returned: unknown;
     try {
-      returned = await call("handOff()", () => exercise.handOff(spy.client, keys, work, RESULT));
+      returned = await first.scope.run(() =>
+        call("handOff()", () => exercise.handOff(first.client, keys, work, RESULT)),
+      );
     } catch (error) {
-      if (!spy.crashed()) throw error;
+      if (!first.scope.crashed()) throw error;
     }
-    if (spy.crashed() && (await pendingCount(c, keys.stream, keys.group)) > 0) {
-      // The entry is still pending: after claimIdleMs another worker claims it and does it again.
+    crash?.cancel();
+    const commands = sent((cmd) => cmd.scope === first.scope.name && cmd.seq > from);
+    if (first.scope.crashed() && (await pendingCount(c, keys.stream, keys.group)) > 0) {
       const other = await learnerClient();
       await call("handOff() in the worker that took over", () =>
         exercise.handOff(other, keys, { ...work, deliveries: 2 }, RESULT),
       );
     }
-    // Events take a moment to arrive; then wait a little more for any duplicate.
-    for (let i = 0; i < 50 && events.length === 0; i++) await sleep(20);
-    await sleep(100);
+    await settle(events);
     return {
-      writes: spy.writes,
+      commands,
       returned,
       stored: await c.hGet(keys.doc("doc-1"), "ocr"),
       handedOn: await handedOn(c, keys, "doc-1"),
@@ -220,7 +315,7 @@ describe("the parts, one at a time", () => {
   }
 
   test("handOff() stores the result, hands the document on, acknowledges and broadcasts", async () => {
-    const r = await handOffScenario("hand", Number.POSITIVE_INFINITY);
+    const r = await handOffScenario("hand");
     check(
       r.stored === RESULT,
       `After handOff(), the document's hash (keys.doc("doc-1")) should hold the OCR result under the field "ocr"; it holds ${JSON.stringify(r.stored)}.`,
@@ -254,16 +349,16 @@ describe("the parts, one at a time", () => {
   });
 
   test("handOff() leaves nothing half done, whatever moment its worker dies", async () => {
-    const clean = await handOffScenario("crash-none", Number.POSITIVE_INFINITY);
-    // "EXEC", or "EXEC #1" and "EXEC #2" when there are two transactions.
-    const writes = clean.writes.map((name, i, all) =>
-      all.filter((n) => n === name).length > 1
-        ? `${name} #${all.slice(0, i + 1).filter((n) => n === name).length}`
-        : name,
-    );
-    for (let k = 1; k <= writes.length; k++) {
-      const r = await handOffScenario(`crash-${k}`, k);
-      const at = `If the worker dies right after its write number ${k} (${writes.slice(0, k).join(", ")} done; ${writes.slice(k).join(", ") || "nothing"} not yet) and another worker takes over`;
+    const clean = await handOffScenario("crash-none");
+    const steps = crashPoints(clean.commands);
+    const label = (cmd: SentCommand) => (cmd.name === "EXEC" ? "EXEC (the whole MULTI)" : cmd.name);
+    for (const { command: cmd, nth } of steps) {
+      const r = await handOffScenario("crash", nth);
+      const done = clean.commands
+        .slice(0, nth - 1)
+        .filter((c) => steps.some((step) => step.command === c))
+        .map(label);
+      const at = `If the worker dies just before its ${label(cmd)} (${done.join(", ") || "nothing"} done before) and another worker takes over`;
       const advice =
         "A crash can land between any two commands: queue the result, the XADD, the XACK and the broadcast in ONE transaction (MULTI ... EXEC), so they all happen or none does.";
       check(
@@ -283,26 +378,61 @@ describe("the parts, one at a time", () => {
     }
   });
 
-  test("handOff() does nothing twice when two workers finish the same entry", async () => {
-    const keys = keysFor("twice");
-    const c = await checkClient();
-    const work = await delivered(c, keys, "doc-1", "ocr-1");
+  /**
+   * Two workers finish the same entry (one took it over from the other): the late one runs its
+   * handOff() and, at the moment it commits, the other one's whole handOff() runs first.
+   */
+  async function racingFinishers(name: string) {
+    const keys = keysFor(name);
+    const c = await observer();
+    const work = await delivered(c, keys, "doc-1", fresh("ocr"));
     const events = await listen(keys.channel);
-    const slow = await learnerClient();
+    const late = await worker("late");
     const fast = await learnerClient();
-    // ocr-1 was slow; after claimIdleMs ocr-2 claimed the entry and finished first.
-    await c.xClaim(keys.stream, keys.group, "ocr-2", 0, work.id);
-    const first = await call("handOff() in ocr-2", () =>
-      exercise.handOff(fast, keys, { ...work, deliveries: 2 }, RESULT),
+    let fastReturned: unknown;
+    const competitor = beforeCommand(
+      (cmd) => cmd.scope === late.scope.name && commits(cmd),
+      async () => {
+        fastReturned = await call("handOff() in the worker that took the entry over", () =>
+          exercise.handOff(fast, keys, { ...work, deliveries: 2 }, RESULT),
+        );
+      },
     );
-    const second = await call("handOff() in ocr-1, finishing late", () =>
-      exercise.handOff(slow, keys, work, RESULT),
+    const lateReturned = await late.scope.run(() =>
+      call("handOff() in the worker finishing late", () =>
+        exercise.handOff(late.client, keys, work, RESULT),
+      ),
     );
-    await sleep(150);
+    competitor.cancel();
+    await settle(events);
+    return {
+      raced: competitor.hasFired(),
+      lateReturned,
+      fastReturned,
+      handedOn: await handedOn(c, keys, "doc-1"),
+      done: events.filter((e) => e.doc === "doc-1" && show(e) === "ocr done").length,
+      pending: await pendingCount(c, keys.stream, keys.group),
+      c,
+      keys,
+      work,
+    };
+  }
+
+  test("handOff() does nothing twice when two workers finish the same entry", async () => {
+    // First in turn: the late worker arrives when the other has long finished.
+    const keys = keysFor("twice");
+    const c = await observer();
+    const work = await delivered(c, keys, "doc-1", fresh("ocr"));
+    const first = await call("handOff() in the worker that took the entry over", async () =>
+      exercise.handOff(await learnerClient(), keys, { ...work, deliveries: 2 }, RESULT),
+    );
+    const second = await call("handOff() in the worker finishing late", async () =>
+      exercise.handOff(await learnerClient(), keys, work, RESULT),
+    );
     const count = await handedOn(c, keys, "doc-1");
     check(
       count === 1,
-      `handOff() handed doc-1 on twice when two workers finished the same entry (one had claimed it from the other): the next stage now does the work twice. Before committing, check whether the document's hash already has this stage's result, and WATCH the hash so that check still holds at EXEC.`,
+      `handOff() handed doc-1 on twice when two workers finished the same entry one after the other (one had claimed it from the other): the next stage now does the work twice. Before committing, check whether the document's hash already has this stage's result, and WATCH the hash so that check still holds at EXEC.`,
       3,
     );
     check(
@@ -310,27 +440,44 @@ describe("the parts, one at a time", () => {
       `The first handOff() should return true and the late one false (nothing to do but XACK); they returned ${first} and ${second}.`,
       3,
     );
-    const done = events.filter((e) => e.doc === "doc-1" && show(e) === "ocr done").length;
-    check(done === 1, `"ocr done" was published ${done} times for one piece of work.`, 3);
     check(
       (await pendingCount(c, keys.stream, keys.group)) === 0,
-      "The entry is still pending after both finished.",
+      "The entry is still pending after both finished: the late handOff() must XACK it too.",
       3,
     );
+
+    // Then at the same moment: the other worker commits between the late one's check and its EXEC.
+    const r = await racingFinishers("race");
+    check(
+      r.handedOn === 1,
+      `handOff() handed doc-1 on ${r.handedOn} times when another worker committed the same document between this worker's check and its EXEC: the check alone is not enough. WATCH the document's hash before reading it and commit with MULTI ... EXEC, so that EXEC fails (WatchError: return false) when someone else changed it in between. A pipeline has no EXEC: WATCH guards nothing there.`,
+      3,
+    );
+    check(
+      r.done === 1,
+      `"ocr done" was published ${r.done} times for one piece of work when two workers finished it at the same moment.`,
+      3,
+    );
+    check(
+      r.fastReturned === true && r.lateReturned === false,
+      `The worker that committed first should get true and the one whose EXEC came too late false; they returned ${r.fastReturned} and ${r.lateReturned}.`,
+      3,
+    );
+    check(r.pending === 0, "The entry is still pending after both finished.", 3);
   });
 
   test("deadLetter() parks the document with its reason and acknowledges it", async () => {
     const keys = keysFor("dead");
-    const c = await checkClient();
+    const c = await observer();
     const client = await learnerClient();
-    const work = { ...(await delivered(c, keys, "doc-9", "ocr-1")), deliveries: 3 };
+    const work = { ...(await delivered(c, keys, "doc-9", fresh("ocr"))), deliveries: 3 };
     const events = await listen(keys.channel);
     const reason = "gave up at ocr after 3 deliveries: OCR could not read the scan";
     await call("deadLetter()", () => exercise.deadLetter(client, keys, work, reason));
     const dead = (await c.xRange(keys.dead, "-", "+")) ?? [];
     check(
       dead.length === 1,
-      `The dead-letter stream ${keys.dead} should hold one entry for doc-9; it holds ${dead.length}. XADD it there with the document, the stage, the reason and the original entry id.`,
+      `The dead-letter stream ${keys.dead} should hold one entry for doc-9; it holds ${dead.length}. XADD it there with the document, the stage, the reason, the original entry id and the delivery count.`,
       2,
     );
     const fields = dead[0]?.message ?? {};
@@ -342,6 +489,11 @@ describe("the parts, one at a time", () => {
     check(
       fields.entry === work.id,
       `The dead letter should name the original entry (field "entry": "${work.id}") so it can be traced and replayed; it has ${JSON.stringify(fields.entry)}.`,
+      2,
+    );
+    check(
+      fields.deliveries === "3",
+      `The dead letter should say how often the document was delivered (field "deliveries": "3", from work.deliveries); it has ${JSON.stringify(fields.deliveries)}.`,
       2,
     );
     check(
@@ -365,6 +517,63 @@ describe("the parts, one at a time", () => {
       heard?.reason === reason,
       `The "dead" event should carry the reason; it carried ${JSON.stringify(heard?.reason)}.`,
       2,
+    );
+  });
+
+  test("deadLetter() writes one dead letter when two workers give up on the same entry", async () => {
+    const keys = keysFor("dead-twice");
+    const c = await observer();
+    const work = { ...(await delivered(c, keys, "doc-9", fresh("ocr"))), deliveries: 4 };
+    const events = await listen(keys.channel);
+    const reason = "gave up at ocr after 4 deliveries: OCR could not read the scan";
+    const late = await worker("late");
+    const other = await learnerClient();
+    // The other worker (it claimed the entry meanwhile) gives up at the moment this one commits.
+    const competitor = beforeCommand(
+      (cmd) => cmd.scope === late.scope.name && commits(cmd),
+      () =>
+        call("deadLetter() in the other worker", () =>
+          exercise.deadLetter(other, keys, work, reason),
+        ),
+    );
+    await late.scope.run(() =>
+      call("deadLetter()", () => exercise.deadLetter(late.client, keys, work, reason)),
+    );
+    competitor.cancel();
+    await settle(events);
+    const deadLetters = async () =>
+      ((await c.xRange(keys.dead, "-", "+")) ?? []).filter((e) => e.message.doc === "doc-9").length;
+    const guard =
+      "Guard the dead letter as you guard the hand-off: mark the document in its hash in the same transaction (e.g. HSET <doc> dead <stage>), check the mark before writing, and WATCH the hash.";
+    const raced = await deadLetters();
+    check(
+      raced === 1,
+      `doc-9 was dead-lettered ${raced} times when two workers gave up on the same entry at the same moment: someone now replays it ${raced} times. ${guard}`,
+      3,
+    );
+    const deadEvents = events.filter((e) => e.doc === "doc-9" && e.state === "dead").length;
+    check(deadEvents === 1, `The "dead" event for doc-9 was published ${deadEvents} times.`, 3);
+    check(
+      (await pendingCount(c, keys.stream, keys.group)) === 0,
+      "doc-9's entry is still pending after the workers gave up on it.",
+      3,
+    );
+    const done = await call("handOff() in a worker that still had the entry", async () =>
+      exercise.handOff(await learnerClient(), keys, work, RESULT),
+    );
+    check(
+      done === false && (await handedOn(c, keys, "doc-9")) === 0,
+      `After doc-9 was dead-lettered, a worker that still had the entry handed it on (handOff() returned ${done}): the document is now both dead and on its way. handOff() must treat a dead-lettered document as finished, like one with a result.`,
+      3,
+    );
+    await call("deadLetter() in a worker arriving late", async () =>
+      exercise.deadLetter(await learnerClient(), keys, work, reason),
+    );
+    const afterwards = await deadLetters();
+    check(
+      afterwards === 1,
+      `doc-9 was dead-lettered again by a worker that gave up on it later (${afterwards} dead letters now). ${guard}`,
+      3,
     );
   });
 });
@@ -419,7 +628,7 @@ describe("the whole pipeline", () => {
       names: { system: `wb:check:pipeline:${ctx.runId}:`, worker: `${LEARNER_CLIENT}:` },
       onSpawn: trackProcess,
     });
-    const c = await checkClient();
+    const c = await observer();
     const learnerErrors = report.workerLog.filter(
       (line) => !/ECONNREFUSED|Socket closed/.test(line),
     );

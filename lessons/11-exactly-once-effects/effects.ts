@@ -4,8 +4,8 @@
  * The NER stage extracts the entities of each document (a slow AI call, billed per call) and
  * hands the document on to classification. After lessons 09 and 10 a document can be
  * delivered more than once: after a crash, on a retry, or because it was uploaded twice. Make
- * sure its result and its hand-off happen once anyway. Fill in the three functions below and
- * run `npm run check -- 11`.
+ * sure it keeps one result, and that every hand-off carries it. Fill in the three functions
+ * below and run `npm run check -- 11`.
  */
 import type { RedisClientType } from "redis";
 
@@ -35,7 +35,7 @@ export interface StageOptions {
 export const RESULT_TTL_S = 7 * 24 * 3600;
 
 /**
- * The entities of `doc`, computed at most once per document: the result stored under the
+ * The entities of `doc`, stored once per document: the result stored under the
  * document's ID is the idempotency marker. If it is there, return it without calling the
  * service. If not, call the service and store the result with SET NX only after the call
  * succeeded; if another worker stored one first, return theirs, so every delivery of a

@@ -82,7 +82,9 @@ export function broadcast(
 /**
  * The next piece of work for `options.consumer`, or undefined when there is none:
  * 1. an entry some worker has left pending for longer than claimIdleMs (it crashed, or its
- *    service failed): claim it, and report how many times it has now been delivered;
+ *    service failed): claim it, and report how many times it has now been delivered. It may
+ *    sit behind many entries live workers are busy with: one XAUTOCLAIM looks at no more than
+ *    COUNT*10 of them, so follow its cursor;
  * 2. otherwise a new entry, waiting at most blockMs for one (deliveries: 1).
  * Entries carry one field, `doc`: the document id.
  */
@@ -91,7 +93,8 @@ export async function nextWork(
   keys: StageKeys,
   options: ReadOptions,
 ): Promise<Work | undefined> {
-  // TODO: XAUTOCLAIM (and XPENDING for the delivery count), then XREADGROUP with ">".
+  // TODO: XAUTOCLAIM from "0-0" along its cursor (and XPENDING for the delivery count), then
+  // XREADGROUP with ">".
   throw new Error("TODO: nextWork");
 }
 
@@ -101,8 +104,10 @@ export async function nextWork(
  * - { doc } added to the next stage's stream (unless this is the last stage);
  * - the entry acknowledged;
  * - a { stage, state: "done" } status event broadcast.
- * If the document already has this stage's result (another worker finished the same entry),
- * only acknowledge the entry and return false. Return true when this call handed it on.
+ * If the document already has this stage's result or a "dead" mark (another worker finished
+ * the same entry), only acknowledge the entry and return false; if another worker commits
+ * while this one is on its way (WATCH), return false too. Return true when this call handed
+ * it on.
  */
 export async function handOff(
   client: Redis,
@@ -115,9 +120,11 @@ export async function handOff(
 }
 
 /**
- * Parks a document that keeps failing, all or nothing: an entry on the dead-letter stream with
- * the fields doc, stage, reason, entry (the original entry id) and deliveries; the entry
- * acknowledged; a { stage, state: "dead", reason } status event broadcast.
+ * Parks a document that keeps failing, all or nothing, and only once per document: the field
+ * "dead" (= the stage) in the document's hash, which handOff() and deadLetter() look for; an
+ * entry on the dead-letter stream with the fields doc, stage, reason, entry (the original entry
+ * id) and deliveries; the entry acknowledged; a { stage, state: "dead", reason } status event
+ * broadcast.
  */
 export async function deadLetter(
   client: Redis,
@@ -125,6 +132,6 @@ export async function deadLetter(
   work: Work,
   reason: string,
 ): Promise<void> {
-  // TODO: the same shape as handOff, with the dead-letter stream instead of the next stage.
+  // TODO: the same shape and guard as handOff, with the dead-letter stream and the "dead" mark.
   throw new Error("TODO: deadLetter");
 }

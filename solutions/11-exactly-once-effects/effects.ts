@@ -33,7 +33,7 @@ export interface StageOptions {
 export const RESULT_TTL_S = 7 * 24 * 3600;
 
 /**
- * The entities of `doc`, computed at most once per document: the result stored under the
+ * The entities of `doc`, stored once per document: the result stored under the
  * document's ID is the idempotency marker. If it is there, return it without calling the
  * service. If not, call the service and store the result with SET NX only after the call
  * succeeded; if another worker stored one first, return theirs, so every delivery of a

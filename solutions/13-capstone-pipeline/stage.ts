@@ -74,23 +74,29 @@ export async function nextWork(
   options: ReadOptions,
 ): Promise<Work | undefined> {
   // First, work a crashed worker left behind: pending for longer than any live worker needs.
-  const claimed = await client.xAutoClaim(
-    keys.stream,
-    keys.group,
-    options.consumer,
-    options.claimIdleMs,
-    "0-0",
-    { COUNT: 1 },
-  );
-  const stale = claimed.messages.find((message) => message !== null);
-  if (stale) {
-    const [pending] = await client.xPendingRange(keys.stream, keys.group, stale.id, stale.id, 1);
-    return {
-      id: stale.id,
-      doc: String(stale.message.doc),
-      deliveries: Number(pending?.deliveriesCounter ?? 2),
-    };
-  }
+  // One XAUTOCLAIM looks at no more than COUNT*10 pending entries, so follow its cursor until
+  // it comes back to 0-0: a stale entry behind many live ones is found too.
+  let cursor = "0-0";
+  do {
+    const claimed = await client.xAutoClaim(
+      keys.stream,
+      keys.group,
+      options.consumer,
+      options.claimIdleMs,
+      cursor,
+      { COUNT: 1 },
+    );
+    const stale = claimed.messages.find((message) => message !== null);
+    if (stale) {
+      const [pending] = await client.xPendingRange(keys.stream, keys.group, stale.id, stale.id, 1);
+      return {
+        id: stale.id,
+        doc: String(stale.message.doc),
+        deliveries: Number(pending?.deliveriesCounter ?? 2),
+      };
+    }
+    cursor = claimed.nextId;
+  } while (cursor !== "0-0");
   // Then new work, waiting at most blockMs so the worker can notice it should stop.
   const reply = await client.xReadGroup(
     keys.group,
@@ -106,6 +112,8 @@ export async function nextWork(
 /**
  * Commits `build`'s commands once per document and stage. WATCH makes the transaction fail if
  * another worker changes the document first; the check before it catches one that already has.
+ * A document is finished at this stage once its hash holds the stage's result, or the field
+ * "dead" that deadLetter() writes: either way there is nothing left to do but XACK.
  */
 async function commitOnce(
   client: Redis,
@@ -115,7 +123,8 @@ async function commitOnce(
 ): Promise<boolean> {
   const docKey = keys.doc(work.doc);
   await client.watch(docKey);
-  if (await client.hExists(docKey, keys.stage)) {
+  const [result, dead] = await client.hmGet(docKey, [keys.stage, "dead"]);
+  if (result != null || dead != null) {
     // A copy of this work was already committed (by a worker we thought had crashed).
     await client.unwatch();
     await client.xAck(keys.stream, keys.group, work.id);
@@ -155,6 +164,8 @@ export async function deadLetter(
   reason: string,
 ): Promise<void> {
   await commitOnce(client, keys, work, (tx) => {
+    // The marker commitOnce() looks for: a second worker giving up on it writes no second letter.
+    tx.hSet(keys.doc(work.doc), "dead", keys.stage);
     tx.xAdd(keys.dead, "*", {
       doc: work.doc,
       stage: keys.stage,

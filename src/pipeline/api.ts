@@ -4,7 +4,8 @@
  *
  *   POST /documents        {"name": "...", "text": "..."} -> 202 {"id", "status"}
  *                          optional header Idempotency-Key: a retry with the same key gets the
- *                          same id and is never queued twice
+ *                          same id and is never queued twice; the same key with a different
+ *                          document is 409
  *   GET  /documents/<id>   -> 200 {"id", "name", "status", "results", ...} or 404
  *   GET  /health           -> 200 {"ok": true}
  *
@@ -13,10 +14,15 @@
 import { createHash, randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { createClientPool, WatchError } from "redis";
 import { type PipelineKeys, STAGES, type StatusEvent } from "./keys.ts";
 import type { Parts, Redis } from "./parts.ts";
 
 export interface ApiOptions {
+  /**
+   * Reads go through it. Each upload gets a connection of its own (WATCH is per connection)
+   * from a pool opened with this client's options.
+   */
   client: Redis;
   keys: PipelineKeys;
   broadcast: Parts["broadcast"];
@@ -38,6 +44,8 @@ class HttpError extends Error {
     super(message);
   }
 }
+
+type Pool = ReturnType<typeof createClientPool<{}, {}, {}, 3, {}>>;
 
 const KEY_PATTERN = /^[A-Za-z0-9_.:-]{1,128}$/;
 const ID_PATTERN = /^doc-[0-9a-f-]{16,36}$/;
@@ -104,9 +112,51 @@ export function documentId(idempotencyKey: string | undefined): string {
   return `doc-${createHash("sha256").update(idempotencyKey).digest("hex").slice(0, 24)}`;
 }
 
-async function submit(options: ApiOptions, req: IncomingMessage, res: ServerResponse) {
-  const type = req.headers["content-type"] ?? "";
-  if (!/^application\/json\b/i.test(type)) {
+/** Only `application/json`, with or without parameters such as charset. */
+function isJson(contentType: string): boolean {
+  return contentType.split(";")[0]?.trim().toLowerCase() === "application/json";
+}
+
+type Queued = "queued" | "duplicate" | "conflict";
+
+/**
+ * Queues the upload under `id` unless a document already has that id: the check and the queueing
+ * are one step, because WATCH voids the transaction when a concurrent request with the same
+ * Idempotency-Key queued it first. Needs a connection of its own (WATCH is per connection).
+ */
+async function queueOnce(
+  client: Redis,
+  options: ApiOptions,
+  id: string,
+  upload: { name: string; text: string },
+): Promise<Queued> {
+  const { keys } = options;
+  const docKey = keys.doc(id);
+  for (;;) {
+    await client.watch(docKey);
+    const [submitted, name, text] = await client.hmGet(docKey, ["submitted", "name", "text"]);
+    if (submitted != null) {
+      await client.unwatch();
+      return name === upload.name && text === upload.text ? "duplicate" : "conflict";
+    }
+    const tx = client
+      .multi()
+      .hSet(docKey, { name: upload.name, text: upload.text, submitted: String(Date.now()) })
+      .xAdd(keys.stream("ocr"), "*", { doc: id });
+    options.broadcast(tx, keys, { doc: id, stage: "intake", state: "queued", at: Date.now() });
+    tx.hIncrBy(keys.stats, "intake:accepted", 1);
+    try {
+      await tx.exec();
+      return "queued";
+    } catch (error) {
+      // Another request queued this id since our WATCH: look again, it is a duplicate now.
+      if (!(error instanceof WatchError)) throw error;
+    }
+  }
+}
+
+async function submit(options: ApiOptions, pool: Pool, req: IncomingMessage, res: ServerResponse) {
+  if (!isJson(req.headers["content-type"] ?? "")) {
     throw new HttpError(415, "Send the document as JSON (Content-Type: application/json).");
   }
   const header = req.headers["idempotency-key"];
@@ -116,23 +166,11 @@ async function submit(options: ApiOptions, req: IncomingMessage, res: ServerResp
   }
   const upload = validateUpload(await readBody(req, options.maxBytes));
   const id = documentId(idempotencyKey);
-  const { client, keys } = options;
   const location = `/documents/${id}`;
+  let outcome: Queued;
   try {
-    // A retry after a timeout: the first attempt may have reached Redis after all.
-    if (await client.hExists(keys.doc(id), "submitted")) {
-      send(res, 202, { id, status: location, duplicate: true }, { location });
-      return;
-    }
-    const tx = client
-      .multi()
-      .hSet(keys.doc(id), { name: upload.name, text: upload.text, submitted: String(Date.now()) })
-      .xAdd(keys.stream("ocr"), "*", { doc: id });
-    options.broadcast(tx, keys, { doc: id, stage: "intake", state: "queued", at: Date.now() });
-    tx.hIncrBy(keys.stats, "intake:accepted", 1);
-    await tx.exec();
+    outcome = await pool.execute((client) => queueOnce(client, options, id, upload));
   } catch (error) {
-    if (error instanceof HttpError) throw error;
     const message = (error as Error).message;
     if (/TODO/.test(message)) throw error;
     throw new HttpError(
@@ -140,7 +178,14 @@ async function submit(options: ApiOptions, req: IncomingMessage, res: ServerResp
       `The queue is unavailable (${message}). Retry with the same Idempotency-Key.`,
     );
   }
-  send(res, 202, { id, status: location }, { location });
+  if (outcome === "conflict") {
+    throw new HttpError(
+      409,
+      `The Idempotency-Key "${idempotencyKey}" was already used for a different document (${location}). Send a new document with a new key.`,
+    );
+  }
+  const duplicate = outcome === "duplicate" ? { duplicate: true } : {};
+  send(res, 202, { id, status: location, ...duplicate }, { location });
 }
 
 async function describe(options: ApiOptions, id: string, res: ServerResponse) {
@@ -165,16 +210,25 @@ async function describe(options: ApiOptions, id: string, res: ServerResponse) {
   });
 }
 
-async function route(options: ApiOptions, req: IncomingMessage, res: ServerResponse) {
+/** A path segment as sent; a malformed %-escape is the client's mistake, not the server's. */
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new HttpError(400, `The path segment "${segment}" has a malformed %-escape.`);
+  }
+}
+
+async function route(options: ApiOptions, pool: Pool, req: IncomingMessage, res: ServerResponse) {
   const path = new URL(req.url ?? "/", "http://localhost").pathname;
   if (path === "/documents") {
     if (req.method !== "POST") throw new HttpError(405, "Use POST /documents to upload.");
-    return submit(options, req, res);
+    return submit(options, pool, req, res);
   }
   const match = /^\/documents\/([^/]+)$/.exec(path);
   if (match) {
     if (req.method !== "GET") throw new HttpError(405, "Use GET /documents/<id>.");
-    return describe(options, decodeURIComponent(match[1] ?? ""), res);
+    return describe(options, decodeSegment(match[1] ?? ""), res);
   }
   if (path === "/health") return send(res, 200, { ok: true });
   throw new HttpError(404, "Unknown path: try POST /documents or GET /documents/<id>.");
@@ -182,8 +236,11 @@ async function route(options: ApiOptions, req: IncomingMessage, res: ServerRespo
 
 /** Listens on a free loopback port. */
 export async function startApi(options: ApiOptions): Promise<Api> {
+  const pool: Pool = createClientPool(options.client.options, { minimum: 1, maximum: 16 });
+  pool.on("error", () => {});
+  await pool.connect();
   const server = createServer((req, res) => {
-    route(options, req, res).catch((error: unknown) => {
+    route(options, pool, req, res).catch((error: unknown) => {
       if (res.headersSent) return res.end();
       if (error instanceof HttpError) return send(res, error.status, { error: error.message });
       send(res, 500, { error: (error as Error).message });
@@ -201,6 +258,6 @@ export async function startApi(options: ApiOptions): Promise<Api> {
       new Promise<void>((resolve) => {
         server.closeAllConnections();
         server.close(() => resolve());
-      }),
+      }).finally(() => pool.destroy()),
   };
 }

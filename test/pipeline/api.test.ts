@@ -25,6 +25,15 @@ afterAll(async () => {
   await redis?.stop();
 });
 
+/** Everything Redis holds for one document id: its hash, its OCR entries, its "queued" events. */
+async function stateOf(id: string) {
+  const entries = (await client.xRange(keys.stream("ocr"), "-", "+")) ?? [];
+  return {
+    hash: await client.hGetAll(keys.doc(id)),
+    queued: entries.filter((e) => e.message.doc === id).length,
+  };
+}
+
 async function post(body: string, headers: Record<string, string> = {}) {
   const response = await fetch(`${api.url}/documents`, {
     method: "POST",
@@ -63,6 +72,40 @@ describe("the intake API", () => {
     expect(await client.xLen(keys.stream("ocr"))).toBe(before + 1);
   });
 
+  test("hundreds of concurrent requests with one Idempotency-Key queue the document once", async () => {
+    const body = JSON.stringify({ name: "merger.pdf", text: "Merger agreement" });
+    const answers = await Promise.all(
+      Array.from({ length: 300 }, () => post(body, { "idempotency-key": "burst-1" })),
+    );
+    expect(new Set(answers.map((a) => a.status))).toEqual(new Set([202]));
+    const ids = new Set(answers.map((a) => a.data.id));
+    expect(ids.size).toBe(1);
+    expect(answers.filter((a) => a.data.duplicate !== true)).toHaveLength(1);
+    const state = await stateOf(String([...ids][0]));
+    expect(state.queued).toBe(1);
+    expect(state.hash).toMatchObject({ name: "merger.pdf", text: "Merger agreement" });
+  });
+
+  test("the same Idempotency-Key with a different document is 409, and the first one stays", async () => {
+    // Two bodies race for one key: whichever queues first wins, every other body is refused.
+    const bodies = ["first", "second"].map((text) => JSON.stringify({ name: "a.pdf", text }));
+    const answers = await Promise.all(
+      Array.from({ length: 200 }, (_, i) =>
+        post(bodies[i % 2] ?? "", { "idempotency-key": "burst-2" }),
+      ),
+    );
+    const accepted = answers.filter((a) => a.status === 202);
+    const refused = answers.filter((a) => a.status === 409);
+    expect(accepted.length + refused.length).toBe(200);
+    const id = String(accepted[0]?.data.id);
+    const state = await stateOf(id);
+    expect(state.queued).toBe(1);
+    // Exactly the requests that carried the stored body were accepted.
+    const stored = JSON.stringify({ name: state.hash.name, text: state.hash.text });
+    expect(accepted).toHaveLength(answers.filter((_, i) => bodies[i % 2] === stored).length);
+    expect(String(refused[0]?.data.error)).toMatch(/already used for a different document/);
+  });
+
   test("malformed, incomplete or oversized uploads get a 4xx with the reason and are never queued", async () => {
     const before = await client.xLen(keys.stream("ocr"));
     const cases: [string, Record<string, string>, number, RegExp][] = [
@@ -70,6 +113,12 @@ describe("the intake API", () => {
       [JSON.stringify({ name: "x.pdf" }), {}, 422, /"text"/],
       [JSON.stringify({ name: "x.pdf", text: "y".repeat(2000) }), {}, 413, /limit is 1024 bytes/],
       [JSON.stringify({ name: "x.pdf", text: "y" }), { "content-type": "text/plain" }, 415, /JSON/],
+      [
+        JSON.stringify({ name: "x.pdf", text: "y" }),
+        { "content-type": "application/json-patch+json" },
+        415,
+        /JSON/,
+      ],
       [
         JSON.stringify({ name: "x.pdf", text: "y" }),
         { "idempotency-key": "no spaces" },
@@ -89,5 +138,19 @@ describe("the intake API", () => {
     expect((await fetch(`${api.url}/documents/doc-0000000000000000`)).status).toBe(404);
     expect((await fetch(`${api.url}/nope`)).status).toBe(404);
     expect((await fetch(`${api.url}/documents`)).status).toBe(405);
+  });
+
+  test("a malformed %-escape in the path is 400, not a server error", async () => {
+    for (const path of ["/documents/%E0%A4%A", "/documents/%"]) {
+      const answer = await fetch(`${api.url}${path}`);
+      expect(answer.status, path).toBe(400);
+      expect(String(((await answer.json()) as { error: string }).error)).toMatch(/%-escape/);
+    }
+  });
+
+  test("JSON with a charset parameter is accepted", async () => {
+    const body = JSON.stringify({ name: "c.pdf", text: "Charset" });
+    const answer = await post(body, { "content-type": "Application/JSON; charset=utf-8" });
+    expect(answer.status).toBe(202);
   });
 });
