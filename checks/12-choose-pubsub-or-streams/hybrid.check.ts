@@ -11,6 +11,7 @@ import {
   type Redis,
   sameValue,
   sleep,
+  until,
   within,
 } from "../kit.ts";
 import { compareIds, isStreamId, pendingCount } from "../streams-support.ts";
@@ -215,6 +216,7 @@ describe("part 2: the hybrid", () => {
     const handled: { doc: string; worker: string }[] = [];
     const names = [fresh("ocr"), fresh("ocr"), fresh("ocr")];
     const workers = await Promise.all(names.map(() => learnerClient()));
+    const openBefore = wire.openLearnerConnections();
     const deadline = Date.now() + 8000;
     await Promise.all(
       workers.map(async (worker, i) => {
@@ -292,6 +294,15 @@ describe("part 2: the hybrid", () => {
       );
     }
     expectStateBeforeNews(keys);
+    // Counted at the socket, however the connections were made or named; a connection being
+    // closed gets a moment to finish closing.
+    const leaked = () => wire.openLearnerConnections() - openBefore;
+    await until(() => leaked() <= 0, 1000);
+    check(
+      leaked() <= 0,
+      `After ${handled.length} calls of workOnce(), ${leaked()} more connections of your code are open than before them. Use the client you are given, or close() what you open in the same call: a worker that runs for days would run out of connections.`,
+      2,
+    );
   });
 
   test("a slow OCR: the task is marked processing, and acknowledged and done only after ocr() returns", async () => {
