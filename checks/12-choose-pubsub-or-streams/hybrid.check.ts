@@ -105,7 +105,7 @@ async function workOnceSettled(
       () => "returned" as const,
       () => "threw" as const,
     );
-  return Promise.race([run, sleep(3000).then(() => "hung" as const)]);
+  return within(run, 3000, "workOnce()").catch(() => "hung" as const);
 }
 
 /** The versions of `events`, when each is a number that is higher than the one before. */
@@ -465,7 +465,7 @@ async function crashAt(
   await wire.scope(label).run(async () => {
     const client = await learnerClient();
     // The crash rejects the learner's pending commands: that ending is expected here.
-    await Promise.race([run(client, keys, doc).catch(() => {}), sleep(3000)]);
+    await within(run(client, keys, doc), 3000, "the crashed call").catch(() => {});
   });
   rule.cancel();
   await dashboard.settle();
