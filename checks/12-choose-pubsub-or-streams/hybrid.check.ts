@@ -3,79 +3,43 @@ import {
   call,
   check,
   checkClient,
-  eventually,
   fail,
-  key,
+  fresh,
   learnerClient,
   loadExercise,
+  parseJson,
   type Redis,
+  sameValue,
   sleep,
+  until,
+  within,
 } from "../kit.ts";
-import { pendingCount } from "../streams-support.ts";
-
-type Choice = "pubsub" | "streams" | "both";
-interface HybridKeys {
-  tasks: string;
-  group: string;
-  progress: string;
-  state: string;
-}
-interface Progress {
-  doc: string;
-  state: "queued" | "processing" | "done";
-  worker?: string;
-}
-interface Exercise {
-  SCENARIOS: Record<string, string>;
-  choose(scenario: string): Choice;
-  createGroup(client: Redis, keys: HybridKeys): Promise<void>;
-  submitTask(client: Redis, keys: HybridKeys, doc: string): Promise<string>;
-  workOnce(
-    client: Redis,
-    keys: HybridKeys,
-    consumer: string,
-    ocr: (doc: string) => Promise<void>,
-    blockMs: number,
-  ): Promise<string | undefined>;
-}
+import { compareIds, isStreamId, pendingCount } from "../streams-support.ts";
+import * as wire from "../wire.ts";
+import { DECISIONS } from "./decisions.ts";
+import {
+  type Event,
+  type Exercise,
+  type HybridKeys,
+  holdsLastEvent,
+  hybridKeys,
+  latest,
+  listen,
+  show,
+  stateOf,
+} from "./hybrid-support.ts";
 
 const exercise = await loadExercise<Exercise>("choose", "createGroup", "submitTask", "workOnce");
 
-/** The decision for each scenario, and the question that leads to it when it is wrong. */
-const DECISIONS: Record<string, { answer: Choice; why: string }> = {
-  "page-redaction": {
-    answer: "streams",
-    why: "If the redaction workers are restarting when a page arrives, is the page lost? With four workers listening, how many redact it? Work that must be done once, by one of several workers, even after downtime, belongs on a stream read by a consumer group.",
-  },
-  "typing-indicator": {
-    answer: "pubsub",
-    why: "Who needs an update that is a second old? A missed one is replaced by the next; nobody should process it later. Live, throwaway news for whoever is listening now is what pub/sub is for.",
-  },
-  "reload-prompts": {
-    answer: "pubsub",
-    why: "Every instance must hear it (a consumer group would give it to one only), and an instance that is down does not need it later: it loads the templates when it starts. A broadcast to everyone listening now is pub/sub.",
-  },
-  "billing-usage": {
-    answer: "streams",
-    why: "The billing service is down for an hour: where does the usage wait meanwhile? And who makes sure each page is billed once? A stream keeps it until a consumer group member acknowledges it.",
-  },
-  "compliance-replay": {
-    answer: "streams",
-    why: "Auditors read last quarter's changes, long after they happened. Pub/sub keeps nothing once it is delivered; a stream is an append-only log you can read again with XRANGE.",
-  },
-  "bulk-upload-progress": {
-    answer: "both",
-    why: "Two different needs: 500 contracts that must each be processed even if a worker crashes, and a browser that wants to hear about progress now. The work goes on a stream, the progress on pub/sub.",
-  },
-  "reindex-after-model-change": {
-    answer: "streams",
-    why: "Two million documents, a fleet of workers, crashes along the way: work shared out once each and resumed after a crash is a consumer group's job.",
-  },
-  "paralegal-inbox": {
-    answer: "both",
-    why: "One paralegal must take the filing (and it must wait if nobody is on call yet), and every screen should flash now. Taking work once is a stream with a consumer group; flashing every screen is pub/sub.",
-  },
-};
+let shared: Promise<[Redis, Redis]> | undefined;
+/**
+ * The check's own connection and one learner connection for the calls that do not block, opened
+ * once for the file: connecting is slow on a busy machine.
+ */
+function connections(): Promise<[Redis, Redis]> {
+  shared ??= Promise.all([checkClient(), learnerClient()]);
+  return shared;
+}
 
 describe("part 1: choose", () => {
   test("each situation gets pub/sub, Streams or both, for the right reason", async () => {
@@ -85,9 +49,7 @@ describe("part 1: choose", () => {
       "Your file should still export SCENARIOS with all eight situations: restore it with `npm run reset -- 12` if you changed it.",
     );
     const wrong: string[] = [];
-    for (const scenario of Object.keys(DECISIONS)) {
-      const decision = DECISIONS[scenario];
-      if (!decision) continue;
+    for (const [scenario, decision] of Object.entries(DECISIONS)) {
       const chosen = await call(`choose("${scenario}")`, () => exercise.choose(scenario));
       if (!["pubsub", "streams", "both"].includes(String(chosen))) {
         fail(
@@ -106,55 +68,116 @@ describe("part 1: choose", () => {
   });
 });
 
-function hybridKeys(name: string): HybridKeys {
+/** An ocr() the check controls: it returns when the check releases it. */
+function heldOcr(): {
+  ocr: (doc: string) => Promise<void>;
+  entered: Promise<string>;
+  release(): void;
+} {
+  let entered!: (doc: string) => void;
+  let release!: () => void;
+  const enteredPromise = new Promise<string>((resolve) => {
+    entered = resolve;
+  });
+  const released = new Promise<void>((resolve) => {
+    release = resolve;
+  });
   return {
-    tasks: key(`${name}:ocr:tasks`),
-    group: "ocr",
-    progress: key(`${name}:ocr:progress`),
-    state: key(`${name}:ocr:state`),
+    ocr: (doc) => {
+      entered(doc);
+      return released;
+    },
+    entered: enteredPromise,
+    release,
   };
 }
 
-/** Progress events on `channel` from now on; anything that is not JSON is kept as text. */
-async function listen(channel: string): Promise<{ events: Progress[]; bad: string[] }> {
-  const heard = { events: [] as Progress[], bad: [] as string[] };
-  const subscriber = await checkClient("progress");
-  await subscriber.subscribe(channel, (message) => {
-    try {
-      heard.events.push(JSON.parse(message) as Progress);
-    } catch {
-      heard.bad.push(message);
-    }
-  });
-  return heard;
+/** Runs workOnce() and reports how it ended, without failing: the caller judges. */
+async function workOnceSettled(
+  client: Redis,
+  keys: HybridKeys,
+  consumer: string,
+  ocr: (doc: string) => Promise<void>,
+): Promise<"returned" | "threw" | "hung"> {
+  const run = Promise.resolve()
+    .then(() => exercise.workOnce(client, keys, consumer, ocr, 100))
+    .then(
+      () => "returned" as const,
+      () => "threw" as const,
+    );
+  return within(run, 3000, "workOnce()").catch(() => "hung" as const);
+}
+
+/** The versions of `events`, when each is a number that is higher than the one before. */
+function versionsRise(events: Event[]): boolean {
+  return events.every(
+    (e, i) =>
+      typeof e.version === "number" &&
+      (i === 0 || e.version > ((events[i - 1] as Event).version as number)),
+  );
 }
 
 describe("part 2: the hybrid", () => {
-  test("createGroup() can be called by every worker that starts", async () => {
-    const keys = hybridKeys("group");
-    const client = await learnerClient();
+  test("createGroup() can be called by every worker that starts, and keeps tasks queued before it", async () => {
+    const keys = hybridKeys();
+    const [c, client] = await connections();
+    const early = fresh("doc");
+    const earlyId = await call(`submitTask("${early}")`, () =>
+      exercise.submitTask(client, keys, early),
+    );
     await call("createGroup()", () => exercise.createGroup(client, keys));
     await call("createGroup() a second time", () => exercise.createGroup(client, keys));
-    const c = await checkClient();
     const groups = await c.xInfoGroups(keys.tasks);
     check(
-      groups.some((g) => String((g as { name?: unknown }).name) === "ocr"),
-      `There is no group "ocr" on ${keys.tasks}: XGROUP CREATE <stream> ocr 0 MKSTREAM.`,
+      groups.some((g) => String((g as { name?: unknown }).name) === keys.group),
+      `There is no group "${keys.group}" on ${keys.tasks} (groups there: ${groups.map((g) => (g as { name?: unknown }).name).join(", ") || "none"}). Create the group named in keys.group: XGROUP CREATE <keys.tasks> <keys.group> 0 MKSTREAM.`,
+      2,
+    );
+    const got = await call("workOnce()", () =>
+      exercise.workOnce(client, keys, fresh("ocr"), async () => {}, 100),
+    );
+    if (got !== early) {
+      const group = (await c.xInfoGroups(keys.tasks)).find(
+        (g) => String((g as { name?: unknown }).name) === keys.group,
+      ) as { "last-delivered-id"?: unknown } | undefined;
+      const last = String(group?.["last-delivered-id"] ?? "0-0");
+      const skipped = isStreamId(earlyId) && isStreamId(last) && compareIds(last, earlyId) >= 0;
+      fail(
+        `A task submitted before the first worker called createGroup() should be handed out; workOnce() returned ${show(got)}. ${
+          skipped
+            ? 'The group was created at "$", after the tasks already queued: create it from "0".'
+            : 'The group never delivered it: read new entries with the ID ">" (an ID such as "0" re-reads only what this consumer already holds).'
+        }`,
+        2,
+      );
+    }
+    // Its own connection: a read that never returns must not hold up the tests after this one.
+    const quiet = await learnerClient();
+    const started = Date.now();
+    const none = await call(
+      "workOnce() with nothing queued",
+      () => exercise.workOnce(quiet, keys, fresh("ocr"), async () => {}, 100),
+      2000,
+    );
+    check(
+      none === undefined,
+      `With nothing queued, workOnce() should wait blockMs (100 ms here) and return undefined; it returned ${show(none)} after ${Date.now() - started} ms.`,
       2,
     );
   });
 
   test("tasks wait on a stream, progress goes out on pub/sub, the latest state sits in a hash", async () => {
-    const keys = hybridKeys("hybrid");
-    const c = await checkClient();
-    const { events, bad } = await listen(keys.progress);
-    const client = await learnerClient();
+    const keys = hybridKeys();
+    const [c, client] = await connections();
+    const dashboard = await listen(keys.progress);
+    wire.clearSent();
     await call("createGroup()", () => exercise.createGroup(client, keys));
     const docs = Array.from({ length: 12 }, (_, i) => `doc-${i + 1}`);
 
     // No worker is running yet: the tasks must wait for them.
+    const ids: string[] = [];
     for (const doc of docs) {
-      await call(`submitTask("${doc}")`, () => exercise.submitTask(client, keys, doc));
+      ids.push(await call(`submitTask("${doc}")`, () => exercise.submitTask(client, keys, doc)));
     }
     const queued = await c.xLen(keys.tasks);
     check(
@@ -162,30 +185,42 @@ describe("part 2: the hybrid", () => {
       `After 12 submitTask() calls with no worker running, the task stream ${keys.tasks} holds ${queued} entries. A task published on a channel while no worker listens is lost; XADD it to the stream, where it waits.`,
       2,
     );
+    const first = isStreamId(ids[0]) ? await c.xRange(keys.tasks, ids[0], ids[0]) : [];
     check(
-      bad.length === 0,
-      `A progress event is not JSON: ${bad[0]}. Publish JSON.stringify(event).`,
+      first?.[0]?.message.doc === "doc-1",
+      `submitTask("doc-1") returned ${show(ids[0])}; it should return the ID of the stream entry it added, whose field doc is "doc-1".`,
       2,
     );
-    await eventually(
-      () => events.filter((e) => e.state === "queued").length >= 12,
-      2000,
-      `Dashboards should hear about each queued task on ${keys.progress}: ${events.length} progress events arrived for 12 submissions. PUBLISH { doc, state: "queued" } as JSON.`,
-      2,
-    );
+    await dashboard.settle();
     check(
-      (await c.hGet(keys.state, "doc-1")) === "queued",
-      `Before any worker ran, the latest state of doc-1 in ${keys.state} should be "queued"; it is ${JSON.stringify(await c.hGet(keys.state, "doc-1"))}. HSET it, so a dashboard that opens later knows too.`,
+      dashboard.bad.length === 0,
+      `A progress event is not a JSON object: ${dashboard.bad[0]}. Publish JSON.stringify(event).`,
       2,
     );
+    const queuedEvents = dashboard.events.filter((e) => e.state === "queued").length;
+    check(
+      queuedEvents === 12,
+      `Dashboards should hear about each queued task on ${keys.progress}: ${queuedEvents} progress events arrived for 12 submissions. PUBLISH { doc, state: "queued", version } as JSON.`,
+      2,
+    );
+    for (const doc of docs) {
+      const value = await latest(c, keys, doc);
+      check(
+        holdsLastEvent(value, dashboard.of(doc)),
+        `Before any worker ran, the latest state of ${doc} in ${keys.state} should be its last progress event, the JSON that was published (${show(dashboard.of(doc).at(-1))}); it is ${show(value)}. HSET the event itself, so a dashboard that opens later knows the state and its version.`,
+        2,
+      );
+    }
 
     // Three workers share the work; each call to workOnce() handles at most one task.
     const handled: { doc: string; worker: string }[] = [];
-    const workers = await Promise.all(["ocr-1", "ocr-2", "ocr-3"].map(() => learnerClient()));
+    const names = [fresh("ocr"), fresh("ocr"), fresh("ocr")];
+    const workers = await Promise.all(names.map(() => learnerClient()));
+    const openBefore = wire.openLearnerConnections();
     const deadline = Date.now() + 8000;
     await Promise.all(
       workers.map(async (worker, i) => {
-        const name = `ocr-${i + 1}`;
+        const name = names[i] as string;
         while (new Set(handled.map((h) => h.doc)).size < 12 && Date.now() < deadline) {
           await call(`workOnce() as ${name}`, () =>
             exercise.workOnce(
@@ -204,10 +239,10 @@ describe("part 2: the hybrid", () => {
       }),
     );
     for (const doc of docs) {
-      const times = handled.filter((h) => h.doc === doc).length;
+      const by = handled.filter((h) => h.doc === doc).map((h) => h.worker);
       check(
-        times === 1,
-        `${doc} was OCRed ${times} times by ${[...new Set(handled.filter((h) => h.doc === doc).map((h) => h.worker))].join(", ") || "nobody"}. Workers of one consumer group share the tasks: read with XREADGROUP GROUP <group> <consumer> ... ">" so each task goes to exactly one of them.`,
+        by.length === 1,
+        `${doc} was OCRed ${by.length} times by ${[...new Set(by)].join(", ") || "nobody"}. Workers of one consumer group share the tasks: read with XREADGROUP GROUP <group> <consumer> ... ">" so each task goes to exactly one of them.`,
         2,
       );
     }
@@ -216,38 +251,265 @@ describe("part 2: the hybrid", () => {
       `Only ${handled[0]?.worker} did any work: each worker reads as its own consumer name.`,
       2,
     );
+    const consumers = (await c.xInfoConsumers(keys.tasks, keys.group)).map((x) => String(x.name));
+    const strangers = consumers.filter((name) => !names.includes(name));
+    check(
+      strangers.length === 0,
+      `The group has consumers named ${strangers.join(", ")}, but the workers were ${names.join(", ")}. Read as the consumer name workOnce() is given, so XPENDING shows which worker holds what.`,
+      2,
+    );
     const pending = await pendingCount(c, keys.tasks, keys.group);
     check(
       pending === 0,
       `${pending} tasks are still pending after they were done: XACK each one, or a restarted worker does it again.`,
       2,
     );
-    const states = await c.hGetAll(keys.state);
-    const notDone = docs.filter((doc) => states[doc] !== "done");
-    check(
-      notDone.length === 0,
-      `The latest state of ${notDone.join(", ")} in ${keys.state} is not "done" (it is ${JSON.stringify(states[notDone[0] ?? ""])}). HSET the state as the task moves on.`,
-      2,
-    );
-    await eventually(
-      () => events.filter((e) => e.state === "done").length >= 12,
-      2000,
-      `${events.filter((e) => e.state === "done").length} "done" progress events arrived for 12 tasks: PUBLISH one per task when it is finished.`,
-      2,
-    );
+
+    await dashboard.settle();
     for (const doc of docs) {
-      const seen = events.filter((e) => e.doc === doc).map((e) => e.state);
+      const events = dashboard.of(doc);
+      const seen = events.map((e) => e.state);
       check(
         seen.join(" > ") === "queued > processing > done",
         `The progress events for ${doc} arrived as ${seen.join(" > ") || "nothing"}; expected queued > processing > done.`,
         2,
       );
+      check(
+        versionsRise(events),
+        `The versions of ${doc}'s events were ${events.map((e) => show(e.version)).join(" > ")}. Each event needs a number higher than the one before (VERSIONS), so a dashboard can drop an event that is not newer than what it shows (lesson 04).`,
+        2,
+      );
+      const worker = handled.find((h) => h.doc === doc)?.worker;
+      const named = events.filter((e) => e.state !== "queued").map((e) => e.worker);
+      check(
+        named.every((w) => w === worker),
+        `${worker} OCRed ${doc}, but its "processing" and "done" events name ${named.map(show).join(" and ")}: put the consumer's name in worker.`,
+        2,
+      );
+      const value = await latest(c, keys, doc);
+      check(
+        stateOf(value) === "done" && holdsLastEvent(value, events),
+        `The latest state of ${doc} in ${keys.state} is ${show(value)}; after the work it should be its last progress event, ${show(events.at(-1))}. HSET the state as the task moves on.`,
+        2,
+      );
     }
-    const processing = events.find((e) => e.state === "processing");
+    expectStateBeforeNews(keys);
+    // Counted at the socket, however the connections were made or named; a connection being
+    // closed gets a moment to finish closing.
+    const leaked = () => wire.openLearnerConnections() - openBefore;
+    await until(() => leaked() <= 0, 1000);
     check(
-      typeof processing?.worker === "string" && processing.worker.startsWith("ocr-"),
-      `A "processing" event should name the worker ({ doc, state: "processing", worker: consumer }); got ${JSON.stringify(processing)}.`,
+      leaked() <= 0,
+      `After ${handled.length} calls of workOnce(), ${leaked()} more connections of your code are open than before them. Use the client you are given, or close() what you open in the same call: a worker that runs for days would run out of connections.`,
       2,
     );
   });
+
+  test("a slow OCR: the task is marked processing, and acknowledged and done only after ocr() returns", async () => {
+    const keys = hybridKeys();
+    const [c, client] = await connections();
+    const dashboard = await listen(keys.progress);
+    await call("createGroup()", () => exercise.createGroup(client, keys));
+    const doc = fresh("doc");
+    await call("submitTask()", () => exercise.submitTask(client, keys, doc));
+    const held = heldOcr();
+    const work = Promise.resolve().then(() =>
+      exercise.workOnce(client, keys, fresh("ocr"), held.ocr, 100),
+    );
+    work.catch(() => {});
+    await within(held.entered, 3000, "workOnce() to call ocr() with the task it took");
+    // A workOnce() that did not wait for ocr() would finish now.
+    await Promise.race([work.catch(() => {}), sleep(150)]);
+    await dashboard.settle();
+    const pending = await pendingCount(c, keys.tasks, keys.group);
+    const states = dashboard.of(doc).map((e) => e.state);
+    check(
+      pending === 1 && !states.includes("done"),
+      `While ocr("${doc}") was still running, the task was ${pending === 1 ? "still pending" : "acknowledged"} and the dashboards heard ${states.join(" > ")}. Acknowledge and announce "done" only after await ocr(doc) returned: a crash during the work must leave the task pending, for another worker to claim.`,
+      2,
+    );
+    check(
+      stateOf(await latest(c, keys, doc)) === "processing" && states.at(-1) === "processing",
+      `While ocr("${doc}") was running, its latest state should be "processing" in the hash and on the channel; the hash holds ${show(await latest(c, keys, doc))} and the dashboards heard ${states.join(" > ")}.`,
+      2,
+    );
+    held.release();
+    const returned = await call("workOnce()", () => work);
+    check(
+      returned === doc,
+      `workOnce() should return the document it handled ("${doc}"); it returned ${show(returned)}.`,
+      2,
+    );
+    const after = await pendingCount(c, keys.tasks, keys.group);
+    check(
+      after === 0,
+      `After ocr() finished, ${after} task is still pending: XACK it with the "done" state.`,
+      2,
+    );
+  });
+
+  test("a failing OCR: nothing acknowledged, nothing done, and the worker goes on", async () => {
+    for (const how of ["rejects", "throws"] as const) {
+      const keys = hybridKeys();
+      const [c, client] = await connections();
+      const dashboard = await listen(keys.progress);
+      await call("createGroup()", () => exercise.createGroup(client, keys));
+      const doc = fresh("doc");
+      await call("submitTask()", () => exercise.submitTask(client, keys, doc));
+      let called = false;
+      const failing = (): Promise<void> => {
+        called = true;
+        const error = new Error("OCR service unavailable");
+        if (how === "throws") throw error;
+        // Handled in advance: a workOnce() that forgets to await it must not crash the check.
+        const rejected = Promise.reject(error);
+        rejected.catch(() => {});
+        return rejected;
+      };
+      const ended = await workOnceSettled(client, keys, fresh("ocr"), failing);
+      check(
+        ended !== "hung",
+        `When ocr() ${how === "rejects" ? "rejected" : "threw"}, workOnce() did not finish within 3 s. Let the error reach the caller, or return.`,
+        2,
+      );
+      check(called, `workOnce() never called ocr() for the task ${doc} that was waiting.`, 2);
+      await dashboard.settle();
+      const pending = await pendingCount(c, keys.tasks, keys.group);
+      const value = await latest(c, keys, doc);
+      const states = dashboard.of(doc).map((e) => e.state);
+      check(
+        pending === 1 && stateOf(value) !== "done" && !states.includes("done"),
+        `ocr("${doc}") ${how === "rejects" ? "rejected" : "threw"}, yet the task is ${pending === 1 ? "still pending" : "acknowledged"}, the hash holds ${show(value)} and the dashboards heard ${states.join(" > ")}. Work that failed was not done: no XACK, no "done"; the pending entry is how another worker finds it again.`,
+        2,
+      );
+      const next = fresh("doc");
+      await call("submitTask()", () => exercise.submitTask(client, keys, next));
+      const got = await call("workOnce() after a failed ocr()", () =>
+        exercise.workOnce(client, keys, fresh("ocr"), async () => {}, 100),
+      );
+      check(
+        got === next,
+        `After ocr() failed once, the same worker's next workOnce() should take the next task (${next}); it returned ${show(got)}.`,
+        2,
+      );
+    }
+  });
+
+  test("a crash between the steps of a transition leaves all of it or none", async () => {
+    const [c] = await connections();
+    const says = (name: string, state: string) => (cmd: wire.SentCommand) =>
+      cmd.name === name && cmd.args.some((a) => stateOf(parseJson(a)) === state);
+    const submitSteps: Step[] = [
+      ["XADD", wire.command("XADD")],
+      ['the HSET of "queued"', says("HSET", "queued")],
+      ['the PUBLISH of "queued"', says("PUBLISH", "queued")],
+    ];
+    for (const [step, match] of submitSteps) {
+      const { keys, doc, dashboard } = await crashAt(
+        match,
+        "submitter",
+        async (client, keys, doc) => {
+          await exercise.submitTask(client, keys, doc);
+        },
+      );
+      expectAllOrNone(step, "submitTask()", doc, "XADD, HSET and PUBLISH", {
+        "the task is on the stream": (await c.xLen(keys.tasks)) === 1,
+        'the hash says "queued"': stateOf(await latest(c, keys, doc)) === "queued",
+        '"queued" was published': dashboard.of(doc).some((e) => e.state === "queued"),
+      });
+    }
+    const doneSteps: Step[] = [
+      ["XACK", wire.command("XACK")],
+      ['the HSET of "done"', says("HSET", "done")],
+      ['the PUBLISH of "done"', says("PUBLISH", "done")],
+    ];
+    for (const [step, match] of doneSteps) {
+      const { keys, doc, dashboard, fired } = await crashAt(
+        match,
+        "worker",
+        async (client, keys) => {
+          await workOnceSettled(client, keys, fresh("ocr"), async () => {});
+        },
+        true,
+      );
+      if (!fired) continue;
+      expectAllOrNone(step, "workOnce()", doc, "XACK, HSET and PUBLISH", {
+        "the task is acknowledged": (await pendingCount(c, keys.tasks, keys.group)) === 0,
+        'the hash says "done"': stateOf(await latest(c, keys, doc)) === "done",
+        '"done" was published': dashboard.of(doc).some((e) => e.state === "done"),
+      });
+    }
+  });
 });
+
+type Step = [string, (cmd: wire.SentCommand) => boolean];
+
+/**
+ * Runs `run` as a simulated process (its own scope, its own connection) that dies just before
+ * the first command matching `match` reaches Redis; returns once it is over and every event it
+ * published has reached the check's dashboard. With `queued`, a task waits on the stream first.
+ */
+async function crashAt(
+  match: (cmd: wire.SentCommand) => boolean,
+  label: string,
+  run: (client: Redis, keys: HybridKeys, doc: string) => Promise<void>,
+  queued = false,
+) {
+  const keys = hybridKeys();
+  const dashboard = await listen(keys.progress);
+  const [, setup] = await connections();
+  await call("createGroup()", () => exercise.createGroup(setup, keys));
+  const doc = fresh("doc");
+  if (queued) await call("submitTask()", () => exercise.submitTask(setup, keys, doc));
+  const rule = wire.before(match, "crash");
+  await wire.scope(label).run(async () => {
+    const client = await learnerClient();
+    // The crash rejects the learner's pending commands: that ending is expected here.
+    await within(run(client, keys, doc), 3000, "the crashed call").catch(() => {});
+  });
+  rule.cancel();
+  await dashboard.settle();
+  return { keys, doc, dashboard, fired: rule.hasFired() };
+}
+
+function expectAllOrNone(
+  step: string,
+  what: string,
+  doc: string,
+  commands: string,
+  parts: Record<string, boolean>,
+): void {
+  const values = Object.values(parts);
+  if (values.every((v) => v) || values.every((v) => !v)) return;
+  const told = Object.entries(parts)
+    .map(([part, yes]) => `${part}: ${yes ? "yes" : "no"}`)
+    .join("; ");
+  fail(
+    `A crash just before ${step} in ${what} left ${doc} half done (${told}). Send ${commands} in one MULTI ... EXEC: a transaction that never reached EXEC is discarded, so a crash leaves all of it or none.`,
+    3,
+  );
+}
+
+/**
+ * Every progress event the learner published was in the hash first, or in the same MULTI: a
+ * dashboard that hears an event and reads the hash, or opens between the two, never finds an
+ * older state there. A script (EVAL, FCALL) runs whole and sends no PUBLISH of its own here.
+ */
+function expectStateBeforeNews(keys: HybridKeys): void {
+  const log = wire.sent();
+  for (const publish of log.filter((s) => s.name === "PUBLISH" && s.args[1] === keys.progress)) {
+    const event = parseJson(publish.args[2]);
+    const written = log.some(
+      (s) =>
+        s.name === "HSET" &&
+        s.args[1] === keys.state &&
+        s.args.some((arg, i) => i >= 3 && i % 2 === 1 && sameValue(parseJson(arg), event)) &&
+        (s.seq < publish.seq || (s.multi !== undefined && s.multi === publish.multi)),
+    );
+    check(
+      written,
+      `The event ${publish.args[2]} was published before the latest state in ${keys.state} said so: a dashboard that hears it and reads the hash, or opens in between, finds an older state. HSET the event first, or in the same MULTI.`,
+      2,
+    );
+  }
+}

@@ -53,22 +53,31 @@ export interface HybridKeys {
   group: string;
   /** The pub/sub channel progress events are published on. */
   progress: string;
-  /** The hash of latest states: field = document id, value = "queued" | "processing" | "done". */
+  /** The hash of latest states: field = document id, value = its last progress event, as JSON. */
   state: string;
 }
 
 export type TaskState = "queued" | "processing" | "done";
 
-/** A progress event, published as JSON. */
+/**
+ * Each state's version: a task only moves forward, so its step in the lifecycle orders its
+ * events. A dashboard keeps the highest version it has shown and drops any event that is not
+ * newer (lesson 04).
+ */
+export const VERSIONS: Record<TaskState, number> = { queued: 1, processing: 2, done: 3 };
+
+/** A progress event, published as JSON and kept as the document's latest state in the hash. */
 export interface Progress {
   doc: string;
   state: TaskState;
+  version: number;
   worker?: string;
 }
 
 /**
  * Creates the consumer group on the task stream, and the stream if needed. Safe to call again:
- * every worker calls it when it starts.
+ * every worker calls it when it starts. Tasks queued before the first worker started are work
+ * for the group too.
  */
 export async function createGroup(client: Redis, keys: HybridKeys): Promise<void> {
   // TODO: XGROUP CREATE ... MKSTREAM; a BUSYGROUP error means it exists already: that is fine.
@@ -76,18 +85,21 @@ export async function createGroup(client: Redis, keys: HybridKeys): Promise<void
 }
 
 /**
- * Queues OCR for `doc`: the task { doc } on the stream, "queued" as its latest state in the hash,
- * and a { doc, state: "queued" } progress event (JSON) on the channel. Returns the entry id.
+ * Queues OCR for `doc`, all three or none: the task { doc } on the stream, and the event
+ * { doc, state: "queued", version: 1 } as JSON both in the hash (field doc) and published on
+ * the channel. Returns the entry id.
  */
 export async function submitTask(client: Redis, keys: HybridKeys, doc: string): Promise<string> {
-  // TODO: XADD, HSET and PUBLISH (a MULTI keeps them together).
+  // TODO: XADD, HSET and PUBLISH in one MULTI: a crash between them must not split them.
   throw new Error("TODO: submitTask");
 }
 
 /**
- * One step of worker `consumer`: take one task from the group (waiting at most blockMs; return
- * undefined if none came), mark it "processing" (hash and event, with `worker`), run
- * ocr(doc), then acknowledge it and mark it "done" (hash and event). Returns the document id.
+ * One step of worker `consumer`: take one new task from the group (waiting at most blockMs;
+ * return undefined if none came), mark it "processing" (hash, then event, with `worker` and
+ * its version), run ocr(doc), and only when ocr succeeded, acknowledge it and mark it "done"
+ * (hash and event), all three or none. Returns the document id. If ocr fails, the task stays
+ * pending and not done: let the error reach the caller (or return undefined).
  */
 export async function workOnce(
   client: Redis,
@@ -96,6 +108,7 @@ export async function workOnce(
   ocr: (doc: string) => Promise<void>,
   blockMs: number,
 ): Promise<string | undefined> {
-  // TODO: XREADGROUP with ">", HSET + PUBLISH "processing", await ocr(doc), XACK + HSET + PUBLISH "done".
+  // TODO: XREADGROUP with ">", HSET + PUBLISH "processing", await ocr(doc),
+  // then one MULTI: XACK + HSET + PUBLISH "done".
   throw new Error("TODO: workOnce");
 }

@@ -58,16 +58,24 @@ export interface HybridKeys {
   group: string;
   /** The pub/sub channel progress events are published on. */
   progress: string;
-  /** The hash of latest states: field = document id, value = "queued" | "processing" | "done". */
+  /** The hash of latest states: field = document id, value = its last progress event, as JSON. */
   state: string;
 }
 
 export type TaskState = "queued" | "processing" | "done";
 
-/** A progress event, published as JSON. */
+/**
+ * Each state's version: a task only moves forward, so its step in the lifecycle orders its
+ * events. A dashboard keeps the highest version it has shown and drops any event that is not
+ * newer (lesson 04).
+ */
+export const VERSIONS: Record<TaskState, number> = { queued: 1, processing: 2, done: 3 };
+
+/** A progress event, published as JSON and kept as the document's latest state in the hash. */
 export interface Progress {
   doc: string;
   state: TaskState;
+  version: number;
   worker?: string;
 }
 
@@ -81,13 +89,13 @@ export async function createGroup(client: Redis, keys: HybridKeys): Promise<void
 }
 
 export async function submitTask(client: Redis, keys: HybridKeys, doc: string): Promise<string> {
-  const event: Progress = { doc, state: "queued" };
+  const event = progress(doc, "queued");
   // The task and its state together; the news goes out with them.
   const [id] = await client
     .multi()
     .xAdd(keys.tasks, "*", { doc })
-    .hSet(keys.state, doc, "queued")
-    .publish(keys.progress, JSON.stringify(event))
+    .hSet(keys.state, doc, event)
+    .publish(keys.progress, event)
     .exec();
   return String(id);
 }
@@ -108,19 +116,23 @@ export async function workOnce(
   const entry = reply?.[0]?.messages[0];
   if (!entry) return undefined;
   const doc = String(entry.message.doc);
-  const processing: Progress = { doc, state: "processing", worker: consumer };
-  await client
-    .multi()
-    .hSet(keys.state, doc, "processing")
-    .publish(keys.progress, JSON.stringify(processing))
-    .exec();
+  const processing = progress(doc, "processing", consumer);
+  await client.multi().hSet(keys.state, doc, processing).publish(keys.progress, processing).exec();
+  // If ocr() fails, the error goes to the caller and the task stays pending: nothing is
+  // acknowledged or announced as done, and another worker can claim it (lessons 09, 10).
   await ocr(doc);
-  const done: Progress = { doc, state: "done", worker: consumer };
+  const done = progress(doc, "done", consumer);
   await client
     .multi()
     .xAck(keys.tasks, keys.group, entry.id)
-    .hSet(keys.state, doc, "done")
-    .publish(keys.progress, JSON.stringify(done))
+    .hSet(keys.state, doc, done)
+    .publish(keys.progress, done)
     .exec();
   return doc;
+}
+
+/** The event for `doc` entering `state`, as JSON: published, and kept in the hash as it is. */
+function progress(doc: string, state: TaskState, worker?: string): string {
+  const event: Progress = { doc, state, version: VERSIONS[state], worker };
+  return JSON.stringify(event);
 }

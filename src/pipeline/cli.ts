@@ -45,6 +45,7 @@ async function main(argv: string[]): Promise<number> {
       latencyMs: args.latencyMs,
       failureRate: args.failureRate,
       chaos: args.chaos,
+      pythonWorkers: args.pythonWorkers,
       poison: poisonCount(args),
       parts: args.parts ? resolve(args.parts) : SOLUTION_PARTS,
       claimIdleMs,

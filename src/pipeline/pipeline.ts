@@ -12,6 +12,7 @@ import { poisoned, sampleUpload, type Upload } from "./documents.ts";
 import { type FeedResult, feed, type Submission } from "./feeder.ts";
 import { pipelineKeys, STAGES, type StatusEvent } from "./keys.ts";
 import { connectClient, loadParts } from "./parts.ts";
+import { startPythonWorkers } from "./python.ts";
 import type { LoopConfig } from "./stage-loop.ts";
 import { Supervisor } from "./supervisor.ts";
 import { startView } from "./view.ts";
@@ -24,6 +25,8 @@ export interface PipelineOptions extends LoopConfig {
   poison: number;
   /** Worker processes; each runs one worker per stage. */
   workers: number;
+  /** Python NER workers (lessons/13-capstone-pipeline/ner_worker.py) beside them; default 0. */
+  pythonWorkers?: number;
   chaos: boolean;
   /** The file with the lesson's parts (nextWork, handOff, deadLetter, broadcast). */
   parts: string;
@@ -189,6 +192,20 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
     const ready = await Promise.all(first.map((w) => w.ready));
     if (ready.includes(false)) {
       throw new Error(`a worker stopped while starting:\n${workerLog.slice(-10).join("\n")}`);
+    }
+    const python = startPythonWorkers({
+      count: options.pythonWorkers ?? 0,
+      redisUrl,
+      prefix: options.prefix,
+      loop: options,
+      onSpawn: options.onSpawn,
+      onLog: (slot, line) => workerLog.push(`worker ${slot}: ${line}`),
+    });
+    cleanup.push(() => python.stop());
+    if (!(await python.ready)) {
+      throw new Error(
+        `a Python worker stopped while starting:\n${workerLog.slice(-10).join("\n")}`,
+      );
     }
     aborted(options.signal);
     options.onStart?.({ redisUrl, apiUrl: api.url });
