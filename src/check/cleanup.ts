@@ -12,14 +12,23 @@ const dirs = new Set<string>();
 const runs = new Set<string>();
 let installed = false;
 
+/**
+ * Kills and removes everything registered, now. The exit hook calls it; so does a process about
+ * to die by a signal (src/ui/exit.ts after a hangup), where no exit hook runs.
+ */
+export function cleanUpNow(): void {
+  for (const pid of groups) signalGroup(pid, "SIGKILL");
+  for (const id of runs) killProcessesWithEnv(`WORKBOOK_RUN_ID=${id}`, 200);
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  groups.clear();
+  runs.clear();
+  dirs.clear();
+}
+
 function install(): void {
   if (installed) return;
   installed = true;
-  process.on("exit", () => {
-    for (const pid of groups) signalGroup(pid, "SIGKILL");
-    for (const id of runs) killProcessesWithEnv(`WORKBOOK_RUN_ID=${id}`, 200);
-    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
-  });
+  process.on("exit", cleanUpNow);
 }
 
 /** Kills process group `pid` if we exit before calling the returned function (true the first time). */
