@@ -82,7 +82,7 @@ function freePort(): Promise<number> {
 /**
  * Runs redis-server in the background and waits for it. If our end of the stdin pipe closes
  * (we exited, even by SIGKILL), `read` returns, the server is stopped and its directory ($1)
- * removed: nothing outlives the workbook. When the server exits by itself (SHUTDOWN), `wait`
+ * removed: nothing outlives the workbook. (Node also closes that pipe when the shell exits.) When the server exits by itself (SHUTDOWN), `wait`
  * returns and the shell ends; the reader is killed with the group.
  */
 const WATCHDOG = [
@@ -91,7 +91,8 @@ const WATCHDOG = [
   "exec 3<&0",
   'redis-server "$@" </dev/null & pid=$!',
   'trap "kill $pid 2>/dev/null; exit" TERM INT',
-  '(read _ <&3; kill $pid 2>/dev/null; while kill -0 $pid 2>/dev/null; do sleep 0.05; done; rm -rf "$dir") &',
+  // Only if it was still running: after a SHUTDOWN we may start it again in the same directory.
+  '(read _ <&3; kill $pid 2>/dev/null || exit; while kill -0 $pid 2>/dev/null; do sleep 0.05; done; rm -rf "$dir") &',
   "wait $pid",
 ].join("\n");
 
