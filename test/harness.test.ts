@@ -96,6 +96,13 @@ describe("learner code that misbehaves", () => {
     expect(verdict.reason).toMatch(/did not finish within 15s[\s\S]*reconnect delays/);
   });
 
+  test("starts a detached process: it is ended with the check, which still passes", async () => {
+    const verdict = await checkVariant(
+      `import { spawn } from "node:child_process";\n${solution}\nspawn("sleep", ["1000"], { detached: true, stdio: "ignore" }).unref();\n`,
+    );
+    expect(verdict.status).toBe("passed");
+  });
+
   test("what the code sent to Redis is recorded on the private server", async () => {
     const verdict = await checkVariant(solution.replace("await client.close();", ""));
     expect(verdict.status).toBe("failed");
