@@ -82,8 +82,9 @@ function freePort(): Promise<number> {
 /**
  * Runs redis-server in the background and waits for it. If our end of the stdin pipe closes
  * (we exited, even by SIGKILL), `read` returns, the server is stopped and its directory ($1)
- * removed: nothing outlives the workbook. (Node also closes that pipe when the shell exits.) When the server exits by itself (SHUTDOWN), `wait`
- * returns and the shell ends; the reader is killed with the group.
+ * removed: nothing outlives the workbook. When the server exits by itself (SHUTDOWN), `wait`
+ * returns and the shell ends; Node then closes the pipe too, and the reader leaves the
+ * directory alone because the server was already gone.
  */
 const WATCHDOG = [
   "dir=$1; shift",
