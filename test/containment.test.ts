@@ -78,3 +78,22 @@ test("killing only npm stops the CLI, its Redis and the check", async () => {
   const clean = await waitFor(() => workbookLeftovers(box.tmp).length === 0, 5_000);
   expect(clean, `left in the temp dir: ${workbookLeftovers(box.tmp)}`).toBe(true);
 });
+
+test("killing only npm stops the pipeline, its workers and its Redis", async () => {
+  const box = sandbox(solution);
+  const npm = launch(
+    "npm",
+    ["run", "--silent", "pipeline", "--", "--docs", "1000", "--workers", "1", "--latency", "1000"],
+    box.env,
+  );
+  const workers = () =>
+    processesWithEnv("PIPELINE_WORKER=").filter((pid) => processesWithEnv(box.mark).includes(pid));
+  expect(await waitFor(() => workers().length > 0, 60_000), "no worker started").toBe(true);
+
+  process.kill(npm.pid ?? 0, "SIGKILL");
+
+  const gone = await waitFor(() => processesWithEnv(box.mark).length === 0, 15_000);
+  expect(gone, `still running:\n${leftovers(box.mark).join("\n")}`).toBe(true);
+  const clean = await waitFor(() => workbookLeftovers(box.tmp).length === 0, 5_000);
+  expect(clean, `left in the temp dir: ${workbookLeftovers(box.tmp)}`).toBe(true);
+});

@@ -6,8 +6,8 @@
  */
 import kleur from "kleur";
 import { cleanUpNow } from "../check/cleanup.ts";
+import { watchLaunchers } from "../launchers.ts";
 import { redact } from "../redis/redact.ts";
-import { watchLaunchers } from "./launchers.ts";
 
 type Cleanup = () => void | Promise<void>;
 
