@@ -3,37 +3,13 @@
  * the server's settings, pauses it or shuts it down must not fail the checks that follow, and a
  * paused server must not stretch a check past its time limit.
  */
-import { readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
 import { createClient } from "redis";
-import { afterAll, beforeAll, expect, test } from "vitest";
-import { loadLesson } from "../src/catalog.ts";
-import { runCheck } from "../src/check/run.ts";
-import type { Verdict } from "../src/check/verdict.ts";
-import { openRedisTarget, type RedisTarget } from "../src/redis/target.ts";
+import { expect, test } from "vitest";
 import { expectNothingLeft } from "./support/leftovers.ts";
-import { scratchDir } from "./support/sandbox.ts";
+import { lesson01Runs, solution } from "./support/lesson01.ts";
 
-const lesson = loadLesson("01-connect");
-const solution = readFileSync(lesson.solution, "utf8");
-const scratch = scratchDir("poison");
-let redis: RedisTarget;
-
-beforeAll(async () => {
-  redis = await openRedisTarget({});
-});
-
-afterAll(async () => {
-  await redis.release();
-  scratch.remove();
-});
-
-let counter = 0;
-async function checkSource(source: string, timeoutMs?: number): Promise<Verdict> {
-  const file = join(scratch.dir, `attempt-${counter++}.ts`);
-  writeFileSync(file, source);
-  return runCheck(lesson, { kind: "learner", file, label: "your code" }, redis, { timeoutMs });
-}
+const runs = lesson01Runs("poison");
+const checkSource = runs.check;
 
 /** The solution, sending `args` to the server as soon as it has connected. */
 function sending(...args: string[]): string {
@@ -47,11 +23,11 @@ function sending(...args: string[]): string {
 async function nextCheckPasses(): Promise<void> {
   const verdict = await checkSource(solution);
   expect(verdict.status, verdict.reason).toBe("passed");
-  await expectNothingLeft(redis.url);
+  await expectNothingLeft(runs.server().url);
 }
 
 async function config(name: string): Promise<unknown> {
-  const client = createClient({ url: redis.url });
+  const client = createClient({ url: runs.server().url });
   await client.connect();
   try {
     return (await client.configGet(name))[name];

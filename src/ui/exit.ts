@@ -70,7 +70,7 @@ export async function exitCleanly(code: number, note?: string): Promise<never> {
     exiting = true;
     restoreTerminal();
     for (const cleanup of [...cleanups].reverse()) await within(cleanup(), 3000);
-    if (note && !hungUp) console.log(note);
+    if (note && !hungUp && !terminalGone) console.log(note);
     end(code);
   }
   // A second Ctrl+C while cleaning up: the first one is already on its way out.
@@ -87,10 +87,14 @@ function hangUp(): void {
   void exitCleanly(129);
 }
 
-/** A read or write failed because the terminal is gone: no more restoring it. */
-function closed(): void {
+/**
+ * A read or write failed because the terminal is gone (EIO: the same as a hangup) or the pipe
+ * we print to has no reader any more (EPIPE: exit as a broken pipe does, 128 + 13).
+ */
+function closed(error: unknown): void {
   terminalGone = true;
-  hangUp();
+  if ((error as NodeJS.ErrnoException).code === "EPIPE") void exitCleanly(141);
+  else hangUp();
 }
 
 /**
@@ -104,11 +108,11 @@ export function handleSignals(): void {
   for (const stream of [process.stdout, process.stderr]) {
     stream.on("error", (error) => {
       if (!isHangup(error)) throw error;
-      closed();
+      closed(error);
     });
   }
   process.on("uncaughtException", (error) => {
-    if (isHangup(error)) return closed();
+    if (isHangup(error)) return closed(error);
     // A bug: say what it was, as Node would, but still stop what we started.
     if (!terminalGone) process.stderr.write(`${redact(error.stack ?? String(error))}\n`);
     void exitCleanly(1);
