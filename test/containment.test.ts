@@ -2,7 +2,7 @@
  * However the workbook dies mid-check (SIGKILL of it or of its whole process group, npm killed
  * alone), nothing it started keeps running and no temporary directory of it stays behind.
  */
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, afterEach, expect, test } from "vitest";
 import { loadLesson } from "../src/catalog.ts";
@@ -96,4 +96,19 @@ test("killing only npm stops the pipeline, its workers and its Redis", async () 
   expect(gone, `still running:\n${leftovers(box.mark).join("\n")}`).toBe(true);
   const clean = await waitFor(() => workbookLeftovers(box.tmp).length === 0, 5_000);
   expect(clean, `left in the temp dir: ${workbookLeftovers(box.tmp)}`).toBe(true);
+});
+
+test("SIGKILL of the workbook's process group during the type check: the compiler stops too", async () => {
+  const box = sandbox(solution);
+  const cli = launch(process.execPath, [TSX, "src/cli.ts", "check", "01"], box.env);
+  const compilers = () =>
+    processesWithEnv(box.mark).filter((pid) => / -p \S+tsconfig\./.test(commandOf(pid)));
+  expect(await waitFor(() => compilers().length > 0, 60_000), "tsc never started").toBe(true);
+  const config = / -p (\S+)/.exec(commandOf(compilers()[0] ?? 0))?.[1] ?? "";
+
+  process.kill(-(cli.pid ?? 0), "SIGKILL");
+
+  const gone = await waitFor(() => processesWithEnv(box.mark).length === 0, 10_000);
+  expect(gone, `still running:\n${leftovers(box.mark).join("\n")}`).toBe(true);
+  expect(await waitFor(() => !existsSync(config), 5_000), `${config} was left`).toBe(true);
 });

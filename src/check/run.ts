@@ -24,7 +24,7 @@ import type { CheckEvent } from "./events.ts";
 import { applyPatch } from "./patch.ts";
 import { typecheck } from "./typecheck.ts";
 import { type CheckTarget, decide, skipReason, type Verdict } from "./verdict.ts";
-import { guardRun } from "./watchdog.ts";
+import { guardGroup } from "./watchdog.ts";
 
 export interface RunOptions {
   /** Upper bound for the whole run; defaults to the lesson's timeoutMs or 60 s. */
@@ -259,7 +259,7 @@ async function checkFile(
     const pid = child.pid;
     if (pid !== undefined) {
       forgetChild = killGroupOnExit(pid);
-      releaseGuard = guardRun(pid, runId, [scratch]);
+      releaseGuard = guardGroup(pid, runId, [scratch]);
     }
     const collect = (chunk: Buffer) => {
       if (stdio.length < 200_000) stdio += chunk.toString();
