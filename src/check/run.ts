@@ -278,8 +278,6 @@ async function checkFile(
     forgetChild();
     const all = readEvents(events);
     for (const e of all) if (e.event === "process") await killGroup(e.pid);
-    // What left the group (a detached spawn, a daemon) still carries the run id.
-    killProcessesWithEnv(runEntry);
     const decided = decide(all, {
       timedOutAfterMs: ending.timedOut ? timeoutMs : undefined,
       exitCode: ending.exitCode,
@@ -299,6 +297,7 @@ async function checkFile(
     });
   } finally {
     if (forgetChild() && child?.pid !== undefined) await killGroup(child.pid);
+    // What left the group (a detached spawn, a daemon) still carries the run id.
     killProcessesWithEnv(runEntry);
     forgetRun();
     if (trace) await bounded(trace.stop());
