@@ -114,9 +114,14 @@ export function handleSignals(): void {
   process.on("uncaughtException", (error) => {
     if (isHangup(error)) return closed(error);
     // A bug: say what it was, as Node would, but still stop what we started.
-    if (!terminalGone) process.stderr.write(`${redact(error.stack ?? String(error))}\n`);
+    if (!terminalGone && !exiting)
+      process.stderr.write(`${redact(error.stack ?? String(error))}\n`);
     void exitCleanly(1);
   });
-  // `npm run check` killed alone leaves us running with nobody to report to.
-  watchLaunchers(() => void exitCleanly(129));
+  // `npm run check` killed alone leaves us running with nobody to report to. The shell has taken
+  // the terminal back: changing its mode now, from the background, would stop us (SIGTTOU).
+  watchLaunchers(() => {
+    terminalGone = true;
+    void exitCleanly(129);
+  });
 }
