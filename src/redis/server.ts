@@ -237,10 +237,9 @@ export async function startPrivateServer(
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freePort();
     const first = launch(port, dir, extraArgs, options);
-    const known = (await waitForPing(port, first.child, 5000))
-      ? await configuration(port, 5000)
-      : undefined;
-    if (known !== undefined) {
+    if (await waitForPing(port, first.child, 5000)) {
+      // What refresh() compares with; unknown on a server that wants a password (tests start one).
+      const known = await configuration(port, 5000);
       let current = first;
       let stopped: Promise<void> | undefined;
       const relaunch = async (ms: number) => {
@@ -260,7 +259,8 @@ export async function startPrivateServer(
         },
         async refresh() {
           if (stopped) return;
-          if (!exited(current.child) && (await configuration(port, 1000)) === known) return;
+          const same = known === undefined || (await configuration(port, 1000)) === known;
+          if (!exited(current.child) && same) return;
           // Nothing in it is worth keeping, and a paused server would not answer SHUTDOWN.
           await current.kill();
           // A SHUTDOWN SAVE or a BGSAVE would otherwise load the last run's keys.
