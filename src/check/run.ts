@@ -172,10 +172,12 @@ export async function runCheck(
       });
     }
   }
+  const forgetMistake = materialized ? removeOnExit(materialized) : () => false;
   try {
-    return await checkFile(lesson, file, redis, options, finish);
+    return await checkFile(lesson, file, redis, options, finish, materialized);
   } finally {
     if (materialized) rmSync(materialized, { force: true });
+    forgetMistake();
   }
 }
 
@@ -198,6 +200,8 @@ async function checkFile(
   redis: RedisTarget,
   options: RunOptions,
   finish: Finish,
+  /** A file made for this run only (a mistake applied to the solution): the watchdog removes it too. */
+  ownFile?: string,
 ): Promise<Verdict> {
   const diagnostics = await typecheck(file);
   if (diagnostics.length > 0) {
@@ -259,7 +263,7 @@ async function checkFile(
     const pid = child.pid;
     if (pid !== undefined) {
       forgetChild = killGroupOnExit(pid);
-      releaseGuard = guardGroup(pid, runId, [scratch]);
+      releaseGuard = guardGroup(pid, runId, ownFile ? [scratch, ownFile] : [scratch]);
     }
     const collect = (chunk: Buffer) => {
       if (stdio.length < 200_000) stdio += chunk.toString();
