@@ -50,6 +50,14 @@ function leftovers(mark: string): string[] {
   return processesWithEnv(mark).map((pid) => `${pid} ${commandOf(pid)}`);
 }
 
+/** Soon, no process of the sandbox runs and its temp dir holds nothing of the workbook's. */
+async function expectAllGone(box: { mark: string; tmp: string }, ms = 10_000): Promise<void> {
+  const gone = await waitFor(() => processesWithEnv(box.mark).length === 0, ms);
+  expect(gone, `still running:\n${leftovers(box.mark).join("\n")}`).toBe(true);
+  const clean = await waitFor(() => workbookLeftovers(box.tmp).length === 0, 5_000);
+  expect(clean, `left in the temp dir: ${workbookLeftovers(box.tmp)}`).toBe(true);
+}
+
 test("SIGKILL of the workbook's process group while learner code spins: nothing is left", async () => {
   const box = sandbox(solution.replace("const base =", "for (;;) {}\n  const base ="));
   const cli = launch(process.execPath, [TSX, "src/cli.ts", "check", "01"], box.env);
@@ -59,10 +67,7 @@ test("SIGKILL of the workbook's process group while learner code spins: nothing 
 
   process.kill(-(cli.pid ?? 0), "SIGKILL");
 
-  const gone = await waitFor(() => processesWithEnv(box.mark).length === 0, 10_000);
-  expect(gone, `still running:\n${leftovers(box.mark).join("\n")}`).toBe(true);
-  const clean = await waitFor(() => workbookLeftovers(box.tmp).length === 0, 5_000);
-  expect(clean, `left in the temp dir: ${workbookLeftovers(box.tmp)}`).toBe(true);
+  await expectAllGone(box);
 });
 
 test("killing only npm stops the CLI, its Redis and the check", async () => {
@@ -73,10 +78,7 @@ test("killing only npm stops the CLI, its Redis and the check", async () => {
 
   process.kill(npm.pid ?? 0, "SIGKILL");
 
-  const gone = await waitFor(() => processesWithEnv(box.mark).length === 0, 10_000);
-  expect(gone, `still running:\n${leftovers(box.mark).join("\n")}`).toBe(true);
-  const clean = await waitFor(() => workbookLeftovers(box.tmp).length === 0, 5_000);
-  expect(clean, `left in the temp dir: ${workbookLeftovers(box.tmp)}`).toBe(true);
+  await expectAllGone(box);
 });
 
 test("killing only npm stops the pipeline, its workers and its Redis", async () => {
@@ -92,10 +94,7 @@ test("killing only npm stops the pipeline, its workers and its Redis", async () 
 
   process.kill(npm.pid ?? 0, "SIGKILL");
 
-  const gone = await waitFor(() => processesWithEnv(box.mark).length === 0, 15_000);
-  expect(gone, `still running:\n${leftovers(box.mark).join("\n")}`).toBe(true);
-  const clean = await waitFor(() => workbookLeftovers(box.tmp).length === 0, 5_000);
-  expect(clean, `left in the temp dir: ${workbookLeftovers(box.tmp)}`).toBe(true);
+  await expectAllGone(box, 15_000);
 });
 
 test("SIGKILL of the workbook's process group during the type check: the compiler stops too", async () => {
