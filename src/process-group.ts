@@ -68,3 +68,42 @@ export async function stopGroup(pid: number, termMs: number, killMs = 2000): Pro
   if (await waitGroupGone(pid, termMs)) return true;
   return killGroup(pid, killMs);
 }
+
+/** Processes (zombies aside) whose environment holds exactly `entry`, e.g. `NAME=value`. */
+export function processesWithEnvEntry(entry: string): number[] {
+  if (!existsSync("/proc/self/environ")) return [];
+  const found: number[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+    try {
+      if (!readFileSync(`/proc/${name}/environ`, "latin1").split("\0").includes(entry)) continue;
+      const stat = readFileSync(`/proc/${name}/stat`, "latin1");
+      if (stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z") {
+        found.push(Number(name));
+      }
+    } catch {
+      // ended while we looked, or not ours to read
+    }
+  }
+  return found;
+}
+
+/**
+ * SIGKILLs every process whose environment holds `entry`, however it detached (a new group, a
+ * new session, a double fork): children inherit the environment. Repeats while new ones appear
+ * (a process forking as we kill it), for at most `ms`. Synchronous, so an exit hook can call it.
+ */
+export function killProcessesWithEnv(entry: string, ms = 1000): void {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const found = processesWithEnvEntry(entry);
+    if (found.length === 0 || Date.now() > deadline) return;
+    for (const pid of found) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+  }
+}

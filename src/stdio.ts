@@ -27,7 +27,9 @@ export function guardOutput(onClosed: () => void): void {
   for (const stream of [process.stdout, process.stderr]) {
     redacting(stream);
     stream.on("error", (error: NodeJS.ErrnoException) => {
-      if (error.code !== "EPIPE") throw error;
+      // A closed terminal (EIO) is the hangup handler's (ui/exit.ts): throwing here would crash
+      // the cleanup it runs.
+      if (error.code !== "EPIPE") return;
       if (closed) return;
       closed = true;
       onClosed();

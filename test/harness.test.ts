@@ -2,39 +2,17 @@
  * Learner code that throws, hangs, spins, exits or does not compile is a failed check with an
  * explanation, never a crash of the workbook, and leaves no process or connection behind.
  */
-import { readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { loadLesson } from "../src/catalog.ts";
-import { runCheck } from "../src/check/run.ts";
+import { describe, expect, test } from "vitest";
 import type { Verdict } from "../src/check/verdict.ts";
-import { openRedisTarget, type RedisTarget } from "../src/redis/target.ts";
 import { expectNothingLeft } from "./support/leftovers.ts";
-import { scratchDir } from "./support/sandbox.ts";
+import { lesson01Runs, solution } from "./support/lesson01.ts";
 
-const lesson = loadLesson("01-connect");
-const solution = readFileSync(lesson.solution, "utf8");
-const scratch = scratchDir("harness");
-let redis: RedisTarget;
+const runs = lesson01Runs("harness");
 
-beforeAll(async () => {
-  redis = await openRedisTarget({});
-});
-
-afterAll(async () => {
-  await redis.release();
-  scratch.remove();
-});
-
-let counter = 0;
 /** Checks a variant of the lesson 01 solution, then proves nothing it started is still alive. */
 async function checkVariant(source: string, timeoutMs?: number): Promise<Verdict> {
-  const file = join(scratch.dir, `variant-${counter++}.ts`);
-  writeFileSync(file, source);
-  const verdict = await runCheck(lesson, { kind: "learner", file, label: "your code" }, redis, {
-    timeoutMs,
-  });
-  await expectNothingLeft(redis.url);
+  const verdict = await runs.check(source, timeoutMs);
+  await expectNothingLeft(runs.server().url);
   return verdict;
 }
 
@@ -94,6 +72,13 @@ describe("learner code that misbehaves", () => {
     );
     expect(verdict.status).toBe("failed");
     expect(verdict.reason).toMatch(/did not finish within 15s[\s\S]*reconnect delays/);
+  });
+
+  test("starts a detached process: it is ended with the check, which still passes", async () => {
+    const verdict = await checkVariant(
+      `import { spawn } from "node:child_process";\n${solution}\nspawn("sleep", ["1000"], { detached: true, stdio: "ignore" }).unref();\n`,
+    );
+    expect(verdict.status).toBe("passed");
   });
 
   test("what the code sent to Redis is recorded on the private server", async () => {

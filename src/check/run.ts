@@ -5,26 +5,26 @@ import {
   existsSync,
   fstatSync,
   mkdirSync,
-  mkdtempSync,
   openSync,
   readFileSync,
   readSync,
   rmSync,
   writeFileSync,
 } from "node:fs";
-import { tmpdir } from "node:os";
 import { basename, join, relative } from "node:path";
 import type { Lesson } from "../catalog.ts";
 import { childEnded } from "../child-ended.ts";
 import { ROOT } from "../paths.ts";
-import { killGroup } from "../process-group.ts";
+import { killGroup, killProcessesWithEnv } from "../process-group.ts";
 import { deletePrefixedKeys, type RedisTarget } from "../redis/target.ts";
 import { learnerCommands, startTrace, type Trace } from "../redis/trace.ts";
-import { killGroupOnExit, removeOnExit } from "./cleanup.ts";
+import { makeScratch, sweepOnce } from "../scratch.ts";
+import { killGroupOnExit, killRunOnExit, removeOnExit } from "./cleanup.ts";
 import type { CheckEvent } from "./events.ts";
 import { applyPatch } from "./patch.ts";
 import { typecheck } from "./typecheck.ts";
 import { type CheckTarget, decide, skipReason, type Verdict } from "./verdict.ts";
+import { guardGroup } from "./watchdog.ts";
 
 export interface RunOptions {
   /** Upper bound for the whole run; defaults to the lesson's timeoutMs or 60 s. */
@@ -34,6 +34,24 @@ export interface RunOptions {
 const VITEST = join(ROOT, "node_modules", "vitest", "vitest.mjs");
 const REPORTER = join(ROOT, "src", "check", "reporter.ts");
 const CONFIG = join(ROOT, "checks", "vitest.config.ts");
+
+/**
+ * How long each step around the learner's run may take (tracing, deleting the run's keys): the
+ * learner's code may have paused or stopped the server (CLIENT PAUSE, DEBUG SLEEP, SHUTDOWN),
+ * and the check's time limit must stay the time limit whatever it did.
+ */
+const STEP_MS = 3000;
+
+/** `work`'s result, or undefined once `ms` have passed (or it failed). */
+function bounded<T>(work: Promise<T>, ms = STEP_MS): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    work.catch(() => undefined),
+    new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
 
 function readEvents(file: string): CheckEvent[] {
   if (!existsSync(file)) return [];
@@ -154,10 +172,12 @@ export async function runCheck(
       });
     }
   }
+  const forgetMistake = materialized ? removeOnExit(materialized) : () => false;
   try {
-    return await checkFile(lesson, file, redis, options, finish);
+    return await checkFile(lesson, file, redis, options, finish, materialized);
   } finally {
     if (materialized) rmSync(materialized, { force: true });
+    forgetMistake();
   }
 }
 
@@ -180,6 +200,8 @@ async function checkFile(
   redis: RedisTarget,
   options: RunOptions,
   finish: Finish,
+  /** A file made for this run only (a mistake applied to the solution): the watchdog removes it too. */
+  ownFile?: string,
 ): Promise<Verdict> {
   const diagnostics = await typecheck(file);
   if (diagnostics.length > 0) {
@@ -197,17 +219,27 @@ async function checkFile(
     });
   }
 
+  sweepOnce();
   const runId = randomBytes(4).toString("hex");
   const prefix = `wb:${runId}:`;
-  const scratch = mkdtempSync(join(tmpdir(), "workbook-check-"));
+  const scratch = makeScratch("check");
   const keepScratch = removeOnExit(scratch);
+  // vitest's own temporary files (<tmp>/<id>/ssr) go inside the scratch directory and leave with it.
+  const childTmp = join(scratch, "tmp");
+  mkdirSync(childTmp);
   const events = join(scratch, "events.jsonl");
+  const runEntry = `WORKBOOK_RUN_ID=${runId}`;
+  const forgetRun = killRunOnExit(runId);
   let trace: Trace | undefined;
   let child: ChildProcess | undefined;
   let forgetChild = () => false;
+  let releaseGuard = () => {};
   let stdio = "";
   try {
-    if (redis.kind === "private" && redis.port !== undefined) trace = await startTrace(redis.port);
+    if (redis.kind === "private" && redis.port !== undefined) {
+      await redis.refresh?.();
+      trace = await bounded(startTrace(redis.port));
+    }
     child = spawn(
       process.execPath,
       [VITEST, "run", relative(ROOT, lesson.check), "--config", CONFIG, "--reporter", REPORTER],
@@ -224,11 +256,15 @@ async function checkFile(
           WORKBOOK_SERVER: redis.kind,
           WORKBOOK_REDIS_VERSION: redis.version,
           WORKBOOK_RESULTS: events,
+          TMPDIR: childTmp,
         }),
       },
     );
     const pid = child.pid;
-    if (pid !== undefined) forgetChild = killGroupOnExit(pid);
+    if (pid !== undefined) {
+      forgetChild = killGroupOnExit(pid);
+      releaseGuard = guardGroup(pid, runId, ownFile ? [scratch, ownFile] : [scratch]);
+    }
     const collect = (chunk: Buffer) => {
       if (stdio.length < 200_000) stdio += chunk.toString();
     };
@@ -251,7 +287,8 @@ async function checkFile(
       exitCode: ending.exitCode,
       signal: ending.signal,
     });
-    const sent = trace ? learnerCommands(await trace.stop()) : undefined;
+    const traced = trace ? await bounded(trace.stop()) : undefined;
+    const sent = traced ? learnerCommands(traced) : undefined;
     trace = undefined;
     return finish({ ...decided, sent, diagnostics: stdio });
   } catch (error) {
@@ -264,9 +301,13 @@ async function checkFile(
     });
   } finally {
     if (forgetChild() && child?.pid !== undefined) await killGroup(child.pid);
-    if (trace) await trace.stop();
-    await deletePrefixedKeys(redis.url, prefix).catch(() => 0);
+    // What left the group (a detached spawn, a daemon) still carries the run id.
+    killProcessesWithEnv(runEntry);
+    forgetRun();
+    if (trace) await bounded(trace.stop());
+    await bounded(deletePrefixedKeys(redis.url, prefix, STEP_MS));
     rmSync(scratch, { recursive: true, force: true });
     keepScratch();
+    releaseGuard();
   }
 }

@@ -4,6 +4,7 @@ import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { ROOT } from "../paths.ts";
 import { killGroupOnExit } from "./cleanup.ts";
+import { guardGroup } from "./watchdog.ts";
 
 export interface Diagnostic {
   file: string;
@@ -49,6 +50,9 @@ export async function typecheck(file: string): Promise<Diagnostic[]> {
         { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], detached: true },
       );
       const forget = child.pid === undefined ? () => false : killGroupOnExit(child.pid);
+      // Killed mid-check, we leave neither a compiler running nor its config file.
+      const release =
+        child.pid === undefined ? () => {} : guardGroup(child.pid, undefined, [config]);
       let text = "";
       child.stdout.on("data", (chunk) => {
         text += chunk;
@@ -59,6 +63,7 @@ export async function typecheck(file: string): Promise<Diagnostic[]> {
       child.on("error", reject);
       child.on("close", () => {
         forget();
+        release();
         resolve(text);
       });
     });

@@ -4,6 +4,7 @@
  */
 import { resolve } from "node:path";
 import kleur from "kleur";
+import { watchLaunchers } from "../launchers.ts";
 import { guardOutput } from "../stdio.ts";
 import { PIPELINE_USAGE, PipelineUsageError, parsePipelineArgs, poisonCount } from "./args.ts";
 import { renderAudit } from "./audit.ts";
@@ -26,6 +27,8 @@ async function main(argv: string[]): Promise<number> {
     stop.abort();
   };
   for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(signal, onSignal);
+  // npm killed alone: stop as if interrupted, rather than run on with nobody watching.
+  watchLaunchers(onSignal);
 
   const tty = Boolean(process.stdout.isTTY) && !args.json;
   const out = args.json ? process.stderr : process.stdout;

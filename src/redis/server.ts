@@ -1,12 +1,12 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { createServer } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { killGroupOnExit } from "../check/cleanup.ts";
 import { killGroup, stopGroup } from "../process-group.ts";
-import { connectRaw } from "./raw.ts";
+import { makeScratch, sweepOnce } from "../scratch.ts";
+import { connectRaw, type Reply } from "./raw.ts";
 
 export interface PrivateServer {
   url: string;
@@ -17,6 +17,12 @@ export interface PrivateServer {
    * starts it again on the same port and directory: clients reconnect to where they were.
    */
   restart(): Promise<void>;
+  /**
+   * Makes the server as it was started: lifts a CLIENT PAUSE WRITE, and starts it afresh (empty,
+   * same port) when it is gone (SHUTDOWN), does not answer (CLIENT PAUSE ALL, DEBUG SLEEP) or any
+   * CONFIG GET value differs from the start (maxmemory, notify-keyspace-events, requirepass...).
+   */
+  refresh(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -75,16 +81,19 @@ function freePort(): Promise<number> {
 
 /**
  * Runs redis-server in the background and waits for it. If our end of the stdin pipe closes
- * (we exited, even by SIGKILL), `read` returns and the server is stopped: nothing outlives the
- * workbook. When the server exits by itself (SHUTDOWN), `wait` returns and the shell ends; the
- * reader is killed with the group.
+ * (we exited, even by SIGKILL), `read` returns, the server is stopped and its directory ($1)
+ * removed: nothing outlives the workbook. When the server exits by itself (SHUTDOWN), `wait`
+ * returns and the shell ends; Node then closes the pipe too, and the reader leaves the
+ * directory alone because the server was already gone.
  */
 const WATCHDOG = [
+  "dir=$1; shift",
   // A background job's stdin is /dev/null, so the reader gets our pipe explicitly on fd 3.
   "exec 3<&0",
   'redis-server "$@" </dev/null & pid=$!',
   'trap "kill $pid 2>/dev/null; exit" TERM INT',
-  "(read _ <&3; kill $pid 2>/dev/null) &",
+  // Only if it was still running: after a SHUTDOWN we may start it again in the same directory.
+  '(read _ <&3; kill $pid 2>/dev/null || exit; while kill -0 $pid 2>/dev/null; do sleep 0.05; done; rm -rf "$dir") &',
   "wait $pid",
 ].join("\n");
 
@@ -120,7 +129,7 @@ function launch(port: number, dir: string, extraArgs: string[], options: ServerO
     join(dir, "redis.log"),
     ...extraArgs,
   ];
-  const child = spawn("sh", ["-c", WATCHDOG, "redis-watchdog", ...args], {
+  const child = spawn("sh", ["-c", WATCHDOG, "redis-watchdog", dir, ...args], {
     detached: true,
     stdio: ["pipe", "ignore", "ignore"],
   });
@@ -166,6 +175,29 @@ async function waitForPing(port: number, child: ChildProcess, timeoutMs: number)
   return false;
 }
 
+/**
+ * The server's whole configuration as one comparable text, after lifting a CLIENT PAUSE WRITE;
+ * undefined when it does not answer within `ms` (gone, paused for all commands, busy).
+ */
+async function configuration(port: number, ms: number): Promise<string | undefined> {
+  const conn = await connectRaw("127.0.0.1", port).catch(() => undefined);
+  if (!conn) return undefined;
+  const ask = async () => {
+    const unpaused = await conn.command(["CLIENT", "UNPAUSE"]);
+    const all: Reply =
+      unpaused instanceof Error ? unpaused : await conn.command(["CONFIG", "GET", "*"]);
+    if (!Array.isArray(all)) return undefined;
+    const pairs: string[] = [];
+    for (let i = 0; i + 1 < all.length; i += 2) pairs.push(`${all[i]}=${all[i + 1]}`);
+    return pairs.sort().join("\n");
+  };
+  try {
+    return await Promise.race([ask(), sleep(ms, undefined, { ref: false })]);
+  } finally {
+    conn.close();
+  }
+}
+
 /** Asks the server to SHUTDOWN and waits (a while) until it has exited by itself. */
 async function shutdown(port: number, child: ChildProcess): Promise<void> {
   try {
@@ -200,13 +232,22 @@ export async function startPrivateServer(
 ): Promise<PrivateServer> {
   const version = redisServerVersion();
   if (!version) throw new RedisNotInstalled();
-  const dir = mkdtempSync(join(tmpdir(), "workbook-redis-"));
+  sweepOnce();
+  const dir = makeScratch("redis");
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freePort();
     const first = launch(port, dir, extraArgs, options);
     if (await waitForPing(port, first.child, 5000)) {
+      // What refresh() compares with; unknown on a server that wants a password (tests start one).
+      const known = await configuration(port, 5000);
       let current = first;
       let stopped: Promise<void> | undefined;
+      const relaunch = async (ms: number) => {
+        current = launch(port, dir, extraArgs, options);
+        if (!(await waitForPing(port, current.child, ms))) {
+          throw new Error(`redis-server did not come back on port ${port}.`);
+        }
+      };
       return {
         url: `redis://127.0.0.1:${port}`,
         port,
@@ -214,10 +255,17 @@ export async function startPrivateServer(
         async restart() {
           await shutdown(port, current.child);
           await current.end();
-          current = launch(port, dir, extraArgs, options);
-          if (!(await waitForPing(port, current.child, 10_000))) {
-            throw new Error(`redis-server did not come back on port ${port}.`);
-          }
+          await relaunch(10_000);
+        },
+        async refresh() {
+          if (stopped) return;
+          const same = known === undefined || (await configuration(port, 1000)) === known;
+          if (!exited(current.child) && same) return;
+          // Nothing in it is worth keeping, and a paused server would not answer SHUTDOWN.
+          await current.kill();
+          // A SHUTDOWN SAVE or a BGSAVE would otherwise load the last run's keys.
+          rmSync(join(dir, "dump.rdb"), { force: true });
+          await relaunch(10_000);
         },
         stop() {
           stopped ??= current.end().then(() => rmSync(dir, { recursive: true, force: true }));

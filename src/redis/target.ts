@@ -12,6 +12,11 @@ export interface RedisTarget {
   version: string;
   /** Set for the private server, whose port MONITOR may follow. */
   port?: number;
+  /**
+   * Private server only: makes it as it was started (restarted if a run changed its settings,
+   * paused it or shut it down), so one check cannot poison the next. runCheck calls it.
+   */
+  refresh?(): Promise<void>;
   release(): Promise<void>;
 }
 
@@ -117,26 +122,36 @@ export async function openRedisTarget(env: NodeJS.ProcessEnv = process.env): Pro
     display: `${server.url} (private, started by the workbook)`,
     version: server.version,
     port: server.port,
+    refresh: server.refresh,
     release: server.stop,
   };
 }
 
-/** Removes every key under our prefix: SCAN + UNLINK, never a global command. */
-export async function deletePrefixedKeys(url: string, prefix: string): Promise<number> {
+/**
+ * Removes every key under our prefix: SCAN + UNLINK, never a global command. With `timeoutMs`,
+ * gives up (closing its connection) when the server does not answer in time, e.g. paused.
+ */
+export async function deletePrefixedKeys(
+  url: string,
+  prefix: string,
+  timeoutMs?: number,
+): Promise<number> {
   const client = createClient({
     url,
     name: "wb:check:cleanup",
     socket: { reconnectStrategy: false },
   });
   client.on("error", () => {});
-  await client.connect();
+  const limit = timeoutMs === undefined ? undefined : setTimeout(() => client.destroy(), timeoutMs);
   let removed = 0;
   try {
+    await client.connect();
     for await (const keys of client.scanIterator({ MATCH: `${prefix}*`, COUNT: 500 })) {
       if (keys.length > 0) removed += await client.unlink(keys);
     }
   } finally {
-    client.destroy();
+    clearTimeout(limit);
+    if (client.isOpen) client.destroy();
   }
   return removed;
 }

@@ -1,5 +1,5 @@
 /** The workbook's commands as a script or CI runs them, from a test. */
-import { type ChildProcess, spawnSync } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { childEnded } from "../../src/child-ended.ts";
 import { ROOT } from "../../src/paths.ts";
@@ -37,4 +37,12 @@ export function cli(args: string[], env: Record<string, string> = {}) {
 /** The exit code of `child` once its output has been read to the end (see childEnded). */
 export async function exitOf(child: ChildProcess, drainMs = 5_000): Promise<number | null> {
   return (await childEnded(child, drainMs)).code;
+}
+
+/**
+ * A workbook command started the way a learner starts it (`npm run ...` or the CLI under tsx) in
+ * a process group of its own, so a test can kill it, or its whole group, like a user would.
+ */
+export function launch(command: string, args: string[], env: Record<string, string>): ChildProcess {
+  return spawn(command, args, { cwd: ROOT, detached: true, stdio: "ignore", env: cliEnv(env) });
 }

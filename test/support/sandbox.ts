@@ -72,3 +72,28 @@ export function family(roots: number[]): number[] {
   for (const root of roots) visit(root);
   return [...found];
 }
+
+/**
+ * A marker for the environment of everything a test starts (children inherit it), and the
+ * environment entry that carries it: processesWithEnv(mark) finds whatever is still running.
+ */
+export function marker(): { mark: string; env: Record<string, string> } {
+  const value = Math.random().toString(36).slice(2);
+  return { mark: `WORKBOOK_TEST_MARK=${value}`, env: { WORKBOOK_TEST_MARK: value } };
+}
+
+/** SIGKILLs whatever carries `mark`: a failed test must not leave its processes to the next. */
+export function killMarked(mark: string): void {
+  for (const pid of processesWithEnv(mark)) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** What the workbook left in a temporary directory: its own entries (tsx's cache is not ours). */
+export function workbookLeftovers(tmp: string): string[] {
+  return readdirSync(tmp).filter((name) => !name.startsWith("tsx-"));
+}
