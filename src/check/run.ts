@@ -16,6 +16,7 @@ import type { Lesson } from "../catalog.ts";
 import { childEnded } from "../child-ended.ts";
 import { ROOT } from "../paths.ts";
 import { killGroup, killProcessesWithEnv } from "../process-group.ts";
+import { hideSecrets } from "../redis/redact.ts";
 import { deletePrefixedKeys, type RedisTarget } from "../redis/target.ts";
 import { learnerCommands, startTrace, type Trace } from "../redis/trace.ts";
 import { makeScratch, sweepOnce } from "../scratch.ts";
@@ -290,14 +291,14 @@ async function checkFile(
     const traced = trace ? await bounded(trace.stop()) : undefined;
     const sent = traced ? learnerCommands(traced) : undefined;
     trace = undefined;
-    return finish({ ...decided, sent, diagnostics: stdio });
+    return finish({ ...decided, sent, diagnostics: hideSecrets(stdio) });
   } catch (error) {
     return finish({
       status: "error",
       reason: `The check could not run: ${(error as Error).message}`,
       tests: [],
       output: [],
-      diagnostics: stdio,
+      diagnostics: hideSecrets(stdio),
     });
   } finally {
     if (forgetChild() && child?.pid !== undefined) await killGroup(child.pid);
