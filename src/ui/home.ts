@@ -117,7 +117,8 @@ async function loop(session: Session, only?: Lesson): Promise<void> {
       if (only) return;
       continue;
     }
-    if (exit.go === "lesson") exit = await lessonScreen(session, exit.lesson);
+    if (exit.go === "lesson")
+      exit = await lessonScreen(session, exit.lesson, { alone: Boolean(only) });
   }
 }
 

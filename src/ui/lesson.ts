@@ -81,7 +81,12 @@ interface State {
   hintShown: number;
 }
 
-export async function lessonScreen(session: Session, lesson: Lesson): Promise<LessonExit> {
+/** `alone`: opened by `npm run watch -- NN`, where leaving the lesson ends the runner. */
+export async function lessonScreen(
+  session: Session,
+  lesson: Lesson,
+  options: { alone?: boolean } = {},
+): Promise<LessonExit> {
   const { lessons, inbox } = session;
   const { file, created } = ensureLearnerCopy(lesson);
   setCurrent(lesson.id);
@@ -113,7 +118,7 @@ export async function lessonScreen(session: Session, lesson: Lesson): Promise<Le
     const more = [
       "n next lesson",
       "p previous",
-      "q lesson list",
+      options.alone ? "q quit" : "q lesson list",
       ...(lesson.quiz ? ["k knowledge check"] : []),
       ...(state.verdict ? ["v full report"] : []),
     ];
