@@ -7,6 +7,7 @@ import {
   checkClient,
   ctx,
   fail,
+  freshKey,
   learnerConnections,
   loadExercise,
   type Redis,
@@ -263,6 +264,25 @@ describe("a live connection", () => {
       }
     },
   );
+
+  test("withRedis() lets a command the work started finish before it closes", async () => {
+    const observer = await checkClient();
+    const audit = freshKey("audit");
+    // Work that fires a write and returns without awaiting it: close() sends it and waits for
+    // its reply, destroy() drops it on the floor.
+    await call("withRedis()", () =>
+      exercise.withRedis(ctx.redisUrl, `wb:learner:${ctx.runId}:audit`, async (client) => {
+        void client.set(audit, "contract-17 indexed").catch(() => {});
+        return "ok";
+      }),
+    );
+    const value = await observer.get(audit);
+    check(
+      value === "contract-17 indexed",
+      `The work sent SET ${audit} without awaiting it, and after withRedis() the key holds ${JSON.stringify(value)}: the command was dropped. Close with close(), which waits for pending replies; destroy() discards them.`,
+      3,
+    );
+  });
 
   test("withRedis() closes the connection after the work, also when the work throws", async () => {
     const observer = await checkClient();

@@ -105,13 +105,18 @@ interface Watch {
   opened: string[];
 }
 
-async function watch(subscriber: Redis, prefix: string): Promise<Watch> {
+/**
+ * Starts watchAllStages(). With `failFirst`, the check's onEvent throws on the first event, as
+ * a console whose render failed would: the events after it must still arrive.
+ */
+async function watch(subscriber: Redis, prefix: string, failFirst = false): Promise<Watch> {
   const received: Received[] = [];
   const before = allLearnerAddrs();
   const unwatch = await call("watchAllStages()", () =>
-    exercise.watchAllStages(subscriber, prefix, (channel, event) =>
-      received.push({ channel, event }),
-    ),
+    exercise.watchAllStages(subscriber, prefix, (channel, event) => {
+      received.push({ channel, event });
+      if (failFirst && received.length === 1) throw new Error("ops console render failed");
+    }),
   );
   check(
     typeof unwatch === "function",
@@ -248,6 +253,21 @@ describe("pattern subscriptions", () => {
     check(
       received.every((r, i) => sameValue(r, published[i])),
       `Events should reach onEvent() as (channel, parsed event) in the order they were published. Expected ${JSON.stringify(published).slice(0, 160)}…; got ${JSON.stringify(received).slice(0, 160)}….`,
+      3,
+    );
+  });
+
+  test("an onEvent() that throws does not stop the events after it", async () => {
+    const t = tenant();
+    const subscriber = await learnerConnection();
+    const publisher = await checkClient();
+    const { received } = await watch(subscriber, t.prefix, true);
+    const ocr = t.channelOf("ocr");
+    for (const i of [1, 2, 3]) await publisher.publish(ocr, JSON.stringify(event("ocr", i)));
+    await settle(received, 3);
+    check(
+      received.length === 3,
+      `Three events were published on "${ocr}" and onEvent() ran ${received.length} time(s). The check's onEvent threw on the first (on purpose, as a failing render would): one failing call must not stop the ones after it.`,
       3,
     );
   });
