@@ -1,4 +1,5 @@
 import { afterEach, describe, test } from "vitest";
+import { waitsForReply } from "../awaits-reply.ts";
 import {
   type ConnectionInfo,
   call,
@@ -16,7 +17,7 @@ import {
   sleep,
   until,
 } from "../kit.ts";
-import { allLearnerAddrs, sent } from "../wire.ts";
+import { allLearnerAddrs, command, sent } from "../wire.ts";
 
 type Stage = "uploaded" | "ocr" | "ner" | "classification" | "embedding" | "done";
 interface StatusEvent {
@@ -91,20 +92,29 @@ interface Dashboard {
   opened: string[];
 }
 
+interface DashboardOptions {
+  /** The check's onEvent; by default it records each event. */
+  onEvent?: (event: unknown, received: unknown[]) => void;
+  /** Called as soon as the learner's openDashboard() resolves, before the check looks around. */
+  resolved?: () => void;
+}
+
 async function openDashboard(
   s: Session,
   channel: string,
   label: string,
-  onEvent?: (event: unknown, received: unknown[]) => void,
+  options: DashboardOptions = {},
 ): Promise<Dashboard> {
+  const { onEvent, resolved } = options;
   const received: unknown[] = [];
-  const before = allLearnerAddrs();
+  const addrsBefore = allLearnerAddrs();
   const mark = sent().length;
   const stop = await call(`openDashboard() for ${label}`, () =>
     exercise.openDashboard(s.client, channel, (event) =>
       onEvent ? onEvent(event, received) : received.push(event),
     ),
   );
+  resolved?.();
   check(
     typeof stop === "function",
     `openDashboard() should return a stop() function; it returned ${typeof stop}.`,
@@ -133,7 +143,7 @@ async function openDashboard(
       2,
     );
   }
-  return { received, stop: once, opened: openedSince(before) };
+  return { received, stop: once, opened: openedSince(addrsBefore) };
 }
 
 async function subscribersOf(observer: Redis, channel: string): Promise<number> {
@@ -221,11 +231,16 @@ describe("publishing", () => {
 describe("dashboards", () => {
   test("openDashboard() resolves only once its subscription is active", async () => {
     const s = await session();
-    // Three fresh channels: each sample asks Redis, right after openDashboard() resolved, whether
-    // the subscription exists yet. A dashboard that is still connecting has not sent SUBSCRIBE.
     for (const n of [1, 2, 3]) {
       const channel = freshKey("status");
-      await openDashboard(s, channel, `dashboard ${n}`);
+      const { verdict } = await waitsForReply(command("SUBSCRIBE", channel), (resolved) =>
+        openDashboard(s, channel, `dashboard ${n}`, { resolved }),
+      );
+      check(
+        verdict !== "resolved-first",
+        "openDashboard() returned before its subscription was active: it resolved before its SUBSCRIBE had reached Redis (the check held the command back at the socket), so a status published at that moment would have been lost. Await subscribe() before returning: it resolves once Redis has confirmed the subscription.",
+        2,
+      );
       const subscribers = await subscribersOf(s.observer, channel);
       check(
         subscribers === 1,
@@ -300,9 +315,11 @@ describe("dashboards", () => {
     const failure = new Error(
       "dashboard render failed (thrown on purpose by the check's onEvent). If this is reported as an unhandled error, your dashboard connection has no 'error' listener: node-redis reports a listener's exception as an \"error\" event, and with no listener that event crashes the process. Add subscriber.on('error', ...) before connect().",
     );
-    const dashboard = await openDashboard(s, channel, "a failing dashboard", (event, received) => {
-      received.push(event);
-      if (received.length === 1) throw failure;
+    const dashboard = await openDashboard(s, channel, "a failing dashboard", {
+      onEvent: (event, received) => {
+        received.push(event);
+        if (received.length === 1) throw failure;
+      },
     });
     const events = pipelineEvents().slice(0, 3);
     for (const event of events) {

@@ -1,4 +1,5 @@
 import { afterEach, describe, test } from "vitest";
+import { waitsForReply } from "../awaits-reply.ts";
 import {
   type ConnectionInfo,
   call,
@@ -105,11 +106,18 @@ interface Watch {
   opened: string[];
 }
 
-/**
- * Starts watchAllStages(). With `failFirst`, the check's onEvent throws on the first event, as
- * a console whose render failed would: the events after it must still arrive.
- */
-async function watch(subscriber: Redis, prefix: string, failFirst = false): Promise<Watch> {
+interface WatchOptions {
+  /** The check's onEvent throws on the first event, as a console whose render failed would. */
+  failFirst?: boolean;
+  /** Called as soon as the learner's watchAllStages() resolves. */
+  resolved?: () => void;
+}
+
+async function watch(
+  subscriber: Redis,
+  prefix: string,
+  { failFirst = false, resolved }: WatchOptions = {},
+): Promise<Watch> {
   const received: Received[] = [];
   const before = allLearnerAddrs();
   const unwatch = await call("watchAllStages()", () =>
@@ -118,6 +126,7 @@ async function watch(subscriber: Redis, prefix: string, failFirst = false): Prom
       if (failFirst && received.length === 1) throw new Error("ops console render failed");
     }),
   );
+  resolved?.();
   check(
     typeof unwatch === "function",
     `watchAllStages() should return an unwatch() function; it returned ${typeof unwatch}.`,
@@ -193,6 +202,27 @@ describe("channel design", () => {
 });
 
 describe("pattern subscriptions", () => {
+  test("watchAllStages() resolves only once its subscription is active", async () => {
+    const t = tenant();
+    const subscriber = await learnerConnection();
+    const publisher = await checkClient();
+    const { verdict } = await waitsForReply(
+      (c) => c.name === "PSUBSCRIBE" || c.name === "SUBSCRIBE",
+      (resolved) => watch(subscriber, t.prefix, { resolved }),
+    );
+    check(
+      verdict !== "resolved-first",
+      "watchAllStages() resolved before its subscription had reached Redis (the check held the command back at the socket), so an event published at that moment would have been missed. Await pSubscribe() before returning: it resolves once Redis has confirmed the subscription.",
+      2,
+    );
+    const reached = await publisher.publish(t.channelOf("ocr"), JSON.stringify(event("ocr", 0)));
+    check(
+      reached === 1,
+      `Right after watchAllStages() resolved, a status published on "${t.channelOf("ocr")}" reached ${reached} subscriptions instead of 1: the subscription was not active yet.`,
+      2,
+    );
+  });
+
   test("a pattern listener sees every stage channel, with its real name, once", async () => {
     const t = tenant();
     const subscriber = await learnerConnection();
@@ -261,7 +291,7 @@ describe("pattern subscriptions", () => {
     const t = tenant();
     const subscriber = await learnerConnection();
     const publisher = await checkClient();
-    const { received } = await watch(subscriber, t.prefix, true);
+    const { received } = await watch(subscriber, t.prefix, { failFirst: true });
     const ocr = t.channelOf("ocr");
     for (const i of [1, 2, 3]) await publisher.publish(ocr, JSON.stringify(event("ocr", i)));
     await settle(received, 3);
