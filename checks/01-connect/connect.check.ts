@@ -245,6 +245,11 @@ describe("a live connection", () => {
         exercise.connect(ctx.redisUrl, `wb:learner:${ctx.runId}:drop`),
       );
       try {
+        check(
+          client.listenerCount("error") > 0,
+          "Your client has no error listener, so the check does not drop its connection: the \"error\" event that follows would crash the process. Add client.on('error', ...) before connect().",
+          2,
+        );
         const [first] = openedSince(before);
         // What a network blip or a failover looks like from the client: the server closes it.
         await observer.sendCommand(["CLIENT", "KILL", "ADDR", first ?? ""]);
