@@ -62,10 +62,17 @@ async function optionsFor(profile: Profile) {
   check(built && typeof built === "object", "buildOptions() must return an options object.");
   // node-redis writes what it parses from a URL into the object it is given: parse a copy.
   const copy = { ...built, socket: built.socket ? { ...built.socket } : undefined };
-  const options = await call(
-    `createClient(buildOptions({ kind: "${profile.kind}" }))`,
-    () => createClient(copy as RedisClientOptions).options ?? {},
-  );
+  const options = await call(`createClient(buildOptions({ kind: "${profile.kind}" }))`, () => {
+    try {
+      return createClient(copy as RedisClientOptions).options ?? {};
+    } catch (error) {
+      // The usual cause: a key or token with / + = written into the URL as it is.
+      const advice = copy.url
+        ? ` (the url option: encode the user name and password in it with encodeURIComponent())`
+        : "";
+      throw new Error(`${(error as Error).message}${advice}`);
+    }
+  });
   const socket = (options.socket ?? {}) as Socket;
   check(
     options.name === name,
