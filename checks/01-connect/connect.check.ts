@@ -1,16 +1,20 @@
-import type { RedisClientOptions } from "redis";
+import { createClient, type RedisClientOptions } from "redis";
 import { describe, test } from "vitest";
 import {
+  type ConnectionInfo,
   call,
   check,
   checkClient,
-  connectionsNamed,
   ctx,
-  eventually,
   fail,
+  freshKey,
+  learnerConnections,
   loadExercise,
   type Redis,
+  sameValue,
+  until,
 } from "../kit.ts";
+import { allLearnerAddrs } from "../wire.ts";
 
 type Profile =
   | { kind: "local"; host?: string; port?: number }
@@ -35,18 +39,44 @@ interface Socket {
   host?: string;
   port?: number;
   tls?: boolean;
+  servername?: string;
   reconnectStrategy?: unknown;
 }
 
+const AZURE_HOST = "docs-prod.redis.cache.windows.net";
+const MANAGED_HOST = "docs-prod.westeurope.redis.azure.net";
+// Secrets with the characters real ones carry (base64 keys, JWT tokens): a URL built without
+// encodeURIComponent() mangles them.
+const ACCESS_KEY = "k3y+Az/9Q=";
+const TOKEN = "eyJ0eXAi.eyJvaWQi_x-y.sig/+=";
+
+/**
+ * What the options do, not how they are spelled: node-redis's own reading of them, so
+ * `{ url: "rediss://...", socket: { servername } }` is the same profile as host, port and tls.
+ */
 async function optionsFor(profile: Profile) {
-  const options = await call(`buildOptions({ kind: "${profile.kind}" })`, () =>
-    exercise.buildOptions(profile, "wb-ocr-worker"),
+  const name = `wb-ocr-${ctx.runId.slice(0, 6)}`;
+  const built = await call(`buildOptions({ kind: "${profile.kind}" })`, () =>
+    exercise.buildOptions(profile, name),
   );
-  check(options && typeof options === "object", "buildOptions() must return an options object.");
+  check(built && typeof built === "object", "buildOptions() must return an options object.");
+  // node-redis writes what it parses from a URL into the object it is given: parse a copy.
+  const copy = { ...built, socket: built.socket ? { ...built.socket } : undefined };
+  const options = await call(`createClient(buildOptions({ kind: "${profile.kind}" }))`, () => {
+    try {
+      return createClient(copy as RedisClientOptions).options ?? {};
+    } catch (error) {
+      // The usual cause: a key or token with / + = written into the URL as it is.
+      const advice = copy.url
+        ? ` (the url option: encode the user name and password in it with encodeURIComponent())`
+        : "";
+      throw new Error(`${(error as Error).message}${advice}`);
+    }
+  });
   const socket = (options.socket ?? {}) as Socket;
   check(
-    options.name === "wb-ocr-worker",
-    `buildOptions() should name the connection "wb-ocr-worker" (got ${JSON.stringify(options.name)}). Set the name option.`,
+    options.name === name,
+    `buildOptions() should name the connection "${name}" (the name it was given); node-redis reads ${JSON.stringify(options.name)}. Set the name option.`,
     2,
   );
   check(
@@ -57,9 +87,6 @@ async function optionsFor(profile: Profile) {
   return { options, socket };
 }
 
-const AZURE_HOST = "docs-prod.redis.cache.windows.net";
-const MANAGED_HOST = "docs-prod.westeurope.redis.azure.net";
-
 describe("connection profiles", () => {
   test("local: plain TCP on port 6379", async () => {
     const { socket } = await optionsFor({ kind: "local" });
@@ -69,13 +96,19 @@ describe("connection profiles", () => {
       1,
     );
     check(!socket.tls, "A local Redis does not use TLS: leave tls off for the local profile.", 1);
+    const custom = await optionsFor({ kind: "local", host: "redis.internal", port: 6390 });
+    check(
+      custom.socket.host === "redis.internal" && custom.socket.port === 6390,
+      `A local profile with host "redis.internal" and port 6390 should connect there; node-redis reads host ${custom.socket.host}, port ${custom.socket.port}.`,
+      2,
+    );
   });
 
   test("Azure Cache for Redis: TLS on port 6380 with the access key", async () => {
     const { options, socket } = await optionsFor({
       kind: "azure-cache",
       host: AZURE_HOST,
-      accessKey: "k3y",
+      accessKey: ACCESS_KEY,
     });
     check(
       socket.tls === true,
@@ -88,7 +121,21 @@ describe("connection profiles", () => {
       1,
     );
     check(socket.host === AZURE_HOST, `socket.host should be ${AZURE_HOST}, got ${socket.host}.`);
-    check(options.password === "k3y", "The access key is the password: set password.", 2);
+    check(
+      socket.servername === AZURE_HOST,
+      `socket.servername should be the host name, ${AZURE_HOST}; node-redis reads ${JSON.stringify(socket.servername)}. Node sends no server name (SNI) in the TLS handshake unless you set it.`,
+      2,
+    );
+    check(
+      options.password === ACCESS_KEY,
+      `The access key is the password: node-redis reads the password ${JSON.stringify(options.password)} for the key ${JSON.stringify(ACCESS_KEY)}. Set password (in a URL, encode it with encodeURIComponent()).`,
+      2,
+    );
+    check(
+      options.username === undefined || options.username === "default",
+      `An access key authenticates the default user: leave username out (or "default"); node-redis reads ${JSON.stringify(options.username)}.`,
+      1,
+    );
   });
 
   test("Azure Managed Redis: TLS on port 10000 with an Entra ID token", async () => {
@@ -96,7 +143,7 @@ describe("connection profiles", () => {
       kind: "azure-managed",
       host: MANAGED_HOST,
       objectId: "5f0c-object-id",
-      token: "eyJ-token",
+      token: TOKEN,
     });
     check(socket.tls === true, "Azure Managed Redis only accepts TLS: set socket.tls to true.", 1);
     check(
@@ -105,33 +152,66 @@ describe("connection profiles", () => {
       1,
     );
     check(
-      options.username === "5f0c-object-id" && options.password === "eyJ-token",
-      "With Entra ID the user name is the object id and the password is the token.",
+      socket.host === MANAGED_HOST,
+      `socket.host should be ${MANAGED_HOST}, got ${socket.host}.`,
+    );
+    check(
+      socket.servername === MANAGED_HOST,
+      `socket.servername should be the host name, ${MANAGED_HOST}; node-redis reads ${JSON.stringify(socket.servername)}. Node sends no server name (SNI) in the TLS handshake unless you set it.`,
+      2,
+    );
+    check(
+      options.username === "5f0c-object-id" && options.password === TOKEN,
+      `With Entra ID the user name is the object id and the password is the token; node-redis reads user ${JSON.stringify(options.username)} and password ${JSON.stringify(options.password)}.`,
       1,
     );
   });
 
   test("reconnect delays grow and stay within 5 seconds", async () => {
+    const retries = [0, 1, 2, 3, 5, 10, 20, 50, 1000];
     const delays = await call("reconnectDelay()", () =>
-      [0, 1, 2, 5, 10, 50].map((n) => exercise.reconnectDelay(n)),
+      retries.map((n) => [n, exercise.reconnectDelay(n)] as const),
     );
-    for (const [i, delay] of delays.entries()) {
+    for (const [n, delay] of delays) {
       check(
-        typeof delay === "number" && delay > 0 && delay <= 5000,
-        `reconnectDelay() should return between 1 and 5000 ms; got ${delay} (call ${i + 1}).`,
+        typeof delay === "number" && Number.isFinite(delay) && delay >= 0 && delay <= 5000,
+        `reconnectDelay(${n}) returned ${JSON.stringify(delay)}: every delay should be a number of milliseconds from 0 to 5000. Cap it with Math.min(..., 5000), so the app tries again within 5 s once Redis is back.`,
+        2,
       );
     }
+    const at = new Map(delays);
+    const [first, fifth, late] = [at.get(0) ?? 0, at.get(5) ?? 0, at.get(1000) ?? 0];
     check(
-      (delays[3] ?? 0) > (delays[0] ?? 0),
-      `The delay should grow with retries: reconnectDelay(0) = ${delays[0]}, reconnectDelay(5) = ${delays[3]}.`,
+      fifth > first,
+      `The delay should grow with retries: reconnectDelay(0) = ${first}, reconnectDelay(5) = ${fifth}.`,
+      2,
+    );
+    check(
+      late >= fifth,
+      `Once capped, the delay should stay there: reconnectDelay(5) = ${fifth}, but reconnectDelay(1000) = ${late}.`,
+      2,
     );
   });
 });
+
+/** Local addresses of the learner connections opened since `before` was taken. */
+function openedSince(before: Set<string>): string[] {
+  return [...allLearnerAddrs()].filter((addr) => !before.has(addr));
+}
+
+async function openAt(observer: Redis, addrs: string[]): Promise<ConnectionInfo[]> {
+  return (await learnerConnections(observer)).filter((c) => addrs.includes(c.addr));
+}
+
+function describeConnections(list: ConnectionInfo[]): string {
+  return list.map((c) => `${c.addr}${c.name ? ` named "${c.name}"` : ""}`).join(", ");
+}
 
 describe("a live connection", () => {
   test("connect() returns a named connection that answers PING", async () => {
     const observer = await checkClient();
     const name = `wb:learner:${ctx.runId}:api`;
+    const before = allLearnerAddrs();
     const client = await call("connect()", () => exercise.connect(ctx.redisUrl, name));
     try {
       check(
@@ -140,10 +220,10 @@ describe("a live connection", () => {
       );
       const pong = await call("client.ping()", () => client.ping(), 2000);
       check(pong === "PONG", `PING answered ${JSON.stringify(pong)} instead of "PONG".`);
-      const named = await connectionsNamed(observer, name);
+      const mine = await openAt(observer, openedSince(before));
       check(
-        named.length === 1,
-        `CLIENT LIST shows no connection named "${name}": pass the name to createClient.`,
+        mine.length === 1 && mine[0]?.name === name,
+        `connect() should open one connection named "${name}"; CLIENT LIST shows ${describeConnections(mine) || "none"}. Pass the name to createClient.`,
         2,
       );
       check(
@@ -151,44 +231,115 @@ describe("a live connection", () => {
         "Your client has no error listener: one dropped connection would crash the process. Add client.on('error', ...) before connect().",
         2,
       );
+      const strategy = client.options?.socket?.reconnectStrategy;
+      const delay = typeof strategy === "function" ? strategy(3, new Error("drop")) : undefined;
+      check(
+        typeof delay === "number" && delay >= 0 && delay <= 5000,
+        `connect() should reconnect with your growing, capped delay: give createClient socket.reconnectStrategy (your reconnectDelay); it ${typeof strategy === "function" ? `answered ${JSON.stringify(delay)} for the 3rd retry` : "has none"}.`,
+        3,
+      );
     } finally {
       client?.destroy();
     }
   });
 
+  test.skipIf(!ctx.privateServer)(
+    "connect()'s client comes back after the server drops it",
+    async () => {
+      const observer = await checkClient();
+      const before = allLearnerAddrs();
+      const client = await call("connect()", () =>
+        exercise.connect(ctx.redisUrl, `wb:learner:${ctx.runId}:drop`),
+      );
+      try {
+        check(
+          client.listenerCount("error") > 0,
+          "Your client has no error listener, so the check does not drop its connection: the \"error\" event that follows would crash the process. Add client.on('error', ...) before connect().",
+          2,
+        );
+        const [first] = openedSince(before);
+        // What a network blip or a failover looks like from the client: the server closes it.
+        await observer.sendCommand(["CLIENT", "KILL", "ADDR", first ?? ""]);
+        const back = await until(
+          async () => client.isReady && openedSince(before).length > 1,
+          3000,
+        );
+        check(
+          back,
+          "After the server dropped the connection, your client did not reconnect within 3 s. Give createClient a reconnectStrategy and an error listener.",
+          3,
+        );
+        const pong = await call("client.ping() after a reconnect", () => client.ping(), 2000);
+        check(pong === "PONG", `After reconnecting, PING answered ${JSON.stringify(pong)}.`);
+      } finally {
+        client?.destroy();
+      }
+    },
+  );
+
+  test("withRedis() lets a command the work started finish before it closes", async () => {
+    const observer = await checkClient();
+    const audit = freshKey("audit");
+    // Work that fires a write and returns without awaiting it: close() sends it and waits for
+    // its reply, destroy() drops it on the floor.
+    await call("withRedis()", () =>
+      exercise.withRedis(ctx.redisUrl, `wb:learner:${ctx.runId}:audit`, async (client) => {
+        void client.set(audit, "contract-17 indexed").catch(() => {});
+        return "ok";
+      }),
+    );
+    const value = await observer.get(audit);
+    check(
+      value === "contract-17 indexed",
+      `The work sent SET ${audit} without awaiting it, and after withRedis() the key holds ${JSON.stringify(value)}: the command was dropped. Close with close(), which waits for pending replies; destroy() discards them.`,
+      3,
+    );
+  });
+
   test("withRedis() closes the connection after the work, also when the work throws", async () => {
     const observer = await checkClient();
     const name = `wb:learner:${ctx.runId}:job`;
-    const result = await call("withRedis()", () =>
-      exercise.withRedis(ctx.redisUrl, name, (client) => client.ping()),
+    const result = { docId: "contract-17", pages: 40 };
+    let before = allLearnerAddrs();
+    const returned = await call("withRedis()", () =>
+      exercise.withRedis(ctx.redisUrl, name, async (client) => {
+        await client.ping();
+        return result;
+      }),
     );
     check(
-      result === "PONG",
-      `withRedis() should return what the work returns; got ${JSON.stringify(result)}.`,
+      sameValue(returned, result),
+      `withRedis() should return what the work returns (${JSON.stringify(result)}); got ${JSON.stringify(returned)}.`,
     );
-    await eventually(
-      async () => (await connectionsNamed(observer, name)).length === 0,
-      1000,
-      "The connection is still open after withRedis() returned. Close the client when the work is done.",
-      3,
-    );
+    let opened = openedSince(before);
+    check(opened.length > 0, "withRedis() ran the work without opening a connection of its own.");
+    if (!(await until(async () => (await openAt(observer, opened)).length === 0, 1000))) {
+      fail(
+        `The connection is still open after withRedis() returned (${describeConnections(await openAt(observer, opened))}). Close the client when the work is done.`,
+        3,
+      );
+    }
 
+    before = allLearnerAddrs();
     let rejected: unknown;
-    await exercise
-      .withRedis(ctx.redisUrl, name, async () => {
-        throw new Error("OCR service unavailable");
-      })
-      .catch((error: unknown) => {
-        rejected = error;
-      });
+    await call("withRedis() with work that throws", () =>
+      exercise
+        .withRedis(ctx.redisUrl, name, async () => {
+          throw new Error("OCR service unavailable");
+        })
+        .catch((error: unknown) => {
+          rejected = error;
+        }),
+    );
     if (!(rejected instanceof Error) || rejected.message !== "OCR service unavailable") {
       fail("When the work throws, withRedis() should reject with that same error.", 3);
     }
-    await eventually(
-      async () => (await connectionsNamed(observer, name)).length === 0,
-      1000,
-      "The connection is still open after the work threw. Close it in a finally block.",
-      3,
-    );
+    opened = openedSince(before);
+    if (!(await until(async () => (await openAt(observer, opened)).length === 0, 1000))) {
+      fail(
+        `The connection is still open after the work threw (${describeConnections(await openAt(observer, opened))}). Close it in a finally block.`,
+        3,
+      );
+    }
   });
 });

@@ -1,17 +1,23 @@
 import { afterEach, describe, test } from "vitest";
+import { waitsForReply } from "../awaits-reply.ts";
 import {
+  type ConnectionInfo,
   call,
   check,
   checkClient,
   eventually,
   fail,
-  key,
+  freshKey,
   learnerClient,
   learnerConnections,
   loadExercise,
+  parseJson,
   type Redis,
+  sameValue,
   sleep,
+  until,
 } from "../kit.ts";
+import { allLearnerAddrs, command, sent } from "../wire.ts";
 
 type Stage = "uploaded" | "ocr" | "ner" | "classification" | "embedding" | "done";
 interface StatusEvent {
@@ -50,11 +56,65 @@ afterEach(async () => {
   for (const stop of open.splice(0)) await Promise.race([stop(), sleep(2000)]).catch(() => {});
 });
 
-async function openDashboard(client: Redis, channel: string, label: string) {
+/** Local addresses of the learner connections opened since `before` was taken. */
+function openedSince(before: Set<string>): string[] {
+  return [...allLearnerAddrs()].filter((addr) => !before.has(addr));
+}
+
+interface Session {
+  observer: Redis;
+  client: Redis;
+  /** The local address of `client`'s connection: how CLIENT LIST tells it apart. */
+  clientAddr: string;
+}
+
+/** The check's observer, and the learner's command connection with its address. */
+async function session(): Promise<Session> {
+  const observer = await checkClient();
+  const before = allLearnerAddrs();
+  const client = await learnerClient();
+  return { observer, client, clientAddr: openedSince(before)[0] ?? "" };
+}
+
+/** The server's view of the learner connections at `addrs`, however they were named. */
+async function connectionsAt(observer: Redis, addrs: string[]): Promise<ConnectionInfo[]> {
+  return (await learnerConnections(observer)).filter((c) => addrs.includes(c.addr));
+}
+
+function describeConnection(c: ConnectionInfo): string {
+  return `${c.addr}${c.name ? ` named "${c.name}"` : ""}`;
+}
+
+interface Dashboard {
+  received: unknown[];
+  stop: Stop;
+  /** Addresses of the connections openDashboard() opened for this dashboard. */
+  opened: string[];
+}
+
+interface DashboardOptions {
+  /** The check's onEvent; by default it records each event. */
+  onEvent?: (event: unknown, received: unknown[]) => void;
+  /** Called as soon as the learner's openDashboard() resolves, before the check looks around. */
+  resolved?: () => void;
+}
+
+async function openDashboard(
+  s: Session,
+  channel: string,
+  label: string,
+  options: DashboardOptions = {},
+): Promise<Dashboard> {
+  const { onEvent, resolved } = options;
   const received: unknown[] = [];
+  const addrsBefore = allLearnerAddrs();
+  const mark = sent().length;
   const stop = await call(`openDashboard() for ${label}`, () =>
-    exercise.openDashboard(client, channel, (event) => received.push(event)),
+    exercise.openDashboard(s.client, channel, (event) =>
+      onEvent ? onEvent(event, received) : received.push(event),
+    ),
   );
+  resolved?.();
   check(
     typeof stop === "function",
     `openDashboard() should return a stop() function; it returned ${typeof stop}.`,
@@ -67,7 +127,23 @@ async function openDashboard(client: Redis, channel: string, label: string) {
     await stop();
   };
   open.push(once);
-  return { received, stop: once };
+  // Seen at once, not after a long wait for events: a dashboard that subscribes on the command
+  // connection makes every later step of the check misleading (and its stop() may hang).
+  const [own] = await connectionsAt(s.observer, [s.clientAddr]);
+  if (own && own.sub + own.psub > 0) {
+    fail(
+      `openDashboard() subscribed on the client you were given: right after it resolved, CLIENT LIST showed your command connection (${describeConnection(own)}) with ${own.sub + own.psub} subscription(s). PUBLISH counts connections, not listeners, so dashboards sharing it count once, and they all go dark together when it drops. Give each dashboard its own connection: client.duplicate({ name }), connect it, subscribe on it.`,
+      2,
+    );
+  }
+  const subscribed = channelsSent(mark, "SUBSCRIBE");
+  if (subscribed.length > 0 && !subscribed.includes(channel)) {
+    fail(
+      `openDashboard() subscribed to ${subscribed.map((c) => describeValue(c)).join(", ")}, not to the channel it was given (${describeValue(channel)}). Subscribe to the channel parameter: the check gives every test a fresh channel name.`,
+      2,
+    );
+  }
+  return { received, stop: once, opened: openedSince(addrsBefore) };
 }
 
 async function subscribersOf(observer: Redis, channel: string): Promise<number> {
@@ -75,26 +151,17 @@ async function subscribersOf(observer: Redis, channel: string): Promise<number> 
   return Number(counts[channel] ?? 0);
 }
 
-/**
- * The learner's client for one test, and the id Redis gave its connection. Connections opened
- * later (the dashboards' duplicates) have higher ids, which tells them apart from connections
- * left over from earlier tests.
- */
-async function freshClient(observer: Redis): Promise<{ client: Redis; since: number }> {
-  const client = await learnerClient();
-  const ids = (await learnerConnections(observer)).map((c) => Number(c.id));
-  return { client, since: Math.max(...ids) };
-}
-
-async function connectionsSince(observer: Redis, since: number) {
-  return (await learnerConnections(observer))
-    .filter((c) => Number(c.id) >= since)
-    .sort((a, b) => Number(a.id) - Number(b.id));
-}
-
 function describeValue(value: unknown): string {
-  const text = JSON.stringify(value);
+  const text = JSON.stringify(value) ?? String(value);
   return text.length > 90 ? `${text.slice(0, 89)}…` : text;
+}
+
+/** The channels the learner's code named in the given subscribe or publish commands since `mark`. */
+function channelsSent(mark: number, name: "SUBSCRIBE" | "PUBLISH"): string[] {
+  return sent()
+    .slice(mark)
+    .filter((c) => c.name === name)
+    .flatMap((c) => (name === "PUBLISH" ? c.args.slice(1, 2) : c.args.slice(1)));
 }
 
 describe("publishing", () => {
@@ -102,7 +169,7 @@ describe("publishing", () => {
     const client = await learnerClient();
     const [event] = pipelineEvents();
     const n = await call("publishStatus()", () =>
-      exercise.publishStatus(client, key("status:nobody"), event as StatusEvent),
+      exercise.publishStatus(client, freshKey("status"), event as StatusEvent),
     );
     check(
       n === 0,
@@ -116,14 +183,22 @@ describe("publishing", () => {
     const listener = (await checkClient("listener")).duplicate();
     listener.on("error", () => {});
     await listener.connect();
-    const channel = key("status:json");
+    const channel = freshKey("status");
     const messages: string[] = [];
     await listener.subscribe(channel, (message) => messages.push(message));
     try {
       const [event] = pipelineEvents();
+      const mark = sent().length;
       const n = await call("publishStatus()", () =>
         exercise.publishStatus(client, channel, event as StatusEvent),
       );
+      const published = channelsSent(mark, "PUBLISH");
+      if (published.length > 0 && !published.includes(channel)) {
+        fail(
+          `publishStatus() published on ${describeValue(published[0])}, not on the channel it was given (${describeValue(channel)}). Use the channel parameter.`,
+          2,
+        );
+      }
       check(
         n === 1,
         `One subscriber was listening, so PUBLISH answers 1; publishStatus() returned ${describeValue(n)}.`,
@@ -135,17 +210,15 @@ describe("publishing", () => {
         "publishStatus() returned, but no message arrived on the channel.",
         2,
       );
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(messages[0] ?? "");
-      } catch {
+      const parsed = parseJson(messages[0]);
+      if (parsed === undefined) {
         fail(
           `The message on the channel is not JSON: ${describeValue(messages[0])}. Send JSON.stringify(event).`,
           2,
         );
       }
       check(
-        JSON.stringify(parsed) === JSON.stringify(event),
+        sameValue(parsed, event),
         `The message should be the event as JSON, ${JSON.stringify(event)}; it was ${describeValue(messages[0])}.`,
         2,
       );
@@ -157,14 +230,18 @@ describe("publishing", () => {
 
 describe("dashboards", () => {
   test("openDashboard() resolves only once its subscription is active", async () => {
-    const client = await learnerClient();
-    const observer = await checkClient();
-    // Three fresh channels: each sample asks Redis, right after openDashboard() resolved, whether
-    // the subscription exists yet. A dashboard that is still connecting has not sent SUBSCRIBE.
+    const s = await session();
     for (const n of [1, 2, 3]) {
-      const channel = key(`status:ready:${n}`);
-      await openDashboard(client, channel, `dashboard ${n}`);
-      const subscribers = await subscribersOf(observer, channel);
+      const channel = freshKey("status");
+      const { verdict } = await waitsForReply(command("SUBSCRIBE", channel), (resolved) =>
+        openDashboard(s, channel, `dashboard ${n}`, { resolved }),
+      );
+      check(
+        verdict !== "resolved-first",
+        "openDashboard() returned before its subscription was active: it resolved before its SUBSCRIBE had reached Redis (the check held the command back at the socket), so a status published at that moment would have been lost. Await subscribe() before returning: it resolves once Redis has confirmed the subscription.",
+        2,
+      );
+      const subscribers = await subscribersOf(s.observer, channel);
       check(
         subscribers === 1,
         `openDashboard() returned before its subscription was active: right after it resolved, PUBSUB NUMSUB counted ${subscribers} subscribers on the channel, so a status published at that moment would have been lost. Await connect() and subscribe() before returning.`,
@@ -174,23 +251,30 @@ describe("dashboards", () => {
   });
 
   test("three dashboards each receive every status event, in order", async () => {
-    const client = await learnerClient();
-    const observer = await checkClient();
-    const channel = key("status:docs");
-    const dashboards = [];
+    const s = await session();
+    const channel = freshKey("status");
+    const dashboards: Dashboard[] = [];
     for (const label of ["dashboard A", "dashboard B", "dashboard C"]) {
-      dashboards.push(await openDashboard(client, channel, label));
+      dashboards.push(await openDashboard(s, channel, label));
     }
     // Readiness has its own test above; here give a slow subscription a moment, so this test
     // speaks about broadcasting only.
-    for (let i = 0; i < 50 && (await subscribersOf(observer, channel)) < 3; i++) await sleep(20);
+    for (let i = 0; i < 50 && (await subscribersOf(s.observer, channel)) < 3; i++) await sleep(20);
+    const listening = (await learnerConnections(s.observer)).filter((c) => c.sub > 0);
+    check(
+      listening.length >= 3,
+      `Three dashboards are open, but only ${listening.length} of your connections is subscribed (${listening.map(describeConnection).join(", ") || "none"}): the dashboards share a connection. PUBLISH counts connections, not listeners, and one dropped connection takes every dashboard on it down. Give each dashboard a connection of its own (client.duplicate()).`,
+      2,
+    );
 
     const events = pipelineEvents();
     for (const event of events) {
-      const n = await call("publishStatus()", () => exercise.publishStatus(client, channel, event));
+      const n = await call("publishStatus()", () =>
+        exercise.publishStatus(s.client, channel, event),
+      );
       check(
         n === 3,
-        `With three dashboards open, PUBLISH should reach 3 subscribers; publishStatus() reported ${describeValue(n)}. PUBLISH counts connections, not listeners: each dashboard needs its own connection (client.duplicate()), not the client you were given.`,
+        `Three dashboards are subscribed, so PUBLISH answers 3; publishStatus() returned ${describeValue(n)}. Return what client.publish() resolves to.`,
         2,
       );
     }
@@ -217,7 +301,7 @@ describe("dashboards", () => {
       for (const [n, event] of events.entries()) {
         const got = dashboard.received[n];
         check(
-          JSON.stringify(got) === JSON.stringify(event),
+          sameValue(got, event),
           `${name}'s event ${n + 1} should be ${JSON.stringify(event)}; it was ${describeValue(got)}. Pass each parsed event to onEvent as it arrives.`,
           3,
         );
@@ -225,44 +309,94 @@ describe("dashboards", () => {
     }
   });
 
-  test("your command connection stays free while dashboards listen", async () => {
-    const observer = await checkClient();
-    const { client, since } = await freshClient(observer);
-    await openDashboard(client, key("status:free"), "a dashboard");
-    const [main] = await connectionsSince(observer, since);
-    check(
-      main !== undefined && main.sub === 0 && main.psub === 0,
-      "openDashboard() subscribed on the client you were given. That ties every dashboard to your command connection, and PUBLISH counts it once however many dashboards share it: give each dashboard its own connection with client.duplicate().",
+  test("a dashboard whose onEvent throws keeps receiving, and the process survives", async () => {
+    const s = await session();
+    const channel = freshKey("status");
+    const failure = new Error(
+      "dashboard render failed (thrown on purpose by the check's onEvent). If this is reported as an unhandled error, your dashboard connection has no 'error' listener: node-redis reports a listener's exception as an \"error\" event, and with no listener that event crashes the process. Add subscriber.on('error', ...) before connect().",
+    );
+    const dashboard = await openDashboard(s, channel, "a failing dashboard", {
+      onEvent: (event, received) => {
+        received.push(event);
+        if (received.length === 1) throw failure;
+      },
+    });
+    const events = pipelineEvents().slice(0, 3);
+    for (const event of events) {
+      await call("publishStatus()", () => exercise.publishStatus(s.client, channel, event));
+    }
+    await eventually(
+      () => dashboard.received.length >= events.length,
+      3000,
+      `After onEvent threw on the first event, the dashboard received ${dashboard.received.length} of the ${events.length} events. One failing render must not end the subscription.`,
       2,
     );
-    const pong = await call("client.ping() while a dashboard listens", () => client.ping(), 2000);
+    const still = await connectionsAt(s.observer, dashboard.opened);
+    check(
+      still.some((c) => c.sub > 0),
+      "After onEvent threw, the dashboard's connection is no longer subscribed. One failing render must not end the subscription.",
+      2,
+    );
+  });
+
+  test("your command connection stays free while dashboards listen", async () => {
+    const s = await session();
+    await openDashboard(s, freshKey("status"), "a dashboard");
+    const pong = await call("client.ping() while a dashboard listens", () => s.client.ping(), 2000);
     check(pong === "PONG", `PING on your client answered ${describeValue(pong)} instead of PONG.`);
   });
 
-  test("stop() unsubscribes and closes the dashboard's connection", async () => {
-    const observer = await checkClient();
-    const { client, since } = await freshClient(observer);
-    const channel = key("status:stop");
-    const first = await openDashboard(client, channel, "dashboard A");
-    const second = await openDashboard(client, channel, "dashboard B");
-    await call("stop()", () => first.stop());
-    await call("stop()", () => second.stop());
+  test("stop() closes what its dashboard opened and leaves the others listening", async () => {
+    const s = await session();
+    const channel = freshKey("status");
+    const first = await openDashboard(s, channel, "dashboard A");
+    const second = await openDashboard(s, channel, "dashboard B");
+    await call("stop() of dashboard A", () => first.stop(), 3000);
+
+    const leftSubscribed = async () =>
+      (await connectionsAt(s.observer, first.opened)).filter((c) => c.sub + c.psub > 0);
     await eventually(
-      async () => (await connectionsSince(observer, since)).every((c) => c.sub + c.psub === 0),
+      async () => (await leftSubscribed()).length === 0,
       2000,
-      "After stop() a connection of yours is still subscribed. stop() should unsubscribe.",
+      "After stop() a connection dashboard A opened is still subscribed. stop() should unsubscribe.",
       3,
     );
-    await eventually(
-      async () => (await connectionsSince(observer, since)).length === 1,
-      2000,
-      "After stop() the dashboard's connection is still open. stop() should close() the duplicate it made, or every dashboard that ever opened leaves a connection behind.",
-      3,
-    );
-    const [event] = pipelineEvents();
+    const leftOpen = async () => connectionsAt(s.observer, first.opened);
+    if (!(await until(async () => (await leftOpen()).length === 0, 2000))) {
+      fail(
+        `After stop() the connection dashboard A opened is still open (${(await leftOpen()).map(describeConnection).join(", ")}). stop() should close() the connection its dashboard made, or every dashboard that ever opened leaves one behind.`,
+        3,
+      );
+    }
+
+    const [event, next] = pipelineEvents();
     const n = await call("publishStatus()", () =>
-      exercise.publishStatus(client, channel, event as StatusEvent),
+      exercise.publishStatus(s.client, channel, event as StatusEvent),
     );
-    check(n === 0, `After both dashboards stopped, PUBLISH still reached ${n} subscribers.`, 3);
+    check(
+      n === 1,
+      `With dashboard A stopped and B still open, PUBLISH should reach 1 subscriber; it reached ${describeValue(n)}. stop() should end its own dashboard only.`,
+      3,
+    );
+    await eventually(
+      () => second.received.length === 1 && first.received.length === 0,
+      2000,
+      `After dashboard A stopped, B should receive the next event and A nothing: B received ${second.received.length}, A ${first.received.length}.`,
+      3,
+    );
+    const pong = await call("client.ping() after a stop()", () => s.client.ping(), 2000);
+    check(pong === "PONG", "stop() must leave the client you were given open.");
+
+    await call("stop() of dashboard B", () => second.stop(), 3000);
+    await eventually(
+      async () => (await connectionsAt(s.observer, second.opened)).length === 0,
+      2000,
+      "After stop() the connection dashboard B opened is still open. stop() should close() the duplicate it made.",
+      3,
+    );
+    const after = await call("publishStatus()", () =>
+      exercise.publishStatus(s.client, channel, next as StatusEvent),
+    );
+    check(after === 0, `After both dashboards stopped, PUBLISH still reached ${after}.`, 3);
   });
 });

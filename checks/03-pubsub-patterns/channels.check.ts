@@ -1,17 +1,24 @@
 import { afterEach, describe, test } from "vitest";
+import { waitsForReply } from "../awaits-reply.ts";
 import {
+  type ConnectionInfo,
   call,
   check,
   checkClient,
   ctx,
   eventually,
   fail,
-  key,
+  fresh,
+  freshKey,
   learnerClient,
+  learnerConnections,
   loadExercise,
   type Redis,
+  sameValue,
   sleep,
+  until,
 } from "../kit.ts";
+import { allLearnerAddrs } from "../wire.ts";
 
 interface StatusEvent {
   docId: string;
@@ -42,12 +49,21 @@ const exercise = await loadExercise<Exercise>(
 );
 
 const STAGES = ["uploaded", "ocr", "ner", "classification", "embedding", "done"];
-/** A stage another team added later: a pattern follows it without a code change. */
-const NEW_STAGE = "translation";
 
-/** The check's own names, so a wrong stageChannel() does not hide what the pattern does. */
-const channelOf = (stage: string) => key(`docs:status:${stage}`);
-const PATTERN = key("docs:status:*");
+/**
+ * A tenant prefix of its own for each test, and a stage another team "added later" with a
+ * random name: code that hard-codes "acme:" or a list of known stages fails.
+ */
+function tenant() {
+  const prefix = `${freshKey("tenant")}:`;
+  return {
+    prefix,
+    newStage: fresh("translation"),
+    /** The check's own names, so a wrong stageChannel() does not hide what the pattern does. */
+    channelOf: (stage: string) => `${prefix}docs:status:${stage}`,
+    pattern: `${prefix}docs:status:*`,
+  };
+}
 
 const event = (stage: string, i: number): StatusEvent => ({
   docId: "contract-17",
@@ -78,80 +94,169 @@ interface Received {
   event: unknown;
 }
 
-async function watch(subscriber: Redis): Promise<Received[] & { unwatch: Unwatch }> {
+/** Local addresses of the learner connections opened since `before` was taken. */
+function openedSince(before: Set<string>): string[] {
+  return [...allLearnerAddrs()].filter((addr) => !before.has(addr));
+}
+
+interface Watch {
+  received: Received[];
+  unwatch: Unwatch;
+  /** Connections watchAllStages() opened itself, found by address however it named them. */
+  opened: string[];
+}
+
+interface WatchOptions {
+  /** The check's onEvent throws on the first event, as a console whose render failed would. */
+  failFirst?: boolean;
+  /** Called as soon as the learner's watchAllStages() resolves. */
+  resolved?: () => void;
+}
+
+async function watch(
+  subscriber: Redis,
+  prefix: string,
+  { failFirst = false, resolved }: WatchOptions = {},
+): Promise<Watch> {
   const received: Received[] = [];
+  const before = allLearnerAddrs();
   const unwatch = await call("watchAllStages()", () =>
-    exercise.watchAllStages(subscriber, ctx.prefix, (channel, event) =>
-      received.push({ channel, event }),
-    ),
+    exercise.watchAllStages(subscriber, prefix, (channel, event) => {
+      received.push({ channel, event });
+      if (failFirst && received.length === 1) throw new Error("ops console render failed");
+    }),
   );
+  resolved?.();
   check(
     typeof unwatch === "function",
     `watchAllStages() should return an unwatch() function; it returned ${typeof unwatch}.`,
     2,
   );
   watching.push(unwatch);
-  return Object.assign(received, { unwatch });
+  return { received, unwatch, opened: openedSince(before) };
 }
 
 /** Lets messages already published arrive: PUBLISH has answered, delivery is a moment later. */
 async function settle(received: unknown[], expected: number): Promise<void> {
-  for (let i = 0; i < 100 && received.length < expected; i++) await sleep(20);
+  await until(() => received.length >= expected, 2000);
   await sleep(50);
 }
 
-function same(a: unknown, b: unknown): boolean {
-  return JSON.stringify(a) === JSON.stringify(b);
+function describeConnections(list: ConnectionInfo[]): string {
+  return list.map((c) => `${c.addr}${c.name ? ` named "${c.name}"` : ""}`).join(", ");
 }
 
 describe("channel design", () => {
   test("stage channels are named <prefix>docs:status:<stage>", async () => {
-    const ocr = await call("stageChannel()", () => exercise.stageChannel(ctx.prefix, "ocr"));
+    const t = tenant();
+    const ocr = await call("stageChannel()", () => exercise.stageChannel(t.prefix, "ocr"));
     check(
-      ocr === channelOf("ocr"),
-      `stageChannel("${ctx.prefix}", "ocr") should be "${channelOf("ocr")}"; it was ${JSON.stringify(ocr)}.`,
+      ocr === t.channelOf("ocr"),
+      `stageChannel("${t.prefix}", "ocr") should be "${t.channelOf("ocr")}"; it was ${JSON.stringify(ocr)}.`,
       1,
     );
-    const pattern = await call("allStagesPattern()", () => exercise.allStagesPattern(ctx.prefix));
+  });
+
+  test("allStagesPattern() matches every stage channel under the prefix and nothing else", async () => {
+    const t = tenant();
+    const other = tenant();
+    const pattern = await call("allStagesPattern()", () => exercise.allStagesPattern(t.prefix));
     check(
-      pattern === PATTERN,
-      `allStagesPattern("${ctx.prefix}") should be "${PATTERN}", which matches every stage channel and nothing outside docs:status:; it was ${JSON.stringify(pattern)}.`,
+      typeof pattern === "string" && pattern.length > 0,
+      `allStagesPattern() should return a pattern string; it returned ${JSON.stringify(pattern)}.`,
       2,
     );
+    // Redis decides what a pattern matches: PUBLISH answers how many subscriptions, pattern
+    // ones included, a message reached, so no glob rules are guessed here.
+    const probe = (await checkClient("probe")).duplicate();
+    probe.on("error", () => {});
+    await probe.connect();
+    const publisher = await checkClient();
+    try {
+      await probe.pSubscribe(pattern, () => {});
+      for (const stage of ["ocr", "done", t.newStage]) {
+        const n = await publisher.publish(t.channelOf(stage), "probe");
+        check(
+          n === 1,
+          `Your pattern "${pattern}" does not match the stage channel "${t.channelOf(stage)}". It should match ${t.pattern.replace(/\*$/, "<any stage>")}, stages added later included.`,
+          2,
+        );
+      }
+      for (const outside of [
+        `${t.prefix}docs:uploads`,
+        `${t.prefix}docs:statusboard`,
+        `x${t.channelOf("ocr")}`,
+        other.channelOf("ocr"),
+      ]) {
+        const n = await publisher.publish(outside, "probe");
+        check(
+          n === 0,
+          `Your pattern "${pattern}" also matches "${outside}", which is not a stage channel of this prefix. Start with the prefix and end with "docs:status:*".`,
+          2,
+        );
+      }
+    } finally {
+      probe.destroy();
+    }
   });
 });
 
 describe("pattern subscriptions", () => {
-  test("a pattern listener sees every stage channel, with its real name, once", async () => {
+  test("watchAllStages() resolves only once its subscription is active", async () => {
+    const t = tenant();
     const subscriber = await learnerConnection();
     const publisher = await checkClient();
-    const received = await watch(subscriber);
+    const { verdict } = await waitsForReply(
+      (c) => c.name === "PSUBSCRIBE" || c.name === "SUBSCRIBE",
+      (resolved) => watch(subscriber, t.prefix, { resolved }),
+    );
+    check(
+      verdict !== "resolved-first",
+      "watchAllStages() resolved before its subscription had reached Redis (the check held the command back at the socket), so an event published at that moment would have been missed. Await pSubscribe() before returning: it resolves once Redis has confirmed the subscription.",
+      2,
+    );
+    const reached = await publisher.publish(t.channelOf("ocr"), JSON.stringify(event("ocr", 0)));
+    check(
+      reached === 1,
+      `Right after watchAllStages() resolved, a status published on "${t.channelOf("ocr")}" reached ${reached} subscriptions instead of 1: the subscription was not active yet.`,
+      2,
+    );
+  });
+
+  test("a pattern listener sees every stage channel, with its real name, once", async () => {
+    const t = tenant();
+    const subscriber = await learnerConnection();
+    const publisher = await checkClient();
+    const { received } = await watch(subscriber, t.prefix);
 
     const published: Received[] = [];
     const reached = new Map<string, number>();
-    for (const [i, stage] of [...STAGES, NEW_STAGE].entries()) {
+    for (const [i, stage] of [...STAGES, t.newStage].entries()) {
       const e = event(stage, i);
-      reached.set(channelOf(stage), await publisher.publish(channelOf(stage), JSON.stringify(e)));
-      published.push({ channel: channelOf(stage), event: e });
+      reached.set(
+        t.channelOf(stage),
+        await publisher.publish(t.channelOf(stage), JSON.stringify(e)),
+      );
+      published.push({ channel: t.channelOf(stage), event: e });
     }
     // Neighbours the pattern must not match.
-    for (const outside of [key("docs:uploads"), key("docs:statusboard"), `x${channelOf("ocr")}`]) {
+    for (const outside of [`${t.prefix}docs:uploads`, `x${t.channelOf("ocr")}`]) {
       await publisher.publish(outside, JSON.stringify(event("ocr", 99)));
     }
     await settle(received, published.length);
 
-    const reportedPattern = received.find((r) => r.channel === PATTERN || r.channel.includes("*"));
+    const reportedPattern = received.find((r) => r.channel.includes("*"));
     if (reportedPattern) {
       fail(
         `onEvent() was called with the channel "${reportedPattern.channel}": that is the pattern you subscribed to, not the channel the event was published on. Report the channel instead of the pattern: node-redis passes it to a pSubscribe listener as its second argument, (message, channel).`,
         2,
       );
     }
-    for (const r of received) {
-      const twice = received.filter((other) => same(other, r)).length;
-      if (twice > 1) {
+    for (const p of published) {
+      const times = received.filter((r) => sameValue(r, p)).length;
+      if (times > 1) {
         fail(
-          `The event on "${r.channel}" reached onEvent ${twice} times, so it would be counted twice. A connection subscribed to a channel and to a pattern that matches it gets the message once per subscription (PUBLISH answered ${reached.get(r.channel)}). Follow the stages with the pattern only.`,
+          `The event on "${p.channel}" reached onEvent ${times} times, so it would be counted ${times} times. A connection subscribed to a channel and to a pattern that matches it gets the message once per subscription (PUBLISH answered ${reached.get(p.channel)}). Follow the stages with the pattern only.`,
           2,
         );
       }
@@ -159,14 +264,14 @@ describe("pattern subscriptions", () => {
     const stray = received.find((r) => !published.some((p) => p.channel === r.channel));
     if (stray) {
       fail(
-        `onEvent() received a message from "${stray.channel}", which is not a stage channel: the pattern should match ${PATTERN} only.`,
+        `onEvent() received a message from "${stray.channel}", which is not a stage channel: the pattern should match ${t.pattern} only.`,
         2,
       );
     }
-    const missed = published.filter((p) => !received.some((r) => same(r, p)));
-    if (missed.some((p) => p.channel === channelOf(NEW_STAGE))) {
+    const missed = published.filter((p) => !received.some((r) => sameValue(r, p)));
+    if (missed.some((p) => p.channel === t.channelOf(t.newStage))) {
       fail(
-        `Nothing arrived from "${channelOf(NEW_STAGE)}", a stage your code did not know about. Subscribing to each known stage misses the ones added later; one PSUBSCRIBE to ${PATTERN} follows them all.`,
+        `Nothing arrived from "${t.channelOf(t.newStage)}", a stage your code did not know about. Subscribing to each known stage misses the ones added later; one PSUBSCRIBE to ${t.pattern} follows them all.`,
         2,
       );
     }
@@ -176,50 +281,84 @@ describe("pattern subscriptions", () => {
       3,
     );
     check(
-      same(received, published),
-      `Events should reach onEvent() as { channel, event } in the order they were published. Expected ${JSON.stringify(published).slice(0, 160)}…; got ${JSON.stringify(received).slice(0, 160)}….`,
+      received.every((r, i) => sameValue(r, published[i])),
+      `Events should reach onEvent() as (channel, parsed event) in the order they were published. Expected ${JSON.stringify(published).slice(0, 160)}…; got ${JSON.stringify(received).slice(0, 160)}….`,
+      3,
+    );
+  });
+
+  test("an onEvent() that throws does not stop the events after it", async () => {
+    const t = tenant();
+    const subscriber = await learnerConnection();
+    const publisher = await checkClient();
+    const { received } = await watch(subscriber, t.prefix, { failFirst: true });
+    const ocr = t.channelOf("ocr");
+    for (const i of [1, 2, 3]) await publisher.publish(ocr, JSON.stringify(event("ocr", i)));
+    await settle(received, 3);
+    check(
+      received.length === 3,
+      `Three events were published on "${ocr}" and onEvent() ran ${received.length} time(s). The check's onEvent threw on the first (on purpose, as a failing render would): one failing call must not stop the ones after it.`,
       3,
     );
   });
 
   test("after unwatch() nothing more arrives, and the connection keeps its other subscriptions", async () => {
+    const t = tenant();
     const subscriber = await learnerConnection();
     const publisher = await checkClient();
-    // The caller's own subscription on the same connection, e.g. model-update alerts.
+    const observer = await checkClient("observer");
+    // The caller's own subscriptions on the same connection: model-update alerts by channel,
+    // cache invalidations by another pattern, and an audit log on the very same pattern.
     const alerts: string[] = [];
-    const alertChannel = key("models:updated");
+    const alertChannel = `${t.prefix}models:updated`;
     await subscriber.subscribe(alertChannel, (message) => alerts.push(message));
+    const invalidations: string[] = [];
+    await subscriber.pSubscribe(`${t.prefix}cache:*`, (message) => invalidations.push(message));
+    const audit: string[] = [];
+    await subscriber.pSubscribe(t.pattern, (message) => audit.push(message));
 
-    const received = await watch(subscriber);
-    const ocr = channelOf("ocr");
-    const before = await publisher.publish(ocr, JSON.stringify(event("ocr", 1)));
+    const { received, unwatch, opened } = await watch(subscriber, t.prefix);
+    const ocr = t.channelOf("ocr");
+    await publisher.publish(ocr, JSON.stringify(event("ocr", 1)));
+    await settle(received, 1);
     check(
-      before === 1,
-      `While watching, PUBLISH on "${ocr}" should reach 1 subscriber; it reached ${before}.`,
+      received.length === 1,
+      `While watching, an event published on "${ocr}" should reach onEvent() once; it arrived ${received.length} time(s).`,
       2,
     );
-    await settle(received, 1);
 
-    await call("unwatch()", () => received.unwatch());
+    await call("unwatch()", () => unwatch());
     check(
       subscriber.isOpen,
       "unwatch() closed the subscriber connection. It belongs to the caller, who may have other subscriptions on it (this one followed model-update alerts). Remove only your own pattern subscription.",
       3,
     );
-    const count = received.length;
+    const auditBefore = audit.length;
     const after = await publisher.publish(ocr, JSON.stringify(event("ocr", 2)));
-    await sleep(150);
+    await until(() => audit.length > auditBefore, 1000);
+    await sleep(100);
     check(
-      after === 0 && received.length === count,
-      `After unwatch() a status published on "${ocr}" still reached your connection (PUBLISH answered ${after}; onEvent() ran ${received.length - count} more time(s)). The pattern subscription is still active: remove it with PUNSUBSCRIBE (subscriber.pUnsubscribe(pattern, listener)); UNSUBSCRIBE only removes channels.`,
+      received.length === 1,
+      `After unwatch() a status published on "${ocr}" still reached onEvent() (PUBLISH answered ${after}). The pattern subscription is still active: remove it with PUNSUBSCRIBE (subscriber.pUnsubscribe(pattern, listener)); UNSUBSCRIBE only removes channels.`,
       3,
     );
-
-    const alert = await publisher.publish(alertChannel, "model ner-v7 deployed");
+    check(
+      audit.length > auditBefore,
+      "After unwatch() the caller's own listener on the same pattern (an audit log) stopped receiving: unwatch() removed every listener of the pattern. Pass your listener to pUnsubscribe(pattern, listener), so the others keep theirs.",
+      3,
+    );
+    await publisher.publish(alertChannel, "model ner-v7 deployed");
+    await publisher.publish(`${t.prefix}cache:doc:contract-17`, "invalidate");
     await eventually(
-      () => alerts.length === 1,
+      () => alerts.length === 1 && invalidations.length === 1,
       2000,
-      `After unwatch() the connection lost its other subscriptions: the model-update alert reached ${alert} subscribers. Remove only your own pattern subscription.`,
+      `After unwatch() the connection lost its other subscriptions: the model-update alert arrived ${alerts.length} time(s), the cache invalidation ${invalidations.length} time(s), instead of once each. Remove only your own pattern subscription.`,
+      3,
+    );
+    const left = (await learnerConnections(observer)).filter((c) => opened.includes(c.addr));
+    check(
+      left.length === 0,
+      `watchAllStages() opened a connection of its own (${describeConnections(left)}), and unwatch() left it open. Subscribe on the subscriber connection you are given, or close what you opened.`,
       3,
     );
   });
@@ -227,21 +366,22 @@ describe("pattern subscriptions", () => {
 
 describe("counting subscribers", () => {
   test("PUBSUB NUMSUB counts subscribers by channel name only", async () => {
+    const t = tenant();
     const subscriber = await learnerConnection();
     const client = await learnerConnection();
     const watcher = await checkClient("watcher");
-    await watch(subscriber);
+    await watch(subscriber, t.prefix);
     // Two of the check's own connections subscribe to the OCR channel by name.
     const own: Redis[] = [];
     for (const n of [1, 2]) {
       const dashboard = watcher.duplicate({ name: `wb:check:dashboard${n}:${ctx.runId}` });
       dashboard.on("error", () => {});
       await dashboard.connect();
-      await dashboard.subscribe(channelOf("ocr"), () => {});
+      await dashboard.subscribe(t.channelOf("ocr"), () => {});
       own.push(dashboard);
     }
     try {
-      const channels = [channelOf("ocr"), channelOf("ner")];
+      const channels = [t.channelOf("ocr"), t.channelOf("ner")];
       const counts = await call("countSubscribers()", () =>
         exercise.countSubscribers(client, channels),
       );
@@ -250,11 +390,11 @@ describe("counting subscribers", () => {
         `countSubscribers() should return { channels, patterns }; it returned ${JSON.stringify(counts)}.`,
         2,
       );
-      const ocr = counts.channels[channelOf("ocr")];
-      const ner = counts.channels[channelOf("ner")];
+      const ocr = counts.channels[t.channelOf("ocr")];
+      const ner = counts.channels[t.channelOf("ner")];
       check(
         ocr === 2 && ner === 0,
-        `Two connections subscribed to "${channelOf("ocr")}" by name and none to "${channelOf("ner")}", so channels should be { ocr: 2, ner: 0 }; yours said { ocr: ${ocr}, ner: ${ner} }. PUBSUB NUMSUB counts subscriptions to the exact channel name; the pattern is counted by PUBSUB NUMPAT.`,
+        `Two connections subscribed to "${t.channelOf("ocr")}" by name and none to "${t.channelOf("ner")}", so channels should be { ocr: 2, ner: 0 }; yours said { ocr: ${ocr}, ner: ${ner} }. PUBSUB NUMSUB counts subscriptions to the exact channel name; the pattern is counted by PUBSUB NUMPAT.`,
         2,
       );
       check(
@@ -272,17 +412,18 @@ describe("counting subscribers", () => {
       !ctx.privateServer,
       "PUBSUB NUMPAT counts every pattern on the server, and other clients of a shared REDIS_URL server change it at any moment",
     );
+    const t = tenant();
     const subscriber = await learnerConnection();
     const client = await learnerConnection();
-    const channels = [channelOf("ocr")];
+    const channels = [t.channelOf("ocr")];
     const before = await call("countSubscribers()", () =>
       exercise.countSubscribers(client, channels),
     );
-    const received = await watch(subscriber);
+    const { unwatch } = await watch(subscriber, t.prefix);
     const during = await call("countSubscribers()", () =>
       exercise.countSubscribers(client, channels),
     );
-    await call("unwatch()", () => received.unwatch());
+    await call("unwatch()", () => unwatch());
     const after = await call("countSubscribers()", () =>
       exercise.countSubscribers(client, channels),
     );

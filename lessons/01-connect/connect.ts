@@ -16,9 +16,9 @@ export type Profile =
   | { kind: "azure-managed"; host: string; objectId: string; token: string };
 
 /**
- * How long to wait before reconnect attempt number `retries` (0, 1, 2, ...), in milliseconds.
- * It should grow with each attempt, so a struggling server is not hammered, and never exceed
- * 5000, so the app comes back quickly once Redis is reachable again.
+ * How long to wait before reconnect attempt number `retries` (0, 1, 2, ...), in milliseconds,
+ * from 0 up. It should grow with the attempts, so a struggling server is not hammered, and never
+ * exceed 5000, so the app comes back quickly once Redis is reachable again.
  */
 export function reconnectDelay(retries: number): number {
   // TODO: return a delay that grows with `retries` and is capped at 5000 ms.
@@ -30,7 +30,8 @@ export function reconnectDelay(retries: number): number {
  * - local: plain TCP, host "127.0.0.1" and port 6379 unless the profile says otherwise;
  * - azure-cache: TLS on port 6380, the access key as the password;
  * - azure-managed: TLS on port 10000, the object id as the user name and the token as the password.
- * Every profile names the connection `name` and reconnects with reconnectDelay.
+ * Both Azure profiles set servername to the host. Every profile names the connection `name` and
+ * reconnects with reconnectDelay. Separate options or a redis:// / rediss:// URL: either works.
  */
 export function buildOptions(profile: Profile, name: string): RedisClientOptions {
   // TODO: return { name, socket: { host, port, tls, servername, reconnectStrategy }, username?, password? }

@@ -25,15 +25,22 @@ export async function publishStatus(
   return client.publish(channel, JSON.stringify(event));
 }
 
+/** Numbers this process's dashboards, so each connection has a name of its own. */
+let dashboards = 0;
+
 export async function openDashboard(
   client: Redis,
   channel: string,
   onEvent: (event: StatusEvent) => void,
 ): Promise<() => Promise<void>> {
   // PUBLISH counts connections, not listeners: each dashboard is its own subscriber only if it
-  // has its own connection. duplicate() copies the URL, the name and the other options.
-  const subscriber = client.duplicate();
-  subscriber.on("error", (error: Error) => console.error(`dashboard: ${error.message}`));
+  // has its own connection. duplicate() copies every option, the name too: without a name of
+  // its own, every dashboard would show up in CLIENT LIST as the command connection.
+  const name = `${client.options?.name ?? "app"}:dashboard-${++dashboards}`;
+  const subscriber = client.duplicate({ name });
+  // Also where node-redis reports an exception thrown by onEvent: without a listener, one
+  // failing render would crash the process.
+  subscriber.on("error", (error: Error) => console.error(`${name}: ${error.message}`));
   await subscriber.connect();
   const listener = (message: string) => onEvent(JSON.parse(message) as StatusEvent);
   // subscribe() resolves when Redis has confirmed the subscription: from then on, nothing
