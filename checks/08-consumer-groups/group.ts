@@ -3,7 +3,18 @@
  * worker with a handle() the check controls, and reading the group's state from the server and
  * from what the learner's connections sent.
  */
-import { CheckFailure, call, check, fail, loadExercise, type Redis, stopQuietly } from "../kit.ts";
+import {
+  CheckFailure,
+  type ConnectionInfo,
+  call,
+  check,
+  fail,
+  learnerConnections,
+  loadExercise,
+  type Redis,
+  stopQuietly,
+  until,
+} from "../kit.ts";
 import { sent } from "../wire.ts";
 
 export interface Task {
@@ -134,4 +145,21 @@ export function held(): { promise: Promise<void>; release(): void } {
     release = resolve;
   });
   return { promise, release };
+}
+
+/**
+ * Remembers the learner's connections open now (found by address, however they were named);
+ * `leftOpen()` then lists those opened since that are still open a second later.
+ */
+export async function connectionsSince(
+  observer: Redis,
+): Promise<{ leftOpen(): Promise<ConnectionInfo[]> }> {
+  const before = new Set((await learnerConnections(observer)).map((c) => c.id));
+  const opened = async () => (await learnerConnections(observer)).filter((c) => !before.has(c.id));
+  return {
+    async leftOpen() {
+      await until(async () => (await opened()).length === 0, 1000);
+      return opened();
+    },
+  };
 }

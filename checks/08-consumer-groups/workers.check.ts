@@ -7,7 +7,6 @@ import {
   fresh,
   freshKey,
   learnerClient,
-  learnerConnections,
   type Redis,
   sameValue,
   sleep,
@@ -16,6 +15,7 @@ import {
 import { isStreamId, pendingCount, waitForBlocked } from "../streams-support.ts";
 import {
   acknowledged,
+  connectionsSince,
   ensure,
   exercise,
   held,
@@ -144,7 +144,7 @@ test("three workers share 30 tasks: each handled once, by one worker, then ackno
   const stream = freshKey("tasks:ocr");
   const group = fresh("ocr");
   const names = [fresh("ocr"), fresh("ocr"), fresh("ocr")];
-  const connectionsBefore = new Set((await learnerConnections(observer)).map((c) => c.id));
+  const connections = await connectionsSince(observer);
   const ids: string[] = [];
   for (let n = 0; n < 30; n++) {
     ids.push(await call("enqueue()", () => exercise.enqueue(client, stream, `doc-${n}`)));
@@ -275,7 +275,7 @@ test("three workers share 30 tasks: each handled once, by one worker, then ackno
     `All tasks were handled, but ${pending} are still pending in the group (XPENDING). Acknowledge each task with XACK once handle() has finished; otherwise the group assumes the worker died on it, and lesson 09's recovery would run it again.`,
     2,
   );
-  const leftOpen = (await learnerConnections(observer)).filter((c) => !connectionsBefore.has(c.id));
+  const leftOpen = await connections.leftOpen();
   check(
     leftOpen.length === 0,
     `After stop() ${leftOpen.length} connections opened by your workers are still open. Close each worker's connection when its loop ends.`,
@@ -368,7 +368,7 @@ test("stop() in the middle of a task waits for it, acknowledges it and closes th
   const consumer = fresh("ocr");
   const id = await observer.xAdd(stream, "*", { docId: "doc-0" });
   await ensure(client, stream, group, "ensureGroup()");
-  const connectionsBefore = new Set((await learnerConnections(observer)).map((c) => c.id));
+  const connections = await connectionsSince(observer);
   const work = held();
   let started = false;
   const workers: Worker[] = [];
@@ -413,9 +413,7 @@ test("stop() in the middle of a task waits for it, acknowledges it and closes th
       2,
     );
     if (stopError) throw stopError;
-    const leftOpen = (await learnerConnections(observer)).filter(
-      (c) => !connectionsBefore.has(c.id),
-    );
+    const leftOpen = await connections.leftOpen();
     check(
       leftOpen.length === 0,
       `After stop() ${leftOpen.length} connection(s) your worker opened are still open. Close the worker's connection when its loop ends.`,
@@ -433,7 +431,7 @@ test("stop() on a quiet stream returns within one read and closes the worker's c
   const stream = freshKey("tasks:idle");
   const group = fresh("embed");
   await ensure(client, stream, group, "ensureGroup()");
-  const connectionsBefore = new Set((await learnerConnections(observer)).map((c) => c.id));
+  const connections = await connectionsSince(observer);
   const workers: Worker[] = [];
   try {
     const worker = await startWorker(
@@ -449,12 +447,10 @@ test("stop() on a quiet stream returns within one read and closes the worker's c
     );
     await stopWithin(worker, QUIET_STOP_MS, "the worker");
     workers.length = 0;
-    const opened = async () =>
-      (await learnerConnections(observer)).filter((c) => !connectionsBefore.has(c.id));
-    const closed = await until(async () => (await opened()).length === 0, 1000);
+    const leftOpen = await connections.leftOpen();
     check(
-      closed,
-      `After stop() ${(await opened()).length} connection(s) your worker opened are still open. Close the worker's connection when its loop ends.`,
+      leftOpen.length === 0,
+      `After stop() ${leftOpen.length} connection(s) your worker opened are still open. Close the worker's connection when its loop ends.`,
       2,
     );
   } finally {
