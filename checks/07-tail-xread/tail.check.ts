@@ -87,7 +87,7 @@ test("a new reader hands over every new entry, in order, as written, and nothing
   const added = await append(observer, stream, 20, "doc");
   const seen = () => reader.calls.map((e) => e.id);
 
-  const arrived = await until(() => added.ids.every((id) => seen().includes(id)), 5000);
+  const arrived = await until(() => added.ids.every((id) => seen().includes(id)), 3000);
   await stop(reader.tail);
 
   check(
@@ -186,7 +186,7 @@ test("after a restart the reader gets exactly the entries it missed, more than o
   await untilWaiting(observer);
   const early = await append(observer, stream, 5, "early");
   const seenFirst = () => first.calls.map((e) => e.id);
-  const handledEarly = await until(() => early.ids.every((id) => seenFirst().includes(id)), 5000);
+  const handledEarly = await until(() => early.ids.every((id) => seenFirst().includes(id)), 3000);
   await stop(first.tail);
   check(
     handledEarly,
@@ -208,7 +208,7 @@ test("after a restart the reader gets exactly the entries it missed, more than o
   const seenSecond = () => second.calls.map((e) => e.id);
   await untilWaiting(observer);
   const late = await append(observer, stream, 3, "late");
-  const arrived = await until(() => late.ids.every((id) => seenSecond().includes(id)), 5000);
+  const arrived = await until(() => late.ids.every((id) => seenSecond().includes(id)), 3000);
   await stop(second.tail);
 
   const lastLate = late.ids.at(-1) ?? "+";
