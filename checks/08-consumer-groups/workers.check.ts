@@ -343,7 +343,7 @@ test("a task whose handle() throws or rejects stays pending; one still working i
     }, 3000);
     check(
       wentOn,
-      `After the failures, ${[slow, last].filter((id) => !acknowledged(stream).has(id)).join(" and ")} ${finished.includes(last) ? "finished but" : ""} never got acknowledged. The worker should keep going: handle, then XACK, for every task after a failed one.`,
+      `After the failures, ${[slow, last].filter((id) => !acknowledged(stream).has(id)).join(" and ")} never got acknowledged${finished.includes(last) ? ", although handle() finished" : ""}. The worker should keep going: handle, then XACK, for every task after a failed one.`,
       2,
     );
     await stopWithin(worker, STOP_MS, consumer);
