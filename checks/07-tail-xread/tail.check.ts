@@ -3,66 +3,36 @@ import {
   call,
   check,
   checkClient,
+  eventually,
   fail,
-  key,
-  learnerClient,
-  loadExercise,
+  freshKey,
+  learnerConnections,
   type Redis,
   sleep,
   until,
 } from "../kit.ts";
 import { blockedIn, compareIds, waitForBlocked } from "../streams-support.ts";
+import { before, type SentCommand, sent } from "../wire.ts";
+import {
+  append,
+  type Behaviour,
+  firstDuplicate,
+  inOrder,
+  type LogEntry,
+  list,
+  type Reader,
+  savedCheckpoint,
+  startReader,
+  type Tail,
+  wrongEvent,
+} from "./reader.ts";
 
-interface LogEntry {
-  id: string;
-  event: { docId: string; stage: string; status: string };
-}
-
-interface TailOptions {
-  stream: string;
-  checkpoint: string;
-  onEntry(entry: LogEntry): void | Promise<void>;
-  blockMs: number;
-}
-
-interface Tail {
-  stop(): Promise<void>;
-}
-
-interface Exercise {
-  startTail(client: Redis, options: TailOptions): Promise<Tail>;
-}
-
-const exercise = await loadExercise<Exercise>("startTail");
-
-/** Long enough that a reader's first XREAD does not time out before the check writes. */
-const BLOCK_MS = 2000;
-
-/** Starts the learner's reader; the IDs it hands over are collected in `seen`. */
-async function start(
-  client: Redis,
-  stream: string,
-  checkpoint: string,
-  seen: string[],
-  blockMs = BLOCK_MS,
-): Promise<Tail> {
-  const tail = await call("startTail()", () =>
-    exercise.startTail(client, {
-      stream,
-      checkpoint,
-      blockMs,
-      onEntry: (entry) => {
-        seen.push(entry.id);
-      },
-    }),
-  );
-  check(
-    tail && typeof tail.stop === "function",
-    "startTail() should resolve to an object with a stop() method.",
-    2,
-  );
-  return tail;
-}
+/** Short, so that reads time out often: a reader must stay correct across timeouts. */
+const BLOCK_MS = 100;
+/** How long stop() may take on a quiet stream: one BLOCK and slack for a busy machine. */
+const QUIET_STOP_MS = BLOCK_MS + 1500;
+/** How long any other stop() may take before the check gives up on it. */
+const STOP_MS = BLOCK_MS + 2000;
 
 /** Waits until `count` of the learner's connections wait in XREAD BLOCK, or fails. */
 async function untilWaiting(observer: Redis, count = 1): Promise<void> {
@@ -74,63 +44,64 @@ async function untilWaiting(observer: Redis, count = 1): Promise<void> {
   );
 }
 
-/** Appends `count` status events in one burst, as a busy OCR stage does. */
-function burst(observer: Redis, stream: string, count: number, label: string): Promise<string[]> {
-  return Promise.all(
-    Array.from({ length: count }, (_, n) =>
-      observer.xAdd(stream, "*", { docId: `${label}-${n}`, stage: "ocr", status: "done" }),
-    ),
-  );
+/** Stops a reader; a stop() that fails is reported, one that hangs is the failure. */
+async function stop(tail: Tail, ms = STOP_MS): Promise<void> {
+  try {
+    await call("tail.stop()", () => tail.stop(), ms);
+  } catch (error) {
+    if (/Still waiting/.test((error as Error).message)) {
+      fail(
+        `tail.stop() did not return within ${ms / 1000} s. Use a finite BLOCK (blockMs), check after every read whether stop() was called, and leave the loop: BLOCK 0 waits forever on a quiet stream.`,
+        2,
+      );
+    }
+    throw error;
+  }
 }
 
-/**
- * Stops readers. The check adds one more entry so that a read blocked for BLOCK_MS returns at
- * once: the stop stays quick without asking the learner's code for anything special.
- */
-async function stopAll(observer: Redis, stream: string, tails: Tail[]): Promise<void> {
-  const stopped = tails.map((tail) => call("tail.stop()", () => tail.stop(), BLOCK_MS + 5000));
-  await sleep(20);
-  await observer.xAdd(stream, "*", { docId: "wake-up", stage: "check", status: "stop" });
-  await Promise.all(stopped);
+/** A command that changes the checkpoint key (a SET, whatever command the learner chose). */
+function writesCheckpoint(c: SentCommand, checkpoint: string): boolean {
+  const reads = ["GET", "MGET", "EXISTS", "TYPE", "HGET", "HMGET", "HGETALL", "WATCH", "TTL"];
+  return c.args.includes(checkpoint) && !reads.includes(c.name);
 }
 
-function list(ids: string[]): string {
-  return ids.length <= 3 ? ids.join(", ") : `${ids.slice(0, 3).join(", ")}, ...`;
-}
+const RESOLVE_DOLLAR =
+  'Resolve "$" to a real ID once, when the reader starts (the ID of the stream\'s newest entry, XREVRANGE <stream> + - COUNT 1, or "0-0" for an empty stream), save it as the checkpoint at once, and read from that ID.';
 
-function firstDuplicate(ids: string[]): string | undefined {
-  return ids.find((id, i) => ids.indexOf(id) !== i);
-}
-
-function inOrder(ids: string[]): boolean {
-  return ids.every((id, i) => i === 0 || compareIds(ids[i - 1] ?? "", id) < 0);
-}
-
-test("a new reader hands over every new entry, in order, and nothing older", async () => {
+test("a new reader hands over every new entry, in order, as written, and nothing older", async () => {
   const observer = await checkClient();
-  const client = await learnerClient();
-  const stream = key("status");
-  const before = await burst(observer, stream, 3, "earlier");
-  const seen: string[] = [];
-  const tail = await start(client, stream, key("tail:dashboard"), seen);
+  const stream = freshKey("status");
+  const old = await append(observer, stream, 3, "earlier");
+  const reader = await startReader(stream, freshKey("tail:dashboard"), BLOCK_MS);
   await untilWaiting(observer);
-  const fresh = await burst(observer, stream, 20, "doc");
+  const reads = sent((c) => c.name === "XREAD" && c.scope === reader.scope.name);
+  check(reads.length > 0, "Your reader never sent XREAD.", 2);
+  const elsewhere = reads.find((c) => !c.args.includes(stream));
+  if (elsewhere) {
+    await stop(reader.tail);
+    fail(
+      `Your reader read with ${elsewhere.args.join(" ")}, which does not name the stream it was given (${stream}). Use options.stream: the check gives every reader a fresh stream name.`,
+      2,
+    );
+  }
+  const added = await append(observer, stream, 20, "doc");
+  const seen = () => reader.calls.map((e) => e.id);
 
-  const arrived = await until(() => fresh.every((id) => seen.includes(id)), 5000);
-  await stopAll(observer, stream, [tail]);
+  const arrived = await until(() => added.ids.every((id) => seen().includes(id)), 3000);
+  await stop(reader.tail);
 
   check(
     arrived,
-    `Your reader handed over ${fresh.filter((id) => seen.includes(id)).length} of the 20 entries added after it started and then waited. After the first read, continue from the ID of the last entry you got: "$" means "only what arrives after this very command", so a reader that asks for "$" each time skips whatever arrived in between.`,
+    `Your reader handed over ${added.ids.filter((id) => seen().includes(id)).length} of the 20 entries added after it started and then waited. After the first read, continue from the ID of the last entry you got: "$" means "only what arrives after this very command", so a reader that asks for "$" each time skips whatever arrived in between.`,
     2,
   );
-  const old = seen.filter((id) => before.includes(id));
+  const older = seen().filter((id) => old.ids.includes(id));
   check(
-    old.length === 0,
-    `Your reader handed over ${old.length} entries that were in the stream before it started (${list(old)}). A reader without a checkpoint starts at "$": only entries added from now on.`,
+    older.length === 0,
+    `Your reader handed over ${older.length} entries that were in the stream before it started (${list(older)}). A reader without a checkpoint starts after the newest entry: only entries added from now on.`,
     1,
   );
-  const handed = seen.filter((id) => fresh.includes(id));
+  const handed = seen().filter((id) => added.ids.includes(id));
   const duplicate = firstDuplicate(handed);
   check(
     duplicate === undefined,
@@ -142,61 +113,122 @@ test("a new reader hands over every new entry, in order, and nothing older", asy
     `The entries reached onEntry() out of order: ${list(handed)}. Hand them over in the order XREAD returns them, one at a time.`,
     2,
   );
-});
-
-test("after a restart the reader gets exactly the entries it missed", async () => {
-  const observer = await checkClient();
-  const client = await learnerClient();
-  const stream = key("status:restart");
-  const checkpoint = key("tail:indexer");
-
-  const first: string[] = [];
-  let tail = await start(client, stream, checkpoint, first);
-  await untilWaiting(observer);
-  const early = await burst(observer, stream, 5, "early");
-  const before = await until(() => early.every((id) => first.includes(id)), 5000);
-  await stopAll(observer, stream, [tail]);
+  const wrong = wrongEvent(reader.calls, added.events);
   check(
-    before,
-    `Before the restart your reader handed over only ${first.filter((id) => early.includes(id)).length} of 5 new entries.`,
+    wrong === undefined,
+    `onEntry() received the event ${JSON.stringify(wrong?.got)} for an entry that holds ${JSON.stringify(wrong?.want)}. Pass { id, event: { docId, stage, status } } with the entry's fields.`,
     2,
   );
-  const lastHandled = first.at(-1) ?? "0-0";
-  const savedAs = await observer.get(checkpoint);
+});
+
+test("an entry added right after a read that timed out is not skipped", async () => {
+  const observer = await checkClient();
+  const stream = freshKey("status:quiet");
+  let added: string | undefined;
+  let heldArgs: string[] = [];
+  // The first read finds nothing and times out; the entry lands just before the second read.
+  const gap = before(
+    (c) => c.name === "XREAD" && c.args.includes(stream),
+    async (c) => {
+      heldArgs = c.args;
+      added = await observer.xAdd(stream, "*", { docId: "doc-gap", stage: "ocr", status: "done" });
+    },
+    { nth: 2 },
+  );
+  const reader = await startReader(stream, freshKey("tail:quiet"), BLOCK_MS);
+  try {
+    const fired = await until(() => gap.hasFired(), BLOCK_MS + 3000);
+    check(
+      fired,
+      `Your reader did not read again after its first XREAD (BLOCK ${BLOCK_MS}) found nothing. Keep reading in a loop until stop() is called.`,
+      2,
+    );
+    const handed = await until(() => reader.calls.some((e) => e.id === added), 3000);
+    const askedDollar = heldArgs.includes("$");
+    check(
+      handed,
+      `An entry was added while your reader was between two reads, after one had timed out with nothing, and it never reached onEntry().${askedDollar ? ' Your next XREAD still asked for "$", which means "only what arrives after this command": the entry that arrived in between is skipped.' : ""} ${RESOLVE_DOLLAR}`,
+      2,
+    );
+  } finally {
+    gap.cancel();
+    await stop(reader.tail);
+  }
+});
+
+test("a reader restarted before its first entry gets what arrived while it was down", async () => {
+  const observer = await checkClient();
+  const stream = freshKey("status:early-restart");
+  const checkpoint = freshKey("tail:early-restart");
+  await append(observer, stream, 2, "earlier");
+  const first = await startReader(stream, checkpoint, BLOCK_MS);
+  await untilWaiting(observer);
+  await stop(first.tail, QUIET_STOP_MS);
+
+  const whileDown = await append(observer, stream, 5, "while-down");
+  const second = await startReader(stream, checkpoint, BLOCK_MS);
+  const got = () => whileDown.ids.filter((id) => second.calls.some((e) => e.id === id));
+  await until(() => got().length === whileDown.ids.length, 3000);
+  await stop(second.tail);
   check(
-    savedAs !== null,
+    got().length === whileDown.ids.length,
+    `Your reader was stopped before its first entry arrived; 5 entries were added while it was down, and after the restart it handed over ${got().length} of them. It had saved no checkpoint, so it started at "$" again and lost them. ${RESOLVE_DOLLAR}`,
+    2,
+  );
+});
+
+test("after a restart the reader gets exactly the entries it missed, more than one read's worth", async () => {
+  const observer = await checkClient();
+  const stream = freshKey("status:restart");
+  const checkpoint = freshKey("tail:indexer");
+
+  const first = await startReader(stream, checkpoint, BLOCK_MS);
+  await untilWaiting(observer);
+  const early = await append(observer, stream, 5, "early");
+  const seenFirst = () => first.calls.map((e) => e.id);
+  const handledEarly = await until(() => early.ids.every((id) => seenFirst().includes(id)), 3000);
+  await stop(first.tail);
+  check(
+    handledEarly,
+    `Before the restart your reader handed over only ${early.ids.filter((id) => seenFirst().includes(id)).length} of 5 new entries.`,
+    2,
+  );
+  check(
+    (await savedCheckpoint(observer, checkpoint)) !== undefined,
     `After stop() the checkpoint key is empty: save the ID of each entry you handled (SET ${checkpoint} <id>), so a restart knows where to continue.`,
     2,
   );
+  const lastHandled = seenFirst().at(-1) ?? "0-0";
 
-  // The indexer is down (a deploy, a crash) while the platform keeps working.
-  await burst(observer, stream, 7, "while-down");
+  // The indexer is down (a deploy, a crash) while the platform keeps working: more entries
+  // than one XREAD COUNT returns, so the catch-up takes several reads.
+  await append(observer, stream, 150, "while-down", true);
 
-  const second: string[] = [];
-  tail = await start(client, stream, checkpoint, second);
+  const second = await startReader(stream, checkpoint, BLOCK_MS);
+  const seenSecond = () => second.calls.map((e) => e.id);
   await untilWaiting(observer);
-  const late = await burst(observer, stream, 3, "late");
-  const arrived = await until(() => late.every((id) => second.includes(id)), 5000);
-  await stopAll(observer, stream, [tail]);
+  const late = await append(observer, stream, 3, "late");
+  const arrived = await until(() => late.ids.every((id) => seenSecond().includes(id)), 3000);
+  await stop(second.tail);
 
-  const lastLate = late.at(-1) ?? "+";
+  const lastLate = late.ids.at(-1) ?? "+";
   const expected = ((await observer.xRange(stream, `(${lastHandled}`, lastLate)) ?? []).map(
     (m) => m.id,
   );
-  const repeated = second.filter((id) => first.includes(id));
+  const repeated = seenSecond().filter((id) => seenFirst().includes(id));
   check(
     repeated.length === 0,
     `After the restart your reader handed over ${repeated.length} entries it had already handled before (${list(repeated)}). Continue after the checkpoint instead of reading the stream from the start ("0").`,
     2,
   );
-  const missed = expected.filter((id) => !second.includes(id));
+  const missed = expected.filter((id) => !seenSecond().includes(id));
   check(
     missed.length === 0,
-    `After the restart your reader missed ${missed.length} entries that were added while it was stopped (${list(missed)}). Start from the ID saved in the checkpoint; "$" is only for a reader that has never run.`,
+    `After the restart your reader missed ${missed.length} of the ${expected.length} entries that were added while it was stopped or since (${list(missed)}). Start from the ID saved in the checkpoint and keep reading from the last ID you got until the stream has no more; "$" is only for a reader that has never run.`,
     2,
   );
   check(arrived, "After the restart your reader did not hand over the new entries.", 2);
-  const handed = second.filter((id) => compareIds(id, lastLate) <= 0);
+  const handed = seenSecond().filter((id) => compareIds(id, lastLate) <= 0);
   check(
     handed.length === expected.length && inOrder(handed),
     `After the restart the reader should hand over ${expected.length} entries once each, in order; it handed over ${handed.length}: ${list(handed)}.`,
@@ -204,29 +236,218 @@ test("after a restart the reader gets exactly the entries it missed", async () =
   );
 });
 
+/** Restarts after `crashed` died and collects until every one of `ids` was handled by one of them. */
+async function recover(
+  crashed: Reader,
+  ids: string[],
+  stream: string,
+  checkpoint: string,
+): Promise<{ missing: string[]; repeated: string[] }> {
+  const again = await startReader(stream, checkpoint, BLOCK_MS);
+  const handled = () => [...crashed.done, ...again.done];
+  await until(() => ids.every((id) => handled().includes(id)), 3000);
+  await stop(again.tail);
+  return {
+    missing: ids.filter((id) => !handled().includes(id)),
+    repeated: again.done.filter((id) => crashed.done.includes(id)),
+  };
+}
+
+test("a crash between onEntry() and saving the checkpoint repeats that one entry, and skips none", async () => {
+  const observer = await checkClient();
+  const stream = freshKey("status:crash");
+  const checkpoint = freshKey("tail:billing");
+  const reader = await startReader(stream, checkpoint, BLOCK_MS);
+  await untilWaiting(observer);
+  // The process dies as it is about to save the checkpoint after its third entry.
+  const crash = before((c) => writesCheckpoint(c, checkpoint) && reader.done.length >= 3, "crash");
+  const { ids } = await append(observer, stream, 10, "doc", true);
+  await until(() => crash.hasFired() || reader.done.length === ids.length, 3000);
+  if (!crash.hasFired()) {
+    // No checkpoint written since the third entry: the process dies after its work anyway.
+    crash.cancel();
+    reader.scope.crash();
+  }
+  const { missing, repeated } = await recover(reader, ids, stream, checkpoint);
+  check(
+    missing.length === 0,
+    `Your reader crashed after handling ${reader.done.length} entries, and after the restart ${missing.length} entries were never handed over (${list(missing)}). Save the checkpoint only after onEntry() finished with that entry.`,
+    2,
+  );
+  check(
+    repeated.length <= 1,
+    `Your reader crashed just after onEntry() finished its entry ${reader.done.at(-1)}, and after the restart it handed over ${repeated.length} entries a second time (${list(repeated)}). At most the one entry whose checkpoint was not saved yet may come again: save the checkpoint after every entry, not once per batch or at stop().`,
+    2,
+  );
+});
+
+test("while onEntry() works on an entry, the checkpoint does not name it yet; a crash then repeats it", async () => {
+  const observer = await checkClient();
+  const stream = freshKey("status:slow");
+  const checkpoint = freshKey("tail:search");
+  // The third entry takes "forever": the process dies while onEntry() works on it.
+  const reader = await startReader(stream, checkpoint, BLOCK_MS, (n) =>
+    n === 3 ? () => new Promise<void>(() => {}) : "ok",
+  );
+  await untilWaiting(observer);
+  const { ids } = await append(observer, stream, 5, "doc", true);
+  const third = ids[2] ?? "";
+  await eventually(
+    () => reader.calls.length >= 3,
+    3000,
+    `Your reader handed over ${reader.calls.length} of 5 new entries to onEntry().`,
+    2,
+  );
+  const saved = await savedCheckpoint(observer, checkpoint);
+  reader.scope.crash();
+  check(
+    saved === undefined || compareIds(saved, third) < 0,
+    `While onEntry() was still working on entry ${third}, your checkpoint already said ${saved}. Had the process died then, a restart would have skipped that entry for good. Call onEntry() first, await it, and save the checkpoint after it finished.`,
+    2,
+  );
+  const { missing, repeated } = await recover(reader, ids, stream, checkpoint);
+  check(
+    missing.length === 0,
+    `Your reader died while onEntry() was working on entry ${third}, and after the restart ${missing.length} entries were never handed over (${list(missing)}). The checkpoint must name only entries whose onEntry() finished.`,
+    2,
+  );
+  check(
+    repeated.length === 0,
+    `After the restart your reader handed over again ${list(repeated)}, whose onEntry() had already finished before the crash. Save the checkpoint after every entry.`,
+    2,
+  );
+});
+
+/** One reader's story when onEntry() fails once for its second entry ("doc-1"). */
+interface FailingCase {
+  observer: Redis;
+  failure: "throw" | "reject";
+  stream: string;
+  checkpoint: string;
+  ids: string[];
+  attempts: Map<string, number>;
+  /** Entries whose onEntry() succeeded, over all runs. */
+  done: string[];
+}
+
+function failingBehaviour(c: FailingCase) {
+  return (_: number, entry: LogEntry): Behaviour => {
+    const n = (c.attempts.get(entry.id) ?? 0) + 1;
+    c.attempts.set(entry.id, n);
+    return n === 1 && entry.event.docId === "doc-1" ? c.failure : "ok";
+  };
+}
+
+/**
+ * Lets a reader run until every entry is done or nothing happened for two reads, then stops it.
+ * Whether a reader tries the failed entry again or stops at it is the learner's choice; stop()
+ * may report the error. Either way the checkpoint must not have moved past it.
+ */
+async function settle(c: FailingCase, reader: Reader): Promise<void> {
+  let calls = -1;
+  await until(async () => {
+    if (c.ids.every((id) => [...c.done, ...reader.done].includes(id))) return true;
+    if (reader.calls.length === calls) return true;
+    calls = reader.calls.length;
+    await sleep(BLOCK_MS * 2);
+    return false;
+  }, 5000);
+  await stop(reader.tail).catch((error: Error) => {
+    if (/did not return/.test(error.message)) throw error;
+  });
+  c.done.push(...reader.done);
+  const saved = await savedCheckpoint(c.observer, c.checkpoint);
+  const failed = c.ids.find((id) => (c.attempts.get(id) ?? 0) > 0 && !c.done.includes(id));
+  check(
+    !(failed && saved && compareIds(saved, failed) >= 0),
+    `onEntry() ${c.failure === "throw" ? "threw" : "returned a rejected promise"} for entry ${failed}, and your reader saved the checkpoint ${saved}, past it, anyway: a restart never hands that entry over again. When onEntry() throws or rejects, leave the checkpoint where it was: try the same entry again, or stop there (stop() may report the error).`,
+    2,
+  );
+}
+
+test("an entry whose onEntry() throws or rejects is not checkpointed and is handed over again", async () => {
+  const observer = await checkClient();
+  const cases: FailingCase[] = (["throw", "reject"] as const).map((failure) => ({
+    observer,
+    failure,
+    stream: freshKey(`status:${failure}`),
+    checkpoint: freshKey(`tail:${failure}`),
+    ids: [],
+    attempts: new Map(),
+    done: [],
+  }));
+  const complete = (c: FailingCase) => c.ids.every((id) => c.done.includes(id));
+
+  const first = await Promise.all(
+    cases.map((c) => startReader(c.stream, c.checkpoint, BLOCK_MS, failingBehaviour(c))),
+  );
+  await untilWaiting(observer, 2);
+  for (const c of cases) c.ids = (await append(observer, c.stream, 3, "doc", true)).ids;
+  await Promise.all(cases.map((c, i) => settle(c, first[i] as Reader)));
+  for (let restart = 1; restart <= 2; restart++) {
+    await Promise.all(
+      cases
+        .filter((c) => !complete(c))
+        .map(async (c) =>
+          settle(c, await startReader(c.stream, c.checkpoint, BLOCK_MS, failingBehaviour(c))),
+        ),
+    );
+  }
+  for (const c of cases) {
+    const never = c.ids.filter((id) => !c.done.includes(id));
+    check(
+      never.length === 0,
+      `After onEntry() ${c.failure === "throw" ? "threw" : "rejected"} once, ${never.length} of 3 entries were never handled successfully (${list(never)}), even after restarts. Do not move the checkpoint past an entry whose onEntry() failed.`,
+      2,
+    );
+    const twice = firstDuplicate(c.done);
+    check(
+      twice === undefined,
+      `Entry ${twice} was handed over again after onEntry() had finished it. Save the checkpoint after each entry that succeeded.`,
+      2,
+    );
+  }
+});
+
+test("stop() on a quiet stream returns within one read and closes the reader's connection", async () => {
+  const observer = await checkClient();
+  const stream = freshKey("status:idle");
+  const earlier = new Set((await learnerConnections(observer)).map((c) => c.id));
+  const reader = await startReader(stream, freshKey("tail:idle"), BLOCK_MS);
+  const own = String(await reader.client.clientId());
+  await untilWaiting(observer);
+  await stop(reader.tail, QUIET_STOP_MS);
+  const opened = async () =>
+    (await learnerConnections(observer)).filter((c) => !earlier.has(c.id) && c.id !== own);
+  const closed = await until(async () => (await opened()).length === 0, 1000);
+  const left = await opened();
+  check(
+    closed,
+    `After stop() ${left.length} connection(s) your reader opened are still open (${left.map((c) => `last command ${c.cmd}`).join(", ")}). Close the reader's connection when the loop ends (reader.close()).`,
+    2,
+  );
+});
+
 test("independent readers each see every entry (fan-out with history)", async () => {
   const observer = await checkClient();
-  const client = await learnerClient();
-  const stream = key("status:fanout");
-  const dashboard: string[] = [];
-  const billing: string[] = [];
-  const tails = [
-    await start(client, stream, key("tail:fanout:dashboard"), dashboard),
-    await start(client, stream, key("tail:fanout:billing"), billing),
-  ];
+  const stream = freshKey("status:fanout");
+  const readers = {
+    dashboard: await startReader(stream, freshKey("tail:fanout:dashboard"), BLOCK_MS),
+    billing: await startReader(stream, freshKey("tail:fanout:billing"), BLOCK_MS),
+  };
   const waiting = await waitForBlocked(observer, "xread", 2, 3000);
-  const ids = await burst(observer, stream, 10, "doc");
-  const both = () => ids.every((id) => dashboard.includes(id) && billing.includes(id));
-  const done = await until(both, 5000);
-  await stopAll(observer, stream, tails);
-  for (const [name, seen] of [
-    ["dashboard", dashboard],
-    ["billing", billing],
-  ] as const) {
-    const got = seen.filter((id) => ids.includes(id));
+  const { ids } = await append(observer, stream, 10, "doc");
+  const got = (reader: Reader) => reader.calls.map((e) => e.id).filter((id) => ids.includes(id));
+  const done = await until(
+    () => Object.values(readers).every((r) => got(r).length >= ids.length),
+    5000,
+  );
+  await Promise.all(Object.values(readers).map((r) => stop(r.tail)));
+  for (const [name, reader] of Object.entries(readers)) {
+    const mine = got(reader);
     check(
-      done && got.length === ids.length && inOrder(got),
-      `Two readers followed the same stream, and the ${name} reader got ${got.length} of the 10 new entries${inOrder(got) ? "" : ", out of order"}. Unlike a consumer group, plain XREAD readers do not share entries: each should see all of them.${waiting < 2 ? " Only one of the two readers was ever waiting at a time: do they share one connection? Give each reader its own (client.duplicate())." : ""}`,
+      done && mine.length === ids.length && inOrder(mine),
+      `Two readers followed the same stream, and the ${name} reader got ${mine.length} of the 10 new entries${inOrder(mine) ? "" : ", out of order"}. Unlike a consumer group, plain XREAD readers do not share entries: each should see all of them.${waiting < 2 ? " Only one of the two readers was ever waiting at a time: do they share one connection? Give each reader its own (client.duplicate())." : ""}`,
       2,
     );
   }
@@ -234,10 +455,9 @@ test("independent readers each see every entry (fan-out with history)", async ()
 
 test("the main client answers at once while the reader waits for entries", async () => {
   const observer = await checkClient();
-  const client = await learnerClient();
-  const stream = key("status:busy");
-  const mainId = String(await client.clientId());
-  const tail = await start(client, stream, key("tail:busy"), [], 4000);
+  const stream = freshKey("status:busy");
+  const reader = await startReader(stream, freshKey("tail:busy"), 4000);
+  const mainId = String(await reader.client.clientId());
   try {
     await untilWaiting(observer);
     const blocked = await blockedIn(observer, "xread");
@@ -248,7 +468,7 @@ test("the main client answers at once while the reader waits for entries", async
       );
     }
     const answered = await Promise.race([
-      client.ping().then(() => true),
+      reader.client.ping().then(() => true),
       sleep(1000).then(() => false),
     ]);
     check(
@@ -257,6 +477,10 @@ test("the main client answers at once while the reader waits for entries", async
       2,
     );
   } finally {
-    await stopAll(observer, stream, [tail]);
+    // A read blocked for 4 s returns at once when an entry arrives: the stop stays quick.
+    const stopped = stop(reader.tail, 4000 + STOP_MS);
+    await sleep(20);
+    await observer.xAdd(stream, "*", { docId: "wake-up", stage: "check", status: "stop" });
+    await stopped;
   }
 });

@@ -1,48 +1,39 @@
 import { test } from "vitest";
 import {
-  CheckFailure,
   call,
   check,
   checkClient,
   fail,
-  key,
+  fresh,
+  freshKey,
   learnerClient,
-  learnerConnections,
-  loadExercise,
   type Redis,
+  sameValue,
   sleep,
+  until,
 } from "../kit.ts";
 import { isStreamId, pendingCount, waitForBlocked } from "../streams-support.ts";
+import {
+  acknowledged,
+  connectionsSince,
+  ensure,
+  exercise,
+  held,
+  pendingIds,
+  readersOf,
+  startWorker,
+  stopAll,
+  stopWithin,
+  type Task,
+  type Worker,
+} from "./group.ts";
 
-interface Task {
-  id: string;
-  docId: string;
-}
-
-interface WorkerOptions {
-  stream: string;
-  group: string;
-  consumer: string;
-  handle(task: Task): void | Promise<void>;
-  count: number;
-  blockMs: number;
-}
-
-interface Worker {
-  stop(): Promise<void>;
-}
-
-interface Exercise {
-  enqueue(client: Redis, stream: string, docId: string): Promise<string>;
-  ensureGroup(client: Redis, stream: string, group: string): Promise<void>;
-  startWorker(client: Redis, options: WorkerOptions): Promise<Worker>;
-}
-
-const exercise = await loadExercise<Exercise>("enqueue", "ensureGroup", "startWorker");
-
-const BLOCK_MS = 500;
-/** How long stop() may take: one BLOCK, the task in hand, and plenty of slack for a busy machine. */
-const STOP_MS = BLOCK_MS + 4000;
+/** Short, so that reads time out often: a worker must stay correct across timeouts. */
+const BLOCK_MS = 200;
+/** How long stop() may take on a quiet stream: one BLOCK and slack for a busy machine. */
+const QUIET_STOP_MS = BLOCK_MS + 1500;
+/** How long any other stop() may take before the check gives up on it. */
+const STOP_MS = BLOCK_MS + 3000;
 
 interface GroupInfo {
   name: string;
@@ -56,41 +47,51 @@ async function groupInfo(observer: Redis, stream: string, group: string) {
   return groups.find((g) => String(g.name) === group);
 }
 
-/** Runs the learner's ensureGroup(), explaining the two errors Redis gives for the usual slips. */
-async function ensure(client: Redis, stream: string, group: string, what: string): Promise<void> {
-  try {
-    await call(what, () => exercise.ensureGroup(client, stream, group));
-  } catch (error) {
-    if (error instanceof CheckFailure && /BUSYGROUP/.test(error.message)) {
-      fail(
-        `${what} threw "BUSYGROUP Consumer Group name already exists". Every worker calls ensureGroup() at start-up, and all but the first find the group already there: that is success. Catch the error whose message starts with "BUSYGROUP" and let any other error through.`,
-        2,
-      );
-    }
-    if (error instanceof CheckFailure && /requires the key to exist/.test(error.message)) {
-      fail(
-        `${what} failed because the stream does not exist yet. A stage may start before anything was queued: add MKSTREAM so XGROUP CREATE creates an empty stream.`,
-        2,
-      );
-    }
-    throw error;
-  }
-}
-
-test("ensureGroup() creates the stream and the group, and is safe to call again", async () => {
+test("ensureGroup() creates the stream and the group, and three workers may call it at once", async () => {
   const observer = await checkClient();
   const client = await learnerClient();
-  const stream = key("tasks:fresh");
-  await ensure(client, stream, "ocr", "ensureGroup() on a stream that does not exist yet");
-  await ensure(client, stream, "ocr", "ensureGroup() called a second time");
+  const stream = freshKey("tasks:fresh");
+  const group = fresh("ocr");
+  await ensure(client, stream, group, "ensureGroup() on a stream that does not exist yet");
+  await ensure(client, stream, group, "ensureGroup() called a second time");
   check(
     (await observer.exists(stream)) === 1,
     "After ensureGroup() the stream should exist: use MKSTREAM.",
     2,
   );
   check(
-    (await groupInfo(observer, stream, "ocr")) !== undefined,
-    `After ensureGroup() the stream has no group named "ocr": create it with XGROUP CREATE.`,
+    (await groupInfo(observer, stream, group)) !== undefined,
+    `After ensureGroup() the stream has no group named "${group}": create it with XGROUP CREATE, with the group name you were given.`,
+    2,
+  );
+  // Three instances of a service start together: checking first and creating second races.
+  const together = freshKey("tasks:together");
+  await Promise.all(
+    [1, 2, 3].map((n) =>
+      ensure(client, together, group, `ensureGroup() of worker ${n}, started at the same time`),
+    ),
+  );
+  check(
+    (await groupInfo(observer, together, group)) !== undefined,
+    `Three ensureGroup() calls at once left no group named "${group}".`,
+    2,
+  );
+});
+
+test("ensureGroup() lets every error other than BUSYGROUP through", async () => {
+  const observer = await checkClient();
+  const client = await learnerClient();
+  const notAStream = freshKey("tasks:not-a-stream");
+  await observer.set(notAStream, "a string, not a stream");
+  const outcome = await call("ensureGroup()", () =>
+    exercise.ensureGroup(client, notAStream, fresh("ocr")),
+  ).then(
+    () => "resolved",
+    () => "threw",
+  );
+  check(
+    outcome === "threw",
+    `ensureGroup() on a key that holds a string resolved as if all was well, although Redis answered with an error (WRONGTYPE): the stage would start without a group. Catch only the error whose message starts with "BUSYGROUP" and rethrow any other.`,
     2,
   );
 });
@@ -98,15 +99,16 @@ test("ensureGroup() creates the stream and the group, and is safe to call again"
 test("a group created after tasks were queued still hands those tasks out", async () => {
   const observer = await checkClient();
   const client = await learnerClient();
-  const stream = key("tasks:backlog");
+  const stream = freshKey("tasks:backlog");
+  const group = fresh("ocr");
   const queued: string[] = [];
   for (let n = 0; n < 5; n++) queued.push(await observer.xAdd(stream, "*", { docId: `doc-${n}` }));
-  await ensure(client, stream, "ocr", "ensureGroup()");
+  await ensure(client, stream, group, "ensureGroup()");
 
   const read = async () => {
     const reply = await observer.xReadGroup(
-      "ocr",
-      "probe",
+      group,
+      fresh("probe"),
       { key: stream, id: ">" },
       { COUNT: 10 },
     );
@@ -114,7 +116,7 @@ test("a group created after tasks were queued still hands those tasks out", asyn
   };
   const first = await read();
   if (first === 0) {
-    const info = await groupInfo(observer, stream, "ocr");
+    const info = await groupInfo(observer, stream, group);
     const atEnd = info?.["last-delivered-id"] === queued.at(-1);
     fail(
       `The group was created after 5 tasks were queued, and it hands out none of them${atEnd ? ': it was created at the end of the stream (ID "$")' : ""}. "$" means "only entries added from now on"; a stage that starts after uploads began must still process them. Create the group at "0".`,
@@ -127,7 +129,7 @@ test("a group created after tasks were queued still hands those tasks out", asyn
     1,
   );
 
-  await ensure(client, stream, "ocr", "ensureGroup() on an existing group");
+  await ensure(client, stream, group, "ensureGroup() on an existing group");
   const again = await read();
   check(
     again === 0,
@@ -136,31 +138,13 @@ test("a group created after tasks were queued still hands those tasks out", asyn
   );
 });
 
-/** Waits until `target` tasks were handled, or progress stops for `idleMs`, or `maxMs` passes. */
-async function untilDoneOrStuck(
-  progress: () => number,
-  target: number,
-  idleMs: number,
-  maxMs: number,
-): Promise<void> {
-  const deadline = Date.now() + maxMs;
-  let last = progress();
-  let lastChange = Date.now();
-  while (progress() < target && Date.now() < deadline && Date.now() - lastChange < idleMs) {
-    await sleep(20);
-    if (progress() !== last) {
-      last = progress();
-      lastChange = Date.now();
-    }
-  }
-}
-
 test("three workers share 30 tasks: each handled once, by one worker, then acknowledged", async () => {
   const observer = await checkClient();
   const client = await learnerClient();
-  const stream = key("tasks:ocr");
-  const group = "ocr";
-  const connectionsBefore = (await learnerConnections(observer)).length;
+  const stream = freshKey("tasks:ocr");
+  const group = fresh("ocr");
+  const names = [fresh("ocr"), fresh("ocr"), fresh("ocr")];
+  const connections = await connectionsSince(observer);
   const ids: string[] = [];
   for (let n = 0; n < 30; n++) {
     ids.push(await call("enqueue()", () => exercise.enqueue(client, stream, `doc-${n}`)));
@@ -173,53 +157,60 @@ test("three workers share 30 tasks: each handled once, by one worker, then ackno
   );
   const fields = ((await observer.xRange(stream, "-", "+", { COUNT: 1 })) ?? [])[0]?.message;
   check(
-    fields?.docId === "doc-0",
-    `A task entry should have the field docId; the first one holds ${JSON.stringify(fields)}.`,
+    sameValue({ ...fields }, { docId: "doc-0" }),
+    `A task entry should hold one field, docId; the first one holds ${JSON.stringify(fields)}.`,
     2,
   );
   await ensure(client, stream, group, "ensureGroup()");
 
-  const names = ["ocr-1", "ocr-2", "ocr-3"];
-  const handled: { consumer: string; docId: string }[] = [];
+  const handled: { consumer: string; task: Task }[] = [];
   const workers: Worker[] = [];
+  // Each worker holds its first batch until all three have one: the share does not depend on
+  // which worker happened to start first on a busy machine.
+  const gate = held();
   let waiting = 0;
   let stopFailure: string | undefined;
   try {
     for (const consumer of names) {
-      const worker = await call(`startWorker("${consumer}")`, () =>
-        exercise.startWorker(client, {
+      await startWorker(
+        client,
+        {
           stream,
           group,
           consumer,
           count: 2,
           blockMs: BLOCK_MS,
           handle: async (task) => {
-            handled.push({ consumer, docId: task.docId });
-            // A (very) fast OCR service: long enough for the three workers to overlap.
-            await sleep(30);
+            handled.push({ consumer, task });
+            if (names.every((name) => handled.some((h) => h.consumer === name))) gate.release();
+            await gate.promise;
+            await sleep(5);
           },
-        }),
+        },
+        workers,
       );
-      check(
-        worker && typeof worker.stop === "function",
-        "startWorker() should resolve to an object with a stop() method.",
-        2,
-      );
-      workers.push(worker);
     }
-    await untilDoneOrStuck(() => handled.length, ids.length, 3000, 12_000);
+    await until(() => names.every((name) => handled.some((h) => h.consumer === name)), 2000);
+    gate.release();
+    await until(() => handled.length >= ids.length, 8000);
     // With the queue empty, every worker should be waiting in XREADGROUP at the same time.
     if (handled.length > 0) {
       waiting = await waitForBlocked(observer, "xreadgroup", names.length, 3000);
     }
   } finally {
     const results = await Promise.allSettled(
-      workers.map((worker, i) => call(`stop() of ${names[i]}`, () => worker.stop(), STOP_MS)),
+      workers.map((worker, i) => stopWithin(worker, STOP_MS, names[i] ?? "")),
     );
     const failed = results.find((r) => r.status === "rejected");
     if (failed) stopFailure = String((failed.reason as Error).message);
   }
 
+  const elsewhere = readersOf(stream).find((r) => r.group !== group || !names.includes(r.consumer));
+  check(
+    elsewhere === undefined,
+    `Your workers read with GROUP ${elsewhere?.group} ${elsewhere?.consumer}, but were given the group ${group} and the consumers ${names.join(", ")}. Use options.group and options.consumer: the check gives each a fresh name.`,
+    2,
+  );
   if (handled.length === 0) {
     const info = await groupInfo(observer, stream, group);
     const lastDelivered = info?.["last-delivered-id"];
@@ -241,13 +232,20 @@ test("three workers share 30 tasks: each handled once, by one worker, then ackno
     );
   }
 
+  const wrongTask = handled.find(({ task }) => task.docId !== `doc-${ids.indexOf(task.id)}`);
+  check(
+    wrongTask === undefined,
+    `handle() received ${JSON.stringify(wrongTask?.task)}: a task is { id, docId } with the entry's ID and its docId field.`,
+    2,
+  );
   const byDoc = new Map<string, string[]>();
-  for (const { consumer, docId } of handled)
-    byDoc.set(docId, [...(byDoc.get(docId) ?? []), consumer]);
+  for (const { consumer, task } of handled) {
+    byDoc.set(task.docId, [...(byDoc.get(task.docId) ?? []), consumer]);
+  }
   const twice = [...byDoc.entries()].find(([, consumers]) => consumers.length > 1);
   if (twice) {
     fail(
-      `${twice[0]} was handled ${twice[1].length} times (by ${twice[1].join(", ")}). In a consumer group each task goes to one worker once: read with ">" and give every worker its own consumer name.`,
+      `${twice[0]} was handled ${twice[1].length} times (by ${twice[1].join(", ")}). In a consumer group each task goes to one worker once: read with XREADGROUP and ">", and give every worker its own consumer name.`,
       1,
     );
   }
@@ -270,24 +268,192 @@ test("three workers share 30 tasks: each handled once, by one worker, then ackno
       2,
     );
   }
-  if (stopFailure) {
-    fail(
-      /Still waiting/.test(stopFailure)
-        ? `stop() did not return within ${STOP_MS / 1000} s. Use a finite BLOCK (blockMs) and leave the loop after the read returns once stop() was called; BLOCK 0 waits forever.`
-        : stopFailure,
-      2,
-    );
-  }
+  if (stopFailure) fail(stopFailure, 2);
   const pending = await pendingCount(observer, stream, group);
   check(
     pending === 0,
     `All tasks were handled, but ${pending} are still pending in the group (XPENDING). Acknowledge each task with XACK once handle() has finished; otherwise the group assumes the worker died on it, and lesson 09's recovery would run it again.`,
     2,
   );
-  const leftOpen = (await learnerConnections(observer)).length - connectionsBefore;
+  const leftOpen = await connections.leftOpen();
   check(
-    leftOpen <= 0,
-    `After stop() ${leftOpen} connections opened by your workers are still open. Close each worker's connection when its loop ends.`,
+    leftOpen.length === 0,
+    `After stop() ${leftOpen.length} connections opened by your workers are still open. Close each worker's connection when its loop ends.`,
     2,
   );
+});
+
+test("a task whose handle() throws or rejects stays pending; one still working is not acknowledged; the worker goes on", async () => {
+  const observer = await checkClient();
+  const client = await learnerClient();
+  const stream = freshKey("tasks:flaky");
+  const group = fresh("ner");
+  const consumer = fresh("ner");
+  const ids: string[] = [];
+  for (let n = 0; n < 5; n++) ids.push(await observer.xAdd(stream, "*", { docId: `doc-${n}` }));
+  const [, throwing, rejecting, slow, last] = ids as [string, string, string, string, string];
+  await ensure(client, stream, group, "ensureGroup()");
+
+  // doc-1 throws at once, doc-2 returns a rejected promise, doc-3 works until released.
+  const slowWork = held();
+  const called: string[] = [];
+  const finished: string[] = [];
+  const handle = (task: Task): void | Promise<void> => {
+    called.push(task.id);
+    if (task.id === throwing) throw new Error("the OCR service is down");
+    if (task.id === rejecting) return Promise.reject(new Error("the OCR service timed out"));
+    if (task.id === slow) return slowWork.promise.then(() => void finished.push(task.id));
+    finished.push(task.id);
+  };
+  const workers: Worker[] = [];
+  try {
+    const worker = await startWorker(
+      client,
+      { stream, group, consumer, handle, count: 5, blockMs: BLOCK_MS },
+      workers,
+    );
+    const reachedSlow = await until(() => called.includes(slow), 3000);
+    check(
+      reachedSlow,
+      `handle() threw for ${throwing} and rejected for ${rejecting}, and after that your worker stopped taking tasks: ${slow} never reached handle(). Catch the error of each handle() call, leave that task unacknowledged, and go on with the next.`,
+      2,
+    );
+    const early = acknowledged(stream);
+    check(
+      !early.has(slow),
+      `Your worker acknowledged ${slow} while handle() was still working on it. If the worker died now, the task would be lost: XACK only after handle() has finished (await it).`,
+      2,
+    );
+    const failedAcked = [throwing, rejecting].filter((id) => early.has(id));
+    check(
+      failedAcked.length === 0,
+      `Your worker acknowledged ${failedAcked.join(" and ")} although handle() failed for it. An acknowledged task is finished for good; a failed one must stay pending, so that lesson 09's recovery can give it another try.`,
+      2,
+    );
+    const pendingNow = await pendingIds(observer, stream, group);
+    check(
+      pendingNow.get(slow) === consumer,
+      `While handle() worked on ${slow}, the group did not list it as pending for ${consumer}${pendingNow.size === 0 ? " (nothing was pending at all: was it read with NOACK?)" : ""}. Read without NOACK, so a task stays pending until your XACK.`,
+      2,
+    );
+    slowWork.release();
+    const wentOn = await until(() => {
+      const acked = acknowledged(stream);
+      return acked.has(slow) && acked.has(last);
+    }, 3000);
+    check(
+      wentOn,
+      `After the failures, ${[slow, last].filter((id) => !acknowledged(stream).has(id)).join(" and ")} never got acknowledged${finished.includes(last) ? ", although handle() finished" : ""}. The worker should keep going: handle, then XACK, for every task after a failed one.`,
+      2,
+    );
+    await stopWithin(worker, STOP_MS, consumer);
+    workers.length = 0;
+    const left = await pendingIds(observer, stream, group);
+    check(
+      sameValue([...left.keys()].sort(), [throwing, rejecting].sort()),
+      `After stop() the group should hold exactly the two failed tasks as pending (${throwing}, ${rejecting}), so they can be tried again; it holds ${[...left.keys()].join(", ") || "none"}.`,
+      2,
+    );
+  } finally {
+    slowWork.release();
+    await stopAll(workers);
+  }
+});
+
+test("stop() in the middle of a task waits for it, acknowledges it and closes the connection", async () => {
+  const observer = await checkClient();
+  const client = await learnerClient();
+  const stream = freshKey("tasks:deploy");
+  const group = fresh("ocr");
+  const consumer = fresh("ocr");
+  const id = await observer.xAdd(stream, "*", { docId: "doc-0" });
+  await ensure(client, stream, group, "ensureGroup()");
+  const connections = await connectionsSince(observer);
+  const work = held();
+  let started = false;
+  const workers: Worker[] = [];
+  try {
+    const worker = await startWorker(
+      client,
+      {
+        stream,
+        group,
+        consumer,
+        count: 2,
+        blockMs: BLOCK_MS,
+        handle: async () => {
+          started = true;
+          await work.promise;
+        },
+      },
+      workers,
+    );
+    check(await until(() => started, 3000), `The queued task never reached handle().`, 2);
+    let stopped = false;
+    const stopping = stopWithin(worker, STOP_MS + BLOCK_MS, consumer).finally(() => {
+      stopped = true;
+    });
+    stopping.catch(() => {});
+    await sleep(BLOCK_MS);
+    check(
+      !stopped,
+      "stop() returned while handle() was still working on a task. A deploy would then kill the process in the middle of that task: stop() must wait until the loop has finished the tasks in hand.",
+      2,
+    );
+    work.release();
+    const stopError = await stopping.then(
+      () => undefined,
+      (error: Error) => error,
+    );
+    workers.length = 0;
+    const pending = await pendingIds(observer, stream, group);
+    check(
+      !pending.has(id),
+      `stop() was called while handle() worked on ${id}; the task finished, but it is still pending: your worker did not acknowledge it. stop() should let the loop finish the task in hand (handle, then XACK) and only then close the connection.`,
+      2,
+    );
+    if (stopError) throw stopError;
+    const leftOpen = await connections.leftOpen();
+    check(
+      leftOpen.length === 0,
+      `After stop() ${leftOpen.length} connection(s) your worker opened are still open. Close the worker's connection when its loop ends.`,
+      2,
+    );
+  } finally {
+    work.release();
+    await stopAll(workers);
+  }
+});
+
+test("stop() on a quiet stream returns within one read and closes the worker's connection", async () => {
+  const observer = await checkClient();
+  const client = await learnerClient();
+  const stream = freshKey("tasks:idle");
+  const group = fresh("embed");
+  await ensure(client, stream, group, "ensureGroup()");
+  const connections = await connectionsSince(observer);
+  const workers: Worker[] = [];
+  try {
+    const worker = await startWorker(
+      client,
+      { stream, group, consumer: fresh("embed"), count: 2, blockMs: BLOCK_MS, handle: () => {} },
+      workers,
+    );
+    const waiting = await waitForBlocked(observer, "xreadgroup", 1, 3000);
+    check(
+      waiting >= 1,
+      "Your worker never waited in a blocking XREADGROUP within 3 s of startWorker(). Read with BLOCK, so it waits for new tasks instead of asking again and again.",
+      2,
+    );
+    await stopWithin(worker, QUIET_STOP_MS, "the worker");
+    workers.length = 0;
+    const leftOpen = await connections.leftOpen();
+    check(
+      leftOpen.length === 0,
+      `After stop() ${leftOpen.length} connection(s) your worker opened are still open. Close the worker's connection when its loop ends.`,
+      2,
+    );
+  } finally {
+    await stopAll(workers);
+  }
 });

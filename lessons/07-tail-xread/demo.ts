@@ -17,7 +17,7 @@ interface Reader {
   stop(): Promise<void>;
 }
 
-/** The lesson's tail: own connection, start at the checkpoint or "$", save after each entry. */
+/** The lesson's tail: own connection, start at the checkpoint or the newest ID, save each. */
 async function startTail(
   client: Redis,
   stream: string,
@@ -30,8 +30,13 @@ async function startTail(
   reader.on("error", (error: Error) => console.error(kleur.red(`${name}: ${error.message}`)));
   await reader.connect();
   const saved = await client.get(checkpoint);
-  let cursor = saved ?? "$";
-  console.log(`  ${paint(name.padEnd(10))} starts at ${saved ? `its checkpoint ${saved}` : '"$"'}`);
+  // "$" resolved to a real ID and saved at once, so no entry falls between two reads.
+  const [newest] = saved ? [] : ((await client.xRevRange(stream, "+", "-", { COUNT: 1 })) ?? []);
+  let cursor = saved ?? newest?.id ?? "0-0";
+  if (!saved) await client.set(checkpoint, cursor);
+  console.log(
+    `  ${paint(name.padEnd(10))} starts at ${saved ? `its checkpoint ${saved}` : `the newest ID ${cursor}`}`,
+  );
   let stopping = false;
   const running = (async () => {
     try {

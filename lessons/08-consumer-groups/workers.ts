@@ -46,8 +46,9 @@ export async function enqueue(client: Redis, stream: string, docId: string): Pro
 
 /**
  * Makes sure the consumer group exists, creating the stream too if needed. Every worker calls
- * this at start-up, so calling it when the group already exists is fine and changes nothing.
- * A group created now must still hand out the tasks that were queued before it.
+ * this at start-up, several at the same moment, so calling it when the group already exists is
+ * fine and changes nothing; any other error is thrown. A group created now must still hand out
+ * the tasks that were queued before it.
  */
 export async function ensureGroup(client: Redis, stream: string, group: string): Promise<void> {
   // TODO: XGROUP CREATE with the right start ID and MKSTREAM; ignore only BUSYGROUP errors.
@@ -57,8 +58,11 @@ export async function ensureGroup(client: Redis, stream: string, group: string):
 /**
  * Starts a worker in the background and resolves once it is ready. The worker takes tasks
  * nobody in the group has had yet, at most `count` per read, calls handle() for each, and
- * acknowledges each task that handle() finished. The workers of one service run side by side
- * in one process, so `client` is shared by all of them.
+ * acknowledges each task once handle() has finished with it. A task whose handle() throws or
+ * rejects is not acknowledged (it stays pending for lesson 09's recovery), and the worker goes
+ * on with the next. The workers of one service run side by side in one process, so `client` is
+ * shared by all of them. stop() lets the worker finish the tasks in hand, returns within about
+ * blockMs when no task comes, and closes what startWorker() opened.
  */
 export async function startWorker(client: Redis, options: WorkerOptions): Promise<Worker> {
   // TODO: a connection of its own; a loop of XREADGROUP (COUNT, finite BLOCK) -> handle -> XACK;

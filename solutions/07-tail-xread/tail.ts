@@ -49,17 +49,30 @@ function toEntry({ id, message }: StreamMessage): LogEntry {
   };
 }
 
+/**
+ * Where a reader starts: right after the last entry it handled, or, with no history, after the
+ * stream's newest entry ("0-0" for an empty or missing stream). "$" is resolved to a real ID
+ * here and saved at once: kept as the cursor it would skip whatever arrives between a read that
+ * timed out and the next, and a reader restarted before its first entry would lose what
+ * arrived meanwhile.
+ */
+async function startingId(client: Redis, stream: string, checkpoint: string): Promise<string> {
+  const saved = await client.get(checkpoint);
+  if (saved !== null) return saved;
+  const [newest] = (await client.xRevRange(stream, "+", "-", { COUNT: 1 })) ?? [];
+  const start = newest?.id ?? "0-0";
+  await client.set(checkpoint, start);
+  return start;
+}
+
 export async function startTail(client: Redis, options: TailOptions): Promise<Tail> {
   const { stream, checkpoint, onEntry, blockMs } = options;
+  let cursor = await startingId(client, stream, checkpoint);
   // A blocked XREAD holds its connection until it returns. On the shared client every other
   // command (the API's, the checkpoint's) would queue behind it.
   const reader = client.duplicate();
   reader.on("error", (error: Error) => console.error(`tail ${stream}: ${error.message}`));
   await reader.connect();
-
-  // After a restart, continue right after the last entry handled. A reader with no history
-  // starts with what arrives from now on: "$".
-  let cursor = (await client.get(checkpoint)) ?? "$";
   let stopping = false;
 
   const running = (async () => {
@@ -72,9 +85,10 @@ export async function startTail(client: Redis, options: TailOptions): Promise<Ta
         );
         for (const { messages } of reply ?? []) {
           for (const message of messages as StreamMessage[]) {
+            // The work first, then the checkpoint: a crash between the two hands this entry
+            // over again after a restart (at least once) rather than skipping it. If onEntry
+            // throws, the loop ends here, unsaved, and stop() reports the error.
             await onEntry(toEntry(message));
-            // From now on the cursor is a real ID: "$" again would skip whatever arrived
-            // between two reads.
             cursor = message.id;
             await client.set(checkpoint, cursor);
           }

@@ -1,0 +1,151 @@
+/**
+ * Runs the learner's startTail() the way the lesson 07 check needs it: inside a crashable scope
+ * (one simulated process, its client included), with what onEntry() received recorded, and
+ * onEntry() under the check's control (fail, hold, or die on a given call).
+ */
+import { call, check, learnerClient, loadExercise, type Redis, sameValue } from "../kit.ts";
+import { compareIds } from "../streams-support.ts";
+import { type Scope, scope } from "../wire.ts";
+
+export interface DocEvent {
+  docId: string;
+  stage: string;
+  status: string;
+}
+
+export interface LogEntry {
+  id: string;
+  event: DocEvent;
+}
+
+interface TailOptions {
+  stream: string;
+  checkpoint: string;
+  onEntry(entry: LogEntry): void | Promise<void>;
+  blockMs: number;
+}
+
+export interface Tail {
+  stop(): Promise<void>;
+}
+
+interface Exercise {
+  startTail(client: Redis, options: TailOptions): Promise<Tail>;
+}
+
+export const exercise = await loadExercise<Exercise>("startTail");
+
+/**
+ * What onEntry() does with the nth call (1-based) of one reader: finish ("ok"), throw at once,
+ * return a rejected promise, or let the check decide (an async function that it awaits).
+ */
+export type Behaviour = "ok" | "throw" | "reject" | ((entry: LogEntry) => Promise<void>);
+
+export interface Reader {
+  scope: Scope;
+  client: Redis;
+  tail: Tail;
+  /** Every onEntry() call, in order, while this simulated process was alive. */
+  calls: LogEntry[];
+  /** The IDs whose onEntry() call finished without an error. */
+  done: string[];
+}
+
+/**
+ * Starts the learner's reader as its own simulated process: a client of its own in a fresh
+ * scope, so crashing the scope takes the reader, its duplicates and its checkpoint writes along.
+ */
+export async function startReader(
+  stream: string,
+  checkpoint: string,
+  blockMs: number,
+  behaviour: (call: number, entry: LogEntry) => Behaviour = () => "ok",
+): Promise<Reader> {
+  const process = scope("reader");
+  const client = await process.run(() => learnerClient());
+  const calls: LogEntry[] = [];
+  const done: string[] = [];
+  const onEntry = (entry: LogEntry): void | Promise<void> => {
+    // A dead process does nothing more; whatever its leftover loop still runs is not seen.
+    if (process.crashed()) return new Promise(() => {});
+    calls.push(entry);
+    const what = behaviour(calls.length, entry);
+    if (what === "throw") throw new Error(`the OCR service is down (${entry.id})`);
+    if (what === "reject") return Promise.reject(new Error(`the index timed out (${entry.id})`));
+    if (what === "ok") {
+      done.push(entry.id);
+      return;
+    }
+    return what(entry).then(() => {
+      if (!process.crashed()) done.push(entry.id);
+    });
+  };
+  const tail = await process.run(() =>
+    call("startTail()", () => exercise.startTail(client, { stream, checkpoint, blockMs, onEntry })),
+  );
+  check(
+    tail && typeof tail.stop === "function",
+    "startTail() should resolve to an object with a stop() method.",
+    2,
+  );
+  return { scope: process, client, tail, calls, done };
+}
+
+/** Appends status events; inside one MULTI they arrive together, as one batch for XREAD. */
+export async function append(
+  observer: Redis,
+  stream: string,
+  count: number,
+  label: string,
+  together = false,
+): Promise<{ ids: string[]; events: Map<string, DocEvent> }> {
+  const events = Array.from({ length: count }, (_, n) => ({
+    docId: `${label}-${n}`,
+    stage: n % 2 ? "ner" : "ocr",
+    status: "done",
+  }));
+  let ids: string[];
+  if (together) {
+    const multi = observer.multi();
+    for (const event of events) multi.xAdd(stream, "*", event);
+    ids = (await multi.exec()).map(String);
+  } else {
+    ids = await Promise.all(events.map((event) => observer.xAdd(stream, "*", event)));
+  }
+  return { ids, events: new Map(ids.map((id, n) => [id, events[n] as DocEvent])) };
+}
+
+/** The first entry whose event reached onEntry() different from what the stream holds. */
+export function wrongEvent(
+  calls: LogEntry[],
+  events: Map<string, DocEvent>,
+): { got: unknown; want: DocEvent } | undefined {
+  for (const entry of calls) {
+    const want = events.get(entry.id);
+    if (want && !sameValue(entry.event, want)) return { got: entry.event, want };
+  }
+  return undefined;
+}
+
+export function list(ids: string[]): string {
+  return ids.length <= 3 ? ids.join(", ") : `${ids.slice(0, 3).join(", ")}, ...`;
+}
+
+export function firstDuplicate(ids: string[]): string | undefined {
+  return ids.find((id, i) => ids.indexOf(id) !== i);
+}
+
+export function inOrder(ids: string[]): boolean {
+  return ids.every((id, i) => i === 0 || compareIds(ids[i - 1] ?? "", id) < 0);
+}
+
+/** The checkpoint as saved, whatever type of key the learner chose, or undefined. */
+export async function savedCheckpoint(observer: Redis, key: string): Promise<string | undefined> {
+  const type = String(await observer.type(key));
+  if (type === "string") return (await observer.get(key)) ?? undefined;
+  if (type === "hash") {
+    const values = Object.values(await observer.hGetAll(key)).map(String);
+    return values.find((v) => /^\d+-\d+$/.test(v));
+  }
+  return undefined;
+}

@@ -1,0 +1,165 @@
+/**
+ * What the lesson 08 check needs around the learner's functions: the exercise, starting a
+ * worker with a handle() the check controls, and reading the group's state from the server and
+ * from what the learner's connections sent.
+ */
+import {
+  CheckFailure,
+  type ConnectionInfo,
+  call,
+  check,
+  fail,
+  learnerConnections,
+  loadExercise,
+  type Redis,
+  stopQuietly,
+  until,
+} from "../kit.ts";
+import { sent } from "../wire.ts";
+
+export interface Task {
+  id: string;
+  docId: string;
+}
+
+export interface WorkerOptions {
+  stream: string;
+  group: string;
+  consumer: string;
+  handle(task: Task): void | Promise<void>;
+  count: number;
+  blockMs: number;
+}
+
+export interface Worker {
+  stop(): Promise<void>;
+}
+
+interface Exercise {
+  enqueue(client: Redis, stream: string, docId: string): Promise<string>;
+  ensureGroup(client: Redis, stream: string, group: string): Promise<void>;
+  startWorker(client: Redis, options: WorkerOptions): Promise<Worker>;
+}
+
+export const exercise = await loadExercise<Exercise>("enqueue", "ensureGroup", "startWorker");
+
+/** Runs the learner's ensureGroup(), explaining the two errors Redis gives for the usual slips. */
+export async function ensure(
+  client: Redis,
+  stream: string,
+  group: string,
+  what: string,
+): Promise<void> {
+  try {
+    await call(what, () => exercise.ensureGroup(client, stream, group));
+  } catch (error) {
+    if (error instanceof CheckFailure && /BUSYGROUP/.test(error.message)) {
+      fail(
+        `${what} threw "BUSYGROUP Consumer Group name already exists". Every worker calls ensureGroup() at start-up, and all but the first find the group already there: that is success. Catch the error whose message starts with "BUSYGROUP" and let any other error through.`,
+        2,
+      );
+    }
+    if (error instanceof CheckFailure && /requires the key to exist/.test(error.message)) {
+      fail(
+        `${what} failed because the stream does not exist yet. A stage may start before anything was queued: add MKSTREAM so XGROUP CREATE creates an empty stream.`,
+        2,
+      );
+    }
+    throw error;
+  }
+}
+
+/** Starts one of the learner's workers and checks that it can be stopped. */
+export async function startWorker(
+  client: Redis,
+  options: WorkerOptions,
+  workers: Worker[] = [],
+): Promise<Worker> {
+  const worker = await call(`startWorker("${options.consumer}")`, () =>
+    exercise.startWorker(client, options),
+  );
+  check(
+    worker && typeof worker.stop === "function",
+    "startWorker() should resolve to an object with a stop() method.",
+    2,
+  );
+  workers.push(worker);
+  return worker;
+}
+
+/** Stops a worker within `ms`, or fails saying that stop() hung. */
+export async function stopWithin(worker: Worker, ms: number, name: string): Promise<void> {
+  try {
+    await call(`stop() of ${name}`, () => worker.stop(), ms);
+  } catch (error) {
+    if (/Still waiting/.test((error as Error).message)) {
+      fail(
+        `stop() of ${name} did not return within ${ms / 1000} s. Use a finite BLOCK (blockMs) and leave the loop after the read returns once stop() was called; BLOCK 0 waits forever on a quiet stream.`,
+        2,
+      );
+    }
+    throw error;
+  }
+}
+
+/** Stops whatever workers are left after a test that failed early; their failure matters less. */
+export async function stopAll(workers: Worker[]): Promise<void> {
+  await Promise.all(workers.map((worker) => stopQuietly(worker)));
+}
+
+/** The IDs the learner's connections acknowledged (XACK), in any form: typed, raw or in MULTI. */
+export function acknowledged(stream: string): Set<string> {
+  const ids = new Set<string>();
+  for (const c of sent((c) => c.name === "XACK" && c.args[1] === stream)) {
+    for (const id of c.args.slice(3)) ids.add(id);
+  }
+  return ids;
+}
+
+/** The (group, consumer) pairs the learner's XREADGROUPs named for `stream`. */
+export function readersOf(stream: string): { group: string; consumer: string }[] {
+  const pairs = new Map<string, { group: string; consumer: string }>();
+  for (const c of sent((c) => c.name === "XREADGROUP" && c.args.includes(stream))) {
+    const at = c.args.findIndex((a) => a.toUpperCase() === "GROUP");
+    const group = c.args[at + 1] ?? "";
+    const consumer = c.args[at + 2] ?? "";
+    pairs.set(`${group}\n${consumer}`, { group, consumer });
+  }
+  return [...pairs.values()];
+}
+
+/** The IDs pending in `group`, with the consumer that holds each. */
+export async function pendingIds(
+  observer: Redis,
+  stream: string,
+  group: string,
+): Promise<Map<string, string>> {
+  const entries = await observer.xPendingRange(stream, group, "-", "+", 1000);
+  return new Map(entries.map((e) => [e.id, e.consumer]));
+}
+
+/** A promise the check resolves when it wants: a handle() that works until released. */
+export function held(): { promise: Promise<void>; release(): void } {
+  let release!: () => void;
+  const promise = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  return { promise, release };
+}
+
+/**
+ * Remembers the learner's connections open now (found by address, however they were named);
+ * `leftOpen()` then lists those opened since that are still open a second later.
+ */
+export async function connectionsSince(
+  observer: Redis,
+): Promise<{ leftOpen(): Promise<ConnectionInfo[]> }> {
+  const before = new Set((await learnerConnections(observer)).map((c) => c.id));
+  const opened = async () => (await learnerConnections(observer)).filter((c) => !before.has(c.id));
+  return {
+    async leftOpen() {
+      await until(async () => (await opened()).length === 0, 1000);
+      return opened();
+    },
+  };
+}
