@@ -17,7 +17,7 @@ import {
   until,
 } from "../kit.ts";
 import { pendingCount } from "../streams-support.ts";
-import { sent } from "../wire.ts";
+import { before, scope, sent } from "../wire.ts";
 import { type ChildEvent, spawnWorker, type WorkerProcess } from "../worker-process.ts";
 import { expectStopsCleanly } from "../worker-stop.ts";
 import {
@@ -488,6 +488,17 @@ test("two workers share a backlog of 110 stale entries: each is handled once", {
       gates.push({ id, release: resolve });
     });
   let secondsFirst = false;
+  // The second worker starts early, but its first claim waits until the check lets it go: then
+  // it claims at a known moment, however long its start took.
+  const second = scope("second");
+  let letSecondClaim = () => {};
+  const secondMayClaim = new Promise<void>((resolve) => {
+    letSecondClaim = resolve;
+  });
+  const holdSecond = before(
+    (c) => c.scope === second.name && ["XAUTOCLAIM", "XCLAIM", "XPENDING"].includes(c.name),
+    () => secondMayClaim,
+  );
   const workers: Worker[] = [];
   try {
     workers.push(
@@ -508,6 +519,23 @@ test("two workers share a backlog of 110 stale entries: each is handled once", {
       `Worker ${one} took over nothing of 110 entries idle for 60 s (claimIdleMs ${claimIdleMs}).${describeThresholds(one, claimIdleMs)}`,
       2,
     );
+    workers.push(
+      await second.run(async () =>
+        start(await learnerClient(), {
+          ...q,
+          consumer: two,
+          claimIdleMs,
+          blockMs: 100,
+          async handle(task) {
+            record(task.id, two);
+            if (!secondsFirst) {
+              secondsFirst = true;
+              gates[1]?.release();
+            }
+          },
+        }),
+      ),
+    );
     const inHand = gates[0]?.id ?? "";
     // Hold the first task until it is stale itself: whatever was claimed with it is, too.
     await until(async () => {
@@ -523,21 +551,7 @@ test("two workers share a backlog of 110 stale entries: each is handled once", {
       `After its first task, ${one} handled nothing more although 109 stale entries were waiting.`,
       2,
     );
-    workers.push(
-      await start(await learnerClient(), {
-        ...q,
-        consumer: two,
-        claimIdleMs,
-        blockMs: 100,
-        async handle(task) {
-          record(task.id, two);
-          if (!secondsFirst) {
-            secondsFirst = true;
-            gates[1]?.release();
-          }
-        },
-      }),
-    );
+    letSecondClaim();
     const allDone = () => docs.every((d) => handledBy.has(d.id));
     await until(
       async () => allDone() && (await pendingCount(observer, q.stream, q.group)) === 0,
@@ -562,6 +576,8 @@ test("two workers share a backlog of 110 stale entries: each is handled once", {
       2,
     );
   } finally {
+    holdSecond.cancel();
+    letSecondClaim();
     for (const gate of gates) gate.release();
     for (const worker of workers) await stopQuietly(worker);
   }
