@@ -12,6 +12,7 @@ import {
   learnerClient,
   loadExercise,
   type Redis,
+  sameValue,
   sleep,
   stopQuietly,
   until,
@@ -49,7 +50,21 @@ interface Worker {
   stop(): Promise<void>;
 }
 
+interface StaleClaim {
+  tasks: Task[];
+  cursor: string;
+}
+
 interface Exercise {
+  claimStale(
+    client: Redis,
+    stream: string,
+    group: string,
+    consumer: string,
+    minIdleMs: number,
+    cursor?: string,
+    count?: number,
+  ): Promise<StaleClaim>;
   readOwnPending(client: Redis, stream: string, group: string, consumer: string): Promise<Task[]>;
   removeDeadConsumers(
     client: Redis,
@@ -62,7 +77,7 @@ interface Exercise {
 
 const exercise = await loadExercise<Exercise>(
   "readOwnPending",
-  "claimStale" as keyof Exercise & string,
+  "claimStale",
   "removeDeadConsumers",
   "startWorker",
 );
@@ -629,6 +644,56 @@ test("stale entries behind 30 that a live worker holds are still found", async (
   } finally {
     await stopQuietly(worker);
   }
+});
+
+test("claimStale() takes at most count entries per call, and its cursor leads past live ones", async () => {
+  const observer = await checkClient();
+  const q = await newQueue(observer, "claim");
+  await addDocs(observer, q, 1, 25);
+  await readAndDie(observer, q, fresh("ocr"), 25);
+  const stale = await addDocs(observer, q, 26, 3);
+  const dead = fresh("ocr");
+  await readAndDie(observer, q, dead, 3);
+  await ageEntries(
+    observer,
+    q,
+    dead,
+    stale.map((d) => d.id),
+    60_000,
+  );
+  const client = await learnerClient();
+  const consumer = fresh("ocr");
+  const got: Task[] = [];
+  let cursor = "0-0";
+  for (let calls = 1; calls <= 40; calls++) {
+    const claim = await call("claimStale()", () =>
+      exercise.claimStale(client, q.stream, q.group, consumer, 10_000, cursor, 1),
+    );
+    check(
+      Array.isArray(claim?.tasks) && typeof claim.cursor === "string",
+      `claimStale() should return { tasks, cursor }; it returned ${JSON.stringify(claim)}.`,
+      2,
+    );
+    check(
+      claim.tasks.length <= 1,
+      `claimStale(..., cursor, 1) took ${claim.tasks.length} entries in one call; with count 1 it should take at most one, the one you handle now.`,
+      2,
+    );
+    got.push(...claim.tasks);
+    cursor = claim.cursor;
+    if (cursor === "0-0") break;
+  }
+  const missing = stale.filter((d) => !got.some((t) => t.id === d.id));
+  check(
+    missing.length === 0 && got.length === stale.length,
+    `Calling claimStale() with count 1 and each returned cursor until it came back as "0-0" took ${got.length} entries; the 3 stale ones behind 25 fresh ones (${names(stale)}) should each come back once${missing.length > 0 ? `, and ${names(missing)} never did` : ""}. Return XAUTOCLAIM's next cursor.`,
+    2,
+  );
+  check(
+    got.every((t) => stale.some((d) => d.id === t.id && sameValue(t.fields, { docId: d.docId }))),
+    `claimStale() should return each claimed entry as { id, fields } with the entry's own fields ({ docId }); it returned ${JSON.stringify(got.slice(0, 2))}.`,
+    2,
+  );
 });
 
 test("stop() returns on a quiet stream and finishes the task in hand", async () => {
