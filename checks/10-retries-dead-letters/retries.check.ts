@@ -363,6 +363,11 @@ test("a retry sweep leaves a slow first delivery alone", async () => {
     );
     const [entry] = await observer.xPendingRange(q.stream, q.group, id, id, 1);
     check(
+      entry !== undefined || taken.some((t) => t.id === id),
+      `${busyOne} is still working on contract-40-pages, but the entry is no longer pending: it was acknowledged before the work was done, so a crash now would lose it. XACK after handle() succeeds.`,
+      2,
+    );
+    check(
       !taken.some((t) => t.id === id) && entry?.consumer === busyOne,
       `${busyOne} has been working on its first delivery of contract-40-pages for ${Date.now() - startedAt} ms, and a retry sweep by ${sweeper} claimed it (retryBaseMs ${BASE_MS}): live work is taken away and done twice. The idle time counts from the last delivery, so a slow task looks exactly like a failed one. While handle() runs, reset the entry's idle time with a heartbeat: XCLAIM <stream> <group> <self> 0 <id> JUSTID every retryBaseMs / 4 or so.`,
       2,
@@ -452,8 +457,19 @@ test("a worker that dies between the dead-letter XADD and the XACK: the document
     );
     // What the dead worker left behind is due at once.
     const left = await observer.xPendingRange(q.stream, q.group, id, id, 1);
-    if (left[0])
-      await observer.xClaim(q.stream, q.group, left[0].consumer, 0, id, { IDLE: 60_000 });
+    if (left[0]) {
+      await observer.sendCommand([
+        "XCLAIM",
+        q.stream,
+        q.group,
+        left[0].consumer,
+        "0",
+        id,
+        "IDLE",
+        "60000",
+        "JUSTID",
+      ]);
+    }
     heir = await start(await learnerClient(), { ...options, consumer: fresh("ocr") });
     await until(async () => (await pendingCount(observer, q.stream, q.group)) === 0, 5000);
     const dead = (await observer.xRange(q.deadLetterStream, "-", "+")) ?? [];
