@@ -6,8 +6,9 @@
  * the nth XACK its connections send ("dying", with the command's arguments) and SIGKILLs itself
  * before that XACK reaches Redis: the work is done, the acknowledgement never arrives.
  */
-// First, so that every connection the learner's code opens goes through the fault kit.
-
+// First, so that every connection the learner's code opens goes through the fault kit (and
+// WORKBOOK_FAULT works here).
+import "../wire.ts";
 import { pathToFileURL } from "node:url";
 import { createClient, type RedisClientType } from "redis";
 import { before, command } from "../wire.ts";
