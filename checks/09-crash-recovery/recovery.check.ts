@@ -703,9 +703,9 @@ test("stop() returns on a quiet stream and finishes the task in hand", async () 
   await expectStopsCleanly({
     observer,
     ...q,
-    blockMs: 200,
+    blockMs: 100,
     start: (handle) =>
-      start(client, { ...q, consumer: fresh("ocr"), claimIdleMs: 10_000, blockMs: 200, handle }),
+      start(client, { ...q, consumer: fresh("ocr"), claimIdleMs: 10_000, blockMs: 100, handle }),
     addTask: async () => (await addDocs(observer, q, 1, 1))[0]?.id ?? "",
   });
 });

@@ -351,7 +351,7 @@ test("a retry sweep leaves a slow first delivery alone", async () => {
       2,
     );
     // Several backoffs long: a first delivery that failed would be due by now; this one is not.
-    await sleep(4 * BASE_MS);
+    await sleep(2.5 * BASE_MS);
     const sweeper = fresh("ocr");
     const sweeperClient = await learnerClient();
     const taken = await call("claimDueRetries() by another worker", () =>
@@ -493,14 +493,14 @@ test("stop() returns on a quiet stream and finishes the task in hand", async () 
   await expectStopsCleanly({
     observer,
     ...q,
-    blockMs: 200,
+    blockMs: 100,
     start: (handle) =>
       start(client, {
         ...q,
         consumer: fresh("ocr"),
         maxDeliveries: MAX_DELIVERIES,
         retryBaseMs: BASE_MS,
-        blockMs: 200,
+        blockMs: 100,
         handle,
       }),
     addTask: () => observer.xAdd(q.stream, "*", { docId: "doc-1" }),
