@@ -1,22 +1,36 @@
 import { fileURLToPath } from "node:url";
 import { test } from "vitest";
 import {
+  CheckFailure,
   call,
   check,
   checkClient,
   ctx,
   fail,
-  key,
+  fresh,
   LEARNER_CLIENT,
   learnerClient,
   loadExercise,
   type Redis,
+  sameValue,
   sleep,
   stopQuietly,
   until,
 } from "../kit.ts";
 import { pendingCount } from "../streams-support.ts";
-import { spawnWorker } from "../worker-process.ts";
+import { before, scope, sent } from "../wire.ts";
+import { type ChildEvent, spawnWorker, type WorkerProcess } from "../worker-process.ts";
+import { expectStopsCleanly } from "../worker-stop.ts";
+import {
+  addDocs,
+  ageEntries,
+  autoclaimStarts,
+  claimThresholds,
+  type Doc,
+  names,
+  newQueue,
+  readAndDie,
+} from "./fixtures.ts";
 
 interface Task {
   id: string;
@@ -36,15 +50,22 @@ interface Worker {
   stop(): Promise<void>;
 }
 
+interface StaleClaim {
+  tasks: Task[];
+  cursor: string;
+}
+
 interface Exercise {
-  readOwnPending(client: Redis, stream: string, group: string, consumer: string): Promise<Task[]>;
   claimStale(
     client: Redis,
     stream: string,
     group: string,
     consumer: string,
     minIdleMs: number,
-  ): Promise<Task[]>;
+    cursor?: string,
+    count?: number,
+  ): Promise<StaleClaim>;
+  readOwnPending(client: Redis, stream: string, group: string, consumer: string): Promise<Task[]>;
   removeDeadConsumers(
     client: Redis,
     stream: string,
@@ -62,36 +83,6 @@ const exercise = await loadExercise<Exercise>(
 );
 
 const RUNNER = fileURLToPath(new URL("./worker-runner.ts", import.meta.url));
-const GROUP = "ocr";
-
-interface Doc {
-  id: string;
-  docId: string;
-}
-
-async function setUp(observer: Redis, name: string): Promise<string> {
-  const stream = key(name);
-  await observer.xGroupCreate(stream, GROUP, "0", { MKSTREAM: true });
-  return stream;
-}
-
-async function addDocs(observer: Redis, stream: string, from: number, count: number) {
-  const docs: Doc[] = [];
-  for (let n = from; n < from + count; n++) {
-    const docId = `doc-${n}`;
-    docs.push({ id: await observer.xAdd(stream, "*", { docId }), docId });
-  }
-  return docs;
-}
-
-/** What a worker that crashed right after reading leaves behind: entries pending under its name. */
-async function readAndDie(observer: Redis, stream: string, consumer: string, count: number) {
-  await observer.xReadGroup(GROUP, consumer, { key: stream, id: ">" }, { COUNT: count });
-}
-
-function names(docs: Doc[]): string {
-  return docs.map((d) => d.docId).join(", ");
-}
 
 async function start(client: Redis, options: WorkerOptions): Promise<Worker> {
   const worker = await call(`startWorker() for ${options.consumer}`, () =>
@@ -104,99 +95,130 @@ async function start(client: Redis, options: WorkerOptions): Promise<Worker> {
   return worker;
 }
 
-test("a worker killed mid-task: another worker finishes every task", {
+/** Resolves once `worker` has ended without the check killing it. */
+async function endsOnItsOwn(worker: WorkerProcess, ms: number): Promise<boolean> {
+  try {
+    await worker.next("(the end)", ms);
+  } catch (error) {
+    if (error instanceof CheckFailure && error.message.includes("ended")) return true;
+    throw error;
+  }
+  return false;
+}
+
+function describeThresholds(consumer: string, claimIdleMs: number): string {
+  const asked = claimThresholds(consumer);
+  if (asked.length === 0) return "";
+  return ` Your claims for ${consumer} asked for a min-idle-time of ${asked.join(", ")} ms; it must be claimIdleMs (${claimIdleMs}).`;
+}
+
+test("a worker killed between its work and its XACK: another worker finishes every task", {
   timeout: 60_000,
 }, async () => {
   const observer = await checkClient();
-  const stream = await setUp(observer, "docs:ocr");
-  const docs = await addDocs(observer, stream, 1, 6);
+  const q = await newQueue(observer, "ocr");
+  const docs = await addDocs(observer, q, 1, 6);
+  const dead = fresh("ocr");
 
   const first = spawnWorker(RUNNER, {
-    WORKER_STREAM: stream,
-    WORKER_GROUP: GROUP,
-    WORKER_CONSUMER: "ocr-1",
+    WORKER_STREAM: q.stream,
+    WORKER_GROUP: q.group,
+    WORKER_CONSUMER: dead,
     WORKER_CLAIM_IDLE_MS: "60000",
-    WORKER_TASK_MS: "60000",
+    WORKER_DIE_BEFORE_XACK: "2",
     WORKER_CLIENT_NAME: `${LEARNER_CLIENT}:child`,
   });
-  const started = await call(
-    "startWorker() in worker process ocr-1",
-    () => first.next("handling", 25_000),
+  const ended = await call(
+    `startWorker() in worker process ${dead}`,
+    () => endsOnItsOwn(first, 25_000),
     30_000,
   );
-  const held = await observer.xPendingRange(stream, GROUP, "-", "+", 100, { consumer: "ocr-1" });
+  if (!ended) fail(`Worker process ${dead} never sent a second XACK within 25 s.`, 2);
+  const handled: ChildEvent[] = [];
+  for (;;) {
+    const event = await first.next("handled", 10).catch(() => undefined);
+    if (!event) break;
+    handled.push(event);
+  }
+  const dying = await first.next("dying", 10).catch(() => undefined);
+  await first.kill();
+  const acked = (dying?.args as string[] | undefined)?.slice(3) ?? [];
+  const early = acked.filter((id) => !handled.some((h) => h.id === id));
   check(
-    held.some((entry) => entry.id === started.id),
-    `Worker ocr-1 is working on ${String(started.docId)}, but the entry is not pending under its name: it was acknowledged before the work was done, so a crash now loses the document. XACK after handle() succeeds.`,
+    early.length === 0,
+    `Worker ${dead} was killed just before its 2nd XACK, which acknowledged ${early.join(", ")}; handle() had not been called for it yet. Acknowledged before the work was done, a crash loses the document: XACK after handle() succeeds.`,
     2,
   );
-  await first.kill();
+  const held = await observer.xPendingRange(q.stream, q.group, "-", "+", 100, { consumer: dead });
   const orphaned = docs.filter((d) => held.some((entry) => entry.id === d.id));
+  check(
+    acked.every((id) => held.some((entry) => entry.id === id)),
+    `Worker ${dead} handled ${acked.join(", ")} and died before acknowledging it, yet it is not pending under ${dead}: was it acknowledged earlier?`,
+    2,
+  );
+  // What the dead worker finished and acknowledged is done; the rest is the next worker's.
+  const todo = docs.filter((d) => !handled.some((h) => h.id === d.id) || orphaned.includes(d));
   // Uploads keep coming while the dead worker's entries wait to be taken over.
-  docs.push(...(await addDocs(observer, stream, 7, 2)));
+  todo.push(...(await addDocs(observer, q, 7, 2)));
 
   const client = await learnerClient();
-  const seen: { id: string; docId: string; deliveries?: number; owner?: string }[] = [];
+  const heir = fresh("ocr");
+  const seen: { id: string; deliveries?: number; owner?: string }[] = [];
   let worker: Worker | undefined;
   try {
     worker = await start(client, {
-      stream,
-      group: GROUP,
-      consumer: "ocr-2",
+      ...q,
+      consumer: heir,
       claimIdleMs: 300,
       blockMs: 100,
       async handle(task) {
-        const [entry] = await observer.xPendingRange(stream, GROUP, task.id, task.id, 1);
-        seen.push({
-          id: task.id,
-          docId: task.fields.docId ?? "",
-          deliveries: entry?.deliveriesCounter,
-          owner: entry?.consumer,
-        });
+        const [entry] = await observer.xPendingRange(q.stream, q.group, task.id, task.id, 1);
+        seen.push({ id: task.id, deliveries: entry?.deliveriesCounter, owner: entry?.consumer });
       },
     });
     const finished = (d: Doc) => seen.some((s) => s.id === d.id);
-    if (!(await until(() => docs.every(finished), 8000))) {
-      const missing = docs.filter((d) => !finished(d));
+    if (!(await until(() => todo.every(finished), 8000))) {
+      const missing = todo.filter((d) => !finished(d));
       const lost = missing.filter((d) => orphaned.includes(d));
       if (lost.length > 0) {
         fail(
-          `Worker ocr-1 was killed holding ${names(orphaned)}; ${names(lost)} never finished. They stay pending under ocr-1 until a live worker takes them over: ocr-2 should claim entries idle for longer than claimIdleMs (XAUTOCLAIM) and handle them.`,
+          `Worker ${dead} was killed holding ${names(orphaned)}; ${names(lost)} never finished. They stay pending under ${dead} until a live worker takes them over: ${heir} should claim entries idle for longer than claimIdleMs (XAUTOCLAIM) and handle them.${describeThresholds(heir, 300)}`,
           2,
         );
       }
       fail(
-        `${names(missing)} never finished: ocr-2 should also read new entries (XREADGROUP ... >) after taking over the stale ones.`,
+        `${names(missing)} never finished: ${heir} should also read new entries (XREADGROUP ... >) after taking over the stale ones.`,
         2,
       );
     }
     for (const doc of orphaned) {
       const recovered = seen.find((s) => s.id === doc.id);
       check(
-        recovered?.owner === "ocr-2" && recovered.deliveries === 2,
-        `While ocr-2 worked on ${doc.docId}, XPENDING showed it owned by ${recovered?.owner} with delivery count ${recovered?.deliveries}; a takeover makes ocr-2 the owner and counts a second delivery (2). Claim it with XAUTOCLAIM (not JUSTID) before handling it.`,
+        recovered?.owner === heir && recovered.deliveries === 2,
+        `While ${heir} worked on ${doc.docId}, XPENDING showed it owned by ${recovered?.owner} with delivery count ${recovered?.deliveries}; a takeover makes ${heir} the owner and counts a second delivery (2). Claim it with XAUTOCLAIM (not JUSTID) before handling it.`,
         2,
       );
     }
-    const twice = docs.filter((d) => seen.filter((s) => s.id === d.id).length > 1);
+    const twice = todo.filter((d) => seen.filter((s) => s.id === d.id).length > 1);
     check(
       twice.length === 0,
-      `ocr-2 handled ${names(twice)} more than once. Acknowledge each task after handling it, and claim only entries idle for longer than claimIdleMs.`,
+      `${heir} handled ${names(twice)} more than once. Acknowledge each task after handling it, and claim only entries idle for longer than claimIdleMs.`,
       2,
     );
   } finally {
     await stopQuietly(worker);
   }
-  const left = await pendingCount(observer, stream, GROUP);
+  const left = await pendingCount(observer, q.stream, q.group);
   check(left === 0, `After every task finished, ${left} entries are still pending: XACK each one.`);
 });
 
 test("a restarted worker first finishes what it was given before", async () => {
   const observer = await checkClient();
-  const stream = await setUp(observer, "docs:restart");
-  const given = await addDocs(observer, stream, 1, 3);
-  await readAndDie(observer, stream, "ocr-1", 3);
-  const fresh = await addDocs(observer, stream, 4, 2);
+  const q = await newQueue(observer, "restart");
+  const consumer = fresh("ocr");
+  const given = await addDocs(observer, q, 1, 3);
+  await readAndDie(observer, q, consumer, 3);
+  const later = await addDocs(observer, q, 4, 2);
 
   const client = await learnerClient();
   const order: string[] = [];
@@ -204,26 +226,25 @@ test("a restarted worker first finishes what it was given before", async () => {
   try {
     // claimIdleMs is far away, so only the worker's own pending read can find the old entries.
     worker = await start(client, {
-      stream,
-      group: GROUP,
-      consumer: "ocr-1",
+      ...q,
+      consumer,
       claimIdleMs: 60_000,
       blockMs: 100,
       async handle(task) {
         order.push(task.id);
       },
     });
-    const all = [...given, ...fresh];
+    const all = [...given, ...later];
     await until(() => all.every((d) => order.includes(d.id)), 3000);
     const forgotten = given.filter((d) => !order.includes(d.id));
     check(
       forgotten.length === 0,
-      `Before its restart, ocr-1 had been given ${names(given)} and never acknowledged them; after the restart it did not re-read ${names(forgotten)}. On start, a worker should first re-read its own pending entries (XREADGROUP ... STREAMS <stream> 0) and finish them.`,
+      `Before its restart, ${consumer} had been given ${names(given)} and never acknowledged them; after the restart it did not re-read ${names(forgotten)}. On start, a worker should first re-read its own pending entries (XREADGROUP ... STREAMS <stream> 0) and finish them.`,
       1,
     );
     check(
-      fresh.every((d) => order.includes(d.id)),
-      `After its own pending entries, the worker should read new ones (${names(fresh)}) with XREADGROUP ... >.`,
+      later.every((d) => order.includes(d.id)),
+      `After its own pending entries, the worker should read new ones (${names(later)}) with XREADGROUP ... >.`,
       2,
     );
     const firstThree = order.slice(0, given.length);
@@ -237,27 +258,96 @@ test("a restarted worker first finishes what it was given before", async () => {
   }
 });
 
+test("a task whose handler throws stays pending, the worker carries on, and the task comes back", async () => {
+  const observer = await checkClient();
+  const q = await newQueue(observer, "failing");
+  const [thrown, rejected, healthy] = await addDocs(observer, q, 1, 3);
+  if (!thrown || !rejected || !healthy) throw new Error("no entries added");
+
+  const client = await learnerClient();
+  const calls = new Map<string, number>();
+  let pendingWhenHealthy: string[] | undefined;
+  let worker: Worker | undefined;
+  try {
+    worker = await start(client, {
+      ...q,
+      consumer: fresh("ocr"),
+      claimIdleMs: 300,
+      blockMs: 100,
+      // Not async: the first call for `thrown` throws before any promise exists, as a handler
+      // that validates its input might.
+      handle(task: Task): Promise<void> {
+        const n = (calls.get(task.id) ?? 0) + 1;
+        calls.set(task.id, n);
+        if (task.id === thrown.id && n === 1) throw new Error("OCR service timed out");
+        if (task.id === rejected.id && n === 1) {
+          return Promise.reject(new Error("OCR service answered 503"));
+        }
+        if (task.id === healthy.id && pendingWhenHealthy === undefined) {
+          return observer.xPendingRange(q.stream, q.group, "-", "+", 10).then((entries) => {
+            pendingWhenHealthy = entries.map((e) => e.id);
+          });
+        }
+        return Promise.resolve();
+      },
+    });
+    const failed = [thrown, rejected];
+    const carriedOn = await until(() => pendingWhenHealthy !== undefined, 3000);
+    check(
+      carriedOn,
+      `handle() failed for ${names(failed.filter((d) => calls.has(d.id)))}, and afterwards the worker never handled ${healthy.docId}: a failing task ended its loop. Catch the error of handle(), leave the entry pending, and go on with the next one.`,
+      2,
+    );
+    const ackedAfterFailure = failed.filter((d) => !pendingWhenHealthy?.includes(d.id));
+    check(
+      ackedAfterFailure.length === 0,
+      `handle() failed for ${names(ackedAfterFailure)}, yet the entry was no longer pending when the worker moved on: it was acknowledged although the work failed, and the document is lost. XACK only after handle() succeeds.`,
+      2,
+    );
+    const back = await until(() => failed.every((d) => (calls.get(d.id) ?? 0) >= 2), 5000);
+    check(
+      back,
+      `${names(failed.filter((d) => (calls.get(d.id) ?? 0) < 2))} failed once and never came back. A failed entry stays pending; once idle for claimIdleMs a worker (this one too) claims it and tries again.`,
+      2,
+    );
+    check(
+      await until(async () => (await pendingCount(observer, q.stream, q.group)) === 0, 2000),
+      "The retried tasks succeeded but are still pending: XACK them after handle() succeeds.",
+      2,
+    );
+  } finally {
+    await stopQuietly(worker);
+  }
+});
+
 test("entries deleted while pending do not stop the worker", async () => {
   const observer = await checkClient();
-  const stream = await setUp(observer, "docs:deleted");
-  const mine = await addDocs(observer, stream, 1, 3);
-  await readAndDie(observer, stream, "ocr-1", 3);
-  const theirs = await addDocs(observer, stream, 4, 3);
-  await readAndDie(observer, stream, "ocr-9", 3);
+  const q = await newQueue(observer, "deleted");
+  const consumer = fresh("ocr");
+  const other = fresh("ocr");
+  const mine = await addDocs(observer, q, 1, 3);
+  await readAndDie(observer, q, consumer, 3);
+  const theirs = await addDocs(observer, q, 4, 3);
+  await readAndDie(observer, q, other, 3);
+  await ageEntries(
+    observer,
+    q,
+    other,
+    theirs.map((d) => d.id),
+    60_000,
+  );
   const deleted = [mine[1], theirs[1]].filter((d): d is Doc => d !== undefined);
-  for (const doc of deleted) await observer.xDel(stream, doc.id);
+  for (const doc of deleted) await observer.xDel(q.stream, doc.id);
   const survivors = [...mine, ...theirs].filter((d) => !deleted.includes(d));
-  await sleep(250);
 
   const client = await learnerClient();
   const handled: Task[] = [];
   let worker: Worker | undefined;
   try {
     worker = await start(client, {
-      stream,
-      group: GROUP,
-      consumer: "ocr-1",
-      claimIdleMs: 200,
+      ...q,
+      consumer,
+      claimIdleMs: 10_000,
       blockMs: 100,
       async handle(task) {
         handled.push(task);
@@ -271,30 +361,54 @@ test("entries deleted while pending do not stop the worker", async () => {
       2,
     );
     const missing = survivors.filter((d) => !handled.some((t) => t.id === d.id));
-    check(
-      missing.length === 0,
-      `${names(deleted)} were deleted (XDEL) while pending, and afterwards ${names(missing)} never got handled: did the worker crash on the deleted entry? XREADGROUP ... 0 returns a deleted entry as [id, null] (node-redis 6.3's xReadGroup() even throws on it, so read with sendCommand), and XAUTOCLAIM leaves it out. Skip it and XACK it.`,
-      2,
-    );
+    if (missing.length > 0) {
+      // Is the worker's loop still going? Watch what its connections send for a moment.
+      const before = sent().length;
+      const running = await until(() => sent().length > before, 500);
+      const pending = await observer.xPendingRange(q.stream, q.group, "-", "+", 100);
+      const state = missing
+        .map((d) => {
+          const entry = pending.find((p) => p.id === d.id);
+          return entry ? `${d.docId} pending under ${entry.consumer}` : `${d.docId} not pending`;
+        })
+        .join(", ");
+      const cause = running
+        ? `the worker is still running but never handled them (${state}).${mine.some((d) => missing.includes(d)) ? " Its own pending entries come from XREADGROUP ... 0, read page by page." : ` The other consumer's entries had been idle for 60 s, past claimIdleMs (10000).${describeThresholds(consumer, 10_000)}`}`
+        : `the worker stopped sending commands to Redis: its loop ended (${state}). XREADGROUP ... 0 returns a deleted entry as [id, null], and node-redis 6.3's xReadGroup() throws on it: read with sendCommand, skip the null and XACK it.`;
+      fail(
+        `${names(deleted)} were deleted (XDEL) while pending; ${names(missing)} were not, and never got handled: ${cause}`,
+        2,
+      );
+    }
   } finally {
     await stopQuietly(worker);
   }
   // Redis 6.2's XAUTOCLAIM keeps a deleted entry in the pending list; 7.0 removes it itself.
   const [major = 0] = ctx.redisVersion.split(".").map(Number);
-  const left = await observer.xPendingRange(stream, GROUP, "-", "+", 100);
-  const stuck = major >= 7 ? left : left.filter((p) => p.consumer === "ocr-1");
+  const left = await observer.xPendingRange(q.stream, q.group, "-", "+", 100);
+  const stuck = left.filter((p) => major >= 7 || p.consumer === consumer);
+  const stuckDeleted = deleted.filter((d) => stuck.some((p) => p.id === d.id));
+  const stuckOther = stuck.filter((p) => !deleted.some((d) => d.id === p.id));
   check(
-    stuck.length === 0,
-    `${stuck.map((p) => p.id).join(", ")} is still pending. An entry deleted while pending has nothing left to do: XACK it when XREADGROUP ... 0 returns it with null fields.`,
+    stuckDeleted.length === 0,
+    `${names(stuckDeleted)} was deleted (XDEL) while pending and is still in the pending entries list: an entry deleted while pending has nothing left to do. XACK it when XREADGROUP ... 0 returns it with null fields.`,
+    2,
+  );
+  check(
+    stuckOther.length === 0,
+    `${stuckOther.map((p) => p.id).join(", ")} was handled but is still pending under ${stuckOther[0]?.consumer}: XACK each task after handle() succeeds.`,
     2,
   );
 });
 
-test("claiming leaves live work alone", async () => {
+test("claiming leaves live work alone, however long it has been running", async () => {
   const observer = await checkClient();
-  const stream = await setUp(observer, "docs:live");
-  const [slow] = await addDocs(observer, stream, 1, 1);
+  const q = await newQueue(observer, "live");
+  const [slow] = await addDocs(observer, q, 1, 1);
   if (!slow) throw new Error("no entry added");
+  const busyOne = fresh("ocr");
+  const claimer = fresh("ocr");
+  const claimIdleMs = 10_000;
 
   const client = await learnerClient();
   let release = () => {};
@@ -302,57 +416,58 @@ test("claiming leaves live work alone", async () => {
     release = resolve;
   });
   let busy = false;
-  let busySince = 0;
-  let stolenAt = 0;
   const takenBySecond: string[] = [];
   const workers: Worker[] = [];
   try {
     workers.push(
       await start(client, {
-        stream,
-        group: GROUP,
-        consumer: "ocr-1",
-        claimIdleMs: 10_000,
+        ...q,
+        consumer: busyOne,
+        claimIdleMs,
         blockMs: 100,
         async handle(task) {
           if (task.id !== slow.id) return;
           busy = true;
-          busySince = Date.now();
           await gate;
         },
       }),
     );
     check(
       await until(() => busy, 5000),
-      `Worker ocr-1 never started on ${slow.docId}: it should read new entries with XREADGROUP ... >.`,
+      `Worker ${busyOne} never started on ${slow.docId}: it should read new entries with XREADGROUP ... >.`,
       2,
     );
+    // As if the task had been running for 8 s: close to claimIdleMs, not past it.
+    await ageEntries(observer, q, busyOne, [slow.id], claimIdleMs - 2000);
     workers.push(
-      await start(client, {
-        stream,
-        group: GROUP,
-        consumer: "ocr-2",
-        claimIdleMs: 10_000,
+      await start(await learnerClient(), {
+        ...q,
+        consumer: claimer,
+        claimIdleMs,
         blockMs: 100,
         async handle(task) {
-          if (task.id === slow.id) stolenAt = Date.now();
           takenBySecond.push(task.id);
         },
       }),
     );
-    const others = await addDocs(observer, stream, 2, 3);
-    await until(() => others.every((d) => takenBySecond.includes(d.id)), 5000);
-    // A few more rounds of ocr-2's loop, each of which looks for stale entries.
-    await sleep(500);
-    const [entry] = await observer.xPendingRange(stream, GROUP, slow.id, slow.id, 1);
+    // Two waves of new work: the second worker goes round its loop, claims included, between them.
+    for (const from of [2, 5]) {
+      const wave = await addDocs(observer, q, from, 3);
+      check(
+        await until(() => wave.every((d) => takenBySecond.includes(d.id)), 5000),
+        `Worker ${claimer} did not handle the new entries ${names(wave)}: after looking for stale entries it should read new ones with XREADGROUP ... >.`,
+        2,
+      );
+    }
+    const [entry] = await observer.xPendingRange(q.stream, q.group, slow.id, slow.id, 1);
     check(
-      !takenBySecond.includes(slow.id) && entry?.consumer !== "ocr-2",
-      `ocr-2 took over ${slow.docId} while ocr-1 was still working on it, ${stolenAt - busySince} ms into the task (claimIdleMs was 10000). Pass claimIdleMs as XAUTOCLAIM's min-idle-time: only entries idle for longer than that belong to dead workers.`,
+      !takenBySecond.includes(slow.id) && entry?.consumer !== claimer,
+      `${claimer} took over ${slow.docId} while ${busyOne} was still working on it; the entry had been idle about ${claimIdleMs - 2000} ms, less than claimIdleMs (${claimIdleMs}).${describeThresholds(claimer, claimIdleMs) || " Pass claimIdleMs as the claim's min-idle-time."} Only entries idle for longer than that belong to dead workers.`,
       2,
     );
     check(
-      entry?.consumer === "ocr-1",
-      `ocr-1 is still working on ${slow.docId}, but the entry is no longer pending: it was acknowledged before the work was done, so a crash now would lose it. XACK after handle() succeeds.`,
+      entry?.consumer === busyOne,
+      `${busyOne} is still working on ${slow.docId}, but the entry is no longer pending: it was acknowledged before the work was done, so a crash now would lose it. XACK after handle() succeeds.`,
       2,
     );
   } finally {
@@ -361,37 +476,272 @@ test("claiming leaves live work alone", async () => {
   }
 });
 
+test("two workers share a backlog of 110 stale entries: each is handled once", {
+  timeout: 30_000,
+}, async () => {
+  const observer = await checkClient();
+  const q = await newQueue(observer, "backlog");
+  const docs = await addDocs(observer, q, 1, 110);
+  const dead = fresh("ocr");
+  await readAndDie(observer, q, dead, docs.length);
+  await ageEntries(
+    observer,
+    q,
+    dead,
+    docs.map((d) => d.id),
+    60_000,
+  );
+  const claimIdleMs = 400;
+  const [one, two] = [fresh("ocr"), fresh("ocr")];
+
+  const handledBy = new Map<string, string[]>();
+  const record = (id: string, who: string) =>
+    handledBy.set(id, [...(handledBy.get(id) ?? []), who]);
+  const gates: { id: string; release(): void }[] = [];
+  const gated = (id: string) =>
+    new Promise<void>((resolve) => {
+      gates.push({ id, release: resolve });
+    });
+  let secondsFirst = false;
+  // The second worker starts early, but its first claim waits until the check lets it go: then
+  // it claims at a known moment, however long its start took.
+  const second = scope("second");
+  let letSecondClaim = () => {};
+  const secondMayClaim = new Promise<void>((resolve) => {
+    letSecondClaim = resolve;
+  });
+  const holdSecond = before(
+    (c) => c.scope === second.name && ["XAUTOCLAIM", "XCLAIM", "XPENDING"].includes(c.name),
+    () => secondMayClaim,
+  );
+  const workers: Worker[] = [];
+  try {
+    workers.push(
+      await start(await learnerClient(), {
+        ...q,
+        consumer: one,
+        claimIdleMs,
+        blockMs: 100,
+        async handle(task) {
+          record(task.id, one);
+          // The first two tasks are slow: the check says when they are done.
+          if (gates.length < 2) await gated(task.id);
+        },
+      }),
+    );
+    check(
+      await until(() => gates.length === 1, 5000),
+      `Worker ${one} took over nothing of 110 entries idle for 60 s (claimIdleMs ${claimIdleMs}).${describeThresholds(one, claimIdleMs)}`,
+      2,
+    );
+    workers.push(
+      await second.run(async () =>
+        start(await learnerClient(), {
+          ...q,
+          consumer: two,
+          claimIdleMs,
+          blockMs: 100,
+          async handle(task) {
+            record(task.id, two);
+            if (!secondsFirst) {
+              secondsFirst = true;
+              gates[1]?.release();
+            }
+          },
+        }),
+      ),
+    );
+    const inHand = gates[0]?.id ?? "";
+    // Hold the first task until it is stale itself: whatever was claimed with it is, too.
+    await until(async () => {
+      const [entry] = await observer.xPendingRange(q.stream, q.group, inHand, inHand, 1);
+      return (entry?.millisecondsSinceLastDelivery ?? 0) > claimIdleMs + 100;
+    }, 3000);
+    const hoarded = (
+      await observer.xPendingRange(q.stream, q.group, "-", "+", 200, { consumer: one })
+    ).filter((p) => p.id !== inHand);
+    gates[0]?.release();
+    check(
+      await until(() => gates.length === 2, 5000),
+      `After its first task, ${one} handled nothing more although 109 stale entries were waiting.`,
+      2,
+    );
+    letSecondClaim();
+    const allDone = () => docs.every((d) => handledBy.has(d.id));
+    await until(
+      async () => allDone() && (await pendingCount(observer, q.stream, q.group)) === 0,
+      10_000,
+    );
+    gates[1]?.release();
+    const twice = docs.filter((d) => (handledBy.get(d.id)?.length ?? 0) > 1);
+    if (twice.length > 0) {
+      const shown = twice.slice(0, 5).map((d) => `${d.docId} (${handledBy.get(d.id)?.join(", ")})`);
+      const more = twice.length > 5 ? ` and ${twice.length - 5} more` : "";
+      fail(
+        hoarded.length > 0
+          ? `${twice.length} documents were handled twice: ${shown.join(", ")}${more}. While ${one} worked on its first task, it already held ${hoarded.length} more entries it had claimed with it; they aged past claimIdleMs (${claimIdleMs}) in its hands, and ${two} took them over as stale. Claim only what you handle now (XAUTOCLAIM ... COUNT 1) and carry the cursor to the next call.`
+          : `${twice.length} documents were handled twice: ${shown.join(", ")}${more}. One worker claimed an entry the other was still working on, less than claimIdleMs (${claimIdleMs}) after it was taken.${describeThresholds(two, claimIdleMs)}`,
+        2,
+      );
+    }
+    const missing = docs.filter((d) => !handledBy.has(d.id));
+    check(
+      missing.length === 0,
+      `${missing.length} of the 110 stale entries were never handled (first: ${names(missing.slice(0, 3))}). Keep claiming until XAUTOCLAIM's cursor comes back to 0-0.`,
+      2,
+    );
+  } finally {
+    holdSecond.cancel();
+    letSecondClaim();
+    for (const gate of gates) gate.release();
+    for (const worker of workers) await stopQuietly(worker);
+  }
+});
+
+test("stale entries behind 30 that a live worker holds are still found", async () => {
+  const observer = await checkClient();
+  const q = await newQueue(observer, "cursor");
+  const live = await addDocs(observer, q, 1, 30);
+  await readAndDie(observer, q, fresh("ocr"), 30);
+  const stale = await addDocs(observer, q, 31, 5);
+  const dead = fresh("ocr");
+  await readAndDie(observer, q, dead, 5);
+  await ageEntries(
+    observer,
+    q,
+    dead,
+    stale.map((d) => d.id),
+    60_000,
+  );
+
+  const consumer = fresh("ocr");
+  const handled: string[] = [];
+  let worker: Worker | undefined;
+  try {
+    worker = await start(await learnerClient(), {
+      ...q,
+      consumer,
+      claimIdleMs: 10_000,
+      blockMs: 100,
+      async handle(task) {
+        handled.push(task.id);
+      },
+    });
+    await until(() => stale.every((d) => handled.includes(d.id)), 4000);
+    const stolen = live.filter((d) => handled.includes(d.id));
+    check(
+      stolen.length === 0,
+      `${consumer} took over ${names(stolen)}, which a live worker had been given moments before (claimIdleMs 10000).${describeThresholds(consumer, 10_000)}`,
+      2,
+    );
+    const missing = stale.filter((d) => !handled.includes(d.id));
+    const starts = autoclaimStarts(consumer);
+    check(
+      missing.length === 0,
+      `The pending entries list starts with 30 entries a live worker holds; behind them, ${names(missing)} had been idle for 60 s and were never taken over. One XAUTOCLAIM looks at no more than COUNT * 10 entries and returns a cursor to go on from.${starts.length > 0 && starts.every((s) => s === "0-0") ? ` Every XAUTOCLAIM your worker sent (${starts.length}) started again at 0-0: pass the returned cursor to the next call.` : ""}`,
+      2,
+    );
+  } finally {
+    await stopQuietly(worker);
+  }
+});
+
+test("claimStale() takes at most count entries per call, and its cursor leads past live ones", async () => {
+  const observer = await checkClient();
+  const q = await newQueue(observer, "claim");
+  await addDocs(observer, q, 1, 25);
+  await readAndDie(observer, q, fresh("ocr"), 25);
+  const stale = await addDocs(observer, q, 26, 3);
+  const dead = fresh("ocr");
+  await readAndDie(observer, q, dead, 3);
+  await ageEntries(
+    observer,
+    q,
+    dead,
+    stale.map((d) => d.id),
+    60_000,
+  );
+  const client = await learnerClient();
+  const consumer = fresh("ocr");
+  const got: Task[] = [];
+  let cursor = "0-0";
+  for (let calls = 1; calls <= 40; calls++) {
+    const claim = await call("claimStale()", () =>
+      exercise.claimStale(client, q.stream, q.group, consumer, 10_000, cursor, 1),
+    );
+    check(
+      Array.isArray(claim?.tasks) && typeof claim.cursor === "string",
+      `claimStale() should return { tasks, cursor }; it returned ${JSON.stringify(claim)}.`,
+      2,
+    );
+    check(
+      claim.tasks.length <= 1,
+      `claimStale(..., cursor, 1) took ${claim.tasks.length} entries in one call; with count 1 it should take at most one, the one you handle now.`,
+      2,
+    );
+    got.push(...claim.tasks);
+    cursor = claim.cursor;
+    if (cursor === "0-0") break;
+  }
+  const missing = stale.filter((d) => !got.some((t) => t.id === d.id));
+  check(
+    missing.length === 0 && got.length === stale.length,
+    `Calling claimStale() with count 1 and each returned cursor until it came back as "0-0" took ${got.length} entries; the 3 stale ones behind 25 fresh ones (${names(stale)}) should each come back once${missing.length > 0 ? `, and ${names(missing)} never did` : ""}. Return XAUTOCLAIM's next cursor.`,
+    2,
+  );
+  check(
+    got.every((t) => stale.some((d) => d.id === t.id && sameValue(t.fields, { docId: d.docId }))),
+    `claimStale() should return each claimed entry as { id, fields } with the entry's own fields ({ docId }); it returned ${JSON.stringify(got.slice(0, 2))}.`,
+    2,
+  );
+});
+
+test("stop() returns on a quiet stream and finishes the task in hand", async () => {
+  const observer = await checkClient();
+  const q = await newQueue(observer, "stop");
+  const client = await learnerClient();
+  await expectStopsCleanly({
+    observer,
+    ...q,
+    blockMs: 100,
+    start: (handle) =>
+      start(client, { ...q, consumer: fresh("ocr"), claimIdleMs: 10_000, blockMs: 100, handle }),
+    addTask: async () => (await addDocs(observer, q, 1, 1))[0]?.id ?? "",
+  });
+});
+
 test("removing dead consumers keeps the ones that still hold work", async () => {
   const observer = await checkClient();
-  const stream = await setUp(observer, "docs:consumers");
-  await addDocs(observer, stream, 1, 1);
-  await observer.xGroupCreateConsumer(stream, GROUP, "ocr-dead");
-  await readAndDie(observer, stream, "ocr-busy", 1);
+  const q = await newQueue(observer, "consumers");
+  const [idle, busy, active] = [fresh("ocr-dead"), fresh("ocr-busy"), fresh("ocr-live")];
+  await addDocs(observer, q, 1, 1);
+  await observer.xGroupCreateConsumer(q.stream, q.group, idle);
+  await readAndDie(observer, q, busy, 1);
   await sleep(600);
-  await observer.xGroupCreateConsumer(stream, GROUP, "ocr-live");
+  await observer.xGroupCreateConsumer(q.stream, q.group, active);
 
   const client = await learnerClient();
   const removed = await call("removeDeadConsumers()", () =>
-    exercise.removeDeadConsumers(client, stream, GROUP, 500),
+    exercise.removeDeadConsumers(client, q.stream, q.group, 500),
   );
-  const left = (await observer.xInfoConsumers(stream, GROUP)).map((c) => String(c.name));
+  const left = (await observer.xInfoConsumers(q.stream, q.group)).map((c) => String(c.name));
   check(
-    left.includes("ocr-busy"),
-    "ocr-busy was removed although it still owned 1 pending entry: XGROUP DELCONSUMER drops a consumer's pending entries with it, and that document is lost. Remove only consumers with pending 0.",
+    left.includes(busy),
+    `${busy} was removed although it still owned 1 pending entry: XGROUP DELCONSUMER drops a consumer's pending entries with it, and that document is lost. Remove only consumers with pending 0.`,
     2,
   );
   check(
-    left.includes("ocr-live"),
-    "ocr-live was removed although it was active a moment ago. Remove only consumers idle for longer than idleMs.",
+    left.includes(active),
+    `${active} was removed although it was active a moment ago. Remove only consumers idle for longer than idleMs.`,
     2,
   );
   check(
-    !left.includes("ocr-dead"),
-    "ocr-dead holds nothing and has been idle past the threshold, but is still in the group: remove it with XGROUP DELCONSUMER.",
+    !left.includes(idle),
+    `${idle} holds nothing and has been idle past the threshold, but is still in the group: remove it with XGROUP DELCONSUMER.`,
     2,
   );
   check(
-    Array.isArray(removed) && removed.length === 1 && removed[0] === "ocr-dead",
-    `removeDeadConsumers() should return the names it removed (["ocr-dead"]); it returned ${JSON.stringify(removed)}.`,
+    Array.isArray(removed) && removed.length === 1 && removed[0] === idle,
+    `removeDeadConsumers() should return the names it removed (["${idle}"]); it returned ${JSON.stringify(removed)}.`,
   );
 });

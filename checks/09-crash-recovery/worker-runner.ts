@@ -1,12 +1,17 @@
 /**
  * Runs the learner's startWorker() in a process of its own (see checks/worker-process.ts), so
- * the check can SIGKILL it mid-task. Not a check: it cannot use the kit, which needs vitest.
+ * the check can kill it at a known step. Not a check: it cannot use the kit, which needs vitest.
  *
- * Its handler reports each task it starts and then works for WORKER_TASK_MS, long enough that
- * the kill always lands after the read and before the XACK.
+ * Its handler reports each task it handles. With WORKER_DIE_BEFORE_XACK=n the process reports
+ * the nth XACK its connections send ("dying", with the command's arguments) and SIGKILLs itself
+ * before that XACK reaches Redis: the work is done, the acknowledgement never arrives.
  */
+// First, so that every connection the learner's code opens goes through the fault kit (and
+// WORKBOOK_FAULT works here).
+import "../wire.ts";
 import { pathToFileURL } from "node:url";
 import { createClient, type RedisClientType } from "redis";
+import { before, command } from "../wire.ts";
 
 type Redis = RedisClientType<{}, {}, {}, 3, {}>;
 
@@ -41,6 +46,18 @@ function env(name: string): string {
 
 // A learner's worker loop that fails in the background (a TODO left in a helper, say) reports
 // it like any other error instead of dying with a stack trace.
+const dieBefore = Number(process.env.WORKER_DIE_BEFORE_XACK ?? 0);
+if (dieBefore > 0) {
+  before(
+    command("XACK"),
+    (xack) => {
+      report("dying", { args: xack.args });
+      process.kill(process.pid, "SIGKILL");
+    },
+    { nth: dieBefore },
+  );
+}
+
 process.on("unhandledRejection", (error) => {
   report("error", { message: error instanceof Error ? error.message : String(error) });
   process.exit(1);
@@ -55,7 +72,6 @@ try {
   });
   client.on("error", () => {});
   await client.connect();
-  const taskMs = Number(env("WORKER_TASK_MS"));
   exercise.startWorker(client, {
     stream: env("WORKER_STREAM"),
     group: env("WORKER_GROUP"),
@@ -63,8 +79,7 @@ try {
     claimIdleMs: Number(env("WORKER_CLAIM_IDLE_MS")),
     blockMs: 100,
     async handle(task) {
-      report("handling", { id: task.id, docId: task.fields?.docId });
-      await new Promise((resolve) => setTimeout(resolve, taskMs));
+      report("handled", { id: task.id, docId: task.fields?.docId });
     },
   });
   report("started");

@@ -4,14 +4,18 @@ import {
   check,
   checkClient,
   fail,
-  key,
+  fresh,
+  freshKey,
   learnerClient,
   loadExercise,
   type Redis,
+  sleep,
   stopQuietly,
   until,
 } from "../kit.ts";
 import { pendingCount } from "../streams-support.ts";
+import { before, command, scope, sent } from "../wire.ts";
+import { expectStopsCleanly } from "../worker-stop.ts";
 
 interface Task {
   id: string;
@@ -36,7 +40,7 @@ interface Worker {
 
 interface Exercise {
   backoffMs(deliveries: number, baseMs: number): number;
-  claimDueRetries(client: Redis, options: RetryOptions): Promise<Task[]>;
+  claimDueRetries(client: Redis, options: RetryOptions, limit?: number): Promise<Task[]>;
   deadLetter(client: Redis, options: RetryOptions, task: Task, reason: string): Promise<void>;
   startWorker(client: Redis, options: RetryOptions): Worker;
 }
@@ -48,15 +52,47 @@ const exercise = await loadExercise<Exercise>(
   "startWorker",
 );
 
-const GROUP = "ocr";
 const MAX_DELIVERIES = 4;
 const BASE_MS = 200;
 const CORRUPT = "unreadable PDF: page 3 is corrupt";
 
+/** A fresh stream, group and dead-letter stream: a hard-coded "docs:ocr" or "ocr" finds nothing. */
 async function setUp(observer: Redis, name: string) {
-  const stream = key(name);
-  await observer.xGroupCreate(stream, GROUP, "0", { MKSTREAM: true });
-  return { stream, deadLetterStream: key(`${name}:dead`) };
+  const stream = freshKey(name);
+  const group = fresh("ocr");
+  await observer.xGroupCreate(stream, group, "0", { MKSTREAM: true });
+  return { stream, group, deadLetterStream: `${stream}:dead` };
+}
+
+/**
+ * An entry as if `deliveries` workers had each been given it and died: pending under `owner`
+ * with that delivery count, idle for a minute (XCLAIM ... IDLE ... RETRYCOUNT).
+ */
+async function deliveredBefore(
+  observer: Redis,
+  q: { stream: string; group: string },
+  owner: string,
+  deliveries: number,
+  docId: string,
+): Promise<string> {
+  const id = await observer.xAdd(q.stream, "*", { docId });
+  await observer.xReadGroup(q.group, owner, { key: q.stream, id: ">" });
+  await observer.xClaim(q.stream, q.group, owner, 0, id, {
+    RETRYCOUNT: deliveries,
+    IDLE: 60_000,
+  });
+  return id;
+}
+
+/** Whether the learner's code sent the dead-letter XADD and the XACK of `id` as one unit. */
+function deadLetterUnit(deadLetterStream: string, id: string): string | undefined {
+  const log = sent();
+  const xadd = log.find((c) => c.name === "XADD" && c.args[1] === deadLetterStream);
+  const xack = log.find((c) => c.name === "XACK" && c.args.slice(3).includes(id));
+  if (log.some((c) => ["EVAL", "EVALSHA", "EVAL_RO", "FCALL"].includes(c.name))) return undefined;
+  if (!xadd || !xack) return undefined;
+  if (xadd.multi !== undefined && xadd.multi === xack.multi) return undefined;
+  return `your XADD to the dead-letter stream went ${xadd.multi === undefined ? "on its own" : `in the MULTI at #${xadd.multi}`} and the XACK ${xack.multi === undefined ? "on its own" : `in the MULTI at #${xack.multi}`}`;
 }
 
 async function start(client: Redis, options: RetryOptions): Promise<Worker> {
@@ -86,40 +122,46 @@ test("the backoff doubles from the base and is capped at 60 s", async () => {
 
 test("one poison document among 20: retried with backoff, then dead-lettered", async () => {
   const observer = await checkClient();
-  const { stream, deadLetterStream } = await setUp(observer, "docs:ocr");
+  const q = await setUp(observer, "docs:ocr");
   // The poison document is first in line, so a worker that waits for it holds up all others.
   const ids = new Map<string, string>();
   for (let n = 1; n <= 20; n++) {
     const docId = `doc-${String(n).padStart(2, "0")}`;
-    ids.set(docId, await observer.xAdd(stream, "*", { docId }));
+    ids.set(docId, await observer.xAdd(q.stream, "*", { docId }));
   }
   const poisonId = ids.get("doc-01") ?? "";
+  // doc-05 fails once, thrown before any promise exists (a handler that validates its input).
+  const flaky = "doc-05";
 
   const client = await learnerClient();
   const log: string[] = [];
   const attempts: { at: number; deliveries: number }[] = [];
+  const flakyDeliveries: number[] = [];
   const finished: string[] = [];
   let worker: Worker | undefined;
   try {
     worker = await start(client, {
-      stream,
-      group: GROUP,
-      consumer: "ocr-1",
-      deadLetterStream,
+      ...q,
+      consumer: fresh("ocr"),
       maxDeliveries: MAX_DELIVERIES,
       retryBaseMs: BASE_MS,
       blockMs: 50,
-      async handle(task) {
+      handle(task: Task): Promise<void> {
         const docId = task.fields.docId ?? "";
         log.push(docId);
         if (docId === "doc-01") {
           attempts.push({ at: Date.now(), deliveries: task.deliveries });
-          throw new Error(CORRUPT);
+          return Promise.reject(new Error(CORRUPT));
+        }
+        if (docId === flaky) {
+          flakyDeliveries.push(task.deliveries);
+          if (flakyDeliveries.length === 1) throw new Error("OCR service timed out");
         }
         finished.push(docId);
+        return Promise.resolve();
       },
     });
-    const deadLettered = async () => (await observer.xLen(deadLetterStream)) > 0;
+    const deadLettered = async () => (await observer.xLen(q.deadLetterStream)) > 0;
     await until(async () => (await deadLettered()) || attempts.length > MAX_DELIVERIES, 10_000);
     if (!(await deadLettered())) {
       if (attempts.length > MAX_DELIVERIES) {
@@ -128,6 +170,12 @@ test("one poison document among 20: retried with backoff, then dead-lettered", a
           1,
         );
       }
+      const [poison] = await observer.xPendingRange(q.stream, q.group, poisonId, poisonId, 1);
+      check(
+        poison !== undefined,
+        `doc-01 failed ${attempts.length} time(s) and is no longer pending, nor in the dead-letter stream: it was acknowledged although handle() failed, and never came back. Leave a failed entry pending (no XACK), so it is retried after its backoff.`,
+        2,
+      );
       fail(
         `doc-01 failed ${attempts.length} time(s), then nothing more happened for 10 s: it was neither retried nor dead-lettered. Retry failed tasks once backoffMs(deliveries) has passed (XPENDING ... IDLE, then XCLAIM), and dead-letter them after ${MAX_DELIVERIES} deliveries.`,
         2,
@@ -142,7 +190,7 @@ test("one poison document among 20: retried with backoff, then dead-lettered", a
       2,
     );
 
-    const dead = (await observer.xRange(deadLetterStream, "-", "+")) ?? [];
+    const dead = (await observer.xRange(q.deadLetterStream, "-", "+")) ?? [];
     check(
       dead.length === 1,
       `The dead-letter stream should hold one entry (doc-01); it holds ${dead.length}.`,
@@ -154,14 +202,37 @@ test("one poison document among 20: retried with backoff, then dead-lettered", a
       2,
     );
     check(
+      Number(entry.deliveries) === MAX_DELIVERIES,
+      `The dead-letter entry should say how often the document was tried (deliveries: ${MAX_DELIVERIES}); yours has ${JSON.stringify(entry)}.`,
+      2,
+    );
+    check(
       entry.docId === "doc-01",
       `Keep the document's own fields in the dead-letter entry (docId: "doc-01"); yours has ${JSON.stringify(entry)}.`,
       2,
     );
+    const apart = deadLetterUnit(q.deadLetterStream, poisonId);
+    check(
+      apart === undefined,
+      `The dead-letter entry and the XACK must go as one unit, but ${apart}. A worker that dies between the two leaves the document pending, and it is dead-lettered again. Send both in one MULTI ... EXEC.`,
+      2,
+    );
 
     const missing = healthy.filter((docId) => !finished.includes(docId));
+    check(
+      !missing.includes(flaky) || flakyDeliveries.length > 0,
+      `${flaky} failed once and never came back. A failed task stays pending and is retried when its backoff is over.`,
+      2,
+    );
     check(missing.length === 0, `${missing.join(", ")} never finished.`, 2);
-    const lastHealthy = Math.max(...healthy.map((docId) => log.indexOf(docId)));
+    check(
+      flakyDeliveries.join(",") === "1,2",
+      `${flaky} failed on delivery 1 and should have succeeded on delivery 2; handle() saw it with deliveries ${flakyDeliveries.join(", ")}.`,
+      2,
+    );
+    const lastHealthy = Math.max(
+      ...healthy.filter((d) => d !== flaky).map((docId) => log.indexOf(docId)),
+    );
     const lastPoison = log.lastIndexOf("doc-01");
     check(
       lastHealthy < lastPoison,
@@ -187,36 +258,29 @@ test("one poison document among 20: retried with backoff, then dead-lettered", a
     await stopQuietly(worker);
   }
   const settled = await until(
-    async () => (await pendingCount(observer, stream, GROUP)) === 0,
+    async () => (await pendingCount(observer, q.stream, q.group)) === 0,
     1000,
   );
   check(
     settled,
-    `doc-01 is still pending after it was dead-lettered (XPENDING counts ${await pendingCount(observer, stream, GROUP)}). Acknowledge the entry here when you move it to the dead-letter stream (in the same MULTI), or it is retried again.`,
+    `doc-01 is still pending after it was dead-lettered (XPENDING counts ${await pendingCount(observer, q.stream, q.group)}). Acknowledge the entry here when you move it to the dead-letter stream (in the same MULTI), or it is retried again.`,
     2,
   );
 });
 
 test("a document its workers kept crashing on goes straight to the dead-letter stream", async () => {
   const observer = await checkClient();
-  const { stream, deadLetterStream } = await setUp(observer, "docs:crashing");
-  const id = await observer.xAdd(stream, "*", { docId: "doc-oom" });
+  const q = await setUp(observer, "docs:crashing");
   // As if four workers had each been killed while processing it: four deliveries, no XACK.
-  await observer.xReadGroup(GROUP, "ocr-9", { key: stream, id: ">" });
-  await observer.xClaim(stream, GROUP, "ocr-9", 0, id, {
-    RETRYCOUNT: MAX_DELIVERIES,
-    IDLE: 60_000,
-  });
+  const id = await deliveredBefore(observer, q, fresh("ocr"), MAX_DELIVERIES, "doc-oom");
 
   const client = await learnerClient();
   const handled: Task[] = [];
   let worker: Worker | undefined;
   try {
     worker = await start(client, {
-      stream,
-      group: GROUP,
-      consumer: "ocr-1",
-      deadLetterStream,
+      ...q,
+      consumer: fresh("ocr"),
       maxDeliveries: MAX_DELIVERIES,
       retryBaseMs: BASE_MS,
       blockMs: 50,
@@ -225,7 +289,7 @@ test("a document its workers kept crashing on goes straight to the dead-letter s
       },
     });
     await until(
-      async () => handled.length > 0 || (await observer.xLen(deadLetterStream)) > 0,
+      async () => handled.length > 0 || (await observer.xLen(q.deadLetterStream)) > 0,
       5000,
     );
     check(
@@ -233,18 +297,212 @@ test("a document its workers kept crashing on goes straight to the dead-letter s
       `doc-oom had already been delivered ${MAX_DELIVERIES} times (maxDeliveries) without an XACK, yet handle() got it again as delivery ${handled[0]?.deliveries}. A task claimed with more deliveries than maxDeliveries goes to the dead-letter stream without another try: its workers keep dying on it.`,
       2,
     );
-    const dead = (await observer.xRange(deadLetterStream, "-", "+")) ?? [];
+    const dead = (await observer.xRange(q.deadLetterStream, "-", "+")) ?? [];
+    const entry = dead[0]?.message;
     check(
-      dead.length === 1 && dead[0]?.message.originalId === id && Boolean(dead[0]?.message.reason),
+      dead.length === 1 && entry?.originalId === id && Boolean(entry?.reason),
       `doc-oom should be in the dead-letter stream with originalId "${id}" and a reason; the stream holds ${JSON.stringify(dead.map((d) => d.message))}.`,
+      2,
+    );
+    check(
+      Number(entry?.deliveries) === MAX_DELIVERIES + 1,
+      `doc-oom was claimed as delivery ${MAX_DELIVERIES + 1}; its dead-letter entry should say so (deliveries: ${MAX_DELIVERIES + 1}), yours has ${JSON.stringify(entry)}.`,
       2,
     );
   } finally {
     await stopQuietly(worker);
   }
   check(
-    (await pendingCount(observer, stream, GROUP)) === 0,
+    (await pendingCount(observer, q.stream, q.group)) === 0,
     "doc-oom is still pending after being dead-lettered: XACK it in the same MULTI.",
     2,
   );
+});
+
+test("a retry sweep leaves a slow first delivery alone", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:slow");
+  const busyOne = fresh("ocr");
+  const options = {
+    ...q,
+    maxDeliveries: MAX_DELIVERIES,
+    retryBaseMs: BASE_MS,
+    blockMs: 50,
+  };
+  let release = () => {};
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  let startedAt = 0;
+  let worker: Worker | undefined;
+  try {
+    worker = await start(await learnerClient(), {
+      ...options,
+      consumer: busyOne,
+      async handle() {
+        startedAt = Date.now();
+        await gate;
+      },
+    });
+    const id = await observer.xAdd(q.stream, "*", { docId: "contract-40-pages" });
+    check(
+      await until(() => startedAt > 0, 5000),
+      `Worker ${busyOne} never started on the new entry: read new entries with XREADGROUP ... >.`,
+      2,
+    );
+    // Several backoffs long: a first delivery that failed would be due by now; this one is not.
+    await sleep(2.5 * BASE_MS);
+    const sweeper = fresh("ocr");
+    const sweeperClient = await learnerClient();
+    const taken = await call("claimDueRetries() by another worker", () =>
+      exercise.claimDueRetries(sweeperClient, {
+        ...options,
+        consumer: sweeper,
+        async handle() {},
+      }),
+    );
+    const [entry] = await observer.xPendingRange(q.stream, q.group, id, id, 1);
+    check(
+      entry !== undefined || taken.some((t) => t.id === id),
+      `${busyOne} is still working on contract-40-pages, but the entry is no longer pending: it was acknowledged before the work was done, so a crash now would lose it. XACK after handle() succeeds.`,
+      2,
+    );
+    check(
+      !taken.some((t) => t.id === id) && entry?.consumer === busyOne,
+      `${busyOne} has been working on its first delivery of contract-40-pages for ${Date.now() - startedAt} ms, and a retry sweep by ${sweeper} claimed it (retryBaseMs ${BASE_MS}): live work is taken away and done twice. The idle time counts from the last delivery, so a slow task looks exactly like a failed one. While handle() runs, reset the entry's idle time with a heartbeat: XCLAIM <stream> <group> <self> 0 <id> JUSTID every retryBaseMs / 4 or so.`,
+      2,
+    );
+  } finally {
+    release();
+    await stopQuietly(worker);
+  }
+});
+
+test("two workers spot the same due retry: only one of them gets it", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:race");
+  const id = await deliveredBefore(observer, q, fresh("ocr"), 1, "doc-retry");
+  const options = {
+    ...q,
+    maxDeliveries: MAX_DELIVERIES,
+    retryBaseMs: BASE_MS,
+    async handle() {},
+  };
+  const [first, second] = [fresh("ocr"), fresh("ocr")];
+  const other = scope("sweeper");
+  const secondClient = await other.run(() => learnerClient());
+  const firstClient = await learnerClient();
+  let firstGot: Task[] = [];
+  // The moment the second worker has decided the entry is due and is about to claim it, the
+  // first one claims it.
+  const rule = before(
+    (c) => c.scope === other.name && (c.name === "XCLAIM" || c.name === "XAUTOCLAIM"),
+    async () => {
+      firstGot = await call("claimDueRetries() by the first worker", () =>
+        exercise.claimDueRetries(firstClient, { ...options, consumer: first }),
+      );
+    },
+  );
+  try {
+    const secondGot = await call("claimDueRetries() by the second worker", () =>
+      exercise.claimDueRetries(secondClient, { ...options, consumer: second }),
+    );
+    check(
+      rule.hasFired(),
+      "claimDueRetries() did not claim an entry that had failed once and been idle for a minute (retryBaseMs 200): take it with XCLAIM.",
+      2,
+    );
+    check(
+      firstGot.some((t) => t.id === id),
+      `claimDueRetries() for ${first} did not return doc-retry, which had failed once and been idle for a minute.`,
+      2,
+    );
+    const thresholds = sent((c) => c.name === "XCLAIM" && c.args[3] === second).map(
+      (c) => c.args[4],
+    );
+    check(
+      !secondGot.some((t) => t.id === id),
+      `Both ${first} and ${second} claimed doc-retry: ${second} saw it due, ${first} claimed it just before ${second}'s claim went out, and ${second}'s XCLAIM took it anyway (min-idle-time ${thresholds.join(", ") || "?"}). Claim with min-idle-time backoffMs(deliveries): after the first claim the entry is fresh again, and the second claim gets nothing.`,
+      2,
+    );
+  } finally {
+    rule.cancel();
+  }
+});
+
+test("a worker that dies between the dead-letter XADD and the XACK: the document is dead-lettered once", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:dying");
+  const id = await deliveredBefore(observer, q, fresh("ocr"), MAX_DELIVERIES, "doc-oom");
+  const options = {
+    ...q,
+    maxDeliveries: MAX_DELIVERIES,
+    retryBaseMs: BASE_MS,
+    blockMs: 50,
+    async handle() {},
+  };
+  const doomed = scope("worker");
+  const crash = before((c) => c.scope === doomed.name && command("XACK", id)(c), "crash");
+  const dying = fresh("ocr");
+  let worker: Worker | undefined;
+  let heir: Worker | undefined;
+  try {
+    const client = await doomed.run(() => learnerClient());
+    worker = await doomed.run(() => start(client, { ...options, consumer: dying }));
+    const died = await until(() => crash.hasFired(), 5000);
+    check(
+      died || (await observer.xLen(q.deadLetterStream)) > 0,
+      "doc-oom, already delivered 4 times, was never dead-lettered.",
+      2,
+    );
+    // What the dead worker left behind is due at once.
+    const left = await observer.xPendingRange(q.stream, q.group, id, id, 1);
+    if (left[0]) {
+      await observer.sendCommand([
+        "XCLAIM",
+        q.stream,
+        q.group,
+        left[0].consumer,
+        "0",
+        id,
+        "IDLE",
+        "60000",
+        "JUSTID",
+      ]);
+    }
+    heir = await start(await learnerClient(), { ...options, consumer: fresh("ocr") });
+    await until(async () => (await pendingCount(observer, q.stream, q.group)) === 0, 5000);
+    const dead = (await observer.xRange(q.deadLetterStream, "-", "+")) ?? [];
+    check(
+      dead.length === 1,
+      `${dying} died just before its XACK of doc-oom; the worker that took over dead-lettered it again, so the dead-letter stream holds ${dead.length} entries for one document. The XADD had reached Redis on its own: send the XADD and the XACK in one MULTI ... EXEC, so a worker that dies before EXEC leaves nothing half done.`,
+      2,
+    );
+  } finally {
+    crash.cancel();
+    await stopQuietly(heir);
+    if (doomed.crashed()) worker = undefined;
+    await stopQuietly(worker);
+  }
+});
+
+test("stop() returns on a quiet stream and finishes the task in hand", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:stop");
+  const client = await learnerClient();
+  await expectStopsCleanly({
+    observer,
+    ...q,
+    blockMs: 100,
+    start: (handle) =>
+      start(client, {
+        ...q,
+        consumer: fresh("ocr"),
+        maxDeliveries: MAX_DELIVERIES,
+        retryBaseMs: BASE_MS,
+        blockMs: 100,
+        handle,
+      }),
+    addTask: () => observer.xAdd(q.stream, "*", { docId: "doc-1" }),
+  });
 });

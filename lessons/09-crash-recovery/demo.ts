@@ -104,12 +104,18 @@ export default async function demo(redisUrl: string, prefix: string): Promise<vo
       docIds.set(await admin.xAdd(stream, "*", { docId: doc.docId }), doc.docId);
       pagesOf.set(doc.docId, doc.pages);
     }
+    // One entry at a time, carrying the cursor: what ocr-2 claims, it handles right away.
+    let cursor = "0-0";
+    const claimOne = async () => {
+      const reply = await second.xAutoClaim(stream, GROUP, "ocr-2", CLAIM_IDLE_MS, cursor, {
+        COUNT: 1,
+      });
+      cursor = reply.nextId;
+      return reply.messages.filter((m): m is NonNullable<typeof m> => m !== null);
+    };
     let claimed: { id: string; message: Record<string, string> }[] = [];
     for (let round = 0; round < 20 && claimed.length === 0; round++) {
-      const reply = await second.xAutoClaim(stream, GROUP, "ocr-2", CLAIM_IDLE_MS, "0-0", {
-        COUNT: 100,
-      });
-      claimed = reply.messages.filter((m): m is NonNullable<typeof m> => m !== null);
+      claimed = await claimOne();
       if (claimed.length === 0) {
         const [oldest] = await admin.xPendingRange(stream, GROUP, "-", "+", 1, {
           consumer: "ocr-1",
@@ -138,11 +144,19 @@ export default async function demo(redisUrl: string, prefix: string): Promise<vo
     await showPending(admin, stream, docIds);
     console.log(kleur.dim("    (a claim is a delivery: the count went from 1 to 2)"));
 
-    for (const { id, message } of claimed) {
-      const docId = message.docId ?? "?";
-      await ocr("ocr-2", docId, pagesOf.get(docId) ?? 1);
-      await second.xAck(stream, GROUP, id);
-      console.log(`    ${who["ocr-2"]} ${kleur.green(`✓ ${docId}`)} XACK`);
+    while (claimed.length > 0) {
+      for (const { id, message } of claimed) {
+        const docId = message.docId ?? "?";
+        await ocr("ocr-2", docId, pagesOf.get(docId) ?? 1);
+        await second.xAck(stream, GROUP, id);
+        console.log(`    ${who["ocr-2"]} ${kleur.green(`✓ ${docId}`)} XACK`);
+      }
+      claimed = cursor === "0-0" ? [] : await claimOne();
+      for (const { message } of claimed) {
+        console.log(
+          `    ${who["ocr-2"]} XAUTOCLAIM ${kleur.green(`→ took over ${message.docId}`)}`,
+        );
+      }
     }
 
     console.log(kleur.bold("\nocr-1 still sits in the group, now holding nothing:"));

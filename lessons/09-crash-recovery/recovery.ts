@@ -70,10 +70,21 @@ export async function readOwnPending(
   throw new Error("TODO: readOwnPending");
 }
 
+/** What one claimStale() call took over, and where the next call goes on scanning. */
+export interface StaleClaim {
+  tasks: Task[];
+  /** XAUTOCLAIM's cursor: pass it to the next call; "0-0" means the scan went round. */
+  cursor: string;
+}
+
 /**
- * Takes over every entry of the group, whoever holds it, that has been pending for longer than
- * `minIdleMs`, with XAUTOCLAIM, following its cursor until it comes back to 0-0. Entries deleted
- * while pending are skipped: Redis 7 lists them in deletedMessages, Redis 6.2 returns null.
+ * Takes over at most `count` entries of the group, whoever holds them, that have been pending
+ * for longer than `minIdleMs`: one XAUTOCLAIM ... COUNT <count>, scanning the pending entries
+ * list from `cursor`. Claim only what you handle now: a claimed entry's idle time starts
+ * again, and entries waiting in your hands age past minIdleMs and are taken over by another
+ * worker while they are still yours. One call looks at no more than count * 10 pending
+ * entries, so carry the returned cursor into the next call instead of starting again at 0-0.
+ * Entries deleted while pending are skipped (Redis 7 drops them from the list itself).
  */
 export async function claimStale(
   client: Redis,
@@ -81,8 +92,11 @@ export async function claimStale(
   group: string,
   consumer: string,
   minIdleMs: number,
-): Promise<Task[]> {
-  // TODO: XAUTOCLAIM from cursor 0-0 until nextId is 0-0; keep the messages that are not null.
+  cursor = "0-0",
+  count = 1,
+): Promise<StaleClaim> {
+  // TODO: one XAUTOCLAIM from `cursor` with COUNT `count`; keep the messages that are not null
+  // and return them with nextId as the cursor.
   throw new Error("TODO: claimStale");
 }
 
@@ -103,8 +117,10 @@ export async function removeDeadConsumers(
 
 /**
  * Starts a worker: first its own pending entries (readOwnPending), then, in a loop until
- * stop(): stale entries of other workers (claimStale), then new entries (XREADGROUP ... >) on a
- * connection of its own. Each task is acknowledged after handle() succeeds.
+ * stop(): one stale entry of another worker (claimStale, carrying the cursor), then one new
+ * entry (XREADGROUP ... > COUNT 1) on a connection of its own. It waits for new entries (BLOCK)
+ * only once a scan of the pending entries found nothing left to take over. Each task is
+ * acknowledged after handle() succeeds.
  */
 export function startWorker(client: Redis, options: WorkerOptions): Worker {
   // TODO: create the group if needed (BUSYGROUP is fine), open a duplicate() connection for

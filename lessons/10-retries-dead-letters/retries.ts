@@ -52,20 +52,32 @@ export function backoffMs(deliveries: number, baseMs: number): number {
 }
 
 /**
- * The pending entries whose backoff is over, claimed for this consumer. XPENDING's extended
- * form (with IDLE) lists each pending entry with its idle time and delivery count; an entry is
- * due once idle for backoffMs(deliveries). XCLAIM with that same min-idle-time takes it, so two
- * workers never both retry it. The returned tasks carry the new delivery count (one more).
+ * Up to `limit` pending entries whose backoff is over, claimed for this consumer. XPENDING's
+ * extended form (with IDLE) lists each pending entry with its idle time and delivery count; an
+ * entry is due once idle for backoffMs(deliveries). XCLAIM with that same min-idle-time takes
+ * it, so two workers never both retry it. The returned tasks carry the new delivery count (one
+ * more). Claim only what you handle now (limit 1): a claimed entry waiting in your hands ages
+ * like any other, and another worker's sweep would take it while it is still yours.
+ *
+ * Idle time alone cannot tell a failed entry from one a worker is still working on: that is why
+ * a worker keeps the entry in hand fresh with a heartbeat (see startWorker), and the sweep never
+ * sees it idle.
  */
-export async function claimDueRetries(client: Redis, options: RetryOptions): Promise<Task[]> {
-  // TODO: XPENDING stream group IDLE retryBaseMs - + 100; XCLAIM each entry whose wait is over.
+export async function claimDueRetries(
+  client: Redis,
+  options: RetryOptions,
+  limit = 1,
+): Promise<Task[]> {
+  // TODO: XPENDING stream group IDLE retryBaseMs - + 100; XCLAIM entries whose wait is over,
+  // with that wait as min-idle-time, until `limit` are claimed.
   throw new Error("TODO: claimDueRetries");
 }
 
 /**
  * Moves a task to the dead-letter stream: its fields plus originalId (the entry's ID here),
  * reason and deliveries, and acknowledges it here, in one MULTI so it is never in both places
- * or in neither.
+ * or in neither: a worker that dies before EXEC leaves it pending, to be dead-lettered once by
+ * whoever takes it over.
  */
 export async function deadLetter(
   client: Redis,
@@ -79,13 +91,16 @@ export async function deadLetter(
 
 /**
  * Starts a worker that, until stop(), first retries what is due (claimDueRetries), then reads
- * new entries. A task that succeeds is acknowledged. One that fails stays pending for a later
- * retry, unless this was delivery number maxDeliveries: then it is dead-lettered with the
- * error message as the reason. A task claimed with more deliveries than that (its workers kept
- * crashing on it) is dead-lettered without another try.
+ * new entries. While handle() runs, a heartbeat keeps the entry's idle time near 0, so its
+ * idle time counts from the failure, not from the delivery. A task that succeeds is
+ * acknowledged. One that fails stays pending for a later retry, unless this was delivery
+ * number maxDeliveries: then it is dead-lettered with the error message as the reason. A task
+ * claimed with more deliveries than that (its workers kept crashing on it) is dead-lettered
+ * without another try.
  */
 export function startWorker(client: Redis, options: RetryOptions): Worker {
   // TODO: create the group if needed, read new entries on a duplicate() connection with BLOCK,
-  // run the loop in the background, and return { stop }.
+  // keep the entry in hand fresh with a heartbeat (XCLAIM ... JUSTID to yourself) while
+  // handle() runs, run the loop in the background, and return { stop }.
   throw new Error("TODO: startWorker");
 }

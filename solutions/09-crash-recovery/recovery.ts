@@ -87,10 +87,21 @@ export async function readOwnPending(
   }
 }
 
+/** What one claimStale() call took over, and where the next call goes on scanning. */
+export interface StaleClaim {
+  tasks: Task[];
+  /** XAUTOCLAIM's cursor: pass it to the next call; "0-0" means the scan went round. */
+  cursor: string;
+}
+
 /**
- * Takes over every entry of the group, whoever holds it, that has been pending for longer than
- * `minIdleMs`, with XAUTOCLAIM, following its cursor until it comes back to 0-0. Entries deleted
- * while pending are skipped: Redis 7 lists them in deletedMessages, Redis 6.2 returns null.
+ * Takes over at most `count` entries of the group, whoever holds them, that have been pending
+ * for longer than `minIdleMs`: one XAUTOCLAIM ... COUNT <count>, scanning the pending entries
+ * list from `cursor`. Claim only what you handle now: a claimed entry's idle time starts
+ * again, and entries waiting in your hands age past minIdleMs and are taken over by another
+ * worker while they are still yours. One call looks at no more than count * 10 pending
+ * entries, so carry the returned cursor into the next call instead of starting again at 0-0.
+ * Entries deleted while pending are skipped (Redis 7 drops them from the list itself).
  */
 export async function claimStale(
   client: Redis,
@@ -98,26 +109,17 @@ export async function claimStale(
   group: string,
   consumer: string,
   minIdleMs: number,
-): Promise<Task[]> {
+  cursor = "0-0",
+  count = 1,
+): Promise<StaleClaim> {
+  const { nextId, messages } = await client.xAutoClaim(stream, group, consumer, minIdleMs, cursor, {
+    COUNT: count,
+  });
   const tasks: Task[] = [];
-  let cursor = "0-0";
-  do {
-    const { nextId, messages } = await client.xAutoClaim(
-      stream,
-      group,
-      consumer,
-      minIdleMs,
-      cursor,
-      {
-        COUNT: 100,
-      },
-    );
-    for (const message of messages) {
-      if (message) tasks.push({ id: message.id, fields: message.message });
-    }
-    cursor = nextId;
-  } while (cursor !== "0-0");
-  return tasks;
+  for (const message of messages) {
+    if (message) tasks.push({ id: message.id, fields: message.message });
+  }
+  return { tasks, cursor: nextId };
 }
 
 /**
@@ -151,8 +153,10 @@ async function ensureGroup(client: Redis, stream: string, group: string): Promis
 
 /**
  * Starts a worker: first its own pending entries (readOwnPending), then, in a loop until
- * stop(): stale entries of other workers (claimStale), then new entries (XREADGROUP ... >) on a
- * connection of its own. Each task is acknowledged after handle() succeeds.
+ * stop(): one stale entry of another worker (claimStale, carrying the cursor), then one new
+ * entry (XREADGROUP ... > COUNT 1) on a connection of its own. It waits for new entries (BLOCK)
+ * only once a scan of the pending entries found nothing left to take over. Each task is
+ * acknowledged after handle() succeeds.
  */
 export function startWorker(client: Redis, options: WorkerOptions): Worker {
   const { stream, group, consumer, handle, claimIdleMs, blockMs = 1000 } = options;
@@ -177,15 +181,20 @@ export function startWorker(client: Redis, options: WorkerOptions): Worker {
       for (const task of await readOwnPending(client, stream, group, consumer)) {
         if (running) await finish(task);
       }
+      let cursor = "0-0";
       while (running) {
-        for (const task of await claimStale(client, stream, group, consumer, claimIdleMs)) {
+        const claim = await claimStale(client, stream, group, consumer, claimIdleMs, cursor);
+        cursor = claim.cursor;
+        for (const task of claim.tasks) {
           if (running) await finish(task);
         }
+        if (!running) break;
+        const scanning = claim.tasks.length > 0 || cursor !== "0-0";
         const reply = await reader.xReadGroup(
           group,
           consumer,
           { key: stream, id: ">" },
-          { COUNT: 10, BLOCK: blockMs },
+          scanning ? { COUNT: 1 } : { COUNT: 1, BLOCK: blockMs },
         );
         for (const { id, message } of reply?.[0]?.messages ?? []) {
           if (running) await finish({ id, fields: message });

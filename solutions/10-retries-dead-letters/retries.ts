@@ -50,16 +50,27 @@ export function backoffMs(deliveries: number, baseMs: number): number {
 }
 
 /**
- * The pending entries whose backoff is over, claimed for this consumer. XPENDING's extended
- * form (with IDLE) lists each pending entry with its idle time and delivery count; an entry is
- * due once idle for backoffMs(deliveries). XCLAIM with that same min-idle-time takes it, so two
- * workers never both retry it. The returned tasks carry the new delivery count (one more).
+ * Up to `limit` pending entries whose backoff is over, claimed for this consumer. XPENDING's
+ * extended form (with IDLE) lists each pending entry with its idle time and delivery count; an
+ * entry is due once idle for backoffMs(deliveries). XCLAIM with that same min-idle-time takes
+ * it, so two workers never both retry it. The returned tasks carry the new delivery count (one
+ * more). Claim only what you handle now (limit 1): a claimed entry waiting in your hands ages
+ * like any other, and another worker's sweep would take it while it is still yours.
+ *
+ * Idle time alone cannot tell a failed entry from one a worker is still working on: that is why
+ * a worker keeps the entry in hand fresh with a heartbeat (see startWorker), and the sweep never
+ * sees it idle.
  */
-export async function claimDueRetries(client: Redis, options: RetryOptions): Promise<Task[]> {
+export async function claimDueRetries(
+  client: Redis,
+  options: RetryOptions,
+  limit = 1,
+): Promise<Task[]> {
   const { stream, group, consumer, retryBaseMs } = options;
   const pending = await client.xPendingRange(stream, group, "-", "+", 100, { IDLE: retryBaseMs });
   const due: Task[] = [];
   for (const entry of pending) {
+    if (due.length >= limit) break;
     const wait = backoffMs(entry.deliveriesCounter, retryBaseMs);
     if (entry.millisecondsSinceLastDelivery < wait) continue;
     const [claimed] = await client.xClaim(stream, group, consumer, wait, entry.id);
@@ -77,7 +88,8 @@ export async function claimDueRetries(client: Redis, options: RetryOptions): Pro
 /**
  * Moves a task to the dead-letter stream: its fields plus originalId (the entry's ID here),
  * reason and deliveries, and acknowledges it here, in one MULTI so it is never in both places
- * or in neither.
+ * or in neither: a worker that dies before EXEC leaves it pending, to be dead-lettered once by
+ * whoever takes it over.
  */
 export async function deadLetter(
   client: Redis,
@@ -106,15 +118,31 @@ async function ensureGroup(client: Redis, stream: string, group: string): Promis
 }
 
 /**
+ * How often a worker resets the idle time of the entry it is working on (XCLAIM ... JUSTID to
+ * itself): well inside the shortest backoff, so no retry sweep mistakes live work for a failure.
+ */
+function heartbeatMs(retryBaseMs: number): number {
+  return Math.max(10, Math.floor(retryBaseMs / 4));
+}
+
+/**
  * Starts a worker that, until stop(), first retries what is due (claimDueRetries), then reads
- * new entries. A task that succeeds is acknowledged. One that fails stays pending for a later
- * retry, unless this was delivery number maxDeliveries: then it is dead-lettered with the
- * error message as the reason. A task claimed with more deliveries than that (its workers kept
- * crashing on it) is dead-lettered without another try.
+ * new entries. While handle() runs, a heartbeat keeps the entry's idle time near 0, so its
+ * idle time counts from the failure, not from the delivery. A task that succeeds is
+ * acknowledged. One that fails stays pending for a later retry, unless this was delivery
+ * number maxDeliveries: then it is dead-lettered with the error message as the reason. A task
+ * claimed with more deliveries than that (its workers kept crashing on it) is dead-lettered
+ * without another try.
  */
 export function startWorker(client: Redis, options: RetryOptions): Worker {
-  const { stream, group, consumer, handle, maxDeliveries, blockMs = 1000 } = options;
+  const { stream, group, consumer, handle, maxDeliveries, retryBaseMs, blockMs = 1000 } = options;
   let running = true;
+
+  // JUSTID: the claim to itself resets the idle time without counting a delivery.
+  const heartbeat = (task: Task) =>
+    setInterval(() => {
+      client.xClaimJustId(stream, group, consumer, 0, task.id).catch(() => {});
+    }, heartbeatMs(retryBaseMs));
 
   const attempt = async (task: Task) => {
     if (task.deliveries > maxDeliveries) {
@@ -122,6 +150,7 @@ export function startWorker(client: Redis, options: RetryOptions): Worker {
       await deadLetter(client, options, task, reason);
       return;
     }
+    const beating = heartbeat(task);
     try {
       await handle(task);
     } catch (error) {
@@ -129,6 +158,8 @@ export function startWorker(client: Redis, options: RetryOptions): Worker {
         await deadLetter(client, options, task, (error as Error).message);
       }
       return;
+    } finally {
+      clearInterval(beating);
     }
     await client.xAck(stream, group, task.id);
   };
@@ -140,14 +171,17 @@ export function startWorker(client: Redis, options: RetryOptions): Worker {
     await reader.connect();
     try {
       while (running) {
-        for (const task of await claimDueRetries(client, options)) {
+        const due = await claimDueRetries(client, options);
+        for (const task of due) {
           if (running) await attempt(task);
         }
+        if (!running) break;
+        // While retries are due, do not wait for new entries.
         const reply = await reader.xReadGroup(
           group,
           consumer,
           { key: stream, id: ">" },
-          { COUNT: 10, BLOCK: blockMs },
+          due.length > 0 ? { COUNT: 1 } : { COUNT: 1, BLOCK: blockMs },
         );
         for (const { id, message } of reply?.[0]?.messages ?? []) {
           if (running) await attempt({ id, fields: message, deliveries: 1 });

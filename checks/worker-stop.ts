@@ -1,0 +1,106 @@
+/**
+ * stop() of a learner's stream worker, tested where it is hard: on a quiet stream, where no
+ * entry arrives to wake a blocking read, and in the middle of a task. Lessons 09 and 10 share it.
+ */
+import {
+  type ConnectionInfo,
+  call,
+  check,
+  learnerConnections,
+  type Redis,
+  sleep,
+  until,
+} from "./kit.ts";
+import { pendingCount } from "./streams-support.ts";
+import { allLearnerAddrs } from "./wire.ts";
+
+interface Worker {
+  stop(): Promise<void>;
+}
+
+export interface StopSetup {
+  observer: Redis;
+  stream: string;
+  group: string;
+  /** The BLOCK time the worker was given: stop() may wait for one blocking read to end. */
+  blockMs: number;
+  /** Starts a worker of the learner's on a client opened before this is called. */
+  start(handle: (task: { id: string }) => Promise<void>): Promise<Worker>;
+  /** Adds one entry to the stream, returns its ID. */
+  addTask(): Promise<string>;
+}
+
+/** Connections the learner's code opened after `before` that the server still has. */
+async function openedSince(observer: Redis, before: Set<string>): Promise<ConnectionInfo[]> {
+  return (await learnerConnections(observer)).filter((c) => !before.has(c.addr));
+}
+
+async function expectClosed(observer: Redis, before: Set<string>, when: string): Promise<void> {
+  let left: ConnectionInfo[] = [];
+  const closed = await until(async () => {
+    left = await openedSince(observer, before);
+    return left.length === 0;
+  }, 1000);
+  check(
+    closed,
+    `${when}, ${left.length} connection(s) the worker opened are still open (last command: ${left.map((c) => c.cmd).join(", ")}). stop() should close what the worker opened, e.g. its duplicate() for the blocking reads.`,
+    3,
+  );
+}
+
+export async function expectStopsCleanly(setup: StopSetup): Promise<void> {
+  const { observer, blockMs } = setup;
+  const before = allLearnerAddrs();
+
+  const quiet = await setup.start(async () => {});
+  // Let it settle into its blocking read: nothing is going to wake it.
+  await until(
+    async () =>
+      (await openedSince(observer, before)).some(
+        (c) => c.cmd === "xreadgroup" && c.flags.includes("b"),
+      ),
+    2000,
+  );
+  const askedAt = Date.now();
+  await call("worker.stop() on a quiet stream", () => quiet.stop(), blockMs + 5000);
+  const took = Date.now() - askedAt;
+  check(
+    took <= blockMs + 1000,
+    `On a quiet stream, stop() took ${took} ms to return; a worker reading with BLOCK ${blockMs} should be done within one blocking read (plus a little).`,
+    3,
+  );
+  await expectClosed(observer, before, "After stop() on a quiet stream");
+
+  let release = () => {};
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  let inHand = "";
+  const busy = await setup.start(async (task) => {
+    inHand = task.id;
+    await gate;
+  });
+  const id = await setup.addTask();
+  check(await until(() => inHand === id, 5000), "The worker never started on a new entry.", 2);
+  let stopped = false;
+  const stopping = call("worker.stop() in the middle of a task", () => busy.stop(), 10_000).then(
+    () => {
+      stopped = true;
+    },
+  );
+  stopping.catch(() => {});
+  await sleep(2 * blockMs);
+  check(
+    !stopped,
+    "stop() returned while handle() was still working on a task. It should let the task in hand finish (and be acknowledged) before it returns.",
+    3,
+  );
+  release();
+  await stopping;
+  check(
+    (await pendingCount(observer, setup.stream, setup.group)) === 0,
+    "stop() was called in the middle of a task that then succeeded, but the entry is still pending: finish the task in hand, acknowledge it, then stop.",
+    3,
+  );
+  await expectClosed(observer, before, "After stop() in the middle of a task");
+}
