@@ -10,6 +10,7 @@ import { PIPELINE_USAGE, PipelineUsageError, parsePipelineArgs, poisonCount } fr
 import { renderAudit } from "./audit.ts";
 import { SOLUTION_PARTS } from "./parts.ts";
 import { DEFAULTS, runPipeline } from "./pipeline.ts";
+import { findPython } from "./python.ts";
 
 async function main(argv: string[]): Promise<number> {
   const args = parsePipelineArgs(argv);
@@ -33,10 +34,18 @@ async function main(argv: string[]): Promise<number> {
   const tty = Boolean(process.stdout.isTTY) && !args.json;
   const out = args.json ? process.stderr : process.stdout;
   const claimIdleMs = args.claimIdleMs ?? Math.max(DEFAULTS.claimIdleMs, args.latencyMs * 10);
+  // Python workers are an extra: without python3 and redis-py the run goes on without them.
+  let pythonWorkers = args.pythonWorkers;
+  const python = pythonWorkers > 0 ? findPython() : undefined;
+  if (python && "missing" in python) {
+    out.write(kleur.yellow(`Skipping --python-workers: ${python.missing}.\n`));
+    pythonWorkers = 0;
+  }
   if (!args.json) {
+    const parts = args.parts ? `your parts (${args.parts})` : "the reference parts";
     console.log(
       kleur.bold(
-        `Document pipeline: ${args.docs} documents, ${args.workers} worker processes x 4 stages${args.chaos ? ", chaos" : ""}`,
+        `Document pipeline: ${args.docs} documents, ${args.workers} worker processes x 4 stages${pythonWorkers > 0 ? ` + ${pythonWorkers} Python NER` : ""}${args.chaos ? ", chaos" : ""}, ${parts}`,
       ),
     );
   }
@@ -48,7 +57,7 @@ async function main(argv: string[]): Promise<number> {
       latencyMs: args.latencyMs,
       failureRate: args.failureRate,
       chaos: args.chaos,
-      pythonWorkers: args.pythonWorkers,
+      pythonWorkers,
       poison: poisonCount(args),
       parts: args.parts ? resolve(args.parts) : SOLUTION_PARTS,
       claimIdleMs,
