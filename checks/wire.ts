@@ -48,8 +48,9 @@ interface Tracked {
   scope: string;
   localAddr?: string;
   parser: RespParser;
-  /** Writes held back while a `before()` action runs; flushed in order. */
-  held?: { chunks: [unknown, BufferEncoding | undefined][]; release: Promise<void> };
+  /** Writes waiting while a `before()` action runs: parsed, logged and sent in order after it. */
+  queue: [unknown, BufferEncoding | undefined][];
+  held: boolean;
   openMulti?: number;
 }
 
@@ -210,6 +211,39 @@ function onCommand(t: Tracked, args: string[]): { hold?: Promise<void>; drop?: b
   return {};
 }
 
+/**
+ * Sends what a connection wrote, in order: each chunk's commands are logged and matched against
+ * the rules first. A rule that holds the connection stops the pump; what the learner writes
+ * meanwhile waits in the queue and goes through the same steps when the hold ends, so no
+ * command escapes the log or a later rule.
+ */
+function pump(t: Tracked): void {
+  while (!t.held && t.queue.length > 0) {
+    const [chunk, encoding] = t.queue.shift() as [unknown, BufferEncoding | undefined];
+    const buffer = toBuffer(chunk, encoding);
+    const holds: Promise<void>[] = [];
+    for (const args of buffer ? t.parser.push(buffer) : []) {
+      const decision = onCommand(t, args);
+      if (decision.drop) {
+        t.queue.length = 0;
+        return;
+      }
+      if (decision.hold) holds.push(decision.hold.catch(() => {}));
+    }
+    if (holds.length === 0) {
+      originalWrite.call(t.socket, chunk as string, encoding as BufferEncoding);
+      continue;
+    }
+    t.held = true;
+    void Promise.all(holds).then(() => {
+      t.held = false;
+      if (crashedScopes.has(t.scope) || t.socket.destroyed) return;
+      originalWrite.call(t.socket, chunk as string, encoding as BufferEncoding);
+      pump(t);
+    });
+  }
+}
+
 function install(): void {
   const marker = Symbol.for("workbook.wire");
   const proto = net.Socket.prototype as unknown as Record<symbol, boolean>;
@@ -225,6 +259,8 @@ function install(): void {
         owner: undefined,
         scope,
         parser: new RespParser(),
+        queue: [],
+        held: false,
       };
       tracked.set(this, t);
       this.once("connect", () => {
@@ -245,33 +281,11 @@ function install(): void {
     const t = tracked.get(this);
     if (!t) return (originalWrite as (...a: unknown[]) => boolean).call(this, chunk, ...rest);
     if (t.conn === 0) t.conn = nextConn++;
-    const encoding = typeof rest[0] === "string" ? (rest[0] as BufferEncoding) : undefined;
     if (crashedScopes.has(t.scope) && t.owner !== "check") return false;
-    if (t.held) {
-      t.held.chunks.push([chunk, encoding]);
-      return true;
-    }
-    const buffer = toBuffer(chunk, encoding);
-    const commands = buffer ? t.parser.push(buffer) : [];
-    for (const args of commands) {
-      const decision = onCommand(t, args);
-      if (decision.drop) return false;
-      if (decision.hold) {
-        const chunks: [unknown, BufferEncoding | undefined][] = [[chunk, encoding]];
-        const release = decision.hold
-          .catch(() => {})
-          .then(() => {
-            t.held = undefined;
-            if (crashedScopes.has(t.scope)) return;
-            for (const [c, e] of chunks) {
-              if (!this.destroyed) (originalWrite as (...a: unknown[]) => boolean).call(this, c, e);
-            }
-          });
-        t.held = { chunks, release };
-        return true;
-      }
-    }
-    return (originalWrite as (...a: unknown[]) => boolean).call(this, chunk, ...rest);
+    const encoding = typeof rest[0] === "string" ? (rest[0] as BufferEncoding) : undefined;
+    t.queue.push([chunk, encoding]);
+    if (!t.held) pump(t);
+    return true;
   } as typeof net.Socket.prototype.write;
 
   // A real crash ends the process, so its clients never report their lost connections. Here
@@ -337,11 +351,23 @@ export function before(
   const firedPromise = new Promise<void>((resolve) => {
     fired = resolve;
   });
-  const rule: Rule = { match, action, nth: options.nth ?? 1, seen: 0, done: false, fired };
+  let hasFired = false;
+  const rule: Rule = {
+    match,
+    action,
+    nth: options.nth ?? 1,
+    seen: 0,
+    done: false,
+    fired: () => {
+      hasFired = true;
+      fired();
+    },
+  };
   rules.push(rule);
   return {
     fired: firedPromise,
-    hasFired: () => rule.done,
+    // A cancelled rule that never acted has not fired.
+    hasFired: () => hasFired,
     cancel: () => {
       rule.done = true;
     },

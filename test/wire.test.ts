@@ -138,3 +138,33 @@ test("a crash does not take the check down through a learner's client with no er
   await new Promise((resolve) => setTimeout(resolve, 300));
   expect(worker.crashed()).toBe(true);
 });
+
+test("commands written while a connection is held are logged, matched and sent in order", async () => {
+  const check = await connect("wb:check:test:5");
+  const learner = await connect("held");
+  await check.del("wire:held");
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  before(command("RPUSH", "wire:held"), () => gate);
+  const second = before(command("LPUSH", "wire:held"), async () => {
+    await check.rPush("wire:held", "competitor");
+  });
+  const cancelled = before(command("GET", "never-sent"), "crash");
+  cancelled.cancel();
+  // Both leave in one tick: the second is written while the first is held.
+  const replies = Promise.all([
+    learner.rPush("wire:held", "first"),
+    learner.lPush("wire:held", "second"),
+  ]);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  expect(await check.lRange("wire:held", 0, -1)).toEqual([]);
+  release();
+  await replies;
+  expect(second.hasFired()).toBe(true);
+  expect(cancelled.hasFired()).toBe(false);
+  expect(await check.lRange("wire:held", 0, -1)).toEqual(["second", "first", "competitor"]);
+  const order = sent((c) => c.args[1] === "wire:held").map((c) => c.name);
+  expect(order).toEqual(["RPUSH", "LPUSH"]);
+});
