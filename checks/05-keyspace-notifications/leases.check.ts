@@ -57,9 +57,13 @@ async function flags(observer: Redis): Promise<string> {
   return (await observer.configGet(EVENTS))[EVENTS] ?? "";
 }
 
-/** Turns expired events on the way the lesson teaches, if the learner's function does not. */
+/**
+ * Turns expired events on the way the lesson teaches, if the learner's function does not, and
+ * puts the server's setting back after the test.
+ */
 async function ensureExpiredEvents(observer: Redis): Promise<void> {
   const current = await flags(observer);
+  cleanup.push(() => observer.configSet(EVENTS, current));
   if (!/E/.test(current) || !/[xA]/.test(current)) await observer.configSet(EVENTS, `${current}Ex`);
 }
 
@@ -306,8 +310,6 @@ describe("keyspace notifications", () => {
   test("an expired lease is reported with its document id; a renewed one is not", async () => {
     const client = await learnerClient();
     const observer = await checkClient();
-    const original = await flags(observer);
-    cleanup.push(() => observer.configSet(EVENTS, original));
     await ensureExpiredEvents(observer);
     const expired: string[] = [];
     await watch(client, (docId) => expired.push(docId));
@@ -358,8 +360,6 @@ describe("keyspace notifications", () => {
   test("the watcher keeps reporting after onExpired() throws", async () => {
     const client = await learnerClient();
     const observer = await checkClient();
-    const original = await flags(observer);
-    cleanup.push(() => observer.configSet(EVENTS, original));
     await ensureExpiredEvents(observer);
     const expired: string[] = [];
     await watch(client, (docId) => {
@@ -389,8 +389,6 @@ describe("keyspace notifications", () => {
 
   test("the watcher follows the database its client uses", async () => {
     const observer = await checkClient();
-    const original = await flags(observer);
-    cleanup.push(() => observer.configSet(EVENTS, original));
     await ensureExpiredEvents(observer);
     // A learner connection on database 3: its events come on __keyevent@3__:expired.
     const client: Redis = createClient({
