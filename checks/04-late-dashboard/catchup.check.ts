@@ -94,10 +94,10 @@ class Pipeline {
   }
 
   /**
-   * Publishes a newer status that the hash does not hold yet, then records it later: from a
-   * dashboard's side, exactly what a status published right after its snapshot read looks like
-   * (it arrives live during the catch-up and is not in the snapshot). Returns how many
-   * subscribers the PUBLISH reached.
+   * Publishes a newer status that the hash does not hold yet; record() it later. From a
+   * dashboard's side this is exactly a status published right after its snapshot read: it
+   * arrives live during the catch-up and is not in the snapshot. Returns how many subscribers
+   * the PUBLISH reached.
    */
   async publishBeforeRecording(docId: string): Promise<{ status: DocStatus; reached: number }> {
     const status = this.nextStatus(docId);
@@ -201,6 +201,16 @@ async function lateDashboard(): Promise<Joined> {
     snapshotJudged = resolve;
   });
   let late: DocStatus | undefined;
+  /**
+   * Records the status published at the snapshot read before the dashboard's next command, as
+   * a publisher writing the hash first would have: a dashboard that reads the hash again later
+   * finds it there.
+   */
+  const recordLate = async () => {
+    const status = late;
+    late = undefined;
+    if (status) await pipeline.record(status);
+  };
   const onSubscribe = before(
     (c) => SUBSCRIBE.has(c.name),
     async (c) => {
@@ -224,6 +234,10 @@ async function lateDashboard(): Promise<Joined> {
     // Let the subscriber connection take these in before the snapshot's reply comes back.
     await sleep(15);
   });
+  const afterSnapshot = before(
+    (c) => late !== undefined && joined.snapshot !== undefined && c.seq > joined.snapshot.seq,
+    recordLate,
+  );
 
   const client = await learnerClient();
   const traffic = startTraffic(pipeline);
@@ -238,13 +252,14 @@ async function lateDashboard(): Promise<Joined> {
       2,
     );
     open.push(stop);
-    if (late) await pipeline.record(late);
+    await recordLate();
     await pipeline.publishStale("contract-1", 3);
     const target = pipeline.published + 20;
     while (pipeline.published < target) await sleep(5);
   } finally {
     onSubscribe.cancel();
     onSnapshot.cancel();
+    afterSnapshot.cancel();
     await traffic.stop();
   }
   // The last live events are on their way; wait for them, but let the tests judge the result.
