@@ -461,6 +461,34 @@ describe("a dashboard that joins late", () => {
     checkEachChangeOnce(await joinedLate());
   });
 
+  test("keeps showing live statuses after onChange() throws", async () => {
+    const keys = freshKeys("throw");
+    const pipeline = new Pipeline(await checkClient("pipeline-throw"), keys);
+    const shown: DocStatus[] = [];
+    const stop = await call("openDashboard()", async () =>
+      exercise.openDashboard(await learnerClient(), keys, (status) => {
+        shown.push(status);
+        // The screen fails to draw the first live status: the dashboard must outlive it.
+        if (shown.length === 1) throw new Error("render failed");
+      }),
+    );
+    open.push(stop);
+    await pipeline.advance("contract-31");
+    await eventually(
+      () => shown.length > 0,
+      2000,
+      "openDashboard() showed nothing for a status published after it was up.",
+      3,
+    );
+    const next = await pipeline.advance("contract-32");
+    await eventually(
+      () => shown.some((s) => sameValue(s, next)),
+      2000,
+      `onChange() threw for contract-31 (the check made it fail, as a screen can), and contract-32, published after that, never reached onChange() (it received ${JSON.stringify(shown)}). node-redis reports a listener's exception as an "error" event on the subscribing connection: give that connection an error listener (or catch around onChange()), so one failed update does not end the dashboard.`,
+      3,
+    );
+  });
+
   test("stop() unsubscribes and closes the dashboard's connection", async () => {
     const observer = await checkClient();
     const client = await learnerClient();
