@@ -15,7 +15,7 @@ import {
   sleep,
   until,
 } from "../kit.ts";
-import { before, type SentCommand } from "../wire.ts";
+import { before, type SentCommand, sent } from "../wire.ts";
 
 type Stage = "uploaded" | "ocr" | "ner" | "classification" | "embedding" | "done";
 interface DocStatus {
@@ -407,7 +407,13 @@ describe("publishing", () => {
     let atPublish: { hash: unknown } | undefined;
     const onPublish = before(
       (c) => (c.name === "PUBLISH" || c.name === "SPUBLISH") && c.multi === undefined,
-      async () => {
+      async (publish) => {
+        // An HSET sent before it on the same connection runs first: Redis keeps each
+        // connection's order, even when both were written at once (a pipeline, Promise.all).
+        const hashFirst = sent(
+          (c) => c.conn === publish.conn && c.seq < publish.seq && c.args[1] === keys.latest,
+        ).some((c) => c.name.startsWith("HSET") || c.name === "HMSET");
+        if (hashFirst) return;
         atPublish = { hash: parseJson(await observer.hGet(keys.latest, status.docId)) };
       },
     );
