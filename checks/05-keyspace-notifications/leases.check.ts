@@ -114,9 +114,21 @@ async function checkNearTtl(
 ): Promise<void> {
   const ttl = await observer.pTTL(lease);
   const floor = asked - (Date.now() - since) - 5;
+  const why =
+    ttl === -1
+      ? ": no expiry at all"
+      : ttl === -2
+        ? ": the key does not exist"
+        : ttl > asked * 500
+          ? ", about a thousand times more than asked: EXPIRE and EX take seconds, PEXPIRE and PX milliseconds"
+          : ttl > asked
+            ? ": more than asked. Use the ttlMs passed in"
+            : ttl < floor
+              ? ": less than asked. Use the ttlMs passed in"
+              : "";
   check(
     ttl >= floor && ttl <= asked,
-    `${what} should leave the lease with about ${asked} ms to live; PTTL says ${ttl}${ttl > asked ? " (more than asked: is it seconds where milliseconds were meant? PX and PEXPIRE take milliseconds, EX and EXPIRE seconds)" : ttl < 0 ? " (no expiry)" : ""}.`,
+    `${what} should leave the lease with about ${asked} ms to live; PTTL says ${ttl}${why}.`,
     hint,
   );
 }
