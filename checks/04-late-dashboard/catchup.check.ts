@@ -475,7 +475,10 @@ describe("a dashboard that joins late", () => {
       exercise.openDashboard(await learnerClient(), keys, (status) => {
         shown.push(status);
         // The screen fails to draw the first live status: the dashboard must outlive it.
-        if (shown.length === 1) throw new Error("render failed");
+        if (shown.length === 1)
+          throw new Error(
+            "onChange() threw on purpose (the check's simulated render failure). A dashboard survives it: an error listener on its subscriber connection receives it.",
+          );
       }),
     );
     open.push(stop);

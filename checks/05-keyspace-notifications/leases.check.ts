@@ -391,7 +391,10 @@ describe("keyspace notifications", () => {
     await watch(client, (docId) => {
       expired.push(docId);
       // The requeue of the first stalled document fails: the watcher must outlive it.
-      if (expired.length === 1) throw new Error("requeue failed: queue unavailable");
+      if (expired.length === 1)
+        throw new Error(
+          "onExpired() threw on purpose (the check's simulated failed requeue). A watcher survives it: an error listener on its subscriber connection receives it.",
+        );
     });
     await observer.set(`${LEASES}scan-first`, "ocr-worker-1", {
       expiration: { type: "PX", value: 50 },
