@@ -7,6 +7,8 @@ import {
   ctx,
   eventually,
   fail,
+  fresh,
+  freshKey,
   key,
   LEARNER_CLIENT,
   learnerClient,
@@ -15,6 +17,7 @@ import {
   type Redis,
   sleep,
 } from "../kit.ts";
+import { before as beforeCommand, type SentCommand, scope, sent } from "../wire.ts";
 
 type Stop = () => Promise<void>;
 
@@ -37,7 +40,10 @@ const exercise = await loadExercise<Exercise>(
   "watchExpiredLeases",
 );
 
-const LEASES = key("lease:");
+// A fresh prefix per run: a learner who hard-codes "lease:" reports nothing.
+const LEASES = `${freshKey("lease")}:`;
+/** Leases the lease tests take: expiring later, they are none of the watcher tests' business. */
+const HELD = `${freshKey("held")}:`;
 const EVENTS = "notify-keyspace-events";
 
 const cleanup: (() => Promise<unknown>)[] = [];
@@ -51,9 +57,13 @@ async function flags(observer: Redis): Promise<string> {
   return (await observer.configGet(EVENTS))[EVENTS] ?? "";
 }
 
-/** Turns expired events on the way the lesson teaches, if the learner's function does not. */
+/**
+ * Turns expired events on the way the lesson teaches, if the learner's function does not, and
+ * puts the server's setting back after the test.
+ */
 async function ensureExpiredEvents(observer: Redis): Promise<void> {
   const current = await flags(observer);
+  cleanup.push(() => observer.configSet(EVENTS, current));
   if (!/E/.test(current) || !/[xA]/.test(current)) await observer.configSet(EVENTS, `${current}Ex`);
 }
 
@@ -76,69 +86,228 @@ async function watch(client: Redis, onExpired: (docId: string) => void): Promise
   return once;
 }
 
+/** Whether a command touches `leaseKey` (a script names it among its keys, so it counts). */
+const touches = (leaseKey: string) => (c: SentCommand) => c.args.slice(1).includes(leaseKey);
+
+/** Commands that (re)write a lease's holder or expiry. */
+const LEASE_WRITES = new Set([
+  "PEXPIRE",
+  "EXPIRE",
+  "PEXPIREAT",
+  "EXPIREAT",
+  "SET",
+  "PSETEX",
+  "SETEX",
+]);
+
+/**
+ * The lease's TTL, `since` the call that set it started: never above the asked TTL, and below
+ * it by no more than the time that has passed since.
+ */
+async function checkNearTtl(
+  observer: Redis,
+  lease: string,
+  since: number,
+  asked: number,
+  what: string,
+  hint: number,
+): Promise<void> {
+  const ttl = await observer.pTTL(lease);
+  const floor = asked - (Date.now() - since) - 5;
+  const why =
+    ttl === -1
+      ? ": no expiry at all"
+      : ttl === -2
+        ? ": the key does not exist"
+        : ttl > asked * 500
+          ? ", about a thousand times more than asked: EXPIRE and EX take seconds, PEXPIRE and PX milliseconds"
+          : ttl > asked
+            ? ": more than asked. Use the ttlMs passed in"
+            : ttl < floor
+              ? ": less than asked. Use the ttlMs passed in"
+              : "";
+  check(
+    ttl >= floor && ttl <= asked,
+    `${what} should leave the lease with about ${asked} ms to live; PTTL says ${ttl}${why}.`,
+    hint,
+  );
+}
+
 describe("leases", () => {
-  test("acquireLease() takes a free lease, with a TTL, and only once", async () => {
+  test("acquireLease() takes a free lease, with a TTL near the asked one, and only once", async () => {
     const client = await learnerClient();
     const observer = await checkClient();
-    const lease = `${LEASES}contract-17`;
-    const first = await call("acquireLease()", () =>
-      exercise.acquireLease(client, lease, "ocr-worker-1", 5000),
+    const lease = `${HELD}contract-17`;
+    const [first, second] = [fresh("ocr-worker"), fresh("ocr-worker")];
+    const since = Date.now();
+    const taken = await call("acquireLease()", () =>
+      exercise.acquireLease(client, lease, first, 5000),
     );
     check(
-      first === true,
-      `The lease was free, so acquireLease() should return true; it returned ${JSON.stringify(first)}.`,
+      taken === true,
+      `The lease was free, so acquireLease() should return true; it returned ${JSON.stringify(taken)}.`,
       2,
     );
     const holder = await observer.get(lease);
     check(
-      holder === "ocr-worker-1",
-      `The lease key should hold the worker's name, "ocr-worker-1"; it holds ${JSON.stringify(holder)}.`,
+      holder === first,
+      `The lease key should hold the worker's name, "${first}"; it holds ${JSON.stringify(holder)}.`,
       2,
     );
-    const ttl = await observer.pTTL(lease);
-    check(
-      ttl > 0 && ttl <= 5000,
-      `The lease should expire by itself within 5000 ms; PTTL says ${ttl}. Set it with PX, in the same SET.`,
-      2,
-    );
-    const second = await call("acquireLease()", () =>
-      exercise.acquireLease(client, lease, "ocr-worker-2", 5000),
+    await checkNearTtl(observer, lease, since, 5000, "acquireLease(..., 5000)", 2);
+    const again = await call("acquireLease()", () =>
+      exercise.acquireLease(client, lease, second, 5000),
     );
     const after = await observer.get(lease);
     check(
-      second === false && after === "ocr-worker-1",
-      `The lease was already held by ocr-worker-1, yet acquireLease() for ocr-worker-2 returned ${JSON.stringify(second)} and the holder is now ${JSON.stringify(after)}. Two workers would process contract-17 at once: SET it with NX, only if it does not exist.`,
+      again === false && after === first,
+      `The lease was already held by ${first}, yet acquireLease() for ${second} returned ${JSON.stringify(again)} and the holder is now ${JSON.stringify(after)}. Two workers would process contract-17 at once: SET it with NX, only if it does not exist.`,
       2,
     );
   });
 
-  test("renewLease() extends the lease of its holder only", async () => {
+  test("acquireLease() is one step: a worker that dies during it leaves no lease without expiry", async () => {
+    const observer = await checkClient();
+    const lease = `${HELD}nda-9`;
+    const worker = scope("worker");
+    const client = await worker.run(() => learnerClient());
+    // The worker dies just before its second command on the lease, if it sends one.
+    const death = beforeCommand(touches(lease), "crash", { nth: 2 });
+    let died = false;
+    void death.fired.then(() => {
+      died = true;
+    });
+    try {
+      await worker
+        .run(() =>
+          call(
+            "acquireLease()",
+            () => exercise.acquireLease(client, lease, fresh("ocr-worker"), 5000),
+            3000,
+          ),
+        )
+        .catch(() => {});
+    } finally {
+      death.cancel();
+    }
+    if (!died) return;
+    const ttl = await observer.pTTL(lease);
+    check(
+      ttl !== -1,
+      `Your acquireLease() took the lease in more than one command, and the check stopped the worker between them, as a crash would: the lease key was left with no expiry (PTTL -1), so the document would stay blocked forever. Take it with one command, SET key worker NX PX ttl: a lease then never exists without its expiry.`,
+      2,
+    );
+  });
+
+  test("acquireLease() leaves a rival's lease alone, even one taken while it works", async () => {
+    const observer = await checkClient();
+    const client = await learnerClient();
+    const lease = `${HELD}lease-12`;
+    const rival = fresh("ocr-worker");
+    let rivalTook = false;
+    // A rival takes the lease right before the learner's second command on it, if there is one.
+    const race = beforeCommand(
+      touches(lease),
+      async () => {
+        const reply = await observer.set(lease, rival, {
+          condition: "NX",
+          expiration: { type: "PX", value: 5000 },
+        });
+        rivalTook = reply === "OK";
+      },
+      { nth: 2 },
+    );
+    let taken: boolean;
+    try {
+      taken = await call("acquireLease()", () =>
+        exercise.acquireLease(client, lease, fresh("ocr-worker"), 5000),
+      );
+    } finally {
+      race.cancel();
+    }
+    const holder = await observer.get(lease);
+    check(
+      !rivalTook || (holder === rival && taken === false),
+      `Your acquireLease() looked at the lease and then wrote it with a separate command; in between, a rival took it (SET NX succeeded for ${rival}). Your code then returned ${JSON.stringify(taken)} and the holder is now ${JSON.stringify(holder)}: it overwrote a lease it did not hold, and two workers would process the document at once. Take it with one command, SET key worker NX PX ttl.`,
+      2,
+    );
+  });
+
+  test("renewLease() extends the lease of its holder only, to about the asked TTL", async () => {
     const client = await learnerClient();
     const observer = await checkClient();
-    const lease = `${LEASES}nda-4`;
-    await observer.set(lease, "ner-worker-1", { expiration: { type: "PX", value: 1000 } });
+    const lease = `${HELD}nda-4`;
+    const [holder, stranger] = [fresh("ner-worker"), fresh("ner-worker")];
+    await observer.set(lease, holder, { expiration: { type: "PX", value: 1000 } });
     const stolen = await call("renewLease()", () =>
-      exercise.renewLease(client, lease, "ner-worker-2", 60_000),
+      exercise.renewLease(client, lease, stranger, 60_000),
     );
     const ttlAfterStranger = await observer.pTTL(lease);
     check(
       stolen === false && ttlAfterStranger <= 1000,
-      `renewLease() for ner-worker-2 extended a lease held by another worker (ner-worker-1): it returned ${JSON.stringify(stolen)} and PTTL is now ${ttlAfterStranger}. Check the holder and extend in one atomic step: a short Lua script with EVAL.`,
+      `renewLease() for ${stranger} extended a lease held by another worker (${holder}): it returned ${JSON.stringify(stolen)} and PTTL is now ${ttlAfterStranger}. Check the holder and extend in one atomic step: a short Lua script with EVAL.`,
       3,
     );
+    const since = Date.now();
     const renewed = await call("renewLease()", () =>
-      exercise.renewLease(client, lease, "ner-worker-1", 60_000),
+      exercise.renewLease(client, lease, holder, 60_000),
     );
-    const ttl = await observer.pTTL(lease);
     check(
-      renewed === true && ttl > 1000,
-      `renewLease() by the holder should extend the lease to 60 s and return true; it returned ${JSON.stringify(renewed)} and PTTL is ${ttl}.`,
+      renewed === true,
+      `renewLease() by the holder should extend the lease and return true; it returned ${JSON.stringify(renewed)}.`,
       3,
     );
+    await checkNearTtl(observer, lease, since, 60_000, "renewLease(..., 60000)", 3);
     const gone = await call("renewLease()", () =>
-      exercise.renewLease(client, `${LEASES}never-taken`, "ner-worker-1", 1000),
+      exercise.renewLease(client, `${HELD}never-taken`, holder, 1000),
     );
     check(gone === false, "renewLease() of a lease nobody holds should return false.", 3);
+  });
+
+  test("renewLease() does not extend a lease that changed hands while it was checking", async () => {
+    const client = await learnerClient();
+    const observer = await checkClient();
+    const lease = `${HELD}memo-8`;
+    const [holder, rival] = [fresh("ner-worker"), fresh("ner-worker")];
+    await observer.set(lease, holder, { expiration: { type: "PX", value: 5000 } });
+    // Just before the learner's code extends the lease with a separate command, it expires and
+    // a rival takes it: what a long GC pause or a slow network between two commands allows.
+    let handedOver: { write: string; earlier: string[] } | undefined;
+    const handover = beforeCommand(
+      (c) => LEASE_WRITES.has(c.name) && touches(lease)(c),
+      async (write) => {
+        const earlier = sent((c) => c.seq < write.seq && touches(lease)(c)).map((c) => c.name);
+        handedOver = { write: write.name, earlier };
+        await observer.del(lease);
+        await observer.set(lease, rival, { expiration: { type: "PX", value: 5000 } });
+      },
+    );
+    let renewed: boolean | undefined;
+    try {
+      renewed = await call("renewLease()", () =>
+        exercise.renewLease(client, lease, holder, 60_000),
+      );
+    } finally {
+      handover.cancel();
+    }
+    const ttl = await observer.pTTL(lease);
+    const now = await observer.get(lease);
+    if (handedOver && (ttl > 5000 || now !== rival)) {
+      const steps = handedOver.earlier.length
+        ? `checked the holder (${handedOver.earlier.join(", ")}) and then extended the lease with a separate ${handedOver.write}`
+        : `extended the lease with ${handedOver.write} without checking the holder in the same step`;
+      fail(
+        `Your renewLease() ${steps}. Just before that ${handedOver.write} the check let the lease expire and ${rival} take it; your ${handedOver.write} then changed ${rival}'s lease (holder now ${JSON.stringify(now)}, PTTL ${ttl}; renewLease() returned ${JSON.stringify(renewed)}). Check and extend in one atomic step: a Lua script with EVAL (or WATCH the key and extend inside MULTI).`,
+        3,
+      );
+    }
+    if (handedOver) {
+      check(
+        renewed === false,
+        `The lease changed hands before your renewLease() extended it, so it should return false; it returned ${JSON.stringify(renewed)}.`,
+        3,
+      );
+    }
   });
 });
 
@@ -167,8 +336,6 @@ describe("keyspace notifications", () => {
   test("an expired lease is reported with its document id; a renewed one is not", async () => {
     const client = await learnerClient();
     const observer = await checkClient();
-    const original = await flags(observer);
-    cleanup.push(() => observer.configSet(EVENTS, original));
     await ensureExpiredEvents(observer);
     const expired: string[] = [];
     await watch(client, (docId) => expired.push(docId));
@@ -184,7 +351,7 @@ describe("keyspace notifications", () => {
       expiration: { type: "PX", value: 200 },
     });
 
-    const until = Date.now() + 1500;
+    const until = Date.now() + 1000;
     while (Date.now() < until) {
       const renewed = await call("renewLease()", () =>
         exercise.renewLease(client, busy, "ocr-worker-2", 400),
@@ -195,10 +362,10 @@ describe("keyspace notifications", () => {
     await eventually(
       () => expired.length > 0,
       3000,
-      "The lease of contract-stalled expired, but onExpired() was never called. Subscribe to __keyevent@<db>__:expired (with the database number of the client) on a duplicate connection, and make sure notify-keyspace-events has E and x.",
+      `The lease of contract-stalled (key ${LEASES}contract-stalled) expired, but onExpired() was never called. Subscribe to __keyevent@<db>__:expired (with the database number of the client) on a duplicate connection, make sure notify-keyspace-events has E and x, and keep the keys that start with the leasePrefix you were given (here ${LEASES}).`,
       2,
     );
-    if (expired.some((docId) => docId.includes("lease:"))) {
+    if (expired.some((docId) => docId.startsWith(LEASES))) {
       fail(
         `onExpired() received "${expired[0]}": the expired key's full name. Strip the lease prefix and report the document id, "contract-stalled".`,
         2,
@@ -216,10 +383,41 @@ describe("keyspace notifications", () => {
     );
   });
 
+  test("the watcher keeps reporting after onExpired() throws", async () => {
+    const client = await learnerClient();
+    const observer = await checkClient();
+    await ensureExpiredEvents(observer);
+    const expired: string[] = [];
+    await watch(client, (docId) => {
+      expired.push(docId);
+      // The requeue of the first stalled document fails: the watcher must outlive it.
+      if (expired.length === 1)
+        throw new Error(
+          "onExpired() threw on purpose (the check's simulated failed requeue). A watcher survives it: an error listener on its subscriber connection receives it.",
+        );
+    });
+    await observer.set(`${LEASES}scan-first`, "ocr-worker-1", {
+      expiration: { type: "PX", value: 50 },
+    });
+    await eventually(
+      () => expired.length > 0,
+      3000,
+      "The lease of scan-first expired, but onExpired() was never called.",
+      2,
+    );
+    await observer.set(`${LEASES}scan-second`, "ocr-worker-2", {
+      expiration: { type: "PX", value: 50 },
+    });
+    await eventually(
+      () => expired.includes("scan-second"),
+      3000,
+      `onExpired() threw for scan-first (the check made it fail, as a requeue can), and after that the lease of scan-second expired without being reported (onExpired() received ${JSON.stringify(expired)}). node-redis reports a listener's exception as an "error" event on the subscribing connection: give that connection an error listener, so one failed requeue does not end the watcher (or catch around onExpired()).`,
+      2,
+    );
+  });
+
   test("the watcher follows the database its client uses", async () => {
     const observer = await checkClient();
-    const original = await flags(observer);
-    cleanup.push(() => observer.configSet(EVENTS, original));
     await ensureExpiredEvents(observer);
     // A learner connection on database 3: its events come on __keyevent@3__:expired.
     const client: Redis = createClient({

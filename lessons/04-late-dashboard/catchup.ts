@@ -31,7 +31,8 @@ export interface StatusKeys {
 
 /**
  * Records `status` as its document's latest (field docId of the hash keys.latest, the status as
- * JSON) and publishes the same JSON on keys.channel, as one atomic step.
+ * JSON) and publishes the same JSON on keys.channel. The hash must hold the status no later
+ * than the PUBLISH goes out: a dashboard may read it at any moment.
  */
 export async function publishStatus(
   client: Redis,

@@ -66,8 +66,8 @@ export async function latest(client: Redis, stream: string, count: number): Prom
 }
 
 /**
- * Deletes every entry older than `maxAgeMs` milliseconds (judged by the time inside its ID) and
- * returns how many were deleted. This is a retention promise to our customers: no entry older
+ * Deletes every entry older than `maxAgeMs` milliseconds (judged by the time inside its ID, also
+ * in milliseconds) and returns how many were deleted. This is a retention promise to our customers: no entry older
  * than the limit may survive.
  */
 export async function trimOlderThan(

@@ -31,8 +31,10 @@ export async function publishStatus(
   status: DocStatus,
 ): Promise<void> {
   const json = JSON.stringify(status);
-  // MULTI/EXEC runs both or neither, with nothing in between: every status a subscriber misses
-  // is already in the hash, and the hash never holds a status that was not published.
+  // MULTI/EXEC runs the HSET and the PUBLISH back to back, no other client's command in between:
+  // nobody can read the hash after the status went out and before it was recorded. It is no
+  // rollback: a command that fails as it runs (WRONGTYPE) does not stop the other one, and
+  // exec() then rejects with the error in that command's place.
   await client.multi().hSet(keys.latest, status.docId, json).publish(keys.channel, json).exec();
 }
 
