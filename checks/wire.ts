@@ -22,6 +22,7 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { EventEmitter } from "node:events";
 import net from "node:net";
+import { nameSetBy } from "../src/redis/trace.ts";
 
 export interface SentCommand {
   /** Order of writing across all connections of this process. */
@@ -140,16 +141,6 @@ function toBuffer(chunk: unknown, encoding?: BufferEncoding): Buffer | undefined
   return undefined;
 }
 
-function nameIn(args: string[]): string | undefined {
-  const upper = args.map((a) => a.toUpperCase());
-  if (upper[0] === "CLIENT" && upper[1] === "SETNAME") return args[2];
-  if (upper[0] === "HELLO") {
-    const at = upper.indexOf("SETNAME");
-    if (at > 0) return args[at + 1];
-  }
-  return undefined;
-}
-
 const CRASH_MESSAGE = "the worker process died (simulated by the check)";
 
 function isCrashFallout(error: unknown): boolean {
@@ -176,7 +167,7 @@ const originalConnect = net.Socket.prototype.connect;
 function onCommand(t: Tracked, args: string[]): { hold?: Promise<void>; drop?: boolean } {
   const name = (args[0] ?? "").toUpperCase();
   if (t.owner === undefined) {
-    const setName = nameIn(args);
+    const setName = nameSetBy(args);
     t.owner = setName?.startsWith(checkNamePrefix) ? "check" : "learner";
   }
   if (t.owner === "check") return {};

@@ -3,35 +3,16 @@
  * (one simulated process, its client included), with what onEntry() received recorded, and
  * onEntry() under the check's control (fail, hold, or die on a given call).
  */
+
+import type { DocEvent, LogEntry, Tail } from "../../lessons/07-tail-xread/tail.ts";
 import { call, check, learnerClient, loadExercise, type Redis, sameValue } from "../kit.ts";
 import { compareIds } from "../streams-support.ts";
 import { type Scope, scope } from "../wire.ts";
 
-export interface DocEvent {
-  docId: string;
-  stage: string;
-  status: string;
-}
+// The exercise's contract is written once, in the starter.
+export type { DocEvent, LogEntry, Tail } from "../../lessons/07-tail-xread/tail.ts";
 
-export interface LogEntry {
-  id: string;
-  event: DocEvent;
-}
-
-interface TailOptions {
-  stream: string;
-  checkpoint: string;
-  onEntry(entry: LogEntry): void | Promise<void>;
-  blockMs: number;
-}
-
-export interface Tail {
-  stop(): Promise<void>;
-}
-
-interface Exercise {
-  startTail(client: Redis, options: TailOptions): Promise<Tail>;
-}
+type Exercise = typeof import("../../lessons/07-tail-xread/tail.ts");
 
 export const exercise = await loadExercise<Exercise>("startTail");
 

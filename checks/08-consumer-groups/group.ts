@@ -3,6 +3,8 @@
  * worker with a handle() the check controls, and reading the group's state from the server and
  * from what the learner's connections sent.
  */
+
+import type { Worker, WorkerOptions } from "../../lessons/08-consumer-groups/workers.ts";
 import {
   CheckFailure,
   type ConnectionInfo,
@@ -17,29 +19,10 @@ import {
 } from "../kit.ts";
 import { sent } from "../wire.ts";
 
-export interface Task {
-  id: string;
-  docId: string;
-}
+// The exercise's contract is written once, in the starter.
+export type { Task, Worker, WorkerOptions } from "../../lessons/08-consumer-groups/workers.ts";
 
-export interface WorkerOptions {
-  stream: string;
-  group: string;
-  consumer: string;
-  handle(task: Task): void | Promise<void>;
-  count: number;
-  blockMs: number;
-}
-
-export interface Worker {
-  stop(): Promise<void>;
-}
-
-interface Exercise {
-  enqueue(client: Redis, stream: string, docId: string): Promise<string>;
-  ensureGroup(client: Redis, stream: string, group: string): Promise<void>;
-  startWorker(client: Redis, options: WorkerOptions): Promise<Worker>;
-}
+type Exercise = typeof import("../../lessons/08-consumer-groups/workers.ts");
 
 export const exercise = await loadExercise<Exercise>("enqueue", "ensureGroup", "startWorker");
 

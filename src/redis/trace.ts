@@ -57,7 +57,8 @@ export function parseMonitorLine(
   return { time: Number(time) * 1000, addr, args: parseQuotedArgs(rest) };
 }
 
-function nameSetBy(args: string[]): string | undefined {
+/** The connection name a command sets (CLIENT SETNAME, or HELLO ... SETNAME), if any. */
+export function nameSetBy(args: string[]): string | undefined {
   const upper = args.map((a) => a.toUpperCase());
   if (upper[0] === "CLIENT" && upper[1] === "SETNAME") return args[2];
   if (upper[0] === "HELLO") {
