@@ -83,9 +83,9 @@ const COMMANDS: Record<string, CommandSpec> = {
     usage: "  npm run demo -- <lesson>      watch a lesson's idea run",
   },
   lesson: {
-    lesson: "required",
+    lesson: "optional",
     options: {},
-    usage: "  npm run lesson -- <lesson>    read a lesson's text in the terminal",
+    usage: "  npm run lesson -- [lesson]    read a lesson's text in the terminal",
   },
   "redis-cli": {
     lesson: "none",

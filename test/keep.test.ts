@@ -73,7 +73,8 @@ test.concurrent("a passing check keeps nothing and stops the server kept before 
   const before = keptIn(state);
   const run = cli(["check", "01", "--solution", "--keep"], env);
   expect(run.code, run.out).toBe(0);
-  expect(run.out).not.toContain("Kept");
+  expect(run.out).not.toContain("Kept for you");
+  expect(run.out).toContain("the check passed, so nothing was kept");
   expect(existsSync(state)).toBe(false);
   expect(await answers(before.port ?? 0)).toBe(false);
 });

@@ -21,7 +21,7 @@ import { learnerTarget } from "./check-learner.ts";
 import { doneCount, lessonState, suggestedLesson, tierName } from "./course.ts";
 import { renderDiff } from "./diff.ts";
 import { onExit } from "./exit.ts";
-import { keepFailedRun } from "./keep.ts";
+import { keepFailedRun, nothingKept } from "./keep.ts";
 import { progressBar, screenWidth, terminalWidth, wrap } from "./term.ts";
 import { Rechecks, watchForSaves } from "./watch.ts";
 
@@ -122,6 +122,7 @@ export async function check(lessons: Lesson[], args: ParsedArgs): Promise<number
   });
   recordPass(lesson, verdict);
   printVerdict(lesson, verdict, args);
+  if (args.flags.has("--keep") && kept.length === 0) kept = ["", nothingKept(verdict)];
   // After the JSON line, on stderr: stdout stays one verdict a script can parse.
   if (kept.length > 0) (args.flags.has("--json") ? console.error : print)(kept.join("\n"));
   return exitCode(verdict);

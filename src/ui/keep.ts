@@ -1,6 +1,7 @@
 /** `npm run check -- --keep`: after a failed run, what stays in Redis and how to look at it. */
 import { createClient } from "redis";
 import type { Lesson } from "../catalog.ts";
+import type { Verdict } from "../check/verdict.ts";
 import { KEEP_SECONDS, recordKept, recordKeptServer } from "../redis/kept.ts";
 import type { RedisTarget } from "../redis/target.ts";
 
@@ -69,4 +70,11 @@ export async function keepFailedRun(
     `      npm run redis-cli          (a session: type commands, quit to leave)`,
     end,
   ];
+}
+
+/** Why --keep kept nothing: only a check that ran and failed leaves something worth a look. */
+export function nothingKept(verdict: Verdict): string {
+  if (verdict.status === "passed") return "--keep: the check passed, so nothing was kept.";
+  if (verdict.status === "skipped") return "--keep: the check was skipped, so nothing was kept.";
+  return "--keep: nothing was kept, because the check stopped before it ran your code against Redis.";
 }
