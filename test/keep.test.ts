@@ -40,7 +40,7 @@ function keptIn(state: string): Kept {
   return JSON.parse(readFileSync(state, "utf8")) as Kept;
 }
 
-test.concurrent("a failed check keeps its server and keys after the command exits, says how to look, and --stop ends it", async () => {
+test("a failed check keeps its server and keys after the command exits, says how to look, and --stop ends it", async () => {
   const { env, state } = box();
   const run = cli(["check", "08", "--starter", "--keep"], env);
   expect(run.code, run.err).toBe(1);
@@ -67,7 +67,7 @@ test.concurrent("a failed check keeps its server and keys after the command exit
   expect(existsSync(kept.dir ?? "")).toBe(false);
 });
 
-test.concurrent("a passing check keeps nothing and stops the server kept before it", async () => {
+test("a passing check keeps nothing and stops the server kept before it", async () => {
   const { env, state } = box();
   cli(["redis-cli", "PING"], env);
   const before = keptIn(state);
@@ -79,7 +79,7 @@ test.concurrent("a passing check keeps nothing and stops the server kept before 
   expect(await answers(before.port ?? 0)).toBe(false);
 });
 
-test.concurrent("against REDIS_URL it keeps only the check's prefixed keys, and --stop deletes them", async () => {
+test("against REDIS_URL it keeps only the check's prefixed keys, and --stop deletes them", async () => {
   const server = await startPrivateServer();
   try {
     const { env, state } = box({ REDIS_URL: server.url });
