@@ -36,6 +36,8 @@ test("connects to a TLS REDIS_URL with the user as an option and the password on
     "-p",
     "6380",
     "--tls",
+    "--sni",
+    "cache.example.net",
     "--user",
     "alice",
     "-n",

@@ -28,9 +28,10 @@ function redisCliInstalled(): boolean {
 /** redis-cli's connection options and environment for `url`: the secret only in the environment. */
 export function redisCliConnection(url: string): { args: string[]; env: Record<string, string> } {
   const parsed = new URL(url);
-  const args = ["-h", parsed.hostname.replace(/^\[|\]$/g, "")];
-  args.push("-p", parsed.port || (parsed.protocol === "rediss:" ? "6380" : "6379"));
-  if (parsed.protocol === "rediss:") args.push("--tls");
+  const host = parsed.hostname.replace(/^\[|\]$/g, "");
+  const args = ["-h", host, "-p", parsed.port || (parsed.protocol === "rediss:" ? "6380" : "6379")];
+  // redis-cli sends no server name unless asked, and a shared TLS endpoint may need it.
+  if (parsed.protocol === "rediss:") args.push("--tls", "--sni", host);
   const user = decodeURIComponent(parsed.username);
   if (user && user !== "default") args.push("--user", user);
   const db = /^\/(\d+)$/.exec(parsed.pathname)?.[1];
