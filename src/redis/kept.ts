@@ -4,14 +4,14 @@
  * workspace so later commands find it; the next check, `npm run redis-cli -- --stop`, or the
  * server's own timer ends it, so nothing is kept forever.
  */
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { workspaceDir } from "../paths.ts";
 import { killGroup } from "../process-group.ts";
 import { startTime } from "../scratch.ts";
 import { deletePrefixedKeys, redisUrlFrom } from "./target.ts";
 
-/** How long a kept private server runs before it stops itself. */
+/** How long a kept private server may go unused before it stops itself. */
 export const KEEP_SECONDS = 30 * 60;
 
 export interface Kept {
@@ -24,8 +24,6 @@ export interface Kept {
   pid?: number;
   start?: string;
   dir?: string;
-  /** When a kept private server stops itself (ms since the epoch). */
-  until?: number;
 }
 
 export function keptFile(env: NodeJS.ProcessEnv = process.env): string {
@@ -66,11 +64,21 @@ export function recordKeptServer(
     pid: held.pid,
     start: startTime(held.pid),
     dir: held.dir,
-    until: Date.now() + KEEP_SECONDS * 1000,
     ...check,
   };
   recordKept(kept);
   return kept;
+}
+
+/** Restarts a kept server's idle time: its watchdog stops it once this file is old enough. */
+export function markKeptUsed(kept: Kept): void {
+  if (!kept.dir) return;
+  const now = new Date();
+  try {
+    utimesSync(join(kept.dir, "used"), now, now);
+  } catch {
+    // Gone: the server is stopping, and the command will say it could not connect.
+  }
 }
 
 export function recordKept(kept: Kept): void {

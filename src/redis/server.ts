@@ -26,7 +26,8 @@ export interface PrivateServer {
   stop(): Promise<void>;
   /**
    * Lets the server outlive this process on purpose (`npm run check -- --keep`): it stops itself
-   * after `seconds`, and stop() becomes a no-op. Returns what a later command needs to stop it.
+   * once unused for `seconds` (whole minutes), and stop() becomes a no-op. Returns what a later
+   * command needs to stop it.
    */
   keep(seconds: number): { pid: number; dir: string };
 }
@@ -89,8 +90,9 @@ function freePort(): Promise<number> {
  * (we exited, even by SIGKILL), `read` returns, the server is stopped and its directory ($1)
  * removed: nothing outlives the workbook. When the server exits by itself (SHUTDOWN), `wait`
  * returns and the shell ends; Node then closes the pipe too, and the reader leaves the
- * directory alone because the server was already gone. A "keep <seconds>" line instead of EOF
- * lets the server outlive us for that long, then the same stop and removal happen.
+ * directory alone because the server was already gone. A "keep <minutes>" line instead of EOF
+ * lets the server outlive us until $dir/used has not been touched for that long (each use of the
+ * kept server touches it), then the same stop and removal happen.
  */
 const WATCHDOG = [
   "dir=$1; shift",
@@ -99,7 +101,9 @@ const WATCHDOG = [
   'redis-server "$@" </dev/null & pid=$!',
   'trap "kill $pid 2>/dev/null; exit" TERM INT',
   // Only if it was still running: after a SHUTDOWN we may start it again in the same directory.
-  '(read -r what secs <&3; [ "$what" = keep ] && sleep "$secs"; kill $pid 2>/dev/null || exit; while kill -0 $pid 2>/dev/null; do sleep 0.05; done; rm -rf "$dir") &',
+  '(read -r what mins <&3; if [ "$what" = keep ]; then touch "$dir/used"',
+  '  while [ -e "$dir/used" ] && [ -z "$(find "$dir/used" -mmin +"$mins")" ]; do sleep 15; done',
+  'fi; kill $pid 2>/dev/null || exit; while kill -0 $pid 2>/dev/null; do sleep 0.05; done; rm -rf "$dir") &',
   "wait $pid",
 ].join("\n");
 
@@ -110,7 +114,7 @@ interface Launched {
   end(): Promise<void>;
   /** SIGKILLs the group and forgets it for the exit hook. */
   kill(): Promise<void>;
-  /** Tells the watchdog to let the server run `seconds` after we exit, and forgets the group. */
+  /** Tells the watchdog to let the server run until unused for `seconds`, and forgets the group. */
   keep(seconds: number): void;
 }
 
@@ -154,7 +158,7 @@ function launch(port: number, dir: string, extraArgs: string[], options: ServerO
       forget();
     },
     keep(seconds) {
-      child.stdin?.end(`keep ${Math.round(seconds)}\n`);
+      child.stdin?.end(`keep ${Math.max(1, Math.ceil(seconds / 60))}\n`);
       child.unref();
       forget();
     },

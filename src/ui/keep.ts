@@ -49,7 +49,7 @@ export async function keepFailedRun(
     recordKeptServer(redis.port, redis.keep(KEEP_SECONDS), check);
     where = `the private redis-server on 127.0.0.1:${redis.port} is still running`;
     look = `npm run redis-cli -- KEYS '${prefix}*'`;
-    end = `Stop it: npm run redis-cli -- --stop (or it stops at your next check, or after ${KEEP_SECONDS / 60} minutes).`;
+    end = `Stop it: npm run redis-cli -- --stop (or it stops at your next check, or after ${KEEP_SECONDS / 60} minutes unused).`;
   } else {
     recordKept({ kind: "external", ...check });
     where = `its keys stay on REDIS_URL (${redis.display})`;

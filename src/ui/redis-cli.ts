@@ -6,7 +6,13 @@
 import { spawn, spawnSync } from "node:child_process";
 import kleur from "kleur";
 import type { ParsedArgs } from "../args.ts";
-import { KEEP_SECONDS, readKept, recordKeptServer, releaseKept } from "../redis/kept.ts";
+import {
+  KEEP_SECONDS,
+  markKeptUsed,
+  readKept,
+  recordKeptServer,
+  releaseKept,
+} from "../redis/kept.ts";
 import { startPrivateServer } from "../redis/server.ts";
 import { redisUrlFrom } from "../redis/target.ts";
 
@@ -64,6 +70,7 @@ export async function redisCli(args: ParsedArgs): Promise<number> {
   const rest = args.rest ?? [];
   const kept = readKept();
   if (kept?.kind === "private" && kept.port !== undefined) {
+    markKeptUsed(kept);
     return run(["-h", "127.0.0.1", "-p", String(kept.port), ...rest], {});
   }
   const raw = process.env.REDIS_URL?.trim();
@@ -77,7 +84,7 @@ export async function redisCli(args: ParsedArgs): Promise<number> {
   recordKeptServer(server.port, server.keep(KEEP_SECONDS));
   console.error(
     kleur.dim(
-      `Started a private redis-server on 127.0.0.1:${server.port} for your commands. It stays for the next ones; it stops at your next check, after ${KEEP_SECONDS / 60} minutes, or with: npm run redis-cli -- --stop`,
+      `Started a private redis-server on 127.0.0.1:${server.port} for your commands. It stays for the next ones; it stops at your next check, after ${KEEP_SECONDS / 60} minutes unused, or with: npm run redis-cli -- --stop`,
     ),
   );
   return run(["-h", "127.0.0.1", "-p", String(server.port), ...rest], {});
