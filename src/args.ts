@@ -93,7 +93,8 @@ const COMMANDS: Record<string, CommandSpec> = {
     passThrough: true,
     usage: `  npm run redis-cli -- [args]   redis-cli on the workbook's Redis (a kept check's,
                                 REDIS_URL, or a private one); with args, one
-                                command; --stop ends what a check kept`,
+                                command; --stop ends what was kept; redis-cli's
+                                own options after a second --`,
   },
   doctor: {
     lesson: "none",
