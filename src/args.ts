@@ -9,6 +9,8 @@ export interface ParsedArgs {
   flags: Set<string>;
   /** The options with a value, as "--level" -> "2". */
   options: Map<string, string>;
+  /** A pass-through command's arguments after its own options (redis-cli's command). */
+  rest?: string[];
 }
 
 type OptionType = "boolean" | "string";
@@ -19,6 +21,8 @@ interface CommandSpec {
   options: Record<string, OptionType>;
   /** The command's lines of the usage. */
   usage: string;
+  /** Arguments from the first positional (or after `--`) go to another program as they are. */
+  passThrough?: boolean;
 }
 
 const TARGET_OPTIONS: Record<string, OptionType> = {
@@ -44,10 +48,11 @@ const COMMANDS: Record<string, CommandSpec> = {
   },
   check: {
     lesson: "optional",
-    options: TARGET_OPTIONS,
+    options: { ...TARGET_OPTIONS, keep: "boolean" },
     usage: `  npm run check -- [lesson]     check your exercise once; --json, --verbose,
                                 --solution, --starter, --mistake <name>,
-                                --variant <name>`,
+                                --variant <name>; --keep: after a failure, keep
+                                Redis and the check's keys to look at`,
   },
   watch: {
     lesson: "optional",
@@ -76,6 +81,20 @@ const COMMANDS: Record<string, CommandSpec> = {
     lesson: "required",
     options: {},
     usage: "  npm run demo -- <lesson>      watch a lesson's idea run",
+  },
+  lesson: {
+    lesson: "optional",
+    options: {},
+    usage: "  npm run lesson -- [lesson]    read a lesson's text in the terminal",
+  },
+  "redis-cli": {
+    lesson: "none",
+    options: { stop: "boolean" },
+    passThrough: true,
+    usage: `  npm run redis-cli -- [args]   redis-cli on the workbook's Redis (a kept check's,
+                                REDIS_URL, or a private one); with args, one
+                                command; --stop ends what was kept; redis-cli's
+                                own options after a second --`,
   },
   doctor: {
     lesson: "none",
@@ -127,10 +146,19 @@ export function parseArgs(argv: string[]): ParsedArgs {
     const guess = nearest(command, Object.keys(COMMANDS));
     throw new UsageError(`Unknown command "${command}"${guess ? `: did you mean ${guess}?` : "."}`);
   }
+  let own = rest;
+  let passed: string[] | undefined;
+  if (spec.passThrough) {
+    const split = rest.findIndex((arg) => arg === "--" || !arg.startsWith("-"));
+    if (split >= 0) {
+      own = rest.slice(0, split);
+      passed = rest.slice(rest[split] === "--" ? split + 1 : split);
+    }
+  }
   let parsed: ReturnType<typeof parseNodeArgs>;
   try {
     parsed = parseNodeArgs({
-      args: rest,
+      args: own,
       strict: true,
       allowPositionals: true,
       options: {
@@ -141,7 +169,7 @@ export function parseArgs(argv: string[]): ParsedArgs {
   } catch (error) {
     throw usageError(
       command,
-      describeParseError(error as NodeJS.ErrnoException, rest, command, spec),
+      describeParseError(error as NodeJS.ErrnoException, own, command, spec),
     );
   }
   const flags = new Set<string>();
@@ -151,6 +179,7 @@ export function parseArgs(argv: string[]): ParsedArgs {
     else if (typeof value === "string") options.set(`--${name}`, value);
   }
   if (flags.has("--help")) return { command, flags, options };
+  if (spec.passThrough) return { command, flags, options, rest: passed ?? [] };
   const [lesson, extra] = parsed.positionals;
   if (extra !== undefined) throw usageError(command, `Unexpected argument "${extra}".`);
   if (lesson !== undefined && spec.lesson === "none") {

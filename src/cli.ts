@@ -2,6 +2,7 @@
 import kleur from "kleur";
 import { commandUsage, helpPointer, parseArgs, USAGE, UsageError } from "./args.ts";
 import { loadCatalog } from "./catalog.ts";
+import { releaseKept } from "./redis/kept.ts";
 import { redact } from "./redis/redact.ts";
 import { redisUrlFrom } from "./redis/target.ts";
 import { guardOutput } from "./stdio.ts";
@@ -18,9 +19,14 @@ import {
 } from "./ui/commands.ts";
 import { exitCleanly, handleSignals } from "./ui/exit.ts";
 import { guided, plainStart } from "./ui/home.ts";
+import { readLesson } from "./ui/read-lesson.ts";
+import { redisCli } from "./ui/redis-cli.ts";
 
 /** A prompt needs someone to answer it: both ends must be a terminal. */
 const interactive = Boolean(process.stdin.isTTY && process.stdout.isTTY);
+
+/** Commands that run checks: what a failed check kept is over once the next one runs. */
+const ENDS_KEPT = new Set(["start", "watch", "check", "demo"]);
 
 async function main(argv: string[]): Promise<number> {
   const args = parseArgs(argv);
@@ -34,6 +40,10 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const lessons = loadCatalog();
+  if (ENDS_KEPT.has(args.command)) {
+    const ended = await releaseKept();
+    if (ended && !args.flags.has("--json")) console.error(kleur.dim(ended));
+  }
   switch (args.command) {
     case "start":
       return interactive ? guided(lessons) : plainStart(lessons);
@@ -55,6 +65,10 @@ async function main(argv: string[]): Promise<number> {
       return doctor(lessons, args);
     case "demo":
       return demo(lessons, args);
+    case "lesson":
+      return readLesson(lessons, args);
+    case "redis-cli":
+      return redisCli(args);
     default:
       throw new UsageError(`Unknown command "${args.command}".`);
   }

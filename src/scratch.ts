@@ -41,6 +41,11 @@ export function makeScratch(kind: "check" | "redis"): string {
   return dir;
 }
 
+/** Makes process `pid` the owner of `dir`: it is swept only once that process is gone. */
+export function handOverScratch(dir: string, pid: number): void {
+  writeFileSync(join(dir, OWNER_FILE), JSON.stringify({ pid, start: startTime(pid) }));
+}
+
 /** Whether the process recorded in `dir` is gone; false when nothing is recorded. */
 function ownerGone(dir: string): boolean {
   let owner: { pid?: unknown; start?: unknown };

@@ -30,6 +30,11 @@ import { guardGroup } from "./watchdog.ts";
 export interface RunOptions {
   /** Upper bound for the whole run; defaults to the lesson's timeoutMs or 60 s. */
   timeoutMs?: number;
+  /**
+   * `npm run check -- --keep`: a failed run leaves its keys in Redis for the learner to look at,
+   * and this is told their prefix.
+   */
+  keepFailed?: (prefix: string) => void;
 }
 
 const VITEST = join(ROOT, "node_modules", "vitest", "vitest.mjs");
@@ -236,6 +241,7 @@ async function checkFile(
   let forgetChild = () => false;
   let releaseGuard = () => {};
   let stdio = "";
+  let keepKeys = false;
   try {
     if (redis.kind === "private" && redis.port !== undefined) {
       await redis.refresh?.();
@@ -291,6 +297,7 @@ async function checkFile(
     const traced = trace ? await bounded(trace.stop()) : undefined;
     const sent = traced ? learnerCommands(traced) : undefined;
     trace = undefined;
+    keepKeys = decided.status === "failed" && options.keepFailed !== undefined;
     return finish({ ...decided, sent, diagnostics: hideSecrets(stdio) });
   } catch (error) {
     return finish({
@@ -306,7 +313,8 @@ async function checkFile(
     killProcessesWithEnv(runEntry);
     forgetRun();
     if (trace) await bounded(trace.stop());
-    await bounded(deletePrefixedKeys(redis.url, prefix, STEP_MS));
+    if (keepKeys) options.keepFailed?.(prefix);
+    else await bounded(deletePrefixedKeys(redis.url, prefix, STEP_MS));
     rmSync(scratch, { recursive: true, force: true });
     keepScratch();
     releaseGuard();

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { killGroupOnExit } from "../check/cleanup.ts";
 import { killGroup, stopGroup } from "../process-group.ts";
-import { makeScratch, sweepOnce } from "../scratch.ts";
+import { handOverScratch, makeScratch, sweepOnce } from "../scratch.ts";
 import { connectRaw, type Reply } from "./raw.ts";
 
 export interface PrivateServer {
@@ -24,6 +24,12 @@ export interface PrivateServer {
    */
   refresh(): Promise<void>;
   stop(): Promise<void>;
+  /**
+   * Lets the server outlive this process on purpose (`npm run check -- --keep`): it stops itself
+   * once unused for `seconds` (whole minutes), and stop() becomes a no-op. Returns what a later
+   * command needs to stop it.
+   */
+  keep(seconds: number): { pid: number; dir: string };
 }
 
 export interface ServerOptions {
@@ -84,7 +90,9 @@ function freePort(): Promise<number> {
  * (we exited, even by SIGKILL), `read` returns, the server is stopped and its directory ($1)
  * removed: nothing outlives the workbook. When the server exits by itself (SHUTDOWN), `wait`
  * returns and the shell ends; Node then closes the pipe too, and the reader leaves the
- * directory alone because the server was already gone.
+ * directory alone because the server was already gone. A "keep <minutes>" line instead of EOF
+ * lets the server outlive us until $dir/used has not been touched for that long (each use of the
+ * kept server touches it), then the same stop and removal happen.
  */
 const WATCHDOG = [
   "dir=$1; shift",
@@ -93,7 +101,9 @@ const WATCHDOG = [
   'redis-server "$@" </dev/null & pid=$!',
   'trap "kill $pid 2>/dev/null; exit" TERM INT',
   // Only if it was still running: after a SHUTDOWN we may start it again in the same directory.
-  '(read _ <&3; kill $pid 2>/dev/null || exit; while kill -0 $pid 2>/dev/null; do sleep 0.05; done; rm -rf "$dir") &',
+  '(read -r what mins <&3; if [ "$what" = keep ]; then touch "$dir/used"',
+  '  while [ -e "$dir/used" ] && [ -z "$(find "$dir/used" -mmin +"$mins")" ]; do sleep 15; done',
+  'fi; kill $pid 2>/dev/null || exit; while kill -0 $pid 2>/dev/null; do sleep 0.05; done; rm -rf "$dir") &',
   "wait $pid",
 ].join("\n");
 
@@ -104,6 +114,8 @@ interface Launched {
   end(): Promise<void>;
   /** SIGKILLs the group and forgets it for the exit hook. */
   kill(): Promise<void>;
+  /** Tells the watchdog to let the server run until unused for `seconds`, and forgets the group. */
+  keep(seconds: number): void;
 }
 
 function launch(port: number, dir: string, extraArgs: string[], options: ServerOptions): Launched {
@@ -143,6 +155,11 @@ function launch(port: number, dir: string, extraArgs: string[], options: ServerO
     },
     async kill() {
       if (pid !== undefined) await killGroup(pid);
+      forget();
+    },
+    keep(seconds) {
+      child.stdin?.end(`keep ${Math.max(1, Math.ceil(seconds / 60))}\n`);
+      child.unref();
       forget();
     },
   };
@@ -270,6 +287,15 @@ export async function startPrivateServer(
         stop() {
           stopped ??= current.end().then(() => rmSync(dir, { recursive: true, force: true }));
           return stopped;
+        },
+        keep(seconds) {
+          const pid = current.child.pid;
+          if (stopped || pid === undefined) throw new Error("This redis-server is stopped.");
+          current.keep(seconds);
+          // The directory now belongs to the watchdog, so a later sweep leaves it while it runs.
+          handOverScratch(dir, pid);
+          stopped = Promise.resolve();
+          return { pid, dir };
         },
       };
     }

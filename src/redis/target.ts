@@ -18,6 +18,8 @@ export interface RedisTarget {
    */
   refresh?(): Promise<void>;
   release(): Promise<void>;
+  /** Private server only: see PrivateServer.keep(). */
+  keep?(seconds: number): { pid: number; dir: string };
 }
 
 export class RedisUnreachable extends Error {
@@ -124,6 +126,7 @@ export async function openRedisTarget(env: NodeJS.ProcessEnv = process.env): Pro
     port: server.port,
     refresh: server.refresh,
     release: server.stop,
+    keep: server.keep,
   };
 }
 

@@ -21,6 +21,7 @@ import { learnerTarget } from "./check-learner.ts";
 import { doneCount, lessonState, suggestedLesson, tierName } from "./course.ts";
 import { renderDiff } from "./diff.ts";
 import { onExit } from "./exit.ts";
+import { keepFailedRun, nothingKept } from "./keep.ts";
 import { progressBar, screenWidth, terminalWidth, wrap } from "./term.ts";
 import { Rechecks, watchForSaves } from "./watch.ts";
 
@@ -107,9 +108,23 @@ function printVerdict(lesson: Lesson, verdict: Verdict, args: ParsedArgs): void 
 export async function check(lessons: Lesson[], args: ParsedArgs): Promise<number> {
   const lesson = lessonFrom(lessons, args.lesson);
   const target = targetFor(lesson, args);
-  const verdict = await withRedis((redis) => runCheck(lesson, target, redis));
+  let kept: string[] = [];
+  const verdict = await withRedis(async (redis) => {
+    let prefix: string | undefined;
+    const keepFailed = (kept: string) => {
+      prefix = kept;
+    };
+    const decided = await runCheck(lesson, target, redis, {
+      keepFailed: args.flags.has("--keep") ? keepFailed : undefined,
+    });
+    if (prefix) kept = await keepFailedRun(redis, prefix, lesson);
+    return decided;
+  });
   recordPass(lesson, verdict);
   printVerdict(lesson, verdict, args);
+  if (args.flags.has("--keep") && kept.length === 0) kept = ["", nothingKept(verdict)];
+  // After the JSON line, on stderr: stdout stays one verdict a script can parse.
+  if (kept.length > 0) (args.flags.has("--json") ? console.error : print)(kept.join("\n"));
   return exitCode(verdict);
 }
 

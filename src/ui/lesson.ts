@@ -53,8 +53,16 @@ export function verdictLines(verdict: Verdict, width: number, verbose = false): 
   return wrap(text, width);
 }
 
-/** The lesson text as screen lines: title, summary, objectives, then README.md. */
-export function lessonText(lesson: Lesson, file: string, width: number): string[] {
+/**
+ * The lesson text as screen lines: title, summary, objectives, then README.md; `closing` is the
+ * last line, what to do next from where the text is shown.
+ */
+export function lessonText(
+  lesson: Lesson,
+  file: string,
+  width: number,
+  closing = "Close this (q) to start: the check runs each time you save the file.",
+): string[] {
   const objectives = lesson.objectives.map((o) => `- ${o}`).join("\n");
   const intro = `# ${lesson.number} · ${lesson.title}\n\n${lesson.summary}\n\n**You will:**\n\n${objectives}\n`;
   const readme = existsSync(lesson.readme)
@@ -65,10 +73,7 @@ export function lessonText(lesson: Lesson, file: string, width: number): string[
     "",
     rule(width),
     ...wrap(`Your exercise: ${fileLink(relative(ROOT, file), file)}`, width),
-    ...wrap(
-      kleur.dim("Close this (q) to start: the check runs each time you save the file."),
-      width,
-    ),
+    ...wrap(kleur.dim(closing), width),
   ];
 }
 
