@@ -283,11 +283,15 @@ async function checkFile(
     forgetChild();
     const all = readEvents(events);
     for (const e of all) if (e.event === "process") await killGroup(e.pid);
-    const decided = decide(all, {
-      timedOutAfterMs: ending.timedOut ? timeoutMs : undefined,
-      exitCode: ending.exitCode,
-      signal: ending.signal,
-    });
+    const decided = decide(
+      all,
+      {
+        timedOutAfterMs: ending.timedOut ? timeoutMs : undefined,
+        exitCode: ending.exitCode,
+        signal: ending.signal,
+      },
+      file,
+    );
     const traced = trace ? await bounded(trace.stop()) : undefined;
     const sent = traced ? learnerCommands(traced) : undefined;
     trace = undefined;

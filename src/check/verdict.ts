@@ -1,3 +1,5 @@
+import { readFileSync } from "node:fs";
+import { pathToFileURL } from "node:url";
 import type { Lesson } from "../catalog.ts";
 import type { RedisTarget } from "../redis/target.ts";
 import { versionAtLeast } from "../redis/target.ts";
@@ -21,6 +23,16 @@ export interface TestOutcome {
   /** The hint (1-based) that helps with this failure. */
   hint?: number;
   stack?: string;
+  /** Where in the file under test the error came from: shown without --verbose. */
+  location?: SourceLocation;
+}
+
+export interface SourceLocation {
+  file: string;
+  line: number;
+  column: number;
+  /** That line of the file, as it was when the check ran. */
+  source?: string;
 }
 
 export type VerdictStatus = "passed" | "failed" | "error" | "skipped";
@@ -85,12 +97,43 @@ export function learnerStack(stack: string | undefined): string | undefined {
 }
 
 /**
+ * The first stack frame in `file`, the code under test, with its line of source. Read while the
+ * run is on: a mistake's file is removed after it. Frames of node-redis or of the check before it
+ * are skipped, so a learner's call that made Redis fail is found too.
+ */
+export function learnerLocation(
+  stack: string | undefined,
+  file: string | undefined,
+): SourceLocation | undefined {
+  if (!stack || !file) return undefined;
+  const url = pathToFileURL(file).href;
+  for (const frame of stack.split("\n")) {
+    if (!/^\s*at /.test(frame)) continue;
+    const plain = frame.replaceAll(url, file);
+    const at = plain.lastIndexOf(`${file}:`);
+    const position = at < 0 ? null : /^:(\d+):(\d+)/.exec(plain.slice(at + file.length));
+    if (!position) continue;
+    const line = Number(position[1]);
+    let source: string | undefined;
+    try {
+      source = readFileSync(file, "utf8").split("\n")[line - 1];
+    } catch {
+      // Gone or unreadable: the position alone still helps.
+    }
+    return { file, line, column: Number(position[2]), source };
+  }
+  return undefined;
+}
+
+/**
  * Turns the reporter's event stream into a verdict. Pure, so every way a check run can end
  * (pass, fail, crash, hang, exit) is decided in one place and tested without processes.
  */
 export function decide(
   events: CheckEvent[],
   ending: { timedOutAfterMs?: number; exitCode: number | null; signal: string | null },
+  /** The file the check ran (a mistake's materialized copy), to locate errors in. */
+  file?: string,
 ): Pick<Verdict, "status" | "reason" | "tests" | "output"> {
   const tests: TestOutcome[] = [];
   const started: string[] = [];
@@ -110,6 +153,7 @@ export function decide(
         message: first ? messageOf(first) : event.note,
         hint: first?.hint,
         stack: learnerStack(first?.stack),
+        location: learnerLocation(first?.stack, file),
       });
     }
   }
