@@ -4,11 +4,17 @@ import { redactedJson, rememberSecretsOf } from "../redis/redact.ts";
 import { appendEvent, type CheckEvent } from "./events.ts";
 
 /** Learner output and messages may quote the password: the events file never holds it. */
-function append(event: CheckEvent): void {
+export function append(event: CheckEvent): void {
+  rememberSecretsOf(process.env.WORKBOOK_REDIS_URL);
   appendEvent(JSON.parse(redactedJson(event)) as CheckEvent);
 }
 
-function toError(error: { name?: string; message?: string; stack?: string; hint?: unknown }) {
+export function toError(error: {
+  name?: string;
+  message?: string;
+  stack?: string;
+  hint?: unknown;
+}) {
   return {
     name: error.name ?? "Error",
     message: error.message ?? String(error),
@@ -25,10 +31,6 @@ function toError(error: { name?: string; message?: string; stack?: string; hint?
  * a process whose event loop the learner's code has blocked.
  */
 export default class CheckReporter implements Reporter {
-  constructor() {
-    rememberSecretsOf(process.env.WORKBOOK_REDIS_URL);
-  }
-
   onTestCaseResult(testCase: TestCase): void {
     const result = testCase.result();
     if (result.state === "pending") return;

@@ -80,6 +80,17 @@ function messageOf(error: { name: string; message: string }): string {
   return `${error.name}: ${error.message}`;
 }
 
+const NEVER_RETURNS =
+  "Something in your code never returns: look for a missing await, a loop without an exit, or a blocking read without a BLOCK timeout.";
+
+/** vitest's own words when a test runs out of time, retold with what the kit's call() waited for. */
+function timedOutMessage(message: string, waitingFor: string | undefined): string | undefined {
+  const timedOut = /^Test timed out in (\d+)ms/.exec(message);
+  if (!timedOut) return undefined;
+  const waited = waitingFor ? `: it was still waiting for ${waitingFor} to finish` : "";
+  return `This check did not finish within its ${Number(timedOut[1]) / 1000}s${waited}. ${NEVER_RETURNS}`;
+}
+
 function looksLikeOurBug(error: { name: string; message: string; stack?: string }): boolean {
   return /WORKBOOK_\w+ is not set|Failed to load url .*kit|Cannot find module .*checks\//.test(
     `${error.message}\n${error.stack ?? ""}`,
@@ -139,6 +150,7 @@ export function decide(
   const started: string[] = [];
   const output: string[] = [];
   const errors: { name: string; message: string; stack?: string }[] = [];
+  const waiting = new Map<string, string>();
   let ended = false;
   for (const event of events) {
     if (event.event === "start") started.push(event.test);
@@ -146,15 +158,24 @@ export function decide(
     if (event.event === "error") errors.push(event);
     if (event.event === "end") ended = true;
     if (event.event === "result") {
+      // The test process writes a result as the test ends and the reporter again later (see
+      // checks/test-results.ts): one line per test, what the kit saw kept.
+      const earlier = tests.findIndex((t) => t.name === event.test);
+      if (event.waitingFor) waiting.set(event.test, event.waitingFor);
+      const waitingFor = waiting.get(event.test);
       const first = event.errors[0];
-      tests.push({
+      const outcome: TestOutcome = {
         name: event.test,
         status: event.state,
-        message: first ? messageOf(first) : event.note,
+        message: first
+          ? (timedOutMessage(first.message, waitingFor) ?? messageOf(first))
+          : event.note,
         hint: first?.hint,
         stack: learnerStack(first?.stack),
         location: learnerLocation(first?.stack, file),
-      });
+      };
+      if (earlier >= 0) tests[earlier] = outcome;
+      else tests.push(outcome);
     }
   }
   // Tests run one after another, so the last one started without a result is the one that was
@@ -162,12 +183,18 @@ export function decide(
   const unfinished = started.findLast((name) => !tests.some((t) => t.name === name));
   if (ending.timedOutAfterMs !== undefined) {
     const what = unfinished ? `"${unfinished}"` : "the check to start";
-    return {
-      status: "failed",
-      reason: `The check did not finish within ${ending.timedOutAfterMs / 1000}s: it was still waiting on ${what}. Something in your code never returns: look for a missing await, a loop without an exit, or a blocking read without a BLOCK timeout.`,
-      tests,
-      output,
-    };
+    const reason = `The check did not finish within ${ending.timedOutAfterMs / 1000}s: it was still waiting on ${what}. ${NEVER_RETURNS}`;
+    // The stuck test is listed, failed, after the ones that finished before it.
+    const stuck: TestOutcome[] = unfinished
+      ? [
+          {
+            name: unfinished,
+            status: "failed",
+            message: `Stopped after the check's ${ending.timedOutAfterMs / 1000}s: this test never finished, so the tests after it did not run. ${NEVER_RETURNS}`,
+          },
+        ]
+      : [];
+    return { status: "failed", reason, tests: [...tests, ...stuck], output };
   }
   const bug = errors.find(looksLikeOurBug);
   if (bug) {
