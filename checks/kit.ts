@@ -149,7 +149,9 @@ export async function eventually(
  */
 export async function call<T>(what: string, run: () => T | Promise<T>, ms = 10_000): Promise<T> {
   // Read by checks/test-results.ts when a test runs out of time, to name what it waited for.
-  const waiting = ((globalThis as { [WAITING]?: string[] })[WAITING] ??= []);
+  const shared = globalThis as { [WAITING]?: string[] };
+  const waiting = shared[WAITING] ?? [];
+  shared[WAITING] = waiting;
   waiting.push(what);
   try {
     return await within(Promise.resolve().then(run), ms, `${what} to finish`);

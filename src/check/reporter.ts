@@ -26,9 +26,10 @@ export function toError(error: {
 
 /**
  * Runs in the check's vitest process and passes results, the learner's console output and
- * errors to the harness as events. Each test's start is written by the kit from inside the
- * test process instead: vitest batches what reaches a reporter, and a batch never arrives from
- * a process whose event loop the learner's code has blocked.
+ * errors to the harness as events. Each test's start (kit.ts) and a first copy of its result
+ * (checks/test-results.ts) are also written from inside the test process: vitest batches what
+ * reaches a reporter, and a batch never arrives from a process whose event loop the learner's
+ * code has blocked.
  */
 export default class CheckReporter implements Reporter {
   onTestCaseResult(testCase: TestCase): void {
