@@ -64,3 +64,52 @@ describe("where an error in the learner's code came from", () => {
     expect(text).toMatch(/Error: boom\n\s+at .*worker\.ts:2:9\n\s+2 \| throw new Error\('boom'\);/);
   });
 });
+
+describe("a test that runs out of time", () => {
+  const timedOut = { name: "Error", message: "Test timed out in 20000ms.\nIf this is a long…" };
+  const ended = { exitCode: 0, signal: null };
+
+  test("is one line in the report, naming what call() waited for, whichever copy came last", () => {
+    const { tests } = decide(
+      [
+        { event: "start", test: "a" },
+        {
+          event: "result",
+          test: "a",
+          state: "failed",
+          errors: [timedOut],
+          waitingFor: "connect()",
+        },
+        { event: "start", test: "b" },
+        { event: "result", test: "b", state: "passed", errors: [] },
+        // The reporter's copy, later and without what the kit knew.
+        { event: "result", test: "a", state: "failed", errors: [timedOut] },
+        { event: "end" },
+      ],
+      ended,
+    );
+    expect(tests.map((t) => [t.name, t.status])).toEqual([
+      ["a", "failed"],
+      ["b", "passed"],
+    ]);
+    expect(tests[0]?.message).toMatch(
+      /^This check did not finish within its 20s: it was still waiting for connect\(\) to finish\./,
+    );
+  });
+
+  test("cut off with the run, is listed failed after the tests that finished", () => {
+    const { tests } = decide(
+      [
+        { event: "start", test: "a" },
+        { event: "result", test: "a", state: "passed", errors: [] },
+        { event: "start", test: "b" },
+      ],
+      { ...ended, timedOutAfterMs: 60_000 },
+    );
+    expect(tests.map((t) => [t.name, t.status])).toEqual([
+      ["a", "passed"],
+      ["b", "failed"],
+    ]);
+    expect(tests[1]?.message).toMatch(/^Stopped after the check's 60s: this test never finished/);
+  });
+});
