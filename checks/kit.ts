@@ -148,6 +148,11 @@ export async function eventually(
  * failure that names the function, instead of an error from deep inside the check.
  */
 export async function call<T>(what: string, run: () => T | Promise<T>, ms = 10_000): Promise<T> {
+  // Read by checks/test-results.ts when a test runs out of time, to name what it waited for.
+  const shared = globalThis as { [WAITING]?: string[] };
+  const waiting = shared[WAITING] ?? [];
+  shared[WAITING] = waiting;
+  waiting.push(what);
   try {
     return await within(Promise.resolve().then(run), ms, `${what} to finish`);
   } catch (error) {
@@ -163,8 +168,12 @@ export async function call<T>(what: string, run: () => T | Promise<T>, ms = 10_0
     const failure = new CheckFailure(`${what} threw an error: ${message}`);
     if (error instanceof Error) failure.stack = error.stack;
     throw failure;
+  } finally {
+    waiting.splice(waiting.lastIndexOf(what), 1);
   }
 }
+
+const WAITING = Symbol.for("workbook.waitingFor");
 
 /** Stops a learner's worker at the end of a test; a failure found earlier matters more. */
 export async function stopQuietly(worker: { stop(): Promise<void> } | undefined): Promise<void> {

@@ -4,9 +4,12 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     include: ["checks/**/*.check.ts"],
+    setupFiles: ["checks/test-results.ts"],
     pool: "forks",
     fileParallelism: false,
-    testTimeout: 20_000,
+    // Each test's own limit, well inside the run's (lesson.json timeoutMs): one test that never
+    // returns fails by itself and the others still run. Tests of the harness set it lower.
+    testTimeout: Number(process.env.WORKBOOK_TEST_TIMEOUT_MS) || 20_000,
     hookTimeout: 20_000,
     teardownTimeout: 2_000,
     watch: false,

@@ -10,6 +10,8 @@ export type CheckEvent =
       /** Why a test was skipped. */
       note?: string;
       errors: { name: string; message: string; stack?: string; hint?: number }[];
+      /** The learner's function the kit's call() was still waiting for when the test ended. */
+      waitingFor?: string;
     }
   | { event: "log"; text: string }
   | { event: "error"; name: string; message: string; stack?: string }

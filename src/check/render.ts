@@ -3,7 +3,7 @@ import kleur from "kleur";
 import { ROOT } from "../paths.ts";
 import { redact } from "../redis/redact.ts";
 import { formatCommand, traceLines } from "../redis/trace.ts";
-import type { Verdict } from "./verdict.ts";
+import type { SourceLocation, Verdict } from "./verdict.ts";
 
 const MAX_SENT = 25;
 
@@ -12,6 +12,15 @@ function indent(text: string, by: string): string {
     .split("\n")
     .map((line) => `${by}${line}`)
     .join("\n");
+}
+
+/** "at workspace/01-connect/connect.ts:17:28" and that line of code, trimmed to fit. */
+function locationLines(location: SourceLocation): string[] {
+  const where = `at ${relative(ROOT, location.file)}:${location.line}:${location.column}`;
+  const code = location.source?.trim();
+  if (!code) return [where];
+  const shown = code.length > 66 ? `${code.slice(0, 65)}…` : code;
+  return [where, kleur.dim(`  ${location.line} | ${shown}`)];
 }
 
 /** A verdict as text for a person, at most 80 columns wide apart from long commands. */
@@ -49,6 +58,9 @@ export function renderVerdict(
           : kleur.yellow("-");
     lines.push(`  ${mark} ${test.name}`);
     if (test.status !== "passed" && test.message) lines.push(indent(test.message, "      "));
+    if (test.status === "failed" && test.location) {
+      lines.push(indent(locationLines(test.location).join("\n"), "      "));
+    }
     if (test.status === "failed" && test.hint !== undefined) {
       const how =
         options.hints === "keys"

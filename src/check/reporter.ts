@@ -4,11 +4,17 @@ import { redactedJson, rememberSecretsOf } from "../redis/redact.ts";
 import { appendEvent, type CheckEvent } from "./events.ts";
 
 /** Learner output and messages may quote the password: the events file never holds it. */
-function append(event: CheckEvent): void {
+export function append(event: CheckEvent): void {
+  rememberSecretsOf(process.env.WORKBOOK_REDIS_URL);
   appendEvent(JSON.parse(redactedJson(event)) as CheckEvent);
 }
 
-function toError(error: { name?: string; message?: string; stack?: string; hint?: unknown }) {
+export function toError(error: {
+  name?: string;
+  message?: string;
+  stack?: string;
+  hint?: unknown;
+}) {
   return {
     name: error.name ?? "Error",
     message: error.message ?? String(error),
@@ -20,15 +26,12 @@ function toError(error: { name?: string; message?: string; stack?: string; hint?
 
 /**
  * Runs in the check's vitest process and passes results, the learner's console output and
- * errors to the harness as events. Each test's start is written by the kit from inside the
- * test process instead: vitest batches what reaches a reporter, and a batch never arrives from
- * a process whose event loop the learner's code has blocked.
+ * errors to the harness as events. Each test's start (kit.ts) and a first copy of its result
+ * (checks/test-results.ts) are also written from inside the test process: vitest batches what
+ * reaches a reporter, and a batch never arrives from a process whose event loop the learner's
+ * code has blocked.
  */
 export default class CheckReporter implements Reporter {
-  constructor() {
-    rememberSecretsOf(process.env.WORKBOOK_REDIS_URL);
-  }
-
   onTestCaseResult(testCase: TestCase): void {
     const result = testCase.result();
     if (result.state === "pending") return;

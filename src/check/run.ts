@@ -35,6 +35,8 @@ export interface RunOptions {
    * and this is told their prefix.
    */
   keepFailed?: (prefix: string) => void;
+  /** Cancels the run: its processes are killed and the verdict is an error, reason "cancelled". */
+  signal?: AbortSignal;
 }
 
 const VITEST = join(ROOT, "node_modules", "vitest", "vitest.mjs");
@@ -104,8 +106,8 @@ function childEnv(vars: Record<string, string>): NodeJS.ProcessEnv {
   return { ...env, ...vars, FORCE_COLOR: "0", NO_COLOR: "1" };
 }
 
-/** Waits until the reporter has written "end", the process exits, or time runs out. */
-function waitForEnd(child: ChildProcess, events: string, ms: number) {
+/** Waits until the reporter has written "end", the process exits, time runs out, or `cancel`. */
+function waitForEnd(child: ChildProcess, events: string, ms: number, cancel?: AbortSignal) {
   return new Promise<{ timedOut: boolean; exitCode: number | null; signal: string | null }>(
     (resolve) => {
       let exitCode: number | null = null;
@@ -114,8 +116,11 @@ function waitForEnd(child: ChildProcess, events: string, ms: number) {
       const finish = (timedOut: boolean) => {
         clearInterval(poll);
         clearTimeout(timer);
+        cancel?.removeEventListener("abort", cancelled);
         resolve({ timedOut, exitCode, signal });
       };
+      const cancelled = () => finish(false);
+      cancel?.addEventListener("abort", cancelled);
       child.once("exit", (code, sig) => {
         exitCode = code;
         signal = sig;
@@ -125,6 +130,7 @@ function waitForEnd(child: ChildProcess, events: string, ms: number) {
         if (exited || hasEnded(events)) finish(false);
       }, 40);
       const timer = setTimeout(() => finish(true), ms);
+      if (cancel?.aborted) finish(false);
     },
   );
 }
@@ -209,7 +215,10 @@ async function checkFile(
   /** A file made for this run only (a mistake applied to the solution): the watchdog removes it too. */
   ownFile?: string,
 ): Promise<Verdict> {
+  const cancelled = () => finish({ status: "error", reason: "cancelled", tests: [], output: [] });
+  if (options.signal?.aborted) return cancelled();
   const diagnostics = await typecheck(file);
+  if (options.signal?.aborted) return cancelled();
   if (diagnostics.length > 0) {
     const shown = diagnostics
       .slice(0, 8)
@@ -281,7 +290,7 @@ async function checkFile(
     const drained = childEnded(child, 1_000);
 
     const timeoutMs = options.timeoutMs ?? lesson.timeoutMs ?? 60_000;
-    const ending = await waitForEnd(child, events, timeoutMs);
+    const ending = await waitForEnd(child, events, timeoutMs, options.signal);
     if (pid !== undefined) {
       await killGroup(pid);
       await drained;
@@ -289,11 +298,16 @@ async function checkFile(
     forgetChild();
     const all = readEvents(events);
     for (const e of all) if (e.event === "process") await killGroup(e.pid);
-    const decided = decide(all, {
-      timedOutAfterMs: ending.timedOut ? timeoutMs : undefined,
-      exitCode: ending.exitCode,
-      signal: ending.signal,
-    });
+    if (options.signal?.aborted) return cancelled();
+    const decided = decide(
+      all,
+      {
+        timedOutAfterMs: ending.timedOut ? timeoutMs : undefined,
+        exitCode: ending.exitCode,
+        signal: ending.signal,
+      },
+      file,
+    );
     const traced = trace ? await bounded(trace.stop()) : undefined;
     const sent = traced ? learnerCommands(traced) : undefined;
     trace = undefined;

@@ -1,3 +1,5 @@
+import { readFileSync } from "node:fs";
+import { pathToFileURL } from "node:url";
 import type { Lesson } from "../catalog.ts";
 import type { RedisTarget } from "../redis/target.ts";
 import { versionAtLeast } from "../redis/target.ts";
@@ -21,6 +23,16 @@ export interface TestOutcome {
   /** The hint (1-based) that helps with this failure. */
   hint?: number;
   stack?: string;
+  /** Where in the file under test the error came from: shown without --verbose. */
+  location?: SourceLocation;
+}
+
+export interface SourceLocation {
+  file: string;
+  line: number;
+  column: number;
+  /** That line of the file, as it was when the check ran. */
+  source?: string;
 }
 
 export type VerdictStatus = "passed" | "failed" | "error" | "skipped";
@@ -68,6 +80,17 @@ function messageOf(error: { name: string; message: string }): string {
   return `${error.name}: ${error.message}`;
 }
 
+const NEVER_RETURNS =
+  "Something in your code never returns: look for a missing await, a loop without an exit, or a blocking read without a BLOCK timeout.";
+
+/** vitest's own words when a test runs out of time, retold with what the kit's call() waited for. */
+function timedOutMessage(message: string, waitingFor: string | undefined): string | undefined {
+  const timedOut = /^Test timed out in (\d+)ms/.exec(message);
+  if (!timedOut) return undefined;
+  const waited = waitingFor ? `: it was still waiting for ${waitingFor} to finish` : "";
+  return `This check did not finish within its ${Number(timedOut[1]) / 1000}s${waited}. ${NEVER_RETURNS}`;
+}
+
 function looksLikeOurBug(error: { name: string; message: string; stack?: string }): boolean {
   return /WORKBOOK_\w+ is not set|Failed to load url .*kit|Cannot find module .*checks\//.test(
     `${error.message}\n${error.stack ?? ""}`,
@@ -85,17 +108,49 @@ export function learnerStack(stack: string | undefined): string | undefined {
 }
 
 /**
+ * The first stack frame in `file`, the code under test, with its line of source. Read while the
+ * run is on: a mistake's file is removed after it. Frames of node-redis or of the check before it
+ * are skipped, so a learner's call that made Redis fail is found too.
+ */
+export function learnerLocation(
+  stack: string | undefined,
+  file: string | undefined,
+): SourceLocation | undefined {
+  if (!stack || !file) return undefined;
+  const url = pathToFileURL(file).href;
+  for (const frame of stack.split("\n")) {
+    if (!/^\s*at /.test(frame)) continue;
+    const plain = frame.replaceAll(url, file);
+    const at = plain.lastIndexOf(`${file}:`);
+    const position = at < 0 ? null : /^:(\d+):(\d+)/.exec(plain.slice(at + file.length));
+    if (!position) continue;
+    const line = Number(position[1]);
+    let source: string | undefined;
+    try {
+      source = readFileSync(file, "utf8").split("\n")[line - 1];
+    } catch {
+      // Gone or unreadable: the position alone still helps.
+    }
+    return { file, line, column: Number(position[2]), source };
+  }
+  return undefined;
+}
+
+/**
  * Turns the reporter's event stream into a verdict. Pure, so every way a check run can end
  * (pass, fail, crash, hang, exit) is decided in one place and tested without processes.
  */
 export function decide(
   events: CheckEvent[],
   ending: { timedOutAfterMs?: number; exitCode: number | null; signal: string | null },
+  /** The file the check ran (a mistake's materialized copy), to locate errors in. */
+  file?: string,
 ): Pick<Verdict, "status" | "reason" | "tests" | "output"> {
   const tests: TestOutcome[] = [];
   const started: string[] = [];
   const output: string[] = [];
   const errors: { name: string; message: string; stack?: string }[] = [];
+  const waiting = new Map<string, string>();
   let ended = false;
   for (const event of events) {
     if (event.event === "start") started.push(event.test);
@@ -103,14 +158,24 @@ export function decide(
     if (event.event === "error") errors.push(event);
     if (event.event === "end") ended = true;
     if (event.event === "result") {
+      // The test process writes a result as the test ends and the reporter again later (see
+      // checks/test-results.ts): one line per test, what the kit saw kept.
+      const earlier = tests.findIndex((t) => t.name === event.test);
+      if (event.waitingFor) waiting.set(event.test, event.waitingFor);
+      const waitingFor = waiting.get(event.test);
       const first = event.errors[0];
-      tests.push({
+      const outcome: TestOutcome = {
         name: event.test,
         status: event.state,
-        message: first ? messageOf(first) : event.note,
+        message: first
+          ? (timedOutMessage(first.message, waitingFor) ?? messageOf(first))
+          : event.note,
         hint: first?.hint,
         stack: learnerStack(first?.stack),
-      });
+        location: learnerLocation(first?.stack, file),
+      };
+      if (earlier >= 0) tests[earlier] = outcome;
+      else tests.push(outcome);
     }
   }
   // Tests run one after another, so the last one started without a result is the one that was
@@ -118,12 +183,18 @@ export function decide(
   const unfinished = started.findLast((name) => !tests.some((t) => t.name === name));
   if (ending.timedOutAfterMs !== undefined) {
     const what = unfinished ? `"${unfinished}"` : "the check to start";
-    return {
-      status: "failed",
-      reason: `The check did not finish within ${ending.timedOutAfterMs / 1000}s: it was still waiting on ${what}. Something in your code never returns: look for a missing await, a loop without an exit, or a blocking read without a BLOCK timeout.`,
-      tests,
-      output,
-    };
+    const reason = `The check did not finish within ${ending.timedOutAfterMs / 1000}s: it was still waiting on ${what}. ${NEVER_RETURNS}`;
+    // The stuck test is listed, failed, after the ones that finished before it.
+    const stuck: TestOutcome[] = unfinished
+      ? [
+          {
+            name: unfinished,
+            status: "failed",
+            message: `Stopped after the check's ${ending.timedOutAfterMs / 1000}s: this test never finished, so the tests after it did not run. ${NEVER_RETURNS}`,
+          },
+        ]
+      : [];
+    return { status: "failed", reason, tests: [...tests, ...stuck], output };
   }
   const bug = errors.find(looksLikeOurBug);
   if (bug) {

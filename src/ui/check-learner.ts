@@ -31,9 +31,10 @@ export async function checkLearner(
   lesson: Lesson,
   file: string,
   redis: () => Promise<RedisTarget>,
+  signal?: AbortSignal,
 ): Promise<Verdict> {
   try {
-    return await runCheck(lesson, learnerTarget(file), await redis());
+    return await runCheck(lesson, learnerTarget(file), await redis(), { signal });
   } catch (error) {
     return notRun(lesson, file, (error as Error).message);
   }

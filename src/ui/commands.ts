@@ -183,6 +183,9 @@ export function list(lessons: Lesson[], args: ParsedArgs): number {
       state === "done" ? kleur.green("✓") : state === "current" ? kleur.cyan("›") : kleur.dim("·");
     print(`${mark} ${lesson.number}  ${lesson.title}`);
   }
+  print(
+    kleur.dim(`${kleur.green("✓")} done  ${kleur.cyan("›")} in progress, not passed yet  · to do`),
+  );
   console.log(`\n${progressBar(doneCount(lessons, progress), lessons.length)}`);
   const next = suggestedLesson(lessons, progress);
   if (next && !progress.done[next.id]) console.log(`Next: npm run check -- ${next.number}`);

@@ -47,9 +47,19 @@ interface KeypressInfo {
   meta?: boolean;
 }
 
+let interrupt: (() => boolean) | undefined;
+
 /**
- * Reads single keys from the terminal in raw mode until stopped. Ctrl+C goes straight to the
- * clean exit, whatever the screen is doing. Stop before handing the terminal to a prompt or an
+ * What Ctrl+C does before it quits: `handler` returns true when it dealt with it (cancelled a
+ * running check), false to quit as usual. Undefined removes it.
+ */
+export function onInterrupt(handler: (() => boolean) | undefined): void {
+  interrupt = handler;
+}
+
+/**
+ * Reads single keys from the terminal in raw mode until stopped. Ctrl+C goes to the clean exit,
+ * whatever the screen is doing, unless the interrupt handler takes it. Stop before handing the terminal to a prompt or an
  * editor, so they get every key.
  */
 export function readKeys(onKey: (key: Key) => void): () => void {
@@ -57,7 +67,7 @@ export function readKeys(onKey: (key: Key) => void): () => void {
   emitKeypressEvents(stdin);
   const listener = (char: string | undefined, info: KeypressInfo = {}) => {
     if (info.ctrl && info.name === "c") {
-      void exitCleanly(130, STOPPED_NOTE);
+      if (!interrupt?.()) void exitCleanly(130, STOPPED_NOTE);
       return;
     }
     const name = info.name ?? char ?? info.sequence ?? "";

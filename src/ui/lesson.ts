@@ -16,6 +16,7 @@ import { ensureLearnerCopy, resetLearnerCopy } from "../workspace.ts";
 import { checkLearner } from "./check-learner.ts";
 import { allDone, nextHintLevel, nextLesson, previousLesson, tierName } from "./course.ts";
 import { renderDiff } from "./diff.ts";
+import { onInterrupt } from "./keys.ts";
 import { renderMarkdown } from "./markdown.ts";
 import { page } from "./pager.ts";
 import { runQuiz } from "./quiz.ts";
@@ -84,7 +85,11 @@ interface State {
   panel: string[];
   confirm?: "reset" | "solution";
   hintShown: number;
+  /** Cancels the running check (Ctrl+C); undefined when none runs or it was cancelled. */
+  cancel?: AbortController;
 }
+
+const CANCELLED = "Check cancelled: r runs it again; Ctrl+C again quits.";
 
 /** `alone`: opened by `npm run watch -- NN`, where leaving the lesson ends the runner. */
 export async function lessonScreen(
@@ -110,9 +115,22 @@ export async function lessonScreen(
     const run = ++runs;
     Object.assign(state, { run, verdict: undefined });
     state.rechecks.started();
-    void checkLearner(lesson, file, () => session.redis()).then((verdict) =>
+    const cancel = new AbortController();
+    state.cancel = cancel;
+    void checkLearner(lesson, file, () => session.redis(), cancel.signal).then((verdict) =>
       inbox.push({ kind: "checked", run, verdict }),
     );
+  };
+
+  // The first Ctrl+C during a check stops just the check; the next one quits.
+  const cancelCheck = (): boolean => {
+    const cancel = state.cancel;
+    if (!cancel || !state.rechecks.running) return false;
+    state.cancel = undefined;
+    cancel.abort();
+    // Redraws now: the cancelled verdict can take a moment (a type check still finishing).
+    inbox.push({ kind: "resize" });
+    return true;
   };
 
   const passed = () => state.verdict?.status === "passed";
@@ -148,7 +166,8 @@ export async function lessonScreen(
     const footer = [rule(width), status, ...keyBar(width)];
     const panel = state.panel.flatMap((line) => wrap(line, width));
     let body: string[];
-    if (state.rechecks.running) body = [kleur.yellow("Checking your code…")];
+    if (state.rechecks.running && !state.cancel) body = [kleur.yellow("Cancelling the check…")];
+    else if (state.rechecks.running) body = [kleur.yellow("Checking your code…")];
     else if (state.verdict) body = verdictLines(state.verdict, width);
     else body = [];
     if (state.verdict?.status === "failed" && !state.rechecks.running) {
@@ -354,6 +373,7 @@ export async function lessonScreen(
   };
 
   const stopWatching = watchForSaves(file, () => inbox.push({ kind: "saved" }));
+  onInterrupt(cancelCheck);
   try {
     startCheck();
     for (;;) {
@@ -368,6 +388,13 @@ export async function lessonScreen(
       } else if (event.kind === "checked") {
         // A result from a run this screen has since replaced (or another lesson's) is stale.
         if (event.run !== state.run) continue;
+        if (event.verdict.reason === "cancelled") {
+          // A save during the cancelled check waits for r: the learner asked for quiet.
+          state.rechecks.finished();
+          state.verdict = undefined;
+          state.panel = [kleur.yellow(CANCELLED)];
+          continue;
+        }
         state.verdict = event.verdict;
         if (state.rechecks.finished()) startCheck();
         else if (event.verdict.status === "passed") onPass();
@@ -377,6 +404,7 @@ export async function lessonScreen(
       }
     }
   } finally {
+    onInterrupt(undefined);
     stopWatching();
   }
 }

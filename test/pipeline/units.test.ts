@@ -324,7 +324,7 @@ describe("the live view", () => {
   test("draws a row per stage and a summary line", () => {
     const lines = renderSnapshot(snapshot);
     expect(lines).toHaveLength(6);
-    expect(lines[0]).toMatch(/stage\s+queued\s+working\s+done\s+retried\s+dead\s+docs\/s/);
+    expect(lines[0]).toMatch(/stage\s+queued\s+working\s+done\s+retried\s+dead\s+docs\/s last 5 s/);
     expect(lines[2]).toMatch(/^ner\s+9\s+2\s+90\s+1\s+1\s+12\.3$/);
     expect(lines[5]).toContain("accepted 150/200  completed 70  dead 1  workers 3/4");
     expect(lines[5]).toContain("chaos: 2 kills, 1 restarts");
