@@ -14,7 +14,7 @@ import {
   sameValue,
   until,
 } from "../kit.ts";
-import { allLearnerAddrs } from "../wire.ts";
+import { allLearnerAddrs, learnerAddrs } from "../wire.ts";
 
 type Profile =
   | { kind: "local"; host?: string; port?: number }
@@ -169,8 +169,13 @@ describe("connection profiles", () => {
 
   test("reconnect delays grow and stay within 5 seconds", async () => {
     const retries = [0, 1, 2, 3, 5, 10, 20, 50, 1000];
+    // Several draws per retry: with random jitter one draw proves nothing about growth, the
+    // largest of fifty does (and every draw must respect the bounds).
+    const draws = 50;
     const delays = await call("reconnectDelay()", () =>
-      retries.map((n) => [n, exercise.reconnectDelay(n)] as const),
+      retries.flatMap((n) =>
+        Array.from({ length: draws }, () => [n, exercise.reconnectDelay(n)] as const),
+      ),
     );
     for (const [n, delay] of delays) {
       check(
@@ -179,16 +184,16 @@ describe("connection profiles", () => {
         2,
       );
     }
-    const at = new Map(delays);
-    const [first, fifth, late] = [at.get(0) ?? 0, at.get(5) ?? 0, at.get(1000) ?? 0];
+    const most = (n: number) => Math.max(...delays.filter(([r]) => r === n).map(([, d]) => d));
+    const [first, fifth, late] = [most(0), most(5), most(1000)];
     check(
       fifth > first,
-      `The delay should grow with retries: reconnectDelay(0) = ${first}, reconnectDelay(5) = ${fifth}.`,
+      `The delay should grow with retries: over ${draws} calls each, reconnectDelay(0) reached ${first} and reconnectDelay(5) only ${fifth}.`,
       2,
     );
     check(
       late >= fifth,
-      `Once capped, the delay should stay there: reconnectDelay(5) = ${fifth}, but reconnectDelay(1000) = ${late}.`,
+      `Once capped, the delay should stay there: over ${draws} calls each, reconnectDelay(5) reached ${fifth}, but reconnectDelay(1000) only ${late}.`,
       2,
     );
   });
@@ -280,6 +285,7 @@ describe("a live connection", () => {
   test("withRedis() lets a command the work started finish before it closes", async () => {
     const observer = await checkClient();
     const audit = freshKey("audit");
+    const before = allLearnerAddrs();
     // Work that fires a write and returns without awaiting it: close() sends it and waits for
     // its reply, destroy() drops it on the floor.
     await call("withRedis()", () =>
@@ -287,6 +293,14 @@ describe("a live connection", () => {
         void client.set(audit, "contract-17 indexed").catch(() => {});
         return "ok";
       }),
+    );
+    // Looked at at once, on the client's side: an awaited close() has let go of the socket by
+    // then, and a close() left running still waits for the SET's reply.
+    const stillOpen = openedSince(before).filter((addr) => learnerAddrs().has(addr));
+    check(
+      stillOpen.length === 0,
+      `withRedis() resolved while its connection (${stillOpen.join(", ")}) was still waiting for the reply to SET ${audit}: the close() was not awaited. Await client.close() in finally, so withRedis() resolves once the connection is really gone and a failure to close reaches the caller.`,
+      3,
     );
     const value = await observer.get(audit);
     check(
@@ -301,12 +315,26 @@ describe("a live connection", () => {
     const name = `wb:learner:${ctx.runId}:job`;
     const result = { docId: "contract-17", pages: 40 };
     let before = allLearnerAddrs();
+    let secondStep: string | undefined;
     const returned = await call("withRedis()", () =>
       exercise.withRedis(ctx.redisUrl, name, async (client) => {
         await client.ping();
+        // A second step after an await: a withRedis() that closes before the work has settled
+        // (return work(client) in try, without await) closes the client under it.
+        try {
+          await client.ping();
+        } catch (error) {
+          secondStep = error instanceof Error ? error.message : String(error);
+        }
         return result;
       }),
     );
+    if (secondStep !== undefined) {
+      fail(
+        `The work's second command, sent after its first await, failed with "${secondStep}": withRedis() closed the client while the work was still running. Inside try, write return await work(client), so finally runs only once the work has finished.`,
+        3,
+      );
+    }
     check(
       sameValue(returned, result),
       `withRedis() should return what the work returns (${JSON.stringify(result)}); got ${JSON.stringify(returned)}.`,

@@ -17,7 +17,7 @@ import {
   sleep,
   until,
 } from "../kit.ts";
-import { allLearnerAddrs, command, sent } from "../wire.ts";
+import { allLearnerAddrs, command, learnerAddrs, sent } from "../wire.ts";
 
 type Stage = "uploaded" | "ocr" | "ner" | "classification" | "embedding" | "done";
 interface StatusEvent {
@@ -352,6 +352,13 @@ describe("dashboards", () => {
     const first = await openDashboard(s, channel, "dashboard A");
     const second = await openDashboard(s, channel, "dashboard B");
     await call("stop() of dashboard A", () => first.stop(), 3000);
+    // Looked at at once, on the client's side: an awaited close() has let go of the socket.
+    const stillOpen = first.opened.filter((addr) => learnerAddrs().has(addr));
+    check(
+      stillOpen.length === 0,
+      `stop() resolved while the connection dashboard A opened (${stillOpen.join(", ")}) was still open: it started closing without waiting for it. Await the unsubscribe and the close() in stop(), so that a caller who stops a dashboard knows it is gone.`,
+      3,
+    );
 
     const leftSubscribed = async () =>
       (await connectionsAt(s.observer, first.opened)).filter((c) => c.sub + c.psub > 0);

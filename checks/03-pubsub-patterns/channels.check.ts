@@ -185,6 +185,10 @@ describe("channel design", () => {
       for (const outside of [
         `${t.prefix}docs:uploads`,
         `${t.prefix}docs:statusboard`,
+        // Another family with a stage-like member, and one nested deeper: a wildcard in place
+        // of "docs" would take both in.
+        `${t.prefix}models:status:ocr`,
+        `${t.prefix}archive:docs:status:ocr`,
         `x${t.channelOf("ocr")}`,
         other.channelOf("ocr"),
       ]) {

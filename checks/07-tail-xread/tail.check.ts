@@ -428,6 +428,58 @@ test("stop() on a quiet stream returns within one read and closes the reader's c
   );
 });
 
+test("stop() while onEntry() works waits for it, checkpoints that entry and closes the reader", async () => {
+  const observer = await checkClient();
+  const stream = freshKey("status:deploy");
+  const checkpoint = freshKey("tail:deploy");
+  const earlier = new Set((await learnerConnections(observer)).map((c) => c.id));
+  let release = () => {};
+  const work = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  let started = false;
+  const reader = await startReader(stream, checkpoint, BLOCK_MS, () => async () => {
+    started = true;
+    await work;
+  });
+  try {
+    const own = String(await reader.client.clientId());
+    await untilWaiting(observer);
+    const [id] = (await append(observer, stream, 1, "deploy")).ids;
+    check(await until(() => started, 3000), `The entry ${id} never reached onEntry().`, 2);
+    let stopped = false;
+    const stopping = stop(reader.tail).finally(() => {
+      stopped = true;
+    });
+    stopping.catch(() => {});
+    // Held for several reads: a stop() that sleeps about one BLOCK instead of awaiting the loop
+    // would slip through a hold of one read.
+    await sleep(BLOCK_MS * 4);
+    check(
+      !stopped,
+      "stop() returned while onEntry() was still working on an entry. A deploy would then end the process in the middle of it: stop() should end the loop and resolve only once the entry in hand is finished and checkpointed (await the loop).",
+      2,
+    );
+    release();
+    await stopping;
+    const saved = await savedCheckpoint(observer, checkpoint);
+    check(
+      saved === id,
+      `stop() was called while onEntry() worked on ${id}; onEntry() finished, but the checkpoint says ${saved ?? "nothing"}. Let the loop save the checkpoint of the entry in hand before it ends.`,
+      2,
+    );
+    const opened = async () =>
+      (await learnerConnections(observer)).filter((c) => !earlier.has(c.id) && c.id !== own);
+    check(
+      await until(async () => (await opened()).length === 0, 1000),
+      `After stop() ${(await opened()).length} connection(s) your reader opened are still open. Close the reader's connection when the loop ends (reader.close()).`,
+      2,
+    );
+  } finally {
+    release();
+  }
+});
+
 test("independent readers each see every entry (fan-out with history)", async () => {
   const observer = await checkClient();
   const stream = freshKey("status:fanout");

@@ -394,7 +394,9 @@ test("stop() in the middle of a task waits for it, acknowledges it and closes th
       stopped = true;
     });
     stopping.catch(() => {});
-    await sleep(BLOCK_MS);
+    // Held for several reads: a stop() that sleeps about one BLOCK instead of awaiting the loop
+    // would slip through a hold of one read.
+    await sleep(BLOCK_MS * 4);
     check(
       !stopped,
       "stop() returned while handle() was still working on a task. A deploy would then kill the process in the middle of that task: stop() must wait until the loop has finished the tasks in hand.",
