@@ -267,6 +267,7 @@ test("a task whose handler throws stays pending, the worker carries on, and the 
   const client = await learnerClient();
   const calls = new Map<string, number>();
   let pendingWhenHealthy: string[] | undefined;
+  let callsWhenHealthy = new Map<string, number>();
   let worker: Worker | undefined;
   try {
     worker = await start(client, {
@@ -284,6 +285,7 @@ test("a task whose handler throws stays pending, the worker carries on, and the 
           return Promise.reject(new Error("OCR service answered 503"));
         }
         if (task.id === healthy.id && pendingWhenHealthy === undefined) {
+          callsWhenHealthy = new Map(calls);
           return observer.xPendingRange(q.stream, q.group, "-", "+", 10).then((entries) => {
             pendingWhenHealthy = entries.map((e) => e.id);
           });
@@ -299,6 +301,13 @@ test("a task whose handler throws stays pending, the worker carries on, and the 
       2,
     );
     const ackedAfterFailure = failed.filter((d) => !pendingWhenHealthy?.includes(d.id));
+    // Handled again before the next task: not acknowledged while failed, but retried at once.
+    const retriedAtOnce = ackedAfterFailure.filter((d) => (callsWhenHealthy.get(d.id) ?? 0) >= 2);
+    check(
+      retriedAtOnce.length === 0,
+      `handle() failed for ${names(retriedAtOnce)}, and the worker tried ${retriedAtOnce.length === 1 ? "it" : "them"} again at once, before it went on to ${healthy.docId}. A failed entry waits until it has been idle for claimIdleMs (300 ms here): claim with that min-idle-time, and re-read your own pending entries (XREADGROUP ... 0) only when the worker starts.`,
+      2,
+    );
     check(
       ackedAfterFailure.length === 0,
       `handle() failed for ${names(ackedAfterFailure)}, yet the entry was no longer pending when the worker moved on: it was acknowledged although the work failed, and the document is lost. XACK only after handle() succeeds.`,
