@@ -267,6 +267,7 @@ test("a task whose handler throws stays pending, the worker carries on, and the 
   const client = await learnerClient();
   const calls = new Map<string, number>();
   let pendingWhenHealthy: string[] | undefined;
+  let callsWhenHealthy = new Map<string, number>();
   let worker: Worker | undefined;
   try {
     worker = await start(client, {
@@ -284,6 +285,7 @@ test("a task whose handler throws stays pending, the worker carries on, and the 
           return Promise.reject(new Error("OCR service answered 503"));
         }
         if (task.id === healthy.id && pendingWhenHealthy === undefined) {
+          callsWhenHealthy = new Map(calls);
           return observer.xPendingRange(q.stream, q.group, "-", "+", 10).then((entries) => {
             pendingWhenHealthy = entries.map((e) => e.id);
           });
@@ -299,6 +301,13 @@ test("a task whose handler throws stays pending, the worker carries on, and the 
       2,
     );
     const ackedAfterFailure = failed.filter((d) => !pendingWhenHealthy?.includes(d.id));
+    // Handled again before the next task: not acknowledged while failed, but retried at once.
+    const retriedAtOnce = ackedAfterFailure.filter((d) => (callsWhenHealthy.get(d.id) ?? 0) >= 2);
+    check(
+      retriedAtOnce.length === 0,
+      `handle() failed for ${names(retriedAtOnce)}, and the worker tried ${retriedAtOnce.length === 1 ? "it" : "them"} again at once, before it went on to ${healthy.docId}. A failed entry waits until it has been idle for claimIdleMs (300 ms here): claim with that min-idle-time, and re-read your own pending entries (XREADGROUP ... 0) only when the worker starts.`,
+      2,
+    );
     check(
       ackedAfterFailure.length === 0,
       `handle() failed for ${names(ackedAfterFailure)}, yet the entry was no longer pending when the worker moved on: it was acknowledged although the work failed, and the document is lost. XACK only after handle() succeeds.`,
@@ -318,6 +327,45 @@ test("a task whose handler throws stays pending, the worker carries on, and the 
   } finally {
     await stopQuietly(worker);
   }
+});
+
+test("readOwnPending() reads every page and acknowledges what was deleted", async () => {
+  const observer = await checkClient();
+  const q = await newQueue(observer, "own-pages");
+  const consumer = fresh("ocr");
+  // More than one page of 100, with a deleted entry on each page.
+  const given = await addDocs(observer, q, 1, 130);
+  await readAndDie(observer, q, consumer, 130);
+  const deleted = [given[10], given[120]].filter((d): d is Doc => d !== undefined);
+  for (const doc of deleted) await observer.xDel(q.stream, doc.id);
+  const client = await learnerClient();
+  const tasks = await call("readOwnPending()", () =>
+    exercise.readOwnPending(client, q.stream, q.group, consumer),
+  );
+  const expected = given.filter((d) => !deleted.includes(d));
+  const missing = expected.filter((d) => !tasks.some((t) => t.id === d.id));
+  check(
+    missing.length === 0,
+    `${consumer} held ${given.length} pending entries; readOwnPending() returned ${tasks.length} tasks and left out ${names(missing.slice(0, 5))}${missing.length > 5 ? ` and ${missing.length - 5} more` : ""}. One XREADGROUP ... 0 returns one page (COUNT): read again after the last ID returned until a page comes back empty.`,
+    2,
+  );
+  check(
+    sameValue(
+      tasks.map((t) => t.id),
+      expected.map((d) => d.id),
+    ),
+    `readOwnPending() should return each pending entry once, in stream order, without the deleted ones (${names(deleted)}); it returned ${tasks.length} tasks${tasks.some((t) => deleted.some((d) => d.id === t.id)) ? ", deleted ones among them" : ""}.`,
+    2,
+  );
+  const left = await observer.xPendingRange(q.stream, q.group, "-", "+", 200, {
+    consumer,
+  });
+  const stuck = deleted.filter((d) => left.some((p) => p.id === d.id));
+  check(
+    stuck.length === 0,
+    `${names(stuck)} ${stuck.length === 1 ? "was" : "were"} deleted (XDEL) while pending, and after readOwnPending() ${stuck.length === 1 ? "it is" : "they are"} still in the pending entries list. An entry that comes back with null fields has nothing left to do: XACK it in readOwnPending().`,
+    2,
+  );
 });
 
 test("entries deleted while pending do not stop the worker", async () => {
@@ -694,6 +742,38 @@ test("claimStale() takes at most count entries per call, and its cursor leads pa
     `claimStale() should return each claimed entry as { id, fields } with the entry's own fields ({ docId }); it returned ${JSON.stringify(got.slice(0, 2))}.`,
     2,
   );
+});
+
+test("the blocking read has a connection of its own", async () => {
+  const observer = await checkClient();
+  const q = await newQueue(observer, "own-reader");
+  const client = await learnerClient();
+  const blockMs = 600;
+  const from = sent().at(-1)?.seq ?? 0;
+  let worker: Worker | undefined;
+  try {
+    worker = await start(client, {
+      ...q,
+      consumer: fresh("ocr"),
+      claimIdleMs: 10_000,
+      blockMs,
+      async handle() {},
+    });
+    const blocking = (c: { seq: number; name: string; args: string[] }) =>
+      c.seq > from && c.name === "XREADGROUP" && c.args.some((a) => a.toUpperCase() === "BLOCK");
+    await until(() => sent().some(blocking), 2000);
+    // The rest of the application shares the client it handed to the worker.
+    const asked = Date.now();
+    await client.ping();
+    const waited = Date.now() - asked;
+    check(
+      waited < blockMs / 2,
+      `While the worker waited for new entries, a PING on the client it was given took ${waited} ms: the blocking XREADGROUP (BLOCK ${blockMs}) was sent on that client, and every other command of the application waits behind it. Send the blocking reads on a connection of the worker's own (client.duplicate()), and close it in stop().`,
+      2,
+    );
+  } finally {
+    await stopQuietly(worker);
+  }
 });
 
 test("stop() returns on a quiet stream and finishes the task in hand", async () => {

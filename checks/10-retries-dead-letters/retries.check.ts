@@ -372,6 +372,54 @@ test("a retry sweep leaves a slow first delivery alone", async () => {
       `${busyOne} has been working on its first delivery of contract-40-pages for ${Date.now() - startedAt} ms, and a retry sweep by ${sweeper} claimed it (retryBaseMs ${BASE_MS}): live work is taken away and done twice. The idle time counts from the last delivery, so a slow task looks exactly like a failed one. While handle() runs, reset the entry's idle time with a heartbeat: XCLAIM <stream> <group> <self> 0 <id> JUSTID every retryBaseMs / 4 or so.`,
       2,
     );
+    check(
+      entry?.deliveriesCounter === 1,
+      `While handle() worked on its first delivery of contract-40-pages, the entry's delivery count went up to ${entry?.deliveriesCounter}: each heartbeat counted as a delivery. Beat with XCLAIM ... JUSTID (client.xClaimJustId()), which resets the idle time and leaves the count alone; otherwise a slow document is dead-lettered without ever having failed.`,
+      2,
+    );
+  } finally {
+    release();
+    await stopQuietly(worker);
+  }
+});
+
+test("a worker claims one due retry at a time", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:one-by-one");
+  const crashed = fresh("ocr");
+  for (let n = 1; n <= 3; n++) await deliveredBefore(observer, q, crashed, 1, `doc-${n}`);
+  const me = fresh("ocr");
+  let release = () => {};
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  let started = false;
+  let worker: Worker | undefined;
+  try {
+    worker = await start(await learnerClient(), {
+      ...q,
+      consumer: me,
+      maxDeliveries: MAX_DELIVERIES,
+      retryBaseMs: BASE_MS,
+      blockMs: 50,
+      async handle() {
+        started = true;
+        await gate;
+      },
+    });
+    check(
+      await until(() => started, 3000),
+      `Three entries were due for a retry, and ${me} never started on one: look for due entries with XPENDING ... IDLE and claim them with XCLAIM.`,
+      2,
+    );
+    const held = (await observer.xPendingRange(q.stream, q.group, "-", "+", 10)).filter(
+      (p) => p.consumer === me,
+    );
+    check(
+      held.length === 1,
+      `While ${me} was busy with its first retry, it already held ${held.length} of the 3 due entries. A claimed entry waiting in your hands ages like any other: after one backoff another worker's sweep takes it while it is still yours, and it is done twice. Claim one due entry, handle it, then claim the next (claimDueRetries(client, options), limit 1).`,
+      2,
+    );
   } finally {
     release();
     await stopQuietly(worker);

@@ -166,11 +166,45 @@ async function processOne(
   );
 }
 
+/**
+ * Holds the hand-off's last step (EXEC, a script, or a lone XACK) at the socket for a moment:
+ * a processDelivery() that settles meanwhile did not wait for its hand-off, and its caller
+ * would read the next entry while this one is still in flight, or lose it to a crash.
+ */
+async function handOffAwaited(stage: Stage, doc: Delivery): Promise<void> {
+  const lastSteps = new Set(["EVAL", "EVALSHA", "FCALL", "XACK"]);
+  let settled = false;
+  let held: Promise<boolean> | undefined;
+  const hold = beforeCommand(
+    (c) => c.name === "EXEC" || (lastSteps.has(c.name) && c.multi === undefined),
+    async () => {
+      held = until(() => settled, 150);
+      await held;
+    },
+  );
+  try {
+    await processOne(stage, doc);
+  } finally {
+    settled = true;
+  }
+  // A hand-off nobody awaited may leave only after the call returned.
+  if (!hold.hasFired()) await Promise.race([hold.fired, until(() => false, 100)]);
+  hold.cancel();
+  check(
+    !(await held),
+    `processDelivery(${doc.docId}) returned while its hand-off (XADD + XACK) had not reached Redis yet: an await is missing (on exec(), or on handOff()). The caller goes on to the next entry, and a crash now loses this one.`,
+    2,
+  );
+}
+
 test("each document is analysed, stored under its ID and handed on", async () => {
   const stage = await setUp("docs");
   await submit(stage, "doc-1", "doc-2", "doc-3");
   const open = openLearnerConnections();
-  for (const doc of await deliver(stage, ">")) await processOne(stage, doc);
+  const [firstDoc, ...rest] = await deliver(stage, ">");
+  if (!firstDoc) throw new Error("no delivery");
+  await handOffAwaited(stage, firstDoc);
+  for (const doc of rest) await processOne(stage, doc);
   if (!(await until(() => openLearnerConnections() <= open, 1000))) {
     fail(
       `After three calls of processDelivery(), ${openLearnerConnections() - open} more connections to Redis are open than before: each call opens one and leaves it open. Use the client you are given, or close (destroy) a connection of your own when the call is done.`,
@@ -374,8 +408,24 @@ async function crashScenario(crashBefore?: number) {
     storedAtCrash,
     sent: await handedOn(stage, "doc-f"),
     stored: await storedResult(stage, "doc-f"),
+    ttl: await stage.observer.ttl(`${stage.options.resultPrefix}doc-f`),
     pending: await pendingCount(stage.observer, stage.options.stream, stage.options.group),
   };
+}
+
+/**
+ * A crash before the second of two commands that one socket write carries (a pipeline) drops
+ * the first one too, so crashes alone cannot tell execAsPipeline() from MULTI: read how the
+ * XADD and the XACK went. Inside one MULTI, or not visible at all (a script ran them), is one unit.
+ */
+function handOffUnit(commands: SentCommand[]): string | undefined {
+  const add = commands.find((c) => c.name === "XADD");
+  const ack = commands.find((c) => c.name === "XACK");
+  if (!add || !ack) return undefined;
+  const exec = (c: SentCommand) =>
+    commands.some((e) => e.name === "EXEC" && e.multi !== undefined && e.multi === c.multi);
+  if (add.multi !== undefined && add.multi === ack.multi && exec(add)) return undefined;
+  return `handOff() sent its XADD and its XACK ${add.multi === undefined && ack.multi === undefined ? "as separate commands" : "in different transactions"}, not inside one MULTI ... EXEC. A crash between them hands the document on twice or loses it; a pipeline (execAsPipeline) only batches the writes, it is no transaction. Use client.multi() ... .exec(), or one script.`;
 }
 
 test("the hand-off is atomic: a crash at any step loses nothing and repeats nothing", async () => {
@@ -402,9 +452,17 @@ test("the hand-off is atomic: a crash at any step loses nothing and repeats noth
     );
     check(r.pending === 0, `${at}: doc-f is still pending after the restart finished it.`, 2);
     check(
+      r.ttl > RESULT_TTL_S - 60 && r.ttl <= RESULT_TTL_S,
+      `${at}: the stored result ${r.ttl === -1 ? "never expires" : `expires in ${r.ttl} s`}. The expiry was a command of its own after the write, and the crash came between them. Store the result and its lifetime in one command: SET key value NX EX RESULT_TTL_S.`,
+      2,
+    );
+    check(
       r.storedAtCrash === null || r.sent[0] === r.storedAtCrash,
       `${at}: the result was already stored (${JSON.stringify(r.storedAtCrash)}), yet the next stage got ${JSON.stringify(r.sent[0])}. The restart must hand on the stored result.`,
       1,
     );
   }
+  // Crashes cannot split a batch that one socket write carries: read how it went.
+  const split = handOffUnit(clean.commands);
+  if (split) fail(split, 2);
 });

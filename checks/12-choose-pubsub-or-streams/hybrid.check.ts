@@ -439,6 +439,27 @@ describe("part 2: the hybrid", () => {
         '"done" was published': dashboard.of(doc).some((e) => e.state === "done"),
       });
     }
+    // One socket write (a pipeline) crashes as a whole here, so read how the steps went too.
+    const { keys } = await crashAt(
+      () => false,
+      "worker",
+      async (client, keys) => {
+        await workOnceSettled(client, keys, fresh("ocr"), async () => {});
+      },
+      true,
+    );
+    const on = (name: string, key: string, state?: string) => (cmd: wire.SentCommand) =>
+      cmd.name === name && cmd.args[1] === key && (state === undefined || says(name, state)(cmd));
+    expectOneUnit("submitTask()", "XADD, HSET and PUBLISH", [
+      on("XADD", keys.tasks),
+      on("HSET", keys.state, "queued"),
+      on("PUBLISH", keys.progress, "queued"),
+    ]);
+    expectOneUnit("workOnce()", "XACK, HSET and PUBLISH", [
+      on("XACK", keys.tasks),
+      on("HSET", keys.state, "done"),
+      on("PUBLISH", keys.progress, "done"),
+    ]);
   });
 });
 
@@ -486,6 +507,30 @@ function expectAllOrNone(
     .join("; ");
   fail(
     `A crash just before ${step} in ${what} left ${doc} half done (${told}). Send ${commands} in one MULTI ... EXEC: a transaction that never reached EXEC is discarded, so a crash leaves all of it or none.`,
+    3,
+  );
+}
+
+/**
+ * The steps of one transition went inside one MULTI ... EXEC, or none of them is visible (a
+ * script ran them). A pipeline (execAsPipeline) or separate commands each reach Redis alone.
+ */
+function expectOneUnit(
+  what: string,
+  commands: string,
+  steps: ((cmd: wire.SentCommand) => boolean)[],
+): void {
+  const log = wire.sent();
+  const found = steps.map((step) => log.find(step));
+  if (found.every((cmd) => cmd === undefined)) return;
+  const multi = found[0]?.multi;
+  const oneUnit =
+    multi !== undefined &&
+    found.every((cmd) => cmd?.multi === multi) &&
+    log.some((cmd) => cmd.name === "EXEC" && cmd.multi === multi);
+  check(
+    oneUnit,
+    `${what} sent ${commands} ${found.some((cmd) => cmd?.multi !== undefined) ? "in more than one transaction" : "as separate commands"}, not inside one MULTI ... EXEC: a crash between them leaves the transition half done. execAsPipeline() only batches the writes, it is no transaction: use exec(), or one script.`,
     3,
   );
 }

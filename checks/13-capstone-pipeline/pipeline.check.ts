@@ -445,6 +445,17 @@ describe("the parts, one at a time", () => {
       "The entry is still pending after both finished: the late handOff() must XACK it too.",
       3,
     );
+    // The same document queued twice (a takeover upstream): the second entry finds the result.
+    const duplicate = await delivered(c, keys, "doc-1", fresh("ocr"));
+    const again = await call("handOff() of a second entry for a finished document", async () =>
+      exercise.handOff(await learnerClient(), keys, duplicate, RESULT),
+    );
+    const left = await pendingCount(c, keys.stream, keys.group);
+    check(
+      again === false && left === 0 && (await handedOn(c, keys, "doc-1")) === 1,
+      `doc-1 was queued for this stage a second time, as a new entry, after its result was stored. handOff() of that entry should return false, hand nothing on and acknowledge it; it returned ${again}, ${left} entr${left === 1 ? "y is" : "ies are"} still pending, and doc-1 was handed on ${await handedOn(c, keys, "doc-1")} times. When the result (or the "dead" mark) is already there, XACK the entry: otherwise it is taken over again and again.`,
+      3,
+    );
 
     // Then at the same moment: the other worker commits between the late one's check and its EXEC.
     const r = await racingFinishers("race");
@@ -464,6 +475,31 @@ describe("the parts, one at a time", () => {
       3,
     );
     check(r.pending === 0, "The entry is still pending after both finished.", 3);
+
+    // A change to the document that finishes nothing refuses the EXEC just the same: the work
+    // is not done then, and the entry must wait for its retry.
+    const touched = keysFor("touched");
+    const mine = await delivered(c, touched, "doc-1", fresh("ocr"));
+    const busy = await worker("touched");
+    const touch = beforeCommand(
+      (cmd) => cmd.scope === busy.scope.name && commits(cmd),
+      async () => {
+        await c.hSet(touched.doc("doc-1"), "reviewedBy", "paralegal-3");
+      },
+    );
+    const returned = await busy.scope.run(() =>
+      call("handOff() while the document is being edited", () =>
+        exercise.handOff(busy.client, touched, mine, RESULT),
+      ),
+    );
+    touch.cancel();
+    const passed = await handedOn(c, touched, "doc-1");
+    const waiting = await pendingCount(c, touched.stream, touched.group);
+    check(
+      returned === true ? passed === 1 && waiting === 0 : passed === 0 && waiting === 1,
+      `Another client changed doc-1's hash (a field that finishes nothing) between handOff()'s WATCH and its EXEC, so the EXEC was refused. handOff() returned ${returned}; doc-1 was handed on ${passed} times and ${waiting} entr${waiting === 1 ? "y is" : "ies are"} pending${returned === false && waiting === 0 && passed === 0 ? ": the entry was acknowledged although nothing was done, and doc-1 is lost" : ""}. When EXEC is refused (WatchError), return false without XACK: the entry comes back after claimIdleMs, and the look before MULTI decides.`,
+      3,
+    );
   });
 
   test("deadLetter() parks the document with its reason and acknowledges it", async () => {
