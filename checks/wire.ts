@@ -42,6 +42,18 @@ export interface SentCommand {
 
 type Owner = "learner" | "check";
 
+/** A chunk on its way out: its commands, and how far it has been judged and written. */
+interface Pending {
+  chunk: unknown;
+  encoding: BufferEncoding | undefined;
+  buffer?: Buffer;
+  commands?: { args: string[]; end: number }[];
+  /** The next command to judge. */
+  next: number;
+  /** Bytes of `buffer` already written. */
+  written: number;
+}
+
 interface Tracked {
   conn: number;
   socket: net.Socket;
@@ -50,7 +62,7 @@ interface Tracked {
   localAddr?: string;
   parser: RespParser;
   /** Writes waiting while a `before()` action runs: parsed, logged and sent in order after it. */
-  queue: [unknown, BufferEncoding | undefined][];
+  queue: Pending[];
   held: boolean;
   openMulti?: number;
 }
@@ -88,14 +100,19 @@ class RespParser {
   private buffer: Buffer = Buffer.alloc(0);
   private broken = false;
 
-  push(chunk: Buffer): string[][] {
+  /** The commands that end in `chunk`, each with the offset in `chunk` just after its end. */
+  push(chunk: Buffer): { args: string[]; end: number }[] {
     if (this.broken) return [];
-    this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
-    const commands: string[][] = [];
+    const carried = this.buffer.length;
+    this.buffer = carried === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+    const commands: { args: string[]; end: number }[] = [];
+    let consumed = 0;
     for (;;) {
+      const before = this.buffer.length;
       const parsed = this.parseOne();
       if (parsed === undefined) break;
-      commands.push(parsed);
+      consumed += before - this.buffer.length;
+      commands.push({ args: parsed, end: consumed - carried });
     }
     return commands;
   }
@@ -156,7 +173,11 @@ function isCrashFallout(error: unknown): boolean {
 function crashScope(scope: string): void {
   crashedScopes.add(scope);
   for (const t of tracked.values()) {
-    if (t.scope === scope && t.owner !== "check") t.socket.destroy();
+    if (t.scope !== scope || t.owner === "check") continue;
+    // node-redis corks a batch of writes: what was written before the crash has left the
+    // process by now in a real run, so it goes out before the connection dies.
+    while (t.socket.writableCorked > 0) t.socket.uncork();
+    t.socket.destroy();
   }
 }
 
@@ -190,11 +211,8 @@ function onCommand(t: Tracked, args: string[]): { hold?: Promise<void>; drop?: b
     if (rule.seen < rule.nth) continue;
     rule.done = true;
     rule.fired?.();
-    if (rule.action === "crash") {
-      if (process.env.WORKBOOK_FAULT_CHILD === "1") process.kill(process.pid, "SIGKILL");
-      crashScope(t.scope);
-      return { drop: true };
-    }
+    // The caller crashes the scope once the commands before this one have left.
+    if (rule.action === "crash") return { drop: true };
     return {
       hold: Promise.resolve().then(() => (rule.action as Exclude<Action, "crash">)(command)),
     };
@@ -203,35 +221,58 @@ function onCommand(t: Tracked, args: string[]): { hold?: Promise<void>; drop?: b
 }
 
 /**
- * Sends what a connection wrote, in order: each chunk's commands are logged and matched against
- * the rules first. A rule that holds the connection stops the pump; what the learner writes
- * meanwhile waits in the queue and goes through the same steps when the hold ends, so no
- * command escapes the log or a later rule.
+ * Sends what a connection wrote, in order: each command is logged and matched against the rules
+ * before its bytes leave. One write may carry several commands (a pipeline): it is cut at
+ * command boundaries, so what came before a crash still reaches Redis and what comes after a
+ * hold waits for it. What the learner writes during a hold waits in the queue and goes through
+ * the same steps afterwards, so no command escapes the log or a later rule.
  */
 function pump(t: Tracked): void {
+  const send = (data: unknown, encoding?: BufferEncoding) =>
+    originalWrite.call(t.socket, data as string, encoding as BufferEncoding);
   while (!t.held && t.queue.length > 0) {
-    const [chunk, encoding] = t.queue.shift() as [unknown, BufferEncoding | undefined];
-    const buffer = toBuffer(chunk, encoding);
-    const holds: Promise<void>[] = [];
-    for (const args of buffer ? t.parser.push(buffer) : []) {
-      const decision = onCommand(t, args);
-      if (decision.drop) {
-        t.queue.length = 0;
-        return;
-      }
-      if (decision.hold) holds.push(decision.hold.catch(() => {}));
+    const item = t.queue[0] as Pending;
+    if (item.commands === undefined) {
+      item.buffer = toBuffer(item.chunk, item.encoding);
+      item.commands = item.buffer ? t.parser.push(item.buffer) : [];
     }
-    if (holds.length === 0) {
-      originalWrite.call(t.socket, chunk as string, encoding as BufferEncoding);
+    const { buffer, commands } = item;
+    if (!buffer) {
+      t.queue.shift();
+      send(item.chunk, item.encoding);
       continue;
     }
-    t.held = true;
-    void Promise.all(holds).then(() => {
-      t.held = false;
-      if (crashedScopes.has(t.scope) || t.socket.destroyed) return;
-      originalWrite.call(t.socket, chunk as string, encoding as BufferEncoding);
-      pump(t);
-    });
+    let hold: Promise<void> | undefined;
+    while (item.next < commands.length && !hold) {
+      const index = item.next++;
+      const command = commands[index] as { args: string[]; end: number };
+      const decision = onCommand(t, command.args);
+      const start = index === 0 ? 0 : (commands[index - 1]?.end ?? 0);
+      if (decision.drop) {
+        if (start > item.written) send(buffer.subarray(item.written, start));
+        t.queue.length = 0;
+        if (process.env.WORKBOOK_FAULT_CHILD === "1") process.kill(process.pid, "SIGKILL");
+        crashScope(t.scope);
+        return;
+      }
+      if (decision.hold) {
+        if (start > item.written) send(buffer.subarray(item.written, start));
+        item.written = Math.max(item.written, start);
+        hold = decision.hold.catch(() => {});
+      }
+    }
+    if (hold) {
+      t.held = true;
+      void hold.then(() => {
+        t.held = false;
+        if (crashedScopes.has(t.scope) || t.socket.destroyed) return;
+        pump(t);
+      });
+      return;
+    }
+    t.queue.shift();
+    if (item.written === 0) send(item.chunk, item.encoding);
+    else if (item.written < buffer.length) send(buffer.subarray(item.written));
   }
 }
 
@@ -274,7 +315,7 @@ function install(): void {
     if (t.conn === 0) t.conn = nextConn++;
     if (crashedScopes.has(t.scope) && t.owner !== "check") return false;
     const encoding = typeof rest[0] === "string" ? (rest[0] as BufferEncoding) : undefined;
-    t.queue.push([chunk, encoding]);
+    t.queue.push({ chunk, encoding, next: 0, written: 0 });
     if (!t.held) pump(t);
     return true;
   } as typeof net.Socket.prototype.write;
@@ -299,6 +340,17 @@ function install(): void {
     }
     return originalEmit.call(this, event, ...args);
   };
+
+  // The same for a crashed worker's loop that goes on and rejects ("The client is closed"): a
+  // dead process rejects nothing. Answering "handled" keeps it from failing the run. process
+  // gets its own wrapper: test runners replace process.emit with one of theirs.
+  const processEmit = process.emit;
+  process.emit = function (this: NodeJS.Process, event: string | symbol, ...args: unknown[]) {
+    if (event === "unhandledRejection" && crashedScopes.size > 0 && isCrashFallout(args[0])) {
+      return true;
+    }
+    return (processEmit as (...a: unknown[]) => boolean).call(this, event, ...args);
+  } as typeof process.emit;
 
   // In a worker child: die before the command WORKBOOK_FAULT names, e.g. {"command":"XACK","nth":2}.
   const fault = process.env.WORKBOOK_FAULT;

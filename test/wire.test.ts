@@ -168,3 +168,34 @@ test("commands written while a connection is held are logged, matched and sent i
   const order = sent((c) => c.args[1] === "wire:held").map((c) => c.name);
   expect(order).toEqual(["RPUSH", "LPUSH"]);
 });
+
+test("a pipeline written in one go is cut at the crash: the commands before it still arrive", async () => {
+  const check = await connect("wb:check:test:6");
+  const worker = scope("pipelined");
+  const learner = await worker.run(() => connect("pipelined"));
+  await check.del(["wire:p1", "wire:p2", "wire:p3"]);
+  before(command("SET", "wire:p2"), "crash");
+  await learner
+    .multi()
+    .set("wire:p1", "1")
+    .set("wire:p2", "2")
+    .set("wire:p3", "3")
+    .execAsPipeline()
+    .catch(() => {});
+  expect(worker.crashed()).toBe(true);
+  expect(await check.get("wire:p1")).toBe("1");
+  expect(await check.get("wire:p2")).toBeNull();
+  expect(await check.get("wire:p3")).toBeNull();
+});
+
+test("a crashed worker's loop that rejects afterwards does not fail the run", async () => {
+  const worker = scope("looping");
+  const client = await worker.run(() => connect("looping"));
+  before(command("PING"), "crash");
+  // Like a worker loop with no catch: its promise rejects after the crash, and nobody handles it.
+  void worker.run(async () => {
+    for (;;) await client.ping();
+  });
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  expect(worker.crashed()).toBe(true);
+});
