@@ -16,8 +16,9 @@
  * duplicates along. In a child process started by worker-process.ts, WORKBOOK_FAULT names a
  * command to die before, and the process SIGKILLs itself there: no finally block runs.
  *
- * Works at net.Socket, under TLS (TLSSocket writes plaintext through the same method), and so
- * needs no knowledge of node-redis internals beyond "one command is written as whole chunks".
+ * Works at net.Socket, so it needs no knowledge of node-redis beyond its corking of a batch of
+ * writes; one write may carry several commands, and is cut at command boundaries. A TLSSocket
+ * is a net.Socket writing plaintext through the same method, though no test runs TLS yet.
  */
 import { AsyncLocalStorage } from "node:async_hooks";
 import { EventEmitter } from "node:events";
