@@ -11,14 +11,10 @@ const benches = readdirSync(dir)
   .filter((f) => !only || f.includes(only));
 let failed = 0;
 for (const file of benches) {
-  const result = spawnSync(
-    process.execPath,
-    [join(ROOT, "node_modules", "tsx", "dist", "cli.mjs"), join(dir, file)],
-    {
-      cwd: ROOT,
-      stdio: "inherit",
-    },
-  );
+  const result = spawnSync(process.execPath, ["--import", "tsx", join(dir, file)], {
+    cwd: ROOT,
+    stdio: "inherit",
+  });
   if (result.status !== 0) failed++;
 }
 process.exitCode = failed > 0 ? 1 : 0;

@@ -2,8 +2,8 @@
  * Runs a learner's worker as a child process, so a check can kill it with SIGKILL the way a
  * crashed container or an OOM-killed pod dies: no finally blocks, no goodbye to Redis.
  *
- * The child is started as `node <tsx cli> <runner script>` in a process group of its own
- * (tsx starts a second node process, and both must die together). The harness is told about the
+ * The child is started as `node --import tsx <runner script>` in a process group of its own (one
+ * process: tsx's CLI would start a second one and relay signals to it). The harness is told about the
  * group with trackProcess(), so it is killed even if the check itself hangs or crashes.
  *
  * Runner scripts talk back on stdout with lines `@@workbook {"event": ..., ...}` (see
@@ -17,7 +17,6 @@ import { signalGroup, waitGroupGone } from "../src/process-group.ts";
 import { CheckFailure, trackProcess } from "./kit.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const TSX_CLI = fileURLToPath(new URL("../node_modules/tsx/dist/cli.mjs", import.meta.url));
 
 /** The prefix of a line a runner script prints to report an event to the check. */
 export const REPORT_PREFIX = "@@workbook ";
@@ -51,7 +50,7 @@ afterAll(async () => {
 
 /** Starts `script` (a runner in checks/NN-slug/) with the check's environment plus `env`. */
 export function spawnWorker(script: string, env: Record<string, string>): WorkerProcess {
-  const child: ChildProcess = spawn(process.execPath, [TSX_CLI, script], {
+  const child: ChildProcess = spawn(process.execPath, ["--import", "tsx", script], {
     cwd: ROOT,
     detached: true,
     stdio: ["ignore", "pipe", "pipe"],

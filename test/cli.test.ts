@@ -116,7 +116,7 @@ test("a reader that closes the pipe early ends the command quietly", () => {
       "bash",
       [
         "-c",
-        `set -o pipefail; "${process.execPath}" "${TSX}" src/cli.ts solution 03 --force --full | true`,
+        `set -o pipefail; "${process.execPath}" ${TSX.join(" ")} src/cli.ts solution 03 --force --full | true`,
       ],
       { cwd: ROOT, encoding: "utf8", env: cliEnv({ WORKBOOK_WORKSPACE: fresh.dir }) },
     );

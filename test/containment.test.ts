@@ -60,7 +60,7 @@ async function expectAllGone(box: { mark: string; tmp: string }, ms = 10_000): P
 
 test("SIGKILL of the workbook's process group while learner code spins: nothing is left", async () => {
   const box = sandbox(solution.replace("const base =", "for (;;) {}\n  const base ="));
-  const cli = launch(process.execPath, [TSX, "src/cli.ts", "check", "01"], box.env);
+  const cli = launch(process.execPath, [...TSX, "src/cli.ts", "check", "01"], box.env);
   // The test worker has started too: the learner's loop is what runs.
   const running = await waitFor(() => checkProcesses(box.file).length >= 2, 60_000);
   expect(running, "the check's test worker never started").toBe(true);
@@ -99,7 +99,7 @@ test("killing only npm stops the pipeline, its workers and its Redis", async () 
 
 test("SIGKILL of the workbook's process group during the type check: the compiler stops too", async () => {
   const box = sandbox(solution);
-  const cli = launch(process.execPath, [TSX, "src/cli.ts", "check", "01"], box.env);
+  const cli = launch(process.execPath, [...TSX, "src/cli.ts", "check", "01"], box.env);
   const compilers = () =>
     processesWithEnv(box.mark).filter((pid) => / -p \S+tsconfig\./.test(commandOf(pid)));
   expect(await waitFor(() => compilers().length > 0, 60_000), "tsc never started").toBe(true);

@@ -19,7 +19,7 @@ test.concurrent.each(withDemo.map((l) => [l.number, l] as const))(
   "the demo of lesson %s ends on its own with exit 0",
   async (number) => {
     const mark = randomUUID();
-    const child = spawn(process.execPath, [TSX, "src/cli.ts", "demo", number], {
+    const child = spawn(process.execPath, [...TSX, "src/cli.ts", "demo", number], {
       cwd: ROOT,
       env: cliEnv({ WORKBOOK_TEST_MARK: mark }),
       stdio: ["ignore", "pipe", "pipe"],

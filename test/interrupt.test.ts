@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { afterAll, expect, test } from "vitest";
 import { loadLesson } from "../src/catalog.ts";
 import { ROOT } from "../src/paths.ts";
-import { exitOf } from "./support/cli.ts";
+import { exitOf, TSX } from "./support/cli.ts";
 import { processesWithEnv, scratchDir } from "./support/sandbox.ts";
 import { waitFor } from "./support/wait.ts";
 
@@ -30,15 +30,11 @@ test("Ctrl+C during a check leaves no process behind and exits 130", async () =>
   );
   const mark = `WORKBOOK_TEST_MARK=${randomUUID()}`;
   const [name = "", value = ""] = mark.split("=");
-  const cli = spawn(
-    process.execPath,
-    [join(ROOT, "node_modules", "tsx", "dist", "cli.mjs"), "src/cli.ts", "check", "01"],
-    {
-      cwd: ROOT,
-      env: { ...process.env, WORKBOOK_WORKSPACE: scratch.dir, REDIS_URL: "", [name]: value },
-      stdio: ["ignore", "pipe", "pipe"],
-    },
-  );
+  const cli = spawn(process.execPath, [...TSX, "src/cli.ts", "check", "01"], {
+    cwd: ROOT,
+    env: { ...process.env, WORKBOOK_WORKSPACE: scratch.dir, REDIS_URL: "", [name]: value },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let output = "";
   cli.stdout.on("data", (chunk) => {
     output += chunk;

@@ -30,7 +30,7 @@ for (let i = 0; i < 30; i++) markPassed(\`p\${process.argv[2]}-\${i}\`);
 `,
   );
   const children = Array.from({ length: 12 }, (_, n) =>
-    spawn(process.execPath, [TSX, script, String(n)], {
+    spawn(process.execPath, [...TSX, script, String(n)], {
       cwd: ROOT,
       env: scrubbedEnv(env as Record<string, string>),
       stdio: ["ignore", "ignore", "pipe"],

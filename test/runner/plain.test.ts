@@ -55,7 +55,7 @@ test("watch --json checks now and again after each save, records the pass, stops
   const file = learnerFile(lesson, env);
   const child: ChildProcess = spawn(
     process.execPath,
-    [TSX, "src/cli.ts", "watch", lesson.number, "--json"],
+    [...TSX, "src/cli.ts", "watch", lesson.number, "--json"],
     { cwd: ROOT, env: cliEnv(env), stdio: ["ignore", "pipe", "pipe"] },
   );
   const verdicts: Verdict[] = [];

@@ -1,10 +1,13 @@
 /** The workbook's commands as a script or CI runs them, from a test. */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { join } from "node:path";
 import { childEnded } from "../../src/child-ended.ts";
 import { ROOT } from "../../src/paths.ts";
 
-export const TSX = join(ROOT, "node_modules", "tsx", "dist", "cli.mjs");
+/**
+ * Node's arguments to run a TypeScript file in one process, as npm's scripts do (tsx's own CLI
+ * starts a second node and SIGKILLs it when it does not answer a signal within 30 ms).
+ */
+export const TSX = ["--import", "tsx"] as const;
 
 /**
  * Our environment minus what tells a program it runs under a test (vitest's own variables,
@@ -25,7 +28,7 @@ export function cliEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
 
 /** Runs `src/cli.ts args` to the end in cliEnv(env); `env` names the workspace, say. */
 export function cli(args: string[], env: Record<string, string> = {}) {
-  const result = spawnSync(process.execPath, [TSX, "src/cli.ts", ...args], {
+  const result = spawnSync(process.execPath, [...TSX, "src/cli.ts", ...args], {
     cwd: ROOT,
     encoding: "utf8",
     env: cliEnv(env),
