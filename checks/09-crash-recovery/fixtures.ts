@@ -2,7 +2,7 @@
  * The pending entries lesson 09's check builds before a learner's worker starts: documents in a
  * fresh stream and group, entries a "dead" consumer left behind, made stale without waiting.
  */
-import { fresh, freshKey, type Redis } from "../kit.ts";
+import { checkClient, fresh, freshKey, learnerClient, type Redis } from "../kit.ts";
 import { sent } from "../wire.ts";
 
 export interface Doc {
@@ -20,6 +20,13 @@ export async function newQueue(observer: Redis, label: string): Promise<Queue> {
   const queue = { stream: freshKey(`docs:${label}`), group: fresh("ocr") };
   await observer.xGroupCreate(queue.stream, queue.group, "0", { MKSTREAM: true });
   return queue;
+}
+
+/** What most tests start from: the check's own connection, a fresh queue, a learner's client. */
+export async function scene(label: string): Promise<{ observer: Redis; q: Queue; client: Redis }> {
+  const observer = await checkClient();
+  const q = await newQueue(observer, label);
+  return { observer, q, client: await learnerClient() };
 }
 
 export async function addDocs(observer: Redis, q: Queue, from: number, count: number) {

@@ -4,7 +4,6 @@ import {
   CheckFailure,
   call,
   check,
-  checkClient,
   ctx,
   fail,
   fresh,
@@ -28,8 +27,8 @@ import {
   claimThresholds,
   type Doc,
   names,
-  newQueue,
   readAndDie,
+  scene,
 } from "./fixtures.ts";
 
 interface Task {
@@ -72,7 +71,7 @@ interface Exercise {
     group: string,
     idleMs: number,
   ): Promise<string[]>;
-  startWorker(client: Redis, options: WorkerOptions): Worker;
+  startWorker(client: Redis, options: WorkerOptions): Promise<Worker>;
 }
 
 const exercise = await loadExercise<Exercise>(
@@ -115,8 +114,7 @@ function describeThresholds(consumer: string, claimIdleMs: number): string {
 test("a worker killed between its work and its XACK: another worker finishes every task", {
   timeout: 60_000,
 }, async () => {
-  const observer = await checkClient();
-  const q = await newQueue(observer, "ocr");
+  const { observer, q, client } = await scene("ocr");
   const docs = await addDocs(observer, q, 1, 6);
   const dead = fresh("ocr");
 
@@ -161,7 +159,6 @@ test("a worker killed between its work and its XACK: another worker finishes eve
   // Uploads keep coming while the dead worker's entries wait to be taken over.
   todo.push(...(await addDocs(observer, q, 7, 2)));
 
-  const client = await learnerClient();
   const heir = fresh("ocr");
   const seen: { id: string; deliveries?: number; owner?: string }[] = [];
   let worker: Worker | undefined;
@@ -213,14 +210,12 @@ test("a worker killed between its work and its XACK: another worker finishes eve
 });
 
 test("a restarted worker first finishes what it was given before", async () => {
-  const observer = await checkClient();
-  const q = await newQueue(observer, "restart");
+  const { observer, q, client } = await scene("restart");
   const consumer = fresh("ocr");
   const given = await addDocs(observer, q, 1, 3);
   await readAndDie(observer, q, consumer, 3);
   const later = await addDocs(observer, q, 4, 2);
 
-  const client = await learnerClient();
   const order: string[] = [];
   let worker: Worker | undefined;
   try {
@@ -259,12 +254,10 @@ test("a restarted worker first finishes what it was given before", async () => {
 });
 
 test("a task whose handler throws stays pending, the worker carries on, and the task comes back", async () => {
-  const observer = await checkClient();
-  const q = await newQueue(observer, "failing");
+  const { observer, q, client } = await scene("failing");
   const [thrown, rejected, healthy] = await addDocs(observer, q, 1, 3);
   if (!thrown || !rejected || !healthy) throw new Error("no entries added");
 
-  const client = await learnerClient();
   const calls = new Map<string, number>();
   let pendingWhenHealthy: string[] | undefined;
   let callsWhenHealthy = new Map<string, number>();
@@ -330,15 +323,13 @@ test("a task whose handler throws stays pending, the worker carries on, and the 
 });
 
 test("readOwnPending() reads every page and acknowledges what was deleted", async () => {
-  const observer = await checkClient();
-  const q = await newQueue(observer, "own-pages");
+  const { observer, q, client } = await scene("own-pages");
   const consumer = fresh("ocr");
   // More than one page of 100, with a deleted entry on each page.
   const given = await addDocs(observer, q, 1, 130);
   await readAndDie(observer, q, consumer, 130);
   const deleted = [given[10], given[120]].filter((d): d is Doc => d !== undefined);
   for (const doc of deleted) await observer.xDel(q.stream, doc.id);
-  const client = await learnerClient();
   const tasks = await call("readOwnPending()", () =>
     exercise.readOwnPending(client, q.stream, q.group, consumer),
   );
@@ -369,8 +360,7 @@ test("readOwnPending() reads every page and acknowledges what was deleted", asyn
 });
 
 test("entries deleted while pending do not stop the worker", async () => {
-  const observer = await checkClient();
-  const q = await newQueue(observer, "deleted");
+  const { observer, q, client } = await scene("deleted");
   const consumer = fresh("ocr");
   const other = fresh("ocr");
   const mine = await addDocs(observer, q, 1, 3);
@@ -388,7 +378,6 @@ test("entries deleted while pending do not stop the worker", async () => {
   for (const doc of deleted) await observer.xDel(q.stream, doc.id);
   const survivors = [...mine, ...theirs].filter((d) => !deleted.includes(d));
 
-  const client = await learnerClient();
   const handled: Task[] = [];
   let worker: Worker | undefined;
   try {
@@ -450,15 +439,13 @@ test("entries deleted while pending do not stop the worker", async () => {
 });
 
 test("claiming leaves live work alone, however long it has been running", async () => {
-  const observer = await checkClient();
-  const q = await newQueue(observer, "live");
+  const { observer, q, client } = await scene("live");
   const [slow] = await addDocs(observer, q, 1, 1);
   if (!slow) throw new Error("no entry added");
   const busyOne = fresh("ocr");
   const claimer = fresh("ocr");
   const claimIdleMs = 10_000;
 
-  const client = await learnerClient();
   let release = () => {};
   const gate = new Promise<void>((resolve) => {
     release = resolve;
@@ -527,8 +514,7 @@ test("claiming leaves live work alone, however long it has been running", async 
 test("two workers share a backlog of 110 stale entries: each is handled once", {
   timeout: 30_000,
 }, async () => {
-  const observer = await checkClient();
-  const q = await newQueue(observer, "backlog");
+  const { observer, q } = await scene("backlog");
   const docs = await addDocs(observer, q, 1, 110);
   const dead = fresh("ocr");
   await readAndDie(observer, q, dead, docs.length);
@@ -647,8 +633,7 @@ test("two workers share a backlog of 110 stale entries: each is handled once", {
 });
 
 test("stale entries behind 30 that a live worker holds are still found", async () => {
-  const observer = await checkClient();
-  const q = await newQueue(observer, "cursor");
+  const { observer, q } = await scene("cursor");
   const live = await addDocs(observer, q, 1, 30);
   await readAndDie(observer, q, fresh("ocr"), 30);
   const stale = await addDocs(observer, q, 31, 5);
@@ -695,8 +680,7 @@ test("stale entries behind 30 that a live worker holds are still found", async (
 });
 
 test("claimStale() takes at most count entries per call, and its cursor leads past live ones", async () => {
-  const observer = await checkClient();
-  const q = await newQueue(observer, "claim");
+  const { observer, q, client } = await scene("claim");
   await addDocs(observer, q, 1, 25);
   await readAndDie(observer, q, fresh("ocr"), 25);
   const stale = await addDocs(observer, q, 26, 3);
@@ -709,7 +693,6 @@ test("claimStale() takes at most count entries per call, and its cursor leads pa
     stale.map((d) => d.id),
     60_000,
   );
-  const client = await learnerClient();
   const consumer = fresh("ocr");
   const got: Task[] = [];
   let cursor = "0-0";
@@ -745,9 +728,7 @@ test("claimStale() takes at most count entries per call, and its cursor leads pa
 });
 
 test("the blocking read has a connection of its own", async () => {
-  const observer = await checkClient();
-  const q = await newQueue(observer, "own-reader");
-  const client = await learnerClient();
+  const { q, client } = await scene("own-reader");
   const blockMs = 600;
   const from = sent().at(-1)?.seq ?? 0;
   let worker: Worker | undefined;
@@ -777,9 +758,7 @@ test("the blocking read has a connection of its own", async () => {
 });
 
 test("stop() returns on a quiet stream and finishes the task in hand", async () => {
-  const observer = await checkClient();
-  const q = await newQueue(observer, "stop");
-  const client = await learnerClient();
+  const { observer, q, client } = await scene("stop");
   await expectStopsCleanly({
     observer,
     ...q,
@@ -791,8 +770,7 @@ test("stop() returns on a quiet stream and finishes the task in hand", async () 
 });
 
 test("removing dead consumers keeps the ones that still hold work", async () => {
-  const observer = await checkClient();
-  const q = await newQueue(observer, "consumers");
+  const { observer, q, client } = await scene("consumers");
   const [idle, busy, active] = [fresh("ocr-dead"), fresh("ocr-busy"), fresh("ocr-live")];
   await addDocs(observer, q, 1, 1);
   await observer.xGroupCreateConsumer(q.stream, q.group, idle);
@@ -800,7 +778,6 @@ test("removing dead consumers keeps the ones that still hold work", async () => 
   await sleep(600);
   await observer.xGroupCreateConsumer(q.stream, q.group, active);
 
-  const client = await learnerClient();
   const removed = await call("removeDeadConsumers()", () =>
     exercise.removeDeadConsumers(client, q.stream, q.group, 500),
   );

@@ -31,7 +31,7 @@ interface Exercise {
       claimIdleMs: number;
       blockMs?: number;
     },
-  ): { stop(): Promise<void> };
+  ): Promise<{ stop(): Promise<void> }>;
 }
 
 function report(event: string, fields: Record<string, unknown> = {}): void {
@@ -72,7 +72,7 @@ try {
   });
   client.on("error", () => {});
   await client.connect();
-  exercise.startWorker(client, {
+  await exercise.startWorker(client, {
     stream: env("WORKER_STREAM"),
     group: env("WORKER_GROUP"),
     consumer: env("WORKER_CONSUMER"),

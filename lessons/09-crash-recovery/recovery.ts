@@ -122,8 +122,9 @@ export async function removeDeadConsumers(
  * only once a scan of the pending entries found nothing left to take over. Each task is
  * acknowledged after handle() succeeds.
  */
-export function startWorker(client: Redis, options: WorkerOptions): Worker {
-  // TODO: create the group if needed (BUSYGROUP is fine), open a duplicate() connection for
-  // the blocking reads, run the loop in the background, and return { stop }.
+export async function startWorker(client: Redis, options: WorkerOptions): Promise<Worker> {
+  // TODO: create the group if needed (BUSYGROUP is fine), open and connect a duplicate()
+  // connection for the blocking reads, start the loop in the background (do not await it
+  // here), and return { stop }.
   throw new Error("TODO: startWorker");
 }

@@ -158,8 +158,13 @@ async function ensureGroup(client: Redis, stream: string, group: string): Promis
  * only once a scan of the pending entries found nothing left to take over. Each task is
  * acknowledged after handle() succeeds.
  */
-export function startWorker(client: Redis, options: WorkerOptions): Worker {
+export async function startWorker(client: Redis, options: WorkerOptions): Promise<Worker> {
   const { stream, group, consumer, handle, claimIdleMs, blockMs = 1000 } = options;
+  await ensureGroup(client, stream, group);
+  // Blocking reads get a connection of their own: the shared client stays free for XACK.
+  const reader = client.duplicate();
+  reader.on("error", () => {});
+  await reader.connect();
   let running = true;
 
   const finish = async (task: Task) => {
@@ -173,10 +178,6 @@ export function startWorker(client: Redis, options: WorkerOptions): Worker {
   };
 
   const run = async () => {
-    await ensureGroup(client, stream, group);
-    const reader = client.duplicate();
-    reader.on("error", () => {});
-    await reader.connect();
     try {
       for (const task of await readOwnPending(client, stream, group, consumer)) {
         if (running) await finish(task);
