@@ -360,15 +360,37 @@ test("a task whose handle() throws or rejects stays pending; one still working i
   }
 });
 
-test("stop() in the middle of a task waits for it, acknowledges it and closes the connection", async () => {
+/**
+ * A stream with `tasks` queued and its group made by the learner's ensureGroup(), and what the
+ * stop() tests need around it: the connections opened from here on, to find those left open.
+ */
+async function stopScene(label: string, stage: string, tasks: number) {
   const observer = await checkClient();
   const client = await learnerClient();
-  const stream = freshKey("tasks:deploy");
-  const group = fresh("ocr");
-  const consumer = fresh("ocr");
-  const id = await observer.xAdd(stream, "*", { docId: "doc-0" });
+  const stream = freshKey(`tasks:${label}`);
+  const group = fresh(stage);
+  const ids: string[] = [];
+  for (let i = 0; i < tasks; i++) ids.push(await observer.xAdd(stream, "*", { docId: `doc-${i}` }));
   await ensure(client, stream, group, "ensureGroup()");
   const connections = await connectionsSince(observer);
+  return { observer, client, stream, group, ids, connections };
+}
+
+/** Fails unless every connection opened since `connections` was taken is closed again. */
+async function checkAllClosed(connections: { leftOpen(): Promise<unknown[]> }): Promise<void> {
+  const leftOpen = await connections.leftOpen();
+  check(
+    leftOpen.length === 0,
+    `After stop() ${leftOpen.length} connection(s) your worker opened are still open. Close the worker's connection when its loop ends.`,
+    2,
+  );
+}
+
+test("stop() in the middle of a task waits for it, acknowledges it and closes the connection", async () => {
+  const { observer, client, stream, group, ids, connections } = await stopScene("deploy", "ocr", 1);
+  const consumer = fresh("ocr");
+  const [id] = ids;
+  if (!id) throw new Error("no task queued");
   const work = held();
   let started = false;
   const workers: Worker[] = [];
@@ -415,12 +437,7 @@ test("stop() in the middle of a task waits for it, acknowledges it and closes th
       2,
     );
     if (stopError) throw stopError;
-    const leftOpen = await connections.leftOpen();
-    check(
-      leftOpen.length === 0,
-      `After stop() ${leftOpen.length} connection(s) your worker opened are still open. Close the worker's connection when its loop ends.`,
-      2,
-    );
+    await checkAllClosed(connections);
   } finally {
     work.release();
     await stopAll(workers);
@@ -428,12 +445,7 @@ test("stop() in the middle of a task waits for it, acknowledges it and closes th
 });
 
 test("stop() on a quiet stream returns within one read and closes the worker's connection", async () => {
-  const observer = await checkClient();
-  const client = await learnerClient();
-  const stream = freshKey("tasks:idle");
-  const group = fresh("embed");
-  await ensure(client, stream, group, "ensureGroup()");
-  const connections = await connectionsSince(observer);
+  const { observer, client, stream, group, connections } = await stopScene("idle", "embed", 0);
   const workers: Worker[] = [];
   try {
     const worker = await startWorker(
@@ -449,12 +461,7 @@ test("stop() on a quiet stream returns within one read and closes the worker's c
     );
     await stopWithin(worker, QUIET_STOP_MS, "the worker");
     workers.length = 0;
-    const leftOpen = await connections.leftOpen();
-    check(
-      leftOpen.length === 0,
-      `After stop() ${leftOpen.length} connection(s) your worker opened are still open. Close the worker's connection when its loop ends.`,
-      2,
-    );
+    await checkAllClosed(connections);
   } finally {
     await stopAll(workers);
   }
