@@ -41,9 +41,14 @@ export const LEARNER_CLIENT = `wb:learner:${ctx.runId}`;
 
 setCheckNamePrefix(`wb:check:`);
 
+/** Every name key() built, in order: what checks/redis-state.ts shows when a test fails. */
+export const namedKeys: string[] = [];
+
 /** A key or channel name inside this run's namespace. */
 export function key(name: string): string {
-  return `${ctx.prefix}${name}`;
+  const built = `${ctx.prefix}${name}`;
+  namedKeys.push(built);
+  return built;
 }
 
 /**

@@ -10,6 +10,8 @@ export default defineConfig({
     // Each test's own limit, well inside the run's (lesson.json timeoutMs): one test that never
     // returns fails by itself and the others still run. Tests of the harness set it lower.
     testTimeout: Number(process.env.WORKBOOK_TEST_TIMEOUT_MS) || 20_000,
+    // Tests of the harness run one test of a check by its name, to stay cheap.
+    testNamePattern: process.env.WORKBOOK_ONLY_TEST,
     hookTimeout: 20_000,
     teardownTimeout: 2_000,
     watch: false,

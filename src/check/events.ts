@@ -1,4 +1,5 @@
 import { appendFileSync } from "node:fs";
+import type { RedisState } from "./redis-state.ts";
 
 /** What the check's vitest reporter writes, one JSON object per line, for the harness to read. */
 export type CheckEvent =
@@ -13,6 +14,8 @@ export type CheckEvent =
       /** The learner's function the kit's call() was still waiting for when the test ended. */
       waitingFor?: string;
     }
+  /** What Redis held for a failed test's keys (checks/redis-state.ts). */
+  | { event: "state"; test: string; state: RedisState }
   | { event: "log"; text: string }
   | { event: "error"; name: string; message: string; stack?: string }
   | { event: "end" }

@@ -3,6 +3,7 @@ import kleur from "kleur";
 import { ROOT } from "../paths.ts";
 import { redact } from "../redis/redact.ts";
 import { formatCommand, traceLines } from "../redis/trace.ts";
+import { stateLines } from "./redis-state.ts";
 import type { SourceLocation, Verdict } from "./verdict.ts";
 
 const MAX_SENT = 25;
@@ -67,6 +68,9 @@ export function renderVerdict(
           ? `press ${test.hint}`
           : `npm run hint -- ${number} --level ${test.hint}`;
       lines.push(`      Hint ${test.hint}: ${how}`);
+    }
+    if (test.status === "failed" && test.redis) {
+      lines.push(indent(stateLines(test.redis, options.verbose).join("\n"), "      "));
     }
     if (options.verbose && test.status === "failed" && test.stack) {
       lines.push(kleur.dim(indent(test.stack, "      ")));

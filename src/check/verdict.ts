@@ -5,6 +5,7 @@ import type { RedisTarget } from "../redis/target.ts";
 import { versionAtLeast } from "../redis/target.ts";
 import type { TracedCommand } from "../redis/trace.ts";
 import type { CheckEvent } from "./events.ts";
+import type { RedisState } from "./redis-state.ts";
 
 export type TargetKind = "learner" | "starter" | "solution" | "mistake" | "variant";
 
@@ -25,6 +26,8 @@ export interface TestOutcome {
   stack?: string;
   /** Where in the file under test the error came from: shown without --verbose. */
   location?: SourceLocation;
+  /** What Redis held for the test's keys after it failed. */
+  redis?: RedisState;
 }
 
 export interface SourceLocation {
@@ -151,12 +154,14 @@ export function decide(
   const output: string[] = [];
   const errors: { name: string; message: string; stack?: string }[] = [];
   const waiting = new Map<string, string>();
+  const states = new Map<string, RedisState>();
   let ended = false;
   for (const event of events) {
     if (event.event === "start") started.push(event.test);
     if (event.event === "log") output.push(event.text.replace(/\n$/, ""));
     if (event.event === "error") errors.push(event);
     if (event.event === "end") ended = true;
+    if (event.event === "state") states.set(event.test, event.state);
     if (event.event === "result") {
       // The test process writes a result as the test ends and the reporter again later (see
       // checks/test-results.ts): one line per test, what the kit saw kept.
@@ -177,6 +182,10 @@ export function decide(
       if (earlier >= 0) tests[earlier] = outcome;
       else tests.push(outcome);
     }
+  }
+  for (const test of tests) {
+    const state = states.get(test.name);
+    if (state && test.status === "failed") test.redis = state;
   }
   // Tests run one after another, so the last one started without a result is the one that was
   // running when the run ended (earlier results may never arrive if the process was stuck).
