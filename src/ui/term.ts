@@ -1,22 +1,26 @@
 /**
  * Pure helpers for text on a terminal: visible width, word wrap that keeps colour codes, links
  * and a progress bar. Everything the runner prints goes through wrap() so it fits 80 columns.
+ * Widths and wrapping come from string-width and wrap-ansi, which know wide characters (CJK,
+ * emoji) and escape codes; what is left here is layout of our own: a hanging indent, a
+ * continuation mark for code, truncation with "…".
  */
 import { pathToFileURL } from "node:url";
+import { stripVTControlCharacters } from "node:util";
 import kleur from "kleur";
-
-/** Colour (SGR) codes and OSC 8 hyperlink brackets: they take no room on screen. */
-// biome-ignore lint/suspicious/noControlCharactersInRegex: terminal escape codes start with ESC.
-const INVISIBLE = /\x1b\[[0-9;?]*[A-Za-z]|\x1b\]8;[^\x07\x1b]*(?:\x07|\x1b\\)/g;
+import stringWidth from "string-width";
+import wrapAnsi from "wrap-ansi";
 
 export const MAX_WIDTH = 80;
 
+/** Without colour (SGR) codes and OSC 8 hyperlink brackets: they take no room on screen. */
 export function stripAnsi(text: string): string {
-  return text.replace(INVISIBLE, "");
+  return stripVTControlCharacters(text);
 }
 
+/** Columns on screen: a CJK character or an emoji takes two, an escape code none. */
 export function visibleLength(text: string): number {
-  return [...stripAnsi(text)].length;
+  return stringWidth(text);
 }
 
 /** The width to render for: the terminal's, but never wider than 80 columns. */
@@ -37,44 +41,24 @@ export function screenRows(stream: { rows?: number } = process.stdout): number {
   return stream.rows && stream.rows > 5 ? stream.rows : 24;
 }
 
-/** Splits text into visible characters, each carrying the invisible codes that precede it. */
-function units(text: string): string[] {
-  const out: string[] = [];
-  let pending = "";
-  let last = 0;
-  for (const match of text.matchAll(INVISIBLE)) {
-    for (const char of text.slice(last, match.index)) {
-      out.push(pending + char);
-      pending = "";
-    }
-    pending += match[0];
-    last = (match.index ?? 0) + match[0].length;
-  }
-  for (const char of text.slice(last)) {
-    out.push(pending + char);
-    pending = "";
-  }
-  if (pending) out.push(pending);
-  return out;
+/** Rows of at most `width` columns: at spaces (words longer than a row are cut), or anywhere. */
+function rows(text: string, width: number, words: boolean): string[] {
+  return wrapAnsi(text, Math.max(width, 1), { hard: true, wordWrap: words, trim: words }).split(
+    "\n",
+  );
 }
 
-/** Cuts a word longer than a line into pieces of at most `width` visible characters. */
-function hardSplit(word: string, width: number): string[] {
-  const pieces: string[] = [];
-  let piece = "";
-  let length = 0;
-  for (const unit of units(word)) {
-    const visible = visibleLength(unit);
-    if (length + visible > width && length > 0) {
-      pieces.push(piece);
-      piece = "";
-      length = 0;
-    }
-    piece += unit;
-    length += visible;
-  }
-  if (piece) pieces.push(piece);
-  return pieces;
+/**
+ * Wraps `text` to `width` columns with a first row that starts with `lead` and the others with
+ * `hanging`: the first row is cut at its own width, and what follows is wrapped again at the
+ * narrower or wider width of the continuation rows.
+ */
+function hanging(text: string, width: number, lead: string, hang: string, words: boolean) {
+  const [first = "", ...rest] = rows(text, width - visibleLength(lead), words);
+  if (rest.length === 0) return [lead + first];
+  const room = Math.max(width - visibleLength(hang), 10);
+  const remainder = rows(rest.join(words ? " " : ""), room, words);
+  return [lead + first, ...remainder.map((row) => hang + row)];
 }
 
 /**
@@ -83,52 +67,9 @@ function hardSplit(word: string, width: number): string[] {
  */
 export function wrapLine(line: string, width: number, indent?: string): string[] {
   if (visibleLength(line) <= width) return [line];
-  const lead = /^\s*/.exec(stripAnsi(line))?.[0] ?? "";
-  const hanging = indent ?? lead;
-  const room = Math.max(width - visibleLength(hanging), 10);
   const body = line.trimStart();
-  // Words at even indexes, the spaces between them at odd ones: spacing inside a line is kept.
-  const parts = body.split(/( +)/);
-  const lines: string[] = [];
-  let current = line.slice(0, line.length - body.length);
-  let currentLength = visibleLength(current);
-  let fresh = true;
-  const flush = () => {
-    lines.push(current.trimEnd());
-    current = hanging;
-    currentLength = visibleLength(hanging);
-    fresh = true;
-  };
-  for (let i = 0; i < parts.length; i += 2) {
-    const word = parts[i] ?? "";
-    if (word === "") continue;
-    const gap = fresh ? "" : (parts[i - 1] ?? " ");
-    const length = visibleLength(word);
-    if (currentLength + gap.length + length <= width) {
-      current += gap + word;
-      currentLength += gap.length + length;
-      fresh = false;
-      continue;
-    }
-    if (!fresh) flush();
-    if (length <= width - currentLength) {
-      current += word;
-      currentLength += length;
-      fresh = false;
-      continue;
-    }
-    // Longer than a whole line (a URL, a long command): cut it.
-    const pieces = hardSplit(word, Math.max(width - currentLength, 1));
-    current += pieces.shift() ?? "";
-    for (const piece of hardSplit(pieces.join(""), room)) {
-      flush();
-      current += piece;
-    }
-    currentLength = visibleLength(current);
-    fresh = false;
-  }
-  lines.push(current.trimEnd());
-  return lines;
+  const lead = line.slice(0, line.length - body.length);
+  return hanging(body, width, lead, indent ?? lead, true).map((row) => row.trimEnd());
 }
 
 /**
@@ -137,9 +78,7 @@ export function wrapLine(line: string, width: number, indent?: string): string[]
  */
 export function hardWrap(line: string, width: number, continuation = ""): string[] {
   if (visibleLength(line) <= width) return [line];
-  const [first = "", ...rest] = hardSplit(line, width);
-  const room = Math.max(width - visibleLength(continuation), 1);
-  return [first, ...hardSplit(rest.join(""), room).map((piece) => continuation + piece)];
+  return hanging(line, width, "", continuation, false);
 }
 
 /** Wraps every line of a block of text. */
@@ -150,18 +89,7 @@ export function wrap(text: string, width: number): string[] {
 /** Cuts a line at `width` visible columns, ending with "…" when something was cut. */
 export function truncate(line: string, width: number): string {
   if (visibleLength(line) <= width) return line;
-  const kept = units(line).reduce(
-    (acc, unit) => {
-      const length = visibleLength(unit);
-      if (acc.length + length <= width - 1) {
-        acc.text += unit;
-        acc.length += length;
-      }
-      return acc;
-    },
-    { text: "", length: 0 },
-  );
-  return `${kept.text}…${kleur.enabled ? "\x1b[0m" : ""}`;
+  return `${rows(line, width - 1, false)[0] ?? ""}…`;
 }
 
 /**
