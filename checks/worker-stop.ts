@@ -3,9 +3,11 @@
  * entry arrives to wake a blocking read, and in the middle of a task. Lessons 09 and 10 share it.
  */
 import {
+  CheckFailure,
   type ConnectionInfo,
   call,
   check,
+  fail,
   learnerConnections,
   type Redis,
   sleep,
@@ -16,6 +18,31 @@ import { allLearnerAddrs } from "./wire.ts";
 
 interface Worker {
   stop(): Promise<void>;
+}
+
+/** How long a learner's startWorker() may take to hand its worker back: a connect, no more. */
+const START_MS = 5000;
+
+/**
+ * Calls a learner's async startWorker(), which must resolve to its worker as soon as the worker
+ * runs: one that awaits its own loop never returns, and is told so here instead of by a timeout.
+ */
+export async function startLearnerWorker<W>(
+  what: string,
+  start: () => W | Promise<W>,
+  hint?: number,
+): Promise<W> {
+  try {
+    return await call(what, start, START_MS);
+  } catch (error) {
+    if (error instanceof CheckFailure && /^Still waiting/.test(error.message)) {
+      fail(
+        `${what} did not return within ${START_MS / 1000} s. startWorker() should resolve to { stop } as soon as the worker runs: start the loop without awaiting it, and let stop() await it.`,
+        hint,
+      );
+    }
+    throw error;
+  }
 }
 
 export interface StopSetup {

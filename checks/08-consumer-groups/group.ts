@@ -18,6 +18,7 @@ import {
   until,
 } from "../kit.ts";
 import { sent } from "../wire.ts";
+import { startLearnerWorker } from "../worker-stop.ts";
 
 // The exercise's contract is written once, in the starter.
 export type { Task, Worker, WorkerOptions } from "../../lessons/08-consumer-groups/workers.ts";
@@ -58,8 +59,10 @@ export async function startWorker(
   options: WorkerOptions,
   workers: Worker[] = [],
 ): Promise<Worker> {
-  const worker = await call(`startWorker("${options.consumer}")`, () =>
-    exercise.startWorker(client, options),
+  const worker = await startLearnerWorker(
+    `startWorker("${options.consumer}")`,
+    () => exercise.startWorker(client, options),
+    2,
   );
   check(
     worker && typeof worker.stop === "function",
