@@ -19,7 +19,7 @@ import {
 import { pendingCount } from "../streams-support.ts";
 import { before, scope, sent } from "../wire.ts";
 import { type ChildEvent, spawnWorker, type WorkerProcess } from "../worker-process.ts";
-import { expectStopsCleanly } from "../worker-stop.ts";
+import { expectStopsCleanly, startLearnerWorker } from "../worker-stop.ts";
 import {
   addDocs,
   ageEntries,
@@ -84,8 +84,10 @@ const exercise = await loadExercise<Exercise>(
 const RUNNER = fileURLToPath(new URL("./worker-runner.ts", import.meta.url));
 
 async function start(client: Redis, options: WorkerOptions): Promise<Worker> {
-  const worker = await call(`startWorker() for ${options.consumer}`, () =>
-    exercise.startWorker(client, options),
+  const worker = await startLearnerWorker(
+    `startWorker() for ${options.consumer}`,
+    () => exercise.startWorker(client, options),
+    2,
   );
   check(
     worker && typeof worker.stop === "function",
