@@ -45,8 +45,12 @@ interface LogLine {
   at: number;
   kind: "worker" | "kill" | "claim" | "recovered" | "redis" | "action";
   text: string;
+  /** The worker process it is about: its slot, and its pid (a replacement has another). */
   slot?: string;
+  pid?: number;
 }
+
+type Who = { slot: string; pid?: number };
 
 const TICK_MS = 1000;
 /** The page lists this many of the latest documents (and every dead letter, up to its cap). */
@@ -98,8 +102,8 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
   const broadcast = (event: string, data: unknown) => {
     for (const res of clients) send(res, event, data);
   };
-  const note = (kind: LogLine["kind"], text: string, slot?: string) => {
-    const line: LogLine = { at: Date.now(), kind, text, ...(slot ? { slot } : {}) };
+  const note = (kind: LogLine["kind"], text: string, who?: Who) => {
+    const line: LogLine = { at: Date.now(), kind, text, slot: who?.slot, pid: who?.pid };
     log.push(line);
     if (log.length > KEEP_LOG) log.splice(0, log.length - KEEP_LOG);
     broadcast("log", line);
@@ -151,44 +155,46 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
   }
 
   /** Starts watching what a dead worker held; retried on the next tick if Redis is away. */
-  const toInspect = new Set<string>();
-  async function inspect(slot: string): Promise<void> {
+  const toInspect = new Map<number, Who & { pid: number }>();
+  async function inspect(who: Who & { pid: number }): Promise<void> {
+    const { slot } = who;
     try {
       const entries = await heldBy(side.reader, keys, slot);
-      toInspect.delete(slot);
+      toInspect.delete(who.pid);
       if (entries.length === 0) {
-        note("recovered", `worker ${slot} held no entries: nothing to recover`, slot);
+        note("recovered", `worker ${slot} held no entries: nothing to recover`, who);
         return;
       }
-      recoveries.push({ slot, entries, done: false });
+      recoveries.push({ ...who, entries, done: false });
       const perStage = STAGES.map((s) => [s, entries.filter((e) => e.stage === s).length])
         .filter(([, n]) => n)
         .map(([s, n]) => `${s} ${n}`);
       note(
         "kill",
         `worker ${slot} held ${entries.length} entries (${perStage.join(", ")}): they wait for a live worker to claim them`,
-        slot,
+        who,
       );
     } catch {
-      toInspect.add(slot);
+      toInspect.set(who.pid, who);
     }
   }
 
   async function followRecoveries(): Promise<void> {
     for (const recovery of recoveries.filter((r) => !r.done)) {
       const { claimed, finished } = await follow(side.reader, keys, recovery, docs);
-      const slot = recovery.slot;
+      const { slot } = recovery;
+      const who = { slot, pid: recovery.pid };
       const doc = (id: string) => names.get(id) ?? id;
       for (const e of claimed) {
         const by = e.claimedBy ? `claimed by ${e.claimedBy}` : "claimed and acknowledged";
-        note("claim", `worker ${slot}'s ${e.stage} entry for ${doc(e.doc)}: ${by}`, slot);
+        note("claim", `worker ${slot}'s ${e.stage} entry for ${doc(e.doc)}: ${by}`, who);
       }
-      for (const e of finished) note("claim", `${doc(e.doc)} finished`, slot);
+      for (const e of finished) note("claim", `${doc(e.doc)} finished`, who);
       if (recovery.done) {
         note(
           "recovered",
           `worker ${slot}'s ${recovery.entries.length} entries recovered: all claimed, every document finished`,
-          slot,
+          who,
         );
       }
     }
@@ -218,7 +224,7 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
     broadcast("rate", point);
     try {
       counters = await side.counters();
-      for (const slot of toInspect) await inspect(slot);
+      for (const who of [...toInspect.values()]) await inspect(who);
       await followRecoveries();
       await fetchNames();
       await snapshotTo([...behind]);
@@ -254,29 +260,30 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
     // The one holding the most entries, so there is something to recover; a moment's wait
     // when none holds any (between two documents).
     let victim = candidates[0];
-    for (let attempt = 0; attempt < 20 && victim; attempt++) {
+    for (let attempt = 0; attempt < 50 && victim; attempt++) {
       const held = await heldPerSlot(
         side.reader,
         keys,
         candidates.map((w) => w.slot),
       ).catch(() => undefined);
-      if (!held) break;
-      const [slot, count] = [...held].sort((a, b) => b[1] - a[1])[0] ?? ["", 0];
+      const [slot, count] = [...(held ?? [])].sort((a, b) => b[1] - a[1])[0] ?? ["", 0];
       victim = candidates.find((w) => w.slot === slot) ?? victim;
       if (count > 0) break;
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     if (!victim) throw new HttpError(409, "No worker is running right now.");
-    note("action", `killing worker ${victim.slot} (SIGKILL) from the page`, victim.slot);
+    const who = { slot: victim.slot, pid: victim.pid };
+    note("action", `killing worker ${victim.slot} (SIGKILL) from the page`, who);
     await supervisor.kill(victim.slot);
-    return { slot: victim.slot };
+    return who;
   };
 
   const actions: Record<string, (req: IncomingMessage) => Promise<unknown>> = {
     "/actions/kill": kill,
     "/actions/add": async () => {
       const worker = supervisor.addWorker();
-      note("action", `worker ${worker.slot} added from the page`, worker.slot);
+      const who = { slot: worker.slot, pid: worker.pid };
+      note("action", `worker ${worker.slot} added from the page`, who);
       return { slot: worker.slot };
     },
     "/actions/poison": upload,
@@ -334,12 +341,13 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
       newNames[id] = name;
     },
     workerEvent(event) {
-      if (event.kind === "started") note("worker", `worker ${event.slot} starting`, event.slot);
-      if (event.kind === "ready") note("worker", `worker ${event.slot} ready`, event.slot);
+      const who = { slot: event.slot, pid: event.pid };
+      if (event.kind === "started") note("worker", `worker ${event.slot} starting`, who);
+      if (event.kind === "ready") note("worker", `worker ${event.slot} ready`, who);
       if (event.kind === "ended") {
         const how = event.how === "SIGKILL" ? "killed (SIGKILL)" : `ended (${event.how})`;
-        note("kill", `worker ${event.slot} ${how}`, event.slot);
-        void inspect(event.slot);
+        note("kill", `worker ${event.slot} ${how}`, who);
+        void inspect(who);
       }
     },
     redisRestart(phase) {

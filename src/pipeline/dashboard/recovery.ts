@@ -22,6 +22,7 @@ export interface HeldEntry {
 
 export interface Recovery {
   slot: string;
+  pid: number;
   entries: HeldEntry[];
   done: boolean;
 }
