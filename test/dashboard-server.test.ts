@@ -3,7 +3,6 @@
  * is sent, and that it stops. On a private Redis, with a stand-in supervisor and upload.
  */
 import { request } from "node:http";
-import { connect } from "node:net";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { type Dashboard, startDashboard } from "../src/pipeline/dashboard/index.ts";
 import { parseStatus, statusVersion } from "../src/pipeline/dashboard/status.ts";
@@ -11,6 +10,7 @@ import { pipelineKeys, STAGES, type StatusEvent } from "../src/pipeline/keys.ts"
 import { connectClient, type Redis } from "../src/pipeline/parts.ts";
 import type { Supervisor } from "../src/pipeline/supervisor.ts";
 import { type PrivateServer, startPrivateServer } from "../src/redis/server.ts";
+import { listening } from "./support/listening.ts";
 
 const keys = pipelineKeys("t:");
 let server: PrivateServer;
@@ -193,13 +193,5 @@ test("close() ends the streams and frees the port", async () => {
   await tab.next("snapshot");
   await dashboard.close();
   expect((await tab.next("end")).data).toEqual({ stopped: true });
-  const open = await new Promise<boolean>((resolve) => {
-    const socket = connect({ host: "127.0.0.1", port });
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
-  expect(open).toBe(false);
+  expect(await listening(port)).toBe(false);
 });

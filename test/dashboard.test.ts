@@ -9,12 +9,13 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
-import { connect } from "node:net";
+import { get } from "node:http";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { ROOT } from "../src/paths.ts";
 import { signalGroup } from "../src/process-group.ts";
 import { exitOf } from "./support/cli.ts";
+import { listening } from "./support/listening.ts";
 import { processesWithEnv } from "./support/sandbox.ts";
 import { waitFor } from "./support/wait.ts";
 
@@ -36,12 +37,8 @@ interface Run {
   mark: string;
 }
 
-function startRun(): Run {
+function startRun(args: string[]): Run {
   const mark = randomUUID();
-  // Latency and a short claim threshold keep every worker busy, and a dead one's entries
-  // claimed within a second: there is something to recover, and it happens quickly.
-  const args = ["--docs", String(DOCS), "--workers", "2", "--latency", "60"];
-  args.push("--claim-idle", "500", "--chaos", "--dashboard", "--json");
   const child = spawn(process.execPath, ["--import", "tsx", "src/pipeline/cli.ts", ...args], {
     cwd: ROOT,
     detached: true,
@@ -56,17 +53,6 @@ function startRun(): Run {
     run.stderr += chunk;
   });
   return run;
-}
-
-function listening(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: "127.0.0.1", port });
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
 }
 
 /**
@@ -118,7 +104,12 @@ describe.skipIf(!CHROMIUM)("the pipeline dashboard in Chromium", () => {
   }
 
   beforeAll(async () => {
-    run = startRun();
+    // Latency and a short claim threshold keep every worker busy, and a dead one's entries
+    // claimed within a second: there is something to recover, and it happens quickly.
+    run = startRun([
+      ...["--docs", String(DOCS), "--workers", "2", "--latency", "60", "--claim-idle", "500"],
+      ...["--chaos", "--dashboard", "--json"],
+    ]);
     const printed = await waitFor(() => /Dashboard http:\/\//.test(run.stderr), 90_000);
     expect(printed, run.stderr).toBe(true);
     url = /Dashboard (http:\/\/127\.0\.0\.1:\d+\/)/.exec(run.stderr)?.[1] ?? "";
@@ -204,5 +195,29 @@ describe.skipIf(!CHROMIUM)("the pipeline dashboard in Chromium", () => {
     for (const port of new Set(ports)) expect(await listening(port), `port ${port}`).toBe(false);
   });
 });
+
+test("Ctrl+C stops the dashboard with the run: its tabs are told, its port is freed", async () => {
+  const run = startRun(["--docs", "5000", "--workers", "1", "--dashboard"]);
+  try {
+    expect(await waitFor(() => /Dashboard http/.test(run.stdout), 90_000), run.stderr).toBe(true);
+    const url = /Dashboard (http:\/\/127\.0\.0\.1:(\d+)\/)/.exec(run.stdout);
+    let stream = "";
+    const tab = get(`${url?.[1]}events`, (res) => {
+      res.setEncoding("utf8");
+      res.on("data", (chunk: string) => {
+        stream += chunk;
+      });
+    });
+    tab.on("error", () => {});
+    expect(await waitFor(() => stream.includes("event: snapshot"), 30_000)).toBe(true);
+    process.kill(run.child.pid ?? 0, "SIGINT");
+    expect(await run.exited, run.stderr).toBe(130);
+    expect(stream).toContain('event: end\ndata: {"stopped":true}');
+    expect(await waitFor(() => processesWithEnv(run.mark).length === 0, 10_000)).toBe(true);
+    expect(await listening(Number(url?.[2]))).toBe(false);
+  } finally {
+    if (run.child.pid) signalGroup(run.child.pid, "SIGKILL");
+  }
+}, 150_000);
 
 if (!CHROMIUM) test.skip(`the pipeline dashboard in Chromium: ${NO_CHROMIUM}`, () => {});
