@@ -188,6 +188,14 @@ test("a tab joining late gets the latest-status hash, then live statuses with th
   tab.close();
 });
 
+test("each dead letter's reason is read from the dead-letter stream once, for every tab", async () => {
+  const tab = openEvents();
+  await tab.next("snapshot");
+  await client.xAdd(keys.dead, "*", { doc: "doc-b", stage: "ocr", reason: "unreadable scan" });
+  expect((await tab.next("reasons")).data).toEqual({ "doc-b": "unreadable scan" });
+  tab.close();
+});
+
 test("close() ends the streams and frees the port", async () => {
   const tab = openEvents();
   await tab.next("snapshot");

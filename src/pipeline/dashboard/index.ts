@@ -94,6 +94,9 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
   let lastTick = Date.now();
   let ended: Record<string, unknown> | undefined;
   let poisonCount = 0;
+  /** Each dead letter's reason, from the dead-letter stream, read on from `lastDead`. */
+  const reasons = new Map<string, string>();
+  let lastDead = "-";
   /** Names learned since the last tick: sent to the tabs together, once a second. */
   let newNames: Record<string, string> = {};
 
@@ -212,6 +215,14 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
     if (found.size > 0) broadcast("names", Object.fromEntries(found));
   }
 
+  async function fetchReasons(): Promise<void> {
+    const found = await side.deadLetters(lastDead);
+    if (found.length === 0) return;
+    lastDead = found.at(-1)?.id ?? lastDead;
+    for (const letter of found) reasons.set(letter.doc, letter.reason);
+    broadcast("reasons", Object.fromEntries(found.map((letter) => [letter.doc, letter.reason])));
+  }
+
   let ticking: Promise<void> = Promise.resolve();
   async function tick(): Promise<void> {
     const now = Date.now();
@@ -227,6 +238,7 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
       for (const who of [...toInspect.values()]) await inspect(who);
       await followRecoveries();
       await fetchNames();
+      await fetchReasons();
       await snapshotTo([...behind]);
     } catch {
       // Redis is away (a chaos restart): the reader's error said so; try again next second.
@@ -318,6 +330,7 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
         log,
         series,
         names: Object.fromEntries(names),
+        reasons: Object.fromEntries(reasons),
         counters: { stages: counters, workers: workers(), redis: redisUp },
       });
       await snapshotTo([res]);

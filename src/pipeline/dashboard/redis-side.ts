@@ -27,6 +27,11 @@ export interface RedisSide {
   /** The latest status of every document: HGETALL of the latest-status hash. */
   snapshot(): Promise<DocStatus[]>;
   counters(): Promise<StageCounters[]>;
+  /**
+   * Dead letters added after entry `after` ("-": all), with the reason each was written with:
+   * the page's fallback when a status event carries none (a learner's broadcast may not).
+   */
+  deadLetters(after: string): Promise<{ id: string; doc: string; reason: string }[]>;
   /** The upload names of these documents, from their hashes. */
   names(ids: string[]): Promise<Map<string, string>>;
   /** Resolves once every status published before it has reached onStatus. */
@@ -100,6 +105,16 @@ export async function openRedisSide(options: RedisSideOptions): Promise<RedisSid
           };
         }),
       );
+    },
+    async deadLetters(after) {
+      const entries = await reader.xRange(keys.dead, after === "-" ? "-" : `(${after}`, "+", {
+        COUNT: 100,
+      });
+      return (entries ?? []).map((e) => ({
+        id: e.id,
+        doc: String(e.message.doc ?? ""),
+        reason: String(e.message.reason ?? ""),
+      }));
     },
     async names(ids) {
       const found = await Promise.all(ids.map((id) => reader.hGet(keys.doc(id), "name")));
