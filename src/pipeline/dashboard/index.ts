@@ -10,11 +10,12 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Audit } from "../audit.ts";
-import { poisoned, sampleUpload, type Upload } from "../documents.ts";
+import type { Upload } from "../documents.ts";
 import { type PipelineKeys, STAGES } from "../keys.ts";
-import type { Supervisor, WorkerEvent } from "../supervisor.ts";
-import { checkAction, checkHost, HttpError, listen, loadPage, readJson, sendJson } from "./http.ts";
-import { follow, heldBy, heldPerSlot, type Recovery } from "./recovery.ts";
+import type { WorkerEvent } from "../supervisor.ts";
+import { pageActions, type Who, type Workers } from "./actions.ts";
+import { checkAction, checkHost, HttpError, listen, loadPage, sendJson } from "./http.ts";
+import { follow, heldBy, type Recovery } from "./recovery.ts";
 import { openRedisSide, type StageCounters } from "./redis-side.ts";
 import { type DocStatus, keepNewer } from "./status.ts";
 
@@ -25,7 +26,7 @@ export interface DashboardOptions {
   port: number;
   /** Its connections' names start with this. */
   clientName: string;
-  supervisor: Pick<Supervisor, "workers" | "alive" | "kill" | "addWorker">;
+  supervisor: Workers;
   /** Uploads a document into the run (counted by the audit, like the feeder's); its id. */
   upload(upload: Upload): Promise<string>;
 }
@@ -49,8 +50,6 @@ interface LogLine {
   slot?: string;
   pid?: number;
 }
-
-type Who = { slot: string; pid?: number };
 
 const TICK_MS = 1000;
 /** The page lists this many of the latest documents (and every dead letter, up to its cap). */
@@ -93,7 +92,6 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
   let doneSinceTick = STAGES.map(() => 0);
   let lastTick = Date.now();
   let ended: Record<string, unknown> | undefined;
-  let poisonCount = 0;
   /** Each dead letter's reason, from the dead-letter stream, read on from `lastDead`. */
   const reasons = new Map<string, string>();
   let lastDead = "-";
@@ -249,57 +247,17 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
     ticking = ticking.then(tick);
   }, TICK_MS);
 
-  const upload = async (req: IncomingMessage) => {
-    const body = await readJson(req);
-    const name = typeof body.name === "string" ? body.name.trim() : "";
-    if (!name || name.length > 200) {
-      throw new HttpError(422, "Give the document a name of 1 to 200 characters.");
-    }
-    // It fails at classification on every delivery: it shows the way to the dead letters.
-    const text = poisoned(sampleUpload(poisonCount++), "classify").text;
-    const id = await options.upload({ name, text }).catch((error: Error) => {
-      throw new HttpError(409, error.message);
-    });
-    names.set(id, name);
-    broadcast("names", { [id]: name });
-    note("action", `poison document "${name}" uploaded as ${id}: it fails at classify`);
-    return { id };
-  };
-
-  const kill = async () => {
-    const candidates = supervisor.alive().filter((w) => w.isReady);
-    if (candidates.length === 0) throw new HttpError(409, "No worker is running right now.");
-    // The one holding the most entries, so there is something to recover; a moment's wait
-    // when none holds any (between two documents).
-    let victim = candidates[0];
-    for (let attempt = 0; attempt < 50 && victim; attempt++) {
-      const held = await heldPerSlot(
-        side.reader,
-        keys,
-        candidates.map((w) => w.slot),
-      ).catch(() => undefined);
-      const [slot, count] = [...(held ?? [])].sort((a, b) => b[1] - a[1])[0] ?? ["", 0];
-      victim = candidates.find((w) => w.slot === slot) ?? victim;
-      if (count > 0) break;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    if (!victim) throw new HttpError(409, "No worker is running right now.");
-    const who = { slot: victim.slot, pid: victim.pid };
-    note("action", `killing worker ${victim.slot} (SIGKILL) from the page`, who);
-    await supervisor.kill(victim.slot);
-    return who;
-  };
-
-  const actions: Record<string, (req: IncomingMessage) => Promise<unknown>> = {
-    "/actions/kill": kill,
-    "/actions/add": async () => {
-      const worker = supervisor.addWorker();
-      const who = { slot: worker.slot, pid: worker.pid };
-      note("action", `worker ${worker.slot} added from the page`, who);
-      return { slot: worker.slot };
+  const actions = pageActions({
+    supervisor,
+    reader: side.reader,
+    keys,
+    upload: options.upload,
+    note: (text, who) => note("action", text, who),
+    named(id, name) {
+      names.set(id, name);
+      broadcast("names", { [id]: name });
     },
-    "/actions/poison": upload,
-  };
+  });
 
   let port = 0;
   const route = async (req: IncomingMessage, res: ServerResponse) => {
