@@ -342,6 +342,8 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
       }
     }
     acceptingExtra = false;
+    // Ctrl+C stops the feeder too: the loop can end with every accepted document finished.
+    aborted(options.signal);
     const fed = await feeder;
     fed.accepted.push(...extra.accepted);
     fed.failed.push(...extra.failed);
