@@ -165,6 +165,8 @@ describe.skipIf(!CHROMIUM)("the pipeline dashboard in Chromium", () => {
     expect(code, `${run.stderr.slice(-3000)}\n${last}`).toBe(0);
     const audit = JSON.parse(last) as Record<string, number> & { ok: boolean };
     expect(audit.ok).toBe(true);
+    // The run went through the chaos Redis restart, which the tabs' server rode out.
+    expect(audit.redisRestarts).toBe(1);
     // The poison document from the page is one of the run's, counted by its audit.
     expect(audit.accepted).toBe(DOCS + 1);
     for (const tab of [first, late]) await tab.locator('body[data-run="finished"]').waitFor();

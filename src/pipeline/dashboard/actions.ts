@@ -1,15 +1,18 @@
 /**
  * What the page's buttons do to the running pipeline: kill the worker holding the most entries
- * (so there is a recovery to watch), add a worker, upload a poison document under a name the
+ * (so there is a recovery to watch: it is frozen with SIGSTOP, what it holds is read, and only a
+ * worker caught holding something is killed, so a kill always leaves entries to claim), add a
+ * worker, upload a poison document under a name the
  * user types (it reaches the page again as data: the page must show it as text).
  */
 import type { IncomingMessage } from "node:http";
+import { signalGroup } from "../../process-group.ts";
 import { poisoned, sampleUpload, type Upload } from "../documents.ts";
 import type { PipelineKeys } from "../keys.ts";
 import type { Redis } from "../parts.ts";
 import type { Supervisor } from "../supervisor.ts";
 import { HttpError, readJson } from "./http.ts";
-import { heldPerSlot } from "./recovery.ts";
+import { type HeldEntry, heldBy, heldPerSlot } from "./recovery.ts";
 
 export type Workers = Pick<Supervisor, "workers" | "alive" | "kill" | "addWorker">;
 
@@ -22,6 +25,8 @@ export interface ActionContext {
   keys: PipelineKeys;
   upload(upload: Upload): Promise<string>;
   note(text: string, who?: Who): void;
+  /** The entries worker `pid` held when it was frozen, just before its SIGKILL. */
+  heldAtKill(pid: number, entries: HeldEntry[]): void;
   named(id: string, name: string): void;
 }
 
@@ -41,7 +46,14 @@ export function pageActions(context: ActionContext): Record<string, Action> {
       const held = await heldPerSlot(context.reader, keys, slots).catch(() => undefined);
       const [slot, count] = [...(held ?? [])].sort((a, b) => b[1] - a[1])[0] ?? ["", 0];
       victim = candidates.find((w) => w.slot === slot) ?? victim;
-      if (count > 0) break;
+      if (count > 0 && victim && signalGroup(victim.pid, "SIGSTOP")) {
+        const entries = await heldBy(context.reader, keys, victim.slot).catch(() => []);
+        if (entries.length > 0) {
+          context.heldAtKill(victim.pid, entries);
+          break;
+        }
+        signalGroup(victim.pid, "SIGCONT");
+      }
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     if (!victim) throw new HttpError(409, "No worker is running right now.");

@@ -15,7 +15,7 @@ import { type PipelineKeys, STAGES } from "../keys.ts";
 import type { WorkerEvent } from "../supervisor.ts";
 import { pageActions, type Who, type Workers } from "./actions.ts";
 import { checkAction, checkHost, HttpError, listen, loadPage, sendJson } from "./http.ts";
-import { follow, heldBy, type Recovery } from "./recovery.ts";
+import { follow, type HeldEntry, heldBy, type Recovery } from "./recovery.ts";
 import { openRedisSide, type StageCounters } from "./redis-side.ts";
 import { type DocStatus, keepNewer } from "./status.ts";
 
@@ -157,10 +157,13 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
 
   /** Starts watching what a dead worker held; retried on the next tick if Redis is away. */
   const toInspect = new Map<number, Who & { pid: number }>();
+  /** What a worker the page froze before killing it held: read while it could not change. */
+  const heldAtKill = new Map<number, HeldEntry[]>();
   async function inspect(who: Who & { pid: number }): Promise<void> {
     const { slot } = who;
     try {
-      const entries = await heldBy(side.reader, keys, slot);
+      const entries = heldAtKill.get(who.pid) ?? (await heldBy(side.reader, keys, slot));
+      heldAtKill.delete(who.pid);
       toInspect.delete(who.pid);
       if (entries.length === 0) {
         note("recovered", `worker ${slot} held no entries: nothing to recover`, who);
@@ -253,6 +256,7 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
     keys,
     upload: options.upload,
     note: (text, who) => note("action", text, who),
+    heldAtKill: (pid, entries) => heldAtKill.set(pid, entries),
     named(id, name) {
       names.set(id, name);
       broadcast("names", { [id]: name });
