@@ -18,6 +18,10 @@ export interface PipelineArgs {
   parts?: string;
   claimIdleMs?: number;
   maxDeliveries?: number;
+  /** Serve the live dashboard during the run. */
+  dashboard: boolean;
+  /** Its port on 127.0.0.1; undefined: a free one. Implies --dashboard. */
+  dashboardPort?: number;
 }
 
 export class PipelineUsageError extends Error {
@@ -38,6 +42,8 @@ export const PIPELINE_USAGE = `Usage: npm run pipeline -- [options]
   --claim-idle MS     take over entries pending longer than this (default 1500)
   --max-deliveries N  dead-letter a document whose N-th delivery fails (default 4)
   --json              end with the audit as one JSON object on the last line
+  --dashboard         serve a live page on 127.0.0.1 (prints its URL); it stops with the run
+  --dashboard-port N  its port (default: a free one); implies --dashboard
 
 Example: npm run pipeline -- --docs 1000 --workers 4 --chaos`;
 
@@ -49,7 +55,8 @@ type NumberOption =
   | "failureRate"
   | "poison"
   | "claimIdleMs"
-  | "maxDeliveries";
+  | "maxDeliveries"
+  | "dashboardPort";
 
 /** The number options, with their field and range; every other option is a flag or --parts. */
 const NUMBERS: Record<string, { field: NumberOption; min: number; max: number; integer: boolean }> =
@@ -62,10 +69,12 @@ const NUMBERS: Record<string, { field: NumberOption; min: number; max: number; i
     poison: { field: "poison", min: 0, max: 100_000, integer: true },
     "claim-idle": { field: "claimIdleMs", min: 50, max: 600_000, integer: true },
     "max-deliveries": { field: "maxDeliveries", min: 1, max: 100, integer: true },
+    "dashboard-port": { field: "dashboardPort", min: 1, max: 65_535, integer: true },
   };
 
 const OPTIONS = {
   chaos: { type: "boolean" },
+  dashboard: { type: "boolean" },
   json: { type: "boolean" },
   help: { type: "boolean", short: "h" },
   parts: { type: "string" },
@@ -135,6 +144,7 @@ export function parsePipelineArgs(argv: string[]): PipelineArgs {
     chaos: values.chaos === true,
     json: values.json === true,
     help: values.help === true,
+    dashboard: values.dashboard === true,
   };
   if (typeof values.parts === "string") {
     if (!values.parts) throw new PipelineUsageError("--parts needs a file name.");
@@ -145,6 +155,7 @@ export function parsePipelineArgs(argv: string[]): PipelineArgs {
     if (typeof text === "string")
       args[(NUMBERS[name] as (typeof NUMBERS)[string]).field] = numberOption(name, text);
   }
+  if (args.dashboardPort !== undefined) args.dashboard = true;
   return args;
 }
 

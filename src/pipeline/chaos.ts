@@ -16,6 +16,8 @@ export interface ChaosOptions {
   progress(): { accepted: number; total: number };
   random?: () => number;
   log?: (line: string) => void;
+  /** Told about the Redis restart as it begins and once it is done (the dashboard shows it). */
+  onRestart?: (phase: "restarting" | "restarted") => void;
 }
 
 export interface Chaos {
@@ -45,8 +47,10 @@ export function startChaos(options: ChaosOptions): Chaos {
       const { accepted, total } = options.progress();
       if (accepted >= total / 2) {
         options.log?.("chaos: restarting Redis");
+        options.onRestart?.("restarting");
         await redis.restart();
         state.restarts++;
+        options.onRestart?.("restarted");
         return;
       }
       await pause(50);

@@ -66,8 +66,11 @@ async function main(argv: string[]): Promise<number> {
       signal: stop.signal,
       view: { tty, intervalMs: tty ? 250 : 2000, write: (text) => out.write(text) },
       log: tty ? undefined : (line) => out.write(`${line}\n`),
-      onStart: ({ redisUrl, apiUrl }) =>
-        out.write(kleur.dim(`Redis ${redisUrl}   API ${apiUrl}/documents\n`)),
+      dashboard: args.dashboard ? { port: args.dashboardPort ?? 0 } : undefined,
+      onStart: ({ redisUrl, apiUrl, dashboardUrl }) => {
+        out.write(kleur.dim(`Redis ${redisUrl}   API ${apiUrl}/documents\n`));
+        if (dashboardUrl) out.write(`Dashboard ${dashboardUrl}  (open it in a browser)\n`);
+      },
     });
     const { audit } = report;
     if (!audit.ok && report.workerLog.length > 0) {

@@ -8,6 +8,7 @@ import { type PrivateServer, startPrivateServer } from "../redis/server.ts";
 import { type Api, startApi } from "./api.ts";
 import { type Audit, audit, collect } from "./audit.ts";
 import { type Chaos, startChaos } from "./chaos.ts";
+import { type Dashboard, startDashboard } from "./dashboard/index.ts";
 import { poisoned, sampleUpload, type Upload } from "./documents.ts";
 import { type FeedResult, feed, type Submission } from "./feeder.ts";
 import { pipelineKeys, STAGES, type StatusEvent } from "./keys.ts";
@@ -46,8 +47,10 @@ export interface PipelineOptions extends LoopConfig {
   view?: { tty: boolean; intervalMs: number; write: (text: string) => void };
   onSpawn?: (pid: number) => void;
   log?: (line: string) => void;
-  /** Called once everything is up: where to point redis-cli and curl. */
-  onStart?: (where: { redisUrl: string; apiUrl: string }) => void;
+  /** Serve the live dashboard (src/pipeline/dashboard/) on 127.0.0.1; port 0: a free one. */
+  dashboard?: { port: number };
+  /** Called once everything is up: where to point redis-cli, curl and a browser. */
+  onStart?: (where: { redisUrl: string; apiUrl: string; dashboardUrl?: string }) => void;
   signal?: AbortSignal;
 }
 
@@ -162,9 +165,11 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
       }
     });
 
+    let dashboard: Dashboard | undefined;
     const supervisor = new Supervisor({
       replace: options.replaceWorkers,
       onSpawn: options.onSpawn,
+      onEvent: (event) => dashboard?.workerEvent(event),
       onLog: (slot, line) => {
         workerLog.push(`worker ${slot}: ${line}`);
         if (workerLog.length > 200) workerLog.splice(0, 100);
@@ -186,6 +191,49 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
       }),
     });
     cleanup.push(() => supervisor.stopAll());
+
+    const unfinished = new Set<string>();
+    let finished = 0;
+    // Documents the dashboard's button uploads during the run: accounted for like the feeder's.
+    const extra: FeedResult = { accepted: [], failed: [], rejected: [], latencies: [], retries: 0 };
+    let extraInFlight = 0;
+    let acceptingExtra = true;
+    const uploadExtra = async (upload: Upload): Promise<string> => {
+      if (!acceptingExtra) throw new Error("The run is finishing: it takes no more uploads.");
+      extraInFlight++;
+      try {
+        const fed = await feed({
+          apiUrl: api.url,
+          uploads: [upload],
+          runId: randomBytes(4).toString("hex"),
+          concurrency: 1,
+          badRequests: false,
+          maxBytes: options.maxBytes,
+          signal: halt.signal,
+          onAccepted: (s) => unfinished.add(s.id),
+        });
+        extra.accepted.push(...fed.accepted);
+        extra.failed.push(...fed.failed);
+        extra.latencies.push(...fed.latencies);
+        const accepted = fed.accepted[0];
+        if (!accepted) throw new Error(`The API refused it: ${fed.failed[0]?.reason ?? "?"}`);
+        return accepted.id;
+      } finally {
+        extraInFlight--;
+      }
+    };
+    if (options.dashboard) {
+      dashboard = await startDashboard({
+        redisUrl,
+        keys,
+        port: options.dashboard.port,
+        clientName: `${names.system}dashboard-`,
+        supervisor,
+        upload: uploadExtra,
+      });
+      cleanup.push(() => dashboard?.close());
+    }
+
     const first = Array.from({ length: options.workers }, (_, i) =>
       supervisor.start(String(i + 1)),
     );
@@ -208,11 +256,9 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
       );
     }
     aborted(options.signal);
-    options.onStart?.({ redisUrl, apiUrl: api.url });
+    options.onStart?.({ redisUrl, apiUrl: api.url, dashboardUrl: dashboard?.url });
 
     const uploads = options.uploads ?? sampleUploads(options.docs, options.poison);
-    const unfinished = new Set<string>();
-    let finished = 0;
     let chaos: Chaos | undefined;
     const view = options.view
       ? startView(
@@ -244,7 +290,10 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
       badRequests: options.badRequests,
       maxBytes: options.maxBytes,
       signal: halt.signal,
-      onAccepted: (s) => unfinished.add(s.id),
+      onAccepted: (s) => {
+        unfinished.add(s.id);
+        dashboard?.named(s.id, s.upload.name);
+      },
     }).finally(() => {
       feeding = false;
     });
@@ -254,6 +303,7 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
         redis: server,
         progress: () => ({ accepted: finished + unfinished.size, total: uploads.length }),
         log,
+        onRestart: (phase) => dashboard?.redisRestart(phase),
       });
       cleanup.push(() => chaos?.stop());
     }
@@ -262,7 +312,7 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
     let lastDead = "-";
     const deadDocs = new Set<string>();
     let lastChange = performance.now();
-    while (feeding || unfinished.size > 0) {
+    while (feeding || extraInFlight > 0 || unfinished.size > 0) {
       aborted(options.signal);
       await new Promise((resolve) => setTimeout(resolve, 200));
       const ids = [...unfinished];
@@ -291,7 +341,13 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
         break;
       }
     }
+    acceptingExtra = false;
+    // Ctrl+C stops the feeder too: the loop can end with every accepted document finished.
+    aborted(options.signal);
     const fed = await feeder;
+    fed.accepted.push(...extra.accepted);
+    fed.failed.push(...extra.failed);
+    fed.latencies.push(...extra.latencies);
     await chaos?.stop();
     await view?.stop();
     // A reply on the subscriber's connection comes after every message published before it.
@@ -300,7 +356,7 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
     const ids = fed.accepted.map((s) => s.id);
     const found = await retry(() => collect(control, keys, ids));
     const result = audit({
-      submitted: uploads.length,
+      submitted: uploads.length + extra.accepted.length + extra.failed.length,
       accepted: fed.accepted.map((s) => ({ id: s.id, text: s.upload.text })),
       notAccepted: fed.failed.length,
       notAcceptedReason: fed.failed[0]?.reason,
@@ -315,6 +371,7 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
       redisRestarts: chaos?.restarts ?? 0,
       retried: found.retried,
     });
+    await dashboard?.finish(result);
     return {
       audit: result,
       accepted: fed.accepted,

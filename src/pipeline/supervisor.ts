@@ -31,7 +31,13 @@ export interface SupervisorOptions {
   onLog?: (slot: string, line: string) => void;
   /** Start a replacement when a worker is killed by a signal (not when it fails on its own). */
   replace?: boolean;
+  /** Told when a worker process starts, is ready, or ends without being asked to (the dashboard). */
+  onEvent?: (event: WorkerEvent) => void;
 }
+
+export type WorkerEvent =
+  | { kind: "started" | "ready"; slot: string; pid: number }
+  | { kind: "ended"; slot: string; pid: number; how: string };
 
 export class Supervisor {
   readonly workers = new Map<string, WorkerProcess>();
@@ -64,6 +70,7 @@ export class Supervisor {
           out += chunk.toString();
           if (out.includes(READY_LINE)) {
             worker.isReady = true;
+            this.options.onEvent?.({ kind: "ready", slot, pid });
             resolve(true);
           }
         });
@@ -83,6 +90,7 @@ export class Supervisor {
       signalGroup(pid, "SIGKILL");
       if (this.#stopping) return;
       this.ended.push({ slot, how: worker.ended });
+      this.options.onEvent?.({ kind: "ended", slot, pid, how: worker.ended });
       if (this.options.replace && signal !== null) {
         setTimeout(() => {
           if (!this.#stopping) this.start(slot);
@@ -90,7 +98,14 @@ export class Supervisor {
       }
     });
     this.workers.set(slot, worker);
+    this.options.onEvent?.({ kind: "started", slot, pid });
     return worker;
+  }
+
+  /** One more worker process, in a slot of its own: the next number after the highest. */
+  addWorker(): WorkerProcess {
+    const highest = Math.max(0, ...[...this.workers.keys()].map(Number).filter(Number.isFinite));
+    return this.start(String(highest + 1));
   }
 
   alive(): WorkerProcess[] {
