@@ -90,7 +90,15 @@ export interface Backlog {
 
 /** The stage with the most documents waiting or in progress: XINFO GROUPS lag + pending. */
 export async function largestBacklog(client: Redis, keys: PipelineKeys): Promise<Backlog> {
-  const infos = await Promise.all(STAGES.map((stage) => client.xInfoGroups(keys.stream(stage))));
+  const infos = await Promise.all(
+    STAGES.map((stage) =>
+      // A stage whose stream does not exist yet has nothing waiting.
+      client.xInfoGroups(keys.stream(stage)).catch((error: Error) => {
+        if (/no such key/i.test(error.message)) return [];
+        throw error;
+      }),
+    ),
+  );
   let largest: Backlog = { stage: STAGES[0], waiting: 0 };
   STAGES.forEach((stage, i) => {
     for (const group of infos[i] ?? []) {
