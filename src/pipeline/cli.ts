@@ -55,6 +55,7 @@ async function main(argv: string[]): Promise<number> {
           sweepMs: Math.min(BATCH_DEFAULTS.sweepMs, claimIdleMs / 3),
         }
       : undefined;
+  const bulk = args.bulk ?? (batch ? 100 : 1);
   if (!args.json) {
     const mode = batch ? `batches of ${batch.count}` : "one at a time";
     const file = batch ? args.batchParts : args.parts;
@@ -77,7 +78,7 @@ async function main(argv: string[]): Promise<number> {
       poison: poisonCount(args),
       parts: args.parts ? resolve(args.parts) : SOLUTION_PARTS,
       batch,
-      bulk: args.bulk ?? (batch ? 100 : 1),
+      bulk,
       maxBacklog: (args.maxBacklog ?? 5000) || undefined,
       claimIdleMs,
       maxDeliveries: args.maxDeliveries ?? DEFAULTS.maxDeliveries,
@@ -93,7 +94,9 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`Last worker messages:\n${report.workerLog.slice(-10).join("\n")}\n`);
     }
     if (args.json) {
-      process.stdout.write(`${JSON.stringify(audit)}\n`);
+      // How the run was shaped, after the audit's own fields (which keep their names).
+      const shape = { batch: batch?.count ?? 1, inFlight: batch?.inFlight ?? 1, bulk };
+      process.stdout.write(`${JSON.stringify({ ...audit, ...shape })}\n`);
     } else {
       console.log(`\n${renderAudit(audit)}`);
     }
