@@ -82,6 +82,9 @@ test("a chaos run of 300 documents, batched (the default): every one completed o
     duplicated: 0,
     wrongResults: 0,
     redisRestarts: 1,
+    // The default run is the batched one, bulk uploads included.
+    batch: 100,
+    bulk: 100,
   });
   expect(Number(audit.completed) + Number(audit.deadLettered)).toBe(300);
   // The two poison documents at least; a healthy one only if chaos hit it again and again.
