@@ -7,7 +7,10 @@
  *                          same id and is never queued twice; the same key with a different
  *                          document is 409
  *   GET  /documents/<id>   -> 200 {"id", "name", "status", "results", ...} or 404
+ *   POST /documents/batch  many documents in one request (intake-batch.ts)
  *   GET  /health           -> 200 {"ok": true}
+ *
+ * With `maxBacklog`, uploads get 429 with Retry-After while a stage is that far behind.
  *
  * Bad input (not JSON, wrong fields, too large) gets a 4xx saying why, and is never queued.
  */
@@ -15,6 +18,7 @@ import { createHash, randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createClientPool, WatchError } from "redis";
+import { type BatchItem, backlogGate, MAX_BATCH, queueMany } from "./intake-batch.ts";
 import { type PipelineKeys, STAGES, type StatusEvent } from "./keys.ts";
 import type { Parts, Redis } from "./parts.ts";
 
@@ -28,6 +32,8 @@ export interface ApiOptions {
   broadcast: Parts["broadcast"];
   /** Largest accepted body, in bytes. */
   maxBytes: number;
+  /** Refuse uploads (429) while a stage has more documents waiting than this; absent: never. */
+  maxBacklog?: number;
 }
 
 export interface Api {
@@ -40,12 +46,17 @@ class HttpError extends Error {
   constructor(
     readonly status: number,
     message: string,
+    readonly headers: Record<string, string> = {},
   ) {
     super(message);
   }
 }
 
 type Pool = ReturnType<typeof createClientPool<{}, {}, {}, 3, {}>>;
+type Gate = () => Promise<{ stage: string; waiting: number } | undefined>;
+
+/** Retry-After is whole seconds; the body says how long our own feeder waits. */
+const RETRY_AFTER_MS = 200;
 
 const KEY_PATTERN = /^[A-Za-z0-9_.:-]{1,128}$/;
 const ID_PATTERN = /^doc-[0-9a-f-]{16,36}$/;
@@ -155,16 +166,44 @@ async function queueOnce(
   }
 }
 
-async function submit(options: ApiOptions, pool: Pool, req: IncomingMessage, res: ServerResponse) {
+/** 429 while the pipeline is too far behind; 503 when Redis cannot say. */
+async function admit(options: ApiOptions, gate: Gate | undefined): Promise<void> {
+  if (!gate) return;
+  const behind = await gate().catch((error: Error) => {
+    throw new HttpError(503, `The queue is unavailable (${error.message}). Retry later.`, {
+      "retry-after": "1",
+    });
+  });
+  if (behind) {
+    throw new HttpError(
+      429,
+      `The pipeline is behind: ${behind.waiting} documents waiting at ${behind.stage} (limit ${options.maxBacklog}). Retry later with the same Idempotency-Key.`,
+      { "retry-after": "1" },
+    );
+  }
+}
+
+function jsonOnly(req: IncomingMessage): void {
   if (!isJson(req.headers["content-type"] ?? "")) {
     throw new HttpError(415, "Send the document as JSON (Content-Type: application/json).");
   }
+}
+
+async function submit(
+  options: ApiOptions,
+  pool: Pool,
+  gate: Gate | undefined,
+  req: IncomingMessage,
+  res: ServerResponse,
+) {
+  jsonOnly(req);
   const header = req.headers["idempotency-key"];
   const idempotencyKey = Array.isArray(header) ? header[0] : header;
   if (idempotencyKey !== undefined && !KEY_PATTERN.test(idempotencyKey)) {
     throw new HttpError(400, "Idempotency-Key must be 1 to 128 letters, digits or _.:-");
   }
   const upload = validateUpload(await readBody(req, options.maxBytes));
+  await admit(options, gate);
   const id = documentId(idempotencyKey);
   const location = `/documents/${id}`;
   let outcome: Queued;
@@ -186,6 +225,64 @@ async function submit(options: ApiOptions, pool: Pool, req: IncomingMessage, res
   }
   const duplicate = outcome === "duplicate" ? { duplicate: true } : {};
   send(res, 202, { id, status: location, ...duplicate }, { location });
+}
+
+/** POST /documents/batch: every document checked alone; the valid ones queued in one go. */
+async function submitBatch(
+  options: ApiOptions,
+  pool: Pool,
+  gate: Gate | undefined,
+  req: IncomingMessage,
+  res: ServerResponse,
+) {
+  jsonOnly(req);
+  const body = await readBody(req, options.maxBytes * MAX_BATCH);
+  let documents: unknown;
+  try {
+    documents = (JSON.parse(body) as { documents?: unknown }).documents;
+  } catch (error) {
+    throw new HttpError(400, `The body is not valid JSON: ${(error as Error).message}`);
+  }
+  if (!Array.isArray(documents) || documents.length === 0 || documents.length > MAX_BATCH) {
+    throw new HttpError(
+      422,
+      `The body must be {"documents": [...]} with 1 to ${MAX_BATCH} documents.`,
+    );
+  }
+  const results: Record<string, unknown>[] = [];
+  const items: BatchItem[] = [];
+  documents.forEach((document: unknown, index) => {
+    try {
+      const key = (document as { idempotencyKey?: unknown } | null)?.idempotencyKey;
+      if (key !== undefined && (typeof key !== "string" || !KEY_PATTERN.test(key))) {
+        throw new HttpError(400, "idempotencyKey must be 1 to 128 letters, digits or _.:-");
+      }
+      const upload = validateUpload(JSON.stringify(document));
+      items.push({ index, id: documentId(key as string | undefined), upload });
+    } catch (error) {
+      if (!(error instanceof HttpError)) throw error;
+      results[index] = { status: error.status, error: error.message };
+    }
+  });
+  if (items.length > 0) {
+    await admit(options, gate);
+    let answers: Awaited<ReturnType<typeof queueMany>>;
+    try {
+      answers = await pool.execute((client) =>
+        queueMany(client, options.keys, options.broadcast, items),
+      );
+    } catch (error) {
+      throw new HttpError(
+        503,
+        `The queue is unavailable (${(error as Error).message}). Retry with the same keys.`,
+        { "retry-after": "1" },
+      );
+    }
+    items.forEach((item, i) => {
+      results[item.index] = answers[i] as Record<string, unknown>;
+    });
+  }
+  send(res, 200, { results });
 }
 
 async function describe(options: ApiOptions, id: string, res: ServerResponse) {
@@ -219,11 +316,21 @@ function decodeSegment(segment: string): string {
   }
 }
 
-async function route(options: ApiOptions, pool: Pool, req: IncomingMessage, res: ServerResponse) {
+async function route(
+  options: ApiOptions,
+  pool: Pool,
+  gate: Gate | undefined,
+  req: IncomingMessage,
+  res: ServerResponse,
+) {
   const path = new URL(req.url ?? "/", "http://localhost").pathname;
   if (path === "/documents") {
     if (req.method !== "POST") throw new HttpError(405, "Use POST /documents to upload.");
-    return submit(options, pool, req, res);
+    return submit(options, pool, gate, req, res);
+  }
+  if (path === "/documents/batch") {
+    if (req.method !== "POST") throw new HttpError(405, "Use POST /documents/batch to upload.");
+    return submitBatch(options, pool, gate, req, res);
   }
   const match = /^\/documents\/([^/]+)$/.exec(path);
   if (match) {
@@ -239,10 +346,17 @@ export async function startApi(options: ApiOptions): Promise<Api> {
   const pool: Pool = createClientPool(options.client.options, { minimum: 1, maximum: 16 });
   pool.on("error", () => {});
   await pool.connect();
+  const gate = options.maxBacklog
+    ? backlogGate(options.client, options.keys, options.maxBacklog)
+    : undefined;
   const server = createServer((req, res) => {
-    route(options, pool, req, res).catch((error: unknown) => {
+    route(options, pool, gate, req, res).catch((error: unknown) => {
       if (res.headersSent) return res.end();
-      if (error instanceof HttpError) return send(res, error.status, { error: error.message });
+      if (error instanceof HttpError) {
+        const retry = error.headers["retry-after"];
+        const body = retry ? { retryAfterMs: RETRY_AFTER_MS } : {};
+        return send(res, error.status, { error: error.message, ...body }, error.headers);
+      }
       send(res, 500, { error: (error as Error).message });
     });
   });

@@ -22,6 +22,13 @@ export interface PipelineArgs {
   dashboard: boolean;
   /** Its port on 127.0.0.1; undefined: a free one. Implies --dashboard. */
   dashboardPort?: number;
+  /** Documents per batch; 1: one at a time (lesson 13's loop). Undefined: batched. */
+  batch?: number;
+  inFlight?: number;
+  bulk?: number;
+  maxBacklog?: number;
+  /** Undefined: lesson 16's reference solution. */
+  batchParts?: string;
 }
 
 export class PipelineUsageError extends Error {
@@ -37,8 +44,17 @@ export const PIPELINE_USAGE = `Usage: npm run pipeline -- [options]
   --failure-rate P    chance of a transient service failure, 0 to 1 (default 0.02)
   --chaos             kill workers with SIGKILL, restart Redis once, add poison documents
   --poison N          poison documents (default: 0, or 1 in 200 with --chaos)
+  --batch N           documents per batch in each stage (default 100); 1 runs
+                      lesson 13's one-at-a-time loop
+  --in-flight N       service calls in flight per worker and stage (default 32)
+  --bulk N            documents per upload request (default 100; 1: one each)
+  --max-backlog N     answer uploads 429 while a stage has more waiting (default
+                      5000; 0: no limit)
   --parts FILE        your lesson 13 file instead of the reference solution, e.g.
-                      --parts workspace/13-capstone-pipeline/stage.ts
+                      --parts workspace/13-capstone-pipeline/stage.ts (implies
+                      --batch 1)
+  --batch-parts FILE  your lesson 16 file for the batched stages, e.g.
+                      --batch-parts workspace/16-throughput/batch.ts
   --claim-idle MS     take over entries pending longer than this (default 1500)
   --max-deliveries N  dead-letter a document whose N-th delivery fails (default 4)
   --json              end with the audit as one JSON object on the last line
@@ -56,7 +72,11 @@ type NumberOption =
   | "poison"
   | "claimIdleMs"
   | "maxDeliveries"
-  | "dashboardPort";
+  | "dashboardPort"
+  | "batch"
+  | "inFlight"
+  | "bulk"
+  | "maxBacklog";
 
 /** The number options, with their field and range; every other option is a flag or --parts. */
 const NUMBERS: Record<string, { field: NumberOption; min: number; max: number; integer: boolean }> =
@@ -70,6 +90,10 @@ const NUMBERS: Record<string, { field: NumberOption; min: number; max: number; i
     "claim-idle": { field: "claimIdleMs", min: 50, max: 600_000, integer: true },
     "max-deliveries": { field: "maxDeliveries", min: 1, max: 100, integer: true },
     "dashboard-port": { field: "dashboardPort", min: 1, max: 65_535, integer: true },
+    batch: { field: "batch", min: 1, max: 1000, integer: true },
+    "in-flight": { field: "inFlight", min: 1, max: 1000, integer: true },
+    bulk: { field: "bulk", min: 1, max: 500, integer: true },
+    "max-backlog": { field: "maxBacklog", min: 0, max: 10_000_000, integer: true },
   };
 
 const OPTIONS = {
@@ -78,6 +102,7 @@ const OPTIONS = {
   json: { type: "boolean" },
   help: { type: "boolean", short: "h" },
   parts: { type: "string" },
+  "batch-parts": { type: "string" },
   ...Object.fromEntries(Object.keys(NUMBERS).map((name) => [name, { type: "string" }])),
 } as const satisfies ParseArgsConfig["options"];
 
@@ -96,7 +121,7 @@ function refusal(error: NodeJS.ErrnoException, argv: string[]): string {
     return `Unexpected argument: ${/'([^']*)'/.exec(error.message)?.[1] ?? "?"} (every setting is an option, like --docs 100).`;
   }
   const name = /'(--[\w-]+)/.exec(error.message)?.[1] ?? "";
-  if (name === "--parts") return "--parts needs a file name.";
+  if (name === "--parts" || name === "--batch-parts") return `${name} needs a file name.`;
   if (name.slice(2) in NUMBERS) {
     // util.parseArgs will not take "-1" or "--chaos" as a value: judge it as one, to say why.
     const next = argv[argv.indexOf(name) + 1];
@@ -150,12 +175,26 @@ export function parsePipelineArgs(argv: string[]): PipelineArgs {
     if (!values.parts) throw new PipelineUsageError("--parts needs a file name.");
     args.parts = values.parts;
   }
+  if (typeof values["batch-parts"] === "string") {
+    if (!values["batch-parts"]) throw new PipelineUsageError("--batch-parts needs a file name.");
+    args.batchParts = values["batch-parts"];
+  }
   for (const name of Object.keys(NUMBERS)) {
     const text = values[name];
     if (typeof text === "string")
       args[(NUMBERS[name] as (typeof NUMBERS)[string]).field] = numberOption(name, text);
   }
   if (args.dashboardPort !== undefined) args.dashboard = true;
+  if (args.parts && args.batchParts) {
+    throw new PipelineUsageError(
+      "--parts (lesson 13, one at a time) and --batch-parts (lesson 16) exclude each other.",
+    );
+  }
+  if (args.parts && args.batch !== undefined && args.batch > 1) {
+    throw new PipelineUsageError(
+      "--parts runs lesson 13's one-at-a-time loop: leave out --batch, or use --batch-parts.",
+    );
+  }
   return args;
 }
 

@@ -29,6 +29,11 @@ export interface AuditData {
   docs: Record<string, Record<string, string>>;
   /** The document id of every entry of each stage's stream, in order. */
   streams: Record<Stage, string[]>;
+  /**
+   * Entries ever added to each stage's stream (XINFO STREAM entries-added): a trimmed stream
+   * no longer lists its entries, but this still counts a document queued twice.
+   */
+  added?: Record<Stage, number>;
   deadLetters: DeadLetter[];
   /** The status events a subscriber saw during the run. */
   events: StatusEvent[];
@@ -91,14 +96,25 @@ export function audit(data: AuditData): Audit {
   const deadByDoc = countBy(data.deadLetters, (d) => d.doc);
 
   let duplicated = 0;
-  for (const stage of STAGES) {
+  STAGES.forEach((stage, i) => {
+    let listed = 0;
     for (const [doc, count] of countBy(data.streams[stage], (id) => id)) {
       if (count > 1) {
-        duplicated += count - 1;
+        listed += count - 1;
         note(`${doc} was queued for ${stage} ${count} times`);
       }
     }
-  }
+    // Each accepted document enters OCR once, and each later stage once per earlier result.
+    const previous = STAGES[i - 1];
+    const expected = previous
+      ? data.accepted.filter((a) => data.docs[a.id]?.[previous] !== undefined).length
+      : data.accepted.length;
+    const extra = Math.max(0, (data.added?.[stage] ?? 0) - expected);
+    if (extra > listed) {
+      note(`${stage} was queued ${extra} more times than documents reached it`);
+    }
+    duplicated += Math.max(listed, extra);
+  });
   for (const [doc, count] of deadByDoc) {
     if (count > 1) {
       duplicated += count - 1;
@@ -194,9 +210,12 @@ export async function collect(client: Redis, keys: PipelineKeys, ids: string[]) 
     docs[id] = hashes[i] ?? {};
   });
   const streams = {} as Record<Stage, string[]>;
+  const added = {} as Record<Stage, number>;
   for (const stage of STAGES) {
     const entries = await client.xRange(keys.stream(stage), "-", "+");
     streams[stage] = (entries ?? []).map((e) => String(e.message.doc));
+    const info = await client.xInfoStream(keys.stream(stage));
+    added[stage] = Number(info["entries-added"] ?? streams[stage].length);
   }
   const dead = await client.xRange(keys.dead, "-", "+");
   const deadLetters = (dead ?? []).map((e) => ({
@@ -206,7 +225,7 @@ export async function collect(client: Redis, keys: PipelineKeys, ids: string[]) 
   }));
   const stats = await client.hGetAll(keys.stats);
   const retried = STAGES.reduce((sum, s) => sum + Number(stats[`${s}:retried`] ?? 0), 0);
-  return { docs, streams, deadLetters, retried };
+  return { docs, streams, added, deadLetters, retried };
 }
 
 /** The audit for people: one line per figure. */

@@ -8,6 +8,8 @@ import { watchLaunchers } from "../launchers.ts";
 import { guardOutput } from "../stdio.ts";
 import { PIPELINE_USAGE, PipelineUsageError, parsePipelineArgs, poisonCount } from "./args.ts";
 import { renderAudit } from "./audit.ts";
+import { BATCH_DEFAULTS } from "./batch-loop.ts";
+import { SOLUTION_BATCH_PARTS } from "./batch-parts.ts";
 import { SOLUTION_PARTS } from "./parts.ts";
 import { DEFAULTS, runPipeline } from "./pipeline.ts";
 import { findPython } from "./python.ts";
@@ -41,8 +43,23 @@ async function main(argv: string[]): Promise<number> {
     out.write(kleur.yellow(`Skipping --python-workers: ${python.missing}.\n`));
     pythonWorkers = 0;
   }
+  // Lesson 13's parts take one document at a time; otherwise the stages run batched.
+  const batchSize = args.parts ? 1 : (args.batch ?? BATCH_DEFAULTS.count);
+  const batch =
+    batchSize > 1
+      ? {
+          ...BATCH_DEFAULTS,
+          parts: args.batchParts ? resolve(args.batchParts) : SOLUTION_BATCH_PARTS,
+          count: batchSize,
+          inFlight: args.inFlight ?? BATCH_DEFAULTS.inFlight,
+          sweepMs: Math.min(BATCH_DEFAULTS.sweepMs, claimIdleMs / 3),
+        }
+      : undefined;
+  const bulk = args.bulk ?? (batch ? 100 : 1);
   if (!args.json) {
-    const parts = args.parts ? `your parts (${args.parts})` : "the reference parts";
+    const mode = batch ? `batches of ${batch.count}` : "one at a time";
+    const file = batch ? args.batchParts : args.parts;
+    const parts = `${file ? `your parts (${file})` : "the reference parts"}, ${mode}`;
     console.log(
       kleur.bold(
         `Document pipeline: ${args.docs} documents, ${args.workers} worker processes x 4 stages${pythonWorkers > 0 ? ` + ${pythonWorkers} Python NER` : ""}${args.chaos ? ", chaos" : ""}, ${parts}`,
@@ -60,6 +77,9 @@ async function main(argv: string[]): Promise<number> {
       pythonWorkers,
       poison: poisonCount(args),
       parts: args.parts ? resolve(args.parts) : SOLUTION_PARTS,
+      batch,
+      bulk,
+      maxBacklog: (args.maxBacklog ?? 5000) || undefined,
       claimIdleMs,
       maxDeliveries: args.maxDeliveries ?? DEFAULTS.maxDeliveries,
       prefix: "pipeline:",
@@ -77,7 +97,9 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`Last worker messages:\n${report.workerLog.slice(-10).join("\n")}\n`);
     }
     if (args.json) {
-      process.stdout.write(`${JSON.stringify(audit)}\n`);
+      // How the run was shaped, after the audit's own fields (which keep their names).
+      const shape = { batch: batch?.count ?? 1, inFlight: batch?.inFlight ?? 1, bulk };
+      process.stdout.write(`${JSON.stringify({ ...audit, ...shape })}\n`);
     } else {
       console.log(`\n${renderAudit(audit)}`);
     }

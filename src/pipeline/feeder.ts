@@ -1,6 +1,7 @@
 /**
  * The load generator: uploads documents through the intake API the way many users would, a few
- * at a time, retrying (with the same Idempotency-Key) when the API says the queue is down.
+ * at a time, retrying (with the same Idempotency-Key) when the API says the queue is down or
+ * too far behind (503, 429). With `bulk`, each request carries that many documents.
  */
 import type { Upload } from "./documents.ts";
 
@@ -32,6 +33,8 @@ export interface FeedOptions {
   /** Also send a few malformed requests, which must be refused. */
   badRequests: boolean;
   maxBytes: number;
+  /** Documents per request to POST /documents/batch; 1 or absent: one POST /documents each. */
+  bulk?: number;
   signal?: AbortSignal;
   onAccepted?: (submission: Submission) => void;
 }
@@ -61,6 +64,60 @@ export function badRequests(maxBytes: number): { what: string; body: string }[] 
   ];
 }
 
+/** How long to wait before trying again: the API's own advice on a 429/503, else a backoff. */
+function backoff(attempt: number, data: Record<string, unknown>): number {
+  const advised = Number(data.retryAfterMs);
+  return Number.isFinite(advised) && advised > 0 ? advised : Math.min(100 * attempt, 1000);
+}
+
+/** Sends `indexes` in one request, again and again for those not accepted yet. */
+async function feedBulk(options: FeedOptions, result: FeedResult, indexes: number[]) {
+  const url = `${options.apiUrl}/documents/batch`;
+  let left = indexes;
+  let last = "";
+  for (let attempt = 1; attempt <= 60 && left.length > 0 && !options.signal?.aborted; attempt++) {
+    const documents = left.map((index) => ({
+      ...(options.uploads[index] as Upload),
+      idempotencyKey: `${options.runId}-${index}`,
+    }));
+    let data: Record<string, unknown> = {};
+    try {
+      const answer = await post(url, JSON.stringify({ documents }), {});
+      data = answer.data;
+      result.latencies.push(answer.ms);
+      const answers = Array.isArray(data.results)
+        ? (data.results as Record<string, unknown>[])
+        : [];
+      if (answer.status === 200 && answers.length === left.length) {
+        left.forEach((index, i) => {
+          const one = answers[i] ?? {};
+          if (one.status === 202) {
+            const upload = options.uploads[index] as Upload;
+            const submission = { index, id: String(one.id), upload, latencyMs: answer.ms };
+            result.accepted.push(submission);
+            options.onAccepted?.(submission);
+          } else {
+            result.failed.push({ index, reason: `${one.status} ${String(one.error ?? "")}` });
+          }
+        });
+        left = [];
+        break;
+      }
+      last = `${answer.status} ${String(data.error ?? "")}`;
+      if (answer.status !== 503 && answer.status !== 429) break;
+      // Backpressure is the pipeline working as meant, not a failure: it does not use up tries.
+      if (answer.status === 429) attempt--;
+    } catch (error) {
+      last = (error as Error).message;
+    }
+    result.retries++;
+    await new Promise((resolve) => setTimeout(resolve, backoff(attempt, data)));
+  }
+  if (last && left.length > 0) {
+    for (const index of left) result.failed.push({ index, reason: last });
+  }
+}
+
 export async function feed(options: FeedOptions): Promise<FeedResult> {
   const url = `${options.apiUrl}/documents`;
   const result: FeedResult = { accepted: [], failed: [], rejected: [], latencies: [], retries: 0 };
@@ -75,13 +132,24 @@ export async function feed(options: FeedOptions): Promise<FeedResult> {
     }
   }
   let next = 0;
+  const bulk = options.bulk ?? 1;
   const lane = async () => {
+    while (bulk > 1 && next < options.uploads.length && !options.signal?.aborted) {
+      const start = next;
+      next = Math.min(options.uploads.length, next + bulk);
+      await feedBulk(
+        options,
+        result,
+        Array.from({ length: next - start }, (_, i) => start + i),
+      );
+    }
     while (next < options.uploads.length && !options.signal?.aborted) {
       const index = next++;
       const upload = options.uploads[index] as Upload;
       const body = JSON.stringify(upload);
       let last = "";
       for (let attempt = 1; attempt <= 60 && !options.signal?.aborted; attempt++) {
+        let data: Record<string, unknown> = {};
         try {
           const answer = await post(url, body, {
             "idempotency-key": `${options.runId}-${index}`,
@@ -95,12 +163,14 @@ export async function feed(options: FeedOptions): Promise<FeedResult> {
             break;
           }
           last = `${answer.status} ${String(answer.data.error ?? "")}`;
-          if (answer.status !== 503) break;
+          if (answer.status !== 503 && answer.status !== 429) break;
+          data = answer.data;
+          if (answer.status === 429) attempt--;
         } catch (error) {
           last = (error as Error).message;
         }
         result.retries++;
-        await new Promise((resolve) => setTimeout(resolve, Math.min(100 * attempt, 1000)));
+        await new Promise((resolve) => setTimeout(resolve, backoff(attempt, data)));
       }
       if (last) result.failed.push({ index, reason: last });
     }

@@ -7,6 +7,7 @@ import { randomBytes } from "node:crypto";
 import { type PrivateServer, startPrivateServer } from "../redis/server.ts";
 import { type Api, startApi } from "./api.ts";
 import { type Audit, audit, collect } from "./audit.ts";
+import type { BatchSettings } from "./batch-loop.ts";
 import { type Chaos, startChaos } from "./chaos.ts";
 import { type Dashboard, startDashboard } from "./dashboard/index.ts";
 import { poisoned, sampleUpload, type Upload } from "./documents.ts";
@@ -31,8 +32,14 @@ export interface PipelineOptions extends LoopConfig {
   chaos: boolean;
   /** The file with the lesson's parts (nextWork, handOff, deadLetter, broadcast). */
   parts: string;
+  /** Batched stages with lesson 16's parts; absent: one document at a time with `parts`. */
+  batch?: BatchSettings;
   /** Uploads in flight at once. */
   concurrency: number;
+  /** Documents per upload request (POST /documents/batch); absent or 1: one each. */
+  bulk?: number;
+  /** The API answers 429 while a stage has more documents waiting; absent: no limit. */
+  maxBacklog?: number;
   badRequests: boolean;
   maxBytes: number;
   /** Stop waiting when no document has finished for this long. */
@@ -149,6 +156,7 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
       keys,
       broadcast: parts.broadcast,
       maxBytes: options.maxBytes,
+      maxBacklog: options.maxBacklog,
     });
     cleanup.push(() => api.close());
 
@@ -181,6 +189,7 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
         clientName: names.worker,
         stages: [...STAGES],
         parts: options.parts,
+        batch: options.batch,
         loop: {
           latencyMs: options.latencyMs,
           failureRate: options.failureRate,
@@ -287,6 +296,7 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
       uploads,
       runId: randomBytes(4).toString("hex"),
       concurrency: options.concurrency,
+      bulk: options.bulk,
       badRequests: options.badRequests,
       maxBytes: options.maxBytes,
       signal: halt.signal,
@@ -363,6 +373,7 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
       rejected: fed.rejected,
       docs: found.docs,
       streams: found.streams,
+      added: found.added,
       deadLetters: found.deadLetters,
       events,
       latencies: fed.latencies,

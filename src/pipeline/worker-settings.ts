@@ -1,3 +1,4 @@
+import type { BatchSettings } from "./batch-loop.ts";
 import type { Stage } from "./keys.ts";
 import type { LoopConfig } from "./stage-loop.ts";
 
@@ -12,6 +13,8 @@ export interface WorkerSettings {
   stages: Stage[];
   parts: string;
   loop: LoopConfig;
+  /** Batched stages (lesson 16); absent: one document at a time with `parts` (lesson 13). */
+  batch?: BatchSettings;
 }
 
 /** The line a worker prints once every connection is ready. */

@@ -4,6 +4,8 @@
  * its settings in PIPELINE_WORKER; it stops on SIGTERM, and on its own when the parent's pipe to
  * its stdin closes, so a killed parent never leaves workers behind.
  */
+import { runBatchLoop } from "./batch-loop.ts";
+import { loadBatchParts } from "./batch-parts.ts";
 import { type PipelineKeys, pipelineKeys } from "./keys.ts";
 import { connectClient, loadParts, type Redis } from "./parts.ts";
 import { runStageLoop } from "./stage-loop.ts";
@@ -13,6 +15,8 @@ async function main(): Promise<void> {
   const settings = JSON.parse(process.env.PIPELINE_WORKER ?? "null") as WorkerSettings | null;
   if (!settings) throw new Error("PIPELINE_WORKER is not set: start workers with the supervisor.");
   const parts = await loadParts(settings.parts);
+  const batch = settings.batch;
+  const batchParts = batch ? await loadBatchParts(batch.parts) : undefined;
   const keys: PipelineKeys = pipelineKeys(settings.prefix);
   const stop = new AbortController();
   const clients = await Promise.all(
@@ -37,8 +41,8 @@ async function main(): Promise<void> {
 
   process.stdout.write(`${READY_LINE}\n`);
   await Promise.all(
-    settings.stages.map((stage, i) =>
-      runStageLoop({
+    settings.stages.map((stage, i) => {
+      const loop = {
         client: clients[i] as Redis,
         parts,
         keys,
@@ -47,9 +51,10 @@ async function main(): Promise<void> {
         config: settings.loop,
         signal: stop.signal,
         crash: () => process.kill(process.pid, "SIGKILL"),
-        log: (line) => process.stderr.write(`${line}\n`),
-      }),
-    ),
+        log: (line: string) => process.stderr.write(`${line}\n`),
+      };
+      return batch && batchParts ? runBatchLoop(loop, batchParts, batch) : runStageLoop(loop);
+    }),
   );
   for (const client of clients) client.destroy();
   process.exit(0);

@@ -63,7 +63,7 @@ async function expectNothingLeft(mark: string, text: string) {
   for (const port of used) expect(await listening(port), `port ${port}`).toBe(false);
 }
 
-test("a chaos run of 300 documents: every one completed or dead-lettered, none lost, none twice", async () => {
+test("a chaos run of 300 documents, batched (the default): every one completed or dead-lettered, none lost, none twice", async () => {
   const mark = randomUUID();
   const run = runPipeline(["--docs", "300", "--workers", "3", "--chaos", "--json"], mark);
   const code = await run.exited;
@@ -82,6 +82,9 @@ test("a chaos run of 300 documents: every one completed or dead-lettered, none l
     duplicated: 0,
     wrongResults: 0,
     redisRestarts: 1,
+    // The default run is the batched one, bulk uploads included.
+    batch: 100,
+    bulk: 100,
   });
   expect(Number(audit.completed) + Number(audit.deadLettered)).toBe(300);
   // The two poison documents at least; a healthy one only if chaos hit it again and again.

@@ -278,6 +278,15 @@ describe("the audit", () => {
     expect(audit(d).duplicated).toBe(1 + 1 + 1 + 1);
   });
 
+  test("a trimmed stream still shows a document queued twice: more entries added than reached it", () => {
+    const d = data({ added: { ocr: 3, ner: 4, classify: 3, embed: 3 } });
+    d.streams = { ocr: [], ner: ["d2"], classify: [], embed: [] };
+    const a = audit(d);
+    expect(a.duplicated).toBe(1);
+    expect(a.problems.join("\n")).toMatch(/ner was queued 1 more times/);
+    expect(audit(data({ added: { ocr: 3, ner: 3, classify: 3, embed: 3 } })).duplicated).toBe(0);
+  });
+
   test("a result that differs from the service's is wrong", () => {
     const d = data();
     d.docs.d0 = { ...d.docs.d0, classify: '{"category":"lease","confidence":1}' };

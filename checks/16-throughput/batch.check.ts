@@ -1,0 +1,608 @@
+import { describe, test } from "vitest";
+import {
+  call,
+  check,
+  checkClient,
+  eventually,
+  fail,
+  fresh,
+  freshKey,
+  learnerClient,
+  loadExercise,
+  type Redis,
+  sameValue,
+  sleep,
+} from "../kit.ts";
+import { compareIds, pendingCount } from "../streams-support.ts";
+import { before as beforeCommand, type Scope, type SentCommand, scope, sent } from "../wire.ts";
+
+interface Work {
+  id: string;
+  doc: string;
+  deliveries: number;
+}
+type Outcome = { work: Work; result: string } | { work: Work; error: string; final: boolean };
+interface StageKeys {
+  stage: "ocr" | "ner" | "classify" | "embed";
+  stream: string;
+  group: string;
+  next: string | null;
+  dead: string;
+  status: string;
+  channel: string;
+  doc(id: string): string;
+}
+interface ReadOptions {
+  consumer: string;
+  count: number;
+  blockMs: number;
+  claimIdleMs: number;
+}
+interface Committed {
+  handedOff: string[];
+  deadLettered: string[];
+  duplicates: string[];
+}
+interface Exercise {
+  readBatch(client: Redis, keys: StageKeys, options: ReadOptions): Promise<Work[]>;
+  sweep(
+    client: Redis,
+    keys: StageKeys,
+    options: ReadOptions,
+    cursor: string,
+  ): Promise<{ works: Work[]; cursor: string }>;
+  inFlight<T, R>(
+    items: T[],
+    limit: number,
+    task: (item: T) => Promise<R>,
+  ): Promise<PromiseSettledResult<R>[]>;
+  commitBatch(client: Redis, keys: StageKeys, outcomes: Outcome[]): Promise<Committed>;
+  trim(client: Redis, stream: string): Promise<number>;
+}
+
+const exercise = await loadExercise<Exercise>(
+  "readBatch",
+  "sweep",
+  "inFlight",
+  "commitBatch",
+  "trim",
+);
+
+/** A stage with fresh names everywhere: code that hard-codes "ocr" or a key fails. */
+function stageFor(label: string): StageKeys {
+  const base = freshKey(label);
+  return {
+    stage: "ner",
+    stream: `${base}:stream`,
+    group: fresh("ner"),
+    next: `${base}:next`,
+    dead: `${base}:dead`,
+    status: `${base}:status`,
+    channel: `${base}:events`,
+    doc: (id) => `${base}:doc:${id}`,
+  };
+}
+
+let observer: Promise<Redis> | undefined;
+const own = () => {
+  observer ??= checkClient();
+  return observer;
+};
+
+/** `docs` queued on the stage and delivered to `consumer`: the batch a worker holds. */
+async function delivered(keys: StageKeys, docs: string[], consumer: string): Promise<Work[]> {
+  const c = await own();
+  await c.xGroupCreate(keys.stream, keys.group, "0", { MKSTREAM: true }).catch(() => {});
+  const works: Work[] = [];
+  for (const doc of docs) {
+    await c.hSet(keys.doc(doc), { name: `${doc}.pdf`, text: "Invoice" });
+    works.push({ id: await c.xAdd(keys.stream, "*", { doc }), doc, deliveries: 1 });
+  }
+  await c.xReadGroup(keys.group, consumer, { key: keys.stream, id: ">" }, { COUNT: docs.length });
+  return works;
+}
+
+async function queuedOn(stream: string): Promise<string[]> {
+  const entries = (await (await own()).xRange(stream, "-", "+")) ?? [];
+  return entries.map((e) => String(e.message.doc));
+}
+
+function twice(docs: string[]): string[] {
+  return [...new Set(docs.filter((d, i) => docs.indexOf(d) !== i))];
+}
+
+const resultFor = (doc: string) => JSON.stringify({ doc, entities: [{ type: "ORG" }] });
+
+/** A simulated worker process: its own connection, which a crash takes down with the rest. */
+async function worker(label: string): Promise<{ scope: Scope; client: Redis }> {
+  const process = scope(label);
+  return { scope: process, client: await process.run(() => learnerClient()) };
+}
+
+/** What one scope sent, after `from` (a seq). */
+function sentBy(s: Scope, from = 0): SentCommand[] {
+  return sent((c) => c.scope === s.name && c.seq > from);
+}
+
+const lastSeq = () => sent().at(-1)?.seq ?? 0;
+
+describe("reading a batch", () => {
+  test("readBatch() takes up to COUNT new entries in one XREADGROUP, each a first delivery", async () => {
+    const keys = stageFor("read");
+    const c = await own();
+    await c.xGroupCreate(keys.stream, keys.group, "0", { MKSTREAM: true });
+    const docs = Array.from({ length: 7 }, (_, i) => `d${i}`);
+    for (const doc of docs) await c.xAdd(keys.stream, "*", { doc });
+    const w = await worker("reader");
+    const from = lastSeq();
+    const options = { consumer: fresh("w"), count: 5, blockMs: 200, claimIdleMs: 60_000 };
+    const works = await call("readBatch()", () => exercise.readBatch(w.client, keys, options));
+    const reads = sentBy(w.scope, from).filter((x) => x.name === "XREADGROUP");
+    check(
+      reads.length === 1,
+      `readBatch() should read the batch with one XREADGROUP (COUNT 5); it sent ${reads.length}.`,
+      2,
+    );
+    check(
+      sameValue(
+        works.map((x) => x.doc),
+        docs.slice(0, 5),
+      ),
+      `With 7 entries waiting and count 5, readBatch() should return the first 5 documents in order; it returned ${JSON.stringify(works.map((x) => x.doc))}.`,
+      2,
+    );
+    check(
+      works.every((x) => x.deliveries === 1 && typeof x.id === "string"),
+      `Each new entry is a first delivery: { id, doc, deliveries: 1 }; got ${JSON.stringify(works[0])}.`,
+      2,
+    );
+    const quiet = stageFor("quiet");
+    await c.xGroupCreate(quiet.stream, quiet.group, "0", { MKSTREAM: true });
+    const started = performance.now();
+    const none = await call("readBatch() on a quiet stream", () =>
+      exercise.readBatch(w.client, quiet, { ...options, blockMs: 150 }),
+    );
+    const waited = performance.now() - started;
+    check(
+      Array.isArray(none) && none.length === 0,
+      `On a quiet stream readBatch() should return [] after blockMs; it returned ${JSON.stringify(none)}.`,
+      2,
+    );
+    check(
+      waited >= 100,
+      `On a quiet stream readBatch() returned after ${Math.round(waited)} ms: wait up to blockMs (BLOCK) for new work instead of spinning.`,
+      2,
+    );
+  });
+
+  test("sweep() sends one XAUTOCLAIM per call and carries its cursor past live entries to a crashed worker's", async () => {
+    const keys = stageFor("sweep");
+    const c = await own();
+    // 25 entries a live worker is busy with, then 3 a crashed worker left behind.
+    const live = Array.from({ length: 25 }, (_, i) => `live${i}`);
+    const stale = ["gone0", "gone1", "gone2"];
+    const busy = fresh("busy");
+    const works = await delivered(keys, [...live, ...stale], busy);
+    for (const work of works.slice(25)) {
+      await c.sendCommand([
+        "XCLAIM",
+        keys.stream,
+        keys.group,
+        fresh("crashed"),
+        "0",
+        work.id,
+        "IDLE",
+        "120000",
+        "RETRYCOUNT",
+        "3",
+      ]);
+    }
+    const w = await worker("sweeper");
+    const consumer = fresh("sweeper");
+    const options = { consumer, count: 2, blockMs: 100, claimIdleMs: 60_000 };
+    const found: Work[] = [];
+    let cursor = "0-0";
+    for (let round = 1; round <= 6; round++) {
+      const from = lastSeq();
+      const swept = await call(`sweep() round ${round}`, () =>
+        exercise.sweep(w.client, keys, options, cursor),
+      );
+      const claims = sentBy(w.scope, from).filter((x) => x.name === "XAUTOCLAIM");
+      check(
+        claims.length === 1,
+        `One sweep() call should send one XAUTOCLAIM (the loop calls sweep() again with the cursor it returns); round ${round} sent ${claims.length}. Looping over the pending list inside sweep(), or once per document, costs a round trip per document.`,
+        2,
+      );
+      found.push(...swept.works);
+      cursor = swept.cursor;
+      if (cursor === "0-0") break;
+    }
+    const claimedLive = found.filter((x) => x.doc.startsWith("live"));
+    check(
+      claimedLive.length === 0,
+      `sweep() took ${claimedLive.length} entries a live worker had just been given (idle for less than claimIdleMs): pass claimIdleMs as XAUTOCLAIM's min-idle-time.`,
+      2,
+    );
+    const docs = found.map((x) => x.doc).sort();
+    check(
+      sameValue(docs, stale),
+      `Following the cursor it returns, sweep() should claim the crashed worker's 3 entries (after 25 live ones, with COUNT 2) exactly once; it claimed ${JSON.stringify(docs)}. XAUTOCLAIM looks at COUNT*10 entries per call: return its next cursor and start from the cursor you are given.`,
+      2,
+    );
+    check(
+      found.every((x) => x.deliveries === 4),
+      `Each claimed entry had been delivered 3 times, so this is its 4th delivery; sweep() said ${JSON.stringify(found.map((x) => x.deliveries))}. Read the count with XPENDING (the dead-letter decision depends on it).`,
+      2,
+    );
+    check(
+      (await pendingCount(c, keys.stream, keys.group)) === 28,
+      "sweep() must only claim: every entry should still be pending.",
+      2,
+    );
+  });
+});
+
+describe("in flight", () => {
+  test("inFlight() keeps exactly `limit` calls running while they are slow, never more, and reports each outcome", async () => {
+    const items = Array.from({ length: 9 }, (_, i) => i);
+    let running = 0;
+    let most = 0;
+    const started: number[] = [];
+    const release = new Map<number, () => void>();
+    const task = async (i: number) => {
+      running++;
+      most = Math.max(most, running);
+      started.push(i);
+      await new Promise<void>((resolve) => release.set(i, resolve));
+      running--;
+      if (i === 4) throw new Error("the model timed out");
+      return i * 10;
+    };
+    const done = call("inFlight()", () => exercise.inFlight(items, 3, task));
+    for (let n = 0; n < items.length; n++) {
+      await eventually(
+        () => started.length > n || running >= 3,
+        2000,
+        `inFlight() started ${started.length} calls and none is running: start the next one as soon as one finishes.`,
+        3,
+      );
+      await sleep(10);
+      if (running < Math.min(3, items.length - n)) {
+        fail(
+          `With 3 allowed and calls that take long, inFlight() had only ${running} running at once: start up to \`limit\` at a time, so a slow model answers several documents together.`,
+          3,
+        );
+      }
+      if (most > 3) {
+        fail(
+          `inFlight() had ${most} calls running at once with a limit of 3: a batch of 500 would mean 500 requests to the model. Start a new one only when one finishes.`,
+          3,
+        );
+      }
+      const next = started.find((i) => release.has(i));
+      if (next === undefined) break;
+      const resolve = release.get(next);
+      release.delete(next);
+      resolve?.();
+    }
+    const results = await done;
+    check(most === 3, `inFlight() should run up to 3 at once; it ran ${most} at most.`, 3);
+    const ok = results.map((r) => (r.status === "fulfilled" ? r.value : "rejected"));
+    check(
+      sameValue(ok, [0, 10, 20, 30, "rejected", 50, 60, 70, 80]),
+      `inFlight() should settle every item in the items' order, a failure as { status: "rejected" } without stopping the others; it returned ${JSON.stringify(ok)}.`,
+      3,
+    );
+  });
+});
+
+/** Every MULTI block one scope sent, with the commands inside. */
+function transactions(commands: SentCommand[]): SentCommand[][] {
+  const blocks = new Map<number, SentCommand[]>();
+  for (const c of commands) {
+    if (c.multi === undefined || c.name === "MULTI") continue;
+    blocks.set(c.multi, [...(blocks.get(c.multi) ?? []), c]);
+  }
+  return [...blocks.values()].filter((b) => b.some((c) => c.name === "EXEC"));
+}
+
+async function statusOf(keys: StageKeys, doc: string): Promise<Record<string, unknown>> {
+  const json = await (await own()).hGet(keys.status, doc);
+  try {
+    return JSON.parse(json ?? "null") ?? {};
+  } catch {
+    return {};
+  }
+}
+
+describe("committing a batch", () => {
+  test("commitBatch() hands the whole batch on in one MULTI: N XADDs, ONE XACK of N ids, status hash and events", async () => {
+    const keys = stageFor("commit");
+    const docs = ["a", "b", "c", "d", "e"].map((d) => fresh(d));
+    const works = await delivered(keys, docs, fresh("w"));
+    const events: Record<string, unknown>[] = [];
+    const subscriber = await checkClient("events");
+    await subscriber.subscribe(keys.channel, (m) => {
+      events.push(JSON.parse(m));
+    });
+    const w = await worker("committer");
+    const from = lastSeq();
+    const outcomes = works.map((work) => ({ work, result: resultFor(work.doc) }));
+    const committed = await call("commitBatch()", () =>
+      exercise.commitBatch(w.client, keys, outcomes),
+    );
+    const mine = sentBy(w.scope, from);
+    const blocks = transactions(mine);
+    const adds = (b: SentCommand[]) => b.filter((c) => c.name === "XADD").length;
+    const outside = mine.filter((c) => c.multi === undefined && ["XADD", "XACK"].includes(c.name));
+    check(
+      outside.length === 0 && blocks.length === 1,
+      `The hand-off of a batch should be one MULTI/EXEC; commitBatch() sent ${blocks.length} transactions and ${outside.length} XADD/XACK outside any. One transaction per batch is what makes a batch one round trip, and all-or-nothing if the worker dies in the middle.`,
+      2,
+    );
+    const block = blocks[0] ?? [];
+    const acks = block.filter((c) => c.name === "XACK");
+    check(
+      adds(block) === 5,
+      `The transaction should carry one XADD to the next stage per document (5); it had ${adds(block)}.`,
+      2,
+    );
+    check(
+      acks.length === 1 && acks[0]?.args.length === 3 + 5,
+      `Acknowledge the batch with ONE XACK carrying all 5 ids; the transaction had ${acks.length} XACK command(s) with ${acks.map((a) => a.args.length - 3).join(", ") || "no"} ids.`,
+      2,
+    );
+    const c = await own();
+    check(
+      sameValue(await queuedOn(keys.next ?? ""), docs),
+      `Each document should be on the next stage once, in order; it holds ${JSON.stringify(await queuedOn(keys.next ?? ""))}.`,
+      2,
+    );
+    check(
+      (await pendingCount(c, keys.stream, keys.group)) === 0,
+      "Every handed-on entry should be acknowledged.",
+      2,
+    );
+    for (const doc of docs) {
+      const stored = await c.hGet(keys.doc(doc), keys.stage);
+      check(
+        sameValue(JSON.parse(stored ?? "null"), JSON.parse(resultFor(doc))),
+        `The document's hash should hold the result in the field "${keys.stage}"; it has ${stored}.`,
+        2,
+      );
+      const status = await statusOf(keys, doc);
+      check(
+        status.state === "done" && status.stage === keys.stage && status.doc === doc,
+        `The status hash should say ${doc} is done at ${keys.stage}; it says ${JSON.stringify(status)}.`,
+        2,
+      );
+    }
+    await eventually(() => events.length >= 5, 2000, "The 5 status events were not published.", 2);
+    check(
+      sameValue(committed?.handedOff?.slice().sort(), docs.slice().sort()) &&
+        committed.deadLettered?.length === 0 &&
+        committed.duplicates?.length === 0,
+      `commitBatch() should return { handedOff: the 5 documents, deadLettered: [], duplicates: [] }; it returned ${JSON.stringify(committed)}.`,
+      2,
+    );
+  });
+
+  test("a poison document and a failed one in a batch: the poison dead-lettered once with its delivery count, the failed one left pending", async () => {
+    const keys = stageFor("poison");
+    const docs = ["ok1", "poison", "flaky", "ok2"].map((d) => fresh(d));
+    const works = (await delivered(keys, docs, fresh("w"))).map((w, i) =>
+      i === 1 ? { ...w, deliveries: 4 } : w,
+    );
+    const [ok1, poison, flaky, ok2] = works as [Work, Work, Work, Work];
+    const reason = "gave up at ner after 4 deliveries: the text exceeds the context window";
+    const w = await worker("poison");
+    const committed = await call("commitBatch()", () =>
+      exercise.commitBatch(w.client, keys, [
+        { work: ok1, result: resultFor(ok1.doc) },
+        { work: poison, error: reason, final: true },
+        { work: flaky, error: "the model timed out", final: false },
+        { work: ok2, result: resultFor(ok2.doc) },
+      ]),
+    );
+    const c = await own();
+    const pending = await c.xPendingRange(keys.stream, keys.group, "-", "+", 10);
+    check(
+      sameValue(
+        pending.map((p) => p.id),
+        [flaky.id],
+      ),
+      `Only the entry whose error is not final should stay pending (so it comes back for a retry); pending now: ${pending.length === 0 ? "nothing: the failed document was acknowledged and is lost" : JSON.stringify(pending.map((p) => p.id))}.`,
+      2,
+    );
+    check(
+      sameValue(await queuedOn(keys.next ?? ""), [ok1.doc, ok2.doc]),
+      `Only the two finished documents go on; the next stage holds ${JSON.stringify(await queuedOn(keys.next ?? ""))}.`,
+      2,
+    );
+    const letters = (await c.xRange(keys.dead, "-", "+")) ?? [];
+    check(
+      letters.length === 1 && letters[0]?.message.doc === poison.doc,
+      `One dead letter for the poison document; the dead-letter stream holds ${letters.length}.`,
+      2,
+    );
+    const letter = letters[0]?.message ?? {};
+    check(
+      letter.reason === reason && Number(letter.deliveries) === 4 && letter.stage === keys.stage,
+      `The dead letter should carry { doc, stage, reason, entry, deliveries }; it carries ${JSON.stringify(letter)}.`,
+      2,
+    );
+    const status = await statusOf(keys, poison.doc);
+    check(
+      status.state === "dead" && status.reason === reason,
+      `The status hash should say the poison document is dead, with its reason; it says ${JSON.stringify(status)}.`,
+      2,
+    );
+    check(
+      sameValue(committed?.deadLettered, [poison.doc]),
+      `commitBatch() should report deadLettered: [the poison document]; it returned ${JSON.stringify(committed)}.`,
+      2,
+    );
+  });
+
+  test("a duplicate in a batch and a document done already: each handed on once, every entry acknowledged", async () => {
+    const keys = stageFor("dup");
+    const [x, y, z] = ["x", "y", "z"].map((d) => fresh(d)) as [string, string, string];
+    // x twice (a redelivered copy), y finished already by a worker thought dead.
+    const works = await delivered(keys, [x, y, x, z], fresh("w"));
+    const c = await own();
+    await c.hSet(keys.doc(y), keys.stage, resultFor(y));
+    const w = await worker("dup");
+    const committed = await call("commitBatch()", () =>
+      exercise.commitBatch(
+        w.client,
+        keys,
+        works.map((work) => ({ work, result: resultFor(work.doc) })),
+      ),
+    );
+    const next = await queuedOn(keys.next ?? "");
+    check(
+      twice(next).length === 0 && !next.includes(y),
+      `Each document should reach the next stage once: ${twice(next).length > 0 ? `${twice(next).join(", ")} was queued twice (the same document twice in one batch)` : `${y} was queued again although its result was there already`}. Check each document's hash for the stage's result before handing it on, and skip a document already handed on in this batch.`,
+      2,
+    );
+    check(
+      sameValue(next.slice().sort(), [x, z].sort()),
+      `The next stage should hold ${x} and ${z}; it holds ${JSON.stringify(next)}.`,
+      2,
+    );
+    check(
+      (await pendingCount(c, keys.stream, keys.group)) === 0,
+      "Every entry, the duplicates too, should be acknowledged: nothing is left to do for them.",
+      2,
+    );
+    check(
+      sameValue(committed?.duplicates?.slice().sort(), [x, y].sort()),
+      `commitBatch() should report the two skipped copies (${x}, ${y}) as duplicates; it returned ${JSON.stringify(committed)}.`,
+      2,
+    );
+  });
+
+  test("a competitor commits the same documents while your transaction is on its way: nothing twice", async () => {
+    const keys = stageFor("race");
+    const docs = ["p", "q", "r"].map((d) => fresh(d));
+    const works = await delivered(keys, docs, fresh("slow"));
+    const slow = await worker("slow");
+    const fast = await worker("fast");
+    const outcomes = works.map((work) => ({ work, result: resultFor(work.doc) }));
+    // At the slow worker's first write, after its reads: the competitor commits the batch first.
+    const competitor = beforeCommand(
+      (c) =>
+        c.scope === slow.scope.name &&
+        (c.name === "MULTI" ||
+          (c.multi === undefined && ["XADD", "XACK", "HSET"].includes(c.name))),
+      async () => {
+        await call("commitBatch() by a competing worker", () =>
+          exercise.commitBatch(fast.client, keys, outcomes),
+        );
+      },
+    );
+    await call("commitBatch() racing a competitor", () =>
+      exercise.commitBatch(slow.client, keys, outcomes),
+    );
+    competitor.cancel();
+    check(competitor.hasFired(), "commitBatch() wrote nothing at all.", 2);
+    const next = await queuedOn(keys.next ?? "");
+    check(
+      twice(next).length === 0,
+      `Two workers committed the same batch and ${twice(next).join(", ")} reached the next stage twice: the guard read the documents, the competitor committed, then yours committed too. WATCH every document before reading it, so EXEC fails (WatchError) when one changed; then look again.`,
+      2,
+    );
+    check(
+      (await pendingCount(await own(), keys.stream, keys.group)) === 0,
+      "After the race every entry should be acknowledged (the loser acknowledges what the winner did).",
+      2,
+    );
+  });
+
+  // Killed just before the acknowledgement, or just before the first XADD: wherever a split
+  // hand-off is half done.
+  test.each(["XACK", "XADD"])(
+    "a worker killed before its %s while committing a batch leaves it whole for the next worker: nothing lost, nothing twice",
+    async (step) => {
+      const keys = stageFor("crash");
+      const docs = ["k1", "k2", "k3", "k4"].map((d) => fresh(d));
+      const works = await delivered(keys, docs, fresh("doomed"));
+      const doomed = await worker("doomed");
+      const outcomes = works.map((work) => ({ work, result: resultFor(work.doc) }));
+      const crash = beforeCommand((c) => c.scope === doomed.scope.name && c.name === step, "crash");
+      // A dead process returns nothing; code that retries forever is cut off like one.
+      await Promise.race([
+        doomed.scope.run(() => exercise.commitBatch(doomed.client, keys, outcomes)).catch(() => {}),
+        crash.fired.then(() => sleep(2000)),
+      ]);
+      crash.cancel();
+      check(crash.hasFired(), `commitBatch() sent no ${step}.`, 2);
+      const c = await own();
+      const half = await queuedOn(keys.next ?? "");
+      // The next worker takes over what is still pending, as the sweep would.
+      const pending = await c.xPendingRange(keys.stream, keys.group, "-", "+", 10);
+      const next = await worker("next");
+      const left = works.filter((work) => pending.some((p) => p.id === work.id));
+      await call("commitBatch() by the next worker", () =>
+        exercise.commitBatch(
+          next.client,
+          keys,
+          left.map((work) => ({ work: { ...work, deliveries: 2 }, result: resultFor(work.doc) })),
+        ),
+      );
+      const after = await queuedOn(keys.next ?? "");
+      check(
+        twice(after).length === 0,
+        `Killed before its ${step}, the worker had already queued ${half.length} documents on the next stage (${half.length > 0 ? "the hand-off was not one transaction" : ""}); the next worker handed ${twice(after).join(", ")} on again. Put the XADDs, the result and the XACK in one MULTI: a transaction that never reaches EXEC does nothing.`,
+        2,
+      );
+      check(
+        sameValue(after.slice().sort(), docs.slice().sort()),
+        `After the crash and the next worker's commit, each of the 4 documents should be on the next stage once; it holds ${JSON.stringify(after)}${left.length < works.length ? `, and ${works.length - left.length} entries were acknowledged before the crash without being handed on: lost` : ""}.`,
+        2,
+      );
+    },
+  );
+});
+
+describe("trimming", () => {
+  test("trim() removes what every group has finished with, and never a pending or unread entry", async () => {
+    const c = await own();
+    const stream = freshKey("trim");
+    const [one, two] = [fresh("g1"), fresh("g2")];
+    await c.xGroupCreate(stream, one, "0", { MKSTREAM: true });
+    await c.xGroupCreate(stream, two, "0");
+    const ids: string[] = [];
+    const batch = c.multi();
+    for (let i = 0; i < 400; i++) batch.xAdd(stream, "*", { doc: `d${i}` });
+    ids.push(...((await batch.exec()) as unknown as string[]));
+    // Group one read everything and acknowledged all but entry 250 and the last 50.
+    await c.xReadGroup(one, "w", { key: stream, id: ">" }, { COUNT: 400 });
+    await c.xAck(stream, one, [...ids.slice(0, 250), ...ids.slice(251, 350)]);
+    // Group two has read only 300 entries, and acknowledged them all.
+    await c.xReadGroup(two, "w", { key: stream, id: ">" }, { COUNT: 300 });
+    await c.xAck(stream, two, ids.slice(0, 300));
+    const w = await worker("trimmer");
+    const removed = await call("trim()", () => exercise.trim(w.client, stream));
+    const left = ((await c.xRange(stream, "-", "+")) ?? []).map((e) => e.id);
+    const floor = ids[250] as string;
+    const kept = ids.filter((id) => compareIds(id, floor) >= 0);
+    const lost = kept.filter((id) => !left.includes(id));
+    check(
+      lost.length === 0,
+      `trim() removed ${lost.length} entries a group still needs (the oldest pending entry is the 251st; group two has not read past the 300th). Trim with MINID at the oldest entry still pending in any group, never MAXLEN, which counts entries, not what was acknowledged.`,
+      4,
+    );
+    const below = ids.length - left.length;
+    check(
+      below >= 125,
+      `Every group is finished with the first 250 entries, but trim() removed only ${below}: memory grows without end. Find the oldest pending entry of every group (XPENDING) and what each has read (XINFO GROUPS last-delivered-id), then XTRIM MINID the lowest.`,
+      4,
+    );
+    check(
+      removed === below,
+      `trim() should return how many entries it removed (${below}); it returned ${removed}.`,
+      4,
+    );
+  });
+});
