@@ -206,7 +206,9 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
       const doc = fresh("doc");
       await fixture.admin.xAdd(stage.input, "*", { doc });
       const outputHas = async () =>
-        (await fixture.admin.xRange(stage.output, "-", "+")).some((e) => e?.message.doc === doc);
+        ((await fixture.admin.xRange(stage.output, "-", "+")) ?? []).some(
+          (e) => e?.message.doc === doc,
+        );
       if (!(await until(outputHas, 5000))) {
         const asked = worker.calls() - before.worker;
         fail(
