@@ -247,4 +247,96 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
       4,
     );
   });
+
+  test("a failed handle() leaves its document pending; stop() finishes the one in hand", async () => {
+    const stage = names();
+    await fixture.admin.xGroupCreate(stage.input, stage.group, "0", { MKSTREAM: true });
+    // Rights enough for any worker: this test is about the loop, the ACL has a test of its own.
+    const worker = await fixture.user("ocr-worker", ["~*", "&*", "+@all"]);
+    const bad = fresh("bad");
+    const thrown = fresh("throws");
+    const [first, last] = [fresh("slow"), fresh("slow")];
+    const called: string[] = [];
+    // Each slow document's handle() waits until the check releases it.
+    const gates = new Map<string, () => void>();
+    const gated = new Map<string, Promise<void>>();
+    for (const doc of [first, last]) {
+      gated.set(doc, new Promise<void>((resolve) => gates.set(doc, resolve)));
+    }
+    const release = (doc: string) => gates.get(doc)?.();
+    const handle = ((doc: string) => {
+      called.push(doc);
+      if (doc === thrown) throw new Error(`OCR crashed on ${doc}`);
+      if (doc === bad) return Promise.reject(new Error(`OCR failed on ${doc}`));
+      const gate = gated.get(doc);
+      if (gate) return gate;
+      return Promise.resolve();
+    }) as (doc: string) => Promise<void>;
+    const running = await call("startStage()", () =>
+      exercise.startStage(worker.conn, stage, handle, BLOCK_MS),
+    );
+    let stopped = false;
+    cleanup.push(async () => {
+      release(first);
+      release(last);
+      if (!stopped) await running.stop();
+    });
+
+    const output = async () =>
+      ((await fixture.admin.xRange(stage.output, "-", "+")) ?? []).map((e) => e?.message.doc);
+    const pending = async () =>
+      (await fixture.admin.xPendingRange(stage.input, stage.group, "-", "+", 100)).length;
+    const inHand = async (doc: string, before: number) => {
+      await eventually(() => called.includes(doc), 3000, `handle() was not called for ${doc}.`, 4);
+      check(
+        !(await output()).includes(doc) && (await pending()) === before + 1,
+        "The document was acknowledged or passed on while handle() was still working on it: acknowledge only after handle() finished.",
+        4,
+      );
+    };
+    await fixture.admin.xAdd(stage.input, "*", { doc: first });
+    await inHand(first, 0);
+    release(first);
+    await eventually(
+      async () => (await output()).includes(first) && (await pending()) === 0,
+      3000,
+      `Once handle() finished, ${first} must be passed on and acknowledged.`,
+      4,
+    );
+
+    for (const doc of [bad, thrown]) await fixture.admin.xAdd(stage.input, "*", { doc });
+    const ok = fresh("ok");
+    await fixture.admin.xAdd(stage.input, "*", { doc: ok });
+    await eventually(
+      async () => (await output()).includes(ok),
+      4000,
+      `After handle() failed (one rejected, one threw), the worker did not go on to the next document ${ok}: catch the failure and continue with the next entry.`,
+      4,
+    );
+    const out = await output();
+    check(
+      !out.includes(bad) && !out.includes(thrown),
+      "A document whose handle() failed was passed on to the next stage: hand off only after handle() succeeded.",
+      4,
+    );
+    check(
+      (await pending()) === 2,
+      `The two documents whose handle() failed must stay pending in the group (not acknowledged), so they can be taken back; ${await pending()} entries are pending.`,
+      4,
+    );
+
+    await fixture.admin.xAdd(stage.input, "*", { doc: last });
+    await inHand(last, 2);
+    const stopping = running.stop();
+    stopping.catch(() => {});
+    await sleep(50);
+    release(last);
+    await call("worker.stop()", () => stopping, BLOCK_MS + 2000);
+    stopped = true;
+    check(
+      (await output()).includes(last) && (await pending()) === 2,
+      "stop() was called while handle() was working on a document, and that document was not finished (handed on and acknowledged): stop() must let the document in hand finish before it closes the connection.",
+      4,
+    );
+  });
 });

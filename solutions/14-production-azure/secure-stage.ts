@@ -109,16 +109,24 @@ export async function startStage(
   const running = (async () => {
     try {
       while (!stopping) {
+        let reply: Awaited<ReturnType<typeof client.xReadGroup>>;
         try {
-          const reply = await client.xReadGroup(
+          reply = await client.xReadGroup(
             names.group,
             names.consumer,
             { key: names.input, id: ">" },
             { COUNT: 10, BLOCK: blockMs },
           );
-          for (const { messages } of reply ?? []) {
-            for (const { id, message } of messages) {
-              const doc = message.doc ?? "";
+        } catch {
+          // The connection dropped (a rotated password, a failover): node-redis reconnects,
+          // asking the credentials provider again. Read again once it is back.
+          if (!stopping) await new Promise((resolve) => setTimeout(resolve, 100));
+          continue;
+        }
+        for (const { messages } of reply ?? []) {
+          for (const { id, message } of messages) {
+            const doc = message.doc ?? "";
+            try {
               await handle(doc);
               const event: StatusEvent = { doc, state: "done" };
               await client
@@ -127,18 +135,18 @@ export async function startStage(
                 .xAck(names.input, names.group, id)
                 .publish(names.status, JSON.stringify(event))
                 .exec();
+            } catch {
+              // Not acknowledged, so it stays pending; lesson 09 takes such entries back.
             }
           }
-        } catch {
-          // The connection dropped, or handle() failed: what was not acknowledged stays
-          // pending (lesson 09 takes it back); wait a moment for the reconnect, then go on.
-          if (!stopping) await new Promise((resolve) => setTimeout(resolve, 100));
         }
       }
     } finally {
       client.destroy();
     }
   })();
+  // stop() reports a failure of the loop; until then nobody awaits it.
+  running.catch(() => {});
   return {
     async stop() {
       stopping = true;
