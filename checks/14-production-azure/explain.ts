@@ -9,7 +9,10 @@ export function explainConnectError(error: Error, client: Redis, servername: str
   if (/self[- ]signed|unable to (get|verify)|local issuer|certificate/i.test(error.message)) {
     return `Your client did not trust the server's certificate ${said}: it is signed by the CA in conn.ca, which is not in the system's store. Pass ca: conn.ca in the socket options.`;
   }
-  if (/WRONGPASS|NOAUTH|invalid username|NOPERM/i.test(error.message)) {
+  if (/NOAUTH/.test(error.message)) {
+    return `Your client logged in without a password ${said}. A user name in a rediss:// URL replaces your credentialsProvider with one of its own, which has no password: leave the user out of the URL and let the provider return both.`;
+  }
+  if (/WRONGPASS|invalid username|NOPERM/i.test(error.message)) {
     return `The server refused your client's login ${said}: authenticate as conn.username with the password conn.password() returns.`;
   }
   const tls = (client.options?.socket as { tls?: unknown } | undefined)?.tls;

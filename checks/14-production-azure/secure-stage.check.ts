@@ -166,20 +166,25 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
       "+ping",
     ]);
     const events: unknown[] = [];
-    const watcher = await call("watchStatus()", () =>
-      exercise.watchStatus(dashboard.conn, stage.status, (event) => events.push(event)),
+    const watcher = await call(
+      "watchStatus()",
+      () => exercise.watchStatus(dashboard.conn, stage.status, (event) => events.push(event)),
+      5000,
     );
     cleanup.push(() => watcher.stop());
     const handled: string[] = [];
-    const running = await call("startStage()", () =>
-      exercise.startStage(
-        worker.conn,
-        stage,
-        async (doc) => {
-          handled.push(doc);
-        },
-        BLOCK_MS,
-      ),
+    const running = await call(
+      "startStage()",
+      () =>
+        exercise.startStage(
+          worker.conn,
+          stage,
+          async (doc) => {
+            handled.push(doc);
+          },
+          BLOCK_MS,
+        ),
+      5000,
     );
     cleanup.push(() => running.stop());
 
@@ -272,8 +277,10 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
       if (gate) return gate;
       return Promise.resolve();
     }) as (doc: string) => Promise<void>;
-    const running = await call("startStage()", () =>
-      exercise.startStage(worker.conn, stage, handle, BLOCK_MS),
+    const running = await call(
+      "startStage()",
+      () => exercise.startStage(worker.conn, stage, handle, BLOCK_MS),
+      5000,
     );
     let stopped = false;
     cleanup.push(async () => {
