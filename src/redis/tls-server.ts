@@ -7,11 +7,10 @@
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { removeOnExit } from "../check/cleanup.ts";
 import { makeScratch } from "../scratch.ts";
-import { startPrivateServer } from "./server.ts";
+import { freePort, startPrivateServer } from "./server.ts";
 
 export interface Certificate {
   /** PEM text. */
@@ -128,21 +127,6 @@ export function makeAuthority(dir: string, label: string): CertificateAuthority 
     },
   };
   return authority;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const address = probe.address();
-      probe.close(() =>
-        typeof address === "object" && address
-          ? resolve(address.port)
-          : reject(new Error("no port")),
-      );
-    });
-  });
 }
 
 /**
