@@ -6,6 +6,7 @@
  * exit hook and the scratch sweep back that up when a process dies before calling it.
  */
 import { execFileSync, spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { removeOnExit } from "../check/cleanup.ts";
@@ -147,8 +148,8 @@ export async function startTlsServer(options: { names?: string[] } = {}): Promis
   try {
     const authority = makeAuthority(dir, "local");
     const server = authority.issue("server", names);
-    const adminPassword = execFileSync("openssl", ["rand", "-hex", "16"], { encoding: "utf8" });
-    const password = adminPassword.trim();
+    const password = randomBytes(16).toString("hex");
+    let lastError: unknown;
     // Another process may take the probed port before redis binds it: then try another.
     for (let attempt = 0; attempt < 3; attempt++) {
       const port = await freePort();
@@ -165,11 +166,11 @@ export async function startTlsServer(options: { names?: string[] } = {}): Promis
         "no",
         "--requirepass",
         password,
-      ]).catch((error: Error) => error);
-      if (redis instanceof Error) {
-        if (attempt === 2) throw redis;
-        continue;
-      }
+      ]).catch((error: unknown) => {
+        lastError = error;
+        return undefined;
+      });
+      if (!redis) continue;
       return {
         host: "127.0.0.1",
         port,
@@ -185,7 +186,7 @@ export async function startTlsServer(options: { names?: string[] } = {}): Promis
         },
       };
     }
-    throw new Error("unreachable");
+    throw lastError;
   } catch (error) {
     removeDir();
     throw error;
