@@ -262,6 +262,8 @@ export async function checkRedisUrl(raw: string | undefined): Promise<Finding | 
       fix: "Point REDIS_CA at the CA's PEM file, or unset it to trust the system's CAs only.",
     };
   }
+  const withCa = "ca" in tlsOptions && tlsOptions.ca !== undefined;
+  const tlsNote = tls ? `on${withCa ? " (with the CA in REDIS_CA)" : ""}` : "off";
   const client = createClient({
     url: value,
     name: "wb:check:doctor",
@@ -285,7 +287,7 @@ export async function checkRedisUrl(raw: string | undefined): Promise<Finding | 
     return {
       name: "REDIS_URL",
       status: azureHints.length > 0 ? "warn" : "ok",
-      detail: `REDIS_URL ${shown} answers: Redis ${version}, TLS ${tls ? `on${"ca" in tlsOptions && tlsOptions.ca ? " (with the CA in REDIS_CA)" : ""}` : "off"}, ${auth}; the workbook may write its wb: keys`,
+      detail: `REDIS_URL ${shown} answers: Redis ${version}, TLS ${tlsNote}, ${auth}; the workbook may write its wb: keys`,
       fix: azureHints.length > 0 ? azureHints.join(" ") : undefined,
     };
   } catch (error) {
@@ -294,7 +296,7 @@ export async function checkRedisUrl(raw: string | undefined): Promise<Finding | 
     return {
       name: "REDIS_URL",
       status: "fail",
-      detail: `REDIS_URL ${shown} (TLS ${tls ? `on${"ca" in tlsOptions && tlsOptions.ca ? " (with the CA in REDIS_CA)" : ""}` : "off"}, ${auth}): ${problem}`,
+      detail: `REDIS_URL ${shown} (TLS ${tlsNote}, ${auth}): ${problem}`,
       fix: `${fix} Or unset REDIS_URL to use the private redis-server.`,
     };
   } finally {
