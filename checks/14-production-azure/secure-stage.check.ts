@@ -242,8 +242,8 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
 
     const stopping = Date.now();
     await call("worker.stop()", () => running.stop(), BLOCK_MS + 2000);
-    await call("watcher.stop()", () => watcher.stop(), 2000);
     const took = Date.now() - stopping;
+    await call("watcher.stop()", () => watcher.stop(), 2000);
     check(
       took < BLOCK_MS + 1500,
       `stop() took ${took} ms on a quiet stream; the worker reads with BLOCK ${BLOCK_MS}, so it should return within one read.`,
