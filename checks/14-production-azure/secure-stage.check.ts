@@ -241,7 +241,12 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
     }
 
     const stopping = Date.now();
-    await call("worker.stop()", () => running.stop(), BLOCK_MS + 2000);
+    await call("worker.stop()", () => running.stop(), BLOCK_MS + 2000).catch((error: Error) =>
+      fail(
+        `${error.message} Nothing was waiting in the stream: stop() must return within one read, so read with BLOCK blockMs (never 0) and look at the stop flag between reads.`,
+        4,
+      ),
+    );
     const took = Date.now() - stopping;
     await call("watcher.stop()", () => watcher.stop(), 2000);
     check(
