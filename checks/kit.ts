@@ -11,6 +11,7 @@ import { isDeepStrictEqual } from "node:util";
 import { createClient, type RedisClientType } from "redis";
 import { afterAll, beforeEach } from "vitest";
 import { appendEvent } from "../src/check/events.ts";
+import { tlsSocketOptions } from "../src/redis/tls.ts";
 import { allLearnerAddrs, setCheckNamePrefix } from "./wire.ts";
 
 /** What createClient() returns with the default options (RESP3). */
@@ -206,7 +207,11 @@ export async function loadExercise<T>(...functions: (keyof T & string)[]): Promi
 const opened: Redis[] = [];
 
 async function open(name: string): Promise<Redis> {
-  const client = createClient({ url: ctx.redisUrl, name, socket: { reconnectStrategy: false } });
+  const client = createClient({
+    url: ctx.redisUrl,
+    name,
+    socket: { reconnectStrategy: false, ...tlsSocketOptions(ctx.redisUrl) },
+  });
   client.on("error", () => {});
   await client.connect();
   opened.push(client);

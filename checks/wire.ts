@@ -18,7 +18,8 @@
  *
  * Works at net.Socket, so it needs no knowledge of node-redis beyond its corking of a batch of
  * writes; one write may carry several commands, and is cut at command boundaries. A TLSSocket
- * is a net.Socket writing plaintext through the same method, though no test runs TLS yet.
+ * is a net.Socket writing plaintext through the same method: lesson 14 and
+ * test/redis-tls.test.ts run checks over TLS.
  */
 import { AsyncLocalStorage } from "node:async_hooks";
 import { EventEmitter } from "node:events";

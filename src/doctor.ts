@@ -13,6 +13,7 @@ import { ROOT, workspaceDir } from "./paths.ts";
 import { redact } from "./redis/redact.ts";
 import { installAdvice, redisServerVersion, startPrivateServer } from "./redis/server.ts";
 import { RedisUrlError, redisUrlFrom, versionAtLeast } from "./redis/target.ts";
+import { tlsSocketOptions } from "./redis/tls.ts";
 import { wrapLine } from "./ui/term.ts";
 
 export type Status = "ok" | "warn" | "fail" | "info";
@@ -198,7 +199,9 @@ export function explainRedisError(
         }
       : {
           problem: `the TLS handshake failed: ${redact(error.message)}`,
-          fix: "If the server uses your own certificate authority, point Node at it: export NODE_EXTRA_CA_CERTS=/path/to/ca.pem.",
+          fix: /altnames/i.test(text)
+            ? "The certificate names another host: connect by that name, or export REDIS_TLS_SERVERNAME=<the name on the certificate>."
+            : "If the server uses your own certificate authority, point the workbook at it: export REDIS_CA=/path/to/ca.pem.",
         };
   }
   if (/closed unexpectedly|ECONNRESET|socket hang up/i.test(text)) {
@@ -248,10 +251,23 @@ export async function checkRedisUrl(raw: string | undefined): Promise<Finding | 
   const shown = `${redact(value)}${converted}`;
   const tls = url.protocol === "rediss:";
   const auth = url.password ? `user ${url.username || "default"} with a password` : "no password";
+  let tlsOptions: ReturnType<typeof tlsSocketOptions>;
+  try {
+    tlsOptions = tlsSocketOptions(value);
+  } catch (error) {
+    return {
+      name: "REDIS_URL",
+      status: "fail",
+      detail: (error as Error).message,
+      fix: "Point REDIS_CA at the CA's PEM file, or unset it to trust the system's CAs only.",
+    };
+  }
+  const withCa = "ca" in tlsOptions && tlsOptions.ca !== undefined;
+  const tlsNote = tls ? `on${withCa ? " (with the CA in REDIS_CA)" : ""}` : "off";
   const client = createClient({
     url: value,
     name: "wb:check:doctor",
-    socket: { connectTimeout: 5000, reconnectStrategy: false },
+    socket: { connectTimeout: 5000, reconnectStrategy: false, ...tlsOptions },
   });
   let firstError: (Error & { code?: string }) | undefined;
   client.on("error", (error: Error) => {
@@ -271,7 +287,7 @@ export async function checkRedisUrl(raw: string | undefined): Promise<Finding | 
     return {
       name: "REDIS_URL",
       status: azureHints.length > 0 ? "warn" : "ok",
-      detail: `REDIS_URL ${shown} answers: Redis ${version}, TLS ${tls ? "on" : "off"}, ${auth}; the workbook may write its wb: keys`,
+      detail: `REDIS_URL ${shown} answers: Redis ${version}, TLS ${tlsNote}, ${auth}; the workbook may write its wb: keys`,
       fix: azureHints.length > 0 ? azureHints.join(" ") : undefined,
     };
   } catch (error) {
@@ -280,7 +296,7 @@ export async function checkRedisUrl(raw: string | undefined): Promise<Finding | 
     return {
       name: "REDIS_URL",
       status: "fail",
-      detail: `REDIS_URL ${shown} (TLS ${tls ? "on" : "off"}, ${auth}): ${problem}`,
+      detail: `REDIS_URL ${shown} (TLS ${tlsNote}, ${auth}): ${problem}`,
       fix: `${fix} Or unset REDIS_URL to use the private redis-server.`,
     };
   } finally {

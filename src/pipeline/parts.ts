@@ -7,6 +7,7 @@ import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { createClient, type RedisClientType } from "redis";
 import { ROOT } from "../paths.ts";
+import { tlsSocketOptions } from "../redis/tls.ts";
 import type { StageKeys, StatusEvent } from "./keys.ts";
 
 export type Redis = RedisClientType<{}, {}, {}, 3, {}>;
@@ -48,7 +49,10 @@ export async function connectClient(
   const client: Redis = createClient({
     url,
     name,
-    socket: { reconnectStrategy: (retries: number) => Math.min(100 * (retries + 1), 1000) },
+    socket: {
+      reconnectStrategy: (retries: number) => Math.min(100 * (retries + 1), 1000),
+      ...tlsSocketOptions(url),
+    },
   });
   let reported = false;
   client.on("error", (error: Error) => {

@@ -1,6 +1,7 @@
 import { createClient } from "redis";
 import { redact, rememberSecretsOf } from "./redact.ts";
 import { type PrivateServer, startPrivateServer } from "./server.ts";
+import { tlsSocketOptions } from "./tls.ts";
 
 /** The Redis a session runs its checks against: our own private server, or the user's. */
 export interface RedisTarget {
@@ -41,7 +42,7 @@ async function serverVersion(url: string): Promise<string> {
   const client = createClient({
     url,
     name: "wb:check:harness",
-    socket: { connectTimeout: 5000, reconnectStrategy: false },
+    socket: { connectTimeout: 5000, reconnectStrategy: false, ...tlsSocketOptions(url) },
   });
   let lastError: Error | undefined;
   client.on("error", (error: Error) => {
@@ -142,7 +143,7 @@ export async function deletePrefixedKeys(
   const client = createClient({
     url,
     name: "wb:check:cleanup",
-    socket: { reconnectStrategy: false },
+    socket: { reconnectStrategy: false, ...tlsSocketOptions(url) },
   });
   client.on("error", () => {});
   const limit = timeoutMs === undefined ? undefined : setTimeout(() => client.destroy(), timeoutMs);

@@ -4,6 +4,7 @@ import type { Lesson } from "../catalog.ts";
 import type { Verdict } from "../check/verdict.ts";
 import { KEEP_SECONDS, recordKept, recordKeptServer } from "../redis/kept.ts";
 import type { RedisTarget } from "../redis/target.ts";
+import { tlsSocketOptions } from "../redis/tls.ts";
 
 /** Enough names to start from; the SCAN/KEYS command printed finds the rest. */
 const SHOWN = 20;
@@ -14,7 +15,11 @@ async function keysUnder(
   prefix: string,
   limit = SHOWN,
 ): Promise<{ names: string[]; total: number }> {
-  const client = createClient({ url, name: "wb:keep", socket: { reconnectStrategy: false } });
+  const client = createClient({
+    url,
+    name: "wb:keep",
+    socket: { reconnectStrategy: false, ...tlsSocketOptions(url) },
+  });
   client.on("error", () => {});
   const names: string[] = [];
   try {

@@ -15,6 +15,7 @@ import {
 } from "../redis/kept.ts";
 import { startPrivateServer } from "../redis/server.ts";
 import { redisUrlFrom } from "../redis/target.ts";
+import { tlsSettings } from "../redis/tls.ts";
 
 export function redisCliAdvice(): string {
   return [
@@ -37,7 +38,9 @@ export function redisCliConnection(url: string): { args: string[]; env: Record<s
   const host = parsed.hostname.replace(/^\[|\]$/g, "");
   const args = ["-h", host, "-p", parsed.port || (parsed.protocol === "rediss:" ? "6380" : "6379")];
   // redis-cli sends no server name unless asked, and a shared TLS endpoint may need it.
-  if (parsed.protocol === "rediss:") args.push("--tls", "--sni", host);
+  const tls = tlsSettings(url);
+  if (tls) args.push("--tls", "--sni", tls.servername ?? host);
+  if (tls?.caFile) args.push("--cacert", tls.caFile);
   const user = decodeURIComponent(parsed.username);
   if (user && user !== "default") args.push("--user", user);
   const db = /^\/(\d+)$/.exec(parsed.pathname)?.[1];

@@ -1,0 +1,358 @@
+import { afterAll, afterEach, beforeAll, beforeEach, describe, test } from "vitest";
+import {
+  call,
+  check,
+  ctx,
+  eventually,
+  fail,
+  fresh,
+  learnerConnections,
+  loadExercise,
+  type Redis,
+  sameValue,
+  sleep,
+  until,
+  within,
+} from "../kit.ts";
+import { explainConnectError } from "./explain.ts";
+import { type Fixture, type StageConnection, startFixture, startImpostor } from "./fixture.ts";
+import { checkLeastPrivilege } from "./least-privilege.ts";
+
+interface StageNames {
+  input: string;
+  group: string;
+  consumer: string;
+  output: string;
+  status: string;
+}
+interface Stoppable {
+  stop(): Promise<void>;
+}
+interface Exercise {
+  stageClient(conn: StageConnection): Redis | Promise<Redis>;
+  stageAcl(names: StageNames): string[];
+  startStage(
+    conn: StageConnection,
+    names: StageNames,
+    handle: (doc: string) => Promise<void>,
+    blockMs: number,
+  ): Promise<Stoppable>;
+  watchStatus(
+    conn: StageConnection,
+    channel: string,
+    onEvent: (event: unknown) => void,
+  ): Promise<Stoppable>;
+}
+
+const exercise = await loadExercise<Exercise>(
+  "stageClient",
+  "stageAcl",
+  "startStage",
+  "watchStatus",
+);
+
+const BLOCK_MS = 300;
+
+let fixture: Fixture;
+const cleanup: (() => Promise<unknown>)[] = [];
+
+// lesson.json says needsPrivateServer: the harness never runs this file against a REDIS_URL.
+let unavailable: string | undefined;
+beforeAll(async () => {
+  if (!ctx.privateServer) return;
+  // Without openssl (or with a redis-server built without TLS) there is nothing to check
+  // against: every test says why instead of failing on an undefined fixture.
+  fixture = await startFixture().catch((error: Error) => {
+    unavailable = error.message;
+    return undefined as unknown as Fixture;
+  });
+}, 20_000);
+beforeEach(() => {
+  if (unavailable) fail(`The check's own TLS redis-server did not start: ${unavailable}`);
+});
+afterAll(async () => {
+  await fixture?.stop();
+});
+afterEach(async () => {
+  for (const undo of cleanup.splice(0).reverse()) {
+    await Promise.race([undo(), sleep(2000)]).catch(() => {});
+  }
+});
+
+function names(): StageNames {
+  return {
+    input: `${fresh("ocr")}:tasks`,
+    group: fresh("ocr"),
+    consumer: fresh("ocr-1"),
+    output: `${fresh("ner")}:tasks`,
+    status: fresh("status"),
+  };
+}
+
+/** The learner's client for `conn`, connected; a failure to connect is explained by its cause. */
+async function connectStage(conn: StageConnection, what: string): Promise<Redis> {
+  const client = await call("stageClient()", () => exercise.stageClient(conn));
+  check(
+    client && typeof client.connect === "function",
+    "stageClient() must return the client from createClient(), not connected yet.",
+  );
+  cleanup.push(async () => client.destroy());
+  const failed = new Promise<Error>((resolve) => client.on("error", resolve));
+  const connected = client.connect().then(() => undefined);
+  connected.catch(() => {});
+  const outcome = await within(Promise.race([connected, failed]), 5000, `${what} to connect`);
+  if (outcome instanceof Error) {
+    client.destroy();
+    fail(explainConnectError(outcome, client, fixture.servername));
+  }
+  return client;
+}
+
+describe.skipIf(!ctx.privateServer)("lesson 14", () => {
+  test("stageClient() connects over TLS as the stage user, checking the certificate", async () => {
+    const user = await fixture.user("ocr-worker", ["+ping", "+acl|whoami"]);
+    const client = await connectStage(user.conn, "the client from stageClient()");
+    const whoami = await call("ACL WHOAMI on your client", () =>
+      client.sendCommand(["ACL", "WHOAMI"]),
+    );
+    check(
+      String(whoami) === user.conn.username,
+      `Your client is connected as "${String(whoami)}", not as the user conn.username ("${user.conn.username}"): let the credentials provider return conn.username with the password.`,
+      2,
+    );
+    check(
+      user.calls() > 0,
+      "Your client logged in without calling conn.password(): the password changes, so ask it for the current one on every connection.",
+      2,
+    );
+  });
+
+  test("stageClient() refuses a server whose certificate comes from another CA", async () => {
+    const impostor = await startImpostor(fixture.server.dir, fixture.servername);
+    cleanup.push(impostor.close);
+    const user = await fixture.user("ocr-worker", ["+ping"]);
+    const client = await call("stageClient()", () =>
+      exercise.stageClient({ ...user.conn, port: impostor.port }),
+    );
+    cleanup.push(async () => client.destroy());
+    const errors: Error[] = [];
+    client.on("error", (error: Error) => errors.push(error));
+    client.connect().catch(() => {});
+    await until(() => impostor.handshakes() > 0 || errors.length > 0, 3000);
+    client.destroy();
+    check(
+      impostor.handshakes() === 0,
+      "Your client completed a TLS handshake with a server whose certificate was signed by another CA: certificate verification is off. Anyone between your worker and Azure could read the documents and the password. Remove rejectUnauthorized: false; trust the right CA with ca: conn.ca instead.",
+      2,
+    );
+  });
+
+  test("stageAcl() lets the stage worker do its work and nothing else", async () => {
+    const stage = names();
+    const rules = await call("stageAcl()", () => exercise.stageAcl(stage));
+    check(
+      Array.isArray(rules) && rules.every((rule) => typeof rule === "string"),
+      `stageAcl() must return the ACL rules as an array of strings; it returned ${JSON.stringify(rules)}.`,
+      3,
+    );
+    await checkLeastPrivilege(fixture, stage, rules);
+  });
+
+  test("the worker and the status watcher keep working across password rotations", async () => {
+    const stage = names();
+    await fixture.admin.xGroupCreate(stage.input, stage.group, "0", { MKSTREAM: true });
+    const rules = await call("stageAcl()", () => exercise.stageAcl(stage));
+    const worker = await fixture.user("ocr-worker", rules);
+    const dashboard = await fixture.user("dashboard", [
+      `&${stage.status}`,
+      "+subscribe",
+      "+unsubscribe",
+      "+ping",
+    ]);
+    const events: unknown[] = [];
+    const watcher = await call(
+      "watchStatus()",
+      () => exercise.watchStatus(dashboard.conn, stage.status, (event) => events.push(event)),
+      5000,
+    );
+    cleanup.push(() => watcher.stop());
+    const handled: string[] = [];
+    const running = await call(
+      "startStage()",
+      () =>
+        exercise.startStage(
+          worker.conn,
+          stage,
+          async (doc) => {
+            handled.push(doc);
+          },
+          BLOCK_MS,
+        ),
+      5000,
+    );
+    cleanup.push(() => running.stop());
+
+    for (const round of [0, 1, 2]) {
+      const before = { worker: worker.calls(), dashboard: dashboard.calls() };
+      if (round > 0) {
+        await worker.rotate();
+        await dashboard.rotate();
+      }
+      const rotated =
+        round > 0 ? " after the password rotated (ACL SETUSER, CLIENT KILL USER)" : "";
+      await eventually(
+        async () => Number((await fixture.admin.pubSubNumSub(stage.status))[stage.status]) > 0,
+        4000,
+        `The status watcher was not subscribed to the status channel${rotated}. ${
+          round === 0
+            ? "watchStatus() must subscribe before it returns."
+            : dashboard.calls() === before.dashboard
+              ? "Its connection never asked conn.password() again, so it keeps sending the old password and is refused. Build the subscriber with stageClient() so its credentials provider asks on every reconnect."
+              : "Its connection asked for the new password but did not subscribe again: keep the client open (node-redis subscribes again after a reconnect)."
+        }`,
+        2,
+      );
+      const doc = fresh("doc");
+      await fixture.admin.xAdd(stage.input, "*", { doc });
+      const outputHas = async () =>
+        ((await fixture.admin.xRange(stage.output, "-", "+")) ?? []).some(
+          (e) => e?.message.doc === doc,
+        );
+      if (!(await until(outputHas, 5000))) {
+        const asked = worker.calls() - before.worker;
+        fail(
+          `The worker did not pass document ${doc} on to the output stream within 5 s${rotated}. ${
+            round === 0
+              ? "startStage() must read the input through the group, call handle(), then XADD { doc } to the output and XACK."
+              : asked === 0
+                ? "Its connections never asked conn.password() again after the rotation: the password was read once, so every reconnect is refused. Use a credentialsProvider whose credentials() calls conn.password()."
+                : `Its client asked conn.password() ${asked} time(s) since the rotation, but the worker did not go on: a blocked XREADGROUP fails when its connection is killed, and the loop must catch that and read again.`
+          }`,
+          round === 0 ? 4 : asked === 0 ? 2 : 4,
+        );
+      }
+      check(handled.includes(doc), `${doc} reached the output without handle() being called.`, 4);
+      await eventually(
+        () => events.some((event) => sameValue(event, { doc, state: "done" })),
+        3000,
+        `The status watcher did not report { doc: "${doc}", state: "done" }${rotated}; it got ${JSON.stringify(events.slice(-3))}. The worker publishes it on the status channel after the XADD.`,
+        4,
+      );
+    }
+
+    const stopping = Date.now();
+    await call("worker.stop()", () => running.stop(), BLOCK_MS + 2000).catch((error: Error) =>
+      fail(
+        `${error.message} Nothing was waiting in the stream: stop() must return within one read, so read with BLOCK blockMs (never 0) and look at the stop flag between reads.`,
+        4,
+      ),
+    );
+    const took = Date.now() - stopping;
+    await call("watcher.stop()", () => watcher.stop(), 2000);
+    check(
+      took < BLOCK_MS + 1500,
+      `stop() took ${took} ms on a quiet stream; the worker reads with BLOCK ${BLOCK_MS}, so it should return within one read.`,
+      4,
+    );
+    await eventually(
+      async () => (await learnerConnections(fixture.admin)).length === 0,
+      1000,
+      "After stop() your worker or watcher still had a connection open: close (or destroy) the clients they created.",
+      4,
+    );
+  });
+
+  test("a failed handle() leaves its document pending; stop() finishes the one in hand", async () => {
+    const stage = names();
+    await fixture.admin.xGroupCreate(stage.input, stage.group, "0", { MKSTREAM: true });
+    // Rights enough for any worker: this test is about the loop, the ACL has a test of its own.
+    const worker = await fixture.user("ocr-worker", ["~*", "&*", "+@all"]);
+    const bad = fresh("bad");
+    const thrown = fresh("throws");
+    const [first, last] = [fresh("slow"), fresh("slow")];
+    const called: string[] = [];
+    // Each slow document's handle() waits until the check releases it.
+    const gates = new Map<string, () => void>();
+    const gated = new Map<string, Promise<void>>();
+    for (const doc of [first, last]) {
+      gated.set(doc, new Promise<void>((resolve) => gates.set(doc, resolve)));
+    }
+    const release = (doc: string) => gates.get(doc)?.();
+    const handle = ((doc: string) => {
+      called.push(doc);
+      if (doc === thrown) throw new Error(`OCR crashed on ${doc}`);
+      if (doc === bad) return Promise.reject(new Error(`OCR failed on ${doc}`));
+      const gate = gated.get(doc);
+      if (gate) return gate;
+      return Promise.resolve();
+    }) as (doc: string) => Promise<void>;
+    const running = await call(
+      "startStage()",
+      () => exercise.startStage(worker.conn, stage, handle, BLOCK_MS),
+      5000,
+    );
+    let stopped = false;
+    cleanup.push(async () => {
+      release(first);
+      release(last);
+      if (!stopped) await running.stop();
+    });
+
+    const output = async () =>
+      ((await fixture.admin.xRange(stage.output, "-", "+")) ?? []).map((e) => e?.message.doc);
+    const pending = async () =>
+      (await fixture.admin.xPendingRange(stage.input, stage.group, "-", "+", 100)).length;
+    const inHand = async (doc: string, before: number) => {
+      await eventually(() => called.includes(doc), 3000, `handle() was not called for ${doc}.`, 4);
+      check(
+        !(await output()).includes(doc) && (await pending()) === before + 1,
+        "The document was acknowledged or passed on while handle() was still working on it: acknowledge only after handle() finished.",
+        4,
+      );
+    };
+    await fixture.admin.xAdd(stage.input, "*", { doc: first });
+    await inHand(first, 0);
+    release(first);
+    await eventually(
+      async () => (await output()).includes(first) && (await pending()) === 0,
+      3000,
+      `Once handle() finished, ${first} must be passed on and acknowledged.`,
+      4,
+    );
+
+    for (const doc of [bad, thrown]) await fixture.admin.xAdd(stage.input, "*", { doc });
+    const ok = fresh("ok");
+    await fixture.admin.xAdd(stage.input, "*", { doc: ok });
+    await eventually(
+      async () => (await output()).includes(ok),
+      4000,
+      `After handle() failed (one rejected, one threw), the worker did not go on to the next document ${ok}: catch the failure and continue with the next entry.`,
+      4,
+    );
+    const out = await output();
+    check(
+      !out.includes(bad) && !out.includes(thrown),
+      "A document whose handle() failed was passed on to the next stage: hand off only after handle() succeeded.",
+      4,
+    );
+    check(
+      (await pending()) === 2,
+      `The two documents whose handle() failed must stay pending in the group (not acknowledged), so they can be taken back; ${await pending()} entries are pending.`,
+      4,
+    );
+
+    await fixture.admin.xAdd(stage.input, "*", { doc: last });
+    await inHand(last, 2);
+    const stopping = running.stop();
+    stopping.catch(() => {});
+    await sleep(50);
+    release(last);
+    await call("worker.stop()", () => stopping, BLOCK_MS + 2000);
+    stopped = true;
+    check(
+      (await output()).includes(last) && (await pending()) === 2,
+      "stop() was called while handle() was working on a document, and that document was not finished (handed on and acknowledged): stop() must let the document in hand finish before it closes the connection.",
+      4,
+    );
+  });
+});
