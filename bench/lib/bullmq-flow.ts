@@ -26,10 +26,20 @@ interface Payload {
 /** addBulk in slices this big: one round trip each, and no 20,000-job array in one call. */
 const BULK = 500;
 
+function upload(n: number): DocFields {
+  const { name, text } = sampleUpload(n);
+  return { name, text };
+}
+
+/**
+ * `intake` "bulk": every upload queued by addBulk as fast as it goes in; a number: that many
+ * single adds in flight, the way the capstone's feeder posts to its API.
+ */
 export async function runBullmq(
   url: string,
   docs: number,
   concurrency: number,
+  intake: "bulk" | number = "bulk",
 ): Promise<FlowResult> {
   // BullMQ 6 drives node-redis through an adapter when handed a client (ioredis is not
   // installed), and leaves a client it was handed open: ours to close.
@@ -70,17 +80,25 @@ export async function runBullmq(
   try {
     await Promise.all(workers.map((w) => w.waitUntilReady()));
     const started = performance.now();
-    for (let from = 0; from < docs; from += BULK) {
-      const uploadedAt = Date.now();
-      const batch = Array.from({ length: Math.min(BULK, docs - from) }, (_, k) => {
-        const upload = sampleUpload(from + k);
-        return {
+    if (intake === "bulk") {
+      for (let from = 0; from < docs; from += BULK) {
+        const uploadedAt = Date.now();
+        const slice = Array.from({ length: Math.min(BULK, docs - from) }, (_, k) => ({
           name: "doc",
-          data: { doc: { name: upload.name, text: upload.text }, uploadedAt },
+          data: { doc: upload(from + k), uploadedAt },
           opts: jobOptions,
-        };
-      });
-      await queues[0]?.addBulk(batch);
+        }));
+        await queues[0]?.addBulk(slice);
+      }
+    } else {
+      // Like the capstone's feeder: `intake` uploads in flight, each one add.
+      let nextDoc = 0;
+      const uploader = async () => {
+        for (let n = nextDoc++; n < docs; n = nextDoc++) {
+          await queues[0]?.add("doc", { doc: upload(n), uploadedAt: Date.now() }, jobOptions);
+        }
+      };
+      await Promise.all(Array.from({ length: intake }, uploader));
     }
     await finished;
     return { docs, durationMs: performance.now() - started, endToEndMs };
