@@ -5,6 +5,7 @@
  * the latencies include its event loop: a floor for what separate processes would see.
  *
  *   npm run bench -- pubsub-fanout     BENCH_FANOUT_RATE=1000 BENCH_FANOUT_SECONDS=3
+ *   (also BENCH_FANOUT_SUBSCRIBERS=1,10,50 and BENCH_FANOUT_RATES=1000,2000,... for the ramp)
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { createClient } from "redis";
@@ -14,7 +15,9 @@ import { percentile, printTable } from "./table.ts";
 const SUBSCRIBERS = (process.env.BENCH_FANOUT_SUBSCRIBERS ?? "1,10,50").split(",").map(Number);
 const STEADY_RATE = Number(process.env.BENCH_FANOUT_RATE ?? 1_000);
 const SECONDS = Number(process.env.BENCH_FANOUT_SECONDS ?? 3);
-const RATES = [1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000];
+const RATES = (process.env.BENCH_FANOUT_RATES ?? "1000,2000,5000,10000,20000,50000,100000")
+  .split(",")
+  .map(Number);
 /** How long a step may take to deliver its last messages before the missing ones count as lost. */
 const GRACE_MS = 2_000;
 const CHANNEL = "bench:events";

@@ -5,6 +5,7 @@
  * pipelined XADDs per second divided by the commands one capstone document costs.
  *
  *   npm run bench -- vs-bullmq       BENCH_DOCS=20000 BENCH_ROUNDS=2 BENCH_TUNE_DOCS=4000
+ *                                    BENCH_CONCURRENCIES=8,32,128 (BullMQ's, tried in turn)
  */
 import { createClient } from "redis";
 import { DEFAULTS } from "../src/pipeline/pipeline.ts";
@@ -17,8 +18,9 @@ import { percentile, printTable } from "./table.ts";
 const DOCS = Number(process.env.BENCH_DOCS ?? 20_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const TUNE_DOCS = Number(process.env.BENCH_TUNE_DOCS ?? Math.min(DOCS, 4_000));
-const CONCURRENCIES = [8, 32, 128];
+const CONCURRENCIES = (process.env.BENCH_CONCURRENCIES ?? "8,32,128").split(",").map(Number);
 const TRACE_DOCS = Math.min(DOCS, 1_000);
+const CEILING_REQUESTS = Number(process.env.BENCH_CEILING_REQUESTS ?? 300_000);
 /** The capstone's feeder keeps this many uploads in flight; the paced BullMQ run does too. */
 const FEEDER_IN_FLIGHT = DEFAULTS.concurrency;
 
@@ -147,7 +149,7 @@ try {
   );
 
   await admin.flushAll();
-  const ceiling = pipelinedXaddRate(server.port);
+  const ceiling = pipelinedXaddRate(server.port, CEILING_REQUESTS);
   if ("missing" in ceiling) {
     console.log(`\nThe server's ceiling: skipped, ${ceiling.missing}.`);
   } else {
