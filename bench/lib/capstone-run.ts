@@ -133,5 +133,8 @@ export async function runCapstone(docs: number, trace = false): Promise<Capstone
   if (!audit.ok) {
     throw new Error(`the pipeline's audit failed: ${audit.problems.slice(0, 3).join("; ")}`);
   }
+  // Without its server's address nothing was heard: say so rather than print empty figures.
+  if (!listener) throw new Error('the pipeline CLI printed no "Redis redis://..." line on stderr');
+  if (trace && !commandsPerDoc?.size) throw new Error("the traced run saw no finished document");
   return { audit, endToEndMs, commandsPerDoc };
 }
