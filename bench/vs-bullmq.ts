@@ -28,6 +28,8 @@ interface Run {
   implementation: string;
   docsPerSecond: number;
   endToEndMs: number[];
+  /** Documents whose work was done again (BullMQ) or queued twice (the capstone's audit). */
+  redone: number;
 }
 
 const sortedCopy = (values: number[]) => [...values].sort((a, b) => a - b);
@@ -41,6 +43,7 @@ function row(run: Run, label: number | string) {
     "e2e p50 ms": percentile(sorted, 50),
     "e2e p99 ms": percentile(sorted, 99),
     "latency samples": sorted.length,
+    redone: run.redone,
   };
 }
 
@@ -71,6 +74,7 @@ try {
       implementation: `BullMQ, concurrency ${concurrency}, ${intake === "bulk" ? "addBulk" : `${intake} adds in flight`}`,
       docsPerSecond: (result.docs / result.durationMs) * 1000,
       endToEndMs: result.endToEndMs,
+      redone: result.redone,
     };
   };
   // The CLI starts its own private server, with the same helper and settings as ours.
@@ -80,6 +84,7 @@ try {
       implementation: "capstone, 4 worker processes",
       docsPerSecond: result.audit.docsPerSecond,
       endToEndMs: result.endToEndMs,
+      redone: result.audit.duplicated,
     };
   };
 
