@@ -5,6 +5,8 @@
  * Configured fairly: uploads go in with addBulk, finished jobs are removed (removeOnComplete),
  * and the caller picks the worker concurrency.
  */
+
+import { setTimeout as sleep } from "node:timers/promises";
 import { type Job, Queue, Worker } from "bullmq";
 import { createClient } from "redis";
 import { sampleUpload } from "../../src/pipeline/documents.ts";
@@ -38,8 +40,9 @@ function upload(n: number): DocFields {
 }
 
 /**
- * `intake` "bulk": every upload queued by addBulk as fast as it goes in; a number: that many
- * single adds in flight, the way the capstone's feeder posts to its API.
+ * `intake` "bulk": every upload queued by addBulk as fast as it goes in; a number: one add at a
+ * time at that many documents per second, so that no backlog forms when it is below what the
+ * workers manage.
  */
 export async function runBullmq(
   url: string,
@@ -108,14 +111,18 @@ export async function runBullmq(
         await queues[0]?.addBulk(slice);
       }
     } else {
-      // Like the capstone's feeder: `intake` uploads in flight, each one add.
-      let nextDoc = 0;
-      const uploader = async () => {
-        for (let n = nextDoc++; n < docs; n = nextDoc++) {
-          await queues[0]?.add("doc", { n, doc: upload(n), uploadedAt: Date.now() }, jobOptions);
+      const adds: Promise<unknown>[] = [];
+      while (adds.length < docs) {
+        const due = Math.min(docs, Math.floor((intake * (performance.now() - started)) / 1000));
+        for (let n = adds.length; n < due; n++) {
+          adds.push(
+            queues[0]?.add("doc", { n, doc: upload(n), uploadedAt: Date.now() }, jobOptions) ??
+              Promise.resolve(),
+          );
         }
-      };
-      await Promise.all(Array.from({ length: intake }, uploader));
+        await sleep(1);
+      }
+      await Promise.all(adds);
     }
     await finished;
     return { docs, durationMs: performance.now() - started, endToEndMs, redone };
