@@ -1,0 +1,140 @@
+/**
+ * Runs the capstone through its own CLI (`npm run pipeline -- ... --json`), so whatever the
+ * reference pipeline becomes is what gets measured, and listens on the run's private Redis from
+ * the outside: its status events give each document's upload-to-done time, and a traced run
+ * (MONITOR) counts the commands one document costs.
+ */
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import { createClient } from "redis";
+import { ROOT } from "../../src/paths.ts";
+import { pipelineKeys, type StatusEvent } from "../../src/pipeline/keys.ts";
+import { connectRaw } from "../../src/redis/raw.ts";
+import { parseMonitorLine } from "../../src/redis/trace.ts";
+
+/** The part of the CLI's JSON audit the benchmark reads. */
+export interface CapstoneAudit {
+  ok: boolean;
+  completed: number;
+  lost: number;
+  duplicated: number;
+  durationMs: number;
+  docsPerSecond: number;
+  problems: string[];
+}
+
+export interface CapstoneResult {
+  audit: CapstoneAudit;
+  /** Intake "queued" event to embed "done" event, for documents whose both events were heard. */
+  endToEndMs: number[];
+  /** With `trace`: commands per finished document, by command name, mid-run. */
+  commandsPerDoc?: Map<string, number>;
+}
+
+const CHANNEL = pipelineKeys("pipeline:").channel;
+/** The run's own bookkeeping (the CLI's control connection polls every unfinished document). */
+const HARNESS = /control$/;
+
+/**
+ * Commands between the 20% and 80% marks of finished documents, divided by the documents
+ * finished in between: the steady state, without start-up or the final drain.
+ */
+async function traceCommands(port: number, finishedAt: number[], docs: number) {
+  const lines: { time: number; addr: string; name: string }[] = [];
+  const monitor = await connectRaw("127.0.0.1", port);
+  monitor.onPush((reply) => {
+    const parsed = typeof reply === "string" ? parseMonitorLine(reply) : undefined;
+    if (parsed) lines.push({ time: parsed.time, addr: parsed.addr, name: parsed.args[0] ?? "" });
+  });
+  await monitor.command(["MONITOR"]);
+  const list = await connectRaw("127.0.0.1", port);
+  const clients = String(await list.command(["CLIENT", "LIST"]));
+  list.close();
+  const harness = new Set(
+    clients
+      .split("\n")
+      .filter((line) => HARNESS.test(/ name=(\S*)/.exec(line)?.[1] ?? ""))
+      .map((line) => / addr=(\S+)/.exec(line)?.[1]),
+  );
+  return () => {
+    monitor.close();
+    const from = finishedAt[Math.floor(docs * 0.2)];
+    const to = finishedAt[Math.floor(docs * 0.8)];
+    if (from === undefined || to === undefined) return undefined;
+    const perDoc = new Map<string, number>();
+    const count = Math.floor(docs * 0.8) - Math.floor(docs * 0.2);
+    for (const line of lines) {
+      if (line.time <= from || line.time > to || harness.has(line.addr)) continue;
+      const name = line.name.toUpperCase();
+      perDoc.set(name, (perDoc.get(name) ?? 0) + 1 / count);
+    }
+    return perDoc;
+  };
+}
+
+export async function runCapstone(docs: number, trace = false): Promise<CapstoneResult> {
+  const child = spawn(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      "src/pipeline/cli.ts",
+      ...["--docs", String(docs), "--workers", "4", "--latency", "0", "--failure-rate", "0"],
+      "--json",
+    ],
+    { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
+  let lastStdout = "";
+  createInterface({ input: child.stdout }).on("line", (line) => {
+    if (line.trim()) lastStdout = line;
+  });
+  const stderr: string[] = [];
+  const uploadedAt = new Map<string, number>();
+  const endToEndMs: number[] = [];
+  const finishedAt: number[] = [];
+  let listener: ReturnType<typeof createClient> | undefined;
+  let stopTrace: (() => Map<string, number> | undefined) | undefined;
+  createInterface({ input: child.stderr }).on("line", async (line) => {
+    stderr.push(line);
+    const url = /Redis (redis:\/\/[\d.]+:(\d+))/.exec(line);
+    if (!url || listener) return;
+    // The CLI announces its server just before the first upload: a few early documents may go
+    // by unheard, and are left out of the latencies rather than guessed.
+    listener = createClient({
+      url: url[1],
+      name: "bench:events",
+      socket: { reconnectStrategy: false },
+    });
+    listener.on("error", () => {});
+    await listener.connect();
+    await listener.subscribe(CHANNEL, (message) => {
+      const event = JSON.parse(message) as StatusEvent;
+      if (event.stage === "intake" && event.state === "queued") uploadedAt.set(event.doc, event.at);
+      if (event.stage === "embed" && event.state === "done") {
+        finishedAt.push(Date.now());
+        const from = uploadedAt.get(event.doc);
+        if (from !== undefined) endToEndMs.push(event.at - from);
+      }
+    });
+    if (trace) stopTrace = await traceCommands(Number(url[2]), finishedAt, docs);
+  });
+  const code = await exited;
+  listener?.destroy();
+  const commandsPerDoc = stopTrace?.();
+  let audit: CapstoneAudit;
+  try {
+    audit = JSON.parse(lastStdout) as CapstoneAudit;
+  } catch {
+    throw new Error(
+      `the pipeline ended (exit ${code}) without its JSON audit:\n${stderr.slice(-10).join("\n")}`,
+    );
+  }
+  if (!audit.ok) {
+    throw new Error(`the pipeline's audit failed: ${audit.problems.slice(0, 3).join("; ")}`);
+  }
+  // Without its server's address nothing was heard: say so rather than print empty figures.
+  if (!listener) throw new Error('the pipeline CLI printed no "Redis redis://..." line on stderr');
+  if (trace && !commandsPerDoc?.size) throw new Error("the traced run saw no finished document");
+  return { audit, endToEndMs, commandsPerDoc };
+}
