@@ -15,6 +15,7 @@ import {
   sleep,
   until,
 } from "../kit.ts";
+import { hearUnheardErrors } from "../unheard-errors.ts";
 import { before, type SentCommand, sent } from "../wire.ts";
 
 type Stage = "uploaded" | "ocr" | "ner" | "classification" | "embedding" | "done";
@@ -471,22 +472,30 @@ describe("a dashboard that joins late", () => {
     const keys = freshKeys("throw");
     const pipeline = new Pipeline(await checkClient("pipeline-throw"), keys);
     const shown: DocStatus[] = [];
-    const stop = await call("openDashboard()", async () =>
-      exercise.openDashboard(await learnerClient(), keys, (status) => {
-        shown.push(status);
-        // The screen fails to draw the first live status: the dashboard must outlive it.
-        if (shown.length === 1)
-          throw new Error(
-            "onChange() threw on purpose (the check's simulated render failure). A dashboard survives it: an error listener on its subscriber connection receives it.",
-          );
-      }),
-    );
-    open.push(stop);
-    await pipeline.advance("contract-31");
-    await eventually(
-      () => shown.length > 0,
-      2000,
-      "openDashboard() showed nothing for a status published after it was up.",
+    const thrown = "onChange() threw on purpose (the check's simulated render failure).";
+    const unheard = hearUnheardErrors((e) => e instanceof Error && e.message === thrown);
+    try {
+      const stop = await call("openDashboard()", async () =>
+        exercise.openDashboard(await learnerClient(), keys, (status) => {
+          shown.push(status);
+          // The screen fails to draw the first live status: the dashboard must outlive it.
+          if (shown.length === 1) throw new Error(thrown);
+        }),
+      );
+      open.push(stop);
+      await pipeline.advance("contract-31");
+      await eventually(
+        () => shown.length > 0,
+        2000,
+        "openDashboard() showed nothing for a status published after it was up.",
+        3,
+      );
+    } finally {
+      unheard.stop();
+    }
+    check(
+      unheard.heard.length === 0,
+      `onChange() threw for contract-31 (the check made it fail, as a screen can), and node-redis passed that exception to your subscriber connection as an "error" event, which had no "error" listener. Node ends a process on an "error" event nobody listens to: your dashboard would have crashed here. Give the connection you subscribe on an error listener (subscriber.on("error", ...)), or catch around onChange().`,
       3,
     );
     const next = await pipeline.advance("contract-32");
