@@ -18,6 +18,7 @@ import {
   type Behaviour,
   firstDuplicate,
   inOrder,
+  jumpedTo,
   type LogEntry,
   list,
   type Reader,
@@ -65,6 +66,19 @@ function writesCheckpoint(c: SentCommand, checkpoint: string): boolean {
   return c.args.includes(checkpoint) && !reads.includes(c.name);
 }
 
+/** Fails when `reader` continued after an entry of `ids` that it never handed over. */
+function checkNoJump(reader: Reader, stream: string, ids: string[]): void {
+  const jumped = jumpedTo(reader, stream, ids);
+  const last = [...reader.calls]
+    .reverse()
+    .find((e) => ids.includes(e.id) && compareIds(e.id, jumped ?? "0-0") < 0);
+  check(
+    jumped === undefined,
+    `Your reader's XREAD asked for entries after ${jumped}, an entry it never handed to onEntry()${last ? ` (the last one it handed over was ${last.id})` : ""}: every entry in between was skipped. Continue each read from the ID of the last entry you handed over, not from the stream's newest entry.`,
+    2,
+  );
+}
+
 const RESOLVE_DOLLAR =
   'Resolve "$" to a real ID once, when the reader starts (the ID of the stream\'s newest entry, XREVRANGE <stream> + - COUNT 1, or "0-0" for an empty stream), save it as the checkpoint at once, and read from that ID.';
 
@@ -90,6 +104,7 @@ test("a new reader hands over every new entry, in order, as written, and nothing
   const arrived = await until(() => added.ids.every((id) => seen().includes(id)), 3000);
   await stop(reader.tail);
 
+  checkNoJump(reader, stream, added.ids);
   check(
     arrived,
     `Your reader handed over ${added.ids.filter((id) => seen().includes(id)).length} of the 20 entries added after it started and then waited. After the first read, continue from the ID of the last entry you got: "$" means "only what arrives after this very command", so a reader that asks for "$" each time skips whatever arrived in between.`,
@@ -156,6 +171,36 @@ test("an entry added right after a read that timed out is not skipped", async ()
   }
 });
 
+test("entries added while onEntry() works are handed over next, none skipped", async () => {
+  const observer = await checkClient();
+  const stream = freshKey("status:meanwhile");
+  let meanwhile: string[] = [];
+  // While onEntry() works on the first entry, three more arrive: after the read that returned it.
+  const reader = await startReader(stream, freshKey("tail:meanwhile"), BLOCK_MS, (n) =>
+    n === 1
+      ? async () => {
+          meanwhile = (await append(observer, stream, 3, "meanwhile")).ids;
+        }
+      : "ok",
+  );
+  try {
+    await untilWaiting(observer);
+    const first = (await append(observer, stream, 1, "first")).ids;
+    const ids = () => [...first, ...meanwhile];
+    const seen = () => ids().filter((id) => reader.calls.some((e) => e.id === id));
+    await until(() => meanwhile.length === 3 && seen().length === 4, 3000);
+    checkNoJump(reader, stream, ids());
+    const missed = meanwhile.filter((id) => !seen().includes(id));
+    check(
+      meanwhile.length === 3 && missed.length === 0,
+      `Three entries were added while onEntry() worked on ${first[0]}, and ${missed.length} of them never reached onEntry() (${list(missed)}). The next read must continue from the ID of the last entry handed over, so whatever arrived meanwhile comes next.`,
+      2,
+    );
+  } finally {
+    await stop(reader.tail);
+  }
+});
+
 test("a reader restarted before its first entry gets what arrived while it was down", async () => {
   const observer = await checkClient();
   const stream = freshKey("status:early-restart");
@@ -188,6 +233,7 @@ test("after a restart the reader gets exactly the entries it missed, more than o
   const seenFirst = () => first.calls.map((e) => e.id);
   const handledEarly = await until(() => early.ids.every((id) => seenFirst().includes(id)), 3000);
   await stop(first.tail);
+  checkNoJump(first, stream, early.ids);
   check(
     handledEarly,
     `Before the restart your reader handed over only ${early.ids.filter((id) => seenFirst().includes(id)).length} of 5 new entries.`,
@@ -496,6 +542,7 @@ test("independent readers each see every entry (fan-out with history)", async ()
   );
   await Promise.all(Object.values(readers).map((r) => stop(r.tail)));
   for (const [name, reader] of Object.entries(readers)) {
+    checkNoJump(reader, stream, ids);
     const mine = got(reader);
     check(
       done && mine.length === ids.length && inOrder(mine),
