@@ -304,6 +304,17 @@ function firstWrong(joined: Joined, docIds: Iterable<string>) {
   return undefined;
 }
 
+/**
+ * When `shown` holds another document at a version as high as `expected`'s, which itself never
+ * showed: what a dashboard that compares versions across documents does. Says so, or undefined.
+ */
+function versionsAcrossDocuments(shown: DocStatus[], expected: DocStatus): string | undefined {
+  if (shown.some((s) => s.docId === expected.docId && s.version >= expected.version)) return;
+  const other = shown.find((s) => s.docId !== expected.docId && s.version >= expected.version);
+  if (!other) return;
+  return `Your dashboard showed ${other.docId} at version ${other.version} but never ${expected.docId} at version ${expected.version}. Versions count per document: keep the highest version shown for each docId (a Map from docId to version) and compare a status with its own document's, not with the highest version of any document.`;
+}
+
 function checkShape(joined: Joined): void {
   const odd = joined.shown.find((s) => typeof s !== "object" || s === null || !("version" in s));
   if (odd !== undefined) {
@@ -325,6 +336,8 @@ function checkFinishedBefore(joined: Joined): void {
       1,
     );
   }
+  const acrossDocuments = wrong.expected && versionsAcrossDocuments(joined.shown, wrong.expected);
+  if (acrossDocuments) fail(`${expected} ${acrossDocuments}`, 3);
   fail(
     `${expected} Your code read the hash (${joined.snapshot.name}) but did not show that document's status from it: call onChange() with each status in the snapshot (JSON.parse each value) unless a newer version is already shown.`,
     3,
@@ -495,10 +508,13 @@ describe("a dashboard that joins late", () => {
     }
     unheard.expectNone("onChange", "contract-31", "dashboard", 3);
     const next = await pipeline.advance("contract-32");
-    await eventually(
-      () => shown.some((s) => sameValue(s, next)),
-      2000,
-      `onChange() threw for contract-31 (the check made it fail, as a screen can), and contract-32, published after that, never reached onChange() (it received ${JSON.stringify(shown)}). node-redis reports a listener's exception as an "error" event on the subscribing connection: give that connection an error listener (or catch around onChange()), so one failed update does not end the dashboard.`,
+    const arrived = await until(() => shown.some((s) => sameValue(s, next)), 2000);
+    const missed = `onChange() threw for contract-31 (the check made it fail, as a screen can), and contract-32, published after that, never reached onChange() (it received ${JSON.stringify(shown)}).`;
+    const acrossDocuments = versionsAcrossDocuments(shown, next);
+    if (!arrived && acrossDocuments) fail(`${missed} ${acrossDocuments}`, 3);
+    check(
+      arrived,
+      `${missed} node-redis reports a listener's exception as an "error" event on the subscribing connection: give that connection an error listener (or catch around onChange()), so one failed update does not end the dashboard.`,
       3,
     );
   });
