@@ -154,6 +154,8 @@ test("one poison document among 20: retried with backoff, then dead-lettered", a
   const attempts: { at: number; deliveries: number }[] = [];
   const flakyDeliveries: number[] = [];
   const finished: string[] = [];
+  /** The last command sent before doc-01's latest failure. */
+  let failedAfter = 0;
   let worker: Worker | undefined;
   try {
     worker = await start(client, {
@@ -167,6 +169,7 @@ test("one poison document among 20: retried with backoff, then dead-lettered", a
         log.push(docId);
         if (docId === "doc-01") {
           attempts.push({ at: Date.now(), deliveries: task.deliveries });
+          failedAfter = sent().at(-1)?.seq ?? 0;
           return Promise.reject(new Error(CORRUPT));
         }
         if (docId === flaky) {
@@ -196,6 +199,18 @@ test("one poison document among 20: retried with backoff, then dead-lettered", a
       check(
         poison !== undefined,
         `doc-01 failed ${attempts.length} time(s) and is no longer pending, nor in the dead-letter stream, although your code never acknowledged it (${sentFor(poisonId)}). A failed entry must stay pending in the group until it is retried or dead-lettered.`,
+        2,
+      );
+      const beats = sent(
+        (c) =>
+          c.seq > failedAfter &&
+          c.name === "XCLAIM" &&
+          c.args.includes(poisonId) &&
+          c.args.some((a) => a.toUpperCase() === "JUSTID"),
+      ).length;
+      check(
+        beats <= 1,
+        `doc-01 failed ${attempts.length} time(s), then nothing more happened for 10 s: it was neither retried nor dead-lettered. After handle() rejected, your code went on sending XCLAIM ... JUSTID for it (${beats} times): a heartbeat still running keeps the failed entry's idle time near 0, so it never becomes due. Stop the heartbeat when handle() ends, whether it succeeded or failed (clearInterval in a finally block).`,
         2,
       );
       fail(
