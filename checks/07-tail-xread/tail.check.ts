@@ -46,13 +46,24 @@ async function untilWaiting(observer: Redis, count = 1): Promise<void> {
 }
 
 /** Stops a reader; a stop() that fails is reported, one that hangs is the failure. */
-async function stop(tail: Tail, ms = STOP_MS): Promise<void> {
+async function stop(tail: Tail, ms = STOP_MS, blockMs = BLOCK_MS): Promise<void> {
   try {
     await call("tail.stop()", () => tail.stop(), ms);
   } catch (error) {
     if (/Still waiting/.test((error as Error).message)) {
+      const read = sent((c) => c.name === "XREAD").at(-1)?.args ?? [];
+      const at = read.findIndex((a) => a.toUpperCase() === "BLOCK");
+      const block = at < 0 ? undefined : Number(read[at + 1]);
+      const asked =
+        block === undefined
+          ? ""
+          : block === 0
+            ? " Your last XREAD asked for BLOCK 0, which waits forever on a quiet stream."
+            : block >= blockMs * 10
+              ? ` Your last XREAD asked for BLOCK ${block}, though blockMs was ${blockMs}: BLOCK takes milliseconds, like blockMs, so pass it as it is.`
+              : "";
       fail(
-        `tail.stop() did not return within ${ms / 1000} s. Use a finite BLOCK (blockMs), check after every read whether stop() was called, and leave the loop: BLOCK 0 waits forever on a quiet stream.`,
+        `tail.stop() did not return within ${ms / 1000} s.${asked} Use a finite BLOCK (blockMs), check after every read whether stop() was called, and leave the loop.`,
         2,
       );
     }
@@ -577,7 +588,7 @@ test("the main client answers at once while the reader waits for entries", async
     );
   } finally {
     // A read blocked for 4 s returns at once when an entry arrives: the stop stays quick.
-    const stopped = stop(reader.tail, 4000 + STOP_MS);
+    const stopped = stop(reader.tail, 4000 + STOP_MS, 4000);
     await sleep(20);
     await observer.xAdd(stream, "*", { docId: "wake-up", stage: "check", status: "stop" });
     await stopped;
