@@ -118,15 +118,15 @@ function versionsRise(events: Event[]): boolean {
 }
 
 /**
- * The command that sends the "processing" transition to Redis: its EXEC when it is queued in a
+ * The command that sends the transition to `state` to Redis: its EXEC when it is queued in a
  * MULTI, or the command itself (a script, an HSET or PUBLISH on its own).
  */
-function recordsProcessing(cmd: wire.SentCommand): boolean {
-  const processing = (c: wire.SentCommand) =>
-    c.args.some((a) => stateOf(parseJson(a)) === "processing" || a.includes('"processing"'));
-  if (cmd.name === "EXEC") return wire.sent((c) => c.multi === cmd.multi).some(processing);
-  return cmd.multi === undefined && processing(cmd);
-}
+const records = (state: string) => (cmd: wire.SentCommand) => {
+  const carries = (c: wire.SentCommand) =>
+    c.args.some((a) => stateOf(parseJson(a)) === state || a.includes(`"${state}"`));
+  if (cmd.name === "EXEC") return wire.sent((c) => c.multi === cmd.multi).some(carries);
+  return cmd.multi === undefined && carries(cmd);
+};
 
 /** Fresh keys, a dashboard listening, the group created and one task submitted. */
 async function oneTaskQueued() {
@@ -334,7 +334,7 @@ describe("part 2: the hybrid", () => {
     // awaits it cannot call ocr() before it is let through.
     let released = false;
     let ocrFirst = false;
-    const hold = wire.before(recordsProcessing, async () => {
+    const hold = wire.before(records("processing"), async () => {
       await Promise.race([held.entered, sleep(200)]);
       released = true;
     });
@@ -368,8 +368,27 @@ describe("part 2: the hybrid", () => {
       `While ocr("${doc}") was running, its latest state should be "processing" in the hash and on the channel; the hash holds ${show(await latest(c, keys, doc))} and the dashboards heard ${states.join(" > ")}.`,
       2,
     );
+    // Likewise "done": a workOnce() that awaits it cannot return before it is let through.
+    let settled = false;
+    let returnedFirst = false;
+    work
+      .finally(() => {
+        settled = true;
+      })
+      .catch(() => {});
+    const holdDone = wire.before(records("done"), async () => {
+      await Promise.race([work.catch(() => {}), sleep(200)]);
+      returnedFirst = settled;
+    });
     held.release();
     const returned = await call("workOnce()", () => work);
+    await sleep(20);
+    holdDone.cancel();
+    check(
+      !returnedFirst,
+      `workOnce() returned before Redis had answered its "done" transition (the check held that transition back for a moment): the caller moves on while the task is not yet acknowledged or done, and had the transition failed, nothing would have noticed. await the transaction's exec().`,
+      2,
+    );
     check(
       returned === doc,
       `workOnce() should return the document it handled ("${doc}"); it returned ${show(returned)}.`,
