@@ -16,6 +16,7 @@ import {
   loadExercise,
   type Redis,
   sleep,
+  until,
 } from "../kit.ts";
 import { hearUnheardErrors } from "../unheard-errors.ts";
 import { before as beforeCommand, type SentCommand, scope, sent } from "../wire.ts";
@@ -347,7 +348,33 @@ describe("keyspace notifications", () => {
     const observer = await checkClient();
     await ensureExpiredEvents(observer);
     const expired: string[] = [];
-    await watch(client, (docId) => expired.push(docId));
+    // The subscription is held on its way to Redis for a moment: a watchExpiredLeases() that
+    // awaits it cannot resolve meanwhile.
+    let watching = false;
+    let resolvedFirst = false;
+    let judged: Promise<void> | undefined;
+    const hold = beforeCommand(
+      (c) => /^P?SUBSCRIBE$/.test(c.name),
+      () => {
+        judged = sleep(150).then(() => {
+          resolvedFirst = watching;
+        });
+        return judged;
+      },
+    );
+    try {
+      await watch(client, (docId) => expired.push(docId));
+      watching = true;
+      await until(() => hold.hasFired(), 200);
+    } finally {
+      hold.cancel();
+    }
+    await judged;
+    check(
+      !resolvedFirst,
+      "watchExpiredLeases() resolved before Redis had confirmed its subscription (the check held the SUBSCRIBE back for a moment): a lease expiring right after it returns would go unreported. await the subscribe() before returning.",
+      2,
+    );
 
     // A worker takes a lease and stalls; another keeps renewing; a cache entry expires too.
     await observer.set(`${LEASES}contract-stalled`, "ocr-worker-1", {
@@ -360,8 +387,8 @@ describe("keyspace notifications", () => {
       expiration: { type: "PX", value: 200 },
     });
 
-    const until = Date.now() + 1000;
-    while (Date.now() < until) {
+    const renewUntil = Date.now() + 1000;
+    while (Date.now() < renewUntil) {
       const renewed = await call("renewLease()", () =>
         exercise.renewLease(client, busy, "ocr-worker-2", 400),
       );
