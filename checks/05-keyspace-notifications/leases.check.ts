@@ -16,7 +16,9 @@ import {
   loadExercise,
   type Redis,
   sleep,
+  until,
 } from "../kit.ts";
+import { hearUnheardErrors } from "../unheard-errors.ts";
 import { before as beforeCommand, type SentCommand, scope, sent } from "../wire.ts";
 
 type Stop = () => Promise<void>;
@@ -247,8 +249,13 @@ describe("leases", () => {
     );
     const ttlAfterStranger = await observer.pTTL(lease);
     check(
-      stolen === false && ttlAfterStranger <= 1000,
+      ttlAfterStranger <= 1000,
       `renewLease() for ${stranger} extended a lease held by another worker (${holder}): it returned ${JSON.stringify(stolen)} and PTTL is now ${ttlAfterStranger}. Check the holder and extend in one atomic step: a short Lua script with EVAL.`,
+      3,
+    );
+    check(
+      stolen === false,
+      `renewLease() for ${stranger}, who does not hold the lease, left it alone (PTTL ${ttlAfterStranger}, holder still ${holder}) but returned ${JSON.stringify(stolen)}: it reported a renewal that did not happen. Return true only when the lease was extended: a script like the lesson's answers 0, not null, when the holder differs, so test for the reply 1 (reply === 1).`,
       3,
     );
     const since = Date.now();
@@ -341,7 +348,33 @@ describe("keyspace notifications", () => {
     const observer = await checkClient();
     await ensureExpiredEvents(observer);
     const expired: string[] = [];
-    await watch(client, (docId) => expired.push(docId));
+    // The subscription is held on its way to Redis for a moment: a watchExpiredLeases() that
+    // awaits it cannot resolve meanwhile.
+    let watching = false;
+    let resolvedFirst = false;
+    let judged: Promise<void> | undefined;
+    const hold = beforeCommand(
+      (c) => /^P?SUBSCRIBE$/.test(c.name),
+      () => {
+        judged = sleep(150).then(() => {
+          resolvedFirst = watching;
+        });
+        return judged;
+      },
+    );
+    try {
+      await watch(client, (docId) => expired.push(docId));
+      watching = true;
+      await until(() => hold.hasFired(), 200);
+    } finally {
+      hold.cancel();
+    }
+    await judged;
+    check(
+      !resolvedFirst,
+      "watchExpiredLeases() resolved before Redis had confirmed its subscription (the check held the SUBSCRIBE back for a moment): a lease expiring right after it returns would go unreported. await the subscribe() before returning.",
+      2,
+    );
 
     // A worker takes a lease and stalls; another keeps renewing; a cache entry expires too.
     await observer.set(`${LEASES}contract-stalled`, "ocr-worker-1", {
@@ -354,8 +387,8 @@ describe("keyspace notifications", () => {
       expiration: { type: "PX", value: 200 },
     });
 
-    const until = Date.now() + 1000;
-    while (Date.now() < until) {
+    const renewUntil = Date.now() + 1000;
+    while (Date.now() < renewUntil) {
       const renewed = await call("renewLease()", () =>
         exercise.renewLease(client, busy, "ocr-worker-2", 400),
       );
@@ -391,23 +424,27 @@ describe("keyspace notifications", () => {
     const observer = await checkClient();
     await ensureExpiredEvents(observer);
     const expired: string[] = [];
-    await watch(client, (docId) => {
-      expired.push(docId);
-      // The requeue of the first stalled document fails: the watcher must outlive it.
-      if (expired.length === 1)
-        throw new Error(
-          "onExpired() threw on purpose (the check's simulated failed requeue). A watcher survives it: an error listener on its subscriber connection receives it.",
-        );
-    });
-    await observer.set(`${LEASES}scan-first`, "ocr-worker-1", {
-      expiration: { type: "PX", value: 50 },
-    });
-    await eventually(
-      () => expired.length > 0,
-      3000,
-      "The lease of scan-first expired, but onExpired() was never called.",
-      2,
-    );
+    const thrown = "onExpired() threw on purpose (the check's simulated failed requeue).";
+    const unheard = hearUnheardErrors((e) => e instanceof Error && e.message === thrown);
+    try {
+      await watch(client, (docId) => {
+        expired.push(docId);
+        // The requeue of the first stalled document fails: the watcher must outlive it.
+        if (expired.length === 1) throw new Error(thrown);
+      });
+      await observer.set(`${LEASES}scan-first`, "ocr-worker-1", {
+        expiration: { type: "PX", value: 50 },
+      });
+      await eventually(
+        () => expired.length > 0,
+        3000,
+        "The lease of scan-first expired, but onExpired() was never called.",
+        2,
+      );
+    } finally {
+      unheard.stop();
+    }
+    unheard.expectNone("onExpired", "scan-first", "watcher", 2);
     await observer.set(`${LEASES}scan-second`, "ocr-worker-2", {
       expiration: { type: "PX", value: 50 },
     });
@@ -432,16 +469,48 @@ describe("keyspace notifications", () => {
     client.on("error", () => {});
     await client.connect();
     cleanup.push(async () => client.destroy());
+    // The check's own view of database 3, for the TTL the learner's lease got there.
+    const db3 = createClient({
+      url: ctx.redisUrl,
+      database: 3,
+      name: `wb:check:db3:${ctx.runId}`,
+      socket: { reconnectStrategy: false },
+    });
+    db3.on("error", () => {});
+    await db3.connect();
+    cleanup.push(async () => db3.destroy());
     const expired: string[] = [];
+    const from = sent().at(-1)?.seq ?? 0;
     await watch(client, (docId) => expired.push(docId));
+    const subscribed = sent((c) => c.seq > from && /^P?SUBSCRIBE$/.test(c.name)).flatMap((c) =>
+      c.args.slice(1),
+    );
+
+    // A lease with the same prefix expires on database 0 first: another application's, for a
+    // watcher on database 3. Reading it makes Redis notice the expiry now, before the next one.
+    const elsewhere = `${LEASES}lease-on-db0`;
+    await observer.set(elsewhere, "embed-worker-0", { expiration: { type: "PX", value: 30 } });
+    await sleep(60);
+    await observer.get(elsewhere);
+
+    const lease = `${LEASES}lease-on-db3`;
+    const since = Date.now();
     const taken = await call("acquireLease()", () =>
-      exercise.acquireLease(client, `${LEASES}lease-on-db3`, "embed-worker-1", 150),
+      exercise.acquireLease(client, lease, "embed-worker-1", 60_500),
     );
     check(taken === true, "acquireLease() of a free lease should return true.", 2);
+    await checkNearTtl(db3, lease, since, 60_500, "acquireLease(..., 60500)", 2);
+    // The worker stalls: its lease runs out now rather than in a minute.
+    await db3.pExpire(lease, 50);
     await eventually(
       () => expired.some((docId) => docId.endsWith("lease-on-db3")),
       3000,
       "A lease on database 3 expired, but onExpired() was never called. Keyspace events carry the database number in the channel name: use __keyevent@<db>__:expired with the client's database (client.options?.database, 0 if unset).",
+      2,
+    );
+    check(
+      !expired.some((docId) => docId.endsWith("lease-on-db0")),
+      `onExpired() reported lease-on-db0, a lease that expired on database 0, but your client uses database 3 (you subscribed to ${JSON.stringify(subscribed)}). Keyspace events are per database, and another database may belong to another application: listen on __keyevent@3__:expired, built from client.options?.database, not on a pattern over every database such as __keyevent@*__:expired.`,
       2,
     );
     check(

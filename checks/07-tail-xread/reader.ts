@@ -7,7 +7,7 @@
 import type { DocEvent, LogEntry, Tail } from "../../lessons/07-tail-xread/tail.ts";
 import { call, check, learnerClient, loadExercise, type Redis, sameValue } from "../kit.ts";
 import { compareIds } from "../streams-support.ts";
-import { type Scope, scope } from "../wire.ts";
+import { type Scope, scope, sent } from "../wire.ts";
 
 // The exercise's contract is written once, in the starter.
 export type { DocEvent, LogEntry, Tail } from "../../lessons/07-tail-xread/tail.ts";
@@ -129,4 +129,16 @@ export async function savedCheckpoint(observer: Redis, key: string): Promise<str
     return values.find((v) => /^\d+-\d+$/.test(v));
   }
   return undefined;
+}
+
+/**
+ * The cursor of the first XREAD `reader` sent on `stream` that names one of `ids` it never
+ * handed to onEntry(): the reader jumped past entries instead of continuing from its last one.
+ */
+export function jumpedTo(reader: Reader, stream: string, ids: string[]): string | undefined {
+  const handed = new Set(reader.calls.map((e) => e.id));
+  const reads = sent(
+    (c) => c.name === "XREAD" && c.scope === reader.scope.name && c.args.includes(stream),
+  );
+  return reads.map((c) => c.args.at(-1) ?? "").find((id) => ids.includes(id) && !handed.has(id));
 }

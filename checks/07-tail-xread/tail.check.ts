@@ -18,6 +18,7 @@ import {
   type Behaviour,
   firstDuplicate,
   inOrder,
+  jumpedTo,
   type LogEntry,
   list,
   type Reader,
@@ -45,13 +46,24 @@ async function untilWaiting(observer: Redis, count = 1): Promise<void> {
 }
 
 /** Stops a reader; a stop() that fails is reported, one that hangs is the failure. */
-async function stop(tail: Tail, ms = STOP_MS): Promise<void> {
+async function stop(tail: Tail, ms = STOP_MS, blockMs = BLOCK_MS): Promise<void> {
   try {
     await call("tail.stop()", () => tail.stop(), ms);
   } catch (error) {
     if (/Still waiting/.test((error as Error).message)) {
+      const read = sent((c) => c.name === "XREAD").at(-1)?.args ?? [];
+      const at = read.findIndex((a) => a.toUpperCase() === "BLOCK");
+      const block = at < 0 ? undefined : Number(read[at + 1]);
+      const asked =
+        block === undefined
+          ? ""
+          : block === 0
+            ? " Your last XREAD asked for BLOCK 0, which waits forever on a quiet stream."
+            : block >= blockMs * 10
+              ? ` Your last XREAD asked for BLOCK ${block}, though blockMs was ${blockMs}: BLOCK takes milliseconds, like blockMs, so pass it as it is.`
+              : "";
       fail(
-        `tail.stop() did not return within ${ms / 1000} s. Use a finite BLOCK (blockMs), check after every read whether stop() was called, and leave the loop: BLOCK 0 waits forever on a quiet stream.`,
+        `tail.stop() did not return within ${ms / 1000} s.${asked} Use a finite BLOCK (blockMs), check after every read whether stop() was called, and leave the loop.`,
         2,
       );
     }
@@ -63,6 +75,19 @@ async function stop(tail: Tail, ms = STOP_MS): Promise<void> {
 function writesCheckpoint(c: SentCommand, checkpoint: string): boolean {
   const reads = ["GET", "MGET", "EXISTS", "TYPE", "HGET", "HMGET", "HGETALL", "WATCH", "TTL"];
   return c.args.includes(checkpoint) && !reads.includes(c.name);
+}
+
+/** Fails when `reader` continued after an entry of `ids` that it never handed over. */
+function checkNoJump(reader: Reader, stream: string, ids: string[]): void {
+  const jumped = jumpedTo(reader, stream, ids);
+  const last = [...reader.calls]
+    .reverse()
+    .find((e) => ids.includes(e.id) && compareIds(e.id, jumped ?? "0-0") < 0);
+  check(
+    jumped === undefined,
+    `Your reader's XREAD asked for entries after ${jumped}, an entry it never handed to onEntry()${last ? ` (the last one it handed over was ${last.id})` : ""}: every entry in between was skipped. Continue each read from the ID of the last entry you handed over, not from the stream's newest entry.`,
+    2,
+  );
 }
 
 const RESOLVE_DOLLAR =
@@ -90,6 +115,7 @@ test("a new reader hands over every new entry, in order, as written, and nothing
   const arrived = await until(() => added.ids.every((id) => seen().includes(id)), 3000);
   await stop(reader.tail);
 
+  checkNoJump(reader, stream, added.ids);
   check(
     arrived,
     `Your reader handed over ${added.ids.filter((id) => seen().includes(id)).length} of the 20 entries added after it started and then waited. After the first read, continue from the ID of the last entry you got: "$" means "only what arrives after this very command", so a reader that asks for "$" each time skips whatever arrived in between.`,
@@ -156,6 +182,36 @@ test("an entry added right after a read that timed out is not skipped", async ()
   }
 });
 
+test("entries added while onEntry() works are handed over next, none skipped", async () => {
+  const observer = await checkClient();
+  const stream = freshKey("status:meanwhile");
+  let meanwhile: string[] = [];
+  // While onEntry() works on the first entry, three more arrive: after the read that returned it.
+  const reader = await startReader(stream, freshKey("tail:meanwhile"), BLOCK_MS, (n) =>
+    n === 1
+      ? async () => {
+          meanwhile = (await append(observer, stream, 3, "meanwhile")).ids;
+        }
+      : "ok",
+  );
+  try {
+    await untilWaiting(observer);
+    const first = (await append(observer, stream, 1, "first")).ids;
+    const ids = () => [...first, ...meanwhile];
+    const seen = () => ids().filter((id) => reader.calls.some((e) => e.id === id));
+    await until(() => meanwhile.length === 3 && seen().length === 4, 3000);
+    checkNoJump(reader, stream, ids());
+    const missed = meanwhile.filter((id) => !seen().includes(id));
+    check(
+      meanwhile.length === 3 && missed.length === 0,
+      `Three entries were added while onEntry() worked on ${first[0]}, and ${missed.length} of them never reached onEntry() (${list(missed)}). The next read must continue from the ID of the last entry handed over, so whatever arrived meanwhile comes next.`,
+      2,
+    );
+  } finally {
+    await stop(reader.tail);
+  }
+});
+
 test("a reader restarted before its first entry gets what arrived while it was down", async () => {
   const observer = await checkClient();
   const stream = freshKey("status:early-restart");
@@ -188,6 +244,7 @@ test("after a restart the reader gets exactly the entries it missed, more than o
   const seenFirst = () => first.calls.map((e) => e.id);
   const handledEarly = await until(() => early.ids.every((id) => seenFirst().includes(id)), 3000);
   await stop(first.tail);
+  checkNoJump(first, stream, early.ids);
   check(
     handledEarly,
     `Before the restart your reader handed over only ${early.ids.filter((id) => seenFirst().includes(id)).length} of 5 new entries.`,
@@ -496,6 +553,7 @@ test("independent readers each see every entry (fan-out with history)", async ()
   );
   await Promise.all(Object.values(readers).map((r) => stop(r.tail)));
   for (const [name, reader] of Object.entries(readers)) {
+    checkNoJump(reader, stream, ids);
     const mine = got(reader);
     check(
       done && mine.length === ids.length && inOrder(mine),
@@ -530,7 +588,7 @@ test("the main client answers at once while the reader waits for entries", async
     );
   } finally {
     // A read blocked for 4 s returns at once when an entry arrives: the stop stays quick.
-    const stopped = stop(reader.tail, 4000 + STOP_MS);
+    const stopped = stop(reader.tail, 4000 + STOP_MS, 4000);
     await sleep(20);
     await observer.xAdd(stream, "*", { docId: "wake-up", stage: "check", status: "stop" });
     await stopped;

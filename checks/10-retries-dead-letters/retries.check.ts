@@ -95,6 +95,22 @@ function deadLetterUnit(deadLetterStream: string, id: string): string | undefine
   return `your XADD to the dead-letter stream went ${xadd.multi === undefined ? "on its own" : `in the MULTI at #${xadd.multi}`} and the XACK ${xack.multi === undefined ? "on its own" : `in the MULTI at #${xack.multi}`}`;
 }
 
+/**
+ * What the learner's code sent that names entry `id` (XACK, XCLAIM, XDEL...), after `from`
+ * (a seq of sent()): the observed cause of a change to that entry, for a failure message.
+ */
+function sentFor(id: string, from = 0): string {
+  const counts = new Map<string, number>();
+  for (const c of sent((c) => c.seq > from && c.name !== "XADD" && c.args.slice(1).includes(id))) {
+    const justId = c.name === "XCLAIM" && c.args.some((a) => a.toUpperCase() === "JUSTID");
+    const label = c.name === "XCLAIM" ? `XCLAIM ${justId ? "with" : "without"} JUSTID` : c.name;
+    counts.set(label, (counts.get(label) ?? 0) + 1);
+  }
+  if (counts.size === 0) return "your code sent no command naming it";
+  const shown = [...counts].map(([label, n]) => `${label} (${n}x)`);
+  return `your code sent ${shown.join(", ")} naming it`;
+}
+
 async function start(client: Redis, options: RetryOptions): Promise<Worker> {
   const worker = await call("startWorker()", () => exercise.startWorker(client, options));
   check(
@@ -138,6 +154,8 @@ test("one poison document among 20: retried with backoff, then dead-lettered", a
   const attempts: { at: number; deliveries: number }[] = [];
   const flakyDeliveries: number[] = [];
   const finished: string[] = [];
+  /** The last command sent before doc-01's latest failure. */
+  let failedAfter = 0;
   let worker: Worker | undefined;
   try {
     worker = await start(client, {
@@ -151,6 +169,7 @@ test("one poison document among 20: retried with backoff, then dead-lettered", a
         log.push(docId);
         if (docId === "doc-01") {
           attempts.push({ at: Date.now(), deliveries: task.deliveries });
+          failedAfter = sent().at(-1)?.seq ?? 0;
           return Promise.reject(new Error(CORRUPT));
         }
         if (docId === flaky) {
@@ -171,9 +190,27 @@ test("one poison document among 20: retried with backoff, then dead-lettered", a
         );
       }
       const [poison] = await observer.xPendingRange(q.stream, q.group, poisonId, poisonId, 1);
+      const acked = sent((c) => c.name === "XACK" && c.args.slice(3).includes(poisonId));
+      check(
+        poison !== undefined || acked.length === 0,
+        `doc-01 failed ${attempts.length} time(s) (handle() rejected each time), yet your code sent XACK for it ${acked.length} time(s): it is no longer pending, nor in the dead-letter stream, and never came back. Leave a failed entry pending (no XACK), so it is retried after its backoff.`,
+        2,
+      );
       check(
         poison !== undefined,
-        `doc-01 failed ${attempts.length} time(s) and is no longer pending, nor in the dead-letter stream: it was acknowledged although handle() failed, and never came back. Leave a failed entry pending (no XACK), so it is retried after its backoff.`,
+        `doc-01 failed ${attempts.length} time(s) and is no longer pending, nor in the dead-letter stream, although your code never acknowledged it (${sentFor(poisonId)}). A failed entry must stay pending in the group until it is retried or dead-lettered.`,
+        2,
+      );
+      const beats = sent(
+        (c) =>
+          c.seq > failedAfter &&
+          c.name === "XCLAIM" &&
+          c.args.includes(poisonId) &&
+          c.args.some((a) => a.toUpperCase() === "JUSTID"),
+      ).length;
+      check(
+        beats <= 1,
+        `doc-01 failed ${attempts.length} time(s), then nothing more happened for 10 s: it was neither retried nor dead-lettered. After handle() rejected, your code went on sending XCLAIM ... JUSTID for it (${beats} times): a heartbeat still running keeps the failed entry's idle time near 0, so it never becomes due. Stop the heartbeat when handle() ends, whether it succeeded or failed (clearInterval in a finally block).`,
         2,
       );
       fail(
@@ -362,9 +399,15 @@ test("a retry sweep leaves a slow first delivery alone", async () => {
       }),
     );
     const [entry] = await observer.xPendingRange(q.stream, q.group, id, id, 1);
+    const acked = sent((c) => c.name === "XACK" && c.args.slice(3).includes(id)).length > 0;
+    check(
+      entry !== undefined || taken.some((t) => t.id === id) || !acked,
+      `${busyOne} is still working on contract-40-pages (the check holds its handle()), but your code already sent XACK for the entry: it is no longer pending, so a crash now would lose it. XACK after handle() succeeds.`,
+      2,
+    );
     check(
       entry !== undefined || taken.some((t) => t.id === id),
-      `${busyOne} is still working on contract-40-pages, but the entry is no longer pending: it was acknowledged before the work was done, so a crash now would lose it. XACK after handle() succeeds.`,
+      `${busyOne} is still working on contract-40-pages (the check holds its handle()), but the entry is no longer pending in the group, and ${sentFor(id)}. It must stay pending until the work is done, so a crash now would not lose it.`,
       2,
     );
     check(
@@ -374,7 +417,7 @@ test("a retry sweep leaves a slow first delivery alone", async () => {
     );
     check(
       entry?.deliveriesCounter === 1,
-      `While handle() worked on its first delivery of contract-40-pages, the entry's delivery count went up to ${entry?.deliveriesCounter}: each heartbeat counted as a delivery. Beat with XCLAIM ... JUSTID (client.xClaimJustId()), which resets the idle time and leaves the count alone; otherwise a slow document is dead-lettered without ever having failed.`,
+      `While handle() worked on its first delivery of contract-40-pages, the entry's delivery count went up to ${entry?.deliveriesCounter}, and ${sentFor(id)}. An XCLAIM without JUSTID counts a delivery: beat with XCLAIM ... JUSTID (client.xClaimJustId()), which resets the idle time and leaves the count alone; otherwise a slow document is dead-lettered without ever having failed.`,
       2,
     );
   } finally {

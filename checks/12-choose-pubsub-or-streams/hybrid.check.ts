@@ -117,6 +117,28 @@ function versionsRise(events: Event[]): boolean {
   );
 }
 
+/**
+ * The command that sends the transition to `state` to Redis: its EXEC when it is queued in a
+ * MULTI, or the command itself (a script, an HSET or PUBLISH on its own).
+ */
+const records = (state: string) => (cmd: wire.SentCommand) => {
+  const carries = (c: wire.SentCommand) =>
+    c.args.some((a) => stateOf(parseJson(a)) === state || a.includes(`"${state}"`));
+  if (cmd.name === "EXEC") return wire.sent((c) => c.multi === cmd.multi).some(carries);
+  return cmd.multi === undefined && carries(cmd);
+};
+
+/** Fresh keys, a dashboard listening, the group created and one task submitted. */
+async function oneTaskQueued() {
+  const keys = hybridKeys();
+  const [c, client] = await connections();
+  const dashboard = await listen(keys.progress);
+  await call("createGroup()", () => exercise.createGroup(client, keys));
+  const doc = fresh("doc");
+  await call("submitTask()", () => exercise.submitTask(client, keys, doc));
+  return { keys, c, client, dashboard, doc };
+}
+
 describe("part 2: the hybrid", () => {
   test("createGroup() can be called by every worker that starts, and keeps tasks queued before it", async () => {
     const keys = hybridKeys();
@@ -306,20 +328,33 @@ describe("part 2: the hybrid", () => {
   });
 
   test("a slow OCR: the task is marked processing, and acknowledged and done only after ocr() returns", async () => {
-    const keys = hybridKeys();
-    const [c, client] = await connections();
-    const dashboard = await listen(keys.progress);
-    await call("createGroup()", () => exercise.createGroup(client, keys));
-    const doc = fresh("doc");
-    await call("submitTask()", () => exercise.submitTask(client, keys, doc));
+    const { keys, c, client, dashboard, doc } = await oneTaskQueued();
     const held = heldOcr();
+    // The "processing" transition is held on its way to Redis for a moment: a workOnce() that
+    // awaits it cannot call ocr() before it is let through.
+    let released = false;
+    let ocrFirst = false;
+    const hold = wire.before(records("processing"), async () => {
+      await Promise.race([held.entered, sleep(200)]);
+      released = true;
+    });
+    const ocr = (d: string) => {
+      ocrFirst = !released;
+      return held.ocr(d);
+    };
     const work = Promise.resolve().then(() =>
-      exercise.workOnce(client, keys, fresh("ocr"), held.ocr, 100),
+      exercise.workOnce(client, keys, fresh("ocr"), ocr, 100),
     );
     work.catch(() => {});
     await within(held.entered, 3000, "workOnce() to call ocr() with the task it took");
     // A workOnce() that did not wait for ocr() would finish now.
     await Promise.race([work.catch(() => {}), sleep(150)]);
+    hold.cancel();
+    check(
+      !(ocrFirst && hold.hasFired()),
+      `workOnce() called ocr("${doc}") before Redis had answered its "processing" transition (the check held that transition back for a moment): the work started before the task was recorded as processing, and had the transition failed, nothing would have noticed. await the transaction's exec() before calling ocr().`,
+      2,
+    );
     await dashboard.settle();
     const pending = await pendingCount(c, keys.tasks, keys.group);
     const states = dashboard.of(doc).map((e) => e.state);
@@ -333,8 +368,27 @@ describe("part 2: the hybrid", () => {
       `While ocr("${doc}") was running, its latest state should be "processing" in the hash and on the channel; the hash holds ${show(await latest(c, keys, doc))} and the dashboards heard ${states.join(" > ")}.`,
       2,
     );
+    // Likewise "done": a workOnce() that awaits it cannot return before it is let through.
+    let settled = false;
+    let returnedFirst = false;
+    work
+      .finally(() => {
+        settled = true;
+      })
+      .catch(() => {});
+    const holdDone = wire.before(records("done"), async () => {
+      await Promise.race([work.catch(() => {}), sleep(200)]);
+      returnedFirst = settled;
+    });
     held.release();
     const returned = await call("workOnce()", () => work);
+    await sleep(20);
+    holdDone.cancel();
+    check(
+      !returnedFirst,
+      `workOnce() returned before Redis had answered its "done" transition (the check held that transition back for a moment): the caller moves on while the task is not yet acknowledged or done, and had the transition failed, nothing would have noticed. await the transaction's exec().`,
+      2,
+    );
     check(
       returned === doc,
       `workOnce() should return the document it handled ("${doc}"); it returned ${show(returned)}.`,
@@ -350,12 +404,7 @@ describe("part 2: the hybrid", () => {
 
   test("a failing OCR: nothing acknowledged, nothing done, and the worker goes on", async () => {
     for (const how of ["rejects", "throws"] as const) {
-      const keys = hybridKeys();
-      const [c, client] = await connections();
-      const dashboard = await listen(keys.progress);
-      await call("createGroup()", () => exercise.createGroup(client, keys));
-      const doc = fresh("doc");
-      await call("submitTask()", () => exercise.submitTask(client, keys, doc));
+      const { keys, c, client, dashboard, doc } = await oneTaskQueued();
       let called = false;
       const failing = (): Promise<void> => {
         called = true;

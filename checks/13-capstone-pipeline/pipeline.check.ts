@@ -11,6 +11,7 @@ import type { Parts, Work } from "../../src/pipeline/parts.ts";
 import { DEFAULTS, type PipelineReport, runPipeline } from "../../src/pipeline/pipeline.ts";
 import { expectedResults } from "../../src/pipeline/services.ts";
 import {
+  CheckFailure,
   call,
   check,
   checkClient,
@@ -26,6 +27,7 @@ import {
   sameValue,
   sleep,
   trackProcess,
+  within,
 } from "../kit.ts";
 import { pendingCount } from "../streams-support.ts";
 import {
@@ -241,9 +243,12 @@ describe("the parts, one at a time", () => {
         2,
       );
     }
+    const thresholds = sent((cmd) => ["XAUTOCLAIM", "XCLAIM"].includes(cmd.name))
+      .map((cmd) => Number(cmd.args[4]))
+      .filter((idle) => idle > claimIdleMs + 1000);
     check(
       one.work?.id === one.orphan,
-      `nextWork() returned ${JSON.stringify(one.work)}, but doc-orphan (entry ${one.orphan}) has been pending for ${crashed}, a crashed worker, for over ${claimIdleMs} ms. Take such entries over before reading new ones: XAUTOCLAIM <stream> <group> <consumer> <claimIdleMs> 0-0 COUNT 1.`,
+      `nextWork() returned ${JSON.stringify(one.work)}, but doc-orphan (entry ${one.orphan}) has been pending for ${crashed}, a crashed worker, for over ${claimIdleMs} ms.${thresholds.length > 0 ? ` Your claim asked for entries idle at least ${thresholds[0]} ms, though options.claimIdleMs was ${claimIdleMs}: use the threshold you are given.` : ""} Take such entries over before reading new ones: XAUTOCLAIM <stream> <group> <consumer> <claimIdleMs> 0-0 COUNT 1.`,
       1,
     );
     check(
@@ -498,6 +503,35 @@ describe("the parts, one at a time", () => {
     check(
       returned === true ? passed === 1 && waiting === 0 : passed === 0 && waiting === 1,
       `Another client changed doc-1's hash (a field that finishes nothing) between handOff()'s WATCH and its EXEC, so the EXEC was refused. handOff() returned ${returned}; doc-1 was handed on ${passed} times and ${waiting} entr${waiting === 1 ? "y is" : "ies are"} pending${returned === false && waiting === 0 && passed === 0 ? ": the entry was acknowledged although nothing was done, and doc-1 is lost" : ""}. When EXEC is refused (WatchError), return false without XACK: the entry comes back after claimIdleMs, and the look before MULTI decides.`,
+      3,
+    );
+  });
+
+  test("handOff() reports a commit that failed, rather than passing it off as a duplicate", async () => {
+    const keys = keysFor("broken");
+    const c = await observer();
+    const work = await delivered(c, keys, "doc-1", fresh("ocr"));
+    // The next stage's stream is broken (a plain string under its name): the XADD that hands
+    // doc-1 on fails with WRONGTYPE, whatever form the commit takes.
+    await c.set(keys.next ?? "", "not a stream");
+    const client = await learnerClient();
+    const from = lastSeq();
+    let outcome: unknown;
+    let rejected = false;
+    try {
+      outcome = await within(
+        Promise.resolve().then(() => exercise.handOff(client, keys, work, RESULT)),
+        10_000,
+        "handOff() to finish",
+      );
+    } catch (error) {
+      if (error instanceof CheckFailure) throw error;
+      rejected = true;
+    }
+    const tried = sent((cmd) => cmd.seq > from && cmd.args.includes(keys.next ?? ""));
+    check(
+      rejected || tried.length === 0,
+      `The check had put a plain string where the next stage's stream (keys.next) should be, so your hand-off's ${tried.map((cmd) => cmd.name).join(", ")} on it failed with WRONGTYPE: doc-1 was not handed on. Yet handOff() resolved to ${JSON.stringify(outcome)}${outcome === false ? ', the answer for "another worker already committed this document": the caller moves on and doc-1 never reaches the next stage' : ""}. Catch only WatchError (a refused EXEC) and let every other error reach the caller.`,
       3,
     );
   });

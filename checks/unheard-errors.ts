@@ -1,0 +1,45 @@
+/**
+ * "error" events that nobody listens to. Node throws such an event as an exception, and in a
+ * learner's real process that ends the process; inside a check it would surface only as an
+ * unhandled error outside any test, while every test reports success. Hearing it here lets a
+ * check fail the test that provoked it, with the cause.
+ */
+import { EventEmitter } from "node:events";
+import { check } from "./kit.ts";
+
+/**
+ * Until stop(), an "error" event that matches `which` and finds no listener is recorded in
+ * `heard` instead of thrown. expectNone() fails the test if one was: `callback` threw for `item`
+ * on purpose, and `role` (the dashboard, the watcher) had no listener for it.
+ */
+export function hearUnheardErrors(which: (error: unknown) => boolean): {
+  heard: unknown[];
+  stop(): void;
+  expectNone(callback: string, item: string, role: string, hint: number): void;
+} {
+  const heard: unknown[] = [];
+  const previous = EventEmitter.prototype.emit;
+  EventEmitter.prototype.emit = function (
+    this: EventEmitter,
+    event: string | symbol,
+    ...args: unknown[]
+  ) {
+    if (event === "error" && this.listenerCount("error") === 0 && which(args[0])) {
+      heard.push(args[0]);
+      return false;
+    }
+    return previous.call(this, event, ...args);
+  };
+  return {
+    heard,
+    stop: () => {
+      EventEmitter.prototype.emit = previous;
+    },
+    expectNone: (callback, item, role, hint) =>
+      check(
+        heard.length === 0,
+        `${callback}() threw for ${item} (the check made it fail), and node-redis passed that exception to your ${role}'s connection as an "error" event, which had no "error" listener. Node ends a process on an "error" event nobody listens to: your ${role} would have crashed here. Give the connection you subscribe on an error listener (subscriber.on("error", ...)), or catch around ${callback}().`,
+        hint,
+      ),
+  };
+}
