@@ -10,7 +10,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import type { Lesson } from "../catalog.ts";
 import { childEnded, type Ending } from "../child-ended.ts";
@@ -38,6 +38,8 @@ export interface Standby {
   output(): string;
   /** Whether it can still run: alive, not yet started, and its check's sources unchanged. */
   usable(): boolean;
+  /** Whether it has booted and now waits for go() (what the latency benchmarks wait for). */
+  waiting(): boolean;
   /** Starts the tests: from here on the run's time limit counts. */
   go(): void;
   /** Kills the process group and waits (briefly) until its output is read. */
@@ -156,6 +158,7 @@ export function startStandby(
       child.exitCode === null &&
       child.signalCode === null &&
       sourcesStamp(lesson) === stamp,
+    waiting: () => existsSync(`${goFile}.waiting`),
     go() {
       started = true;
       writeFileSync(goFile, "");

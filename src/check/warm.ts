@@ -35,6 +35,11 @@ export class WarmChecks {
     void this.#types.warmUp(file);
   }
 
+  /** Whether the next run's process has booted and waits. */
+  waiting(): boolean {
+    return this.#next?.waiting() ?? false;
+  }
+
   /** Takes over a finished run's tidying, so that its verdict need not wait for it. */
   tidying(work: Promise<void>): void {
     this.#tidying = Promise.all([this.#tidying, work.catch(() => {})]).then(() => {});
