@@ -277,8 +277,8 @@ async function checkFile(
     };
     if (warm) {
       // The learner sees the verdict now; the next run waits for this tidying, and its process
-      // boots meanwhile.
-      if (!ownFile) warm.prepare(lesson, file, redis);
+      // boots meanwhile. A learner who cancelled a check asked for quiet: nothing boots then.
+      if (!ownFile && !options.signal?.aborted) warm.prepare(lesson, file, redis);
       warm.tidying(cleanUp());
     } else {
       await cleanUp();
