@@ -110,7 +110,9 @@ test("a run stopped at its limit does not break the next one", { timeout: 120_00
   expect(next.status, next.reason).toBe("passed");
 });
 
-test("a connection left open is still reported", { timeout: 120_000 }, async () => {
+test("a connection left open is still reported, and not held against the next run", {
+  timeout: 120_000,
+}, async () => {
   const mistake = lesson.mistakes.find((m) => m.name === "never-closes");
   if (!mistake) throw new Error("lesson 01 has no never-closes mistake");
   const diff = readFileSync(mistake.file, "utf8");
@@ -119,6 +121,8 @@ test("a connection left open is still reported", { timeout: 120_000 }, async () 
   expect(verdict.status).toBe("failed");
   const messages = verdict.tests.map((t) => t.message ?? "").join("\n");
   expect(messages).toContain(expected);
+  const next = await check(solution);
+  expect(next.status, next.reason).toBe("passed");
 });
 
 test("the warm type checker reports what tsc reports", { timeout: 120_000 }, async () => {
