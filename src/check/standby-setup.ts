@@ -5,7 +5,7 @@
  * file, and with it the learner's module: a check always runs the file as it is at go time, in
  * a process no other run has used.
  */
-import { existsSync, type FSWatcher, readFileSync, watch, writeFileSync } from "node:fs";
+import { existsSync, type FSWatcher, readFileSync, rmSync, watch, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 
@@ -47,4 +47,5 @@ if (go && checkFile) {
   // For the latency benchmark: from here on a save pays only for its own run.
   writeFileSync(`${go}.waiting`, "");
   await goSignal(go);
+  rmSync(`${go}.waiting`, { force: true });
 }

@@ -158,7 +158,7 @@ export function startStandby(
       child.exitCode === null &&
       child.signalCode === null &&
       sourcesStamp(lesson) === stamp,
-    waiting: () => existsSync(`${goFile}.waiting`),
+    waiting: () => !started && existsSync(`${goFile}.waiting`),
     go() {
       started = true;
       writeFileSync(goFile, "");
