@@ -6,10 +6,10 @@
  */
 import { readFileSync, rmSync } from "node:fs";
 import { relative } from "node:path";
-import {
+import type {
   API,
   DiagnosticCategory,
-  type Diagnostic as TsDiagnostic,
+  Diagnostic as TsDiagnostic,
 } from "typescript/unstable/async";
 import { ROOT } from "../paths.ts";
 import { removeOnExit } from "./cleanup.ts";
@@ -31,14 +31,14 @@ function messageOf(d: TsDiagnostic, depth = 0): string {
  * What tsc would report for the file: its errors with a place (tsc's errors without a file are
  * not the learner's to fix, and ./typecheck.ts leaves them out too).
  */
-function toDiagnostics(all: readonly TsDiagnostic[]): Diagnostic[] {
+function toDiagnostics(all: readonly TsDiagnostic[], error: DiagnosticCategory): Diagnostic[] {
   const texts = new Map<string, string>();
   const textOf = (file: string) => {
     if (!texts.has(file)) texts.set(file, readFileSync(file, "utf8"));
     return texts.get(file) ?? "";
   };
   return all.flatMap((d) => {
-    if (d.category !== DiagnosticCategory.Error || !d.fileName) return [];
+    if (d.category !== error || !d.fileName) return [];
     const { line, column } = position(textOf(d.fileName), d.pos);
     return [{ file: relative(ROOT, d.fileName), line, column, message: messageOf(d) }];
   });
@@ -52,17 +52,25 @@ interface Project {
   forget: () => boolean;
 }
 
+/** The API server, and the category its errors carry. */
+interface Server {
+  api: API;
+  error: DiagnosticCategory;
+}
+
 export class WarmTypecheck {
-  #api: API | undefined;
+  /** Loaded on first use: the API's code is not worth loading for commands that never check. */
+  #server: Promise<Server> | undefined;
   readonly #projects = new Map<string, Project>();
   #broken = false;
 
   /** The file's compile errors, as typecheck(file) gives them. */
   async check(file: string): Promise<Diagnostic[]> {
     const project = this.#broken ? undefined : this.#ready(file);
-    if (!project || !this.#api) return typecheck(file);
+    const server = this.#server;
+    if (!project || !server) return typecheck(file);
     try {
-      return await this.#diagnostics(this.#api, file, project.config);
+      return await this.#diagnostics(await server, file, project.config);
     } catch {
       // An unstable API: whatever went wrong, the one-off compiler still gives the answer.
       this.#broken = true;
@@ -77,22 +85,24 @@ export class WarmTypecheck {
     const known = this.#projects.get(file);
     if (known) return known.opened;
     const config = configFor(file);
-    this.#api ??= new API({ cwd: ROOT });
+    this.#server ??= import("typescript/unstable/async").then((ts) => ({
+      api: new ts.API({ cwd: ROOT }),
+      error: ts.DiagnosticCategory.Error,
+    }));
+    const open = async ({ api }: Server) => {
+      const snapshot = await api.updateSnapshot({ openProjects: [config] });
+      await snapshot.dispose();
+      project.loaded = true;
+      return true;
+    };
     const project: Project = {
       config,
       loaded: false,
       forget: removeOnExit(config),
-      opened: this.#api.updateSnapshot({ openProjects: [config] }).then(
-        async (snapshot) => {
-          await snapshot.dispose();
-          project.loaded = true;
-          return true;
-        },
-        () => {
-          this.#broken = true;
-          return false;
-        },
-      ),
+      opened: this.#server.then(open).catch(() => {
+        this.#broken = true;
+        return false;
+      }),
     };
     this.#projects.set(file, project);
     return project.opened;
@@ -105,17 +115,20 @@ export class WarmTypecheck {
     return project?.loaded ? project : undefined;
   }
 
-  async #diagnostics(api: API, file: string, config: string): Promise<Diagnostic[]> {
+  async #diagnostics({ api, error }: Server, file: string, config: string): Promise<Diagnostic[]> {
     const snapshot = await api.updateSnapshot({ fileChanges: { changed: [file] } });
     try {
       const program = snapshot.getProject(config)?.program;
       if (!program) throw new Error(`The type checker lost the project of ${file}.`);
-      return toDiagnostics([
-        ...(await program.getConfigFileParsingDiagnostics()),
-        ...(await program.getProgramDiagnostics()),
-        ...(await program.getSyntacticDiagnostics(file)),
-        ...(await program.getSemanticDiagnostics(file)),
-      ]);
+      return toDiagnostics(
+        [
+          ...(await program.getConfigFileParsingDiagnostics()),
+          ...(await program.getProgramDiagnostics()),
+          ...(await program.getSyntacticDiagnostics(file)),
+          ...(await program.getSemanticDiagnostics(file)),
+        ],
+        error,
+      );
     } finally {
       await snapshot.dispose();
     }
@@ -123,13 +136,14 @@ export class WarmTypecheck {
 
   /** Stops the server and removes the project configs. */
   async close(): Promise<void> {
-    const api = this.#api;
-    this.#api = undefined;
+    const server = this.#server;
+    this.#server = undefined;
     for (const { config, forget } of this.#projects.values()) {
       rmSync(config, { force: true });
       forget();
     }
     this.#projects.clear();
-    await api?.close().catch(() => {});
+    const started = await server?.catch(() => undefined);
+    await started?.api.close().catch(() => {});
   }
 }
