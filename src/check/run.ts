@@ -1,31 +1,32 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import {
   closeSync,
   existsSync,
+  type FSWatcher,
   fstatSync,
   mkdirSync,
   openSync,
   readFileSync,
   readSync,
   rmSync,
+  watch,
   writeFileSync,
 } from "node:fs";
-import { basename, join, relative } from "node:path";
+import { basename, dirname, join, relative } from "node:path";
 import type { Lesson } from "../catalog.ts";
-import { childEnded } from "../child-ended.ts";
 import { ROOT } from "../paths.ts";
-import { killGroup, killProcessesWithEnv } from "../process-group.ts";
+import { killGroup } from "../process-group.ts";
 import { hideSecrets } from "../redis/redact.ts";
 import { deletePrefixedKeys, type RedisTarget } from "../redis/target.ts";
 import { learnerCommands, startTrace, type Trace } from "../redis/trace.ts";
-import { makeScratch, sweepOnce } from "../scratch.ts";
-import { killGroupOnExit, killRunOnExit, removeOnExit } from "./cleanup.ts";
+import { removeOnExit } from "./cleanup.ts";
 import type { CheckEvent } from "./events.ts";
 import { applyPatch } from "./patch.ts";
-import { typecheck } from "./typecheck.ts";
+import { standbyKey, startStandby } from "./standby.ts";
+import { type Diagnostic, typecheck } from "./typecheck.ts";
 import { type CheckTarget, decide, skipReason, type Verdict } from "./verdict.ts";
-import { guardGroup } from "./watchdog.ts";
+import type { WarmChecks } from "./warm.ts";
 
 export interface RunOptions {
   /** Upper bound for the whole run; defaults to the lesson's timeoutMs or 60 s. */
@@ -37,11 +38,12 @@ export interface RunOptions {
   keepFailed?: (prefix: string) => void;
   /** Cancels the run: its processes are killed and the verdict is an error, reason "cancelled". */
   signal?: AbortSignal;
+  /**
+   * Watch mode and the guided runner: a warm type checker, and the next run's process started
+   * as soon as this one ends (./warm.ts).
+   */
+  warm?: WarmChecks;
 }
-
-const VITEST = join(ROOT, "node_modules", "vitest", "vitest.mjs");
-const REPORTER = join(ROOT, "src", "check", "reporter.ts");
-const CONFIG = join(ROOT, "checks", "vitest.config.ts");
 
 /**
  * How long each step around the learner's run may take (tracing, deleting the run's keys): the
@@ -97,40 +99,41 @@ function hasEnded(file: string): boolean {
   }
 }
 
-function childEnv(vars: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [name, value] of Object.entries(process.env)) {
-    // An outer vitest (our own test suite) must not leak its worker settings into the check's.
-    if (!/^VITEST|^TEST$|^NODE_ENV$/.test(name)) env[name] = value;
-  }
-  return { ...env, ...vars, FORCE_COLOR: "0", NO_COLOR: "1" };
-}
-
-/** Waits until the reporter has written "end", the process exits, time runs out, or `cancel`. */
+/**
+ * Waits until the reporter has written "end", the process exits, time runs out, or `cancel`.
+ * A change event on the events file's directory says when to look; the poll backs it up where
+ * such events never come.
+ */
 function waitForEnd(child: ChildProcess, events: string, ms: number, cancel?: AbortSignal) {
   return new Promise<{ timedOut: boolean; exitCode: number | null; signal: string | null }>(
     (resolve) => {
-      let exitCode: number | null = null;
-      let signal: string | null = null;
-      let exited = false;
+      let watcher: FSWatcher | undefined;
       const finish = (timedOut: boolean) => {
         clearInterval(poll);
         clearTimeout(timer);
+        watcher?.close();
+        child.off("exit", look);
         cancel?.removeEventListener("abort", cancelled);
-        resolve({ timedOut, exitCode, signal });
+        resolve({ timedOut, exitCode: child.exitCode, signal: child.signalCode });
+      };
+      const look = () => {
+        if (child.exitCode !== null || child.signalCode !== null || hasEnded(events)) {
+          finish(false);
+        }
       };
       const cancelled = () => finish(false);
       cancel?.addEventListener("abort", cancelled);
-      child.once("exit", (code, sig) => {
-        exitCode = code;
-        signal = sig;
-        exited = true;
-      });
-      const poll = setInterval(() => {
-        if (exited || hasEnded(events)) finish(false);
-      }, 40);
+      child.on("exit", look);
+      try {
+        watcher = watch(dirname(events), look);
+        watcher.on("error", () => watcher?.close());
+      } catch {
+        // The poll alone then.
+      }
+      const poll = setInterval(look, 40);
       const timer = setTimeout(() => finish(true), ms);
       if (cancel?.aborted) finish(false);
+      else look();
     },
   );
 }
@@ -217,86 +220,30 @@ async function checkFile(
 ): Promise<Verdict> {
   const cancelled = () => finish({ status: "error", reason: "cancelled", tests: [], output: [] });
   if (options.signal?.aborted) return cancelled();
-  const diagnostics = await typecheck(file);
-  if (options.signal?.aborted) return cancelled();
-  if (diagnostics.length > 0) {
-    const shown = diagnostics
-      .slice(0, 8)
-      .map((d) => `${d.file}:${d.line}:${d.column}  ${d.message}`);
-    const more = diagnostics.length > 8 ? [`... and ${diagnostics.length - 8} more`] : [];
-    return finish({
-      status: "failed",
-      reason: ["Your code does not compile, so the check did not run it:", ...shown, ...more].join(
-        "\n",
-      ),
-      tests: [],
-      output: [],
-    });
-  }
-
-  sweepOnce();
-  const runId = randomBytes(4).toString("hex");
-  const prefix = `wb:${runId}:`;
-  const scratch = makeScratch("check");
-  const keepScratch = removeOnExit(scratch);
-  // vitest's own temporary files (<tmp>/<id>/ssr) go inside the scratch directory and leave with it.
-  const childTmp = join(scratch, "tmp");
-  mkdirSync(childTmp);
-  const events = join(scratch, "events.jsonl");
-  const runEntry = `WORKBOOK_RUN_ID=${runId}`;
-  const forgetRun = killRunOnExit(runId);
+  const warm = options.warm;
+  // Booting the check's process and type-checking the file go on at the same time; the tests
+  // start only once the file compiles.
+  const standby =
+    warm?.take(standbyKey(lesson, file, redis)) ?? startStandby(lesson, file, redis, ownFile);
   let trace: Trace | undefined;
-  let child: ChildProcess | undefined;
-  let forgetChild = () => false;
-  let releaseGuard = () => {};
-  let stdio = "";
   let keepKeys = false;
+  let ran = false;
   try {
+    const diagnostics = await (warm ? warm.typecheck(file) : typecheck(file));
+    if (options.signal?.aborted) return cancelled();
+    if (diagnostics.length > 0) return finish(doesNotCompile(diagnostics));
+
+    await warm?.tidied();
     if (redis.kind === "private" && redis.port !== undefined) {
       await redis.refresh?.();
       trace = await bounded(startTrace(redis.port));
     }
-    child = spawn(
-      process.execPath,
-      [VITEST, "run", relative(ROOT, lesson.check), "--config", CONFIG, "--reporter", REPORTER],
-      {
-        cwd: ROOT,
-        detached: true,
-        stdio: ["ignore", "pipe", "pipe"],
-        env: childEnv({
-          WORKBOOK_REDIS_URL: redis.url,
-          WORKBOOK_PREFIX: prefix,
-          WORKBOOK_RUN_ID: runId,
-          WORKBOOK_TARGET: file,
-          WORKBOOK_LESSON: lesson.number,
-          WORKBOOK_SERVER: redis.kind,
-          WORKBOOK_REDIS_VERSION: redis.version,
-          WORKBOOK_RESULTS: events,
-          TMPDIR: childTmp,
-        }),
-      },
-    );
-    const pid = child.pid;
-    if (pid !== undefined) {
-      forgetChild = killGroupOnExit(pid);
-      releaseGuard = guardGroup(pid, runId, ownFile ? [scratch, ownFile] : [scratch]);
-    }
-    const collect = (chunk: Buffer) => {
-      if (stdio.length < 200_000) stdio += chunk.toString();
-    };
-    child.stdout?.on("data", collect);
-    child.stderr?.on("data", collect);
-    // --verbose shows this output: read it to the end, not just to the exit.
-    const drained = childEnded(child, 1_000);
-
+    ran = true;
+    standby.go();
     const timeoutMs = options.timeoutMs ?? lesson.timeoutMs ?? 60_000;
-    const ending = await waitForEnd(child, events, timeoutMs, options.signal);
-    if (pid !== undefined) {
-      await killGroup(pid);
-      await drained;
-    }
-    forgetChild();
-    const all = readEvents(events);
+    const ending = await waitForEnd(standby.child, standby.events, timeoutMs, options.signal);
+    await standby.stop();
+    const all = readEvents(standby.events);
     for (const e of all) if (e.event === "process") await killGroup(e.pid);
     if (options.signal?.aborted) return cancelled();
     const decided = decide(
@@ -312,25 +259,42 @@ async function checkFile(
     const sent = traced ? learnerCommands(traced) : undefined;
     trace = undefined;
     keepKeys = decided.status === "failed" && options.keepFailed !== undefined;
-    return finish({ ...decided, sent, diagnostics: hideSecrets(stdio) });
+    return finish({ ...decided, sent, diagnostics: hideSecrets(standby.output()) });
   } catch (error) {
     return finish({
       status: "error",
       reason: `The check could not run: ${(error as Error).message}`,
       tests: [],
       output: [],
-      diagnostics: hideSecrets(stdio),
+      diagnostics: hideSecrets(standby.output()),
     });
   } finally {
-    if (forgetChild() && child?.pid !== undefined) await killGroup(child.pid);
-    // What left the group (a detached spawn, a daemon) still carries the run id.
-    killProcessesWithEnv(runEntry);
-    forgetRun();
-    if (trace) await bounded(trace.stop());
-    if (keepKeys) options.keepFailed?.(prefix);
-    else await bounded(deletePrefixedKeys(redis.url, prefix, STEP_MS));
-    rmSync(scratch, { recursive: true, force: true });
-    keepScratch();
-    releaseGuard();
+    const cleanUp = async () => {
+      await standby.dispose();
+      if (trace) await bounded(trace.stop());
+      if (keepKeys) options.keepFailed?.(standby.prefix);
+      else if (ran) await bounded(deletePrefixedKeys(redis.url, standby.prefix, STEP_MS));
+    };
+    if (warm) {
+      // The learner sees the verdict now; the next run waits for this tidying, and its process
+      // boots meanwhile. A learner who cancelled a check asked for quiet: nothing boots then.
+      if (!ownFile && !options.signal?.aborted) warm.prepare(lesson, file, redis);
+      warm.tidying(cleanUp());
+    } else {
+      await cleanUp();
+    }
   }
+}
+
+function doesNotCompile(diagnostics: Diagnostic[]): Parameters<Finish>[0] {
+  const shown = diagnostics.slice(0, 8).map((d) => `${d.file}:${d.line}:${d.column}  ${d.message}`);
+  const more = diagnostics.length > 8 ? [`... and ${diagnostics.length - 8} more`] : [];
+  return {
+    status: "failed",
+    reason: ["Your code does not compile, so the check did not run it:", ...shown, ...more].join(
+      "\n",
+    ),
+    tests: [],
+    output: [],
+  };
 }

@@ -1,6 +1,7 @@
 import type { Lesson } from "../catalog.ts";
 import { runCheck } from "../check/run.ts";
 import type { CheckTarget, Verdict } from "../check/verdict.ts";
+import type { WarmChecks } from "../check/warm.ts";
 import type { RedisTarget } from "../redis/target.ts";
 
 /** The learner's own copy of the exercise, as a check target. */
@@ -32,9 +33,11 @@ export async function checkLearner(
   file: string,
   redis: () => Promise<RedisTarget>,
   signal?: AbortSignal,
+  /** The lesson screen's: its next check waits ready for the next save. */
+  warm?: WarmChecks,
 ): Promise<Verdict> {
   try {
-    return await runCheck(lesson, learnerTarget(file), await redis(), { signal });
+    return await runCheck(lesson, learnerTarget(file), await redis(), { signal, warm });
   } catch (error) {
     return notRun(lesson, file, (error as Error).message);
   }

@@ -12,6 +12,7 @@ import { describeLessons, findLesson, type Lesson } from "../catalog.ts";
 import { renderVerdict } from "../check/render.ts";
 import { runCheck } from "../check/run.ts";
 import { type CheckTarget, exitCode, type Verdict } from "../check/verdict.ts";
+import { WarmChecks } from "../check/warm.ts";
 import { diagnose, renderFindings } from "../doctor.ts";
 import { ROOT } from "../paths.ts";
 import { loadProgress, markHintSeen, markPassed, markPeeked, setCurrent } from "../progress.ts";
@@ -137,6 +138,8 @@ export async function plainWatch(lessons: Lesson[], args: ParsedArgs): Promise<n
   const target = targetFor(lesson, args);
   const redis = await openRedisTarget();
   onExit(() => redis.release());
+  const warm = new WarmChecks();
+  onExit(() => warm.close());
   const json = args.flags.has("--json");
   const rechecks = new Rechecks(() => {
     try {
@@ -148,7 +151,7 @@ export async function plainWatch(lessons: Lesson[], args: ParsedArgs): Promise<n
   const run = async (): Promise<void> => {
     rechecks.started();
     if (!json) console.log(kleur.dim(`\nChecking ${relative(ROOT, target.file)}…`));
-    const verdict = await runCheck(lesson, target, redis);
+    const verdict = await runCheck(lesson, target, redis, { warm });
     recordPass(lesson, verdict);
     printVerdict(lesson, verdict, args);
     if (!json) console.log(kleur.dim("Watching: save the file to check again (Ctrl+C stops)."));

@@ -117,8 +117,8 @@ export async function lessonScreen(
     state.rechecks.started();
     const cancel = new AbortController();
     state.cancel = cancel;
-    void checkLearner(lesson, file, () => session.redis(), cancel.signal).then((verdict) =>
-      inbox.push({ kind: "checked", run, verdict }),
+    void checkLearner(lesson, file, () => session.redis(), cancel.signal, session.warm).then(
+      (verdict) => inbox.push({ kind: "checked", run, verdict }),
     );
   };
 

@@ -1,4 +1,5 @@
 import type { Lesson } from "../catalog.ts";
+import { WarmChecks } from "../check/warm.ts";
 import { redact } from "../redis/redact.ts";
 import { openRedisTarget, type RedisTarget } from "../redis/target.ts";
 import { onExit } from "./exit.ts";
@@ -11,6 +12,8 @@ import type { UiEvent } from "./screen.ts";
  */
 export class Session {
   readonly inbox = new Inbox<UiEvent>();
+  /** Keeps the lesson screen's next check ready between saves. */
+  readonly warm = new WarmChecks();
   private target: Promise<RedisTarget> | undefined;
   private stopKeys: (() => void) | undefined;
   private readonly onResize = () => this.inbox.push({ kind: "resize" });
@@ -48,6 +51,6 @@ export class Session {
     const target = this.target;
     this.target = undefined;
     const redis = await target?.catch(() => undefined);
-    await redis?.release();
+    await Promise.all([this.warm.close(), redis?.release()]);
   }
 }

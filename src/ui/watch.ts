@@ -2,7 +2,7 @@ import { type FSWatcher, unwatchFile, watch, watchFile } from "node:fs";
 import { basename, dirname } from "node:path";
 
 /** Editors save in steps (write a temp file, rename it over): wait for the dust to settle. */
-const SETTLE_MS = 120;
+const SETTLE_MS = 50;
 
 /**
  * Calls `onChange` shortly after `file` is saved. It watches the directory rather than the file,
