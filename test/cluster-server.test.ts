@@ -3,20 +3,18 @@
  * slot, and gone without a trace (process, port, directory) once stopped.
  */
 import { existsSync } from "node:fs";
-import { connect } from "node:net";
+import { createServer } from "node:net";
 import { createCluster } from "redis";
 import { expect, test } from "vitest";
 import { type LocalCluster, startCluster } from "../src/redis/cluster-server.ts";
 import { redisServerVersion } from "../src/redis/server.ts";
 
-function listening(port: number): Promise<boolean> {
+/** Whether `port` can be bound again: no server of the cluster holds it. */
+function free(port: number): Promise<boolean> {
   return new Promise((resolve) => {
-    const socket = connect({ host: "127.0.0.1", port });
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
+    const server = createServer();
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
   });
 }
 
@@ -52,7 +50,7 @@ test.skipIf(!redisServerVersion())(
     }
     for (const node of cluster?.nodes ?? []) {
       expect(existsSync(node.dir), node.dir).toBe(false);
-      expect(await listening(node.port), `port ${node.port}`).toBe(false);
+      expect(await free(node.port), `port ${node.port}`).toBe(true);
     }
   },
   60_000,

@@ -75,9 +75,15 @@ function keysAt(keys: PartitionKeys[], partition: number | undefined): Partition
   return keys[partition ?? 0] as PartitionKeys;
 }
 
+/** The entries of `stream`, each with the document it names. */
+async function entries(stream: string): Promise<{ id: string; doc: string }[]> {
+  const all = await observer.xRange(stream, "-", "+");
+  return (all ?? []).flatMap((e) => (e ? [{ id: e.id, doc: String(e.message.doc) }] : []));
+}
+
 /** Whether the entry of `doc` in `stream` is pending in `group` (delivered, not acknowledged). */
 async function isPending(stream: string, group: string, doc: string): Promise<boolean> {
-  const entry = (await observer.xRange(stream, "-", "+")).find((e) => e.message.doc === doc);
+  const entry = (await entries(stream)).find((e) => e.doc === doc);
   if (!entry) return false;
   return (await observer.xPendingRange(stream, group, entry.id, entry.id, 1)).length === 1;
 }
@@ -203,10 +209,20 @@ test("documents go through all four stages on every partition, each hand-off ack
       handedOff += n;
     }
     const missing = ids.filter((id) => !handled.has(id));
+    const read: string[] = [];
+    for (const id of missing) {
+      const stream = keysAt(keys, partitions[ids.indexOf(id)]).stream(stage);
+      if (await isPending(stream, run.group, id)) read.push(id);
+    }
+    check(
+      read.length === 0,
+      `At stage ${stage}, ${read.length} documents were read (they are pending for your consumer) but never handed to handle(), e.g. ${read[0]}. Handle every entry a read returns, not only the first: an entry delivered and never acknowledged waits for ever.`,
+      2,
+    );
     if (missing.length > 0) {
       const where = [...new Set(missing.map((id) => partitions[ids.indexOf(id)]))].sort();
       fail(
-        `At stage ${stage}, ${missing.length} of ${ids.length} documents were never handed to handle() in 10 rounds; they are in partition(s) ${where.join(", ")}. workRound() must read the stage's stream of every partition, 0 to pipeline.partitions - 1.`,
+        `At stage ${stage}, ${missing.length} of ${ids.length} documents were never handed to handle() in 10 rounds, nor even read; they are in partition(s) ${where.join(", ")}. workRound() must read the stage's stream of every partition, 0 to pipeline.partitions - 1.`,
         2,
       );
     }
@@ -243,7 +259,7 @@ test("documents go through all four stages on every partition, each hand-off ack
         `${pending} entries of ${stream} are still pending after their documents moved on: handOff() must XACK the work in the same transaction.`,
         2,
       );
-      const queued = (await observer.xRange(stream, "-", "+")).map((e) => String(e.message.doc));
+      const queued = (await entries(stream)).map((e) => e.doc);
       check(
         sameValue(queued.sort(), expected),
         `${stream} holds the documents ${JSON.stringify(queued)}; it should hold each document of partition ${p} once: ${JSON.stringify(expected)}. handOff() queues the document on the next stage's stream of its own partition, and nothing after the last stage.`,
@@ -296,9 +312,7 @@ test("a handle() that throws, rejects or is slow: nothing is handed off before i
     fail(`workRound() never called handle() for ${slow}, queued on its partition's ocr stream.`, 2);
   }
   const early = await observer.hGet(slowKeys.doc(slow), "ocr");
-  const earlyNext = (await observer.xRange(slowKeys.stream("ner"), "-", "+")).some(
-    (e) => e.message.doc === slow,
-  );
+  const earlyNext = (await entries(slowKeys.stream("ner"))).some((e) => e.doc === slow);
   const earlyAck = !(await isPending(slowKeys.stream("ocr"), run.group, slow));
   release();
   const handedOff = await finished;
