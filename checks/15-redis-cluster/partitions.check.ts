@@ -437,3 +437,42 @@ test("a worker that dies anywhere in a hand-off leaves all of it or none of it",
     );
   }
 });
+
+test("the worker carries on when a replica takes over from its primary", async () => {
+  const { run, keys } = await pipeline();
+  const ids = docIds(8);
+  const partitions = await upload(keys, ids);
+  const cluster = await learnerCluster();
+  await round(cluster, run, "ocr", async (work) => result("ocr", work));
+  // A planned failover (CLUSTER FAILOVER on the replica): the roles swap with no write lost.
+  const slot = await slotOf(keysAt(keys, partitions[0]).doc(ids[0] as string));
+  const replica = await nodeClient(await replicaOf(slot), "failover");
+  await replica.sendCommand(["CLUSTER", "FAILOVER"]);
+  const promoted = await until(
+    async () => /role:master/.test(String(await replica.sendCommand(["INFO", "replication"]))),
+    10_000,
+  );
+  check(
+    promoted,
+    "The check could not promote a replica (CLUSTER FAILOVER): not your code's fault.",
+  );
+  const handled = new Set<string>();
+  const advice =
+    "Let the cluster client route every command: do not keep a connection to one node for the keys of a slot, since the slot's primary can change.";
+  for (let attempt = 0; attempt < 10 && handled.size < ids.length; attempt++) {
+    await round(cluster, run, "ner", async (work) => {
+      handled.add(work.doc);
+      return result("ner", work);
+    }).catch((error: Error) =>
+      fail(`After a replica took over from its primary: ${error.message}. ${advice}`, 2),
+    );
+  }
+  for (const [i, doc] of ids.entries()) {
+    const stored = await observer.hGet(keysAt(keys, partitions[i]).doc(doc), "ner");
+    check(
+      stored === result("ner", { id: "", doc }),
+      `After a replica took over from its primary, ${doc} was not handed off at stage ner (its result is ${JSON.stringify(stored)}). ${advice}`,
+      2,
+    );
+  }
+});
