@@ -148,35 +148,15 @@ export async function startCluster(options: ClusterOptions = {}): Promise<LocalC
     for (const node of nodes) rmSync(node.dir, { recursive: true, force: true });
   };
   try {
-    for (let i = 0; i < count; i++) {
-      const [port, bus] = await distinctPorts(nodes.map((n) => n.port));
-      const dir = makeScratch("redis");
-      const server = launch(
-        port,
-        dir,
-        [
-          "--cluster-enabled",
-          "yes",
-          "--cluster-port",
-          String(bus),
-          "--cluster-config-file",
-          join(dir, "nodes.conf"),
-          "--cluster-node-timeout",
-          String(options.nodeTimeoutMs ?? 2000),
-          // A replica's first sync starts at once, not after the default 5 s wait for more replicas.
-          "--repl-diskless-sync-delay",
-          "0",
-          // A replica may take over however long its link was down: a failover test kills a
-          // primary whenever it needs to.
-          "--cluster-replica-validity-factor",
-          "0",
-        ],
-        {},
-      );
-      nodes.push({ port, url: `redis://127.0.0.1:${port}`, dir, server });
-    }
-    const up = await Promise.all(nodes.map((n) => waitForPing(n.port, n.server.child, 5000)));
-    if (up.includes(false)) throw new Error("A redis-server of the cluster did not start.");
+    const taken = new Set<number>();
+    // Each node joins `nodes` as soon as it runs, so that stop() finds it whatever fails later.
+    await Promise.all(
+      Array.from({ length: count }, async () => {
+        const node = await startNode(taken, options.nodeTimeoutMs ?? 2000);
+        if (node) nodes.push(node);
+      }),
+    );
+    if (nodes.length < count) throw new Error("A redis-server of the cluster did not start.");
     const ports = nodes.map((n) => n.port);
     await create(ports, replicasPerPrimary);
     const deadline = Date.now() + 20_000;
@@ -203,17 +183,57 @@ export async function startCluster(options: ClusterOptions = {}): Promise<LocalC
   };
 }
 
-/** A client port and a cluster-bus port, both free now and unlike those already taken. */
-async function distinctPorts(taken: number[]): Promise<[number, number]> {
-  const seen = new Set(taken);
-  const pick = async () => {
-    for (;;) {
-      const port = await freePort();
-      if (!seen.has(port)) {
-        seen.add(port);
-        return port;
-      }
+/**
+ * One node on a free client port and a free bus port. Another process may bind a port between
+ * our probe and the server's bind (the self-verification starts several clusters at once), and
+ * a loaded machine starts slowly: a node that does not answer is tried again on other ports.
+ */
+async function startNode(
+  taken: Set<number>,
+  nodeTimeoutMs: number,
+): Promise<(ClusterNode & { server: Launched }) | undefined> {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const port = await unusedPort(taken);
+    const bus = await unusedPort(taken);
+    const dir = makeScratch("redis");
+    const server = launch(
+      port,
+      dir,
+      [
+        "--cluster-enabled",
+        "yes",
+        "--cluster-port",
+        String(bus),
+        "--cluster-config-file",
+        join(dir, "nodes.conf"),
+        "--cluster-node-timeout",
+        String(nodeTimeoutMs),
+        // A replica's first sync starts at once, not after the default 5 s wait for more replicas.
+        "--repl-diskless-sync-delay",
+        "0",
+        // A replica may take over however long its link was down: a failover test kills a
+        // primary whenever it needs to.
+        "--cluster-replica-validity-factor",
+        "0",
+      ],
+      {},
+    );
+    if (await waitForPing(port, server.child, 10_000)) {
+      return { port, url: `redis://127.0.0.1:${port}`, dir, server };
     }
-  };
-  return [await pick(), await pick()];
+    await server.kill();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return undefined;
+}
+
+/** A port free now and not yet handed to another node of this cluster. */
+async function unusedPort(taken: Set<number>): Promise<number> {
+  for (;;) {
+    const port = await freePort();
+    if (!taken.has(port)) {
+      taken.add(port);
+      return port;
+    }
+  }
 }
