@@ -40,7 +40,10 @@ export interface LocalCluster {
 export interface ClusterOptions {
   primaries?: number;
   replicasPerPrimary?: number;
-  /** How long a node may be unreachable before its replica takes over. */
+  /**
+   * How long a node may be unreachable before its replica takes over. Well above a loaded
+   * machine's pauses: a node that merely answers late must not be failed over while starting.
+   */
   nodeTimeoutMs?: number;
 }
 
@@ -152,7 +155,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<LocalC
     // Each node joins `nodes` as soon as it runs, so that stop() finds it whatever fails later.
     await Promise.all(
       Array.from({ length: count }, async () => {
-        const node = await startNode(taken, options.nodeTimeoutMs ?? 2000);
+        const node = await startNode(taken, options.nodeTimeoutMs ?? 5000);
         if (node) nodes.push(node);
       }),
     );
