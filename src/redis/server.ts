@@ -108,7 +108,7 @@ const WATCHDOG = [
 ].join("\n");
 
 /** A redis-server behind its watchdog, in a process group of its own. */
-interface Launched {
+export interface Launched {
   child: ChildProcess;
   /** Stops the group (TERM, then KILL) and forgets it for the exit hook. */
   end(): Promise<void>;
@@ -118,7 +118,12 @@ interface Launched {
   keep(seconds: number): void;
 }
 
-function launch(port: number, dir: string, extraArgs: string[], options: ServerOptions): Launched {
+export function launch(
+  port: number,
+  dir: string,
+  extraArgs: string[],
+  options: ServerOptions,
+): Launched {
   const args = [
     "--bind",
     "127.0.0.1",
@@ -169,7 +174,11 @@ function exited(child: ChildProcess): boolean {
   return child.exitCode !== null || child.signalCode !== null;
 }
 
-async function waitForPing(port: number, child: ChildProcess, timeoutMs: number): Promise<boolean> {
+export async function waitForPing(
+  port: number,
+  child: ChildProcess,
+  timeoutMs: number,
+): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (exited(child)) return false;

@@ -1,0 +1,480 @@
+import { randomBytes } from "node:crypto";
+import { pathToFileURL } from "node:url";
+import { beforeEach, test } from "vitest";
+import {
+  call,
+  check,
+  ctx,
+  fail,
+  fresh,
+  key,
+  parseJson,
+  type Redis,
+  sameValue,
+  until,
+} from "../kit.ts";
+import { before, clearSent, scope, sent } from "../wire.ts";
+import {
+  type Cluster,
+  createGroups,
+  exercise,
+  keysFor,
+  learnerCluster,
+  nextStage,
+  nodeClient,
+  observer,
+  type PartitionKeys,
+  type Pipeline,
+  pendingCount,
+  primaryOf,
+  replicaOf,
+  STAGES,
+  type Stage,
+  slotOf,
+  type Work,
+} from "./cluster.ts";
+
+/** Enough partitions that a tag per partition lands on every primary of three. */
+const PARTITIONS = 8;
+
+beforeEach(() => clearSent());
+
+function docIds(n: number): string[] {
+  return Array.from({ length: n }, () => `doc-${randomBytes(4).toString("hex")}`);
+}
+
+async function partitionsOf(ids: string[], n = PARTITIONS): Promise<number[]> {
+  return call(`partitionOf(<id>, ${n})`, () => ids.map((id) => exercise.partitionOf(id, n)));
+}
+
+/** A fresh pipeline: its names, the learner's keys for every partition, groups created. */
+async function pipeline(): Promise<{ run: Pipeline; keys: PartitionKeys[] }> {
+  const run: Pipeline = {
+    base: key(fresh("pipeline")),
+    partitions: PARTITIONS,
+    group: fresh("stage"),
+    consumer: fresh("worker"),
+  };
+  const keysOf = keysFor(run.base);
+  const keys: PartitionKeys[] = [];
+  for (let p = 0; p < PARTITIONS; p++) keys.push(await keysOf(p));
+  await createGroups((p) => keys[p] as PartitionKeys, PARTITIONS, run.group);
+  return { run, keys };
+}
+
+/** Queues documents on the first stage of their partition, as the upload API does. */
+async function upload(keys: PartitionKeys[], ids: string[]): Promise<number[]> {
+  const partitions = await partitionsOf(ids);
+  await Promise.all(
+    ids.map((doc, i) => observer.xAdd(keysAt(keys, partitions[i]).stream("ocr"), "*", { doc })),
+  );
+  return partitions;
+}
+
+function keysAt(keys: PartitionKeys[], partition: number | undefined): PartitionKeys {
+  return keys[partition ?? 0] as PartitionKeys;
+}
+
+/** The entries of `stream`, each with the document it names. */
+async function entries(stream: string): Promise<{ id: string; doc: string }[]> {
+  const all = await observer.xRange(stream, "-", "+");
+  return (all ?? []).flatMap((e) => (e ? [{ id: e.id, doc: String(e.message.doc) }] : []));
+}
+
+/** Whether the entry of `doc` in `stream` is pending in `group` (delivered, not acknowledged). */
+async function isPending(stream: string, group: string, doc: string): Promise<boolean> {
+  const entry = (await entries(stream)).find((e) => e.doc === doc);
+  if (!entry) return false;
+  return (await observer.xPendingRange(stream, group, entry.id, entry.id, 1)).length === 1;
+}
+
+function result(stage: Stage, work: Work): string {
+  return `${stage}(${work.doc})`;
+}
+
+function round(
+  cluster: Cluster,
+  run: Pipeline,
+  stage: Stage,
+  handle: (work: Work) => Promise<string>,
+  ms = 10_000,
+): Promise<number> {
+  return call(
+    `workRound(cluster, pipeline, "${stage}", ...)`,
+    () => exercise.workRound(cluster, run, stage, nextStage(stage), handle),
+    ms,
+  );
+}
+
+test("partitionOf() gives each document one partition, the same in every process, spread evenly", async () => {
+  const ids = docIds(200);
+  const first = await partitionsOf(ids);
+  const bad = first.findIndex((p) => !Number.isInteger(p) || p < 0 || p >= PARTITIONS);
+  check(
+    bad < 0,
+    `partitionOf("${ids[bad]}", ${PARTITIONS}) returned ${first[bad]}: a partition is a whole number from 0 to ${PARTITIONS - 1}.`,
+    1,
+  );
+  const again = await partitionsOf(ids);
+  const moved = ids.findIndex((_, i) => first[i] !== again[i]);
+  check(
+    moved < 0,
+    `partitionOf("${ids[moved]}", ${PARTITIONS}) returned ${first[moved]}, then ${again[moved]} for the same document. Its stage streams and hash would be looked for in another partition than they were written to: derive the partition from a hash of the id alone, never from Math.random().`,
+    1,
+  );
+  // Another worker process: a fresh copy of the module that sees the documents in another order.
+  const other = (await import(`${pathToFileURL(ctx.target).href}?other-process`)) as {
+    partitionOf: typeof exercise.partitionOf;
+  };
+  const reversed = [...ids].reverse();
+  const there = await call("partitionOf() in a second worker process", () =>
+    reversed.map((id) => other.partitionOf(id, PARTITIONS)).reverse(),
+  );
+  const differs = ids.findIndex((_, i) => first[i] !== there[i]);
+  check(
+    differs < 0,
+    `A second worker process (a fresh copy of your module, seeing the documents in the opposite order) put "${ids[differs]}" in partition ${there[differs]}, yours in ${first[differs]}. Every process must agree: compute the partition from the id alone, not from the order documents arrive in or anything a process remembers.`,
+    1,
+  );
+  const used = new Set(first);
+  check(
+    used.size === PARTITIONS,
+    `200 documents went to only ${used.size} of ${PARTITIONS} partitions (${[...used].sort().join(", ")}): the partitions left empty leave their primaries idle. Take the hash modulo the number of partitions you were given.`,
+    1,
+  );
+  const three = await partitionsOf(ids.slice(0, 30), 3);
+  check(
+    three.every((p) => p >= 0 && p < 3),
+    `With 3 partitions, partitionOf() returned ${three.find((p) => p < 0 || p >= 3)}: use the count you were given, not a fixed one.`,
+    1,
+  );
+});
+
+test("every key of a partition hashes to one slot, and the partitions spread over the primaries", async () => {
+  const base = key(fresh("pipeline"));
+  const keysOf = keysFor(base);
+  const owners = new Map<number, number[]>();
+  const seen = new Set<string>();
+  for (let p = 0; p < PARTITIONS; p++) {
+    const keys = await keysOf(p);
+    const names = [
+      ...STAGES.map((s) => keys.stream(s)),
+      keys.doc("doc-1"),
+      keys.doc("doc-2"),
+      keys.channel,
+    ];
+    for (const name of names) {
+      check(
+        typeof name === "string" && name.includes(base),
+        `partitionKeys("${base}", ${p}) gave the name ${JSON.stringify(name)}, which does not contain the base "${base}" it was given: two pipelines (or two runs of the check) would share keys.`,
+        1,
+      );
+      check(
+        !seen.has(name),
+        `partitionKeys() gave "${name}" twice: every stage, document and partition needs a name of its own.`,
+        1,
+      );
+      seen.add(name);
+    }
+    const slots = await Promise.all(names.map(slotOf));
+    const odd = slots.findIndex((s) => s !== slots[0]);
+    check(
+      odd < 0,
+      `Partition ${p}'s keys are in different hash slots: "${names[0]}" in slot ${slots[0]}, "${names[odd]}" in slot ${slots[odd]}. A MULTI over them fails with CROSSSLOT on a cluster. Put the same hash tag in every name of a partition, e.g. "${base}:{p${p}}:stage:ocr": Redis hashes only the part between the first { and the next }.`,
+      1,
+    );
+    const primary = await primaryOf(slots[0] as number);
+    owners.set(primary, [...(owners.get(primary) ?? []), p]);
+  }
+  check(
+    owners.size >= 2,
+    `All ${PARTITIONS} partitions' keys are served by one primary (port ${[...owners.keys()][0]}) of three: the hash tag is the same for every partition, so the cluster does the work of one server. Make the tag differ per partition ({p0}, {p1}, ...) and keep the part shared by all partitions outside the braces.`,
+    1,
+  );
+});
+
+test("documents go through all four stages on every partition, each hand-off acknowledged", async () => {
+  const { run, keys } = await pipeline();
+  const ids = docIds(24);
+  const partitions = await upload(keys, ids);
+  const cluster = await learnerCluster();
+  for (const stage of STAGES) {
+    let handedOff = 0;
+    const handled = new Set<string>();
+    for (let attempt = 0; attempt < 10 && handled.size < ids.length; attempt++) {
+      const n = await round(cluster, run, stage, async (work) => {
+        handled.add(work.doc);
+        return result(stage, work);
+      });
+      handedOff += n;
+    }
+    const missing = ids.filter((id) => !handled.has(id));
+    const read: string[] = [];
+    for (const id of missing) {
+      const stream = keysAt(keys, partitions[ids.indexOf(id)]).stream(stage);
+      if (await isPending(stream, run.group, id)) read.push(id);
+    }
+    check(
+      read.length === 0,
+      `At stage ${stage}, ${read.length} documents were read (they are pending for your consumer) but never handed to handle(), e.g. ${read[0]}. Handle every entry a read returns, not only the first: an entry delivered and never acknowledged waits for ever.`,
+      2,
+    );
+    if (missing.length > 0) {
+      const where = [...new Set(missing.map((id) => partitions[ids.indexOf(id)]))].sort();
+      fail(
+        `At stage ${stage}, ${missing.length} of ${ids.length} documents were never handed to handle() in 10 rounds, nor even read; they are in partition(s) ${where.join(", ")}. workRound() must read the stage's stream of every partition, 0 to pipeline.partitions - 1.`,
+        2,
+      );
+    }
+    check(
+      handedOff === ids.length,
+      `workRound() at stage ${stage} returned ${handedOff} hand-offs in total for ${ids.length} documents: return how many documents the round handed off.`,
+      3,
+    );
+  }
+  const primaries = new Set<number>();
+  for (const [i, doc] of ids.entries()) {
+    const partition = keysAt(keys, partitions[i]);
+    const stored = await observer.hGetAll(partition.doc(doc));
+    const expected = Object.fromEntries(STAGES.map((s) => [s, result(s, { id: "", doc })]));
+    check(
+      sameValue({ ...stored }, expected),
+      `The hash ${partition.doc(doc)} holds ${JSON.stringify(stored)}; after all four stages it should hold ${JSON.stringify(expected)}: handOff() records handle()'s result under the stage's name.`,
+      2,
+    );
+    primaries.add(await primaryOf(await slotOf(partition.doc(doc))));
+  }
+  check(
+    primaries.size >= 2,
+    `All ${ids.length} documents live on one primary: the partitions do not spread the work.`,
+    1,
+  );
+  for (const [p, partition] of keys.entries()) {
+    const expected = ids.filter((_, i) => partitions[i] === p).sort();
+    for (const stage of STAGES) {
+      const stream = partition.stream(stage);
+      const pending = await pendingCount(stream, run.group);
+      check(
+        pending === 0,
+        `${pending} entries of ${stream} are still pending after their documents moved on: handOff() must XACK the work in the same transaction.`,
+        2,
+      );
+      const queued = (await entries(stream)).map((e) => e.doc);
+      check(
+        sameValue(queued.sort(), expected),
+        `${stream} holds the documents ${JSON.stringify(queued)}; it should hold each document of partition ${p} once: ${JSON.stringify(expected)}. handOff() queues the document on the next stage's stream of its own partition, and nothing after the last stage.`,
+        2,
+      );
+    }
+  }
+});
+
+test("a handle() that throws, rejects or is slow: nothing is handed off before it finished, failures stay pending", async () => {
+  const { run, keys } = await pipeline();
+  const [thrown = "", rejected = "", slow = "", fine = ""] = docIds(4);
+  const ids = [thrown, rejected, slow, fine];
+  const partitions = await upload(keys, ids);
+  const cluster = await learnerCluster();
+  let release = () => {};
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  let slowStarted = false;
+  const running = round(cluster, run, "ocr", (work) => {
+    if (work.doc === thrown) throw new Error("OCR service crashed");
+    if (work.doc === rejected) return Promise.reject(new Error("OCR service timed out"));
+    if (work.doc === slow) {
+      slowStarted = true;
+      return gate.then(() => result("ocr", work));
+    }
+    return Promise.resolve(result("ocr", work));
+  });
+  let ended = false;
+  const finished = running.then(
+    (n) => n,
+    (error: Error) =>
+      fail(
+        /OCR service/.test(error.message)
+          ? `${error.message}: one document's failure ended the whole round. Catch handle()'s error (a throw or a rejection) for that document, leave it pending, and go on with the next.`
+          : error.message,
+        2,
+      ),
+  );
+  finished
+    .catch(() => {})
+    .finally(() => {
+      ended = true;
+    });
+  const slowKeys = keysAt(keys, partitions[2]);
+  await until(() => slowStarted || ended, 5000);
+  if (!slowStarted) {
+    await finished;
+    fail(`workRound() never called handle() for ${slow}, queued on its partition's ocr stream.`, 2);
+  }
+  const early = await observer.hGet(slowKeys.doc(slow), "ocr");
+  const earlyNext = (await entries(slowKeys.stream("ner"))).some((e) => e.doc === slow);
+  const earlyAck = !(await isPending(slowKeys.stream("ocr"), run.group, slow));
+  release();
+  const handedOff = await finished;
+  const ahead = [
+    ...(early === null ? [] : ["its result was stored"]),
+    ...(earlyNext ? ["it was queued for ner"] : []),
+    ...(earlyAck ? ["its entry was acknowledged"] : []),
+  ];
+  check(
+    ahead.length === 0,
+    `While handle() for ${slow} was still running, ${listed(ahead)}. Await handle() and hand off its result only after it finished.`,
+    2,
+  );
+  for (const [i, doc] of [thrown, rejected].entries()) {
+    const partition = keysAt(keys, partitions[i]);
+    const how = i === 0 ? "threw" : "returned a rejected promise";
+    const stored = await observer.hGet(partition.doc(doc), "ocr");
+    const pending = await isPending(partition.stream("ocr"), run.group, doc);
+    check(
+      stored === null && pending,
+      `handle() ${how} for ${doc}, yet ${stored === null ? "its entry was acknowledged" : "its result was stored"}. A failed document must not be acknowledged or passed on: leave it pending so it is retried.`,
+      2,
+    );
+  }
+  for (const doc of [slow, fine]) {
+    const partition = keysAt(keys, partitions[ids.indexOf(doc)]);
+    check(
+      (await observer.hGet(partition.doc(doc), "ocr")) === result("ocr", { id: "", doc }),
+      `${doc} was not handed off in the round where another document's handle() failed: catch handle()'s error (a throw or a rejection) for that document and go on with the next.`,
+      2,
+    );
+  }
+  check(
+    handedOff === 2,
+    `workRound() handed off 2 documents (2 failed) but returned ${handedOff}.`,
+    3,
+  );
+});
+
+/** Subscribes on a replica of the channel's slot: a node the worker's writes never go to. */
+async function shardedListener(channel: string): Promise<{ events: unknown[]; port: number }> {
+  const port = await replicaOf(await slotOf(channel));
+  const subscriber: Redis = await nodeClient(port, "status");
+  const events: unknown[] = [];
+  await subscriber.sSubscribe(channel, (message) => events.push(parseJson(message)));
+  return { events, port };
+}
+
+test("status events go out on the partition's sharded channel and reach a subscriber on another node", async () => {
+  const { run, keys } = await pipeline();
+  const ids = docIds(6);
+  const partitions = await upload(keys, ids);
+  const listeners = new Map<string, { events: unknown[]; port: number }>();
+  for (const p of new Set(partitions)) {
+    const channel = keysAt(keys, p).channel;
+    listeners.set(channel, await shardedListener(channel));
+  }
+  const cluster = await learnerCluster();
+  await round(cluster, run, "ocr", async (work) => result("ocr", work));
+  for (const [i, doc] of ids.entries()) {
+    const channel = keysAt(keys, partitions[i]).channel;
+    const listener = listeners.get(channel) as { events: unknown[]; port: number };
+    const expected = { doc, stage: "ocr", state: "done" };
+    const arrived = await until(() => listener.events.some((e) => sameValue(e, expected)), 3000);
+    if (arrived) continue;
+    const published = sent((c) => c.name === "PUBLISH" || c.name === "SPUBLISH");
+    if (published.some((c) => c.name === "PUBLISH")) {
+      fail(
+        `Your code sent PUBLISH for the status of ${doc}. On a cluster a classic PUBLISH is copied to every node, and a subscriber that used SSUBSCRIBE (on a replica of the channel's shard, port ${listener.port}) never sees it. Send it with SPUBLISH (cluster.sPublish()) on the partition's channel: only that shard carries it.`,
+        2,
+      );
+    }
+    const seen = listener.events.map((e) => JSON.stringify(e)).join(", ") || "nothing";
+    fail(
+      `A subscriber with SSUBSCRIBE ${channel} on a replica of its shard (port ${listener.port}) expected ${JSON.stringify(expected)} for ${doc} and got ${seen}. handOff() sends the StatusEvent, as JSON, with SPUBLISH on keys.channel of the document's partition.`,
+      2,
+    );
+  }
+});
+
+/** "a, b and c" */
+function listed(items: string[]): string {
+  return items.length < 2 ? items.join("") : `${items.slice(0, -1).join(", ")} and ${items.at(-1)}`;
+}
+
+/** The commands a hand-off may be cut before, and which one the learner's code sent. */
+const CUTS = ["HSET", "XADD", "XACK", "SPUBLISH", "EXEC"];
+
+/** Kills a worker just before it sends `cut` in a hand-off; says what of the hand-off survived. */
+async function crashBefore(cut: string): Promise<string | undefined> {
+  const { run, keys } = await pipeline();
+  const [doc = ""] = docIds(1);
+  const [p] = await upload(keys, [doc]);
+  const partition = keysAt(keys, p);
+  const listener = await shardedListener(partition.channel);
+  const worker = scope("worker");
+  const cluster = await learnerCluster(worker);
+  const rule = before((c) => c.scope === worker.name && c.name === cut, "crash");
+  await round(cluster, run, "ocr", async (work) => result("ocr", work), 5000).catch(() => {});
+  rule.cancel();
+  cluster.destroy();
+  if (!rule.hasFired()) return undefined;
+  const stored = (await observer.hGet(partition.doc(doc), "ocr")) !== null;
+  const queued = (await observer.xLen(partition.stream("ner"))) > 0;
+  const acked = !(await isPending(partition.stream("ocr"), run.group, doc));
+  // Pub/sub is not stored: give a published event the time to arrive before judging.
+  const told = await until(() => listener.events.length > 0, stored ? 1000 : 200);
+  const parts = { "the result": stored, "the ner task": queued, "the XACK": acked };
+  const done = Object.entries(parts).filter(([, happened]) => happened);
+  if ((done.length === 0 && !told) || (done.length === 3 && told)) return undefined;
+  const happened = [...done.map(([what]) => what), ...(told ? ["the status event"] : [])];
+  const missing = [
+    ...Object.entries(parts)
+      .filter(([, h]) => !h)
+      .map(([what]) => what),
+    ...(told ? [] : ["the status event"]),
+  ];
+  return `The worker died just before sending ${cut} in the hand-off of ${doc}: ${listed(happened)} reached Redis, ${listed(missing)} did not. A retry would then run the stage twice, lose the document or leave the dashboard wrong. Send all four as one transaction (cluster.multi() ... exec()): all keys share the partition's slot, so one MULTI on its primary is allowed.`;
+}
+
+test("a worker that dies anywhere in a hand-off leaves all of it or none of it", async () => {
+  // Each cut has its own pipeline and its own crashable worker, so they run side by side.
+  const outcomes = await Promise.all(CUTS.map(crashBefore));
+  const first = outcomes.find((outcome) => outcome !== undefined);
+  if (first) fail(first, 2);
+});
+
+test("the worker carries on when a replica takes over from its primary", async () => {
+  const { run, keys } = await pipeline();
+  const ids = docIds(8);
+  const partitions = await upload(keys, ids);
+  const cluster = await learnerCluster();
+  await round(cluster, run, "ocr", async (work) => result("ocr", work));
+  // A planned failover (CLUSTER FAILOVER on the replica): the roles swap with no write lost.
+  const slot = await slotOf(keysAt(keys, partitions[0]).doc(ids[0] as string));
+  const replica = await nodeClient(await replicaOf(slot), "failover");
+  await replica.sendCommand(["CLUSTER", "FAILOVER"]);
+  const promoted = await until(
+    async () => /role:master/.test(String(await replica.sendCommand(["INFO", "replication"]))),
+    10_000,
+  );
+  check(
+    promoted,
+    "The check could not promote a replica (CLUSTER FAILOVER): not your code's fault.",
+  );
+  const handled = new Set<string>();
+  const advice =
+    "Let the cluster client route every command: do not keep a connection to one node for the keys of a slot, since the slot's primary can change.";
+  for (let attempt = 0; attempt < 10 && handled.size < ids.length; attempt++) {
+    await round(cluster, run, "ner", async (work) => {
+      handled.add(work.doc);
+      return result("ner", work);
+    }).catch((error: Error) =>
+      fail(`After a replica took over from its primary: ${error.message}. ${advice}`, 2),
+    );
+  }
+  for (const [i, doc] of ids.entries()) {
+    const stored = await observer.hGet(keysAt(keys, partitions[i]).doc(doc), "ner");
+    check(
+      stored === result("ner", { id: "", doc }),
+      `After a replica took over from its primary, ${doc} was not handed off at stage ner (its result is ${JSON.stringify(stored)}). ${advice}`,
+      2,
+    );
+  }
+});

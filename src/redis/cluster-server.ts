@@ -1,0 +1,242 @@
+/**
+ * A throwaway Redis Cluster on loopback: three primaries with one replica each, six
+ * redis-server processes of the installed Debian/Homebrew redis, each behind the same stdin
+ * watchdog as the private server (src/redis/server.ts), so that none outlives this process even
+ * when it is SIGKILLed. For lesson 15's check and the tests of this file only.
+ */
+import { spawn } from "node:child_process";
+import { rmSync } from "node:fs";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { childEnded } from "../child-ended.ts";
+import { makeScratch, sweepOnce } from "../scratch.ts";
+import { connectRaw, type Reply } from "./raw.ts";
+import {
+  freePort,
+  type Launched,
+  launch,
+  RedisNotInstalled,
+  redisServerVersion,
+  waitForPing,
+} from "./server.ts";
+
+export interface ClusterNode {
+  port: number;
+  url: string;
+  dir: string;
+}
+
+export interface LocalCluster {
+  /** Every node, primaries and replicas, in the order they were started. */
+  nodes: ClusterNode[];
+  /** What createCluster({ rootNodes }) needs. */
+  rootNodes: { url: string }[];
+  version: string;
+  /** SIGKILLs one node (a crashed machine); stop() still cleans up after it. */
+  kill(port: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface ClusterOptions {
+  primaries?: number;
+  replicasPerPrimary?: number;
+  /**
+   * How long a node may be unreachable before its replica takes over. Well above a loaded
+   * machine's pauses: a node that merely answers late must not be failed over while starting.
+   */
+  nodeTimeoutMs?: number;
+}
+
+/** Oldest server this harness supports: `cluster-port` (the bus on a port of our choice) is 7.0. */
+export const CLUSTER_MIN_REDIS = "7.0";
+
+async function ask(port: number, args: string[]): Promise<Reply> {
+  const conn = await connectRaw("127.0.0.1", port);
+  try {
+    return await conn.command(args);
+  } finally {
+    conn.close();
+  }
+}
+
+/** The lines of CLUSTER INFO / INFO as a map. */
+function fields(reply: Reply): Map<string, string> {
+  const map = new Map<string, string>();
+  for (const line of String(reply).split("\r\n")) {
+    const at = line.indexOf(":");
+    if (at > 0) map.set(line.slice(0, at), line.slice(at + 1));
+  }
+  return map;
+}
+
+/** How many nodes CLUSTER NODES (as one node sees it) lists as primaries and as replicas. */
+function roles(reply: Reply): { primaries: number; replicas: number } {
+  const flags = String(reply)
+    .trim()
+    .split("\n")
+    .map((line) => line.split(" ")[2] ?? "");
+  return {
+    primaries: flags.filter((f) => f.includes("master")).length,
+    replicas: flags.filter((f) => f.includes("slave")).length,
+  };
+}
+
+/**
+ * Whether every node says the cluster is ok, sees every other node in its final role, and every
+ * replica has finished its first sync with its primary: only then does a write reach a replica,
+ * and a failover find one to promote.
+ */
+async function settled(ports: number[], primaries: number, replicas: number): Promise<boolean> {
+  let attached = 0;
+  for (const port of ports) {
+    const info = fields(await ask(port, ["CLUSTER", "INFO"]).catch(() => ""));
+    if (info.get("cluster_state") !== "ok") return false;
+    const seen = roles(await ask(port, ["CLUSTER", "NODES"]).catch(() => ""));
+    if (seen.primaries !== primaries || seen.replicas !== replicas) return false;
+    const replication = fields(await ask(port, ["INFO", "replication"]).catch(() => ""));
+    if (replication.get("role") === "slave") {
+      if (replication.get("master_link_status") !== "up") return false;
+      attached++;
+    }
+  }
+  return attached === replicas;
+}
+
+/** Runs redis-cli --cluster create; rejects with its output when it fails. */
+async function create(ports: number[], replicasPerPrimary: number): Promise<void> {
+  const cli = spawn(
+    "redis-cli",
+    [
+      "--cluster",
+      "create",
+      ...ports.map((port) => `127.0.0.1:${port}`),
+      "--cluster-replicas",
+      String(replicasPerPrimary),
+      "--cluster-yes",
+    ],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let output = "";
+  cli.stdout.on("data", (chunk: Buffer) => {
+    output += chunk.toString();
+  });
+  cli.stderr.on("data", (chunk: Buffer) => {
+    output += chunk.toString();
+  });
+  const ended = childEnded(cli, 1000);
+  const timer = setTimeout(() => cli.kill("SIGKILL"), 20_000);
+  const { code, signal } = await ended;
+  clearTimeout(timer);
+  if (code !== 0) {
+    throw new Error(
+      `redis-cli --cluster create failed (${code ?? signal}):\n${output.slice(-2000)}`,
+    );
+  }
+}
+
+/**
+ * Starts the cluster and waits until it serves every slot with every replica in sync. The caller
+ * must call stop(); the exit hook and each node's watchdog back that up.
+ */
+export async function startCluster(options: ClusterOptions = {}): Promise<LocalCluster> {
+  const version = redisServerVersion();
+  if (!version) throw new RedisNotInstalled();
+  sweepOnce();
+  const primaries = options.primaries ?? 3;
+  const replicasPerPrimary = options.replicasPerPrimary ?? 1;
+  const count = primaries * (1 + replicasPerPrimary);
+  const nodes: (ClusterNode & { server: Launched })[] = [];
+  const stop = async () => {
+    await Promise.all(nodes.map((node) => node.server.end()));
+    for (const node of nodes) rmSync(node.dir, { recursive: true, force: true });
+  };
+  try {
+    const taken = new Set<number>();
+    // Each node joins `nodes` as soon as it runs, so that stop() finds it whatever fails later.
+    await Promise.all(
+      Array.from({ length: count }, async () => {
+        const node = await startNode(taken, options.nodeTimeoutMs ?? 5000);
+        if (node) nodes.push(node);
+      }),
+    );
+    if (nodes.length < count) throw new Error("A redis-server of the cluster did not start.");
+    const ports = nodes.map((n) => n.port);
+    await create(ports, replicasPerPrimary);
+    const deadline = Date.now() + 20_000;
+    while (!(await settled(ports, primaries, primaries * replicasPerPrimary))) {
+      if (Date.now() > deadline) throw new Error("The cluster did not reach cluster_state:ok.");
+      await sleep(50);
+    }
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  let stopped: Promise<void> | undefined;
+  return {
+    nodes: nodes.map(({ port, url, dir }) => ({ port, url, dir })),
+    rootNodes: nodes.map((n) => ({ url: n.url })),
+    version,
+    async kill(port) {
+      await nodes.find((n) => n.port === port)?.server.kill();
+    },
+    stop() {
+      stopped ??= stop();
+      return stopped;
+    },
+  };
+}
+
+/**
+ * One node on a free client port and a free bus port. Another process may bind a port between
+ * our probe and the server's bind (the self-verification starts several clusters at once), and
+ * a loaded machine starts slowly: a node that does not answer is tried again on other ports.
+ */
+async function startNode(
+  taken: Set<number>,
+  nodeTimeoutMs: number,
+): Promise<(ClusterNode & { server: Launched }) | undefined> {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const port = await unusedPort(taken);
+    const bus = await unusedPort(taken);
+    const dir = makeScratch("redis");
+    const server = launch(
+      port,
+      dir,
+      [
+        "--cluster-enabled",
+        "yes",
+        "--cluster-port",
+        String(bus),
+        "--cluster-config-file",
+        join(dir, "nodes.conf"),
+        "--cluster-node-timeout",
+        String(nodeTimeoutMs),
+        // A replica's first sync starts at once, not after the default 5 s wait for more replicas.
+        "--repl-diskless-sync-delay",
+        "0",
+        // A replica may take over however long its link was down: a failover test kills a
+        // primary whenever it needs to.
+        "--cluster-replica-validity-factor",
+        "0",
+      ],
+      {},
+    );
+    if (await waitForPing(port, server.child, 10_000)) {
+      return { port, url: `redis://127.0.0.1:${port}`, dir, server };
+    }
+    await server.kill();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return undefined;
+}
+
+/** A port free now and not yet handed to another node of this cluster. */
+async function unusedPort(taken: Set<number>): Promise<number> {
+  for (;;) {
+    const port = await freePort();
+    if (!taken.has(port)) {
+      taken.add(port);
+      return port;
+    }
+  }
+}
