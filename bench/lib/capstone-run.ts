@@ -37,7 +37,8 @@ const HARNESS = /control$/;
 
 /**
  * Commands between the 20% and 80% marks of finished documents, divided by the documents
- * finished in between: the steady state, without start-up or the final drain.
+ * finished in between: the steady state, without start-up or the final drain (a run too small
+ * to have one is counted whole).
  */
 async function traceCommands(port: number, finishedAt: number[], docs: number) {
   const lines: { time: number; addr: string; name: string }[] = [];
@@ -58,13 +59,23 @@ async function traceCommands(port: number, finishedAt: number[], docs: number) {
   );
   return () => {
     monitor.close();
-    const from = finishedAt[Math.floor(docs * 0.2)];
-    const to = finishedAt[Math.floor(docs * 0.8)];
-    if (from === undefined || to === undefined) return undefined;
+    const ours = lines.filter((line) => !harness.has(line.addr));
+    const lo = Math.floor(docs * 0.2);
+    const hi = Math.floor(docs * 0.8);
+    let from = finishedAt[lo];
+    let to = finishedAt[hi];
+    let count = hi - lo;
+    // Batched stages finish documents a batch at a time: in a small run the 20% and 80% marks can
+    // fall in one batch (one millisecond). Then count the whole traced run instead.
+    if (from === undefined || to === undefined || to <= from) {
+      from = -Infinity;
+      to = finishedAt.at(-1);
+      count = finishedAt.length;
+    }
+    if (to === undefined || count <= 0) return undefined;
     const perDoc = new Map<string, number>();
-    const count = Math.floor(docs * 0.8) - Math.floor(docs * 0.2);
-    for (const line of lines) {
-      if (line.time <= from || line.time > to || harness.has(line.addr)) continue;
+    for (const line of ours) {
+      if (line.time <= from || line.time > to) continue;
       const name = line.name.toUpperCase();
       perDoc.set(name, (perDoc.get(name) ?? 0) + 1 / count);
     }
