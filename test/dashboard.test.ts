@@ -104,10 +104,14 @@ describe.skipIf(!CHROMIUM)("the pipeline dashboard in Chromium", () => {
   }
 
   beforeAll(async () => {
-    // Latency and a short claim threshold keep every worker busy, and a dead one's entries
-    // claimed within a second: there is something to recover, and it happens quickly.
+    // One document at a time per worker (--batch 1) with a slow service keeps the run going for
+    // about twenty seconds, long after the page's kill and the late tab (the batched stages
+    // finish 300 documents in about one), and every worker busy; a short claim threshold gets a
+    // dead one's entries claimed within a second: there is something to recover, and it happens
+    // while the tabs watch.
     run = startRun([
-      ...["--docs", String(DOCS), "--workers", "2", "--latency", "60", "--claim-idle", "500"],
+      ...["--docs", String(DOCS), "--workers", "2", "--batch", "1", "--latency", "150"],
+      ...["--claim-idle", "500"],
       ...["--chaos", "--dashboard", "--json"],
     ]);
     const printed = await waitFor(() => /Dashboard http:\/\//.test(run.stderr), 90_000);
