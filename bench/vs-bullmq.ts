@@ -18,7 +18,7 @@ const DOCS = Number(process.env.BENCH_DOCS ?? 20_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const TUNE_DOCS = Number(process.env.BENCH_TUNE_DOCS ?? Math.min(DOCS, 4_000));
 const CONCURRENCIES = (process.env.BENCH_CONCURRENCIES ?? "8,32,128").split(",").map(Number);
-const TRACE_DOCS = Math.min(DOCS, 1_000);
+const TRACE_DOCS = Number(process.env.BENCH_TRACE_DOCS ?? Math.min(DOCS, 1_000));
 const CEILING_REQUESTS = Number(process.env.BENCH_CEILING_REQUESTS ?? 300_000);
 
 interface Run {

@@ -26,6 +26,8 @@ test("vs-bullmq runs BullMQ and the capstone's CLI and prints every table", () =
     "vs-bullmq",
     {
       BENCH_DOCS: "20",
+      // A traced run of 20 batched documents can end before MONITOR attaches: trace a longer one.
+      BENCH_TRACE_DOCS: "1000",
       BENCH_ROUNDS: "1",
       BENCH_CONCURRENCIES: "8",
       BENCH_CEILING_REQUESTS: "20000",
