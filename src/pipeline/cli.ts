@@ -39,13 +39,6 @@ async function main(argv: string[]): Promise<number> {
   const tty = Boolean(process.stdout.isTTY) && !args.json;
   const out = args.json ? process.stderr : process.stdout;
   const claimIdleMs = args.claimIdleMs ?? Math.max(DEFAULTS.claimIdleMs, args.latencyMs * 10);
-  // Python workers are an extra: without python3 and redis-py the run goes on without them.
-  let pythonWorkers = args.pythonWorkers;
-  const python = pythonWorkers > 0 ? findPython() : undefined;
-  if (python && "missing" in python) {
-    out.write(kleur.yellow(`Skipping --python-workers: ${python.missing}.\n`));
-    pythonWorkers = 0;
-  }
   // Lesson 13's parts take one document at a time; otherwise the stages run batched.
   const batchSize = args.parts ? 1 : (args.batch ?? BATCH_DEFAULTS.count);
   const batch =
@@ -63,6 +56,20 @@ async function main(argv: string[]): Promise<number> {
   const user: UserRedis | undefined = userUrl
     ? await openUserRedis(userUrl, "pipeline:")
     : undefined;
+  // Python workers are an extra: without python3 and redis-py the run goes on without them.
+  let pythonWorkers = args.pythonWorkers;
+  const python = pythonWorkers > 0 ? findPython() : undefined;
+  // Their URL goes on their command line, where `ps` shows a password, and they ignore REDIS_CA.
+  const pythonMissing =
+    user || args.tls
+      ? "they run only on the private plain server"
+      : python && "missing" in python
+        ? python.missing
+        : undefined;
+  if (pythonWorkers > 0 && pythonMissing) {
+    out.write(kleur.yellow(`Skipping --python-workers: ${pythonMissing}.\n`));
+    pythonWorkers = 0;
+  }
   if (user && args.chaos) {
     out.write(
       kleur.yellow(
