@@ -108,7 +108,7 @@ async function main(argv: string[]): Promise<number> {
       prefix: user?.prefix ?? "pipeline:",
       signal: stop.signal,
       view: { tty, intervalMs: tty ? 250 : 2000, write: (text) => out.write(text) },
-      log: tty ? undefined : (line) => out.write(`${line}\n`),
+      log: tty ? undefined : (line) => out.write(`${redact(line)}\n`),
       dashboard: args.dashboard ? { port: args.dashboardPort ?? 0 } : undefined,
       onStart: ({ redisUrl, apiUrl, dashboardUrl, caFile }) => {
         out.write(kleur.dim(`Redis ${redact(redisUrl)}   API ${apiUrl}/documents\n`));
