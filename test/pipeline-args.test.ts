@@ -24,3 +24,19 @@ test("a typo names the nearest option; a flag with a value and a stray word are 
     "--latency needs a number (got --chaos).",
   );
 });
+
+test("--redis-url takes a URL, --tls a local TLS server; the two exclude each other", () => {
+  expect(parsePipelineArgs([]).redisUrl).toBeUndefined();
+  expect(parsePipelineArgs([]).tls).toBe(false);
+  expect(parsePipelineArgs(["--redis-url", "rediss://:pw@host:6380"]).redisUrl).toBe(
+    "rediss://:pw@host:6380",
+  );
+  expect(parsePipelineArgs(["--tls"]).tls).toBe(true);
+  expect(() => parsePipelineArgs(["--redis-url"])).toThrow("--redis-url needs a URL");
+  expect(() => parsePipelineArgs(["--redis-url", " "])).toThrow("--redis-url needs a URL");
+  expect(() => parsePipelineArgs(["--tls", "--redis-url", "rediss://h:6380"])).toThrow(
+    "--tls starts a local TLS server",
+  );
+  expect(PIPELINE_USAGE).toContain("--redis-url URL");
+  expect(PIPELINE_USAGE).toContain("--tls");
+});

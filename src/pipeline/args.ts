@@ -29,7 +29,13 @@ export interface PipelineArgs {
   maxBacklog?: number;
   /** Undefined: lesson 16's reference solution. */
   batchParts?: string;
+  /** Run on this server (the user's) instead of a private one; cli.ts falls back to REDIS_URL. */
+  redisUrl?: string;
+  /** Start a local TLS-only server and connect every process over rediss://. */
+  tls: boolean;
 }
+
+const NEEDS_URL = "--redis-url needs a URL, like rediss://:<password>@host:6380.";
 
 export class PipelineUsageError extends Error {
   override name = "PipelineUsageError";
@@ -57,6 +63,11 @@ export const PIPELINE_USAGE = `Usage: npm run pipeline -- [options]
                       --batch-parts workspace/16-throughput/batch.ts
   --claim-idle MS     take over entries pending longer than this (default 1500)
   --max-deliveries N  dead-letter a document whose N-th delivery fails (default 4)
+  --redis-url URL     run on your server (default: $REDIS_URL, else a private one),
+                      only under a prefix of the run's own, never a global command;
+                      rediss:// for TLS (REDIS_CA, REDIS_TLS_SERVERNAME apply)
+  --tls               start a local TLS-only redis-server and connect every process
+                      over rediss://, verifying its certificate
   --json              end with the audit as one JSON object on the last line
   --dashboard         serve a live page on 127.0.0.1 (prints its URL); it stops with the run
   --dashboard-port N  its port (default: a free one); implies --dashboard
@@ -101,7 +112,9 @@ const OPTIONS = {
   dashboard: { type: "boolean" },
   json: { type: "boolean" },
   help: { type: "boolean", short: "h" },
+  tls: { type: "boolean" },
   parts: { type: "string" },
+  "redis-url": { type: "string" },
   "batch-parts": { type: "string" },
   ...Object.fromEntries(Object.keys(NUMBERS).map((name) => [name, { type: "string" }])),
 } as const satisfies ParseArgsConfig["options"];
@@ -122,6 +135,8 @@ function refusal(error: NodeJS.ErrnoException, argv: string[]): string {
   }
   const name = /'(--[\w-]+)/.exec(error.message)?.[1] ?? "";
   if (name === "--parts" || name === "--batch-parts") return `${name} needs a file name.`;
+  if (name === "--redis-url")
+    return "--redis-url needs a URL, like rediss://:<password>@host:6380.";
   if (name.slice(2) in NUMBERS) {
     // util.parseArgs will not take "-1" or "--chaos" as a value: judge it as one, to say why.
     const next = argv[argv.indexOf(name) + 1];
@@ -170,6 +185,7 @@ export function parsePipelineArgs(argv: string[]): PipelineArgs {
     json: values.json === true,
     help: values.help === true,
     dashboard: values.dashboard === true,
+    tls: values.tls === true,
   };
   if (typeof values.parts === "string") {
     if (!values.parts) throw new PipelineUsageError("--parts needs a file name.");
@@ -183,6 +199,17 @@ export function parsePipelineArgs(argv: string[]): PipelineArgs {
     const text = values[name];
     if (typeof text === "string")
       args[(NUMBERS[name] as (typeof NUMBERS)[string]).field] = numberOption(name, text);
+  }
+  if (typeof values["redis-url"] === "string") {
+    if (!values["redis-url"].trim()) {
+      throw new PipelineUsageError(NEEDS_URL);
+    }
+    args.redisUrl = values["redis-url"].trim();
+  }
+  if (args.tls && args.redisUrl) {
+    throw new PipelineUsageError(
+      "--tls starts a local TLS server; for your own, give a rediss:// URL to --redis-url instead.",
+    );
   }
   if (args.dashboardPort !== undefined) args.dashboard = true;
   if (args.parts && args.batchParts) {

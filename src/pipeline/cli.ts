@@ -1,10 +1,12 @@
 /**
  * `npm run pipeline -- --docs N --workers K [--latency MS] [--chaos] [--json]`: runs the whole
- * document analysis pipeline on a private Redis, shows it live, and ends with the audit.
+ * document analysis pipeline on a private Redis (or a TLS-only one with --tls, or the user's with
+ * --redis-url / REDIS_URL), shows it live, and ends with the audit.
  */
 import { resolve } from "node:path";
 import kleur from "kleur";
 import { watchLaunchers } from "../launchers.ts";
+import { redact } from "../redis/redact.ts";
 import { guardOutput } from "../stdio.ts";
 import { PIPELINE_USAGE, PipelineUsageError, parsePipelineArgs, poisonCount } from "./args.ts";
 import { renderAudit } from "./audit.ts";
@@ -13,6 +15,7 @@ import { SOLUTION_BATCH_PARTS } from "./batch-parts.ts";
 import { SOLUTION_PARTS } from "./parts.ts";
 import { DEFAULTS, runPipeline } from "./pipeline.ts";
 import { findPython } from "./python.ts";
+import { openUserRedis, type UserRedis } from "./user-redis.ts";
 
 async function main(argv: string[]): Promise<number> {
   const args = parsePipelineArgs(argv);
@@ -36,13 +39,6 @@ async function main(argv: string[]): Promise<number> {
   const tty = Boolean(process.stdout.isTTY) && !args.json;
   const out = args.json ? process.stderr : process.stdout;
   const claimIdleMs = args.claimIdleMs ?? Math.max(DEFAULTS.claimIdleMs, args.latencyMs * 10);
-  // Python workers are an extra: without python3 and redis-py the run goes on without them.
-  let pythonWorkers = args.pythonWorkers;
-  const python = pythonWorkers > 0 ? findPython() : undefined;
-  if (python && "missing" in python) {
-    out.write(kleur.yellow(`Skipping --python-workers: ${python.missing}.\n`));
-    pythonWorkers = 0;
-  }
   // Lesson 13's parts take one document at a time; otherwise the stages run batched.
   const batchSize = args.parts ? 1 : (args.batch ?? BATCH_DEFAULTS.count);
   const batch =
@@ -56,6 +52,31 @@ async function main(argv: string[]): Promise<number> {
         }
       : undefined;
   const bulk = args.bulk ?? (batch ? 100 : 1);
+  const userUrl = args.tls ? undefined : (args.redisUrl ?? process.env.REDIS_URL?.trim());
+  const user: UserRedis | undefined = userUrl
+    ? await openUserRedis(userUrl, "pipeline:")
+    : undefined;
+  // Python workers are an extra: without python3 and redis-py the run goes on without them.
+  let pythonWorkers = args.pythonWorkers;
+  const python = pythonWorkers > 0 ? findPython() : undefined;
+  // Their URL goes on their command line, where `ps` shows a password, and they ignore REDIS_CA.
+  const pythonMissing =
+    user || args.tls
+      ? "they run only on the private plain server"
+      : python && "missing" in python
+        ? python.missing
+        : undefined;
+  if (pythonWorkers > 0 && pythonMissing) {
+    out.write(kleur.yellow(`Skipping --python-workers: ${pythonMissing}.\n`));
+    pythonWorkers = 0;
+  }
+  if (user && args.chaos) {
+    out.write(
+      kleur.yellow(
+        `Chaos on your server (${user.display}): workers are killed, Redis is not restarted.\n`,
+      ),
+    );
+  }
   if (!args.json) {
     const mode = batch ? `batches of ${batch.count}` : "one at a time";
     const file = batch ? args.batchParts : args.parts;
@@ -82,23 +103,35 @@ async function main(argv: string[]): Promise<number> {
       maxBacklog: (args.maxBacklog ?? 5000) || undefined,
       claimIdleMs,
       maxDeliveries: args.maxDeliveries ?? DEFAULTS.maxDeliveries,
-      prefix: "pipeline:",
+      redisUrl: user?.url,
+      tls: args.tls,
+      prefix: user?.prefix ?? "pipeline:",
       signal: stop.signal,
       view: { tty, intervalMs: tty ? 250 : 2000, write: (text) => out.write(text) },
-      log: tty ? undefined : (line) => out.write(`${line}\n`),
+      log: tty ? undefined : (line) => out.write(`${redact(line)}\n`),
       dashboard: args.dashboard ? { port: args.dashboardPort ?? 0 } : undefined,
-      onStart: ({ redisUrl, apiUrl, dashboardUrl }) => {
-        out.write(kleur.dim(`Redis ${redisUrl}   API ${apiUrl}/documents\n`));
+      onStart: ({ redisUrl, apiUrl, dashboardUrl, caFile }) => {
+        out.write(kleur.dim(`Redis ${redact(redisUrl)}   API ${apiUrl}/documents\n`));
+        if (caFile) out.write(kleur.dim(`TLS only, verified with the CA in ${caFile}\n`));
+        if (user) out.write(kleur.dim(`Keys under ${user.prefix} (removed at the end)\n`));
         if (dashboardUrl) out.write(`Dashboard ${dashboardUrl}  (open it in a browser)\n`);
       },
     });
     const { audit } = report;
     if (!audit.ok && report.workerLog.length > 0) {
-      process.stderr.write(`Last worker messages:\n${report.workerLog.slice(-10).join("\n")}\n`);
+      process.stderr.write(
+        redact(`Last worker messages:\n${report.workerLog.slice(-10).join("\n")}\n`),
+      );
     }
     if (args.json) {
       // How the run was shaped, after the audit's own fields (which keep their names).
-      const shape = { batch: batch?.count ?? 1, inFlight: batch?.inFlight ?? 1, bulk };
+      const shape = {
+        batch: batch?.count ?? 1,
+        inFlight: batch?.inFlight ?? 1,
+        bulk,
+        redis: user ? "yours" : args.tls ? "tls" : "private",
+        ...(report.plainPort === undefined ? {} : { plainPort: report.plainPort }),
+      };
       process.stdout.write(`${JSON.stringify({ ...audit, ...shape })}\n`);
     } else {
       console.log(`\n${renderAudit(audit)}`);
@@ -110,6 +143,15 @@ async function main(argv: string[]): Promise<number> {
       return 130;
     }
     throw error;
+  } finally {
+    if (user) {
+      const removed = await user.removeKeys().catch(() => undefined);
+      out.write(
+        removed === undefined
+          ? kleur.yellow(`Could not remove the keys under ${user.prefix}: delete them yourself.\n`)
+          : kleur.dim(`Removed the run's ${removed} keys under ${user.prefix}.\n`),
+      );
+    }
   }
 }
 
@@ -121,9 +163,9 @@ main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error: Error) => {
     if (error instanceof PipelineUsageError) {
-      console.error(`${error.message}\nRun \`npm run pipeline -- --help\` for its usage.`);
+      console.error(`${redact(error.message)}\nRun \`npm run pipeline -- --help\` for its usage.`);
     } else {
-      console.error(kleur.red(error.message));
+      console.error(kleur.red(redact(error.message)));
     }
     process.exit(2);
   },

@@ -4,7 +4,6 @@
  * on every path out: finished, failed, or aborted (Ctrl+C).
  */
 import { randomBytes } from "node:crypto";
-import { type PrivateServer, startPrivateServer } from "../redis/server.ts";
 import { type Api, startApi } from "./api.ts";
 import { type Audit, audit, collect } from "./audit.ts";
 import type { BatchSettings } from "./batch-loop.ts";
@@ -13,6 +12,7 @@ import { type Dashboard, startDashboard } from "./dashboard/index.ts";
 import { poisoned, sampleUpload, type Upload } from "./documents.ts";
 import { type FeedResult, feed, type Submission } from "./feeder.ts";
 import { pipelineKeys, STAGES, type StatusEvent } from "./keys.ts";
+import { type LocalRedis, startLocalRedis } from "./local-redis.ts";
 import { connectClient, loadParts } from "./parts.ts";
 import { startPythonWorkers } from "./python.ts";
 import type { LoopConfig } from "./stage-loop.ts";
@@ -46,6 +46,8 @@ export interface PipelineOptions extends LoopConfig {
   stallMs: number;
   /** Use this server instead of starting one (no Redis restart then). */
   redisUrl?: string;
+  /** Without redisUrl: start a TLS-only server, and connect everything over rediss://. */
+  tls?: boolean;
   prefix: string;
   /** Connection names start with these: the system's own, and the workers' (CLIENT LIST). */
   names?: { system: string; worker: string };
@@ -57,7 +59,13 @@ export interface PipelineOptions extends LoopConfig {
   /** Serve the live dashboard (src/pipeline/dashboard/) on 127.0.0.1; port 0: a free one. */
   dashboard?: { port: number };
   /** Called once everything is up: where to point redis-cli, curl and a browser. */
-  onStart?: (where: { redisUrl: string; apiUrl: string; dashboardUrl?: string }) => void;
+  onStart?: (where: {
+    redisUrl: string;
+    apiUrl: string;
+    dashboardUrl?: string;
+    /** The CA of the TLS server the run started. */
+    caFile?: string;
+  }) => void;
   signal?: AbortSignal;
 }
 
@@ -72,6 +80,8 @@ export interface PipelineReport {
   workerExits: { slot: string; how: string }[];
   redisUrl: string;
   apiUrl: string;
+  /** The server's plain (non-TLS) port at the end of a --tls run: 0, nothing but TLS got in. */
+  plainPort?: number;
 }
 
 export const DEFAULTS: Omit<PipelineOptions, "parts" | "prefix"> = {
@@ -130,10 +140,10 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
   cleanup.push(() => options.signal?.removeEventListener("abort", relay));
   try {
     const parts = await loadParts(options.parts);
-    let server: PrivateServer | undefined;
+    let server: LocalRedis | undefined;
     let url = options.redisUrl;
     if (!url) {
-      server = await startPrivateServer([], { aof: options.chaos });
+      server = await startLocalRedis({ tls: options.tls, aof: options.chaos });
       cleanup.push(() => server?.stop());
       url = server.url;
     }
@@ -265,7 +275,12 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
       );
     }
     aborted(options.signal);
-    options.onStart?.({ redisUrl, apiUrl: api.url, dashboardUrl: dashboard?.url });
+    options.onStart?.({
+      redisUrl,
+      apiUrl: api.url,
+      dashboardUrl: dashboard?.url,
+      caFile: server?.caFile,
+    });
 
     const uploads = options.uploads ?? sampleUploads(options.docs, options.poison);
     let chaos: Chaos | undefined;
@@ -383,6 +398,9 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
       retried: found.retried,
     });
     await dashboard?.finish(result);
+    const plainPort = server?.caFile
+      ? Number((await retry(() => control.configGet("port"))).port)
+      : undefined;
     return {
       audit: result,
       accepted: fed.accepted,
@@ -393,6 +411,7 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
       workerExits: supervisor.ended,
       redisUrl,
       apiUrl: api.url,
+      plainPort,
     };
   } finally {
     halt.abort();

@@ -2,7 +2,7 @@
  * A throwaway Redis Cluster on loopback: three primaries with one replica each, six
  * redis-server processes of the installed Debian/Homebrew redis, each behind the same stdin
  * watchdog as the private server (src/redis/server.ts), so that none outlives this process even
- * when it is SIGKILLed. For lesson 15's check and the tests of this file only.
+ * when it is SIGKILLed. For lesson 15's check, the pipeline's cluster runs and their tests.
  */
 import { spawn } from "node:child_process";
 import { rmSync } from "node:fs";
@@ -34,7 +34,24 @@ export interface LocalCluster {
   version: string;
   /** SIGKILLs one node (a crashed machine); stop() still cleans up after it. */
   kill(port: number): Promise<void>;
+  /**
+   * SIGKILLs the primary serving `slot` and waits until its replica serves it, as every live
+   * node sees it. The cluster elects the replica after the node timeout; when that takes longer
+   * than `takeoverAfterMs`, the replica is told CLUSTER FAILOVER TAKEOVER (no vote needed).
+   */
+  failover(
+    slot: number,
+    options?: { takeoverAfterMs?: number; timeoutMs?: number },
+  ): Promise<Failover>;
   stop(): Promise<void>;
+}
+
+export interface Failover {
+  killed: number;
+  promoted: number;
+  /** "election": the cluster failed the primary over by itself; "takeover": we told it to. */
+  how: "election" | "takeover";
+  ms: number;
 }
 
 export interface ClusterOptions {
@@ -67,6 +84,33 @@ function fields(reply: Reply): Map<string, string> {
     if (at > 0) map.set(line.slice(0, at), line.slice(at + 1));
   }
   return map;
+}
+
+/**
+ * The ports of the primary serving `slot` and of its replicas, as the node on `port` sees it in
+ * CLUSTER NODES ("<id> <ip>:<port>@<bus> <flags> <primary id or -> ... <slot ranges>"). Not
+ * CLUSTER SLOTS: that leaves out a replica until its first offset has been gossiped.
+ */
+async function servers(port: number, slot: number): Promise<number[]> {
+  const lines = String(await ask(port, ["CLUSTER", "NODES"]).catch(() => ""))
+    .trim()
+    .split("\n")
+    .map((line) => line.split(" "));
+  const portOf = (fields: string[]) => Number(/:(\d+)@/.exec(fields[1] ?? "")?.[1]);
+  const primary = lines.find(
+    (fields) =>
+      fields[2]?.includes("master") &&
+      !fields[2].includes("fail") &&
+      fields.slice(8).some((range) => {
+        const [start = "", end = start] = range.split("-");
+        return Number(start) <= slot && slot <= Number(end);
+      }),
+  );
+  if (!primary) return [];
+  const replicas = lines.filter(
+    (fields) => fields[2]?.includes("slave") && fields[3] === primary[0],
+  );
+  return [primary, ...replicas].map(portOf);
 }
 
 /** How many nodes CLUSTER NODES (as one node sees it) lists as primaries and as replicas. */
@@ -172,12 +216,42 @@ export async function startCluster(options: ClusterOptions = {}): Promise<LocalC
     throw error;
   }
   let stopped: Promise<void> | undefined;
+  const killed = new Set<number>();
+  const kill = async (port: number) => {
+    killed.add(port);
+    await nodes.find((n) => n.port === port)?.server.kill();
+  };
   return {
     nodes: nodes.map(({ port, url, dir }) => ({ port, url, dir })),
     rootNodes: nodes.map((n) => ({ url: n.url })),
     version,
-    async kill(port) {
-      await nodes.find((n) => n.port === port)?.server.kill();
+    kill,
+    async failover(slot, { takeoverAfterMs = 3000, timeoutMs = 30_000 } = {}) {
+      const live = () => nodes.map((n) => n.port).filter((port) => !killed.has(port));
+      const [primary, replica] = await servers(live()[0] ?? 0, slot);
+      if (primary === undefined || replica === undefined) {
+        throw new Error(`No primary with a replica serves slot ${slot}.`);
+      }
+      const started = Date.now();
+      await kill(primary);
+      let how: Failover["how"] = "election";
+      for (;;) {
+        const role = fields(await ask(replica, ["INFO", "replication"]).catch(() => "")).get(
+          "role",
+        );
+        if (role === "master") {
+          const views = await Promise.all(live().map((port) => servers(port, slot)));
+          if (views.every((view) => view[0] === replica)) break;
+        } else if (how === "election" && Date.now() - started > takeoverAfterMs) {
+          how = "takeover";
+          await ask(replica, ["CLUSTER", "FAILOVER", "TAKEOVER"]);
+        }
+        if (Date.now() - started > timeoutMs) {
+          throw new Error(`Port ${replica} did not take over slot ${slot} from ${primary}.`);
+        }
+        await sleep(50);
+      }
+      return { killed: primary, promoted: replica, how, ms: Date.now() - started };
     },
     stop() {
       stopped ??= stop();

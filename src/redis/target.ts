@@ -38,7 +38,8 @@ export class RedisUnreachable extends Error {
   }
 }
 
-async function serverVersion(url: string): Promise<string> {
+/** The server's version, asked once without retrying; RedisUnreachable says why it failed. */
+export async function serverVersion(url: string): Promise<string> {
   const client = createClient({
     url,
     name: "wb:check:harness",

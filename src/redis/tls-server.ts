@@ -1,16 +1,19 @@
 /**
  * A local stand-in for Azure's TLS endpoint: a private redis-server that also listens with TLS
  * on loopback, with a certificate authority and a server certificate made for it with openssl.
- * Its plain port stays open on 127.0.0.1 for the harness (readiness, refresh); learners and
- * tests connect to the TLS port. stop() removes the server, its data and the certificates; the
+ * Its plain port stays open on 127.0.0.1 for the harness (readiness, refresh), unless `tlsOnly`
+ * closes it once the server is up (the pipeline's --tls: then every connection is TLS); learners
+ * and tests connect to the TLS port. stop() removes the server, its data and the certificates; the
  * exit hook and the scratch sweep back that up when a process dies before calling it.
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { connect as connectTls } from "node:tls";
 import { removeOnExit } from "../check/cleanup.ts";
 import { makeScratch } from "../scratch.ts";
+import { connectRaw } from "./raw.ts";
 import { freePort, startPrivateServer } from "./server.ts";
 
 export interface Certificate {
@@ -41,7 +44,21 @@ export interface TlsServer {
   adminPassword: string;
   /** Where extra certificates (an impostor CA's) may go; removed by stop(). */
   dir: string;
+  /**
+   * SHUTDOWN (which writes the append-only file with `aof`) and start again on the same ports
+   * and directory; with `tlsOnly` the plain port is closed again before it returns.
+   */
+  restart(): Promise<void>;
   stop(): Promise<void>;
+}
+
+export interface TlsServerOptions {
+  /** Names on the certificate; default localhost and 127.0.0.1. */
+  names?: string[];
+  /** Close the plain port once the server answers: no connection but a TLS one gets in. */
+  tlsOnly?: boolean;
+  /** Append-only persistence, so restart() keeps every write. */
+  aof?: boolean;
 }
 
 /** Whether openssl is installed: TLS tests skip with this reason when it is not. */
@@ -130,12 +147,48 @@ export function makeAuthority(dir: string, label: string): CertificateAuthority 
   return authority;
 }
 
+/** Sends `command` on the plain port, after AUTH; throws on an error reply. */
+async function plainCommand(port: number, password: string, command: string[]): Promise<void> {
+  const conn = await connectRaw("127.0.0.1", port);
+  try {
+    for (const args of [["AUTH", password], command]) {
+      const reply = await conn.command(args);
+      if (reply instanceof Error) throw new Error(`${args[0]} ${args[1]}: ${reply.message}`);
+    }
+  } finally {
+    conn.close();
+  }
+}
+
+/** SHUTDOWN over TLS: the plain port may be closed, and a plain NOAUTH would leave it running. */
+async function shutdownOverTls(
+  port: number,
+  password: string,
+  ca: string,
+  names: string[],
+): Promise<void> {
+  // Node checks an IP against the certificate's IP entries when no server name is given.
+  const servername = names.find((name) => !/^[\d.]+$|:/.test(name));
+  await new Promise<void>((resolve) => {
+    const socket = connectTls({ host: "127.0.0.1", port, ca: [ca], servername });
+    socket.setTimeout(5000, () => socket.destroy());
+    socket.once("secureConnect", () => {
+      socket.write(
+        `*2\r\n$4\r\nAUTH\r\n$${password.length}\r\n${password}\r\n*1\r\n$8\r\nSHUTDOWN\r\n`,
+      );
+    });
+    // SHUTDOWN never answers: the connection closes once the server has stopped.
+    socket.once("close", () => resolve());
+    socket.once("error", () => socket.destroy());
+  });
+}
+
 /**
  * Starts redis-server with TLS on 127.0.0.1, its certificate naming `names` (default localhost
  * and 127.0.0.1), clients not asked for certificates of their own, and the `default` user behind
  * a password, as on Azure.
  */
-export async function startTlsServer(options: { names?: string[] } = {}): Promise<TlsServer> {
+export async function startTlsServer(options: TlsServerOptions = {}): Promise<TlsServer> {
   const missing = opensslMissing();
   if (missing) throw new Error(`Cannot start a TLS redis-server: ${missing}.`);
   const names = options.names ?? ["localhost", "127.0.0.1"];
@@ -153,24 +206,35 @@ export async function startTlsServer(options: { names?: string[] } = {}): Promis
     // Another process may take the probed port before redis binds it: then try another.
     for (let attempt = 0; attempt < 3; attempt++) {
       const port = await freePort();
-      const redis = await startPrivateServer([
-        "--tls-port",
-        String(port),
-        "--tls-cert-file",
-        server.certFile,
-        "--tls-key-file",
-        server.keyFile,
-        "--tls-ca-cert-file",
-        authority.certFile,
-        "--tls-auth-clients",
-        "no",
-        "--requirepass",
-        password,
-      ]).catch((error: unknown) => {
+      const redis = await startPrivateServer(
+        [
+          "--tls-port",
+          String(port),
+          "--tls-cert-file",
+          server.certFile,
+          "--tls-key-file",
+          server.keyFile,
+          "--tls-ca-cert-file",
+          authority.certFile,
+          "--tls-auth-clients",
+          "no",
+          "--requirepass",
+          password,
+        ],
+        { aof: options.aof },
+      ).catch((error: unknown) => {
         lastError = error;
         return undefined;
       });
       if (!redis) continue;
+      const closePlainPort = async () => {
+        if (options.tlsOnly)
+          await plainCommand(redis.port, password, ["CONFIG", "SET", "port", "0"]);
+      };
+      await closePlainPort().catch(async (error: unknown) => {
+        await redis.stop();
+        throw error;
+      });
       return {
         host: "127.0.0.1",
         port,
@@ -180,6 +244,11 @@ export async function startTlsServer(options: { names?: string[] } = {}): Promis
         names,
         adminPassword: password,
         dir,
+        restart: async () => {
+          await shutdownOverTls(port, password, authority.cert, names);
+          await redis.restart();
+          await closePlainPort();
+        },
         stop: async () => {
           await redis.stop();
           removeDir();

@@ -3,65 +3,11 @@
  * lost and nothing twice, and Ctrl+C in the middle of a run. Both must leave no process and no
  * listening port behind.
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { connect } from "node:net";
-import { afterAll, expect, test } from "vitest";
-import { ROOT } from "../../src/paths.ts";
-import { signalGroup } from "../../src/process-group.ts";
-import { exitOf } from "../support/cli.ts";
+import { expect, test } from "vitest";
 import { processesWithEnv } from "../support/sandbox.ts";
 import { waitFor } from "../support/wait.ts";
-
-const started: ChildProcess[] = [];
-afterAll(() => {
-  for (const child of started) if (child.pid) signalGroup(child.pid, "SIGKILL");
-});
-
-function runPipeline(args: string[], mark: string) {
-  const child = spawn(process.execPath, ["--import", "tsx", "src/pipeline/cli.ts", ...args], {
-    cwd: ROOT,
-    detached: true,
-    env: { ...process.env, PIPELINE_TEST_MARK: mark, FORCE_COLOR: "0" },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  started.push(child);
-  const output = { stdout: "", stderr: "" };
-  child.stdout?.on("data", (chunk) => {
-    output.stdout += chunk;
-  });
-  child.stderr?.on("data", (chunk) => {
-    output.stderr += chunk;
-  });
-  const exited = exitOf(child);
-  return { child, output, exited };
-}
-
-function listening(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: "127.0.0.1", port });
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
-}
-
-/** The ports the run printed: "Redis redis://127.0.0.1:<port>   API http://127.0.0.1:<port>". */
-function ports(text: string): number[] {
-  const match = /redis:\/\/127\.0\.0\.1:(\d+)\s+API http:\/\/127\.0\.0\.1:(\d+)/.exec(text);
-  return match ? [Number(match[1]), Number(match[2])] : [];
-}
-
-async function expectNothingLeft(mark: string, text: string) {
-  expect(await waitFor(() => processesWithEnv(mark).length === 0, 10_000), "processes left").toBe(
-    true,
-  );
-  const used = ports(text);
-  expect(used, "the run should print its ports").toHaveLength(2);
-  for (const port of used) expect(await listening(port), `port ${port}`).toBe(false);
-}
+import { expectNothingLeft, runPipeline } from "./run-cli.ts";
 
 test("a chaos run of 300 documents, batched (the default): every one completed or dead-lettered, none lost, none twice", async () => {
   const mark = randomUUID();
