@@ -161,13 +161,19 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
     cleanup.push(() => api.close());
 
     const events: StatusEvent[] = [];
+    // Documents whose last event (embed done, or dead) was heard: finished without asking Redis.
+    const settled = new Set<string>();
     const subscriber = control.duplicate();
     subscriber.on("error", () => {});
     await subscriber.connect();
     cleanup.push(() => subscriber.destroy());
     await subscriber.subscribe(keys.channel, (message) => {
       try {
-        events.push(JSON.parse(message) as StatusEvent);
+        const event = JSON.parse(message) as StatusEvent;
+        events.push(event);
+        if (event.state === "dead" || (event.stage === "embed" && event.state === "done")) {
+          settled.add(event.doc);
+        }
       } catch {
         // not ours to judge here: the audit only counts what it can read
       }
@@ -322,9 +328,18 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
     let lastDead = "-";
     const deadDocs = new Set<string>();
     let lastChange = performance.now();
+    let nextPoll = 0;
     while (feeding || extraInFlight > 0 || unfinished.size > 0) {
       aborted(options.signal);
       await new Promise((resolve) => setTimeout(resolve, 200));
+      const heard = unfinished.size;
+      for (const id of unfinished) if (settled.has(id)) unfinished.delete(id);
+      finished += heard - unfinished.size;
+      if (unfinished.size < heard) lastChange = performance.now();
+      // Pub/sub keeps nothing for a subscriber that was away (a Redis restart): now and then, ask
+      // Redis about the rest. Asking every round would cost more commands than the pipeline.
+      if (performance.now() < nextPoll && unfinished.size > 0) continue;
+      nextPoll = performance.now() + 2000;
       const ids = [...unfinished];
       // One round trip for the whole batch: is each document's last result (embed) in?
       const batch = control.multi();
