@@ -1,8 +1,8 @@
 /**
  * Runs the capstone through its own CLI (`npm run pipeline -- ... --json`), so whatever the
- * reference pipeline becomes is what gets measured, and listens on the run's private Redis from
- * the outside: its status events give each document's upload-to-done time, and a traced run
- * (MONITOR) counts the commands one document costs.
+ * reference pipeline becomes is what gets measured; its JSON audit gives docs/s and each
+ * document's upload-to-done time. A traced run also listens on the run's private Redis from the
+ * outside (MONITOR) to count the commands one document costs.
  */
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
@@ -21,12 +21,20 @@ export interface CapstoneAudit {
   durationMs: number;
   docsPerSecond: number;
   problems: string[];
+  /** Intake "queued" to embed "done", from the events the run itself heard. */
+  endToEndMs: { p50: number; p99: number; samples: number };
+}
+
+/** How the pipeline is run: the CLI's own options, printed with every figure. */
+export interface CapstoneSettings {
+  /** Worker processes (--workers), each with one batched loop per stage. */
+  workers: number;
+  /** Documents per upload request (--bulk): the feeder's POST /documents/batch. */
+  bulk: number;
 }
 
 export interface CapstoneResult {
   audit: CapstoneAudit;
-  /** Intake "queued" event to embed "done" event, for documents whose both events were heard. */
-  endToEndMs: number[];
   /** With `trace`: commands per finished document, by command name, mid-run. */
   commandsPerDoc?: Map<string, number>;
 }
@@ -83,14 +91,24 @@ async function traceCommands(port: number, finishedAt: number[], docs: number) {
   };
 }
 
-export async function runCapstone(docs: number, trace = false): Promise<CapstoneResult> {
+/**
+ * One run of the CLI. Its upload-to-done times come from its own audit; only a traced run
+ * listens from the outside (to mark when documents finish), so an untraced run's CPU is the
+ * pipeline's alone, as BullMQ's runs have no listener either.
+ */
+export async function runCapstone(
+  docs: number,
+  settings: CapstoneSettings,
+  trace = false,
+): Promise<CapstoneResult> {
   const child = spawn(
     process.execPath,
     [
       "--import",
       "tsx",
       "src/pipeline/cli.ts",
-      ...["--docs", String(docs), "--workers", "4", "--latency", "0", "--failure-rate", "0"],
+      ...["--docs", String(docs), "--latency", "0", "--failure-rate", "0"],
+      ...["--workers", String(settings.workers), "--bulk", String(settings.bulk)],
       "--json",
     ],
     { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
@@ -101,17 +119,13 @@ export async function runCapstone(docs: number, trace = false): Promise<Capstone
     if (line.trim()) lastStdout = line;
   });
   const stderr: string[] = [];
-  const uploadedAt = new Map<string, number>();
-  const endToEndMs: number[] = [];
   const finishedAt: number[] = [];
   let listener: ReturnType<typeof createClient> | undefined;
   let stopTrace: (() => Map<string, number> | undefined) | undefined;
   createInterface({ input: child.stderr }).on("line", async (line) => {
     stderr.push(line);
     const url = /Redis (redis:\/\/[\d.]+:(\d+))/.exec(line);
-    if (!url || listener) return;
-    // The CLI announces its server just before the first upload: a few early documents may go
-    // by unheard, and are left out of the latencies rather than guessed.
+    if (!trace || !url || listener) return;
     listener = createClient({
       url: url[1],
       name: "bench:events",
@@ -121,14 +135,9 @@ export async function runCapstone(docs: number, trace = false): Promise<Capstone
     await listener.connect();
     await listener.subscribe(CHANNEL, (message) => {
       const event = JSON.parse(message) as StatusEvent;
-      if (event.stage === "intake" && event.state === "queued") uploadedAt.set(event.doc, event.at);
-      if (event.stage === "embed" && event.state === "done") {
-        finishedAt.push(Date.now());
-        const from = uploadedAt.get(event.doc);
-        if (from !== undefined) endToEndMs.push(event.at - from);
-      }
+      if (event.stage === "embed" && event.state === "done") finishedAt.push(Date.now());
     });
-    if (trace) stopTrace = await traceCommands(Number(url[2]), finishedAt, docs);
+    stopTrace = await traceCommands(Number(url[2]), finishedAt, docs);
   });
   const code = await exited;
   listener?.destroy();
@@ -144,8 +153,9 @@ export async function runCapstone(docs: number, trace = false): Promise<Capstone
   if (!audit.ok) {
     throw new Error(`the pipeline's audit failed: ${audit.problems.slice(0, 3).join("; ")}`);
   }
-  // Without its server's address nothing was heard: say so rather than print empty figures.
-  if (!listener) throw new Error('the pipeline CLI printed no "Redis redis://..." line on stderr');
+  if (trace && !listener) {
+    throw new Error('the pipeline CLI printed no "Redis redis://..." line on stderr');
+  }
   if (trace && !commandsPerDoc?.size) throw new Error("the traced run saw no finished document");
-  return { audit, endToEndMs, commandsPerDoc };
+  return { audit, commandsPerDoc };
 }
