@@ -24,7 +24,7 @@ const TUNE_DOCS = Number(process.env.BENCH_TUNE_DOCS ?? Math.min(DOCS, 4_000));
 const CONCURRENCIES = (process.env.BENCH_CONCURRENCIES ?? "8,32,128").split(",").map(Number);
 const WORKERS = (process.env.BENCH_WORKERS ?? "1,2,4").split(",").map(Number);
 const BULK = Number(process.env.BENCH_BULK ?? 500);
-const TRACE_DOCS = Number(process.env.BENCH_TRACE_DOCS ?? Math.min(DOCS, 1_000));
+const TRACE_DOCS = Number(process.env.BENCH_TRACE_DOCS ?? Math.min(DOCS, 4_000));
 const CEILING_REQUESTS = Number(process.env.BENCH_CEILING_REQUESTS ?? 300_000);
 
 interface Run {
