@@ -166,10 +166,11 @@ try {
   );
   const commandsPerDoc = perDoc.reduce((sum, [, n]) => sum + n, 0);
   printTable(
-    `Commands one capstone document costs (MONITOR on a ${TRACE_DOCS}-document run, from 20% to 80% done, the run's own polling left out)`,
+    `Commands one capstone document costs (MONITOR on a ${TRACE_DOCS}-document run, scripts' own calls included, batch commands shared by every document, the run's own polling left out)`,
     [
-      ...perDoc.map(([command, n]) => ({ command, "per document": n })),
-      { command: "all", "per document": commandsPerDoc },
+      // Two decimals: a batch's commands cost each document a few hundredths.
+      ...perDoc.map(([command, n]) => ({ command, "per document": n.toFixed(2) })),
+      { command: "all", "per document": commandsPerDoc.toFixed(2) },
     ],
   );
 

@@ -161,7 +161,7 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
     cleanup.push(() => api.close());
 
     const events: StatusEvent[] = [];
-    // Documents whose last event (embed done, or dead) was heard: finished without asking Redis.
+    // Documents whose last event (embed done, or dead) was heard: probably finished.
     const settled = new Set<string>();
     const subscriber = control.duplicate();
     subscriber.on("error", () => {});
@@ -332,15 +332,12 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
     while (feeding || extraInFlight > 0 || unfinished.size > 0) {
       aborted(options.signal);
       await new Promise((resolve) => setTimeout(resolve, 200));
-      const heard = unfinished.size;
-      for (const id of unfinished) if (settled.has(id)) unfinished.delete(id);
-      finished += heard - unfinished.size;
-      if (unfinished.size < heard) lastChange = performance.now();
-      // Pub/sub keeps nothing for a subscriber that was away (a Redis restart): now and then, ask
-      // Redis about the rest. Asking every round would cost more commands than the pipeline.
-      if (performance.now() < nextPoll && unfinished.size > 0) continue;
-      nextPoll = performance.now() + 2000;
-      const ids = [...unfinished];
+      // Redis decides what is finished; the events heard say which documents to ask about.
+      // Pub/sub keeps nothing for a subscriber that was away (a Redis restart), so every 2 s
+      // ask about all of them: asking every round would cost more commands than the pipeline.
+      const all = performance.now() >= nextPoll;
+      if (all) nextPoll = performance.now() + 2000;
+      const ids = all ? [...unfinished] : [...unfinished].filter((id) => settled.has(id));
       // One round trip for the whole batch: is each document's last result (embed) in?
       const batch = control.multi();
       for (const id of ids) batch.hExists(keys.doc(id), "embed");
