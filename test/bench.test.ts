@@ -30,10 +30,11 @@ test("vs-bullmq runs BullMQ and the capstone's CLI and prints every table", () =
       BENCH_TRACE_DOCS: "1000",
       BENCH_ROUNDS: "1",
       BENCH_CONCURRENCIES: "8",
+      BENCH_WORKERS: "1",
       BENCH_CEILING_REQUESTS: "20000",
     },
     [
-      "BullMQ worker concurrency",
+      "Tuning, 20 documents each: BullMQ's worker concurrency and the capstone's worker processes",
       "Capstone vs BullMQ: 20 documents per run",
       "Capstone ÷ BullMQ",
       "Commands one capstone document costs",

@@ -54,7 +54,10 @@ export async function runBullmq(
   // installed), and leaves a client it was handed open: ours to close.
   const clients: { destroy(): void }[] = [];
   const connection = () => {
-    const client = createClient({ url });
+    // No per-command timeout, as the capstone's workers run: node-redis's default of 5 s would
+    // fail a worker's blocking BZPOPMIN (up to BullMQ's drainDelay, 5 s) on a quiet queue, and
+    // its timer per command costs CPU the comparison should not charge either side for.
+    const client = createClient({ url, commandOptions: { timeout: 0 } });
     client.on("error", () => {});
     clients.push(client);
     return client;

@@ -1,14 +1,12 @@
 /**
  * Runs the capstone through its own CLI (`npm run pipeline -- ... --json`), so whatever the
- * reference pipeline becomes is what gets measured, and listens on the run's private Redis from
- * the outside: its status events give each document's upload-to-done time, and a traced run
- * (MONITOR) counts the commands one document costs.
+ * reference pipeline becomes is what gets measured; its JSON audit gives docs/s and each
+ * document's upload-to-done time. A traced run also listens on the run's private Redis from the
+ * outside (MONITOR) to count the commands one document costs, those run inside scripts included.
  */
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
-import { createClient } from "redis";
 import { ROOT } from "../../src/paths.ts";
-import { pipelineKeys, type StatusEvent } from "../../src/pipeline/keys.ts";
 import { connectRaw } from "../../src/redis/raw.ts";
 import { parseMonitorLine } from "../../src/redis/trace.ts";
 
@@ -21,31 +19,42 @@ export interface CapstoneAudit {
   durationMs: number;
   docsPerSecond: number;
   problems: string[];
+  /** Intake "queued" to embed "done", from the events the run itself heard. */
+  endToEndMs: { p50: number; p99: number; samples: number };
+}
+
+/** How the pipeline is run: the CLI's own options, printed with every figure. */
+export interface CapstoneSettings {
+  /** Worker processes (--workers), each with one batched loop per stage. */
+  workers: number;
+  /** Documents per upload request (--bulk): the feeder's POST /documents/batch. */
+  bulk: number;
 }
 
 export interface CapstoneResult {
   audit: CapstoneAudit;
-  /** Intake "queued" event to embed "done" event, for documents whose both events were heard. */
-  endToEndMs: number[];
   /** With `trace`: commands per finished document, by command name, mid-run. */
   commandsPerDoc?: Map<string, number>;
 }
 
-const CHANNEL = pipelineKeys("pipeline:").channel;
 /** The run's own bookkeeping (the CLI's control connection polls every unfinished document). */
 const HARNESS = /control$/;
 
+const DOC_ID = /doc-[0-9a-f]{24}/g;
+
 /**
- * Commands between the 20% and 80% marks of finished documents, divided by the documents
- * finished in between: the steady state, without start-up or the final drain (a run too small
- * to have one is counted whole).
+ * What one document costs, from every command MONITOR saw: a command that names one document
+ * (its hash, its status, its event, its entry on the next stage) counts for that document, and
+ * is averaged over the documents seen from their intake XADD to their embed result, whose whole
+ * life was watched; a command for a batch (XREADGROUP, WATCH of N keys, MULTI, EXEC, XACK, a
+ * script over N hashes, counters) is shared by every document the run saw.
  */
-async function traceCommands(port: number, finishedAt: number[], docs: number) {
-  const lines: { time: number; addr: string; name: string }[] = [];
+async function traceCommands(port: number) {
+  const lines: { addr: string; name: string; args: string[] }[] = [];
   const monitor = await connectRaw("127.0.0.1", port);
   monitor.onPush((reply) => {
     const parsed = typeof reply === "string" ? parseMonitorLine(reply) : undefined;
-    if (parsed) lines.push({ time: parsed.time, addr: parsed.addr, name: parsed.args[0] ?? "" });
+    if (parsed) lines.push({ addr: parsed.addr, name: parsed.args[0] ?? "", args: parsed.args });
   });
   await monitor.command(["MONITOR"]);
   const list = await connectRaw("127.0.0.1", port);
@@ -59,38 +68,58 @@ async function traceCommands(port: number, finishedAt: number[], docs: number) {
   );
   return () => {
     monitor.close();
-    const ours = lines.filter((line) => !harness.has(line.addr));
-    const lo = Math.floor(docs * 0.2);
-    const hi = Math.floor(docs * 0.8);
-    let from = finishedAt[lo];
-    let to = finishedAt[hi];
-    let count = hi - lo;
-    // Batched stages finish documents a batch at a time: in a small run the 20% and 80% marks can
-    // fall in one batch (one millisecond). Then count the whole traced run instead.
-    if (from === undefined || to === undefined || to <= from) {
-      from = -Infinity;
-      to = finishedAt.at(-1);
-      count = finishedAt.length;
-    }
-    if (to === undefined || count <= 0) return undefined;
-    const perDoc = new Map<string, number>();
-    for (const line of ours) {
-      if (line.time <= from || line.time > to) continue;
+    const perDoc = new Map<string, Map<string, number>>();
+    const shared = new Map<string, number>();
+    const born = new Set<string>();
+    const done = new Set<string>();
+    const seen = new Set<string>();
+    for (const line of lines) {
+      if (harness.has(line.addr)) continue;
       const name = line.name.toUpperCase();
-      perDoc.set(name, (perDoc.get(name) ?? 0) + 1 / count);
+      const ids = new Set(line.args.join(" ").match(DOC_ID) ?? []);
+      for (const id of ids) seen.add(id);
+      const [id] = ids;
+      if (ids.size !== 1 || id === undefined) {
+        shared.set(name, (shared.get(name) ?? 0) + 1);
+        continue;
+      }
+      const counts = perDoc.get(id) ?? new Map<string, number>();
+      counts.set(name, (counts.get(name) ?? 0) + 1);
+      perDoc.set(id, counts);
+      if (name === "XADD" && /stage:ocr$/.test(line.args[1] ?? "")) born.add(id);
+      if (name === "HSET" && line.args[2] === "embed") done.add(id);
     }
-    return perDoc;
+    const whole = [...born].filter((id) => done.has(id));
+    if (whole.length === 0 || seen.size === 0) return undefined;
+    const cost = new Map<string, number>();
+    for (const id of whole) {
+      for (const [name, n] of perDoc.get(id) ?? []) {
+        cost.set(name, (cost.get(name) ?? 0) + n / whole.length);
+      }
+    }
+    for (const [name, n] of shared) cost.set(name, (cost.get(name) ?? 0) + n / seen.size);
+    return cost;
   };
 }
 
-export async function runCapstone(docs: number, trace = false): Promise<CapstoneResult> {
+/**
+ * One run of the CLI. Its upload-to-done times come from its own audit; only a traced run
+ * listens from the outside (to mark when documents finish), so an untraced run's CPU is the
+ * pipeline's alone, as BullMQ's runs have no listener either.
+ */
+export async function runCapstone(
+  docs: number,
+  settings: CapstoneSettings,
+  trace = false,
+): Promise<CapstoneResult> {
   const child = spawn(
     process.execPath,
     [
       "--import",
       "tsx",
       "src/pipeline/cli.ts",
-      ...["--docs", String(docs), "--workers", "4", "--latency", "0", "--failure-rate", "0"],
+      ...["--docs", String(docs), "--latency", "0", "--failure-rate", "0"],
+      ...["--workers", String(settings.workers), "--bulk", String(settings.bulk)],
       "--json",
     ],
     { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
@@ -101,37 +130,14 @@ export async function runCapstone(docs: number, trace = false): Promise<Capstone
     if (line.trim()) lastStdout = line;
   });
   const stderr: string[] = [];
-  const uploadedAt = new Map<string, number>();
-  const endToEndMs: number[] = [];
-  const finishedAt: number[] = [];
-  let listener: ReturnType<typeof createClient> | undefined;
-  let stopTrace: (() => Map<string, number> | undefined) | undefined;
-  createInterface({ input: child.stderr }).on("line", async (line) => {
+  let tracing: Promise<() => Map<string, number> | undefined> | undefined;
+  createInterface({ input: child.stderr }).on("line", (line) => {
     stderr.push(line);
     const url = /Redis (redis:\/\/[\d.]+:(\d+))/.exec(line);
-    if (!url || listener) return;
-    // The CLI announces its server just before the first upload: a few early documents may go
-    // by unheard, and are left out of the latencies rather than guessed.
-    listener = createClient({
-      url: url[1],
-      name: "bench:events",
-      socket: { reconnectStrategy: false },
-    });
-    listener.on("error", () => {});
-    await listener.connect();
-    await listener.subscribe(CHANNEL, (message) => {
-      const event = JSON.parse(message) as StatusEvent;
-      if (event.stage === "intake" && event.state === "queued") uploadedAt.set(event.doc, event.at);
-      if (event.stage === "embed" && event.state === "done") {
-        finishedAt.push(Date.now());
-        const from = uploadedAt.get(event.doc);
-        if (from !== undefined) endToEndMs.push(event.at - from);
-      }
-    });
-    if (trace) stopTrace = await traceCommands(Number(url[2]), finishedAt, docs);
+    if (trace && url && !tracing) tracing = traceCommands(Number(url[2]));
   });
   const code = await exited;
-  listener?.destroy();
+  const stopTrace = await tracing?.catch(() => undefined);
   const commandsPerDoc = stopTrace?.();
   let audit: CapstoneAudit;
   try {
@@ -144,8 +150,9 @@ export async function runCapstone(docs: number, trace = false): Promise<Capstone
   if (!audit.ok) {
     throw new Error(`the pipeline's audit failed: ${audit.problems.slice(0, 3).join("; ")}`);
   }
-  // Without its server's address nothing was heard: say so rather than print empty figures.
-  if (!listener) throw new Error('the pipeline CLI printed no "Redis redis://..." line on stderr');
+  if (trace && !tracing) {
+    throw new Error('the pipeline CLI printed no "Redis redis://..." line on stderr');
+  }
   if (trace && !commandsPerDoc?.size) throw new Error("the traced run saw no finished document");
-  return { audit, endToEndMs, commandsPerDoc };
+  return { audit, commandsPerDoc };
 }

@@ -268,9 +268,7 @@ async function submitBatch(
     await admit(options, gate);
     let answers: Awaited<ReturnType<typeof queueMany>>;
     try {
-      answers = await pool.execute((client) =>
-        queueMany(client, options.keys, options.broadcast, items),
-      );
+      answers = await pool.execute((client) => queueMany(client, options.keys, items));
     } catch (error) {
       throw new HttpError(
         503,
@@ -343,7 +341,13 @@ async function route(
 
 /** Listens on a free loopback port. */
 export async function startApi(options: ApiOptions): Promise<Api> {
-  const pool: Pool = createClientPool(options.client.options, { minimum: 1, maximum: 16 });
+  // Without node-redis's 5-second timer per command: a bulk upload sends one HMGET per document,
+  // and the timers cost more CPU than the commands. A command whose connection drops still fails.
+  const { commandOptions, ...clientOptions } = options.client.options ?? {};
+  const pool: Pool = createClientPool(
+    { ...clientOptions, commandOptions: { ...commandOptions, timeout: 0 } },
+    { minimum: 1, maximum: 16 },
+  );
   pool.on("error", () => {});
   await pool.connect();
   const gate = options.maxBacklog

@@ -7,8 +7,14 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { BatchParts, BatchReadOptions, Outcome } from "./batch-parts.ts";
 import { type StageKeys, stageKeys } from "./keys.ts";
-import type { Work } from "./parts.ts";
-import { callService, hasMarker, PermanentError, TransientError } from "./services.ts";
+import type { Redis, Work } from "./parts.ts";
+import {
+  callService,
+  type DocFields,
+  hasMarker,
+  PermanentError,
+  TransientError,
+} from "./services.ts";
 import { deadLetterReason, type StageLoop } from "./stage-loop.ts";
 
 export interface BatchSettings {
@@ -31,6 +37,24 @@ export const BATCH_DEFAULTS: Omit<BatchSettings, "parts"> = {
   trimMs: 1000,
 };
 
+/** Each key's HGETALL as a flat [field, value, ...] list: one command for the whole batch. */
+const READ_DOCS =
+  "local r = {} for i, k in ipairs(KEYS) do r[i] = redis.call('HGETALL', k) end return r";
+
+/**
+ * Every document's hash in one read-only script: the batch's N hashes cost one command and one
+ * reply instead of N, which is most of what a stage spends in node-redis per document.
+ */
+async function readDocs(client: Redis, docKeys: string[]): Promise<DocFields[]> {
+  if (docKeys.length === 0) return [];
+  const flat = (await client.eval(READ_DOCS, { keys: docKeys })) as string[][];
+  return flat.map((pairs) => {
+    const doc: DocFields = {};
+    for (let i = 0; i + 1 < pairs.length; i += 2) doc[pairs[i] as string] = pairs[i + 1] as string;
+    return doc;
+  });
+}
+
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
@@ -47,7 +71,10 @@ async function handleBatch(
   const live = works.filter((w) => w.deliveries <= config.maxDeliveries);
   // One round trip: every document's hash, and why the ones given up on failed last time.
   const [docs, lastErrors] = await Promise.all([
-    Promise.all(live.map((w) => client.hGetAll(keys.doc(w.doc)))),
+    readDocs(
+      client,
+      live.map((w) => keys.doc(w.doc)),
+    ),
     over.length > 0
       ? client.hmGet(
           loop.keys.errors,

@@ -12,6 +12,7 @@ import { PIPELINE_USAGE, PipelineUsageError, parsePipelineArgs, poisonCount } fr
 import { renderAudit } from "./audit.ts";
 import { BATCH_DEFAULTS } from "./batch-loop.ts";
 import { SOLUTION_BATCH_PARTS } from "./batch-parts.ts";
+import { endToEnd } from "./end-to-end.ts";
 import { SOLUTION_PARTS } from "./parts.ts";
 import { DEFAULTS, runPipeline } from "./pipeline.ts";
 import { findPython } from "./python.ts";
@@ -132,7 +133,8 @@ async function main(argv: string[]): Promise<number> {
         redis: user ? "yours" : args.tls ? "tls" : "private",
         ...(report.plainPort === undefined ? {} : { plainPort: report.plainPort }),
       };
-      process.stdout.write(`${JSON.stringify({ ...audit, ...shape })}\n`);
+      const e2e = { endToEndMs: endToEnd(report.events) };
+      process.stdout.write(`${JSON.stringify({ ...audit, ...shape, ...e2e })}\n`);
     } else {
       console.log(`\n${renderAudit(audit)}`);
     }

@@ -7,15 +7,14 @@
  *
  * Each document keeps the single upload's idempotency (the same key gets the same id and is
  * never queued twice; the same key with another document is 409), and the whole batch is
- * queued in one transaction: one round trip for up to MAX_BATCH documents.
+ * queued by one script: one command, atomic, for up to MAX_BATCH documents.
  *
  * Backpressure: when a stage's backlog (XINFO GROUPS lag + pending) passes the limit, uploads
  * get 429 with Retry-After instead of growing the streams without end.
  */
-import { WatchError } from "redis";
 import type { PipelineKeys } from "./keys.ts";
 import { STAGES } from "./keys.ts";
-import type { Parts, Redis } from "./parts.ts";
+import type { Redis } from "./parts.ts";
 
 export const MAX_BATCH = 500;
 
@@ -35,52 +34,61 @@ export type BatchAnswer =
   | { id: string; status: 409; error: string };
 
 /**
- * Queues every item whose id is new, in one MULTI guarded by WATCH on every document: a
- * concurrent request with one of the same keys voids it, and the next look finds a duplicate.
- * Needs a connection of its own (WATCH is per connection).
+ * KEYS: the OCR stream, the status hash, the stats hash, then each item's document hash.
+ * ARGV: the status channel, the time, then per item its id, name, text and "queued" event.
+ * Per item: 0 queued, 1 the same upload was queued before (a retry), 2 the key was used for
+ * another upload. Checking and queueing are one step: no other request runs in between.
+ */
+const QUEUE_MANY = `
+local answers, queued = {}, 0
+for i = 4, #KEYS do
+  local a = 2 + (i - 4) * 4
+  local id, name, text, event = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local found = redis.call('HMGET', KEYS[i], 'submitted', 'name', 'text')
+  if found[1] then
+    answers[#answers + 1] = (found[2] == name and found[3] == text) and 1 or 2
+  else
+    redis.call('HSET', KEYS[i], 'name', name, 'text', text, 'submitted', ARGV[2])
+    redis.call('XADD', KEYS[1], '*', 'doc', id)
+    redis.call('HSET', KEYS[2], id, event)
+    redis.call('PUBLISH', ARGV[1], event)
+    queued = queued + 1
+    answers[#answers + 1] = 0
+  end
+end
+if queued > 0 then redis.call('HINCRBY', KEYS[3], 'intake:accepted', queued) end
+return answers`;
+
+/**
+ * Queues every item whose id is new, with its status (the latest-status hash and the "queued"
+ * event, as lesson 13's broadcast() writes them), in one script: a whole upload is one command
+ * instead of five per document, and a concurrent request with one of the same keys runs
+ * before or after it, never in between.
  */
 export async function queueMany(
   client: Redis,
   keys: PipelineKeys,
-  broadcast: Parts["broadcast"],
   items: BatchItem[],
 ): Promise<BatchAnswer[]> {
-  for (;;) {
-    const docKeys = items.map((item) => keys.doc(item.id));
-    const [, ...found] = await Promise.all([
-      client.watch(docKeys),
-      ...docKeys.map((docKey) => client.hmGet(docKey, ["submitted", "name", "text"])),
-    ]);
-    const tx = client.multi();
-    const queued = new Map<string, Upload>();
-    const answers = items.map((item, i): BatchAnswer => {
-      const [submitted, name, text] = found[i] ?? [];
-      const earlier =
-        submitted != null ? { name: String(name), text: String(text) } : queued.get(item.id);
-      if (earlier) {
-        if (earlier.name === item.upload.name && earlier.text === item.upload.text) {
-          return { id: item.id, status: 202, duplicate: true };
-        }
-        return {
-          id: item.id,
-          status: 409,
-          error: "This idempotency key was already used for a different document.",
-        };
-      }
-      queued.set(item.id, item.upload);
-      tx.hSet(keys.doc(item.id), { ...item.upload, submitted: String(Date.now()) });
-      tx.xAdd(keys.stream("ocr"), "*", { doc: item.id });
-      broadcast(tx, keys, { doc: item.id, stage: "intake", state: "queued", at: Date.now() });
-      return { id: item.id, status: 202 };
-    });
-    if (queued.size > 0) tx.hIncrBy(keys.stats, "intake:accepted", queued.size);
-    try {
-      await tx.exec();
-      return answers;
-    } catch (error) {
-      if (!(error instanceof WatchError)) throw error;
-    }
+  const at = Date.now();
+  const args = [keys.channel, String(at)];
+  for (const { id, upload } of items) {
+    const event = JSON.stringify({ doc: id, stage: "intake", state: "queued", at });
+    args.push(id, upload.name, upload.text, event);
   }
+  const answers = (await client.eval(QUEUE_MANY, {
+    keys: [keys.stream("ocr"), keys.status, keys.stats, ...items.map((i) => keys.doc(i.id))],
+    arguments: args,
+  })) as number[];
+  return items.map((item, i): BatchAnswer => {
+    if (answers[i] === 0) return { id: item.id, status: 202 };
+    if (answers[i] === 1) return { id: item.id, status: 202, duplicate: true };
+    return {
+      id: item.id,
+      status: 409,
+      error: "This idempotency key was already used for a different document.",
+    };
+  });
 }
 
 export interface Backlog {

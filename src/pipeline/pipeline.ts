@@ -171,13 +171,19 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
     cleanup.push(() => api.close());
 
     const events: StatusEvent[] = [];
+    // Documents whose last event (embed done, or dead) was heard: probably finished.
+    const settled = new Set<string>();
     const subscriber = control.duplicate();
     subscriber.on("error", () => {});
     await subscriber.connect();
     cleanup.push(() => subscriber.destroy());
     await subscriber.subscribe(keys.channel, (message) => {
       try {
-        events.push(JSON.parse(message) as StatusEvent);
+        const event = JSON.parse(message) as StatusEvent;
+        events.push(event);
+        if (event.state === "dead" || (event.stage === "embed" && event.state === "done")) {
+          settled.add(event.doc);
+        }
       } catch {
         // not ours to judge here: the audit only counts what it can read
       }
@@ -337,10 +343,16 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
     let lastDead = "-";
     const deadDocs = new Set<string>();
     let lastChange = performance.now();
+    let nextPoll = 0;
     while (feeding || extraInFlight > 0 || unfinished.size > 0) {
       aborted(options.signal);
       await new Promise((resolve) => setTimeout(resolve, 200));
-      const ids = [...unfinished];
+      // Redis decides what is finished; the events heard say which documents to ask about.
+      // Pub/sub keeps nothing for a subscriber that was away (a Redis restart), so every 2 s
+      // ask about all of them: asking every round would cost more commands than the pipeline.
+      const all = performance.now() >= nextPoll;
+      if (all) nextPoll = performance.now() + 2000;
+      const ids = all ? [...unfinished] : [...unfinished].filter((id) => settled.has(id));
       // One round trip for the whole batch: is each document's last result (embed) in?
       const batch = control.multi();
       for (const id of ids) batch.hExists(keys.doc(id), "embed");

@@ -1,28 +1,22 @@
 /** The intake API against a real Redis: quick 202s, clear 4xx, nothing bad ever queued. */
-import { createClient } from "redis";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { type Api, startApi } from "../../src/pipeline/api.ts";
+import type { Api } from "../../src/pipeline/api.ts";
 import { pipelineKeys } from "../../src/pipeline/keys.ts";
-import { loadParts, type Redis, SOLUTION_PARTS } from "../../src/pipeline/parts.ts";
-import { type PrivateServer, startPrivateServer } from "../../src/redis/server.ts";
+import type { Redis } from "../../src/pipeline/parts.ts";
+import { startTestApi, type TestApi } from "../support/api.ts";
 
 const keys = pipelineKeys("api-test:");
-let redis: PrivateServer;
+let started: TestApi | undefined;
 let client: Redis;
 let api: Api;
 
 beforeAll(async () => {
-  redis = await startPrivateServer();
-  client = createClient({ url: redis.url });
-  await client.connect();
-  const parts = await loadParts(SOLUTION_PARTS);
-  api = await startApi({ client, keys, broadcast: parts.broadcast, maxBytes: 1024 });
+  started = await startTestApi(keys, { maxBytes: 1024 });
+  ({ client, api } = started);
 });
 
 afterAll(async () => {
-  await api?.close();
-  client?.destroy();
-  await redis?.stop();
+  await started?.close();
 });
 
 /** Everything Redis holds for one document id: its hash, its OCR entries, its "queued" events. */

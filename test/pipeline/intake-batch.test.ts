@@ -1,29 +1,24 @@
 /** Bulk uploads and backpressure against a real Redis: one request, many documents, each once. */
-import { createClient } from "redis";
 import { afterAll, beforeAll, expect, test } from "vitest";
-import { type Api, documentId, startApi } from "../../src/pipeline/api.ts";
+import { type Api, documentId } from "../../src/pipeline/api.ts";
 import { pipelineKeys } from "../../src/pipeline/keys.ts";
-import { loadParts, type Redis, SOLUTION_PARTS } from "../../src/pipeline/parts.ts";
-import { type PrivateServer, startPrivateServer } from "../../src/redis/server.ts";
+import type { Redis } from "../../src/pipeline/parts.ts";
+import { startTestApi, type TestApi } from "../support/api.ts";
 
 const keys = pipelineKeys("bulk-test:");
-let redis: PrivateServer;
+let started: TestApi | undefined;
 let client: Redis;
 let api: Api;
 
 beforeAll(async () => {
-  redis = await startPrivateServer();
-  client = createClient({ url: redis.url });
-  await client.connect();
-  await client.xGroupCreate(keys.stream("ocr"), "ocr", "0", { MKSTREAM: true });
-  const parts = await loadParts(SOLUTION_PARTS);
-  api = await startApi({ client, keys, broadcast: parts.broadcast, maxBytes: 1024, maxBacklog: 5 });
+  started = await startTestApi(keys, { maxBytes: 1024, maxBacklog: 5 }, (c) =>
+    c.xGroupCreate(keys.stream("ocr"), "ocr", "0", { MKSTREAM: true }),
+  );
+  ({ client, api } = started);
 });
 
 afterAll(async () => {
-  await api?.close();
-  client?.destroy();
-  await redis?.stop();
+  await started?.close();
 });
 
 async function postBatch(documents: unknown[]) {
