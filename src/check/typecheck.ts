@@ -81,7 +81,10 @@ export async function typecheckMany(files: string[]): Promise<Map<string, Diagno
   try {
     const output = await new Promise<string>((resolve, reject) => {
       // Its own process group, so an exit mid-check can take it down with killGroupOnExit.
-      const child = spawn(command, [...args, "-p", config, "--pretty", "false"], {
+      // One checker for a batch: TypeScript 7's several checkers each redo the work the files
+      // share (node-redis's types), 3.9 s of CPU for lesson 14's 23 files against 1.5 s.
+      const checkers = files.length > 1 ? ["--checkers", "1"] : [];
+      const child = spawn(command, [...args, "-p", config, "--pretty", "false", ...checkers], {
         cwd: ROOT,
         stdio: ["ignore", "pipe", "pipe"],
         detached: true,
