@@ -118,6 +118,9 @@ async function watchLesson(number: string, env: NodeJS.ProcessEnv, tmp: string) 
 async function cold(number: string, env: NodeJS.ProcessEnv): Promise<number> {
   const started = performance.now();
   const child = cli(["check", number, "--solution", "--json"], env);
+  // Read to the end: a verdict with its traced commands can outgrow the pipe, and a check
+  // whose output nobody reads never exits.
+  child.stdout?.resume();
   await new Promise((resolve) => child.once("close", resolve));
   return performance.now() - started;
 }

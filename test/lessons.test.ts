@@ -10,8 +10,10 @@ import { runCheck } from "../src/check/run.ts";
 import type { CheckTarget, Verdict } from "../src/check/verdict.ts";
 import { openRedisTarget } from "../src/redis/target.ts";
 import { expectNothingLeft } from "./support/leftovers.ts";
+import { lessonTypecheck } from "./support/lesson-typecheck.ts";
 
 const lessons = loadCatalog();
+const typechecks = new Map(lessons.map((lesson) => [lesson.id, lessonTypecheck(lesson)]));
 
 /**
  * Each run gets its own private server, so checks that change server settings stay apart, and
@@ -21,7 +23,7 @@ const lessons = loadCatalog();
 async function verdictFor(lesson: Lesson, target: CheckTarget): Promise<Verdict> {
   const redis = await openRedisTarget({});
   try {
-    const verdict = await runCheck(lesson, target, redis);
+    const verdict = await runCheck(lesson, target, redis, { typecheck: typechecks.get(lesson.id) });
     await expectNothingLeft(redis.url);
     return verdict;
   } finally {

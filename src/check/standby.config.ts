@@ -1,7 +1,34 @@
-import { mergeConfig } from "vitest/config";
+import { fileURLToPath } from "node:url";
+import { mergeConfig, type Plugin } from "vitest/config";
 import checks from "../../checks/vitest.config.ts";
+
+const HARNESS = ["checks/", "src/"].map((dir) =>
+  fileURLToPath(new URL(`../../${dir}`, import.meta.url)),
+);
+
+/**
+ * Every check run is a new process that transforms the kit, the fault kit and the check again:
+ * a fifth of its start. Their transforms are kept on disk (keyed by their content) and read back
+ * by the next run. Only the harness's own files: the learner's file changes with every save and
+ * is transformed afresh, so the cache does not grow with each save or mistake copy.
+ */
+const harnessOnly: Plugin = {
+  name: "workbook:cache-harness-only",
+  configureVitest({ experimental_defineCacheKeyGenerator }) {
+    experimental_defineCacheKeyGenerator(({ id }) =>
+      HARNESS.some((dir) => id.startsWith(dir)) ? undefined : false,
+    );
+  },
+};
 
 /** The checks' own configuration, with the standby's setup file last (see ./standby.ts). */
 export default mergeConfig(checks, {
-  test: { setupFiles: ["src/check/standby-setup.ts"] },
+  plugins: [harnessOnly],
+  test: {
+    setupFiles: ["src/check/standby-setup.ts"],
+    experimental: {
+      fsModuleCache: true,
+      fsModuleCachePath: "node_modules/.cache/workbook/vitest-modules",
+    },
+  },
 });

@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { dirname, join, relative } from "node:path";
+import { resolve as absolute, dirname, join, relative } from "node:path";
 import { ROOT } from "../paths.ts";
 import { killGroupOnExit } from "./cleanup.ts";
 import { guardGroup } from "./watchdog.ts";
@@ -34,13 +34,13 @@ export function parseTscOutput(output: string): Diagnostic[] {
  * A project config for one exercise file with the course's own compiler settings. It lives
  * under node_modules so that `redis` and @types/node resolve exactly as they do for the course.
  */
-export function configFor(file: string): string {
+export function configFor(...files: string[]): string {
   const dir = join(ROOT, "node_modules", ".cache", "workbook");
   mkdirSync(dir, { recursive: true });
   const config = join(dir, `tsconfig.${randomBytes(4).toString("hex")}.json`);
   writeFileSync(
     config,
-    JSON.stringify({ extends: join(ROOT, "tsconfig.json"), files: [file], include: [] }),
+    JSON.stringify({ extends: join(ROOT, "tsconfig.json"), files, include: [] }),
   );
   return config;
 }
@@ -64,12 +64,27 @@ function compiler(): { command: string; args: string[] } {
 
 /** Type-checks one exercise file with the project's own compiler settings, in a new compiler. */
 export async function typecheck(file: string): Promise<Diagnostic[]> {
-  const config = configFor(file);
+  const byFile = await typecheckMany([file]);
+  return [...(byFile.get(absolute(ROOT, file)) ?? []), ...(byFile.get("") ?? [])];
+}
+
+/**
+ * Type-checks several exercise files in one compiler run, each file's errors under its absolute
+ * path. Exercise files are modules that import only packages, so one program with all of them
+ * reports for each what a program of its own would: the self-verification checks a lesson's
+ * solution, starter, mistakes and variants this way, loading node-redis's types once. Errors
+ * in a file that was not asked for are listed under "": no one of the files can be blamed.
+ */
+export async function typecheckMany(files: string[]): Promise<Map<string, Diagnostic[]>> {
+  const config = configFor(...files);
   const { command, args } = compiler();
   try {
     const output = await new Promise<string>((resolve, reject) => {
       // Its own process group, so an exit mid-check can take it down with killGroupOnExit.
-      const child = spawn(command, [...args, "-p", config, "--pretty", "false"], {
+      // One checker for a batch: TypeScript 7's several checkers each redo the work the files
+      // share (node-redis's types), 3.9 s of CPU for lesson 14's 23 files against 1.5 s.
+      const checkers = files.length > 1 ? ["--checkers", "1"] : [];
+      const child = spawn(command, [...args, "-p", config, "--pretty", "false", ...checkers], {
         cwd: ROOT,
         stdio: ["ignore", "pipe", "pipe"],
         detached: true,
@@ -92,7 +107,13 @@ export async function typecheck(file: string): Promise<Diagnostic[]> {
         resolve(text);
       });
     });
-    return parseTscOutput(output).map((d) => ({ ...d, file: relative(ROOT, join(ROOT, d.file)) }));
+    const byFile = new Map<string, Diagnostic[]>(files.map((file) => [absolute(ROOT, file), []]));
+    byFile.set("", []);
+    for (const d of parseTscOutput(output)) {
+      const mine = byFile.get(absolute(ROOT, d.file)) ?? byFile.get("");
+      mine?.push({ ...d, file: relative(ROOT, join(ROOT, d.file)) });
+    }
+    return byFile;
   } finally {
     rmSync(config, { force: true });
   }

@@ -37,6 +37,26 @@ export function cli(args: string[], env: Record<string, string> = {}) {
   return { code: result.status, out: result.stdout, err: result.stderr };
 }
 
+/** cli() without blocking: several commands can run at once. */
+export async function cliAsync(args: string[], env: Record<string, string> = {}) {
+  const child = spawn(process.execPath, [...TSX, "src/cli.ts", ...args], {
+    cwd: ROOT,
+    env: cliEnv(env),
+    stdio: ["ignore", "pipe", "pipe"],
+    timeout: 120_000,
+  });
+  let out = "";
+  let err = "";
+  child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+    out += chunk;
+  });
+  child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
+    err += chunk;
+  });
+  const code = await exitOf(child);
+  return { code, out, err };
+}
+
 /** The exit code of `child` once its output has been read to the end (see childEnded). */
 export async function exitOf(child: ChildProcess, drainMs = 5_000): Promise<number | null> {
   return (await childEnded(child, drainMs)).code;

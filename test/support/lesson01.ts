@@ -31,12 +31,12 @@ export function lesson01Runs(label: string) {
   let counter = 0;
   return {
     server,
-    /** Checks `source` as the learner's lesson 01 file. */
-    check(source: string, timeoutMs?: number): Promise<Verdict> {
+    /** Checks `source` as the learner's lesson 01 file, on `redis` if given, else the shared one. */
+    check(source: string, timeoutMs?: number, redis?: RedisTarget): Promise<Verdict> {
       const file = join(scratch.dir, `attempt-${counter++}.ts`);
       writeFileSync(file, source);
       const target = { kind: "learner", file, label: "your code" } as const;
-      return runCheck(lesson, target, server(), { timeoutMs });
+      return runCheck(lesson, target, redis ?? server(), { timeoutMs });
     },
   };
 }
