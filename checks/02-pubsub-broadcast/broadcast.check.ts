@@ -352,6 +352,11 @@ describe("dashboards", () => {
     const first = await openDashboard(s, channel, "dashboard A");
     const second = await openDashboard(s, channel, "dashboard B");
     await call("stop() of dashboard A", () => first.stop(), 3000);
+    check(
+      s.client.isOpen,
+      "stop() of dashboard A closed the client you were given: that connection belongs to the caller, who still publishes on it. Close only the connection the dashboard opened.",
+      3,
+    );
     // Looked at at once, on the client's side: an awaited close() has let go of the socket.
     const stillOpen = first.opened.filter((addr) => learnerAddrs().has(addr));
     check(
