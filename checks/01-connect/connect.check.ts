@@ -246,7 +246,7 @@ describe("a live connection", () => {
       const delay = typeof strategy === "function" ? strategy(3, new Error("drop")) : undefined;
       check(
         typeof delay === "number" && delay >= 0 && delay <= 5000,
-        `connect() should reconnect with your growing, capped delay: give createClient socket.reconnectStrategy (your reconnectDelay); it ${typeof strategy === "function" ? `answered ${JSON.stringify(delay)} for the 3rd retry` : "has none"}.`,
+        `connect() should reconnect with your growing, capped delay: give createClient socket.reconnectStrategy (your reconnectDelay); it ${typeof strategy === "function" ? `answered ${JSON.stringify(delay)} for the 3rd retry` : strategy === false ? "is false, which turns reconnecting off" : "has none"}.`,
         3,
       );
     } finally {
