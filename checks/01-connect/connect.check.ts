@@ -168,19 +168,25 @@ describe("connection profiles", () => {
   });
 
   test("reconnect delays grow and stay within 5 seconds", async () => {
-    const retries = [0, 1, 2, 3, 5, 10, 20, 50, 1000];
+    // Every retry from 0 to 1000: a delay computed with a bit shift (50 << retries) or another
+    // 32-bit trick goes negative somewhere in the twenties, between the samples below.
+    const everyRetry = Array.from({ length: 1001 }, (_, n) => n);
     // Several draws per retry: with random jitter one draw proves nothing about growth, the
     // largest of fifty does (and every draw must respect the bounds).
     const draws = 50;
+    const sampled = new Set([0, 1, 2, 3, 5, 10, 20, 50, 1000]);
     const delays = await call("reconnectDelay()", () =>
-      retries.flatMap((n) =>
-        Array.from({ length: draws }, () => [n, exercise.reconnectDelay(n)] as const),
+      everyRetry.flatMap((n) =>
+        Array.from(
+          { length: sampled.has(n) ? draws : 3 },
+          () => [n, exercise.reconnectDelay(n)] as const,
+        ),
       ),
     );
     for (const [n, delay] of delays) {
       check(
         typeof delay === "number" && Number.isFinite(delay) && delay >= 0 && delay <= 5000,
-        `reconnectDelay(${n}) returned ${JSON.stringify(delay)}: every delay should be a number of milliseconds from 0 to 5000. Cap it with Math.min(..., 5000), so the app tries again within 5 s once Redis is back.`,
+        `reconnectDelay(${n}) returned ${JSON.stringify(delay)}: every delay should be a number of milliseconds from 0 to 5000. ${typeof delay === "number" && delay < 0 ? "A delay below 0 is usually an overflow: compute it with 2 ** retries, not a bit shift (<< works on 32 bits)." : "Cap it with Math.min(..., 5000), so the app tries again within 5 s once Redis is back."}`,
         2,
       );
     }
@@ -240,7 +246,7 @@ describe("a live connection", () => {
       const delay = typeof strategy === "function" ? strategy(3, new Error("drop")) : undefined;
       check(
         typeof delay === "number" && delay >= 0 && delay <= 5000,
-        `connect() should reconnect with your growing, capped delay: give createClient socket.reconnectStrategy (your reconnectDelay); it ${typeof strategy === "function" ? `answered ${JSON.stringify(delay)} for the 3rd retry` : "has none"}.`,
+        `connect() should reconnect with your growing, capped delay: give createClient socket.reconnectStrategy (your reconnectDelay); it ${typeof strategy === "function" ? `answered ${JSON.stringify(delay)} for the 3rd retry` : strategy === false ? "is false, which turns reconnecting off" : "has none"}.`,
         3,
       );
     } finally {

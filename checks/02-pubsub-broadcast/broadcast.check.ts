@@ -17,6 +17,7 @@ import {
   sleep,
   until,
 } from "../kit.ts";
+import { hearUnheardErrors } from "../unheard-errors.ts";
 import { allLearnerAddrs, command, learnerAddrs, sent } from "../wire.ts";
 
 type Stage = "uploaded" | "ocr" | "ner" | "classification" | "embedding" | "done";
@@ -312,17 +313,34 @@ describe("dashboards", () => {
   test("a dashboard whose onEvent throws keeps receiving, and the process survives", async () => {
     const s = await session();
     const channel = freshKey("status");
-    const failure = new Error(
-      "dashboard render failed (thrown on purpose by the check's onEvent). If this is reported as an unhandled error, your dashboard connection has no 'error' listener: node-redis reports a listener's exception as an \"error\" event, and with no listener that event crashes the process. Add subscriber.on('error', ...) before connect().",
-    );
-    const dashboard = await openDashboard(s, channel, "a failing dashboard", {
-      onEvent: (event, received) => {
-        received.push(event);
-        if (received.length === 1) throw failure;
-      },
-    });
-    const events = pipelineEvents().slice(0, 3);
-    for (const event of events) {
+    const failure = new Error("dashboard render failed (thrown on purpose by the check's onEvent)");
+    const unheard = hearUnheardErrors((e) => e === failure);
+    const [firstEvent, ...laterEvents] = pipelineEvents().slice(0, 3) as [
+      StatusEvent,
+      ...StatusEvent[],
+    ];
+    const events = [firstEvent, ...laterEvents];
+    let dashboard: Awaited<ReturnType<typeof openDashboard>>;
+    try {
+      dashboard = await openDashboard(s, channel, "a failing dashboard", {
+        onEvent: (event, received) => {
+          received.push(event);
+          if (received.length === 1) throw failure;
+        },
+      });
+      await call("publishStatus()", () => exercise.publishStatus(s.client, channel, firstEvent));
+      await eventually(
+        () => dashboard.received.length >= 1,
+        2000,
+        "The failing dashboard received nothing for an event published after openDashboard() resolved.",
+        3,
+      );
+      // The "error" event is emitted in the same turn as the throw: by now it was heard or not.
+    } finally {
+      unheard.stop();
+    }
+    unheard.expectNone("onEvent", firstEvent.docId, "dashboard", 2);
+    for (const event of laterEvents) {
       await call("publishStatus()", () => exercise.publishStatus(s.client, channel, event));
     }
     await eventually(
@@ -352,6 +370,11 @@ describe("dashboards", () => {
     const first = await openDashboard(s, channel, "dashboard A");
     const second = await openDashboard(s, channel, "dashboard B");
     await call("stop() of dashboard A", () => first.stop(), 3000);
+    check(
+      s.client.isOpen,
+      "stop() of dashboard A closed the client you were given: that connection belongs to the caller, who still publishes on it. Close only the connection the dashboard opened.",
+      3,
+    );
     // Looked at at once, on the client's side: an awaited close() has let go of the socket.
     const stillOpen = first.opened.filter((addr) => learnerAddrs().has(addr));
     check(

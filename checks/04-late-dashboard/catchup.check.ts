@@ -16,7 +16,7 @@ import {
   until,
 } from "../kit.ts";
 import { hearUnheardErrors } from "../unheard-errors.ts";
-import { before, type SentCommand, sent } from "../wire.ts";
+import { before, learnerAddrs, type SentCommand, sent } from "../wire.ts";
 
 type Stage = "uploaded" | "ocr" | "ner" | "classification" | "embedding" | "done";
 interface DocStatus {
@@ -517,6 +517,41 @@ describe("a dashboard that joins late", () => {
       `${missed} node-redis reports a listener's exception as an "error" event on the subscribing connection: give that connection an error listener (or catch around onChange()), so one failed update does not end the dashboard.`,
       3,
     );
+  });
+
+  test("two dashboards on one client each catch up, on connections of their own", async () => {
+    const keys = freshKeys("two");
+    const pipeline = new Pipeline(await checkClient("pipeline-two"), keys);
+    for (const docId of ["contract-41", "nda-42", "contract-41"]) await pipeline.advance(docId);
+    const observer = await checkClient();
+    const client = await learnerClient();
+    await client.ping();
+    // The client's own address: every learner connection open before the dashboards exist.
+    const given = learnerAddrs();
+    const shownBy = { A: [] as DocStatus[], B: [] as DocStatus[] };
+    for (const label of ["A", "B"] as const) {
+      const stop = await call(`openDashboard() for dashboard ${label}`, () =>
+        exercise.openDashboard(client, keys, (status) => shownBy[label].push(status)),
+      );
+      open.push(stop);
+    }
+    const onGiven = (await learnerConnections(observer)).filter(
+      (c) => given.has(c.addr) && c.sub + c.psub > 0,
+    );
+    check(
+      onGiven.length === 0,
+      "A dashboard subscribed on the client it was given: that connection is the caller's, for ordinary commands. Subscribe on a connection of the dashboard's own (client.duplicate()), and close that one in stop().",
+      2,
+    );
+    const next = await pipeline.advance("nda-42");
+    for (const label of ["A", "B"] as const) {
+      await eventually(
+        () => caughtUp(pipeline, shownBy[label]),
+        2000,
+        `Dashboard ${label}, the ${label === "A" ? "first" : "second"} opened on the same keys, should show every document's latest status and then ${describeStatus(next)} for nda-42; it showed ${JSON.stringify(shownBy[label])}. Each dashboard keeps its own record of the versions it shows (a Map inside openDashboard(), not one shared by the module).`,
+        3,
+      );
+    }
   });
 
   test("stop() unsubscribes and closes the dashboard's connection", async () => {

@@ -1,0 +1,46 @@
+// variant: URLs with encoded credentials and user default, full jitter, a promise chain for withRedis().
+import { createClient, type RedisClientOptions, type RedisClientType } from "redis";
+export type Redis = RedisClientType<{}, {}, {}, 3, {}>;
+export type Profile =
+  | { kind: "local"; host?: string; port?: number }
+  | { kind: "azure-cache"; host: string; accessKey: string }
+  | { kind: "azure-managed"; host: string; objectId: string; token: string };
+export function reconnectDelay(retries: number): number {
+  return Math.random() * Math.min(100 * 2 ** retries, 5000);
+}
+export function buildOptions(profile: Profile, name: string): RedisClientOptions {
+  const socket = { reconnectStrategy: reconnectDelay };
+  const e = encodeURIComponent;
+  switch (profile.kind) {
+    case "local":
+      return {
+        name,
+        url: `redis://${profile.host ?? "127.0.0.1"}:${profile.port ?? 6379}`,
+        socket,
+      };
+    case "azure-cache":
+      return {
+        name,
+        url: `rediss://default:${e(profile.accessKey)}@${profile.host}:6380`,
+        socket: { ...socket, servername: profile.host },
+      };
+    case "azure-managed":
+      return {
+        name,
+        url: `rediss://${e(profile.objectId)}:${e(profile.token)}@${profile.host}:10000`,
+        socket: { ...socket, servername: profile.host },
+      };
+  }
+}
+export async function connect(url: string, name: string): Promise<Redis> {
+  return createClient({ url, name, socket: { reconnectStrategy: reconnectDelay } })
+    .on("error", (e: Error) => console.error(e.message))
+    .connect();
+}
+export function withRedis<T>(
+  url: string,
+  name: string,
+  work: (client: Redis) => Promise<T>,
+): Promise<T> {
+  return connect(url, name).then((client) => work(client).finally(() => client.close()));
+}
