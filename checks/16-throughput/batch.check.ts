@@ -1,4 +1,7 @@
 import { describe, test } from "vitest";
+import type { BatchParts } from "../../src/pipeline/batch-parts.ts";
+import type { StageKeys } from "../../src/pipeline/keys.ts";
+import type { Work } from "../../src/pipeline/parts.ts";
 import {
   call,
   check,
@@ -16,49 +19,8 @@ import {
 import { compareIds, pendingCount } from "../streams-support.ts";
 import { before as beforeCommand, type Scope, type SentCommand, scope, sent } from "../wire.ts";
 
-interface Work {
-  id: string;
-  doc: string;
-  deliveries: number;
-}
-type Outcome = { work: Work; result: string } | { work: Work; error: string; final: boolean };
-interface StageKeys {
-  stage: "ocr" | "ner" | "classify" | "embed";
-  stream: string;
-  group: string;
-  next: string | null;
-  dead: string;
-  status: string;
-  channel: string;
-  doc(id: string): string;
-}
-interface ReadOptions {
-  consumer: string;
-  count: number;
-  blockMs: number;
-  claimIdleMs: number;
-}
-interface Committed {
-  handedOff: string[];
-  deadLettered: string[];
-  duplicates: string[];
-}
-interface Exercise {
-  readBatch(client: Redis, keys: StageKeys, options: ReadOptions): Promise<Work[]>;
-  sweep(
-    client: Redis,
-    keys: StageKeys,
-    options: ReadOptions,
-    cursor: string,
-  ): Promise<{ works: Work[]; cursor: string }>;
-  inFlight<T, R>(
-    items: T[],
-    limit: number,
-    task: (item: T) => Promise<R>,
-  ): Promise<PromiseSettledResult<R>[]>;
-  commitBatch(client: Redis, keys: StageKeys, outcomes: Outcome[]): Promise<Committed>;
-  trim(client: Redis, stream: string): Promise<number>;
-}
+// The exercise's parts are the ones the batched pipeline loads (npm run pipeline --batch-parts).
+type Exercise = BatchParts;
 
 const exercise = await loadExercise<Exercise>(
   "readBatch",
