@@ -41,6 +41,8 @@ export interface TlsServer {
   adminPassword: string;
   /** Where extra certificates (an impostor CA's) may go; removed by stop(). */
   dir: string;
+  /** Issues another certificate from the server's CA: an impostor with the right CA, a wrong name. */
+  issue(label: string, names: string[]): Certificate;
   stop(): Promise<void>;
 }
 
@@ -180,6 +182,7 @@ export async function startTlsServer(options: { names?: string[] } = {}): Promis
         names,
         adminPassword: password,
         dir,
+        issue: (label, names) => authority.issue(label, names),
         stop: async () => {
           await redis.stop();
           removeDir();
