@@ -235,7 +235,7 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
             round === 0
               ? "startStage() must read the input through the group, call handle(), then XADD { doc } to the output and XACK."
               : asked === 0
-                ? "Its connections never asked conn.password() again after the rotation: the password was read once, so every reconnect is refused. Use a credentialsProvider whose credentials() calls conn.password()."
+                ? "Its connections never asked conn.password() again after the rotation: the password was read once, so every reconnect is refused, or its client has no 'error' listener (then the disconnect is thrown as an error and node-redis never reconnects). Use a credentialsProvider whose credentials() calls conn.password(), and give the client client.on(\"error\", ...)."
                 : `Its client asked conn.password() ${asked} time(s) since the rotation, but the worker did not go on: a blocked XREADGROUP fails when its connection is killed, and the loop must catch that and read again.`
           }`,
           round === 0 ? 4 : asked === 0 ? 2 : 4,
