@@ -33,6 +33,11 @@ export interface LessonMeta {
   minRedis?: string;
   /** Set when the check needs commands a shared server must not receive (CONFIG SET, ...). */
   needsPrivateServer?: string;
+  /**
+   * Set when the learner's code talks only to servers the check starts itself (TLS, a cluster):
+   * the trace follows the private server with MONITOR, so it would show nothing, and is left out.
+   */
+  serverOfItsOwn?: string;
   /** Upper bound for the whole check run, in milliseconds. */
   timeoutMs?: number;
 }

@@ -1,8 +1,8 @@
 /**
  * Lesson 14's stand-in for Azure: a TLS redis-server on loopback with certificates made for
  * this run (for a fresh name only, no IP address, so a client must pass servername), ACL users
- * whose passwords the check rotates, and an impostor TLS server whose certificate comes from
- * another CA.
+ * whose passwords the check rotates, and impostor TLS servers: one whose certificate comes from
+ * another CA, one whose certificate the right CA issued for another name.
  */
 import { randomBytes } from "node:crypto";
 import tls from "node:tls";
@@ -121,15 +121,19 @@ export async function startFixture(): Promise<Fixture> {
 }
 
 /**
- * A TLS server for `servername` whose certificate an impostor's CA signed: it records whether a
- * client completed the handshake, which a client that verifies certificates never does.
+ * A TLS server whose certificate a client that verifies never accepts: by default one for
+ * `servername` signed by an impostor's CA; with `wrongName`, one the server's own CA signed for
+ * another host (what a client that checks the CA but not the name accepts). It records whether
+ * a client completed the handshake.
  */
 export async function startImpostor(
-  dir: string,
+  real: TlsServer,
   servername: string,
+  options: { wrongName?: boolean } = {},
 ): Promise<{ port: number; handshakes(): number; close(): Promise<void> }> {
-  const authority = makeAuthority(dir, fresh("impostor"));
-  const { cert, key } = authority.issue("server", [servername]);
+  const { cert, key } = options.wrongName
+    ? real.issue(fresh("elsewhere"), [`${fresh("elsewhere")}.redis.test`])
+    : makeAuthority(real.dir, fresh("impostor")).issue("server", [servername]);
   let handshakes = 0;
   const sockets = new Set<tls.TLSSocket>();
   const server = tls.createServer({ cert, key }, (socket) => {

@@ -14,6 +14,7 @@ import {
   until,
   within,
 } from "../kit.ts";
+import { type SentCommand, sent } from "../wire.ts";
 import { explainConnectError } from "./explain.ts";
 import { type Fixture, type StageConnection, startFixture, startImpostor } from "./fixture.ts";
 import { checkLeastPrivilege } from "./least-privilege.ts";
@@ -127,24 +128,33 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
     );
   });
 
-  test("stageClient() refuses a server whose certificate comes from another CA", async () => {
-    const impostor = await startImpostor(fixture.server.dir, fixture.servername);
-    cleanup.push(impostor.close);
+  test("stageClient() refuses a server whose certificate comes from another CA or names another host", async () => {
     const user = await fixture.user("ocr-worker", ["+ping"]);
-    const client = await call("stageClient()", () =>
-      exercise.stageClient({ ...user.conn, port: impostor.port }),
-    );
-    cleanup.push(async () => client.destroy());
-    const errors: Error[] = [];
-    client.on("error", (error: Error) => errors.push(error));
-    client.connect().catch(() => {});
-    await until(() => impostor.handshakes() > 0 || errors.length > 0, 3000);
-    client.destroy();
-    check(
-      impostor.handshakes() === 0,
-      "Your client completed a TLS handshake with a server whose certificate was signed by another CA: certificate verification is off. Anyone between your worker and Azure could read the documents and the password. Remove rejectUnauthorized: false; trust the right CA with ca: conn.ca instead.",
-      2,
-    );
+    const impostors = [
+      {
+        wrongName: false,
+        refused:
+          "Your client completed a TLS handshake with a server whose certificate was signed by another CA: certificate verification is off. Anyone between your worker and Azure could read the documents and the password. Remove rejectUnauthorized: false; trust the right CA with ca: conn.ca instead.",
+      },
+      {
+        wrongName: true,
+        refused: `Your client completed a TLS handshake with a server whose certificate the right CA issued for another host, not for "${fixture.servername}": the host name is not checked. Any other server with a certificate from that CA could pose as yours. Remove checkServerIdentity (or make it return the error tls.checkServerIdentity returns) and pass servername: conn.servername.`,
+      },
+    ];
+    for (const { wrongName, refused } of impostors) {
+      const impostor = await startImpostor(fixture.server, fixture.servername, { wrongName });
+      cleanup.push(impostor.close);
+      const client = await call("stageClient()", () =>
+        exercise.stageClient({ ...user.conn, port: impostor.port }),
+      );
+      cleanup.push(async () => client.destroy());
+      const errors: Error[] = [];
+      client.on("error", (error: Error) => errors.push(error));
+      client.connect().catch(() => {});
+      await until(() => impostor.handshakes() > 0 || errors.length > 0, 3000);
+      client.destroy();
+      check(impostor.handshakes() === 0, refused, 2);
+    }
   });
 
   test("stageAcl() lets the stage worker do its work and nothing else", async () => {
@@ -225,7 +235,7 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
             round === 0
               ? "startStage() must read the input through the group, call handle(), then XADD { doc } to the output and XACK."
               : asked === 0
-                ? "Its connections never asked conn.password() again after the rotation: the password was read once, so every reconnect is refused. Use a credentialsProvider whose credentials() calls conn.password()."
+                ? "Its connections never asked conn.password() again after the rotation: the password was read once, so every reconnect is refused, or its client has no 'error' listener (then the disconnect is thrown as an error and node-redis never reconnects). Use a credentialsProvider whose credentials() calls conn.password(), and give the client client.on(\"error\", ...)."
                 : `Its client asked conn.password() ${asked} time(s) since the rotation, but the worker did not go on: a blocked XREADGROUP fails when its connection is killed, and the loop must catch that and read again.`
           }`,
           round === 0 ? 4 : asked === 0 ? 2 : 4,
@@ -262,7 +272,7 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
     );
   });
 
-  test("a failed handle() leaves its document pending; stop() finishes the one in hand", async () => {
+  test("a failed handle() leaves its document pending; a hand-off is one MULTI; stop() finishes the one in hand", async () => {
     const stage = names();
     await fixture.admin.xGroupCreate(stage.input, stage.group, "0", { MKSTREAM: true });
     // Rights enough for any worker: this test is about the loop, the ACL has a test of its own.
@@ -310,7 +320,7 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
         4,
       );
     };
-    await fixture.admin.xAdd(stage.input, "*", { doc: first });
+    const firstId = await fixture.admin.xAdd(stage.input, "*", { doc: first });
     await inHand(first, 0);
     release(first);
     await eventually(
@@ -318,6 +328,17 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
       3000,
       `Once handle() finished, ${first} must be passed on and acknowledged.`,
       4,
+    );
+    checkOneTransaction(
+      sent(
+        (c) =>
+          (c.name === "XADD" && c.args[1] === stage.output && c.args.includes(first)) ||
+          (c.name === "XACK" && c.args[1] === stage.input && c.args.includes(firstId)) ||
+          (c.name === "PUBLISH" &&
+            c.args[1] === stage.status &&
+            c.args[2]?.includes(first) === true),
+      ),
+      first,
     );
 
     for (const doc of [bad, thrown]) await fixture.admin.xAdd(stage.input, "*", { doc });
@@ -343,9 +364,17 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
 
     await fixture.admin.xAdd(stage.input, "*", { doc: last });
     await inHand(last, 2);
-    const stopping = running.stop();
+    let returned = false;
+    const stopping = running.stop().finally(() => {
+      returned = true;
+    });
     stopping.catch(() => {});
     await sleep(50);
+    check(
+      !returned,
+      `stop() returned while handle() was still working on ${last}: it must wait until the document in hand is handed on and acknowledged, and its connection closed, so the caller can exit right after it.`,
+      4,
+    );
     release(last);
     await call("worker.stop()", () => stopping, BLOCK_MS + 2000);
     stopped = true;
@@ -356,3 +385,26 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
     );
   });
 });
+
+/**
+ * The hand-off of `doc` as the learner's connections sent it: XADD, XACK and PUBLISH all inside
+ * one MULTI ... EXEC (or none of them sent on their own: a script did it). Sent one by one, a
+ * crash between them hands the document on without acknowledging it (the next worker hands it
+ * on again), or acknowledges it without the status event.
+ */
+function checkOneTransaction(parts: SentCommand[], doc: string): void {
+  const multi = parts[0]?.multi;
+  if (parts.length === 0) return;
+  const blocks = [...new Set(parts.map((c) => c.multi).filter((m) => m !== undefined))];
+  const how = parts
+    .map(
+      (c) =>
+        `${c.name} ${c.multi === undefined ? "on its own" : `in MULTI ${blocks.indexOf(c.multi) + 1}`}`,
+    )
+    .join(", ");
+  check(
+    parts.length === 3 && multi !== undefined && parts.every((c) => c.multi === multi),
+    `The hand-off of ${doc} was not one transaction: your code sent ${how}. A crash between them leaves the document handed on but still pending (the next worker hands it on twice) or acknowledged with no status event. Queue the XADD, the XACK and the PUBLISH on one client.multi() and exec() it once.`,
+    4,
+  );
+}

@@ -1,4 +1,7 @@
 import { describe, test } from "vitest";
+import type { BatchParts } from "../../src/pipeline/batch-parts.ts";
+import type { StageKeys } from "../../src/pipeline/keys.ts";
+import type { Work } from "../../src/pipeline/parts.ts";
 import {
   call,
   check,
@@ -16,49 +19,8 @@ import {
 import { compareIds, pendingCount } from "../streams-support.ts";
 import { before as beforeCommand, type Scope, type SentCommand, scope, sent } from "../wire.ts";
 
-interface Work {
-  id: string;
-  doc: string;
-  deliveries: number;
-}
-type Outcome = { work: Work; result: string } | { work: Work; error: string; final: boolean };
-interface StageKeys {
-  stage: "ocr" | "ner" | "classify" | "embed";
-  stream: string;
-  group: string;
-  next: string | null;
-  dead: string;
-  status: string;
-  channel: string;
-  doc(id: string): string;
-}
-interface ReadOptions {
-  consumer: string;
-  count: number;
-  blockMs: number;
-  claimIdleMs: number;
-}
-interface Committed {
-  handedOff: string[];
-  deadLettered: string[];
-  duplicates: string[];
-}
-interface Exercise {
-  readBatch(client: Redis, keys: StageKeys, options: ReadOptions): Promise<Work[]>;
-  sweep(
-    client: Redis,
-    keys: StageKeys,
-    options: ReadOptions,
-    cursor: string,
-  ): Promise<{ works: Work[]; cursor: string }>;
-  inFlight<T, R>(
-    items: T[],
-    limit: number,
-    task: (item: T) => Promise<R>,
-  ): Promise<PromiseSettledResult<R>[]>;
-  commitBatch(client: Redis, keys: StageKeys, outcomes: Outcome[]): Promise<Committed>;
-  trim(client: Redis, stream: string): Promise<number>;
-}
+// The exercise's parts are the ones the batched pipeline loads (npm run pipeline --batch-parts).
+type Exercise = BatchParts;
 
 const exercise = await loadExercise<Exercise>(
   "readBatch",
@@ -395,6 +357,11 @@ describe("committing a batch", () => {
     );
     const [ok1, poison, flaky, ok2] = works as [Work, Work, Work, Work];
     const reason = "gave up at ner after 4 deliveries: the text exceeds the context window";
+    const events: Record<string, unknown>[] = [];
+    const subscriber = await checkClient("events");
+    await subscriber.subscribe(keys.channel, (m) => {
+      events.push(JSON.parse(m));
+    });
     const w = await worker("poison");
     const committed = await call("commitBatch()", () =>
       exercise.commitBatch(w.client, keys, [
@@ -427,14 +394,23 @@ describe("committing a batch", () => {
     );
     const letter = letters[0]?.message ?? {};
     check(
-      letter.reason === reason && Number(letter.deliveries) === 4 && letter.stage === keys.stage,
-      `The dead letter should carry { doc, stage, reason, entry, deliveries }; it carries ${JSON.stringify(letter)}.`,
+      letter.reason === reason &&
+        Number(letter.deliveries) === 4 &&
+        letter.stage === keys.stage &&
+        letter.entry === poison.id,
+      `The dead letter should carry { doc, stage, reason, entry: the stream entry's id (${poison.id}), deliveries: 4 }; it carries ${JSON.stringify(letter)}.`,
       2,
     );
     const status = await statusOf(keys, poison.doc);
     check(
       status.state === "dead" && status.reason === reason,
       `The status hash should say the poison document is dead, with its reason; it says ${JSON.stringify(status)}.`,
+      2,
+    );
+    await eventually(
+      () => events.some((e) => e.doc === poison.doc && e.state === "dead" && e.reason === reason),
+      2000,
+      `No "dead" status event for the poison document was published on the channel (events seen: ${JSON.stringify(events.map((e) => `${e.doc}:${e.state}`))}): a dashboard learns of the dead letter only from it. PUBLISH it in the same MULTI as the status hash.`,
       2,
     );
     check(
@@ -446,11 +422,18 @@ describe("committing a batch", () => {
 
   test("a duplicate in a batch and a document done already: each handed on once, every entry acknowledged", async () => {
     const keys = stageFor("dup");
-    const [x, y, z] = ["x", "y", "z"].map((d) => fresh(d)) as [string, string, string];
-    // x twice (a redelivered copy), y finished already by a worker thought dead.
-    const works = await delivered(keys, [x, y, x, z], fresh("w"));
+    const [x, y, z, v] = ["x", "y", "z", "v"].map((d) => fresh(d)) as [
+      string,
+      string,
+      string,
+      string,
+    ];
+    // x twice (a redelivered copy), y finished already by a worker thought dead, v dead-lettered
+    // already at this stage by one.
+    const works = await delivered(keys, [x, y, x, z, v], fresh("w"));
     const c = await own();
     await c.hSet(keys.doc(y), keys.stage, resultFor(y));
+    await c.hSet(keys.doc(v), "dead", keys.stage);
     const w = await worker("dup");
     const committed = await call("commitBatch()", () =>
       exercise.commitBatch(
@@ -461,8 +444,8 @@ describe("committing a batch", () => {
     );
     const next = await queuedOn(keys.next ?? "");
     check(
-      twice(next).length === 0 && !next.includes(y),
-      `Each document should reach the next stage once: ${twice(next).length > 0 ? `${twice(next).join(", ")} was queued twice (the same document twice in one batch)` : `${y} was queued again although its result was there already`}. Check each document's hash for the stage's result before handing it on, and skip a document already handed on in this batch.`,
+      twice(next).length === 0 && !next.includes(y) && !next.includes(v),
+      `Each document should reach the next stage once: ${twice(next).length > 0 ? `${twice(next).join(", ")} was queued twice (the same document twice in one batch)` : next.includes(y) ? `${y} was queued again although its result was there already` : `${v} was handed on although its hash says it was dead-lettered already (field "dead")`}. Check each document's hash for the stage's result and for "dead" before handing it on, and skip a document already handed on in this batch.`,
       2,
     );
     check(
@@ -476,8 +459,8 @@ describe("committing a batch", () => {
       2,
     );
     check(
-      sameValue(committed?.duplicates?.slice().sort(), [x, y].sort()),
-      `commitBatch() should report the two skipped copies (${x}, ${y}) as duplicates; it returned ${JSON.stringify(committed)}.`,
+      sameValue(committed?.duplicates?.slice().sort(), [x, y, v].sort()),
+      `commitBatch() should report the three skipped copies (${x}, ${y}, ${v}) as duplicates; it returned ${JSON.stringify(committed)}.`,
       2,
     );
   });
@@ -489,19 +472,35 @@ describe("committing a batch", () => {
     const slow = await worker("slow");
     const fast = await worker("fast");
     const outcomes = works.map((work) => ({ work, result: resultFor(work.doc) }));
-    // At the slow worker's first write, after its reads: the competitor commits the batch first.
+    const raced = outcomes.at(-1) as (typeof outcomes)[number];
+    // Once the slow worker has read the documents, before the next thing it sends (its WATCH if
+    // it watches only then, else its MULTI or first write), the competitor commits the batch's
+    // LAST document: only a WATCH sent before the reads and covering every document voids the
+    // slow worker's transaction.
+    const docKeys = new Set(docs.map((d) => keys.doc(d)));
+    const readsDoc = (c: SentCommand) =>
+      c.name !== "WATCH" && c.args.slice(1).some((a) => docKeys.has(a));
+    let read = false;
     const competitor = beforeCommand(
-      (c) =>
-        c.scope === slow.scope.name &&
-        (c.name === "MULTI" ||
-          (c.multi === undefined && ["XADD", "XACK", "HSET"].includes(c.name))),
+      (c) => {
+        if (c.scope !== slow.scope.name) return false;
+        if (readsDoc(c)) {
+          read = true;
+          return false;
+        }
+        return (
+          read ||
+          c.name === "MULTI" ||
+          (c.multi === undefined && ["XADD", "XACK", "HSET"].includes(c.name))
+        );
+      },
       async () => {
         await call("commitBatch() by a competing worker", () =>
-          exercise.commitBatch(fast.client, keys, outcomes),
+          exercise.commitBatch(fast.client, keys, [raced]),
         );
       },
     );
-    await call("commitBatch() racing a competitor", () =>
+    const committed = await call("commitBatch() racing a competitor", () =>
       exercise.commitBatch(slow.client, keys, outcomes),
     );
     competitor.cancel();
@@ -509,12 +508,18 @@ describe("committing a batch", () => {
     const next = await queuedOn(keys.next ?? "");
     check(
       twice(next).length === 0,
-      `Two workers committed the same batch and ${twice(next).join(", ")} reached the next stage twice: the guard read the documents, the competitor committed, then yours committed too. WATCH every document before reading it, so EXEC fails (WatchError) when one changed; then look again.`,
+      `Two workers committed ${raced.work.doc} and ${twice(next).join(", ")} reached the next stage twice: yours read the documents, the competitor committed ${raced.work.doc} right after that read, then yours committed too. WATCH every document of the batch (not only the first) before reading any of them, so EXEC fails (WatchError) when one changed; then look again.`,
       2,
     );
     check(
       (await pendingCount(await own(), keys.stream, keys.group)) === 0,
-      "After the race every entry should be acknowledged (the loser acknowledges what the winner did).",
+      "After the race every entry should be acknowledged: when EXEC fails with WatchError, read the documents again and commit the batch (the competitor's document as a duplicate).",
+      2,
+    );
+    check(
+      sameValue(next.slice().sort(), docs.slice().sort()) &&
+        sameValue(committed?.duplicates, [raced.work.doc]),
+      `After the race each document should be on the next stage once and your commitBatch() should report ${raced.work.doc} (committed by the competitor) as its only duplicate; the next stage holds ${JSON.stringify(next)} and it returned ${JSON.stringify(committed)}.`,
       2,
     );
   });

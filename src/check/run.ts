@@ -242,7 +242,7 @@ async function checkFile(
     await warm?.tidied();
     if (redis.kind === "private" && redis.port !== undefined) {
       await redis.refresh?.();
-      trace = await bounded(startTrace(redis.port));
+      if (!lesson.serverOfItsOwn) trace = await bounded(startTrace(redis.port));
     }
     ran = true;
     standby.go();

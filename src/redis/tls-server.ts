@@ -49,6 +49,8 @@ export interface TlsServer {
    * and directory; with `tlsOnly` the plain port is closed again before it returns.
    */
   restart(): Promise<void>;
+  /** Issues another certificate from the server's CA: an impostor with the right CA, a wrong name. */
+  issue(label: string, names: string[]): Certificate;
   stop(): Promise<void>;
 }
 
@@ -249,6 +251,7 @@ export async function startTlsServer(options: TlsServerOptions = {}): Promise<Tl
           await redis.restart();
           await closePlainPort();
         },
+        issue: (label, names) => authority.issue(label, names),
         stop: async () => {
           await redis.stop();
           removeDir();
