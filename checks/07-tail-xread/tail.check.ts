@@ -10,7 +10,14 @@ import {
   sleep,
   until,
 } from "../kit.ts";
-import { blockedIn, compareIds, waitForBlocked } from "../streams-support.ts";
+import {
+  blockedIn,
+  blockOf,
+  compareIds,
+  overlong,
+  stuckInRead,
+  waitForBlocked,
+} from "../streams-support.ts";
 import { before, type SentCommand, sent } from "../wire.ts";
 import {
   append,
@@ -46,37 +53,6 @@ async function untilWaiting(observer: Redis, count = 1): Promise<void> {
   );
 }
 
-/** The BLOCK of an XREAD as sent, or undefined without one. */
-function blockOf(read: SentCommand | undefined): number | undefined {
-  const args = read?.args ?? [];
-  const at = args.findIndex((a) => a.toUpperCase() === "BLOCK");
-  return at < 0 ? undefined : Number(args[at + 1]);
-}
-
-/** A BLOCK that waits forever (0) or a thousand reads' worth: stop() cannot return in time. */
-function overlong(block: number | undefined, blockMs: number): block is number {
-  return block !== undefined && (block === 0 || block >= blockMs * 10);
-}
-
-let stopObserver: Promise<Redis> | undefined;
-
-/**
- * Resolves once stop(), called when the learner's newest command was `mark`, provably cannot
- * return soon: one BLOCK and slack later, the last XREAD is one sent before stop() with an
- * overlong BLOCK, and a learner connection still waits in it. Such a read holds its loop until
- * an entry comes, so waiting out the whole stop limit would teach nothing more.
- */
-async function stuckInRead(mark: number, blockMs: number, done: () => boolean): Promise<void> {
-  await sleep(blockMs + 300);
-  for (; !done(); await sleep(50)) {
-    const read = sent((c) => c.name === "XREAD").at(-1);
-    if (!read || read.seq > mark || !overlong(blockOf(read), blockMs)) continue;
-    stopObserver ??= checkClient("stop");
-    if ((await blockedIn(await stopObserver, "xread")).length > 0) return;
-  }
-  return new Promise(() => {});
-}
-
 /** Stops a reader; a stop() that fails is reported, one that hangs is the failure. */
 async function stop(tail: Tail, ms = STOP_MS, blockMs = BLOCK_MS): Promise<void> {
   const mark = sent().at(-1)?.seq ?? 0;
@@ -88,7 +64,7 @@ async function stop(tail: Tail, ms = STOP_MS, blockMs = BLOCK_MS): Promise<void>
   try {
     const stuck = await Promise.race([
       stopping.then(() => false),
-      stuckInRead(mark, blockMs, () => returned).then(() => true),
+      stuckInRead("XREAD", mark, blockMs, () => returned).then(() => true),
     ]);
     if (stuck) stopping.catch(() => {});
     else return;

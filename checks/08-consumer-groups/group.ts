@@ -17,6 +17,7 @@ import {
   stopQuietly,
   until,
 } from "../kit.ts";
+import { blockOf, overlong, stuckInRead } from "../streams-support.ts";
 import { sent } from "../wire.ts";
 import { startLearnerWorker } from "../worker-stop.ts";
 
@@ -73,19 +74,37 @@ export async function startWorker(
   return worker;
 }
 
-/** Stops a worker within `ms`, or fails saying that stop() hung. */
-export async function stopWithin(worker: Worker, ms: number, name: string): Promise<void> {
+/**
+ * Stops a worker within `ms`, or fails saying that stop() hung: as soon as it provably hangs,
+ * in an XREADGROUP whose BLOCK is far beyond the `blockMs` the worker was given.
+ */
+export async function stopWithin(
+  worker: Worker,
+  ms: number,
+  name: string,
+  blockMs: number,
+): Promise<void> {
+  const mark = sent().at(-1)?.seq ?? 0;
+  const started = Date.now();
+  let returned = false;
+  const stopping = call(`stop() of ${name}`, () => worker.stop(), ms).finally(() => {
+    returned = true;
+  });
   try {
-    await call(`stop() of ${name}`, () => worker.stop(), ms);
+    const stuck = await Promise.race([
+      stopping.then(() => false),
+      stuckInRead("XREADGROUP", mark, blockMs, () => returned).then(() => true),
+    ]);
+    if (!stuck) return;
+    stopping.catch(() => {});
   } catch (error) {
-    if (/Still waiting/.test((error as Error).message)) {
-      fail(
-        `stop() of ${name} did not return within ${ms / 1000} s. Use a finite BLOCK (blockMs) and leave the loop after the read returns once stop() was called; BLOCK 0 waits forever on a quiet stream.`,
-        2,
-      );
-    }
-    throw error;
+    if (!/Still waiting/.test((error as Error).message)) throw error;
   }
+  const block = blockOf(sent((c) => c.name === "XREADGROUP").at(-1));
+  fail(
+    `stop() of ${name} did not return within ${Math.round((Date.now() - started) / 100) / 10} s.${overlong(block, blockMs) ? ` Its XREADGROUP asked for BLOCK ${block}, though blockMs was ${blockMs}.` : ""} Use a finite BLOCK (blockMs) and leave the loop after the read returns once stop() was called; BLOCK 0 waits forever on a quiet stream.`,
+    2,
+  );
 }
 
 /** Stops whatever workers are left after a test that failed early; their failure matters less. */
