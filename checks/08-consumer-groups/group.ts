@@ -4,7 +4,7 @@
  * from what the learner's connections sent.
  */
 
-import type { Worker, WorkerOptions } from "../../lessons/08-consumer-groups/workers.ts";
+import type { Task, Worker, WorkerOptions } from "../../lessons/08-consumer-groups/workers.ts";
 import {
   CheckFailure,
   type ConnectionInfo,
@@ -60,10 +60,20 @@ export async function startWorker(
   options: WorkerOptions,
   workers: Worker[] = [],
 ): Promise<Worker> {
+  const mark = sent().at(-1)?.seq ?? 0;
+  let handed = false;
+  const handle = (task: Task) => {
+    handed = true;
+    return options.handle(task);
+  };
+  const reads = () =>
+    sent((c) => c.seq > mark && c.name === "XREADGROUP" && c.args.includes(options.consumer))
+      .length;
   const worker = await startLearnerWorker(
     `startWorker("${options.consumer}")`,
-    () => exercise.startWorker(client, options),
+    () => exercise.startWorker(client, { ...options, handle }),
     2,
+    () => handed || reads() >= 3,
   );
   check(
     worker && typeof worker.stop === "function",
@@ -87,6 +97,7 @@ export async function stopWithin(
   const mark = sent().at(-1)?.seq ?? 0;
   const started = Date.now();
   let returned = false;
+  stopAsked.add(worker);
   const stopping = call(`stop() of ${name}`, () => worker.stop(), ms).finally(() => {
     returned = true;
   });
@@ -107,9 +118,12 @@ export async function stopWithin(
   );
 }
 
+/** Workers whose stop() was called: asking again would only wait for the same stop. */
+const stopAsked = new WeakSet<Worker>();
+
 /** Stops whatever workers are left after a test that failed early; their failure matters less. */
 export async function stopAll(workers: Worker[]): Promise<void> {
-  await Promise.all(workers.map((worker) => stopQuietly(worker)));
+  await Promise.all(workers.filter((w) => !stopAsked.has(w)).map((w) => stopQuietly(w)));
 }
 
 /** The IDs the learner's connections acknowledged (XACK), in any form: typed, raw or in MULTI. */

@@ -347,7 +347,9 @@ test("a task whose handle() throws or rejects stays pending; one still working i
       { stream, group, consumer, handle, count: 5, blockMs: BLOCK_MS },
       workers,
     );
-    const reachedSlow = await until(() => called.includes(slow), 3000);
+    const idle = nothingComing(observer, stream, group, [consumer], () => called.length);
+    await until(async () => called.includes(slow) || idle(), 3000);
+    const reachedSlow = called.includes(slow);
     check(
       reachedSlow,
       `handle() threw for ${throwing} and rejected for ${rejecting}, and after that your worker stopped taking tasks: ${slow} never reached handle(). Catch the error of each handle() call, leave that task unacknowledged, and go on with the next.`,
@@ -445,7 +447,9 @@ test("stop() in the middle of a task waits for it, acknowledges it and closes th
       },
       workers,
     );
-    check(await until(() => started, 3000), `The queued task never reached handle().`, 2);
+    const idle = nothingComing(observer, stream, group, [consumer], () => (started ? 1 : 0));
+    await until(async () => started || idle(), 3000);
+    check(started, `The queued task never reached handle().`, 2);
     let stopped = false;
     const stopping = stopWithin(worker, STOP_MS + BLOCK_MS, consumer, BLOCK_MS).finally(() => {
       stopped = true;
@@ -481,17 +485,24 @@ test("stop() in the middle of a task waits for it, acknowledges it and closes th
 
 test("stop() on a quiet stream returns within one read and closes the worker's connection", async () => {
   const { observer, client, stream, group, connections } = await stopScene("idle", "embed", 0);
+  const consumer = fresh("embed");
   const workers: Worker[] = [];
   try {
     const worker = await startWorker(
       client,
-      { stream, group, consumer: fresh("embed"), count: 2, blockMs: BLOCK_MS, handle: () => {} },
+      { stream, group, consumer, count: 2, blockMs: BLOCK_MS, handle: () => {} },
       workers,
     );
-    const waiting = await waitForBlocked(observer, "xreadgroup", 1, 3000);
+    // Ten reads never seen blocked: a worker that waits in each read would have taken ten BLOCKs.
+    const reads = () => sent((c) => c.name === "XREADGROUP" && c.args.includes(consumer)).length;
+    let waiting = 0;
+    await until(async () => {
+      waiting = (await blockedIn(observer, "xreadgroup")).length;
+      return waiting >= 1 || reads() >= 10;
+    }, 3000);
     check(
       waiting >= 1,
-      "Your worker never waited in a blocking XREADGROUP within 3 s of startWorker(). Read with BLOCK, so it waits for new tasks instead of asking again and again.",
+      `Your worker never waited in a blocking XREADGROUP ${reads() >= 10 ? `in ${reads()} reads of a quiet stream` : "within 3 s of startWorker()"}. Read with BLOCK, so it waits for new tasks instead of asking again and again.`,
       2,
     );
     await stopWithin(worker, QUIET_STOP_MS, "the worker", BLOCK_MS);
