@@ -113,7 +113,7 @@ export async function stopWithin(
   }
   const block = blockOf(sent((c) => c.name === "XREADGROUP").at(-1));
   fail(
-    `stop() of ${name} did not return within ${Math.round((Date.now() - started) / 100) / 10} s.${overlong(block, blockMs) ? ` Its XREADGROUP asked for BLOCK ${block}, though blockMs was ${blockMs}.` : ""} Use a finite BLOCK (blockMs) and leave the loop after the read returns once stop() was called; BLOCK 0 waits forever on a quiet stream.`,
+    `stop() of ${name} did not return within ${Math.round((Date.now() - started) / 100) / 10} s.${overlong(block, blockMs) ? ` Its XREADGROUP asked for BLOCK ${block}, though blockMs was ${blockMs}${block === 0 ? "" : ": BLOCK takes milliseconds, like blockMs"}.` : ""} Use a finite BLOCK (blockMs) and leave the loop after the read returns once stop() was called; BLOCK 0 waits forever on a quiet stream.`,
     2,
   );
 }
