@@ -2,7 +2,8 @@
  * Helpers the Streams checks share (lessons 06 onwards). Kept small and stable: several tracks
  * import it. Everything here observes the server; nothing changes it.
  */
-import { type ConnectionInfo, learnerConnections, type Redis, sleep } from "./kit.ts";
+import { type ConnectionInfo, checkClient, learnerConnections, type Redis, sleep } from "./kit.ts";
+import { type SentCommand, sent } from "./wire.ts";
 
 /** Orders two stream IDs ("<ms>-<seq>") as the server does: negative, zero or positive. */
 export function compareIds(a: string, b: string): number {
@@ -50,4 +51,40 @@ export async function waitForBlocked(
 export async function pendingCount(via: Redis, stream: string, group: string): Promise<number> {
   const summary = await via.xPending(stream, group);
   return Number(summary.pending);
+}
+
+/** The BLOCK of an XREAD as sent, or undefined without one. */
+export function blockOf(read: SentCommand | undefined): number | undefined {
+  const args = read?.args ?? [];
+  const at = args.findIndex((a) => a.toUpperCase() === "BLOCK");
+  return at < 0 ? undefined : Number(args[at + 1]);
+}
+
+/** A BLOCK that waits forever (0) or a thousand reads' worth: stop() cannot return in time. */
+export function overlong(block: number | undefined, blockMs: number): block is number {
+  return block !== undefined && (block === 0 || block >= blockMs * 10);
+}
+
+let observer: Promise<Redis> | undefined;
+
+/**
+ * Resolves once a stop(), called when the learner's newest command was `mark`, provably cannot
+ * return soon: one BLOCK and slack later, the last `command` is one sent before stop() with an
+ * overlong BLOCK, and a learner connection still waits in it. Such a read holds its loop until
+ * an entry comes, so waiting out the whole stop limit would teach nothing more.
+ */
+export async function stuckInRead(
+  command: "XREAD" | "XREADGROUP",
+  mark: number,
+  blockMs: number,
+  done: () => boolean,
+): Promise<void> {
+  await sleep(blockMs + 300);
+  for (; !done(); await sleep(50)) {
+    const read = sent((c) => c.name === command).at(-1);
+    if (!read || read.seq > mark || !overlong(blockOf(read), blockMs)) continue;
+    observer ??= checkClient("blocked-reads");
+    if ((await blockedIn(await observer, command.toLowerCase())).length > 0) return;
+  }
+  return new Promise(() => {});
 }

@@ -23,21 +23,45 @@ interface Worker {
 /** How long a learner's startWorker() may take to hand its worker back: a connect, no more. */
 const START_MS = 5000;
 
+/** How long startWorker() may stay unresolved once its loop demonstrably runs. */
+const LOOPING_MS = 1000;
+
 /**
  * Calls a learner's async startWorker(), which must resolve to its worker as soon as the worker
  * runs: one that awaits its own loop never returns, and is told so here instead of by a timeout.
+ * `looping`, when given, says the worker's loop demonstrably runs (it handed a task over, or
+ * read again): a startWorker() still unresolved a while after that awaits its loop.
  */
 export async function startLearnerWorker<W>(
   what: string,
   start: () => W | Promise<W>,
   hint?: number,
+  looping?: () => boolean,
 ): Promise<W> {
+  const started = Date.now();
+  let settled = false;
+  const starting = call(what, start, START_MS).finally(() => {
+    settled = true;
+  });
+  const awaitsLoop = async (): Promise<never> => {
+    let since: number | undefined;
+    for (; !settled; await sleep(20)) {
+      if (looping?.()) since ??= Date.now();
+      if (since !== undefined && Date.now() - since >= LOOPING_MS) {
+        starting.catch(() => {});
+        throw new CheckFailure("Still waiting: the loop runs");
+      }
+    }
+    return new Promise<never>(() => {});
+  };
   try {
-    return await call(what, start, START_MS);
+    return await (looping ? Promise.race([starting, awaitsLoop()]) : starting);
   } catch (error) {
     if (error instanceof CheckFailure && /^Still waiting/.test(error.message)) {
+      const waited = Math.round((Date.now() - started) / 100) / 10;
+      const early = error.message.includes("the loop runs");
       fail(
-        `${what} did not return within ${START_MS / 1000} s. startWorker() should resolve to { stop } as soon as the worker runs: start the loop without awaiting it, and let stop() await it.`,
+        `${what} did not return within ${early ? `${waited} s, though its loop already ran` : `${START_MS / 1000} s`}. startWorker() should resolve to { stop } as soon as the worker runs: start the loop without awaiting it, and let stop() await it.`,
         hint,
       );
     }

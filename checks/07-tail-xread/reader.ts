@@ -6,8 +6,8 @@
 
 import type { DocEvent, LogEntry, Tail } from "../../lessons/07-tail-xread/tail.ts";
 import { call, check, learnerClient, loadExercise, type Redis, sameValue } from "../kit.ts";
-import { compareIds } from "../streams-support.ts";
-import { type Scope, scope, sent } from "../wire.ts";
+import { compareIds, isStreamId } from "../streams-support.ts";
+import { type Scope, type SentCommand, scope, sent } from "../wire.ts";
 
 // The exercise's contract is written once, in the starter.
 export type { DocEvent, LogEntry, Tail } from "../../lessons/07-tail-xread/tail.ts";
@@ -25,6 +25,8 @@ export type Behaviour = "ok" | "throw" | "reject" | ((entry: LogEntry) => Promis
 export interface Reader {
   scope: Scope;
   client: Redis;
+  /** CLIENT ID of `client`, asked before the reader started: a reader may block it. */
+  clientId: string;
   tail: Tail;
   /** Every onEntry() call, in order, while this simulated process was alive. */
   calls: LogEntry[];
@@ -44,6 +46,7 @@ export async function startReader(
 ): Promise<Reader> {
   const process = scope("reader");
   const client = await process.run(() => learnerClient());
+  const clientId = String(await client.clientId());
   const calls: LogEntry[] = [];
   const done: string[] = [];
   const onEntry = (entry: LogEntry): void | Promise<void> => {
@@ -69,7 +72,7 @@ export async function startReader(
     "startTail() should resolve to an object with a stop() method.",
     2,
   );
-  return { scope: process, client, tail, calls, done };
+  return { scope: process, client, clientId, tail, calls, done };
 }
 
 /** Appends status events; inside one MULTI they arrive together, as one batch for XREAD. */
@@ -141,4 +144,42 @@ export function jumpedTo(reader: Reader, stream: string, ids: string[]): string 
     (c) => c.name === "XREAD" && c.scope === reader.scope.name && c.args.includes(stream),
   );
   return reads.map((c) => c.args.at(-1) ?? "").find((id) => ids.includes(id) && !handed.has(id));
+}
+
+/** The seq of the learner's newest command so far: what is sent later has a higher one. */
+export function sentMark(): number {
+  return sent().at(-1)?.seq ?? 0;
+}
+
+/**
+ * A test's early way out while it waits for `ids` (all added before `mark`) to reach onEntry():
+ * true once `reader` has read past one of them four times over ("$", a cursor at or after it,
+ * or another stream) without handing anything over meanwhile. Such a reader never goes back for the entry, so
+ * the wait can end and the test's own checks say what went wrong. Each read past takes a BLOCK
+ * at least: four of them leave a reader that reads ahead (and hands over what it got before)
+ * plenty of time to do so.
+ */
+export function readsPast(reader: Reader, stream: string, ids: string[], mark: number) {
+  let seen: { calls: number; reads: number } | undefined;
+  const past = (read: SentCommand, missing: string[]) => {
+    if (!read.args.includes(stream)) return true;
+    const cursor = read.args.at(-1) ?? "";
+    if (cursor === "$") return true;
+    return isStreamId(cursor) && missing.some((id) => compareIds(cursor, id) >= 0);
+  };
+  return (): boolean => {
+    const handed = new Set(reader.calls.map((e) => e.id));
+    const missing = ids.filter((id) => !handed.has(id));
+    if (missing.length === 0) return false;
+    const reads = sent(
+      (c) =>
+        c.name === "XREAD" && c.scope === reader.scope.name && c.seq > mark && past(c, missing),
+    ).length;
+    if (reads === 0) return false;
+    if (seen === undefined || seen.calls !== reader.calls.length) {
+      seen = { calls: reader.calls.length, reads };
+      return false;
+    }
+    return reads - seen.reads >= 4;
+  };
 }

@@ -4,7 +4,7 @@
  * from what the learner's connections sent.
  */
 
-import type { Worker, WorkerOptions } from "../../lessons/08-consumer-groups/workers.ts";
+import type { Task, Worker, WorkerOptions } from "../../lessons/08-consumer-groups/workers.ts";
 import {
   CheckFailure,
   type ConnectionInfo,
@@ -17,6 +17,7 @@ import {
   stopQuietly,
   until,
 } from "../kit.ts";
+import { blockOf, overlong, stuckInRead } from "../streams-support.ts";
 import { sent } from "../wire.ts";
 import { startLearnerWorker } from "../worker-stop.ts";
 
@@ -59,10 +60,20 @@ export async function startWorker(
   options: WorkerOptions,
   workers: Worker[] = [],
 ): Promise<Worker> {
+  const mark = sent().at(-1)?.seq ?? 0;
+  let handed = false;
+  const handle = (task: Task) => {
+    handed = true;
+    return options.handle(task);
+  };
+  const reads = () =>
+    sent((c) => c.seq > mark && c.name === "XREADGROUP" && c.args.includes(options.consumer))
+      .length;
   const worker = await startLearnerWorker(
     `startWorker("${options.consumer}")`,
-    () => exercise.startWorker(client, options),
+    () => exercise.startWorker(client, { ...options, handle }),
     2,
+    () => handed || reads() >= 3,
   );
   check(
     worker && typeof worker.stop === "function",
@@ -73,24 +84,46 @@ export async function startWorker(
   return worker;
 }
 
-/** Stops a worker within `ms`, or fails saying that stop() hung. */
-export async function stopWithin(worker: Worker, ms: number, name: string): Promise<void> {
+/**
+ * Stops a worker within `ms`, or fails saying that stop() hung: as soon as it provably hangs,
+ * in an XREADGROUP whose BLOCK is far beyond the `blockMs` the worker was given.
+ */
+export async function stopWithin(
+  worker: Worker,
+  ms: number,
+  name: string,
+  blockMs: number,
+): Promise<void> {
+  const mark = sent().at(-1)?.seq ?? 0;
+  const started = Date.now();
+  let returned = false;
+  stopAsked.add(worker);
+  const stopping = call(`stop() of ${name}`, () => worker.stop(), ms).finally(() => {
+    returned = true;
+  });
   try {
-    await call(`stop() of ${name}`, () => worker.stop(), ms);
+    const stuck = await Promise.race([
+      stopping.then(() => false),
+      stuckInRead("XREADGROUP", mark, blockMs, () => returned).then(() => true),
+    ]);
+    if (!stuck) return;
+    stopping.catch(() => {});
   } catch (error) {
-    if (/Still waiting/.test((error as Error).message)) {
-      fail(
-        `stop() of ${name} did not return within ${ms / 1000} s. Use a finite BLOCK (blockMs) and leave the loop after the read returns once stop() was called; BLOCK 0 waits forever on a quiet stream.`,
-        2,
-      );
-    }
-    throw error;
+    if (!/Still waiting/.test((error as Error).message)) throw error;
   }
+  const block = blockOf(sent((c) => c.name === "XREADGROUP").at(-1));
+  fail(
+    `stop() of ${name} did not return within ${Math.round((Date.now() - started) / 100) / 10} s.${overlong(block, blockMs) ? ` Its XREADGROUP asked for BLOCK ${block}, though blockMs was ${blockMs}${block === 0 ? "" : ": BLOCK takes milliseconds, like blockMs"}.` : ""} Use a finite BLOCK (blockMs) and leave the loop after the read returns once stop() was called; BLOCK 0 waits forever on a quiet stream.`,
+    2,
+  );
 }
+
+/** Workers whose stop() was called: asking again would only wait for the same stop. */
+const stopAsked = new WeakSet<Worker>();
 
 /** Stops whatever workers are left after a test that failed early; their failure matters less. */
 export async function stopAll(workers: Worker[]): Promise<void> {
-  await Promise.all(workers.map((worker) => stopQuietly(worker)));
+  await Promise.all(workers.filter((w) => !stopAsked.has(w)).map((w) => stopQuietly(w)));
 }
 
 /** The IDs the learner's connections acknowledged (XACK), in any form: typed, raw or in MULTI. */

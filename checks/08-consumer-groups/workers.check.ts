@@ -12,7 +12,8 @@ import {
   sleep,
   until,
 } from "../kit.ts";
-import { isStreamId, pendingCount, waitForBlocked } from "../streams-support.ts";
+import { blockedIn, isStreamId, pendingCount, waitForBlocked } from "../streams-support.ts";
+import { sent } from "../wire.ts";
 import {
   acknowledged,
   connectionsSince,
@@ -45,6 +46,36 @@ interface GroupInfo {
 async function groupInfo(observer: Redis, stream: string, group: string) {
   const groups = (await observer.xInfoGroups(stream)) as unknown as GroupInfo[];
   return groups.find((g) => String(g.name) === group);
+}
+
+/**
+ * A wait's early way out while workers should be taking queued tasks: true once they read with
+ * another group or consumer, or once nothing reached handle() although a worker already read
+ * and found nothing (it waits in a blocking XREADGROUP, or read twice), for two BLOCKs on end.
+ * A right worker's first read returns tasks at once, and it hands them over before reading again.
+ */
+function nothingComing(
+  observer: Redis,
+  stream: string,
+  group: string,
+  names: string[],
+  handled: () => number,
+): () => Promise<boolean> {
+  let since: number | undefined;
+  return async () => {
+    const readers = readersOf(stream);
+    if (readers.some((r) => r.group !== group || !names.includes(r.consumer))) return true;
+    const reads = sent((c) => c.name === "XREADGROUP" && c.args.includes(stream));
+    const readTwice = names.some((name) => reads.filter((c) => c.args.includes(name)).length >= 2);
+    const empty =
+      handled() === 0 && (readTwice || (await blockedIn(observer, "xreadgroup")).length > 0);
+    if (!empty) {
+      since = undefined;
+      return false;
+    }
+    since ??= Date.now();
+    return Date.now() - since >= BLOCK_MS * 2;
+  };
 }
 
 test("ensureGroup() creates the stream and the group, and three workers may call it at once", async () => {
@@ -190,16 +221,20 @@ test("three workers share 30 tasks: each handled once, by one worker, then ackno
         workers,
       );
     }
-    await until(() => names.every((name) => handled.some((h) => h.consumer === name)), 2000);
+    const idle = nothingComing(observer, stream, group, names, () => handled.length);
+    await until(
+      async () => names.every((name) => handled.some((h) => h.consumer === name)) || idle(),
+      2000,
+    );
     gate.release();
-    await until(() => handled.length >= ids.length, 8000);
+    await until(async () => handled.length >= ids.length || idle(), 8000);
     // With the queue empty, every worker should be waiting in XREADGROUP at the same time.
     if (handled.length > 0) {
       waiting = await waitForBlocked(observer, "xreadgroup", names.length, 3000);
     }
   } finally {
     const results = await Promise.allSettled(
-      workers.map((worker, i) => stopWithin(worker, STOP_MS, names[i] ?? "")),
+      workers.map((worker, i) => stopWithin(worker, STOP_MS, names[i] ?? "", BLOCK_MS)),
     );
     const failed = results.find((r) => r.status === "rejected");
     if (failed) stopFailure = String((failed.reason as Error).message);
@@ -312,7 +347,9 @@ test("a task whose handle() throws or rejects stays pending; one still working i
       { stream, group, consumer, handle, count: 5, blockMs: BLOCK_MS },
       workers,
     );
-    const reachedSlow = await until(() => called.includes(slow), 3000);
+    const idle = nothingComing(observer, stream, group, [consumer], () => called.length);
+    await until(async () => called.includes(slow) || idle(), 3000);
+    const reachedSlow = called.includes(slow);
     check(
       reachedSlow,
       `handle() threw for ${throwing} and rejected for ${rejecting}, and after that your worker stopped taking tasks: ${slow} never reached handle(). Catch the error of each handle() call, leave that task unacknowledged, and go on with the next.`,
@@ -346,7 +383,7 @@ test("a task whose handle() throws or rejects stays pending; one still working i
       `After the failures, ${[slow, last].filter((id) => !acknowledged(stream).has(id)).join(" and ")} never got acknowledged${finished.includes(last) ? ", although handle() finished" : ""}. The worker should keep going: handle, then XACK, for every task after a failed one.`,
       2,
     );
-    await stopWithin(worker, STOP_MS, consumer);
+    await stopWithin(worker, STOP_MS, consumer, BLOCK_MS);
     workers.length = 0;
     const left = await pendingIds(observer, stream, group);
     check(
@@ -410,9 +447,11 @@ test("stop() in the middle of a task waits for it, acknowledges it and closes th
       },
       workers,
     );
-    check(await until(() => started, 3000), `The queued task never reached handle().`, 2);
+    const idle = nothingComing(observer, stream, group, [consumer], () => (started ? 1 : 0));
+    await until(async () => started || idle(), 3000);
+    check(started, `The queued task never reached handle().`, 2);
     let stopped = false;
-    const stopping = stopWithin(worker, STOP_MS + BLOCK_MS, consumer).finally(() => {
+    const stopping = stopWithin(worker, STOP_MS + BLOCK_MS, consumer, BLOCK_MS).finally(() => {
       stopped = true;
     });
     stopping.catch(() => {});
@@ -446,20 +485,27 @@ test("stop() in the middle of a task waits for it, acknowledges it and closes th
 
 test("stop() on a quiet stream returns within one read and closes the worker's connection", async () => {
   const { observer, client, stream, group, connections } = await stopScene("idle", "embed", 0);
+  const consumer = fresh("embed");
   const workers: Worker[] = [];
   try {
     const worker = await startWorker(
       client,
-      { stream, group, consumer: fresh("embed"), count: 2, blockMs: BLOCK_MS, handle: () => {} },
+      { stream, group, consumer, count: 2, blockMs: BLOCK_MS, handle: () => {} },
       workers,
     );
-    const waiting = await waitForBlocked(observer, "xreadgroup", 1, 3000);
+    // Ten reads never seen blocked: a worker that waits in each read would have taken ten BLOCKs.
+    const reads = () => sent((c) => c.name === "XREADGROUP" && c.args.includes(consumer)).length;
+    let waiting = 0;
+    await until(async () => {
+      waiting = (await blockedIn(observer, "xreadgroup")).length;
+      return waiting >= 1 || reads() >= 10;
+    }, 3000);
     check(
       waiting >= 1,
-      "Your worker never waited in a blocking XREADGROUP within 3 s of startWorker(). Read with BLOCK, so it waits for new tasks instead of asking again and again.",
+      `Your worker never waited in a blocking XREADGROUP ${reads() >= 10 ? `in ${reads()} reads of a quiet stream` : "within 3 s of startWorker()"}. Read with BLOCK, so it waits for new tasks instead of asking again and again.`,
       2,
     );
-    await stopWithin(worker, QUIET_STOP_MS, "the worker");
+    await stopWithin(worker, QUIET_STOP_MS, "the worker", BLOCK_MS);
     workers.length = 0;
     await checkAllClosed(connections);
   } finally {

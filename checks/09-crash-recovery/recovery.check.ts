@@ -84,10 +84,22 @@ const exercise = await loadExercise<Exercise>(
 const RUNNER = fileURLToPath(new URL("./worker-runner.ts", import.meta.url));
 
 async function start(client: Redis, options: WorkerOptions): Promise<Worker> {
+  // Three reads for new entries prove the loop runs: a startWorker() still unresolved a second
+  // later awaits it. Finishing its own pending entries first may take longer, and is right.
+  const mark = sent().at(-1)?.seq ?? 0;
+  const reads = () =>
+    sent(
+      (c) =>
+        c.seq > mark &&
+        c.name === "XREADGROUP" &&
+        c.args.includes(options.consumer) &&
+        c.args.at(-1) === ">",
+    ).length;
   const worker = await startLearnerWorker(
     `startWorker() for ${options.consumer}`,
     () => exercise.startWorker(client, options),
     2,
+    () => reads() >= 3,
   );
   check(
     worker && typeof worker.stop === "function",
