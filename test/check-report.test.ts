@@ -113,3 +113,23 @@ describe("a test that runs out of time", () => {
     expect(tests[1]?.message).toMatch(/^Stopped after the check's 60s: this test never finished/);
   });
 });
+
+describe("a lesson whose code talks only to the check's own servers", () => {
+  test("says why its trace is not shown instead of claiming the code sent nothing", () => {
+    const verdict: Verdict = {
+      lesson: "14-production-azure",
+      title: "Production on Azure",
+      target: "learner",
+      file,
+      status: "failed",
+      tests: [{ name: "runs the task", status: "failed", message: "no" }],
+      untraced: "the worker talks to the check's own TLS redis-server",
+      output: [],
+      durationMs: 1,
+    };
+    const text = renderVerdict(verdict);
+    expect(text).toContain("What your code sent to Redis: not shown");
+    expect(text).toContain("the check's own TLS redis-server");
+    expect(text).not.toMatch(/sent to Redis \(\d+ command/);
+  });
+});

@@ -105,6 +105,13 @@ export function renderVerdict(
       );
     }
   }
+  if (verdict.status === "failed" && !verdict.sent && verdict.untraced) {
+    lines.push(
+      "",
+      kleur.bold("  What your code sent to Redis: not shown"),
+      kleur.dim(indent(verdict.untraced, "    ")),
+    );
+  }
   if (options.verbose && verdict.diagnostics) {
     lines.push("", kleur.dim(indent(verdict.diagnostics.trim(), "  | ")));
   }

@@ -265,7 +265,8 @@ async function checkFile(
     const sent = traced ? learnerCommands(traced) : undefined;
     trace = undefined;
     keepKeys = decided.status === "failed" && options.keepFailed !== undefined;
-    return finish({ ...decided, sent, diagnostics: hideSecrets(standby.output()) });
+    const untraced = lesson.serverOfItsOwn;
+    return finish({ ...decided, sent, untraced, diagnostics: hideSecrets(standby.output()) });
   } catch (error) {
     return finish({
       status: "error",

@@ -51,6 +51,8 @@ export interface Verdict {
   tests: TestOutcome[];
   /** What the learner's code sent to Redis; undefined when it could not be followed. */
   sent?: TracedCommand[];
+  /** Why `sent` is not shown at all: the learner's code talked to a server the trace does not follow. */
+  untraced?: string;
   /** What the learner's code printed. */
   output: string[];
   /** The check process's own output, for --verbose and for reporting our bugs. */
