@@ -32,6 +32,9 @@ export interface Partition {
   /** The port of the node serving the slot at the start, and at the end. */
   node: number;
   nodeAtEnd: number;
+  /** The relay's port, and the partition's API. */
+  relay: number;
+  apiUrl: string;
   audit: Audit;
 }
 
@@ -42,6 +45,8 @@ export interface ClusterReport {
   reports: PipelineReport[];
   workerLog: string[];
   plainPort?: undefined;
+  /** Every node of the cluster, stopped and removed by the time the report is returned. */
+  nodes: { port: number; dir: string }[];
 }
 
 /** What --json adds about the cluster: each partition's slot and node, and the failover. */
@@ -53,11 +58,14 @@ export function clusterShape(report: ClusterReport, wait: boolean) {
       slot: p.slot,
       node: p.node,
       nodeAtEnd: p.nodeAtEnd,
+      relay: p.relay,
+      apiUrl: p.apiUrl,
       accepted: p.audit.accepted,
       lost: p.audit.lost,
       duplicated: p.audit.duplicated,
     })),
     failover: report.failover ?? null,
+    nodes: report.nodes,
   };
 }
 
@@ -212,6 +220,8 @@ export async function runClusterPipeline(
     const partitions = tags.map((t, i) => ({
       ...t,
       nodeAtEnd: proxies[i]?.target ?? t.node,
+      relay: Number(new URL(proxies[i]?.url ?? "redis://x:0").port),
+      apiUrl: (reports[i] as PipelineReport).apiUrl,
       audit: (reports[i] as PipelineReport).audit,
     }));
     return {
@@ -223,6 +233,7 @@ export async function runClusterPipeline(
       failover,
       reports,
       workerLog: reports.flatMap((r) => r.workerLog),
+      nodes: cluster.nodes.map(({ port, dir }) => ({ port, dir })),
     };
   } finally {
     halt.abort();
