@@ -12,7 +12,7 @@ import { PIPELINE_USAGE, PipelineUsageError, parsePipelineArgs, poisonCount } fr
 import { renderAudit } from "./audit.ts";
 import { BATCH_DEFAULTS } from "./batch-loop.ts";
 import { SOLUTION_BATCH_PARTS } from "./batch-parts.ts";
-import { clusterShape, runClusterPipeline } from "./cluster.ts";
+import { clusterShape, renderCluster, runClusterPipeline } from "./cluster.ts";
 import { SOLUTION_PARTS } from "./parts.ts";
 import { DEFAULTS, type PipelineOptions, runPipeline } from "./pipeline.ts";
 import { findPython } from "./python.ts";
@@ -147,6 +147,7 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(`${JSON.stringify({ ...audit, ...shape })}\n`);
     } else {
       console.log(`\n${renderAudit(audit)}`);
+      if (cluster) console.log(`\n${renderCluster(cluster, !args.noWait)}`);
     }
     return audit.ok ? 0 : 1;
   } catch (error) {

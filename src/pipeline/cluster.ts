@@ -49,6 +49,19 @@ export interface ClusterReport {
   nodes: { port: number; dir: string }[];
 }
 
+/** The cluster's part of the text report: where each partition ran, and the failover. */
+export function renderCluster(report: ClusterReport, wait: boolean): string {
+  const lines = report.partitions.map(
+    (p) =>
+      `  ${p.tag.padEnd(6)} slot ${String(p.slot).padStart(5)}  node ${p.node}${p.nodeAtEnd === p.node ? "" : ` -> ${p.nodeAtEnd}`}  ${p.audit.accepted} accepted, ${p.audit.lost} lost, ${p.audit.duplicated} duplicated`,
+  );
+  const f = report.failover;
+  if (f)
+    lines.push(`  failover: ${f.killed} SIGKILLed, ${f.promoted} promoted (${f.how}, ${f.ms} ms)`);
+  lines.push(`  WAIT 1 after each acknowledged write: ${wait ? "on" : "off (--no-wait)"}`);
+  return `Cluster partitions\n${lines.join("\n")}`;
+}
+
 /** What --json adds about the cluster: each partition's slot and node, and the failover. */
 export function clusterShape(report: ClusterReport, wait: boolean) {
   return {
