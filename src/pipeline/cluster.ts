@@ -224,11 +224,14 @@ export async function runClusterPipeline(
             log,
           })
         : Promise.resolve(undefined);
+    // Settled at once, so that a failover that fails while the runs go on is no unhandled rejection.
+    const failing = Promise.allSettled([chaos]);
     const settled = await Promise.allSettled(runs.map((r) => r.run));
     halt.abort();
-    const failover = await chaos;
-    const failed = settled.find((s) => s.status === "rejected");
+    const [chaosEnded] = await failing;
+    const failed = [chaosEnded, ...settled].find((s) => s?.status === "rejected");
     if (failed) throw failed.reason;
+    const failover = chaosEnded?.status === "fulfilled" ? chaosEnded.value : undefined;
     const reports = settled.map((s) => (s as PromiseFulfilledResult<PipelineReport>).value);
     const partitions = tags.map((t, i) => ({
       ...t,
