@@ -73,8 +73,9 @@ export const PIPELINE_USAGE = `Usage: npm run pipeline -- [options]
   --tls               start a local TLS-only redis-server and connect every process
                       over rediss://, verifying its certificate
   --cluster           run on a local six-node Redis Cluster (3 primaries, 3 replicas),
-                      one partition per primary; with --chaos, one primary is also
-                      SIGKILLed mid-run and its replica takes over
+                      one partition per primary (at least one worker each); with
+                      --chaos, one primary is also SIGKILLed mid-run and its
+                      replica takes over
   --no-wait           with --cluster: skip WAIT 1 after each write (faster; a
                       failover can then lose what was acknowledged)
   --json              end with the audit as one JSON object on the last line

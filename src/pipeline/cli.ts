@@ -12,7 +12,7 @@ import { PIPELINE_USAGE, PipelineUsageError, parsePipelineArgs, poisonCount } fr
 import { renderAudit } from "./audit.ts";
 import { BATCH_DEFAULTS } from "./batch-loop.ts";
 import { SOLUTION_BATCH_PARTS } from "./batch-parts.ts";
-import { clusterShape, renderCluster, runClusterPipeline } from "./cluster.ts";
+import { clusterShape, PARTITIONS, renderCluster, runClusterPipeline } from "./cluster.ts";
 import { SOLUTION_PARTS } from "./parts.ts";
 import { DEFAULTS, type PipelineOptions, runPipeline } from "./pipeline.ts";
 import { findPython } from "./python.ts";
@@ -90,7 +90,7 @@ async function main(argv: string[]): Promise<number> {
     const parts = `${file ? `your parts (${file})` : "the reference parts"}, ${mode}`;
     console.log(
       kleur.bold(
-        `Document pipeline: ${args.docs} documents, ${args.workers} worker processes x 4 stages${pythonWorkers > 0 ? ` + ${pythonWorkers} Python NER` : ""}${args.chaos ? ", chaos" : ""}, ${parts}`,
+        `Document pipeline: ${args.docs} documents, ${args.cluster ? Math.max(args.workers, PARTITIONS) : args.workers} worker processes x 4 stages${pythonWorkers > 0 ? ` + ${pythonWorkers} Python NER` : ""}${args.chaos ? ", chaos" : ""}${args.cluster ? ", on a local six-node cluster" : ""}, ${parts}`,
       ),
     );
   }

@@ -23,6 +23,9 @@ import {
  * One replica per primary; a short timeout, because after the failover the promoted replica has
  * none, and its partition then pays this on every write until the run ends.
  */
+/** One partition per primary of the local cluster; each gets at least one worker process. */
+export const PARTITIONS = 3;
+
 export const REPLICA_WAIT = { replicas: 1, timeoutMs: 100 };
 
 export interface Partition {
@@ -173,14 +176,14 @@ export async function runClusterPipeline(
   options: PipelineOptions & { wait: boolean },
 ): Promise<ClusterReport> {
   const log = options.log ?? (() => {});
-  const cluster = await startCluster();
+  const cluster = await startCluster({ primaries: PARTITIONS });
   const proxies: PartitionProxy[] = [];
   const halt = new AbortController();
   const relay = () => halt.abort();
   options.signal?.addEventListener("abort", relay, { once: true });
   try {
     const first = cluster.nodes[0]?.port ?? 0;
-    const tags = await partitionTags(first, 3);
+    const tags = await partitionTags(first, PARTITIONS);
     for (const { node } of tags) proxies.push(await startPartitionProxy(node));
     const uploads = options.uploads ?? sampleUploads(options.docs, options.poison);
     const docShares = shares(uploads.length, tags.length);
