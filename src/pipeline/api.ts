@@ -34,6 +34,8 @@ export interface ApiOptions {
   maxBytes: number;
   /** Refuse uploads (429) while a stage has more documents waiting than this; absent: never. */
   maxBacklog?: number;
+  /** Runs on an upload's connection after it is queued, before the 202 (a cluster's WAIT). */
+  afterQueued?: (client: Redis) => Promise<unknown>;
 }
 
 export interface Api {
@@ -208,7 +210,11 @@ async function submit(
   const location = `/documents/${id}`;
   let outcome: Queued;
   try {
-    outcome = await pool.execute((client) => queueOnce(client, options, id, upload));
+    outcome = await pool.execute(async (client) => {
+      const queued = await queueOnce(client, options, id, upload);
+      await options.afterQueued?.(client);
+      return queued;
+    });
   } catch (error) {
     const message = (error as Error).message;
     if (/TODO/.test(message)) throw error;
@@ -268,7 +274,11 @@ async function submitBatch(
     await admit(options, gate);
     let answers: Awaited<ReturnType<typeof queueMany>>;
     try {
-      answers = await pool.execute((client) => queueMany(client, options.keys, items));
+      answers = await pool.execute(async (client) => {
+        const queued = await queueMany(client, options.keys, items);
+        await options.afterQueued?.(client);
+        return queued;
+      });
     } catch (error) {
       throw new HttpError(
         503,

@@ -33,6 +33,10 @@ export interface PipelineArgs {
   redisUrl?: string;
   /** Start a local TLS-only server and connect every process over rediss://. */
   tls: boolean;
+  /** Run on a local six-node Redis Cluster, one partition per primary. */
+  cluster: boolean;
+  /** With --cluster: no WAIT after the intake and each hand-off (what a failover can lose). */
+  noWait: boolean;
 }
 
 const NEEDS_URL = "--redis-url needs a URL, like rediss://:<password>@host:6380.";
@@ -68,6 +72,12 @@ export const PIPELINE_USAGE = `Usage: npm run pipeline -- [options]
                       rediss:// for TLS (REDIS_CA, REDIS_TLS_SERVERNAME apply)
   --tls               start a local TLS-only redis-server and connect every process
                       over rediss://, verifying its certificate
+  --cluster           run on a local six-node Redis Cluster (3 primaries, 3 replicas),
+                      one partition per primary (at least one worker each); with
+                      --chaos, one primary is also SIGKILLed mid-run and its
+                      replica takes over
+  --no-wait           with --cluster: skip WAIT 1 after each write (faster; a
+                      failover can then lose what was acknowledged)
   --json              end with the audit as one JSON object on the last line
   --dashboard         serve a live page on 127.0.0.1 (prints its URL); it stops with the run
   --dashboard-port N  its port (default: a free one); implies --dashboard
@@ -113,6 +123,8 @@ const OPTIONS = {
   json: { type: "boolean" },
   help: { type: "boolean", short: "h" },
   tls: { type: "boolean" },
+  cluster: { type: "boolean" },
+  "no-wait": { type: "boolean" },
   parts: { type: "string" },
   "redis-url": { type: "string" },
   "batch-parts": { type: "string" },
@@ -186,6 +198,8 @@ export function parsePipelineArgs(argv: string[]): PipelineArgs {
     help: values.help === true,
     dashboard: values.dashboard === true,
     tls: values.tls === true,
+    cluster: values.cluster === true,
+    noWait: values["no-wait"] === true,
   };
   if (typeof values.parts === "string") {
     if (!values.parts) throw new PipelineUsageError("--parts needs a file name.");
@@ -211,7 +225,18 @@ export function parsePipelineArgs(argv: string[]): PipelineArgs {
       "--tls starts a local TLS server; for your own, give a rediss:// URL to --redis-url instead.",
     );
   }
+  if (args.cluster && (args.tls || args.redisUrl)) {
+    throw new PipelineUsageError(
+      "--cluster starts a local plain cluster: leave out --tls and --redis-url.",
+    );
+  }
+  if (args.noWait && !args.cluster) {
+    throw new PipelineUsageError("--no-wait only applies to --cluster runs.");
+  }
   if (args.dashboardPort !== undefined) args.dashboard = true;
+  if (args.cluster && args.dashboard) {
+    throw new PipelineUsageError("--dashboard does not show --cluster runs yet: leave it out.");
+  }
   if (args.parts && args.batchParts) {
     throw new PipelineUsageError(
       "--parts (lesson 13, one at a time) and --batch-parts (lesson 16) exclude each other.",

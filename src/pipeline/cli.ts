@@ -12,9 +12,10 @@ import { PIPELINE_USAGE, PipelineUsageError, parsePipelineArgs, poisonCount } fr
 import { renderAudit } from "./audit.ts";
 import { BATCH_DEFAULTS } from "./batch-loop.ts";
 import { SOLUTION_BATCH_PARTS } from "./batch-parts.ts";
+import { clusterShape, PARTITIONS, renderCluster, runClusterPipeline } from "./cluster.ts";
 import { endToEnd } from "./end-to-end.ts";
 import { SOLUTION_PARTS } from "./parts.ts";
-import { DEFAULTS, runPipeline } from "./pipeline.ts";
+import { DEFAULTS, type PipelineOptions, runPipeline } from "./pipeline.ts";
 import { findPython } from "./python.ts";
 import { openUserRedis, type UserRedis } from "./user-redis.ts";
 
@@ -53,7 +54,13 @@ async function main(argv: string[]): Promise<number> {
         }
       : undefined;
   const bulk = args.bulk ?? (batch ? 100 : 1);
-  const userUrl = args.tls ? undefined : (args.redisUrl ?? process.env.REDIS_URL?.trim());
+  if (args.cluster && process.env.REDIS_URL?.trim()) {
+    process.stderr.write(
+      kleur.yellow("--cluster runs on a local cluster of its own: REDIS_URL is not used.\n"),
+    );
+  }
+  const userUrl =
+    args.tls || args.cluster ? undefined : (args.redisUrl ?? process.env.REDIS_URL?.trim());
   const user: UserRedis | undefined = userUrl
     ? await openUserRedis(userUrl, "pipeline:")
     : undefined;
@@ -62,7 +69,7 @@ async function main(argv: string[]): Promise<number> {
   const python = pythonWorkers > 0 ? findPython() : undefined;
   // Their URL goes on their command line, where `ps` shows a password, and they ignore REDIS_CA.
   const pythonMissing =
-    user || args.tls
+    user || args.tls || args.cluster
       ? "they run only on the private plain server"
       : python && "missing" in python
         ? python.missing
@@ -84,12 +91,12 @@ async function main(argv: string[]): Promise<number> {
     const parts = `${file ? `your parts (${file})` : "the reference parts"}, ${mode}`;
     console.log(
       kleur.bold(
-        `Document pipeline: ${args.docs} documents, ${args.workers} worker processes x 4 stages${pythonWorkers > 0 ? ` + ${pythonWorkers} Python NER` : ""}${args.chaos ? ", chaos" : ""}, ${parts}`,
+        `Document pipeline: ${args.docs} documents, ${args.cluster ? Math.max(args.workers, PARTITIONS) : args.workers} worker processes x 4 stages${pythonWorkers > 0 ? ` + ${pythonWorkers} Python NER` : ""}${args.chaos ? ", chaos" : ""}${args.cluster ? ", on a local six-node cluster" : ""}, ${parts}`,
       ),
     );
   }
   try {
-    const report = await runPipeline({
+    const options: PipelineOptions = {
       ...DEFAULTS,
       docs: args.docs,
       workers: args.workers,
@@ -117,7 +124,11 @@ async function main(argv: string[]): Promise<number> {
         if (user) out.write(kleur.dim(`Keys under ${user.prefix} (removed at the end)\n`));
         if (dashboardUrl) out.write(`Dashboard ${dashboardUrl}  (open it in a browser)\n`);
       },
-    });
+    };
+    const cluster = args.cluster
+      ? await runClusterPipeline({ ...options, wait: !args.noWait })
+      : undefined;
+    const report = cluster ?? (await runPipeline(options));
     const { audit } = report;
     if (!audit.ok && report.workerLog.length > 0) {
       process.stderr.write(
@@ -130,13 +141,15 @@ async function main(argv: string[]): Promise<number> {
         batch: batch?.count ?? 1,
         inFlight: batch?.inFlight ?? 1,
         bulk,
-        redis: user ? "yours" : args.tls ? "tls" : "private",
+        redis: user ? "yours" : args.tls ? "tls" : args.cluster ? "cluster" : "private",
+        ...(cluster ? { cluster: clusterShape(cluster, !args.noWait) } : {}),
         ...(report.plainPort === undefined ? {} : { plainPort: report.plainPort }),
       };
       const e2e = { endToEndMs: endToEnd(report.events) };
       process.stdout.write(`${JSON.stringify({ ...audit, ...shape, ...e2e })}\n`);
     } else {
       console.log(`\n${renderAudit(audit)}`);
+      if (cluster) console.log(`\n${renderCluster(cluster, !args.noWait)}`);
     }
     return audit.ok ? 0 : 1;
   } catch (error) {

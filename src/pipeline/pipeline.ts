@@ -15,6 +15,7 @@ import { pipelineKeys, STAGES, type StatusEvent } from "./keys.ts";
 import { type LocalRedis, startLocalRedis } from "./local-redis.ts";
 import { connectClient, loadParts } from "./parts.ts";
 import { startPythonWorkers } from "./python.ts";
+import { type ReplicaWait, waitForReplicas } from "./replica-wait.ts";
 import type { LoopConfig } from "./stage-loop.ts";
 import { Supervisor } from "./supervisor.ts";
 import { startView } from "./view.ts";
@@ -51,6 +52,8 @@ export interface PipelineOptions extends LoopConfig {
   prefix: string;
   /** Connection names start with these: the system's own, and the workers' (CLIENT LIST). */
   names?: { system: string; worker: string };
+  /** On a cluster: WAIT for replicas after every acknowledged write (replica-wait.ts). */
+  replicaWait?: ReplicaWait;
   /** Replace workers that are killed (chaos does, the lesson's check does not). */
   replaceWorkers: boolean;
   view?: { tty: boolean; intervalMs: number; write: (text: string) => void };
@@ -159,6 +162,7 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
         });
     }
 
+    const replicaWait = options.replicaWait;
     const apiClient = await connectClient(redisUrl, `${names.system}api`);
     cleanup.push(() => apiClient.destroy());
     const api: Api = await startApi({
@@ -167,6 +171,7 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
       broadcast: parts.broadcast,
       maxBytes: options.maxBytes,
       maxBacklog: options.maxBacklog,
+      afterQueued: replicaWait && ((client) => waitForReplicas(client, replicaWait)),
     });
     cleanup.push(() => api.close());
 
@@ -206,6 +211,7 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
         stages: [...STAGES],
         parts: options.parts,
         batch: options.batch,
+        replicaWait,
         loop: {
           latencyMs: options.latencyMs,
           failureRate: options.failureRate,

@@ -8,15 +8,18 @@ import { runBatchLoop } from "./batch-loop.ts";
 import { loadBatchParts } from "./batch-parts.ts";
 import { type PipelineKeys, pipelineKeys } from "./keys.ts";
 import { connectClient, loadParts, type Redis } from "./parts.ts";
+import { batchPartsThatWait, partsThatWait } from "./replica-wait.ts";
 import { runStageLoop } from "./stage-loop.ts";
 import { READY_LINE, type WorkerSettings } from "./worker-settings.ts";
 
 async function main(): Promise<void> {
   const settings = JSON.parse(process.env.PIPELINE_WORKER ?? "null") as WorkerSettings | null;
   if (!settings) throw new Error("PIPELINE_WORKER is not set: start workers with the supervisor.");
-  const parts = await loadParts(settings.parts);
+  const parts = partsThatWait(await loadParts(settings.parts), settings.replicaWait);
   const batch = settings.batch;
-  const batchParts = batch ? await loadBatchParts(batch.parts) : undefined;
+  const batchParts = batch
+    ? batchPartsThatWait(await loadBatchParts(batch.parts), settings.replicaWait)
+    : undefined;
   const keys: PipelineKeys = pipelineKeys(settings.prefix);
   const stop = new AbortController();
   const clients = await Promise.all(

@@ -76,6 +76,11 @@ async function ask(port: number, args: string[]): Promise<Reply> {
   }
 }
 
+/** The hash slot of `key`, as the node on `port` computes it (CLUSTER KEYSLOT). */
+export async function keySlot(port: number, key: string): Promise<number> {
+  return Number(await ask(port, ["CLUSTER", "KEYSLOT", key]));
+}
+
 /** The lines of CLUSTER INFO / INFO as a map. */
 function fields(reply: Reply): Map<string, string> {
   const map = new Map<string, string>();
@@ -91,7 +96,7 @@ function fields(reply: Reply): Map<string, string> {
  * CLUSTER NODES ("<id> <ip>:<port>@<bus> <flags> <primary id or -> ... <slot ranges>"). Not
  * CLUSTER SLOTS: that leaves out a replica until its first offset has been gossiped.
  */
-async function servers(port: number, slot: number): Promise<number[]> {
+export async function servers(port: number, slot: number): Promise<number[]> {
   const lines = String(await ask(port, ["CLUSTER", "NODES"]).catch(() => ""))
     .trim()
     .split("\n")

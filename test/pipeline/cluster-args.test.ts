@@ -1,0 +1,61 @@
+/** `--cluster` and `--no-wait` arguments, and the arithmetic that splits and adds up a run. */
+import { expect, test } from "vitest";
+import { PIPELINE_USAGE, parsePipelineArgs } from "../../src/pipeline/args.ts";
+import { audit } from "../../src/pipeline/audit.ts";
+import { combineAudits, shares } from "../../src/pipeline/cluster.ts";
+import { expectedResults } from "../../src/pipeline/services.ts";
+
+test("--cluster runs on a local cluster: not with --tls, --redis-url or --dashboard; --no-wait only with it", () => {
+  expect(parsePipelineArgs([])).toMatchObject({ cluster: false, noWait: false });
+  expect(parsePipelineArgs(["--cluster", "--no-wait"])).toMatchObject({
+    cluster: true,
+    noWait: true,
+  });
+  for (const other of [["--tls"], ["--redis-url", "redis://h:6379"]]) {
+    expect(() => parsePipelineArgs(["--cluster", ...other])).toThrow(
+      "--cluster starts a local plain cluster",
+    );
+  }
+  expect(() => parsePipelineArgs(["--cluster", "--dashboard-port", "8080"])).toThrow(
+    "--dashboard does not show --cluster runs",
+  );
+  expect(() => parsePipelineArgs(["--no-wait"])).toThrow("--no-wait only applies to --cluster");
+  expect(PIPELINE_USAGE).toContain("--cluster");
+  expect(PIPELINE_USAGE).toContain("--no-wait");
+});
+
+test("documents and workers are shared out as evenly as they go", () => {
+  expect(shares(5, 3)).toEqual([2, 2, 1]);
+  expect(shares(2, 3)).toEqual([1, 1, 0]);
+  expect(shares(300, 3)).toEqual([100, 100, 100]);
+});
+
+test("the partitions' audits add up, and one that is not ok makes the whole not ok", () => {
+  const part = (id: string, lost: boolean) =>
+    audit({
+      submitted: 1,
+      accepted: [{ id, text: "x" }],
+      notAccepted: 0,
+      rejected: [],
+      docs: lost ? {} : { [id]: expectedResults("x") },
+      streams: {
+        ocr: [id],
+        ner: lost ? [] : [id],
+        classify: lost ? [] : [id],
+        embed: lost ? [] : [id],
+      },
+      deadLetters: [],
+      events: [],
+      latencies: [5],
+      durationMs: 1000,
+      workersKilled: 1,
+      redisRestarts: 0,
+      retried: 0,
+    });
+  const whole = combineAudits([part("a", false), part("b", true)], [5, 7]);
+  expect(whole).toMatchObject({ submitted: 2, accepted: 2, workersKilled: 2, durationMs: 1000 });
+  expect(whole.lost).toBe(1);
+  expect(whole.ok).toBe(false);
+  expect(part("a", false).ok).toBe(true);
+  expect(combineAudits([part("a", false), part("c", false)], [5]).ok).toBe(true);
+});
