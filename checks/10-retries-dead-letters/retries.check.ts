@@ -597,3 +597,43 @@ test("stop() returns on a quiet stream and finishes the task in hand", async () 
     addTask: () => observer.xAdd(q.stream, "*", { docId: "doc-1" }),
   });
 });
+
+test("the blocking read waits on a connection of its own, not on the client it was given", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:reader");
+  const client = await learnerClient();
+  const blockMs = 1500;
+  let worker: Worker | undefined;
+  try {
+    worker = await start(client, {
+      ...q,
+      consumer: fresh("ocr"),
+      maxDeliveries: MAX_DELIVERIES,
+      retryBaseMs: BASE_MS,
+      blockMs,
+      handle: async () => {},
+    });
+    const blocking = () =>
+      sent((c) => c.args[0]?.toUpperCase() === "XREADGROUP" && c.args.includes(q.stream)).some(
+        (c) => c.args.some((a) => a.toUpperCase() === "BLOCK"),
+      );
+    check(
+      await until(blocking, 3000),
+      `startWorker() sent no XREADGROUP ... BLOCK on ${q.stream} within 3 s of starting on a quiet stream.`,
+      3,
+    );
+    // The caller's client is shared with the rest of the application: a PING on it must not
+    // queue behind the worker's BLOCK.
+    const asked = Date.now();
+    await client.ping();
+    const waited = Date.now() - asked;
+    check(
+      waited < blockMs / 2,
+      `While your worker waited for new entries (BLOCK ${blockMs} ms), a PING on the client passed to startWorker() took ${waited} ms: the blocking XREADGROUP holds that connection, so every other command of the application waits behind it. Read on a connection of your own (client.duplicate(), connected in startWorker and closed when the loop ends).`,
+      3,
+    );
+  } finally {
+    await observer.xAdd(q.stream, "*", { docId: "wake-up" });
+    await stopQuietly(worker);
+  }
+});
