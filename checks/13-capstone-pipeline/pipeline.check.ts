@@ -184,8 +184,16 @@ describe("the parts, one at a time", () => {
     await c.xGroupCreate(keys.stream, keys.group, "0", { MKSTREAM: true });
     const consumer = fresh("ocr");
     const options = { consumer, claimIdleMs: 1500, blockMs: 100 };
+    const started = Date.now();
     const none = await call("nextWork() on an empty stream", () =>
       exercise.nextWork(client, keys, options),
+    );
+    const waited = Date.now() - started;
+    // blockMs is how long a worker is deaf to a stop request: a BLOCK of its own makes it longer.
+    check(
+      waited < options.blockMs + 1400,
+      `With no work at all and blockMs = ${options.blockMs}, nextWork() took ${waited} ms to return. Block for options.blockMs (XREADGROUP ... BLOCK <blockMs>), not a time of your own.`,
+      2,
     );
     check(
       none === undefined,
