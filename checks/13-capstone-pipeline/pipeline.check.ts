@@ -184,8 +184,16 @@ describe("the parts, one at a time", () => {
     await c.xGroupCreate(keys.stream, keys.group, "0", { MKSTREAM: true });
     const consumer = fresh("ocr");
     const options = { consumer, claimIdleMs: 1500, blockMs: 100 };
+    const started = Date.now();
     const none = await call("nextWork() on an empty stream", () =>
       exercise.nextWork(client, keys, options),
+    );
+    const waited = Date.now() - started;
+    // blockMs is how long a worker is deaf to a stop request: a BLOCK of its own makes it longer.
+    check(
+      waited < options.blockMs + 1400,
+      `With no work at all and blockMs = ${options.blockMs}, nextWork() took ${waited} ms to return. Block for options.blockMs (XREADGROUP ... BLOCK <blockMs>), not a time of your own.`,
+      2,
     );
     check(
       none === undefined,
@@ -231,7 +239,9 @@ describe("the parts, one at a time", () => {
       const orphan = await c.xAdd(keys.stream, "*", { doc: "doc-orphan" });
       await c.xReadGroup(keys.group, crashed, { key: keys.stream, id: ">" }, { COUNT: live + 1 });
       await idleFor(c, keys, crashed, orphan, claimIdleMs + 1000);
-      for (const id of busyIds) await idleFor(c, keys, busy, id, 0);
+      // Busy, yet idle for most of claimIdleMs: a claim with a lower threshold than the one
+      // given takes them, with a second of slack for a loaded machine.
+      for (const id of busyIds) await idleFor(c, keys, busy, id, claimIdleMs - 1000);
       const work = await call("nextWork()", () => exercise.nextWork(client, keys, options));
       return { keys, busyIds, orphan, work };
     }
@@ -239,7 +249,7 @@ describe("the parts, one at a time", () => {
     const one = await scenario(1);
     if (one.work && one.busyIds.includes(one.work.id)) {
       fail(
-        `nextWork() took ${one.work.doc} from ${busy}, which received it only moments ago and is still working on it. Only claim entries idle longer than claimIdleMs (${claimIdleMs} ms): XAUTOCLAIM's min-idle-time.`,
+        `nextWork() took ${one.work.doc} from ${busy}, which is still working on it (idle ${claimIdleMs - 1000} ms, less than claimIdleMs). Only claim entries idle longer than claimIdleMs (${claimIdleMs} ms): XAUTOCLAIM's min-idle-time.`,
         2,
       );
     }
@@ -387,7 +397,7 @@ describe("the parts, one at a time", () => {
    * Two workers finish the same entry (one took it over from the other): the late one runs its
    * handOff() and, at the moment it commits, the other one's whole handOff() runs first.
    */
-  async function racingFinishers(name: string) {
+  async function racingFinishers(name: string, at: (c: SentCommand) => boolean = commits) {
     const keys = keysFor(name);
     const c = await observer();
     const work = await delivered(c, keys, "doc-1", fresh("ocr"));
@@ -396,7 +406,7 @@ describe("the parts, one at a time", () => {
     const fast = await learnerClient();
     let fastReturned: unknown;
     const competitor = beforeCommand(
-      (cmd) => cmd.scope === late.scope.name && commits(cmd),
+      (cmd) => cmd.scope === late.scope.name && at(cmd),
       async () => {
         fastReturned = await call("handOff() in the worker that took the entry over", () =>
           exercise.handOff(fast, keys, { ...work, deliveries: 2 }, RESULT),
@@ -462,6 +472,14 @@ describe("the parts, one at a time", () => {
       3,
     );
 
+    // The other worker commits just before the late one's WATCH: a look taken before the WATCH
+    // is stale by then, and the WATCH no longer sees the change.
+    const beforeWatch = await racingFinishers("race-watch", (cmd) => cmd.name === "WATCH");
+    check(
+      beforeWatch.handedOn === 1,
+      `handOff() handed doc-1 on ${beforeWatch.handedOn} times when another worker committed the same document just before this worker's WATCH: the look at the hash came before the WATCH, so the WATCH missed the change it was meant to guard. WATCH the document's hash first, then read it, then MULTI ... EXEC.`,
+      3,
+    );
     // Then at the same moment: the other worker commits between the late one's check and its EXEC.
     const r = await racingFinishers("race");
     check(

@@ -199,6 +199,7 @@ test("documents go through all four stages on every partition, each hand-off ack
   const partitions = await upload(keys, ids);
   const cluster = await learnerCluster();
   for (const stage of STAGES) {
+    clearSent();
     let handedOff = 0;
     const handled = new Set<string>();
     for (let attempt = 0; attempt < 10 && handled.size < ids.length; attempt++) {
@@ -226,6 +227,13 @@ test("documents go through all four stages on every partition, each hand-off ack
         2,
       );
     }
+    // After the last stage there is no stream to queue on: an XADD there makes a stray stream.
+    const queuedAfterLast = sent().find((c) => stage === "embed" && c.name === "XADD");
+    check(
+      queuedAfterLast === undefined,
+      `At the last stage (embed), your hand-off sent XADD ${queuedAfterLast?.args[1]}: after the last stage there is no next stage, so handOff() with next = null queues nothing.`,
+      2,
+    );
     check(
       handedOff === ids.length,
       `workRound() at stage ${stage} returned ${handedOff} hand-offs in total for ${ids.length} documents: return how many documents the round handed off.`,
@@ -440,6 +448,45 @@ test("a worker that dies anywhere in a hand-off leaves all of it or none of it",
   if (first) fail(first, 2);
 });
 
+test("handOff() returns only once Redis has answered its EXEC", async () => {
+  const { run, keys } = await pipeline();
+  const [doc = ""] = docIds(1);
+  const [p] = await upload(keys, [doc]);
+  const partition = keysAt(keys, p);
+  const [entry] = await entries(partition.stream("ocr"));
+  const worker = scope("worker");
+  const cluster = await learnerCluster(worker);
+  // The EXEC is held on its connection until the check has seen whether handOff() returned.
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const rule = before(
+    (c) => c.scope === worker.name && c.name === "EXEC",
+    () => held,
+  );
+  let returned = false;
+  const work = { id: entry?.id ?? "0-1", doc };
+  const handOff = call(
+    `handOff(cluster, keys, group, "ocr", "ner", ${JSON.stringify(work)}, result)`,
+    () => exercise.handOff(cluster, partition, run.group, "ocr", "ner", work, result("ocr", work)),
+    5000,
+  ).finally(() => {
+    returned = true;
+  });
+  await Promise.race([rule.fired, handOff.then(() => until(() => rule.hasFired(), 1000))]);
+  // A held EXEC cannot be answered: a handOff() awaiting it cannot return in this window.
+  const early = rule.hasFired() && (await until(() => returned, 300));
+  release();
+  rule.cancel();
+  await handOff.finally(() => cluster.destroy());
+  check(
+    !early,
+    `handOff() returned while its EXEC was still on its way to Redis, so a caller would count ${doc} as handed off before Redis applied (or refused) the transaction, and never hear of an error. Return the promise of exec(), or await it.`,
+    2,
+  );
+});
+
 test("the worker carries on when a replica takes over from its primary", async () => {
   const { run, keys } = await pipeline();
   const ids = docIds(8);
@@ -449,9 +496,13 @@ test("the worker carries on when a replica takes over from its primary", async (
   // A planned failover (CLUSTER FAILOVER on the replica): the roles swap with no write lost.
   const slot = await slotOf(keysAt(keys, partitions[0]).doc(ids[0] as string));
   const replica = await nodeClient(await replicaOf(slot), "failover");
+  const former = await nodeClient(await primaryOf(slot), "former-primary");
+  const role = async (node: Redis) => String(await node.sendCommand(["INFO", "replication"]));
   await replica.sendCommand(["CLUSTER", "FAILOVER"]);
+  // Both sides of the swap: until the former primary has stepped down, a command it holds (a
+  // WAIT after EXEC, as the lesson suggests) is cut off with UNBLOCKED, which no code can avoid.
   const promoted = await until(
-    async () => /role:master/.test(String(await replica.sendCommand(["INFO", "replication"]))),
+    async () => /role:master/.test(await role(replica)) && /role:slave/.test(await role(former)),
     10_000,
   );
   check(
