@@ -4,9 +4,11 @@ import {
   CheckFailure,
   call,
   check,
+  checkClient,
   ctx,
   fail,
   fresh,
+  freshKey,
   LEARNER_CLIENT,
   learnerClient,
   loadExercise,
@@ -226,26 +228,52 @@ test("a worker killed between its work and its XACK: another worker finishes eve
 test("a restarted worker first finishes what it was given before", async () => {
   const { observer, q, client } = await scene("restart");
   const consumer = fresh("ocr");
+  const claimIdleMs = 60_000;
   const given = await addDocs(observer, q, 1, 3);
   await readAndDie(observer, q, consumer, 3);
+  // The restart comes late: the old entries have been idle for half of claimIdleMs. Not stale
+  // yet, so only the worker's own pending read can find them, but a read that is no delivery
+  // leaves them aging towards the threshold while they are handled.
+  const downMs = claimIdleMs / 2;
+  await ageEntries(
+    observer,
+    q,
+    consumer,
+    given.map((d) => d.id),
+    downMs,
+  );
   const later = await addDocs(observer, q, 4, 2);
+  const [failing] = given;
+  if (!failing) throw new Error("no entries added");
 
   const order: string[] = [];
+  const staleWhileHandled: { docId: string; idle: number }[] = [];
   let worker: Worker | undefined;
   try {
-    // claimIdleMs is far away, so only the worker's own pending read can find the old entries.
     worker = await start(client, {
       ...q,
       consumer,
-      claimIdleMs: 60_000,
+      claimIdleMs,
       blockMs: 100,
       async handle(task) {
         order.push(task.id);
+        const doc = given.find((d) => d.id === task.id);
+        if (!doc) return;
+        const [entry] = await observer.xPendingRange(q.stream, q.group, task.id, task.id, 1);
+        const idle = entry?.millisecondsSinceLastDelivery ?? 0;
+        if (idle >= downMs) staleWhileHandled.push({ docId: doc.docId, idle });
+        if (task.id === failing.id) throw new Error(`OCR engine failed on ${doc.docId}`);
       },
     });
     const all = [...given, ...later];
     await until(() => all.every((d) => order.includes(d.id)), 3000);
     const forgotten = given.filter((d) => !order.includes(d.id));
+    const unfinished = all.filter((d) => !order.includes(d.id));
+    check(
+      !order.includes(failing.id) || unfinished.length === 0,
+      `handle() threw on ${failing.docId}, one of the entries ${consumer} held before its restart, and the worker never handled ${names(unfinished)} after that. A failed task is skipped (left pending, to be tried again later) and the worker goes on with the next one.`,
+      1,
+    );
     check(
       forgotten.length === 0,
       `Before its restart, ${consumer} had been given ${names(given)} and never acknowledged them; after the restart it did not re-read ${names(forgotten)}. On start, a worker should first re-read its own pending entries (XREADGROUP ... STREAMS <stream> 0) and finish them.`,
@@ -261,6 +289,17 @@ test("a restarted worker first finishes what it was given before", async () => {
       given.every((d) => firstThree.includes(d.id)),
       "The restarted worker handled new entries before the ones it already held. Re-read your own pending entries (id 0) first, then new ones (id >).",
       1,
+    );
+    check(
+      staleWhileHandled.length === 0,
+      `While the restarted worker handled ${staleWhileHandled.map((s) => `${s.docId} (idle ${Math.round(s.idle / 1000)} s)`).join(", ")}, XPENDING still showed them idle since before the restart: reading them did not count as a delivery, so they kept aging, and once idle past claimIdleMs (${claimIdleMs} ms) any other worker's XAUTOCLAIM takes them over while they are being handled, and those documents are processed twice. Re-read your own pending entries with XREADGROUP ... 0: that read is a delivery and sets their idle time back to 0 (XPENDING and XRANGE do not).`,
+      1,
+    );
+    const [kept] = await observer.xPendingRange(q.stream, q.group, failing.id, failing.id, 1);
+    check(
+      kept?.consumer === consumer,
+      `handle() threw on ${failing.docId}, yet it is no longer pending: a failed task must stay pending, so that it is tried again later. XACK only after handle() succeeds.`,
+      2,
     );
   } finally {
     await stopQuietly(worker);
@@ -454,7 +493,8 @@ test("entries deleted while pending do not stop the worker", async () => {
 
 test("claiming leaves live work alone, however long it has been running", async () => {
   const { observer, q, client } = await scene("live");
-  const [slow] = await addDocs(observer, q, 1, 1);
+  // Two more wait behind the slow one: a worker reads one new entry at a time, not all three.
+  const [slow, ...waiting] = await addDocs(observer, q, 1, 3);
   if (!slow) throw new Error("no entry added");
   const busyOne = fresh("ocr");
   const claimer = fresh("ocr");
@@ -484,6 +524,15 @@ test("claiming leaves live work alone, however long it has been running", async 
     check(
       await until(() => busy, 5000),
       `Worker ${busyOne} never started on ${slow.docId}: it should read new entries with XREADGROUP ... >.`,
+      2,
+    );
+    const inHand = await observer.xPendingRange(q.stream, q.group, "-", "+", 10, {
+      consumer: busyOne,
+    });
+    const aging = waiting.filter((d) => inHand.some((entry) => entry.id === d.id));
+    check(
+      aging.length === 0,
+      `While ${busyOne} worked on ${slow.docId}, it also held ${names(aging)}, read but not started. Entries waiting in a worker's hands age like claimed ones: once idle past claimIdleMs, another worker takes them over while they still wait, and they are processed twice. Read new entries one at a time (XREADGROUP ... > COUNT 1).`,
       2,
     );
     // As if the task had been running for 8 s: close to claimIdleMs, not past it.
@@ -739,6 +788,35 @@ test("claimStale() takes at most count entries per call, and its cursor leads pa
     `claimStale() should return each claimed entry as { id, fields } with the entry's own fields ({ docId }); it returned ${JSON.stringify(got.slice(0, 2))}.`,
     2,
   );
+});
+
+test("a worker whose group does not exist yet creates it and handles what the stream holds", async () => {
+  const observer = await checkClient();
+  const stream = freshKey("docs:new-group");
+  const group = fresh("ocr");
+  const waiting = await addDocs(observer, { stream, group }, 1, 2);
+  const handled: string[] = [];
+  let worker: Worker | undefined;
+  try {
+    worker = await start(await learnerClient(), {
+      stream,
+      group,
+      consumer: fresh("ocr"),
+      claimIdleMs: 10_000,
+      blockMs: 100,
+      async handle(task) {
+        handled.push(task.id);
+      },
+    });
+    const done = await until(() => waiting.every((d) => handled.includes(d.id)), 3000);
+    check(
+      done,
+      `The stream held ${names(waiting)} before the group existed, and the worker never handled ${names(waiting.filter((d) => !handled.includes(d.id)))}. Create the group at ID 0 (XGROUP CREATE <stream> <group> 0 MKSTREAM): "$" starts after the last entry, and what was uploaded before the first worker started is never read.`,
+      2,
+    );
+  } finally {
+    await stopQuietly(worker);
+  }
 });
 
 test("the blocking read has a connection of its own", async () => {

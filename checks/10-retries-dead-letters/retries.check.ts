@@ -120,6 +120,40 @@ async function start(client: Redis, options: RetryOptions): Promise<Worker> {
   return worker;
 }
 
+/** The options every worker of this check runs with, for `consumer` on queue `q`. */
+function workerOptions(
+  q: { stream: string; group: string; deadLetterStream: string },
+  consumer: string,
+  handle: (task: Task) => Promise<void>,
+  blockMs = 50,
+): RetryOptions {
+  return {
+    ...q,
+    consumer,
+    maxDeliveries: MAX_DELIVERIES,
+    retryBaseMs: BASE_MS,
+    blockMs,
+    handle,
+  };
+}
+
+/** A handle() the check holds until release(): when it was first called, and on what. */
+function heldHandle() {
+  let release = () => {};
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const held = {
+    startedAt: 0,
+    release: () => release(),
+    async handle() {
+      held.startedAt ||= Date.now();
+      await gate;
+    },
+  };
+  return held;
+}
+
 test("the backoff doubles from the base and is capped at 60 s", async () => {
   const waits = await call("backoffMs()", () =>
     [1, 2, 3, 4, 30].map((deliveries) => exercise.backoffMs(deliveries, 200)),
@@ -251,7 +285,7 @@ test("one poison document among 20: retried with backoff, then dead-lettered", a
     const apart = deadLetterUnit(q.deadLetterStream, poisonId);
     check(
       apart === undefined,
-      `The dead-letter entry and the XACK must go as one unit, but ${apart}. A worker that dies between the two leaves the document pending, and it is dead-lettered again. Send both in one MULTI ... EXEC.`,
+      `The dead-letter entry and the XACK must go as one unit, but ${apart}. A worker that dies between the two leaves the document pending, and it is dead-lettered again. Send both in one MULTI ... EXEC: client.multi()...exec() (execAsPipeline() sends the same commands without MULTI, so they are no transaction).`,
       2,
     );
 
@@ -315,16 +349,12 @@ test("a document its workers kept crashing on goes straight to the dead-letter s
   const handled: Task[] = [];
   let worker: Worker | undefined;
   try {
-    worker = await start(client, {
-      ...q,
-      consumer: fresh("ocr"),
-      maxDeliveries: MAX_DELIVERIES,
-      retryBaseMs: BASE_MS,
-      blockMs: 50,
-      async handle(task) {
+    worker = await start(
+      client,
+      workerOptions(q, fresh("ocr"), async (task) => {
         handled.push(task);
-      },
-    });
+      }),
+    );
     await until(
       async () => handled.length > 0 || (await observer.xLen(q.deadLetterStream)) > 0,
       5000,
@@ -366,24 +396,13 @@ test("a retry sweep leaves a slow first delivery alone", async () => {
     retryBaseMs: BASE_MS,
     blockMs: 50,
   };
-  let release = () => {};
-  const gate = new Promise<void>((resolve) => {
-    release = resolve;
-  });
-  let startedAt = 0;
+  const slow = heldHandle();
   let worker: Worker | undefined;
   try {
-    worker = await start(await learnerClient(), {
-      ...options,
-      consumer: busyOne,
-      async handle() {
-        startedAt = Date.now();
-        await gate;
-      },
-    });
+    worker = await start(await learnerClient(), workerOptions(q, busyOne, slow.handle));
     const id = await observer.xAdd(q.stream, "*", { docId: "contract-40-pages" });
     check(
-      await until(() => startedAt > 0, 5000),
+      await until(() => slow.startedAt > 0, 5000),
       `Worker ${busyOne} never started on the new entry: read new entries with XREADGROUP ... >.`,
       2,
     );
@@ -412,7 +431,7 @@ test("a retry sweep leaves a slow first delivery alone", async () => {
     );
     check(
       !taken.some((t) => t.id === id) && entry?.consumer === busyOne,
-      `${busyOne} has been working on its first delivery of contract-40-pages for ${Date.now() - startedAt} ms, and a retry sweep by ${sweeper} claimed it (retryBaseMs ${BASE_MS}): live work is taken away and done twice. The idle time counts from the last delivery, so a slow task looks exactly like a failed one. While handle() runs, reset the entry's idle time with a heartbeat: XCLAIM <stream> <group> <self> 0 <id> JUSTID every retryBaseMs / 4 or so.`,
+      `${busyOne} has been working on its first delivery of contract-40-pages for ${Date.now() - slow.startedAt} ms, and a retry sweep by ${sweeper} claimed it (retryBaseMs ${BASE_MS}): live work is taken away and done twice. The idle time counts from the last delivery, so a slow task looks exactly like a failed one. While handle() runs, reset the entry's idle time with a heartbeat: XCLAIM <stream> <group> <self> 0 <id> JUSTID every retryBaseMs / 4 or so.`,
       2,
     );
     check(
@@ -421,7 +440,7 @@ test("a retry sweep leaves a slow first delivery alone", async () => {
       2,
     );
   } finally {
-    release();
+    slow.release();
     await stopQuietly(worker);
   }
 });
@@ -432,26 +451,12 @@ test("a worker claims one due retry at a time", async () => {
   const crashed = fresh("ocr");
   for (let n = 1; n <= 3; n++) await deliveredBefore(observer, q, crashed, 1, `doc-${n}`);
   const me = fresh("ocr");
-  let release = () => {};
-  const gate = new Promise<void>((resolve) => {
-    release = resolve;
-  });
-  let started = false;
+  const busy = heldHandle();
   let worker: Worker | undefined;
   try {
-    worker = await start(await learnerClient(), {
-      ...q,
-      consumer: me,
-      maxDeliveries: MAX_DELIVERIES,
-      retryBaseMs: BASE_MS,
-      blockMs: 50,
-      async handle() {
-        started = true;
-        await gate;
-      },
-    });
+    worker = await start(await learnerClient(), workerOptions(q, me, busy.handle));
     check(
-      await until(() => started, 3000),
+      await until(() => busy.startedAt > 0, 3000),
       `Three entries were due for a retry, and ${me} never started on one: look for due entries with XPENDING ... IDLE and claim them with XCLAIM.`,
       2,
     );
@@ -464,9 +469,30 @@ test("a worker claims one due retry at a time", async () => {
       2,
     );
   } finally {
-    release();
+    busy.release();
     await stopQuietly(worker);
   }
+});
+
+test("a due retry behind 12 entries that live workers hold is found", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:behind");
+  // Twelve first deliveries in progress elsewhere: fresh, and not due for another 5 s.
+  for (let n = 1; n <= 12; n++) await observer.xAdd(q.stream, "*", { docId: `doc-${n}` });
+  await observer.xReadGroup(q.group, fresh("ocr"), { key: q.stream, id: ">" });
+  const id = await deliveredBefore(observer, q, fresh("ocr"), 1, "doc-retry");
+  const retryBaseMs = 5000;
+  const got = await call("claimDueRetries()", async () =>
+    exercise.claimDueRetries(await learnerClient(), {
+      ...workerOptions(q, fresh("ocr"), async () => {}),
+      retryBaseMs,
+    }),
+  );
+  check(
+    got.some((t) => t.id === id),
+    `The pending entries list held 12 entries live workers had just been given, then doc-retry, which failed once and has been idle for a minute (retryBaseMs ${retryBaseMs}): claimDueRetries() returned ${got.length === 0 ? "nothing" : JSON.stringify(got.map((t) => t.fields.docId))}. Let Redis skip what is not idle long enough (XPENDING ... IDLE retryBaseMs) and read enough of the list that a page of live entries cannot hide a due one.`,
+    2,
+  );
 });
 
 test("two workers spot the same due retry: only one of them gets it", async () => {
@@ -585,15 +611,7 @@ test("stop() returns on a quiet stream and finishes the task in hand", async () 
     observer,
     ...q,
     blockMs: 100,
-    start: (handle) =>
-      start(client, {
-        ...q,
-        consumer: fresh("ocr"),
-        maxDeliveries: MAX_DELIVERIES,
-        retryBaseMs: BASE_MS,
-        blockMs: 100,
-        handle,
-      }),
+    start: (handle) => start(client, workerOptions(q, fresh("ocr"), handle, 100)),
     addTask: () => observer.xAdd(q.stream, "*", { docId: "doc-1" }),
   });
 });
@@ -605,14 +623,10 @@ test("the blocking read waits on a connection of its own, not on the client it w
   const blockMs = 1500;
   let worker: Worker | undefined;
   try {
-    worker = await start(client, {
-      ...q,
-      consumer: fresh("ocr"),
-      maxDeliveries: MAX_DELIVERIES,
-      retryBaseMs: BASE_MS,
-      blockMs,
-      handle: async () => {},
-    });
+    worker = await start(
+      client,
+      workerOptions(q, fresh("ocr"), async () => {}, blockMs),
+    );
     const blocking = () =>
       sent((c) => c.args[0]?.toUpperCase() === "XREADGROUP" && c.args.includes(q.stream)).some(
         (c) => c.args.some((a) => a.toUpperCase() === "BLOCK"),

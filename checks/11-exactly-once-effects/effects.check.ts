@@ -56,6 +56,8 @@ class NerService {
   calls: string[] = [];
   /** Documents whose next call fails, e.g. a timeout. */
   failNext = new Set<string>();
+  /** Documents in which the model finds nothing: their result is the empty string. */
+  findsNothing = new Set<string>();
   /** Runs inside the next call, before it answers: another worker racing this one. */
   duringNextCall: (() => Promise<unknown>) | undefined;
 
@@ -65,6 +67,7 @@ class NerService {
     this.duringNextCall = undefined;
     await during?.();
     if (this.failNext.delete(doc.docId)) throw new Error("NER service timed out");
+    if (this.findsNothing.has(doc.docId)) return "";
     return `PARTY:Acme Corp;DATE:2024-05-01 (${doc.docId}, call ${call})`;
   };
 
@@ -161,8 +164,31 @@ async function processOne(
   doc: Delivery,
   client: Redis = stage.client,
 ): Promise<void> {
-  await call(`processDelivery(${doc.docId})`, () =>
-    exercise.processDelivery(client, stage.options, doc),
+  const from = sent().at(-1)?.seq ?? 0;
+  try {
+    await call(`processDelivery(${doc.docId})`, () =>
+      exercise.processDelivery(client, stage.options, doc),
+    );
+  } catch (error) {
+    await explainWrongAck(stage, doc, from);
+    throw error;
+  }
+}
+
+/**
+ * Fails with the cause in the learner's terms when the XACK that went with a failed call named
+ * something other than the delivery's entry ID (Redis answers "Invalid stream ID").
+ */
+async function explainWrongAck(stage: Stage, doc: Delivery, from: number): Promise<void> {
+  const acked = sent(
+    (c) => c.seq > from && c.name === "XACK" && c.args[1] === stage.options.stream,
+  ).flatMap((c) => c.args.slice(3));
+  const wrong = acked.filter((id) => id !== doc.id);
+  if (wrong.length === 0) return;
+  const handed = (await handedOn(stage, doc.docId)).length;
+  fail(
+    `processDelivery(${doc.docId}) failed: its XACK named ${wrong.map((id) => JSON.stringify(id)).join(", ")}, and Redis refused it. XACK takes the stream entry's ID, doc.id (${JSON.stringify(doc.id)} here), not the document's ID (doc.docId, ${JSON.stringify(doc.docId)}).${handed > 0 ? ` The XADD went through all the same (a MULTI is no rollback): ${doc.docId} was handed on while its entry is still pending here, so its retry hands it on a second time.` : ""}`,
+    2,
   );
 }
 
@@ -287,7 +313,9 @@ test("a crash between the work and the hand-off: the redelivery hands on the sam
 
 test("a document submitted twice yields one result", async () => {
   const stage = await setUp("dupes");
-  await submit(stage, "doc-b", "doc-c", "doc-b");
+  // doc-n is a document the model finds no entities in: its stored result is "".
+  stage.service.findsNothing.add("doc-n");
+  await submit(stage, "doc-b", "doc-c", "doc-b", "doc-n", "doc-n");
   for (const doc of await deliver(stage, ">")) await processOne(stage, doc);
 
   const calls = stage.service.callsFor("doc-b");
@@ -301,6 +329,12 @@ test("a document submitted twice yields one result", async () => {
   check(
     sent.length > 0 && sent.every((entities) => entities === stored),
     `Every hand-off of doc-b should carry the one stored result ${JSON.stringify(stored)}; found ${JSON.stringify(sent)}.`,
+    2,
+  );
+  const nothing = stage.service.callsFor("doc-n");
+  check(
+    nothing === 1,
+    `extractEntities() ran ${nothing} times for doc-n, uploaded twice; the model found no entities in it the first time, and the stored result "" was there for the second upload. An empty result is a result: test the GET's reply against null, not for truthiness.`,
     2,
   );
 });

@@ -92,6 +92,29 @@ function heldOcr(): {
   };
 }
 
+/**
+ * call() for workOnce(). When it fails after an XACK that named no stream entry ID (the
+ * document's ID, say), Redis refused that XACK: the failure says so in the learner's terms
+ * instead of node-redis's "1 commands failed".
+ */
+async function callWork<T>(what: string, keys: HybridKeys, run: () => Promise<T>): Promise<T> {
+  const from = wire.sent().at(-1)?.seq ?? 0;
+  try {
+    return await call(what, run);
+  } catch (error) {
+    const wrong = wire.sent((c) => c.seq > from && c.name === "XACK" && c.args[1] === keys.tasks);
+    const ids = wrong.flatMap((c) => c.args.slice(3)).filter((id) => !isStreamId(id));
+    if (ids.length > 0) {
+      const inMulti = wrong.some((c) => c.multi !== undefined);
+      fail(
+        `${what} failed: its XACK named ${ids.map((id) => JSON.stringify(id)).join(", ")}, which is no stream entry ID, and Redis refused it. Acknowledge the ID of the entry XREADGROUP returned (like "1718000000000-0"), not the document's ID.${inMulti ? ' The other commands of that MULTI ran all the same (a MULTI is no rollback): the task is still pending while the hash and the channel say "done".' : ""}`,
+        2,
+      );
+    }
+    throw error;
+  }
+}
+
 /** Runs workOnce() and reports how it ended, without failing: the caller judges. */
 async function workOnceSettled(
   client: Redis,
@@ -155,7 +178,7 @@ describe("part 2: the hybrid", () => {
       `There is no group "${keys.group}" on ${keys.tasks} (groups there: ${groups.map((g) => (g as { name?: unknown }).name).join(", ") || "none"}). Create the group named in keys.group: XGROUP CREATE <keys.tasks> <keys.group> 0 MKSTREAM.`,
       2,
     );
-    const got = await call("workOnce()", () =>
+    const got = await callWork("workOnce()", keys, () =>
       exercise.workOnce(client, keys, fresh("ocr"), async () => {}, 100),
     );
     if (got !== early) {
@@ -250,7 +273,7 @@ describe("part 2: the hybrid", () => {
       workers.map(async (worker, i) => {
         const name = names[i] as string;
         while (new Set(handled.map((h) => h.doc)).size < 12 && Date.now() < deadline) {
-          await call(`workOnce() as ${name}`, () =>
+          await callWork(`workOnce() as ${name}`, keys, () =>
             exercise.workOnce(
               worker,
               keys,
@@ -440,9 +463,17 @@ describe("part 2: the hybrid", () => {
         `ocr("${doc}") ${how === "rejects" ? "rejected" : "threw"}, yet the task is ${pending === 1 ? "still pending" : "acknowledged"}, the hash holds ${show(value)} and the dashboards heard ${states.join(" > ")}. Work that failed was not done: no XACK, no "done"; the pending entry is how another worker finds it again.`,
         2,
       );
+      const heard = dashboard.of(doc);
+      const highest = Math.max(0, ...heard.map((e) => Number(e.version)));
+      const kept = Number((value as { version?: unknown } | undefined)?.version);
+      check(
+        versionsRise(heard) && !(kept < highest),
+        `After ocr("${doc}") ${how === "rejects" ? "rejected" : "threw"}, the dashboards heard ${heard.map((e) => `${e.state} ${e.version}`).join(" > ")} and the hash holds ${show(value)}. A task only moves forward: a dashboard drops an event whose version is not newer than the last it showed, so a step back (to "queued") is ignored by those watching and contradicts what they show. Leave the state at "processing" when the work fails.`,
+        2,
+      );
       const next = fresh("doc");
       await call("submitTask()", () => exercise.submitTask(client, keys, next));
-      const got = await call("workOnce() after a failed ocr()", () =>
+      const got = await callWork("workOnce() after a failed ocr()", keys, () =>
         exercise.workOnce(client, keys, fresh("ocr"), async () => {}, 100),
       );
       check(
@@ -609,9 +640,10 @@ function expectStateBeforeNews(keys: HybridKeys): void {
         s.args.some((arg, i) => i >= 3 && i % 2 === 1 && sameValue(parseJson(arg), event)) &&
         (s.seq < publish.seq || (s.multi !== undefined && s.multi === publish.multi)),
     );
+    const setNx = log.some((s) => s.name === "HSETNX" && s.args[1] === keys.state);
     check(
       written,
-      `The event ${publish.args[2]} was published before the latest state in ${keys.state} said so: a dashboard that hears it and reads the hash, or opens in between, finds an older state. HSET the event first, or in the same MULTI.`,
+      `The event ${publish.args[2]} was published before the latest state in ${keys.state} said so: a dashboard that hears it and reads the hash, or opens in between, finds an older state. HSET the event first, or in the same MULTI.${setNx ? " Your code sent HSETNX, which writes only a field that does not exist yet: the hash kept the older state." : ""}`,
       2,
     );
   }
