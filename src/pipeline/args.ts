@@ -33,7 +33,7 @@ export interface PipelineArgs {
   redisUrl?: string;
   /** Start a local TLS-only server and connect every process over rediss://. */
   tls: boolean;
-  /** Run on a local six-node Redis Cluster, one partition per primary. */
+  /** Run on a Redis Cluster, one partition per primary: a local six-node one, or the user's. */
   cluster: boolean;
   /** With --cluster: no WAIT after the intake and each hand-off (what a failover can lose). */
   noWait: boolean;
@@ -75,7 +75,9 @@ export const PIPELINE_USAGE = `Usage: npm run pipeline -- [options]
   --cluster           run on a local six-node Redis Cluster (3 primaries, 3 replicas),
                       one partition per primary (at least one worker each); with
                       --chaos, one primary is also SIGKILLed mid-run and its
-                      replica takes over
+                      replica takes over. With --redis-url (or $REDIS_URL): on your
+                      cluster, one partition per primary, following a slot that
+                      moves; chaos then kills workers only, never a node
   --no-wait           with --cluster: skip WAIT 1 after each write (faster; a
                       failover can then lose what was acknowledged)
   --json              end with the audit as one JSON object on the last line
@@ -225,9 +227,9 @@ export function parsePipelineArgs(argv: string[]): PipelineArgs {
       "--tls starts a local TLS server; for your own, give a rediss:// URL to --redis-url instead.",
     );
   }
-  if (args.cluster && (args.tls || args.redisUrl)) {
+  if (args.cluster && args.tls) {
     throw new PipelineUsageError(
-      "--cluster starts a local plain cluster: leave out --tls and --redis-url.",
+      "--cluster --tls: the local cluster is plain; for your own TLS cluster, give its rediss:// URL to --redis-url with --cluster.",
     );
   }
   if (args.noWait && !args.cluster) {

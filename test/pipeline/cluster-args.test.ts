@@ -5,17 +5,19 @@ import { audit } from "../../src/pipeline/audit.ts";
 import { combineAudits, shares } from "../../src/pipeline/cluster.ts";
 import { expectedResults } from "../../src/pipeline/services.ts";
 
-test("--cluster runs on a local cluster: not with --tls, --redis-url or --dashboard; --no-wait only with it", () => {
+test("--cluster: a local cluster, or the user's with --redis-url; not with --tls or --dashboard; --no-wait only with it", () => {
   expect(parsePipelineArgs([])).toMatchObject({ cluster: false, noWait: false });
   expect(parsePipelineArgs(["--cluster", "--no-wait"])).toMatchObject({
     cluster: true,
     noWait: true,
   });
-  for (const other of [["--tls"], ["--redis-url", "redis://h:6379"]]) {
-    expect(() => parsePipelineArgs(["--cluster", ...other])).toThrow(
-      "--cluster starts a local plain cluster",
-    );
-  }
+  expect(() => parsePipelineArgs(["--cluster", "--tls"])).toThrow(
+    "give its rediss:// URL to --redis-url with --cluster",
+  );
+  expect(parsePipelineArgs(["--cluster", "--redis-url", "rediss://h:6380"])).toMatchObject({
+    cluster: true,
+    redisUrl: "rediss://h:6380",
+  });
   expect(() => parsePipelineArgs(["--cluster", "--dashboard-port", "8080"])).toThrow(
     "--dashboard does not show --cluster runs",
   );
