@@ -128,7 +128,12 @@ async function main(argv: string[]): Promise<number> {
       },
     };
     const cluster = args.cluster
-      ? await runClusterPipeline({ ...options, wait: !args.noWait, clusterUrl: user?.url })
+      ? await runClusterPipeline({
+          ...options,
+          wait: !args.noWait,
+          clusterUrl: user?.url,
+          onDashboard: (url) => out.write(`Dashboard ${url}  (open it in a browser)\n`),
+        })
       : undefined;
     const report = cluster ?? (await runPipeline(options));
     const { audit } = report;

@@ -9,6 +9,7 @@
  */
 import { type Failover, keySlot, servers, startCluster } from "../redis/cluster-server.ts";
 import { type Audit, percentile } from "./audit.ts";
+import { clusterDashboard } from "./cluster-dashboard.ts";
 import { pipelineKeys, type StatusEvent } from "./keys.ts";
 import { type PartitionProxy, startPartitionProxy } from "./partition-proxy.ts";
 import { connectClient } from "./parts.ts";
@@ -324,7 +325,12 @@ async function failoverMidRun(options: {
 }
 
 export async function runClusterPipeline(
-  options: PipelineOptions & { wait: boolean; clusterUrl?: string },
+  options: PipelineOptions & {
+    wait: boolean;
+    clusterUrl?: string;
+    /** With `dashboard`: where the one page for every partition is, once it is up. */
+    onDashboard?: (url: string) => void;
+  },
 ): Promise<ClusterReport> {
   const log = options.log ?? (() => {});
   const side = options.clusterUrl
@@ -334,13 +340,22 @@ export async function runClusterPipeline(
   const halt = new AbortController();
   const relay = () => halt.abort();
   options.signal?.addEventListener("abort", relay, { once: true });
+  const page = options.dashboard
+    ? clusterDashboard({
+        partitions: side.placements.length,
+        port: options.dashboard.port,
+        signal: halt.signal,
+      })
+    : undefined;
   try {
     const tags = side.placements;
+    page?.started.then(options.onDashboard, () => {});
     for (const { node, host } of tags) proxies.push(await startPartitionProxy(node, host));
     const uploads = options.uploads ?? sampleUploads(options.docs, options.poison);
     const docShares = shares(uploads.length, tags.length);
     const workerShares = shares(Math.max(options.workers, tags.length), tags.length);
     let offset = 0;
+    let firstError: { error: unknown } | undefined;
     const runs = tags.map((t, i) => {
       const mine = uploads.slice(offset, offset + (docShares[i] ?? 0));
       offset += mine.length;
@@ -357,11 +372,17 @@ export async function runClusterPipeline(
           names: { system: `pipeline:${t.tag}:`, worker: `pipeline:${t.tag}:` },
           view: undefined,
           dashboard: undefined,
+          joinDashboard: page?.join(i, t.tag),
           onStart: undefined,
           // A primary without a replica would only make every WAIT wait out its timeout.
           replicaWait: options.wait && t.replicas > 0 ? REPLICA_WAIT : undefined,
           signal: halt.signal,
           log: (line) => log(`${t.tag} ${line}`),
+        }).catch((error: unknown) => {
+          // The others stop too (and none waits for it on the dashboard); its error is the cause.
+          firstError ??= { error };
+          halt.abort();
+          throw error;
         }),
       };
     });
@@ -390,7 +411,8 @@ export async function runClusterPipeline(
     const settled = await Promise.allSettled(runs.map((r) => r.run));
     halt.abort();
     const [chaosEnded, followEnded] = await failing;
-    const failed = [chaosEnded, followEnded, ...settled].find((s) => s?.status === "rejected");
+    if (firstError) throw firstError.error;
+    const failed = [chaosEnded, followEnded].find((s) => s?.status === "rejected");
     if (failed?.status === "rejected") throw failed.reason;
     const failedOver = chaosEnded?.status === "fulfilled" ? chaosEnded.value : undefined;
     const reports = settled.map((s) => (s as PromiseFulfilledResult<PipelineReport>).value);
@@ -406,11 +428,13 @@ export async function runClusterPipeline(
       apiUrl: (reports[i] as PipelineReport).apiUrl,
       audit: (reports[i] as PipelineReport).audit,
     }));
+    const combined = combineAudits(
+      reports.map((r) => r.audit),
+      reports.flatMap((r) => r.feed.latencies),
+    );
+    await page?.finish(combined);
     return {
-      audit: combineAudits(
-        reports.map((r) => r.audit),
-        reports.flatMap((r) => r.feed.latencies),
-      ),
+      audit: combined,
       partitions,
       failover: failedOver,
       reports,
@@ -421,6 +445,7 @@ export async function runClusterPipeline(
   } finally {
     halt.abort();
     options.signal?.removeEventListener("abort", relay);
+    await page?.close();
     for (const proxy of proxies) await proxy.close();
     await side.stop();
   }

@@ -5,7 +5,7 @@ import { audit } from "../../src/pipeline/audit.ts";
 import { combineAudits, shares } from "../../src/pipeline/cluster.ts";
 import { expectedResults } from "../../src/pipeline/services.ts";
 
-test("--cluster: a local cluster, or the user's with --redis-url; not with --tls or --dashboard; --no-wait only with it", () => {
+test("--cluster: a local cluster, or the user's with --redis-url; not with --tls; --no-wait only with it", () => {
   expect(parsePipelineArgs([])).toMatchObject({ cluster: false, noWait: false });
   expect(parsePipelineArgs(["--cluster", "--no-wait"])).toMatchObject({
     cluster: true,
@@ -18,9 +18,10 @@ test("--cluster: a local cluster, or the user's with --redis-url; not with --tls
     cluster: true,
     redisUrl: "rediss://h:6380",
   });
-  expect(() => parsePipelineArgs(["--cluster", "--dashboard-port", "8080"])).toThrow(
-    "--dashboard does not show --cluster runs",
-  );
+  expect(parsePipelineArgs(["--cluster", "--dashboard-port", "8080"])).toMatchObject({
+    cluster: true,
+    dashboard: true,
+  });
   expect(() => parsePipelineArgs(["--no-wait"])).toThrow("--no-wait only applies to --cluster");
   expect(PIPELINE_USAGE).toContain("--cluster");
   expect(PIPELINE_USAGE).toContain("--no-wait");
