@@ -49,7 +49,8 @@ export const PIPELINE_USAGE = `Usage: npm run pipeline -- [options]
 
   --docs N            documents to upload (default 100)
   --workers K         worker processes, each with one worker per stage (default 2)
-  --python-workers N  Python worker processes beside them (default 0)
+  --python-workers N  Python worker processes beside them (default 0; on a
+                      cluster spread over the partitions)
   --latency MS        average latency of each simulated AI service (default 20)
   --failure-rate P    chance of a transient service failure, 0 to 1 (default 0.02)
   --chaos             kill workers with SIGKILL, restart Redis once, add poison documents

@@ -64,13 +64,7 @@ async function main(argv: string[]): Promise<number> {
   // Python workers are an extra: without python3 and redis-py the run goes on without them.
   let pythonWorkers = args.pythonWorkers;
   const python = pythonWorkers > 0 ? findPython() : undefined;
-  // Their URL goes on their command line, where `ps` shows a password, and they ignore REDIS_CA.
-  const pythonMissing =
-    user || args.tls || args.cluster
-      ? "they run only on the private plain server"
-      : python && "missing" in python
-        ? python.missing
-        : undefined;
+  const pythonMissing = python && "missing" in python ? python.missing : undefined;
   if (pythonWorkers > 0 && pythonMissing) {
     out.write(kleur.yellow(`Skipping --python-workers: ${pythonMissing}.\n`));
     pythonWorkers = 0;
@@ -159,6 +153,7 @@ async function main(argv: string[]): Promise<number> {
               : "private",
         ...(cluster ? { cluster: clusterShape(cluster, !args.noWait) } : {}),
         ...(report.plainPort === undefined ? {} : { plainPort: report.plainPort }),
+        python: { workers: pythonWorkers, nerDone: report.pythonNerDone },
       };
       const e2e = { endToEndMs: endToEnd(report.events) };
       process.stdout.write(`${JSON.stringify({ ...audit, ...shape, ...e2e })}\n`);

@@ -65,6 +65,7 @@ export interface ClusterReport {
   /** Every partition's status events, for the run's upload-to-done times. */
   events: StatusEvent[];
   plainPort?: undefined;
+  pythonNerDone: number;
   /**
    * Every node of the local cluster, stopped and removed by the time the report is returned;
    * none on the user's.
@@ -354,6 +355,7 @@ export async function runClusterPipeline(
     const uploads = options.uploads ?? sampleUploads(options.docs, options.poison);
     const docShares = shares(uploads.length, tags.length);
     const workerShares = shares(Math.max(options.workers, tags.length), tags.length);
+    const pythonShares = shares(options.pythonWorkers ?? 0, tags.length);
     let offset = 0;
     let firstError: { error: unknown } | undefined;
     const runs = tags.map((t, i) => {
@@ -367,6 +369,7 @@ export async function runClusterPipeline(
           ...options,
           uploads: mine,
           workers: workerShares[i] ?? 1,
+          pythonWorkers: pythonShares[i] ?? 0,
           redisUrl: side.relayUrl(proxies[i]?.port ?? 0),
           prefix,
           names: { system: `pipeline:${t.tag}:`, worker: `pipeline:${t.tag}:` },
@@ -438,6 +441,7 @@ export async function runClusterPipeline(
       partitions,
       failover: failedOver,
       reports,
+      pythonNerDone: reports.reduce((n, r) => n + r.pythonNerDone, 0),
       workerLog: reports.flatMap((r) => r.workerLog),
       events: reports.flatMap((r) => r.events),
       nodes: side.nodes,

@@ -85,6 +85,8 @@ export interface PipelineReport {
   workerExits: { slot: string; how: string }[];
   redisUrl: string;
   apiUrl: string;
+  /** Documents whose NER the Python workers did (the stats hash's "ner:done:python"). */
+  pythonNerDone: number;
   /** The server's plain (non-TLS) port at the end of a --tls run: 0, nothing but TLS got in. */
   plainPort?: number;
 }
@@ -420,6 +422,9 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
       retried: found.retried,
     });
     await dashboard?.finish(result);
+    const pythonNerDone = options.pythonWorkers
+      ? Number((await retry(() => control.hGet(keys.stats, "ner:done:python"))) ?? 0)
+      : 0;
     const plainPort = server?.caFile
       ? Number((await retry(() => control.configGet("port"))).port)
       : undefined;
@@ -433,6 +438,7 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
       workerExits: supervisor.ended,
       redisUrl,
       apiUrl: api.url,
+      pythonNerDone,
       plainPort,
     };
   } finally {

@@ -18,7 +18,7 @@ import {
 } from "../../src/redis/server.ts";
 import { processesWithEnv } from "../support/sandbox.ts";
 import { waitFor } from "../support/wait.ts";
-import { ended, runPipeline } from "./run-cli.ts";
+import { commandLinesWithPython, ended, pythonWorkers, runPipeline } from "./run-cli.ts";
 
 const installed = Boolean(redisServerVersion());
 const password = `pw-${randomBytes(8).toString("hex")}`;
@@ -76,10 +76,16 @@ test.skipIf(!installed)(
     await everyNode(ports, async (client) => [await client.configResetStat()]);
     const mark = randomUUID();
     const url = `redis://:${password}@127.0.0.1:${ports[0]}`;
+    const python = pythonWorkers(3, "on a user's cluster");
     const run = runPipeline(
-      ["--cluster", "--redis-url", url, "--chaos", "--docs", "150", "--latency", "40", "--json"],
+      [...["--cluster", "--chaos", "--docs", "150", "--latency", "40"], ...[...python, "--json"]],
       mark,
+      // Not --redis-url: the test's own command line would show the password.
+      { REDIS_URL: url },
     );
+    const commandLines = python.length > 0 ? await commandLinesWithPython(mark, 30_000) : [];
+    expect(commandLines.length > 0 || python.length === 0, "no Python worker came up").toBe(true);
+    expect(commandLines.filter((line) => line.includes(password))).toEqual([]);
     // Their side: once the first partition is under way, its primary is failed over.
     const keysUnder = /Keys under (pipeline:[0-9a-f]+:)/;
     expect(await waitFor(() => keysUnder.test(run.output.stderr), 30_000), run.output.stderr).toBe(
@@ -113,6 +119,8 @@ test.skipIf(!installed)(
       duplicated: 0,
       redisRestarts: 0,
       redis: "your cluster",
+      // One per partition, each on its partition's relay.
+      python: { workers: python.length > 0 ? 3 : 0 },
     });
     expect(all).toContain("no node is killed, restarted or failed over");
     expect(all).not.toContain(password);
@@ -151,14 +159,21 @@ afterAll(async () => {
 });
 
 test.skipIf(!installed)(
-  "--cluster with a URL that is not a cluster: refused, saying to leave out --cluster",
+  "--cluster --redis-url with a URL that is not a cluster, or not reachable: refused, naming the option given",
   async () => {
     plain = await startPrivateServer();
-    const run = runPipeline(["--cluster", "--docs", "5"], randomUUID(), { REDIS_URL: plain.url });
-    const { code, all } = await ended(run);
-    expect(code).toBe(2);
-    expect(all).toContain("is not a Redis Cluster");
-    expect(all).toContain("Leave out --cluster");
+    const notCluster = runPipeline(["--cluster", "--redis-url", plain.url], randomUUID());
+    const refused = await ended(notCluster);
+    expect(refused.code).toBe(2);
+    expect(refused.all).toContain("is not a Redis Cluster");
+    expect(refused.all).toContain("Leave out --cluster");
+    await plain.stop();
+    const gone = runPipeline(["--cluster", "--redis-url", plain.url], randomUUID());
+    const unreachable = await ended(gone);
+    expect(unreachable.code).toBe(2);
+    expect(unreachable.all).toContain("Could not connect to --redis-url");
+    expect(unreachable.all).toContain("leave out --redis-url");
+    expect(unreachable.all).not.toContain("REDIS_URL");
   },
   30_000,
 );
