@@ -48,7 +48,11 @@ export async function openUserRedis(
   } catch (error) {
     throw naming(error, options.option);
   }
-  const prefix = `${base}${randomBytes(4).toString("hex")}:`;
+  const run = randomBytes(4).toString("hex");
+  // One hash tag for the whole run on a single endpoint: behind a sharding proxy (Azure Managed
+  // Redis's Enterprise policy) a MULTI runs only when its keys share a slot. A cluster run puts
+  // each partition under a tag of its own instead, which must be the key's first one.
+  const prefix = options.cluster ? `${base}${run}:` : `${base}{${run}}:`;
   return {
     url,
     display: redact(url),
