@@ -21,11 +21,10 @@ import {
 } from "./pipeline.ts";
 import {
   keySlots,
-  type NodeAddress,
   nodeUrl,
   ownerOf,
   primaries,
-  relayServername,
+  type SlotRange,
   slotMap,
   slotMapFromAny,
 } from "./user-cluster.ts";
@@ -157,8 +156,8 @@ interface ClusterSide {
   relayUrl(port: number): string;
   /** Local only: SIGKILL the slot's primary and wait for its replica to take over. */
   failover?: (slot: number) => Promise<Failover>;
-  /** The user's only: who serves `slot` now, read from any node that answers. */
-  owner?: (slot: number) => Promise<NodeAddress | undefined>;
+  /** The user's only: the slot map now, read from any node that answers. */
+  slotMap?: () => Promise<SlotRange[]>;
   nodes: { port: number; dir: string }[];
   stop(): Promise<void>;
 }
@@ -188,7 +187,10 @@ async function localSide(count: number): Promise<ClusterSide> {
   }
 }
 
-/** The user's cluster: one partition per primary, the relays' TLS checked against their host. */
+/**
+ * The user's cluster: one partition per primary. Its URL comes from openUserRedis, which also
+ * named the certificate the relayed TLS connections check.
+ */
 async function usersSide(url: string): Promise<ClusterSide> {
   const map = await slotMap(url);
   const nodes = primaries(map).map((node) => nodeUrl(url, node));
@@ -202,22 +204,12 @@ async function usersSide(url: string): Promise<ClusterSide> {
       );
     },
   );
-  const servername = relayServername(url, process.env);
-  const before = process.env.REDIS_TLS_SERVERNAME;
-  // Workers inherit it when they start: every relayed TLS connection checks the user's name.
-  if (servername) process.env.REDIS_TLS_SERVERNAME = servername;
   return {
     placements,
     relayUrl: (port) => nodeUrl(url, { host: "127.0.0.1", port }),
-    owner: async (slot) => {
-      const now = await slotMapFromAny([url, ...nodes]);
-      return ownerOf(now, slot)?.primary;
-    },
+    slotMap: () => slotMapFromAny([url, ...nodes]),
     nodes: [],
-    async stop() {
-      if (before === undefined) delete process.env.REDIS_TLS_SERVERNAME;
-      else process.env.REDIS_TLS_SERVERNAME = before;
-    },
+    async stop() {},
   };
 }
 
@@ -229,7 +221,7 @@ async function usersSide(url: string): Promise<ClusterSide> {
 async function followSlots(options: {
   placements: Placement[];
   proxies: PartitionProxy[];
-  owner: (slot: number) => Promise<NodeAddress | undefined>;
+  slotMap: () => Promise<SlotRange[]>;
   signal: AbortSignal;
   log: (line: string) => void;
 }): Promise<void> {
@@ -239,9 +231,11 @@ async function followSlots(options: {
       const timer = setTimeout(resolve, 1000);
       signal.addEventListener("abort", () => resolve(clearTimeout(timer)), { once: true });
     });
+    // One slot map a second for every partition: each read is a connection (TLS on Azure).
+    const map = await options.slotMap().catch(() => undefined);
     for (const [i, p] of options.placements.entries()) {
       const proxy = options.proxies[i];
-      const now = await options.owner(p.slot).catch(() => undefined);
+      const now = map && ownerOf(map, p.slot)?.primary;
       if (signal.aborted || !proxy || !now) continue;
       if (now.port !== proxy.target || now.host !== proxy.targetHost) {
         options.log(`slot ${p.slot} moved to ${now.host}:${now.port}: its relay follows`);
@@ -405,9 +399,9 @@ export async function runClusterPipeline(
             log,
           })
         : Promise.resolve(undefined);
-    const owner = side.owner;
-    const following = owner
-      ? followSlots({ placements: tags, proxies, owner, signal: halt.signal, log })
+    const slotMapNow = side.slotMap;
+    const following = slotMapNow
+      ? followSlots({ placements: tags, proxies, slotMap: slotMapNow, signal: halt.signal, log })
       : Promise.resolve();
     // Settled at once, so that a failover that fails while the runs go on is no unhandled rejection.
     const failing = Promise.allSettled([chaos, following]);

@@ -128,6 +128,15 @@ export async function removeClusterKeys(
 }
 
 /**
+ * Names the certificate for the whole run (the CLI's process, and the workers that inherit its
+ * environment): the relays, and the end's SCAN + UNLINK on each node's announced address.
+ */
+export function nameRelayedCertificate(url: string): void {
+  const servername = relayServername(url, process.env);
+  if (servername) process.env.REDIS_TLS_SERVERNAME = servername;
+}
+
+/**
  * The certificate name for relayed TLS connections: the relay is on 127.0.0.1, the certificate
  * names the user's host. REDIS_TLS_SERVERNAME when set, else the URL's host when it is a name.
  */

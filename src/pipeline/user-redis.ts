@@ -7,7 +7,7 @@
 import { randomBytes } from "node:crypto";
 import { redact } from "../redis/redact.ts";
 import { deletePrefixedKeys, redisUrlFrom, serverVersion } from "../redis/target.ts";
-import { removeClusterKeys, slotMap } from "./user-cluster.ts";
+import { nameRelayedCertificate, removeClusterKeys, slotMap } from "./user-cluster.ts";
 
 export interface UserRedis {
   /** With its password: pass it to clients only. */
@@ -44,7 +44,10 @@ export async function openUserRedis(
     url = redisUrlFrom(raw);
     // Connects once, without retrying: a wrong URL or CA fails now and says why.
     await serverVersion(url);
-    if (options.cluster) await slotMap(url);
+    if (options.cluster) {
+      await slotMap(url);
+      nameRelayedCertificate(url);
+    }
   } catch (error) {
     throw naming(error, options.option);
   }
