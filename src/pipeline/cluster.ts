@@ -10,6 +10,7 @@
 import { type Failover, keySlot, servers, startCluster } from "../redis/cluster-server.ts";
 import { type Audit, percentile } from "./audit.ts";
 import { clusterDashboard } from "./cluster-dashboard.ts";
+import { keySlotOf } from "./key-slot.ts";
 import { pipelineKeys, type StatusEvent } from "./keys.ts";
 import { type PartitionProxy, startPartitionProxy } from "./partition-proxy.ts";
 import { connectClient } from "./parts.ts";
@@ -20,7 +21,6 @@ import {
   sampleUploads,
 } from "./pipeline.ts";
 import {
-  keySlots,
   nodeUrl,
   ownerOf,
   primaries,
@@ -196,7 +196,7 @@ async function usersSide(url: string): Promise<ClusterSide> {
   const nodes = primaries(map).map((node) => nodeUrl(url, node));
   const placements = await chooseTags(
     primaries(map).length,
-    (tags) => keySlots(url, tags),
+    async (tags) => tags.map(keySlotOf),
     async (slot) => {
       const range = ownerOf(map, slot);
       return (

@@ -1,6 +1,6 @@
 /**
  * `--cluster` with --redis-url / REDIS_URL: the user's own Redis Cluster. Only read-only
- * CLUSTER SLOTS and CLUSTER KEYSLOT find out which primary serves which slot; the run's keys
+ * CLUSTER SLOTS finds out which primary serves which slot; the run's keys
  * live under its own prefix; at the end they are removed from every primary with SCAN + UNLINK.
  * Nothing here fails a node over, restarts or configures one.
  */
@@ -92,19 +92,6 @@ export async function slotMapFromAny(urls: string[]): Promise<SlotRange[]> {
     }
   }
   throw last;
-}
-
-/** The hash slot of each of `keys`, as the node computes it (CLUSTER KEYSLOT, read-only). */
-export async function keySlots(url: string, keys: string[]): Promise<number[]> {
-  const client = oneShot(url);
-  try {
-    await client.connect();
-    return await Promise.all(
-      keys.map(async (key) => Number(await client.sendCommand(["CLUSTER", "KEYSLOT", key]))),
-    );
-  } finally {
-    client.destroy();
-  }
 }
 
 /** The distinct primaries of a slot map. */

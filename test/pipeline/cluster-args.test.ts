@@ -3,6 +3,7 @@ import { expect, test } from "vitest";
 import { PIPELINE_USAGE, parsePipelineArgs } from "../../src/pipeline/args.ts";
 import { audit } from "../../src/pipeline/audit.ts";
 import { combineAudits, shares } from "../../src/pipeline/cluster.ts";
+import { crc16, keySlotOf } from "../../src/pipeline/key-slot.ts";
 import { expectedResults } from "../../src/pipeline/services.ts";
 
 test("--cluster: a local cluster, or the user's with --redis-url; not with --tls; --no-wait only with it", () => {
@@ -25,6 +26,14 @@ test("--cluster: a local cluster, or the user's with --redis-url; not with --tls
   expect(() => parsePipelineArgs(["--no-wait"])).toThrow("--no-wait only applies to --cluster");
   expect(PIPELINE_USAGE).toContain("--cluster");
   expect(PIPELINE_USAGE).toContain("--no-wait");
+});
+
+test("a key's slot is computed as Redis Cluster does: CRC16 of the key or of its hash tag", () => {
+  expect(crc16(Buffer.from("123456789"))).toBe(0x31c3);
+  expect(keySlotOf("foo")).toBe(12182);
+  expect(keySlotOf("pipeline:ab12cd34:{p0}:doc:1")).toBe(keySlotOf("p0"));
+  // An empty tag is no tag: the whole key is hashed.
+  expect(keySlotOf("a{}b")).toBe(crc16(Buffer.from("a{}b")) % 16384);
 });
 
 test("documents and workers are shared out as evenly as they go", () => {
