@@ -13,6 +13,8 @@ export interface ClusterDashboard {
   join(index: number, tag: string): (part: Omit<DashboardPartition, "tag">) => Promise<Dashboard>;
   /** The page's URL, once every partition has joined. */
   started: Promise<string>;
+  /** A failover or a relay that moved, in the page's log (once the page is up). */
+  note(text: string): void;
   finish(audit: Audit): Promise<void>;
   close(): Promise<void>;
 }
@@ -53,12 +55,19 @@ export function clusterDashboard(options: {
         named: (id, name) => dashboard.named(id, name),
         workerEvent: (event) => dashboard.workerEvent(event, index),
         redisRestart: (phase) => dashboard.redisRestart(phase),
+        clusterEvent: (text) => dashboard.clusterEvent(text),
         // The cluster run finishes and closes the page for all partitions.
         finish: async () => {},
         close: async () => {},
       };
     },
     started: whole.then((d) => d.url),
+    note(text) {
+      whole.then(
+        (d) => d.clusterEvent(text),
+        () => {},
+      );
+    },
     async finish(audit) {
       await (await whole).finish(audit);
     },

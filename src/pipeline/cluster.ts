@@ -345,6 +345,11 @@ export async function runClusterPipeline(
   try {
     const tags = side.placements;
     page?.started.then(options.onDashboard, () => {});
+    // What happens to the cluster goes to the page's log too.
+    const tell = (line: string) => {
+      log(line);
+      page?.note(line);
+    };
     for (const { node, host } of tags) proxies.push(await startPartitionProxy(node, host));
     const uploads = options.uploads ?? sampleUploads(options.docs, options.poison);
     const docShares = shares(uploads.length, tags.length);
@@ -396,12 +401,18 @@ export async function runClusterPipeline(
             proxy,
             failover,
             signal: halt.signal,
-            log,
+            log: tell,
           })
         : Promise.resolve(undefined);
     const slotMapNow = side.slotMap;
     const following = slotMapNow
-      ? followSlots({ placements: tags, proxies, slotMap: slotMapNow, signal: halt.signal, log })
+      ? followSlots({
+          placements: tags,
+          proxies,
+          slotMap: slotMapNow,
+          signal: halt.signal,
+          log: tell,
+        })
       : Promise.resolve();
     // Settled at once, so that a failover that fails while the runs go on is no unhandled rejection.
     const failing = Promise.allSettled([chaos, following]);

@@ -1,8 +1,8 @@
 /**
- * `npm run pipeline -- --cluster --dashboard`: one page for every partition of the local
- * cluster. A tab joining mid-run (as lesson 04 teaches: live first, then the snapshot) sees the
- * workers of every partition, documents of every partition, and at the end counts that are the
- * audit's; the page's server is gone with the run.
+ * `npm run pipeline -- --cluster --chaos --dashboard`: one page for every partition of the
+ * local cluster. A tab joining mid-run (as lesson 04 teaches: live first, then the snapshot) sees
+ * the workers of every partition, documents of every partition, the failover in the log, and at
+ * the end counts that are the audit's; the page's server is gone with the run.
  */
 import { randomUUID } from "node:crypto";
 import { expect, test } from "vitest";
@@ -15,14 +15,15 @@ import { waitFor } from "../support/wait.ts";
 import { ended, runPipeline } from "./run-cli.ts";
 
 test.skipIf(!redisServerVersion())(
-  "--cluster --dashboard: one page, every partition's workers and documents, the audit's counts at the end",
+  "--cluster --chaos --dashboard: one page, every partition's workers and documents, the failover, the audit's counts at the end",
   async () => {
     const mark = randomUUID();
-    // One at a time with a slow service: the run is still going when the tab joins.
+    // Batched, as a chaos run on the cluster usually is: one at a time, the partition whose
+    // primary failed over would wait out WAIT's timeout on every write (no replica left).
     const run = runPipeline(
       [
-        ...["--cluster", "--dashboard", "--docs", "60", "--workers", "3"],
-        ...["--batch", "1", "--latency", "80", "--json"],
+        ...["--cluster", "--chaos", "--dashboard", "--docs", "150", "--workers", "3"],
+        ...["--latency", "40", "--json"],
       ],
       mark,
     );
@@ -32,6 +33,7 @@ test.skipIf(!redisServerVersion())(
     const tab = openEvents(port);
     const hello = (await tab.next("hello")).data as {
       counters: { workers: { slot: string }[] };
+      log: { text: string }[];
     };
     const tags = new Set(hello.counters.workers.map((w) => /^(\{p\d+\})\//.exec(w.slot)?.[1]));
     expect(tags.size, JSON.stringify(hello.counters.workers)).toBe(3);
@@ -61,6 +63,15 @@ test.skipIf(!redisServerVersion())(
       for (const status of statuses) latest.set(status.doc, status);
     }
     expect(latest.size).toBe(audit.accepted);
+    // The chaos failover is in the page's log, whether the tab joined before or after it.
+    const lines = [
+      ...hello.log,
+      ...tab.seen.filter((e) => e.event === "log").map((e) => e.data as { text: string }),
+    ].map((line) => line.text);
+    expect(
+      lines.filter((text) => /serves slot/.test(text)),
+      lines.join("\n"),
+    ).toHaveLength(1);
     tab.close();
     expect(await listening(port), "the dashboard's port").toBe(false);
     expect(await waitFor(() => processesWithEnv(mark).length === 0, 10_000), "processes left").toBe(

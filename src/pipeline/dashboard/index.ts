@@ -45,6 +45,8 @@ export interface Dashboard {
   /** `partition`: the index of the partition whose supervisor saw it (0 on a single server). */
   workerEvent(event: WorkerEvent, partition?: number): void;
   redisRestart(phase: "restarting" | "restarted"): void;
+  /** A line about the cluster under the run (a failover, a relay that moved) for the log. */
+  clusterEvent(text: string): void;
   /** The run is over: one last exact picture, with the audit's verdict, to every tab. */
   finish(audit: Audit): Promise<void>;
   close(): Promise<void>;
@@ -370,6 +372,9 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
     },
     redisRestart(phase) {
       note("redis", phase === "restarting" ? "chaos: restarting Redis" : "chaos: Redis restarted");
+    },
+    clusterEvent(text) {
+      note("redis", text);
     },
     async finish(audit) {
       // Every status published so far reaches the tabs, then the hash settles any it missed.
