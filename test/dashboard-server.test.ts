@@ -10,6 +10,7 @@ import { pipelineKeys, STAGES, type StatusEvent } from "../src/pipeline/keys.ts"
 import { connectClient, type Redis } from "../src/pipeline/parts.ts";
 import type { Supervisor } from "../src/pipeline/supervisor.ts";
 import { type PrivateServer, startPrivateServer } from "../src/redis/server.ts";
+import { openEvents } from "./support/events-stream.ts";
 import { listening } from "./support/listening.ts";
 
 const keys = pipelineKeys("t:");
@@ -78,51 +79,6 @@ function publish(event: StatusEvent) {
   return client.multi().hSet(keys.status, event.doc, json).publish(keys.channel, json).exec();
 }
 
-interface Seen {
-  event: string;
-  data: unknown;
-}
-
-/** An open /events stream: `next(name)` resolves with the first event of that name. */
-function openEvents() {
-  const seen: Seen[] = [];
-  const waiting: { name: string; resolve: (event: Seen) => void }[] = [];
-  const deliver = () => {
-    for (const wait of [...waiting]) {
-      const found = seen.find((e) => e.event === wait.name);
-      if (found) {
-        waiting.splice(waiting.indexOf(wait), 1);
-        wait.resolve(found);
-      }
-    }
-  };
-  const req = request({ host: "127.0.0.1", port, path: "/events" }, (res) => {
-    let buffer = "";
-    res.setEncoding("utf8");
-    res.on("data", (chunk: string) => {
-      buffer += chunk;
-      const blocks = buffer.split("\n\n");
-      buffer = blocks.pop() ?? "";
-      for (const block of blocks) {
-        const event = /^event: (.*)$/m.exec(block)?.[1];
-        const data = /^data: (.*)$/m.exec(block)?.[1];
-        if (event && data) seen.push({ event, data: JSON.parse(data) });
-      }
-      deliver();
-    });
-  });
-  req.on("error", () => {});
-  req.end();
-  return {
-    next: (name: string) =>
-      new Promise<Seen>((resolve) => {
-        waiting.push({ name, resolve });
-        deliver();
-      }),
-    close: () => req.destroy(),
-  };
-}
-
 test("versions follow a document's life, and what is not a status is ignored", () => {
   const order: Pick<StatusEvent, "stage" | "state">[] = [
     { stage: "intake", state: "queued" },
@@ -179,7 +135,7 @@ test("actions need the page's token, its origin and JSON", async () => {
 test("a tab joining late gets the latest-status hash, then live statuses with their versions", async () => {
   await publish({ doc: "doc-a", stage: "intake", state: "queued", at: 1 });
   await publish({ doc: "doc-a", stage: "ocr", state: "done", at: 2 });
-  const tab = openEvents();
+  const tab = openEvents(port);
   const snapshot = (await tab.next("snapshot")).data;
   expect(snapshot).toEqual([expect.objectContaining({ doc: "doc-a", stage: "ocr", v: 4 })]);
   // Sent after the snapshot: it reaches the tab live, with the version the tab compares.
@@ -189,7 +145,7 @@ test("a tab joining late gets the latest-status hash, then live statuses with th
 });
 
 test("each dead letter's reason is read from the dead-letter stream once, for every tab", async () => {
-  const tab = openEvents();
+  const tab = openEvents(port);
   await tab.next("snapshot");
   await client.xAdd(keys.dead, "*", { doc: "doc-b", stage: "ocr", reason: "unreadable scan" });
   expect((await tab.next("reasons")).data).toEqual({ "doc-b": "unreadable scan" });
@@ -197,7 +153,7 @@ test("each dead letter's reason is read from the dead-letter stream once, for ev
 });
 
 test("close() ends the streams and frees the port", async () => {
-  const tab = openEvents();
+  const tab = openEvents(port);
   await tab.next("snapshot");
   await dashboard.close();
   expect((await tab.next("end")).data).toEqual({ stopped: true });

@@ -15,6 +15,7 @@ then never leaves it behind.
 
 import argparse
 import json
+import os
 import random
 import re
 import signal
@@ -212,13 +213,29 @@ class Worker:
                 self.stop.wait(0.25)
 
 
+def tls_options(url):
+    """rediss://: verified as the workbook's TypeScript clients verify it,
+    with the CA in REDIS_CA. redis-py checks the certificate against the
+    URL's host and cannot be given another name: with REDIS_TLS_SERVERNAME
+    set (a relay, a tunnel) only the CA's signature is checked."""
+    if not url.startswith("rediss:"):
+        return {}
+    options = {"ssl_cert_reqs": "required",
+               "ssl_check_hostname": not os.environ.get("REDIS_TLS_SERVERNAME")}
+    if os.environ.get("REDIS_CA"):
+        options["ssl_ca_certs"] = os.environ["REDIS_CA"]
+    return options
+
+
 def now_ms():
     return int(time.time() * 1000)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default="redis://127.0.0.1:6379")
+    # The pipeline passes the URL in the environment: `ps` shows a command line, password too.
+    parser.add_argument("--url", default=os.environ.get(
+        "PIPELINE_REDIS_URL", "redis://127.0.0.1:6379"))
     parser.add_argument("--prefix", default="pipeline:")
     parser.add_argument("--consumer", default="ner-py-1")
     parser.add_argument("--claim-idle-ms", type=int, default=1500)
@@ -229,7 +246,8 @@ def main():
     args = parser.parse_args()
 
     r = redis.Redis.from_url(args.url, decode_responses=True,
-                             client_name=f"{args.prefix}{args.consumer}")
+                             client_name=f"{args.prefix}{args.consumer}",
+                             **tls_options(args.url))
     r.ping()
     worker = Worker(r, args)
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -33,7 +33,7 @@ export interface PipelineArgs {
   redisUrl?: string;
   /** Start a local TLS-only server and connect every process over rediss://. */
   tls: boolean;
-  /** Run on a local six-node Redis Cluster, one partition per primary. */
+  /** Run on a Redis Cluster, one partition per primary: a local six-node one, or the user's. */
   cluster: boolean;
   /** With --cluster: no WAIT after the intake and each hand-off (what a failover can lose). */
   noWait: boolean;
@@ -49,7 +49,8 @@ export const PIPELINE_USAGE = `Usage: npm run pipeline -- [options]
 
   --docs N            documents to upload (default 100)
   --workers K         worker processes, each with one worker per stage (default 2)
-  --python-workers N  Python worker processes beside them (default 0)
+  --python-workers N  Python worker processes beside them (default 0; on a
+                      cluster spread over the partitions)
   --latency MS        average latency of each simulated AI service (default 20)
   --failure-rate P    chance of a transient service failure, 0 to 1 (default 0.02)
   --chaos             kill workers with SIGKILL, restart Redis once, add poison documents
@@ -75,11 +76,14 @@ export const PIPELINE_USAGE = `Usage: npm run pipeline -- [options]
   --cluster           run on a local six-node Redis Cluster (3 primaries, 3 replicas),
                       one partition per primary (at least one worker each); with
                       --chaos, one primary is also SIGKILLed mid-run and its
-                      replica takes over
+                      replica takes over. With --redis-url (or $REDIS_URL): on your
+                      cluster, one partition per primary, following a slot that
+                      moves; chaos then kills workers only, never a node
   --no-wait           with --cluster: skip WAIT 1 after each write (faster; a
                       failover can then lose what was acknowledged)
   --json              end with the audit as one JSON object on the last line
-  --dashboard         serve a live page on 127.0.0.1 (prints its URL); it stops with the run
+  --dashboard         serve a live page on 127.0.0.1 (prints its URL); it stops with the run;
+                      with --cluster, one page for every partition
   --dashboard-port N  its port (default: a free one); implies --dashboard
 
 Example: npm run pipeline -- --docs 1000 --workers 4 --chaos`;
@@ -225,18 +229,15 @@ export function parsePipelineArgs(argv: string[]): PipelineArgs {
       "--tls starts a local TLS server; for your own, give a rediss:// URL to --redis-url instead.",
     );
   }
-  if (args.cluster && (args.tls || args.redisUrl)) {
+  if (args.cluster && args.tls) {
     throw new PipelineUsageError(
-      "--cluster starts a local plain cluster: leave out --tls and --redis-url.",
+      "--cluster --tls: the local cluster is plain; for your own TLS cluster, give its rediss:// URL to --redis-url with --cluster.",
     );
   }
   if (args.noWait && !args.cluster) {
     throw new PipelineUsageError("--no-wait only applies to --cluster runs.");
   }
   if (args.dashboardPort !== undefined) args.dashboard = true;
-  if (args.cluster && args.dashboard) {
-    throw new PipelineUsageError("--dashboard does not show --cluster runs yet: leave it out.");
-  }
   if (args.parts && args.batchParts) {
     throw new PipelineUsageError(
       "--parts (lesson 13, one at a time) and --batch-parts (lesson 16) exclude each other.",

@@ -54,26 +54,17 @@ async function main(argv: string[]): Promise<number> {
         }
       : undefined;
   const bulk = args.bulk ?? (batch ? 100 : 1);
-  if (args.cluster && process.env.REDIS_URL?.trim()) {
-    process.stderr.write(
-      kleur.yellow("--cluster runs on a local cluster of its own: REDIS_URL is not used.\n"),
-    );
-  }
-  const userUrl =
-    args.tls || args.cluster ? undefined : (args.redisUrl ?? process.env.REDIS_URL?.trim());
+  const userUrl = args.tls ? undefined : (args.redisUrl ?? process.env.REDIS_URL?.trim());
   const user: UserRedis | undefined = userUrl
-    ? await openUserRedis(userUrl, "pipeline:")
+    ? await openUserRedis(userUrl, "pipeline:", {
+        option: args.redisUrl ? "--redis-url" : "REDIS_URL",
+        cluster: args.cluster,
+      })
     : undefined;
   // Python workers are an extra: without python3 and redis-py the run goes on without them.
   let pythonWorkers = args.pythonWorkers;
   const python = pythonWorkers > 0 ? findPython() : undefined;
-  // Their URL goes on their command line, where `ps` shows a password, and they ignore REDIS_CA.
-  const pythonMissing =
-    user || args.tls || args.cluster
-      ? "they run only on the private plain server"
-      : python && "missing" in python
-        ? python.missing
-        : undefined;
+  const pythonMissing = python && "missing" in python ? python.missing : undefined;
   if (pythonWorkers > 0 && pythonMissing) {
     out.write(kleur.yellow(`Skipping --python-workers: ${pythonMissing}.\n`));
     pythonWorkers = 0;
@@ -81,17 +72,22 @@ async function main(argv: string[]): Promise<number> {
   if (user && args.chaos) {
     out.write(
       kleur.yellow(
-        `Chaos on your server (${user.display}): workers are killed, Redis is not restarted.\n`,
+        args.cluster
+          ? `Chaos on your cluster (${user.display}): workers are killed; no node is killed, restarted or failed over.\n`
+          : `Chaos on your server (${user.display}): workers are killed, Redis is not restarted.\n`,
       ),
     );
   }
+  // A cluster run starts no single server to announce: say here where its keys go.
+  if (user && args.cluster)
+    out.write(kleur.dim(`Keys under ${user.prefix} (removed at the end)\n`));
   if (!args.json) {
     const mode = batch ? `batches of ${batch.count}` : "one at a time";
     const file = batch ? args.batchParts : args.parts;
     const parts = `${file ? `your parts (${file})` : "the reference parts"}, ${mode}`;
     console.log(
       kleur.bold(
-        `Document pipeline: ${args.docs} documents, ${args.cluster ? Math.max(args.workers, PARTITIONS) : args.workers} worker processes x 4 stages${pythonWorkers > 0 ? ` + ${pythonWorkers} Python NER` : ""}${args.chaos ? ", chaos" : ""}${args.cluster ? ", on a local six-node cluster" : ""}, ${parts}`,
+        `Document pipeline: ${args.docs} documents, ${args.cluster && !user ? Math.max(args.workers, PARTITIONS) : args.workers} worker processes x 4 stages${pythonWorkers > 0 ? ` + ${pythonWorkers} Python NER` : ""}${args.chaos ? ", chaos" : ""}${args.cluster ? (user ? `, on your cluster (${user.display}), one partition per primary` : ", on a local six-node cluster") : ""}, ${parts}`,
       ),
     );
   }
@@ -126,7 +122,12 @@ async function main(argv: string[]): Promise<number> {
       },
     };
     const cluster = args.cluster
-      ? await runClusterPipeline({ ...options, wait: !args.noWait })
+      ? await runClusterPipeline({
+          ...options,
+          wait: !args.noWait,
+          clusterUrl: user?.url,
+          onDashboard: (url) => out.write(`Dashboard ${url}  (open it in a browser)\n`),
+        })
       : undefined;
     const report = cluster ?? (await runPipeline(options));
     const { audit } = report;
@@ -141,9 +142,18 @@ async function main(argv: string[]): Promise<number> {
         batch: batch?.count ?? 1,
         inFlight: batch?.inFlight ?? 1,
         bulk,
-        redis: user ? "yours" : args.tls ? "tls" : args.cluster ? "cluster" : "private",
+        redis: user
+          ? args.cluster
+            ? "your cluster"
+            : "yours"
+          : args.tls
+            ? "tls"
+            : args.cluster
+              ? "cluster"
+              : "private",
         ...(cluster ? { cluster: clusterShape(cluster, !args.noWait) } : {}),
         ...(report.plainPort === undefined ? {} : { plainPort: report.plainPort }),
+        python: { workers: pythonWorkers, nerDone: report.pythonNerDone },
       };
       const e2e = { endToEndMs: endToEnd(report.events) };
       process.stdout.write(`${JSON.stringify({ ...audit, ...shape, ...e2e })}\n`);

@@ -9,6 +9,8 @@
  */
 import { type Failover, keySlot, servers, startCluster } from "../redis/cluster-server.ts";
 import { type Audit, percentile } from "./audit.ts";
+import { clusterDashboard } from "./cluster-dashboard.ts";
+import { keySlotOf } from "./key-slot.ts";
 import { pipelineKeys, type StatusEvent } from "./keys.ts";
 import { type PartitionProxy, startPartitionProxy } from "./partition-proxy.ts";
 import { connectClient } from "./parts.ts";
@@ -18,6 +20,14 @@ import {
   runPipeline,
   sampleUploads,
 } from "./pipeline.ts";
+import {
+  nodeUrl,
+  ownerOf,
+  primaries,
+  type SlotRange,
+  slotMap,
+  slotMapFromAny,
+} from "./user-cluster.ts";
 
 /**
  * One replica per primary; a short timeout, because after the failover the promoted replica has
@@ -32,9 +42,13 @@ export interface Partition {
   /** The hash tag every key of the partition carries, e.g. "{p0}". */
   tag: string;
   slot: number;
-  /** The port of the node serving the slot at the start, and at the end. */
+  /** The node serving the slot at the start, and at the end (a failover moves it). */
+  host: string;
   node: number;
+  hostAtEnd: string;
   nodeAtEnd: number;
+  /** Whether its writes WAIT for a replica (not with --no-wait, nor on a primary without one). */
+  wait: boolean;
   /** The relay's port, and the partition's API. */
   relay: number;
   apiUrl: string;
@@ -50,20 +64,33 @@ export interface ClusterReport {
   /** Every partition's status events, for the run's upload-to-done times. */
   events: StatusEvent[];
   plainPort?: undefined;
-  /** Every node of the cluster, stopped and removed by the time the report is returned. */
+  pythonNerDone: number;
+  /**
+   * Every node of the local cluster, stopped and removed by the time the report is returned;
+   * none on the user's.
+   */
   nodes: { port: number; dir: string }[];
 }
 
 /** The cluster's part of the text report: where each partition ran, and the failover. */
 export function renderCluster(report: ClusterReport, wait: boolean): string {
-  const lines = report.partitions.map(
-    (p) =>
-      `  ${p.tag.padEnd(6)} slot ${String(p.slot).padStart(5)}  node ${p.node}${p.nodeAtEnd === p.node ? "" : ` -> ${p.nodeAtEnd}`}  ${p.audit.accepted} accepted, ${p.audit.lost} lost, ${p.audit.duplicated} duplicated`,
-  );
+  const at = (host: string, port: number) =>
+    host === "127.0.0.1" ? String(port) : `${host}:${port}`;
+  const lines = report.partitions.map((p) => {
+    const start = at(p.host, p.node);
+    const end = at(p.hostAtEnd, p.nodeAtEnd);
+    return `  ${p.tag.padEnd(6)} slot ${String(p.slot).padStart(5)}  node ${start}${end === start ? "" : ` -> ${end}`}  ${p.audit.accepted} accepted, ${p.audit.lost} lost, ${p.audit.duplicated} duplicated`;
+  });
   const f = report.failover;
   if (f)
     lines.push(`  failover: ${f.killed} SIGKILLed, ${f.promoted} promoted (${f.how}, ${f.ms} ms)`);
-  lines.push(`  WAIT 1 after each acknowledged write: ${wait ? "on" : "off (--no-wait)"}`);
+  const unreplicated = report.partitions.filter((p) => !p.wait).map((p) => p.tag);
+  const how = !wait
+    ? "off (--no-wait)"
+    : unreplicated.length > 0
+      ? `on, but not for ${unreplicated.join(" ")} (its primary has no replica)`
+      : "on";
+  lines.push(`  WAIT 1 after each acknowledged write: ${how}`);
   return `Cluster partitions\n${lines.join("\n")}`;
 }
 
@@ -74,8 +101,11 @@ export function clusterShape(report: ClusterReport, wait: boolean) {
     partitions: report.partitions.map((p) => ({
       tag: p.tag,
       slot: p.slot,
+      host: p.host,
       node: p.node,
+      hostAtEnd: p.hostAtEnd,
       nodeAtEnd: p.nodeAtEnd,
+      wait: p.wait,
       relay: p.relay,
       apiUrl: p.apiUrl,
       accepted: p.audit.accepted,
@@ -87,17 +117,132 @@ export function clusterShape(report: ClusterReport, wait: boolean) {
   };
 }
 
-/** One tag per primary: "{p<i>}" for the first i whose slot a primary not yet taken owns. */
-async function partitionTags(port: number, primaries: number) {
-  const chosen: { tag: string; slot: number; node: number }[] = [];
-  for (let i = 0; chosen.length < primaries && i < 1000; i++) {
-    const tag = `{p${i}}`;
-    const slot = await keySlot(port, tag);
-    const [node] = await servers(port, slot);
-    if (node !== undefined && !chosen.some((c) => c.node === node))
-      chosen.push({ tag, slot, node });
+/** Where a partition runs: its tag, its slot, the primary serving it and how many replicas. */
+interface Placement {
+  tag: string;
+  slot: number;
+  host: string;
+  node: number;
+  replicas: number;
+}
+
+/** The first `count` of "{p0}", "{p1}", ... whose slots `primaryOf` gives to distinct primaries. */
+async function chooseTags(
+  count: number,
+  slotsOf: (tags: string[]) => Promise<number[]>,
+  primaryOf: (slot: number) => Promise<Omit<Placement, "tag" | "slot"> | undefined>,
+): Promise<Placement[]> {
+  const chosen: Placement[] = [];
+  for (let from = 0; chosen.length < count && from < 1000; from += 32) {
+    const tags = Array.from({ length: 32 }, (_, i) => `{p${from + i}}`);
+    const slots = await slotsOf(tags);
+    for (const [i, tag] of tags.entries()) {
+      const slot = slots[i] ?? 0;
+      const owner = chosen.length < count ? await primaryOf(slot) : undefined;
+      if (owner && !chosen.some((c) => c.host === owner.host && c.node === owner.node))
+        chosen.push({ tag, slot, ...owner });
+    }
   }
   return chosen;
+}
+
+/**
+ * The cluster a run uses: the local one it starts (which chaos may fail over), or the user's,
+ * whose slot owners it only reads and follows.
+ */
+interface ClusterSide {
+  placements: Placement[];
+  /** What a partition's clients connect to, given its relay's port (with the user's password). */
+  relayUrl(port: number): string;
+  /** Local only: SIGKILL the slot's primary and wait for its replica to take over. */
+  failover?: (slot: number) => Promise<Failover>;
+  /** The user's only: the slot map now, read from any node that answers. */
+  slotMap?: () => Promise<SlotRange[]>;
+  nodes: { port: number; dir: string }[];
+  stop(): Promise<void>;
+}
+
+async function localSide(count: number): Promise<ClusterSide> {
+  const cluster = await startCluster({ primaries: count });
+  try {
+    const first = cluster.nodes[0]?.port ?? 0;
+    const placements = await chooseTags(
+      count,
+      (tags) => Promise.all(tags.map((tag) => keySlot(first, tag))),
+      async (slot) => {
+        const [node] = await servers(first, slot);
+        return node === undefined ? undefined : { host: "127.0.0.1", node, replicas: 1 };
+      },
+    );
+    return {
+      placements,
+      relayUrl: (port) => `redis://127.0.0.1:${port}`,
+      failover: (slot) => cluster.failover(slot, { takeoverAfterMs: 1000 }),
+      nodes: cluster.nodes.map(({ port, dir }) => ({ port, dir })),
+      stop: cluster.stop,
+    };
+  } catch (error) {
+    await cluster.stop();
+    throw error;
+  }
+}
+
+/**
+ * The user's cluster: one partition per primary. Its URL comes from openUserRedis, which also
+ * named the certificate the relayed TLS connections check.
+ */
+async function usersSide(url: string): Promise<ClusterSide> {
+  const map = await slotMap(url);
+  const nodes = primaries(map).map((node) => nodeUrl(url, node));
+  const placements = await chooseTags(
+    primaries(map).length,
+    async (tags) => tags.map(keySlotOf),
+    async (slot) => {
+      const range = ownerOf(map, slot);
+      return (
+        range && { ...range.primary, node: range.primary.port, replicas: range.replicas.length }
+      );
+    },
+  );
+  return {
+    placements,
+    relayUrl: (port) => nodeUrl(url, { host: "127.0.0.1", port }),
+    slotMap: () => slotMapFromAny([url, ...nodes]),
+    nodes: [],
+    async stop() {},
+  };
+}
+
+/**
+ * Every second, asks the user's cluster who serves each partition's slot; when a failover on
+ * their side moved one, the partition's relay follows it (its clients reconnect, as after a
+ * restart). Resolves when `signal` aborts.
+ */
+async function followSlots(options: {
+  placements: Placement[];
+  proxies: PartitionProxy[];
+  slotMap: () => Promise<SlotRange[]>;
+  signal: AbortSignal;
+  log: (line: string) => void;
+}): Promise<void> {
+  const { signal } = options;
+  while (!signal.aborted) {
+    await new Promise((resolve) => {
+      const timer = setTimeout(resolve, 1000);
+      signal.addEventListener("abort", () => resolve(clearTimeout(timer)), { once: true });
+    });
+    // One slot map a second for every partition: each read is a connection (TLS on Azure).
+    const map = await options.slotMap().catch(() => undefined);
+    for (const [i, p] of options.placements.entries()) {
+      const proxy = options.proxies[i];
+      const now = map && ownerOf(map, p.slot)?.primary;
+      if (signal.aborted || !proxy || !now) continue;
+      if (now.port !== proxy.target || now.host !== proxy.targetHost) {
+        options.log(`slot ${p.slot} moved to ${now.host}:${now.port}: its relay follows`);
+        proxy.retarget(now.port, now.host);
+      }
+    }
+  }
 }
 
 /** Each partition's share of `total`, as even as it goes: 5 over 3 is [2, 2, 1]. */
@@ -175,22 +320,43 @@ async function failoverMidRun(options: {
 }
 
 export async function runClusterPipeline(
-  options: PipelineOptions & { wait: boolean },
+  options: PipelineOptions & {
+    wait: boolean;
+    clusterUrl?: string;
+    /** With `dashboard`: where the one page for every partition is, once it is up. */
+    onDashboard?: (url: string) => void;
+  },
 ): Promise<ClusterReport> {
   const log = options.log ?? (() => {});
-  const cluster = await startCluster({ primaries: PARTITIONS });
+  const side = options.clusterUrl
+    ? await usersSide(options.clusterUrl)
+    : await localSide(PARTITIONS);
   const proxies: PartitionProxy[] = [];
   const halt = new AbortController();
   const relay = () => halt.abort();
   options.signal?.addEventListener("abort", relay, { once: true });
+  const page = options.dashboard
+    ? clusterDashboard({
+        partitions: side.placements.length,
+        port: options.dashboard.port,
+        signal: halt.signal,
+      })
+    : undefined;
   try {
-    const first = cluster.nodes[0]?.port ?? 0;
-    const tags = await partitionTags(first, PARTITIONS);
-    for (const { node } of tags) proxies.push(await startPartitionProxy(node));
+    const tags = side.placements;
+    page?.started.then(options.onDashboard, () => {});
+    // What happens to the cluster goes to the page's log too.
+    const tell = (line: string) => {
+      log(line);
+      page?.note(line);
+    };
+    for (const { node, host } of tags) proxies.push(await startPartitionProxy(node, host));
     const uploads = options.uploads ?? sampleUploads(options.docs, options.poison);
     const docShares = shares(uploads.length, tags.length);
     const workerShares = shares(Math.max(options.workers, tags.length), tags.length);
+    const pythonShares = shares(options.pythonWorkers ?? 0, tags.length);
     let offset = 0;
+    let firstError: { error: unknown } | undefined;
     const runs = tags.map((t, i) => {
       const mine = uploads.slice(offset, offset + (docShares[i] ?? 0));
       offset += mine.length;
@@ -202,65 +368,94 @@ export async function runClusterPipeline(
           ...options,
           uploads: mine,
           workers: workerShares[i] ?? 1,
-          redisUrl: proxies[i]?.url,
+          pythonWorkers: pythonShares[i] ?? 0,
+          redisUrl: side.relayUrl(proxies[i]?.port ?? 0),
           prefix,
           names: { system: `pipeline:${t.tag}:`, worker: `pipeline:${t.tag}:` },
           view: undefined,
           dashboard: undefined,
+          joinDashboard: page?.join(i, t.tag),
           onStart: undefined,
-          replicaWait: options.wait ? REPLICA_WAIT : undefined,
+          // A primary without a replica would only make every WAIT wait out its timeout.
+          replicaWait: options.wait && t.replicas > 0 ? REPLICA_WAIT : undefined,
           signal: halt.signal,
           log: (line) => log(`${t.tag} ${line}`),
+        }).catch((error: unknown) => {
+          // The others stop too (and none waits for it on the dashboard); its error is the cause.
+          firstError ??= { error };
+          halt.abort();
+          throw error;
         }),
       };
     });
     const target = runs[0];
     const proxy = proxies[0];
+    const failover = side.failover;
     const chaos =
-      options.chaos && target && proxy && tags[0]
+      options.chaos && failover && target && proxy && tags[0]
         ? failoverMidRun({
             url: proxy.url,
             prefix: target.prefix,
             half: Math.ceil(target.mine.length / 2),
             slot: tags[0].slot,
             proxy,
-            failover: (slot) => cluster.failover(slot, { takeoverAfterMs: 1000 }),
+            failover,
             signal: halt.signal,
-            log,
+            log: tell,
           })
         : Promise.resolve(undefined);
+    const slotMapNow = side.slotMap;
+    const following = slotMapNow
+      ? followSlots({
+          placements: tags,
+          proxies,
+          slotMap: slotMapNow,
+          signal: halt.signal,
+          log: tell,
+        })
+      : Promise.resolve();
     // Settled at once, so that a failover that fails while the runs go on is no unhandled rejection.
-    const failing = Promise.allSettled([chaos]);
+    const failing = Promise.allSettled([chaos, following]);
     const settled = await Promise.allSettled(runs.map((r) => r.run));
     halt.abort();
-    const [chaosEnded] = await failing;
-    const failed = [chaosEnded, ...settled].find((s) => s?.status === "rejected");
-    if (failed) throw failed.reason;
-    const failover = chaosEnded?.status === "fulfilled" ? chaosEnded.value : undefined;
+    const [chaosEnded, followEnded] = await failing;
+    if (firstError) throw firstError.error;
+    const failed = [chaosEnded, followEnded].find((s) => s?.status === "rejected");
+    if (failed?.status === "rejected") throw failed.reason;
+    const failedOver = chaosEnded?.status === "fulfilled" ? chaosEnded.value : undefined;
     const reports = settled.map((s) => (s as PromiseFulfilledResult<PipelineReport>).value);
     const partitions = tags.map((t, i) => ({
-      ...t,
+      tag: t.tag,
+      slot: t.slot,
+      host: t.host,
+      node: t.node,
+      hostAtEnd: proxies[i]?.targetHost ?? t.host,
       nodeAtEnd: proxies[i]?.target ?? t.node,
-      relay: Number(new URL(proxies[i]?.url ?? "redis://x:0").port),
+      wait: options.wait && t.replicas > 0,
+      relay: proxies[i]?.port ?? 0,
       apiUrl: (reports[i] as PipelineReport).apiUrl,
       audit: (reports[i] as PipelineReport).audit,
     }));
+    const combined = combineAudits(
+      reports.map((r) => r.audit),
+      reports.flatMap((r) => r.feed.latencies),
+    );
+    await page?.finish(combined);
     return {
-      audit: combineAudits(
-        reports.map((r) => r.audit),
-        reports.flatMap((r) => r.feed.latencies),
-      ),
+      audit: combined,
       partitions,
-      failover,
+      failover: failedOver,
       reports,
+      pythonNerDone: reports.reduce((n, r) => n + r.pythonNerDone, 0),
       workerLog: reports.flatMap((r) => r.workerLog),
       events: reports.flatMap((r) => r.events),
-      nodes: cluster.nodes.map(({ port, dir }) => ({ port, dir })),
+      nodes: side.nodes,
     };
   } finally {
     halt.abort();
     options.signal?.removeEventListener("abort", relay);
+    await page?.close();
     for (const proxy of proxies) await proxy.close();
-    await cluster.stop();
+    await side.stop();
   }
 }

@@ -3,23 +3,30 @@
  * partition's processes connect to the relay as to a single server; when a failover moves the
  * slot, retarget() cuts every relayed connection and sends the new ones to the promoted replica,
  * so their clients reconnect (as they do after a Redis restart) to the node that now owns it.
+ * It relays bytes only: TLS and AUTH pass through it between the clients and the node.
  */
 import { connect, createServer, type Socket } from "node:net";
 
 export interface PartitionProxy {
-  /** What the partition's clients connect to. */
+  /** What the partition's clients connect to (plain, no password: for the run's own probes). */
   url: string;
-  /** The node's port the relay forwards to now. */
+  port: number;
+  /** The node's port the relay forwards to now, and its host. */
   readonly target: number;
-  retarget(port: number): void;
+  readonly targetHost: string;
+  retarget(port: number, host?: string): void;
   close(): Promise<void>;
 }
 
-export async function startPartitionProxy(targetPort: number): Promise<PartitionProxy> {
+export async function startPartitionProxy(
+  targetPort: number,
+  targetHost = "127.0.0.1",
+): Promise<PartitionProxy> {
   let target = targetPort;
+  let host = targetHost;
   const sockets = new Set<Socket>();
   const server = createServer((client) => {
-    const upstream = connect(target, "127.0.0.1");
+    const upstream = connect(target, host);
     const end = () => {
       client.destroy();
       upstream.destroy();
@@ -46,11 +53,16 @@ export async function startPartitionProxy(targetPort: number): Promise<Partition
   };
   return {
     url: `redis://127.0.0.1:${port}`,
+    port,
     get target() {
       return target;
     },
-    retarget(next) {
+    get targetHost() {
+      return host;
+    },
+    retarget(next, nextHost = host) {
       target = next;
+      host = nextHost;
       cut();
     },
     close() {

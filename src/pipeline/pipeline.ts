@@ -8,7 +8,7 @@ import { type Api, startApi } from "./api.ts";
 import { type Audit, audit, collect } from "./audit.ts";
 import type { BatchSettings } from "./batch-loop.ts";
 import { type Chaos, startChaos } from "./chaos.ts";
-import { type Dashboard, startDashboard } from "./dashboard/index.ts";
+import { type Dashboard, type DashboardPartition, startDashboard } from "./dashboard/index.ts";
 import { poisoned, sampleUpload, type Upload } from "./documents.ts";
 import { type FeedResult, feed, type Submission } from "./feeder.ts";
 import { pipelineKeys, STAGES, type StatusEvent } from "./keys.ts";
@@ -61,6 +61,8 @@ export interface PipelineOptions extends LoopConfig {
   log?: (line: string) => void;
   /** Serve the live dashboard (src/pipeline/dashboard/) on 127.0.0.1; port 0: a free one. */
   dashboard?: { port: number };
+  /** A partition of a cluster run: join the run's one dashboard instead (cluster.ts). */
+  joinDashboard?: (part: Omit<DashboardPartition, "tag">) => Promise<Dashboard>;
   /** Called once everything is up: where to point redis-cli, curl and a browser. */
   onStart?: (where: {
     redisUrl: string;
@@ -83,6 +85,8 @@ export interface PipelineReport {
   workerExits: { slot: string; how: string }[];
   redisUrl: string;
   apiUrl: string;
+  /** Documents whose NER the Python workers did (the stats hash's "ner:done:python"). */
+  pythonNerDone: number;
   /** The server's plain (non-TLS) port at the end of a --tls run: 0, nothing but TLS got in. */
   plainPort?: number;
 }
@@ -253,7 +257,9 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
         extraInFlight--;
       }
     };
-    if (options.dashboard) {
+    if (options.joinDashboard) {
+      dashboard = await options.joinDashboard({ redisUrl, keys, supervisor, upload: uploadExtra });
+    } else if (options.dashboard) {
       dashboard = await startDashboard({
         redisUrl,
         keys,
@@ -416,6 +422,9 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
       retried: found.retried,
     });
     await dashboard?.finish(result);
+    const pythonNerDone = options.pythonWorkers
+      ? Number((await retry(() => control.hGet(keys.stats, "ner:done:python"))) ?? 0)
+      : 0;
     const plainPort = server?.caFile
       ? Number((await retry(() => control.configGet("port"))).port)
       : undefined;
@@ -429,6 +438,7 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
       workerExits: supervisor.ended,
       redisUrl,
       apiUrl: api.url,
+      pythonNerDone,
       plainPort,
     };
   } finally {

@@ -67,12 +67,19 @@ export function startPythonWorkers(options: PythonWorkersOptions): PythonWorkers
       found.python,
       [
         PYTHON_WORKER,
-        ...["--url", options.redisUrl, "--prefix", options.prefix, "--consumer", consumer],
+        ...["--prefix", options.prefix, "--consumer", consumer],
         ...["--claim-idle-ms", String(loop.claimIdleMs), "--block-ms", String(loop.blockMs)],
         ...["--max-deliveries", String(loop.maxDeliveries), "--latency-ms", String(loop.latencyMs)],
         "--stop-on-stdin-eof",
       ],
-      { cwd: ROOT, detached: true, stdio: ["pipe", "pipe", "pipe"] },
+      // The URL (and its password) in the environment, where `ps` does not show it; REDIS_CA and
+      // REDIS_TLS_SERVERNAME come with the rest of it.
+      {
+        cwd: ROOT,
+        detached: true,
+        stdio: ["pipe", "pipe", "pipe"],
+        env: { ...process.env, PIPELINE_REDIS_URL: options.redisUrl },
+      },
     );
     const pid = child.pid;
     if (pid === undefined) throw new Error(`could not start Python worker ${consumer}`);

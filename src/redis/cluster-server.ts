@@ -62,14 +62,21 @@ export interface ClusterOptions {
    * machine's pauses: a node that merely answers late must not be failed over while starting.
    */
   nodeTimeoutMs?: number;
+  /**
+   * Every node requires this password once the cluster is up (requirepass, and masterauth for
+   * its replication link), like a managed cluster; set after `redis-cli --cluster create` and
+   * never on a command line, where `ps` would show it.
+   */
+  password?: string;
 }
 
 /** Oldest server this harness supports: `cluster-port` (the bus on a port of our choice) is 7.0. */
 export const CLUSTER_MIN_REDIS = "7.0";
 
-async function ask(port: number, args: string[]): Promise<Reply> {
+async function ask(port: number, args: string[], password?: string): Promise<Reply> {
   const conn = await connectRaw("127.0.0.1", port);
   try {
+    if (password) await conn.command(["AUTH", password]);
     return await conn.command(args);
   } finally {
     conn.close();
@@ -96,8 +103,8 @@ function fields(reply: Reply): Map<string, string> {
  * CLUSTER NODES ("<id> <ip>:<port>@<bus> <flags> <primary id or -> ... <slot ranges>"). Not
  * CLUSTER SLOTS: that leaves out a replica until its first offset has been gossiped.
  */
-export async function servers(port: number, slot: number): Promise<number[]> {
-  const lines = String(await ask(port, ["CLUSTER", "NODES"]).catch(() => ""))
+export async function servers(port: number, slot: number, password?: string): Promise<number[]> {
+  const lines = String(await ask(port, ["CLUSTER", "NODES"], password).catch(() => ""))
     .trim()
     .split("\n")
     .map((line) => line.split(" "));
@@ -216,10 +223,24 @@ export async function startCluster(options: ClusterOptions = {}): Promise<LocalC
       if (Date.now() > deadline) throw new Error("The cluster did not reach cluster_state:ok.");
       await sleep(50);
     }
+    if (options.password) {
+      const secret = options.password;
+      // masterauth first: a replica whose primary already asks for the password can answer it.
+      for (const args of [
+        ["CONFIG", "SET", "masterauth", secret],
+        ["CONFIG", "SET", "requirepass", secret],
+      ]) {
+        for (const port of ports) {
+          const reply = await ask(port, args);
+          if (reply instanceof Error) throw reply;
+        }
+      }
+    }
   } catch (error) {
     await stop();
     throw error;
   }
+  const password = options.password;
   let stopped: Promise<void> | undefined;
   const killed = new Set<number>();
   const kill = async (port: number) => {
@@ -233,7 +254,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<LocalC
     kill,
     async failover(slot, { takeoverAfterMs = 3000, timeoutMs = 30_000 } = {}) {
       const live = () => nodes.map((n) => n.port).filter((port) => !killed.has(port));
-      const [primary, replica] = await servers(live()[0] ?? 0, slot);
+      const [primary, replica] = await servers(live()[0] ?? 0, slot, password);
       if (primary === undefined || replica === undefined) {
         throw new Error(`No primary with a replica serves slot ${slot}.`);
       }
@@ -241,15 +262,15 @@ export async function startCluster(options: ClusterOptions = {}): Promise<LocalC
       await kill(primary);
       let how: Failover["how"] = "election";
       for (;;) {
-        const role = fields(await ask(replica, ["INFO", "replication"]).catch(() => "")).get(
-          "role",
-        );
+        const role = fields(
+          await ask(replica, ["INFO", "replication"], password).catch(() => ""),
+        ).get("role");
         if (role === "master") {
-          const views = await Promise.all(live().map((port) => servers(port, slot)));
+          const views = await Promise.all(live().map((port) => servers(port, slot, password)));
           if (views.every((view) => view[0] === replica)) break;
         } else if (how === "election" && Date.now() - started > takeoverAfterMs) {
           how = "takeover";
-          await ask(replica, ["CLUSTER", "FAILOVER", "TAKEOVER"]);
+          await ask(replica, ["CLUSTER", "FAILOVER", "TAKEOVER"], password);
         }
         if (Date.now() - started > timeoutMs) {
           throw new Error(`Port ${replica} did not take over slot ${slot} from ${primary}.`);

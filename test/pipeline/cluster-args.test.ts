@@ -3,25 +3,37 @@ import { expect, test } from "vitest";
 import { PIPELINE_USAGE, parsePipelineArgs } from "../../src/pipeline/args.ts";
 import { audit } from "../../src/pipeline/audit.ts";
 import { combineAudits, shares } from "../../src/pipeline/cluster.ts";
+import { crc16, keySlotOf } from "../../src/pipeline/key-slot.ts";
 import { expectedResults } from "../../src/pipeline/services.ts";
 
-test("--cluster runs on a local cluster: not with --tls, --redis-url or --dashboard; --no-wait only with it", () => {
+test("--cluster: a local cluster, or the user's with --redis-url; not with --tls; --no-wait only with it", () => {
   expect(parsePipelineArgs([])).toMatchObject({ cluster: false, noWait: false });
   expect(parsePipelineArgs(["--cluster", "--no-wait"])).toMatchObject({
     cluster: true,
     noWait: true,
   });
-  for (const other of [["--tls"], ["--redis-url", "redis://h:6379"]]) {
-    expect(() => parsePipelineArgs(["--cluster", ...other])).toThrow(
-      "--cluster starts a local plain cluster",
-    );
-  }
-  expect(() => parsePipelineArgs(["--cluster", "--dashboard-port", "8080"])).toThrow(
-    "--dashboard does not show --cluster runs",
+  expect(() => parsePipelineArgs(["--cluster", "--tls"])).toThrow(
+    "give its rediss:// URL to --redis-url with --cluster",
   );
+  expect(parsePipelineArgs(["--cluster", "--redis-url", "rediss://h:6380"])).toMatchObject({
+    cluster: true,
+    redisUrl: "rediss://h:6380",
+  });
+  expect(parsePipelineArgs(["--cluster", "--dashboard-port", "8080"])).toMatchObject({
+    cluster: true,
+    dashboard: true,
+  });
   expect(() => parsePipelineArgs(["--no-wait"])).toThrow("--no-wait only applies to --cluster");
   expect(PIPELINE_USAGE).toContain("--cluster");
   expect(PIPELINE_USAGE).toContain("--no-wait");
+});
+
+test("a key's slot is computed as Redis Cluster does: CRC16 of the key or of its hash tag", () => {
+  expect(crc16(Buffer.from("123456789"))).toBe(0x31c3);
+  expect(keySlotOf("foo")).toBe(12182);
+  expect(keySlotOf("pipeline:ab12cd34:{p0}:doc:1")).toBe(keySlotOf("p0"));
+  // An empty tag is no tag: the whole key is hashed.
+  expect(keySlotOf("a{}b")).toBe(crc16(Buffer.from("a{}b")) % 16384);
 });
 
 test("documents and workers are shared out as evenly as they go", () => {

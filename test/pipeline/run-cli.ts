@@ -5,10 +5,11 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { afterAll, expect } from "vitest";
 import { ROOT } from "../../src/paths.ts";
+import { findPython } from "../../src/pipeline/python.ts";
 import { signalGroup } from "../../src/process-group.ts";
 import { exitOf, TSX } from "../support/cli.ts";
 import { listening } from "../support/listening.ts";
-import { processesWithEnv } from "../support/sandbox.ts";
+import { commandOf, processesWithEnv } from "../support/sandbox.ts";
 import { waitFor } from "../support/wait.ts";
 
 const started: ChildProcess[] = [];
@@ -69,4 +70,26 @@ export async function expectNothingLeft(mark: string, text: string, usersRedis =
   for (const port of usersRedis ? used.slice(1) : used) {
     expect(await listening(port), `port ${port}`).toBe(false);
   }
+}
+
+const python = findPython();
+
+/**
+ * `--python-workers N` where python3 with redis-py is installed; else none, and a warning that
+ * says the Python workers went untested in this mode (never silently).
+ */
+export function pythonWorkers(count: number, mode: string): string[] {
+  if (!("missing" in python)) return ["--python-workers", String(count)];
+  console.warn(`Python workers not tested ${mode}: ${python.missing}`);
+  return [];
+}
+
+/**
+ * Waits until a Python worker of the run is up, then the command line of every process of the
+ * run (where `ps` shows them); [] when no Python worker came up in `ms`.
+ */
+export async function commandLinesWithPython(mark: string, ms: number): Promise<string[]> {
+  const lines = () => processesWithEnv(mark).map(commandOf);
+  const up = await waitFor(() => lines().some((line) => line.includes("ner_worker.py")), ms);
+  return up ? lines() : [];
 }

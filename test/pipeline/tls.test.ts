@@ -9,7 +9,7 @@ import { existsSync } from "node:fs";
 import { dirname } from "node:path";
 import { expect, test } from "vitest";
 import { opensslMissing } from "../../src/redis/tls-server.ts";
-import { ended, expectNothingLeft, runPipeline } from "./run-cli.ts";
+import { ended, expectNothingLeft, pythonWorkers, runPipeline } from "./run-cli.ts";
 
 const missing = opensslMissing();
 
@@ -17,8 +17,9 @@ test.skipIf(missing)(
   `--tls --chaos: 100 documents over TLS only, through a Redis restart, none lost, none twice${missing ? ` (skipped: ${missing})` : ""}`,
   async () => {
     const mark = randomUUID();
+    const python = pythonWorkers(1, "with --tls");
     const run = runPipeline(
-      ["--tls", "--chaos", "--docs", "100", "--workers", "2", "--json"],
+      ["--tls", "--chaos", "--docs", "100", "--workers", "2", ...python, "--json"],
       mark,
     );
     const { code, audit, context } = await ended(run);
@@ -31,6 +32,7 @@ test.skipIf(missing)(
       redisRestarts: 1,
       redis: "tls",
       plainPort: 0,
+      python: { workers: python.length > 0 ? 1 : 0 },
     });
     expect(run.output.stderr).toMatch(/Redis rediss:\/\/default:\*\*\*@127\.0\.0\.1:\d+/);
     const ca = /verified with the CA in (\S+)/.exec(run.output.stderr)?.[1];

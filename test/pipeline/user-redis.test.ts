@@ -8,7 +8,13 @@ import { randomUUID } from "node:crypto";
 import { createClient } from "redis";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { opensslMissing, startTlsServer, type TlsServer } from "../../src/redis/tls-server.ts";
-import { ended, expectNothingLeft, runPipeline } from "./run-cli.ts";
+import {
+  commandLinesWithPython,
+  ended,
+  expectNothingLeft,
+  pythonWorkers,
+  runPipeline,
+} from "./run-cli.ts";
 
 const missing = opensslMissing();
 let server: TlsServer;
@@ -35,10 +41,16 @@ test.skipIf(missing)(
     await admin.set("users-own-key", "untouched");
     await admin.configResetStat();
     const mark = randomUUID();
-    const run = runPipeline(["--docs", "100", "--workers", "2", "--chaos", "--json"], mark, {
-      REDIS_URL: server.url,
-      REDIS_CA: server.caFile,
-    });
+    const python = pythonWorkers(1, "on a user's rediss:// URL");
+    const run = runPipeline(
+      ["--docs", "100", "--workers", "2", "--chaos", ...python, "--json"],
+      mark,
+      { REDIS_URL: server.url, REDIS_CA: server.caFile },
+    );
+    // The Python worker's URL, password and all, is in its environment, not on its command line.
+    const commandLines = python.length > 0 ? await commandLinesWithPython(mark, 30_000) : [];
+    expect(commandLines.length > 0 || python.length === 0, "no Python worker came up").toBe(true);
+    expect(commandLines.filter((line) => line.includes(server.adminPassword))).toEqual([]);
     const { code, audit, all, context } = await ended(run);
     expect(code, context).toBe(0);
     expect(audit, context).toMatchObject({
@@ -47,10 +59,12 @@ test.skipIf(missing)(
       duplicated: 0,
       redisRestarts: 0,
       redis: "yours",
+      python: { workers: python.length > 0 ? 1 : 0 },
     });
     expect(all).toContain("Redis is not restarted");
     expect(all).not.toContain(server.adminPassword);
-    const prefix = /Keys under (pipeline:[0-9a-f]+:)/.exec(all)?.[1];
+    // Under one hash tag: a sharding proxy runs the hand-off's MULTI only within one slot.
+    const prefix = /Keys under (pipeline:\{[0-9a-f]{8}\}:)/.exec(all)?.[1];
     expect(prefix, context).toBeDefined();
     // Read first: the KEYS below is the test's own.
     const stats = (await admin.info("commandstats")).split("\r\n");

@@ -12,6 +12,7 @@ import type { PipelineKeys } from "../keys.ts";
 import type { Redis } from "../parts.ts";
 import type { Supervisor } from "../supervisor.ts";
 import { HttpError, readJson } from "./http.ts";
+import { workerLabel } from "./partitions.ts";
 import { type HeldEntry, heldBy, heldPerSlot } from "./recovery.ts";
 
 export type Workers = Pick<Supervisor, "workers" | "alive" | "kill" | "addWorker">;
@@ -87,4 +88,40 @@ export function pageActions(context: ActionContext): Record<string, Action> {
   };
 
   return { "/actions/kill": kill, "/actions/add": add, "/actions/poison": poison };
+}
+
+/**
+ * One partition's actions per button press, in turn (a cluster run's partitions each have their
+ * own workers): a kill goes on to the next partition when one has no worker to kill, and the
+ * worker it answers with is named as the page names it, "<tag>/<slot>".
+ */
+export function spreadActions(
+  perPartition: Record<string, Action>[],
+  tags: string[],
+): Record<string, Action> {
+  if (perPartition.length === 1 && perPartition[0]) return perPartition[0];
+  let next = 0;
+  const spread =
+    (path: string): Action =>
+    async (req) => {
+      let refusal: unknown;
+      for (let tried = 0; tried < perPartition.length; tried++) {
+        const i = next++ % perPartition.length;
+        const action = perPartition[i]?.[path];
+        if (!action) continue;
+        try {
+          const answer = (await action(req)) as { slot?: string };
+          return answer?.slot === undefined
+            ? answer
+            : { ...answer, slot: workerLabel(tags[i] ?? "", answer.slot) };
+        } catch (error) {
+          // Only a kill may try elsewhere: an upload's body was read by the first attempt.
+          if (!(error instanceof HttpError && error.status === 409 && path === "/actions/kill"))
+            throw error;
+          refusal = error;
+        }
+      }
+      throw refusal ?? new HttpError(404, "No such action.");
+    };
+  return Object.fromEntries(Object.keys(perPartition[0] ?? {}).map((path) => [path, spread(path)]));
 }

@@ -13,30 +13,40 @@ import type { Audit } from "../audit.ts";
 import type { Upload } from "../documents.ts";
 import { type PipelineKeys, STAGES } from "../keys.ts";
 import type { WorkerEvent } from "../supervisor.ts";
-import { pageActions, type Who, type Workers } from "./actions.ts";
+import { pageActions, spreadActions, type Who, type Workers } from "./actions.ts";
 import { checkAction, checkHost, HttpError, listen, loadPage, sendJson } from "./http.ts";
+import { type DashboardPartition, mergedSide, workerLabel } from "./partitions.ts";
 import { follow, type HeldEntry, heldBy, type Recovery } from "./recovery.ts";
-import { openRedisSide, type StageCounters } from "./redis-side.ts";
+import { openRedisSide, type RedisSide, type StageCounters } from "./redis-side.ts";
 import { type DocStatus, keepNewer } from "./status.ts";
 
-export interface DashboardOptions {
+export type { DashboardPartition } from "./partitions.ts";
+
+/** A single-server run's pipeline: its Redis, keys, workers and uploads. */
+interface OneRun {
   redisUrl: string;
   keys: PipelineKeys;
-  /** 0: a free port. */
-  port: number;
-  /** Its connections' names start with this. */
-  clientName: string;
   supervisor: Workers;
   /** Uploads a document into the run (counted by the audit, like the feeder's); its id. */
   upload(upload: Upload): Promise<string>;
 }
 
+export type DashboardOptions = {
+  /** 0: a free port. */
+  port: number;
+  /** Its connections' names start with this. */
+  clientName: string;
+} & (OneRun | { partitions: DashboardPartition[] });
+
 export interface Dashboard {
   url: string;
   /** The name a document was uploaded with, when the run knows it first (the feeder). */
   named(id: string, name: string): void;
-  workerEvent(event: WorkerEvent): void;
+  /** `partition`: the index of the partition whose supervisor saw it (0 on a single server). */
+  workerEvent(event: WorkerEvent, partition?: number): void;
   redisRestart(phase: "restarting" | "restarted"): void;
+  /** A line about the cluster under the run (a failover, a relay that moved) for the log. */
+  clusterEvent(text: string): void;
   /** The run is over: one last exact picture, with the audit's verdict, to every tab. */
   finish(audit: Audit): Promise<void>;
   close(): Promise<void>;
@@ -79,14 +89,15 @@ function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T | undefined>
 }
 
 export async function startDashboard(options: DashboardOptions): Promise<Dashboard> {
-  const { keys, supervisor } = options;
+  const parts: DashboardPartition[] =
+    "partitions" in options ? options.partitions : [{ tag: "", ...options }];
   const page = loadPage();
   const clients = new Set<ServerResponse>();
   const docs = new Map<string, DocStatus>();
   const names = new Map<string, string>();
   const log: LogLine[] = [];
   const series: { at: number; rates: number[] }[] = [];
-  const recoveries: Recovery[] = [];
+  const recoveries: (Recovery & { part: number })[] = [];
   let counters: StageCounters[] = [];
   let redisUp = true;
   let doneSinceTick = STAGES.map(() => 0);
@@ -110,33 +121,52 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
     broadcast("log", line);
   };
   const workers = () =>
-    [...supervisor.workers.values()].map((w) => ({
-      slot: w.slot,
-      state: w.ended !== undefined ? "down" : w.isReady ? "up" : "starting",
-    }));
+    parts.flatMap((p) =>
+      [...p.supervisor.workers.values()].map((w) => ({
+        slot: workerLabel(p.tag, w.slot),
+        state: w.ended !== undefined ? "down" : w.isReady ? "up" : "starting",
+      })),
+    );
 
-  const side = await openRedisSide({
-    redisUrl: options.redisUrl,
-    keys,
-    clientName: options.clientName,
-    onStatus(status) {
-      keepNewer(docs, status);
-      if (status.state === "done") {
-        const i = STAGES.indexOf(status.stage as (typeof STAGES)[number]);
-        if (i >= 0) doneSinceTick[i] = (doneSinceTick[i] ?? 0) + 1;
-      }
-      // Every tab gets every live status; each drops what is not newer than what it has.
-      broadcast("status", status);
-    },
-    onResubscribed() {
-      note("redis", "status channel subscribed again: every tab reads the status hash again");
-      void snapshotTo([...clients]);
-    },
-    onConnection(up) {
-      if (up === redisUp) return;
-      redisUp = up;
-      note("redis", up ? "Redis reachable again" : "Redis unreachable: reconnecting");
-    },
+  const onStatus = (status: DocStatus) => {
+    keepNewer(docs, status);
+    if (status.state === "done") {
+      const i = STAGES.indexOf(status.stage as (typeof STAGES)[number]);
+      if (i >= 0) doneSinceTick[i] = (doneSinceTick[i] ?? 0) + 1;
+    }
+    // Every tab gets every live status; each drops what is not newer than what it has.
+    broadcast("status", status);
+  };
+  // One subscriber per partition's channel; a side that fails to open closes those that did.
+  const opening = await Promise.allSettled(
+    parts.map((p) =>
+      openRedisSide({
+        redisUrl: p.redisUrl,
+        keys: p.keys,
+        clientName: `${options.clientName}${p.tag}`,
+        onStatus,
+        onResubscribed() {
+          note("redis", "status channel subscribed again: every tab reads the status hash again");
+          void snapshotTo([...clients]);
+        },
+        onConnection(up) {
+          if (up === redisUp) return;
+          redisUp = up;
+          note("redis", up ? "Redis reachable again" : "Redis unreachable: reconnecting");
+        },
+      }),
+    ),
+  );
+  const sides = opening.flatMap((o) => (o.status === "fulfilled" ? [o.value] : []));
+  const refused = opening.find((o) => o.status === "rejected");
+  if (refused) {
+    for (const opened of sides) opened.close();
+    throw refused.reason;
+  }
+  const side = mergedSide(sides);
+  const partOf = (i: number) => ({
+    reader: (sides[i] as RedisSide).reader,
+    keys: (parts[i] as DashboardPartition).keys,
   });
 
   /** One HGETALL, sent to each of `targets`; a tab that missed it gets the next one. */
@@ -155,21 +185,25 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
     }
   }
 
+  /** A dead worker: as the page names it (`who`), its partition, and its slot there. */
+  type Dead = { who: Who & { pid: number }; part: number; local: string };
   /** Starts watching what a dead worker held; retried on the next tick if Redis is away. */
-  const toInspect = new Map<number, Who & { pid: number }>();
+  const toInspect = new Map<number, Dead>();
   /** What a worker the page froze before killing it held: read while it could not change. */
   const heldAtKill = new Map<number, HeldEntry[]>();
-  async function inspect(who: Who & { pid: number }): Promise<void> {
+  async function inspect(dead: Dead): Promise<void> {
+    const { who, part } = dead;
     const { slot } = who;
     try {
-      const entries = heldAtKill.get(who.pid) ?? (await heldBy(side.reader, keys, slot));
+      const { reader, keys } = partOf(part);
+      const entries = heldAtKill.get(who.pid) ?? (await heldBy(reader, keys, dead.local));
       heldAtKill.delete(who.pid);
       toInspect.delete(who.pid);
       if (entries.length === 0) {
         note("recovered", `worker ${slot} held no entries: nothing to recover`, who);
         return;
       }
-      recoveries.push({ ...who, entries, done: false });
+      recoveries.push({ ...who, part, entries, done: false });
       const perStage = STAGES.map((s) => [s, entries.filter((e) => e.stage === s).length])
         .filter(([, n]) => n)
         .map(([s, n]) => `${s} ${n}`);
@@ -179,13 +213,14 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
         who,
       );
     } catch {
-      toInspect.set(who.pid, who);
+      toInspect.set(who.pid, dead);
     }
   }
 
   async function followRecoveries(): Promise<void> {
     for (const recovery of recoveries.filter((r) => !r.done)) {
-      const { claimed, finished } = await follow(side.reader, keys, recovery, docs);
+      const { reader, keys } = partOf(recovery.part);
+      const { claimed, finished } = await follow(reader, keys, recovery, docs);
       const { slot } = recovery;
       const who = { slot, pid: recovery.pid };
       const doc = (id: string) => names.get(id) ?? id;
@@ -236,7 +271,7 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
     broadcast("rate", point);
     try {
       counters = await side.counters();
-      for (const who of [...toInspect.values()]) await inspect(who);
+      for (const dead of [...toInspect.values()]) await inspect(dead);
       await followRecoveries();
       await fetchNames();
       await fetchReasons();
@@ -250,18 +285,28 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
     ticking = ticking.then(tick);
   }, TICK_MS);
 
-  const actions = pageActions({
-    supervisor,
-    reader: side.reader,
-    keys,
-    upload: options.upload,
-    note: (text, who) => note("action", text, who),
-    heldAtKill: (pid, entries) => heldAtKill.set(pid, entries),
-    named(id, name) {
-      names.set(id, name);
-      broadcast("names", { [id]: name });
-    },
-  });
+  const actions = spreadActions(
+    parts.map((p, i) =>
+      pageActions({
+        supervisor: p.supervisor,
+        reader: partOf(i).reader,
+        keys: p.keys,
+        upload: p.upload,
+        note: (text, who) =>
+          note(
+            "action",
+            p.tag ? `${p.tag} ${text}` : text,
+            who && { ...who, slot: workerLabel(p.tag, who.slot) },
+          ),
+        heldAtKill: (pid, entries) => heldAtKill.set(pid, entries),
+        named(id, name) {
+          names.set(id, name);
+          broadcast("names", { [id]: name });
+        },
+      }),
+    ),
+    parts.map((p) => p.tag),
+  );
 
   let port = 0;
   const route = async (req: IncomingMessage, res: ServerResponse) => {
@@ -315,18 +360,21 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
       names.set(id, name);
       newNames[id] = name;
     },
-    workerEvent(event) {
-      const who = { slot: event.slot, pid: event.pid };
+    workerEvent(event, part = 0) {
+      const who = { slot: workerLabel(parts[part]?.tag ?? "", event.slot), pid: event.pid };
       if (event.kind === "started") note("worker", `worker ${event.slot} starting`, who);
       if (event.kind === "ready") note("worker", `worker ${event.slot} ready`, who);
       if (event.kind === "ended") {
         const how = event.how === "SIGKILL" ? "killed (SIGKILL)" : `ended (${event.how})`;
         note("kill", `worker ${event.slot} ${how}`, who);
-        void inspect(who);
+        void inspect({ who, part, local: event.slot });
       }
     },
     redisRestart(phase) {
       note("redis", phase === "restarting" ? "chaos: restarting Redis" : "chaos: Redis restarted");
+    },
+    clusterEvent(text) {
+      note("redis", text);
     },
     async finish(audit) {
       // Every status published so far reaches the tabs, then the hash settles any it missed.
