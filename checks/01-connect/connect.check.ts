@@ -317,6 +317,11 @@ describe("a live connection", () => {
           "After the server dropped the connection, your client did not reconnect within 3 s. Give createClient a reconnectStrategy and an error listener that logs the error: a listener that throws it again ends the reconnect as surely as no listener.",
           3,
         );
+        check(
+          client.listenerCount("error") > 0,
+          "After the first dropped connection your client has no error listener left, so the next drop would crash the process: client.once('error', ...) removes its listener after one event. Listen with client.on('error', ...).",
+          2,
+        );
         const pong = await call("client.ping() after a reconnect", () => client.ping(), 2000);
         check(pong === "PONG", `After reconnecting, PING answered ${JSON.stringify(pong)}.`);
         const again = await openAt(
