@@ -14,32 +14,48 @@ import { check } from "./kit.ts";
  */
 export function hearUnheardErrors(which: (error: unknown) => boolean): {
   heard: unknown[];
+  /** Matching errors an "error" listener threw again: as fatal as no listener at all. */
+  rethrown: unknown[];
   stop(): void;
   expectNone(callback: string, item: string, role: string, hint: number): void;
 } {
   const heard: unknown[] = [];
+  const rethrown: unknown[] = [];
   const previous = EventEmitter.prototype.emit;
   EventEmitter.prototype.emit = function (
     this: EventEmitter,
     event: string | symbol,
     ...args: unknown[]
   ) {
-    if (event === "error" && this.listenerCount("error") === 0 && which(args[0])) {
+    if (event !== "error" || !which(args[0])) return previous.call(this, event, ...args);
+    if (this.listenerCount("error") === 0) {
       heard.push(args[0]);
       return false;
     }
-    return previous.call(this, event, ...args);
+    try {
+      return previous.call(this, event, ...args);
+    } catch (error) {
+      rethrown.push(error);
+      return true;
+    }
   };
   return {
     heard,
+    rethrown,
     stop: () => {
       EventEmitter.prototype.emit = previous;
     },
-    expectNone: (callback, item, role, hint) =>
+    expectNone: (callback, item, role, hint) => {
       check(
         heard.length === 0,
         `${callback}() threw for ${item} (the check made it fail), and node-redis passed that exception to your ${role}'s connection as an "error" event, which had no "error" listener. Node ends a process on an "error" event nobody listens to: your ${role} would have crashed here. Give the connection you subscribe on an error listener (subscriber.on("error", ...)), or catch around ${callback}().`,
         hint,
-      ),
+      );
+      check(
+        rethrown.length === 0,
+        `${callback}() threw for ${item} (the check made it fail), node-redis passed that exception to your ${role}'s "error" listener, and the listener threw it again (${String(rethrown[0])}). Nothing catches it there: your ${role}'s process would have crashed. Let the error listener log the error (or count it), never throw.`,
+        hint,
+      );
+    },
   };
 }

@@ -178,7 +178,7 @@ describe("connection profiles", () => {
     const delays = await call("reconnectDelay()", () =>
       everyRetry.flatMap((n) =>
         Array.from(
-          { length: sampled.has(n) ? draws : 3 },
+          { length: sampled.has(n) ? draws : 10 },
           () => [n, exercise.reconnectDelay(n)] as const,
         ),
       ),
@@ -192,6 +192,17 @@ describe("connection profiles", () => {
     }
     const most = (n: number) => Math.max(...delays.filter(([r]) => r === n).map(([, d]) => d));
     const [first, fifth, late] = [most(0), most(5), most(1000)];
+    // The largest draw alone lets a flat random delay (anywhere from 0 to 5000 at every retry)
+    // pass half the time; its average does not grow at all.
+    const mean = (n: number) => {
+      const own = delays.filter(([r]) => r === n).map(([, d]) => d);
+      return own.reduce((a, b) => a + b, 0) / own.length;
+    };
+    check(
+      mean(1000) >= 2 * mean(0),
+      `The delay should grow with retries: over ${draws} calls each, reconnectDelay(0) averaged ${Math.round(mean(0))} ms and reconnectDelay(1000) ${Math.round(mean(1000))} ms. Start small; jitter is fine, but the range it is drawn from must grow.`,
+      2,
+    );
     check(
       fifth > first,
       `The delay should grow with retries: over ${draws} calls each, reconnectDelay(0) reached ${first} and reconnectDelay(5) only ${fifth}.`,
@@ -202,8 +213,35 @@ describe("connection profiles", () => {
       `Once capped, the delay should stay there: over ${draws} calls each, reconnectDelay(5) reached ${fifth}, but reconnectDelay(1000) only ${late}.`,
       2,
     );
+    const fallsBack = fallBack(delays);
+    if (fallsBack) {
+      fail(
+        `The delay should never fall back once it has grown: reconnectDelay(${fallsBack.earlier}) never went below ${fallsBack.floor}, yet reconnectDelay(${fallsBack.retry}) reached at most ${fallsBack.reached}. A delay that wraps around (a modulo, a reset to the start) hammers the server again in the middle of an outage: grow it, then hold it at the cap with Math.min.`,
+        2,
+      );
+    }
   });
 });
+
+/**
+ * The first retry whose largest draw is clearly below what an earlier retry never went under.
+ * Only retries whose draws lie close together (no jitter, or a little) set that floor: with
+ * wide jitter (full jitter draws from 0 up) ten draws say nothing about the lowest possible
+ * delay. A delay that wraps around (a modulo) or restarts is caught between the samples.
+ */
+function fallBack(delays: ReadonlyArray<readonly [number, number]>) {
+  const byRetry = new Map<number, number[]>();
+  for (const [n, d] of delays) byRetry.set(n, [...(byRetry.get(n) ?? []), d]);
+  let floor = 0;
+  let earlier = 0;
+  for (const [retry, draws] of [...byRetry].sort(([a], [b]) => a - b)) {
+    const reached = Math.max(...draws);
+    if (reached < floor * 0.8) return { retry, reached, earlier, floor };
+    const lowest = Math.min(...draws);
+    if (reached - lowest <= reached * 0.25 && lowest > floor) [floor, earlier] = [lowest, retry];
+  }
+  return undefined;
+}
 
 /** Local addresses of the learner connections opened since `before` was taken. */
 function openedSince(before: Set<string>): string[] {
@@ -259,9 +297,8 @@ describe("a live connection", () => {
     async () => {
       const observer = await checkClient();
       const before = allLearnerAddrs();
-      const client = await call("connect()", () =>
-        exercise.connect(ctx.redisUrl, `wb:learner:${ctx.runId}:drop`),
-      );
+      const name = `wb:learner:${ctx.runId}:drop`;
+      const client = await call("connect()", () => exercise.connect(ctx.redisUrl, name));
       try {
         check(
           client.listenerCount("error") > 0,
@@ -277,11 +314,25 @@ describe("a live connection", () => {
         );
         check(
           back,
-          "After the server dropped the connection, your client did not reconnect within 3 s. Give createClient a reconnectStrategy and an error listener.",
+          "After the server dropped the connection, your client did not reconnect within 3 s. Give createClient a reconnectStrategy and an error listener that logs the error: a listener that throws it again ends the reconnect as surely as no listener.",
           3,
+        );
+        check(
+          client.listenerCount("error") > 0,
+          "After the first dropped connection your client has no error listener left, so the next drop would crash the process: client.once('error', ...) removes its listener after one event. Listen with client.on('error', ...).",
+          2,
         );
         const pong = await call("client.ping() after a reconnect", () => client.ping(), 2000);
         check(pong === "PONG", `After reconnecting, PING answered ${JSON.stringify(pong)}.`);
+        const again = await openAt(
+          observer,
+          openedSince(before).filter((addr) => addr !== first),
+        );
+        check(
+          again.length > 0 && again.every((c) => c.name === name),
+          `After the reconnect, CLIENT LIST shows ${describeConnections(again) || "no connection of yours"} instead of one named "${name}": the name was lost with the old connection. node-redis names each new connection (HELLO ... SETNAME) only from the name option; a CLIENT SETNAME sent after connect() is not repeated. Pass name to createClient.`,
+          2,
+        );
       } finally {
         client?.destroy();
       }
@@ -356,9 +407,13 @@ describe("a live connection", () => {
 
     before = allLearnerAddrs();
     let rejected: unknown;
+    // A failing job often has a write in flight (an audit line, a status): the close on the
+    // error path must let it through as well.
+    const failure = freshKey("failure");
     await call("withRedis() with work that throws", () =>
       exercise
-        .withRedis(ctx.redisUrl, name, async () => {
+        .withRedis(ctx.redisUrl, name, async (client) => {
+          void client.set(failure, "contract-17 failed").catch(() => {});
           throw new Error("OCR service unavailable");
         })
         .catch((error: unknown) => {
@@ -375,5 +430,11 @@ describe("a live connection", () => {
         3,
       );
     }
+    const recorded = await observer.get(failure);
+    check(
+      recorded === "contract-17 failed",
+      `The work sent SET ${failure} without awaiting it and then threw; after withRedis() the key holds ${JSON.stringify(recorded)}: the command was dropped on the error path. Close with close() in finally on every path; destroy() discards pending commands.`,
+      3,
+    );
   });
 });

@@ -138,6 +138,15 @@ async function openDashboard(
     );
   }
   const subscribed = channelsSent(mark, "SUBSCRIBE");
+  const patterns = sent()
+    .slice(mark)
+    .filter((c) => c.name === "PSUBSCRIBE");
+  if (subscribed.length === 0 && patterns.length > 0) {
+    fail(
+      `openDashboard() sent ${patterns.map((c) => `PSUBSCRIBE ${c.args.slice(1).join(" ")}`).join(", ")}: a pattern subscription, not a subscription to the channel. A pattern is read as a glob (a channel name with *, ? or [ in it matches other channels, or not even itself), and PUBSUB NUMSUB does not count it. A dashboard follows one channel: subscriber.subscribe(channel, listener).`,
+      2,
+    );
+  }
   if (subscribed.length > 0 && !subscribed.includes(channel)) {
     fail(
       `openDashboard() subscribed to ${subscribed.map((c) => describeValue(c)).join(", ")}, not to the channel it was given (${describeValue(channel)}). Subscribe to the channel parameter: the check gives every test a fresh channel name.`,

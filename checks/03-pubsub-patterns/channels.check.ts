@@ -19,7 +19,7 @@ import {
   until,
 } from "../kit.ts";
 import { hearUnheardErrors } from "../unheard-errors.ts";
-import { allLearnerAddrs } from "../wire.ts";
+import { allLearnerAddrs, sent } from "../wire.ts";
 
 interface StatusEvent {
   docId: string;
@@ -145,6 +145,36 @@ async function settle(received: unknown[], expected: number): Promise<void> {
   await sleep(50);
 }
 
+/**
+ * Runs unwatch() and fails as soon as it is clearly stuck rather than after call()'s 10 s: Redis
+ * has already dropped a subscription of the learner's connections, yet unwatch() has not
+ * resolved a second later. The usual cause is a PUNSUBSCRIBE sent with sendCommand(): its
+ * answer arrives as a push message, which node-redis never hands to that command's promise.
+ */
+async function unwatchPromptly(unwatch: Unwatch, observer: Redis): Promise<void> {
+  const subscriptions = async () =>
+    (await learnerConnections(observer)).reduce((n, c) => n + c.sub + c.psub, 0);
+  const before = await subscriptions();
+  const mark = sent().length;
+  let settled = false;
+  const running = call("unwatch()", () => unwatch()).finally(() => {
+    settled = true;
+  });
+  running.catch(() => {});
+  const dropped = await until(async () => settled || (await subscriptions()) < before, 10_000);
+  if (dropped && !settled && !(await until(() => settled, 1000))) {
+    const sentNow = sent()
+      .slice(mark)
+      .filter((c) => c.name.endsWith("UNSUBSCRIBE"))
+      .map((c) => `${c.name} ${c.args.slice(1).join(" ")}`.trim());
+    fail(
+      `unwatch() ${sentNow.length > 0 ? `sent ${sentNow.join(", ")} and ` : ""}Redis removed the subscription, yet unwatch() had not resolved a second later. A subscribe or unsubscribe command sent with sendCommand() never resolves in node-redis (Redis answers it with a push message, not a reply), and a raw PUNSUBSCRIBE also drops every other listener of the pattern on the connection. Use subscriber.pUnsubscribe(pattern, listener).`,
+      2,
+    );
+  }
+  await running;
+}
+
 function describeConnections(list: ConnectionInfo[]): string {
   return list.map((c) => `${c.addr}${c.name ? ` named "${c.name}"` : ""}`).join(", ");
 }
@@ -213,7 +243,7 @@ describe("pattern subscriptions", () => {
     const t = tenant();
     const subscriber = await learnerConnection();
     const publisher = await checkClient();
-    const { verdict } = await waitsForReply(
+    const { verdict, value: watched } = await waitsForReply(
       (c) => c.name === "PSUBSCRIBE" || c.name === "SUBSCRIBE",
       (resolved) => watch(subscriber, t.prefix, { resolved }),
     );
@@ -226,6 +256,24 @@ describe("pattern subscriptions", () => {
     check(
       reached === 1,
       `Right after watchAllStages() resolved, a status published on "${t.channelOf("ocr")}" reached ${reached} subscriptions instead of 1: the subscription was not active yet.`,
+      2,
+    );
+    // The other way round: unwatch() resolves once Redis has dropped the subscription, so a
+    // status published right after it reaches nobody.
+    const observer = await checkClient("observer");
+    const { verdict: unwatched } = await waitsForReply(
+      (c) => c.name === "PUNSUBSCRIBE",
+      (resolved) => unwatchPromptly(watched.unwatch, observer).then(resolved),
+    );
+    check(
+      unwatched !== "resolved-first",
+      "unwatch() resolved before its PUNSUBSCRIBE had reached Redis (the check held the command back at the socket), so a status published right after unwatch() could still reach onEvent(). Await pUnsubscribe(): it resolves once Redis has confirmed.",
+      2,
+    );
+    const afterwards = await publisher.publish(t.channelOf("ocr"), JSON.stringify(event("ocr", 1)));
+    check(
+      afterwards === 0,
+      `Right after unwatch() resolved, a status published on "${t.channelOf("ocr")}" still reached ${afterwards} subscription(s): the pattern subscription was not removed.`,
       2,
     );
   });
@@ -318,6 +366,15 @@ describe("pattern subscriptions", () => {
       `Three events were published on "${ocr}" and onEvent() ran ${received.length} time(s). The check's onEvent threw on the first (on purpose, as a failing render would): one failing call must not stop the ones after it.`,
       3,
     );
+    // A stage that retries publishes the same status again: each PUBLISH is an event of its own.
+    await publisher.publish(ocr, JSON.stringify(event("ocr", 3)));
+    await settle(received, 4);
+    const calls: number = received.length;
+    check(
+      calls === 4,
+      `The same status was published twice in a row on "${ocr}" (a retried stage does that), and onEvent() ran ${calls - 2} time(s) for the two. Each PUBLISH is an event: call onEvent() once per message received, without dropping repeats.`,
+      3,
+    );
   });
 
   test("after unwatch() nothing more arrives, and the connection keeps its other subscriptions", async () => {
@@ -345,7 +402,7 @@ describe("pattern subscriptions", () => {
       2,
     );
 
-    await call("unwatch()", () => unwatch());
+    await unwatchPromptly(unwatch, observer);
     check(
       subscriber.isOpen,
       "unwatch() closed the subscriber connection. It belongs to the caller, who may have other subscriptions on it (this one followed model-update alerts). Remove only your own pattern subscription.",
@@ -441,7 +498,7 @@ describe("counting subscribers", () => {
     const during = await call("countSubscribers()", () =>
       exercise.countSubscribers(client, channels),
     );
-    await call("unwatch()", () => unwatch());
+    await unwatchPromptly(unwatch, await checkClient("observer"));
     const after = await call("countSubscribers()", () =>
       exercise.countSubscribers(client, channels),
     );

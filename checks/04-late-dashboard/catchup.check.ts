@@ -107,6 +107,18 @@ class Pipeline {
     return { status, reached };
   }
 
+  /** Documents that finished long before anyone watched: in the hash, at their last version. */
+  async finishedLongAgo(docIds: string[]): Promise<void> {
+    const batch = this.redis.multi();
+    for (const docId of docIds) {
+      this.versions.set(docId, STAGES.length - 1);
+      const status = this.nextStatus(docId);
+      batch.hSet(this.keys.latest, docId, JSON.stringify(status));
+      this.truth.set(docId, status);
+    }
+    await batch.exec();
+  }
+
   async record(status: DocStatus): Promise<void> {
     await this.redis.hSet(this.keys.latest, status.docId, JSON.stringify(status));
   }
@@ -128,18 +140,36 @@ class Pipeline {
   }
 }
 
-/** Publishes continuously, as a busy pipeline does, until stopped. */
+/** Publishes continuously, as a busy pipeline does, until stopped; pause() holds it back. */
 function startTraffic(pipeline: Pipeline) {
   let running = true;
+  let paused: Promise<void> | undefined;
+  let resume = () => {};
+  let step: Promise<unknown> = Promise.resolve();
   const loop = (async () => {
     while (running) {
-      await pipeline.advance(pipeline.unfinished());
+      if (paused) await paused;
+      if (!running) break;
+      step = pipeline.advance(pipeline.unfinished());
+      await step;
       await sleep(2);
     }
   })();
   return {
+    /** Resolves once no status of the traffic is on its way. */
+    async pause() {
+      paused ??= new Promise<void>((resolve) => {
+        resume = resolve;
+      });
+      await step;
+    },
+    resume() {
+      paused = undefined;
+      resume();
+    },
     async stop() {
       running = false;
+      this.resume();
       await loop;
     },
   };
@@ -157,8 +187,11 @@ interface Joined {
   finishedBefore: string[];
   /** Published just before the dashboard's SUBSCRIBE left for Redis. */
   beforeSubscribe: string;
-  /** Published just before its snapshot read, not yet in the hash. */
-  aroundSnapshot: string;
+  /**
+   * Published just before its snapshot read, not yet in the hash: the first and the last status
+   * the subscription delivers during the catch-up (the traffic pauses meanwhile).
+   */
+  aroundSnapshot: string[];
   /** The first subscribe and snapshot read the dashboard sent, if it sent them. */
   subscribe?: SentCommand;
   snapshot?: SentCommand;
@@ -179,11 +212,21 @@ interface Joined {
 async function lateDashboard(): Promise<Joined> {
   const keys = freshKeys("dash");
   const pipeline = new Pipeline(await checkClient("pipeline"), keys);
-  const finishedBefore = ["contract-1", "contract-2"];
-  for (const docId of finishedBefore) {
+  // A platform that has run for a while: more documents than one page of HSCAN returns.
+  const archive = Array.from({ length: 150 }, (_, i) => `archive-${i}`);
+  await pipeline.finishedLongAgo(archive);
+  const finishedBefore = ["contract-1", "contract-2", ...archive];
+  for (const docId of finishedBefore.slice(0, 2)) {
     for (const _ of STAGES) await pipeline.advance(docId);
   }
-  for (const docId of ["contract-3", "nda-4", "lease-5", "memo-late", "memo-overlap"]) {
+  for (const docId of [
+    "contract-3",
+    "nda-4",
+    "lease-5",
+    "memo-late",
+    "memo-last",
+    "memo-overlap",
+  ]) {
     for (const _ of [1, 2]) await pipeline.advance(docId);
   }
   const joined: Joined = {
@@ -191,9 +234,9 @@ async function lateDashboard(): Promise<Joined> {
     shown: [],
     finishedBefore,
     beforeSubscribe: "nda-joining",
-    aroundSnapshot: "memo-late",
+    aroundSnapshot: ["memo-late", "memo-last"],
   };
-  for (const docId of [joined.beforeSubscribe, joined.aroundSnapshot, "memo-overlap"]) {
+  for (const docId of [joined.beforeSubscribe, ...joined.aroundSnapshot, "memo-overlap"]) {
     pipeline.reserved.add(docId);
   }
 
@@ -201,21 +244,25 @@ async function lateDashboard(): Promise<Joined> {
   const judged = new Promise<void>((resolve) => {
     snapshotJudged = resolve;
   });
-  let late: DocStatus | undefined;
+  let late: DocStatus[] = [];
   /**
-   * Records the status published at the snapshot read before the dashboard's next command, as
-   * a publisher writing the hash first would have: a dashboard that reads the hash again later
-   * finds it there.
+   * Records the statuses published at the snapshot read before the dashboard's next command,
+   * as a publisher writing the hash first would have: a dashboard that reads the hash again
+   * later finds them there.
    */
   const recordLate = async () => {
-    const status = late;
-    late = undefined;
-    if (status) await pipeline.record(status);
+    const statuses = late;
+    late = [];
+    for (const status of statuses) await pipeline.record(status);
   };
+  const traffic = startTraffic(pipeline);
   const onSubscribe = before(
     (c) => SUBSCRIBE.has(c.name),
     async (c) => {
       joined.subscribe = c;
+      // Quiet from here until the dashboard has caught up: what its subscription delivers
+      // meanwhile is exactly the check's statuses below, so the first and the last are known.
+      await traffic.pause();
       await pipeline.advance(joined.beforeSubscribe);
       await pipeline.advance(joined.beforeSubscribe);
       // A subscribe() that is not awaited lets the snapshot read overtake it: give that read
@@ -225,23 +272,24 @@ async function lateDashboard(): Promise<Joined> {
   );
   const onSnapshot = before(isSnapshotRead(keys), async (c) => {
     joined.snapshot = c;
-    const published = await pipeline.publishBeforeRecording(joined.aroundSnapshot);
-    late = published.status;
+    const [firstDoc, lastDoc] = joined.aroundSnapshot as [string, string];
+    const published = await pipeline.publishBeforeRecording(firstDoc);
+    late.push(published.status);
     joined.subscribersAtSnapshot = published.reached;
     // In the hash and on the channel: an overlap, first an older version, then the current one.
     await pipeline.advance("memo-overlap");
     await pipeline.advance("memo-overlap");
+    late.push((await pipeline.publishBeforeRecording(lastDoc)).status);
     snapshotJudged();
     // Let the subscriber connection take these in before the snapshot's reply comes back.
     await sleep(15);
   });
   const afterSnapshot = before(
-    (c) => late !== undefined && joined.snapshot !== undefined && c.seq > joined.snapshot.seq,
+    (c) => late.length > 0 && joined.snapshot !== undefined && c.seq > joined.snapshot.seq,
     recordLate,
   );
 
   const client = await learnerClient();
-  const traffic = startTraffic(pipeline);
   try {
     await sleep(20);
     const stop = await call("openDashboard()", () =>
@@ -254,6 +302,7 @@ async function lateDashboard(): Promise<Joined> {
     );
     open.push(stop);
     await recordLate();
+    traffic.resume();
     await pipeline.publishStale("contract-1", 3);
     const target = pipeline.published + 20;
     while (pipeline.published < target) await sleep(5);
@@ -336,6 +385,13 @@ function checkFinishedBefore(joined: Joined): void {
       1,
     );
   }
+  const scans = sent((c) => c.name === "HSCAN" && c.args[1] === joined.pipeline.keys.latest);
+  if (scans.length === 1) {
+    fail(
+      `${expected} The hash held ${joined.finishedBefore.length} finished documents, and HSCAN returns them a page at a time: call it again with the cursor each reply returns until the cursor is "0" (or read the whole hash with HGETALL). Your code sent one HSCAN.`,
+      3,
+    );
+  }
   const acrossDocuments = wrong.expected && versionsAcrossDocuments(joined.shown, wrong.expected);
   if (acrossDocuments) fail(`${expected} ${acrossDocuments}`, 3);
   fail(
@@ -364,13 +420,21 @@ function checkNothingLost(joined: Joined): void {
       3,
     );
   }
-  const late = firstWrong(joined, [joined.aroundSnapshot]);
+  const late = firstWrong(joined, joined.aroundSnapshot);
   if (late) {
     const what = `${late.docId} reached ${describeStatus(late.expected)} right at your snapshot read, too late to be in the snapshot, so only your subscription could deliver it; your dashboard shows ${describeStatus(late.got)}.`;
     if (joined.subscribersAtSnapshot === 0) {
       fail(
         `${what} When your code sent ${joined.snapshot?.name ?? "its snapshot read"}, its subscription was not active yet: that PUBLISH reached no subscriber. Await subscribe() (it resolves once Redis confirmed it) before reading the snapshot.`,
         2,
+      );
+    }
+    const [firstDoc, lastDoc] = joined.aroundSnapshot;
+    const other = late.docId === firstDoc ? lastDoc : firstDoc;
+    if (other !== undefined && !firstWrong(joined, [other])) {
+      fail(
+        `${what} It was the ${late.docId === firstDoc ? "first" : "last"} status your subscription delivered during the catch-up, and ${other}, the ${late.docId === firstDoc ? "last" : "first"}, did show: apply every buffered status, from the first to the last (an off-by-one in the loop over the buffer loses one).`,
+        3,
       );
     }
     fail(
