@@ -341,8 +341,12 @@ test("a handle() that throws, rejects or is slow: nothing is handed off before i
   const { run, keys } = await pipeline();
   // thrown, rejected and fine queue in that order on one partition's stream: a failure that
   // ends the partition's batch (a break, a try around the loop) leaves fine unhandled.
+  // slow is in another partition, so a failure there cannot keep it from being handled.
   const [thrown = "", rejected = "", fine = ""] = await samePartition(3);
-  const [slow = ""] = docIds(1);
+  const [theirs] = await partitionsToQueue([thrown]);
+  const others = docIds(4 * PARTITIONS);
+  const where = await partitionsToQueue(others);
+  const slow = others.find((_, i) => where[i] !== theirs) ?? "";
   const ids = [thrown, rejected, fine, slow];
   const partitions = await upload(keys, ids);
   const cluster = await learnerCluster();
