@@ -248,6 +248,19 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
         `The status watcher did not report { doc: "${doc}", state: "done" }${rotated}; it got ${JSON.stringify(events.slice(-3))}. The worker publishes it on the status channel after the XADD.`,
         4,
       );
+      // One message reaches every listener of the channel at once: duplicates are here by now.
+      const heard = events.filter((event) => sameValue(event, { doc, state: "done" })).length;
+      const published = sent(
+        (c) =>
+          c.name === "PUBLISH" && c.args[1] === stage.status && c.args[2]?.includes(doc) === true,
+      ).length;
+      check(
+        heard === 1,
+        published > 1
+          ? `The worker published the status of ${doc} ${published} times${rotated}: publish it once, in the hand-off's MULTI.`
+          : `The status watcher called onEvent ${heard} times for the one status message of ${doc}${rotated} (the worker published it once), so it has ${heard} listeners on the channel. Each subscribe() with a new function adds one; node-redis subscribes again by itself after a reconnect, so subscribe once, in watchStatus().`,
+        published > 1 ? 4 : 2,
+      );
     }
 
     const stopping = Date.now();
