@@ -69,6 +69,24 @@ export async function checkLeastPrivilege(
     const error = await run(args);
     if (error) fail(`Your ACL refuses what the stage must do: ${what} (${error.message}).`, 3);
   }
+  // A refused MULTI does not stop the commands queued after it: they run one by one, and only
+  // EXEC fails. The hand-off must go through as one transaction.
+  const handOff = await probe
+    .multi()
+    .xAdd(stage.output, "*", { doc: "probe" })
+    .xAck(stage.input, stage.group, id)
+    .publish(stage.status, "{}")
+    .exec()
+    .then(
+      () => undefined,
+      (error: Error) => error,
+    );
+  if (handOff) {
+    fail(
+      `Your ACL refuses the hand-off as one transaction: MULTI, XADD, XACK, PUBLISH, EXEC failed (${handOff.message}). Without +multi and +exec the server refuses MULTI, runs the three commands one by one, and refuses EXEC: grant +multi and +exec too.`,
+      3,
+    );
+  }
 
   const forbidden: [string, string[], string][] = [
     ["write a key outside its streams", ["SET", `${stage.output}:other`, "x"], KEYS_ADVICE],
@@ -77,7 +95,13 @@ export async function checkLeastPrivilege(
       ["XADD", `${stage.input}:other`, "*", "doc", "x"],
       KEYS_ADVICE,
     ],
+    [
+      "add to a stream of another stage",
+      ["XADD", `${fresh("classify")}:tasks`, "*", "doc", "x"],
+      KEYS_ADVICE,
+    ],
     ["publish on another channel", ["PUBLISH", `${stage.status}:other`, "x"], KEYS_ADVICE],
+    ["publish on another stage's channel", ["PUBLISH", fresh("status"), "x"], KEYS_ADVICE],
     ["empty its own input", ["XTRIM", stage.input, "MAXLEN", "0"], COMMANDS_ADVICE],
     ["delete the next stage's stream", ["DEL", stage.output], COMMANDS_ADVICE],
     ["destroy its group", ["XGROUP", "DESTROY", stage.input, stage.group], COMMANDS_ADVICE],
@@ -94,6 +118,63 @@ export async function checkLeastPrivilege(
       3,
     );
   }
+  await checkNoOtherCommands(admin, user.conn.username);
+}
+
+/** What the stage worker sends; anything else it may run is a right a thief would have too. */
+const STAGE_COMMANDS = new Set(["xreadgroup", "xack", "xadd", "publish", "multi", "exec"]);
+
+/**
+ * Asks the server (ACL DRYRUN) about every command and subcommand it knows, so extra rights show
+ * up however they were written: +xdel, +@stream -xtrim -xgroup, +xgroup|create, a selector.
+ * Commands every connection may send (AUTH, HELLO), harmless connection commands (PING, CLIENT
+ * SETNAME) and the transaction commands (WATCH only works on keys the user may touch) are let
+ * through. Servers before 7.0 have no ACL DRYRUN: there the probes above are all
+ * the check has.
+ */
+async function checkNoOtherCommands(admin: Fixture["admin"], username: string): Promise<void> {
+  const table = (await admin.sendCommand(["COMMAND"])) as unknown[];
+  const commands = table.flatMap((entry) => {
+    const subcommands = (entry as unknown[])[9] as unknown[] | undefined;
+    return subcommands?.length ? subcommands : [entry];
+  });
+  const granted = await Promise.all(
+    commands.map(async (entry) => {
+      const [name, arity, flagList, , , , categoryList] = entry as [
+        string,
+        number,
+        Iterable<unknown>,
+        ...Iterable<unknown>[],
+      ];
+      const lower = String(name).toLowerCase();
+      const flags = [...flagList].map(String);
+      const categories = [...(categoryList ?? [])].map(String);
+      const harmless =
+        flags.includes("no_auth") ||
+        categories.includes("@transaction") ||
+        (categories.includes("@connection") &&
+          !categories.some((c) => c === "@admin" || c === "@dangerous"));
+      if (STAGE_COMMANDS.has(lower) || harmless) return undefined;
+      // DRYRUN checks the arity first: pad with a key name to the command's (minimum) length.
+      const argv = lower.split("|");
+      while (argv.length < Math.abs(arity)) argv.push("probe");
+      const answer = await admin
+        .sendCommand(["ACL", "DRYRUN", username, ...argv])
+        .then(String, (error: Error) => error.message);
+      return /^OK$|no permissions to access/.test(answer) ? lower : undefined;
+    }),
+  );
+  const extra = granted.filter((name) => name !== undefined);
+  if (extra.length === 0) return;
+  const shown = extra
+    .sort()
+    .slice(0, 8)
+    .map((name) => name.replace("|", " ").toUpperCase());
+  const more = extra.length > 8 ? ` and ${extra.length - 8} more` : "";
+  fail(
+    `Your ACL also lets the stage worker run ${shown.join(", ")}${more} (ACL DRYRUN says so). The worker never sends these commands, and whoever steals its password can run them too, on the stage's own streams (XDEL deletes entries, XCLAIM takes another consumer's work). Grant exactly +xreadgroup +xack +xadd +publish +multi +exec. ${COMMANDS_ADVICE}`,
+    3,
+  );
 }
 
 /** The ID of the first entry in an XREADGROUP reply, RESP3 (a map) or RESP2 (an array). */

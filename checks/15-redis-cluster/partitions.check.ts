@@ -47,6 +47,36 @@ async function partitionsOf(ids: string[], n = PARTITIONS): Promise<number[]> {
   return call(`partitionOf(<id>, ${n})`, () => ids.map((id) => exercise.partitionOf(id, n)));
 }
 
+/**
+ * The partitions of `ids` for a test that queues documents by them: a partition out of range
+ * would be a stream the test cannot name, so it fails here and says what it depends on.
+ */
+async function partitionsToQueue(ids: string[]): Promise<number[]> {
+  const partitions = await partitionsOf(ids);
+  const bad = partitions.findIndex((p) => !Number.isInteger(p) || p < 0 || p >= PARTITIONS);
+  if (bad >= 0) {
+    fail(
+      `This test queues each document on the partition partitionOf() gives it, and partitionOf("${ids[bad]}", ${PARTITIONS}) returned ${String(partitions[bad])}, not a partition from 0 to ${PARTITIONS - 1}. Fix partitionOf() first (the test "partitionOf() gives each document one partition ..."): this test depends on it.`,
+      1,
+    );
+  }
+  return partitions;
+}
+
+/** `n` fresh ids that partitionOf() puts in one partition, so they queue on one stream in order. */
+async function samePartition(n: number): Promise<string[]> {
+  // Four times n per partition on average: the fullest partition surely holds n.
+  const ids = docIds(n * PARTITIONS * 4);
+  const partitions = await partitionsToQueue(ids);
+  const by = new Map<number, string[]>();
+  for (const [i, id] of ids.entries()) {
+    const p = partitions[i] as number;
+    by.set(p, [...(by.get(p) ?? []), id]);
+  }
+  const fullest = [...by.values()].sort((a, b) => b.length - a.length)[0] ?? [];
+  return fullest.slice(0, n);
+}
+
 /** A fresh pipeline: its names, the learner's keys for every partition, groups created. */
 async function pipeline(): Promise<{ run: Pipeline; keys: PartitionKeys[] }> {
   const run: Pipeline = {
@@ -57,17 +87,27 @@ async function pipeline(): Promise<{ run: Pipeline; keys: PartitionKeys[] }> {
   };
   const keysOf = keysFor(run.base);
   const keys: PartitionKeys[] = [];
-  for (let p = 0; p < PARTITIONS; p++) keys.push(await keysOf(p));
+  for (let p = 0; p < PARTITIONS; p++) {
+    const names = await keysOf(p);
+    check(
+      typeof names?.stream === "function" &&
+        typeof names.doc === "function" &&
+        typeof names.channel === "string",
+      `partitionKeys("${run.base}", ${p}) returned ${JSON.stringify(names)}: this test needs an object with stream(stage) and doc(docId) functions and a channel string, as PartitionKeys says.`,
+      1,
+    );
+    keys.push(names);
+  }
   await createGroups((p) => keys[p] as PartitionKeys, PARTITIONS, run.group);
   return { run, keys };
 }
 
-/** Queues documents on the first stage of their partition, as the upload API does. */
+/** Queues documents on the first stage of their partition, in order, as the upload API does. */
 async function upload(keys: PartitionKeys[], ids: string[]): Promise<number[]> {
-  const partitions = await partitionsOf(ids);
-  await Promise.all(
-    ids.map((doc, i) => observer.xAdd(keysAt(keys, partitions[i]).stream("ocr"), "*", { doc })),
-  );
+  const partitions = await partitionsToQueue(ids);
+  for (const [i, doc] of ids.entries()) {
+    await observer.xAdd(keysAt(keys, partitions[i]).stream("ocr"), "*", { doc });
+  }
   return partitions;
 }
 
@@ -140,6 +180,18 @@ test("partitionOf() gives each document one partition, the same in every process
   check(
     used.size === PARTITIONS,
     `200 documents went to only ${used.size} of ${PARTITIONS} partitions (${[...used].sort().join(", ")}): the partitions left empty leave their primaries idle. Take the hash modulo the number of partitions you were given.`,
+    1,
+  );
+  // Ids alike at both ends: a partition from the last character, the first or the length puts
+  // them all in one partition.
+  const alike = Array.from(
+    { length: 200 },
+    () => `contracts/${randomBytes(4).toString("hex")}/scan.pdf`,
+  );
+  const alikeUsed = new Set(await partitionsOf(alike));
+  check(
+    alikeUsed.size === PARTITIONS,
+    `200 documents named like "${alike[0]}" (the same length, start and end) went to only ${alikeUsed.size} of ${PARTITIONS} partitions: partitionOf() looks at part of the id only. Hash the whole id (node:crypto's createHash), then take it modulo the number of partitions.`,
     1,
   );
   const three = await partitionsOf(ids.slice(0, 30), 3);
@@ -227,6 +279,14 @@ test("documents go through all four stages on every partition, each hand-off ack
         2,
       );
     }
+    const blocking = sent().find(
+      (c) => c.name === "XREADGROUP" && c.args.some((a) => a.toUpperCase() === "BLOCK"),
+    );
+    check(
+      blocking === undefined,
+      `workRound() read with \`${blocking?.args.join(" ")}\`. A round takes what is waiting now and returns: on an empty partition a blocking read waits (with BLOCK 0 for ever), and the cluster client shares one connection per primary, so every other command to that primary waits behind it. Read without BLOCK; the caller decides when the next round runs.`,
+      2,
+    );
     // After the last stage there is no stream to queue on: an XADD there makes a stray stream.
     const queuedAfterLast = sent().find((c) => stage === "embed" && c.name === "XADD");
     check(
@@ -279,8 +339,15 @@ test("documents go through all four stages on every partition, each hand-off ack
 
 test("a handle() that throws, rejects or is slow: nothing is handed off before it finished, failures stay pending", async () => {
   const { run, keys } = await pipeline();
-  const [thrown = "", rejected = "", slow = "", fine = ""] = docIds(4);
-  const ids = [thrown, rejected, slow, fine];
+  // thrown, rejected and fine queue in that order on one partition's stream: a failure that
+  // ends the partition's batch (a break, a try around the loop) leaves fine unhandled.
+  // slow is in another partition, so a failure there cannot keep it from being handled.
+  const [thrown = "", rejected = "", fine = ""] = await samePartition(3);
+  const [theirs] = await partitionsToQueue([thrown]);
+  const others = docIds(4 * PARTITIONS);
+  const where = await partitionsToQueue(others);
+  const slow = others.find((_, i) => where[i] !== theirs) ?? "";
+  const ids = [thrown, rejected, fine, slow];
   const partitions = await upload(keys, ids);
   const cluster = await learnerCluster();
   let release = () => {};
@@ -288,7 +355,9 @@ test("a handle() that throws, rejects or is slow: nothing is handed off before i
     release = resolve;
   });
   let slowStarted = false;
+  const called = new Set<string>();
   const running = round(cluster, run, "ocr", (work) => {
+    called.add(work.doc);
     if (work.doc === thrown) throw new Error("OCR service crashed");
     if (work.doc === rejected) return Promise.reject(new Error("OCR service timed out"));
     if (work.doc === slow) {
@@ -313,7 +382,7 @@ test("a handle() that throws, rejects or is slow: nothing is handed off before i
     .finally(() => {
       ended = true;
     });
-  const slowKeys = keysAt(keys, partitions[2]);
+  const slowKeys = keysAt(keys, partitions[ids.indexOf(slow)]);
   await until(() => slowStarted || ended, 5000);
   if (!slowStarted) {
     await finished;
@@ -347,15 +416,54 @@ test("a handle() that throws, rejects or is slow: nothing is handed off before i
   }
   for (const doc of [slow, fine]) {
     const partition = keysAt(keys, partitions[ids.indexOf(doc)]);
+    const skipped =
+      !called.has(doc) && (await isPending(partition.stream("ocr"), run.group, doc))
+        ? ` It was read in the same batch as ${thrown} and ${rejected} (it is pending) but handle() was never called for it: a failure ended the batch.`
+        : "";
     check(
       (await observer.hGet(partition.doc(doc), "ocr")) === result("ocr", { id: "", doc }),
-      `${doc} was not handed off in the round where another document's handle() failed: catch handle()'s error (a throw or a rejection) for that document and go on with the next.`,
+      `${doc} was not handed off in the round where another document's handle() failed.${skipped} Catch handle()'s error (a throw or a rejection) around that one document, leave it pending, and go on with the next.`,
       2,
     );
   }
   check(
     handedOff === 2,
     `workRound() handed off 2 documents (2 failed) but returned ${handedOff}.`,
+    3,
+  );
+});
+
+/** How many entries of `stream` were delivered to `group`: those up to its last-delivered-id. */
+async function delivered(stream: string, group: string): Promise<number> {
+  const groups = (await observer.xInfoGroups(stream)) as { name: unknown; [k: string]: unknown }[];
+  const last = String(groups.find((g) => String(g.name) === group)?.["last-delivered-id"]);
+  const [lastMs = 0n, lastSeq = 0n] = last.split("-").map(BigInt);
+  return (await entries(stream)).filter(({ id }) => {
+    const [ms = 0n, seq = 0n] = id.split("-").map(BigInt);
+    return ms < lastMs || (ms === lastMs && seq <= lastSeq);
+  }).length;
+}
+
+test("workRound() takes at most count new entries from a partition in one round", async () => {
+  const { run, keys } = await pipeline();
+  const ids = await samePartition(5);
+  const [p] = await upload(keys, ids);
+  const stream = keysAt(keys, p).stream("ocr");
+  const cluster = await learnerCluster();
+  const handedOff = await call(
+    `workRound(cluster, pipeline, "ocr", "ner", handle, 2)`,
+    () => exercise.workRound(cluster, run, "ocr", "ner", async (work) => result("ocr", work), 2),
+    10_000,
+  );
+  const taken = await delivered(stream, run.group);
+  check(
+    taken <= 2,
+    `With 5 documents waiting on ${stream}, workRound(..., count = 2) took ${taken} of them in one round. Read with COUNT count: a round takes at most count new entries of each partition, so a backlog is worked off over several rounds and a crash leaves at most count entries of a partition in hand.`,
+    2,
+  );
+  check(
+    handedOff >= 1 && handedOff <= taken,
+    `With 5 documents waiting, workRound(..., count = 2) took ${taken} and returned ${handedOff}: it returns how many documents it handed off.`,
     3,
   );
 });

@@ -86,6 +86,10 @@ export function stageAcl(names: StageNames): string[] {
     "+xack",
     "+xadd",
     "+publish",
+    // The hand-off is one transaction: without these, MULTI is refused, the three commands run
+    // one by one, and EXEC fails after they did.
+    "+multi",
+    "+exec",
   ];
 }
 
