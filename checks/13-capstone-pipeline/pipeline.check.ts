@@ -29,7 +29,7 @@ import {
   trackProcess,
   within,
 } from "../kit.ts";
-import { pendingCount } from "../streams-support.ts";
+import { pendingCount, wrongEventTime } from "../streams-support.ts";
 import {
   before as beforeCommand,
   crashPoints,
@@ -91,18 +91,6 @@ async function settle(events: StatusEvent[]): Promise<void> {
 }
 
 const show = (e: Pick<StatusEvent, "stage" | "state">) => `${e.stage} ${e.state}`;
-
-/**
- * What is wrong with an event's `at`, if anything: the text documents it as the time of the
- * event in milliseconds (Date.now()), so it must fall within the call that sent it. Seconds,
- * performance.now() or a string are all far outside; a second either side is clock slack.
- */
-function wrongTime(event: StatusEvent | undefined, from: number, to: number): string | undefined {
-  const at: unknown = event?.at;
-  if (typeof at !== "number") return `its "at" is ${JSON.stringify(at)}, not a number`;
-  if (at >= from - 1000 && at <= to + 1000) return undefined;
-  return `its "at" is ${at}, but the call ran from ${from} to ${to} (Date.now(), milliseconds since 1970)`;
-}
 
 /** Waits until the learner's connections opened since `open` are closed again; false if not. */
 async function closedAgain(open: number): Promise<boolean> {
@@ -409,7 +397,7 @@ describe("the parts, one at a time", () => {
       `The latest-status hash should say "ocr done" for doc-1; it says ${r.latest}.`,
       2,
     );
-    const late = wrongTime(r.event, r.startedAt, r.endedAt);
+    const late = wrongEventTime(r.event?.at, r.startedAt, r.endedAt);
     check(
       late === undefined,
       `The "ocr done" event ${JSON.stringify(r.event)} has the wrong time: ${late}. A status event is { doc, stage, state, at }, with at = Date.now() when the stage finished: dashboards and the audit order and age events by it.`,
@@ -685,7 +673,7 @@ describe("the parts, one at a time", () => {
       `The "dead" event should carry the reason; it carried ${JSON.stringify(heard?.reason)}.`,
       2,
     );
-    const late = wrongTime(heard, startedAt, endedAt);
+    const late = wrongEventTime(heard?.at, startedAt, endedAt);
     check(
       late === undefined && heard?.stage === "ocr",
       `The "dead" event ${JSON.stringify(heard)} should be { doc, stage: "ocr", state: "dead", at, reason }${late ? `, but ${late}` : ""}. Set at = Date.now() when the document is parked.`,
