@@ -243,7 +243,7 @@ describe("the parts, one at a time", () => {
 
     /**
      * `live` entries a live worker took a moment ago, then one a crashed worker left behind, and
-     * with `waiting` a new entry no one has read yet.
+     * with `waiting` a second one it left and a new entry no one has read yet.
      */
     async function scenario(live: number, waiting = false) {
       const keys = keysFor("claim");
@@ -253,14 +253,16 @@ describe("the parts, one at a time", () => {
         busyIds.push(await c.xAdd(keys.stream, "*", { doc: `doc-busy-${i}` }));
       }
       const orphan = await c.xAdd(keys.stream, "*", { doc: "doc-orphan" });
-      await c.xReadGroup(keys.group, crashed, { key: keys.stream, id: ">" }, { COUNT: live + 1 });
+      const second = waiting ? await c.xAdd(keys.stream, "*", { doc: "doc-orphan-2" }) : "";
+      await c.xReadGroup(keys.group, crashed, { key: keys.stream, id: ">" }, { COUNT: live + 2 });
       await idleFor(c, keys, crashed, orphan, claimIdleMs + 1000);
+      if (second) await idleFor(c, keys, crashed, second, claimIdleMs + 1000);
       // Busy, yet idle for most of claimIdleMs: a claim with a lower threshold than the one
       // given takes them, with a second of slack for a loaded machine.
       for (const id of busyIds) await idleFor(c, keys, busy, id, claimIdleMs - 1000);
       const unread = waiting ? await c.xAdd(keys.stream, "*", { doc: "doc-new" }) : undefined;
       const work = await call("nextWork()", () => exercise.nextWork(client, keys, options));
-      return { keys, busyIds, orphan, unread, work };
+      return { keys, busyIds, orphan, second, unread, work };
     }
 
     const one = await scenario(1, true);
@@ -292,20 +294,42 @@ describe("the parts, one at a time", () => {
       `nextWork() returned doc-orphan, but it also read the new entry doc-new (now pending for ${readToo?.consumer}) and did not return it: doc-new waits for claimIdleMs before anyone works on it, and then counts as a second delivery. Read new work only when there is nothing to recover, and return what you read.`,
       1,
     );
-    const next = await call("nextWork() a second time", () =>
+    // doc-orphan-2 stays with the crashed worker until a call returns it: a claim of several
+    // hides the rest for another claimIdleMs and counts a delivery no one worked on.
+    const [left] = await c.xPendingRange(
+      one.keys.stream,
+      one.keys.group,
+      one.second,
+      one.second,
+      1,
+    );
+    check(
+      left?.consumer === crashed && left.deliveriesCounter === 1,
+      `nextWork() returned doc-orphan, but it also claimed doc-orphan-2 (now pending for ${left?.consumer}, delivered ${left?.deliveriesCounter} times) without returning it: no one works on doc-orphan-2 until it has been idle for claimIdleMs again, and each such claim counts as a delivery, so enough of them dead-letter a document no worker ever tried. Claim one entry per call (COUNT 1) and return it.`,
+      2,
+    );
+    const second = await call("nextWork() a second time", () =>
+      exercise.nextWork(client, one.keys, options),
+    );
+    check(
+      second?.id === one.second && second.deliveries === 2,
+      `Called again with doc-orphan taken, nextWork() should take over doc-orphan-2, the crashed worker's other entry (deliveries 2); it returned ${JSON.stringify(second)}.`,
+      2,
+    );
+    const next = await call("nextWork() a third time", () =>
       exercise.nextWork(client, one.keys, options),
     );
     check(
       next !== undefined && next.id === one.unread && next.deliveries === 1,
-      `Called again with doc-orphan taken and the new entry doc-new waiting, nextWork() should return doc-new (deliveries 1); it returned ${JSON.stringify(next)}.`,
+      `Called again with both stale entries taken and the new entry doc-new waiting, nextWork() should return doc-new (deliveries 1); it returned ${JSON.stringify(next)}.`,
       2,
     );
-    const again = await call("nextWork() a third time", () =>
+    const again = await call("nextWork() a fourth time", () =>
       exercise.nextWork(client, one.keys, options),
     );
     check(
       again === undefined,
-      `Called again, nextWork() returned ${JSON.stringify(again)}: there was nothing to take (doc-orphan and doc-new are yours now, doc-busy-0 belongs to the live worker ${busy}, nothing is new).`,
+      `Called again, nextWork() returned ${JSON.stringify(again)}: there was nothing to take (doc-orphan, doc-orphan-2 and doc-new are yours now, doc-busy-0 belongs to the live worker ${busy}, nothing is new).`,
       2,
     );
 

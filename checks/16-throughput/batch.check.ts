@@ -16,7 +16,7 @@ import {
   sameValue,
   sleep,
 } from "../kit.ts";
-import { compareIds, pendingCount, wrongEventTime } from "../streams-support.ts";
+import { blockOf, compareIds, pendingCount, wrongEventTime } from "../streams-support.ts";
 import { before as beforeCommand, type Scope, type SentCommand, scope, sent } from "../wire.ts";
 
 // The exercise's parts are the ones the batched pipeline loads (npm run pipeline --batch-parts).
@@ -121,10 +121,19 @@ describe("reading a batch", () => {
     const quiet = stageFor("quiet");
     await c.xGroupCreate(quiet.stream, quiet.group, "0", { MKSTREAM: true });
     const started = performance.now();
+    const quietFrom = lastSeq();
     const none = await call("readBatch() on a quiet stream", () =>
       exercise.readBatch(w.client, quiet, { ...options, blockMs: 150 }),
     );
     const waited = performance.now() - started;
+    // The BLOCK as sent, so a loaded machine cannot fail a right answer; the time as well, for
+    // a wait made some other way.
+    const block = blockOf(sentBy(w.scope, quietFrom).find((x) => x.name === "XREADGROUP"));
+    check(
+      (block === undefined || (block > 0 && block <= 150)) && waited < 150 + 3000,
+      `On a quiet stream with blockMs = 150, readBatch() ${block === undefined ? "" : `sent BLOCK ${block} and `}returned after ${Math.round(waited)} ms: blockMs bounds how long a worker is deaf to a stop request and to a sweep that is due. Block for options.blockMs (XREADGROUP ... BLOCK <blockMs>), not a time of your own.`,
+      2,
+    );
     check(
       Array.isArray(none) && none.length === 0,
       `On a quiet stream readBatch() should return [] after blockMs; it returned ${JSON.stringify(none)}.`,
