@@ -477,6 +477,14 @@ describe("committing a batch", () => {
     const c = await own();
     await c.hSet(keys.doc(y), keys.stage, resultFor(y));
     await c.hSet(keys.doc(v), "dead", keys.stage);
+    // y has moved on since: its latest status is the next stage's.
+    const later = JSON.stringify({ doc: y, stage: "classify", state: "done", at: Date.now() });
+    await c.hSet(keys.status, y, later);
+    const events: Record<string, unknown>[] = [];
+    const subscriber = await checkClient("events");
+    await subscriber.subscribe(keys.channel, (m) => {
+      events.push(JSON.parse(m));
+    });
     const w = await worker("dup");
     const committed = await call("commitBatch()", () =>
       exercise.commitBatch(
@@ -504,6 +512,15 @@ describe("committing a batch", () => {
     check(
       sameValue(committed?.duplicates?.slice().sort(), [x, y, v].sort()),
       `commitBatch() should report the three skipped copies (${x}, ${y}, ${v}) as duplicates; it returned ${JSON.stringify(committed)}.`,
+      2,
+    );
+    await eventually(() => events.length >= 2, 2000, "The status events were not published.", 2);
+    await sleep(100);
+    const told = (doc: string) => events.filter((e) => e.doc === doc).length;
+    const status = await c.hGet(keys.status, y);
+    check(
+      told(x) === 1 && told(y) === 0 && told(v) === 0 && status === later,
+      `A copy that is only acknowledged tells no one anything: ${x} (twice in the batch) should get one status event and ${y} and ${v} (done already) none; they got ${told(x)}, ${told(y)} and ${told(v)}${status === later ? "" : `, and ${y}'s latest status, which said it was done at classify, now says ${status}`}. A second event counts as a duplicate in the audit, and an old one sent late sets a dashboard back.`,
       2,
     );
   });
