@@ -514,6 +514,7 @@ describe("the parts, one at a time", () => {
     const keys = keysFor("twice");
     const c = await observer();
     const work = await delivered(c, keys, "doc-1", fresh("ocr"));
+    const events = await listen(keys.channel);
     const first = await call("handOff() in the worker that took the entry over", async () =>
       exercise.handOff(await learnerClient(), keys, { ...work, deliveries: 2 }, RESULT),
     );
@@ -538,6 +539,9 @@ describe("the parts, one at a time", () => {
     );
     // The same document queued twice (a takeover upstream): the second entry finds the result.
     const duplicate = await delivered(c, keys, "doc-1", fresh("ocr"));
+    // doc-1 has moved on since: its latest status is the next stage's.
+    const later = JSON.stringify({ doc: "doc-1", stage: "ner", state: "done", at: Date.now() });
+    await c.hSet(keys.status, "doc-1", later);
     const same = await learnerClient();
     const again = await call("handOff() of a second entry for a finished document", () =>
       exercise.handOff(same, keys, duplicate, RESULT),
@@ -546,6 +550,14 @@ describe("the parts, one at a time", () => {
     check(
       again === false && left === 0 && (await handedOn(c, keys, "doc-1")) === 1,
       `doc-1 was queued for this stage a second time, as a new entry, after its result was stored. handOff() of that entry should return false, hand nothing on and acknowledge it; it returned ${again}, ${left} entr${left === 1 ? "y is" : "ies are"} still pending, and doc-1 was handed on ${await handedOn(c, keys, "doc-1")} times. When the result (or the "dead" mark) is already there, XACK the entry: otherwise it is taken over again and again.`,
+      3,
+    );
+    await settle(events);
+    const told = events.filter((e) => e.doc === "doc-1" && show(e) === "ocr done").length;
+    const status = await c.hGet(keys.status, "doc-1");
+    check(
+      told === 1 && status === later,
+      `Two workers finished doc-1's entry and a second entry came for it: "ocr done" should go out once, from the hand-off that committed; it went out ${told} times${status === later ? "" : `, and doc-1's latest status, which said "ner done", now says ${status}`}. When the result is already there, only UNWATCH and XACK: a second event counts as a duplicate in the audit, and an old one sent late sets a dashboard back.`,
       3,
     );
     // Meanwhile the next stage finishes doc-1; then the same worker hands on its next document.
