@@ -14,6 +14,18 @@ export function compareIds(a: string, b: string): number {
   return 0;
 }
 
+/**
+ * What is wrong with a status event's `at`, if anything: the pipeline's texts document it as the
+ * event's time in milliseconds since 1970 (Date.now()), so it falls within the call that sent it
+ * (`from`, `to`). Seconds, performance.now() or a string are far outside; a second either side
+ * is clock slack.
+ */
+export function wrongEventTime(at: unknown, from: number, to: number): string | undefined {
+  if (typeof at !== "number") return `its "at" is ${JSON.stringify(at)}, not a number`;
+  if (at >= from - 1000 && at <= to + 1000) return undefined;
+  return `its "at" is ${at}, but the call ran from ${from} to ${to} (Date.now(), milliseconds since 1970)`;
+}
+
 /** True for a well-formed stream ID such as "1718000000000-0". */
 export function isStreamId(value: unknown): value is string {
   return typeof value === "string" && /^\d+-\d+$/.test(value);

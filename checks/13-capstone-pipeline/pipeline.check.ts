@@ -29,10 +29,11 @@ import {
   trackProcess,
   within,
 } from "../kit.ts";
-import { pendingCount } from "../streams-support.ts";
+import { pendingCount, wrongEventTime } from "../streams-support.ts";
 import {
   before as beforeCommand,
   crashPoints,
+  openLearnerConnections,
   type Scope,
   type SentCommand,
   scope,
@@ -90,6 +91,12 @@ async function settle(events: StatusEvent[]): Promise<void> {
 }
 
 const show = (e: Pick<StatusEvent, "stage" | "state">) => `${e.stage} ${e.state}`;
+
+/** Waits until the learner's connections opened since `open` are closed again; false if not. */
+async function closedAgain(open: number): Promise<boolean> {
+  for (let i = 0; i < 50 && openLearnerConnections() > open; i++) await sleep(20);
+  return openLearnerConnections() <= open;
+}
 
 async function handedOn(c: Redis, keys: StageKeys, doc: string): Promise<number> {
   const entries = (await c.xRange(keys.next ?? "", "-", "+")) ?? [];
@@ -184,6 +191,7 @@ describe("the parts, one at a time", () => {
     await c.xGroupCreate(keys.stream, keys.group, "0", { MKSTREAM: true });
     const consumer = fresh("ocr");
     const options = { consumer, claimIdleMs: 1500, blockMs: 100 };
+    const open = openLearnerConnections();
     const started = Date.now();
     const none = await call("nextWork() on an empty stream", () =>
       exercise.nextWork(client, keys, options),
@@ -218,6 +226,11 @@ describe("the parts, one at a time", () => {
       `The entry should now be pending for consumer "${consumer}" in group "${keys.group}" (the names in options and keys); XPENDING shows ${JSON.stringify(pending ?? "nothing")}.`,
       2,
     );
+    check(
+      await closedAgain(open),
+      `After two calls of nextWork(), ${openLearnerConnections() - open} more connections to Redis are open than before: each call opens one and leaves it open, and a worker calls nextWork() in a loop. Read with the client you are given (each worker has its own), or close a connection of your own before returning.`,
+      2,
+    );
   });
 
   test("nextWork() takes over what a crashed worker left pending, but not what a live one is working on", async () => {
@@ -228,8 +241,11 @@ describe("the parts, one at a time", () => {
     const busy = fresh("ocr-busy");
     const options = { consumer: fresh("ocr"), claimIdleMs, blockMs: 100 };
 
-    /** `live` entries a live worker took a moment ago, then one a crashed worker left behind. */
-    async function scenario(live: number) {
+    /**
+     * `live` entries a live worker took a moment ago, then one a crashed worker left behind, and
+     * with `waiting` a second one it left and a new entry no one has read yet.
+     */
+    async function scenario(live: number, waiting = false) {
       const keys = keysFor("claim");
       await c.xGroupCreate(keys.stream, keys.group, "0", { MKSTREAM: true });
       const busyIds: string[] = [];
@@ -237,16 +253,19 @@ describe("the parts, one at a time", () => {
         busyIds.push(await c.xAdd(keys.stream, "*", { doc: `doc-busy-${i}` }));
       }
       const orphan = await c.xAdd(keys.stream, "*", { doc: "doc-orphan" });
-      await c.xReadGroup(keys.group, crashed, { key: keys.stream, id: ">" }, { COUNT: live + 1 });
+      const second = waiting ? await c.xAdd(keys.stream, "*", { doc: "doc-orphan-2" }) : "";
+      await c.xReadGroup(keys.group, crashed, { key: keys.stream, id: ">" }, { COUNT: live + 2 });
       await idleFor(c, keys, crashed, orphan, claimIdleMs + 1000);
+      if (second) await idleFor(c, keys, crashed, second, claimIdleMs + 1000);
       // Busy, yet idle for most of claimIdleMs: a claim with a lower threshold than the one
       // given takes them, with a second of slack for a loaded machine.
       for (const id of busyIds) await idleFor(c, keys, busy, id, claimIdleMs - 1000);
+      const unread = waiting ? await c.xAdd(keys.stream, "*", { doc: "doc-new" }) : undefined;
       const work = await call("nextWork()", () => exercise.nextWork(client, keys, options));
-      return { keys, busyIds, orphan, work };
+      return { keys, busyIds, orphan, second, unread, work };
     }
 
-    const one = await scenario(1);
+    const one = await scenario(1, true);
     if (one.work && one.busyIds.includes(one.work.id)) {
       fail(
         `nextWork() took ${one.work.doc} from ${busy}, which is still working on it (idle ${claimIdleMs - 1000} ms, less than claimIdleMs). Only claim entries idle longer than claimIdleMs (${claimIdleMs} ms): XAUTOCLAIM's min-idle-time.`,
@@ -266,12 +285,51 @@ describe("the parts, one at a time", () => {
       `doc-orphan has now been delivered twice (once to the crashed worker, once to you), so deliveries should be 2; nextWork() said ${one.work.deliveries}. XPENDING <stream> <group> <id> <id> 1 reports the count.`,
       2,
     );
-    const again = await call("nextWork() a second time", () =>
+    // doc-new waits unread: a read sent alongside the claim takes it, and the caller never sees
+    // it until it is claimed back after claimIdleMs, as a second delivery.
+    const newPending = await c.xPendingRange(one.keys.stream, one.keys.group, "-", "+", 10);
+    const readToo = newPending.find((p) => p.id === one.unread);
+    check(
+      readToo === undefined,
+      `nextWork() returned doc-orphan, but it also read the new entry doc-new (now pending for ${readToo?.consumer}) and did not return it: doc-new waits for claimIdleMs before anyone works on it, and then counts as a second delivery. Read new work only when there is nothing to recover, and return what you read.`,
+      1,
+    );
+    // doc-orphan-2 stays with the crashed worker until a call returns it: a claim of several
+    // hides the rest for another claimIdleMs and counts a delivery no one worked on.
+    const [left] = await c.xPendingRange(
+      one.keys.stream,
+      one.keys.group,
+      one.second,
+      one.second,
+      1,
+    );
+    check(
+      left?.consumer === crashed && left.deliveriesCounter === 1,
+      `nextWork() returned doc-orphan, but it also claimed doc-orphan-2 (now pending for ${left?.consumer}, delivered ${left?.deliveriesCounter} times) without returning it: no one works on doc-orphan-2 until it has been idle for claimIdleMs again, and each such claim counts as a delivery, so enough of them dead-letter a document no worker ever tried. Claim one entry per call (COUNT 1) and return it.`,
+      2,
+    );
+    const second = await call("nextWork() a second time", () =>
+      exercise.nextWork(client, one.keys, options),
+    );
+    check(
+      second?.id === one.second && second.deliveries === 2,
+      `Called again with doc-orphan taken, nextWork() should take over doc-orphan-2, the crashed worker's other entry (deliveries 2); it returned ${JSON.stringify(second)}.`,
+      2,
+    );
+    const next = await call("nextWork() a third time", () =>
+      exercise.nextWork(client, one.keys, options),
+    );
+    check(
+      next !== undefined && next.id === one.unread && next.deliveries === 1,
+      `Called again with both stale entries taken and the new entry doc-new waiting, nextWork() should return doc-new (deliveries 1); it returned ${JSON.stringify(next)}.`,
+      2,
+    );
+    const again = await call("nextWork() a fourth time", () =>
       exercise.nextWork(client, one.keys, options),
     );
     check(
       again === undefined,
-      `Called again, nextWork() returned ${JSON.stringify(again)}: there was nothing to take (doc-orphan is yours now, doc-busy-0 belongs to the live worker ${busy}, nothing is new).`,
+      `Called again, nextWork() returned ${JSON.stringify(again)}: there was nothing to take (doc-orphan, doc-orphan-2 and doc-new are yours now, doc-busy-0 belongs to the live worker ${busy}, nothing is new).`,
       2,
     );
 
@@ -302,6 +360,8 @@ describe("the parts, one at a time", () => {
             nth: crashBefore,
           });
     let returned: unknown;
+    const open = openLearnerConnections();
+    const startedAt = Date.now();
     try {
       returned = await first.scope.run(() =>
         call("handOff()", () => exercise.handOff(first.client, keys, work, RESULT)),
@@ -317,10 +377,15 @@ describe("the parts, one at a time", () => {
         exercise.handOff(other, keys, { ...work, deliveries: 2 }, RESULT),
       );
     }
+    const endedAt = Date.now();
     await settle(events);
     return {
       commands,
       returned,
+      open,
+      event: events.find((e) => e.doc === "doc-1" && show(e) === "ocr done"),
+      startedAt,
+      endedAt,
       stored: await c.hGet(keys.doc("doc-1"), "ocr"),
       handedOn: await handedOn(c, keys, "doc-1"),
       pending: await pendingCount(c, keys.stream, keys.group),
@@ -354,6 +419,17 @@ describe("the parts, one at a time", () => {
     check(
       r.latest !== null && show(JSON.parse(r.latest) as StatusEvent) === "ocr done",
       `The latest-status hash should say "ocr done" for doc-1; it says ${r.latest}.`,
+      2,
+    );
+    const late = wrongEventTime(r.event?.at, r.startedAt, r.endedAt);
+    check(
+      late === undefined,
+      `The "ocr done" event ${JSON.stringify(r.event)} has the wrong time: ${late}. A status event is { doc, stage, state, at }, with at = Date.now() when the stage finished: dashboards and the audit order and age events by it.`,
+      2,
+    );
+    check(
+      await closedAgain(r.open),
+      `handOff() left ${openLearnerConnections() - r.open} more connections to Redis open than before: a connection it opens for itself must be closed before it returns, or every hand-off leaks one.`,
       2,
     );
     check(
@@ -438,6 +514,7 @@ describe("the parts, one at a time", () => {
     const keys = keysFor("twice");
     const c = await observer();
     const work = await delivered(c, keys, "doc-1", fresh("ocr"));
+    const events = await listen(keys.channel);
     const first = await call("handOff() in the worker that took the entry over", async () =>
       exercise.handOff(await learnerClient(), keys, { ...work, deliveries: 2 }, RESULT),
     );
@@ -462,13 +539,37 @@ describe("the parts, one at a time", () => {
     );
     // The same document queued twice (a takeover upstream): the second entry finds the result.
     const duplicate = await delivered(c, keys, "doc-1", fresh("ocr"));
-    const again = await call("handOff() of a second entry for a finished document", async () =>
-      exercise.handOff(await learnerClient(), keys, duplicate, RESULT),
+    // doc-1 has moved on since: its latest status is the next stage's.
+    const later = JSON.stringify({ doc: "doc-1", stage: "ner", state: "done", at: Date.now() });
+    await c.hSet(keys.status, "doc-1", later);
+    const same = await learnerClient();
+    const again = await call("handOff() of a second entry for a finished document", () =>
+      exercise.handOff(same, keys, duplicate, RESULT),
     );
     const left = await pendingCount(c, keys.stream, keys.group);
     check(
       again === false && left === 0 && (await handedOn(c, keys, "doc-1")) === 1,
       `doc-1 was queued for this stage a second time, as a new entry, after its result was stored. handOff() of that entry should return false, hand nothing on and acknowledge it; it returned ${again}, ${left} entr${left === 1 ? "y is" : "ies are"} still pending, and doc-1 was handed on ${await handedOn(c, keys, "doc-1")} times. When the result (or the "dead" mark) is already there, XACK the entry: otherwise it is taken over again and again.`,
+      3,
+    );
+    await settle(events);
+    const told = events.filter((e) => e.doc === "doc-1" && show(e) === "ocr done").length;
+    const status = await c.hGet(keys.status, "doc-1");
+    check(
+      told === 1 && status === later,
+      `Two workers finished doc-1's entry and a second entry came for it: "ocr done" should go out once, from the hand-off that committed; it went out ${told} times${status === later ? "" : `, and doc-1's latest status, which said "ner done", now says ${status}`}. When the result is already there, only UNWATCH and XACK: a second event counts as a duplicate in the audit, and an old one sent late sets a dashboard back.`,
+      3,
+    );
+    // Meanwhile the next stage finishes doc-1; then the same worker hands on its next document.
+    await c.hSet(keys.doc("doc-1"), "ner", "{}");
+    const next = await delivered(c, keys, "doc-2", fresh("ocr"));
+    const nextReturned = await call("handOff() of the next document on the same connection", () =>
+      exercise.handOff(same, keys, next, RESULT),
+    );
+    const nextOn = await handedOn(c, keys, "doc-2");
+    check(
+      nextReturned === true && nextOn === 1,
+      `After handOff() found doc-1 done and returned false, the same worker's next handOff(), for doc-2, returned ${nextReturned} and handed doc-2 on ${nextOn} times. Between the two, the next stage wrote its result into doc-1's hash: the WATCH on doc-1 was still in force on that connection and refused doc-2's EXEC. A WATCH lasts until EXEC, DISCARD or UNWATCH: UNWATCH when you return without running the transaction.`,
       3,
     );
 
@@ -561,7 +662,9 @@ describe("the parts, one at a time", () => {
     const work = { ...(await delivered(c, keys, "doc-9", fresh("ocr"))), deliveries: 3 };
     const events = await listen(keys.channel);
     const reason = "gave up at ocr after 3 deliveries: OCR could not read the scan";
+    const startedAt = Date.now();
     await call("deadLetter()", () => exercise.deadLetter(client, keys, work, reason));
+    const endedAt = Date.now();
     const dead = (await c.xRange(keys.dead, "-", "+")) ?? [];
     check(
       dead.length === 1,
@@ -604,6 +707,12 @@ describe("the parts, one at a time", () => {
     check(
       heard?.reason === reason,
       `The "dead" event should carry the reason; it carried ${JSON.stringify(heard?.reason)}.`,
+      2,
+    );
+    const late = wrongEventTime(heard?.at, startedAt, endedAt);
+    check(
+      late === undefined && heard?.stage === "ocr",
+      `The "dead" event ${JSON.stringify(heard)} should be { doc, stage: "ocr", state: "dead", at, reason }${late ? `, but ${late}` : ""}. Set at = Date.now() when the document is parked.`,
       2,
     );
   });
@@ -661,6 +770,23 @@ describe("the parts, one at a time", () => {
     check(
       afterwards === 1,
       `doc-9 was dead-lettered again by a worker that gave up on it later (${afterwards} dead letters now). ${guard}`,
+      3,
+    );
+    // One worker handed the document on; another, which took the entry over and saw it fail
+    // too often, gives up on it afterwards: the document is done, there is nothing to park.
+    const doneKeys = keysFor("dead-done");
+    const doneWork = await delivered(c, doneKeys, "doc-5", fresh("ocr"));
+    await call("handOff()", async () =>
+      exercise.handOff(await learnerClient(), doneKeys, doneWork, RESULT),
+    );
+    await call("deadLetter() of a document already handed on", async () =>
+      exercise.deadLetter(await learnerClient(), doneKeys, { ...doneWork, deliveries: 4 }, reason),
+    );
+    const parked = ((await c.xRange(doneKeys.dead, "-", "+")) ?? []).length;
+    const marked = await c.hGet(doneKeys.doc("doc-5"), "dead");
+    check(
+      parked === 0 && marked === null,
+      `doc-5 had already been handed on at this stage (its hash holds the "ocr" result), yet deadLetter() of the same entry by a worker that gave up on it wrote ${parked} dead letter(s)${marked === null ? "" : ` and marked it dead (${marked})`}: the document is now both done and dead. deadLetter()'s guard is handOff()'s: the stage's result or the "dead" mark means finished, so only acknowledge.`,
       3,
     );
   });

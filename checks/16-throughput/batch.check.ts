@@ -16,7 +16,7 @@ import {
   sameValue,
   sleep,
 } from "../kit.ts";
-import { compareIds, pendingCount } from "../streams-support.ts";
+import { blockOf, compareIds, pendingCount, wrongEventTime } from "../streams-support.ts";
 import { before as beforeCommand, type Scope, type SentCommand, scope, sent } from "../wire.ts";
 
 // The exercise's parts are the ones the batched pipeline loads (npm run pipeline --batch-parts).
@@ -121,10 +121,19 @@ describe("reading a batch", () => {
     const quiet = stageFor("quiet");
     await c.xGroupCreate(quiet.stream, quiet.group, "0", { MKSTREAM: true });
     const started = performance.now();
+    const quietFrom = lastSeq();
     const none = await call("readBatch() on a quiet stream", () =>
       exercise.readBatch(w.client, quiet, { ...options, blockMs: 150 }),
     );
     const waited = performance.now() - started;
+    // The BLOCK as sent, so a loaded machine cannot fail a right answer; the time as well, for
+    // a wait made some other way.
+    const block = blockOf(sentBy(w.scope, quietFrom).find((x) => x.name === "XREADGROUP"));
+    check(
+      (block === undefined || (block > 0 && block <= 150)) && waited < 150 + 3000,
+      `On a quiet stream with blockMs = 150, readBatch() ${block === undefined ? "" : `sent BLOCK ${block} and `}returned after ${Math.round(waited)} ms: blockMs bounds how long a worker is deaf to a stop request and to a sweep that is due. Block for options.blockMs (XREADGROUP ... BLOCK <blockMs>), not a time of your own.`,
+      2,
+    );
     check(
       Array.isArray(none) && none.length === 0,
       `On a quiet stream readBatch() should return [] after blockMs; it returned ${JSON.stringify(none)}.`,
@@ -140,12 +149,16 @@ describe("reading a batch", () => {
   test("sweep() sends one XAUTOCLAIM per call and carries its cursor past live entries to a crashed worker's", async () => {
     const keys = stageFor("sweep");
     const c = await own();
-    // 25 entries a live worker is busy with, then 3 a crashed worker left behind.
-    const live = Array.from({ length: 25 }, (_, i) => `live${i}`);
+    // 25 entries a live worker is busy with, then 3 a crashed worker left behind with live ones
+    // between them: an XPENDING over the claimed range lists those too, unless it asks for this
+    // consumer's entries only.
+    const live = (i: number) => `live${i}`;
     const stale = ["gone0", "gone1", "gone2"];
+    const order = [...Array.from({ length: 25 }, (_, i) => live(i))];
+    order.push("gone0", live(25), "gone1", live(26), "gone2");
     const busy = fresh("busy");
-    const works = await delivered(keys, [...live, ...stale], busy);
-    for (const work of works.slice(25)) {
+    const works = await delivered(keys, order, busy);
+    for (const work of works.filter((x) => stale.includes(x.doc))) {
       await c.sendCommand([
         "XCLAIM",
         keys.stream,
@@ -179,6 +192,12 @@ describe("reading a batch", () => {
       cursor = swept.cursor;
       if (cursor === "0-0") break;
     }
+    const strangers = found.filter((x) => !order.includes(x.doc));
+    check(
+      strangers.length === 0,
+      `sweep() returned ${JSON.stringify(strangers)}, which is no entry it claimed. Build the works from XAUTOCLAIM's messages: an XPENDING over a range lists other consumers' entries too.`,
+      2,
+    );
     const claimedLive = found.filter((x) => x.doc.startsWith("live"));
     check(
       claimedLive.length === 0,
@@ -188,16 +207,16 @@ describe("reading a batch", () => {
     const docs = found.map((x) => x.doc).sort();
     check(
       sameValue(docs, stale),
-      `Following the cursor it returns, sweep() should claim the crashed worker's 3 entries (after 25 live ones, with COUNT 2) exactly once; it claimed ${JSON.stringify(docs)}. XAUTOCLAIM looks at COUNT*10 entries per call: return its next cursor and start from the cursor you are given.`,
+      `Following the cursor it returns, sweep() should claim the crashed worker's 3 entries (after 25 live ones and between 2 more, with COUNT 2) exactly once; it claimed ${JSON.stringify(docs)}. XAUTOCLAIM looks at COUNT*10 entries per call: return its next cursor and start from the cursor you are given.`,
       2,
     );
     check(
       found.every((x) => x.deliveries === 4),
-      `Each claimed entry had been delivered 3 times, so this is its 4th delivery; sweep() said ${JSON.stringify(found.map((x) => x.deliveries))}. Read the count with XPENDING (the dead-letter decision depends on it).`,
+      `Each claimed entry had been delivered 3 times, so this is its 4th delivery; sweep() said ${JSON.stringify(found.map((x) => x.deliveries))}. Read the count with XPENDING (the dead-letter decision depends on it). Live workers' entries lie between the claimed ones: an XPENDING over the claimed range lists them too, so ask for this consumer's entries only (XPENDING ... <consumer>), or look up each claimed id.`,
       2,
     );
     check(
-      (await pendingCount(c, keys.stream, keys.group)) === 28,
+      (await pendingCount(c, keys.stream, keys.group)) === order.length,
       "sweep() must only claim: every entry should still be pending.",
       2,
     );
@@ -241,7 +260,8 @@ describe("in flight", () => {
           3,
         );
       }
-      const next = started.find((i) => release.has(i));
+      // The latest started finishes first: results must still come back in the items' order.
+      const next = started.findLast((i) => release.has(i));
       if (next === undefined) break;
       const resolve = release.get(next);
       release.delete(next);
@@ -290,9 +310,11 @@ describe("committing a batch", () => {
     const w = await worker("committer");
     const from = lastSeq();
     const outcomes = works.map((work) => ({ work, result: resultFor(work.doc) }));
+    const startedAt = Date.now();
     const committed = await call("commitBatch()", () =>
       exercise.commitBatch(w.client, keys, outcomes),
     );
+    const endedAt = Date.now();
     const mine = sentBy(w.scope, from);
     const blocks = transactions(mine);
     const adds = (b: SentCommand[]) => b.filter((c) => c.name === "XADD").length;
@@ -338,8 +360,21 @@ describe("committing a batch", () => {
         `The status hash should say ${doc} is done at ${keys.stage}; it says ${JSON.stringify(status)}.`,
         2,
       );
+      const late = wrongEventTime(status.at, startedAt, endedAt);
+      check(
+        late === undefined,
+        `The status of ${doc}, ${JSON.stringify(status)}, has the wrong time: ${late}. A status event is { doc, stage, state, at } with at = Date.now() when the stage finished.`,
+        2,
+      );
     }
     await eventually(() => events.length >= 5, 2000, "The 5 status events were not published.", 2);
+    const heard = events.find((e) => e.doc === docs[0]);
+    const lateNews = wrongEventTime(heard?.at, startedAt, endedAt);
+    check(
+      lateNews === undefined,
+      `The event published for ${docs[0]}, ${JSON.stringify(heard)}, has the wrong time: ${lateNews}.`,
+      2,
+    );
     check(
       sameValue(committed?.handedOff?.slice().sort(), docs.slice().sort()) &&
         committed.deadLettered?.length === 0 &&
@@ -363,6 +398,7 @@ describe("committing a batch", () => {
       events.push(JSON.parse(m));
     });
     const w = await worker("poison");
+    const startedAt = Date.now();
     const committed = await call("commitBatch()", () =>
       exercise.commitBatch(w.client, keys, [
         { work: ok1, result: resultFor(ok1.doc) },
@@ -371,6 +407,7 @@ describe("committing a batch", () => {
         { work: ok2, result: resultFor(ok2.doc) },
       ]),
     );
+    const endedAt = Date.now();
     const c = await own();
     const pending = await c.xPendingRange(keys.stream, keys.group, "-", "+", 10);
     check(
@@ -407,6 +444,12 @@ describe("committing a batch", () => {
       `The status hash should say the poison document is dead, with its reason; it says ${JSON.stringify(status)}.`,
       2,
     );
+    const late = wrongEventTime(status.at, startedAt, endedAt);
+    check(
+      late === undefined,
+      `The "dead" status of the poison document, ${JSON.stringify(status)}, has the wrong time: ${late}.`,
+      2,
+    );
     await eventually(
       () => events.some((e) => e.doc === poison.doc && e.state === "dead" && e.reason === reason),
       2000,
@@ -434,6 +477,14 @@ describe("committing a batch", () => {
     const c = await own();
     await c.hSet(keys.doc(y), keys.stage, resultFor(y));
     await c.hSet(keys.doc(v), "dead", keys.stage);
+    // y has moved on since: its latest status is the next stage's.
+    const later = JSON.stringify({ doc: y, stage: "classify", state: "done", at: Date.now() });
+    await c.hSet(keys.status, y, later);
+    const events: Record<string, unknown>[] = [];
+    const subscriber = await checkClient("events");
+    await subscriber.subscribe(keys.channel, (m) => {
+      events.push(JSON.parse(m));
+    });
     const w = await worker("dup");
     const committed = await call("commitBatch()", () =>
       exercise.commitBatch(
@@ -461,6 +512,15 @@ describe("committing a batch", () => {
     check(
       sameValue(committed?.duplicates?.slice().sort(), [x, y, v].sort()),
       `commitBatch() should report the three skipped copies (${x}, ${y}, ${v}) as duplicates; it returned ${JSON.stringify(committed)}.`,
+      2,
+    );
+    await eventually(() => events.length >= 2, 2000, "The status events were not published.", 2);
+    await sleep(100);
+    const told = (doc: string) => events.filter((e) => e.doc === doc).length;
+    const status = await c.hGet(keys.status, y);
+    check(
+      told(x) === 1 && told(y) === 0 && told(v) === 0 && status === later,
+      `A copy that is only acknowledged tells no one anything: ${x} (twice in the batch) should get one status event and ${y} and ${v} (done already) none; they got ${told(x)}, ${told(y)} and ${told(v)}${status === later ? "" : `, and ${y}'s latest status, which said it was done at classify, now says ${status}`}. A second event counts as a duplicate in the audit, and an old one sent late sets a dashboard back.`,
       2,
     );
   });
@@ -500,15 +560,19 @@ describe("committing a batch", () => {
         );
       },
     );
+    const from = lastSeq();
     const committed = await call("commitBatch() racing a competitor", () =>
       exercise.commitBatch(slow.client, keys, outcomes),
     );
     competitor.cancel();
     check(competitor.hasFired(), "commitBatch() wrote nothing at all.", 2);
     const next = await queuedOn(keys.next ?? "");
+    const execs = sentBy(slow.scope, from).filter((c) => c.name === "EXEC").length;
     check(
       twice(next).length === 0,
-      `Two workers committed ${raced.work.doc} and ${twice(next).join(", ")} reached the next stage twice: yours read the documents, the competitor committed ${raced.work.doc} right after that read, then yours committed too. WATCH every document of the batch (not only the first) before reading any of them, so EXEC fails (WatchError) when one changed; then look again.`,
+      execs > 1
+        ? `Two workers committed ${raced.work.doc} and ${twice(next).join(", ")} reached the next stage twice: the competitor committed it right after your reads, your EXEC was refused (WatchError), and your retry committed what the first look had seen. After a WatchError, WATCH and read every document again: the look is what changed.`
+        : `Two workers committed ${raced.work.doc} and ${twice(next).join(", ")} reached the next stage twice: yours read the documents, the competitor committed ${raced.work.doc} right after that read, then yours committed too. WATCH every document of the batch (not only the first) before reading any of them, so EXEC fails (WatchError) when one changed; then look again.`,
       2,
     );
     check(
@@ -609,5 +673,65 @@ describe("trimming", () => {
       `trim() should return how many entries it removed (${below}); it returned ${removed}.`,
       4,
     );
+  });
+
+  test("trim() orders entry ids as numbers, and keeps what a group has not read yet", async () => {
+    const c = await own();
+    const asNumbers =
+      'Stream ids compare as two numbers, milliseconds then sequence, and as strings they do not: "1000-0" sorts before "999-0", and "1000-10" before "1000-9". Split an id at "-" and compare the parts as numbers (BigInt).';
+    // Explicit ids the check chooses; per group, how many entries it reads and which of them it
+    // leaves pending. `floor` is the oldest entry some group still needs.
+    // Two groups that read all four entries, one with `lower` pending, the other `higher`.
+    const pendingEach = (ids: string[], lower: string, higher: string) => ({
+      ids,
+      groups: [
+        { read: 4, pending: [lower] },
+        { read: 4, pending: [higher] },
+      ],
+      floor: lower,
+      why: asNumbers,
+    });
+    const cases = [
+      pendingEach(["998-0", "999-0", "1000-0", "1001-0"], "999-0", "1000-0"),
+      pendingEach(["1000-8", "1000-9", "1000-10", "1000-11"], "1000-9", "1000-10"),
+      {
+        ids: ["1-0", "2-0", "3-0", "4-0"],
+        groups: [
+          { read: 4, pending: ["3-0"] },
+          { read: 1, pending: [] },
+        ],
+        floor: "2-0",
+        why: "The second group has nothing pending, but it has read only 1-0 (its last-delivered-id): everything after that it has yet to read. Count every group's last-delivered-id, not only the groups with pending entries.",
+      },
+    ];
+    const w = await worker("trimmer");
+    for (const t of cases) {
+      const stream = freshKey("trim-ids");
+      for (const id of t.ids) await c.xAdd(stream, id, { doc: `d${id}` });
+      const state: string[] = [];
+      for (const [i, g] of t.groups.entries()) {
+        const group = fresh(`g${i + 1}`);
+        await c.xGroupCreate(stream, group, "0");
+        await c.xReadGroup(group, "w", { key: stream, id: ">" }, { COUNT: g.read });
+        const done = t.ids.slice(0, g.read).filter((id) => !g.pending.includes(id));
+        if (done.length > 0) await c.xAck(stream, group, done);
+        state.push(
+          `a group that read up to ${t.ids[g.read - 1]} with ${g.pending.join(", ") || "nothing"} pending`,
+        );
+      }
+      const removed = await call("trim()", () => exercise.trim(w.client, stream));
+      const left = ((await c.xRange(stream, "-", "+")) ?? []).map((e) => e.id);
+      const lost = t.ids.filter((id) => compareIds(id, t.floor) >= 0 && !left.includes(id));
+      check(
+        lost.length === 0,
+        `With the entries ${t.ids.join(", ")} and ${state.join(" and ")}, trim() removed ${lost.join(", ")}, which a group still needs. ${t.why}`,
+        4,
+      );
+      check(
+        removed === t.ids.length - left.length,
+        `trim() should return how many entries it removed (${t.ids.length - left.length}); it returned ${removed}.`,
+        4,
+      );
+    }
   });
 });
