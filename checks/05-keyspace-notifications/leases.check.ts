@@ -19,7 +19,7 @@ import {
   until,
 } from "../kit.ts";
 import { hearUnheardErrors } from "../unheard-errors.ts";
-import { before as beforeCommand, type SentCommand, scope, sent } from "../wire.ts";
+import { before as beforeCommand, learnerAddrs, type SentCommand, scope, sent } from "../wire.ts";
 
 type Stop = () => Promise<void>;
 
@@ -161,12 +161,20 @@ describe("leases", () => {
     // Not a whole number of seconds: a TTL given in seconds (EX, EXPIRE) cannot hit it.
     await checkNearTtl(observer, lease, since, 4500, "acquireLease(..., 4500)", 2);
     const again = await call("acquireLease()", () =>
-      exercise.acquireLease(client, lease, second, 5000),
+      exercise.acquireLease(client, lease, second, 9000),
     );
     const after = await observer.get(lease);
     check(
       again === false && after === first,
       `The lease was already held by ${first}, yet acquireLease() for ${second} returned ${JSON.stringify(again)} and the holder is now ${JSON.stringify(after)}. Two workers would process contract-17 at once: SET it with NX, only if it does not exist.`,
+      2,
+    );
+    // A failed attempt must change nothing: a SETNX and PEXPIRE in one MULTI still runs the
+    // PEXPIRE when the SETNX found the lease taken, and stretches the holder's lease.
+    const ttlAfter = await observer.pTTL(lease);
+    check(
+      ttlAfter <= 4500,
+      `acquireLease(..., 9000) for ${second} found the lease held by ${first} and returned false, but it changed that lease's expiry: PTTL is now ${ttlAfter}, more than the 4500 ms ${first} asked for. A stalled holder would keep the document longer than it asked. A command that sets the expiry apart from the NX (SETNX then PEXPIRE, even inside MULTI) runs whether or not the lease was free: take it with one command, SET key worker NX PX ttl.`,
       2,
     );
   });
@@ -353,6 +361,10 @@ describe("keyspace notifications", () => {
     let watching = false;
     let resolvedFirst = false;
     let judged: Promise<void> | undefined;
+    // Which connection is the caller's: the one this marker goes out on.
+    const marker = fresh("caller");
+    await client.sendCommand(["ECHO", marker]);
+    const caller = sent((c) => c.name === "ECHO" && c.args[1] === marker)[0];
     const hold = beforeCommand(
       (c) => /^P?SUBSCRIBE$/.test(c.name),
       () => {
@@ -375,15 +387,27 @@ describe("keyspace notifications", () => {
       "watchExpiredLeases() resolved before Redis had confirmed its subscription (the check held the SUBSCRIBE back for a moment): a lease expiring right after it returns would go unreported. await the subscribe() before returning.",
       2,
     );
+    const onCaller = sent((c) => c.seq > (caller?.seq ?? 0) && /^P?SUBSCRIBE$/.test(c.name)).find(
+      (c) => c.conn === caller?.conn,
+    );
+    check(
+      !onCaller,
+      `watchExpiredLeases() sent ${onCaller?.name} ${onCaller?.args.slice(1).join(" ")} on the client it was given, not on a connection of its own. node-redis on RESP3 lets that client go on, but the rest of the service shares it: on a RESP2 connection it could send nothing but (P)SUBSCRIBE and PING any more, a blocking read on it would hold your expiry events back, and a stop() that closes the subscriber would close everyone's client. Subscribe on client.duplicate() (connect it, give it an error listener) and close that one in stop().`,
+      2,
+    );
 
     // A worker takes a lease and stalls; another keeps renewing; a cache entry expires too.
-    await observer.set(`${LEASES}contract-stalled`, "ocr-worker-1", {
+    await observer.set(`${LEASES}acme:contract-stalled`, "ocr-worker-1", {
       expiration: { type: "PX", value: 200 },
     });
     const busy = `${LEASES}contract-busy`;
     await observer.set(busy, "ocr-worker-2", { expiration: { type: "PX", value: 400 } });
     cleanup.push(() => observer.del(busy));
-    await observer.set(key("cache:contract-stalled"), "{}", {
+    await observer.set(key("cache:acme:contract-stalled"), "{}", {
+      expiration: { type: "PX", value: 200 },
+    });
+    // Holds the lease prefix, but not at its start: an archived copy, not a lease.
+    await observer.set(`${key("archive:")}${LEASES}contract-copy`, "{}", {
       expiration: { type: "PX", value: 200 },
     });
 
@@ -398,12 +422,12 @@ describe("keyspace notifications", () => {
     await eventually(
       () => expired.length > 0,
       3000,
-      `The lease of contract-stalled (key ${LEASES}contract-stalled) expired, but onExpired() was never called. Subscribe to __keyevent@<db>__:expired (with the database number of the client) on a duplicate connection, make sure notify-keyspace-events has E and x, and keep the keys that start with the leasePrefix you were given (here ${LEASES}).`,
+      `The lease of acme:contract-stalled (key ${LEASES}acme:contract-stalled) expired, but onExpired() was never called. Subscribe to __keyevent@<db>__:expired (with the database number of the client) on a duplicate connection, make sure notify-keyspace-events has E and x, and keep the keys that start with the leasePrefix you were given (here ${LEASES}).`,
       2,
     );
     if (expired.some((docId) => docId.startsWith(LEASES))) {
       fail(
-        `onExpired() received "${expired[0]}": the expired key's full name. Strip the lease prefix and report the document id, "contract-stalled".`,
+        `onExpired() received "${expired[0]}": the expired key's full name. Strip the lease prefix and report the document id, "acme:contract-stalled".`,
         2,
       );
     }
@@ -413,8 +437,8 @@ describe("keyspace notifications", () => {
       3,
     );
     check(
-      expired.length === 1 && expired[0] === "contract-stalled",
-      `Only the lease of contract-stalled expired, so onExpired() should have been called once with "contract-stalled"; it got ${JSON.stringify(expired)}. Keys that are not leases (the cache entry) are not your business: check the prefix.`,
+      expired.length === 1 && expired[0] === "acme:contract-stalled",
+      `Only the lease of acme:contract-stalled expired, so onExpired() should have been called once with "acme:contract-stalled"; it got ${JSON.stringify(expired)}. Keys that are not leases (a cache entry, an archived copy whose name holds the prefix further in) are not your business: check the prefix (keep the keys that start with it) and report everything after it, colons included.`,
       2,
     );
   });
@@ -524,8 +548,22 @@ describe("keyspace notifications", () => {
     const observer = await checkClient();
     const client = await learnerClient();
     const since = Math.max(...(await learnerConnections(observer)).map((c) => Number(c.id)));
+    const given = learnerAddrs();
     const stop = await watch(client, () => {});
     await call("stop()", () => stop());
+    // Seen from this process, the moment stop() resolves: a stop() that does not await the
+    // close tells its caller "done" while the connection still lives.
+    const stillOpen = [...learnerAddrs()].filter((addr) => !given.has(addr));
+    check(
+      stillOpen.length === 0,
+      `stop() has resolved, and the watcher's connection is still open (${stillOpen.join(", ")}): whoever awaits stop() (a shutdown, a test) goes on as if it were closed. await the unsubscribe and the close() inside stop().`,
+      3,
+    );
+    check(
+      client.isOpen,
+      "stop() closed the client watchExpiredLeases() was given: the rest of the service uses that client. Close only the connection the watcher opened.",
+      3,
+    );
     await eventually(
       async () =>
         (await learnerConnections(observer)).filter((c) => Number(c.id) > since).length === 0,

@@ -262,26 +262,46 @@ test("entries added while onEntry() works are handed over next, none skipped", a
   }
 });
 
-test("a reader restarted before its first entry gets what arrived while it was down", async () => {
-  const observer = await checkClient();
-  const stream = freshKey("status:early-restart");
-  const checkpoint = freshKey("tail:early-restart");
-  await append(observer, stream, 2, "earlier");
-  const first = await startReader(stream, checkpoint, BLOCK_MS);
-  await untilWaiting(observer);
-  await stop(first.tail, QUIET_STOP_MS);
-
-  const whileDown = await append(observer, stream, 5, "while-down");
-  const second = await startReader(stream, checkpoint, BLOCK_MS);
-  const got = () => whileDown.ids.filter((id) => second.calls.some((e) => e.id === id));
-  const skipped = readsPast(second, stream, whileDown.ids, sentMark());
-  await until(() => got().length === whileDown.ids.length || skipped(), 3000);
-  await stop(second.tail);
+/** A checkpoint that expires sends the reader back to "$" one day, and what came meanwhile is lost. */
+async function checkNoExpiry(observer: Redis, checkpoint: string): Promise<void> {
+  const ttl = await observer.pTTL(checkpoint);
   check(
-    got().length === whileDown.ids.length,
-    `Your reader was stopped before its first entry arrived; 5 entries were added while it was down, and after the restart it handed over ${got().length} of them. It had saved no checkpoint, so it started at "$" again and lost them. ${RESOLVE_DOLLAR}`,
+    ttl < 0,
+    `Your checkpoint key ${checkpoint} expires (PTTL ${ttl} ms). Once it is gone the reader starts at "$" again, and every entry added while it was down is lost. The checkpoint must outlive any pause of the reader: SET it without EX or PX.`,
     2,
   );
+}
+
+test("a reader restarted before its first entry gets what arrived while it was down", async () => {
+  const observer = await checkClient();
+  // With earlier entries the first checkpoint is a real ID; on a stream that does not exist
+  // yet it is "0-0", which is a checkpoint too, not "none".
+  for (const earlier of [2, 0]) {
+    const stream = freshKey("status:early-restart");
+    const checkpoint = freshKey("tail:early-restart");
+    if (earlier > 0) await append(observer, stream, earlier, "earlier");
+    const first = await startReader(stream, checkpoint, BLOCK_MS);
+    await untilWaiting(observer);
+    await stop(first.tail, QUIET_STOP_MS);
+    await checkNoExpiry(observer, checkpoint);
+    const saved = await savedCheckpoint(observer, checkpoint);
+
+    const whileDown = await append(observer, stream, 5, "while-down");
+    const second = await startReader(stream, checkpoint, BLOCK_MS);
+    const got = () => whileDown.ids.filter((id) => second.calls.some((e) => e.id === id));
+    const skipped = readsPast(second, stream, whileDown.ids, sentMark());
+    await until(() => got().length === whileDown.ids.length || skipped(), 3000);
+    await stop(second.tail);
+    const cause =
+      saved === "0-0"
+        ? `Its checkpoint was "0-0" (the stream was empty when it started), and after the restart it started at "$" anyway: "0-0" is a saved checkpoint like any other ID, meaning "from the very beginning". Treat only a missing checkpoint as "none".`
+        : `It had saved no checkpoint, so it started at "$" again and lost them. ${RESOLVE_DOLLAR}`;
+    check(
+      got().length === whileDown.ids.length,
+      `Your reader was stopped before its first entry arrived${earlier ? "" : " on a stream that did not exist yet"}; 5 entries were added while it was down, and after the restart it handed over ${got().length} of them. ${cause}`,
+      2,
+    );
+  }
 });
 
 test("after a restart the reader gets exactly the entries it missed, more than one read's worth", async () => {
@@ -456,15 +476,13 @@ function failingBehaviour(c: FailingCase) {
 }
 
 /**
- * Lets a reader run until every entry is done or nothing happened for two reads, then stops it.
- * Whether a reader tries the failed entry again or stops at it is the learner's choice; stop()
- * may report the error. Either way the checkpoint must not have moved past it.
+ * Lets `reader` run until `enough()` or until it went two reads without an onEntry() call
+ * (stopped at a failed entry, or waiting), then stops it; stop() may report onEntry()'s error.
  */
-async function settle(c: FailingCase, reader: Reader): Promise<void> {
+async function stopOnceQuiet(reader: Reader, enough: () => boolean): Promise<void> {
   let calls = -1;
   await until(async () => {
-    if (c.ids.every((id) => [...c.done, ...reader.done].includes(id))) return true;
-    if (reader.calls.length === calls) return true;
+    if (enough() || reader.calls.length === calls) return true;
     calls = reader.calls.length;
     await sleep(BLOCK_MS * 2);
     return false;
@@ -472,6 +490,15 @@ async function settle(c: FailingCase, reader: Reader): Promise<void> {
   await stop(reader.tail).catch((error: Error) => {
     if (/did not return/.test(error.message)) throw error;
   });
+}
+
+/**
+ * Lets a reader run until every entry is done or nothing happened for two reads, then stops it.
+ * Whether a reader tries the failed entry again or stops at it is the learner's choice; stop()
+ * may report the error. Either way the checkpoint must not have moved past it.
+ */
+async function settle(c: FailingCase, reader: Reader): Promise<void> {
+  await stopOnceQuiet(reader, () => c.ids.every((id) => [...c.done, ...reader.done].includes(id)));
   c.done.push(...reader.done);
   const saved = await savedCheckpoint(c.observer, c.checkpoint);
   const failed = c.ids.find((id) => (c.attempts.get(id) ?? 0) > 0 && !c.done.includes(id));
@@ -524,6 +551,30 @@ test("an entry whose onEntry() throws or rejects is not checkpointed and is hand
       2,
     );
   }
+});
+
+test("an entry whose onEntry() fails every time is never checkpointed past", async () => {
+  const observer = await checkClient();
+  const stream = freshKey("status:poison");
+  const checkpoint = freshKey("tail:poison");
+  let attempts = 0;
+  const reader = await startReader(stream, checkpoint, BLOCK_MS, (_, entry) => {
+    if (entry.event.docId !== "doc-1") return "ok";
+    attempts++;
+    return attempts % 2 ? "throw" : "reject";
+  });
+  await untilWaiting(observer);
+  const { ids } = await append(observer, stream, 3, "doc", true);
+  const poison = ids[1] ?? "";
+  // More tries than a retry limit would allow, or quiet: stopped at it, or moved on.
+  await stopOnceQuiet(reader, () => attempts >= 6);
+  const saved = await savedCheckpoint(observer, checkpoint);
+  const later = reader.done.filter((id) => compareIds(id, poison) > 0);
+  check(
+    !(saved && compareIds(saved, poison) >= 0),
+    `onEntry() failed for entry ${poison} every time (${attempts} tries), and your reader moved on: it saved the checkpoint ${saved}${later.length ? ` after handing over ${list(later)}` : ""}. Nothing will ever hand ${poison} over again. Keep the checkpoint before an entry that has not succeeded: try it again (a pause between tries is fine), or stop there and let stop() report the error.`,
+    2,
+  );
 });
 
 test("stop() on a quiet stream returns within one read and closes the reader's connection", async () => {

@@ -13,7 +13,7 @@ import {
   until,
 } from "../kit.ts";
 import { blockedIn, isStreamId, pendingCount, waitForBlocked } from "../streams-support.ts";
-import { sent } from "../wire.ts";
+import { before, scope, sent } from "../wire.ts";
 import {
   acknowledged,
   connectionsSince,
@@ -123,6 +123,33 @@ test("ensureGroup() lets every error other than BUSYGROUP through", async () => 
   check(
     outcome === "threw",
     `ensureGroup() on a key that holds a string resolved as if all was well, although Redis answered with an error (WRONGTYPE): the stage would start without a group. Catch only the error whose message starts with "BUSYGROUP" and rethrow any other.`,
+    2,
+  );
+});
+
+test("ensureGroup() lets a lost connection through too", async () => {
+  // Not WRONGTYPE this time: the connection dies while XGROUP CREATE is on its way, as when
+  // Redis restarts. Whether the group now exists nobody knows, so it is not a success.
+  const starting = scope("starting");
+  const client = await starting.run(() => learnerClient());
+  const cut = before((c) => c.name === "XGROUP", "crash");
+  const outcome = await starting
+    .run(() =>
+      call(
+        "ensureGroup()",
+        () => exercise.ensureGroup(client, freshKey("tasks:cut"), fresh("ocr")),
+        3000,
+      ),
+    )
+    .then(
+      () => "resolved",
+      () => "failed",
+    )
+    .finally(() => cut.cancel());
+  if (!cut.hasFired()) return;
+  check(
+    outcome !== "resolved",
+    `The check cut the connection while your ensureGroup()'s XGROUP CREATE was on its way: node-redis rejected it with a connection error, and ensureGroup() resolved as if the group existed. It swallows more than BUSYGROUP (a check for WRONGTYPE alone, or a catch that ignores everything, lets this through). Catch only the error whose message starts with "BUSYGROUP" and rethrow any other.`,
     2,
   );
 });
@@ -423,13 +450,14 @@ async function checkAllClosed(connections: { leftOpen(): Promise<unknown[]> }): 
   );
 }
 
-test("stop() in the middle of a task waits for it, acknowledges it and closes the connection", async () => {
-  const { observer, client, stream, group, ids, connections } = await stopScene("deploy", "ocr", 1);
+test("stop() in the middle of a task finishes the tasks in hand, acknowledges only what succeeded, and closes the connection", async () => {
+  // Three tasks, count 2: the first read hands over the first two, a batch in hand.
+  const { observer, client, stream, group, ids, connections } = await stopScene("deploy", "ocr", 3);
   const consumer = fresh("ocr");
-  const [id] = ids;
-  if (!id) throw new Error("no task queued");
+  const [id, failing, third] = ids;
+  if (!id || !failing || !third) throw new Error("no tasks queued");
   const work = held();
-  let started = false;
+  const reached: string[] = [];
   const workers: Worker[] = [];
   try {
     const worker = await startWorker(
@@ -440,16 +468,25 @@ test("stop() in the middle of a task waits for it, acknowledges it and closes th
         consumer,
         count: 2,
         blockMs: BLOCK_MS,
-        handle: async () => {
-          started = true;
-          await work.promise;
+        handle: async (task) => {
+          reached.push(task.id);
+          if (task.id === id) await work.promise;
+          // The second task of the batch fails, after stop() was called.
+          if (task.id === failing) throw new Error(`OCR failed for ${task.id} (the check's doing)`);
         },
       },
       workers,
     );
-    const idle = nothingComing(observer, stream, group, [consumer], () => (started ? 1 : 0));
-    await until(async () => started || idle(), 3000);
-    check(started, `The queued task never reached handle().`, 2);
+    const started = () => reached.length > 0;
+    const idle = nothingComing(observer, stream, group, [consumer], () => reached.length);
+    await until(async () => started() || idle(), 3000);
+    check(started(), `The queued task never reached handle().`, 2);
+    const taken = (await pendingIds(observer, stream, group)).size;
+    check(
+      taken <= 2,
+      `Three tasks were queued and your worker, started with count 2, held ${taken} of them while handle() still worked on its first. Take at most options.count tasks per read (COUNT count): tasks a busy worker holds wait for it while idle workers could take them.`,
+      2,
+    );
     let stopped = false;
     const stopping = stopWithin(worker, STOP_MS + BLOCK_MS, consumer, BLOCK_MS).finally(() => {
       stopped = true;
@@ -475,7 +512,18 @@ test("stop() in the middle of a task waits for it, acknowledges it and closes th
       `stop() was called while handle() worked on ${id}; the task finished, but it is still pending: your worker did not acknowledge it. stop() should let the loop finish the task in hand (handle, then XACK) and only then close the connection.`,
       2,
     );
-    if (stopError) throw stopError;
+    const unhandled = [...pending.keys()].filter((p) => !reached.includes(p));
+    check(
+      unhandled.length === 0,
+      `stop() was called while handle() worked on ${id}, and your worker left ${unhandled.join(", ")} pending without ever passing it to handle(): it came in the same read, so it was in hand. Nobody will look at it until a recovery claims it. Finish the batch you read (handle, then XACK each), and check the stop flag only before the next read.`,
+      2,
+    );
+    check(
+      pending.has(failing),
+      `handle() failed for ${failing} while the worker was stopping, and your worker acknowledged it anyway: it is gone from the pending list, so nobody will try it again. Stopping changes nothing about a failure: acknowledge only a task whose handle() succeeded.`,
+      2,
+    );
+    if (stopError && !/the check's doing/.test(stopError.message)) throw stopError;
     await checkAllClosed(connections);
   } finally {
     work.release();
