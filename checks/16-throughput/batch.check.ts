@@ -659,7 +659,7 @@ describe("trimming", () => {
     const lost = kept.filter((id) => !left.includes(id));
     check(
       lost.length === 0,
-      `trim() removed ${lost.length} entries a group still needs (the oldest pending entry is the 251st; group two has not read past the 300th). Trim with MINID at the oldest entry still pending in any group, never MAXLEN, which counts entries, not what was acknowledged.`,
+      `trim() removed ${lost.length} entries a group still needs: ${left.length === 0 ? "nothing is left" : `the oldest entry left is number ${ids.indexOf(left[0] as string) + 1}`}, but the 251st is still pending in group one (and group two has not read past the 300th). Trim with MINID at the lowest of every group's floor (its oldest pending entry, else its last-delivered id), never a higher one, and never MAXLEN, which counts entries, not what was acknowledged.`,
       4,
     );
     const below = ids.length - left.length;
