@@ -25,6 +25,7 @@ import {
 } from "./pipeline.ts";
 import {
   nodeUrl,
+  oneShot,
   ownerOf,
   primaries,
   type SlotRange,
@@ -224,8 +225,9 @@ async function localSide(count: number, tls: boolean): Promise<ClusterSide> {
 
 /** CONFIG GET port on one node. */
 async function configPort(url: string): Promise<number> {
-  const client = await connectClient(url, "pipeline:cluster-check");
+  const client = oneShot(url, "pipeline:cluster-check");
   try {
+    await client.connect();
     return Number((await client.configGet("port")).port);
   } finally {
     client.destroy();
