@@ -102,6 +102,15 @@ export function renderCluster(report: ClusterReport, wait: boolean): string {
       ? `on, but not for ${unreplicated.join(" ")} (its primary has no replica)`
       : "on";
   lines.push(`  WAIT 1 after each acknowledged write: ${how}`);
+  const asked = report.nodes.filter((n) => typeof n.plainPort === "number");
+  if (asked.length > 0) {
+    const open = asked.filter((n) => n.plainPort !== 0).map((n) => n.port);
+    lines.push(
+      open.length === 0
+        ? `  TLS only: no plain port open on any of the ${asked.length} live nodes at the end`
+        : `  plain port OPEN on nodes ${open.join(" ")}`,
+    );
+  }
   return `Cluster partitions\n${lines.join("\n")}`;
 }
 

@@ -9,7 +9,11 @@ import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
 import { dirname } from "node:path";
 import { expect, test } from "vitest";
-import type { ClusterNodeAtEnd } from "../../src/pipeline/cluster.ts";
+import {
+  type ClusterNodeAtEnd,
+  type ClusterReport,
+  renderCluster,
+} from "../../src/pipeline/cluster.ts";
 import { redisServerVersion } from "../../src/redis/server.ts";
 import { opensslMissing } from "../../src/redis/tls-server.ts";
 import { listening } from "../support/listening.ts";
@@ -70,3 +74,16 @@ test.skipIf(missing)(
   },
   120_000,
 );
+
+test("the text report says whether a TLS cluster's live nodes kept their plain ports closed", () => {
+  const report = (nodes: ClusterNodeAtEnd[]) =>
+    renderCluster({ partitions: [], nodes } as unknown as ClusterReport, true);
+  const closed = report([
+    { port: 1, dir: "a", plainPort: 0 },
+    { port: 2, dir: "b", plainPort: null },
+  ]);
+  expect(closed).toContain("no plain port open on any of the 1 live nodes");
+  expect(report([{ port: 1, dir: "a", plainPort: 6379 }])).toContain("plain port OPEN on nodes 1");
+  // A plain cluster's nodes were not asked: nothing said about TLS.
+  expect(report([{ port: 1, dir: "a" }])).not.toMatch(/TLS|plain port/);
+});
