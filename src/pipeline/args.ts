@@ -72,7 +72,8 @@ export const PIPELINE_USAGE = `Usage: npm run pipeline -- [options]
                       only under a prefix of the run's own, never a global command;
                       rediss:// for TLS (REDIS_CA, REDIS_TLS_SERVERNAME apply)
   --tls               start a local TLS-only redis-server and connect every process
-                      over rediss://, verifying its certificate
+                      over rediss://, verifying its certificate; with --cluster,
+                      every node of the local cluster is TLS-only
   --cluster           run on a local six-node Redis Cluster (3 primaries, 3 replicas),
                       one partition per primary (at least one worker each); with
                       --chaos, one primary is also SIGKILLed mid-run and its
@@ -227,11 +228,6 @@ export function parsePipelineArgs(argv: string[]): PipelineArgs {
   if (args.tls && args.redisUrl) {
     throw new PipelineUsageError(
       "--tls starts a local TLS server; for your own, give a rediss:// URL to --redis-url instead.",
-    );
-  }
-  if (args.cluster && args.tls) {
-    throw new PipelineUsageError(
-      "--cluster --tls: the local cluster is plain; for your own TLS cluster, give its rediss:// URL to --redis-url with --cluster.",
     );
   }
   if (args.noWait && !args.cluster) {

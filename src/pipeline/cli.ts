@@ -87,7 +87,7 @@ async function main(argv: string[]): Promise<number> {
     const parts = `${file ? `your parts (${file})` : "the reference parts"}, ${mode}`;
     console.log(
       kleur.bold(
-        `Document pipeline: ${args.docs} documents, ${args.cluster && !user ? Math.max(args.workers, PARTITIONS) : args.workers} worker processes x 4 stages${pythonWorkers > 0 ? ` + ${pythonWorkers} Python NER` : ""}${args.chaos ? ", chaos" : ""}${args.cluster ? (user ? `, on your cluster (${user.display}), one partition per primary` : ", on a local six-node cluster") : ""}, ${parts}`,
+        `Document pipeline: ${args.docs} documents, ${args.cluster && !user ? Math.max(args.workers, PARTITIONS) : args.workers} worker processes x 4 stages${pythonWorkers > 0 ? ` + ${pythonWorkers} Python NER` : ""}${args.chaos ? ", chaos" : ""}${args.cluster ? (user ? `, on your cluster (${user.display}), one partition per primary` : `, on a local six-node cluster${args.tls ? " over TLS" : ""}`) : ""}, ${parts}`,
       ),
     );
   }
@@ -127,6 +127,8 @@ async function main(argv: string[]): Promise<number> {
           wait: !args.noWait,
           clusterUrl: user?.url,
           onDashboard: (url) => out.write(`Dashboard ${url}  (open it in a browser)\n`),
+          onTls: (caFile) =>
+            out.write(kleur.dim(`TLS only on every node, verified with the CA in ${caFile}\n`)),
         })
       : undefined;
     const report = cluster ?? (await runPipeline(options));
@@ -146,10 +148,12 @@ async function main(argv: string[]): Promise<number> {
           ? args.cluster
             ? "your cluster"
             : "yours"
-          : args.tls
-            ? "tls"
-            : args.cluster
-              ? "cluster"
+          : args.cluster
+            ? args.tls
+              ? "tls cluster"
+              : "cluster"
+            : args.tls
+              ? "tls"
               : "private",
         ...(cluster ? { cluster: clusterShape(cluster, !args.noWait) } : {}),
         ...(report.plainPort === undefined ? {} : { plainPort: report.plainPort }),

@@ -5,13 +5,16 @@
  * one slot: each partition is a whole single-server pipeline (lesson 13/16 parts unchanged, a
  * hand-off's MULTI in one slot, plain blocking reads) talking to the node that owns its slot
  * through a relay (partition-proxy.ts). With chaos, one primary is SIGKILLed mid-run; its replica
- * takes the slot over and the relay moves the partition's connections to it.
+ * takes the slot over and the relay moves the partition's connections to it. With `tls` the
+ * cluster is TLS-only: the relays carry TLS through, and every process verifies the nodes'
+ * certificate with the cluster's CA against the name on it.
  */
-import { type Failover, keySlot, servers, startCluster } from "../redis/cluster-server.ts";
+import { type Failover, startCluster } from "../redis/cluster-server.ts";
 import { type Audit, percentile } from "./audit.ts";
 import { clusterDashboard } from "./cluster-dashboard.ts";
 import { keySlotOf } from "./key-slot.ts";
 import { pipelineKeys, type StatusEvent } from "./keys.ts";
+import { trustForRun } from "./local-redis.ts";
 import { type PartitionProxy, startPartitionProxy } from "./partition-proxy.ts";
 import { connectClient } from "./parts.ts";
 import {
@@ -22,6 +25,7 @@ import {
 } from "./pipeline.ts";
 import {
   nodeUrl,
+  oneShot,
   ownerOf,
   primaries,
   type SlotRange,
@@ -69,7 +73,14 @@ export interface ClusterReport {
    * Every node of the local cluster, stopped and removed by the time the report is returned;
    * none on the user's.
    */
-  nodes: { port: number; dir: string }[];
+  nodes: ClusterNodeAtEnd[];
+}
+
+export interface ClusterNodeAtEnd {
+  port: number;
+  dir: string;
+  /** A TLS cluster's: each live node's plain port at the end (0: closed); the killed one's null. */
+  plainPort?: number | null;
 }
 
 /** The cluster's part of the text report: where each partition ran, and the failover. */
@@ -91,6 +102,15 @@ export function renderCluster(report: ClusterReport, wait: boolean): string {
       ? `on, but not for ${unreplicated.join(" ")} (its primary has no replica)`
       : "on";
   lines.push(`  WAIT 1 after each acknowledged write: ${how}`);
+  const asked = report.nodes.filter((n) => typeof n.plainPort === "number");
+  if (asked.length > 0) {
+    const open = asked.filter((n) => n.plainPort !== 0).map((n) => n.port);
+    lines.push(
+      open.length === 0
+        ? `  TLS only: no plain port open on any of the ${asked.length} live nodes at the end`
+        : `  plain port OPEN on nodes ${open.join(" ")}`,
+    );
+  }
   return `Cluster partitions\n${lines.join("\n")}`;
 }
 
@@ -158,32 +178,68 @@ interface ClusterSide {
   failover?: (slot: number) => Promise<Failover>;
   /** The user's only: the slot map now, read from any node that answers. */
   slotMap?: () => Promise<SlotRange[]>;
-  nodes: { port: number; dir: string }[];
+  /** The CA every process verifies the nodes with, on a local TLS cluster. */
+  caFile?: string;
+  /** The nodes as they are now, before stop(). */
+  nodes(): Promise<ClusterNodeAtEnd[]>;
   stop(): Promise<void>;
 }
 
-async function localSide(count: number): Promise<ClusterSide> {
-  const cluster = await startCluster({ primaries: count });
+async function localSide(count: number, tls: boolean): Promise<ClusterSide> {
+  const cluster = await startCluster({ primaries: count, tls });
+  // The relays are on 127.0.0.1, which the certificate does not name: give its name.
+  const untrust = cluster.tls
+    ? trustForRun(cluster.tls.caFile, cluster.tls.servername)
+    : () => undefined;
+  const stop = async () => {
+    untrust();
+    await cluster.stop();
+  };
+  const scheme = cluster.tls ? "rediss" : "redis";
+  const killed = new Set<number>();
   try {
-    const first = cluster.nodes[0]?.port ?? 0;
     const placements = await chooseTags(
       count,
-      (tags) => Promise.all(tags.map((tag) => keySlot(first, tag))),
+      (tags) => Promise.all(tags.map((tag) => cluster.keySlot(tag))),
       async (slot) => {
-        const [node] = await servers(first, slot);
+        const [node] = await cluster.servers(slot);
         return node === undefined ? undefined : { host: "127.0.0.1", node, replicas: 1 };
       },
     );
     return {
       placements,
-      relayUrl: (port) => `redis://127.0.0.1:${port}`,
-      failover: (slot) => cluster.failover(slot, { takeoverAfterMs: 1000 }),
-      nodes: cluster.nodes.map(({ port, dir }) => ({ port, dir })),
-      stop: cluster.stop,
+      relayUrl: (port) => `${scheme}://127.0.0.1:${port}`,
+      failover: async (slot) => {
+        const done = await cluster.failover(slot, { takeoverAfterMs: 1000 });
+        killed.add(done.killed);
+        return done;
+      },
+      caFile: cluster.tls?.caFile,
+      nodes: () =>
+        Promise.all(
+          cluster.nodes.map(async ({ port, dir, url }) => {
+            if (!cluster.tls) return { port, dir };
+            // Asked the way the pipeline connects: if a plain port were open, it would say so.
+            const plainPort = killed.has(port) ? null : await configPort(url);
+            return { port, dir, plainPort };
+          }),
+        ),
+      stop,
     };
   } catch (error) {
-    await cluster.stop();
+    await stop();
     throw error;
+  }
+}
+
+/** CONFIG GET port on one node. */
+async function configPort(url: string): Promise<number> {
+  const client = oneShot(url, "pipeline:cluster-check");
+  try {
+    await client.connect();
+    return Number((await client.configGet("port")).port);
+  } finally {
+    client.destroy();
   }
 }
 
@@ -208,7 +264,7 @@ async function usersSide(url: string): Promise<ClusterSide> {
     placements,
     relayUrl: (port) => nodeUrl(url, { host: "127.0.0.1", port }),
     slotMap: () => slotMapFromAny([url, ...nodes]),
-    nodes: [],
+    nodes: async () => [],
     async stop() {},
   };
 }
@@ -325,12 +381,15 @@ export async function runClusterPipeline(
     clusterUrl?: string;
     /** With `dashboard`: where the one page for every partition is, once it is up. */
     onDashboard?: (url: string) => void;
+    /** With `tls` (the local cluster): the CA every process verifies the nodes with. */
+    onTls?: (caFile: string) => void;
   },
 ): Promise<ClusterReport> {
   const log = options.log ?? (() => {});
   const side = options.clusterUrl
     ? await usersSide(options.clusterUrl)
-    : await localSide(PARTITIONS);
+    : await localSide(PARTITIONS, options.tls === true);
+  if (side.caFile) options.onTls?.(side.caFile);
   const proxies: PartitionProxy[] = [];
   const halt = new AbortController();
   const relay = () => halt.abort();
@@ -394,7 +453,7 @@ export async function runClusterPipeline(
     const chaos =
       options.chaos && failover && target && proxy && tags[0]
         ? failoverMidRun({
-            url: proxy.url,
+            url: side.relayUrl(proxy.port),
             prefix: target.prefix,
             half: Math.ceil(target.mine.length / 2),
             slot: tags[0].slot,
@@ -449,7 +508,7 @@ export async function runClusterPipeline(
       pythonNerDone: reports.reduce((n, r) => n + r.pythonNerDone, 0),
       workerLog: reports.flatMap((r) => r.workerLog),
       events: reports.flatMap((r) => r.events),
-      nodes: side.nodes,
+      nodes: await side.nodes(),
     };
   } finally {
     halt.abort();

@@ -26,21 +26,34 @@ export async function startLocalRedis(options: {
   if (!options.tls) return startPrivateServer([], { aof: options.aof });
   const server = await startTlsServer({ tlsOnly: true, aof: options.aof });
   rememberSecret(server.adminPassword);
-  const before = TLS_ENV.map((name) => process.env[name]);
-  process.env.REDIS_CA = server.caFile;
   // The URL's host, 127.0.0.1, is on the certificate: no other name to check it against.
-  delete process.env.REDIS_TLS_SERVERNAME;
+  const untrust = trustForRun(server.caFile);
   return {
     url: server.url,
     caFile: server.caFile,
     restart: server.restart,
     async stop() {
-      TLS_ENV.forEach((name, i) => {
-        const value = before[i];
-        if (value === undefined) delete process.env[name];
-        else process.env[name] = value;
-      });
+      untrust();
       await server.stop();
     },
+  };
+}
+
+/**
+ * Makes every connection of the run (this process's, and the workers' that inherit its
+ * environment) verify the run's own server with `caFile`, against `servername` when given.
+ * Returns what puts the environment back as it was.
+ */
+export function trustForRun(caFile: string, servername?: string): () => void {
+  const before = TLS_ENV.map((name) => process.env[name]);
+  process.env.REDIS_CA = caFile;
+  if (servername) process.env.REDIS_TLS_SERVERNAME = servername;
+  else delete process.env.REDIS_TLS_SERVERNAME;
+  return () => {
+    TLS_ENV.forEach((name, i) => {
+      const value = before[i];
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    });
   };
 }

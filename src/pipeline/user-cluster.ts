@@ -35,10 +35,11 @@ export function nodeUrl(url: string, node: NodeAddress): string {
   return parsed.toString();
 }
 
-function oneShot(url: string) {
+/** A client for a question or two: it gives up, rather than retry, when the node is gone. */
+export function oneShot(url: string, name = "pipeline:cluster-map") {
   const client = createClient({
     url,
-    name: "pipeline:cluster-map",
+    name,
     socket: { connectTimeout: 5000, reconnectStrategy: false, ...tlsSocketOptions(url) },
   });
   client.on("error", () => {});

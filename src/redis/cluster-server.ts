@@ -3,27 +3,50 @@
  * redis-server processes of the installed Debian/Homebrew redis, each behind the same stdin
  * watchdog as the private server (src/redis/server.ts), so that none outlives this process even
  * when it is SIGKILLed. For lesson 15's check, the pipeline's cluster runs and their tests.
+ * With `tls` every node is TLS-only (no plain port): clients, the cluster bus and replication
+ * all speak TLS, checked against one CA made for the cluster, and so does every command the
+ * harness sends (redis-cli --cluster create included).
  */
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { rmSync } from "node:fs";
+import { connect as connectTcp, type Socket } from "node:net";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { connect as connectTls } from "node:tls";
+import { removeOnExit } from "../check/cleanup.ts";
 import { childEnded } from "../child-ended.ts";
 import { makeScratch, sweepOnce } from "../scratch.ts";
-import { connectRaw, type Reply } from "./raw.ts";
+import { encode, parseReply, type Reply } from "./raw.ts";
 import {
   freePort,
   type Launched,
   launch,
   RedisNotInstalled,
   redisServerVersion,
-  waitForPing,
 } from "./server.ts";
+import { makeAuthority } from "./tls-server.ts";
 
 export interface ClusterNode {
+  /** The port clients connect to: the TLS port of a TLS cluster. */
   port: number;
+  /** redis://, or rediss:// for a TLS cluster (connect with `tls.servername` and `tls.ca`). */
   url: string;
   dir: string;
+}
+
+/** How to verify a TLS cluster's nodes: they share one certificate, for a host name only. */
+export interface ClusterTls {
+  /** The name on the nodes' certificate: no IP is on it, so a client must give this name. */
+  servername: string;
+  /** The PEM text of the CA that signed it, and its file (REDIS_CA, redis-cli --cacert). */
+  ca: string;
+  caFile: string;
+}
+
+/** What every command the harness sends to a node needs: the password, TLS. */
+interface Access {
+  password?: string;
+  tls?: ClusterTls;
 }
 
 export interface LocalCluster {
@@ -32,6 +55,12 @@ export interface LocalCluster {
   /** What createCluster({ rootNodes }) needs. */
   rootNodes: { url: string }[];
   version: string;
+  /** Set for a TLS-only cluster. */
+  tls?: ClusterTls;
+  /** The hash slot of `key`, as a live node computes it (CLUSTER KEYSLOT). */
+  keySlot(key: string): Promise<number>;
+  /** The ports of the primary serving `slot` and of its replicas, as a live node sees it. */
+  servers(slot: number): Promise<number[]>;
   /** SIGKILLs one node (a crashed machine); stop() still cleans up after it. */
   kill(port: number): Promise<void>;
   /**
@@ -68,24 +97,57 @@ export interface ClusterOptions {
    * never on a command line, where `ps` would show it.
    */
   password?: string;
+  /**
+   * TLS only: every node listens on a TLS port alone (`port 0`), with TLS on the cluster bus and
+   * for replication, its certificate from a CA made for this cluster and removed by stop().
+   */
+  tls?: boolean;
 }
+
+/** The host name on a TLS cluster's certificate: it resolves nowhere, clients give it as SNI. */
+export const CLUSTER_TLS_NAME = "cluster.workbook.test";
 
 /** Oldest server this harness supports: `cluster-port` (the bus on a port of our choice) is 7.0. */
 export const CLUSTER_MIN_REDIS = "7.0";
 
-async function ask(port: number, args: string[], password?: string): Promise<Reply> {
-  const conn = await connectRaw("127.0.0.1", port);
-  try {
-    if (password) await conn.command(["AUTH", password]);
-    return await conn.command(args);
-  } finally {
-    conn.close();
-  }
+/**
+ * Sends `args` (after AUTH when there is a password) to the node on `port` on a connection of
+ * its own, over TLS for a TLS cluster; resolves with the reply to `args`.
+ */
+function ask(port: number, args: string[], access: Access = {}): Promise<Reply> {
+  const commands = access.password ? [["AUTH", access.password], args] : [args];
+  const { tls } = access;
+  const socket: Socket = tls
+    ? connectTls({ host: "127.0.0.1", port, ca: [tls.ca], servername: tls.servername })
+    : connectTcp({ host: "127.0.0.1", port });
+  return new Promise<Reply>((resolve, reject) => {
+    let buffer = Buffer.alloc(0);
+    const replies: Reply[] = [];
+    // A node that accepts but never answers (stopped by SIGSTOP, overloaded) must not hang a loop.
+    socket.setTimeout(5000, () => socket.destroy(new Error(`port ${port} did not answer`)));
+    socket.once(tls ? "secureConnect" : "connect", () =>
+      socket.write(commands.map(encode).join("")),
+    );
+    socket.on("data", (chunk: Buffer) => {
+      buffer = Buffer.concat([buffer, chunk]);
+      for (let parsed = parseReply(buffer); parsed; parsed = parseReply(buffer)) {
+        replies.push(parsed.reply);
+        buffer = buffer.subarray(parsed.end);
+        if (replies.length === commands.length) {
+          resolve(parsed.reply);
+          socket.destroy();
+          return;
+        }
+      }
+    });
+    socket.once("error", reject);
+    socket.once("close", () => reject(new Error("connection closed")));
+  });
 }
 
 /** The hash slot of `key`, as the node on `port` computes it (CLUSTER KEYSLOT). */
-export async function keySlot(port: number, key: string): Promise<number> {
-  return Number(await ask(port, ["CLUSTER", "KEYSLOT", key]));
+export async function keySlot(port: number, key: string, access: Access = {}): Promise<number> {
+  return Number(await ask(port, ["CLUSTER", "KEYSLOT", key], access));
 }
 
 /** The lines of CLUSTER INFO / INFO as a map. */
@@ -103,8 +165,8 @@ function fields(reply: Reply): Map<string, string> {
  * CLUSTER NODES ("<id> <ip>:<port>@<bus> <flags> <primary id or -> ... <slot ranges>"). Not
  * CLUSTER SLOTS: that leaves out a replica until its first offset has been gossiped.
  */
-export async function servers(port: number, slot: number, password?: string): Promise<number[]> {
-  const lines = String(await ask(port, ["CLUSTER", "NODES"], password).catch(() => ""))
+export async function servers(port: number, slot: number, access: Access = {}): Promise<number[]> {
+  const lines = String(await ask(port, ["CLUSTER", "NODES"], access).catch(() => ""))
     .trim()
     .split("\n")
     .map((line) => line.split(" "));
@@ -142,14 +204,19 @@ function roles(reply: Reply): { primaries: number; replicas: number } {
  * replica has finished its first sync with its primary: only then does a write reach a replica,
  * and a failover find one to promote.
  */
-async function settled(ports: number[], primaries: number, replicas: number): Promise<boolean> {
+async function settled(
+  ports: number[],
+  primaries: number,
+  replicas: number,
+  access: Access,
+): Promise<boolean> {
   let attached = 0;
   for (const port of ports) {
-    const info = fields(await ask(port, ["CLUSTER", "INFO"]).catch(() => ""));
+    const info = fields(await ask(port, ["CLUSTER", "INFO"], access).catch(() => ""));
     if (info.get("cluster_state") !== "ok") return false;
-    const seen = roles(await ask(port, ["CLUSTER", "NODES"]).catch(() => ""));
+    const seen = roles(await ask(port, ["CLUSTER", "NODES"], access).catch(() => ""));
     if (seen.primaries !== primaries || seen.replicas !== replicas) return false;
-    const replication = fields(await ask(port, ["INFO", "replication"]).catch(() => ""));
+    const replication = fields(await ask(port, ["INFO", "replication"], access).catch(() => ""));
     if (replication.get("role") === "slave") {
       if (replication.get("master_link_status") !== "up") return false;
       attached++;
@@ -159,10 +226,15 @@ async function settled(ports: number[], primaries: number, replicas: number): Pr
 }
 
 /** Runs redis-cli --cluster create; rejects with its output when it fails. */
-async function create(ports: number[], replicasPerPrimary: number): Promise<void> {
+async function create(
+  ports: number[],
+  replicasPerPrimary: number,
+  tls: ClusterTls | undefined,
+): Promise<void> {
   const cli = spawn(
     "redis-cli",
     [
+      ...(tls ? ["--tls", "--cacert", tls.caFile, "--sni", tls.servername] : []),
       "--cluster",
       "create",
       ...ports.map((port) => `127.0.0.1:${port}`),
@@ -202,24 +274,43 @@ export async function startCluster(options: ClusterOptions = {}): Promise<LocalC
   const replicasPerPrimary = options.replicasPerPrimary ?? 1;
   const count = primaries * (1 + replicasPerPrimary);
   const nodes: (ClusterNode & { server: Launched })[] = [];
+  // The certificates live apart from the nodes' directories, and go with them.
+  const certs = options.tls ? makeScratch("redis") : undefined;
+  const forgetCerts = certs ? removeOnExit(certs) : () => false;
   const stop = async () => {
     await Promise.all(nodes.map((node) => node.server.end()));
     for (const node of nodes) rmSync(node.dir, { recursive: true, force: true });
+    if (certs) rmSync(certs, { recursive: true, force: true });
+    forgetCerts();
   };
+  let tls: (ClusterTls & { certFile: string; keyFile: string }) | undefined;
   try {
+    if (certs) {
+      const authority = makeAuthority(certs, "cluster");
+      // The bus asks every node that connects to it for a client certificate, whatever
+      // tls-auth-clients says: the nodes' one certificate serves both ends.
+      const node = authority.issue("node", [CLUSTER_TLS_NAME], { clientAuth: true });
+      tls = {
+        servername: CLUSTER_TLS_NAME,
+        ca: authority.cert,
+        caFile: authority.certFile,
+        certFile: node.certFile,
+        keyFile: node.keyFile,
+      };
+    }
     const taken = new Set<number>();
     // Each node joins `nodes` as soon as it runs, so that stop() finds it whatever fails later.
     await Promise.all(
       Array.from({ length: count }, async () => {
-        const node = await startNode(taken, options.nodeTimeoutMs ?? 5000);
+        const node = await startNode(taken, options.nodeTimeoutMs ?? 5000, tls);
         if (node) nodes.push(node);
       }),
     );
     if (nodes.length < count) throw new Error("A redis-server of the cluster did not start.");
     const ports = nodes.map((n) => n.port);
-    await create(ports, replicasPerPrimary);
+    await create(ports, replicasPerPrimary, tls);
     const deadline = Date.now() + 20_000;
-    while (!(await settled(ports, primaries, primaries * replicasPerPrimary))) {
+    while (!(await settled(ports, primaries, primaries * replicasPerPrimary, { tls }))) {
       if (Date.now() > deadline) throw new Error("The cluster did not reach cluster_state:ok.");
       await sleep(50);
     }
@@ -231,7 +322,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<LocalC
         ["CONFIG", "SET", "requirepass", secret],
       ]) {
         for (const port of ports) {
-          const reply = await ask(port, args);
+          const reply = await ask(port, args, { tls });
           if (reply instanceof Error) throw reply;
         }
       }
@@ -240,21 +331,27 @@ export async function startCluster(options: ClusterOptions = {}): Promise<LocalC
     await stop();
     throw error;
   }
-  const password = options.password;
+  const access: Access = {
+    password: options.password,
+    tls: tls && { servername: tls.servername, ca: tls.ca, caFile: tls.caFile },
+  };
   let stopped: Promise<void> | undefined;
   const killed = new Set<number>();
   const kill = async (port: number) => {
     killed.add(port);
     await nodes.find((n) => n.port === port)?.server.kill();
   };
+  const live = () => nodes.map((n) => n.port).filter((port) => !killed.has(port));
   return {
     nodes: nodes.map(({ port, url, dir }) => ({ port, url, dir })),
     rootNodes: nodes.map((n) => ({ url: n.url })),
     version,
+    tls: access.tls,
+    keySlot: (key) => keySlot(live()[0] ?? 0, key, access),
+    servers: (slot) => servers(live()[0] ?? 0, slot, access),
     kill,
     async failover(slot, { takeoverAfterMs = 3000, timeoutMs = 30_000 } = {}) {
-      const live = () => nodes.map((n) => n.port).filter((port) => !killed.has(port));
-      const [primary, replica] = await servers(live()[0] ?? 0, slot, password);
+      const [primary, replica] = await servers(live()[0] ?? 0, slot, access);
       if (primary === undefined || replica === undefined) {
         throw new Error(`No primary with a replica serves slot ${slot}.`);
       }
@@ -263,14 +360,14 @@ export async function startCluster(options: ClusterOptions = {}): Promise<LocalC
       let how: Failover["how"] = "election";
       for (;;) {
         const role = fields(
-          await ask(replica, ["INFO", "replication"], password).catch(() => ""),
+          await ask(replica, ["INFO", "replication"], access).catch(() => ""),
         ).get("role");
         if (role === "master") {
-          const views = await Promise.all(live().map((port) => servers(port, slot, password)));
+          const views = await Promise.all(live().map((port) => servers(port, slot, access)));
           if (views.every((view) => view[0] === replica)) break;
         } else if (how === "election" && Date.now() - started > takeoverAfterMs) {
           how = "takeover";
-          await ask(replica, ["CLUSTER", "FAILOVER", "TAKEOVER"], password);
+          await ask(replica, ["CLUSTER", "FAILOVER", "TAKEOVER"], access);
         }
         if (Date.now() - started > timeoutMs) {
           throw new Error(`Port ${replica} did not take over slot ${slot} from ${primary}.`);
@@ -294,6 +391,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<LocalC
 async function startNode(
   taken: Set<number>,
   nodeTimeoutMs: number,
+  tls: (ClusterTls & { certFile: string; keyFile: string }) | undefined,
 ): Promise<(ClusterNode & { server: Launched }) | undefined> {
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await unusedPort(taken);
@@ -318,16 +416,53 @@ async function startNode(
         // primary whenever it needs to.
         "--cluster-replica-validity-factor",
         "0",
+        // The client port becomes the TLS port and the plain one closes (a later --port wins).
+        ...(tls
+          ? [
+              "--port",
+              "0",
+              "--tls-port",
+              String(port),
+              "--tls-cluster",
+              "yes",
+              "--tls-replication",
+              "yes",
+              "--tls-cert-file",
+              tls.certFile,
+              "--tls-key-file",
+              tls.keyFile,
+              "--tls-ca-cert-file",
+              tls.caFile,
+              // Clients show no certificate of their own, as on a managed cluster.
+              "--tls-auth-clients",
+              "no",
+            ]
+          : []),
       ],
       {},
     );
-    if (await waitForPing(port, server.child, 10_000)) {
-      return { port, url: `redis://127.0.0.1:${port}`, dir, server };
+    if (await answers(port, server.child, { tls }, 10_000)) {
+      return { port, url: `${tls ? "rediss" : "redis"}://127.0.0.1:${port}`, dir, server };
     }
     await server.kill();
     rmSync(dir, { recursive: true, force: true });
   }
   return undefined;
+}
+
+/** Whether the node on `port` answers PING before `timeoutMs`; false once its process ended. */
+async function answers(
+  port: number,
+  child: ChildProcess,
+  access: Access,
+  timeoutMs: number,
+): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline && child.exitCode === null && child.signalCode === null) {
+    if ((await ask(port, ["PING"], access).catch(() => undefined)) === "PONG") return true;
+    await sleep(25);
+  }
+  return false;
 }
 
 /** A port free now and not yet handed to another node of this cluster. */

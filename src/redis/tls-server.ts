@@ -25,8 +25,11 @@ export interface Certificate {
 }
 
 export interface CertificateAuthority extends Certificate {
-  /** Issues a server certificate for `names` (DNS names; IP addresses become IP entries). */
-  issue(label: string, names: string[]): Certificate;
+  /**
+   * Issues a server certificate for `names` (DNS names; IP addresses become IP entries); with
+   * `clientAuth` it also serves as a client certificate (a cluster node's, on the TLS bus).
+   */
+  issue(label: string, names: string[], options?: { clientAuth?: boolean }): Certificate;
 }
 
 export interface TlsServer {
@@ -104,12 +107,13 @@ export function makeAuthority(dir: string, label: string): CertificateAuthority 
     key: readFileSync(keyFile, "utf8"),
     certFile,
     keyFile,
-    issue(serverLabel, names) {
+    issue(serverLabel, names, options) {
       const base = join(dir, `${label}-${serverLabel}`);
       const san = names
         .map((name) => (/^[\d.]+$|:/.test(name) ? `IP:${name}` : `DNS:${name}`))
         .join(",");
-      writeFileSync(`${base}.ext`, `subjectAltName=${san}\nextendedKeyUsage=serverAuth\n`);
+      const usage = options?.clientAuth ? "serverAuth,clientAuth" : "serverAuth";
+      writeFileSync(`${base}.ext`, `subjectAltName=${san}\nextendedKeyUsage=${usage}\n`);
       openssl(dir, [
         "req",
         "-new",

@@ -6,15 +6,13 @@ import { combineAudits, shares } from "../../src/pipeline/cluster.ts";
 import { crc16, keySlotOf } from "../../src/pipeline/key-slot.ts";
 import { expectedResults } from "../../src/pipeline/services.ts";
 
-test("--cluster: a local cluster, or the user's with --redis-url; not with --tls; --no-wait only with it", () => {
+test("--cluster: a local cluster (TLS-only with --tls), or the user's with --redis-url; --no-wait only with it", () => {
   expect(parsePipelineArgs([])).toMatchObject({ cluster: false, noWait: false });
   expect(parsePipelineArgs(["--cluster", "--no-wait"])).toMatchObject({
     cluster: true,
     noWait: true,
   });
-  expect(() => parsePipelineArgs(["--cluster", "--tls"])).toThrow(
-    "give its rediss:// URL to --redis-url with --cluster",
-  );
+  expect(parsePipelineArgs(["--cluster", "--tls"])).toMatchObject({ cluster: true, tls: true });
   expect(parsePipelineArgs(["--cluster", "--redis-url", "rediss://h:6380"])).toMatchObject({
     cluster: true,
     redisUrl: "rediss://h:6380",
