@@ -16,9 +16,7 @@ import {
 } from "../../src/pipeline/cluster.ts";
 import { redisServerVersion } from "../../src/redis/server.ts";
 import { opensslMissing } from "../../src/redis/tls-server.ts";
-import { listening } from "../support/listening.ts";
-import { processesWithEnv } from "../support/sandbox.ts";
-import { waitFor } from "../support/wait.ts";
+import { expectNothingLeft } from "./cluster-left.ts";
 import { ended, pythonWorkers, runPipeline } from "./run-cli.ts";
 
 const missing = redisServerVersion() ? opensslMissing() : "redis-server is not installed";
@@ -61,15 +59,7 @@ test.skipIf(missing)(
     const ca = /verified with the CA in (\S+)/.exec(run.output.stderr)?.[1];
     expect(ca, context).toBeDefined();
 
-    expect(await waitFor(() => processesWithEnv(mark).length === 0, 10_000), "processes left").toBe(
-      true,
-    );
-    const ports = [
-      ...cluster.nodes.map((n) => n.port),
-      ...cluster.partitions.flatMap((p) => [p.relay, Number(new URL(p.apiUrl).port)]),
-    ];
-    for (const port of ports) expect(await listening(port), `port ${port}`).toBe(false);
-    for (const node of cluster.nodes) expect(existsSync(node.dir), node.dir).toBe(false);
+    await expectNothingLeft(mark, cluster);
     expect(existsSync(dirname(ca as string)), "the certificates' directory").toBe(false);
   },
   120_000,

@@ -5,12 +5,9 @@
  * left behind: no process, no port (nodes, relays, APIs), no node directory.
  */
 import { randomUUID } from "node:crypto";
-import { existsSync } from "node:fs";
 import { expect, test } from "vitest";
 import { redisServerVersion } from "../../src/redis/server.ts";
-import { listening } from "../support/listening.ts";
-import { processesWithEnv } from "../support/sandbox.ts";
-import { waitFor } from "../support/wait.ts";
+import { expectNothingLeft } from "./cluster-left.ts";
 import { ended, runPipeline } from "./run-cli.ts";
 
 interface ClusterShape {
@@ -56,15 +53,7 @@ test.skipIf(!redisServerVersion())(
     expect(moved?.nodeAtEnd).toBe(failover?.promoted);
     expect(moved?.accepted).toBeGreaterThan(0);
 
-    expect(await waitFor(() => processesWithEnv(mark).length === 0, 10_000), "processes left").toBe(
-      true,
-    );
-    const ports = [
-      ...cluster.nodes.map((n) => n.port),
-      ...cluster.partitions.flatMap((p) => [p.relay, Number(new URL(p.apiUrl).port)]),
-    ];
-    for (const port of ports) expect(await listening(port), `port ${port}`).toBe(false);
-    for (const node of cluster.nodes) expect(existsSync(node.dir), node.dir).toBe(false);
+    await expectNothingLeft(mark, cluster);
   },
   120_000,
 );
