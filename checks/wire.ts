@@ -67,6 +67,12 @@ interface Tracked {
   queue: Pending[];
   held: boolean;
   openMulti?: number;
+  /** Replies this connection still owes, oldest first: true for a command that may block. */
+  owed: boolean[];
+  /** Counts what Redis answered, so a competitor can wait for the replies to earlier commands. */
+  replies: ReplyCounter;
+  /** Holds waiting for the replies to the commands before theirs (see `earlierAnswered`). */
+  waiters: (() => void)[];
 }
 
 export type Action = "crash" | ((command: SentCommand) => void | Promise<void>);
@@ -153,6 +159,109 @@ class RespParser {
   }
 }
 
+/**
+ * Counts the replies Redis sends on one connection (RESP2 or RESP3), leaving out pushes and
+ * attributes: neither answers a command. It only needs to find where each reply ends. When it
+ * cannot be sure (a subscriber in RESP2, whose messages look like replies; data it does not
+ * understand), it gives up and says so: a hold then starts its action at once, as it always did.
+ */
+class ReplyCounter {
+  private buffer: Buffer = Buffer.alloc(0);
+  unsure = false;
+
+  /** How many replies end in `chunk`. */
+  push(chunk: Buffer): number {
+    if (this.unsure) return 0;
+    this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+    let count = 0;
+    let at = 0;
+    for (;;) {
+      const end = this.skip(at);
+      if (end === undefined) break;
+      if (end < 0) {
+        this.unsure = true;
+        this.buffer = Buffer.alloc(0);
+        return count;
+      }
+      const type = this.buffer[at];
+      at = end;
+      // An attribute comes before the reply it annotates; a push answers no command.
+      if (type !== 0x7c /* | */ && type !== 0x3e /* > */) count++;
+    }
+    this.buffer = this.buffer.subarray(at);
+    return count;
+  }
+
+  /** The offset just after the value at `at`; undefined when incomplete, -1 when not RESP. */
+  private skip(at: number): number | undefined {
+    const buf = this.buffer;
+    if (at >= buf.length) return undefined;
+    const eol = buf.indexOf("\r\n", at);
+    if (eol < 0) return undefined;
+    const type = String.fromCharCode(buf[at] as number);
+    const head = buf.subarray(at + 1, eol).toString();
+    const next = eol + 2;
+    switch (type) {
+      case "+":
+      case "-":
+      case ":":
+      case "_":
+      case ",":
+      case "#":
+      case "(":
+        return next;
+      case "$":
+      case "!":
+      case "=": {
+        const length = Number(head);
+        if (!Number.isInteger(length)) return -1;
+        if (length < 0) return next;
+        return next + length + 2 <= buf.length ? next + length + 2 : undefined;
+      }
+      case "*":
+      case "~":
+      case ">":
+      case "%":
+      case "|": {
+        const n = Number(head);
+        if (!Number.isInteger(n)) return -1;
+        const items = type === "%" || type === "|" ? n * 2 : Math.max(n, 0);
+        let end: number | undefined = next;
+        for (let i = 0; i < items; i++) {
+          const start: number = end;
+          end = this.skip(start);
+          if (end === undefined || end < 0) return end;
+          // An attribute inside an aggregate annotates the element after it: not an element.
+          if (buf[start] === 0x7c) i--;
+        }
+        return end;
+      }
+      default:
+        return -1;
+    }
+  }
+}
+
+/** Commands that may wait on the server: a competitor must not wait for their replies. */
+function mayBlock(args: string[]): boolean {
+  const name = (args[0] ?? "").toUpperCase();
+  if (/^(BL|BR|BZ)/.test(name) || name === "WAIT" || name === "WAITAOF") return true;
+  if (name === "XREAD" || name === "XREADGROUP") {
+    return args.some((a) => a.toUpperCase() === "BLOCK");
+  }
+  return false;
+}
+
+/**
+ * After these, replies can no longer be matched to commands: a RESP2 subscriber's messages look
+ * like replies, MONITOR streams lines, CLIENT REPLY OFF answers nothing. Counting stops there.
+ */
+function uncountable(args: string[]): boolean {
+  const name = (args[0] ?? "").toUpperCase();
+  if (/^(P|S)?(UN)?SUBSCRIBE$/.test(name) || name === "MONITOR") return true;
+  return name === "CLIENT" && (args[1] ?? "").toUpperCase() === "REPLY";
+}
+
 function toBuffer(chunk: unknown, encoding?: BufferEncoding): Buffer | undefined {
   if (Buffer.isBuffer(chunk)) return chunk;
   if (chunk instanceof Uint8Array) return Buffer.from(chunk);
@@ -187,7 +296,7 @@ const originalWrite = net.Socket.prototype.write;
 const originalConnect = net.Socket.prototype.connect;
 
 /** Decides what happens to one complete command: log it, then let a rule act before it goes. */
-function onCommand(t: Tracked, args: string[]): { hold?: Promise<void>; drop?: boolean } {
+function onCommand(t: Tracked, args: string[]): { act?: () => Promise<void>; drop?: boolean } {
   const name = (args[0] ?? "").toUpperCase();
   if (t.owner === undefined) {
     const setName = nameSetBy(args);
@@ -215,9 +324,8 @@ function onCommand(t: Tracked, args: string[]): { hold?: Promise<void>; drop?: b
     rule.fired?.();
     // The caller crashes the scope once the commands before this one have left.
     if (rule.action === "crash") return { drop: true };
-    return {
-      hold: Promise.resolve().then(() => (rule.action as Exclude<Action, "crash">)(command)),
-    };
+    const action = rule.action;
+    return { act: async () => action(command) };
   }
   return {};
 }
@@ -257,10 +365,16 @@ function pump(t: Tracked): void {
         crashScope(t.scope);
         return;
       }
-      if (decision.hold) {
+      t.owed.push(mayBlock(command.args));
+      if (uncountable(command.args)) t.replies.unsure = true;
+      if (decision.act) {
         if (start > item.written) send(buffer.subarray(item.written, start));
         item.written = Math.max(item.written, start);
-        hold = decision.hold.catch(() => {});
+        // The commands before this one have left, but Redis may not have run them yet. A
+        // competitor on another connection could overtake them, so it waits for their replies.
+        hold = earlierAnswered(t)
+          .then(decision.act)
+          .catch(() => {});
       }
     }
     if (hold) {
@@ -276,6 +390,35 @@ function pump(t: Tracked): void {
     if (item.written === 0) send(item.chunk, item.encoding);
     else if (item.written < buffer.length) send(buffer.subarray(item.written));
   }
+}
+
+/**
+ * Whether Redis has answered every command this connection sent before the one it holds (the
+ * last owed). A blocking read among them may wait for the very competitor that waits here, so
+ * then it does not wait, nor when replies cannot be counted or the connection is gone.
+ */
+function answered(t: Tracked): boolean {
+  if (t.replies.unsure || t.socket.destroyed || t.owed.length <= 1) return true;
+  return t.owed.slice(0, -1).some((blocking) => blocking);
+}
+
+function earlierAnswered(t: Tracked): Promise<void> {
+  if (answered(t)) return Promise.resolve();
+  return new Promise((resolve) => t.waiters.push(resolve));
+}
+
+function settle(t: Tracked, force = false): void {
+  if (t.waiters.length === 0 || !(force || answered(t))) return;
+  for (const resolve of t.waiters.splice(0)) resolve();
+}
+
+/** Counts a connection's incoming replies, so holds know when earlier commands were run. */
+function onData(t: Tracked, chunk: unknown): void {
+  const buffer = toBuffer(chunk);
+  if (!buffer) return;
+  const replies = t.replies.push(buffer);
+  t.owed.splice(0, replies);
+  settle(t);
 }
 
 function install(): void {
@@ -295,13 +438,19 @@ function install(): void {
         parser: new RespParser(),
         queue: [],
         held: false,
+        owed: [],
+        replies: new ReplyCounter(),
+        waiters: [],
       };
       tracked.set(this, t);
       this.once("connect", () => {
         t.localAddr = `${this.localAddress}:${this.localPort}`;
         everOpened.push(t);
       });
-      this.once("close", () => tracked.delete(this));
+      this.once("close", () => {
+        tracked.delete(this);
+        settle(t, true);
+      });
       if (crashedScopes.has(scope)) {
         // A crashed process opens nothing more: the server never sees this connection.
         process.nextTick(() => this.destroy(new Error(CRASH_MESSAGE)));
@@ -332,6 +481,10 @@ function install(): void {
     event: string | symbol,
     ...args: unknown[]
   ) {
+    if (event === "data") {
+      const t = tracked.get(this as net.Socket);
+      if (t) onData(t, args[0]);
+    }
     if (
       event === "error" &&
       crashedScopes.size > 0 &&

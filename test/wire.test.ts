@@ -169,6 +169,22 @@ test("commands written while a connection is held are logged, matched and sent i
   expect(order).toEqual(["RPUSH", "LPUSH"]);
 });
 
+test("a hold behind a blocking read on the same connection starts its competitor at once", async () => {
+  const check = await connect("wb:check:test:10");
+  const learner = await connect("behind-a-block");
+  await check.del("wire:blocked");
+  // The competitor is what ends the read: waiting for the read's reply first would hang.
+  before(command("PING"), async () => {
+    await check.xAdd("wire:blocked", "*", { n: "1" });
+  });
+  const [read] = await Promise.all([
+    learner.xRead({ key: "wire:blocked", id: "$" }, { BLOCK: 0 }),
+    learner.ping(),
+  ]);
+  expect(read?.[0]?.messages.length).toBe(1);
+  await check.del("wire:blocked");
+});
+
 test("a pipeline written in one go is cut at the crash: the commands before it still arrive", async () => {
   const check = await connect("wb:check:test:6");
   const worker = scope("pipelined");
