@@ -321,11 +321,20 @@ function onCommand(t: Tracked, args: string[]): { act?: () => Promise<void>; dro
     rule.seen++;
     if (rule.seen < rule.nth) continue;
     rule.done = true;
-    rule.fired?.();
     // The caller crashes the scope once the commands before this one have left.
-    if (rule.action === "crash") return { drop: true };
+    if (rule.action === "crash") {
+      rule.fired?.();
+      return { drop: true };
+    }
+    // A function fires when it starts, after Redis answered the earlier commands: a check that
+    // sees the rule fired may rely on what its function set up at the start.
     const action = rule.action;
-    return { act: async () => action(command) };
+    return {
+      act: async () => {
+        rule.fired?.();
+        await action(command);
+      },
+    };
   }
   return {};
 }
@@ -538,7 +547,8 @@ export function setCheckNamePrefix(prefix: string): void {
 /**
  * Acts before the `nth` command matching `match` leaves for Redis: "crash" kills the scope of
  * the connection it was sent on; a function runs (a competitor, a pause) while that connection
- * holds the command and everything after it. Returns a promise that resolves when the rule fired.
+ * holds the command and everything after it, once Redis has answered the commands sent before it
+ * there. Returns a promise that resolves when the rule fired (for a function: when it started).
  */
 export function before(
   match: (command: SentCommand) => boolean,
