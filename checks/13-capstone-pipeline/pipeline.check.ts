@@ -800,6 +800,17 @@ describe("the parts, one at a time", () => {
       `doc-9 was dead-lettered again by a worker that gave up on it later (${afterwards} dead letters now). ${guard}`,
       3,
     );
+    // doc-9 queued for this stage a second time (a takeover upstream), and that entry fails too.
+    const copy = { ...(await delivered(c, keys, "doc-9", fresh("ocr"))), deliveries: 4 };
+    await call("deadLetter() of a second entry for a dead document", async () =>
+      exercise.deadLetter(await learnerClient(), keys, copy, reason),
+    );
+    const copyLeft = await pendingCount(c, keys.stream, keys.group);
+    check(
+      copyLeft === 0 && (await deadLetters()) === 1,
+      `doc-9, dead-lettered already, came to this stage a second time as a new entry, and deadLetter() was called for it: it should write no second dead letter and acknowledge the entry; ${await deadLetters()} dead letters exist and ${copyLeft} entr${copyLeft === 1 ? "y is" : "ies are"} still pending, so it is claimed and given up on again and again. When the "dead" mark (or the result) is there, UNWATCH and XACK, in deadLetter() as in handOff().`,
+      3,
+    );
     // One worker handed the document on; another, which took the entry over and saw it fail
     // too often, gives up on it afterwards: the document is done, there is nothing to park.
     const doneKeys = keysFor("dead-done");
