@@ -100,3 +100,32 @@ export async function stuckInRead(
   }
   return new Promise(() => {});
 }
+
+/**
+ * Runs `read`, a learner call that waits up to its blockMs for new work, and adds an entry
+ * (`add`) once it has sent its first `command` and 300 ms more have passed. A read that blocks
+ * in Redis answers at once; one that sleeps on a timer between reads answers only when the
+ * timer fires. `early` when the call returned before the entry was added; `delay` in ms from
+ * the add to the answer.
+ */
+export async function answerToNewWork<T>(
+  read: () => Promise<T>,
+  add: () => Promise<unknown>,
+  command: "XREAD" | "XREADGROUP",
+): Promise<{ value: T; early: boolean; delay: number }> {
+  const mark = sent().at(-1)?.seq ?? 0;
+  let settled = false;
+  const running = read().finally(() => {
+    settled = true;
+  });
+  running.catch(() => {});
+  const reading = () => sent((c) => c.seq > mark && c.name === command).length > 0;
+  for (let i = 0; i < 100 && !settled && !reading(); i++) await sleep(20);
+  // Time for the read's bytes to reach Redis before the entry does, on a loaded machine too.
+  await sleep(300);
+  const early = settled;
+  await add();
+  const added = performance.now();
+  const value = await running;
+  return { value, early, delay: Math.round(performance.now() - added) };
+}

@@ -59,3 +59,31 @@ export function hearUnheardErrors(which: (error: unknown) => boolean): {
     },
   };
 }
+
+/**
+ * Until stop(), a rejection nobody handles that matches `which` is recorded in `heard` instead
+ * of reaching the test runner, which would report it outside any test. A callback the learner
+ * wraps in an async function (an async pub/sub listener) turns the callback's exception into
+ * such a rejection: in a learner's real process it ends the process.
+ */
+export function hearUnhandledRejections(which: (reason: unknown) => boolean): {
+  heard: unknown[];
+  stop(): void;
+} {
+  const heard: unknown[] = [];
+  // Test runners replace process.emit with their own: wrap whatever is there now.
+  const previous = process.emit;
+  process.emit = function (this: NodeJS.Process, event: string | symbol, ...args: unknown[]) {
+    if (event === "unhandledRejection" && which(args[0])) {
+      heard.push(args[0]);
+      return true;
+    }
+    return (previous as (...a: unknown[]) => boolean).call(this, event, ...args);
+  } as typeof process.emit;
+  return {
+    heard,
+    stop: () => {
+      process.emit = previous;
+    },
+  };
+}

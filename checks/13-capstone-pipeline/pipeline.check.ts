@@ -29,7 +29,7 @@ import {
   trackProcess,
   within,
 } from "../kit.ts";
-import { pendingCount, wrongEventTime } from "../streams-support.ts";
+import { answerToNewWork, pendingCount, wrongEventTime } from "../streams-support.ts";
 import {
   before as beforeCommand,
   crashPoints,
@@ -226,9 +226,29 @@ describe("the parts, one at a time", () => {
       `The entry should now be pending for consumer "${consumer}" in group "${keys.group}" (the names in options and keys); XPENDING shows ${JSON.stringify(pending ?? "nothing")}.`,
       2,
     );
+    // New work arriving while nextWork() waits: BLOCK answers at once, a timer only when it fires.
+    const waitMs = 3000;
+    let arrived = "";
+    const answer = await answerToNewWork(
+      () =>
+        call("nextWork() while a new entry arrives", () =>
+          exercise.nextWork(client, keys, { ...options, blockMs: waitMs }),
+        ),
+      async () => {
+        arrived = await c.xAdd(keys.stream, "*", { doc: "doc-arriving" });
+      },
+      "XREADGROUP",
+    );
+    check(
+      !answer.early && answer.value?.id === arrived && answer.delay < 1000,
+      answer.early
+        ? `With blockMs = ${waitMs} and no work, nextWork() returned ${JSON.stringify(answer.value)} before the wait was over. Wait for new work with XREADGROUP ... BLOCK <blockMs>.`
+        : `With blockMs = ${waitMs}, a new entry (doc-arriving) was added while nextWork() waited; it returned ${JSON.stringify(answer.value)} ${answer.delay} ms after the entry came. Wait in Redis (XREADGROUP ... BLOCK <blockMs>), which answers the moment an entry arrives; a timer that sleeps between reads leaves new work waiting until it fires.`,
+      2,
+    );
     check(
       await closedAgain(open),
-      `After two calls of nextWork(), ${openLearnerConnections() - open} more connections to Redis are open than before: each call opens one and leaves it open, and a worker calls nextWork() in a loop. Read with the client you are given (each worker has its own), or close a connection of your own before returning.`,
+      `After three calls of nextWork(), ${openLearnerConnections() - open} more connections to Redis are open than before: each call opens one and leaves it open, and a worker calls nextWork() in a loop. Read with the client you are given (each worker has its own), or close a connection of your own before returning.`,
       2,
     );
   });
@@ -697,6 +717,14 @@ describe("the parts, one at a time", () => {
       "deadLetter() handed doc-9 on to the next stage: a poison document goes nowhere further.",
       2,
     );
+    // The protocol's mark names the stage: whoever reads the hash (a person, a worker in another
+    // language) learns where the document stopped.
+    const mark = await c.hGet(keys.doc("doc-9"), "dead");
+    check(
+      mark === "ocr",
+      `doc-9's hash should carry the field "dead" with the stage it died at ("ocr"); it holds ${JSON.stringify(mark)}. HSET <doc> dead <stage> in the same transaction: the guard looks for the field, and whoever reads the document learns where it stopped (the lesson's table of names).`,
+      2,
+    );
     await eventually(
       () => events.some((e) => e.doc === "doc-9" && e.state === "dead"),
       2000,
@@ -770,6 +798,17 @@ describe("the parts, one at a time", () => {
     check(
       afterwards === 1,
       `doc-9 was dead-lettered again by a worker that gave up on it later (${afterwards} dead letters now). ${guard}`,
+      3,
+    );
+    // doc-9 queued for this stage a second time (a takeover upstream), and that entry fails too.
+    const copy = { ...(await delivered(c, keys, "doc-9", fresh("ocr"))), deliveries: 4 };
+    await call("deadLetter() of a second entry for a dead document", async () =>
+      exercise.deadLetter(await learnerClient(), keys, copy, reason),
+    );
+    const copyLeft = await pendingCount(c, keys.stream, keys.group);
+    check(
+      copyLeft === 0 && (await deadLetters()) === 1,
+      `doc-9, dead-lettered already, came to this stage a second time as a new entry, and deadLetter() was called for it: it should write no second dead letter and acknowledge the entry; ${await deadLetters()} dead letters exist and ${copyLeft} entr${copyLeft === 1 ? "y is" : "ies are"} still pending, so it is claimed and given up on again and again. When the "dead" mark (or the result) is there, UNWATCH and XACK, in deadLetter() as in handOff().`,
       3,
     );
     // One worker handed the document on; another, which took the entry over and saw it fail

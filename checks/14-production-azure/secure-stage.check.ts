@@ -14,6 +14,7 @@ import {
   until,
   within,
 } from "../kit.ts";
+import { hearUnhandledRejections, hearUnheardErrors } from "../unheard-errors.ts";
 import { type SentCommand, sent } from "../wire.ts";
 import { explainConnectError } from "./explain.ts";
 import { type Fixture, type StageConnection, startFixture, startImpostor } from "./fixture.ts";
@@ -180,9 +181,22 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
       "+ping",
     ]);
     const events: unknown[] = [];
+    // onEvent() fails for the first event, as a dashboard's screen can: the watcher must outlive it.
+    const thrown = "onEvent() threw on purpose (the check's simulated dashboard failure).";
+    const isThrown = (e: unknown) => e instanceof Error && e.message === thrown;
+    const unheard = hearUnheardErrors(isThrown);
+    const rejections = hearUnhandledRejections(isThrown);
+    cleanup.push(async () => {
+      unheard.stop();
+      rejections.stop();
+    });
     const watcher = await call(
       "watchStatus()",
-      () => exercise.watchStatus(dashboard.conn, stage.status, (event) => events.push(event)),
+      () =>
+        exercise.watchStatus(dashboard.conn, stage.status, (event) => {
+          events.push(event);
+          if (events.length === 1) throw new Error(thrown);
+        }),
       5000,
     );
     cleanup.push(() => watcher.stop());
@@ -261,6 +275,16 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
           : `The status watcher called onEvent ${heard} times for the one status message of ${doc}${rotated} (the worker published it once), so it has ${heard} listeners on the channel. Each subscribe() with a new function adds one; node-redis subscribes again by itself after a reconnect, so subscribe once, in watchStatus().`,
         published > 1 ? 4 : 2,
       );
+      if (round === 0) {
+        // A listener's exception reaches the subscribing connection's "error" listener.
+        await sleep(50);
+        unheard.expectNone("onEvent", doc, "status watcher", 2);
+        check(
+          rejections.heard.length === 0,
+          `onEvent() threw for ${doc} (the check made it fail), and your status watcher turned that into a promise rejection nobody handles: onEvent() runs inside an async function whose promise nobody awaits (an async message listener, or a for-await loop, which also ends there), so the exception rejects it, and Node ends a process on an unhandled rejection. Call onEvent() from a plain listener (node-redis reports a listener's exception as an "error" event, which your error listener hears), or catch around it.`,
+          2,
+        );
+      }
     }
 
     const stopping = Date.now();

@@ -16,7 +16,13 @@ import {
   sameValue,
   sleep,
 } from "../kit.ts";
-import { blockOf, compareIds, pendingCount, wrongEventTime } from "../streams-support.ts";
+import {
+  answerToNewWork,
+  blockOf,
+  compareIds,
+  pendingCount,
+  wrongEventTime,
+} from "../streams-support.ts";
 import { before as beforeCommand, type Scope, type SentCommand, scope, sent } from "../wire.ts";
 
 // The exercise's parts are the ones the batched pipeline loads (npm run pipeline --batch-parts).
@@ -142,6 +148,28 @@ describe("reading a batch", () => {
     check(
       waited >= 100,
       `On a quiet stream readBatch() returned after ${Math.round(waited)} ms: wait up to blockMs (BLOCK) for new work instead of spinning.`,
+      2,
+    );
+    // New work arriving while readBatch() waits: BLOCK answers at once, a timer only when it fires.
+    const waitMs = 3000;
+    let arrived = "";
+    const answer = await answerToNewWork(
+      () =>
+        call("readBatch() while a new entry arrives", () =>
+          exercise.readBatch(w.client, quiet, { ...options, blockMs: waitMs }),
+        ),
+      async () => {
+        arrived = fresh("arriving");
+        await c.xAdd(quiet.stream, "*", { doc: arrived });
+      },
+      "XREADGROUP",
+    );
+    const got = Array.isArray(answer.value) ? answer.value.map((x) => x.doc) : answer.value;
+    check(
+      !answer.early && sameValue(got, [arrived]) && answer.delay < 1000,
+      answer.early
+        ? `With blockMs = ${waitMs} and no work, readBatch() returned ${JSON.stringify(got)} before the wait was over. Wait for new work with XREADGROUP ... BLOCK <blockMs>.`
+        : `With blockMs = ${waitMs}, a new entry (${arrived}) was added while readBatch() waited; it returned ${JSON.stringify(got)} ${answer.delay} ms after the entry came. Wait in Redis (XREADGROUP ... BLOCK <blockMs>), which answers the moment an entry arrives; a timer that sleeps between reads leaves new work waiting until it fires.`,
       2,
     );
   });
@@ -273,6 +301,21 @@ describe("in flight", () => {
     check(
       sameValue(ok, [0, 10, 20, 30, "rejected", 50, 60, 70, 80]),
       `inFlight() should settle every item in the items' order, a failure as { status: "rejected" } without stopping the others; it returned ${JSON.stringify(ok)}.`,
+      3,
+    );
+    // A task that throws before it returns a promise (a client that validates its input first)
+    // fails its item like a rejection does.
+    const thrown = "the model refused the input";
+    const early = await call("inFlight() with a task that throws at once", () =>
+      exercise.inFlight([1, 2, 3], 2, (i: number) => {
+        if (i === 1) throw new Error(thrown);
+        return Promise.resolve(i * 10);
+      }),
+    );
+    const shape = early?.map((r) => (r.status === "fulfilled" ? r.value : "rejected"));
+    check(
+      sameValue(shape, ["rejected", 20, 30]),
+      `task() threw for the first item as it was called, before returning a promise; inFlight() should report that item as { status: "rejected" } and run the others; it returned ${JSON.stringify(shape)}. Call task() inside the try (await task(item)), not task(item).then(...), which a throw skips.`,
       3,
     );
   });
@@ -461,6 +504,25 @@ describe("committing a batch", () => {
       `commitBatch() should report deadLettered: [the poison document]; it returned ${JSON.stringify(committed)}.`,
       2,
     );
+    // A batch in which every call failed (the model is down): nothing to commit, nothing to
+    // acknowledge. An XACK with no ids, or a MULTI around nothing, is an error from Redis.
+    const retried = await call("commitBatch() of a batch whose every call failed", () =>
+      exercise.commitBatch(w.client, keys, [
+        { work: { ...flaky, deliveries: 2 }, error: "the model timed out", final: false },
+      ]),
+    );
+    const still = await c.xPendingRange(keys.stream, keys.group, "-", "+", 10);
+    check(
+      sameValue(
+        still.map((p) => p.id),
+        [flaky.id],
+      ) &&
+        [retried?.handedOff, retried?.deadLettered, retried?.duplicates].every(
+          (ids) => Array.isArray(ids) && ids.length === 0,
+        ),
+      `commitBatch() of a batch whose only outcome is an error that is not final should do nothing and return { handedOff: [], deadLettered: [], duplicates: [] }, the entry left pending; it returned ${JSON.stringify(retried)}, and pending now is ${JSON.stringify(still.map((p) => p.id))}.`,
+      2,
+    );
   });
 
   test("a duplicate in a batch and a document done already: each handed on once, every entry acknowledged", async () => {
@@ -521,6 +583,18 @@ describe("committing a batch", () => {
     check(
       told(x) === 1 && told(y) === 0 && told(v) === 0 && status === later,
       `A copy that is only acknowledged tells no one anything: ${x} (twice in the batch) should get one status event and ${y} and ${v} (done already) none; they got ${told(x)}, ${told(y)} and ${told(v)}${status === later ? "" : `, and ${y}'s latest status, which said it was done at classify, now says ${status}`}. A second event counts as a duplicate in the audit, and an old one sent late sets a dashboard back.`,
+      2,
+    );
+    // A batch of nothing but a copy of a finished document: nothing to commit, yet the copy
+    // must be acknowledged, or every sweep claims it again.
+    const [copy] = await delivered(keys, [y], fresh("w"));
+    const alone = await call("commitBatch() of a batch holding only a finished document", () =>
+      exercise.commitBatch(w.client, keys, [{ work: copy as Work, result: resultFor(y) }]),
+    );
+    const left = await pendingCount(c, keys.stream, keys.group);
+    check(
+      left === 0 && sameValue(alone?.duplicates, [y]),
+      `A batch held only a new entry for ${y}, whose result was there already: commitBatch() should acknowledge it (an XACK, though there is nothing to hand on) and report it as a duplicate; it returned ${JSON.stringify(alone)} and ${left} entr${left === 1 ? "y is" : "ies are"} still pending, so every sweep claims it again.`,
       2,
     );
   });

@@ -161,7 +161,13 @@ export async function watchStatus(
   const controller = new AbortController();
   const events = await subscribeEvents(sub, channel, controller.signal);
   const pump = (async () => {
-    for await (const event of events) onEvent(event);
+    for await (const event of events) {
+      try {
+        onEvent(event);
+      } catch {
+        // A dashboard that fails to draw one event must not end the watcher.
+      }
+    }
   })();
   return {
     stop: async () => {
