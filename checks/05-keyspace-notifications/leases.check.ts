@@ -246,6 +246,44 @@ describe("leases", () => {
     );
   });
 
+  test("acquireLease() by the holder itself leaves the lease alone when it changes hands meanwhile", async () => {
+    const observer = await checkClient();
+    const client = await learnerClient();
+    const lease = `${HELD}lease-31`;
+    const [worker, rival] = [fresh("ocr-worker"), fresh("ocr-worker")];
+    await observer.set(lease, worker, { expiration: { type: "PX", value: 4000 } });
+    // A second write on the lease (say a PEXPIRE after a GET found the worker's own name): just
+    // before it, the worker's lease expires and a rival takes it.
+    let rivalTook = false;
+    const race = beforeCommand(
+      (c) => touches(lease)(c) && LEASE_WRITES.has(c.name),
+      async () => {
+        await observer.del(lease);
+        const reply = await observer.set(lease, rival, {
+          condition: "NX",
+          expiration: { type: "PX", value: 3000 },
+        });
+        rivalTook = reply === "OK";
+      },
+      { nth: 2 },
+    );
+    let taken: boolean;
+    try {
+      taken = await call("acquireLease()", () =>
+        exercise.acquireLease(client, lease, worker, 9000),
+      );
+    } finally {
+      race.cancel();
+    }
+    if (!rivalTook) return;
+    const [holder, ttl] = [await observer.get(lease), await observer.pTTL(lease)];
+    check(
+      holder === rival && ttl <= 3000 && taken === false,
+      `${worker} already held the lease and called acquireLease() again; your code wrote the lease a second time (after its SET NX found it taken), and just before that second write the lease expired and ${rival} took it for 3000 ms. Afterwards the holder is ${JSON.stringify(holder)} with PTTL ${ttl}, and acquireLease() returned ${JSON.stringify(taken)}: it stretched or took a lease it no longer held. acquireLease() is one SET key worker NX PX ttl and nothing more; keeping a lease you hold is renewLease()'s job, checked and extended in one step.`,
+      2,
+    );
+  });
+
   test("renewLease() extends the lease of its holder only, to about the asked TTL", async () => {
     const client = await learnerClient();
     const observer = await checkClient();
@@ -347,6 +385,15 @@ describe("keyspace notifications", () => {
     check(
       /K/.test(now) && /[lA]/.test(now),
       `notify-keyspace-events was "Kl" and is now "${now}": you dropped flags another part of the system relies on. Read the current value with CONFIG GET and add your flags to it.`,
+      2,
+    );
+    // x is on already, E is not: both letters are needed, each checked on its own.
+    await observer.configSet(EVENTS, "Kx");
+    await call("enableExpiredEvents()", () => exercise.enableExpiredEvents(client));
+    const later = await flags(observer);
+    check(
+      /E/.test(later) && /x|A/.test(later) && /K/.test(later),
+      `notify-keyspace-events was "Kx" (expired events on the keyspace channels only) and your enableExpiredEvents() left it "${later}": the __keyevent@<db>__:expired channel needs E as well. Add each letter that is missing (E and x), even when the other one is on already, and keep the rest.`,
       2,
     );
   });

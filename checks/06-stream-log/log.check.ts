@@ -209,13 +209,20 @@ test("latest() shows the newest entries, newest first", async () => {
   const observer = await checkClient();
   const client = await learnerClient();
   const stream = freshKey("audit:latest");
-  const ids = await seed(observer, stream, 30);
+  // All in one millisecond, sequence 0 to 29: IDs ordered as strings would put "-9" above "-29".
+  const base = Date.now() - 1000;
+  const ids = await Promise.all(
+    Array.from({ length: 30 }, (_, n) => {
+      const { docId, stage, status } = eventFor(n);
+      return observer.xAdd(stream, `${base}-${n}`, { docId, stage, status });
+    }),
+  );
   const entries = await call("latest(5)", () => exercise.latest(client, stream, 5));
   const got = (entries ?? []).map((e) => e.id);
   const expected = ids.slice(-5).reverse();
   check(
     got.length === 5 && got.every((id, i) => id === expected[i]),
-    `latest(5) should return the 5 newest entries, newest first: ${describeIds(expected)}; it returned ${got.length} (${describeIds(got)}). XREVRANGE reads from "+" down to "-".`,
+    `latest(5) should return the 5 newest entries, newest first: ${describeIds(expected)}; it returned ${got.length} (${describeIds(got)}). Here all 30 entries share one millisecond, so their sequence numbers (0 to 29, numbers, not strings) order them. XREVRANGE reads from "+" down to "-" in the stream's own order.`,
     2,
   );
 });
@@ -279,6 +286,9 @@ test("trimOlderThan() deletes every entry past the retention age, and nothing ne
   const stream = freshKey("audit:retention");
   const day = 86_400_000;
   const now = Date.now();
+  // A limit that puts the cutoff half a second past a whole second: a cutoff rounded down to
+  // seconds then keeps the entry written 100 ms before it.
+  const maxAge = 30 * day + (((now % 1000) + 500) % 1000);
   // Entry IDs carry their time, so the check can write a month of history in one go: more old
   // entries than one page of a learner's XRANGE ... COUNT 100, and a log that has been quiet for
   // eleven days, so a cutoff counted from the newest entry instead of from now shows.
@@ -289,6 +299,7 @@ test("trimOlderThan() deletes every entry past the retention age, and nothing ne
       status: "done",
     });
   }
+  history.xAdd(stream, `${now - maxAge - 100}-0`, { docId: "just-too-old", status: "done" });
   for (let i = 0; i < 10; i++) {
     history.xAdd(stream, `${now - (20 - i) * day}-0`, { docId: `kept-${i}`, status: "done" });
   }
@@ -305,7 +316,7 @@ test("trimOlderThan() deletes every entry past the retention age, and nothing ne
   let removed: number;
   try {
     removed = await call("trimOlderThan(30 days)", () =>
-      exercise.trimOlderThan(client, stream, 30 * day),
+      exercise.trimOlderThan(client, stream, maxAge),
     );
   } finally {
     append.cancel();
@@ -315,22 +326,22 @@ test("trimOlderThan() deletes every entry past the retention age, and nothing ne
     .slice(before)
     .filter((c) => c.args[1] === stream);
   const left = ((await observer.xRange(stream, "-", "+")) ?? []).map((m) => m.id);
-  const cutoff = `${now - 30 * day}-0`;
+  const cutoff = `${now - maxAge}-0`;
   const tooOld = left.filter((id) => compareIds(id, cutoff) < 0);
   if (tooOld.length > 0) {
     fail(
-      `${tooOld.length} entries older than 30 days are still in the log after trimOlderThan(). ${retentionCause(trims, now - 30 * day)}`,
+      `${tooOld.length} entries older than 30 days are still in the log after trimOlderThan(). ${retentionCause(trims, now - maxAge)}`,
       2,
     );
   }
   check(
     left.length === young,
-    `trimOlderThan(30 days) should keep the ${young} entries younger than 30 days; ${left.length} are left. ${retentionCause(trims, now - 30 * day)}`,
+    `trimOlderThan(30 days) should keep the ${young} entries younger than 30 days; ${left.length} are left. ${retentionCause(trims, now - maxAge)}`,
     2,
   );
   check(
-    removed === OLD_ENTRIES,
-    `trimOlderThan() should return how many entries it deleted (${OLD_ENTRIES}); it returned ${JSON.stringify(removed)}.${young === 11 ? " Meanwhile another service appended an entry (the check added one just before your XTRIM): a count worked out from the length before and after includes it. Return what XTRIM reports." : ""}`,
+    removed === OLD_ENTRIES + 1,
+    `trimOlderThan() should return how many entries it deleted (${OLD_ENTRIES + 1}); it returned ${JSON.stringify(removed)}.${young === 11 ? " Meanwhile another service appended an entry (the check added one just before your XTRIM): a count worked out from the length before and after includes it. Return what XTRIM reports." : ""}`,
     2,
   );
 });
@@ -355,6 +366,9 @@ function retentionCause(commands: SentCommand[], cutoffMs: number): string {
   const days = (value: number) => `${Math.round((Date.now() - value) / 86_400_000)} days ago`;
   if (Number.isFinite(ms) && Math.abs(ms * 1000 - cutoffMs) < 86_400_000) {
     return `Your code sent MINID ${threshold}: that is the cutoff in seconds. Stream IDs start with milliseconds, so every ID is above it and nothing older goes. Use Date.now() - maxAgeMs as it is, in milliseconds.`;
+  }
+  if (Number.isFinite(ms) && ms < cutoffMs && cutoffMs - ms < 2000) {
+    return `Your code sent MINID ${threshold}, ${Math.round(cutoffMs - ms)} ms or so below now minus maxAgeMs: the cutoff was rounded (to whole seconds?), and the entries in between stay. Use Date.now() - maxAgeMs as it is, to the millisecond.`;
   }
   return `Your code sent MINID ${threshold}, which is ${Number.isFinite(ms) ? days(ms) : "not a time"}; the cutoff is now minus maxAgeMs (${days(cutoffMs)}), in milliseconds.`;
 }

@@ -566,6 +566,10 @@ test("an entry whose onEntry() fails every time is never checkpointed past", asy
   await untilWaiting(observer);
   const { ids } = await append(observer, stream, 3, "doc", true);
   const poison = ids[1] ?? "";
+  // A later entry, appended once the poison entry has failed: a reader that read on from the
+  // end of the batch, past the failure, hands it over and saves its checkpoint.
+  await until(() => attempts > 0, 3000);
+  await observer.xAdd(stream, "*", { docId: "doc-after", stage: "ocr", status: "done" });
   // More tries than a retry limit would allow, or quiet: stopped at it, or moved on.
   await stopOnceQuiet(reader, () => attempts >= 6);
   const saved = await savedCheckpoint(observer, checkpoint);

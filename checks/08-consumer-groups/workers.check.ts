@@ -13,7 +13,7 @@ import {
   until,
 } from "../kit.ts";
 import { blockedIn, isStreamId, pendingCount, waitForBlocked } from "../streams-support.ts";
-import { before, scope, sent } from "../wire.ts";
+import { before, command, scope, sent } from "../wire.ts";
 import {
   acknowledged,
   connectionsSince,
@@ -83,7 +83,14 @@ test("ensureGroup() creates the stream and the group, and three workers may call
   const client = await learnerClient();
   const stream = freshKey("tasks:fresh");
   const group = fresh("ocr");
-  await ensure(client, stream, group, "ensureGroup() on a stream that does not exist yet");
+  // The upload API queues a task just before XGROUP CREATE reaches Redis: a group made at "$"
+  // because the stream looked empty a moment ago would skip it.
+  const early = before(command("XGROUP"), async () => {
+    await observer.xAdd(stream, "*", { docId: "doc-early" });
+  });
+  await ensure(client, stream, group, "ensureGroup() on a stream that does not exist yet").finally(
+    () => early.cancel(),
+  );
   await ensure(client, stream, group, "ensureGroup() called a second time");
   check(
     (await observer.exists(stream)) === 1,
@@ -95,6 +102,15 @@ test("ensureGroup() creates the stream and the group, and three workers may call
     `After ensureGroup() the stream has no group named "${group}": create it with XGROUP CREATE, with the group name you were given.`,
     2,
   );
+  if (early.hasFired()) {
+    const reply = await observer.xReadGroup(group, fresh("probe"), { key: stream, id: ">" });
+    const handed = (reply ?? []).flatMap((s) => s.messages).length;
+    check(
+      handed === 1,
+      `A task was queued just before your XGROUP CREATE reached Redis, and the new group does not hand it out: it was created at the end of the stream ("$"), perhaps because the stream looked empty a moment before. Whatever the stream held a moment ago, create the group at "0".`,
+      1,
+    );
+  }
   // Three instances of a service start together: checking first and creating second races.
   const together = freshKey("tasks:together");
   await Promise.all(
@@ -534,11 +550,26 @@ test("stop() in the middle of a task finishes the tasks in hand, acknowledges on
 test("stop() on a quiet stream returns within one read and closes the worker's connection", async () => {
   const { observer, client, stream, group, connections } = await stopScene("idle", "embed", 0);
   const consumer = fresh("embed");
+  const colleague = fresh("embed");
   const workers: Worker[] = [];
   try {
     const worker = await startWorker(
       client,
       { stream, group, consumer, count: 2, blockMs: BLOCK_MS, handle: () => {} },
+      workers,
+    );
+    // A second worker of the same service in the same process: stopping one must not stop it.
+    const colleagueGot: string[] = [];
+    const other = await startWorker(
+      client,
+      {
+        stream,
+        group,
+        consumer: colleague,
+        count: 2,
+        blockMs: BLOCK_MS,
+        handle: (task) => void colleagueGot.push(task.id),
+      },
       workers,
     );
     // Ten reads never seen blocked: a worker that waits in each read would have taken ten BLOCKs.
@@ -554,6 +585,22 @@ test("stop() on a quiet stream returns within one read and closes the worker's c
       2,
     );
     await stopWithin(worker, QUIET_STOP_MS, "the worker", BLOCK_MS);
+    // A read the colleague began after that stop: one begun before may still hand it the task.
+    const mark = sent().at(-1)?.seq ?? 0;
+    await until(
+      () =>
+        sent((c) => c.seq > mark && c.name === "XREADGROUP" && c.args.includes(colleague)).length >
+        0,
+      BLOCK_MS + 1500,
+    );
+    const after = await observer.xAdd(stream, "*", { docId: "doc-after-stop" });
+    const goesOn = await until(() => colleagueGot.includes(after), 3000);
+    check(
+      goesOn,
+      `After stop() of one worker, a task queued for the group never reached the other worker, ${colleague}, started with its own startWorker() call and never stopped. Its stop() stopped both: keep each worker's stop flag (and connection) inside its own startWorker() call, not at module level.`,
+      2,
+    );
+    await stopWithin(other, QUIET_STOP_MS, colleague, BLOCK_MS);
     workers.length = 0;
     await checkAllClosed(connections);
   } finally {
