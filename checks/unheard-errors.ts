@@ -59,3 +59,26 @@ export function hearUnheardErrors(which: (error: unknown) => boolean): {
     },
   };
 }
+
+/**
+ * Until stop(), promise rejections nobody handles are recorded in `heard` instead of ending the
+ * run. In a learner's real process each one ends the process (Node's default), so a check that
+ * provoked one (a connection dropped under a timer's command) fails the test with the cause.
+ */
+export function hearUnhandledRejections(): { heard: unknown[]; stop(): void } {
+  const heard: unknown[] = [];
+  const previous = process.emit;
+  process.emit = function (this: NodeJS.Process, event: string | symbol, ...args: unknown[]) {
+    if (event === "unhandledRejection") {
+      heard.push(args[0]);
+      return true;
+    }
+    return (previous as (...a: unknown[]) => boolean).call(this, event, ...args);
+  } as typeof process.emit;
+  return {
+    heard,
+    stop: () => {
+      process.emit = previous;
+    },
+  };
+}

@@ -14,7 +14,8 @@ import {
   until,
 } from "../kit.ts";
 import { pendingCount } from "../streams-support.ts";
-import { before, command, scope, sent } from "../wire.ts";
+import { hearUnhandledRejections } from "../unheard-errors.ts";
+import { before, command, dropConnection, scope, sent } from "../wire.ts";
 import { expectStopsCleanly } from "../worker-stop.ts";
 
 interface Task {
@@ -442,6 +443,46 @@ test("a retry sweep leaves a slow first delivery alone", async () => {
   } finally {
     slow.release();
     await stopQuietly(worker);
+  }
+});
+
+test("Redis drops the connection under a heartbeat: the worker's process survives it", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:dropped");
+  const me = fresh("ocr");
+  const slow = heldHandle();
+  const rejections = hearUnhandledRejections();
+  let worker: Worker | undefined;
+  try {
+    worker = await start(await learnerClient(), workerOptions(q, me, slow.handle));
+    const id = await observer.xAdd(q.stream, "*", { docId: "contract-40-pages" });
+    // The first claim naming the entry once handle() runs is a beat: the connection carrying it
+    // goes away before it reaches Redis, so that beat's promise rejects.
+    const beat = before(
+      (c) => slow.startedAt > 0 && c.name === "XCLAIM" && c.args.includes(id),
+      (c) => dropConnection(c.conn),
+    );
+    check(
+      await until(() => slow.startedAt > 0, 5000),
+      `Worker ${me} never started on the new entry: read new entries with XREADGROUP ... >.`,
+      2,
+    );
+    check(
+      await until(beat.hasFired, 4 * BASE_MS),
+      `While handle() ran on contract-40-pages for ${4 * BASE_MS} ms, ${me} sent no XCLAIM naming the entry: keep it fresh with a heartbeat (XCLAIM ... JUSTID to itself) every retryBaseMs / 4 or so.`,
+      2,
+    );
+    // Node reports an unhandled rejection once the microtasks of the tick it happened in ran.
+    await sleep(BASE_MS / 2);
+    check(
+      rejections.heard.length === 0,
+      `While handle() ran, the check dropped the connection your heartbeat's XCLAIM was on (as a Redis restart or a network failure does). The beat's promise rejected (${String(rejections.heard[0])}) and nothing handled it: Node ends a process on an unhandled rejection, so your worker would have died over one missed beat. Give every promise you start without awaiting it, each beat included, a catch (beat().catch(() => {})): a missed beat is harmless, the next one resets the idle time.`,
+      3,
+    );
+  } finally {
+    slow.release();
+    await stopQuietly(worker);
+    rejections.stop();
   }
 });
 
