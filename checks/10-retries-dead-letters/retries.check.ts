@@ -515,12 +515,19 @@ test("a worker claims one due retry at a time", async () => {
   }
 });
 
-test("a due retry behind 12 entries that live workers hold is found", async () => {
+test("a due retry behind 12 live entries and a page of 100 still waiting is found", async () => {
   const observer = await checkClient();
   const q = await setUp(observer, "docs:behind");
   // Twelve first deliveries in progress elsewhere: fresh, and not due for another 5 s.
   for (let n = 1; n <= 12; n++) await observer.xAdd(q.stream, "*", { docId: `doc-${n}` });
   await observer.xReadGroup(q.group, fresh("ocr"), { key: q.stream, id: ">" });
+  // A hundred that failed 4 times: idle 30 s, enough for IDLE, but their backoff is 40 s.
+  const waiting = await Promise.all(
+    Array.from({ length: 100 }, (_, n) => observer.xAdd(q.stream, "*", { docId: `doc-w${n}` })),
+  );
+  const waiter = fresh("ocr");
+  await observer.xReadGroup(q.group, waiter, { key: q.stream, id: ">" });
+  await observer.xClaim(q.stream, q.group, waiter, 0, waiting, { RETRYCOUNT: 4, IDLE: 30_000 });
   const id = await deliveredBefore(observer, q, fresh("ocr"), 1, "doc-retry");
   const retryBaseMs = 5000;
   const got = await call("claimDueRetries()", async () =>
@@ -531,9 +538,42 @@ test("a due retry behind 12 entries that live workers hold is found", async () =
   );
   check(
     got.some((t) => t.id === id),
-    `The pending entries list held 12 entries live workers had just been given, then doc-retry, which failed once and has been idle for a minute (retryBaseMs ${retryBaseMs}): claimDueRetries() returned ${got.length === 0 ? "nothing" : JSON.stringify(got.map((t) => t.fields.docId))}. Let Redis skip what is not idle long enough (XPENDING ... IDLE retryBaseMs) and read enough of the list that a page of live entries cannot hide a due one.`,
+    `The pending entries list held 12 entries live workers had just been given, 100 that failed 4 times and wait out their 40 s backoff (idle 30 s), then doc-retry, which failed once and has been idle for a minute (retryBaseMs ${retryBaseMs}): claimDueRetries() returned ${got.length === 0 ? "nothing" : JSON.stringify(got.map((t) => t.fields.docId))}. Let Redis skip what is not idle long enough (XPENDING ... IDLE retryBaseMs), and when a page holds nothing due, read the next one, from just after its last ID ("(" + id), until a page comes back short.`,
     2,
   );
+});
+
+test("a due retry is not held back by a steady flow of new entries", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:busy");
+  await deliveredBefore(observer, q, fresh("ocr"), 1, "doc-retry");
+  // Fifteen uploads queued behind it, 20 ms of work each: several blockMs (50) of steady flow.
+  const uploads = 15;
+  for (let n = 1; n <= uploads; n++) await observer.xAdd(q.stream, "*", { docId: `doc-new-${n}` });
+  const order: string[] = [];
+  let worker: Worker | undefined;
+  try {
+    worker = await start(
+      await learnerClient(),
+      workerOptions(q, fresh("ocr"), async (task) => {
+        order.push(task.fields.docId ?? "?");
+        if (task.fields.docId !== "doc-retry") await sleep(20);
+      }),
+    );
+    check(
+      await until(() => order.length > uploads, 10_000),
+      `doc-retry was due and ${uploads} new entries were queued; your worker handled ${order.length} of them in 10 s: ${JSON.stringify(order)}.`,
+      2,
+    );
+    const at = order.indexOf("doc-retry");
+    check(
+      at < uploads,
+      `doc-retry had been due for a retry for a minute when your worker started, with ${uploads} new entries queued (20 ms of work each); your worker retried it only after every new one. With uploads arriving all day, a read never comes back empty and the retry never comes. Look for due retries on every round of the loop (one due retry, then one new entry), not only when no new entry came.`,
+      2,
+    );
+  } finally {
+    await stopQuietly(worker);
+  }
 });
 
 test("two workers spot the same due retry: only one of them gets it", async () => {
