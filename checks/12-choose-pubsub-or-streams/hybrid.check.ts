@@ -426,13 +426,18 @@ describe("part 2: the hybrid", () => {
         settled = true;
       })
       .catch(() => {});
+    let judged = false;
     const holdDone = wire.before(records("done"), async () => {
       await Promise.race([work.catch(() => {}), sleep(200)]);
       returnedFirst = settled;
+      judged = true;
     });
     held.release();
     const returned = await call("workOnce()", () => work);
-    await sleep(20);
+    // A transition nobody awaited may leave only after the call returned, and the hold acts
+    // once Redis has answered the commands before it: wait for its verdict.
+    await until(() => holdDone.hasFired(), 100);
+    if (holdDone.hasFired()) await until(() => judged, 2000);
     holdDone.cancel();
     check(
       !returnedFirst,
