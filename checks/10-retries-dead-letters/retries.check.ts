@@ -15,7 +15,7 @@ import {
 } from "../kit.ts";
 import { pendingCount } from "../streams-support.ts";
 import { hearUnhandledRejections } from "../unheard-errors.ts";
-import { before, command, dropConnection, scope, sent } from "../wire.ts";
+import { before, command, dropConnection, type SentCommand, scope, sent } from "../wire.ts";
 import { expectStopsCleanly } from "../worker-stop.ts";
 
 interface Task {
@@ -446,34 +446,52 @@ test("a retry sweep leaves a slow first delivery alone", async () => {
   }
 });
 
-test("Redis drops the connection under a heartbeat: the worker's process survives it", async () => {
+test("a heartbeat resets the idle time whatever it is, and a dropped beat does not end the worker", async () => {
   const observer = await checkClient();
   const q = await setUp(observer, "docs:dropped");
   const me = fresh("ocr");
   const slow = heldHandle();
   const rejections = hearUnhandledRejections();
+  // Longer than elsewhere, so the idle time a beat must undo stands well clear of load delays.
+  const retryBaseMs = 800;
+  const aged = Math.round(0.6 * retryBaseMs);
   let worker: Worker | undefined;
   try {
-    worker = await start(await learnerClient(), workerOptions(q, me, slow.handle));
+    worker = await start(await learnerClient(), {
+      ...workerOptions(q, me, slow.handle),
+      retryBaseMs,
+    });
     const id = await observer.xAdd(q.stream, "*", { docId: "contract-40-pages" });
-    // The first claim naming the entry once handle() runs is a beat: the connection carrying it
-    // goes away before it reaches Redis, so that beat's promise rejects.
+    const isBeat = (c: SentCommand) =>
+      slow.startedAt > 0 && c.name === "XCLAIM" && c.args.includes(id);
+    // Before the first beat the entry is aged, as if nobody had touched it for `aged` ms; the
+    // second rule sees only the beats after that one, so it finds what the first beat left.
+    // The connection carrying the second beat goes away before it reaches Redis, so that
+    // beat's promise rejects.
+    let idleAfterBeat: number | undefined;
     let dropped = false;
-    before(
-      (c) => slow.startedAt > 0 && c.name === "XCLAIM" && c.args.includes(id),
-      (c) => {
-        dropConnection(c.conn);
-        dropped = true;
-      },
-    );
+    before(isBeat, async () => {
+      await observer.xClaimJustId(q.stream, q.group, me, 0, id, { IDLE: aged });
+    });
+    before(isBeat, async (c) => {
+      const [entry] = await observer.xPendingRange(q.stream, q.group, id, id, 1);
+      idleAfterBeat = entry?.millisecondsSinceLastDelivery;
+      dropConnection(c.conn);
+      dropped = true;
+    });
     check(
       await until(() => slow.startedAt > 0, 5000),
       `Worker ${me} never started on the new entry: read new entries with XREADGROUP ... >.`,
       2,
     );
     check(
-      await until(() => dropped, 4 * BASE_MS),
-      `While handle() ran on contract-40-pages for ${4 * BASE_MS} ms, ${me} sent no XCLAIM naming the entry: keep it fresh with a heartbeat (XCLAIM ... JUSTID to itself) every retryBaseMs / 4 or so.`,
+      await until(() => dropped, 4 * retryBaseMs),
+      `While handle() ran on contract-40-pages for ${4 * retryBaseMs} ms (retryBaseMs ${retryBaseMs}), ${me} sent fewer than two XCLAIMs naming the entry: keep it fresh with a heartbeat (XCLAIM ... JUSTID to itself) every retryBaseMs / 4 or so.`,
+      2,
+    );
+    check(
+      idleAfterBeat !== undefined && idleAfterBeat < aged,
+      `While handle() ran, the check aged the entry to ${aged} ms idle just before a beat of yours (retryBaseMs ${retryBaseMs}); at your next beat it was ${idleAfterBeat} ms idle: that beat did not set it back to 0, or the beats are too far apart. Beat with min-idle-time 0 (XCLAIM <stream> <group> <self> 0 <id> JUSTID), which resets the idle time whatever it is, every retryBaseMs / 4 or so. A beat with a min-idle-time of retryBaseMs resets it only once another worker's sweep could already take the entry.`,
       2,
     );
     // Node reports an unhandled rejection once the microtasks of the tick it happened in ran.
