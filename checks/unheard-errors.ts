@@ -61,12 +61,13 @@ export function hearUnheardErrors(which: (error: unknown) => boolean): {
 }
 
 /**
- * Until stop(), a rejection nobody handles that matches `which` is recorded in `heard` instead
- * of reaching the test runner, which would report it outside any test. A callback the learner
- * wraps in an async function (an async pub/sub listener) turns the callback's exception into
- * such a rejection: in a learner's real process it ends the process.
+ * Until stop(), a rejection nobody handles that matches `which` (any, by default) is recorded in
+ * `heard` instead of reaching the test runner, which would report it outside any test. In a
+ * learner's real process each one ends the process (Node's default). Two ways checks provoke
+ * one: a callback the learner wraps in an async function (an async pub/sub listener), whose
+ * exception becomes a rejection; a connection dropped under a timer's command with no catch.
  */
-export function hearUnhandledRejections(which: (reason: unknown) => boolean): {
+export function hearUnhandledRejections(which: (reason: unknown) => boolean = () => true): {
   heard: unknown[];
   stop(): void;
 } {

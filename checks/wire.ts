@@ -609,6 +609,15 @@ export function scope(label = "worker"): Scope {
   };
 }
 
+/**
+ * Drops learner connection `conn` (a SentCommand's conn) as a Redis restart or a network failure
+ * would. Unlike a crash the process lives on, so what its code does next (reject, log, reconnect)
+ * is judged like any other step, and rejections nobody handles are not silenced.
+ */
+export function dropConnection(conn: number): void {
+  for (const t of tracked.values()) if (t.conn === conn && t.owner !== "check") t.socket.destroy();
+}
+
 /** Everything the learner's connections sent so far, in order of writing. */
 export function sent(filter?: (c: SentCommand) => boolean): SentCommand[] {
   return filter ? log.filter(filter) : [...log];

@@ -383,8 +383,22 @@ test("readOwnPending() reads every page and acknowledges what was deleted", asyn
   await readAndDie(observer, q, consumer, 130);
   const deleted = [given[10], given[120]].filter((d): d is Doc => d !== undefined);
   for (const doc of deleted) await observer.xDel(q.stream, doc.id);
+  const from = sent().at(-1)?.seq ?? 0;
   const tasks = await call("readOwnPending()", () =>
     exercise.readOwnPending(client, q.stream, q.group, consumer),
+  );
+  const unbounded = sent(
+    (c) =>
+      c.seq > from &&
+      c.name === "XREADGROUP" &&
+      c.args.includes(q.stream) &&
+      c.args.at(-1) !== ">" &&
+      !c.args.some((a) => a.toUpperCase() === "COUNT"),
+  );
+  check(
+    unbounded.length === 0,
+    `readOwnPending() sent XREADGROUP ... ${unbounded[0]?.args.at(-1)} without COUNT: Redis answers that with every entry the consumer holds in one reply (${given.length} here; a worker that died holding a million gets a million, which fills its memory and holds Redis up while the reply is built). Read page by page: COUNT 100, then again after the last ID returned, until a page comes back empty.`,
+    2,
   );
   const expected = given.filter((d) => !deleted.includes(d));
   const missing = expected.filter((d) => !tasks.some((t) => t.id === d.id));

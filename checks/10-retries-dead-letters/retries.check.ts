@@ -14,7 +14,8 @@ import {
   until,
 } from "../kit.ts";
 import { pendingCount } from "../streams-support.ts";
-import { before, command, scope, sent } from "../wire.ts";
+import { hearUnhandledRejections } from "../unheard-errors.ts";
+import { before, command, dropConnection, type SentCommand, scope, sent } from "../wire.ts";
 import { expectStopsCleanly } from "../worker-stop.ts";
 
 interface Task {
@@ -445,6 +446,68 @@ test("a retry sweep leaves a slow first delivery alone", async () => {
   }
 });
 
+test("a heartbeat resets the idle time whatever it is, and a dropped beat does not end the worker", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:dropped");
+  const me = fresh("ocr");
+  const slow = heldHandle();
+  const rejections = hearUnhandledRejections();
+  // Longer than elsewhere, so the idle time a beat must undo stands well clear of load delays.
+  const retryBaseMs = 800;
+  const aged = Math.round(0.6 * retryBaseMs);
+  let worker: Worker | undefined;
+  try {
+    worker = await start(await learnerClient(), {
+      ...workerOptions(q, me, slow.handle),
+      retryBaseMs,
+    });
+    const id = await observer.xAdd(q.stream, "*", { docId: "contract-40-pages" });
+    const isBeat = (c: SentCommand) =>
+      slow.startedAt > 0 && c.name === "XCLAIM" && c.args.includes(id);
+    // Before the first beat the entry is aged, as if nobody had touched it for `aged` ms; the
+    // second rule sees only the beats after that one, so it finds what the first beat left.
+    // The connection carrying the second beat goes away before it reaches Redis, so that
+    // beat's promise rejects.
+    let idleAfterBeat: number | undefined;
+    let dropped = false;
+    before(isBeat, async () => {
+      await observer.xClaimJustId(q.stream, q.group, me, 0, id, { IDLE: aged });
+    });
+    before(isBeat, async (c) => {
+      const [entry] = await observer.xPendingRange(q.stream, q.group, id, id, 1);
+      idleAfterBeat = entry?.millisecondsSinceLastDelivery;
+      dropConnection(c.conn);
+      dropped = true;
+    });
+    check(
+      await until(() => slow.startedAt > 0, 5000),
+      `Worker ${me} never started on the new entry: read new entries with XREADGROUP ... >.`,
+      2,
+    );
+    check(
+      await until(() => dropped, 4 * retryBaseMs),
+      `While handle() ran on contract-40-pages for ${4 * retryBaseMs} ms (retryBaseMs ${retryBaseMs}), ${me} sent fewer than two XCLAIMs naming the entry: keep it fresh with a heartbeat (XCLAIM ... JUSTID to itself) every retryBaseMs / 4 or so.`,
+      2,
+    );
+    check(
+      idleAfterBeat !== undefined && idleAfterBeat < aged,
+      `While handle() ran, the check aged the entry to ${aged} ms idle just before a beat of yours (retryBaseMs ${retryBaseMs}); at your next beat it was ${idleAfterBeat} ms idle: that beat did not set it back to 0, or the beats are too far apart. Beat with min-idle-time 0 (XCLAIM <stream> <group> <self> 0 <id> JUSTID), which resets the idle time whatever it is, every retryBaseMs / 4 or so. A beat with a min-idle-time of retryBaseMs resets it only once another worker's sweep could already take the entry.`,
+      2,
+    );
+    // Node reports an unhandled rejection once the microtasks of the tick it happened in ran.
+    await sleep(BASE_MS / 2);
+    check(
+      rejections.heard.length === 0,
+      `While handle() ran, the check dropped the connection your heartbeat's XCLAIM was on (as a Redis restart or a network failure does). The beat's promise rejected (${String(rejections.heard[0])}) and nothing handled it: Node ends a process on an unhandled rejection, so your worker would have died over one missed beat. Give every promise you start without awaiting it, each beat included, a catch (beat().catch(() => {})): a missed beat is harmless, the next one resets the idle time.`,
+      3,
+    );
+  } finally {
+    slow.release();
+    await stopQuietly(worker);
+    rejections.stop();
+  }
+});
+
 test("a worker claims one due retry at a time", async () => {
   const observer = await checkClient();
   const q = await setUp(observer, "docs:one-by-one");
@@ -474,12 +537,19 @@ test("a worker claims one due retry at a time", async () => {
   }
 });
 
-test("a due retry behind 12 entries that live workers hold is found", async () => {
+test("a due retry behind 12 live entries and a page of 100 still waiting is found", async () => {
   const observer = await checkClient();
   const q = await setUp(observer, "docs:behind");
   // Twelve first deliveries in progress elsewhere: fresh, and not due for another 5 s.
   for (let n = 1; n <= 12; n++) await observer.xAdd(q.stream, "*", { docId: `doc-${n}` });
   await observer.xReadGroup(q.group, fresh("ocr"), { key: q.stream, id: ">" });
+  // A hundred that failed 4 times: idle 30 s, enough for IDLE, but their backoff is 40 s.
+  const waiting = await Promise.all(
+    Array.from({ length: 100 }, (_, n) => observer.xAdd(q.stream, "*", { docId: `doc-w${n}` })),
+  );
+  const waiter = fresh("ocr");
+  await observer.xReadGroup(q.group, waiter, { key: q.stream, id: ">" });
+  await observer.xClaim(q.stream, q.group, waiter, 0, waiting, { RETRYCOUNT: 4, IDLE: 30_000 });
   const id = await deliveredBefore(observer, q, fresh("ocr"), 1, "doc-retry");
   const retryBaseMs = 5000;
   const got = await call("claimDueRetries()", async () =>
@@ -490,9 +560,42 @@ test("a due retry behind 12 entries that live workers hold is found", async () =
   );
   check(
     got.some((t) => t.id === id),
-    `The pending entries list held 12 entries live workers had just been given, then doc-retry, which failed once and has been idle for a minute (retryBaseMs ${retryBaseMs}): claimDueRetries() returned ${got.length === 0 ? "nothing" : JSON.stringify(got.map((t) => t.fields.docId))}. Let Redis skip what is not idle long enough (XPENDING ... IDLE retryBaseMs) and read enough of the list that a page of live entries cannot hide a due one.`,
+    `The pending entries list held 12 entries live workers had just been given, 100 that failed 4 times and wait out their 40 s backoff (idle 30 s), then doc-retry, which failed once and has been idle for a minute (retryBaseMs ${retryBaseMs}): claimDueRetries() returned ${got.length === 0 ? "nothing" : JSON.stringify(got.map((t) => t.fields.docId))}. Let Redis skip what is not idle long enough (XPENDING ... IDLE retryBaseMs), and when a page holds nothing due, read the next one, from just after its last ID ("(" + id), until a page comes back short.`,
     2,
   );
+});
+
+test("a due retry is not held back by a steady flow of new entries", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:busy");
+  await deliveredBefore(observer, q, fresh("ocr"), 1, "doc-retry");
+  // Fifteen uploads queued behind it, 20 ms of work each: several blockMs (50) of steady flow.
+  const uploads = 15;
+  for (let n = 1; n <= uploads; n++) await observer.xAdd(q.stream, "*", { docId: `doc-new-${n}` });
+  const order: string[] = [];
+  let worker: Worker | undefined;
+  try {
+    worker = await start(
+      await learnerClient(),
+      workerOptions(q, fresh("ocr"), async (task) => {
+        order.push(task.fields.docId ?? "?");
+        if (task.fields.docId !== "doc-retry") await sleep(20);
+      }),
+    );
+    check(
+      await until(() => order.length > uploads, 10_000),
+      `doc-retry was due and ${uploads} new entries were queued; your worker handled ${order.length} of them in 10 s: ${JSON.stringify(order)}.`,
+      2,
+    );
+    const at = order.indexOf("doc-retry");
+    check(
+      at < uploads,
+      `doc-retry had been due for a retry for a minute when your worker started, with ${uploads} new entries queued (20 ms of work each); your worker retried it only after every new one. With uploads arriving all day, a read never comes back empty and the retry never comes. Look for due retries on every round of the loop (one due retry, then one new entry), not only when no new entry came.`,
+      2,
+    );
+  } finally {
+    await stopQuietly(worker);
+  }
 });
 
 test("two workers spot the same due retry: only one of them gets it", async () => {

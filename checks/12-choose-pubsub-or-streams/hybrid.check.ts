@@ -215,6 +215,24 @@ describe("part 2: the hybrid", () => {
       `With nothing queued, workOnce() should wait blockMs (100 ms here) and return undefined; it returned ${show(none)} after ${Date.now() - started} ms.`,
       2,
     );
+    // Only BUSYGROUP means "there already": any other refusal must reach the worker starting up.
+    const taken = hybridKeys();
+    await c.set(taken.tasks, "not a stream");
+    const outcome = await within(
+      Promise.resolve()
+        .then(() => exercise.createGroup(client, taken))
+        .then(
+          () => undefined,
+          (error: unknown) => error,
+        ),
+      5000,
+      "createGroup() on a key that is no stream",
+    );
+    check(
+      outcome !== undefined,
+      `createGroup() on ${taken.tasks}, a key that holds a string, returned as if all was well, though Redis refused with WRONGTYPE: the worker would go on to read from a group that does not exist, and its errors would point elsewhere. Only BUSYGROUP means the group is there already; let every other error through.`,
+      2,
+    );
   });
 
   test("tasks wait on a stream, progress goes out on pub/sub, the latest state sits in a hash", async () => {
@@ -408,13 +426,18 @@ describe("part 2: the hybrid", () => {
         settled = true;
       })
       .catch(() => {});
+    let judged = false;
     const holdDone = wire.before(records("done"), async () => {
       await Promise.race([work.catch(() => {}), sleep(200)]);
       returnedFirst = settled;
+      judged = true;
     });
     held.release();
     const returned = await call("workOnce()", () => work);
-    await sleep(20);
+    // A transition nobody awaited may leave only after the call returned, and the hold acts
+    // once Redis has answered the commands before it: wait for its verdict.
+    await until(() => holdDone.hasFired(), 100);
+    if (holdDone.hasFired()) await until(() => judged, 2000);
     holdDone.cancel();
     check(
       !returnedFirst,

@@ -69,7 +69,9 @@ export async function claimDueRetries(
   limit = 1,
 ): Promise<Task[]> {
   // TODO: XPENDING stream group IDLE retryBaseMs - + 100; XCLAIM entries whose wait is over,
-  // with that wait as min-idle-time, until `limit` are claimed.
+  // with that wait as min-idle-time, until `limit` are claimed. A page with nothing due (all
+  // still waiting out longer backoffs) is no reason to stop: read the next one from "(" + the
+  // last ID, until a page comes back short.
   throw new Error("TODO: claimDueRetries");
 }
 

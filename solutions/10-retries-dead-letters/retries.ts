@@ -49,6 +49,28 @@ export function backoffMs(deliveries: number, baseMs: number): number {
   return Math.min(baseMs * 2 ** (deliveries - 1), MAX_BACKOFF_MS);
 }
 
+/** How many pending entries one XPENDING reads. */
+const PENDING_PAGE = 100;
+
+/**
+ * The group's pending entries idle for at least retryBaseMs, a page at a time as the caller
+ * asks for more. Such an entry may still wait out a longer backoff: a page full of those must
+ * not hide a due one behind it, so the next page starts just after the last ID ("(" + id).
+ */
+async function* idleEntries(client: Redis, options: RetryOptions) {
+  const { stream, group, retryBaseMs } = options;
+  let start = "-";
+  for (;;) {
+    const page = await client.xPendingRange(stream, group, start, "+", PENDING_PAGE, {
+      IDLE: retryBaseMs,
+    });
+    yield* page;
+    const last = page.at(-1);
+    if (!last || page.length < PENDING_PAGE) return;
+    start = `(${last.id}`;
+  }
+}
+
 /**
  * Up to `limit` pending entries whose backoff is over, claimed for this consumer. XPENDING's
  * extended form (with IDLE) lists each pending entry with its idle time and delivery count; an
@@ -67,9 +89,8 @@ export async function claimDueRetries(
   limit = 1,
 ): Promise<Task[]> {
   const { stream, group, consumer, retryBaseMs } = options;
-  const pending = await client.xPendingRange(stream, group, "-", "+", 100, { IDLE: retryBaseMs });
   const due: Task[] = [];
-  for (const entry of pending) {
+  for await (const entry of idleEntries(client, options)) {
     if (due.length >= limit) break;
     const wait = backoffMs(entry.deliveriesCounter, retryBaseMs);
     if (entry.millisecondsSinceLastDelivery < wait) continue;
