@@ -172,8 +172,10 @@ describe("connection profiles", () => {
     // 32-bit trick goes negative somewhere in the twenties, between the samples below.
     const everyRetry = Array.from({ length: 1001 }, (_, n) => n);
     // Several draws per retry: with random jitter one draw proves nothing about growth, the
-    // largest of fifty does (and every draw must respect the bounds).
-    const draws = 50;
+    // largest of two hundred does (and every draw must respect the bounds). Two hundred, not
+    // fifty: a full jitter already capped by retry 5 draws from the same range at 5 and at 1000,
+    // and the largest of fifty such draws differ by over 10% about once in a hundred runs.
+    const draws = 200;
     const sampled = new Set([0, 1, 2, 3, 5, 10, 20, 50, 1000]);
     const delays = await call("reconnectDelay()", () =>
       everyRetry.flatMap((n) =>
@@ -208,9 +210,19 @@ describe("connection profiles", () => {
       `The delay should grow with retries: over ${draws} calls each, reconnectDelay(0) reached ${first} and reconnectDelay(5) only ${fifth}.`,
       2,
     );
+    // 0.9: two equal ranges drawn from give largest draws a little apart (0.9 ** 200 odds that
+    // one falls under nine tenths of the cap); a delay that really falls back is caught here or
+    // by fallBack() below.
     check(
-      late >= fifth,
+      late >= 0.9 * fifth,
       `Once capped, the delay should stay there: over ${draws} calls each, reconnectDelay(5) reached ${fifth}, but reconnectDelay(1000) only ${late}.`,
+      2,
+    );
+    // Seconds for milliseconds (Math.min(2 ** retries, 5)) stays under every bound above and
+    // retries five times a millisecond through an outage.
+    check(
+      late >= 1000,
+      `After many retries the delay should reach the seconds range: over ${draws} calls, reconnectDelay(1000) reached only ${late} ms. The delay is in milliseconds and the cap is 5000 (5 s), not 5.`,
       2,
     );
     const fallsBack = fallBack(delays);
@@ -285,6 +297,14 @@ describe("a live connection", () => {
       check(
         typeof delay === "number" && delay >= 0 && delay <= 5000,
         `connect() should reconnect with your growing, capped delay: give createClient socket.reconnectStrategy (your reconnectDelay); it ${typeof strategy === "function" ? `answered ${JSON.stringify(delay)} for the 3rd retry` : strategy === false ? "is false, which turns reconnecting off" : "has none"}.`,
+        3,
+      );
+      // A strategy that answers an Error after N retries ends reconnecting for good: a worker
+      // outlives a short blip but stays dead after a failover that takes a few minutes.
+      const late = typeof strategy === "function" ? strategy(100, new Error("drop")) : undefined;
+      check(
+        typeof late === "number" && late >= 0 && late <= 5000,
+        `connect()'s reconnectStrategy answered ${late instanceof Error ? `an Error ("${late.message}")` : JSON.stringify(late)} for the 100th retry: anything but a delay ends reconnecting for good, so an outage of a few minutes leaves the service dead until someone restarts it. Keep answering reconnectDelay(retries), capped, however many retries it takes.`,
         3,
       );
     } finally {
@@ -373,9 +393,11 @@ describe("a live connection", () => {
     const result = { docId: "contract-17", pages: 40 };
     let before = allLearnerAddrs();
     let secondStep: string | undefined;
+    let named: ConnectionInfo[] = [];
     const returned = await call("withRedis()", () =>
       exercise.withRedis(ctx.redisUrl, name, async (client) => {
         await client.ping();
+        named = await openAt(observer, openedSince(before));
         // A second step after an await: a withRedis() that closes before the work has settled
         // (return work(client) in try, without await) closes the client under it.
         try {
@@ -392,6 +414,11 @@ describe("a live connection", () => {
         3,
       );
     }
+    check(
+      named.length === 1 && named[0]?.name === name,
+      `withRedis() should run the work on one connection named "${name}" (the name it was given); while the work ran, CLIENT LIST showed ${describeConnections(named) || "no connection of yours"}. Pass the name on to connect().`,
+      2,
+    );
     check(
       sameValue(returned, result),
       `withRedis() should return what the work returns (${JSON.stringify(result)}); got ${JSON.stringify(returned)}.`,

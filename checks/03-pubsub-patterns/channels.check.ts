@@ -53,13 +53,16 @@ const STAGES = ["uploaded", "ocr", "ner", "classification", "embedding", "done"]
 
 /**
  * A tenant prefix of its own for each test, and a stage another team "added later" with a
- * random name: code that hard-codes "acme:" or a list of known stages fails.
+ * random name: code that hard-codes "acme:" or a list of known stages fails. The new stage
+ * starts with a capital, as "QA" or "OCRv2" would: a pattern limited to [a-z] or a stage name
+ * lowercased on the way misses it. `region` goes into the prefix as it is: the glob test passes
+ * "eu*west?[1]", which a pattern must escape.
  */
-function tenant() {
-  const prefix = `${freshKey("tenant")}:`;
+function tenant(region = "") {
+  const prefix = `${freshKey("tenant")}:${region}`;
   return {
     prefix,
-    newStage: fresh("translation"),
+    newStage: fresh("Translation"),
     /** The check's own names, so a wrong stageChannel() does not hide what the pattern does. */
     channelOf: (stage: string) => `${prefix}docs:status:${stage}`,
     pattern: `${prefix}docs:status:*`,
@@ -188,54 +191,69 @@ describe("channel design", () => {
       `stageChannel("${t.prefix}", "ocr") should be "${t.channelOf("ocr")}"; it was ${JSON.stringify(ocr)}.`,
       1,
     );
+    const added = await call("stageChannel()", () => exercise.stageChannel(t.prefix, t.newStage));
+    check(
+      added === t.channelOf(t.newStage),
+      `stageChannel("${t.prefix}", "${t.newStage}") should be "${t.channelOf(t.newStage)}"; it was ${JSON.stringify(added)}. Channel names are case-sensitive: use the stage exactly as given.`,
+      1,
+    );
   });
 
-  test("allStagesPattern() matches every stage channel under the prefix and nothing else", async () => {
-    const t = tenant();
-    const other = tenant();
-    const pattern = await call("allStagesPattern()", () => exercise.allStagesPattern(t.prefix));
-    check(
-      typeof pattern === "string" && pattern.length > 0,
-      `allStagesPattern() should return a pattern string; it returned ${JSON.stringify(pattern)}.`,
-      2,
-    );
-    // Redis decides what a pattern matches: PUBLISH answers how many subscriptions, pattern
-    // ones included, a message reached, so no glob rules are guessed here.
-    const probe = (await checkClient("probe")).duplicate();
-    probe.on("error", () => {});
-    await probe.connect();
-    const publisher = await checkClient();
-    try {
-      await probe.pSubscribe(pattern, () => {});
-      for (const stage of ["ocr", "done", t.newStage]) {
-        const n = await publisher.publish(t.channelOf(stage), "probe");
-        check(
-          n === 1,
-          `Your pattern "${pattern}" does not match the stage channel "${t.channelOf(stage)}". It should match ${t.pattern.replace(/\*$/, "<any stage>")}, stages added later included.`,
-          2,
-        );
+  test.each([
+    { region: "", under: "the prefix" },
+    { region: "eu*west?[1]:", under: "a prefix with glob characters" },
+  ])(
+    "allStagesPattern() matches every stage channel under $under and nothing else",
+    async ({ region }) => {
+      const t = tenant(region);
+      // With region "eu*west?[1]:", an unescaped pattern also takes in this other tenant.
+      const other = tenant();
+      const sibling = `${t.prefix.slice(0, -region.length || undefined)}eu-far-west-1:docs:status:ocr`;
+      const pattern = await call("allStagesPattern()", () => exercise.allStagesPattern(t.prefix));
+      check(
+        typeof pattern === "string" && pattern.length > 0,
+        `allStagesPattern() should return a pattern string; it returned ${JSON.stringify(pattern)}.`,
+        2,
+      );
+      // Redis decides what a pattern matches: PUBLISH answers how many subscriptions, pattern
+      // ones included, a message reached, so no glob rules are guessed here.
+      const probe = (await checkClient("probe")).duplicate();
+      probe.on("error", () => {});
+      await probe.connect();
+      const publisher = await checkClient();
+      try {
+        await probe.pSubscribe(pattern, () => {});
+        for (const stage of ["ocr", "done", t.newStage]) {
+          const n = await publisher.publish(t.channelOf(stage), "probe");
+          check(
+            n === 1,
+            `Your pattern "${pattern}" does not match the stage channel "${t.channelOf(stage)}". It should match ${t.pattern.replace(/\*$/, "<any stage>")}, stages added later included${region ? "; in a prefix, *, ? and [ are glob characters: escape each with a backslash, so that they match themselves" : ""}.`,
+            2,
+          );
+        }
+        for (const outside of [
+          `${t.prefix}docs:uploads`,
+          `${t.prefix}docs:statusboard`,
+          // Another family with a stage-like member, and one nested deeper: a wildcard in place
+          // of "docs" would take both in.
+          `${t.prefix}models:status:ocr`,
+          `${t.prefix}archive:docs:status:ocr`,
+          `x${t.channelOf("ocr")}`,
+          other.channelOf("ocr"),
+          ...(region ? [sibling] : []),
+        ]) {
+          const n = await publisher.publish(outside, "probe");
+          check(
+            n === 0,
+            `Your pattern "${pattern}" also matches "${outside}", which is not a stage channel of this prefix. Start with the prefix and end with "docs:status:*"${region ? "; in a prefix, *, ? and [ are glob characters: escape each with a backslash" : ""}.`,
+            2,
+          );
+        }
+      } finally {
+        probe.destroy();
       }
-      for (const outside of [
-        `${t.prefix}docs:uploads`,
-        `${t.prefix}docs:statusboard`,
-        // Another family with a stage-like member, and one nested deeper: a wildcard in place
-        // of "docs" would take both in.
-        `${t.prefix}models:status:ocr`,
-        `${t.prefix}archive:docs:status:ocr`,
-        `x${t.channelOf("ocr")}`,
-        other.channelOf("ocr"),
-      ]) {
-        const n = await publisher.publish(outside, "probe");
-        check(
-          n === 0,
-          `Your pattern "${pattern}" also matches "${outside}", which is not a stage channel of this prefix. Start with the prefix and end with "docs:status:*".`,
-          2,
-        );
-      }
-    } finally {
-      probe.destroy();
-    }
-  });
+    },
+  );
 });
 
 describe("pattern subscriptions", () => {
@@ -393,6 +411,9 @@ describe("pattern subscriptions", () => {
     await subscriber.pSubscribe(t.pattern, (message) => audit.push(message));
 
     const { received, unwatch, opened } = await watch(subscriber, t.prefix);
+    // A second ops console on the same connection and prefix: the first one's unwatch() must
+    // leave it its listener (state shared between calls, a module-level listener, would not).
+    const second = await watch(subscriber, t.prefix);
     const ocr = t.channelOf("ocr");
     await publisher.publish(ocr, JSON.stringify(event("ocr", 1)));
     await settle(received, 1);
@@ -409,9 +430,19 @@ describe("pattern subscriptions", () => {
       3,
     );
     const auditBefore = audit.length;
+    const secondBefore = second.received.length;
     const after = await publisher.publish(ocr, JSON.stringify(event("ocr", 2)));
-    await until(() => audit.length > auditBefore, 1000);
+    await until(() => audit.length > auditBefore && second.received.length > secondBefore, 1000);
     await sleep(100);
+    // Asked first when only the other watch went deaf: a pUnsubscribe() of the wrong listener
+    // leaves this watch's own listener in place, which the next check would report as a
+    // subscription never removed.
+    if (audit.length > auditBefore && second.received.length === secondBefore) {
+      fail(
+        `Two watchAllStages() ran on the same connection and prefix; after the first one's unwatch(), the second stopped receiving${received.length > 1 ? " while the first still received" : ""}: unwatch() removed the other watch's listener. Keep each call's listener in that call (a closure), not in a variable shared between calls, and pass it to pUnsubscribe(pattern, listener).`,
+        3,
+      );
+    }
     check(
       received.length === 1,
       `After unwatch() a status published on "${ocr}" still reached onEvent() (PUBLISH answered ${after}). The pattern subscription is still active: remove it with PUNSUBSCRIBE (subscriber.pUnsubscribe(pattern, listener)); UNSUBSCRIBE only removes channels.`,

@@ -1,4 +1,5 @@
 import { afterEach, describe, test } from "vitest";
+import { waitsForReply } from "../awaits-reply.ts";
 import {
   call,
   check,
@@ -532,6 +533,31 @@ describe("publishing", () => {
   });
 });
 
+/** The command that makes a status public: an EXEC, a script, or a PUBLISH outside MULTI. */
+const goesOut = (c: SentCommand) =>
+  c.name === "EXEC" ||
+  c.name.startsWith("EVAL") ||
+  c.name.startsWith("FCALL") ||
+  ((c.name === "PUBLISH" || c.name === "SPUBLISH") && c.multi === undefined);
+
+describe("publishing, awaited", () => {
+  test("publishStatus() resolves only once Redis has run its commands", async () => {
+    const client = await learnerClient();
+    const keys = freshKeys("wait");
+    const status: DocStatus = { docId: "contract-18", stage: "ner", version: 3, at: START };
+    // Held at the socket: a publishStatus() that does not await exec() (or its PUBLISH)
+    // resolves while Redis has run nothing, and a failure of the write never reaches its caller.
+    const { verdict } = await waitsForReply(goesOut, (resolved) =>
+      call("publishStatus()", () => exercise.publishStatus(client, keys, status)).then(resolved),
+    );
+    check(
+      verdict !== "resolved-first",
+      "publishStatus() resolved before Redis had run its commands (the check held its EXEC or PUBLISH back at the socket): the caller moves on as if the status were recorded and published, and an error from Redis (exec() rejects, e.g. WRONGTYPE) is lost. Await exec().",
+      2,
+    );
+  });
+});
+
 describe("a dashboard that joins late", () => {
   test("shows the documents that finished before it joined", async () => {
     checkFinishedBefore(await joinedLate());
@@ -594,10 +620,21 @@ describe("a dashboard that joins late", () => {
     const given = learnerAddrs();
     const shownBy = { A: [] as DocStatus[], B: [] as DocStatus[] };
     for (const label of ["A", "B"] as const) {
-      const stop = await call(`openDashboard() for dashboard ${label}`, () =>
-        exercise.openDashboard(client, keys, (status) => shownBy[label].push(status)),
+      // Its snapshot read held at the socket: openDashboard() must not resolve before it is in.
+      const { verdict, value: stop } = await waitsForReply(isSnapshotRead(keys), (resolved) =>
+        call(`openDashboard() for dashboard ${label}`, () =>
+          exercise.openDashboard(client, keys, (status) => shownBy[label].push(status)),
+        ).then((stop) => {
+          resolved();
+          return stop;
+        }),
       );
       open.push(stop);
+      check(
+        verdict !== "resolved-first",
+        `openDashboard() for dashboard ${label} resolved before its snapshot read had reached Redis (the check held it back at the socket): the caller gets a dashboard that is not up to date yet. Await the snapshot read and apply it before returning.`,
+        2,
+      );
     }
     const onGiven = (await learnerConnections(observer)).filter(
       (c) => given.has(c.addr) && c.sub + c.psub > 0,

@@ -19,7 +19,8 @@ export function stageChannel(prefix: string, stage: string): string {
 }
 
 export function allStagesPattern(prefix: string): string {
-  return `${prefix}docs:status:*`;
+  // The prefix is literal: *, ? and [ in it (and the backslash) must not act as wildcards.
+  return `${prefix.replace(/[*?[\]\\]/g, "\\$&")}docs:status:*`;
 }
 
 export async function watchAllStages(
