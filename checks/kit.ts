@@ -8,9 +8,10 @@
 import { randomBytes } from "node:crypto";
 import { pathToFileURL } from "node:url";
 import { isDeepStrictEqual } from "node:util";
-import { createClient, type RedisClientType } from "redis";
+import type { RedisClientType } from "redis";
 import { afterAll, beforeEach } from "vitest";
 import { appendEvent } from "../src/check/events.ts";
+import { newClient } from "../src/redis/client.ts";
 import { tlsSocketOptions } from "../src/redis/tls.ts";
 import { allLearnerAddrs, setCheckNamePrefix } from "./wire.ts";
 
@@ -207,7 +208,8 @@ export async function loadExercise<T>(...functions: (keyof T & string)[]): Promi
 const opened: Redis[] = [];
 
 async function open(name: string): Promise<Redis> {
-  const client = createClient({
+  // As createClient() would, without building node-redis's command class again.
+  const client = newClient({
     url: ctx.redisUrl,
     name,
     socket: { reconnectStrategy: false, ...tlsSocketOptions(ctx.redisUrl) },

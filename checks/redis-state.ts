@@ -3,13 +3,13 @@
  * test named with key()/freshKey() and those the learner's commands touched, and only keys under
  * this run's prefix, so a run against a user's REDIS_URL never reads anything of theirs.
  */
-import { createClient } from "redis";
 import {
   CAPTURE,
   candidateKeys,
   type KeyState,
   type RedisState,
 } from "../src/check/redis-state.ts";
+import { newClient } from "../src/redis/client.ts";
 import { ctx, namedKeys, type Redis } from "./kit.ts";
 import { sent } from "./wire.ts";
 
@@ -101,7 +101,7 @@ export async function captureState(): Promise<RedisState | undefined> {
   const candidates = candidateKeys(named, touched, ctx.prefix);
   if (candidates.length === 0) return undefined;
   // The check's own name keeps this connection out of "what your code sent".
-  const redis: Redis = createClient({
+  const redis: Redis = newClient({
     url: ctx.redisUrl,
     name: `wb:check:state:${ctx.runId}`,
     socket: { reconnectStrategy: false, connectTimeout: 1000 },

@@ -1,4 +1,4 @@
-import { createClient } from "redis";
+import { newClient } from "./client.ts";
 import { redact, rememberSecretsOf } from "./redact.ts";
 import { type PrivateServer, startPrivateServer } from "./server.ts";
 import { tlsSocketOptions } from "./tls.ts";
@@ -40,7 +40,7 @@ export class RedisUnreachable extends Error {
 
 /** The server's version, asked once without retrying; RedisUnreachable says why it failed. */
 export async function serverVersion(url: string): Promise<string> {
-  const client = createClient({
+  const client = newClient({
     url,
     name: "wb:check:harness",
     socket: { connectTimeout: 5000, reconnectStrategy: false, ...tlsSocketOptions(url) },
@@ -141,7 +141,7 @@ export async function deletePrefixedKeys(
   prefix: string,
   timeoutMs?: number,
 ): Promise<number> {
-  const client = createClient({
+  const client = newClient({
     url,
     name: "wb:check:cleanup",
     socket: { reconnectStrategy: false, ...tlsSocketOptions(url) },

@@ -1,5 +1,5 @@
-import { createClient } from "redis";
 import { expect } from "vitest";
+import { newClient } from "../../src/redis/client.ts";
 import { processesWithEnv } from "./sandbox.ts";
 
 /**
@@ -8,7 +8,7 @@ import { processesWithEnv } from "./sandbox.ts";
  */
 export async function expectNothingLeft(redisUrl: string): Promise<void> {
   expect(processesWithEnv(`WORKBOOK_REDIS_URL=${redisUrl}\0`), "processes left").toEqual([]);
-  const observer = createClient({ url: redisUrl });
+  const observer = newClient({ url: redisUrl });
   await observer.connect();
   const clients = String(await observer.sendCommand(["CLIENT", "LIST"]))
     .trim()
