@@ -276,6 +276,23 @@ test("appendEvent() keeps the log bounded to about maxLen entries", async () => 
     `The newest ${maxLen} entries should all still be in the log: trimming removes the oldest ones.`,
     2,
   );
+
+  // The length at the end is bounded by a trim every 50th append too. Every append must trim:
+  // with other writers' entries piled up before it, one that does not leaves them all there.
+  // Three appends in a row, so that a trim every second or third call shows as well.
+  const others = 400;
+  for (let round = 1; round <= 3; round++) {
+    const pile = observer.multi();
+    for (let n = 0; n < others; n++) pile.xAdd(stream, "*", { ...eventFor(2000 + n) });
+    await pile.exec();
+    await append(client, stream, 1000 + round, maxLen);
+    const after = await observer.xLen(stream);
+    check(
+      after <= maxLen + 250,
+      `The check appended ${others} entries of its own (untrimmed, as another service writing to the log would), then called your appendEvent() with maxLen ${maxLen}: the log still held ${after} entries afterwards, so that append did not trim (call ${round} of 3 in a row). Trim on every append, not every so often: XADD ... MAXLEN ~ ${maxLen} each time, which cuts whatever piled up, whoever wrote it.`,
+      2,
+    );
+  }
 });
 
 const OLD_ENTRIES = 150;

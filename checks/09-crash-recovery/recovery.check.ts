@@ -19,7 +19,8 @@ import {
   until,
 } from "../kit.ts";
 import { pendingCount } from "../streams-support.ts";
-import { before, scope, sent } from "../wire.ts";
+import { hearUnhandledRejections, hearUnheardErrors } from "../unheard-errors.ts";
+import { before, dropConnection, scope, sent } from "../wire.ts";
 import { type ChildEvent, spawnWorker, type WorkerProcess } from "../worker-process.ts";
 import { expectStopsCleanly, startLearnerWorker } from "../worker-stop.ts";
 import {
@@ -859,6 +860,57 @@ test("the blocking read has a connection of its own", async () => {
       2,
     );
   } finally {
+    await stopQuietly(worker);
+  }
+});
+
+test("Redis dropping the worker's blocking read does not end the process", async () => {
+  const { q, client } = await scene("dropped");
+  const consumer = fresh("ocr");
+  const rejections = hearUnhandledRejections();
+  const errors = hearUnheardErrors(() => true);
+  let dropped = false;
+  let worker: Worker | undefined;
+  try {
+    // The read a worker spends its time in: the connection under it goes away before it reaches
+    // Redis, as in a Redis restart or a network failure, so that read's promise rejects.
+    before(
+      (c) =>
+        c.name === "XREADGROUP" &&
+        c.args.includes(consumer) &&
+        c.args.some((a) => a.toUpperCase() === "BLOCK"),
+      async (c) => {
+        dropConnection(c.conn);
+        dropped = true;
+      },
+    );
+    worker = await start(client, {
+      ...q,
+      consumer,
+      claimIdleMs: 10_000,
+      blockMs: 100,
+      async handle() {},
+    });
+    check(
+      await until(() => dropped, 3000),
+      `Worker ${consumer} sent no blocking XREADGROUP ... BLOCK within 3 s: wait for new entries with BLOCK blockMs once nothing is left to claim.`,
+      2,
+    );
+    // Node reports an unhandled rejection once the microtasks of the tick it happened in ran.
+    await sleep(200);
+    check(
+      errors.heard.length === 0,
+      `The check dropped the connection your worker's blocking XREADGROUP was on (as a Redis restart or a network failure does); node-redis reported that as an "error" event on the connection, which had no "error" listener (${String(errors.heard[0])}). Node ends a process on an "error" event nobody listens to. Give the reader you duplicate() an error listener (reader.on("error", ...)).`,
+      2,
+    );
+    check(
+      rejections.heard.length === 0,
+      `The check dropped the connection your worker's blocking XREADGROUP was on (as a Redis restart or a network failure does). The worker's loop rejected (${String(rejections.heard[0])}) and nothing handled it: Node ends a process on an unhandled rejection, so every worker of yours would die with one Redis restart. The loop runs as a promise nobody awaits until stop(): give it a catch (loop().catch(...): log the error) or catch inside the loop and carry on.`,
+      2,
+    );
+  } finally {
+    errors.stop();
+    rejections.stop();
     await stopQuietly(worker);
   }
 });

@@ -63,9 +63,9 @@ async function partitionsToQueue(ids: string[]): Promise<number[]> {
   return partitions;
 }
 
-/** `n` fresh ids that partitionOf() puts in one partition, so they queue on one stream in order. */
-async function samePartition(n: number): Promise<string[]> {
-  // Four times n per partition on average: the fullest partition surely holds n.
+/** `n` fresh ids in each of `k` partitions, each partition's ids in a list of their own. */
+async function inPartitions(k: number, n: number): Promise<string[][]> {
+  // Four times n per partition on average: k partitions of eight surely hold n each.
   const ids = docIds(n * PARTITIONS * 4);
   const partitions = await partitionsToQueue(ids);
   const by = new Map<number, string[]>();
@@ -73,8 +73,15 @@ async function samePartition(n: number): Promise<string[]> {
     const p = partitions[i] as number;
     by.set(p, [...(by.get(p) ?? []), id]);
   }
-  const fullest = [...by.values()].sort((a, b) => b.length - a.length)[0] ?? [];
-  return fullest.slice(0, n);
+  return [...by.values()]
+    .filter((group) => group.length >= n)
+    .slice(0, k)
+    .map((group) => group.slice(0, n));
+}
+
+/** `n` fresh ids that partitionOf() puts in one partition, so they queue on one stream in order. */
+async function samePartition(n: number): Promise<string[]> {
+  return (await inPartitions(1, n))[0] ?? [];
 }
 
 /** A fresh pipeline: its names, the learner's keys for every partition, groups created. */
@@ -444,26 +451,36 @@ async function delivered(stream: string, group: string): Promise<number> {
   }).length;
 }
 
-test("workRound() takes at most count new entries from a partition in one round", async () => {
+test("workRound() takes count new entries from each partition in one round, no more", async () => {
   const { run, keys } = await pipeline();
-  const ids = await samePartition(5);
-  const [p] = await upload(keys, ids);
-  const stream = keysAt(keys, p).stream("ocr");
+  // More waiting in all than count, in several partitions: a count per round in total (not per
+  // partition) takes them from the first partition only.
+  const groups = await inPartitions(3, 3);
+  const waiting = groups.flat();
+  const partitions = await upload(keys, waiting);
+  const streams = [...new Set(partitions)].map((p) => keysAt(keys, p).stream("ocr"));
   const cluster = await learnerCluster();
   const handedOff = await call(
     `workRound(cluster, pipeline, "ocr", "ner", handle, 2)`,
     () => exercise.workRound(cluster, run, "ocr", "ner", async (work) => result("ocr", work), 2),
     10_000,
   );
-  const taken = await delivered(stream, run.group);
+  const taken = await Promise.all(streams.map((stream) => delivered(stream, run.group)));
+  const described = streams.map((stream, i) => `${taken[i]} of 3 on ${stream}`).join(", ");
   check(
-    taken <= 2,
-    `With 5 documents waiting on ${stream}, workRound(..., count = 2) took ${taken} of them in one round. Read with COUNT count: a round takes at most count new entries of each partition, so a backlog is worked off over several rounds and a crash leaves at most count entries of a partition in hand.`,
+    taken.every((n) => n <= 2),
+    `With 3 documents waiting on each of ${streams.length} partitions, workRound(..., count = 2) took ${described} in one round. Read with COUNT count: a round takes at most count new entries of each partition, so a backlog is worked off over several rounds and a crash leaves at most count entries of a partition in hand.`,
     2,
   );
   check(
-    handedOff >= 1 && handedOff <= taken,
-    `With 5 documents waiting, workRound(..., count = 2) took ${taken} and returned ${handedOff}: it returns how many documents it handed off.`,
+    taken.every((n) => n === 2),
+    `With 3 documents waiting on each of ${streams.length} partitions, workRound(..., count = 2) took ${described} in one round. count is per partition: a round reads every partition with COUNT count and takes count entries from each that has that many waiting, so no partition waits behind the others.`,
+    2,
+  );
+  const total = taken.reduce((sum, n) => sum + n, 0);
+  check(
+    handedOff >= 1 && handedOff <= total,
+    `With 3 documents waiting on each of ${streams.length} partitions, workRound(..., count = 2) took ${total} and returned ${handedOff}: it returns how many documents it handed off.`,
     3,
   );
 });
@@ -595,14 +612,41 @@ test("handOff() returns only once Redis has answered its EXEC", async () => {
   );
 });
 
+/** `n` fresh ids, the first of them in partition 0, the partition a round reads first. */
+async function firstInPartitionZero(n: number): Promise<string[]> {
+  const ids = docIds(n * PARTITIONS * 4);
+  const first = Math.max(0, (await partitionsToQueue(ids)).indexOf(0));
+  return [ids[first] as string, ...ids.filter((_, i) => i !== first).slice(0, n - 1)];
+}
+
+/**
+ * A slot of the documents' partitions (of any partition if none fits) whose primary does not
+ * serve partition 0: after its failover, a round's first hand-off (partition 0's) goes to a
+ * primary that did not change, before any command of the round meets a moved slot, so the
+ * client's map of the slots is still the old one.
+ */
+async function slotAwayFromPartitionZero(
+  keys: PartitionKeys[],
+  ids: string[],
+  partitions: number[],
+) {
+  const zero = await primaryOf(await slotOf(keysAt(keys, 0).stream("ner")));
+  const candidates = [...partitions, ...keys.keys()];
+  for (const p of candidates) {
+    const slot = await slotOf(keysAt(keys, p).stream("ner"));
+    if ((await primaryOf(slot)) !== zero) return slot;
+  }
+  return slotOf(keysAt(keys, partitions[0]).doc(ids[0] as string));
+}
+
 test("the worker carries on when a replica takes over from its primary", async () => {
   const { run, keys } = await pipeline();
-  const ids = docIds(8);
+  const ids = await firstInPartitionZero(8);
   const partitions = await upload(keys, ids);
   const cluster = await learnerCluster();
   await round(cluster, run, "ocr", async (work) => result("ocr", work));
   // A planned failover (CLUSTER FAILOVER on the replica): the roles swap with no write lost.
-  const slot = await slotOf(keysAt(keys, partitions[0]).doc(ids[0] as string));
+  const slot = await slotAwayFromPartitionZero(keys, ids, partitions);
   const replica = await nodeClient(await replicaOf(slot), "failover");
   const former = await nodeClient(await primaryOf(slot), "former-primary");
   const role = async (node: Redis) => String(await node.sendCommand(["INFO", "replication"]));

@@ -87,7 +87,7 @@ export async function handOff(
 
 /**
  * One round of a `stage` worker: takes up to `count` new entries (no blocking) from the stage's
- * stream of every partition, calls handle() on each and hands it off with handle()'s result. A
+ * stream of each partition (count per partition, not in total), calls handle() on each and hands it off with handle()'s result. A
  * document whose handle() fails stays pending and the round goes on. The groups already exist.
  * Returns how many documents it handed off.
  */
