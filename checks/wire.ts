@@ -8,7 +8,10 @@
  * - read the order of what the learner sent (`sent()`), with MULTI/EXEC blocks marked, so a
  *   check can prove "hash before publish" or "these went as one transaction";
  * - act at a known step (`before()`): run a competitor or hold the connection before a command
- *   reaches Redis, or crash the worker there.
+ *   reaches Redis, or crash the worker there;
+ * - hold what a connection receives (`holdIncoming()`, `holdReply()`): a reply Redis already
+ *   sent waits at the socket while the check acts (publishes, stops a worker), then reaches
+ *   node-redis in order; `received()` tells when a message reached the learner's listener.
  *
  * A "crash" destroys every connection of the crashed scope and refuses any new one it tries:
  * from Redis's side that process died between two commands. Sockets are put into scopes with
