@@ -8,7 +8,10 @@
  * - read the order of what the learner sent (`sent()`), with MULTI/EXEC blocks marked, so a
  *   check can prove "hash before publish" or "these went as one transaction";
  * - act at a known step (`before()`): run a competitor or hold the connection before a command
- *   reaches Redis, or crash the worker there.
+ *   reaches Redis, or crash the worker there;
+ * - hold what a connection receives (`holdIncoming()`, `holdReply()`): a reply Redis already
+ *   sent waits at the socket while the check acts (publishes, stops a worker), then reaches
+ *   node-redis in order; `received()` tells when a message reached the learner's listener.
  *
  * A "crash" destroys every connection of the crashed scope and refuses any new one it tries:
  * from Redis's side that process died between two commands. Sockets are put into scopes with
@@ -67,12 +70,18 @@ interface Tracked {
   queue: Pending[];
   held: boolean;
   openMulti?: number;
-  /** Replies this connection still owes, oldest first: true for a command that may block. */
-  owed: boolean[];
+  /** Replies this connection still owes, oldest first, with the learner's command they answer. */
+  owed: { blocking: boolean; command?: SentCommand }[];
   /** Counts what Redis answered, so a competitor can wait for the replies to earlier commands. */
   replies: ReplyCounter;
   /** Holds waiting for the replies to the commands before theirs (see `earlierAnswered`). */
   waiters: (() => void)[];
+  /** How many holds of its incoming data are on (`holdIncoming`, `holdReply`). */
+  inHolds: number;
+  /** Incoming events kept from node-redis while held, in order of arrival. */
+  inbox: { event: string; args: unknown[] }[];
+  /** Redis ended the connection (an "end" or "error" arrived), as opposed to this process. */
+  endedByPeer: boolean;
 }
 
 export type Action = "crash" | ((command: SentCommand) => void | Promise<void>);
@@ -169,27 +178,38 @@ class ReplyCounter {
   private buffer: Buffer = Buffer.alloc(0);
   unsure = false;
 
-  /** How many replies end in `chunk`. */
-  push(chunk: Buffer): number {
-    if (this.unsure) return 0;
-    this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
-    let count = 0;
+  /**
+   * The replies that end in `chunk`: where each starts and ends in `chunk` (a start below 0
+   * lies in an earlier chunk), and its bytes.
+   */
+  push(chunk: Buffer): { start: number; end: number; bytes: Buffer }[] {
+    if (this.unsure) return [];
+    const carried = this.buffer.length;
+    this.buffer = carried === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+    const replies: { start: number; end: number; bytes: Buffer }[] = [];
     let at = 0;
+    // Where the reply being read starts: before the attributes that annotate it.
+    let start = 0;
     for (;;) {
       const end = this.skip(at);
       if (end === undefined) break;
       if (end < 0) {
         this.unsure = true;
         this.buffer = Buffer.alloc(0);
-        return count;
+        return replies;
       }
       const type = this.buffer[at];
       at = end;
       // An attribute comes before the reply it annotates; a push answers no command.
-      if (type !== 0x7c /* | */ && type !== 0x3e /* > */) count++;
+      if (type === 0x7c /* | */) continue;
+      if (type !== 0x3e /* > */) {
+        const bytes = this.buffer.subarray(start, end);
+        replies.push({ start: start - carried, end: end - carried, bytes });
+      }
+      start = end;
     }
-    this.buffer = this.buffer.subarray(at);
-    return count;
+    this.buffer = this.buffer.subarray(start);
+    return replies;
   }
 
   /** The offset just after the value at `at`; undefined when incomplete, -1 when not RESP. */
@@ -296,7 +316,10 @@ const originalWrite = net.Socket.prototype.write;
 const originalConnect = net.Socket.prototype.connect;
 
 /** Decides what happens to one complete command: log it, then let a rule act before it goes. */
-function onCommand(t: Tracked, args: string[]): { act?: () => Promise<void>; drop?: boolean } {
+function onCommand(
+  t: Tracked,
+  args: string[],
+): { act?: () => Promise<void>; drop?: boolean; command?: SentCommand } {
   const name = (args[0] ?? "").toUpperCase();
   if (t.owner === undefined) {
     const setName = nameSetBy(args);
@@ -324,19 +347,20 @@ function onCommand(t: Tracked, args: string[]): { act?: () => Promise<void>; dro
     // The caller crashes the scope once the commands before this one have left.
     if (rule.action === "crash") {
       rule.fired?.();
-      return { drop: true };
+      return { drop: true, command };
     }
     // A function fires when it starts, after Redis answered the earlier commands: a check that
     // sees the rule fired may rely on what its function set up at the start.
     const action = rule.action;
     return {
+      command,
       act: async () => {
         rule.fired?.();
         await action(command);
       },
     };
   }
-  return {};
+  return { command };
 }
 
 /**
@@ -374,7 +398,7 @@ function pump(t: Tracked): void {
         crashScope(t.scope);
         return;
       }
-      t.owed.push(mayBlock(command.args));
+      t.owed.push({ blocking: mayBlock(command.args), command: decision.command });
       if (uncountable(command.args)) t.replies.unsure = true;
       if (decision.act) {
         if (start > item.written) send(buffer.subarray(item.written, start));
@@ -408,7 +432,7 @@ function pump(t: Tracked): void {
  */
 function answered(t: Tracked): boolean {
   if (t.replies.unsure || t.socket.destroyed || t.owed.length <= 1) return true;
-  return t.owed.slice(0, -1).some((blocking) => blocking);
+  return t.owed.slice(0, -1).some((owed) => owed.blocking);
 }
 
 function earlierAnswered(t: Tracked): Promise<void> {
@@ -421,13 +445,136 @@ function settle(t: Tracked, force = false): void {
   for (const resolve of t.waiters.splice(0)) resolve();
 }
 
-/** Counts a connection's incoming replies, so holds know when earlier commands were run. */
-function onData(t: Tracked, chunk: unknown): void {
-  const buffer = toBuffer(chunk);
-  if (!buffer) return;
-  const replies = t.replies.push(buffer);
-  t.owed.splice(0, replies);
+/**
+ * Counts a connection's incoming replies as they arrive, so holds know when earlier commands
+ * were run (Redis ran them, whether or not node-redis has seen the reply yet). Returns where in
+ * `buffer` a reply that a `holdReply()` rule matched starts, if one did: from there on the data
+ * is held.
+ */
+function onData(t: Tracked, buffer: Buffer): number | undefined {
+  let holdFrom: number | undefined;
+  for (const reply of t.replies.push(buffer)) {
+    const command = t.owed.shift()?.command;
+    if (command === undefined || holdFrom !== undefined) continue;
+    const rule = replyRules.find((r) => !r.done && r.match(command, reply.bytes));
+    if (!rule) continue;
+    rule.done = true;
+    holdFrom = Math.max(0, reply.start);
+    const release = holdConnection(t);
+    void Promise.resolve()
+      .then(() => {
+        rule.fired();
+        return rule.action(command, reply.bytes);
+      })
+      .catch(() => {})
+      .then(release);
+  }
   settle(t);
+  return holdFrom;
+}
+
+/** Starts a hold of `t`'s incoming data; the function returned ends it (once). */
+function holdConnection(t: Tracked): () => void {
+  t.inHolds++;
+  let ended = false;
+  return () => {
+    if (ended) return;
+    ended = true;
+    t.inHolds--;
+    if (t.inHolds === 0) deliverHeld(t);
+  };
+}
+
+/**
+ * Hands what was held to node-redis, in order of arrival. A socket this process destroyed
+ * meanwhile reads nothing more (see `onIncoming`), so the rest of its data is dropped.
+ */
+function deliverHeld(t: Tracked): void {
+  for (const { event, args } of t.inbox.splice(0)) {
+    if (t.inHolds > 0) {
+      // A hold started while delivering (a reply rule): the rest waits for it, still in order.
+      t.inbox.push({ event, args });
+      continue;
+    }
+    if (event !== "close" && t.socket.destroyed && !t.endedByPeer) continue;
+    deliver(t, event, args);
+  }
+}
+
+/** Reply rules: see `holdReply()`. */
+interface ReplyRule {
+  match: (command: SentCommand, reply: Buffer) => boolean;
+  action: (command: SentCommand, reply: Buffer) => void | Promise<void>;
+  done: boolean;
+  fired: () => void;
+}
+const replyRules: ReplyRule[] = [];
+
+/** Waits of `received()`: text expected on a connection, and the tail of what came so far. */
+interface Expected {
+  text: string;
+  conn?: number;
+  tails: Map<number, string>;
+  resolve: () => void;
+}
+const expected = new Set<Expected>();
+
+const originalEmit = EventEmitter.prototype.emit;
+
+/** Emits an event of a tracked socket to its listeners (node-redis), as it would have gone. */
+function deliver(t: Tracked, event: string, args: unknown[]): boolean {
+  const socket = t.socket as EventEmitter;
+  if (
+    event === "error" &&
+    crashedScopes.size > 0 &&
+    socket.listenerCount("error") === 0 &&
+    isCrashFallout(args[0])
+  ) {
+    return false;
+  }
+  const result = originalEmit.call(socket, event, ...args);
+  if (event === "data" && expected.size > 0 && t.owner !== "check") {
+    const text = toBuffer(args[0])?.toString("latin1") ?? "";
+    for (const wait of expected) {
+      if (wait.conn !== undefined && wait.conn !== t.conn) continue;
+      const seen = (wait.tails.get(t.conn) ?? "") + text;
+      if (seen.includes(wait.text)) {
+        expected.delete(wait);
+        wait.resolve();
+      } else wait.tails.set(t.conn, seen.slice(-wait.text.length));
+    }
+  }
+  return result;
+}
+
+/**
+ * What a tracked socket receives: replies are counted on arrival, then handed to node-redis
+ * unless held. While data is held, the end of the connection waits behind it, so node-redis
+ * still reads every reply before it learns the connection is gone. A "close" with no "end" or
+ * "error" before it means this process destroyed its own socket (node-redis's destroy(), a
+ * crash): a real process never reads what was still on its way then, so the held data is
+ * dropped.
+ */
+function onIncoming(t: Tracked, event: string, args: unknown[]): boolean {
+  if (event === "data") {
+    const buffer = toBuffer(args[0]);
+    if (!buffer) return deliver(t, event, args);
+    const holdFrom = onData(t, buffer);
+    if (t.inHolds === 0) return deliver(t, event, args);
+    // Held, from the matched reply on (what came before it goes through).
+    const from = t.inbox.length > 0 ? 0 : (holdFrom ?? 0);
+    if (from > 0) deliver(t, event, [buffer.subarray(0, from)]);
+    t.inbox.push({ event, args: [from > 0 ? buffer.subarray(from) : args[0]] });
+    return true;
+  }
+  if (event === "end" || event === "error") t.endedByPeer = true;
+  if (t.inbox.length === 0) return deliver(t, event, args);
+  if (event === "close" && !t.endedByPeer) {
+    t.inbox.length = 0;
+    return deliver(t, event, args);
+  }
+  t.inbox.push({ event, args });
+  return true;
 }
 
 function install(): void {
@@ -450,6 +597,9 @@ function install(): void {
         owed: [],
         replies: new ReplyCounter(),
         waiters: [],
+        inHolds: 0,
+        inbox: [],
+        endedByPeer: false,
       };
       tracked.set(this, t);
       this.once("connect", () => {
@@ -484,15 +634,14 @@ function install(): void {
   // the process lives on: a learner's duplicate() with no "error" listener would throw its
   // "socket closed" from inside node-redis and take the check down with it. Only the fallout
   // of a simulated crash is silenced, and only where nobody listens.
-  const originalEmit = EventEmitter.prototype.emit;
   EventEmitter.prototype.emit = function (
     this: EventEmitter,
     event: string | symbol,
     ...args: unknown[]
   ) {
-    if (event === "data") {
+    if (event === "data" || event === "end" || event === "error" || event === "close") {
       const t = tracked.get(this as net.Socket);
-      if (t) onData(t, args[0]);
+      if (t) return onIncoming(t, event, args);
     }
     if (
       event === "error" &&
@@ -580,6 +729,79 @@ export function before(
       rule.done = true;
     },
   };
+}
+
+/**
+ * Holds what learner connection `conn` (a SentCommand's conn) receives: its replies and pushes
+ * reach node-redis only after `release()`, in order and once, as if still on their way from
+ * Redis. Redis has run the commands all the same: replies are counted on arrival, so a
+ * `before()` competitor does not wait for a held reply. When the connection ends meanwhile, its
+ * end waits behind the held data if Redis ended it; if this process destroyed it (destroy(), a
+ * crash), the held data is dropped, as a destroyed socket reads nothing more. node-redis's
+ * close() waits for the replies it is owed, so it waits for the release.
+ */
+export function holdIncoming(conn: number): { release(): void } {
+  const t = [...tracked.values()].find((t) => t.conn === conn && t.owner !== "check");
+  return { release: t ? holdConnection(t) : () => {} };
+}
+
+/**
+ * Holds the first reply matching `match` (the learner's command and the reply's raw RESP
+ * bytes) when it arrives, with everything its connection receives after it, until `action`
+ * resolves: the learner's code is then waiting for a reply Redis has already sent, e.g. an
+ * XREADGROUP that took tasks. Replies before it on the connection go through. Like `before()`,
+ * returns when it fired (`action` started); the held data goes as `holdIncoming()` says.
+ */
+export function holdReply(
+  match: (command: SentCommand, reply: Buffer) => boolean,
+  action: (command: SentCommand, reply: Buffer) => void | Promise<void>,
+): { fired: Promise<void>; hasFired(): boolean; cancel(): void } {
+  let hasFired = false;
+  let fired!: () => void;
+  const firedPromise = new Promise<void>((resolve) => {
+    fired = resolve;
+  });
+  const rule: ReplyRule = {
+    match,
+    action,
+    done: false,
+    fired: () => {
+      hasFired = true;
+      fired();
+    },
+  };
+  replyRules.push(rule);
+  return {
+    fired: firedPromise,
+    hasFired: () => hasFired,
+    cancel: () => {
+      rule.done = true;
+    },
+  };
+}
+
+/**
+ * Whether bytes containing `text` (e.g. a published message) reach node-redis within `ms` on
+ * learner connection `conn`, or on any learner connection: its listeners have run by then.
+ * Data held back counts when it is delivered.
+ */
+export function received(text: string, options: { conn?: number; ms: number }): Promise<boolean> {
+  return new Promise((resolve) => {
+    const wait: Expected = {
+      text,
+      conn: options.conn,
+      tails: new Map(),
+      resolve: () => {
+        clearTimeout(timer);
+        resolve(true);
+      },
+    };
+    const timer = setTimeout(() => {
+      expected.delete(wait);
+      resolve(false);
+    }, options.ms);
+    expected.add(wait);
+  });
 }
 
 /** Matches a command by name (any case) and, optionally, an argument it must carry. */

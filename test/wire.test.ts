@@ -5,7 +5,16 @@
  */
 import { createClient } from "redis";
 import { afterAll, beforeAll, expect, test } from "vitest";
-import { allLearnerAddrs, before, command, scope, sent } from "../checks/wire.ts";
+import {
+  allLearnerAddrs,
+  before,
+  command,
+  holdIncoming,
+  holdReply,
+  received,
+  scope,
+  sent,
+} from "../checks/wire.ts";
 import { openRedisTarget, type RedisTarget } from "../src/redis/target.ts";
 
 let redis: RedisTarget;
@@ -214,4 +223,121 @@ test("a crashed worker's loop that rejects afterwards does not fail the run", as
   });
   await new Promise((resolve) => setTimeout(resolve, 200));
   expect(worker.crashed()).toBe(true);
+});
+
+/** The conn number wire.ts gave `client`'s connection: the one that sent `marker` last. */
+async function connOf(client: { sendCommand(args: string[]): Promise<unknown> }, marker: string) {
+  await client.sendCommand(["ECHO", marker]);
+  return sent((c) => c.name === "ECHO" && c.args[1] === marker).at(-1)?.conn ?? -1;
+}
+
+test("a held reply reaches the client only after release, while Redis has already run it", async () => {
+  const check = await connect("wb:check:test:11");
+  const learner = await connect("held-reply");
+  await check.del("wire:reply");
+  const hold = holdIncoming(await connOf(learner, "held-reply"));
+  let answered = false;
+  const reply = learner.incr("wire:reply").then((n) => {
+    answered = true;
+    return n;
+  });
+  // Redis ran it: the check sees the new value while the client still waits for its answer.
+  while ((await check.get("wire:reply")) !== "1") await new Promise((r) => setTimeout(r, 5));
+  await check.incr("wire:reply");
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  expect(answered).toBe(false);
+  hold.release();
+  hold.release();
+  expect(await reply).toBe(1);
+  // Released once, exactly: the next reply is the next command's, not a repeat.
+  expect(await learner.incr("wire:reply")).toBe(3);
+});
+
+test("a reply rule holds the matched reply, lets earlier ones through, and keeps order", async () => {
+  const check = await connect("wb:check:test:12");
+  const learner = await connect("reply-rule");
+  await check.del(["wire:r1", "wire:r2"]);
+  const got: string[] = [];
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const rule = holdReply(
+    (c, reply) => c.name === "INCR" && c.args[1] === "wire:r2" && reply.includes(":1\r\n"),
+    () => gate,
+  );
+  // One pipeline: the first reply goes through, the second is held, the third waits behind it.
+  const all = Promise.all([
+    learner.incr("wire:r1").then(() => got.push("r1")),
+    learner.incr("wire:r2").then(() => got.push("r2")),
+    learner.ping().then(() => got.push("ping")),
+  ]);
+  await rule.fired;
+  while (got.length === 0) await new Promise((r) => setTimeout(r, 5));
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  expect(got).toEqual(["r1"]);
+  expect(await check.get("wire:r2")).toBe("1");
+  release();
+  await all;
+  expect(got).toEqual(["r1", "r2", "ping"]);
+  expect(rule.hasFired()).toBe(true);
+});
+
+test("pushes are held with the replies, and received() sees them once delivered", async () => {
+  const check = await connect("wb:check:test:13");
+  const learner = await connect("held-pushes");
+  const conn = await connOf(learner, "held-pushes");
+  const messages: string[] = [];
+  await learner.subscribe("wire:pushes", (m) => messages.push(m));
+  const hold = holdIncoming(conn);
+  const seen = received("third", { conn, ms: 3000 });
+  for (const m of ["first", "second", "third"]) await check.publish("wire:pushes", m);
+  expect(await received("second", { conn, ms: 100 })).toBe(false);
+  expect(messages).toEqual([]);
+  hold.release();
+  expect(await seen).toBe(true);
+  expect(messages).toEqual(["first", "second", "third"]);
+  await learner.unsubscribe("wire:pushes");
+});
+
+test("close() waits for held replies; destroy() drops them, as a destroyed socket reads nothing", async () => {
+  const check = await connect("wb:check:test:14");
+  await check.del("wire:close");
+  const closing = await connect("closing");
+  const hold = holdIncoming(await connOf(closing, "closing"));
+  const reply = closing.incr("wire:close");
+  const closed = closing.close();
+  while ((await check.get("wire:close")) !== "1") await new Promise((r) => setTimeout(r, 5));
+  hold.release();
+  expect(await reply).toBe(1);
+  await closed;
+
+  const destroyed = await connect("destroyed");
+  const conn = await connOf(destroyed, "destroyed");
+  const dropped = holdIncoming(conn);
+  const lost = destroyed.incr("wire:close");
+  const delivered = received(":2\r\n", { conn, ms: 200 });
+  while ((await check.get("wire:close")) !== "2") await new Promise((r) => setTimeout(r, 5));
+  destroyed.destroy();
+  await expect(lost).rejects.toThrow();
+  dropped.release();
+  expect(await delivered).toBe(false);
+});
+
+test("when Redis ends a held connection, the client reads the held replies before the end", async () => {
+  const check = await connect("wb:check:test:15");
+  const learner = await connect("killed-while-held");
+  const conn = await connOf(learner, "killed-while-held");
+  const id = String(await learner.clientId());
+  await check.del("wire:ended");
+  const hold = holdIncoming(conn);
+  const reply = learner.incr("wire:ended");
+  const ended = new Promise<void>((resolve) => learner.once("error", () => resolve()));
+  // Killed only once Redis has run the command: its reply is on its way, held.
+  while ((await check.get("wire:ended")) !== "1") await new Promise((r) => setTimeout(r, 5));
+  await check.sendCommand(["CLIENT", "KILL", "ID", id]);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  hold.release();
+  expect(await reply).toBe(1);
+  await ended;
 });

@@ -17,7 +17,7 @@ import {
   until,
 } from "../kit.ts";
 import { hearUnheardErrors } from "../unheard-errors.ts";
-import { before, learnerAddrs, type SentCommand, sent } from "../wire.ts";
+import { before, holdReply, learnerAddrs, received, type SentCommand, sent } from "../wire.ts";
 
 type Stage = "uploaded" | "ocr" | "ner" | "classification" | "embedding" | "done";
 interface DocStatus {
@@ -189,8 +189,9 @@ interface Joined {
   /** Published just before the dashboard's SUBSCRIBE left for Redis. */
   beforeSubscribe: string;
   /**
-   * Published just before its snapshot read, not yet in the hash: the first and the last status
-   * the subscription delivers during the catch-up (the traffic pauses meanwhile).
+   * Not in the snapshot: the first status the subscription delivers during the catch-up,
+   * published just before the snapshot read, and the last, published while its reply is on its
+   * way (the traffic pauses meanwhile). Both reach the dashboard before the snapshot does.
    */
   aroundSnapshot: string[];
   /** The first subscribe and snapshot read the dashboard sent, if it sent them. */
@@ -208,7 +209,10 @@ interface Joined {
  *
  * - just before the SUBSCRIBE leaves, a status that only the snapshot can deliver;
  * - just before the snapshot read: a status that only the subscription can deliver, and two
- *   statuses that reach the dashboard both ways (one of them older than the snapshot's).
+ *   statuses that reach the dashboard both ways (one of them older than the snapshot's);
+ * - while the snapshot's reply is on its way, held at the socket: one more status only the
+ *   subscription delivers. The reply goes on only once the dashboard's subscriber has received
+ *   them all, so they always arrive during the catch-up, however busy the machine is.
  */
 async function lateDashboard(): Promise<Joined> {
   const keys = freshKeys("dash");
@@ -273,18 +277,26 @@ async function lateDashboard(): Promise<Joined> {
   );
   const onSnapshot = before(isSnapshotRead(keys), async (c) => {
     joined.snapshot = c;
-    const [firstDoc, lastDoc] = joined.aroundSnapshot as [string, string];
+    const [firstDoc] = joined.aroundSnapshot as [string, string];
     const published = await pipeline.publishBeforeRecording(firstDoc);
     late.push(published.status);
     joined.subscribersAtSnapshot = published.reached;
     // In the hash and on the channel: an overlap, first an older version, then the current one.
     await pipeline.advance("memo-overlap");
     await pipeline.advance("memo-overlap");
-    late.push((await pipeline.publishBeforeRecording(lastDoc)).status);
     snapshotJudged();
-    // Let the subscriber connection take these in before the snapshot's reply comes back.
-    await sleep(15);
   });
+  const onSnapshotReply = holdReply(
+    (c) => c === joined.snapshot,
+    async (c) => {
+      const [, lastDoc] = joined.aroundSnapshot as [string, string];
+      const last = await pipeline.publishBeforeRecording(lastDoc);
+      late.push(last.status);
+      // On the snapshot's own connection the statuses wait behind the held reply anyway.
+      if (joined.subscribersAtSnapshot === 0 || joined.subscribe?.conn === c.conn) return;
+      await received(JSON.stringify(last.status), { ms: 2000 });
+    },
+  );
   const afterSnapshot = before(
     (c) => late.length > 0 && joined.snapshot !== undefined && c.seq > joined.snapshot.seq,
     recordLate,
@@ -310,6 +322,7 @@ async function lateDashboard(): Promise<Joined> {
   } finally {
     onSubscribe.cancel();
     onSnapshot.cancel();
+    onSnapshotReply.cancel();
     afterSnapshot.cancel();
     await traffic.stop();
   }

@@ -13,7 +13,7 @@ import {
   until,
 } from "../kit.ts";
 import { blockedIn, isStreamId, pendingCount, waitForBlocked } from "../streams-support.ts";
-import { before, command, scope, sent } from "../wire.ts";
+import { before, command, holdReply, scope, sent } from "../wire.ts";
 import {
   acknowledged,
   connectionsSince,
@@ -543,6 +543,74 @@ test("stop() in the middle of a task finishes the tasks in hand, acknowledges on
     await checkAllClosed(connections);
   } finally {
     work.release();
+    await stopAll(workers);
+  }
+});
+
+test("stop() while a read is bringing a task: the task is still handled and acknowledged", async () => {
+  const { observer, client, stream, group, connections } = await stopScene("arriving", "ner", 0);
+  const consumer = fresh("ner");
+  const docId = fresh("doc-arriving");
+  const reached: string[] = [];
+  const workers: Worker[] = [];
+  let stopping: Promise<void> | undefined;
+  let returnedWhileHeld = false;
+  // Redis has handed the task to the consumer and sent the reply; the check holds it at the
+  // socket and asks the worker to stop meanwhile. A stop() that waits for its loop cannot
+  // return while the read it waits in has not returned; one that cuts the read short does.
+  const onItsWay = holdReply(
+    (c, reply) => c.name === "XREADGROUP" && c.args.includes(consumer) && reply.includes(docId),
+    async () => {
+      const worker = workers[0];
+      if (!worker) return;
+      let returned = false;
+      stopping = stopWithin(worker, STOP_MS + BLOCK_MS, consumer, BLOCK_MS).finally(() => {
+        returned = true;
+      });
+      stopping.catch(() => {});
+      await Promise.race([stopping.catch(() => {}), sleep(BLOCK_MS)]);
+      returnedWhileHeld = returned;
+    },
+  );
+  try {
+    await startWorker(
+      client,
+      {
+        stream,
+        group,
+        consumer,
+        count: 2,
+        blockMs: BLOCK_MS,
+        handle: (t) => void reached.push(t.id),
+      },
+      workers,
+    );
+    const id = await observer.xAdd(stream, "*", { docId });
+    const idle = nothingComing(observer, stream, group, [consumer], () => reached.length);
+    await until(async () => onItsWay.hasFired() || idle(), 3000);
+    check(
+      onItsWay.hasFired(),
+      `A task queued for your running worker never came back in a reply to its XREADGROUP within 3 s: read with XREADGROUP GROUP <group> <consumer> ... STREAMS <stream> > in a loop until stop() is called.`,
+      2,
+    );
+    await stopping;
+    workers.length = 0;
+    const pending = await pendingIds(observer, stream, group);
+    const onItsWayText = `stop() was called while the reply to your worker's XREADGROUP was on its way (the check held it at the socket), carrying ${id}: Redis had already handed that task to ${consumer}.`;
+    if (!reached.includes(id)) {
+      fail(
+        `${onItsWayText} ${returnedWhileHeld ? "Your stop() returned before that read had returned: it cut the read short (destroy() or disconnect() of the connection), so the reply was never read. " : ""}The task never reached handle() and is ${pending.has(id) ? `pending for ${consumer}` : "gone from the pending list"}: nobody will look at it until a recovery claims it. Let stop() only set its flag and wait for the loop: the read returns within BLOCK, the loop handles and acknowledges what it brought, and only then closes the connection.`,
+        2,
+      );
+    }
+    check(
+      !pending.has(id),
+      `${onItsWayText} Your worker passed it to handle(), but it is still pending: it was never acknowledged (was the connection closed before the loop ended, so XACK failed?). Close the connection only after the loop has finished the tasks in hand.`,
+      2,
+    );
+    await checkAllClosed(connections);
+  } finally {
+    onItsWay.cancel();
     await stopAll(workers);
   }
 });
