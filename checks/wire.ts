@@ -463,7 +463,7 @@ function onData(t: Tracked, buffer: Buffer): number | undefined {
     const release = holdConnection(t);
     void Promise.resolve()
       .then(() => {
-        rule.fired();
+        rule.fired?.();
         return rule.action(command, reply.bytes);
       })
       .catch(() => {})
@@ -506,7 +506,7 @@ interface ReplyRule {
   match: (command: SentCommand, reply: Buffer) => boolean;
   action: (command: SentCommand, reply: Buffer) => void | Promise<void>;
   done: boolean;
-  fired: () => void;
+  fired?: () => void;
 }
 const replyRules: ReplyRule[] = [];
 
@@ -703,26 +703,32 @@ export function before(
   match: (command: SentCommand) => boolean,
   action: Action,
   options: { nth?: number } = {},
-): { fired: Promise<void>; hasFired(): boolean; cancel(): void } {
-  let fired!: () => void;
-  const firedPromise = new Promise<void>((resolve) => {
-    fired = resolve;
+): RuleHandle {
+  const rule: Rule = { match, action, nth: options.nth ?? 1, seen: 0, done: false };
+  const handle = handleOf(rule);
+  rules.push(rule);
+  return handle;
+}
+
+/** What `before()` and `holdReply()` return: when the rule fired, and a way to retire it. */
+export interface RuleHandle {
+  fired: Promise<void>;
+  hasFired(): boolean;
+  cancel(): void;
+}
+
+function handleOf(rule: { done: boolean; fired?: () => void }): RuleHandle {
+  let resolve!: () => void;
+  const fired = new Promise<void>((r) => {
+    resolve = r;
   });
   let hasFired = false;
-  const rule: Rule = {
-    match,
-    action,
-    nth: options.nth ?? 1,
-    seen: 0,
-    done: false,
-    fired: () => {
-      hasFired = true;
-      fired();
-    },
+  rule.fired = () => {
+    hasFired = true;
+    resolve();
   };
-  rules.push(rule);
   return {
-    fired: firedPromise,
+    fired,
     // A cancelled rule that never acted has not fired.
     hasFired: () => hasFired,
     cancel: () => {
@@ -755,29 +761,11 @@ export function holdIncoming(conn: number): { release(): void } {
 export function holdReply(
   match: (command: SentCommand, reply: Buffer) => boolean,
   action: (command: SentCommand, reply: Buffer) => void | Promise<void>,
-): { fired: Promise<void>; hasFired(): boolean; cancel(): void } {
-  let hasFired = false;
-  let fired!: () => void;
-  const firedPromise = new Promise<void>((resolve) => {
-    fired = resolve;
-  });
-  const rule: ReplyRule = {
-    match,
-    action,
-    done: false,
-    fired: () => {
-      hasFired = true;
-      fired();
-    },
-  };
+): RuleHandle {
+  const rule: ReplyRule = { match, action, done: false };
+  const handle = handleOf(rule);
   replyRules.push(rule);
-  return {
-    fired: firedPromise,
-    hasFired: () => hasFired,
-    cancel: () => {
-      rule.done = true;
-    },
-  };
+  return handle;
 }
 
 /**
