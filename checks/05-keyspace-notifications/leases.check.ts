@@ -103,6 +103,37 @@ const LEASE_WRITES = new Set([
 ]);
 
 /**
+ * Calls acquireLease() while a rival makes its move just before the learner's second command
+ * that `match` selects (a look, then a write), if the learner's code sends one. Returns what
+ * acquireLease() returned and whether the rival's SET NX took the lease.
+ */
+async function acquireAgainstRival(
+  client: Redis,
+  lease: string,
+  worker: string,
+  ttlMs: number,
+  match: (c: SentCommand) => boolean,
+  rivalMove: () => Promise<string | null>,
+): Promise<{ taken: boolean; rivalTook: boolean }> {
+  let rivalTook = false;
+  const race = beforeCommand(
+    match,
+    async () => {
+      rivalTook = (await rivalMove()) === "OK";
+    },
+    { nth: 2 },
+  );
+  try {
+    const taken = await call("acquireLease()", () =>
+      exercise.acquireLease(client, lease, worker, ttlMs),
+    );
+    return { taken, rivalTook };
+  } finally {
+    race.cancel();
+  }
+}
+
+/**
  * The lease's TTL, `since` the call that set it started: never above the asked TTL, and below
  * it by no more than the time that has passed since.
  */
@@ -217,27 +248,16 @@ describe("leases", () => {
     const client = await learnerClient();
     const lease = `${HELD}lease-12`;
     const rival = fresh("ocr-worker");
-    let rivalTook = false;
     // A rival takes the lease right before the learner's second command on it, if there is one.
-    const race = beforeCommand(
+    const { taken, rivalTook } = await acquireAgainstRival(
+      client,
+      lease,
+      fresh("ocr-worker"),
+      5000,
       touches(lease),
-      async () => {
-        const reply = await observer.set(lease, rival, {
-          condition: "NX",
-          expiration: { type: "PX", value: 5000 },
-        });
-        rivalTook = reply === "OK";
-      },
-      { nth: 2 },
+      () =>
+        observer.set(lease, rival, { condition: "NX", expiration: { type: "PX", value: 5000 } }),
     );
-    let taken: boolean;
-    try {
-      taken = await call("acquireLease()", () =>
-        exercise.acquireLease(client, lease, fresh("ocr-worker"), 5000),
-      );
-    } finally {
-      race.cancel();
-    }
     const holder = await observer.get(lease);
     check(
       !rivalTook || (holder === rival && taken === false),
@@ -254,27 +274,20 @@ describe("leases", () => {
     await observer.set(lease, worker, { expiration: { type: "PX", value: 4000 } });
     // A second write on the lease (say a PEXPIRE after a GET found the worker's own name): just
     // before it, the worker's lease expires and a rival takes it.
-    let rivalTook = false;
-    const race = beforeCommand(
+    const { taken, rivalTook } = await acquireAgainstRival(
+      client,
+      lease,
+      worker,
+      9000,
       (c) => touches(lease)(c) && LEASE_WRITES.has(c.name),
       async () => {
         await observer.del(lease);
-        const reply = await observer.set(lease, rival, {
+        return observer.set(lease, rival, {
           condition: "NX",
           expiration: { type: "PX", value: 3000 },
         });
-        rivalTook = reply === "OK";
       },
-      { nth: 2 },
     );
-    let taken: boolean;
-    try {
-      taken = await call("acquireLease()", () =>
-        exercise.acquireLease(client, lease, worker, 9000),
-      );
-    } finally {
-      race.cancel();
-    }
     if (!rivalTook) return;
     const [holder, ttl] = [await observer.get(lease), await observer.pTTL(lease)];
     check(
