@@ -18,9 +18,13 @@ import {
   solution,
 } from "./ui/commands.ts";
 import { exitCleanly, handleSignals } from "./ui/exit.ts";
-import { guided, plainStart } from "./ui/home.ts";
-import { readLesson } from "./ui/read-lesson.ts";
-import { redisCli } from "./ui/redis-cli.ts";
+
+/**
+ * The guided runner's prompts (@inquirer/prompts) are loaded only by the commands that show them:
+ * every package loaded through tsx's hooks costs start-up time, and `npm run check` is timed
+ * from the learner's Enter to the verdict.
+ */
+const home = () => import("./ui/home.ts");
 
 /** A prompt needs someone to answer it: both ends must be a terminal. */
 const interactive = Boolean(process.stdin.isTTY && process.stdout.isTTY);
@@ -46,10 +50,10 @@ async function main(argv: string[]): Promise<number> {
   }
   switch (args.command) {
     case "start":
-      return interactive ? guided(lessons) : plainStart(lessons);
+      return interactive ? (await home()).guided(lessons) : (await home()).plainStart(lessons);
     case "watch":
       return interactive && !args.flags.has("--json")
-        ? guided(lessons, lessonFrom(lessons, args.lesson))
+        ? (await home()).guided(lessons, lessonFrom(lessons, args.lesson))
         : plainWatch(lessons, args);
     case "list":
       return list(lessons, args);
@@ -66,9 +70,9 @@ async function main(argv: string[]): Promise<number> {
     case "demo":
       return demo(lessons, args);
     case "lesson":
-      return readLesson(lessons, args);
+      return (await import("./ui/read-lesson.ts")).readLesson(lessons, args);
     case "redis-cli":
-      return redisCli(args);
+      return (await import("./ui/redis-cli.ts")).redisCli(args);
     default:
       throw new UsageError(`Unknown command "${args.command}".`);
   }

@@ -18,7 +18,7 @@ import type { Lesson } from "../catalog.ts";
 import { ROOT } from "../paths.ts";
 import { killGroup } from "../process-group.ts";
 import { hideSecrets } from "../redis/redact.ts";
-import { deletePrefixedKeys, type RedisTarget } from "../redis/target.ts";
+import { deletePrefixedKeys, preloadClient, type RedisTarget } from "../redis/target.ts";
 import { learnerCommands, startTrace, type Trace } from "../redis/trace.ts";
 import { removeOnExit } from "./cleanup.ts";
 import type { CheckEvent } from "./events.ts";
@@ -246,6 +246,8 @@ async function checkFile(
     }
     ran = true;
     standby.go();
+    // The run's keys are deleted with node-redis once it ends: loaded now, while the tests run.
+    preloadClient();
     const timeoutMs = options.timeoutMs ?? lesson.timeoutMs ?? 60_000;
     const ending = await waitForEnd(standby.child, standby.events, timeoutMs, options.signal);
     await standby.stop();

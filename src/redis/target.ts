@@ -1,4 +1,3 @@
-import { newClient } from "./client.ts";
 import { redact, rememberSecretsOf } from "./redact.ts";
 import { type PrivateServer, startPrivateServer } from "./server.ts";
 import { tlsSocketOptions } from "./tls.ts";
@@ -38,9 +37,27 @@ export class RedisUnreachable extends Error {
   }
 }
 
+/**
+ * node-redis, loaded when a client is first needed. Loading it through tsx's hooks takes about
+ * 0.4 s, and a check against the private server needs no client until its run is over
+ * (its server and its trace speak RESP over plain sockets, ./raw.ts): `npm run check` starts the
+ * check's own process that much sooner.
+ */
+async function newClient(...options: Parameters<typeof import("./client.ts").newClient>) {
+  return (await import("./client.ts")).newClient(...options);
+}
+
+/**
+ * Loads node-redis while the caller waits on something else (a check's tests), so that the
+ * clean-up after it does not wait for the load.
+ */
+export function preloadClient(): void {
+  import("./client.ts").catch(() => {});
+}
+
 /** The server's version, asked once without retrying; RedisUnreachable says why it failed. */
 export async function serverVersion(url: string): Promise<string> {
-  const client = newClient({
+  const client = await newClient({
     url,
     name: "wb:check:harness",
     socket: { connectTimeout: 5000, reconnectStrategy: false, ...tlsSocketOptions(url) },
@@ -141,7 +158,7 @@ export async function deletePrefixedKeys(
   prefix: string,
   timeoutMs?: number,
 ): Promise<number> {
-  const client = newClient({
+  const client = await newClient({
     url,
     name: "wb:check:cleanup",
     socket: { reconnectStrategy: false, ...tlsSocketOptions(url) },

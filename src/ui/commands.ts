@@ -13,7 +13,6 @@ import { renderVerdict } from "../check/render.ts";
 import { runCheck } from "../check/run.ts";
 import { type CheckTarget, exitCode, type Verdict } from "../check/verdict.ts";
 import { WarmChecks } from "../check/warm.ts";
-import { diagnose, renderFindings } from "../doctor.ts";
 import { ROOT } from "../paths.ts";
 import { loadProgress, markHintSeen, markPassed, markPeeked, setCurrent } from "../progress.ts";
 import { deletePrefixedKeys, openRedisTarget, type RedisTarget } from "../redis/target.ts";
@@ -22,7 +21,6 @@ import { learnerTarget } from "./check-learner.ts";
 import { doneCount, lessonState, suggestedLesson, tierName } from "./course.ts";
 import { renderDiff } from "./diff.ts";
 import { onExit } from "./exit.ts";
-import { keepFailedRun, nothingKept } from "./keep.ts";
 import { progressBar, screenWidth, terminalWidth, wrap } from "./term.ts";
 import { Rechecks, watchForSaves } from "./watch.ts";
 
@@ -118,12 +116,15 @@ export async function check(lessons: Lesson[], args: ParsedArgs): Promise<number
     const decided = await runCheck(lesson, target, redis, {
       keepFailed: args.flags.has("--keep") ? keepFailed : undefined,
     });
-    if (prefix) kept = await keepFailedRun(redis, prefix, lesson);
+    // node-redis is loaded only here and in the check's own process: see src/redis/target.ts.
+    if (prefix) kept = await (await import("./keep.ts")).keepFailedRun(redis, prefix, lesson);
     return decided;
   });
   recordPass(lesson, verdict);
   printVerdict(lesson, verdict, args);
-  if (args.flags.has("--keep") && kept.length === 0) kept = ["", nothingKept(verdict)];
+  if (args.flags.has("--keep") && kept.length === 0) {
+    kept = ["", (await import("./keep.ts")).nothingKept(verdict)];
+  }
   // After the JSON line, on stderr: stdout stays one verdict a script can parse.
   if (kept.length > 0) (args.flags.has("--json") ? console.error : print)(kept.join("\n"));
   return exitCode(verdict);
@@ -296,6 +297,7 @@ export function solution(lessons: Lesson[], args: ParsedArgs): number {
 }
 
 export async function doctor(lessons: Lesson[], args: ParsedArgs): Promise<number> {
+  const { diagnose, renderFindings } = await import("../doctor.ts");
   const findings = await diagnose(lessons);
   const failed = findings.some((f) => f.status === "fail");
   if (args.flags.has("--json")) console.log(JSON.stringify({ ok: !failed, findings }));
