@@ -6,7 +6,7 @@
  */
 import { describe, expect, test } from "vitest";
 import { type Lesson, loadCatalog } from "../src/catalog.ts";
-import { runCheck } from "../src/check/run.ts";
+import { type RunOptions, runCheck } from "../src/check/run.ts";
 import type { CheckTarget, Verdict } from "../src/check/verdict.ts";
 import { openRedisTarget } from "../src/redis/target.ts";
 import { expectNothingLeft } from "./support/leftovers.ts";
@@ -20,10 +20,17 @@ const typechecks = new Map(lessons.map((lesson) => [lesson.id, lessonTypecheck(l
  * so that afterwards the server can prove nothing of the run is still connected, and /proc that
  * no process the run started (the check, a learner's worker) is still alive.
  */
-async function verdictFor(lesson: Lesson, target: CheckTarget): Promise<Verdict> {
+async function verdictFor(
+  lesson: Lesson,
+  target: CheckTarget,
+  enough?: RunOptions["enough"],
+): Promise<Verdict> {
   const redis = await openRedisTarget({});
   try {
-    const verdict = await runCheck(lesson, target, redis, { typecheck: typechecks.get(lesson.id) });
+    const verdict = await runCheck(lesson, target, redis, {
+      typecheck: typechecks.get(lesson.id),
+      enough,
+    });
     await expectNothingLeft(redis.url);
     return verdict;
   } finally {
@@ -40,7 +47,7 @@ function explain(verdict: Verdict): string {
     .slice(0, 4000);
 }
 
-function messages(verdict: Verdict): string {
+function messages(verdict: Pick<Verdict, "reason" | "tests">): string {
   return [verdict.reason ?? "", ...verdict.tests.map((t) => t.message ?? "")].join("\n");
 }
 
@@ -65,11 +72,15 @@ describe.each(lessons.map((l) => [l.id, l] as const))("lesson %s", (_id, lesson)
 
   for (const mistake of lesson.mistakes) {
     test.concurrent(`its check rejects the mistake "${mistake.name}"`, async () => {
-      const verdict = await verdictFor(lesson, {
-        kind: "mistake",
-        file: mistake.file,
-        label: mistake.name,
-      });
+      // Once rejected with the expected message, the rest of the check cannot take it back:
+      // the run stops there (and must still leave nothing behind).
+      const rejected: RunOptions["enough"] = (soFar) =>
+        soFar.status === "failed" && messages(soFar).includes(mistake.expect);
+      const verdict = await verdictFor(
+        lesson,
+        { kind: "mistake", file: mistake.file, label: mistake.name },
+        rejected,
+      );
       expect(verdict.status, explain(verdict)).toBe("failed");
       expect(messages(verdict), explain(verdict)).toContain(mistake.expect);
     });

@@ -48,7 +48,15 @@ export interface RunOptions {
    * lesson's files in one compiler run (typecheckMany) instead of one run per check.
    */
   typecheck?: (file: string) => Promise<Diagnostic[]>;
+  /**
+   * Ends the run as soon as this holds of what it has reported so far (as if it had ended
+   * there). The self-verification stops a mistake's run once the mistake is rejected with its
+   * expected message: the tests after that one cannot take the rejection back.
+   */
+  enough?: (soFar: Decided) => boolean;
 }
+
+type Decided = ReturnType<typeof decide>;
 
 /**
  * How long each step around the learner's run may take (tracing, deleting the run's keys): the
@@ -68,9 +76,8 @@ function bounded<T>(work: Promise<T>, ms = STEP_MS): Promise<T | undefined> {
   ]).finally(() => clearTimeout(timer));
 }
 
-function readEvents(file: string): CheckEvent[] {
-  if (!existsSync(file)) return [];
-  return readFileSync(file, "utf8")
+function parseEvents(text: string): CheckEvent[] {
+  return text
     .split("\n")
     .filter((line) => line.length > 0)
     .flatMap((line) => {
@@ -82,7 +89,41 @@ function readEvents(file: string): CheckEvent[] {
     });
 }
 
-const END_LINE = `${JSON.stringify({ event: "end" } satisfies CheckEvent)}\n`;
+function readEvents(file: string): CheckEvent[] {
+  if (!existsSync(file)) return [];
+  return parseEvents(readFileSync(file, "utf8"));
+}
+
+/** The events of a run still going, read as they come: only the complete lines added since. */
+function eventTail(file: string): () => CheckEvent[] {
+  const events: CheckEvent[] = [];
+  let offset = 0;
+  let partial = "";
+  return () => {
+    let fd: number | undefined;
+    try {
+      fd = openSync(file, "r");
+      const size = fstatSync(fd).size;
+      if (size > offset) {
+        const chunk = Buffer.alloc(size - offset);
+        readSync(fd, chunk, 0, chunk.length, offset);
+        offset = size;
+        const text = partial + chunk.toString();
+        const end = text.lastIndexOf("\n") + 1;
+        partial = text.slice(end);
+        events.push(...parseEvents(text.slice(0, end)));
+      }
+    } catch {
+      // Not written yet.
+    } finally {
+      if (fd !== undefined) closeSync(fd);
+    }
+    return events;
+  };
+}
+
+const END: CheckEvent = { event: "end" };
+const END_LINE = `${JSON.stringify(END)}\n`;
 
 /**
  * Whether the reporter has written its last event. Reads only the file's tail: the learner's
@@ -109,38 +150,54 @@ function hasEnded(file: string): boolean {
  * A change event on the events file's directory says when to look; the poll backs it up where
  * such events never come.
  */
-function waitForEnd(child: ChildProcess, events: string, ms: number, cancel?: AbortSignal) {
-  return new Promise<{ timedOut: boolean; exitCode: number | null; signal: string | null }>(
-    (resolve) => {
-      let watcher: FSWatcher | undefined;
-      const finish = (timedOut: boolean) => {
-        clearInterval(poll);
-        clearTimeout(timer);
-        watcher?.close();
-        child.off("exit", look);
-        cancel?.removeEventListener("abort", cancelled);
-        resolve({ timedOut, exitCode: child.exitCode, signal: child.signalCode });
-      };
-      const look = () => {
-        if (child.exitCode !== null || child.signalCode !== null || hasEnded(events)) {
-          finish(false);
-        }
-      };
-      const cancelled = () => finish(false);
-      cancel?.addEventListener("abort", cancelled);
-      child.on("exit", look);
-      try {
-        watcher = watch(dirname(events), look);
-        watcher.on("error", () => watcher?.close());
-      } catch {
-        // The poll alone then.
+function waitForEnd(
+  child: ChildProcess,
+  events: string,
+  ms: number,
+  cancel?: AbortSignal,
+  enough?: (soFar: CheckEvent[]) => boolean,
+) {
+  const soFar = enough ? eventTail(events) : undefined;
+  return new Promise<{
+    timedOut: boolean;
+    /** Ended by `enough`, the process still running. */
+    enough: boolean;
+    exitCode: number | null;
+    signal: string | null;
+  }>((resolve) => {
+    let watcher: FSWatcher | undefined;
+    let done = false;
+    const finish = (timedOut: boolean, isEnough = false) => {
+      if (done) return;
+      done = true;
+      clearInterval(poll);
+      clearTimeout(timer);
+      watcher?.close();
+      child.off("exit", look);
+      cancel?.removeEventListener("abort", cancelled);
+      resolve({ timedOut, enough: isEnough, exitCode: child.exitCode, signal: child.signalCode });
+    };
+    const look = () => {
+      if (child.exitCode !== null || child.signalCode !== null || hasEnded(events)) {
+        finish(false);
+      } else if (soFar && enough?.(soFar())) {
+        finish(false, true);
       }
-      const poll = setInterval(look, 40);
-      const timer = setTimeout(() => finish(true), ms);
-      if (cancel?.aborted) finish(false);
-      else look();
-    },
-  );
+    };
+    const cancelled = () => finish(false);
+    cancel?.addEventListener("abort", cancelled);
+    child.on("exit", look);
+    try {
+      watcher = watch(dirname(events), look);
+      watcher.on("error", () => watcher?.close());
+    } catch {
+      // The poll alone then.
+    }
+    const poll = setInterval(look, 40);
+    const timer = setTimeout(() => finish(true), ms);
+    if (cancel?.aborted) finish(false);
+    else look();
+  });
 }
 
 /** Completes a verdict with what every verdict carries. */
@@ -249,9 +306,19 @@ async function checkFile(
     // The run's keys are deleted with node-redis once it ends: loaded now, while the tests run.
     preloadClient();
     const timeoutMs = options.timeoutMs ?? lesson.timeoutMs ?? 60_000;
-    const ending = await waitForEnd(standby.child, standby.events, timeoutMs, options.signal);
+    const enough = options.enough;
+    const ending = await waitForEnd(
+      standby.child,
+      standby.events,
+      timeoutMs,
+      options.signal,
+      enough &&
+        ((soFar) => enough(decide([...soFar, END], { exitCode: null, signal: null }, file))),
+    );
     await standby.stop();
     const all = readEvents(standby.events);
+    // Stopped on purpose: decided as if it had ended there, not as a process that died.
+    if (ending.enough) all.push(END);
     for (const e of all) if (e.event === "process") await killGroup(e.pid);
     if (options.signal?.aborted) return cancelled();
     const decided = decide(
