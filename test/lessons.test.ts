@@ -62,11 +62,11 @@ describe.each(lessons.map((l) => [l.id, l] as const))("lesson %s", (_id, lesson)
   });
 
   test.concurrent("its check fails on the untouched starter, as a failure of the code", async () => {
-    const verdict = await verdictFor(lesson, {
-      kind: "starter",
-      file: lesson.starter,
-      label: "the starter",
-    });
+    const verdict = await verdictFor(
+      lesson,
+      { kind: "starter", file: lesson.starter, label: "the starter" },
+      (soFar) => soFar.status === "failed",
+    );
     expect(verdict.status, explain(verdict)).toBe("failed");
   });
 
