@@ -588,6 +588,16 @@ test("stop() on a quiet stream returns within one read and closes the reader's c
   const reader = await startReader(stream, freshKey("tail:idle"), BLOCK_MS);
   const own = reader.clientId;
   await untilWaiting(observer);
+  // BLOCK in whole seconds (blockMs / 1000) asks Redis for a millisecond or two: a reader that
+  // polls. An idle Redis 7.0 answered BLOCK 1 only every ~100 ms, so counting reads hides it.
+  const short = sent(
+    (c) => c.name === "XREAD" && c.scope === reader.scope.name && (blockOf(c) ?? 0) < BLOCK_MS / 10,
+  ).find((c) => blockOf(c) !== undefined && blockOf(c) !== 0);
+  check(
+    short === undefined,
+    `Your reader's XREAD asked for BLOCK ${blockOf(short)}, though blockMs was ${BLOCK_MS}: a read that gives up after ${blockOf(short)} ms makes a quiet stream cost a round trip every few milliseconds (an idle Redis may answer it only at its next timer tick, which hides the cost here). BLOCK takes milliseconds, like blockMs: pass blockMs as it is.`,
+    2,
+  );
   await stop(reader.tail, QUIET_STOP_MS);
   const opened = async () =>
     (await learnerConnections(observer)).filter((c) => !earlier.has(c.id) && c.id !== own);
