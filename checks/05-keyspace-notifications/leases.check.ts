@@ -549,8 +549,11 @@ describe("keyspace notifications", () => {
       expiration: { type: "PX", value: 200 },
     });
 
-    const renewUntil = Date.now() + 1000;
-    while (Date.now() < renewUntil) {
+    // Renewed past its first 400 ms, and until the stalled lease is reported (3 s at most).
+    const renewFrom = Date.now();
+    const renewing = () =>
+      Date.now() < renewFrom + 500 || (expired.length === 0 && Date.now() < renewFrom + 3000);
+    while (renewing()) {
       const renewed = await call("renewLease()", () =>
         exercise.renewLease(client, busy, "ocr-worker-2", 400),
       );
@@ -686,6 +689,11 @@ describe("keyspace notifications", () => {
     const observer = await checkClient();
     const client = await learnerClient();
     const since = Math.max(...(await learnerConnections(observer)).map((c) => Number(c.id)));
+    await ensureExpiredEvents(observer);
+    // Another watcher of the same service, on the same client, stays on: stopping one watcher
+    // must not stop it.
+    const heard: string[] = [];
+    const other = await watch(client, (docId) => heard.push(docId));
     const given = learnerAddrs();
     const stop = await watch(client, () => {});
     await call("stop()", () => stop());
@@ -702,6 +710,17 @@ describe("keyspace notifications", () => {
       "stop() closed the client watchExpiredLeases() was given: the rest of the service uses that client. Close only the connection the watcher opened.",
       3,
     );
+    const lease = `${LEASES}after-one-stop`;
+    await observer.set(lease, "ocr-worker-7", { expiration: { type: "PX", value: 30 } });
+    await sleep(60);
+    await observer.get(lease);
+    await eventually(
+      () => heard.includes("after-one-stop"),
+      3000,
+      "Two watchers ran on the same client; after stop() of one, a lease expired and the other never reported it: stopping one watcher stopped the other too (a connection shared between calls, closed by the first stop()). Give each watchExpiredLeases() call a connection of its own, and let its stop() close only that one.",
+      3,
+    );
+    await call("stop()", () => other());
     await eventually(
       async () =>
         (await learnerConnections(observer)).filter((c) => Number(c.id) > since).length === 0,
