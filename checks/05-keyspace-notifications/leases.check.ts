@@ -1,4 +1,4 @@
-import { createClient } from "redis";
+import { createClient, WatchError } from "redis";
 import { afterEach, describe, test } from "vitest";
 import {
   call,
@@ -19,7 +19,14 @@ import {
   until,
 } from "../kit.ts";
 import { hearUnheardErrors } from "../unheard-errors.ts";
-import { before as beforeCommand, learnerAddrs, type SentCommand, scope, sent } from "../wire.ts";
+import {
+  before as beforeCommand,
+  learnerAddrs,
+  openLearnerConnections,
+  type SentCommand,
+  scope,
+  sent,
+} from "../wire.ts";
 
 type Stop = () => Promise<void>;
 
@@ -303,6 +310,7 @@ describe("leases", () => {
     const lease = `${HELD}nda-4`;
     const [holder, stranger] = [fresh("ner-worker"), fresh("ner-worker")];
     await observer.set(lease, holder, { expiration: { type: "PX", value: 1000 } });
+    const open = openLearnerConnections();
     const stolen = await call("renewLease()", () =>
       exercise.renewLease(client, lease, stranger, 60_000),
     );
@@ -331,54 +339,124 @@ describe("leases", () => {
       exercise.renewLease(client, `${HELD}never-taken`, holder, 1000),
     );
     check(gone === false, "renewLease() of a lease nobody holds should return false.", 3);
+    // Three renewals: a connection opened per call (for WATCH) and never closed piles up.
+    await eventually(
+      () => openLearnerConnections() <= open,
+      1000,
+      `After three renewLease() calls your code still had ${openLearnerConnections() - open} more connection(s) open than before them: each renewal opens one and leaves it open, so a worker renewing every few seconds runs the server out of connections. Close a connection you opened for WATCH when the renewal is done (in a finally), or renew with a script on the client you were given.`,
+      3,
+    );
   });
 
   test("renewLease() does not extend a lease that changed hands while it was checking", async () => {
     const client = await learnerClient();
     const observer = await checkClient();
-    const lease = `${HELD}memo-8`;
-    const [holder, rival] = [fresh("ner-worker"), fresh("ner-worker")];
-    await observer.set(lease, holder, { expiration: { type: "PX", value: 5000 } });
-    // Just before the learner's code extends the lease with a separate command, it expires and
-    // a rival takes it: what a long GC pause or a slow network between two commands allows.
-    let handedOver: { write: string; earlier: string[] } | undefined;
-    const handover = beforeCommand(
-      (c) => LEASE_WRITES.has(c.name) && touches(lease)(c),
-      async (write) => {
-        const earlier = sent((c) => c.seq < write.seq && touches(lease)(c)).map((c) => c.name);
-        handedOver = { write: write.name, earlier };
-        await observer.del(lease);
-        await observer.set(lease, rival, { expiration: { type: "PX", value: 5000 } });
-      },
-    );
-    let renewed: boolean | undefined;
-    try {
-      renewed = await call("renewLease()", () =>
-        exercise.renewLease(client, lease, holder, 60_000),
-      );
-    } finally {
-      handover.cancel();
-    }
-    const ttl = await observer.pTTL(lease);
-    const now = await observer.get(lease);
-    if (handedOver && (ttl > 5000 || now !== rival)) {
-      const steps = handedOver.earlier.length
-        ? `checked the holder (${handedOver.earlier.join(", ")}) and then extended the lease with a separate ${handedOver.write}`
-        : `extended the lease with ${handedOver.write} without checking the holder in the same step`;
-      fail(
-        `Your renewLease() ${steps}. Just before that ${handedOver.write} the check let the lease expire and ${rival} take it; your ${handedOver.write} then changed ${rival}'s lease (holder now ${JSON.stringify(now)}, PTTL ${ttl}; renewLease() returned ${JSON.stringify(renewed)}). Check and extend in one atomic step: a Lua script with EVAL (or WATCH the key and extend inside MULTI).`,
-        3,
-      );
-    }
-    if (handedOver) {
-      check(
-        renewed === false,
-        `The lease changed hands before your renewLease() extended it, so it should return false; it returned ${JSON.stringify(renewed)}.`,
-        3,
-      );
-    }
+    await renewDuringHandover(observer, [{ client, lease: `${HELD}memo-8`, handedOver: true }]);
+  });
+
+  test("renewLease() keeps each lease's check when one client renews two leases at once", async () => {
+    // A service renews all its leases through one client: a WATCH on that shared connection is
+    // cleared by whichever EXEC comes first, leaving the other renewal unguarded.
+    const client = await learnerClient();
+    const observer = await checkClient();
+    await renewDuringHandover(observer, [
+      { client, lease: `${HELD}memo-21`, handedOver: false },
+      { client, lease: `${HELD}memo-22`, handedOver: true },
+    ]);
   });
 });
+
+/** renewLease(), with a WatchError that escapes it explained: the lease changed hands, so false. */
+async function renewOrExplain(
+  client: Redis,
+  lease: string,
+  worker: string,
+  ttlMs: number,
+): Promise<boolean> {
+  try {
+    return await exercise.renewLease(client, lease, worker, ttlMs);
+  } catch (error) {
+    if (!(error instanceof WatchError)) throw error;
+    fail(
+      `Your renewLease() WATCHed the lease, and the check let it change hands before your EXEC: EXEC refused to run, as it should, but the WatchError it threw came out of renewLease(). A lease that changed hands is an answer, not an error: catch it and return false. Test it with error instanceof WatchError (import { WatchError } from "redis"): node-redis does not set error.name, so error.name === "WatchError" never matches.`,
+      3,
+    );
+  }
+}
+
+/**
+ * Renews each lease (held by a fresh worker for 5000 ms) at the same time; just before the
+ * learner's code extends a `handedOver` lease with a separate command, that lease expires and a
+ * rival takes it, as a long GC pause or a slow network between two commands allows.
+ */
+async function renewDuringHandover(
+  observer: Redis,
+  renewals: { client: Redis; lease: string; handedOver: boolean }[],
+): Promise<void> {
+  const runs = renewals.map((r) => ({
+    ...r,
+    holder: fresh("ner-worker"),
+    rival: fresh("ner-worker"),
+  }));
+  for (const r of runs)
+    await observer.set(r.lease, r.holder, { expiration: { type: "PX", value: 5000 } });
+  const handovers = runs
+    .filter((r) => r.handedOver)
+    .map((r) => {
+      const seen: { write?: string; earlier: string[] } = { earlier: [] };
+      const rule = beforeCommand(
+        (c) => LEASE_WRITES.has(c.name) && touches(r.lease)(c),
+        async (write) => {
+          seen.earlier = sent((c) => c.seq < write.seq && touches(r.lease)(c)).map((c) => c.name);
+          seen.write = write.name;
+          await observer.del(r.lease);
+          await observer.set(r.lease, r.rival, { expiration: { type: "PX", value: 5000 } });
+        },
+      );
+      return { r, seen, rule };
+    });
+  let renewed: boolean[] = [];
+  try {
+    renewed = await call("renewLease()", () =>
+      Promise.all(runs.map((r) => renewOrExplain(r.client, r.lease, r.holder, 60_000))),
+    );
+  } finally {
+    for (const h of handovers) h.rule.cancel();
+  }
+  const together =
+    runs.length > 1
+      ? ` It renewed ${runs.length} leases at once on the same client; a WATCH belongs to a connection and the first EXEC clears every WATCH on it, so watch on a connection of your own per renewal (or use a script).`
+      : "";
+  for (const { r, seen } of handovers) {
+    const ttl = await observer.pTTL(r.lease);
+    const now = await observer.get(r.lease);
+    const renewedIt = renewed[runs.indexOf(r)];
+    if (seen.write && (ttl > 5000 || now !== r.rival)) {
+      const steps = seen.earlier.length
+        ? `checked the holder (${seen.earlier.join(", ")}) and then extended the lease with a separate ${seen.write}`
+        : `extended the lease with ${seen.write} without checking the holder in the same step`;
+      fail(
+        `Your renewLease() ${steps}. Just before that ${seen.write} the check let the lease expire and ${r.rival} take it; your ${seen.write} then changed ${r.rival}'s lease (holder now ${JSON.stringify(now)}, PTTL ${ttl}; renewLease() returned ${JSON.stringify(renewedIt)}).${together} Check and extend in one atomic step: a Lua script with EVAL (or WATCH the key and extend inside MULTI).`,
+        3,
+      );
+    }
+    if (seen.write) {
+      check(
+        renewedIt === false,
+        `The lease changed hands before your renewLease() extended it, so it should return false; it returned ${JSON.stringify(renewedIt)}.`,
+        3,
+      );
+    }
+  }
+  for (const r of runs.filter((r) => !r.handedOver)) {
+    const i = runs.indexOf(r);
+    check(
+      renewed[i] === true && (await observer.get(r.lease)) === r.holder,
+      `renewLease() for ${r.holder}, who held ${r.lease} throughout, should extend it and return true; it returned ${JSON.stringify(renewed[i])}.${together}`,
+      3,
+    );
+  }
+}
 
 describe("keyspace notifications", () => {
   test("enableExpiredEvents() turns on expired key events and keeps other flags", async () => {
@@ -471,8 +549,11 @@ describe("keyspace notifications", () => {
       expiration: { type: "PX", value: 200 },
     });
 
-    const renewUntil = Date.now() + 1000;
-    while (Date.now() < renewUntil) {
+    // Renewed past its first 400 ms, and until the stalled lease is reported (3 s at most).
+    const renewFrom = Date.now();
+    const renewing = () =>
+      Date.now() < renewFrom + 500 || (expired.length === 0 && Date.now() < renewFrom + 3000);
+    while (renewing()) {
       const renewed = await call("renewLease()", () =>
         exercise.renewLease(client, busy, "ocr-worker-2", 400),
       );
@@ -608,6 +689,11 @@ describe("keyspace notifications", () => {
     const observer = await checkClient();
     const client = await learnerClient();
     const since = Math.max(...(await learnerConnections(observer)).map((c) => Number(c.id)));
+    await ensureExpiredEvents(observer);
+    // Another watcher of the same service, on the same client, stays on: stopping one watcher
+    // must not stop it.
+    const heard: string[] = [];
+    const other = await watch(client, (docId) => heard.push(docId));
     const given = learnerAddrs();
     const stop = await watch(client, () => {});
     await call("stop()", () => stop());
@@ -624,6 +710,17 @@ describe("keyspace notifications", () => {
       "stop() closed the client watchExpiredLeases() was given: the rest of the service uses that client. Close only the connection the watcher opened.",
       3,
     );
+    const lease = `${LEASES}after-one-stop`;
+    await observer.set(lease, "ocr-worker-7", { expiration: { type: "PX", value: 30 } });
+    await sleep(60);
+    await observer.get(lease);
+    await eventually(
+      () => heard.includes("after-one-stop"),
+      3000,
+      "Two watchers ran on the same client; after stop() of one, a lease expired and the other never reported it: stopping one watcher stopped the other too (a connection shared between calls, closed by the first stop()). Give each watchExpiredLeases() call a connection of its own, and let its stop() close only that one.",
+      3,
+    );
+    await call("stop()", () => other());
     await eventually(
       async () =>
         (await learnerConnections(observer)).filter((c) => Number(c.id) > since).length === 0,

@@ -43,14 +43,15 @@ function eventFor(n: number): DocEvent {
 /**
  * Fills a stream with the check's own connection, so a test depends on one function only. Three
  * entries share each millisecond, as in a busy second, and a page of 40 ends inside one: a
- * reader that skips to the next millisecond loses some every time.
+ * reader that skips to the next millisecond loses some every time. Entries come in pairs with
+ * the same fields (a stage logged twice): a reader that drops "repeats" by content loses them.
  */
 async function seed(via: Redis, stream: string, count: number): Promise<string[]> {
   const base = Date.now() - count;
   // One connection runs them in the order sent, so the IDs only go up.
   return Promise.all(
     Array.from({ length: count }, (_, n) => {
-      const { docId, stage, status } = eventFor(n);
+      const { docId, stage, status } = eventFor(Math.floor(n / 2));
       return via.xAdd(stream, `${base + Math.floor(n / 3)}-${n % 3}`, { docId, stage, status });
     }),
   );
@@ -142,10 +143,15 @@ test("readPage() returns each of 250 entries exactly once, in order, page by pag
     );
     if (entries.length === 0) emptyPageSeen = true;
     // Judged by the log itself, so a page that skipped entries is reported as a skip below.
-    const remaining = ids.length - (from === null ? 0 : ids.indexOf(from) + 1);
+    const startAt = from === null ? 0 : ids.indexOf(from) + 1;
+    const remaining = ids.length - startAt;
+    // Left out from the middle of the page (not cut short): dropped by what they hold.
+    const lastAt = ids.indexOf(entries.at(-1)?.id ?? "");
+    const returned = new Set(entries.map((e) => e.id));
+    const leftOut = ids.slice(startAt, lastAt).filter((id) => !returned.has(id));
     check(
       entries.length >= Math.min(pageSize, remaining),
-      `readPage() was asked for ${pageSize} entries with ${remaining} still after its start, and returned ${entries.length}. A page holds count entries until the log runs out: pass count itself as XRANGE's COUNT.`,
+      `readPage() was asked for ${pageSize} entries with ${remaining} still after its start, and returned ${entries.length}. ${leftOut.length ? `It left out ${describeIds(leftOut)} from the middle of the page: each has the same fields as the entry before it (a stage logged twice), and each is its own entry. Keep every entry XRANGE returns.` : "A page holds count entries until the log runs out: pass count itself as XRANGE's COUNT."}`,
       2,
     );
     for (const entry of entries) {
@@ -167,9 +173,11 @@ test("readPage() returns each of 250 entries exactly once, in order, page by pag
   const millisecond = (id: string) => id.split("-")[0];
   const pageEnds = new Set(starts.map(millisecond));
   const skippedRest = missing.length > 0 && missing.every((id) => pageEnds.has(millisecond(id)));
+  // Seeded in pairs with the same fields: only second halves missing means dropped as repeats.
+  const secondOfPairs = missing.length > 0 && missing.every((id) => ids.indexOf(id) % 2 === 1);
   check(
     missing.length === 0,
-    `Paging through the log missed ${missing.length} of the 250 entries (${describeIds(missing)}). ${skippedRest ? "Each shares its millisecond with the last entry of the page before: the next page started at a later millisecond and skipped them. " : ""}Start each page just after the last ID of the previous one ("(" + id), and the first page at "-".`,
+    `Paging through the log missed ${missing.length} of the 250 entries (${describeIds(missing)}). ${skippedRest ? "Each shares its millisecond with the last entry of the page before: the next page started at a later millisecond and skipped them. " : ""}${secondOfPairs ? "This log holds pairs of entries with the same fields (a stage logged twice): each is its own entry, so keep every one, and tell entries apart by ID only. " : ""}Start each page just after the last ID of the previous one ("(" + id), and the first page at "-".`,
     2,
   );
   check(
@@ -205,6 +213,32 @@ test("readPage() returns each of 250 entries exactly once, in order, page by pag
   );
 });
 
+test("appendEvent() appends after an entry stamped ahead of this machine's clock", async () => {
+  const observer = await checkClient();
+  const client = await learnerClient();
+  const stream = freshKey("audit:skew");
+  // Another writer's entry a minute ahead: what a server whose clock runs ahead of the
+  // learner's machine, or a server clock that stepped back, leaves at the top.
+  const ahead = await observer.xAdd(stream, `${Date.now() + 60_000}-0`, { ...eventFor(0) });
+  let id: string;
+  try {
+    id = await call("appendEvent()", () =>
+      exercise.appendEvent(client, stream, eventFor(1), 10_000),
+    );
+  } catch (error) {
+    if (!(error instanceof CheckFailure && /equal or smaller/i.test(error.message))) throw error;
+    fail(
+      `The stream's last entry, ${ahead}, carries a time a minute ahead of this machine's clock (a server whose clock runs ahead, or one that stepped back), and Redis refused your appendEvent(): "${error.message.replace(/^appendEvent\(\) threw an error: /, "")}". An ID built from this machine's Date.now(), even "<ms>-*", is then below the top. Pass "*" alone: Redis always hands out an ID above the last one.`,
+      2,
+    );
+  }
+  check(
+    isStreamId(id) && compareIds(ahead, id) < 0,
+    `appendEvent() after ${ahead} should return a larger ID; it returned ${JSON.stringify(id)}.`,
+    2,
+  );
+});
+
 test("latest() shows the newest entries, newest first", async () => {
   const observer = await checkClient();
   const client = await learnerClient();
@@ -217,12 +251,14 @@ test("latest() shows the newest entries, newest first", async () => {
       return observer.xAdd(stream, `${base}-${n}`, { docId, stage, status });
     }),
   );
-  const entries = await call("latest(5)", () => exercise.latest(client, stream, 5));
+  // 25 of them reach down to sequence 5, across the step from "-10" to "-9".
+  const entries = await call("latest(25)", () => exercise.latest(client, stream, 25));
   const got = (entries ?? []).map((e) => e.id);
-  const expected = ids.slice(-5).reverse();
+  const expected = ids.slice(-25).reverse();
+  const wrongAt = got.findIndex((id, i) => id !== expected[i]);
   check(
-    got.length === 5 && got.every((id, i) => id === expected[i]),
-    `latest(5) should return the 5 newest entries, newest first: ${describeIds(expected)}; it returned ${got.length} (${describeIds(got)}). Here all 30 entries share one millisecond, so their sequence numbers (0 to 29, numbers, not strings) order them. XREVRANGE reads from "+" down to "-" in the stream's own order.`,
+    got.length === 25 && wrongAt < 0,
+    `latest(25) should return the 25 newest entries, newest first: ${describeIds(expected)}; it returned ${got.length}${wrongAt < 0 ? "" : `, with ${got[wrongAt]} where ${expected[wrongAt]} belongs (place ${wrongAt + 1})`} (${describeIds(got)}). Here all 30 entries share one millisecond, so their sequence numbers (0 to 29, numbers, not strings) order them. XREVRANGE reads from "+" down to "-" in the stream's own order.`,
     2,
   );
 });

@@ -27,6 +27,7 @@ import {
   stopWithin,
   type Task,
   type Worker,
+  type WorkerOptions,
 } from "./group.ts";
 
 /** Short, so that reads time out often: a worker must stay correct across timeouts. */
@@ -236,6 +237,10 @@ test("three workers share 30 tasks: each handled once, by one worker, then ackno
     2,
   );
   await ensure(client, stream, group, "ensureGroup()");
+  // Another group reads the same stream (an audit trail): what the OCR workers finish is
+  // still its work.
+  const audit = fresh("audit");
+  await observer.xGroupCreate(stream, audit, "0");
 
   const handled: { consumer: string; task: Task }[] = [];
   const workers: Worker[] = [];
@@ -359,6 +364,12 @@ test("three workers share 30 tasks: each handled once, by one worker, then ackno
     `After stop() ${leftOpen.length} connections opened by your workers are still open. Close each worker's connection when its loop ends.`,
     2,
   );
+  const kept = await observer.xLen(stream);
+  check(
+    kept === ids.length,
+    `After the workers finished, the stream holds ${kept} of the 30 tasks: your workers deleted what they handled. The group ${audit} reads the same stream and has not had them yet; other groups each get every entry. A worker acknowledges (XACK) and nothing more: trimming the stream is its owner's job (lesson 06), below what every group still needs.`,
+    2,
+  );
 });
 
 test("a task whose handle() throws or rejects stays pending; one still working is not acknowledged; the worker goes on", async () => {
@@ -426,6 +437,16 @@ test("a task whose handle() throws or rejects stays pending; one still working i
       `After the failures, ${[slow, last].filter((id) => !acknowledged(stream).has(id)).join(" and ")} never got acknowledged${finished.includes(last) ? ", although handle() finished" : ""}. The worker should keep going: handle, then XACK, for every task after a failed one.`,
       2,
     );
+    // A task queued after the failures: a worker that retries its own failed tasks before
+    // reading new ones never gets to it while they keep failing.
+    const later = await observer.xAdd(stream, "*", { docId: "doc-5" });
+    const tookLater = await until(() => acknowledged(stream).has(later), 3000);
+    const retries = called.filter((id) => id === throwing).length;
+    check(
+      tookLater,
+      `After the failures a new task, ${later}, was queued, and your worker did not handle and acknowledge it within 3 s${retries > 1 ? `; handle() was called ${retries} times for ${throwing}, which fails every time: the worker kept retrying its failed tasks instead of taking new ones` : ""}. Leave a failed task pending (lesson 09's recovery tries it again, with a limit) and go on reading new tasks with ">".`,
+      2,
+    );
     await stopWithin(worker, STOP_MS, consumer, BLOCK_MS);
     workers.length = 0;
     const left = await pendingIds(observer, stream, group);
@@ -442,7 +463,8 @@ test("a task whose handle() throws or rejects stays pending; one still working i
 
 /**
  * A stream with `tasks` queued and its group made by the learner's ensureGroup(), and what the
- * stop() tests need around it: the connections opened from here on, to find those left open.
+ * stop() tests need around it: the connections opened from here on, to find those left open,
+ * and start(), which starts a worker of that group with the stop tests' count and BLOCK.
  */
 async function stopScene(label: string, stage: string, tasks: number) {
   const observer = await checkClient();
@@ -453,7 +475,9 @@ async function stopScene(label: string, stage: string, tasks: number) {
   for (let i = 0; i < tasks; i++) ids.push(await observer.xAdd(stream, "*", { docId: `doc-${i}` }));
   await ensure(client, stream, group, "ensureGroup()");
   const connections = await connectionsSince(observer);
-  return { observer, client, stream, group, ids, connections };
+  const start = (consumer: string, handle: WorkerOptions["handle"], workers: Worker[]) =>
+    startWorker(client, { stream, group, consumer, count: 2, blockMs: BLOCK_MS, handle }, workers);
+  return { observer, client, stream, group, ids, connections, start };
 }
 
 /** Fails unless every connection opened since `connections` was taken is closed again. */
@@ -468,7 +492,7 @@ async function checkAllClosed(connections: { leftOpen(): Promise<unknown[]> }): 
 
 test("stop() in the middle of a task finishes the tasks in hand, acknowledges only what succeeded, and closes the connection", async () => {
   // Three tasks, count 2: the first read hands over the first two, a batch in hand.
-  const { observer, client, stream, group, ids, connections } = await stopScene("deploy", "ocr", 3);
+  const { observer, stream, group, ids, connections, start } = await stopScene("deploy", "ocr", 3);
   const consumer = fresh("ocr");
   const [id, failing, third] = ids;
   if (!id || !failing || !third) throw new Error("no tasks queued");
@@ -476,20 +500,13 @@ test("stop() in the middle of a task finishes the tasks in hand, acknowledges on
   const reached: string[] = [];
   const workers: Worker[] = [];
   try {
-    const worker = await startWorker(
-      client,
-      {
-        stream,
-        group,
-        consumer,
-        count: 2,
-        blockMs: BLOCK_MS,
-        handle: async (task) => {
-          reached.push(task.id);
-          if (task.id === id) await work.promise;
-          // The second task of the batch fails, after stop() was called.
-          if (task.id === failing) throw new Error(`OCR failed for ${task.id} (the check's doing)`);
-        },
+    const worker = await start(
+      consumer,
+      async (task) => {
+        reached.push(task.id);
+        if (task.id === id) await work.promise;
+        // The second task of the batch fails, after stop() was called.
+        if (task.id === failing) throw new Error(`OCR failed for ${task.id} (the check's doing)`);
       },
       workers,
     );
@@ -548,7 +565,7 @@ test("stop() in the middle of a task finishes the tasks in hand, acknowledges on
 });
 
 test("stop() while a read is bringing a task: the task is still handled and acknowledged", async () => {
-  const { observer, client, stream, group, connections } = await stopScene("arriving", "ner", 0);
+  const { observer, stream, group, connections, start } = await stopScene("arriving", "ner", 0);
   const consumer = fresh("ner");
   const docId = fresh("doc-arriving");
   const reached: string[] = [];
@@ -573,18 +590,7 @@ test("stop() while a read is bringing a task: the task is still handled and ackn
     },
   );
   try {
-    await startWorker(
-      client,
-      {
-        stream,
-        group,
-        consumer,
-        count: 2,
-        blockMs: BLOCK_MS,
-        handle: (t) => void reached.push(t.id),
-      },
-      workers,
-    );
+    await start(consumer, (t) => void reached.push(t.id), workers);
     const id = await observer.xAdd(stream, "*", { docId });
     const idle = nothingComing(observer, stream, group, [consumer], () => reached.length);
     await until(async () => onItsWay.hasFired() || idle(), 3000);
@@ -616,30 +622,15 @@ test("stop() while a read is bringing a task: the task is still handled and ackn
 });
 
 test("stop() on a quiet stream returns within one read and closes the worker's connection", async () => {
-  const { observer, client, stream, group, connections } = await stopScene("idle", "embed", 0);
+  const { observer, stream, connections, start } = await stopScene("idle", "embed", 0);
   const consumer = fresh("embed");
   const colleague = fresh("embed");
   const workers: Worker[] = [];
   try {
-    const worker = await startWorker(
-      client,
-      { stream, group, consumer, count: 2, blockMs: BLOCK_MS, handle: () => {} },
-      workers,
-    );
+    const worker = await start(consumer, () => {}, workers);
     // A second worker of the same service in the same process: stopping one must not stop it.
     const colleagueGot: string[] = [];
-    const other = await startWorker(
-      client,
-      {
-        stream,
-        group,
-        consumer: colleague,
-        count: 2,
-        blockMs: BLOCK_MS,
-        handle: (task) => void colleagueGot.push(task.id),
-      },
-      workers,
-    );
+    const other = await start(colleague, (task) => void colleagueGot.push(task.id), workers);
     // Ten reads never seen blocked: a worker that waits in each read would have taken ten BLOCKs.
     const reads = () => sent((c) => c.name === "XREADGROUP" && c.args.includes(consumer)).length;
     let waiting = 0;
