@@ -660,6 +660,14 @@ describe("committing a batch", () => {
       `After the race each document should be on the next stage once and your commitBatch() should report ${raced.work.doc} (committed by the competitor) as its only duplicate; the next stage holds ${JSON.stringify(next)} and it returned ${JSON.stringify(committed)}.`,
       2,
     );
+    // What the retry reports is what the transaction that ran did, not a sum of every look.
+    const ours = docs.filter((d) => d !== raced.work.doc);
+    check(
+      sameValue(committed?.handedOff.slice().sort(), ours.slice().sort()) &&
+        committed?.deadLettered.length === 0,
+      `After the race your commitBatch() should report handedOff ${JSON.stringify(ours)} once each (what the EXEC that ran did); it returned ${JSON.stringify(committed)}. The refused first attempt did nothing: start each attempt with empty lists.`,
+      2,
+    );
   });
 
   // Killed just before the acknowledgement, or just before the first XADD: wherever a split
