@@ -15,6 +15,7 @@ import {
   type Redis,
   sameValue,
   sleep,
+  within,
 } from "../kit.ts";
 import {
   answerToNewWork,
@@ -170,6 +171,23 @@ describe("reading a batch", () => {
       answer.early
         ? `With blockMs = ${waitMs} and no work, readBatch() returned ${JSON.stringify(got)} before the wait was over. Wait for new work with XREADGROUP ... BLOCK <blockMs>.`
         : `With blockMs = ${waitMs}, a new entry (${arrived}) was added while readBatch() waited; it returned ${JSON.stringify(got)} ${answer.delay} ms after the entry came. Wait in Redis (XREADGROUP ... BLOCK <blockMs>), which answers the moment an entry arrives; a timer that sleeps between reads leaves new work waiting until it fires.`,
+      2,
+    );
+    // An error is not an empty batch: [] would send the worker's loop round again at once,
+    // hammering a broken stage with nobody told.
+    await c.xAdd(keys.stream, "*", { doc: fresh("orphaned") });
+    await c.xGroupDestroy(keys.stream, keys.group);
+    const refused = await within(
+      exercise.readBatch(w.client, keys, options).then(
+        (value) => ({ value }),
+        (error: unknown) => ({ error }),
+      ),
+      options.blockMs + 5000,
+      "readBatch() with its group gone",
+    );
+    check(
+      "error" in refused,
+      `With the stage's group gone (XGROUP DESTROY, so Redis answers NOGROUP) and entries waiting, readBatch() returned ${JSON.stringify("value" in refused ? refused.value : undefined)}. An error from Redis is not "no work": a worker that hears [] reads again at once, round and round, and nobody learns the stage is broken. Let the error reject readBatch().`,
       2,
     );
   });
