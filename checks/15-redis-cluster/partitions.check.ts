@@ -613,7 +613,7 @@ test("handOff() returns only once Redis has answered its EXEC", async () => {
   );
 });
 
-test("workRound() awaits each hand-off, and a hand-off Redis never applied rejects the round", async () => {
+test("workRound() awaits each hand-off, and a read or hand-off Redis refused rejects the round", async () => {
   // One partition: whatever the round sends after the first EXEC goes to the connection the
   // check holds, so a round that does not await its hand-offs returns in the window.
   const run: Pipeline = {
@@ -628,6 +628,23 @@ test("workRound() awaits each hand-off, and a hand-off Redis never applied rejec
   for (const doc of [first, second]) await observer.xAdd(keys.stream("ocr"), "*", { doc });
   const worker = scope("worker");
   const cluster = await learnerCluster(worker);
+  // A read Redis refuses (NOGROUP: this group was never made) is no empty partition either.
+  const missing = { ...run, group: fresh("missing") };
+  const unread = await within(
+    exercise
+      .workRound(cluster, missing, "ocr", "ner", async (work) => result("ocr", work))
+      .then(
+        (n) => ({ n }),
+        (error: unknown) => ({ error }),
+      ),
+    10_000,
+    "workRound() with a group that does not exist",
+  );
+  check(
+    "error" in unread,
+    `With no group ${missing.group} on the partition's stream (Redis answers NOGROUP), workRound() returned ${"n" in unread ? unread.n : ""}. An error from Redis is not an empty partition: a caller that hears a count runs the next round as if all were well, and nobody learns the stage is broken. Let the read's error reject workRound().`,
+    2,
+  );
   let returned = false;
   let early = false;
   // The first EXEC is held while the check looks whether workRound() returned, then its
