@@ -251,6 +251,23 @@ describe("the parts, one at a time", () => {
       `After three calls of nextWork(), ${openLearnerConnections() - open} more connections to Redis are open than before: each call opens one and leaves it open, and a worker calls nextWork() in a loop. Read with the client you are given (each worker has its own), or close a connection of your own before returning.`,
       2,
     );
+    // An error is not "no work": undefined would send the worker's loop round again at once,
+    // hammering a broken stage with nobody told.
+    await c.xAdd(keys.stream, "*", { doc: "doc-orphaned" });
+    await c.xGroupDestroy(keys.stream, keys.group);
+    const refused = await within(
+      exercise.nextWork(client, keys, options).then(
+        (value) => ({ value }),
+        (error: unknown) => ({ error }),
+      ),
+      options.blockMs + 5000,
+      "nextWork() with its group gone",
+    );
+    check(
+      "error" in refused,
+      `With the stage's group gone (XGROUP DESTROY, so Redis answers NOGROUP) and an entry waiting, nextWork() returned ${JSON.stringify("value" in refused ? refused.value : undefined)}. An error from Redis is not "no work": a worker that hears undefined asks again at once, round and round, and nobody learns the stage is broken. Catch nothing in nextWork(): let the error reject it.`,
+      2,
+    );
   });
 
   test("nextWork() takes over what a crashed worker left pending, but not what a live one is working on", async () => {

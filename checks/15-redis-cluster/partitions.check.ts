@@ -12,8 +12,9 @@ import {
   type Redis,
   sameValue,
   until,
+  within,
 } from "../kit.ts";
-import { before, clearSent, scope, sent } from "../wire.ts";
+import { before, clearSent, dropConnection, scope, sent } from "../wire.ts";
 import {
   type Cluster,
   createGroups,
@@ -608,6 +609,98 @@ test("handOff() returns only once Redis has answered its EXEC", async () => {
   check(
     !early,
     `handOff() returned while its EXEC was still on its way to Redis, so a caller would count ${doc} as handed off before Redis applied (or refused) the transaction, and never hear of an error. Return the promise of exec(), or await it.`,
+    2,
+  );
+});
+
+test("workRound() awaits each hand-off, and a read or hand-off Redis refused rejects the round", async () => {
+  // One partition: whatever the round sends after the first EXEC goes to the connection the
+  // check holds, so a round that does not await its hand-offs returns in the window.
+  const run: Pipeline = {
+    base: key(fresh("pipeline")),
+    partitions: 1,
+    group: fresh("stage"),
+    consumer: fresh("worker"),
+  };
+  const keys = await keysFor(run.base)(0);
+  await createGroups(() => keys, 1, run.group);
+  const [first = "", second = ""] = docIds(2);
+  for (const doc of [first, second]) await observer.xAdd(keys.stream("ocr"), "*", { doc });
+  const worker = scope("worker");
+  const cluster = await learnerCluster(worker);
+  // A read Redis refuses (NOGROUP: this group was never made) is no empty partition either.
+  const missing = { ...run, group: fresh("missing") };
+  const unread = await within(
+    exercise
+      .workRound(cluster, missing, "ocr", "ner", async (work) => result("ocr", work))
+      .then(
+        (n) => ({ n }),
+        (error: unknown) => ({ error }),
+      ),
+    10_000,
+    "workRound() with a group that does not exist",
+  );
+  check(
+    "error" in unread,
+    `With no group ${missing.group} on the partition's stream (Redis answers NOGROUP), workRound() returned ${"n" in unread ? unread.n : ""}. An error from Redis is not an empty partition: a caller that hears a count runs the next round as if all were well, and nobody learns the stage is broken. Let the read's error reject workRound().`,
+    2,
+  );
+  let returned = false;
+  let early = false;
+  // The first EXEC is held while the check looks whether workRound() returned, then its
+  // connection drops: Redis discards a MULTI whose connection ends before EXEC.
+  const rule = before(
+    (c) => c.scope === worker.name && c.name === "EXEC",
+    async (c) => {
+      early = await until(() => returned, 300);
+      dropConnection(c.conn);
+      dropped();
+    },
+  );
+  let dropped!: () => void;
+  const drop = new Promise<void>((resolve) => {
+    dropped = resolve;
+  });
+  const outcome = exercise
+    .workRound(cluster, run, "ocr", "ner", async (work) => result("ocr", work))
+    .then(
+      (n) => ({ n }),
+      (error: unknown) => ({ error }),
+    )
+    .finally(() => {
+      returned = true;
+    });
+  // A round that does not await its hand-offs may send the EXEC after it returned.
+  const sentExec = Promise.race([
+    rule.fired,
+    outcome.then(() => until(() => rule.hasFired(), 1000)),
+  ]);
+  const ended = await within(
+    sentExec.then(async () => {
+      if (rule.hasFired()) await drop;
+      return outcome;
+    }),
+    10_000,
+    "workRound() to end after its connection dropped",
+  ).finally(() => {
+    rule.cancel();
+    cluster.destroy();
+  });
+  check(rule.hasFired(), `workRound() sent no EXEC for ${first}.`, 2);
+  check(
+    !early,
+    `workRound() returned while the EXEC of ${first}'s hand-off was still on its way to Redis: it counted documents as handed off before Redis applied (or refused) them, and an error of the hand-off reaches nobody. Await handOff() for each document.`,
+    2,
+  );
+  check(
+    "error" in ended,
+    `The connection to ${first}'s primary dropped before its EXEC reached Redis, so none of the hand-off was applied, and workRound() went on and returned ${"n" in ended ? ended.n : ""}. A failed hand-off is not the document's fault, and the next one would meet the same trouble: catch only handle()'s error, and let the hand-off's error reject workRound(), so the caller sees that Redis is in trouble (it reconnects, waits and runs the next round). The document stays pending and comes back.`,
+    2,
+  );
+  check(
+    (await observer.hGet(keys.doc(first), "ocr")) === null &&
+      (await isPending(keys.stream("ocr"), run.group, first)),
+    `The EXEC of ${first}'s hand-off never reached Redis, yet its result was stored or its entry acknowledged: send the hand-off as one MULTI ... EXEC.`,
     2,
   );
 });

@@ -15,6 +15,7 @@ import {
   type Redis,
   sameValue,
   sleep,
+  within,
 } from "../kit.ts";
 import {
   answerToNewWork,
@@ -170,6 +171,23 @@ describe("reading a batch", () => {
       answer.early
         ? `With blockMs = ${waitMs} and no work, readBatch() returned ${JSON.stringify(got)} before the wait was over. Wait for new work with XREADGROUP ... BLOCK <blockMs>.`
         : `With blockMs = ${waitMs}, a new entry (${arrived}) was added while readBatch() waited; it returned ${JSON.stringify(got)} ${answer.delay} ms after the entry came. Wait in Redis (XREADGROUP ... BLOCK <blockMs>), which answers the moment an entry arrives; a timer that sleeps between reads leaves new work waiting until it fires.`,
+      2,
+    );
+    // An error is not an empty batch: [] would send the worker's loop round again at once,
+    // hammering a broken stage with nobody told.
+    await c.xAdd(keys.stream, "*", { doc: fresh("orphaned") });
+    await c.xGroupDestroy(keys.stream, keys.group);
+    const refused = await within(
+      exercise.readBatch(w.client, keys, options).then(
+        (value) => ({ value }),
+        (error: unknown) => ({ error }),
+      ),
+      options.blockMs + 5000,
+      "readBatch() with its group gone",
+    );
+    check(
+      "error" in refused,
+      `With the stage's group gone (XGROUP DESTROY, so Redis answers NOGROUP) and entries waiting, readBatch() returned ${JSON.stringify("value" in refused ? refused.value : undefined)}. An error from Redis is not "no work": a worker that hears [] reads again at once, round and round, and nobody learns the stage is broken. Let the error reject readBatch().`,
       2,
     );
   });
@@ -658,6 +676,14 @@ describe("committing a batch", () => {
       sameValue(next.slice().sort(), docs.slice().sort()) &&
         sameValue(committed?.duplicates, [raced.work.doc]),
       `After the race each document should be on the next stage once and your commitBatch() should report ${raced.work.doc} (committed by the competitor) as its only duplicate; the next stage holds ${JSON.stringify(next)} and it returned ${JSON.stringify(committed)}.`,
+      2,
+    );
+    // What the retry reports is what the transaction that ran did, not a sum of every look.
+    const ours = docs.filter((d) => d !== raced.work.doc);
+    check(
+      sameValue(committed?.handedOff.slice().sort(), ours.slice().sort()) &&
+        committed?.deadLettered.length === 0,
+      `After the race your commitBatch() should report handedOff ${JSON.stringify(ours)} once each (what the EXEC that ran did); it returned ${JSON.stringify(committed)}. The refused first attempt did nothing: start each attempt with empty lists.`,
       2,
     );
   });

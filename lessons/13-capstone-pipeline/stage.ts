@@ -86,7 +86,8 @@ export function broadcast(
  *    sit behind many entries live workers are busy with: one XAUTOCLAIM looks at no more than
  *    COUNT*10 of them, so follow its cursor;
  * 2. otherwise a new entry, waiting at most blockMs for one (deliveries: 1).
- * Entries carry one field, `doc`: the document id.
+ * Entries carry one field, `doc`: the document id. An error from Redis (NOGROUP, a dropped
+ * connection) rejects: it is not "no work".
  */
 export async function nextWork(
   client: Redis,

@@ -88,8 +88,11 @@ export async function handOff(
 /**
  * One round of a `stage` worker: takes up to `count` new entries (no blocking) from the stage's
  * stream of each partition (count per partition, not in total), calls handle() on each and hands it off with handle()'s result. A
- * document whose handle() fails stays pending and the round goes on. The groups already exist.
- * Returns how many documents it handed off.
+ * document whose handle() fails stays pending and the round goes on. A read or a hand-off that
+ * fails (Redis refused it, or the connection dropped) is not the document's fault: catch only
+ * handle()'s error and let Redis's reject workRound(), so the caller sees it (what Redis did
+ * not apply stays pending). The groups already exist. Returns how many documents it
+ * handed off, once every hand-off has been answered.
  */
 export async function workRound(
   cluster: Cluster,

@@ -55,6 +55,11 @@ export interface ReadOptions {
   claimIdleMs: number;
 }
 
+/**
+ * Up to `options.count` new entries for `options.consumer`, in one XREADGROUP that waits at most
+ * `options.blockMs` for them; [] when none came. An error from Redis (NOGROUP, a dropped
+ * connection) rejects: it is not "no work".
+ */
 export async function readBatch(
   client: Redis,
   keys: StageKeys,
