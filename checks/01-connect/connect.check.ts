@@ -40,7 +40,21 @@ interface Socket {
   port?: number;
   tls?: boolean;
   servername?: string;
+  rejectUnauthorized?: boolean;
   reconnectStrategy?: unknown;
+}
+
+/**
+ * TLS that accepts any certificate: a learner who met a certificate error on the way (a wrong
+ * servername, a local proxy) and turned verification off "to make it work" encrypts the traffic
+ * to whoever answers, a man in the middle included.
+ */
+function checkVerifiesCertificate(socket: Socket, service: string) {
+  check(
+    socket.rejectUnauthorized !== false,
+    `Your ${service} options set socket.rejectUnauthorized to false, which accepts any certificate: the access key and every document would go to whoever answers on that address. Leave rejectUnauthorized out (Node verifies by default); a certificate error means a wrong host or servername, not a check to turn off.`,
+    2,
+  );
 }
 
 const AZURE_HOST = "docs-prod.redis.cache.windows.net";
@@ -126,6 +140,7 @@ describe("connection profiles", () => {
       `socket.servername should be the host name, ${AZURE_HOST}; node-redis reads ${JSON.stringify(socket.servername)}. Node sends no server name (SNI) in the TLS handshake unless you set it.`,
       2,
     );
+    checkVerifiesCertificate(socket, "Azure Cache for Redis");
     check(
       options.password === ACCESS_KEY,
       `The access key is the password: node-redis reads the password ${JSON.stringify(options.password)} for the key ${JSON.stringify(ACCESS_KEY)}. Set password (in a URL, encode it with encodeURIComponent()).`,
@@ -160,6 +175,7 @@ describe("connection profiles", () => {
       `socket.servername should be the host name, ${MANAGED_HOST}; node-redis reads ${JSON.stringify(socket.servername)}. Node sends no server name (SNI) in the TLS handshake unless you set it.`,
       2,
     );
+    checkVerifiesCertificate(socket, "Azure Managed Redis");
     check(
       options.username === "5f0c-object-id" && options.password === TOKEN,
       `With Entra ID the user name is the object id and the password is the token; node-redis reads user ${JSON.stringify(options.username)} and password ${JSON.stringify(options.password)}.`,
@@ -203,6 +219,13 @@ describe("connection profiles", () => {
     check(
       mean(1000) >= 2 * mean(0),
       `The delay should grow with retries: over ${draws} calls each, reconnectDelay(0) averaged ${Math.round(mean(0))} ms and reconnectDelay(1000) ${Math.round(mean(1000))} ms. Start small; jitter is fine, but the range it is drawn from must grow.`,
+      2,
+    );
+    // Retry 0 alone is not enough: a delay that answers 0 first and then draws anywhere up to
+    // the cap at every later retry passes the comparison above, and waits seconds after a blip.
+    check(
+      mean(1000) >= 1.5 * mean(1),
+      `The delay should grow with retries, not only after the first: over ${draws} calls each, reconnectDelay(1) averaged ${Math.round(mean(1))} ms and reconnectDelay(1000) ${Math.round(mean(1000))} ms. Start small after the first retry too (50 ms, 100 ms, ...) and let the range grow towards the cap.`,
       2,
     );
     check(
@@ -305,6 +328,17 @@ describe("a live connection", () => {
       check(
         typeof late === "number" && late >= 0 && late <= 5000,
         `connect()'s reconnectStrategy answered ${late instanceof Error ? `an Error ("${late.message}")` : JSON.stringify(late)} for the 100th retry: anything but a delay ends reconnecting for good, so an outage of a few minutes leaves the service dead until someone restarts it. Keep answering reconnectDelay(retries), capped, however many retries it takes.`,
+        3,
+      );
+      // Many draws: a jittered strategy answers anything from 0 up in one call.
+      const lateDraws =
+        typeof strategy === "function"
+          ? Array.from({ length: 50 }, () => strategy(100, new Error("drop")))
+          : [];
+      const longest = Math.max(...lateDraws.map((d) => (typeof d === "number" ? d : 0)));
+      check(
+        longest >= 1000,
+        `connect()'s reconnectStrategy answered at most ${longest} ms for the 100th retry (over 50 calls): through a long outage it would retry many times a second. The strategy answers milliseconds, like reconnectDelay: pass reconnectDelay itself, not a delay divided or converted to seconds.`,
         3,
       );
     } finally {
@@ -463,5 +497,32 @@ describe("a live connection", () => {
       `The work sent SET ${failure} without awaiting it and then threw; after withRedis() the key holds ${JSON.stringify(recorded)}: the command was dropped on the error path. Close with close() in finally on every path; destroy() discards pending commands.`,
       3,
     );
+
+    // Work that is not an async function throws before it returns a promise (a JSON.parse of a
+    // bad argument): work(client).finally(...) never gets a promise to attach to.
+    before = allLearnerAddrs();
+    rejected = undefined;
+    const badInput = new SyntaxError("Unexpected token < in the OCR job's JSON");
+    await call("withRedis() with work that throws before returning a promise", () =>
+      exercise
+        .withRedis(ctx.redisUrl, name, () => {
+          throw badInput;
+        })
+        .catch((error: unknown) => {
+          rejected = error;
+        }),
+    );
+    check(
+      rejected === badInput,
+      `The work threw at once (a plain function, not an async one, so no promise came back), and withRedis() ${rejected === undefined ? "resolved" : `rejected with ${String(rejected)}`}: it should reject with that same error.`,
+      3,
+    );
+    opened = openedSince(before);
+    if (!(await until(async () => (await openAt(observer, opened)).length === 0, 1000))) {
+      fail(
+        `The work threw at once, before returning a promise, and the connection stayed open (${describeConnections(await openAt(observer, opened))}): work(client).finally(...) or .then(...) never runs when work(client) throws instead of returning. Call the work inside try (return await work(client)) and close in finally.`,
+        3,
+      );
+    }
   });
 });
