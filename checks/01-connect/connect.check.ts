@@ -110,6 +110,13 @@ describe("connection profiles", () => {
       1,
     );
     check(!socket.tls, "A local Redis does not use TLS: leave tls off for the local profile.", 1);
+    // "localhost" (or no host: node-redis then asks for "localhost") resolves to ::1 first on
+    // many machines, where a Redis bound to 127.0.0.1 refuses the connection.
+    check(
+      socket.host === "127.0.0.1",
+      `A local profile without a host should connect to 127.0.0.1; node-redis reads host ${JSON.stringify(socket.host)}. "localhost" (and no host, which node-redis turns into "localhost") can resolve to the IPv6 address ::1 first, where a Redis listening on 127.0.0.1 refuses the connection.`,
+      2,
+    );
     const custom = await optionsFor({ kind: "local", host: "redis.internal", port: 6390 });
     check(
       custom.socket.host === "redis.internal" && custom.socket.port === 6390,
