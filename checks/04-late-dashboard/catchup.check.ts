@@ -694,10 +694,13 @@ describe("a dashboard that joins late", () => {
       const duringB =
         label === "B"
           ? holdReply(isSnapshotRead(keys), async () => {
-              const status = await pipeline.advance("contract-41");
-              if (subscriberOfA !== undefined) {
-                await received(JSON.stringify(status), { conn: subscriberOfA, ms: 2000 });
-              }
+              // Listened for before the PUBLISH: A may receive it before the EXEC's reply is in.
+              // Nothing else about contract-41 is on its way now.
+              const heard =
+                subscriberOfA !== undefined &&
+                received('"docId":"contract-41"', { conn: subscriberOfA, ms: 2000 });
+              await pipeline.advance("contract-41");
+              await heard;
             })
           : undefined;
       // Its snapshot read held at the socket: openDashboard() must not resolve before it is in.
