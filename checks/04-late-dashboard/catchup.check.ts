@@ -746,15 +746,26 @@ describe("a dashboard that joins late", () => {
     const client = await learnerClient();
     const since = Math.max(...(await learnerConnections(observer)).map((c) => Number(c.id)));
     const keys = freshKeys("stop");
+    const before = allLearnerAddrs();
     const stop = await call("openDashboard()", () =>
       exercise.openDashboard(client, keys, () => {}),
     );
     await call("stop()", () => stop());
+    // Looked at at once, on the client's side: an awaited close() has let go of the socket.
+    const stillOpen = [...allLearnerAddrs()].filter(
+      (addr) => !before.has(addr) && learnerAddrs().has(addr),
+    );
     await eventually(
       async () =>
         (await learnerConnections(observer)).filter((c) => Number(c.id) > since).length === 0,
       2000,
       "After stop() the dashboard's connection is still open: stop() should unsubscribe and close() the connection it opened.",
+      3,
+    );
+    // After the check above: a stop() that never closes is named for that, not for haste.
+    check(
+      stillOpen.length === 0,
+      `stop() resolved while the dashboard's connection (${stillOpen.join(", ")}) was still open: it started closing without waiting. Await the unsubscribe and the close() in stop(), so a caller who stops a dashboard knows it is gone.`,
       3,
     );
     const reached = await observer.publish(keys.channel, "{}");
