@@ -40,7 +40,21 @@ interface Socket {
   port?: number;
   tls?: boolean;
   servername?: string;
+  rejectUnauthorized?: boolean;
   reconnectStrategy?: unknown;
+}
+
+/**
+ * TLS that accepts any certificate: a learner who met a certificate error on the way (a wrong
+ * servername, a local proxy) and turned verification off "to make it work" encrypts the traffic
+ * to whoever answers, a man in the middle included.
+ */
+function checkVerifiesCertificate(socket: Socket, service: string) {
+  check(
+    socket.rejectUnauthorized !== false,
+    `Your ${service} options set socket.rejectUnauthorized to false, which accepts any certificate: the access key and every document would go to whoever answers on that address. Leave rejectUnauthorized out (Node verifies by default); a certificate error means a wrong host or servername, not a check to turn off.`,
+    2,
+  );
 }
 
 const AZURE_HOST = "docs-prod.redis.cache.windows.net";
@@ -96,6 +110,13 @@ describe("connection profiles", () => {
       1,
     );
     check(!socket.tls, "A local Redis does not use TLS: leave tls off for the local profile.", 1);
+    // "localhost" (or no host: node-redis then asks for "localhost") resolves to ::1 first on
+    // many machines, where a Redis bound to 127.0.0.1 refuses the connection.
+    check(
+      socket.host === "127.0.0.1",
+      `A local profile without a host should connect to 127.0.0.1; node-redis reads host ${JSON.stringify(socket.host)}. "localhost" (and no host, which node-redis turns into "localhost") can resolve to the IPv6 address ::1 first, where a Redis listening on 127.0.0.1 refuses the connection.`,
+      2,
+    );
     const custom = await optionsFor({ kind: "local", host: "redis.internal", port: 6390 });
     check(
       custom.socket.host === "redis.internal" && custom.socket.port === 6390,
@@ -126,6 +147,7 @@ describe("connection profiles", () => {
       `socket.servername should be the host name, ${AZURE_HOST}; node-redis reads ${JSON.stringify(socket.servername)}. Node sends no server name (SNI) in the TLS handshake unless you set it.`,
       2,
     );
+    checkVerifiesCertificate(socket, "Azure Cache for Redis");
     check(
       options.password === ACCESS_KEY,
       `The access key is the password: node-redis reads the password ${JSON.stringify(options.password)} for the key ${JSON.stringify(ACCESS_KEY)}. Set password (in a URL, encode it with encodeURIComponent()).`,
@@ -160,6 +182,7 @@ describe("connection profiles", () => {
       `socket.servername should be the host name, ${MANAGED_HOST}; node-redis reads ${JSON.stringify(socket.servername)}. Node sends no server name (SNI) in the TLS handshake unless you set it.`,
       2,
     );
+    checkVerifiesCertificate(socket, "Azure Managed Redis");
     check(
       options.username === "5f0c-object-id" && options.password === TOKEN,
       `With Entra ID the user name is the object id and the password is the token; node-redis reads user ${JSON.stringify(options.username)} and password ${JSON.stringify(options.password)}.`,
@@ -203,6 +226,13 @@ describe("connection profiles", () => {
     check(
       mean(1000) >= 2 * mean(0),
       `The delay should grow with retries: over ${draws} calls each, reconnectDelay(0) averaged ${Math.round(mean(0))} ms and reconnectDelay(1000) ${Math.round(mean(1000))} ms. Start small; jitter is fine, but the range it is drawn from must grow.`,
+      2,
+    );
+    // Retry 0 alone is not enough: a delay that answers 0 first and then draws anywhere up to
+    // the cap at every later retry passes the comparison above, and waits seconds after a blip.
+    check(
+      mean(1000) >= 1.5 * mean(1),
+      `The delay should grow with retries, not only after the first: over ${draws} calls each, reconnectDelay(1) averaged ${Math.round(mean(1))} ms and reconnectDelay(1000) ${Math.round(mean(1000))} ms. Start small after the first retry too (50 ms, 100 ms, ...) and let the range grow towards the cap.`,
       2,
     );
     check(
@@ -255,6 +285,11 @@ function fallBack(delays: ReadonlyArray<readonly [number, number]>) {
   return undefined;
 }
 
+/** `error` itself, or an error that wraps it as its cause: either way the caller learns it. */
+function carries(rejected: unknown, error: Error): boolean {
+  return rejected === error || (rejected instanceof Error && rejected.cause === error);
+}
+
 /** Local addresses of the learner connections opened since `before` was taken. */
 function openedSince(before: Set<string>): string[] {
   return [...allLearnerAddrs()].filter((addr) => !before.has(addr));
@@ -305,6 +340,17 @@ describe("a live connection", () => {
       check(
         typeof late === "number" && late >= 0 && late <= 5000,
         `connect()'s reconnectStrategy answered ${late instanceof Error ? `an Error ("${late.message}")` : JSON.stringify(late)} for the 100th retry: anything but a delay ends reconnecting for good, so an outage of a few minutes leaves the service dead until someone restarts it. Keep answering reconnectDelay(retries), capped, however many retries it takes.`,
+        3,
+      );
+      // Many draws: a jittered strategy answers anything from 0 up in one call.
+      const lateDraws =
+        typeof strategy === "function"
+          ? Array.from({ length: 50 }, () => strategy(100, new Error("drop")))
+          : [];
+      const longest = Math.max(...lateDraws.map((d) => (typeof d === "number" ? d : 0)));
+      check(
+        longest >= 1000,
+        `connect()'s reconnectStrategy answered at most ${longest} ms for the 100th retry (over 50 calls): through a long outage it would retry many times a second. The strategy answers milliseconds, like reconnectDelay: pass reconnectDelay itself, not a delay divided or converted to seconds.`,
         3,
       );
     } finally {
@@ -437,19 +483,22 @@ describe("a live connection", () => {
     // A failing job often has a write in flight (an audit line, a status): the close on the
     // error path must let it through as well.
     const failure = freshKey("failure");
+    const workError = new Error("OCR service unavailable");
     await call("withRedis() with work that throws", () =>
       exercise
         .withRedis(ctx.redisUrl, name, async (client) => {
           void client.set(failure, "contract-17 failed").catch(() => {});
-          throw new Error("OCR service unavailable");
+          throw workError;
         })
         .catch((error: unknown) => {
           rejected = error;
         }),
     );
-    if (!(rejected instanceof Error) || rejected.message !== "OCR service unavailable") {
-      fail("When the work throws, withRedis() should reject with that same error.", 3);
-    }
+    check(
+      carries(rejected, workError),
+      `When the work throws, withRedis() should reject with that same error (or one whose cause it is); it ${rejected === undefined ? "resolved" : `rejected with ${String(rejected)}`}.`,
+      3,
+    );
     opened = openedSince(before);
     if (!(await until(async () => (await openAt(observer, opened)).length === 0, 1000))) {
       fail(
@@ -463,5 +512,32 @@ describe("a live connection", () => {
       `The work sent SET ${failure} without awaiting it and then threw; after withRedis() the key holds ${JSON.stringify(recorded)}: the command was dropped on the error path. Close with close() in finally on every path; destroy() discards pending commands.`,
       3,
     );
+
+    // Work that is not an async function throws before it returns a promise (a JSON.parse of a
+    // bad argument): work(client).finally(...) never gets a promise to attach to.
+    before = allLearnerAddrs();
+    rejected = undefined;
+    const badInput = new SyntaxError("Unexpected token < in the OCR job's JSON");
+    await call("withRedis() with work that throws before returning a promise", () =>
+      exercise
+        .withRedis(ctx.redisUrl, name, () => {
+          throw badInput;
+        })
+        .catch((error: unknown) => {
+          rejected = error;
+        }),
+    );
+    check(
+      carries(rejected, badInput),
+      `The work threw at once (a plain function, not an async one, so no promise came back), and withRedis() ${rejected === undefined ? "resolved" : `rejected with ${String(rejected)}`}: it should reject with that same error.`,
+      3,
+    );
+    opened = openedSince(before);
+    if (!(await until(async () => (await openAt(observer, opened)).length === 0, 1000))) {
+      fail(
+        `The work threw at once, before returning a promise, and the connection stayed open (${describeConnections(await openAt(observer, opened))}): work(client).finally(...) or .then(...) never runs when work(client) throws instead of returning. Call the work inside try (return await work(client)) and close in finally.`,
+        3,
+      );
+    }
   });
 });

@@ -56,8 +56,14 @@ const STAGES = ["uploaded", "ocr", "ner", "classification", "embedding", "done"]
  * random name: code that hard-codes "acme:" or a list of known stages fails. The new stage
  * starts with a capital, as "QA" or "OCRv2" would: a pattern limited to [a-z] or a stage name
  * lowercased on the way misses it. `region` goes into the prefix as it is: the glob test passes
- * "eu*west?[1]", which a pattern must escape.
+ * GLOB_REGION, which a pattern must escape.
  */
+/**
+ * Each glob character twice (String.replace("*", ...) escapes only the first) and a backslash,
+ * the glob's own escape: left as it is, the pattern reads the backslash and x as a plain x.
+ */
+const GLOB_REGION = "eu*west?[1]:tier*?[2]\\x:";
+
 function tenant(region = "") {
   const prefix = `${freshKey("tenant")}:${region}`;
   return {
@@ -201,14 +207,14 @@ describe("channel design", () => {
 
   test.each([
     { region: "", under: "the prefix" },
-    { region: "eu*west?[1]:", under: "a prefix with glob characters" },
+    { region: GLOB_REGION, under: "a prefix with glob characters" },
   ])(
     "allStagesPattern() matches every stage channel under $under and nothing else",
     async ({ region }) => {
       const t = tenant(region);
-      // With region "eu*west?[1]:", an unescaped pattern also takes in this other tenant.
+      // With GLOB_REGION, a pattern that leaves glob characters active takes in this other tenant.
       const other = tenant();
-      const sibling = `${t.prefix.slice(0, -region.length || undefined)}eu-far-west-1:docs:status:ocr`;
+      const sibling = `${t.prefix.slice(0, -region.length || undefined)}eu-far-west-1:tierAB2x:docs:status:ocr`;
       const pattern = await call("allStagesPattern()", () => exercise.allStagesPattern(t.prefix));
       check(
         typeof pattern === "string" && pattern.length > 0,
@@ -227,7 +233,7 @@ describe("channel design", () => {
           const n = await publisher.publish(t.channelOf(stage), "probe");
           check(
             n === 1,
-            `Your pattern "${pattern}" does not match the stage channel "${t.channelOf(stage)}". It should match ${t.pattern.replace(/\*$/, "<any stage>")}, stages added later included${region ? "; in a prefix, *, ? and [ are glob characters: escape each with a backslash, so that they match themselves" : ""}.`,
+            `Your pattern "${pattern}" does not match the stage channel "${t.channelOf(stage)}". It should match ${t.pattern.replace(/\*$/, "<any stage>")}, stages added later included${region ? "; in a prefix, *, ?, [ and the backslash itself are glob characters: escape each one with a backslash, so that they match themselves" : ""}.`,
             2,
           );
         }
@@ -245,7 +251,7 @@ describe("channel design", () => {
           const n = await publisher.publish(outside, "probe");
           check(
             n === 0,
-            `Your pattern "${pattern}" also matches "${outside}", which is not a stage channel of this prefix. Start with the prefix and end with "docs:status:*"${region ? "; in a prefix, *, ? and [ are glob characters: escape each with a backslash" : ""}.`,
+            `Your pattern "${pattern}" also matches "${outside}", which is not a stage channel of this prefix. Start with the prefix and end with "docs:status:*"${region ? "; in a prefix, *, ?, [ and the backslash itself are glob characters: escape each one with a backslash" : ""}.`,
             2,
           );
         }
@@ -487,7 +493,9 @@ describe("counting subscribers", () => {
       own.push(dashboard);
     }
     try {
-      const channels = [t.channelOf("ocr"), t.channelOf("ner")];
+      // One name twice, as a caller merging two lists would pass it: NUMSUB answers it twice,
+      // and a reply matched to the names by position slips.
+      const channels = [t.channelOf("ocr"), t.channelOf("ner"), t.channelOf("ocr")];
       const counts = await call("countSubscribers()", () =>
         exercise.countSubscribers(client, channels),
       );
@@ -500,7 +508,7 @@ describe("counting subscribers", () => {
       const ner = counts.channels[t.channelOf("ner")];
       check(
         ocr === 2 && ner === 0,
-        `Two connections subscribed to "${t.channelOf("ocr")}" by name and none to "${t.channelOf("ner")}", so channels should be { ocr: 2, ner: 0 }; yours said { ocr: ${ocr}, ner: ${ner} }. PUBSUB NUMSUB counts subscriptions to the exact channel name; the pattern is counted by PUBSUB NUMPAT.`,
+        `Two connections subscribed to "${t.channelOf("ocr")}" by name and none to "${t.channelOf("ner")}", so channels should be { ocr: 2, ner: 0 }; yours said { ocr: ${ocr}, ner: ${ner} } for the channels [ocr, ner, ocr]. PUBSUB NUMSUB counts subscriptions to the exact channel name (the pattern is counted by PUBSUB NUMPAT), and it answers name by name: read each count under the name it comes with, not by its position in the list you passed.`,
         2,
       );
       check(

@@ -17,7 +17,15 @@ import {
   until,
 } from "../kit.ts";
 import { hearUnheardErrors } from "../unheard-errors.ts";
-import { before, holdReply, learnerAddrs, received, type SentCommand, sent } from "../wire.ts";
+import {
+  allLearnerAddrs,
+  before,
+  holdReply,
+  learnerAddrs,
+  received,
+  type SentCommand,
+  sent,
+} from "../wire.ts";
 
 type Stage = "uploaded" | "ocr" | "ner" | "classification" | "embedding" | "done";
 interface DocStatus {
@@ -539,6 +547,18 @@ describe("publishing", () => {
           2,
         );
       }
+      // The document moves on: the hash must follow, or every late dashboard shows the first
+      // status forever (HSETNX, or a "set once" guard, records only the first).
+      const next: DocStatus = { ...status, stage: "ner", version: 3, at: START + 1000 };
+      await call("publishStatus() for the next status", () =>
+        exercise.publishStatus(client, keys, next),
+      );
+      const updated = parseJson(await observer.hGet(keys.latest, status.docId));
+      check(
+        sameValue(updated, next),
+        `After publishStatus() of version 3 for ${status.docId}, the hash field still holds ${JSON.stringify(updated)}: the latest status must replace the one before (HSET overwrites the field; HSETNX never does).`,
+        2,
+      );
     } finally {
       onPublish.cancel();
       listener.destroy();
@@ -569,7 +589,45 @@ describe("publishing, awaited", () => {
       2,
     );
   });
+
+  test("publishStatus() rejects when Redis refuses to record the status", async () => {
+    const client = await learnerClient();
+    const observer = await checkClient();
+    const keys = freshKeys("refused");
+    // A string where the hash should be (a deploy that wrote the wrong key): HSET answers
+    // WRONGTYPE. The status is not recorded, and the caller must learn it.
+    await observer.set(keys.latest, "not a hash");
+    const status: DocStatus = { docId: "contract-19", stage: "ocr", version: 2, at: START };
+    let outcome: { rejected: unknown } | undefined;
+    await call("publishStatus() with a string at the hash's key", () =>
+      exercise.publishStatus(client, keys, status).then(
+        () => {},
+        (error: unknown) => {
+          outcome = { rejected: error };
+        },
+      ),
+    );
+    check(
+      outcome !== undefined,
+      `${keys.latest} held a string, so Redis refused the HSET (WRONGTYPE) and the status was never recorded, yet publishStatus() resolved as if it were. Let the error reach the caller: await exec() (it rejects when a command inside failed) and do not catch it to log and carry on.`,
+      2,
+    );
+  });
 });
+
+/**
+ * Fresh keys with `docIds` advanced through the check's pipeline, an observer, and the learner's
+ * client, already connected: the learner connections open before a dashboard exists.
+ */
+async function documentsSoFar(label: string, docIds: string[]) {
+  const keys = freshKeys(label);
+  const pipeline = new Pipeline(await checkClient(`pipeline-${label}`), keys);
+  for (const docId of docIds) await pipeline.advance(docId);
+  const observer = await checkClient();
+  const client = await learnerClient();
+  await client.ping();
+  return { keys, pipeline, observer, client };
+}
 
 describe("a dashboard that joins late", () => {
   test("shows the documents that finished before it joined", async () => {
@@ -623,16 +681,28 @@ describe("a dashboard that joins late", () => {
   });
 
   test("two dashboards on one client each catch up, on connections of their own", async () => {
-    const keys = freshKeys("two");
-    const pipeline = new Pipeline(await checkClient("pipeline-two"), keys);
-    for (const docId of ["contract-41", "nda-42", "contract-41"]) await pipeline.advance(docId);
-    const observer = await checkClient();
-    const client = await learnerClient();
-    await client.ping();
+    const history = ["contract-41", "nda-42", "contract-41"];
+    const { keys, pipeline, observer, client } = await documentsSoFar("two", history);
     // The client's own address: every learner connection open before the dashboards exist.
     const given = learnerAddrs();
     const shownBy = { A: [] as DocStatus[], B: [] as DocStatus[] };
+    let subscriberOfA: number | undefined;
     for (const label of ["A", "B"] as const) {
+      const mark = sent().length;
+      // While B catches up, a status A must show live: a buffer shared by the module (not kept
+      // inside openDashboard()) takes it from A's listener and hands it to B's catch-up.
+      const duringB =
+        label === "B"
+          ? holdReply(isSnapshotRead(keys), async () => {
+              // Listened for before the PUBLISH: A may receive it before the EXEC's reply is in.
+              // Nothing else about contract-41 is on its way now.
+              const heard =
+                subscriberOfA !== undefined &&
+                received('"docId":"contract-41"', { conn: subscriberOfA, ms: 2000 });
+              await pipeline.advance("contract-41");
+              await heard;
+            })
+          : undefined;
       // Its snapshot read held at the socket: openDashboard() must not resolve before it is in.
       const { verdict, value: stop } = await waitsForReply(isSnapshotRead(keys), (resolved) =>
         call(`openDashboard() for dashboard ${label}`, () =>
@@ -641,8 +711,11 @@ describe("a dashboard that joins late", () => {
           resolved();
           return stop;
         }),
-      );
+      ).finally(() => duringB?.cancel());
       open.push(stop);
+      subscriberOfA ??= sent()
+        .slice(mark)
+        .find((c) => SUBSCRIBE.has(c.name))?.conn;
       check(
         verdict !== "resolved-first",
         `openDashboard() for dashboard ${label} resolved before its snapshot read had reached Redis (the check held it back at the socket): the caller gets a dashboard that is not up to date yet. Await the snapshot read and apply it before returning.`,
@@ -662,7 +735,7 @@ describe("a dashboard that joins late", () => {
       await eventually(
         () => caughtUp(pipeline, shownBy[label]),
         2000,
-        `Dashboard ${label}, the ${label === "A" ? "first" : "second"} opened on the same keys, should show every document's latest status and then ${describeStatus(next)} for nda-42; it showed ${JSON.stringify(shownBy[label])}. Each dashboard keeps its own record of the versions it shows (a Map inside openDashboard(), not one shared by the module).`,
+        `Dashboard ${label}, the ${label === "A" ? "first" : "second"} opened on the same keys, should show every document's latest status and then ${describeStatus(next)} for nda-42; it showed ${JSON.stringify(shownBy[label])}. Each dashboard keeps its own record of the versions it shows and its own buffer (inside openDashboard(), not shared by the module): a status published while B caught up must still reach A.`,
         3,
       );
     }
@@ -673,10 +746,15 @@ describe("a dashboard that joins late", () => {
     const client = await learnerClient();
     const since = Math.max(...(await learnerConnections(observer)).map((c) => Number(c.id)));
     const keys = freshKeys("stop");
+    const before = allLearnerAddrs();
     const stop = await call("openDashboard()", () =>
       exercise.openDashboard(client, keys, () => {}),
     );
     await call("stop()", () => stop());
+    // Looked at at once, on the client's side: an awaited close() has let go of the socket.
+    const stillOpen = [...allLearnerAddrs()].filter(
+      (addr) => !before.has(addr) && learnerAddrs().has(addr),
+    );
     await eventually(
       async () =>
         (await learnerConnections(observer)).filter((c) => Number(c.id) > since).length === 0,
@@ -684,7 +762,71 @@ describe("a dashboard that joins late", () => {
       "After stop() the dashboard's connection is still open: stop() should unsubscribe and close() the connection it opened.",
       3,
     );
+    // After the check above: a stop() that never closes is named for that, not for haste.
+    check(
+      stillOpen.length === 0,
+      `stop() resolved while the dashboard's connection (${stillOpen.join(", ")}) was still open: it started closing without waiting. Await the unsubscribe and the close() in stop(), so a caller who stops a dashboard knows it is gone.`,
+      3,
+    );
     const reached = await observer.publish(keys.channel, "{}");
     check(reached === 0, `After stop() PUBLISH still reached ${reached} subscribers.`, 3);
+  });
+
+  // Last: a connection it leaves open would count as the given client's in the tests above.
+  test("a failure while catching up leaves no connection behind", async () => {
+    const snapshot = ["contract-51", "nda-52", "lease-53"];
+    const { keys, pipeline, observer, client } = await documentsSoFar("render", snapshot);
+    const before = allLearnerAddrs();
+    const shown: DocStatus[] = [];
+    const failure = new Error(
+      "onChange() threw on purpose (the check's render failure, while catching up)",
+    );
+    // The first status onChange() sees comes from the snapshot: the throw lands in the catch-up.
+    let outcome: { stop: Stop } | { rejected: unknown } | undefined;
+    await call("openDashboard() with an onChange() that throws while catching up", () =>
+      exercise
+        .openDashboard(client, keys, (status) => {
+          shown.push(status);
+          if (shown.length === 1) throw failure;
+        })
+        .then(
+          (stop) => {
+            outcome = { stop };
+          },
+          (error: unknown) => {
+            outcome = { rejected: error };
+          },
+        ),
+    );
+    if (outcome && "stop" in outcome) {
+      // Carrying on is a right answer too: then the dashboard is up, with the other statuses.
+      open.push(outcome.stop);
+      await eventually(
+        () => caughtUp(pipeline, shown),
+        2000,
+        `onChange() threw for the first status of the snapshot and openDashboard() resolved, so the dashboard carries on: it should still show every other document (${[...pipeline.truth.keys()].join(", ")}); it showed ${JSON.stringify(shown)}.`,
+        3,
+      );
+      return;
+    }
+    check(
+      outcome?.rejected === failure,
+      `onChange() threw while your dashboard caught up, and openDashboard() rejected with ${String(outcome?.rejected)} instead of that error: pass it on as it is.`,
+      3,
+    );
+    const opened = [...allLearnerAddrs()].filter((addr) => !before.has(addr));
+    const left = (await learnerConnections(observer)).filter((c) => opened.includes(c.addr));
+    if (
+      left.length > 0 &&
+      !(await until(
+        async () => (await learnerConnections(observer)).every((c) => !opened.includes(c.addr)),
+        1000,
+      ))
+    ) {
+      fail(
+        `onChange() threw while your dashboard caught up and openDashboard() rejected, but the connection it opened stayed open (${left.map((c) => `${c.addr}${c.sub + c.psub > 0 ? ", still subscribed" : ""}`).join("; ")}). The caller got no stop(), so nobody can ever close it: catch around the catch-up, close the subscriber, then rethrow (or catch around onChange() and carry on).`,
+        3,
+      );
+    }
   });
 });

@@ -63,11 +63,18 @@ export async function openDashboard(
   };
   await subscriber.subscribe(keys.channel, listener);
 
-  // Anything published before the subscription became active is in the snapshot; anything
-  // after it is in the buffer; some statuses are in both.
-  const snapshot = await client.hGetAll(keys.latest);
-  for (const json of Object.values(snapshot)) show(JSON.parse(json) as DocStatus);
-  for (const status of buffered) show(status);
+  try {
+    // Anything published before the subscription became active is in the snapshot; anything
+    // after it is in the buffer; some statuses are in both.
+    const snapshot = await client.hGetAll(keys.latest);
+    for (const json of Object.values(snapshot)) show(JSON.parse(json) as DocStatus);
+    for (const status of buffered) show(status);
+  } catch (error) {
+    // A failed read or a throwing onChange rejects openDashboard(): the caller gets no stop(),
+    // so nobody else could ever close this subscriber.
+    await subscriber.close();
+    throw error;
+  }
   buffered = undefined;
 
   return async () => {

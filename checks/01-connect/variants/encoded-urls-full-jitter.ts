@@ -1,4 +1,4 @@
-// variant: URLs with encoded credentials and user default, full jitter, a promise chain for withRedis().
+// variant: URLs with encoded credentials and user default, full jitter, a promise chain for withRedis() that starts the work inside then().
 import { createClient, type RedisClientOptions, type RedisClientType } from "redis";
 export type Redis = RedisClientType<{}, {}, {}, 3, {}>;
 export type Profile =
@@ -42,5 +42,10 @@ export function withRedis<T>(
   name: string,
   work: (client: Redis) => Promise<T>,
 ): Promise<T> {
-  return connect(url, name).then((client) => work(client).finally(() => client.close()));
+  // Promise.resolve(client).then(work): a work that throws at once still ends in finally().
+  return connect(url, name).then((client) =>
+    Promise.resolve(client)
+      .then(work)
+      .finally(() => client.close()),
+  );
 }
