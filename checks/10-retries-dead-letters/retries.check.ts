@@ -398,6 +398,42 @@ test("a document its workers kept crashing on goes straight to the dead-letter s
   );
 });
 
+test("a last delivery rejected with a plain string is dead-lettered, and the worker goes on", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:jammed");
+  // Failed three times and due again: the worker's claim makes it the last delivery.
+  const id = await deliveredBefore(observer, q, fresh("ocr"), MAX_DELIVERIES - 1, "doc-jam");
+  const jam = "scanner jammed";
+  const handled: string[] = [];
+  let worker: Worker | undefined;
+  try {
+    worker = await start(
+      await learnerClient(),
+      workerOptions(q, fresh("ocr"), async (task) => {
+        handled.push(task.fields.docId ?? "");
+        // Not an Error: a handler wrapping another library may reject with anything.
+        if (task.id === id) return Promise.reject(jam);
+      }),
+    );
+    await until(async () => (await observer.xLen(q.deadLetterStream)) > 0, 3000);
+    await observer.xAdd(q.stream, "*", { docId: "doc-next" });
+    const goesOn = await until(() => handled.includes("doc-next"), 3000);
+    const dead = (await observer.xRange(q.deadLetterStream, "-", "+")) ?? [];
+    check(
+      dead.length === 1 && dead[0]?.message.reason === jam,
+      `handle() rejected doc-jam's delivery ${MAX_DELIVERIES} (maxDeliveries) with the string "${jam}", not an Error; the dead-letter stream holds ${JSON.stringify(dead.map((d) => d.message))}${goesOn ? "" : ", and the worker never handled the next document, doc-next: its loop ended"}. A rejection can be anything: take the reason as error instanceof Error ? error.message : String(error).`,
+      2,
+    );
+    check(
+      goesOn,
+      `After dead-lettering doc-jam, the worker never handled the next document, doc-next: its loop ended.`,
+      2,
+    );
+  } finally {
+    await stopQuietly(worker);
+  }
+});
+
 test("a retry sweep leaves a slow first delivery alone", async () => {
   const observer = await checkClient();
   const q = await setUp(observer, "docs:slow");
@@ -665,17 +701,19 @@ test("two workers spot the same due retry: only one of them gets it", async () =
 test("a retry another worker claimed meanwhile waits out its new, longer backoff", async () => {
   const observer = await checkClient();
   const q = await setUp(observer, "docs:reclaimed");
-  // Failed twice: due once idle for backoffMs(2) = 2 * BASE_MS, and idle a minute already.
-  const id = await deliveredBefore(observer, q, fresh("ocr"), 2, "doc-retry");
+  // Failed five times: due once idle for backoffMs(5) = 16 * BASE_MS, and idle a minute already.
+  const failures = 5;
+  const id = await deliveredBefore(observer, q, fresh("ocr"), failures, "doc-retry");
   const [me, rival] = [fresh("ocr"), fresh("ocr")];
-  const sinceRival = 1.5 * BASE_MS;
-  // Just before this worker's claim goes out, a rival has claimed it (its 3rd delivery, due only
-  // 4 * BASE_MS after that) and has been on it for 1.5 * BASE_MS: past retryBaseMs, not due.
+  const sinceRival = 1.25 * BASE_MS;
+  // Just before this worker's claim goes out, a rival has claimed it (one more delivery, due
+  // again only 32 * BASE_MS after that) and has been on it for 1.25 * BASE_MS: past
+  // retryBaseMs, far from due. The margin to the right min-idle-time outlasts any load delay.
   const rule = before(
     (c) => c.name === "XCLAIM" && c.args[3] === me && c.args.includes(id),
     async () => {
       await observer.xClaim(q.stream, q.group, rival, 0, id, {
-        RETRYCOUNT: 3,
+        RETRYCOUNT: failures + 1,
         IDLE: sinceRival,
       });
     },
@@ -686,20 +724,20 @@ test("a retry another worker claimed meanwhile waits out its new, longer backoff
       exercise.claimDueRetries(client, {
         ...q,
         consumer: me,
-        maxDeliveries: MAX_DELIVERIES,
+        maxDeliveries: 10,
         retryBaseMs: BASE_MS,
         async handle() {},
       }),
     );
     check(
       rule.hasFired(),
-      `claimDueRetries() did not claim doc-retry, which had been delivered twice and idle for a minute (retryBaseMs ${BASE_MS}): an entry is due once idle for backoffMs(deliveries).`,
+      `claimDueRetries() did not claim doc-retry, which had been delivered ${failures} times and idle for a minute (retryBaseMs ${BASE_MS}): an entry is due once idle for backoffMs(deliveries).`,
       2,
     );
     const asked = sent((c) => c.name === "XCLAIM" && c.args[3] === me).map((c) => c.args[4]);
     check(
       !got.some((t) => t.id === id),
-      `Just before your XCLAIM of doc-retry went out, another worker claimed it (its 3rd delivery) and had held it for ${sinceRival} ms; your XCLAIM with min-idle-time ${asked.join(", ")} took it anyway, and both workers now retry it. The min-idle-time must be the wait you checked, backoffMs(deliveries) of the entry (${2 * BASE_MS} ms for its 2 deliveries), not retryBaseMs: then a claim by someone else in between leaves it too fresh for yours.`,
+      `Just before your XCLAIM of doc-retry went out, another worker claimed it (delivery ${failures + 1}) and had held it for ${sinceRival} ms; your XCLAIM with min-idle-time ${asked.join(", ")} took it anyway, and both workers now retry it. The min-idle-time must be the wait you checked, backoffMs(deliveries) of the entry (${16 * BASE_MS} ms for its ${failures} deliveries), not retryBaseMs: then a claim by someone else in between leaves it too fresh for yours.`,
       2,
     );
   } finally {
