@@ -689,8 +689,11 @@ test("two workers share a backlog of 110 stale entries: each is handled once", {
     );
     letSecondClaim();
     const allDone = () => docs.every((d) => handledBy.has(d.id));
+    // A worker that blocks mid-scan would take over one entry per blockMs: no use waiting.
     await until(
-      async () => allDone() && (await pendingCount(observer, q.stream, q.group)) === 0,
+      async () =>
+        blockedMidScan(one) + blockedMidScan(two) > 0 ||
+        (allDone() && (await pendingCount(observer, q.stream, q.group)) === 0),
       10_000,
     );
     gates[1]?.release();
@@ -710,7 +713,7 @@ test("two workers share a backlog of 110 stale entries: each is handled once", {
     check(
       missing.length === 0,
       blocked > 0
-        ? `${missing.length} of the 110 stale entries were still not handled after 10 s (first: ${names(missing.slice(0, 3))}): your workers sent ${blocked} XREADGROUP ... BLOCK in the middle of their scans (the next XAUTOCLAIM went on from a cursor, not from 0-0), and with no new entries each of those waited blockMs (100 ms) before the next claim. Read new entries without BLOCK while the scan goes on; BLOCK only once a claim took nothing and the cursor is back at 0-0.`
+        ? `${missing.length} of the 110 stale entries were not handled yet (first: ${names(missing.slice(0, 3))}): your workers sent ${blocked} XREADGROUP ... BLOCK in the middle of their scans (the next XAUTOCLAIM went on from a cursor, not from 0-0), and with no new entries each of those waited blockMs (100 ms) before the next claim. Read new entries without BLOCK while the scan goes on; BLOCK only once a claim took nothing and the cursor is back at 0-0.`
         : `${missing.length} of the 110 stale entries were never handled (first: ${names(missing.slice(0, 3))}). Keep claiming until XAUTOCLAIM's cursor comes back to 0-0.`,
       2,
     );
