@@ -82,3 +82,20 @@ export function claimThresholds(consumer: string): number[] {
 export function autoclaimStarts(consumer: string): string[] {
   return sent((c) => c.name === "XAUTOCLAIM" && c.args[3] === consumer).map((c) => c.args[5] ?? "");
 }
+
+/**
+ * How many blocking reads `consumer` sent in the middle of a scan: each followed by an
+ * XAUTOCLAIM that went on from a cursor, not from 0-0, so stale entries were still waiting.
+ */
+export function blockedMidScan(consumer: string): number {
+  const mine = sent(
+    (c) =>
+      c.args.includes(consumer) &&
+      (c.name === "XAUTOCLAIM" ||
+        (c.name === "XREADGROUP" && c.args.some((a) => a.toUpperCase() === "BLOCK"))),
+  );
+  return mine.filter((c, i) => {
+    const next = mine[i + 1];
+    return c.name === "XREADGROUP" && next?.name === "XAUTOCLAIM" && next.args[5] !== "0-0";
+  }).length;
+}

@@ -27,6 +27,7 @@ import {
   addDocs,
   ageEntries,
   autoclaimStarts,
+  blockedMidScan,
   claimThresholds,
   type Doc,
   names,
@@ -425,6 +426,14 @@ test("readOwnPending() reads every page and acknowledges what was deleted", asyn
     `${names(stuck)} ${stuck.length === 1 ? "was" : "were"} deleted (XDEL) while pending, and after readOwnPending() ${stuck.length === 1 ? "it is" : "they are"} still in the pending entries list. An entry that comes back with null fields has nothing left to do: XACK it in readOwnPending().`,
     2,
   );
+  // Each read with an ID is a delivery: pages that overlap deliver their entries again.
+  const reread = left.filter((p) => p.deliveriesCounter > 2);
+  const worst = reread.reduce((most, p) => Math.max(most, p.deliveriesCounter), 0);
+  check(
+    reread.length === 0,
+    `readOwnPending() delivered ${reread.length} of the entries more than once: they had 1 delivery before, and afterwards XPENDING counts up to ${worst} (first: ${reread[0]?.id}). Every XREADGROUP ... <id> that returns an entry counts a delivery, so your pages overlapped. Read the next page after the LAST ID of the page before, so each entry is read once.`,
+    2,
+  );
 });
 
 test("entries deleted while pending do not stop the worker", async () => {
@@ -680,8 +689,11 @@ test("two workers share a backlog of 110 stale entries: each is handled once", {
     );
     letSecondClaim();
     const allDone = () => docs.every((d) => handledBy.has(d.id));
+    // A worker that blocks mid-scan would take over one entry per blockMs: no use waiting.
     await until(
-      async () => allDone() && (await pendingCount(observer, q.stream, q.group)) === 0,
+      async () =>
+        blockedMidScan(one) + blockedMidScan(two) > 0 ||
+        (allDone() && (await pendingCount(observer, q.stream, q.group)) === 0),
       10_000,
     );
     gates[1]?.release();
@@ -697,9 +709,12 @@ test("two workers share a backlog of 110 stale entries: each is handled once", {
       );
     }
     const missing = docs.filter((d) => !handledBy.has(d.id));
+    const blocked = blockedMidScan(one) + blockedMidScan(two);
     check(
       missing.length === 0,
-      `${missing.length} of the 110 stale entries were never handled (first: ${names(missing.slice(0, 3))}). Keep claiming until XAUTOCLAIM's cursor comes back to 0-0.`,
+      blocked > 0
+        ? `${missing.length} of the 110 stale entries were not handled yet (first: ${names(missing.slice(0, 3))}): your workers sent ${blocked} XREADGROUP ... BLOCK in the middle of their scans (the next XAUTOCLAIM went on from a cursor, not from 0-0), and with no new entries each of those waited blockMs (100 ms) before the next claim. Read new entries without BLOCK while the scan goes on; BLOCK only once a claim took nothing and the cursor is back at 0-0.`
+        : `${missing.length} of the 110 stale entries were never handled (first: ${names(missing.slice(0, 3))}). Keep claiming until XAUTOCLAIM's cursor comes back to 0-0.`,
       2,
     );
   } finally {
@@ -724,9 +739,16 @@ test("stale entries behind 30 that a live worker holds are still found", async (
     stale.map((d) => d.id),
     60_000,
   );
+  // Uploads queued meanwhile: taking over stale entries must not wait until they are all done.
+  const queued = await addDocs(observer, q, 36, 15);
 
   const consumer = fresh("ocr");
   const handled: string[] = [];
+  const isBlockingRead = (c: { name: string; args: string[] }) =>
+    c.name === "XREADGROUP" &&
+    c.args.includes(consumer) &&
+    c.args.some((a) => a.toUpperCase() === "BLOCK");
+  let blockedWhileScanning: number | undefined;
   let worker: Worker | undefined;
   try {
     worker = await start(await learnerClient(), {
@@ -736,9 +758,12 @@ test("stale entries behind 30 that a live worker holds are still found", async (
       blockMs: 100,
       async handle(task) {
         handled.push(task.id);
+        if (blockedWhileScanning === undefined && stale.every((d) => handled.includes(d.id))) {
+          blockedWhileScanning = sent(isBlockingRead).length;
+        }
       },
     });
-    await until(() => stale.every((d) => handled.includes(d.id)), 4000);
+    await until(() => [...stale, ...queued].every((d) => handled.includes(d.id)), 5000);
     const stolen = live.filter((d) => handled.includes(d.id));
     check(
       stolen.length === 0,
@@ -750,6 +775,18 @@ test("stale entries behind 30 that a live worker holds are still found", async (
     check(
       missing.length === 0,
       `The pending entries list starts with 30 entries a live worker holds; behind them, ${names(missing)} had been idle for 60 s and were never taken over. One XAUTOCLAIM looks at no more than COUNT * 10 entries and returns a cursor to go on from.${starts.length > 0 && starts.every((s) => s === "0-0") ? ` Every XAUTOCLAIM your worker sent (${starts.length}) started again at 0-0: pass the returned cursor to the next call.` : ""}`,
+      2,
+    );
+    const firstStale = Math.min(...stale.map((d) => handled.indexOf(d.id)));
+    const lastQueued = Math.max(...queued.map((d) => handled.indexOf(d.id)));
+    check(
+      firstStale < lastQueued,
+      `${stale.length} stale entries waited to be taken over while ${queued.length} new entries were queued, and ${consumer} handled every new one first. A worker that looks for stale entries only when no new entry comes leaves a dead worker's documents behind for as long as uploads keep coming: claim one stale entry on every round of the loop, then read one new one.`,
+      2,
+    );
+    check(
+      !blockedWhileScanning,
+      `${consumer} sent ${blockedWhileScanning} XREADGROUP ... BLOCK while its scan of the pending entries was still going on (stale entries were left to take over). When no new entry comes, each of those reads waits blockMs before the next claim, so a backlog of stale entries is taken over one per blockMs. Read new entries without BLOCK while a claim takes something or the cursor is not back at 0-0; BLOCK only once the scan found nothing more.`,
       2,
     );
   } finally {
@@ -805,32 +842,56 @@ test("claimStale() takes at most count entries per call, and its cursor leads pa
   );
 });
 
-test("a worker whose group does not exist yet creates it and handles what the stream holds", async () => {
+test("two workers starting at once on a stream without the group both create it and run", async () => {
   const observer = await checkClient();
   const stream = freshKey("docs:new-group");
   const group = fresh("ocr");
   const waiting = await addDocs(observer, { stream, group }, 1, 2);
   const handled: string[] = [];
-  let worker: Worker | undefined;
+  const workers: Worker[] = [];
+  // One client for both: a deploy starts every worker of a process at once, and on one
+  // connection whatever each sends to look for the group reaches Redis before either creates it.
+  const client = await learnerClient();
+  const options = (consumer: string): WorkerOptions => ({
+    stream,
+    group,
+    consumer,
+    claimIdleMs: 10_000,
+    blockMs: 100,
+    async handle(task) {
+      handled.push(task.id);
+    },
+  });
   try {
-    worker = await start(await learnerClient(), {
-      stream,
-      group,
-      consumer: fresh("ocr"),
-      claimIdleMs: 10_000,
-      blockMs: 100,
-      async handle(task) {
-        handled.push(task.id);
-      },
-    });
+    const started = await Promise.allSettled([
+      start(client, options(fresh("ocr"))),
+      start(client, options(fresh("ocr"))),
+    ]);
+    for (const result of started) if (result.status === "fulfilled") workers.push(result.value);
+    const refused = started.find((r) => r.status === "rejected");
+    if (refused) {
+      const why = (refused.reason as Error)?.message ?? String(refused.reason);
+      // Only an error the learner's startWorker() threw is this race's; others tell their own.
+      if (!why.includes("threw an error")) throw refused.reason;
+      fail(
+        `Two workers of the same group started at once on a stream without the group, and one of them failed to start: ${why}. Both find no group and both create it; the second XGROUP CREATE answers BUSYGROUP, which only means the group is there now. Create it and ignore BUSYGROUP, rather than checking first whether it exists.`,
+        2,
+      );
+    }
     const done = await until(() => waiting.every((d) => handled.includes(d.id)), 3000);
     check(
       done,
-      `The stream held ${names(waiting)} before the group existed, and the worker never handled ${names(waiting.filter((d) => !handled.includes(d.id)))}. Create the group at ID 0 (XGROUP CREATE <stream> <group> 0 MKSTREAM): "$" starts after the last entry, and what was uploaded before the first worker started is never read.`,
+      `The stream held ${names(waiting)} before the group existed, and the workers never handled ${names(waiting.filter((d) => !handled.includes(d.id)))}. Create the group at ID 0 (XGROUP CREATE <stream> <group> 0 MKSTREAM): "$" starts after the last entry, and what was uploaded before the first worker started is never read.`,
+      2,
+    );
+    const twice = waiting.filter((d) => handled.filter((id) => id === d.id).length > 1);
+    check(
+      twice.length === 0,
+      `${names(twice)} ${twice.length === 1 ? "was" : "were"} handled twice by two workers starting at once: was the group created twice (XGROUP DESTROY, or SETID back to 0)? Create it once and let a BUSYGROUP error tell the second worker it exists.`,
       2,
     );
   } finally {
-    await stopQuietly(worker);
+    for (const worker of workers) await stopQuietly(worker);
   }
 });
 

@@ -1,5 +1,7 @@
 import { test } from "vitest";
 import {
+  CheckFailure,
+  type ConnectionInfo,
   call,
   check,
   checkClient,
@@ -7,6 +9,7 @@ import {
   fresh,
   freshKey,
   learnerClient,
+  learnerConnections,
   loadExercise,
   type Redis,
   sleep,
@@ -15,7 +18,15 @@ import {
 } from "../kit.ts";
 import { pendingCount } from "../streams-support.ts";
 import { hearUnhandledRejections } from "../unheard-errors.ts";
-import { before, command, dropConnection, type SentCommand, scope, sent } from "../wire.ts";
+import {
+  allLearnerAddrs,
+  before,
+  command,
+  dropConnection,
+  type SentCommand,
+  scope,
+  sent,
+} from "../wire.ts";
 import { expectStopsCleanly } from "../worker-stop.ts";
 
 interface Task {
@@ -387,6 +398,42 @@ test("a document its workers kept crashing on goes straight to the dead-letter s
   );
 });
 
+test("a last delivery rejected with a plain string is dead-lettered, and the worker goes on", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:jammed");
+  // Failed three times and due again: the worker's claim makes it the last delivery.
+  const id = await deliveredBefore(observer, q, fresh("ocr"), MAX_DELIVERIES - 1, "doc-jam");
+  const jam = "scanner jammed";
+  const handled: string[] = [];
+  let worker: Worker | undefined;
+  try {
+    worker = await start(
+      await learnerClient(),
+      workerOptions(q, fresh("ocr"), async (task) => {
+        handled.push(task.fields.docId ?? "");
+        // Not an Error: a handler wrapping another library may reject with anything.
+        if (task.id === id) return Promise.reject(jam);
+      }),
+    );
+    await until(async () => (await observer.xLen(q.deadLetterStream)) > 0, 3000);
+    await observer.xAdd(q.stream, "*", { docId: "doc-next" });
+    const goesOn = await until(() => handled.includes("doc-next"), 3000);
+    const dead = (await observer.xRange(q.deadLetterStream, "-", "+")) ?? [];
+    check(
+      dead.length === 1 && dead[0]?.message.reason === jam,
+      `handle() rejected doc-jam's delivery ${MAX_DELIVERIES} (maxDeliveries) with the string "${jam}", not an Error; the dead-letter stream holds ${JSON.stringify(dead.map((d) => d.message))}${goesOn ? "" : ", and the worker never handled the next document, doc-next: its loop ended"}. A rejection can be anything: take the reason as error instanceof Error ? error.message : String(error).`,
+      2,
+    );
+    check(
+      goesOn,
+      `After dead-lettering doc-jam, the worker never handled the next document, doc-next: its loop ended.`,
+      2,
+    );
+  } finally {
+    await stopQuietly(worker);
+  }
+});
+
 test("a retry sweep leaves a slow first delivery alone", async () => {
   const observer = await checkClient();
   const q = await setUp(observer, "docs:slow");
@@ -457,11 +504,12 @@ test("a heartbeat resets the idle time whatever it is, and a dropped beat does n
   const aged = Math.round(0.6 * retryBaseMs);
   let worker: Worker | undefined;
   try {
+    // A retry, not a first delivery (the test above has that one): it needs its beats as much.
+    const id = await deliveredBefore(observer, q, fresh("ocr"), 1, "contract-40-pages");
     worker = await start(await learnerClient(), {
       ...workerOptions(q, me, slow.handle),
       retryBaseMs,
     });
-    const id = await observer.xAdd(q.stream, "*", { docId: "contract-40-pages" });
     const isBeat = (c: SentCommand) =>
       slow.startedAt > 0 && c.name === "XCLAIM" && c.args.includes(id);
     // Before the first beat the entry is aged, as if nobody had touched it for `aged` ms; the
@@ -481,12 +529,12 @@ test("a heartbeat resets the idle time whatever it is, and a dropped beat does n
     });
     check(
       await until(() => slow.startedAt > 0, 5000),
-      `Worker ${me} never started on the new entry: read new entries with XREADGROUP ... >.`,
+      `Worker ${me} never retried contract-40-pages, which had failed once and been idle for a minute (retryBaseMs ${retryBaseMs}): claim due retries with claimDueRetries() on every round.`,
       2,
     );
     check(
       await until(() => dropped, 4 * retryBaseMs),
-      `While handle() ran on contract-40-pages for ${4 * retryBaseMs} ms (retryBaseMs ${retryBaseMs}), ${me} sent fewer than two XCLAIMs naming the entry: keep it fresh with a heartbeat (XCLAIM ... JUSTID to itself) every retryBaseMs / 4 or so.`,
+      `While handle() ran on its retry of contract-40-pages (delivery 2) for ${4 * retryBaseMs} ms (retryBaseMs ${retryBaseMs}), ${me} sent fewer than two XCLAIMs naming the entry: keep the entry in hand fresh with a heartbeat (XCLAIM ... JUSTID to itself) every retryBaseMs / 4 or so, on a retry as on a first delivery: a slow retry looks as failed as a slow first try.`,
       2,
     );
     check(
@@ -650,6 +698,53 @@ test("two workers spot the same due retry: only one of them gets it", async () =
   }
 });
 
+test("a retry another worker claimed meanwhile waits out its new, longer backoff", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:reclaimed");
+  // Failed five times: due once idle for backoffMs(5) = 16 * BASE_MS, and idle a minute already.
+  const failures = 5;
+  const id = await deliveredBefore(observer, q, fresh("ocr"), failures, "doc-retry");
+  const [me, rival] = [fresh("ocr"), fresh("ocr")];
+  const sinceRival = 1.25 * BASE_MS;
+  // Just before this worker's claim goes out, a rival has claimed it (one more delivery, due
+  // again only 32 * BASE_MS after that) and has been on it for 1.25 * BASE_MS: past
+  // retryBaseMs, far from due. The margin to the right min-idle-time outlasts any load delay.
+  const rule = before(
+    (c) => c.name === "XCLAIM" && c.args[3] === me && c.args.includes(id),
+    async () => {
+      await observer.xClaim(q.stream, q.group, rival, 0, id, {
+        RETRYCOUNT: failures + 1,
+        IDLE: sinceRival,
+      });
+    },
+  );
+  const client = await learnerClient();
+  try {
+    const got = await call("claimDueRetries()", () =>
+      exercise.claimDueRetries(client, {
+        ...q,
+        consumer: me,
+        maxDeliveries: 10,
+        retryBaseMs: BASE_MS,
+        async handle() {},
+      }),
+    );
+    check(
+      rule.hasFired(),
+      `claimDueRetries() did not claim doc-retry, which had been delivered ${failures} times and idle for a minute (retryBaseMs ${BASE_MS}): an entry is due once idle for backoffMs(deliveries).`,
+      2,
+    );
+    const asked = sent((c) => c.name === "XCLAIM" && c.args[3] === me).map((c) => c.args[4]);
+    check(
+      !got.some((t) => t.id === id),
+      `Just before your XCLAIM of doc-retry went out, another worker claimed it (delivery ${failures + 1}) and had held it for ${sinceRival} ms; your XCLAIM with min-idle-time ${asked.join(", ")} took it anyway, and both workers now retry it. The min-idle-time must be the wait you checked, backoffMs(deliveries) of the entry (${16 * BASE_MS} ms for its ${failures} deliveries), not retryBaseMs: then a claim by someone else in between leaves it too fresh for yours.`,
+      2,
+    );
+  } finally {
+    rule.cancel();
+  }
+});
+
 test("a worker that dies between the dead-letter XADD and the XACK: the document is dead-lettered once", async () => {
   const observer = await checkClient();
   const q = await setUp(observer, "docs:dying");
@@ -717,6 +812,37 @@ test("stop() returns on a quiet stream and finishes the task in hand", async () 
     start: (handle) => start(client, workerOptions(q, fresh("ocr"), handle, 100)),
     addTask: () => observer.xAdd(q.stream, "*", { docId: "doc-1" }),
   });
+});
+
+test("stop() called right after startWorker() returns and leaves nothing open", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:stop-at-once");
+  const client = await learnerClient();
+  const before = allLearnerAddrs();
+  // startWorker() returns at once; its group and reader come later: stop() may come first.
+  const worker = await start(
+    client,
+    workerOptions(q, fresh("ocr"), async () => {}, 100),
+  );
+  try {
+    await call("worker.stop() called right after startWorker()", () => worker.stop(), 3000);
+  } catch (error) {
+    if (!(error instanceof CheckFailure)) throw error;
+    fail(
+      `${error.message}. A deploy can stop a worker that is still starting: startWorker() returns at once, and stop() may come before the group exists or the reader is connected. Let stop() only set the flag and await the loop, which closes what it opened in its finally.`,
+      3,
+    );
+  }
+  let left: ConnectionInfo[] = [];
+  const closed = await until(async () => {
+    left = (await learnerConnections(observer)).filter((c) => !before.has(c.addr));
+    return left.length === 0;
+  }, 1000);
+  check(
+    closed,
+    `stop(), called right after startWorker() returned, resolved, yet ${left.length} connection(s) your worker opened are still open (last command: ${left.map((c) => c.cmd).join(", ")}): the loop went on starting after stop(). Check the stop flag once the reader is connected, and close the reader in the loop's finally.`,
+    3,
+  );
 });
 
 test("the blocking read waits on a connection of its own, not on the client it was given", async () => {

@@ -386,12 +386,18 @@ test("a failed analysis is retried, not lost", async () => {
   stage.service.failNext.add("doc-e");
   const [first] = await deliver(stage, ">");
   if (!first) throw new Error("no delivery");
+  const open = openLearnerConnections();
   const error = await failing("processDelivery(doc-e)", () =>
     exercise.processDelivery(stage.client, stage.options, first),
   );
   check(
     error !== undefined,
     "processDelivery() should reject when extractEntities() throws, so the entry stays pending and is retried.",
+    2,
+  );
+  check(
+    await until(() => openLearnerConnections() <= open, 1000),
+    `processDelivery(doc-e) rejected because extractEntities() threw, and left ${openLearnerConnections() - open} more connection(s) to Redis open than before the call: a connection of your own is closed on the success path only. Close it in a finally (or use the client you are given), so every failed call does not leak one.`,
     2,
   );
   check(

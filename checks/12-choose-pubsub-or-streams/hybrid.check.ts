@@ -6,6 +6,7 @@ import {
   fail,
   fresh,
   learnerClient,
+  learnerConnections,
   loadExercise,
   parseJson,
   type Redis,
@@ -121,11 +122,12 @@ async function workOnceSettled(
   keys: HybridKeys,
   consumer: string,
   ocr: (doc: string) => Promise<void>,
-): Promise<"returned" | "threw" | "hung"> {
+): Promise<"returned" | "threw" | "hung" | { returned: string }> {
   const run = Promise.resolve()
     .then(() => exercise.workOnce(client, keys, consumer, ocr, 100))
     .then(
-      () => "returned" as const,
+      // A document id returned tells the caller that document is done.
+      (doc) => (doc === undefined ? ("returned" as const) : { returned: String(doc) }),
       () => "threw" as const,
     );
   return within(run, 3000, "workOnce()").catch(() => "hung" as const);
@@ -172,6 +174,23 @@ describe("part 2: the hybrid", () => {
     );
     await call("createGroup()", () => exercise.createGroup(client, keys));
     await call("createGroup() a second time", () => exercise.createGroup(client, keys));
+    // Two workers starting at once, on one connection: whatever each sends to look for the
+    // group reaches Redis before either creates it, so both find none.
+    const together = hybridKeys();
+    const both = await within(
+      Promise.allSettled([
+        exercise.createGroup(client, together),
+        exercise.createGroup(client, together),
+      ]),
+      5000,
+      "createGroup() called twice at once",
+    );
+    const refused = both.find((r) => r.status === "rejected");
+    check(
+      refused === undefined,
+      `Two workers called createGroup() at the same moment for a stream without the group, and one of them failed: ${String((refused as PromiseRejectedResult | undefined)?.reason?.message ?? (refused as PromiseRejectedResult | undefined)?.reason)}. Both looked, both found no group, both created it, and the second XGROUP CREATE answered BUSYGROUP. Create it and ignore BUSYGROUP, rather than checking first whether it exists.`,
+      2,
+    );
     const groups = await c.xInfoGroups(keys.tasks);
     check(
       groups.some((g) => String((g as { name?: unknown }).name) === keys.group),
@@ -213,6 +232,34 @@ describe("part 2: the hybrid", () => {
     check(
       none === undefined,
       `With nothing queued, workOnce() should wait blockMs (100 ms here) and return undefined; it returned ${show(none)} after ${Date.now() - started} ms.`,
+      2,
+    );
+    // A task arriving while the read waits: BLOCK counts milliseconds, and blockMs is one.
+    const arriving = fresh("doc");
+    const waitMs = 2000;
+    const asked = Date.now();
+    const waiting = call(
+      "workOnce() while a task arrives",
+      () => exercise.workOnce(quiet, keys, fresh("ocr"), async () => {}, waitMs),
+      waitMs + 3000,
+    );
+    let answered = false;
+    waiting.then(
+      () => {
+        answered = true;
+      },
+      () => {
+        answered = true;
+      },
+    );
+    const blocked = async () =>
+      (await learnerConnections(c)).some((x) => x.cmd === "xreadgroup" && x.flags.includes("b"));
+    await until(async () => answered || (await blocked()), waitMs);
+    if (!answered) await c.xAdd(keys.tasks, "*", { doc: arriving });
+    const caught = await waiting;
+    check(
+      caught === arriving,
+      `workOnce(..., blockMs ${waitMs}) returned ${show(caught)} after ${Date.now() - asked} ms${answered ? ", before the check could add a task" : `, though ${arriving} was added while it waited`}: it should wait up to blockMs for a task and take the one that arrives. BLOCK is in milliseconds: pass blockMs as it is.`,
       2,
     );
     // Only BUSYGROUP means "there already": any other refusal must reach the worker starting up.
@@ -492,6 +539,11 @@ describe("part 2: the hybrid", () => {
       check(
         versionsRise(heard) && !(kept < highest),
         `After ocr("${doc}") ${how === "rejects" ? "rejected" : "threw"}, the dashboards heard ${heard.map((e) => `${e.state} ${e.version}`).join(" > ")} and the hash holds ${show(value)}. A task only moves forward: a dashboard drops an event whose version is not newer than the last it showed, so a step back (to "queued") is ignored by those watching and contradicts what they show. Leave the state at "processing" when the work fails.`,
+        2,
+      );
+      check(
+        typeof ended !== "object",
+        `When ocr("${doc}") ${how === "rejects" ? "rejected" : "threw"}, workOnce() returned ${show(typeof ended === "object" ? ended.returned : undefined)}: returning the document id tells the caller the task is done, and a worker loop counts it as processed. Let the error reach the caller, or return undefined.`,
         2,
       );
       const next = fresh("doc");

@@ -95,8 +95,8 @@ export async function submitTask(client: Redis, keys: HybridKeys, doc: string): 
 }
 
 /**
- * One step of worker `consumer`: take one new task from the group (waiting at most blockMs;
- * return undefined if none came), mark it "processing" (hash, then event, with `worker` and
+ * One step of worker `consumer`: take one new task from the group (waiting up to blockMs
+ * milliseconds for one; return undefined if none came), mark it "processing" (hash, then event, with `worker` and
  * its version), run ocr(doc), and only when ocr succeeded, acknowledge it and mark it "done"
  * (hash and event), all three or none. Returns the document id. If ocr fails, the task stays
  * pending and not done: let the error reach the caller (or return undefined).

@@ -138,6 +138,11 @@ async function ensureGroup(client: Redis, stream: string, group: string): Promis
   }
 }
 
+/** A handler may reject with anything: a string, or an Error without a message. */
+function reasonOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
 /**
  * How often a worker resets the idle time of the entry it is working on (XCLAIM ... JUSTID to
  * itself): well inside the shortest backoff, so no retry sweep mistakes live work for a failure.
@@ -176,7 +181,7 @@ export function startWorker(client: Redis, options: RetryOptions): Worker {
       await handle(task);
     } catch (error) {
       if (task.deliveries >= maxDeliveries) {
-        await deadLetter(client, options, task, (error as Error).message);
+        await deadLetter(client, options, task, reasonOf(error));
       }
       return;
     } finally {
