@@ -127,6 +127,17 @@ export async function within<T>(promise: Promise<T>, ms: number, what: string): 
   }
 }
 
+/**
+ * How `promise` settled, as a value to look at: `{ value }` or `{ error }`. For a check that
+ * must tell a rejection from any value (an error from Redis is not "no work").
+ */
+export function settled<T>(promise: Promise<T>): Promise<{ value: T } | { error: unknown }> {
+  return promise.then(
+    (value) => ({ value }),
+    (error: unknown) => ({ error }),
+  );
+}
+
 /** Whether `condition` comes true within `ms`; what a false answer means is the caller's to say. */
 export async function until(
   condition: () => boolean | Promise<boolean>,

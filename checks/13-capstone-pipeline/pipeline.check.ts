@@ -25,6 +25,7 @@ import {
   loadExercise,
   type Redis,
   sameValue,
+  settled,
   sleep,
   trackProcess,
   within,
@@ -256,10 +257,7 @@ describe("the parts, one at a time", () => {
     await c.xAdd(keys.stream, "*", { doc: "doc-orphaned" });
     await c.xGroupDestroy(keys.stream, keys.group);
     const refused = await within(
-      exercise.nextWork(client, keys, options).then(
-        (value) => ({ value }),
-        (error: unknown) => ({ error }),
-      ),
+      settled(exercise.nextWork(client, keys, options)),
       options.blockMs + 5000,
       "nextWork() with its group gone",
     );

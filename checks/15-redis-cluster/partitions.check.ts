@@ -11,6 +11,7 @@ import {
   parseJson,
   type Redis,
   sameValue,
+  settled,
   until,
   within,
 } from "../kit.ts";
@@ -631,18 +632,15 @@ test("workRound() awaits each hand-off, and a read or hand-off Redis refused rej
   // A read Redis refuses (NOGROUP: this group was never made) is no empty partition either.
   const missing = { ...run, group: fresh("missing") };
   const unread = await within(
-    exercise
-      .workRound(cluster, missing, "ocr", "ner", async (work) => result("ocr", work))
-      .then(
-        (n) => ({ n }),
-        (error: unknown) => ({ error }),
-      ),
+    settled(
+      exercise.workRound(cluster, missing, "ocr", "ner", async (work) => result("ocr", work)),
+    ),
     10_000,
     "workRound() with a group that does not exist",
   );
   check(
     "error" in unread,
-    `With no group ${missing.group} on the partition's stream (Redis answers NOGROUP), workRound() returned ${"n" in unread ? unread.n : ""}. An error from Redis is not an empty partition: a caller that hears a count runs the next round as if all were well, and nobody learns the stage is broken. Let the read's error reject workRound().`,
+    `With no group ${missing.group} on the partition's stream (Redis answers NOGROUP), workRound() returned ${"value" in unread ? unread.value : ""}. An error from Redis is not an empty partition: a caller that hears a count runs the next round as if all were well, and nobody learns the stage is broken. Let the read's error reject workRound().`,
     2,
   );
   let returned = false;
@@ -661,15 +659,11 @@ test("workRound() awaits each hand-off, and a read or hand-off Redis refused rej
   const drop = new Promise<void>((resolve) => {
     dropped = resolve;
   });
-  const outcome = exercise
-    .workRound(cluster, run, "ocr", "ner", async (work) => result("ocr", work))
-    .then(
-      (n) => ({ n }),
-      (error: unknown) => ({ error }),
-    )
-    .finally(() => {
-      returned = true;
-    });
+  const outcome = settled(
+    exercise.workRound(cluster, run, "ocr", "ner", async (work) => result("ocr", work)),
+  ).finally(() => {
+    returned = true;
+  });
   // A round that does not await its hand-offs may send the EXEC after it returned.
   const sentExec = Promise.race([
     rule.fired,
@@ -694,7 +688,7 @@ test("workRound() awaits each hand-off, and a read or hand-off Redis refused rej
   );
   check(
     "error" in ended,
-    `The connection to ${first}'s primary dropped before its EXEC reached Redis, so none of the hand-off was applied, and workRound() went on and returned ${"n" in ended ? ended.n : ""}. A failed hand-off is not the document's fault, and the next one would meet the same trouble: catch only handle()'s error, and let the hand-off's error reject workRound(), so the caller sees that Redis is in trouble (it reconnects, waits and runs the next round). The document stays pending and comes back.`,
+    `The connection to ${first}'s primary dropped before its EXEC reached Redis, so none of the hand-off was applied, and workRound() went on and returned ${"value" in ended ? ended.value : ""}. A failed hand-off is not the document's fault, and the next one would meet the same trouble: catch only handle()'s error, and let the hand-off's error reject workRound(), so the caller sees that Redis is in trouble (it reconnects, waits and runs the next round). The document stays pending and comes back.`,
     2,
   );
   check(

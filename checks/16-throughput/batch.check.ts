@@ -14,6 +14,7 @@ import {
   loadExercise,
   type Redis,
   sameValue,
+  settled,
   sleep,
   within,
 } from "../kit.ts";
@@ -178,10 +179,7 @@ describe("reading a batch", () => {
     await c.xAdd(keys.stream, "*", { doc: fresh("orphaned") });
     await c.xGroupDestroy(keys.stream, keys.group);
     const refused = await within(
-      exercise.readBatch(w.client, keys, options).then(
-        (value) => ({ value }),
-        (error: unknown) => ({ error }),
-      ),
+      settled(exercise.readBatch(w.client, keys, options)),
       options.blockMs + 5000,
       "readBatch() with its group gone",
     );
