@@ -88,17 +88,34 @@ export function processesWithEnvEntry(entry: string): number[] {
   return found;
 }
 
+/** The process group of `pid`, from /proc; undefined when it is gone or cannot be read. */
+function groupOf(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "latin1");
+    const pgrp = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[2]);
+    return pgrp > 0 ? pgrp : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * SIGKILLs every process whose environment holds `entry`, however it detached (a new group, a
- * new session, a double fork): children inherit the environment. Repeats while new ones appear
- * (a process forking as we kill it), for at most `ms`. Synchronous, so an exit hook can call it.
+ * new session, a double fork): children inherit the environment. Each one's process group goes
+ * with it: a redis-server overwrites its environment with its title, so the server a check
+ * started is found only through the watchdog shell that leads its group (and that, killed
+ * alone, would leave the server running). Repeats while new ones appear (a process forking as
+ * we kill it), for at most `ms`. Synchronous, so an exit hook can call it.
  */
 export function killProcessesWithEnv(entry: string, ms = 1000): void {
   const deadline = Date.now() + ms;
+  const ours = groupOf(process.pid);
   for (;;) {
     const found = processesWithEnvEntry(entry);
     if (found.length === 0 || Date.now() > deadline) return;
     for (const pid of found) {
+      const group = groupOf(pid);
+      if (group !== undefined && group !== ours) signalGroup(group, "SIGKILL");
       try {
         process.kill(pid, "SIGKILL");
       } catch {

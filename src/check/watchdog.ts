@@ -15,6 +15,10 @@ const SCRIPT = [
   'for _ in 1 2 3 4 5; do [ -n "$2" ] || break',
   '  pids=$(grep -laxzF "WORKBOOK_RUN_ID=$2" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3)',
   '  [ -n "$pids" ] || break',
+  // Each one's process group too: a redis-server a check started has overwritten its
+  // environment with its title, and is found only through the shell leading its group.
+  '  for p in $pids; do g=$(sed "s/.*) //" "/proc/$p/stat" 2>/dev/null | cut -d" " -f3)',
+  '    [ -n "$g" ] && [ "$g" != "$$" ] && kill -KILL -- "-$g" 2>/dev/null; done',
   "  kill -KILL $pids 2>/dev/null",
   "done",
   "shift 2",

@@ -1,6 +1,6 @@
 import { expect } from "vitest";
 import { newClient } from "../../src/redis/client.ts";
-import { processesWithEnv } from "./sandbox.ts";
+import { processesInRemovedCheckScratch, processesWithEnv } from "./sandbox.ts";
 
 /**
  * After a check run on its own private server: no process that was given the server's URL
@@ -24,4 +24,13 @@ export async function expectNothingLeft(redisUrl: string): Promise<void> {
   }
   observer.destroy();
   expect(clients, "connections left open").toHaveLength(1);
+  // A server the check started itself (lessons 14 and 15) is killed with its run; SIGKILL
+  // takes a moment to land. Runs go on side by side: this sees any run's leftovers, not only
+  // this one's, and each is a defect all the same.
+  let orphans = processesInRemovedCheckScratch();
+  for (let waited = 0; orphans.length > 0 && waited < 2000; waited += 20) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    orphans = processesInRemovedCheckScratch();
+  }
+  expect(orphans, "processes a removed check run left running").toEqual([]);
 }

@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { ROOT } from "../../src/paths.ts";
 
@@ -44,6 +44,27 @@ function stat(pid: number): { ppid: number; state: string } | undefined {
   // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so cut at the last ")".
   const [state = "", ppid = "0"] = text.slice(text.lastIndexOf(")") + 2).split(" ");
   return { ppid: Number(ppid), state };
+}
+
+/**
+ * Running processes whose working directory was inside a check run's scratch directory that
+ * has since been removed: what a check started (its own redis-server, say) and nobody stopped.
+ * A redis-server overwrites its environment with its title, so processesWithEnv() misses it.
+ */
+export function processesInRemovedCheckScratch(): string[] {
+  const found: string[] = [];
+  for (const pid of pids()) {
+    let cwd: string;
+    try {
+      cwd = readlinkSync(`/proc/${pid}/cwd`);
+    } catch {
+      continue;
+    }
+    if (/\/workbook-check-[^/ ]+(\/.*)? \(deleted\)$/.test(cwd) && alive(pid)) {
+      found.push(`${pid} ${commandOf(pid)} in ${cwd}`);
+    }
+  }
+  return found;
 }
 
 /** Running, not just a zombie waiting to be reaped. */
