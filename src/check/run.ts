@@ -167,6 +167,8 @@ function waitForEnd(
   }>((resolve) => {
     let watcher: FSWatcher | undefined;
     let done = false;
+    // How many events `enough` has judged: it decides afresh only when more have come.
+    let judged = 0;
     const finish = (timedOut: boolean, isEnough = false) => {
       if (done) return;
       done = true;
@@ -180,8 +182,12 @@ function waitForEnd(
     const look = () => {
       if (child.exitCode !== null || child.signalCode !== null || hasEnded(events)) {
         finish(false);
-      } else if (soFar && enough?.(soFar())) {
-        finish(false, true);
+      } else if (soFar && enough) {
+        const events = soFar();
+        if (events.length > judged) {
+          judged = events.length;
+          if (enough(events)) finish(false, true);
+        }
       }
     };
     const cancelled = () => finish(false);
