@@ -2,6 +2,16 @@ import { expect } from "vitest";
 import { newClient } from "../../src/redis/client.ts";
 import { processesInRemovedCheckScratch, processesWithEnv } from "./sandbox.ts";
 
+/** `read()` until `done` holds of it, for up to 2 s: what it last read. */
+async function settled<T>(read: () => T | Promise<T>, done: (value: T) => boolean): Promise<T> {
+  let value = await read();
+  for (let waited = 0; !done(value) && waited < 2000; waited += 20) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    value = await read();
+  }
+  return value;
+}
+
 /**
  * After a check run on its own private server: no process that was given the server's URL
  * (the check, a learner's worker) is alive, and no connection but this observer's is open.
@@ -17,20 +27,12 @@ export async function expectNothingLeft(redisUrl: string): Promise<void> {
   // The processes are gone, but the server may not have read the end of their sockets yet:
   // it drops them within a turn or two of its event loop. A connection of a process still
   // alive (this one's) never goes, and is still reported after the wait.
-  let clients = await list();
-  for (let waited = 0; clients.length > 1 && waited < 2000; waited += 20) {
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    clients = await list();
-  }
+  const clients = await settled(list, (found) => found.length <= 1);
   observer.destroy();
   expect(clients, "connections left open").toHaveLength(1);
   // A server the check started itself (lessons 14 and 15) is killed with its run; SIGKILL
   // takes a moment to land. Runs go on side by side: this sees any run's leftovers, not only
   // this one's, and each is a defect all the same.
-  let orphans = processesInRemovedCheckScratch();
-  for (let waited = 0; orphans.length > 0 && waited < 2000; waited += 20) {
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    orphans = processesInRemovedCheckScratch();
-  }
+  const orphans = await settled(processesInRemovedCheckScratch, (found) => found.length === 0);
   expect(orphans, "processes a removed check run left running").toEqual([]);
 }
