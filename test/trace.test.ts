@@ -1,6 +1,8 @@
 /** "What your code sent": connections told apart, and setup collapsed so the rest is seen. */
 import { expect, test } from "vitest";
-import { type TracedCommand, traceLines } from "../src/redis/trace.ts";
+import { connectRaw, encode } from "../src/redis/raw.ts";
+import { startPrivateServer } from "../src/redis/server.ts";
+import { startTrace, type TracedCommand, traceLines } from "../src/redis/trace.ts";
 
 const at = 0;
 function cmd(addr: string, client: string | undefined, ...args: string[]): TracedCommand {
@@ -44,4 +46,28 @@ test("duplicates that share a name are numbered apart", () => {
     cmd("a:2", "wb:learner:1a2b3c4d", "SUBSCRIBE", "ch"),
   ]);
   expect(lines.map((l) => l.connection)).toEqual(["your client #1", "your client #2 (blocking)"]);
+});
+
+test("stop() keeps every command Redis ran for a connection closed just before it, and not its own marker", async () => {
+  const server = await startPrivateServer(["--enable-debug-command", "yes"]);
+  try {
+    const trace = await startTrace(server.port);
+    // As a killed check leaves it: commands written, the connection closed before any reply,
+    // and Redis busy, so it runs them only after stop() began.
+    const conn = await connectRaw("127.0.0.1", server.port);
+    const sets = Array.from({ length: 200 }, (_, i) => encode(["SET", `k${i}`, "v"])).join("");
+    await new Promise<void>((resolve) =>
+      conn.socket.write(encode(["DEBUG", "SLEEP", "0.2"]) + sets, () => resolve()),
+    );
+    conn.close();
+    const sent = await trace.stop();
+    const check = await connectRaw("127.0.0.1", server.port);
+    const ran = await check.command(["DBSIZE"]);
+    check.close();
+    expect(ran).toBe(200);
+    expect(sent.filter((c) => c.args[0] === "SET")).toHaveLength(200);
+    expect(sent.some((c) => c.args[0] === "ECHO" || c.args[0] === "CLIENT")).toBe(false);
+  } finally {
+    await server.stop();
+  }
 });

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import { connectRaw, type RawConnection } from "./raw.ts";
 import { redact } from "./redact.ts";
 
@@ -111,9 +112,8 @@ export interface Trace {
   stop(): Promise<TracedCommand[]>;
 }
 
-/** Follows every command the server receives, with MONITOR (private server only). */
-export async function startTrace(port: number, password?: string): Promise<Trace> {
-  const conn: RawConnection = await connectRaw("127.0.0.1", port);
+async function connectAs(port: number, password?: string): Promise<RawConnection> {
+  const conn = await connectRaw("127.0.0.1", port);
   if (password !== undefined) {
     const auth = await conn.command(["AUTH", password]);
     if (auth instanceof Error) {
@@ -121,25 +121,73 @@ export async function startTrace(port: number, password?: string): Promise<Trace
       throw auth;
     }
   }
+  return conn;
+}
+
+/** The addresses of the clients CLIENT LIST shows. */
+function clientAddrs(list: string): Set<string> {
+  return new Set([...list.matchAll(/\baddr=(\S+)/g)].map((m) => m[1] ?? ""));
+}
+
+/**
+ * Follows every command the server receives, with MONITOR (private server only).
+ *
+ * `stop()` comes after the check's process was killed, and must not lose its last commands:
+ * some may still sit unread in a closed connection's buffer, and their MONITOR lines may still
+ * be on their way. So it waits until Redis has let go of every connection the trace saw (it
+ * reads a connection to its end before it drops it), then sends a marker of its own and stops
+ * at the marker's line, which Redis writes after those of every command it ran before. A few
+ * round trips, where a fixed wait would be either too long or sometimes too short.
+ */
+export async function startTrace(port: number, password?: string): Promise<Trace> {
+  const conn = await connectAs(port, password);
+  const marker = await connectAs(port, password).catch((error: Error) => {
+    conn.close();
+    throw error;
+  });
+  const markerAddr = `127.0.0.1:${marker.socket.localPort}`;
+  const token = `wb:trace-end:${process.pid}:${port}`;
+  let markerSeen = () => {};
   const commands: TracedCommand[] = [];
   let started = 0;
   conn.onPush((reply) => {
     if (typeof reply !== "string") return;
     const parsed = parseMonitorLine(reply);
     if (!parsed) return;
+    if (parsed.addr === markerAddr) {
+      if (parsed.args[1] === token) markerSeen();
+      return;
+    }
     started ||= parsed.time;
     commands.push({ at: Math.round(parsed.time - started), addr: parsed.addr, args: parsed.args });
   });
+  const close = () => {
+    conn.close();
+    marker.close();
+  };
   const ok = await conn.command(["MONITOR"]);
   if (ok instanceof Error) {
-    conn.close();
+    close();
     throw ok;
   }
   return {
     async stop() {
-      // MONITOR lines for the last commands may still be in flight.
-      await new Promise((resolve) => setTimeout(resolve, 30));
-      conn.close();
+      // A server that stopped answering must not hold the verdict: what came is what was sent.
+      const deadline = Date.now() + 500;
+      const traced = new Set(commands.map((command) => command.addr));
+      while (Date.now() < deadline) {
+        const list = await marker.command(["CLIENT", "LIST"]);
+        if (typeof list !== "string") break;
+        const open = clientAddrs(list);
+        if (![...traced].some((addr) => open.has(addr))) break;
+        await sleep(2);
+      }
+      const seen = new Promise<void>((resolve) => {
+        markerSeen = resolve;
+      });
+      void marker.command(["ECHO", token]);
+      await Promise.race([seen, sleep(Math.max(0, deadline - Date.now()))]);
+      close();
       return commands;
     },
   };
