@@ -359,8 +359,10 @@ async function checkFile(
     };
     if (warm) {
       // The learner sees the verdict now; the next run waits for this tidying, and its process
-      // boots meanwhile. A learner who cancelled a check asked for quiet: nothing boots then.
-      if (!ownFile && !options.signal?.aborted) warm.prepare(lesson, file, redis);
+      // boots meanwhile, spawned only once the verdict is out (a spawn takes 5-70 ms). A learner
+      // who cancelled a check asked for quiet: nothing boots then.
+      if (!ownFile && !options.signal?.aborted)
+        setImmediate(() => warm.prepare(lesson, file, redis));
       warm.tidying(cleanUp());
     } else {
       await cleanUp();
