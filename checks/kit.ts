@@ -204,7 +204,15 @@ export async function loadExercise<T>(...functions: (keyof T & string)[]): Promi
   try {
     module = await import(pathToFileURL(ctx.target).href);
   } catch (error) {
-    const failure = new CheckFailure(`Your file could not be loaded: ${(error as Error).message}`);
+    const message = (error as Error).message;
+    // A client connected at the top of the file, as the node-redis README's first example does:
+    // with no URL it tries this machine's port 6379, where the check's server is not.
+    const refused = /\bECONNREFUSED\b/.test(message)
+      ? " Your file connects to Redis as soon as it is imported, and nothing answers there. The check starts its own Redis and gives your functions the client to use: open connections inside your functions (client.duplicate() where you need one of your own), not at the top of the file."
+      : "";
+    const failure = new CheckFailure(
+      `Your file could not be loaded: ${message.replace(/\.$/, "")}.${refused}`,
+    );
     failure.stack = (error as Error).stack;
     throw failure;
   }

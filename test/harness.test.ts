@@ -53,6 +53,15 @@ describe.concurrent("learner code that misbehaves", () => {
     expect(text(verdict)).toContain("could not be loaded: boom at import");
   });
 
+  test("connects to Redis at the top of the file: told to connect inside its functions", async () => {
+    const verdict = await checkVariant(
+      `${solution}\nimport { createClient as atLoad } from "redis";\nawait atLoad({ url: "redis://127.0.0.1:1" }).connect();\n`,
+    );
+    expect(verdict.status).toBe("failed");
+    expect(text(verdict)).toContain("ECONNREFUSED");
+    expect(text(verdict)).toContain("open connections inside your functions");
+  });
+
   test("calls process.exit while loading: a failed check that says so", async () => {
     const verdict = await checkVariant(`${solution}\nprocess.exit(3);\n`);
     expect(verdict.status).toBe("failed");
