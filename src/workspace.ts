@@ -2,11 +2,12 @@ import {
   copyFileSync,
   existsSync,
   mkdirSync,
+  readdirSync,
   readFileSync,
   renameSync,
   writeFileSync,
 } from "node:fs";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import type { Lesson } from "./catalog.ts";
 import { workspaceDir } from "./paths.ts";
 
@@ -58,4 +59,25 @@ export function resetLearnerCopy(
   }
   copyFileSync(lesson.starter, file);
   return { file, ...kept };
+}
+
+/**
+ * Whether a file beside an exercise is a module the learner may have split it into (and so part
+ * of what a check runs): not an editor's temporary or backup file, nor a reset's .bak copy.
+ */
+export function isModuleName(name: string): boolean {
+  return /^[^.#~].*\.(ts|mts|cts|js|mjs)$/.test(name);
+}
+
+/** The exercise file and the modules beside it, exercise first (see isModuleName). */
+export function sourcesBeside(file: string): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(dirname(file));
+  } catch {
+    return [file];
+  }
+  const own = basename(file);
+  const others = names.filter((name) => name !== own && isModuleName(name)).sort();
+  return [file, ...others.map((name) => join(dirname(file), name))];
 }

@@ -15,6 +15,7 @@ import {
   versionAtLeast,
 } from "../src/redis/target.ts";
 import { learnerCommands, parseMonitorLine, parseQuotedArgs } from "../src/redis/trace.ts";
+import { isModuleName } from "../src/workspace.ts";
 
 describe("redact", () => {
   test("hides passwords and tokens in redis URLs, keeping user and host", () => {
@@ -351,4 +352,20 @@ describe("rendering a verdict", () => {
     expect(text).toMatch(/Next: edit .*npm run check -- 08/);
     expect(renderVerdict(verdict, { next: false })).not.toContain("Next:");
   });
+});
+
+test("modules beside an exercise count as its sources; editor and reset copies do not", () => {
+  for (const name of ["broadcast.ts", "helpers.ts", "util.mts", "legacy.js"]) {
+    expect(isModuleName(name), name).toBe(true);
+  }
+  for (const name of [
+    "broadcast.ts.bak",
+    "broadcast.ts.bak.1",
+    ".broadcast.ts.swp",
+    "#broadcast.ts#",
+    "broadcast.ts~",
+    "notes.md",
+  ]) {
+    expect(isModuleName(name), name).toBe(false);
+  }
 });

@@ -5,8 +5,8 @@
  * reported as before. Lesson 01's check on learner files of this file's making.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join, relative } from "node:path";
 import { createClient } from "redis";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { applyPatch } from "../src/check/patch.ts";
@@ -15,6 +15,7 @@ import { typecheck } from "../src/check/typecheck.ts";
 import { WarmChecks } from "../src/check/warm.ts";
 import { ROOT } from "../src/paths.ts";
 import { openRedisTarget, type RedisTarget } from "../src/redis/target.ts";
+import { readSources } from "../src/ui/watch.ts";
 import { learnerFile } from "../src/workspace.ts";
 import { cliEnv, exitOf, TSX } from "./support/cli.ts";
 import { lesson, solution } from "./support/lesson01.ts";
@@ -136,6 +137,32 @@ test("the warm type checker reports what tsc reports", { timeout: 120_000 }, asy
   expect(verdict.status).toBe("failed");
   expect(verdict.reason).toContain("does not compile");
   expect(verdict.reason).toContain(`${cold[0]?.line}:${cold[0]?.column}`);
+});
+
+test("a module the exercise imports is type-checked warm as tsc checks it, and its saves count", {
+  timeout: 120_000,
+}, async () => {
+  const helper = join(scratch.dir, "helper.ts");
+  writeFileSync(helper, "export const base: number = 100;\n");
+  writeFileSync(
+    file,
+    `import { base as fromHelper } from "./helper.ts";\n${solution}\nexport const b = fromHelper;\n`,
+  );
+  try {
+    expect(await warm.warmUp(file)).toBe(true);
+    expect(await warm.typecheck(file)).toEqual([]);
+    const before = readSources(file);
+    writeFileSync(join(scratch.dir, "helper.ts.bak"), "an editor's or a reset's copy");
+    expect(readSources(file)).toBe(before);
+    writeFileSync(helper, 'export const base: number = "text";\n');
+    expect(readSources(file)).not.toBe(before);
+    const cold = await typecheck(file);
+    expect(cold.map((d) => d.file)).toContain(relative(ROOT, helper));
+    expect(await warm.typecheck(file)).toEqual(cold);
+  } finally {
+    rmSync(helper, { force: true });
+    rmSync(join(scratch.dir, "helper.ts.bak"), { force: true });
+  }
 });
 
 test("quitting watch leaves no process and no check directory behind", {

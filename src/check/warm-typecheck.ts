@@ -12,6 +12,7 @@ import type {
   Diagnostic as TsDiagnostic,
 } from "typescript/unstable/async";
 import { ROOT } from "../paths.ts";
+import { sourcesBeside } from "../workspace.ts";
 import { removeOnExit } from "./cleanup.ts";
 import { configFor, type Diagnostic, typecheck } from "./typecheck.ts";
 
@@ -116,7 +117,11 @@ export class WarmTypecheck {
   }
 
   async #diagnostics({ api, error }: Server, file: string, config: string): Promise<Diagnostic[]> {
-    const snapshot = await api.updateSnapshot({ fileChanges: { changed: [file] } });
+    // The modules the learner split the exercise into may have changed too; the whole program's
+    // diagnostics are the file's and theirs (library types are not checked: skipLibCheck), as
+    // a one-off compiler run reports them.
+    const changed = sourcesBeside(file);
+    const snapshot = await api.updateSnapshot({ fileChanges: { changed } });
     try {
       const program = snapshot.getProject(config)?.program;
       if (!program) throw new Error(`The type checker lost the project of ${file}.`);
@@ -124,8 +129,8 @@ export class WarmTypecheck {
         [
           ...(await program.getConfigFileParsingDiagnostics()),
           ...(await program.getProgramDiagnostics()),
-          ...(await program.getSyntacticDiagnostics(file)),
-          ...(await program.getSemanticDiagnostics(file)),
+          ...(await program.getSyntacticDiagnostics()),
+          ...(await program.getSemanticDiagnostics()),
         ],
         error,
       );

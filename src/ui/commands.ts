@@ -22,7 +22,7 @@ import { doneCount, lessonState, suggestedLesson, tierName } from "./course.ts";
 import { renderDiff } from "./diff.ts";
 import { onExit } from "./exit.ts";
 import { progressBar, screenWidth, terminalWidth, wrap } from "./term.ts";
-import { Rechecks, watchForSaves } from "./watch.ts";
+import { Rechecks, readSources, watchForSaves } from "./watch.ts";
 
 /** The named lesson, or without a name the one the learner is on. */
 export function lessonFrom(lessons: Lesson[], query: string | undefined): Lesson {
@@ -142,13 +142,7 @@ export async function plainWatch(lessons: Lesson[], args: ParsedArgs): Promise<n
   const warm = new WarmChecks();
   onExit(() => warm.close());
   const json = args.flags.has("--json");
-  const rechecks = new Rechecks(() => {
-    try {
-      return readFileSync(target.file, "utf8");
-    } catch {
-      return "";
-    }
-  });
+  const rechecks = new Rechecks(() => readSources(target.file));
   const run = async (): Promise<void> => {
     rechecks.started();
     if (!json) console.log(kleur.dim(`\nChecking ${relative(ROOT, target.file)}…`));

@@ -32,7 +32,7 @@ import {
   truncate,
   wrap,
 } from "./term.ts";
-import { Rechecks, watchForSaves } from "./watch.ts";
+import { Rechecks, readSources, watchForSaves } from "./watch.ts";
 
 /** Where to go after a lesson screen. */
 export type LessonExit = { go: "list" } | { go: "lesson"; lesson: Lesson } | { go: "finish" };
@@ -103,7 +103,7 @@ export async function lessonScreen(
   const name = basename(file);
   const state: State = {
     run: 0,
-    rechecks: new Rechecks(() => readOr(file)),
+    rechecks: new Rechecks(() => readSources(file)),
     panel: [],
     hintShown: 0,
   };

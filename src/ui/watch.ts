@@ -1,11 +1,13 @@
-import { type FSWatcher, unwatchFile, watch, watchFile } from "node:fs";
+import { type FSWatcher, readFileSync, unwatchFile, watch, watchFile } from "node:fs";
 import { basename, dirname } from "node:path";
+import { isModuleName, sourcesBeside } from "../workspace.ts";
 
 /** Editors save in steps (write a temp file, rename it over): wait for the dust to settle. */
 const SETTLE_MS = 50;
 
 /**
- * Calls `onChange` shortly after `file` is saved. It watches the directory rather than the file,
+ * Calls `onChange` shortly after `file`, or a module beside it (a learner may split an exercise
+ * into several), is saved. It watches the directory rather than the file,
  * because editors that save by renaming replace the file's inode, and a watch on the old inode
  * goes quiet. A one-second stat poll backs it up where change events never come (some network
  * and container mounts); the runner's re-run key covers the rest. Returns a stop function.
@@ -19,7 +21,7 @@ export function watchForSaves(file: string, onChange: () => void): () => void {
   let watcher: FSWatcher | undefined;
   try {
     watcher = watch(dirname(file), (_event, name) => {
-      if (name === null || name === basename(file)) changed();
+      if (name === null || name === basename(file) || isModuleName(name)) changed();
     });
     watcher.on("error", () => watcher?.close());
   } catch {
@@ -34,6 +36,22 @@ export function watchForSaves(file: string, onChange: () => void): () => void {
     watcher?.close();
     unwatchFile(file, poll);
   };
+}
+
+/**
+ * What a check of `file` runs, as one text: the exercise and the modules beside it, so that a
+ * save to either counts as a change. Empty when the exercise cannot be read.
+ */
+export function readSources(file: string): string {
+  return sourcesBeside(file)
+    .map((source) => {
+      try {
+        return `${basename(source)}\n${readFileSync(source, "utf8")}`;
+      } catch {
+        return "";
+      }
+    })
+    .join("\0");
 }
 
 /**
