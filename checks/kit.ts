@@ -167,9 +167,7 @@ export async function eventually(
  */
 export async function call<T>(what: string, run: () => T | Promise<T>, ms = 10_000): Promise<T> {
   // Read by checks/test-results.ts when a test runs out of time, to name what it waited for.
-  const shared = globalThis as { [WAITING]?: string[] };
-  const waiting = shared[WAITING] ?? [];
-  shared[WAITING] = waiting;
+  const waiting = waitingNow();
   waiting.push(what);
   try {
     return await within(Promise.resolve().then(run), ms, `${what} to finish`);
@@ -183,7 +181,9 @@ export async function call<T>(what: string, run: () => T | Promise<T>, ms = 10_0
         `${what} called process.exit(${exit[1]}). Library code should return or throw, never end the process.`,
       );
     }
-    const failure = new CheckFailure(`${what} threw an error: ${message}`);
+    const failure = new CheckFailure(
+      `${what} threw an error: ${message}${closedClientCause(message)}`,
+    );
     if (error instanceof Error) failure.stack = error.stack;
     throw failure;
   } finally {
@@ -192,6 +192,13 @@ export async function call<T>(what: string, run: () => T | Promise<T>, ms = 10_0
 }
 
 const WAITING = Symbol.for("workbook.waitingFor");
+
+/** The learner's functions call() is waiting for now, innermost last. */
+function waitingNow(): string[] {
+  const shared = globalThis as { [WAITING]?: string[] };
+  shared[WAITING] ??= [];
+  return shared[WAITING];
+}
 
 /** Stops a learner's worker at the end of a test; a failure found earlier matters more. */
 export async function stopQuietly(worker: { stop(): Promise<void> } | undefined): Promise<void> {
@@ -244,12 +251,38 @@ export function checkClient(label = "main"): Promise<Redis> {
   return open(`wb:check:${label}:${ctx.runId}`);
 }
 
+/** How the learner's code closed clients the check handed it in the current test, e.g. "close() in stop()". */
+const closedByLearner: string[] = [];
+
 /**
  * A connected client to hand to the learner's functions. Duplicates they make of it keep its
- * name, so learnerConnections() finds them too.
+ * name, so learnerConnections() finds them too. It remembers whether it was closed while the
+ * learner's code ran (the kit's own cleanup closes it with destroy() after the tests), so that
+ * "The client is closed" can name the cause.
  */
-export function learnerClient(): Promise<Redis> {
-  return open(LEARNER_CLIENT);
+export async function learnerClient(): Promise<Redis> {
+  const client = await open(LEARNER_CLIENT);
+  const methods = client as unknown as Record<string, unknown>;
+  for (const name of ["close", "quit", "disconnect", "destroy"]) {
+    const original = methods[name];
+    if (typeof original !== "function") continue;
+    methods[name] = function (this: unknown, ...args: unknown[]) {
+      if (client.isOpen && waitingNow().length > 0) {
+        closedByLearner.push(`${name}() in ${waitingNow().at(-1)}`);
+      }
+      return original.apply(this, args);
+    };
+  }
+  return client;
+}
+
+/** Why a command found its client closed, when the learner's code closed one the check gave it. */
+function closedClientCause(message: string): string {
+  if (!/The client is closed/.test(message)) return "";
+  const closer = closedByLearner[0];
+  return closer
+    ? `. The client the check handed your code was closed by your own code (${closer}). A function that is given a client uses it and leaves closing it to whoever opened it; close only the connections your code opened itself.`
+    : "";
 }
 
 export interface ConnectionInfo {
@@ -323,6 +356,7 @@ afterAll(() => {
 // never arrives if the learner's code blocks the event loop, and the harness must still name
 // the test that was stuck.
 beforeEach((context) => {
+  closedByLearner.length = 0;
   appendEvent({ event: "start", test: context.task.name });
 });
 
