@@ -182,7 +182,7 @@ export async function call<T>(what: string, run: () => T | Promise<T>, ms = 10_0
       );
     }
     const failure = new CheckFailure(
-      `${what} threw an error: ${message}${closedClientCause(message)}`,
+      `${what} threw an error: ${message}${clientErrorCause(message)}`,
     );
     if (error instanceof Error) failure.stack = error.stack;
     throw failure;
@@ -276,8 +276,14 @@ export async function learnerClient(): Promise<Redis> {
   return client;
 }
 
-/** Why a command found its client closed, when the learner's code closed one the check gave it. */
-function closedClientCause(message: string): string {
+/**
+ * What node-redis's terse messages mean in a check: a command found its client closed (and the
+ * learner's code closed one the check gave it), or connect() on a connected client.
+ */
+function clientErrorCause(message: string): string {
+  if (/^Socket already opened/.test(message)) {
+    return ". connect() was called on a client that is connected already (the check hands your functions connected clients): connect only the clients your code creates (createClient(), client.duplicate()).";
+  }
   if (!/The client is closed/.test(message)) return "";
   const closer = closedByLearner[0];
   return closer
