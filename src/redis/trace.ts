@@ -177,7 +177,11 @@ export async function startTrace(port: number, password?: string): Promise<Trace
       const traced = new Set(commands.map((command) => command.addr));
       while (Date.now() < deadline) {
         const list = await marker.command(["CLIENT", "LIST"]);
-        if (typeof list !== "string") break;
+        // The server went away (a check that restarted it): no more lines will come.
+        if (typeof list !== "string" || conn.socket.destroyed) {
+          close();
+          return commands;
+        }
         const open = clientAddrs(list);
         if (![...traced].some((addr) => open.has(addr))) break;
         await sleep(2);
