@@ -44,6 +44,7 @@ import {
 const exercise = await loadExercise<Parts>("nextWork", "handOff", "deadLetter", "broadcast");
 
 const RESULT = JSON.stringify({ text: "MUTUAL NON-DISCLOSURE AGREEMENT", pages: 1, words: 3 });
+const DEAD_REASON = "gave up at ocr after 4 deliveries: OCR could not read the scan";
 
 /** The OCR stage's names, with a fresh group: code that hard-codes "ocr" as the group fails. */
 function keysFor(name: string): StageKeys {
@@ -368,13 +369,50 @@ describe("the parts, one at a time", () => {
       2,
     );
 
-    const many = await scenario(12);
+    // Five XAUTOCLAIM pages at COUNT 1: a scan that stops after a page or a few never gets there.
+    const ahead = 45;
+    const many = await scenario(ahead);
     check(
       many.work?.id === many.orphan,
-      `With 12 entries that live workers are busy with ahead of it in the pending list, doc-orphan (pending for a crashed worker for over ${claimIdleMs} ms) was not taken over: nextWork() returned ${JSON.stringify(many.work)}. One XAUTOCLAIM looks at no more than COUNT*10 pending entries and returns the cursor where it stopped: call it again from that cursor until the cursor is 0-0.`,
+      `With ${ahead} entries that live workers are busy with ahead of it in the pending list, doc-orphan (pending for a crashed worker for over ${claimIdleMs} ms) was not taken over: nextWork() returned ${JSON.stringify(many.work)}. One XAUTOCLAIM looks at no more than COUNT*10 pending entries and returns the cursor where it stopped: call it again from that cursor until the cursor is 0-0, however many calls that takes.`,
       2,
     );
   });
+
+  /**
+   * Runs `part` in a simulated worker process, killed just before its `crashBefore`th command
+   * if given (counted from the start of the call). If the entry is still pending then, another
+   * worker runs `part` again, as after claimIdleMs in the real pipeline.
+   */
+  async function crashThenTakeOver(
+    keys: StageKeys,
+    first: { scope: Scope; client: Redis },
+    crashBefore: number | undefined,
+    part: (client: Redis, takenOver: boolean) => Promise<unknown>,
+  ) {
+    const from = lastSeq();
+    const crash =
+      crashBefore === undefined
+        ? undefined
+        : beforeCommand((cmd) => cmd.scope === first.scope.name && cmd.seq > from, "crash", {
+            nth: crashBefore,
+          });
+    let returned: unknown;
+    try {
+      returned = await first.scope.run(() => part(first.client, false));
+    } catch (error) {
+      if (!first.scope.crashed()) throw error;
+    }
+    crash?.cancel();
+    const commands = sent((cmd) => cmd.scope === first.scope.name && cmd.seq > from);
+    if (
+      first.scope.crashed() &&
+      (await pendingCount(await observer(), keys.stream, keys.group)) > 0
+    ) {
+      await part(await learnerClient(), true);
+    }
+    return { commands, returned };
+  }
 
   /**
    * One worker runs handOff(); `crash` (if given) kills it just before that command of its own,
@@ -387,31 +425,19 @@ describe("the parts, one at a time", () => {
     const work = await delivered(c, keys, "doc-1", fresh("ocr"));
     const events = await listen(keys.channel);
     const first = await worker("worker");
-    const from = lastSeq();
-    const crash =
-      crashBefore === undefined
-        ? undefined
-        : beforeCommand((cmd) => cmd.scope === first.scope.name && cmd.seq > from, "crash", {
-            nth: crashBefore,
-          });
-    let returned: unknown;
     const open = openLearnerConnections();
     const startedAt = Date.now();
-    try {
-      returned = await first.scope.run(() =>
-        call("handOff()", () => exercise.handOff(first.client, keys, work, RESULT)),
-      );
-    } catch (error) {
-      if (!first.scope.crashed()) throw error;
-    }
-    crash?.cancel();
-    const commands = sent((cmd) => cmd.scope === first.scope.name && cmd.seq > from);
-    if (first.scope.crashed() && (await pendingCount(c, keys.stream, keys.group)) > 0) {
-      const other = await learnerClient();
-      await call("handOff() in the worker that took over", () =>
-        exercise.handOff(other, keys, { ...work, deliveries: 2 }, RESULT),
-      );
-    }
+    const { commands, returned } = await crashThenTakeOver(
+      keys,
+      first,
+      crashBefore,
+      (client, takenOver) =>
+        takenOver
+          ? call("handOff() in the worker that took over", () =>
+              exercise.handOff(client, keys, { ...work, deliveries: 2 }, RESULT),
+            )
+          : call("handOff()", () => exercise.handOff(client, keys, work, RESULT)),
+    );
     const endedAt = Date.now();
     await settle(events);
     return {
@@ -670,6 +696,7 @@ describe("the parts, one at a time", () => {
     await c.set(keys.next ?? "", "not a stream");
     const client = await learnerClient();
     const from = lastSeq();
+    const open = openLearnerConnections();
     let outcome: unknown;
     let rejected = false;
     try {
@@ -686,6 +713,13 @@ describe("the parts, one at a time", () => {
     check(
       rejected || tried.length === 0,
       `The check had put a plain string where the next stage's stream (keys.next) should be, so your hand-off's ${tried.map((cmd) => cmd.name).join(", ")} on it failed with WRONGTYPE: doc-1 was not handed on. Yet handOff() resolved to ${JSON.stringify(outcome)}${outcome === false ? ', the answer for "another worker already committed this document": the caller moves on and doc-1 never reaches the next stage' : ""}. Catch only WatchError (a refused EXEC) and let every other error reach the caller.`,
+      3,
+    );
+    // The unhappy path closes what the happy one does: a worker whose commits keep failing
+    // would otherwise leak a connection per try.
+    check(
+      await closedAgain(open),
+      `handOff() rejected (the next stage's stream was broken) and left ${openLearnerConnections() - open} more connection(s) to Redis open than before: a connection it opens for itself must be closed on every way out, the error included (try ... finally).`,
       3,
     );
   });
@@ -758,6 +792,47 @@ describe("the parts, one at a time", () => {
       `The "dead" event ${JSON.stringify(heard)} should be { doc, stage: "ocr", state: "dead", at, reason }${late ? `, but ${late}` : ""}. Set at = Date.now() when the document is parked.`,
       2,
     );
+  });
+
+  /**
+   * One worker runs deadLetter(), killed just before its `crashBefore`th command if given; if the
+   * entry is still pending then, another worker takes it over and gives up on it again.
+   */
+  async function deadLetterScenario(name: string, crashBefore?: number) {
+    const keys = keysFor(name);
+    const c = await observer();
+    const work = { ...(await delivered(c, keys, "doc-9", fresh("ocr"))), deliveries: 4 };
+    const events = await listen(keys.channel);
+    const first = await worker("giving-up");
+    const { commands } = await crashThenTakeOver(keys, first, crashBefore, (client, takenOver) =>
+      takenOver
+        ? call("deadLetter() in the worker that took over", () =>
+            exercise.deadLetter(client, keys, { ...work, deliveries: 5 }, DEAD_REASON),
+          )
+        : call("deadLetter()", () => exercise.deadLetter(client, keys, work, DEAD_REASON)),
+    );
+    await settle(events);
+    return {
+      commands,
+      letters: ((await c.xRange(keys.dead, "-", "+")) ?? []).length,
+      mark: await c.hGet(keys.doc("doc-9"), "dead"),
+      pending: await pendingCount(c, keys.stream, keys.group),
+      told: events.filter((e) => e.doc === "doc-9" && e.state === "dead").length,
+    };
+  }
+
+  test("deadLetter() leaves nothing half done, whatever moment its worker dies", async () => {
+    const clean = await deadLetterScenario("dead-crash-none");
+    const steps = crashPoints(clean.commands);
+    for (const { command: cmd, nth } of steps) {
+      const r = await deadLetterScenario("dead-crash", nth);
+      const at = `If the worker giving up on doc-9 dies just before its ${cmd.name === "EXEC" ? "EXEC (the whole MULTI)" : cmd.name} and another worker takes the entry over and gives up too`;
+      check(
+        r.letters === 1 && r.mark === "ocr" && r.pending === 0 && r.told === 1,
+        `${at}, doc-9 ends with ${r.letters} dead letter(s), "dead" mark ${JSON.stringify(r.mark)}, ${r.pending} entr${r.pending === 1 ? "y" : "ies"} pending and ${r.told} "dead" event(s); expected 1, "ocr", 0 and 1. The mark is part of the dead letter: a mark written before the transaction (HSETNX as a lock) tells the next worker "done" about a letter that was never written. Put the mark, the XADD, the XACK and the status in ONE MULTI ... EXEC, guarded by WATCH.`,
+        3,
+      );
+    }
   });
 
   test("deadLetter() writes one dead letter when two workers give up on the same entry", async () => {
