@@ -383,6 +383,18 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
       first,
     );
 
+    // A read with no COUNT takes the whole backlog at once: every waiting document is delivered
+    // to this consumer (pending for it alone) and stop() waits for all of them.
+    const reads = sent((c) => c.name === "XREADGROUP" && c.args.includes(stage.input));
+    const unbounded = reads.filter((c) => !c.args.some((a) => a.toUpperCase() === "COUNT"));
+    check(
+      reads.length > 0 && unbounded.length === 0,
+      reads.length === 0
+        ? `Your worker handed ${first} on, but the check saw no XREADGROUP on ${stage.input}: read the stage's stream through the group.`
+        : `Your worker's XREADGROUP on ${stage.input} had no COUNT: with 100 000 documents waiting, one read takes them all into memory, delivers them all to this one consumer, and a stop() waits until it has worked through every one. Read a few at a time: XREADGROUP ... COUNT 10 BLOCK <blockMs>.`,
+      4,
+    );
+
     // One MULTI: a worker reading more than one entry at a time gets all three in one reply, so
     // a failure that skips the rest of its batch leaves `ok` delivered and never handed on.
     const ok = fresh("ok");
