@@ -211,6 +211,7 @@ describe("the parts, one at a time", () => {
       2,
     );
     const id = await c.xAdd(keys.stream, "*", { doc: "doc-new" });
+    const behind = await c.xAdd(keys.stream, "*", { doc: "doc-behind" });
     const work = await call("nextWork()", () => exercise.nextWork(client, keys, options));
     check(
       work?.id === id && work.doc === "doc-new",
@@ -226,6 +227,21 @@ describe("the parts, one at a time", () => {
     check(
       pending?.consumer === consumer,
       `The entry should now be pending for consumer "${consumer}" in group "${keys.group}" (the names in options and keys); XPENDING shows ${JSON.stringify(pending ?? "nothing")}.`,
+      2,
+    );
+    // The entry behind it stays unread: a read of several hides the rest from every worker.
+    const [early] = await c.xPendingRange(keys.stream, keys.group, behind, behind, 1);
+    check(
+      early === undefined,
+      `nextWork() returned doc-new, but it also read doc-behind, the entry after it (now pending for ${early?.consumer}), and did not return it: no worker sees doc-behind until it has been idle for claimIdleMs, and then it counts as a second delivery. Read one entry per call: XREADGROUP ... COUNT 1.`,
+      2,
+    );
+    const then = await call("nextWork() with doc-behind waiting", () =>
+      exercise.nextWork(client, keys, options),
+    );
+    check(
+      then?.id === behind && then.deliveries === 1,
+      `Called again with doc-behind waiting, nextWork() should return it (deliveries 1); it returned ${JSON.stringify(then)}.`,
       2,
     );
     // New work arriving while nextWork() waits: BLOCK answers at once, a timer only when it fires.
@@ -250,7 +266,7 @@ describe("the parts, one at a time", () => {
     );
     check(
       await closedAgain(open),
-      `After three calls of nextWork(), ${openLearnerConnections() - open} more connections to Redis are open than before: each call opens one and leaves it open, and a worker calls nextWork() in a loop. Read with the client you are given (each worker has its own), or close a connection of your own before returning.`,
+      `After four calls of nextWork(), ${openLearnerConnections() - open} more connections to Redis are open than before: each call opens one and leaves it open, and a worker calls nextWork() in a loop. Read with the client you are given (each worker has its own), or close a connection of your own before returning.`,
       2,
     );
     // An error is not "no work": undefined would send the worker's loop round again at once,
