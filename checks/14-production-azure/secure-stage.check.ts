@@ -132,6 +132,17 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
       "Your client logged in without calling conn.password(): the password changes, so ask it for the current one on every connection.",
       2,
     );
+    // Every caller connects what it gets: a worker and its watcher for one user, or a second
+    // worker, each need a client of their own.
+    const second = await call("stageClient() a second time", () => exercise.stageClient(user.conn));
+    cleanup.push(async () => {
+      if (second !== client && second?.isOpen) second.destroy();
+    });
+    check(
+      second !== client && second?.isOpen === false,
+      `stageClient() called again for the same user, while the first client was connected, returned ${second === client ? "that same client" : "a client that is already connected"}: the caller's connect() then fails ("Socket already opened"), and two workers, or a worker and its subscriber, would share one connection. Return a new client from createClient() on every call, not connected yet.`,
+      2,
+    );
   });
 
   test("stageClient() refuses a server whose certificate comes from another CA or names another host", async () => {
