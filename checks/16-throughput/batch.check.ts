@@ -196,13 +196,18 @@ describe("reading a batch", () => {
     const c = await own();
     // 25 entries a live worker is busy with, then 3 a crashed worker left behind with live ones
     // between them: an XPENDING over the claimed range lists those too, unless it asks for this
-    // consumer's entries only.
+    // consumer's entries only. The live ones between are the sweeper's own batch in hand, so
+    // even that XPENDING lists them: its COUNT must cover more than the claimed entries.
     const live = (i: number) => `live${i}`;
     const stale = ["gone0", "gone1", "gone2"];
     const order = [...Array.from({ length: 25 }, (_, i) => live(i))];
     order.push("gone0", live(25), "gone1", live(26), "gone2");
     const busy = fresh("busy");
     const works = await delivered(keys, order, busy);
+    const consumer = fresh("sweeper");
+    for (const work of works.filter((x) => x.doc === live(25) || x.doc === live(26))) {
+      await c.sendCommand(["XCLAIM", keys.stream, keys.group, consumer, "0", work.id]);
+    }
     for (const work of works.filter((x) => stale.includes(x.doc))) {
       await c.sendCommand([
         "XCLAIM",
@@ -218,7 +223,6 @@ describe("reading a batch", () => {
       ]);
     }
     const w = await worker("sweeper");
-    const consumer = fresh("sweeper");
     const options = { consumer, count: 2, blockMs: 100, claimIdleMs: 60_000 };
     const found: Work[] = [];
     let cursor = "0-0";
@@ -250,6 +254,15 @@ describe("reading a batch", () => {
       2,
     );
     const docs = found.map((x) => x.doc).sort();
+    const mine = await c.xPendingRange(keys.stream, keys.group, "-", "+", 100, { consumer });
+    const hidden = works.filter(
+      (x) => stale.includes(x.doc) && !docs.includes(x.doc) && mine.some((p) => p.id === x.id),
+    );
+    check(
+      hidden.length === 0,
+      `sweep() claimed ${hidden.map((x) => x.doc).join(", ")} (pending for your consumer now) but did not return it: no one works on it until claimIdleMs passes again. Your consumer's own batch in hand (live25, live26) lies between the claimed entries, so an XPENDING over the claimed range for your consumer lists those too: give it a COUNT that covers the range (the claimed entries plus COUNT*10), or look up each claimed id.`,
+      2,
+    );
     check(
       sameValue(docs, stale),
       `Following the cursor it returns, sweep() should claim the crashed worker's 3 entries (after 25 live ones and between 2 more, with COUNT 2) exactly once; it claimed ${JSON.stringify(docs)}. XAUTOCLAIM looks at COUNT*10 entries per call: return its next cursor and start from the cursor you are given.`,
