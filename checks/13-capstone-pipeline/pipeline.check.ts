@@ -241,7 +241,7 @@ describe("the parts, one at a time", () => {
     );
     check(
       then?.id === behind && then.deliveries === 1,
-      `Called again with doc-behind waiting, nextWork() should return it (deliveries 1); it returned ${JSON.stringify(then)}.`,
+      `Called again with doc-behind waiting, nextWork() should return it (deliveries 1); it returned ${JSON.stringify(then)}.${then?.id === id ? ` That is doc-new again, claimed back from the consumer it had just been given to, idle for far less than claimIdleMs (${options.claimIdleMs} ms): claim only entries idle longer than that.` : ""}`,
       2,
     );
     // New work arriving while nextWork() waits: BLOCK answers at once, a timer only when it fires.
@@ -300,10 +300,10 @@ describe("the parts, one at a time", () => {
     async function scenario(live: number, waiting = false) {
       const keys = keysFor("claim");
       await c.xGroupCreate(keys.stream, keys.group, "0", { MKSTREAM: true });
-      const busyIds: string[] = [];
-      for (let i = 0; i < live; i++) {
-        busyIds.push(await c.xAdd(keys.stream, "*", { doc: `doc-busy-${i}` }));
-      }
+      // Issued in one tick: one round trip, in order.
+      const busyIds = await Promise.all(
+        Array.from({ length: live }, (_, i) => c.xAdd(keys.stream, "*", { doc: `doc-busy-${i}` })),
+      );
       const orphan = await c.xAdd(keys.stream, "*", { doc: "doc-orphan" });
       const second = waiting ? await c.xAdd(keys.stream, "*", { doc: "doc-orphan-2" }) : "";
       await c.xReadGroup(keys.group, crashed, { key: keys.stream, id: ">" }, { COUNT: live + 2 });
@@ -311,7 +311,7 @@ describe("the parts, one at a time", () => {
       if (second) await idleFor(c, keys, crashed, second, claimIdleMs + 1000);
       // Busy, yet idle for most of claimIdleMs: a claim with a lower threshold than the one
       // given takes them, with a second of slack for a loaded machine.
-      for (const id of busyIds) await idleFor(c, keys, busy, id, claimIdleMs - 1000);
+      await Promise.all(busyIds.map((id) => idleFor(c, keys, busy, id, claimIdleMs - 1000)));
       const unread = waiting ? await c.xAdd(keys.stream, "*", { doc: "doc-new" }) : undefined;
       const work = await call("nextWork()", () => exercise.nextWork(client, keys, options));
       return { keys, busyIds, orphan, second, unread, work };
