@@ -44,6 +44,7 @@ import {
 const exercise = await loadExercise<Parts>("nextWork", "handOff", "deadLetter", "broadcast");
 
 const RESULT = JSON.stringify({ text: "MUTUAL NON-DISCLOSURE AGREEMENT", pages: 1, words: 3 });
+const DEAD_REASON = "gave up at ocr after 4 deliveries: OCR could not read the scan";
 
 /** The OCR stage's names, with a fresh group: code that hard-codes "ocr" as the group fails. */
 function keysFor(name: string): StageKeys {
@@ -210,6 +211,7 @@ describe("the parts, one at a time", () => {
       2,
     );
     const id = await c.xAdd(keys.stream, "*", { doc: "doc-new" });
+    const behind = await c.xAdd(keys.stream, "*", { doc: "doc-behind" });
     const work = await call("nextWork()", () => exercise.nextWork(client, keys, options));
     check(
       work?.id === id && work.doc === "doc-new",
@@ -225,6 +227,21 @@ describe("the parts, one at a time", () => {
     check(
       pending?.consumer === consumer,
       `The entry should now be pending for consumer "${consumer}" in group "${keys.group}" (the names in options and keys); XPENDING shows ${JSON.stringify(pending ?? "nothing")}.`,
+      2,
+    );
+    // The entry behind it stays unread: a read of several hides the rest from every worker.
+    const [early] = await c.xPendingRange(keys.stream, keys.group, behind, behind, 1);
+    check(
+      early === undefined,
+      `nextWork() returned doc-new, but it also read doc-behind, the entry after it (now pending for ${early?.consumer}), and did not return it: no worker sees doc-behind until it has been idle for claimIdleMs, and then it counts as a second delivery. Read one entry per call: XREADGROUP ... COUNT 1.`,
+      2,
+    );
+    const then = await call("nextWork() with doc-behind waiting", () =>
+      exercise.nextWork(client, keys, options),
+    );
+    check(
+      then?.id === behind && then.deliveries === 1,
+      `Called again with doc-behind waiting, nextWork() should return it (deliveries 1); it returned ${JSON.stringify(then)}.${then?.id === id ? ` That is doc-new again, claimed back from the consumer it had just been given to, idle for far less than claimIdleMs (${options.claimIdleMs} ms): claim only entries idle longer than that.` : ""}`,
       2,
     );
     // New work arriving while nextWork() waits: BLOCK answers at once, a timer only when it fires.
@@ -249,7 +266,7 @@ describe("the parts, one at a time", () => {
     );
     check(
       await closedAgain(open),
-      `After three calls of nextWork(), ${openLearnerConnections() - open} more connections to Redis are open than before: each call opens one and leaves it open, and a worker calls nextWork() in a loop. Read with the client you are given (each worker has its own), or close a connection of your own before returning.`,
+      `After four calls of nextWork(), ${openLearnerConnections() - open} more connections to Redis are open than before: each call opens one and leaves it open, and a worker calls nextWork() in a loop. Read with the client you are given (each worker has its own), or close a connection of your own before returning.`,
       2,
     );
     // An error is not "no work": undefined would send the worker's loop round again at once,
@@ -283,10 +300,10 @@ describe("the parts, one at a time", () => {
     async function scenario(live: number, waiting = false) {
       const keys = keysFor("claim");
       await c.xGroupCreate(keys.stream, keys.group, "0", { MKSTREAM: true });
-      const busyIds: string[] = [];
-      for (let i = 0; i < live; i++) {
-        busyIds.push(await c.xAdd(keys.stream, "*", { doc: `doc-busy-${i}` }));
-      }
+      // Issued in one tick: one round trip, in order.
+      const busyIds = await Promise.all(
+        Array.from({ length: live }, (_, i) => c.xAdd(keys.stream, "*", { doc: `doc-busy-${i}` })),
+      );
       const orphan = await c.xAdd(keys.stream, "*", { doc: "doc-orphan" });
       const second = waiting ? await c.xAdd(keys.stream, "*", { doc: "doc-orphan-2" }) : "";
       await c.xReadGroup(keys.group, crashed, { key: keys.stream, id: ">" }, { COUNT: live + 2 });
@@ -294,7 +311,7 @@ describe("the parts, one at a time", () => {
       if (second) await idleFor(c, keys, crashed, second, claimIdleMs + 1000);
       // Busy, yet idle for most of claimIdleMs: a claim with a lower threshold than the one
       // given takes them, with a second of slack for a loaded machine.
-      for (const id of busyIds) await idleFor(c, keys, busy, id, claimIdleMs - 1000);
+      await Promise.all(busyIds.map((id) => idleFor(c, keys, busy, id, claimIdleMs - 1000)));
       const unread = waiting ? await c.xAdd(keys.stream, "*", { doc: "doc-new" }) : undefined;
       const work = await call("nextWork()", () => exercise.nextWork(client, keys, options));
       return { keys, busyIds, orphan, second, unread, work };
@@ -368,13 +385,50 @@ describe("the parts, one at a time", () => {
       2,
     );
 
-    const many = await scenario(12);
+    // Five XAUTOCLAIM pages at COUNT 1: a scan that stops after a page or a few never gets there.
+    const ahead = 45;
+    const many = await scenario(ahead);
     check(
       many.work?.id === many.orphan,
-      `With 12 entries that live workers are busy with ahead of it in the pending list, doc-orphan (pending for a crashed worker for over ${claimIdleMs} ms) was not taken over: nextWork() returned ${JSON.stringify(many.work)}. One XAUTOCLAIM looks at no more than COUNT*10 pending entries and returns the cursor where it stopped: call it again from that cursor until the cursor is 0-0.`,
+      `With ${ahead} entries that live workers are busy with ahead of it in the pending list, doc-orphan (pending for a crashed worker for over ${claimIdleMs} ms) was not taken over: nextWork() returned ${JSON.stringify(many.work)}. One XAUTOCLAIM looks at no more than COUNT*10 pending entries and returns the cursor where it stopped: call it again from that cursor until the cursor is 0-0, however many calls that takes.`,
       2,
     );
   });
+
+  /**
+   * Runs `part` in a simulated worker process, killed just before its `crashBefore`th command
+   * if given (counted from the start of the call). If the entry is still pending then, another
+   * worker runs `part` again, as after claimIdleMs in the real pipeline.
+   */
+  async function crashThenTakeOver(
+    keys: StageKeys,
+    first: { scope: Scope; client: Redis },
+    crashBefore: number | undefined,
+    part: (client: Redis, takenOver: boolean) => Promise<unknown>,
+  ) {
+    const from = lastSeq();
+    const crash =
+      crashBefore === undefined
+        ? undefined
+        : beforeCommand((cmd) => cmd.scope === first.scope.name && cmd.seq > from, "crash", {
+            nth: crashBefore,
+          });
+    let returned: unknown;
+    try {
+      returned = await first.scope.run(() => part(first.client, false));
+    } catch (error) {
+      if (!first.scope.crashed()) throw error;
+    }
+    crash?.cancel();
+    const commands = sent((cmd) => cmd.scope === first.scope.name && cmd.seq > from);
+    if (
+      first.scope.crashed() &&
+      (await pendingCount(await observer(), keys.stream, keys.group)) > 0
+    ) {
+      await part(await learnerClient(), true);
+    }
+    return { commands, returned };
+  }
 
   /**
    * One worker runs handOff(); `crash` (if given) kills it just before that command of its own,
@@ -387,31 +441,19 @@ describe("the parts, one at a time", () => {
     const work = await delivered(c, keys, "doc-1", fresh("ocr"));
     const events = await listen(keys.channel);
     const first = await worker("worker");
-    const from = lastSeq();
-    const crash =
-      crashBefore === undefined
-        ? undefined
-        : beforeCommand((cmd) => cmd.scope === first.scope.name && cmd.seq > from, "crash", {
-            nth: crashBefore,
-          });
-    let returned: unknown;
     const open = openLearnerConnections();
     const startedAt = Date.now();
-    try {
-      returned = await first.scope.run(() =>
-        call("handOff()", () => exercise.handOff(first.client, keys, work, RESULT)),
-      );
-    } catch (error) {
-      if (!first.scope.crashed()) throw error;
-    }
-    crash?.cancel();
-    const commands = sent((cmd) => cmd.scope === first.scope.name && cmd.seq > from);
-    if (first.scope.crashed() && (await pendingCount(c, keys.stream, keys.group)) > 0) {
-      const other = await learnerClient();
-      await call("handOff() in the worker that took over", () =>
-        exercise.handOff(other, keys, { ...work, deliveries: 2 }, RESULT),
-      );
-    }
+    const { commands, returned } = await crashThenTakeOver(
+      keys,
+      first,
+      crashBefore,
+      (client, takenOver) =>
+        takenOver
+          ? call("handOff() in the worker that took over", () =>
+              exercise.handOff(client, keys, { ...work, deliveries: 2 }, RESULT),
+            )
+          : call("handOff()", () => exercise.handOff(client, keys, work, RESULT)),
+    );
     const endedAt = Date.now();
     await settle(events);
     return {
@@ -670,6 +712,7 @@ describe("the parts, one at a time", () => {
     await c.set(keys.next ?? "", "not a stream");
     const client = await learnerClient();
     const from = lastSeq();
+    const open = openLearnerConnections();
     let outcome: unknown;
     let rejected = false;
     try {
@@ -686,6 +729,13 @@ describe("the parts, one at a time", () => {
     check(
       rejected || tried.length === 0,
       `The check had put a plain string where the next stage's stream (keys.next) should be, so your hand-off's ${tried.map((cmd) => cmd.name).join(", ")} on it failed with WRONGTYPE: doc-1 was not handed on. Yet handOff() resolved to ${JSON.stringify(outcome)}${outcome === false ? ', the answer for "another worker already committed this document": the caller moves on and doc-1 never reaches the next stage' : ""}. Catch only WatchError (a refused EXEC) and let every other error reach the caller.`,
+      3,
+    );
+    // The unhappy path closes what the happy one does: a worker whose commits keep failing
+    // would otherwise leak a connection per try.
+    check(
+      await closedAgain(open),
+      `handOff() rejected (the next stage's stream was broken) and left ${openLearnerConnections() - open} more connection(s) to Redis open than before: a connection it opens for itself must be closed on every way out, the error included (try ... finally).`,
       3,
     );
   });
@@ -758,6 +808,47 @@ describe("the parts, one at a time", () => {
       `The "dead" event ${JSON.stringify(heard)} should be { doc, stage: "ocr", state: "dead", at, reason }${late ? `, but ${late}` : ""}. Set at = Date.now() when the document is parked.`,
       2,
     );
+  });
+
+  /**
+   * One worker runs deadLetter(), killed just before its `crashBefore`th command if given; if the
+   * entry is still pending then, another worker takes it over and gives up on it again.
+   */
+  async function deadLetterScenario(name: string, crashBefore?: number) {
+    const keys = keysFor(name);
+    const c = await observer();
+    const work = { ...(await delivered(c, keys, "doc-9", fresh("ocr"))), deliveries: 4 };
+    const events = await listen(keys.channel);
+    const first = await worker("giving-up");
+    const { commands } = await crashThenTakeOver(keys, first, crashBefore, (client, takenOver) =>
+      takenOver
+        ? call("deadLetter() in the worker that took over", () =>
+            exercise.deadLetter(client, keys, { ...work, deliveries: 5 }, DEAD_REASON),
+          )
+        : call("deadLetter()", () => exercise.deadLetter(client, keys, work, DEAD_REASON)),
+    );
+    await settle(events);
+    return {
+      commands,
+      letters: ((await c.xRange(keys.dead, "-", "+")) ?? []).length,
+      mark: await c.hGet(keys.doc("doc-9"), "dead"),
+      pending: await pendingCount(c, keys.stream, keys.group),
+      told: events.filter((e) => e.doc === "doc-9" && e.state === "dead").length,
+    };
+  }
+
+  test("deadLetter() leaves nothing half done, whatever moment its worker dies", async () => {
+    const clean = await deadLetterScenario("dead-crash-none");
+    const steps = crashPoints(clean.commands);
+    for (const { command: cmd, nth } of steps) {
+      const r = await deadLetterScenario("dead-crash", nth);
+      const at = `If the worker giving up on doc-9 dies just before its ${cmd.name === "EXEC" ? "EXEC (the whole MULTI)" : cmd.name} and another worker takes the entry over and gives up too`;
+      check(
+        r.letters === 1 && r.mark === "ocr" && r.pending === 0 && r.told === 1,
+        `${at}, doc-9 ends with ${r.letters} dead letter(s), "dead" mark ${JSON.stringify(r.mark)}, ${r.pending} entr${r.pending === 1 ? "y" : "ies"} pending and ${r.told} "dead" event(s); expected 1, "ocr", 0 and 1. The mark is part of the dead letter: a mark written before the transaction (HSETNX as a lock) tells the next worker "done" about a letter that was never written. Put the mark, the XADD, the XACK and the status in ONE MULTI ... EXEC, guarded by WATCH.`,
+        3,
+      );
+    }
   });
 
   test("deadLetter() writes one dead letter when two workers give up on the same entry", async () => {

@@ -132,6 +132,17 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
       "Your client logged in without calling conn.password(): the password changes, so ask it for the current one on every connection.",
       2,
     );
+    // Every caller connects what it gets: a worker and its watcher for one user, or a second
+    // worker, each need a client of their own.
+    const second = await call("stageClient() a second time", () => exercise.stageClient(user.conn));
+    cleanup.push(async () => {
+      if (second !== client && second?.isOpen) second.destroy();
+    });
+    check(
+      second !== client && second?.isOpen === false,
+      `stageClient() called again for the same user, while the first client was connected, returned ${second === client ? "that same client" : "a client that is already connected"}: the caller's connect() then fails ("Socket already opened"), and two workers, or a worker and its subscriber, would share one connection. Return a new client from createClient() on every call, not connected yet.`,
+      2,
+    );
   });
 
   test("stageClient() refuses a server whose certificate comes from another CA or names another host", async () => {
@@ -381,6 +392,18 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
             c.args[2]?.includes(first) === true),
       ),
       first,
+    );
+
+    // A read with no COUNT takes the whole backlog at once: every waiting document is delivered
+    // to this consumer (pending for it alone) and stop() waits for all of them.
+    const reads = sent((c) => c.name === "XREADGROUP" && c.args.includes(stage.input));
+    const unbounded = reads.filter((c) => !c.args.some((a) => a.toUpperCase() === "COUNT"));
+    check(
+      reads.length > 0 && unbounded.length === 0,
+      reads.length === 0
+        ? `Your worker handed ${first} on, but the check saw no XREADGROUP on ${stage.input}: read the stage's stream through the group.`
+        : `Your worker's XREADGROUP on ${stage.input} had no COUNT: with 100 000 documents waiting, one read takes them all into memory, delivers them all to this one consumer, and a stop() waits until it has worked through every one. Read a few at a time: XREADGROUP ... COUNT 10 BLOCK <blockMs>.`,
+      4,
     );
 
     // One MULTI: a worker reading more than one entry at a time gets all three in one reply, so

@@ -3,6 +3,7 @@ import type { BatchParts } from "../../src/pipeline/batch-parts.ts";
 import type { StageKeys } from "../../src/pipeline/keys.ts";
 import type { Work } from "../../src/pipeline/parts.ts";
 import {
+  CheckFailure,
   call,
   check,
   checkClient,
@@ -195,13 +196,18 @@ describe("reading a batch", () => {
     const c = await own();
     // 25 entries a live worker is busy with, then 3 a crashed worker left behind with live ones
     // between them: an XPENDING over the claimed range lists those too, unless it asks for this
-    // consumer's entries only.
+    // consumer's entries only. The live ones between are the sweeper's own batch in hand, so
+    // even that XPENDING lists them: its COUNT must cover more than the claimed entries.
     const live = (i: number) => `live${i}`;
     const stale = ["gone0", "gone1", "gone2"];
     const order = [...Array.from({ length: 25 }, (_, i) => live(i))];
     order.push("gone0", live(25), "gone1", live(26), "gone2");
     const busy = fresh("busy");
     const works = await delivered(keys, order, busy);
+    const consumer = fresh("sweeper");
+    for (const work of works.filter((x) => x.doc === live(25) || x.doc === live(26))) {
+      await c.sendCommand(["XCLAIM", keys.stream, keys.group, consumer, "0", work.id]);
+    }
     for (const work of works.filter((x) => stale.includes(x.doc))) {
       await c.sendCommand([
         "XCLAIM",
@@ -217,7 +223,6 @@ describe("reading a batch", () => {
       ]);
     }
     const w = await worker("sweeper");
-    const consumer = fresh("sweeper");
     const options = { consumer, count: 2, blockMs: 100, claimIdleMs: 60_000 };
     const found: Work[] = [];
     let cursor = "0-0";
@@ -249,6 +254,15 @@ describe("reading a batch", () => {
       2,
     );
     const docs = found.map((x) => x.doc).sort();
+    const mine = await c.xPendingRange(keys.stream, keys.group, "-", "+", 100, { consumer });
+    const hidden = works.filter(
+      (x) => stale.includes(x.doc) && !docs.includes(x.doc) && mine.some((p) => p.id === x.id),
+    );
+    check(
+      hidden.length === 0,
+      `sweep() claimed ${hidden.map((x) => x.doc).join(", ")} (pending for your consumer now) but did not return it: no one works on it until claimIdleMs passes again. Your consumer's own batch in hand (live25, live26) lies between the claimed entries, so an XPENDING over the claimed range for your consumer lists those too: give it a COUNT that covers the range (the claimed entries plus COUNT*10), or look up each claimed id.`,
+      2,
+    );
     check(
       sameValue(docs, stale),
       `Following the cursor it returns, sweep() should claim the crashed worker's 3 entries (after 25 live ones and between 2 more, with COUNT 2) exactly once; it claimed ${JSON.stringify(docs)}. XAUTOCLAIM looks at COUNT*10 entries per call: return its next cursor and start from the cursor you are given.`,
@@ -334,8 +348,29 @@ describe("in flight", () => {
       `task() threw for the first item as it was called, before returning a promise; inFlight() should report that item as { status: "rejected" } and run the others; it returned ${JSON.stringify(shape)}. Call task() inside the try (await task(item)), not task(item).then(...), which a throw skips.`,
       3,
     );
+    // Two batches at once (two stages in one process): each call keeps its own place in its
+    // own items. Equal timers finish in the order they started, so the interleaving is fixed.
+    const later = (x: string) => new Promise<string>((resolve) => setTimeout(resolve, 5, x));
+    const [first, second] = await call("two inFlight() calls at the same time", () =>
+      Promise.all([
+        exercise.inFlight(["a0", "a1", "a2"], 2, later),
+        exercise.inFlight(["b0", "b1", "b2", "b3", "b4"], 2, later),
+      ]),
+    );
+    const values = (rs: PromiseSettledResult<string>[] | undefined) =>
+      Array.from(rs ?? [], (r) => (r?.status === "fulfilled" ? r.value : r?.status));
+    check(
+      sameValue(values(first), ["a0", "a1", "a2"]) &&
+        sameValue(values(second), ["b0", "b1", "b2", "b3", "b4"]),
+      `Two inFlight() calls ran at the same time, over ["a0","a1","a2"] and ["b0",…,"b4"]; they returned ${JSON.stringify(values(first))} and ${JSON.stringify(values(second))}. Each call must keep its own counter and results (variables inside the function, not at module level), or one call skips or repeats the other's items.`,
+      3,
+    );
   });
 });
+
+/** A server-side script: the guard and the writes inside it run as one step, like a MULTI. */
+const SCRIPTS = ["EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL"];
+const isScript = (c: SentCommand) => SCRIPTS.includes(c.name);
 
 /** Every MULTI block one scope sent, with the commands inside. */
 function transactions(commands: SentCommand[]): SentCommand[][] {
@@ -376,25 +411,29 @@ describe("committing a batch", () => {
     const endedAt = Date.now();
     const mine = sentBy(w.scope, from);
     const blocks = transactions(mine);
+    const scripts = mine.filter(isScript);
     const adds = (b: SentCommand[]) => b.filter((c) => c.name === "XADD").length;
     const outside = mine.filter((c) => c.multi === undefined && ["XADD", "XACK"].includes(c.name));
     check(
-      outside.length === 0 && blocks.length === 1,
-      `The hand-off of a batch should be one MULTI/EXEC; commitBatch() sent ${blocks.length} transactions and ${outside.length} XADD/XACK outside any. One transaction per batch is what makes a batch one round trip, and all-or-nothing if the worker dies in the middle.`,
+      outside.length === 0 && blocks.length + scripts.length === 1,
+      `The hand-off of a batch should be one MULTI/EXEC; commitBatch() sent ${blocks.length} transactions${scripts.length > 0 ? `, ${scripts.length} scripts` : ""} and ${outside.length} XADD/XACK outside any. One transaction per batch is what makes a batch one round trip, and all-or-nothing if the worker dies in the middle.`,
       2,
     );
-    const block = blocks[0] ?? [];
-    const acks = block.filter((c) => c.name === "XACK");
-    check(
-      adds(block) === 5,
-      `The transaction should carry one XADD to the next stage per document (5); it had ${adds(block)}.`,
-      2,
-    );
-    check(
-      acks.length === 1 && acks[0]?.args.length === 3 + 5,
-      `Acknowledge the batch with ONE XACK carrying all 5 ids; the transaction had ${acks.length} XACK command(s) with ${acks.map((a) => a.args.length - 3).join(", ") || "no"} ids.`,
-      2,
-    );
+    // What a script runs inside is not on the wire: its effects are checked below.
+    if (scripts.length === 0) {
+      const block = blocks[0] ?? [];
+      const acks = block.filter((c) => c.name === "XACK");
+      check(
+        adds(block) === 5,
+        `The transaction should carry one XADD to the next stage per document (5); it had ${adds(block)}.`,
+        2,
+      );
+      check(
+        acks.length === 1 && acks[0]?.args.length === 3 + 5,
+        `Acknowledge the batch with ONE XACK carrying all 5 ids; the transaction had ${acks.length} XACK command(s) with ${acks.map((a) => a.args.length - 3).join(", ") || "no"} ids.`,
+        2,
+      );
+    }
     const c = await own();
     check(
       sameValue(await queuedOn(keys.next ?? ""), docs),
@@ -634,6 +673,8 @@ describe("committing a batch", () => {
     const competitor = beforeCommand(
       (c) => {
         if (c.scope !== slow.scope.name) return false;
+        // A script reads and writes in one step: the competitor can only come before it.
+        if (isScript(c)) return true;
         if (readsDoc(c)) {
           read = true;
           return false;
@@ -696,7 +737,11 @@ describe("committing a batch", () => {
       const works = await delivered(keys, docs, fresh("doomed"));
       const doomed = await worker("doomed");
       const outcomes = works.map((work) => ({ work, result: resultFor(work.doc) }));
-      const crash = beforeCommand((c) => c.scope === doomed.scope.name && c.name === step, "crash");
+      // A script holds every step: killed before it, the worker did nothing.
+      const crash = beforeCommand(
+        (c) => c.scope === doomed.scope.name && (c.name === step || isScript(c)),
+        "crash",
+      );
       // A dead process returns nothing; code that retries forever is cut off like one.
       await Promise.race([
         doomed.scope.run(() => exercise.commitBatch(doomed.client, keys, outcomes)).catch(() => {}),
@@ -729,6 +774,46 @@ describe("committing a batch", () => {
         2,
       );
     },
+  );
+});
+
+test("commitBatch() rejects a commit Redis refuses, rather than retrying it for ever", async () => {
+  const keys = stageFor("broken");
+  const works = await delivered(keys, [fresh("b1"), fresh("b2")], fresh("w"));
+  const c = await own();
+  // The next stage's stream is broken (a plain string under its name): the XADD fails with
+  // WRONGTYPE on every try, so only a WatchError may send commitBatch() round again.
+  await c.set(keys.next ?? "", "not a stream");
+  const client = await learnerClient();
+  let outcome: unknown;
+  let rejected = false;
+  try {
+    outcome = await within(
+      Promise.resolve().then(() =>
+        exercise.commitBatch(
+          client,
+          keys,
+          works.map((work) => ({ work, result: resultFor(work.doc) })),
+        ),
+      ),
+      3000,
+      "commitBatch() to finish",
+    );
+  } catch (error) {
+    if (error instanceof CheckFailure) {
+      // Mended, so a loop that retries any error ends instead of running on after the check.
+      await c.del(keys.next ?? "");
+      fail(
+        "The next stage's stream was broken (a plain string under its name, so the XADD fails with WRONGTYPE on every try), and commitBatch() had not returned 3 s later: it retries errors that no retry can fix. Start over only on WatchError (a competitor changed a document) and let every other error reject.",
+        2,
+      );
+    }
+    rejected = true;
+  }
+  check(
+    rejected,
+    `The next stage's stream was broken (a plain string under its name, so the XADD fails with WRONGTYPE), yet commitBatch() resolved to ${JSON.stringify(outcome)}: the caller believes the batch committed. Start over only on WatchError and let every other error reject.`,
+    2,
   );
 });
 

@@ -84,7 +84,6 @@ class Worker:
         self.latency_ms = args.latency_ms
         self.stream = f"{self.prefix}stage:{STAGE}"
         self.next = f"{self.prefix}stage:{NEXT}"
-        self.cursor = "0-0"
         self.stop = threading.Event()
 
     def key(self, name):
@@ -96,22 +95,24 @@ class Worker:
     def next_work(self):
         """(entry id, doc, deliveries): stale work first, then new work."""
         # XAUTOCLAIM examines at most COUNT x 10 pending entries per call:
-        # carry its cursor, or entries further down are never recovered.
-        cursor, claimed, *_ = self.r.xautoclaim(
-            self.stream, STAGE, self.me, self.claim_idle_ms,
-            start_id=self.cursor, count=1)
-        self.cursor = cursor
-        claimed = [entry for entry in claimed if entry]
-        if claimed:
-            entry_id, fields = claimed[0]
-            pending = self.r.xpending_range(
-                self.stream, STAGE, entry_id, entry_id, 1)
-            n = pending[0]["times_delivered"] if pending else 2
-            return entry_id, fields["doc"], n
-        # Halfway through the pending list: finish the scan, do not wait.
-        block = self.block_ms if cursor == "0-0" else None
+        # follow its cursor to 0-0, or entries further down are never
+        # recovered; new work only when nothing is left to recover.
+        cursor = "0-0"
+        while True:
+            cursor, claimed, *_ = self.r.xautoclaim(
+                self.stream, STAGE, self.me, self.claim_idle_ms,
+                start_id=cursor, count=1)
+            claimed = [entry for entry in claimed if entry]
+            if claimed:
+                entry_id, fields = claimed[0]
+                pending = self.r.xpending_range(
+                    self.stream, STAGE, entry_id, entry_id, 1)
+                n = pending[0]["times_delivered"] if pending else 2
+                return entry_id, fields["doc"], n
+            if cursor == "0-0":
+                break
         reply = self.r.xreadgroup(
-            STAGE, self.me, {self.stream: ">"}, count=1, block=block)
+            STAGE, self.me, {self.stream: ">"}, count=1, block=self.block_ms)
         if not reply or not reply[0][1]:
             return None
         entry_id, fields = reply[0][1][0]

@@ -109,13 +109,14 @@ export async function sweep(
     { consumer: options.consumer },
   );
   const counts = new Map(pending.map((p) => [p.id, Number(p.deliveriesCounter)]));
+  // An entry another worker claimed or acknowledged since the XAUTOCLAIM is no longer ours: it
+  // has no count in this consumer's XPENDING, and it is not this worker's to do.
   return {
     cursor: claimed.nextId,
-    works: messages.map((m) => ({
-      id: m.id,
-      doc: String(m.message.doc),
-      deliveries: counts.get(m.id) ?? 2,
-    })),
+    works: messages.flatMap((m) => {
+      const deliveries = counts.get(m.id);
+      return deliveries === undefined ? [] : [{ id: m.id, doc: String(m.message.doc), deliveries }];
+    }),
   };
 }
 
