@@ -335,6 +335,19 @@ describe("leases", () => {
       3,
     );
     await checkNearTtl(observer, lease, since, 59_500, "renewLease(..., 59500)", 3);
+    // A worker that knows its task ends soon renews for less than what is left: the lease
+    // gets ttlMs from now, as asked, not the longer of the two.
+    const shortSince = Date.now();
+    const shortened = await call("renewLease()", () =>
+      exercise.renewLease(client, lease, holder, 2000),
+    );
+    const shortTtl = await observer.pTTL(lease);
+    check(
+      shortened === true && shortTtl <= 2000,
+      `renewLease(..., 2000) by the holder, on a lease with about 59 s left, returned ${JSON.stringify(shortened)} and left PTTL ${shortTtl}: a renewal sets the lease to ttlMs from now, also when that is shorter than what is left. PEXPIRE with GT (or a script that keeps the longer TTL) refuses to shorten; use a plain PEXPIRE with the ttlMs passed in.`,
+      3,
+    );
+    await checkNearTtl(observer, lease, shortSince, 2000, "renewLease(..., 2000)", 3);
     const gone = await call("renewLease()", () =>
       exercise.renewLease(client, `${HELD}never-taken`, holder, 1000),
     );
@@ -487,12 +500,33 @@ describe("keyspace notifications", () => {
       `notify-keyspace-events was "Kx" (expired events on the keyspace channels only) and your enableExpiredEvents() left it "${later}": the __keyevent@<db>__:expired channel needs E as well. Add each letter that is missing (E and x), even when the other one is on already, and keep the rest.`,
       2,
     );
+    // E is on already, x is not: the keyevent channels exist, but no expired event reaches them.
+    await observer.configSet(EVENTS, "El");
+    await call("enableExpiredEvents()", () => exercise.enableExpiredEvents(client));
+    const third = await flags(observer);
+    check(
+      /x|A/.test(third) && /E/.test(third) && /l|A/.test(third),
+      `notify-keyspace-events was "El" (keyevent channels for list commands only) and your enableExpiredEvents() left it "${third}": without x no expired event is published at all. Add each letter that is missing (E and x), whichever of them is on already, and keep the rest.`,
+      2,
+    );
+    // A (every command family) is on: whatever you add, the families it stands for stay on.
+    await observer.configSet(EVENTS, "AK");
+    await call("enableExpiredEvents()", () => exercise.enableExpiredEvents(client));
+    const fourth = await flags(observer);
+    check(
+      /A/.test(fourth) && /K/.test(fourth) && /E/.test(fourth),
+      `notify-keyspace-events was "AK" (keyspace events of every command family) and your enableExpiredEvents() left it "${fourth}": ${/E/.test(fourth) ? "the command families that A stands for (g$lshzxetd) are no longer all on, and another part of the system relies on them" : "E is missing"}. Keep every letter that was set, A included, and add the ones that are missing.`,
+      2,
+    );
   });
 
   test("an expired lease is reported with its document id; a renewed one is not", async () => {
     const client = await learnerClient();
     const observer = await checkClient();
     await ensureExpiredEvents(observer);
+    // Another part of the system follows generic commands (g: DEL, RENAME, ...) on the keyevent
+    // channels too: a lease deleted by a worker that finished must not look like an expiry.
+    await observer.configSet(EVENTS, `${await flags(observer)}g`);
     const expired: string[] = [];
     // The subscription is held on its way to Redis for a moment: a watchExpiredLeases() that
     // awaits it cannot resolve meanwhile.
@@ -544,6 +578,10 @@ describe("keyspace notifications", () => {
     await observer.set(key("cache:acme:contract-stalled"), "{}", {
       expiration: { type: "PX", value: 200 },
     });
+    // A worker finished its document and deleted its lease: done, not stalled.
+    const done = `${LEASES}contract-done`;
+    await observer.set(done, "ocr-worker-3", { expiration: { type: "PX", value: 60_000 } });
+    await observer.del(done);
     // Holds the lease prefix, but not at its start: an archived copy, not a lease.
     await observer.set(`${key("archive:")}${LEASES}contract-copy`, "{}", {
       expiration: { type: "PX", value: 200 },
@@ -572,6 +610,11 @@ describe("keyspace notifications", () => {
         2,
       );
     }
+    check(
+      !expired.includes("contract-done"),
+      `onExpired() reported contract-done, whose worker finished and deleted its lease (a "del" event, published because notify-keyspace-events also has g here): only an expiry means a stalled worker. Subscribe to the one channel __keyevent@<db>__:expired, not to a pattern over every event of the database.`,
+      2,
+    );
     check(
       !expired.includes("contract-busy"),
       "onExpired() reported contract-busy, whose worker renewed its lease in time: the lease was not renewed (renewLease() must extend it with PEXPIRE).",
@@ -617,6 +660,17 @@ describe("keyspace notifications", () => {
       () => expired.includes("scan-second"),
       3000,
       `onExpired() threw for scan-first (the check made it fail, as a requeue can), and after that the lease of scan-second expired without being reported (onExpired() received ${JSON.stringify(expired)}). node-redis reports a listener's exception as an "error" event on the subscribing connection: give that connection an error listener, so one failed requeue does not end the watcher (or catch around onExpired()).`,
+      2,
+    );
+    // scan-second is requeued, taken again, and stalls again: a second expiry, a second report.
+    const before = expired.length;
+    await observer.set(`${LEASES}scan-second`, "ocr-worker-3", {
+      expiration: { type: "PX", value: 50 },
+    });
+    await eventually(
+      () => expired.length > before,
+      3000,
+      `The lease of scan-second expired a second time (the document was requeued, taken again and stalled again), and onExpired() was not called again (it received ${JSON.stringify(expired)}). Every expiry is a stalled worker: report each one, also for a document reported before; do not remember which ids you already reported.`,
       2,
     );
   });
