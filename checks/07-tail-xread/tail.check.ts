@@ -580,11 +580,13 @@ test("an entry whose onEntry() fails every time is never checkpointed past", asy
   const stream = freshKey("status:poison");
   const checkpoint = freshKey("tail:poison");
   let attempts = 0;
+  const earlier = new Set((await learnerConnections(observer)).map((c) => c.id));
   const reader = await startReader(stream, checkpoint, BLOCK_MS, (_, entry) => {
     if (entry.event.docId !== "doc-1") return "ok";
     attempts++;
     return attempts % 2 ? "throw" : "reject";
   });
+  const own = reader.clientId;
   await untilWaiting(observer);
   const { ids } = await append(observer, stream, 3, "doc", true);
   const poison = ids[1] ?? "";
@@ -594,6 +596,16 @@ test("an entry whose onEntry() fails every time is never checkpointed past", asy
   await observer.xAdd(stream, "*", { docId: "doc-after", stage: "ocr", status: "done" });
   // More tries than a retry limit would allow, or quiet: stopped at it, or moved on.
   await stopOnceQuiet(reader, () => attempts >= 6);
+  // Tried again or stopped there, a reader that failed still closes what it opened.
+  const opened = async () =>
+    (await learnerConnections(observer)).filter((c) => !earlier.has(c.id) && c.id !== own);
+  const closed = await until(async () => (await opened()).length === 0, 1000);
+  const left = await opened();
+  check(
+    closed,
+    `onEntry() failed for entry ${poison} every time (${attempts} tries), and after stop() ${left.length} connection(s) your reader opened are still open${left.length > 1 ? `: a reader needs one connection for its reads, and yours left ${left.length} open` : ` (last command ${left[0]?.cmd}): the loop ended on the error without closing its reader connection`}. Keep one reader connection, and close it whichever way the loop ends (in a finally).`,
+    2,
+  );
   const saved = await savedCheckpoint(observer, checkpoint);
   const later = reader.done.filter((id) => compareIds(id, poison) > 0);
   check(
@@ -689,10 +701,16 @@ test("stop() while onEntry() works waits for it, checkpoints that entry and clos
 test("independent readers each see every entry (fan-out with history)", async () => {
   const observer = await checkClient();
   const stream = freshKey("status:fanout");
-  const readers = {
-    dashboard: await startReader(stream, freshKey("tail:fanout:dashboard"), BLOCK_MS),
-    billing: await startReader(stream, freshKey("tail:fanout:billing"), BLOCK_MS),
-  };
+  // One service runs both feeds, on the one client it was given.
+  const dashboard = await startReader(stream, freshKey("tail:fanout:dashboard"), BLOCK_MS);
+  const billing = await startReader(
+    stream,
+    freshKey("tail:fanout:billing"),
+    BLOCK_MS,
+    undefined,
+    dashboard,
+  );
+  const readers = { dashboard, billing };
   const waiting = await waitForBlocked(observer, "xread", 2, 3000);
   const { ids } = await append(observer, stream, 10, "doc");
   const got = (reader: Reader) => reader.calls.map((e) => e.id).filter((id) => ids.includes(id));
@@ -714,6 +732,11 @@ test("independent readers each see every entry (fan-out with history)", async ()
       2,
     );
   }
+  check(
+    waiting >= 2,
+    "Two readers started on one client followed the same stream, and only one XREAD BLOCK was ever waiting at a time: the two readers share one connection, so each read waits behind the other's BLOCK, and an entry can wait up to blockMs per reader before anyone sees it. Give every startTail() a connection of its own (client.duplicate()), never one shared between calls.",
+    2,
+  );
 });
 
 test("the main client answers at once while the reader waits for entries", async () => {
