@@ -501,12 +501,18 @@ describe("keyspace notifications", () => {
       2,
     );
     // E is on already, x is not: the keyevent channels exist, but no expired event reaches them.
-    await observer.configSet(EVENTS, "El");
+    // And "$" (string commands) is a letter too, not punctuation to clean away.
+    await observer.configSet(EVENTS, "E$");
     await call("enableExpiredEvents()", () => exercise.enableExpiredEvents(client));
     const third = await flags(observer);
     check(
-      /x|A/.test(third) && /E/.test(third) && /l|A/.test(third),
-      `notify-keyspace-events was "El" (keyevent channels for list commands only) and your enableExpiredEvents() left it "${third}": without x no expired event is published at all. Add each letter that is missing (E and x), whichever of them is on already, and keep the rest.`,
+      /x|A/.test(third) && /E/.test(third),
+      `notify-keyspace-events was "E$" (keyevent channels for string commands only) and your enableExpiredEvents() left it "${third}": without x no expired event is published at all. Add each letter that is missing (E and x), whichever of them is on already, and keep the rest.`,
+      2,
+    );
+    check(
+      /\$|A/.test(third),
+      `notify-keyspace-events was "E$" (keyevent channels for string commands) and your enableExpiredEvents() left it "${third}": the "$" is gone, and another part of the system relies on it. "$" is one of the flags (string commands): keep every character CONFIG GET returned and add yours.`,
       2,
     );
     // A (every command family) is on: whatever you add, the families it stands for stay on.
@@ -612,7 +618,7 @@ describe("keyspace notifications", () => {
     }
     check(
       !expired.includes("contract-done"),
-      `onExpired() reported contract-done, whose worker finished and deleted its lease (a "del" event, published because notify-keyspace-events also has g here): only an expiry means a stalled worker. Subscribe to the one channel __keyevent@<db>__:expired, not to a pattern over every event of the database.`,
+      `onExpired() reported contract-done, whose lease a worker took and then deleted when it finished: that lease never expired. With g on (as here), taking a lease with PX publishes an "expire" event and deleting it a "del" event, each on its own keyevent channel: only __keyevent@<db>__:expired means a stalled worker. Subscribe to exactly that channel, not to a pattern.`,
       2,
     );
     check(
