@@ -45,10 +45,17 @@ const STOP_MS = BLOCK_MS + 2000;
 
 /** Waits until `count` of the learner's connections wait in XREAD BLOCK, or fails. */
 async function untilWaiting(observer: Redis, count = 1): Promise<void> {
+  const mark = sent().at(-1)?.seq ?? 0;
   const most = await waitForBlocked(observer, "xread", count, 3000);
-  check(
-    most >= 1,
-    "Your reader never waited in a blocking XREAD within 3 s of startTail(). Read with BLOCK, so the reader waits for new entries instead of asking again and again.",
+  if (most >= 1) return;
+  // Reads that carry BLOCK and never wait: each found entries at once, from the same ID.
+  const reads = sent((c) => c.seq > mark && c.name === "XREAD" && blockOf(c) !== undefined);
+  const same =
+    reads.length > 20 && reads.slice(-20).every((c) => c.args.at(-1) === reads.at(-1)?.args.at(-1));
+  fail(
+    same
+      ? `Your reader sent ${reads.length} XREADs within 3 s, each with BLOCK and the last 20 all after the same ID, ${reads.at(-1)?.args.at(-1)}: each returned entries at once and the cursor never moved past them, so the loop asks for them again and again. Move the cursor to the ID of each entry you handed to onEntry() (IDs compare by their numbers: as strings "5-10" comes before "5-9").`
+      : "Your reader never waited in a blocking XREAD within 3 s of startTail(). Read with BLOCK, so the reader waits for new entries instead of asking again and again.",
     2,
   );
 }
@@ -156,9 +163,17 @@ test("a new reader hands over every new entry, in order, as written, and nothing
   await stop(reader.tail);
 
   checkNoJump(reader, stream, added.ids);
+  const missed = added.ids.filter((id) => !seen().includes(id));
+  const laterDollar = sent((c) => c.name === "XREAD" && c.scope === reader.scope.name)
+    .slice(1)
+    .some((c) => c.args.at(-1) === "$");
   check(
     arrived,
-    `Your reader handed over ${added.ids.filter((id) => seen().includes(id)).length} of the 20 entries added after it started and then waited. After the first read, continue from the ID of the last entry you got: "$" means "only what arrives after this very command", so a reader that asks for "$" each time skips whatever arrived in between.`,
+    `Your reader handed over ${added.ids.length - missed.length} of the 20 entries added after it started; ${list(missed)} never reached onEntry(). ${
+      laterDollar || missed.length === 0
+        ? `After the first read, continue from the ID of the last entry you got: "$" means "only what arrives after this very command", so a reader that asks for "$" each time skips whatever arrived in between.`
+        : `Your XREADs asked for what comes after IDs below them, so Redis returned them: pass every entry XREAD returns to onEntry(), in order. If your code compares IDs itself, compare their numbers: as strings "5-10" comes before "5-9".`
+    }`,
     2,
   );
   const older = seen().filter((id) => old.ids.includes(id));
