@@ -352,11 +352,12 @@ describe("leases", () => {
       exercise.renewLease(client, `${HELD}never-taken`, holder, 1000),
     );
     check(gone === false, "renewLease() of a lease nobody holds should return false.", 3);
-    // Three renewals: a connection opened per call (for WATCH) and never closed piles up.
+    // Four renewals, two of them refused: a connection opened per call (for WATCH) and not
+    // closed on every path piles up.
     await eventually(
       () => openLearnerConnections() <= open,
       1000,
-      `After three renewLease() calls your code still had ${openLearnerConnections() - open} more connection(s) open than before them: each renewal opens one and leaves it open, so a worker renewing every few seconds runs the server out of connections. Close a connection you opened for WATCH when the renewal is done (in a finally), or renew with a script on the client you were given.`,
+      `After four renewLease() calls (two of them refused: a stranger's, and one on a lease nobody holds) your code still had ${openLearnerConnections() - open} more connection(s) open than before them: renewals open connections and leave them open, so a worker renewing every few seconds runs the server out of connections. Close a connection you opened for WATCH on every path, the refused ones included (in a finally), or renew with a script on the client you were given.`,
       3,
     );
   });
