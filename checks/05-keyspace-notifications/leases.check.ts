@@ -335,15 +335,29 @@ describe("leases", () => {
       3,
     );
     await checkNearTtl(observer, lease, since, 59_500, "renewLease(..., 59500)", 3);
+    // A worker that knows its task ends soon renews for less than what is left: the lease
+    // gets ttlMs from now, as asked, not the longer of the two.
+    const shortSince = Date.now();
+    const shortened = await call("renewLease()", () =>
+      exercise.renewLease(client, lease, holder, 2000),
+    );
+    const shortTtl = await observer.pTTL(lease);
+    check(
+      shortened === true && shortTtl <= 2000,
+      `renewLease(..., 2000) by the holder, on a lease with about 59 s left, returned ${JSON.stringify(shortened)} and left PTTL ${shortTtl}: a renewal sets the lease to ttlMs from now, also when that is shorter than what is left. PEXPIRE with GT (or a script that keeps the longer TTL) refuses to shorten; use a plain PEXPIRE with the ttlMs passed in.`,
+      3,
+    );
+    await checkNearTtl(observer, lease, shortSince, 2000, "renewLease(..., 2000)", 3);
     const gone = await call("renewLease()", () =>
       exercise.renewLease(client, `${HELD}never-taken`, holder, 1000),
     );
     check(gone === false, "renewLease() of a lease nobody holds should return false.", 3);
-    // Three renewals: a connection opened per call (for WATCH) and never closed piles up.
+    // Four renewals, two of them refused: a connection opened per call (for WATCH) and not
+    // closed on every path piles up.
     await eventually(
       () => openLearnerConnections() <= open,
       1000,
-      `After three renewLease() calls your code still had ${openLearnerConnections() - open} more connection(s) open than before them: each renewal opens one and leaves it open, so a worker renewing every few seconds runs the server out of connections. Close a connection you opened for WATCH when the renewal is done (in a finally), or renew with a script on the client you were given.`,
+      `After four renewLease() calls (two of them refused: a stranger's, and one on a lease nobody holds) your code still had ${openLearnerConnections() - open} more connection(s) open than before them: renewals open connections and leave them open, so a worker renewing every few seconds runs the server out of connections. Close a connection you opened for WATCH on every path, the refused ones included (in a finally), or renew with a script on the client you were given.`,
       3,
     );
   });
@@ -487,12 +501,39 @@ describe("keyspace notifications", () => {
       `notify-keyspace-events was "Kx" (expired events on the keyspace channels only) and your enableExpiredEvents() left it "${later}": the __keyevent@<db>__:expired channel needs E as well. Add each letter that is missing (E and x), even when the other one is on already, and keep the rest.`,
       2,
     );
+    // E is on already, x is not: the keyevent channels exist, but no expired event reaches them.
+    // And "$" (string commands) is a letter too, not punctuation to clean away.
+    await observer.configSet(EVENTS, "E$");
+    await call("enableExpiredEvents()", () => exercise.enableExpiredEvents(client));
+    const third = await flags(observer);
+    check(
+      /x|A/.test(third) && /E/.test(third),
+      `notify-keyspace-events was "E$" (keyevent channels for string commands only) and your enableExpiredEvents() left it "${third}": without x no expired event is published at all. Add each letter that is missing (E and x), whichever of them is on already, and keep the rest.`,
+      2,
+    );
+    check(
+      /\$|A/.test(third),
+      `notify-keyspace-events was "E$" (keyevent channels for string commands) and your enableExpiredEvents() left it "${third}": the "$" is gone, and another part of the system relies on it. "$" is one of the flags (string commands): keep every character CONFIG GET returned and add yours.`,
+      2,
+    );
+    // A (every command family) is on: whatever you add, the families it stands for stay on.
+    await observer.configSet(EVENTS, "AK");
+    await call("enableExpiredEvents()", () => exercise.enableExpiredEvents(client));
+    const fourth = await flags(observer);
+    check(
+      /A/.test(fourth) && /K/.test(fourth) && /E/.test(fourth),
+      `notify-keyspace-events was "AK" (keyspace events of every command family) and your enableExpiredEvents() left it "${fourth}": ${/E/.test(fourth) ? "the command families that A stands for (g$lshzxetd) are no longer all on, and another part of the system relies on them" : "E is missing"}. Keep every letter that was set, A included, and add the ones that are missing.`,
+      2,
+    );
   });
 
   test("an expired lease is reported with its document id; a renewed one is not", async () => {
     const client = await learnerClient();
     const observer = await checkClient();
     await ensureExpiredEvents(observer);
+    // Another part of the system follows generic commands (g: DEL, RENAME, ...) on the keyevent
+    // channels too: a lease deleted by a worker that finished must not look like an expiry.
+    await observer.configSet(EVENTS, `${await flags(observer)}g`);
     const expired: string[] = [];
     // The subscription is held on its way to Redis for a moment: a watchExpiredLeases() that
     // awaits it cannot resolve meanwhile.
@@ -544,6 +585,10 @@ describe("keyspace notifications", () => {
     await observer.set(key("cache:acme:contract-stalled"), "{}", {
       expiration: { type: "PX", value: 200 },
     });
+    // A worker finished its document and deleted its lease: done, not stalled.
+    const done = `${LEASES}contract-done`;
+    await observer.set(done, "ocr-worker-3", { expiration: { type: "PX", value: 60_000 } });
+    await observer.del(done);
     // Holds the lease prefix, but not at its start: an archived copy, not a lease.
     await observer.set(`${key("archive:")}${LEASES}contract-copy`, "{}", {
       expiration: { type: "PX", value: 200 },
@@ -572,6 +617,11 @@ describe("keyspace notifications", () => {
         2,
       );
     }
+    check(
+      !expired.includes("contract-done"),
+      `onExpired() reported contract-done, whose lease a worker took and then deleted when it finished: that lease never expired. With g on (as here), taking a lease with PX publishes an "expire" event and deleting it a "del" event, each on its own keyevent channel: only __keyevent@<db>__:expired means a stalled worker. Subscribe to exactly that channel, not to a pattern.`,
+      2,
+    );
     check(
       !expired.includes("contract-busy"),
       "onExpired() reported contract-busy, whose worker renewed its lease in time: the lease was not renewed (renewLease() must extend it with PEXPIRE).",
@@ -617,6 +667,17 @@ describe("keyspace notifications", () => {
       () => expired.includes("scan-second"),
       3000,
       `onExpired() threw for scan-first (the check made it fail, as a requeue can), and after that the lease of scan-second expired without being reported (onExpired() received ${JSON.stringify(expired)}). node-redis reports a listener's exception as an "error" event on the subscribing connection: give that connection an error listener, so one failed requeue does not end the watcher (or catch around onExpired()).`,
+      2,
+    );
+    // scan-second is requeued, taken again, and stalls again: a second expiry, a second report.
+    const before = expired.length;
+    await observer.set(`${LEASES}scan-second`, "ocr-worker-3", {
+      expiration: { type: "PX", value: 50 },
+    });
+    await eventually(
+      () => expired.length > before,
+      3000,
+      `The lease of scan-second expired a second time (the document was requeued, taken again and stalled again), and onExpired() was not called again (it received ${JSON.stringify(expired)}). Every expiry is a stalled worker: report each one, also for a document reported before; do not remember which ids you already reported.`,
       2,
     );
   });

@@ -52,8 +52,29 @@ async function seed(via: Redis, stream: string, count: number): Promise<string[]
   return Promise.all(
     Array.from({ length: count }, (_, n) => {
       const { docId, stage, status } = eventFor(Math.floor(n / 2));
-      return via.xAdd(stream, `${base + Math.floor(n / 3)}-${n % 3}`, { docId, stage, status });
+      // The second of each pair comes from another service that writes the fields in its own
+      // order: fields are read by name, never by position.
+      const fields = n % 2 === 0 ? { docId, stage, status } : { status, docId, stage };
+      return via.xAdd(stream, `${base + Math.floor(n / 3)}-${n % 3}`, fields);
     }),
+  );
+}
+
+/**
+ * Fails when a read of `stream` went out without COUNT: it returns the whole log, however long,
+ * to keep a page of it.
+ */
+async function checkBoundedReads(stream: string, what: string): Promise<void> {
+  const unbounded = sent(
+    (c) =>
+      /^(XRANGE|XREVRANGE|XREAD)$/.test(c.name) &&
+      c.args.includes(stream) &&
+      !c.args.some((arg) => /^COUNT$/i.test(arg)),
+  )[0];
+  check(
+    unbounded === undefined,
+    `${what} sent ${unbounded?.args.join(" ")}: a read without COUNT returns the whole log (a million entries, for a log that has them) to keep a few. Pass COUNT to the read so Redis returns only what you need.`,
+    2,
   );
 }
 
@@ -151,7 +172,7 @@ test("readPage() returns each of 250 entries exactly once, in order, page by pag
     const leftOut = ids.slice(startAt, lastAt).filter((id) => !returned.has(id));
     check(
       entries.length >= Math.min(pageSize, remaining),
-      `readPage() was asked for ${pageSize} entries with ${remaining} still after its start, and returned ${entries.length}. ${leftOut.length ? `It left out ${describeIds(leftOut)} from the middle of the page: each has the same fields as the entry before it (a stage logged twice), and each is its own entry. Keep every entry XRANGE returns.` : "A page holds count entries until the log runs out: pass count itself as XRANGE's COUNT."}`,
+      `readPage() was asked for ${pageSize} entries with ${remaining} still after its start, and returned ${entries.length}. ${leftOut.length ? `It left out ${describeIds(leftOut)} from the middle of the page${leftOut.every((id) => ids.indexOf(id) % 2 === 1) ? ": each has the same fields as the entry before it (a stage logged twice), and each is its own entry. Keep every entry XRANGE returns." : `, between its first and last entries. Start the page just after the last ID ("(" + id); an ID's two parts are numbers (after ${ids[startAt - 1] ?? "-"} comes ${ids[startAt] ?? "the next"}).`}` : "A page holds count entries until the log runs out: pass count itself as XRANGE's COUNT."}`,
       2,
     );
     for (const entry of entries) {
@@ -202,13 +223,35 @@ test("readPage() returns each of 250 entries exactly once, in order, page by pag
     `The check deleted entry ${gone} (as trimming would) and then asked readPage(after = ${gone}, 5): it should return the 5 entries after it, ${describeIds(next)}; it returned ${describeIds(resumed)}.${resumed[0] === ids[102] ? ' Your code dropped the first entry of the range without looking: it is the entry after, not the repeat, when the one you start from is gone. Drop it only when its ID equals after, or start the range after it: "(" + id.' : ""}`,
     2,
   );
-  const sample = (
-    await call("readPage(after = null)", () => exercise.readPage(client, stream, null, 1))
-  )[0];
+  const sample = await call("readPage(after = null)", () =>
+    exercise.readPage(client, stream, null, 2),
+  );
   const expected = eventFor(0);
   check(
-    sameValue(sample?.event, expected),
-    `Each entry's event should carry the stream fields: expected ${JSON.stringify(expected)}, got ${JSON.stringify(sample?.event)}.`,
+    sameValue(sample[0]?.event, expected),
+    `Each entry's event should carry the stream fields: expected ${JSON.stringify(expected)}, got ${JSON.stringify(sample[0]?.event)}.`,
+    2,
+  );
+  check(
+    sameValue(sample[1]?.event, expected),
+    `Entry ${ids[1]} holds ${JSON.stringify(expected)}, written by another service with its fields in the order status, docId, stage; readPage() turned it into ${JSON.stringify(sample[1]?.event)}. A stream entry's fields are named: read message.docId, message.stage and message.status by name, not by their position.`,
+    2,
+  );
+  await checkBoundedReads(stream, "readPage()");
+
+  // Twelve entries in one millisecond: only their sequence numbers, as numbers, order them.
+  const busy = freshKey("audit:busy-ms");
+  const at = Date.now() - 1000;
+  const busyIds = await Promise.all(
+    Array.from({ length: 12 }, (_, n) => observer.xAdd(busy, `${at}-${n}`, { ...eventFor(n) })),
+  );
+  const busyPage = (
+    await call("readPage(after = null)", () => exercise.readPage(client, busy, null, 12))
+  ).map((e) => e.id);
+  const busyWrongAt = busyPage.findIndex((id, i) => id !== busyIds[i]);
+  check(
+    sameValue(busyPage, busyIds),
+    `Twelve entries share one millisecond (${at}-0 to ${at}-11), and readPage(after = null, 12) returned ${busyPage.length} of them${busyWrongAt < 0 ? "" : `, with ${busyPage[busyWrongAt]} where ${busyIds[busyWrongAt]} belongs (place ${busyWrongAt + 1})`}. XRANGE returns them in the stream's order; sorting IDs as strings puts "-10" before "-2". Return them in the order XRANGE gives.`,
     2,
   );
 });
@@ -261,6 +304,7 @@ test("latest() shows the newest entries, newest first", async () => {
     `latest(25) should return the 25 newest entries, newest first: ${describeIds(expected)}; it returned ${got.length}${wrongAt < 0 ? "" : `, with ${got[wrongAt]} where ${expected[wrongAt]} belongs (place ${wrongAt + 1})`} (${describeIds(got)}). Here all 30 entries share one millisecond, so their sequence numbers (0 to 29, numbers, not strings) order them. XREVRANGE reads from "+" down to "-" in the stream's own order.`,
     2,
   );
+  await checkBoundedReads(stream, "latest(25)");
 });
 
 test("appendEvent() keeps the log bounded to about maxLen entries", async () => {

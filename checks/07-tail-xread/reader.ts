@@ -43,9 +43,11 @@ export async function startReader(
   checkpoint: string,
   blockMs: number,
   behaviour: (call: number, entry: LogEntry) => Behaviour = () => "ok",
+  /** Another reader of the same process, whose scope and client this one shares. */
+  beside?: Reader,
 ): Promise<Reader> {
-  const process = scope("reader");
-  const client = await process.run(() => learnerClient());
+  const process = beside?.scope ?? scope("reader");
+  const client = beside?.client ?? (await process.run(() => learnerClient()));
   const clientId = String(await client.clientId());
   const calls: LogEntry[] = [];
   const done: string[] = [];

@@ -45,10 +45,17 @@ const STOP_MS = BLOCK_MS + 2000;
 
 /** Waits until `count` of the learner's connections wait in XREAD BLOCK, or fails. */
 async function untilWaiting(observer: Redis, count = 1): Promise<void> {
+  const mark = sent().at(-1)?.seq ?? 0;
   const most = await waitForBlocked(observer, "xread", count, 3000);
-  check(
-    most >= 1,
-    "Your reader never waited in a blocking XREAD within 3 s of startTail(). Read with BLOCK, so the reader waits for new entries instead of asking again and again.",
+  if (most >= 1) return;
+  // Reads that carry BLOCK and never wait: each found entries at once, from the same ID.
+  const reads = sent((c) => c.seq > mark && c.name === "XREAD" && blockOf(c) !== undefined);
+  const same =
+    reads.length > 20 && reads.slice(-20).every((c) => c.args.at(-1) === reads.at(-1)?.args.at(-1));
+  fail(
+    same
+      ? `Your reader sent ${reads.length} XREADs within 3 s, each with BLOCK and the last 20 all after the same ID, ${reads.at(-1)?.args.at(-1)}: each returned entries at once and the cursor never moved past them, so the loop asks for them again and again. Move the cursor to the ID of each entry you handed to onEntry() (IDs compare by their numbers: as strings "5-10" comes before "5-9").`
+      : "Your reader never waited in a blocking XREAD within 3 s of startTail(). Read with BLOCK, so the reader waits for new entries instead of asking again and again.",
     2,
   );
 }
@@ -156,9 +163,17 @@ test("a new reader hands over every new entry, in order, as written, and nothing
   await stop(reader.tail);
 
   checkNoJump(reader, stream, added.ids);
+  const missed = added.ids.filter((id) => !seen().includes(id));
+  const laterDollar = sent((c) => c.name === "XREAD" && c.scope === reader.scope.name)
+    .slice(1)
+    .some((c) => c.args.at(-1) === "$");
   check(
     arrived,
-    `Your reader handed over ${added.ids.filter((id) => seen().includes(id)).length} of the 20 entries added after it started and then waited. After the first read, continue from the ID of the last entry you got: "$" means "only what arrives after this very command", so a reader that asks for "$" each time skips whatever arrived in between.`,
+    `Your reader handed over ${added.ids.length - missed.length} of the 20 entries added after it started; ${list(missed)} never reached onEntry(). ${
+      laterDollar || missed.length === 0
+        ? `After the first read, continue from the ID of the last entry you got: "$" means "only what arrives after this very command", so a reader that asks for "$" each time skips whatever arrived in between.`
+        : `Your XREADs asked for what comes after IDs below them, so Redis returned them: pass every entry XREAD returns to onEntry(), in order. If your code compares IDs itself, compare their numbers: as strings "5-10" comes before "5-9".`
+    }`,
     2,
   );
   const older = seen().filter((id) => old.ids.includes(id));
@@ -354,11 +369,30 @@ test("after a restart the reader gets exactly the entries it missed, more than o
 
   // The indexer is down (a deploy, a crash) while the platform keeps working: more entries
   // than one XREAD COUNT returns, so the catch-up takes several reads.
-  await append(observer, stream, 150, "while-down", true);
+  // All in one millisecond ("<ms>-*"), as a burst can be: sequence numbers from 0 past 99.
+  const burst = observer.multi();
+  // Not below the stream's top, whatever the server's clock says.
+  const [top] = (await observer.xRevRange(stream, "+", "-", { COUNT: 1 })) ?? [];
+  const ms = Math.max(Date.now(), Number(top?.id.split("-")[0] ?? 0));
+  for (let n = 0; n < 150; n++) {
+    burst.xAdd(stream, `${ms}-*`, { docId: `while-down-${n}`, stage: "ocr", status: "done" });
+  }
+  const down = (await burst.exec()).map(String);
 
   const second = await startReader(stream, checkpoint, BLOCK_MS);
   const seenSecond = () => second.calls.map((e) => e.id);
   await untilWaiting(observer);
+  const lastDown = down.at(-1) ?? "";
+  if (await until(() => seenSecond().includes(lastDown), 3000)) {
+    const saved = () => savedCheckpoint(observer, checkpoint);
+    const caughtUp = await until(async () => (await saved()) === lastDown, 1000);
+    const at = await saved();
+    check(
+      caughtUp,
+      `Your reader handed over all 150 entries that came in while it was down, the last one ${lastDown}, and its checkpoint still says ${at}: a restart now would hand over again everything after ${at}. Save the ID of each entry onEntry() finished as the checkpoint. If your code compares IDs before saving, compare their numbers: as strings "5-100" comes before "5-99".`,
+      2,
+    );
+  }
   const late = await append(observer, stream, 3, "late");
   const skippedLate = readsPast(second, stream, late.ids, sentMark());
   await until(() => late.ids.every((id) => seenSecond().includes(id)) || skippedLate(), 3000);
@@ -580,11 +614,13 @@ test("an entry whose onEntry() fails every time is never checkpointed past", asy
   const stream = freshKey("status:poison");
   const checkpoint = freshKey("tail:poison");
   let attempts = 0;
+  const earlier = new Set((await learnerConnections(observer)).map((c) => c.id));
   const reader = await startReader(stream, checkpoint, BLOCK_MS, (_, entry) => {
     if (entry.event.docId !== "doc-1") return "ok";
     attempts++;
     return attempts % 2 ? "throw" : "reject";
   });
+  const own = reader.clientId;
   await untilWaiting(observer);
   const { ids } = await append(observer, stream, 3, "doc", true);
   const poison = ids[1] ?? "";
@@ -594,6 +630,16 @@ test("an entry whose onEntry() fails every time is never checkpointed past", asy
   await observer.xAdd(stream, "*", { docId: "doc-after", stage: "ocr", status: "done" });
   // More tries than a retry limit would allow, or quiet: stopped at it, or moved on.
   await stopOnceQuiet(reader, () => attempts >= 6);
+  // Tried again or stopped there, a reader that failed still closes what it opened.
+  const opened = async () =>
+    (await learnerConnections(observer)).filter((c) => !earlier.has(c.id) && c.id !== own);
+  const closed = await until(async () => (await opened()).length === 0, 1000);
+  const left = await opened();
+  check(
+    closed,
+    `onEntry() failed for entry ${poison} every time (${attempts} tries), and after stop() ${left.length} connection(s) your reader opened are still open${left.length > 1 ? `: a reader needs one connection for its reads, and yours left ${left.length} open` : ` (last command ${left[0]?.cmd}): the loop ended on the error without closing its reader connection`}. Keep one reader connection, and close it whichever way the loop ends (in a finally).`,
+    2,
+  );
   const saved = await savedCheckpoint(observer, checkpoint);
   const later = reader.done.filter((id) => compareIds(id, poison) > 0);
   check(
@@ -689,10 +735,16 @@ test("stop() while onEntry() works waits for it, checkpoints that entry and clos
 test("independent readers each see every entry (fan-out with history)", async () => {
   const observer = await checkClient();
   const stream = freshKey("status:fanout");
-  const readers = {
-    dashboard: await startReader(stream, freshKey("tail:fanout:dashboard"), BLOCK_MS),
-    billing: await startReader(stream, freshKey("tail:fanout:billing"), BLOCK_MS),
-  };
+  // One service runs both feeds, on the one client it was given.
+  const dashboard = await startReader(stream, freshKey("tail:fanout:dashboard"), BLOCK_MS);
+  const billing = await startReader(
+    stream,
+    freshKey("tail:fanout:billing"),
+    BLOCK_MS,
+    undefined,
+    dashboard,
+  );
+  const readers = { dashboard, billing };
   const waiting = await waitForBlocked(observer, "xread", 2, 3000);
   const { ids } = await append(observer, stream, 10, "doc");
   const got = (reader: Reader) => reader.calls.map((e) => e.id).filter((id) => ids.includes(id));
@@ -714,6 +766,11 @@ test("independent readers each see every entry (fan-out with history)", async ()
       2,
     );
   }
+  check(
+    waiting >= 2,
+    "Two readers started on one client followed the same stream, and only one XREAD BLOCK was ever waiting at a time: the two readers share one connection, so each read waits behind the other's BLOCK, and an entry can wait up to blockMs per reader before anyone sees it. Give every startTail() a connection of its own (client.duplicate()), never one shared between calls.",
+    2,
+  );
 });
 
 test("the main client answers at once while the reader waits for entries", async () => {

@@ -18,7 +18,7 @@ import {
   until,
 } from "../kit.ts";
 import { blockOf, overlong, stuckInRead } from "../streams-support.ts";
-import { sent } from "../wire.ts";
+import { learnerAddrs, sent } from "../wire.ts";
 import { startLearnerWorker } from "../worker-stop.ts";
 
 // The exercise's contract is written once, in the starter.
@@ -69,6 +69,8 @@ export async function startWorker(
   const reads = () =>
     sent((c) => c.seq > mark && c.name === "XREADGROUP" && c.args.includes(options.consumer))
       .length;
+  const given = learnerAddrs();
+  const opened = () => [...learnerAddrs()].some((addr) => !given.has(addr));
   const worker = await startLearnerWorker(
     `startWorker("${options.consumer}")`,
     () => exercise.startWorker(client, { ...options, handle }),
@@ -80,6 +82,15 @@ export async function startWorker(
     "startWorker() should resolve to an object with a stop() method.",
     2,
   );
+  // No new connection when it resolved, one a moment later: it connects in the background.
+  if (!opened()) {
+    const late = await until(opened, 500);
+    check(
+      !late,
+      `startWorker("${options.consumer}") resolved before the worker's connection was open: it opened a moment later, in the background. A connection that then fails to open (a wrong password, a full server) fails where nobody awaits it, and startWorker() has already said the worker runs. Open the connection and await connect() before startWorker() resolves; only the loop runs in the background.`,
+      2,
+    );
+  }
   workers.push(worker);
   return worker;
 }

@@ -105,7 +105,14 @@ test("ensureGroup() creates the stream and the group, and three workers may call
   );
   if (early.hasFired()) {
     const reply = await observer.xReadGroup(group, fresh("probe"), { key: stream, id: ">" });
-    const handed = (reply ?? []).flatMap((s) => s.messages).length;
+    const messages = (reply ?? []).flatMap((s) => s.messages);
+    const handed = messages.length;
+    const extra = messages.filter((m) => m.message.docId !== "doc-early");
+    check(
+      extra.length === 0,
+      `On a stream that did not exist, only one task was queued (doc-early), and the new group hands out ${handed} entries: also ${extra.map((m) => `${m.id} ${JSON.stringify(m.message)}`).join(", ")}, which your ensureGroup() wrote. Every entry of a work queue is a task some worker will get. Let XGROUP CREATE ... MKSTREAM create the empty stream.`,
+      1,
+    );
     check(
       handed === 1,
       `A task was queued just before your XGROUP CREATE reached Redis, and the new group does not hand it out: it was created at the end of the stream ("$"), perhaps because the stream looked empty a moment before. Whatever the stream held a moment ago, create the group at "0".`,
@@ -234,6 +241,16 @@ test("three workers share 30 tasks: each handled once, by one worker, then ackno
   check(
     sameValue({ ...fields }, { docId: "doc-0" }),
     `A task entry should hold one field, docId; the first one holds ${JSON.stringify(fields)}.`,
+    2,
+  );
+  // A cap on a work queue deletes tasks by count, whether a group still needs them or not.
+  const trimming = sent(
+    (c) =>
+      c.name === "XADD" && c.args[1] === stream && c.args.some((a) => /^(MAXLEN|MINID)$/i.test(a)),
+  )[0];
+  check(
+    trimming === undefined,
+    `enqueue() sent ${trimming?.args.join(" ")}: it trims the queue on every append. On a stream that groups work through, trimming deletes tasks no worker has had yet, or that are pending, and a deleted entry is gone for good (lesson 06, "Trimming a work queue"). Append the task with a plain XADD.`,
     2,
   );
   await ensure(client, stream, group, "ensureGroup()");
