@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { createClient, WatchError } from "redis";
 import { afterEach, describe, test } from "vitest";
 import {
@@ -15,6 +16,7 @@ import {
   learnerConnections,
   loadExercise,
   type Redis,
+  settled,
   sleep,
   until,
 } from "../kit.ts";
@@ -745,6 +747,60 @@ describe("keyspace notifications", () => {
       2,
     );
   });
+
+  test.skipIf(!ctx.privateServer)(
+    "watchExpiredLeases() rejects when Redis refuses the subscription, and closes what it opened",
+    async () => {
+      const observer = await checkClient();
+      await ensureExpiredEvents(observer);
+      // A service account allowed every key and command but no channel: SUBSCRIBE gets NOPERM.
+      const username = `wb-05-${ctx.runId}`;
+      const password = randomBytes(12).toString("hex");
+      await observer.sendCommand([
+        "ACL",
+        "SETUSER",
+        username,
+        "on",
+        `>${password}`,
+        "~*",
+        "resetchannels",
+        "+@all",
+      ]);
+      cleanup.push(async () => {
+        await observer.sendCommand(["ACL", "DELUSER", username]);
+      });
+      const client: Redis = createClient({
+        url: ctx.redisUrl,
+        username,
+        password,
+        name: LEARNER_CLIENT,
+        socket: { reconnectStrategy: false },
+      });
+      client.on("error", () => {});
+      await client.connect();
+      cleanup.push(async () => client.destroy());
+      const given = learnerAddrs();
+      const outcome = await settled(
+        Promise.resolve().then(() => exercise.watchExpiredLeases(client, LEASES, () => {})),
+      );
+      if ("value" in outcome) {
+        const stop = outcome.value;
+        if (typeof stop === "function") cleanup.push(() => stop());
+        fail(
+          "Redis refused the watcher's SUBSCRIBE (NOPERM: this account may not use that channel), and watchExpiredLeases() resolved anyway, as if it were listening: no expiry would ever be reported, and nobody would know. Let the subscribe() error reach the caller.",
+          3,
+        );
+      }
+      const reason = outcome.error instanceof Error ? outcome.error.message : String(outcome.error);
+      if (/^TODO/.test(reason)) fail(`watchExpiredLeases() is not written yet (${reason}).`, 1);
+      const stillOpen = [...learnerAddrs()].filter((addr) => !given.has(addr));
+      check(
+        stillOpen.length === 0,
+        `Redis refused the watcher's SUBSCRIBE (NOPERM) and watchExpiredLeases() rejected, as it should, but the connection it opened is still open (${stillOpen.join(", ")}): the caller got no stop() to close it with, so every refused start leaks a connection. Close (or destroy()) it before letting the error go.`,
+        3,
+      );
+    },
+  );
 
   test("stop() unsubscribes and closes the watcher's connection", async () => {
     const observer = await checkClient();

@@ -50,7 +50,8 @@ export async function enableExpiredEvents(client: Redis): Promise<void> {
 /**
  * Calls `onExpired(docId)` whenever a lease named `<leasePrefix><docId>` expires, in the
  * database `client` uses. Other expiring keys are none of its business. Resolve once listening;
- * return a stop() that unsubscribes and closes the connection it opened.
+ * return a stop() that unsubscribes and closes the connection it opened. If Redis refuses the
+ * subscription, close that connection and reject: the caller has no stop() to close it with.
  */
 export async function watchExpiredLeases(
   client: Redis,

@@ -65,7 +65,13 @@ export async function watchExpiredLeases(
   const listener = (expiredKey: string) => {
     if (expiredKey.startsWith(leasePrefix)) onExpired(expiredKey.slice(leasePrefix.length));
   };
-  await subscriber.subscribe(channel, listener);
+  try {
+    await subscriber.subscribe(channel, listener);
+  } catch (error) {
+    // Refused (an ACL without this channel, say): the caller gets no stop(), so close it here.
+    subscriber.destroy();
+    throw error;
+  }
   return async () => {
     await subscriber.unsubscribe(channel, listener);
     await subscriber.close();
