@@ -124,6 +124,16 @@ function sentFor(id: string, from = 0): string {
   return `your code sent ${shown.join(", ")} naming it`;
 }
 
+/** The connections opened since `before` that are still open once they had a second to close. */
+async function leftOpen(observer: Redis, before: Set<string>): Promise<ConnectionInfo[]> {
+  let left: ConnectionInfo[] = [];
+  await until(async () => {
+    left = (await learnerConnections(observer)).filter((c) => !before.has(c.addr));
+    return left.length === 0;
+  }, 1000);
+  return left;
+}
+
 async function start(client: Redis, options: RetryOptions): Promise<Worker> {
   const worker = await call("startWorker()", () => exercise.startWorker(client, options));
   check(
@@ -834,13 +844,9 @@ test("stop() called right after startWorker() returns and leaves nothing open", 
       3,
     );
   }
-  let left: ConnectionInfo[] = [];
-  const closed = await until(async () => {
-    left = (await learnerConnections(observer)).filter((c) => !before.has(c.addr));
-    return left.length === 0;
-  }, 1000);
+  const left = await leftOpen(observer, before);
   check(
-    closed,
+    left.length === 0,
     `stop(), called right after startWorker() returned, resolved, yet ${left.length} connection(s) your worker opened are still open (last command: ${left.map((c) => c.cmd).join(", ")}): the loop went on starting after stop(). Check the stop flag once the reader is connected, and close the reader in the loop's finally.`,
     3,
   );
@@ -933,13 +939,9 @@ test("a worker whose start fails (its stream key holds no stream) leaves nothing
     "startWorker() on a stream key that holds a string failed to start (Redis refused the group with WRONGTYPE), and stop() did not return within 3 s: let stop() await the loop, which ends when its start fails.",
     3,
   );
-  let left: ConnectionInfo[] = [];
-  const closed = await until(async () => {
-    left = (await learnerConnections(observer)).filter((c) => !before.has(c.addr));
-    return left.length === 0;
-  }, 1000);
+  const left = await leftOpen(observer, before);
   check(
-    closed,
+    left.length === 0,
     `startWorker() on a stream key that holds a string could not create its group (WRONGTYPE), and ${left.length} connection(s) it opened stayed open after stop(). A start that fails halfway must close what it opened: open the reader inside the try whose finally closes it, or create the group before opening the reader.`,
     3,
   );
