@@ -23,7 +23,11 @@ import { pendingCount } from "../streams-support.ts";
 import { hearUnhandledRejections, hearUnheardErrors } from "../unheard-errors.ts";
 import { before, dropConnection, openLearnerConnections, scope, sent } from "../wire.ts";
 import { type ChildEvent, spawnWorker, type WorkerProcess } from "../worker-process.ts";
-import { expectStopsCleanly, startLearnerWorker } from "../worker-stop.ts";
+import {
+  expectBoundedDefaultBlock,
+  expectStopsCleanly,
+  startLearnerWorker,
+} from "../worker-stop.ts";
 import {
   addDocs,
   ageEntries,
@@ -954,6 +958,22 @@ test("a worker whose start Redis refuses (the stream key holds a string) leaves 
     `startWorker() on a stream key that holds a string could not create its group (WRONGTYPE), and left ${openLearnerConnections() - before} connection(s) open that it had opened: a start that fails halfway must close what it opened. Create the group before opening the reader, or close the reader when the start fails.`,
     2,
   );
+});
+
+test("a worker started without blockMs still waits a bounded time per read", async () => {
+  const { observer, q, client } = await scene("default-block");
+  await expectBoundedDefaultBlock({
+    stream: q.stream,
+    start: () =>
+      exercise.startWorker(client, {
+        ...q,
+        consumer: fresh("ocr"),
+        claimIdleMs: 10_000,
+        handle: async () => {},
+      }),
+    wake: () => observer.xAdd(q.stream, "*", { docId: "wake-up" }),
+    hint: 2,
+  });
 });
 
 test("the blocking read has a connection of its own", async () => {
