@@ -28,7 +28,7 @@ import {
   scope,
   sent,
 } from "../wire.ts";
-import { expectStopsCleanly } from "../worker-stop.ts";
+import { expectBoundedDefaultBlock, expectStopsCleanly } from "../worker-stop.ts";
 
 interface Task {
   id: string;
@@ -945,6 +945,19 @@ test("a worker whose start fails (its stream key holds no stream) leaves nothing
     `startWorker() on a stream key that holds a string could not create its group (WRONGTYPE), and ${left.length} connection(s) it opened stayed open after stop(). A start that fails halfway must close what it opened: open the reader inside the try whose finally closes it, or create the group before opening the reader.`,
     3,
   );
+});
+
+test("a worker started without blockMs still waits a bounded time per read", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:default-block");
+  const client = await learnerClient();
+  const { blockMs: _, ...options } = workerOptions(q, fresh("ocr"), async () => {});
+  await expectBoundedDefaultBlock({
+    stream: q.stream,
+    start: () => start(client, options),
+    wake: () => observer.xAdd(q.stream, "*", { docId: "wake-up" }),
+    hint: 3,
+  });
 });
 
 test("the blocking read waits on a connection of its own, not on the client it was given", async () => {
