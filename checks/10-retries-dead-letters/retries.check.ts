@@ -894,7 +894,7 @@ test("two workers started at once on a stream with no group yet: both work, each
     const from = sent().at(-1)?.seq ?? 0;
     releases[0]?.();
     let idle = 0;
-    const watchUntil = Date.now() + 2 * retryBaseMs;
+    const watchUntil = Date.now() + 1.25 * retryBaseMs;
     while (Date.now() < watchUntil) {
       const [entry] = await observer.xPendingRange(stream, q.group, running.id, running.id, 1);
       idle = Math.max(idle, entry?.millisecondsSinceLastDelivery ?? 0);
