@@ -270,6 +270,15 @@ test("one poison document among 20: retried with backoff, then dead-lettered", a
         `doc-01 failed ${attempts.length} time(s), then nothing more happened for 10 s: it was neither retried nor dead-lettered. After handle() rejected, your code went on sending XCLAIM ... JUSTID for it (${beats} times): a heartbeat still running keeps the failed entry's idle time near 0, so it never becomes due. Stop the heartbeat when handle() ends, whether it succeeded or failed (clearInterval in a finally block).`,
         2,
       );
+      // A live loop reads every blockMs (50 ms here): none in 300 ms means it has ended.
+      const reads = () => sent((c) => c.name === "XREADGROUP" || c.name === "XPENDING").length;
+      const readsBefore = reads();
+      await sleep(300);
+      check(
+        reads() > readsBefore,
+        `doc-01 failed ${attempts.length} time(s), then nothing more happened for 10 s, and your worker sent no read at all in 300 ms (blockMs 50): its loop has ended.${flakyDeliveries.length > 0 ? ` The last task it was given was ${log.at(-1)}; ${flaky}'s handle() threw before returning a promise (a handler that validates its input does), and ${flaky === log.at(-1) ? "that throw" : "a throw like it"} escapes handle(task).then(..., onError): await handle() inside try/catch, which catches a throw and a rejection alike.` : " A task that fails must not end the loop: catch handle()'s error and go on."}`,
+        2,
+      );
       fail(
         `doc-01 failed ${attempts.length} time(s), then nothing more happened for 10 s: it was neither retried nor dead-lettered. Retry failed tasks once backoffMs(deliveries) has passed (XPENDING ... IDLE, then XCLAIM), and dead-letter them after ${MAX_DELIVERIES} deliveries.`,
         2,
