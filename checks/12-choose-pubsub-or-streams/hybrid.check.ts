@@ -589,7 +589,7 @@ describe("part 2: the hybrid", () => {
       );
       check(
         got === next,
-        `After ocr() failed once, the same worker's next workOnce() should take the next task (${next}); it returned ${show(got)}.`,
+        `After ocr() failed once, the next workOnce() (by another consumer of the group) should take the next task (${next}); it returned ${show(got)}.`,
         2,
       );
     }
