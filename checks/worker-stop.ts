@@ -11,10 +11,11 @@ import {
   learnerConnections,
   type Redis,
   sleep,
+  stopQuietly,
   until,
 } from "./kit.ts";
 import { pendingCount } from "./streams-support.ts";
-import { allLearnerAddrs } from "./wire.ts";
+import { allLearnerAddrs, sent } from "./wire.ts";
 
 interface Worker {
   stop(): Promise<void>;
@@ -154,4 +155,43 @@ export async function expectStopsCleanly(setup: StopSetup): Promise<void> {
     3,
   );
   await expectClosed(observer, before, "After stop() in the middle of a task");
+}
+
+/** Longest BLOCK a worker started without blockMs may choose: it is also how often it looks for other work. */
+const DEFAULT_BLOCK_LIMIT_MS = 10_000;
+
+/**
+ * Starts a worker without blockMs and reads the BLOCK of its first blocking XREADGROUP on
+ * `stream`: BLOCK 0 waits forever, so on a quiet stream stop() never returns and nothing else
+ * (stale entries, due retries) is looked for. `wake` adds an entry so the worker can stop.
+ */
+export async function expectBoundedDefaultBlock(setup: {
+  stream: string;
+  start(): Promise<Worker>;
+  wake(): Promise<unknown>;
+  hint: number;
+}): Promise<void> {
+  const from = sent().at(-1)?.seq ?? 0;
+  const blocks = () =>
+    sent((c) => c.seq > from && c.name === "XREADGROUP" && c.args.includes(setup.stream)).flatMap(
+      (c) => {
+        const at = c.args.findIndex((a) => a.toUpperCase() === "BLOCK");
+        return at < 0 ? [] : [Number(c.args[at + 1])];
+      },
+    );
+  const worker = await setup.start();
+  try {
+    await until(() => blocks().length > 0, 3000);
+    const [ms] = blocks();
+    check(
+      ms !== undefined && ms > 0 && ms <= DEFAULT_BLOCK_LIMIT_MS,
+      ms === undefined
+        ? `Started without blockMs on a quiet stream, your worker sent no XREADGROUP ... BLOCK within 3 s. blockMs is optional: give it a default (a second, say: blockMs = 1000).`
+        : `Started without blockMs (it is optional), your worker waited for new entries with BLOCK ${ms}${ms === 0 ? ", which waits forever: on a quiet stream stop() never returns, and nothing else is looked for until an entry arrives" : ` ms: the read is also how often your worker looks for other work, and ${ms} ms is more than ${DEFAULT_BLOCK_LIMIT_MS / 1000} s`}. Give blockMs a default of a second or so (blockMs = 1000).`,
+      setup.hint,
+    );
+  } finally {
+    await setup.wake();
+    await stopQuietly(worker);
+  }
 }

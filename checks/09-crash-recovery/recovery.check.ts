@@ -17,12 +17,17 @@ import {
   sleep,
   stopQuietly,
   until,
+  within,
 } from "../kit.ts";
 import { pendingCount } from "../streams-support.ts";
 import { hearUnhandledRejections, hearUnheardErrors } from "../unheard-errors.ts";
-import { before, dropConnection, scope, sent } from "../wire.ts";
+import { before, dropConnection, openLearnerConnections, scope, sent } from "../wire.ts";
 import { type ChildEvent, spawnWorker, type WorkerProcess } from "../worker-process.ts";
-import { expectStopsCleanly, startLearnerWorker } from "../worker-stop.ts";
+import {
+  expectBoundedDefaultBlock,
+  expectStopsCleanly,
+  startLearnerWorker,
+} from "../worker-stop.ts";
 import {
   addDocs,
   ageEntries,
@@ -250,6 +255,7 @@ test("a restarted worker first finishes what it was given before", async () => {
 
   const order: string[] = [];
   const staleWhileHandled: { docId: string; idle: number }[] = [];
+  const rereadAhead = new Set<string>();
   let worker: Worker | undefined;
   try {
     worker = await start(client, {
@@ -264,6 +270,12 @@ test("a restarted worker first finishes what it was given before", async () => {
         const [entry] = await observer.xPendingRange(q.stream, q.group, task.id, task.id, 1);
         const idle = entry?.millisecondsSinceLastDelivery ?? 0;
         if (idle >= downMs) staleWhileHandled.push({ docId: doc.docId, idle });
+        // Those still to come must not have been re-read yet: a re-read is a delivery, and an
+        // entry re-read ahead of its turn ages in the worker's hands (a long backlog is stolen).
+        for (const next of given.filter((d) => d !== doc && !order.includes(d.id))) {
+          const [ahead] = await observer.xPendingRange(q.stream, q.group, next.id, next.id, 1);
+          if ((ahead?.deliveriesCounter ?? 1) > 1) rereadAhead.add(next.docId);
+        }
         if (task.id === failing.id) throw new Error(`OCR engine failed on ${doc.docId}`);
       },
     });
@@ -295,6 +307,11 @@ test("a restarted worker first finishes what it was given before", async () => {
     check(
       staleWhileHandled.length === 0,
       `While the restarted worker handled ${staleWhileHandled.map((s) => `${s.docId} (idle ${Math.round(s.idle / 1000)} s)`).join(", ")}, XPENDING still showed them idle since before the restart: reading them did not count as a delivery, so they kept aging, and once idle past claimIdleMs (${claimIdleMs} ms) any other worker's XAUTOCLAIM takes them over while they are being handled, and those documents are processed twice. Re-read your own pending entries with XREADGROUP ... 0: that read is a delivery and sets their idle time back to 0 (XPENDING and XRANGE do not).`,
+      1,
+    );
+    check(
+      rereadAhead.size === 0,
+      `When the restarted worker handled its first own pending entry, it had already re-read ${[...rereadAhead].join(", ")} (their delivery count had gone up): a re-read is a delivery and sets the idle time back to 0, so an entry re-read before its turn ages in the worker's hands, and after a crash with a long backlog another worker's XAUTOCLAIM takes it over while it is still waiting, and it is processed twice. Re-read your own pending entries one at a time (XREADGROUP ... COUNT 1 ... after the last ID), handling each before reading the next, as with claims.`,
       1,
     );
     const [kept] = await observer.xPendingRange(q.stream, q.group, failing.id, failing.id, 1);
@@ -890,9 +907,73 @@ test("two workers starting at once on a stream without the group both create it 
       `${names(twice)} ${twice.length === 1 ? "was" : "were"} handled twice by two workers starting at once: was the group created twice (XGROUP DESTROY, or SETID back to 0)? Create it once and let a BUSYGROUP error tell the second worker it exists.`,
       2,
     );
+    // A deploy stops one worker of the process; the other goes on.
+    const [first, second] = workers;
+    await stopQuietly(first);
+    workers.splice(0, 1);
+    const [late] = await addDocs(observer, { stream, group }, 3, 1);
+    if (!late || !second) throw new Error("no worker or entry");
+    check(
+      await until(() => handled.includes(late.id), 3000),
+      `Two workers ran in one process; after stop() of the first, the second never handled ${late.docId}, added after that stop: stopping one worker stopped the other too. Keep the stop flag (and whatever else a worker needs) inside startWorker(), one per worker, not in a variable of the module that every worker shares.`,
+      2,
+    );
   } finally {
     for (const worker of workers) await stopQuietly(worker);
   }
+});
+
+test("a worker whose start Redis refuses (the stream key holds a string) leaves nothing open", async () => {
+  const { observer, q, client } = await scene("taken");
+  await observer.set(q.stream, "not a stream");
+  const before = openLearnerConnections();
+  const outcome = await within(
+    Promise.resolve()
+      .then(() =>
+        exercise.startWorker(client, {
+          ...q,
+          consumer: fresh("ocr"),
+          claimIdleMs: 10_000,
+          blockMs: 100,
+          handle: async () => {},
+        }),
+      )
+      .then(
+        (worker) => worker?.stop?.().catch(() => undefined),
+        () => undefined,
+      ),
+    5000,
+    "startWorker() on a key that holds a string",
+  ).then(
+    () => true,
+    () => false,
+  );
+  check(
+    outcome,
+    "startWorker() on a stream key that holds a string (Redis refuses its group with WRONGTYPE) neither rejected nor let stop() return within 5 s.",
+    2,
+  );
+  check(
+    await until(() => openLearnerConnections() <= before, 1000),
+    `startWorker() on a stream key that holds a string could not create its group (WRONGTYPE), and left ${openLearnerConnections() - before} connection(s) open that it had opened: a start that fails halfway must close what it opened. Create the group before opening the reader, or close the reader when the start fails.`,
+    2,
+  );
+});
+
+test("a worker started without blockMs still waits a bounded time per read", async () => {
+  const { observer, q, client } = await scene("default-block");
+  await expectBoundedDefaultBlock({
+    stream: q.stream,
+    start: () =>
+      exercise.startWorker(client, {
+        ...q,
+        consumer: fresh("ocr"),
+        claimIdleMs: 10_000,
+        handle: async () => {},
+      }),
+    wake: () => observer.xAdd(q.stream, "*", { docId: "wake-up" }),
+    hint: 2,
+  });
 });
 
 test("the blocking read has a connection of its own", async () => {

@@ -15,6 +15,7 @@ import {
   sleep,
   stopQuietly,
   until,
+  within,
 } from "../kit.ts";
 import { pendingCount } from "../streams-support.ts";
 import { hearUnhandledRejections } from "../unheard-errors.ts";
@@ -27,7 +28,7 @@ import {
   scope,
   sent,
 } from "../wire.ts";
-import { expectStopsCleanly } from "../worker-stop.ts";
+import { expectBoundedDefaultBlock, expectStopsCleanly } from "../worker-stop.ts";
 
 interface Task {
   id: string;
@@ -121,6 +122,16 @@ function sentFor(id: string, from = 0): string {
   if (counts.size === 0) return "your code sent no command naming it";
   const shown = [...counts].map(([label, n]) => `${label} (${n}x)`);
   return `your code sent ${shown.join(", ")} naming it`;
+}
+
+/** The connections opened since `before` that are still open once they had a second to close. */
+async function leftOpen(observer: Redis, before: Set<string>): Promise<ConnectionInfo[]> {
+  let left: ConnectionInfo[] = [];
+  await until(async () => {
+    left = (await learnerConnections(observer)).filter((c) => !before.has(c.addr));
+    return left.length === 0;
+  }, 1000);
+  return left;
 }
 
 async function start(client: Redis, options: RetryOptions): Promise<Worker> {
@@ -259,6 +270,15 @@ test("one poison document among 20: retried with backoff, then dead-lettered", a
         `doc-01 failed ${attempts.length} time(s), then nothing more happened for 10 s: it was neither retried nor dead-lettered. After handle() rejected, your code went on sending XCLAIM ... JUSTID for it (${beats} times): a heartbeat still running keeps the failed entry's idle time near 0, so it never becomes due. Stop the heartbeat when handle() ends, whether it succeeded or failed (clearInterval in a finally block).`,
         2,
       );
+      // A live loop reads every blockMs (50 ms here): none in 300 ms means it has ended.
+      const reads = () => sent((c) => c.name === "XREADGROUP" || c.name === "XPENDING").length;
+      const readsBefore = reads();
+      await sleep(300);
+      check(
+        reads() > readsBefore,
+        `doc-01 failed ${attempts.length} time(s), then nothing more happened for 10 s, and your worker sent no read at all in 300 ms (blockMs 50): its loop has ended.${flakyDeliveries.length > 0 ? ` The last task it was given was ${log.at(-1)}; ${flaky}'s handle() threw before returning a promise (a handler that validates its input does), and ${flaky === log.at(-1) ? "that throw" : "a throw like it"} escapes handle(task).then(..., onError): await handle() inside try/catch, which catches a throw and a rejection alike.` : " A task that fails must not end the loop: catch handle()'s error and go on."}`,
+        2,
+      );
       fail(
         `doc-01 failed ${attempts.length} time(s), then nothing more happened for 10 s: it was neither retried nor dead-lettered. Retry failed tasks once backoffMs(deliveries) has passed (XPENDING ... IDLE, then XCLAIM), and dead-letter them after ${MAX_DELIVERIES} deliveries.`,
         2,
@@ -334,7 +354,7 @@ test("one poison document among 20: retried with backoff, then dead-lettered", a
     }
     check(
       attempts.every((a, i) => a.deliveries === i + 1),
-      `handle() should see the delivery count going 1, 2, 3, 4; it saw ${attempts.map((a) => a.deliveries).join(", ")}.`,
+      `handle() should see the delivery count going 1, 2, 3, 4; it saw ${attempts.map((a) => JSON.stringify(a.deliveries)).join(", ")}${attempts.some((a) => typeof a.deliveries !== "number") ? " (a Task's deliveries is a number: a string compares and counts differently)" : ""}.`,
       2,
     );
   } finally {
@@ -833,16 +853,120 @@ test("stop() called right after startWorker() returns and leaves nothing open", 
       3,
     );
   }
-  let left: ConnectionInfo[] = [];
-  const closed = await until(async () => {
-    left = (await learnerConnections(observer)).filter((c) => !before.has(c.addr));
-    return left.length === 0;
-  }, 1000);
+  const left = await leftOpen(observer, before);
   check(
-    closed,
+    left.length === 0,
     `stop(), called right after startWorker() returned, resolved, yet ${left.length} connection(s) your worker opened are still open (last command: ${left.map((c) => c.cmd).join(", ")}): the loop went on starting after stop(). Check the stop flag once the reader is connected, and close the reader in the loop's finally.`,
     3,
   );
+});
+
+test("two workers started at once on a stream with no group yet: both work, each task kept fresh", async () => {
+  const observer = await checkClient();
+  const stream = freshKey("docs:first-start");
+  const q = { stream, group: fresh("ocr"), deadLetterStream: `${stream}:dead` };
+  // Uploaded before any worker ever ran: a group created at $ would never see them.
+  for (const docId of ["early-1", "early-2"]) await observer.xAdd(stream, "*", { docId });
+  const client = await learnerClient();
+  const retryBaseMs = 600;
+  const started: { docId: string; id: string }[] = [];
+  const releases: (() => void)[] = [];
+  const handle = (task: Task) =>
+    new Promise<void>((resolve) => {
+      started.push({ docId: task.fields.docId ?? "", id: task.id });
+      releases.push(resolve);
+    });
+  const workers: Worker[] = [];
+  try {
+    for (const worker of await Promise.all(
+      [fresh("ocr"), fresh("ocr")].map((name) =>
+        start(client, { ...workerOptions(q, name, handle), retryBaseMs }),
+      ),
+    )) {
+      workers.push(worker);
+    }
+    if (!(await until(() => started.length >= 2, 3000))) {
+      const groups = await observer.xInfoGroups(stream).catch(() => []);
+      fail(
+        started.length === 1
+          ? "Two workers started at once on a stream with no group: one took early-1 and holds it, and the other never took early-2. Both tried to create the group, and the one that came second was refused with BUSYGROUP: that answer means the group is there, so go on reading; stop only on other errors."
+          : groups.length === 0
+            ? `Two workers started on ${stream}, which has no consumer group yet, and neither created group ${q.group}: startWorker() creates it if needed (XGROUP CREATE ... 0 MKSTREAM, BUSYGROUP meaning it exists).`
+            : `Two workers started on ${stream}, which held early-1 and early-2 before any group existed, and after 3 s neither had handled them: create the group from 0 (XGROUP CREATE ... 0 MKSTREAM), not $, so what was uploaded before the first worker started is work too.`,
+        2,
+      );
+    }
+    // The task that started first ends; the other one runs on, and only its own worker's
+    // heartbeat keeps it from looking like a failure.
+    const [, running] = started;
+    if (!running) throw new Error("unreachable");
+    const from = sent().at(-1)?.seq ?? 0;
+    releases[0]?.();
+    let idle = 0;
+    const watchUntil = Date.now() + 1.25 * retryBaseMs;
+    while (Date.now() < watchUntil) {
+      const [entry] = await observer.xPendingRange(stream, q.group, running.id, running.id, 1);
+      idle = Math.max(idle, entry?.millisecondsSinceLastDelivery ?? 0);
+      await sleep(retryBaseMs / 8);
+    }
+    check(
+      idle < 0.75 * retryBaseMs && started.length === 2,
+      `Two workers in one process each worked on a task; once the first task (${started[0]?.docId}) ended, the other (${running.docId}) ran on and was left ${idle} ms idle (retryBaseMs ${retryBaseMs})${started.length > 2 ? ", so a sweep took it while it was still being worked on" : ""}: ${sentFor(running.id, from)} after the first one ended. Ending one task stopped the other's heartbeat: keep each task's heartbeat timer with that task (a local variable of the attempt), not in one variable shared by every worker of the module.`,
+      2,
+    );
+  } finally {
+    for (const release of releases) release();
+    for (const worker of workers) await stopQuietly(worker);
+  }
+});
+
+test("a worker whose start fails (its stream key holds no stream) leaves nothing open", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:taken");
+  const taken = freshKey("docs:taken");
+  await observer.set(taken, "not a stream");
+  const client = await learnerClient();
+  const before = allLearnerAddrs();
+  const worker = await start(
+    client,
+    workerOptions({ ...q, stream: taken }, fresh("ocr"), async () => {}, 100),
+  );
+  // Redis refuses XGROUP CREATE with WRONGTYPE: the loop fails while starting. stop() may
+  // resolve or pass that error on; either way, what the worker opened must be closed.
+  const stopped = await within(
+    Promise.resolve()
+      .then(() => worker.stop())
+      .then(
+        () => true,
+        () => true,
+      ),
+    3000,
+    "stop()",
+  ).catch(() => false);
+  check(
+    stopped,
+    "startWorker() on a stream key that holds a string failed to start (Redis refused the group with WRONGTYPE), and stop() did not return within 3 s: let stop() await the loop, which ends when its start fails.",
+    3,
+  );
+  const left = await leftOpen(observer, before);
+  check(
+    left.length === 0,
+    `startWorker() on a stream key that holds a string could not create its group (WRONGTYPE), and ${left.length} connection(s) it opened stayed open after stop(). A start that fails halfway must close what it opened: open the reader inside the try whose finally closes it, or create the group before opening the reader.`,
+    3,
+  );
+});
+
+test("a worker started without blockMs still waits a bounded time per read", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:default-block");
+  const client = await learnerClient();
+  const { blockMs: _, ...options } = workerOptions(q, fresh("ocr"), async () => {});
+  await expectBoundedDefaultBlock({
+    stream: q.stream,
+    start: () => start(client, options),
+    wake: () => observer.xAdd(q.stream, "*", { docId: "wake-up" }),
+    hint: 3,
+  });
 });
 
 test("the blocking read waits on a connection of its own, not on the client it was given", async () => {

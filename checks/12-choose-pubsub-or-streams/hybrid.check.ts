@@ -244,17 +244,27 @@ describe("part 2: the hybrid", () => {
       waitMs + 3000,
     );
     let answered = false;
-    waiting.then(
-      () => {
-        answered = true;
-      },
-      () => {
-        answered = true;
-      },
-    );
+    let answeredAt = 0;
+    const answer = () => {
+      answered = true;
+      answeredAt = Date.now();
+    };
+    waiting.then(answer, answer);
     const blocked = async () =>
       (await learnerConnections(c)).some((x) => x.cmd === "xreadgroup" && x.flags.includes("b"));
-    await until(async () => answered || (await blocked()), waitMs);
+    let readBlocked = false;
+    await until(async () => {
+      readBlocked = await blocked();
+      return answered || readBlocked;
+    }, waitMs);
+    // No blocked read seen, and the call still ran (or ran out its blockMs): it polled.
+    if (!readBlocked && (!answered || answeredAt - asked >= waitMs / 2)) {
+      await waiting.catch(() => undefined);
+      fail(
+        `workOnce(..., blockMs ${waitMs}) never waited in a read with BLOCK (the check adds a task as soon as it sees one, and looked for ${waitMs} ms): reading again and again keeps Redis and the CPU busy while the queue is idle. Wait with XREADGROUP ... BLOCK blockMs, in milliseconds.`,
+        2,
+      );
+    }
     if (!answered) await c.xAdd(keys.tasks, "*", { doc: arriving });
     const caught = await waiting;
     check(
@@ -290,10 +300,30 @@ describe("part 2: the hybrid", () => {
     await call("createGroup()", () => exercise.createGroup(client, keys));
     const docs = Array.from({ length: 12 }, (_, i) => `doc-${i + 1}`);
 
+    // Another upload instance, whose clock runs a minute ahead, queued a task a worker has
+    // since deleted: the stream's last ID is ahead of this machine's clock. XADD * follows the
+    // stream; an ID made from the local clock is refused.
+    const ahead = `${Date.now() + 60_000}-0`;
+    await c.xAdd(keys.tasks, ahead, { doc: "from-another-instance" });
+    await c.xDel(keys.tasks, ahead);
+
     // No worker is running yet: the tasks must wait for them.
     const ids: string[] = [];
     for (const doc of docs) {
-      ids.push(await call(`submitTask("${doc}")`, () => exercise.submitTask(client, keys, doc)));
+      const from = wire.sent().at(-1)?.seq ?? 0;
+      const id = await call(`submitTask("${doc}")`, () =>
+        exercise.submitTask(client, keys, doc),
+      ).catch((error: unknown) => {
+        const explicit = (x: wire.SentCommand) =>
+          x.args.slice(2).find((a) => /^\d+-(\d+|\*)$/.test(a));
+        const own = wire.sent((x) => x.seq > from && x.name === "XADD" && !!explicit(x));
+        if (own.length === 0) throw error;
+        return fail(
+          `submitTask("${doc}") failed: its XADD gave the entry the ID ${show(own[0] && explicit(own[0]))}, made from this machine's clock, and Redis refused it, since another producer whose clock runs ahead already added ${ahead}. Let Redis choose the ID (XADD ... *): it keeps IDs rising whatever the clocks say.`,
+          2,
+        );
+      });
+      ids.push(id);
     }
     const queued = await c.xLen(keys.tasks);
     check(
@@ -517,10 +547,16 @@ describe("part 2: the hybrid", () => {
         rejected.catch(() => {});
         return rejected;
       };
+      const openBefore = wire.openLearnerConnections();
       const ended = await workOnceSettled(client, keys, fresh("ocr"), failing);
       check(
         ended !== "hung",
         `When ocr() ${how === "rejects" ? "rejected" : "threw"}, workOnce() did not finish within 3 s. Let the error reach the caller, or return.`,
+        2,
+      );
+      check(
+        await until(() => wire.openLearnerConnections() <= openBefore, 1000),
+        `When ocr() ${how === "rejects" ? "rejected" : "threw"}, workOnce() left ${wire.openLearnerConnections() - openBefore} more connection(s) of your code open than before the call: what it opens is closed on the success path only. Close it in a finally (or use the client you are given), or every failed task leaks one.`,
         2,
       );
       check(called, `workOnce() never called ocr() for the task ${doc} that was waiting.`, 2);
@@ -553,7 +589,7 @@ describe("part 2: the hybrid", () => {
       );
       check(
         got === next,
-        `After ocr() failed once, the same worker's next workOnce() should take the next task (${next}); it returned ${show(got)}.`,
+        `After ocr() failed once, the next workOnce() (by another consumer of the group) should take the next task (${next}); it returned ${show(got)}.`,
         2,
       );
     }

@@ -116,7 +116,9 @@ export async function removeDeadConsumers(
 }
 
 /**
- * Starts a worker: first its own pending entries (readOwnPending), then, in a loop until
+ * Starts a worker: first its own pending entries, one at a time (XREADGROUP ... COUNT 1 ... 0,
+ * then after the last ID: a re-read is a delivery, so an entry re-read before its turn would
+ * age in the worker's hands, like a claimed one), then, in a loop until
  * stop(): one stale entry of another worker (claimStale, carrying the cursor), then one new
  * entry (XREADGROUP ... > COUNT 1) on a connection of its own. It waits for new entries (BLOCK)
  * only once a scan of the pending entries found nothing left to take over. Each task is

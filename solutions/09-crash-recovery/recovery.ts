@@ -63,28 +63,45 @@ export async function readOwnPending(
   const tasks: Task[] = [];
   let after = "0";
   for (;;) {
-    // node-redis 6.3's xReadGroup() throws on the null fields of a deleted entry, so this one
-    // read is sent as a raw command and its reply parsed here.
-    const reply = (await client.sendCommand([
-      "XREADGROUP",
-      "GROUP",
-      group,
-      consumer,
-      "COUNT",
-      "100",
-      "STREAMS",
-      stream,
-      after,
-    ])) as RawReadReply;
-    const entries = reply?.[stream] ?? [];
-    const last = entries.at(-1);
-    if (!last) return tasks;
-    for (const [id, flat] of entries) {
-      if (flat === null) await client.xAck(stream, group, id);
-      else tasks.push({ id, fields: toFields(flat) });
-    }
-    after = last[0];
+    const page = await readOwnPage(client, stream, group, consumer, after, 100);
+    if (page.last === undefined) return tasks;
+    tasks.push(...page.tasks);
+    after = page.last;
   }
+}
+
+/**
+ * Up to `count` of this consumer's pending entries after ID `after`, and the last ID the page
+ * held (undefined once there are no more). Deleted ones are acknowledged, not returned.
+ */
+async function readOwnPage(
+  client: Redis,
+  stream: string,
+  group: string,
+  consumer: string,
+  after: string,
+  count: number,
+): Promise<{ tasks: Task[]; last: string | undefined }> {
+  // node-redis 6.3's xReadGroup() throws on the null fields of a deleted entry, so this read
+  // is sent as a raw command and its reply parsed here.
+  const reply = (await client.sendCommand([
+    "XREADGROUP",
+    "GROUP",
+    group,
+    consumer,
+    "COUNT",
+    String(count),
+    "STREAMS",
+    stream,
+    after,
+  ])) as RawReadReply;
+  const entries = reply?.[stream] ?? [];
+  const tasks: Task[] = [];
+  for (const [id, flat] of entries) {
+    if (flat === null) await client.xAck(stream, group, id);
+    else tasks.push({ id, fields: toFields(flat) });
+  }
+  return { tasks, last: entries.at(-1)?.[0] };
 }
 
 /** What one claimStale() call took over, and where the next call goes on scanning. */
@@ -152,7 +169,9 @@ async function ensureGroup(client: Redis, stream: string, group: string): Promis
 }
 
 /**
- * Starts a worker: first its own pending entries (readOwnPending), then, in a loop until
+ * Starts a worker: first its own pending entries, one at a time (XREADGROUP ... COUNT 1 ... 0,
+ * then after the last ID: a re-read is a delivery, so an entry re-read before its turn would
+ * age in the worker's hands, like a claimed one), then, in a loop until
  * stop(): one stale entry of another worker (claimStale, carrying the cursor), then one new
  * entry (XREADGROUP ... > COUNT 1) on a connection of its own. It waits for new entries (BLOCK)
  * only once a scan of the pending entries found nothing left to take over. Each task is
@@ -179,8 +198,14 @@ export async function startWorker(client: Redis, options: WorkerOptions): Promis
 
   const run = async () => {
     try {
-      for (const task of await readOwnPending(client, stream, group, consumer)) {
-        if (running) await finish(task);
+      // Its own pending entries one at a time, like claims: a re-read is a delivery, and what
+      // was re-read but not handled yet would age in this worker's hands.
+      let after = "0";
+      while (running) {
+        const page = await readOwnPage(client, stream, group, consumer, after, 1);
+        if (page.last === undefined) break;
+        after = page.last;
+        for (const task of page.tasks) await finish(task);
       }
       let cursor = "0-0";
       while (running) {
