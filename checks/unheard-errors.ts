@@ -88,3 +88,30 @@ export function hearUnhandledRejections(which: (reason: unknown) => boolean = ()
     },
   };
 }
+
+/**
+ * Until stop(), an exception nobody catches that matches `which` is recorded in `heard` instead
+ * of reaching the test runner, which would report it raw, outside any test. The usual cause: a
+ * callback the learner defers (setImmediate, setTimeout, queueMicrotask) so that its exception
+ * rises from a turn of the event loop where nothing catches it, not even node-redis.
+ */
+export function hearUncaughtExceptions(which: (error: unknown) => boolean): {
+  heard: unknown[];
+  stop(): void;
+} {
+  const heard: unknown[] = [];
+  const previous = process.emit;
+  process.emit = function (this: NodeJS.Process, event: string | symbol, ...args: unknown[]) {
+    if (event === "uncaughtException" && which(args[0])) {
+      heard.push(args[0]);
+      return true;
+    }
+    return (previous as (...a: unknown[]) => boolean).call(this, event, ...args);
+  } as typeof process.emit;
+  return {
+    heard,
+    stop: () => {
+      process.emit = previous;
+    },
+  };
+}
