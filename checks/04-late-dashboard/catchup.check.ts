@@ -876,4 +876,42 @@ describe("a dashboard that joins late", () => {
       );
     }
   });
+
+  test("a snapshot Redis refuses rejects openDashboard() and leaves no connection behind", async () => {
+    const observer = await checkClient();
+    const keys = freshKeys("refused");
+    // Someone wrote a string where the hash belongs: Redis answers the read with WRONGTYPE.
+    await observer.set(keys.latest, "not a hash");
+    const client = await learnerClient();
+    const before = allLearnerAddrs();
+    let outcome: { stop: Stop } | { rejected: unknown } | undefined;
+    await call("openDashboard() on a key that holds a string", () =>
+      exercise
+        .openDashboard(client, keys, () => {})
+        .then(
+          (stop) => {
+            outcome = { stop };
+          },
+          (error: unknown) => {
+            outcome = { rejected: error };
+          },
+        ),
+    );
+    if (outcome && "stop" in outcome) {
+      open.push(outcome.stop);
+      fail(
+        `${keys.latest} holds a string, so Redis refused your snapshot read (WRONGTYPE), yet openDashboard() resolved: the caller believes the dashboard is up to date while it shows nothing it missed. Let the read's error reject openDashboard() (close the subscriber first), instead of catching it and carrying on with an empty snapshot.`,
+        3,
+      );
+    }
+    const opened = [...allLearnerAddrs()].filter((addr) => !before.has(addr));
+    const gone = async () =>
+      (await learnerConnections(observer)).every((c) => !opened.includes(c.addr));
+    if (!(await until(gone, 1000))) {
+      fail(
+        `Redis refused your snapshot read (WRONGTYPE: ${keys.latest} holds a string) and openDashboard() rejected, but the connection it opened stayed open. The caller got no stop(), so nobody can ever close it: read the snapshot inside the try whose catch closes the subscriber, then rethrow.`,
+        3,
+      );
+    }
+  });
 });
