@@ -16,7 +16,7 @@ import {
   sleep,
   until,
 } from "../kit.ts";
-import { hearUnheardErrors } from "../unheard-errors.ts";
+import { hearEscapedErrors, hearUnheardErrors } from "../unheard-errors.ts";
 import {
   allLearnerAddrs,
   before,
@@ -694,7 +694,9 @@ describe("a dashboard that joins late", () => {
     const pipeline = new Pipeline(await checkClient("pipeline-throw"), keys);
     const shown: DocStatus[] = [];
     const thrown = "onChange() threw on purpose (the check's simulated render failure).";
-    const unheard = hearUnheardErrors((e) => e instanceof Error && e.message === thrown);
+    const ours = (e: unknown) => e instanceof Error && e.message === thrown;
+    const unheard = hearUnheardErrors(ours);
+    const escaped = hearEscapedErrors(ours);
     try {
       const stop = await call("openDashboard()", async () =>
         exercise.openDashboard(await learnerClient(), keys, (status) => {
@@ -713,7 +715,9 @@ describe("a dashboard that joins late", () => {
       );
     } finally {
       unheard.stop();
+      escaped.stop();
     }
+    escaped.expectNone("onChange", "contract-31", "dashboard", 3);
     unheard.expectNone("onChange", "contract-31", "dashboard", 3);
     const next = await pipeline.advance("contract-32");
     const arrived = await until(() => shown.some((s) => sameValue(s, next)), 2000);
