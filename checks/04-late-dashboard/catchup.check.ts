@@ -54,14 +54,14 @@ const exercise = await loadExercise<Exercise>("publishStatus", "openDashboard");
 const STAGES: Stage[] = ["uploaded", "ocr", "ner", "classification", "embedding", "done"];
 const START = Date.UTC(2025, 0, 6, 9, 0, 0);
 /**
- * The documents were revised before (a re-upload starts the stages again), so their versions go
- * on from 8 and cross from 9 to 10 while a dashboard watches: versions compared as strings
- * ("10" < "9") stop there.
+ * A new upload starts at version 1 (a dashboard that counts from 1 drops it). Memos are revised
+ * again and again: their versions go on from 8 and cross from 9 to 10 while a dashboard
+ * watches, so versions compared as strings ("10" < "9") stop there.
  */
-const FIRST_VERSION = 8;
-const stageOf = (version: number) =>
-  STAGES[Math.min(version - FIRST_VERSION + 1, STAGES.length) - 1] as Stage;
-const LAST_VERSION = FIRST_VERSION + STAGES.length - 1;
+const firstVersion = (docId: string) => (docId.startsWith("memo-") ? 8 : 1);
+const lastVersion = (docId: string) => firstVersion(docId) + STAGES.length - 1;
+const stageOf = (docId: string, version: number) =>
+  STAGES[Math.min(version - firstVersion(docId) + 1, STAGES.length) - 1] as Stage;
 
 const open: Stop[] = [];
 afterEach(async () => {
@@ -92,11 +92,11 @@ class Pipeline {
 
   /** Assigned before any await, so overlapping calls still publish versions in order. */
   private nextStatus(docId: string): DocStatus {
-    const version = (this.versions.get(docId) ?? FIRST_VERSION - 1) + 1;
+    const version = (this.versions.get(docId) ?? firstVersion(docId) - 1) + 1;
     this.versions.set(docId, version);
     const status: DocStatus = {
       docId,
-      stage: stageOf(version),
+      stage: stageOf(docId, version),
       version,
       at: START + this.published * 250,
     };
@@ -133,7 +133,7 @@ class Pipeline {
   async finishedLongAgo(docIds: string[]): Promise<void> {
     const batch = this.redis.multi();
     for (const docId of docIds) {
-      this.versions.set(docId, LAST_VERSION - 1);
+      this.versions.set(docId, lastVersion(docId) - 1);
       const status = this.nextStatus(docId);
       batch.hSet(this.keys.latest, docId, JSON.stringify(status));
       this.truth.set(docId, status);
@@ -151,14 +151,14 @@ class Pipeline {
    */
   async publishStale(docId: string, version: number): Promise<void> {
     const at = START + (this.published + 240) * 250;
-    const status: DocStatus = { docId, stage: stageOf(version), version, at };
+    const status: DocStatus = { docId, stage: stageOf(docId, version), version, at };
     await this.redis.publish(this.keys.channel, JSON.stringify(status));
   }
 
   /** A document that is not finished yet, or a new one. */
   unfinished(): string {
     const candidates = [...this.versions]
-      .filter(([id, version]) => version < LAST_VERSION && !this.reserved.has(id))
+      .filter(([id, version]) => version < lastVersion(id) && !this.reserved.has(id))
       .map(([id]) => id);
     if (candidates.length >= 4) return candidates[this.next++ % candidates.length] as string;
     return `scan-${this.next++}`;
@@ -255,6 +255,7 @@ async function lateDashboard(): Promise<Joined> {
     "memo-late",
     "memo-last",
     "memo-overlap",
+    "memo-revised",
   ]) {
     for (const _ of [1, 2]) await pipeline.advance(docId);
   }
@@ -265,7 +266,12 @@ async function lateDashboard(): Promise<Joined> {
     beforeSubscribe: "nda-joining",
     aroundSnapshot: ["memo-late", "memo-last"],
   };
-  for (const docId of [joined.beforeSubscribe, ...joined.aroundSnapshot, "memo-overlap"]) {
+  for (const docId of [
+    joined.beforeSubscribe,
+    ...joined.aroundSnapshot,
+    "memo-overlap",
+    "memo-revised",
+  ]) {
     pipeline.reserved.add(docId);
   }
 
@@ -340,9 +346,9 @@ async function lateDashboard(): Promise<Joined> {
     open.push(stop);
     await recordLate();
     traffic.resume();
-    await pipeline.publishStale("contract-1", FIRST_VERSION + 2);
-    // Shown at its second version (9) during the catch-up: its next one is 10.
-    await pipeline.advance("memo-overlap");
+    await pipeline.publishStale("contract-1", 3);
+    // In the snapshot at its second version (9): its next one, live, is 10.
+    await pipeline.advance("memo-revised");
     const target = pipeline.published + 20;
     while (pipeline.published < target) await sleep(5);
   } finally {
@@ -504,7 +510,7 @@ function asStrings(expected: number, got: number): boolean {
 
 /**
  * No document went from a one-digit version to a two-digit one on this dashboard, though one
- * did live after the catch-up (memo-overlap, 9 to 10): what a comparison as text does, and what
+ * did live after the catch-up (memo-revised, 9 to 10): what a comparison as text does, and what
  * a dashboard that merely lost a status does not.
  */
 function neverPast9(shown: DocStatus[]): boolean {
