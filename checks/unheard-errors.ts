@@ -88,3 +88,48 @@ export function hearUnhandledRejections(which: (reason: unknown) => boolean = ()
     },
   };
 }
+
+/**
+ * Until stop(), an exception or a rejection nobody catches that matches `which` is recorded
+ * instead of reaching the test runner, which would report it raw, outside any test. Either
+ * way the learner's code let a callback's error escape where node-redis does not catch it: a
+ * callback called later (setImmediate, setTimeout, a promise callback) throws from a turn of the
+ * event loop of its own, and an async listener turns the throw into a rejected promise that
+ * node-redis never awaits. In the learner's real process both end the process.
+ */
+export function hearEscapedErrors(which: (error: unknown) => boolean): {
+  stop(): void;
+  expectNone(callback: string, item: string, role: string, hint: number): void;
+} {
+  const uncaught: unknown[] = [];
+  const unhandled: unknown[] = [];
+  const previous = process.emit;
+  process.emit = function (this: NodeJS.Process, event: string | symbol, ...args: unknown[]) {
+    if (event === "uncaughtException" && which(args[0])) {
+      uncaught.push(args[0]);
+      return true;
+    }
+    if (event === "unhandledRejection" && which(args[0])) {
+      unhandled.push(args[0]);
+      return true;
+    }
+    return (previous as (...a: unknown[]) => boolean).call(this, event, ...args);
+  } as typeof process.emit;
+  return {
+    stop: () => {
+      process.emit = previous;
+    },
+    expectNone: (callback, item, role, hint) => {
+      check(
+        uncaught.length === 0,
+        `${callback}() threw for ${item} (the check made it fail, as a render can), and the exception reached the process as an uncaught exception: your code called ${callback}() outside the subscribe listener (in a setImmediate or a setTimeout), where node-redis does not catch it and nothing else does. Your ${role}'s process would have ended here. Call ${callback}() inside the listener, where node-redis reports its exception on the connection's error listener, or catch around the deferred call.`,
+        hint,
+      );
+      check(
+        unhandled.length === 0,
+        `${callback}() threw for ${item} (the check made it fail, as a render can), and the exception became a rejected promise nobody handled: ${callback}() ran inside a promise (an async listener, or a .then() chain) and nothing awaits or catches it; node-redis calls your listener without looking at what it returns. Node ends a process on an unhandled rejection: your ${role} would have crashed here. Call ${callback}() from a plain listener function, or catch around it inside the promise.`,
+        hint,
+      );
+    },
+  };
+}

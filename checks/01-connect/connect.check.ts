@@ -41,8 +41,15 @@ interface Socket {
   tls?: boolean;
   servername?: string;
   rejectUnauthorized?: boolean;
+  checkServerIdentity?: unknown;
   reconnectStrategy?: unknown;
 }
+
+/** A certificate issued to another host: what a man in the middle presents. */
+const FOREIGN_CERT = {
+  subject: { CN: "attacker.example" },
+  subjectaltname: "DNS:attacker.example",
+};
 
 /**
  * TLS that accepts any certificate: a learner who met a certificate error on the way (a wrong
@@ -55,6 +62,92 @@ function checkVerifiesCertificate(socket: Socket, service: string) {
     `Your ${service} options set socket.rejectUnauthorized to false, which accepts any certificate: the access key and every document would go to whoever answers on that address. Leave rejectUnauthorized out (Node verifies by default); a certificate error means a wrong host or servername, not a check to turn off.`,
     2,
   );
+  // Verification has two halves, the chain and the host name: a checkServerIdentity that
+  // accepts everything keeps the first and throws the second away, just as fatally.
+  const verdict = (() => {
+    if (typeof socket.checkServerIdentity !== "function") return "default";
+    try {
+      return socket.checkServerIdentity(socket.servername ?? socket.host, FOREIGN_CERT);
+    } catch (error) {
+      return error;
+    }
+  })();
+  check(
+    verdict === "default" || verdict instanceof Error,
+    `Your ${service} options set socket.checkServerIdentity to a function that accepted a certificate issued to attacker.example for ${socket.servername ?? socket.host}: the chain is still verified, but any certificate a public authority signed for any host now passes, a man in the middle's included. Leave checkServerIdentity out (Node compares the certificate with servername by default).`,
+    2,
+  );
+  // Set anywhere in the process, this turns verification off for every TLS connection, the
+  // options' rejectUnauthorized notwithstanding.
+  check(
+    process.env.NODE_TLS_REJECT_UNAUTHORIZED !== "0",
+    'Your code set process.env.NODE_TLS_REJECT_UNAUTHORIZED to "0": Node then accepts any certificate on every TLS connection of the process, so the access key goes to whoever answers. Remove it; a certificate error means a wrong host or servername, not a check to turn off.',
+    2,
+  );
+}
+
+/**
+ * The user name and password node-redis will send: it turns username/password (and a URL's)
+ * into a credentials provider, and a provider of the learner's own wins over both.
+ */
+async function credentialsOf(options: RedisClientOptions) {
+  const provider = options.credentialsProvider;
+  if (provider?.type === "async-credentials-provider") {
+    const { username, password } = await call("the credentials provider", () =>
+      provider.credentials(),
+    );
+    return { username, password };
+  }
+  return { username: options.username, password: options.password };
+}
+
+/**
+ * What a reconnectStrategy answers where it matters: late in a long outage, whatever the cause
+ * node-redis hands it (a strategy that gives up when the server refuses, the usual cause while
+ * it restarts, leaves the service dead). Returns the first answer that is not a delay.
+ */
+const OUTAGE_CAUSES = [
+  ["a dropped connection", new Error("Socket closed unexpectedly")],
+  [
+    "a refused connection (ECONNREFUSED, Redis restarting)",
+    Object.assign(new Error("connect ECONNREFUSED 10.0.0.4:6380"), {
+      code: "ECONNREFUSED",
+      errno: -111,
+      syscall: "connect",
+    }),
+  ],
+  [
+    "an unknown host (ENOTFOUND, DNS during a failover)",
+    Object.assign(new Error("getaddrinfo ENOTFOUND docs-prod.redis.cache.windows.net"), {
+      code: "ENOTFOUND",
+      syscall: "getaddrinfo",
+    }),
+  ],
+  [
+    "a timeout (ETIMEDOUT)",
+    Object.assign(new Error("connect ETIMEDOUT 10.0.0.4:6380"), {
+      code: "ETIMEDOUT",
+      syscall: "connect",
+    }),
+  ],
+] as const;
+
+function givesUp(strategy: unknown, retries: number) {
+  if (typeof strategy !== "function") return undefined;
+  for (const [cause, error] of OUTAGE_CAUSES) {
+    const answer = strategy(retries, error);
+    if (!(typeof answer === "number" && answer >= 0 && answer <= 5000)) return { cause, answer };
+  }
+  return undefined;
+}
+
+function givingUpMessage(
+  where: string,
+  retries: number,
+  found: { cause: string; answer: unknown },
+) {
+  const { cause, answer } = found;
+  return `${where} answered ${answer instanceof Error ? `an Error ("${answer.message}")` : JSON.stringify(answer)} for the ${retries}th retry after ${cause}: anything but a delay ends reconnecting for good, so an outage of a few minutes leaves the service dead until someone restarts it. Keep answering reconnectDelay(retries), capped, whatever the cause and however many retries it takes.`;
 }
 
 const AZURE_HOST = "docs-prod.redis.cache.windows.net";
@@ -98,6 +191,8 @@ async function optionsFor(profile: Profile) {
     "socket.reconnectStrategy should be your reconnectDelay function, so a dropped connection comes back.",
     2,
   );
+  const gaveUp = givesUp(socket.reconnectStrategy, 100);
+  if (gaveUp) fail(givingUpMessage("buildOptions()'s socket.reconnectStrategy", 100, gaveUp), 2);
   return { options, socket };
 }
 
@@ -148,14 +243,15 @@ describe("connection profiles", () => {
       2,
     );
     checkVerifiesCertificate(socket, "Azure Cache for Redis");
+    const { username, password } = await credentialsOf(options);
     check(
-      options.password === ACCESS_KEY,
-      `The access key is the password: node-redis reads the password ${JSON.stringify(options.password)} for the key ${JSON.stringify(ACCESS_KEY)}. Set password (in a URL, encode it with encodeURIComponent()).`,
+      password === ACCESS_KEY,
+      `The access key is the password: node-redis reads the password ${JSON.stringify(password)} for the key ${JSON.stringify(ACCESS_KEY)}. Set password (in a URL, encode it with encodeURIComponent()).`,
       2,
     );
     check(
-      options.username === undefined || options.username === "default",
-      `An access key authenticates the default user: leave username out (or "default"); node-redis reads ${JSON.stringify(options.username)}.`,
+      username === undefined || username === "default",
+      `An access key authenticates the default user: leave username out (or "default"); node-redis reads ${JSON.stringify(username)}.`,
       1,
     );
   });
@@ -183,9 +279,10 @@ describe("connection profiles", () => {
       2,
     );
     checkVerifiesCertificate(socket, "Azure Managed Redis");
+    const { username, password } = await credentialsOf(options);
     check(
-      options.username === "5f0c-object-id" && options.password === TOKEN,
-      `With Entra ID the user name is the object id and the password is the token; node-redis reads user ${JSON.stringify(options.username)} and password ${JSON.stringify(options.password)}.`,
+      username === "5f0c-object-id" && password === TOKEN,
+      `With Entra ID the user name is the object id and the password is the token; node-redis reads user ${JSON.stringify(username)} and password ${JSON.stringify(password)}.`,
       1,
     );
   });
@@ -334,14 +431,10 @@ describe("a live connection", () => {
         `connect() should reconnect with your growing, capped delay: give createClient socket.reconnectStrategy (your reconnectDelay); it ${typeof strategy === "function" ? `answered ${JSON.stringify(delay)} for the 3rd retry` : strategy === false ? "is false, which turns reconnecting off" : "has none"}.`,
         3,
       );
-      // A strategy that answers an Error after N retries ends reconnecting for good: a worker
-      // outlives a short blip but stays dead after a failover that takes a few minutes.
-      const late = typeof strategy === "function" ? strategy(100, new Error("drop")) : undefined;
-      check(
-        typeof late === "number" && late >= 0 && late <= 5000,
-        `connect()'s reconnectStrategy answered ${late instanceof Error ? `an Error ("${late.message}")` : JSON.stringify(late)} for the 100th retry: anything but a delay ends reconnecting for good, so an outage of a few minutes leaves the service dead until someone restarts it. Keep answering reconnectDelay(retries), capped, however many retries it takes.`,
-        3,
-      );
+      // A strategy that answers an Error after N retries, or for some causes, ends reconnecting
+      // for good: a worker outlives a short blip but stays dead after a failover.
+      const gaveUp = givesUp(strategy, 100);
+      if (gaveUp) fail(givingUpMessage("connect()'s reconnectStrategy", 100, gaveUp), 3);
       // Many draws: a jittered strategy answers anything from 0 up in one call.
       const lateDraws =
         typeof strategy === "function"
@@ -351,6 +444,21 @@ describe("a live connection", () => {
       check(
         longest >= 1000,
         `connect()'s reconnectStrategy answered at most ${longest} ms for the 100th retry (over 50 calls): through a long outage it would retry many times a second. The strategy answers milliseconds, like reconnectDelay: pass reconnectDelay itself, not a delay divided or converted to seconds.`,
+        3,
+      );
+      // Asked for retry 0 after all those: node-redis counts retries from 0 again after every
+      // successful reconnect, so the answer must follow its argument, not a count of calls.
+      const firstDraws =
+        typeof strategy === "function"
+          ? Array.from({ length: 50 }, () => strategy(0, new Error("drop")))
+          : [];
+      const average = (draws: unknown[]) =>
+        draws.reduce((sum: number, d) => sum + (typeof d === "number" ? d : 0), 0) / draws.length;
+      check(
+        // Three quarters: reconnectDelay itself is held to half (its own test), a count of calls
+        // answers about the cap for both.
+        average(firstDraws) <= 0.75 * average(lateDraws),
+        `connect()'s reconnectStrategy answered ${Math.round(average(firstDraws))} ms on average for retry 0, asked after retry 100, which averaged ${Math.round(average(lateDraws))} ms: it does not follow the retries argument node-redis passes it. A count of your own keeps growing across outages and never starts again, so after one long outage every later blip waits the full cap. Compute the delay from the retries argument (pass reconnectDelay itself).`,
         3,
       );
     } finally {
@@ -440,9 +548,11 @@ describe("a live connection", () => {
     let before = allLearnerAddrs();
     let secondStep: string | undefined;
     let named: ConnectionInfo[] = [];
+    let errorListeners = 0;
     const returned = await call("withRedis()", () =>
       exercise.withRedis(ctx.redisUrl, name, async (client) => {
         await client.ping();
+        errorListeners = client.listenerCount("error");
         named = await openAt(observer, openedSince(before));
         // A second step after an await: a withRedis() that closes before the work has settled
         // (return work(client) in try, without await) closes the client under it.
@@ -463,6 +573,13 @@ describe("a live connection", () => {
     check(
       named.length === 1 && named[0]?.name === name,
       `withRedis() should run the work on one connection named "${name}" (the name it was given); while the work ran, CLIENT LIST showed ${describeConnections(named) || "no connection of yours"}. Pass the name on to connect().`,
+      2,
+    );
+    // A client of withRedis()'s own making skips what connect() sets up: a network blip in the
+    // middle of a job then crashes the worker instead of being logged and reconnected.
+    check(
+      errorListeners > 0,
+      "The client withRedis() handed to the work had no error listener: a connection dropped in the middle of a job would crash the process. Open it with your connect(url, name), which listens for errors before connecting.",
       2,
     );
     check(

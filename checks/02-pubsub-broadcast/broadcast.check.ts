@@ -17,7 +17,7 @@ import {
   sleep,
   until,
 } from "../kit.ts";
-import { hearUnheardErrors } from "../unheard-errors.ts";
+import { hearEscapedErrors, hearUnheardErrors } from "../unheard-errors.ts";
 import { allLearnerAddrs, command, learnerAddrs, sent } from "../wire.ts";
 
 type Stage = "uploaded" | "ocr" | "ner" | "classification" | "embedding" | "done";
@@ -197,10 +197,18 @@ describe("publishing", () => {
     );
     // A stage publishes thousands of times a day: a connection left behind by each call finds
     // the server's client limit within hours.
-    const left = openedSince(before).filter((addr) => learnerAddrs().has(addr));
+    const opened = openedSince(before);
+    const left = opened.filter((addr) => learnerAddrs().has(addr));
     check(
       left.length === 0,
       `publishStatus() returned with a connection it opened still open (${left.join(", ")}): every status published would leave one behind. Publish on the client you were given; it is open and free for commands.`,
+      2,
+    );
+    // Closed again or not, a connection per status costs a TCP (on Azure also a TLS and an
+    // AUTH) handshake per event and churns the server's client table.
+    check(
+      opened.length === 0,
+      `publishStatus() opened a connection of its own (${opened.join(", ")}) to send one PUBLISH, and closed it again: every status would pay a connection handshake (on Azure a TLS one and an AUTH too). Publish on the client you were given; it is open and free for commands.`,
       2,
     );
   });
@@ -347,6 +355,7 @@ describe("dashboards", () => {
     const channel = freshKey("status");
     const failure = new Error("dashboard render failed (thrown on purpose by the check's onEvent)");
     const unheard = hearUnheardErrors((e) => e === failure);
+    const escaped = hearEscapedErrors((e) => e === failure);
     // Three different stages: the repeated one is for the broadcast test to speak about. The
     // first two throw: an error listener added with once() hears the first and is gone.
     const events = pipelineEvents().slice(3, 6) as [StatusEvent, StatusEvent, StatusEvent];
@@ -371,7 +380,9 @@ describe("dashboards", () => {
       // The "error" event is emitted in the same turn as the throw: by now it was heard or not.
     } finally {
       unheard.stop();
+      escaped.stop();
     }
+    escaped.expectNone("onEvent", firstEvent.docId, "dashboard", 2);
     check(
       unheard.heard.length !== 1,
       `onEvent() threw twice (the check made it fail, as a render can), and node-redis passed each exception to the dashboard's connection as an "error" event: the first found your error listener, the second found none. A listener added with once() is removed after one event, and Node ends a process on an "error" event nobody listens to. Listen with on("error", ...).`,
@@ -408,6 +419,12 @@ describe("dashboards", () => {
     const first = await openDashboard(s, channel, "dashboard A");
     const second = await openDashboard(s, channel, "dashboard B");
     await call("stop() of dashboard A", () => first.stop(), 3000);
+    const othersClosed = second.opened.filter((addr) => !learnerAddrs().has(addr));
+    check(
+      othersClosed.length === 0,
+      `stop() of dashboard A closed the connection dashboard B opened (${othersClosed.join(", ")}): each stop() must close its own dashboard's connection. A stop() that reads a variable every openDashboard() call writes (one declared outside the function) closes whichever dashboard opened last. Keep the connection in a const inside openDashboard(), where its stop() closes over it.`,
+      3,
+    );
     check(
       s.client.isOpen,
       "stop() of dashboard A closed the client you were given: that connection belongs to the caller, who still publishes on it. Close only the connection the dashboard opened.",

@@ -18,7 +18,7 @@ import {
   sleep,
   until,
 } from "../kit.ts";
-import { hearUnheardErrors } from "../unheard-errors.ts";
+import { hearEscapedErrors, hearUnheardErrors } from "../unheard-errors.ts";
 import { allLearnerAddrs, sent } from "../wire.ts";
 
 interface StatusEvent {
@@ -203,6 +203,15 @@ describe("channel design", () => {
       `stageChannel("${t.prefix}", "${t.newStage}") should be "${t.channelOf(t.newStage)}"; it was ${JSON.stringify(added)}. Channel names are case-sensitive: use the stage exactly as given.`,
       1,
     );
+    // Escaping belongs to the pattern: PUBLISH takes a channel name as it is, so an escaped
+    // prefix in the name publishes on a channel the tenant's pattern does not match.
+    const glob = tenant(GLOB_REGION);
+    const literal = await call("stageChannel()", () => exercise.stageChannel(glob.prefix, "ocr"));
+    check(
+      literal === glob.channelOf("ocr"),
+      `stageChannel("${glob.prefix}", "ocr") should be "${glob.channelOf("ocr")}"; it was ${JSON.stringify(literal)}. A channel name is a literal: PUBLISH and SUBSCRIBE take it as it is. Escape glob characters in the pattern only, never in the channel name.`,
+      1,
+    );
   });
 
   test.each([
@@ -318,9 +327,16 @@ describe("pattern subscriptions", () => {
       );
       published.push({ channel: t.channelOf(stage), event: e });
     }
-    // Neighbours the pattern must not match.
-    for (const outside of [`${t.prefix}docs:uploads`, `x${t.channelOf("ocr")}`]) {
-      await publisher.publish(outside, JSON.stringify(event("ocr", 99)));
+    // Neighbours the pattern must not match. This connection carries nothing but the watch, so
+    // PUBLISH's answer says whether Redis sends them down it, whether or not onEvent hears them.
+    const delivered: string[] = [];
+    for (const outside of [
+      `${t.prefix}docs:uploads`,
+      `${t.prefix}models:status:ocr`,
+      `x${t.channelOf("ocr")}`,
+    ]) {
+      const n = await publisher.publish(outside, JSON.stringify(event("ocr", 99)));
+      if (n > 0) delivered.push(outside);
     }
     await settle(received, published.length);
 
@@ -347,6 +363,11 @@ describe("pattern subscriptions", () => {
         2,
       );
     }
+    check(
+      delivered.length === 0,
+      `watchAllStages() subscribed to more than the stage channels: Redis delivered messages published on ${delivered.map((c) => `"${c}"`).join(", ")} to your connection (PUBLISH counted it), even if your code then dropped them. Every message of the wider family crosses the network to be thrown away, the very cost this lesson's channel design avoids. Subscribe to allStagesPattern(prefix), which matches ${t.pattern} only.`,
+      2,
+    );
     const missed = published.filter((p) => !received.some((r) => sameValue(r, p)));
     if (missed.some((p) => p.channel === t.channelOf(t.newStage))) {
       fail(
@@ -373,7 +394,9 @@ describe("pattern subscriptions", () => {
     const ocr = t.channelOf("ocr");
     // A connection watchAllStages() opens itself needs its own "error" listener: node-redis
     // reports the throw there, and an unheard "error" event ends the learner's process.
-    const unheard = hearUnheardErrors((e) => e instanceof Error && e.message === RENDER_FAILED);
+    const ours = (e: unknown) => e instanceof Error && e.message === RENDER_FAILED;
+    const unheard = hearUnheardErrors(ours);
+    const escaped = hearEscapedErrors(ours);
     let received: Received[];
     try {
       ({ received } = await watch(subscriber, t.prefix, { failFirst: true }));
@@ -381,7 +404,9 @@ describe("pattern subscriptions", () => {
       await until(() => received.length >= 1, 2000);
     } finally {
       unheard.stop();
+      escaped.stop();
     }
+    escaped.expectNone("onEvent", "the first event", "ops console", 3);
     unheard.expectNone("onEvent", "the first event", "ops console", 3);
     for (const i of [2, 3]) await publisher.publish(ocr, JSON.stringify(event("ocr", i)));
     await settle(received, 3);

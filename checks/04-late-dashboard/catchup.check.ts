@@ -16,7 +16,7 @@ import {
   sleep,
   until,
 } from "../kit.ts";
-import { hearUnheardErrors } from "../unheard-errors.ts";
+import { hearEscapedErrors, hearUnheardErrors } from "../unheard-errors.ts";
 import {
   allLearnerAddrs,
   before,
@@ -53,6 +53,15 @@ const exercise = await loadExercise<Exercise>("publishStatus", "openDashboard");
 
 const STAGES: Stage[] = ["uploaded", "ocr", "ner", "classification", "embedding", "done"];
 const START = Date.UTC(2025, 0, 6, 9, 0, 0);
+/**
+ * A new upload starts at version 1 (a dashboard that counts from 1 drops it). Memos are revised
+ * again and again: their versions go on from 8 and cross from 9 to 10 while a dashboard
+ * watches, so versions compared as strings ("10" < "9") stop there.
+ */
+const firstVersion = (docId: string) => (docId.startsWith("memo-") ? 8 : 1);
+const lastVersion = (docId: string) => firstVersion(docId) + STAGES.length - 1;
+const stageOf = (docId: string, version: number) =>
+  STAGES[Math.min(version - firstVersion(docId) + 1, STAGES.length) - 1] as Stage;
 
 const open: Stop[] = [];
 afterEach(async () => {
@@ -83,10 +92,14 @@ class Pipeline {
 
   /** Assigned before any await, so overlapping calls still publish versions in order. */
   private nextStatus(docId: string): DocStatus {
-    const version = (this.versions.get(docId) ?? 0) + 1;
+    const version = (this.versions.get(docId) ?? firstVersion(docId) - 1) + 1;
     this.versions.set(docId, version);
-    const stage = STAGES[Math.min(version, STAGES.length) - 1] as Stage;
-    const status: DocStatus = { docId, stage, version, at: START + this.published * 250 };
+    const status: DocStatus = {
+      docId,
+      stage: stageOf(docId, version),
+      version,
+      at: START + this.published * 250,
+    };
     this.published++;
     return status;
   }
@@ -120,7 +133,7 @@ class Pipeline {
   async finishedLongAgo(docIds: string[]): Promise<void> {
     const batch = this.redis.multi();
     for (const docId of docIds) {
-      this.versions.set(docId, STAGES.length - 1);
+      this.versions.set(docId, lastVersion(docId) - 1);
       const status = this.nextStatus(docId);
       batch.hSet(this.keys.latest, docId, JSON.stringify(status));
       this.truth.set(docId, status);
@@ -132,17 +145,20 @@ class Pipeline {
     await this.redis.hSet(this.keys.latest, status.docId, JSON.stringify(status));
   }
 
-  /** An old status published again, as a slow second publisher would: a dashboard drops it. */
+  /**
+   * An old status published again, as a slow second publisher would: a dashboard drops it. That
+   * publisher's clock runs ahead, so its `at` is the latest of all: only the version tells.
+   */
   async publishStale(docId: string, version: number): Promise<void> {
-    const stage = STAGES[Math.min(version, STAGES.length) - 1] as Stage;
-    const status: DocStatus = { docId, stage, version, at: START };
+    const at = START + (this.published + 240) * 250;
+    const status: DocStatus = { docId, stage: stageOf(docId, version), version, at };
     await this.redis.publish(this.keys.channel, JSON.stringify(status));
   }
 
   /** A document that is not finished yet, or a new one. */
   unfinished(): string {
     const candidates = [...this.versions]
-      .filter(([id, version]) => version < STAGES.length && !this.reserved.has(id))
+      .filter(([id, version]) => version < lastVersion(id) && !this.reserved.has(id))
       .map(([id]) => id);
     if (candidates.length >= 4) return candidates[this.next++ % candidates.length] as string;
     return `scan-${this.next++}`;
@@ -239,6 +255,7 @@ async function lateDashboard(): Promise<Joined> {
     "memo-late",
     "memo-last",
     "memo-overlap",
+    "memo-revised",
   ]) {
     for (const _ of [1, 2]) await pipeline.advance(docId);
   }
@@ -249,7 +266,12 @@ async function lateDashboard(): Promise<Joined> {
     beforeSubscribe: "nda-joining",
     aroundSnapshot: ["memo-late", "memo-last"],
   };
-  for (const docId of [joined.beforeSubscribe, ...joined.aroundSnapshot, "memo-overlap"]) {
+  for (const docId of [
+    joined.beforeSubscribe,
+    ...joined.aroundSnapshot,
+    "memo-overlap",
+    "memo-revised",
+  ]) {
     pipeline.reserved.add(docId);
   }
 
@@ -325,6 +347,8 @@ async function lateDashboard(): Promise<Joined> {
     await recordLate();
     traffic.resume();
     await pipeline.publishStale("contract-1", 3);
+    // In the snapshot at its second version (9): its next one, live, is 10.
+    await pipeline.advance("memo-revised");
     const target = pipeline.published + 20;
     while (pipeline.published < target) await sleep(5);
   } finally {
@@ -369,6 +393,12 @@ function firstWrong(joined: Joined, docIds: Iterable<string>) {
     const expected = joined.pipeline.truth.get(docId);
     const got = lastShown(joined.shown, docId);
     if (sameValue(got, expected)) continue;
+    if (expected && got && asStrings(expected.version, got.version) && neverPast9(joined.shown)) {
+      fail(
+        `Your dashboard shows ${docId} at ${describeStatus(got)} and never showed ${describeStatus(expected)}, published after it. As text, "${expected.version}" sorts before "${got.version}": versions compared as strings stop at 9. Compare them as numbers.`,
+        3,
+      );
+    }
     if (joined.shown.some((s) => sameValue(s, expected))) checkEachChangeOnce(joined);
     return { docId, expected, got };
   }
@@ -473,16 +503,39 @@ function checkNothingLost(joined: Joined): void {
   }
 }
 
+/** When the version that never showed would lose a comparison as text against the one shown. */
+function asStrings(expected: number, got: number): boolean {
+  return expected > got && String(expected) < String(got);
+}
+
+/**
+ * No document went from a one-digit version to a two-digit one on this dashboard, though one
+ * did live after the catch-up (memo-revised, 9 to 10): what a comparison as text does, and what
+ * a dashboard that merely lost a status does not.
+ */
+function neverPast9(shown: DocStatus[]): boolean {
+  const below10 = new Set(shown.filter((s) => s.version < 10).map((s) => s.docId));
+  return !shown.some(
+    (s, i) =>
+      s.version >= 10 &&
+      below10.has(s.docId) &&
+      shown.slice(0, i).some((t) => t.docId === s.docId && t.version < 10),
+  );
+}
+
 function checkEachChangeOnce(joined: Joined): void {
   checkShape(joined);
   const last = new Map<string, number>();
   for (const status of joined.shown) {
     const before = last.get(status.docId);
     if (before !== undefined && status.version <= before) {
+      const shownBefore = joined.shown.find(
+        (s) => s.docId === status.docId && s.version === before,
+      );
       const what =
         status.version === before
           ? `showed ${status.docId} at version ${before} twice`
-          : `showed ${status.docId} at version ${before}, then went back to version ${status.version}`;
+          : `showed ${status.docId} at version ${before}, then went back to version ${status.version}${shownBefore && status.at > shownBefore.at ? ` (sent by a publisher whose clock runs ahead, so its at is later: the version decides, never the time)` : ""}`;
       fail(
         `Your dashboard ${what}. The snapshot and the live events overlap: a status published just after you subscribed is both in the hash and in your buffer, the buffer can hold versions older than the snapshot's, and a slow publisher can send an old status live. Remember the version each document shows and ignore any status that is not newer, during the catch-up and after it.`,
         3,
@@ -647,7 +700,9 @@ describe("a dashboard that joins late", () => {
     const pipeline = new Pipeline(await checkClient("pipeline-throw"), keys);
     const shown: DocStatus[] = [];
     const thrown = "onChange() threw on purpose (the check's simulated render failure).";
-    const unheard = hearUnheardErrors((e) => e instanceof Error && e.message === thrown);
+    const ours = (e: unknown) => e instanceof Error && e.message === thrown;
+    const unheard = hearUnheardErrors(ours);
+    const escaped = hearEscapedErrors(ours);
     try {
       const stop = await call("openDashboard()", async () =>
         exercise.openDashboard(await learnerClient(), keys, (status) => {
@@ -666,7 +721,9 @@ describe("a dashboard that joins late", () => {
       );
     } finally {
       unheard.stop();
+      escaped.stop();
     }
+    escaped.expectNone("onChange", "contract-31", "dashboard", 3);
     unheard.expectNone("onChange", "contract-31", "dashboard", 3);
     const next = await pipeline.advance("contract-32");
     const arrived = await until(() => shown.some((s) => sameValue(s, next)), 2000);
@@ -825,6 +882,44 @@ describe("a dashboard that joins late", () => {
     ) {
       fail(
         `onChange() threw while your dashboard caught up and openDashboard() rejected, but the connection it opened stayed open (${left.map((c) => `${c.addr}${c.sub + c.psub > 0 ? ", still subscribed" : ""}`).join("; ")}). The caller got no stop(), so nobody can ever close it: catch around the catch-up, close the subscriber, then rethrow (or catch around onChange() and carry on).`,
+        3,
+      );
+    }
+  });
+
+  test("a snapshot Redis refuses rejects openDashboard() and leaves no connection behind", async () => {
+    const observer = await checkClient();
+    const keys = freshKeys("refused");
+    // Someone wrote a string where the hash belongs: Redis answers the read with WRONGTYPE.
+    await observer.set(keys.latest, "not a hash");
+    const client = await learnerClient();
+    const before = allLearnerAddrs();
+    let outcome: { stop: Stop } | { rejected: unknown } | undefined;
+    await call("openDashboard() on a key that holds a string", () =>
+      exercise
+        .openDashboard(client, keys, () => {})
+        .then(
+          (stop) => {
+            outcome = { stop };
+          },
+          (error: unknown) => {
+            outcome = { rejected: error };
+          },
+        ),
+    );
+    if (outcome && "stop" in outcome) {
+      open.push(outcome.stop);
+      fail(
+        `${keys.latest} holds a string, so Redis refused your snapshot read (WRONGTYPE), yet openDashboard() resolved: the caller believes the dashboard is up to date while it shows nothing it missed. Let the read's error reject openDashboard() (close the subscriber first), instead of catching it and carrying on with an empty snapshot.`,
+        3,
+      );
+    }
+    const opened = [...allLearnerAddrs()].filter((addr) => !before.has(addr));
+    const gone = async () =>
+      (await learnerConnections(observer)).every((c) => !opened.includes(c.addr));
+    if (!(await until(gone, 1000))) {
+      fail(
+        `Redis refused your snapshot read (WRONGTYPE: ${keys.latest} holds a string) and openDashboard() rejected, but the connection it opened stayed open. The caller got no stop(), so nobody can ever close it: read the snapshot inside the try whose catch closes the subscriber, then rethrow.`,
         3,
       );
     }
