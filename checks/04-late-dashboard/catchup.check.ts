@@ -13,6 +13,7 @@ import {
   parseJson,
   type Redis,
   sameValue,
+  settled,
   sleep,
   until,
 } from "../kit.ts";
@@ -839,25 +840,19 @@ describe("a dashboard that joins late", () => {
       "onChange() threw on purpose (the check's render failure, while catching up)",
     );
     // The first status onChange() sees comes from the snapshot: the throw lands in the catch-up.
-    let outcome: { stop: Stop } | { rejected: unknown } | undefined;
-    await call("openDashboard() with an onChange() that throws while catching up", () =>
-      exercise
-        .openDashboard(client, keys, (status) => {
-          shown.push(status);
-          if (shown.length === 1) throw failure;
-        })
-        .then(
-          (stop) => {
-            outcome = { stop };
-          },
-          (error: unknown) => {
-            outcome = { rejected: error };
-          },
+    const outcome = await call(
+      "openDashboard() with an onChange() that throws while catching up",
+      () =>
+        settled(
+          exercise.openDashboard(client, keys, (status) => {
+            shown.push(status);
+            if (shown.length === 1) throw failure;
+          }),
         ),
     );
-    if (outcome && "stop" in outcome) {
+    if ("value" in outcome) {
       // Carrying on is a right answer too: then the dashboard is up, with the other statuses.
-      open.push(outcome.stop);
+      open.push(outcome.value);
       await eventually(
         () => caughtUp(pipeline, shown),
         2000,
@@ -867,8 +862,8 @@ describe("a dashboard that joins late", () => {
       return;
     }
     check(
-      outcome?.rejected === failure,
-      `onChange() threw while your dashboard caught up, and openDashboard() rejected with ${String(outcome?.rejected)} instead of that error: pass it on as it is.`,
+      outcome.error === failure,
+      `onChange() threw while your dashboard caught up, and openDashboard() rejected with ${String(outcome.error)} instead of that error: pass it on as it is.`,
       3,
     );
     const opened = [...allLearnerAddrs()].filter((addr) => !before.has(addr));
@@ -894,21 +889,11 @@ describe("a dashboard that joins late", () => {
     await observer.set(keys.latest, "not a hash");
     const client = await learnerClient();
     const before = allLearnerAddrs();
-    let outcome: { stop: Stop } | { rejected: unknown } | undefined;
-    await call("openDashboard() on a key that holds a string", () =>
-      exercise
-        .openDashboard(client, keys, () => {})
-        .then(
-          (stop) => {
-            outcome = { stop };
-          },
-          (error: unknown) => {
-            outcome = { rejected: error };
-          },
-        ),
+    const outcome = await call("openDashboard() on a key that holds a string", () =>
+      settled(exercise.openDashboard(client, keys, () => {})),
     );
-    if (outcome && "stop" in outcome) {
-      open.push(outcome.stop);
+    if ("value" in outcome) {
+      open.push(outcome.value);
       fail(
         `${keys.latest} holds a string, so Redis refused your snapshot read (WRONGTYPE), yet openDashboard() resolved: the caller believes the dashboard is up to date while it shows nothing it missed. Let the read's error reject openDashboard() (close the subscriber first), instead of catching it and carrying on with an empty snapshot.`,
         3,

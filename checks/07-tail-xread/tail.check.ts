@@ -609,6 +609,14 @@ test("an entry whose onEntry() throws or rejects is not checkpointed and is hand
   }
 });
 
+/** The connections a reader opened (not in `earlier`, not its client's own) still open after a second. */
+async function leftOpen(observer: Redis, earlier: Set<string>, own: string | undefined) {
+  const opened = async () =>
+    (await learnerConnections(observer)).filter((c) => !earlier.has(c.id) && c.id !== own);
+  await until(async () => (await opened()).length === 0, 1000);
+  return opened();
+}
+
 test("an entry whose onEntry() fails every time is never checkpointed past", async () => {
   const observer = await checkClient();
   const stream = freshKey("status:poison");
@@ -631,12 +639,9 @@ test("an entry whose onEntry() fails every time is never checkpointed past", asy
   // More tries than a retry limit would allow, or quiet: stopped at it, or moved on.
   await stopOnceQuiet(reader, () => attempts >= 6);
   // Tried again or stopped there, a reader that failed still closes what it opened.
-  const opened = async () =>
-    (await learnerConnections(observer)).filter((c) => !earlier.has(c.id) && c.id !== own);
-  const closed = await until(async () => (await opened()).length === 0, 1000);
-  const left = await opened();
+  const left = await leftOpen(observer, earlier, own);
   check(
-    closed,
+    left.length === 0,
     `onEntry() failed for entry ${poison} every time (${attempts} tries), and after stop() ${left.length} connection(s) your reader opened are still open${left.length > 1 ? `: a reader needs one connection for its reads, and yours left ${left.length} open` : ` (last command ${left[0]?.cmd}): the loop ended on the error without closing its reader connection`}. Keep one reader connection, and close it whichever way the loop ends (in a finally).`,
     2,
   );
@@ -667,12 +672,9 @@ test("stop() on a quiet stream returns within one read and closes the reader's c
     2,
   );
   await stop(reader.tail, QUIET_STOP_MS);
-  const opened = async () =>
-    (await learnerConnections(observer)).filter((c) => !earlier.has(c.id) && c.id !== own);
-  const closed = await until(async () => (await opened()).length === 0, 1000);
-  const left = await opened();
+  const left = await leftOpen(observer, earlier, own);
   check(
-    closed,
+    left.length === 0,
     `After stop() ${left.length} connection(s) your reader opened are still open (${left.map((c) => `last command ${c.cmd}`).join(", ")}). Close the reader's connection when the loop ends (reader.close()).`,
     2,
   );
