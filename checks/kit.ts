@@ -233,11 +233,12 @@ export async function loadExercise<T>(...functions: (keyof T & string)[]): Promi
 
 const opened: Redis[] = [];
 
-async function open(name: string): Promise<Redis> {
+async function open(name: string, login?: { username: string; password: string }): Promise<Redis> {
   // As createClient() would, without building node-redis's command class again.
   const client = newClient({
     url: ctx.redisUrl,
     name,
+    ...login,
     socket: { reconnectStrategy: false, ...tlsSocketOptions(ctx.redisUrl) },
   });
   client.on("error", () => {});
@@ -260,8 +261,11 @@ const closedByLearner: string[] = [];
  * learner's code ran (the kit's own cleanup closes it with destroy() after the tests), so that
  * "The client is closed" can name the cause.
  */
-export async function learnerClient(): Promise<Redis> {
-  const client = await open(LEARNER_CLIENT);
+export async function learnerClient(login?: {
+  username: string;
+  password: string;
+}): Promise<Redis> {
+  const client = await open(LEARNER_CLIENT, login);
   const methods = client as unknown as Record<string, unknown>;
   for (const name of ["close", "quit", "disconnect", "destroy"]) {
     const original = methods[name];
@@ -275,6 +279,36 @@ export async function learnerClient(): Promise<Redis> {
   }
   return client;
 }
+
+/** ACL users restrictedLearnerClient() made, deleted once the tests are over. */
+const aclUsers: string[] = [];
+
+/**
+ * learnerClient(), logged in as an ACL user of its own that may run every command on every key,
+ * with `rules` on top: ["resetchannels"] is an account Redis refuses every channel, as a cloud
+ * account kept to its own channels is. For the error paths such an account meets. ACL SETUSER
+ * changes the server: private server only.
+ */
+export async function restrictedLearnerClient(rules: string[]): Promise<Redis> {
+  const admin = await checkClient("acl");
+  const username = `wb-${ctx.runId}-${aclUsers.length + 1}`;
+  const password = randomBytes(12).toString("hex");
+  const setUser = ["ACL", "SETUSER", username, "on", `>${password}`, "~*", "&*", "+@all"];
+  await admin.sendCommand([...setUser, ...rules]);
+  aclUsers.push(username);
+  return learnerClient({ username, password });
+}
+
+afterAll(async () => {
+  if (aclUsers.length === 0) return;
+  // Its own client: the hook that closes the kit's clients may already have run.
+  const admin = await checkClient("acl");
+  try {
+    await admin.sendCommand(["ACL", "DELUSER", ...aclUsers.splice(0)]);
+  } finally {
+    admin.destroy();
+  }
+});
 
 /**
  * What node-redis's terse messages mean in a check: a command found its client closed (and the

@@ -1,4 +1,3 @@
-import { randomBytes } from "node:crypto";
 import { createClient, WatchError } from "redis";
 import { afterEach, describe, test } from "vitest";
 import {
@@ -16,6 +15,7 @@ import {
   learnerConnections,
   loadExercise,
   type Redis,
+  restrictedLearnerClient,
   settled,
   sleep,
   until,
@@ -754,31 +754,7 @@ describe("keyspace notifications", () => {
       const observer = await checkClient();
       await ensureExpiredEvents(observer);
       // A service account allowed every key and command but no channel: SUBSCRIBE gets NOPERM.
-      const username = `wb-05-${ctx.runId}`;
-      const password = randomBytes(12).toString("hex");
-      await observer.sendCommand([
-        "ACL",
-        "SETUSER",
-        username,
-        "on",
-        `>${password}`,
-        "~*",
-        "resetchannels",
-        "+@all",
-      ]);
-      cleanup.push(async () => {
-        await observer.sendCommand(["ACL", "DELUSER", username]);
-      });
-      const client: Redis = createClient({
-        url: ctx.redisUrl,
-        username,
-        password,
-        name: LEARNER_CLIENT,
-        socket: { reconnectStrategy: false },
-      });
-      client.on("error", () => {});
-      await client.connect();
-      cleanup.push(async () => client.destroy());
+      const client = await restrictedLearnerClient(["resetchannels"]);
       const given = learnerAddrs();
       const outcome = await settled(
         Promise.resolve().then(() => exercise.watchExpiredLeases(client, LEASES, () => {})),
