@@ -5,6 +5,7 @@ import {
   call,
   check,
   checkClient,
+  ctx,
   eventually,
   fail,
   freshKey,
@@ -17,6 +18,7 @@ import {
   sleep,
   until,
 } from "../kit.ts";
+import { expectRefusedSubscribeCleanedUp } from "../refused-subscribe.ts";
 import { hearEscapedErrors, hearUnheardErrors } from "../unheard-errors.ts";
 import { allLearnerAddrs, command, learnerAddrs, sent } from "../wire.ts";
 
@@ -412,6 +414,20 @@ describe("dashboards", () => {
     const pong = await call("client.ping() while a dashboard listens", () => s.client.ping(), 2000);
     check(pong === "PONG", `PING on your client answered ${describeValue(pong)} instead of PONG.`);
   });
+
+  test.skipIf(!ctx.privateServer)(
+    "openDashboard() rejects when Redis refuses the subscription, and closes what it opened",
+    async () => {
+      await expectRefusedSubscribeCleanedUp(
+        "openDashboard()",
+        (client) => exercise.openDashboard(client, freshKey("status"), () => {}),
+        (stop) => {
+          if (typeof stop === "function") open.push(stop as Stop);
+        },
+        3,
+      );
+    },
+  );
 
   test("stop() closes what its dashboard opened and leaves the others listening", async () => {
     const s = await session();

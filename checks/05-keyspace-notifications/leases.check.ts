@@ -15,11 +15,10 @@ import {
   learnerConnections,
   loadExercise,
   type Redis,
-  restrictedLearnerClient,
-  settled,
   sleep,
   until,
 } from "../kit.ts";
+import { expectRefusedSubscribeCleanedUp } from "../refused-subscribe.ts";
 import { hearUnheardErrors } from "../unheard-errors.ts";
 import {
   before as beforeCommand,
@@ -753,26 +752,12 @@ describe("keyspace notifications", () => {
     async () => {
       const observer = await checkClient();
       await ensureExpiredEvents(observer);
-      // A service account allowed every key and command but no channel: SUBSCRIBE gets NOPERM.
-      const client = await restrictedLearnerClient(["resetchannels"]);
-      const given = learnerAddrs();
-      const outcome = await settled(
-        Promise.resolve().then(() => exercise.watchExpiredLeases(client, LEASES, () => {})),
-      );
-      if ("value" in outcome) {
-        const stop = outcome.value;
-        if (typeof stop === "function") cleanup.push(() => stop());
-        fail(
-          "Redis refused the watcher's SUBSCRIBE (NOPERM: this account may not use that channel), and watchExpiredLeases() resolved anyway, as if it were listening: no expiry would ever be reported, and nobody would know. Let the subscribe() error reach the caller.",
-          3,
-        );
-      }
-      const reason = outcome.error instanceof Error ? outcome.error.message : String(outcome.error);
-      if (/^TODO/.test(reason)) fail(`watchExpiredLeases() is not written yet (${reason}).`, 1);
-      const stillOpen = [...learnerAddrs()].filter((addr) => !given.has(addr));
-      check(
-        stillOpen.length === 0,
-        `Redis refused the watcher's SUBSCRIBE (NOPERM) and watchExpiredLeases() rejected, as it should, but the connection it opened is still open (${stillOpen.join(", ")}): the caller got no stop() to close it with, so every refused start leaks a connection. Close (or destroy()) it before letting the error go.`,
+      await expectRefusedSubscribeCleanedUp(
+        "watchExpiredLeases()",
+        (client) => exercise.watchExpiredLeases(client, LEASES, () => {}),
+        (stop) => {
+          if (typeof stop === "function") cleanup.push(() => stop());
+        },
         3,
       );
     },

@@ -44,6 +44,8 @@ export async function publishStatus(
  * - Resolve only once the subscription is active: an event published after openDashboard()
  *   returns must reach the dashboard.
  * - Return a stop() function that unsubscribes and closes the dashboard's connection.
+ * - If Redis refuses the subscription, close that connection and reject: the caller gets no
+ *   stop() to close it with.
  */
 export async function openDashboard(
   client: Redis,

@@ -45,7 +45,13 @@ export async function openDashboard(
   const listener = (message: string) => onEvent(JSON.parse(message) as StatusEvent);
   // subscribe() resolves when Redis has confirmed the subscription: from then on, nothing
   // published on the channel can pass this dashboard by.
-  await subscriber.subscribe(channel, listener);
+  try {
+    await subscriber.subscribe(channel, listener);
+  } catch (error) {
+    // Refused (an account without this channel, say): the caller gets no stop() to close it.
+    subscriber.destroy();
+    throw error;
+  }
   return async () => {
     await subscriber.unsubscribe(channel, listener);
     await subscriber.close();

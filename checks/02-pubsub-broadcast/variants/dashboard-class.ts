@@ -28,7 +28,12 @@ class Dashboard {
   private listener = (message: string) => this.onEvent(JSON.parse(message));
   async open() {
     await this.sub.connect();
-    await this.sub.subscribe(this.channel, this.listener);
+    try {
+      await this.sub.subscribe(this.channel, this.listener);
+    } catch (error) {
+      this.sub.destroy();
+      throw error;
+    }
     return this;
   }
   stop = async () => {
