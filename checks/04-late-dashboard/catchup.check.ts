@@ -4,6 +4,7 @@ import {
   call,
   check,
   checkClient,
+  ctx,
   eventually,
   fail,
   freshKey,
@@ -17,6 +18,7 @@ import {
   sleep,
   until,
 } from "../kit.ts";
+import { expectRefusedSubscribeCleanedUp } from "../refused-subscribe.ts";
 import { hearEscapedErrors, hearUnheardErrors } from "../unheard-errors.ts";
 import {
   allLearnerAddrs,
@@ -909,4 +911,18 @@ describe("a dashboard that joins late", () => {
       );
     }
   });
+
+  test.skipIf(!ctx.privateServer)(
+    "openDashboard() rejects when Redis refuses the subscription, and closes what it opened",
+    async () => {
+      await expectRefusedSubscribeCleanedUp(
+        "openDashboard()",
+        (client) => exercise.openDashboard(client, freshKeys("refused-subscribe"), () => {}),
+        (stop) => {
+          if (typeof stop === "function") open.push(stop as Stop);
+        },
+        3,
+      );
+    },
+  );
 });

@@ -52,7 +52,8 @@ export async function publishStatus(
  *   reach it (through the hash or live).
  * - No repeats, no going back: for each document, onChange sees strictly increasing versions.
  * - Resolve once the dashboard is up to date; return a stop() that unsubscribes and closes its
- *   own connection.
+ *   own connection. If it cannot get there (the subscription or the read refused, onChange
+ *   throwing), close that connection and reject.
  */
 export async function openDashboard(
   client: Redis,

@@ -61,17 +61,17 @@ export async function openDashboard(
     if (buffered) buffered.push(status);
     else show(status);
   };
-  await subscriber.subscribe(keys.channel, listener);
 
   try {
+    await subscriber.subscribe(keys.channel, listener);
     // Anything published before the subscription became active is in the snapshot; anything
     // after it is in the buffer; some statuses are in both.
     const snapshot = await client.hGetAll(keys.latest);
     for (const json of Object.values(snapshot)) show(JSON.parse(json) as DocStatus);
     for (const status of buffered) show(status);
   } catch (error) {
-    // A failed read or a throwing onChange rejects openDashboard(): the caller gets no stop(),
-    // so nobody else could ever close this subscriber.
+    // A refused subscription, a failed read or a throwing onChange rejects openDashboard():
+    // the caller gets no stop(), so nobody else could ever close this subscriber.
     await subscriber.close();
     throw error;
   }
