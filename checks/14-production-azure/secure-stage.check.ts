@@ -9,6 +9,7 @@ import {
   learnerConnections,
   loadExercise,
   type Redis,
+  settled,
   sleep,
   until,
   within,
@@ -323,6 +324,39 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
       "After stop() your worker or watcher still had a connection open: close (or destroy) the clients they created.",
       4,
     );
+  });
+
+  test("watchStatus() rejects when the ACL keeps its account off the channel, and closes what it opened", async () => {
+    const stage = names();
+    // A dashboard account that may subscribe, but to another channel only: SUBSCRIBE gets NOPERM.
+    const dashboard = await fixture.user("dashboard-elsewhere", [
+      `&${fresh("other-status")}`,
+      "+subscribe",
+      "+unsubscribe",
+      "+ping",
+    ]);
+    const outcome = await settled(
+      Promise.resolve().then(() => exercise.watchStatus(dashboard.conn, stage.status, () => {})),
+    );
+    if ("value" in outcome) {
+      cleanup.push(async () => outcome.value?.stop());
+      fail(
+        `The ACL keeps this dashboard's account off ${stage.status}, so Redis refused the SUBSCRIBE (NOPERM), and watchStatus() resolved anyway, as if it were listening: no status would ever arrive, and nobody would know. Let the subscribe() error reach the caller.`,
+        3,
+      );
+    }
+    const reason = outcome.error instanceof Error ? outcome.error.message : String(outcome.error);
+    if (/^TODO/.test(reason)) fail(`watchStatus() is not written yet (${reason}).`, 1);
+    const open = async () =>
+      String(await fixture.admin.sendCommand(["CLIENT", "LIST"]))
+        .split("\n")
+        .filter((line) => line.includes(` user=${dashboard.conn.username} `));
+    if (!(await until(async () => (await open()).length === 0, 1000))) {
+      fail(
+        `Redis refused the SUBSCRIBE (NOPERM) and watchStatus() rejected, as it should, but the connection it opened as ${dashboard.conn.username} is still open: the caller got no stop() to close it with, so every refused start leaks a connection. Destroy the client before letting the error go.`,
+        3,
+      );
+    }
   });
 
   test("a failed handle() leaves its document pending; a hand-off is one MULTI; stop() finishes the one in hand", async () => {

@@ -89,7 +89,8 @@ export async function startStage(
 
 /**
  * Subscribes to `channel` as `conn.username` and calls `onEvent` with each parsed StatusEvent,
- * through password rotations: a dropped subscriber reconnects and subscribes again.
+ * through password rotations: a dropped subscriber reconnects and subscribes again. If Redis
+ * refuses the subscription (NOPERM), destroy the client and reject.
  */
 export async function watchStatus(
   conn: StageConnection,

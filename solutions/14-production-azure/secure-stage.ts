@@ -171,7 +171,13 @@ export async function watchStatus(
   const subscriber = stageClient(conn);
   subscriber.on("error", () => {});
   await subscriber.connect();
-  await subscriber.subscribe(channel, (message) => onEvent(JSON.parse(message) as StatusEvent));
+  try {
+    await subscriber.subscribe(channel, (message) => onEvent(JSON.parse(message) as StatusEvent));
+  } catch (error) {
+    // Refused (an ACL that keeps this account off the channel): the caller gets no stop().
+    subscriber.destroy();
+    throw error;
+  }
   return {
     async stop() {
       subscriber.destroy();

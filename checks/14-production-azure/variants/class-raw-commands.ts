@@ -176,7 +176,12 @@ export async function watchStatus(
   subscriber.on("error", () => {});
   await subscriber.connect();
   await subscriber.sendCommand(["CLIENT", "SETNAME", "status-watcher"]).catch(() => {});
-  await subscriber.subscribe(channel, (message) => onEvent(JSON.parse(message) as StatusEvent));
+  try {
+    await subscriber.subscribe(channel, (message) => onEvent(JSON.parse(message) as StatusEvent));
+  } catch (error) {
+    subscriber.destroy();
+    throw error;
+  }
   return {
     stop: async () => {
       await subscriber.close();

@@ -159,7 +159,10 @@ export async function watchStatus(
   sub.on("error", () => {});
   await sub.connect();
   const controller = new AbortController();
-  const events = await subscribeEvents(sub, channel, controller.signal);
+  const events = await subscribeEvents(sub, channel, controller.signal).catch((error: unknown) => {
+    sub.destroy();
+    throw error;
+  });
   const pump = (async () => {
     for await (const event of events) {
       try {
