@@ -6,7 +6,7 @@ import { describe, expect, test } from "vitest";
 import type { Verdict } from "../src/check/verdict.ts";
 import { openRedisTarget } from "../src/redis/target.ts";
 import { expectNothingLeft } from "./support/leftovers.ts";
-import { lesson01Runs, solution } from "./support/lesson01.ts";
+import { lesson01Runs, solution, spinsInDelaysTest } from "./support/lesson01.ts";
 
 const runs = lesson01Runs("harness");
 
@@ -85,10 +85,7 @@ describe.concurrent("learner code that misbehaves", () => {
   });
 
   test("spins the CPU forever: the run is stopped and the stuck test named", async () => {
-    const verdict = await checkVariant(
-      solution.replace("const base =", "for (;;) {}\n  const base ="),
-      15_000,
-    );
+    const verdict = await checkVariant(spinsInDelaysTest, 15_000);
     expect(verdict.status).toBe("failed");
     expect(verdict.reason).toMatch(/did not finish within 15s[\s\S]*reconnect delays/);
   });

@@ -4,7 +4,7 @@
  * as a whole is cut off.
  */
 import { afterEach, expect, test } from "vitest";
-import { lesson01Runs, solution } from "./support/lesson01.ts";
+import { lesson01Runs, solution, spinsInDelaysTest } from "./support/lesson01.ts";
 
 const runs = lesson01Runs("per-test-limit");
 afterEach(() => {
@@ -36,10 +36,7 @@ test("a test past its own limit fails naming the function; the others still run"
 });
 
 test("a run cut off by its limit keeps the tests that passed and names the stuck one", async () => {
-  const verdict = await runs.check(
-    solution.replace("const base =", "for (;;) {}\n  const base ="),
-    15_000,
-  );
+  const verdict = await runs.check(spinsInDelaysTest, 15_000);
   expect(verdict.status).toBe("failed");
   expect(verdict.reason).toMatch(/did not finish within 15s[\s\S]*reconnect delays/);
   for (const name of passedBefore) {

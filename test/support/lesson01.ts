@@ -40,3 +40,13 @@ export function lesson01Runs(label: string) {
     },
   };
 }
+
+/**
+ * The solution with a reconnectDelay() that spins for ever, only where the "reconnect delays"
+ * test asks (retries above 500): the tests before it, which ask the strategy about retries 0,
+ * 3 and 100, still pass.
+ */
+export const spinsInDelaysTest = solution.replace(
+  "const base =",
+  "if (retries > 500) for (;;) {}\n  const base =",
+);
