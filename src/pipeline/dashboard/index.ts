@@ -400,8 +400,18 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
       clearInterval(timer);
       await withTimeout(ticking, 2000);
       if (!ended) broadcast("end", { stopped: true });
-      for (const res of clients) res.end();
+      // A busy tab's socket may still hold unsent events, "end" among them: let them go out
+      // (briefly) before the connections are destroyed, or the tab never learns the run ended.
+      const flushed = [...clients].map(
+        (res) =>
+          new Promise<void>((resolve) => {
+            res.once("finish", resolve);
+            res.once("close", resolve);
+            res.end();
+          }),
+      );
       clients.clear();
+      await withTimeout(Promise.all(flushed), 1000);
       await new Promise<void>((resolve) => {
         listening.server.closeAllConnections();
         listening.server.close(() => resolve());
