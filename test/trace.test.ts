@@ -1,4 +1,5 @@
 /** "What your code sent": connections told apart, and setup collapsed so the rest is seen. */
+import { createHook } from "node:async_hooks";
 import { expect, test } from "vitest";
 import { connectRaw, encode } from "../src/redis/raw.ts";
 import { startPrivateServer } from "../src/redis/server.ts";
@@ -60,7 +61,17 @@ test("stop() keeps every command Redis ran for a connection closed just before i
       conn.socket.write(encode(["DEBUG", "SLEEP", "0.2"]) + sets, () => resolve()),
     );
     conn.close();
+    // Nothing of the trace may keep a one-off `npm run check` from exiting: no timer it set
+    // is still waiting once stop() has resolved.
+    const timers = new Set<number>();
+    const hook = createHook({
+      init: (id, type) => type === "Timeout" && timers.add(id),
+      destroy: (id) => timers.delete(id),
+    }).enable();
     const sent = await trace.stop();
+    await new Promise((resolve) => setImmediate(resolve));
+    hook.disable();
+    expect(timers.size).toBe(0);
     const check = await connectRaw("127.0.0.1", server.port);
     const ran = await check.command(["DBSIZE"]);
     check.close();

@@ -190,7 +190,16 @@ export async function startTrace(port: number, password?: string): Promise<Trace
         markerSeen = resolve;
       });
       void marker.command(["ECHO", token]);
-      await Promise.race([seen, sleep(Math.max(0, deadline - Date.now()))]);
+      // The bound's timer is cancelled once the marker came: a pending one would keep a
+      // one-off `npm run check` from exiting for up to half a second.
+      const bound = new AbortController();
+      await Promise.race([
+        seen,
+        sleep(Math.max(0, deadline - Date.now()), undefined, { signal: bound.signal }).catch(
+          () => {},
+        ),
+      ]);
+      bound.abort();
       close();
       return commands;
     },
