@@ -72,20 +72,30 @@ export function hearUnhandledRejections(which: (reason: unknown) => boolean = ()
   stop(): void;
 } {
   const heard: unknown[] = [];
+  const stop = divertProcessEvents(new Map([["unhandledRejection", heard]]), which);
+  return { heard, stop };
+}
+
+/**
+ * Until the returned stop(), a process event named in `into` whose first argument matches
+ * `which` is recorded in that event's list instead of emitted.
+ */
+function divertProcessEvents(
+  into: Map<string, unknown[]>,
+  which: (reason: unknown) => boolean,
+): () => void {
   // Test runners replace process.emit with their own: wrap whatever is there now.
   const previous = process.emit;
   process.emit = function (this: NodeJS.Process, event: string | symbol, ...args: unknown[]) {
-    if (event === "unhandledRejection" && which(args[0])) {
+    const heard = typeof event === "string" ? into.get(event) : undefined;
+    if (heard && which(args[0])) {
       heard.push(args[0]);
       return true;
     }
     return (previous as (...a: unknown[]) => boolean).call(this, event, ...args);
   } as typeof process.emit;
-  return {
-    heard,
-    stop: () => {
-      process.emit = previous;
-    },
+  return () => {
+    process.emit = previous;
   };
 }
 
@@ -103,22 +113,15 @@ export function hearEscapedErrors(which: (error: unknown) => boolean): {
 } {
   const uncaught: unknown[] = [];
   const unhandled: unknown[] = [];
-  const previous = process.emit;
-  process.emit = function (this: NodeJS.Process, event: string | symbol, ...args: unknown[]) {
-    if (event === "uncaughtException" && which(args[0])) {
-      uncaught.push(args[0]);
-      return true;
-    }
-    if (event === "unhandledRejection" && which(args[0])) {
-      unhandled.push(args[0]);
-      return true;
-    }
-    return (previous as (...a: unknown[]) => boolean).call(this, event, ...args);
-  } as typeof process.emit;
+  const stop = divertProcessEvents(
+    new Map([
+      ["uncaughtException", uncaught],
+      ["unhandledRejection", unhandled],
+    ]),
+    which,
+  );
   return {
-    stop: () => {
-      process.emit = previous;
-    },
+    stop,
     expectNone: (callback, item, role, hint) => {
       check(
         uncaught.length === 0,
