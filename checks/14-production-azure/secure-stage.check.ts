@@ -9,11 +9,11 @@ import {
   learnerConnections,
   loadExercise,
   type Redis,
-  settled,
   sleep,
   until,
   within,
 } from "../kit.ts";
+import { expectRefusedStartCleanedUp } from "../refused-subscribe.ts";
 import { hearUnhandledRejections, hearUnheardErrors } from "../unheard-errors.ts";
 import { type SentCommand, sent } from "../wire.ts";
 import { explainConnectError } from "./explain.ts";
@@ -335,28 +335,22 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
       "+unsubscribe",
       "+ping",
     ]);
-    const outcome = await settled(
-      Promise.resolve().then(() => exercise.watchStatus(dashboard.conn, stage.status, () => {})),
-    );
-    if ("value" in outcome) {
-      cleanup.push(async () => outcome.value?.stop());
-      fail(
-        `The ACL keeps this dashboard's account off ${stage.status}, so Redis refused the SUBSCRIBE (NOPERM), and watchStatus() resolved anyway, as if it were listening: no status would ever arrive, and nobody would know. Let the subscribe() error reach the caller.`,
-        3,
-      );
-    }
-    const reason = outcome.error instanceof Error ? outcome.error.message : String(outcome.error);
-    if (/^TODO/.test(reason)) fail(`watchStatus() is not written yet (${reason}).`, 1);
     const open = async () =>
       String(await fixture.admin.sendCommand(["CLIENT", "LIST"]))
         .split("\n")
-        .filter((line) => line.includes(` user=${dashboard.conn.username} `));
-    if (!(await until(async () => (await open()).length === 0, 1000))) {
-      fail(
-        `Redis refused the SUBSCRIBE (NOPERM) and watchStatus() rejected, as it should, but the connection it opened as ${dashboard.conn.username} is still open: the caller got no stop() to close it with, so every refused start leaks a connection. Destroy the client before letting the error go.`,
-        3,
-      );
-    }
+        .filter((line) => line.includes(` user=${dashboard.conn.username} `))
+        .map((line) => `${/\baddr=(\S+)/.exec(line)?.[1]} as ${dashboard.conn.username}`);
+    await expectRefusedStartCleanedUp({
+      what: "watchStatus()",
+      refusal: `The ACL keeps this dashboard's account off ${stage.status}, so Redis refused the SUBSCRIBE (NOPERM)`,
+      start: () => exercise.watchStatus(dashboard.conn, stage.status, () => {}),
+      keep: (watcher) => cleanup.push(async () => (watcher as Stoppable | undefined)?.stop()),
+      leftOpen: async () => {
+        await until(async () => (await open()).length === 0, 1000);
+        return open();
+      },
+      hint: 3,
+    });
   });
 
   test("a failed handle() leaves its document pending; a hand-off is one MULTI; stop() finishes the one in hand", async () => {
