@@ -233,13 +233,21 @@ export async function loadExercise<T>(...functions: (keyof T & string)[]): Promi
 
 const opened: Redis[] = [];
 
-async function open(name: string, login?: { username: string; password: string }): Promise<Redis> {
+async function open(
+  name: string,
+  login?: { username: string; password: string },
+  reconnect = false,
+): Promise<Redis> {
   // As createClient() would, without building node-redis's command class again.
   const client = newClient({
     url: ctx.redisUrl,
     name,
     ...login,
-    socket: { reconnectStrategy: false, ...tlsSocketOptions(ctx.redisUrl) },
+    socket: {
+      // Off unless asked: a check's connection that drops should fail the test, not retry.
+      reconnectStrategy: reconnect ? (retries: number) => Math.min(20 * (retries + 1), 200) : false,
+      ...tlsSocketOptions(ctx.redisUrl),
+    },
   });
   client.on("error", () => {});
   await client.connect();
@@ -259,13 +267,14 @@ const closedByLearner: string[] = [];
  * A connected client to hand to the learner's functions. Duplicates they make of it keep its
  * name, so learnerConnections() finds them too. It remembers whether it was closed while the
  * learner's code ran (the kit's own cleanup closes it with destroy() after the tests), so that
- * "The client is closed" can name the cause.
+ * "The client is closed" can name the cause. With `reconnect`, it (and every duplicate, which
+ * copies its options) reconnects after a drop, as a client with node-redis's defaults does.
  */
-export async function learnerClient(login?: {
-  username: string;
-  password: string;
-}): Promise<Redis> {
-  const client = await open(LEARNER_CLIENT, login);
+export async function learnerClient(
+  login?: { username: string; password: string },
+  options: { reconnect?: boolean } = {},
+): Promise<Redis> {
+  const client = await open(LEARNER_CLIENT, login, options.reconnect);
   const methods = client as unknown as Record<string, unknown>;
   for (const name of ["close", "quit", "disconnect", "destroy"]) {
     const original = methods[name];

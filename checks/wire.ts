@@ -82,6 +82,8 @@ interface Tracked {
   inbox: { event: string; args: unknown[] }[];
   /** Redis ended the connection (an "end" or "error" arrived), as opposed to this process. */
   endedByPeer: boolean;
+  /** Held data goes to node-redis as one read when released (see `deliverTogether()`). */
+  asOneRead?: boolean;
 }
 
 export type Action = "crash" | ((command: SentCommand) => void | Promise<void>);
@@ -490,6 +492,10 @@ function holdConnection(t: Tracked): () => void {
  * meanwhile reads nothing more (see `onIncoming`), so the rest of its data is dropped.
  */
 function deliverHeld(t: Tracked): void {
+  if (t.asOneRead) {
+    t.asOneRead = false;
+    joinHeldData(t);
+  }
   for (const { event, args } of t.inbox.splice(0)) {
     if (t.inHolds > 0) {
       // A hold started while delivering (a reply rule): the rest waits for it, still in order.
@@ -499,6 +505,19 @@ function deliverHeld(t: Tracked): void {
     if (event !== "close" && t.socket.destroyed && !t.endedByPeer) continue;
     deliver(t, event, args);
   }
+}
+
+/** Makes each run of held "data" events one event: what a socket reads when bytes come together. */
+function joinHeldData(t: Tracked): void {
+  const joined: Tracked["inbox"] = [];
+  for (const item of t.inbox) {
+    const last = joined.at(-1);
+    const buffer = item.event === "data" ? toBuffer(item.args[0]) : undefined;
+    const previous = last?.event === "data" ? toBuffer(last.args[0]) : undefined;
+    if (last && buffer && previous) last.args = [Buffer.concat([previous, buffer])];
+    else joined.push({ event: item.event, args: [...item.args] });
+  }
+  t.inbox = joined;
 }
 
 /** Reply rules: see `holdReply()`. */
@@ -751,6 +770,47 @@ export function holdIncoming(conn: number): { release(): void } {
 }
 
 /**
+ * Runs `act` (publishing several messages, say) while the learner connections at `addrs` hold
+ * what they receive, waits up to `ms` for every one of `texts` to be among it, then hands each
+ * connection's held data to node-redis as a single read. Messages that arrive together share a
+ * read on a real socket too, and node-redis 6.3 drops the rest of a read when a pub/sub
+ * listener throws: this makes that happen on every run, not when the timing allows. Returns the
+ * texts that did not arrive within `ms` (delivered anyway, with whatever came).
+ */
+export async function deliverTogether(
+  addrs: string[],
+  texts: string[],
+  act: () => Promise<unknown>,
+  ms = 2000,
+): Promise<string[]> {
+  const held = [...tracked.values()].filter(
+    (t) => t.owner !== "check" && t.localAddr !== undefined && addrs.includes(t.localAddr),
+  );
+  const releases = held.map((t) => {
+    t.asOneRead = true;
+    return holdConnection(t);
+  });
+  const heldText = (t: Tracked) =>
+    t.inbox
+      .map((item) =>
+        item.event === "data" ? (toBuffer(item.args[0])?.toString("latin1") ?? "") : "",
+      )
+      .join("");
+  const missing = () =>
+    texts.filter((text) => held.length === 0 || held.some((t) => !heldText(t).includes(text)));
+  try {
+    await act();
+    const deadline = Date.now() + ms;
+    while (missing().length > 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    return missing();
+  } finally {
+    for (const release of releases) release();
+  }
+}
+
+/**
  * Holds the first reply matching `match` (the learner's command and the reply's raw RESP
  * bytes) when it arrives, with everything its connection receives after it, until `action`
  * resolves: the learner's code is then waiting for a reply Redis has already sent, e.g. an
@@ -819,12 +879,15 @@ export function scope(label = "worker"): Scope {
 }
 
 /**
- * Drops learner connection `conn` (a SentCommand's conn) as a Redis restart or a network failure
+ * Drops learner connection `conn` (a SentCommand's conn, or a local address) as a Redis restart or a network failure
  * would. Unlike a crash the process lives on, so what its code does next (reject, log, reconnect)
  * is judged like any other step, and rejections nobody handles are not silenced.
  */
-export function dropConnection(conn: number): void {
-  for (const t of tracked.values()) if (t.conn === conn && t.owner !== "check") t.socket.destroy();
+export function dropConnection(conn: number | string): void {
+  for (const t of tracked.values()) {
+    if (t.owner === "check") continue;
+    if (typeof conn === "number" ? t.conn === conn : t.localAddr === conn) t.socket.destroy();
+  }
 }
 
 /** Everything the learner's connections sent so far, in order of writing. */
