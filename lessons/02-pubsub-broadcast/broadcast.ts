@@ -40,7 +40,9 @@ export async function publishStatus(
  * - A subscribed connection belongs to its subscriptions: give the dashboard its own connection
  *   (a duplicate of `client`), so `client` stays free for ordinary commands. duplicate() copies
  *   the connection name: give the dashboard's a name of its own. Listeners are not copied:
- *   listen for "error" on the duplicate too (an exception thrown by onEvent is reported there).
+ *   listen for "error" on the duplicate too (a dropped connection is reported there).
+ * - onEvent can throw (a render fails): catch around it inside your listener, so one failing
+ *   render costs only its own event.
  * - Resolve only once the subscription is active: an event published after openDashboard()
  *   returns must reach the dashboard.
  * - Return a stop() function that unsubscribes and closes the dashboard's connection.

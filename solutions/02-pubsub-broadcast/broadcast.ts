@@ -38,11 +38,18 @@ export async function openDashboard(
   // its own, every dashboard would show up in CLIENT LIST as the command connection.
   const name = `${client.options?.name ?? "app"}:dashboard-${++dashboards}`;
   const subscriber = client.duplicate({ name });
-  // Also where node-redis reports an exception thrown by onEvent: without a listener, one
-  // failing render would crash the process.
+  // A dropped connection is reported here: without a listener, it would crash the process.
   subscriber.on("error", (error: Error) => console.error(`${name}: ${error.message}`));
   await subscriber.connect();
-  const listener = (message: string) => onEvent(JSON.parse(message) as StatusEvent);
+  const listener = (message: string) => {
+    // Caught here, not left to the error listener: node-redis 6.3 drops the rest of a read when
+    // a listener throws, so one failing render would also lose the events that came with it.
+    try {
+      onEvent(JSON.parse(message) as StatusEvent);
+    } catch (error) {
+      console.error(`${name}: could not show ${message}: ${(error as Error).message}`);
+    }
+  };
   // subscribe() resolves when Redis has confirmed the subscription: from then on, nothing
   // published on the channel can pass this dashboard by.
   try {

@@ -25,7 +25,13 @@ class Dashboard {
     this.sub = client.duplicate({ name: `dash-${Math.random().toString(36).slice(2, 8)}` });
     this.sub.on("error", (err) => console.warn("dashboard", err));
   }
-  private listener = (message: string) => this.onEvent(JSON.parse(message));
+  private listener = (message: string) => {
+    try {
+      this.onEvent(JSON.parse(message));
+    } catch (err) {
+      console.warn("dashboard render", err);
+    }
+  };
   async open() {
     await this.sub.connect();
     try {
