@@ -58,7 +58,13 @@ export async function openRedisSide(options: RedisSideOptions): Promise<RedisSid
   const subscriber = await connectClient(options.redisUrl, `${options.clientName}subscriber`);
   await subscriber.subscribe(keys.channel, (message) => {
     const status = parseStatus(message);
-    if (status) options.onStatus(status);
+    try {
+      if (status) options.onStatus(status);
+    } catch {
+      // Caught here: node-redis 6.3 drops the rest of a socket read when a listener throws, so
+      // one status the page failed to show would cost every status that came with it. The
+      // latest-status hash still has it for the next snapshot.
+    }
   });
   // node-redis subscribes again on its own after a reconnection; a PING queued behind that
   // resubscription answers once it is confirmed: only then is the hash worth reading.
