@@ -299,13 +299,23 @@ const aclUsers: string[] = [];
  * changes the server: private server only.
  */
 export async function restrictedLearnerClient(rules: string[]): Promise<Redis> {
+  return learnerClient(await aclAccount(rules));
+}
+
+/**
+ * An ACL user of its own (every command on every key, `rules` on top) and its password,
+ * deleted once the tests are over. ACL SETUSER changes the server: private server only.
+ */
+export async function aclAccount(
+  rules: string[] = [],
+): Promise<{ username: string; password: string }> {
   const admin = await checkClient("acl");
   const username = `wb-${ctx.runId}-${aclUsers.length + 1}`;
   const password = randomBytes(12).toString("hex");
   const setUser = ["ACL", "SETUSER", username, "on", `>${password}`, "~*", "&*", "+@all"];
   await admin.sendCommand([...setUser, ...rules]);
   aclUsers.push(username);
-  return learnerClient({ username, password });
+  return { username, password };
 }
 
 afterAll(async () => {

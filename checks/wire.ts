@@ -24,7 +24,7 @@
  * is a net.Socket writing plaintext through the same method: lesson 14 and
  * test/redis-tls.test.ts run checks over TLS.
  */
-import { AsyncLocalStorage } from "node:async_hooks";
+import { AsyncLocalStorage, createHook } from "node:async_hooks";
 import { EventEmitter } from "node:events";
 import net from "node:net";
 import { nameSetBy } from "../src/redis/trace.ts";
@@ -879,6 +879,25 @@ export function scope(label = "worker"): Scope {
 }
 
 /**
+ * Counts the timers started inside `s.run()` (or by anything it started) that have neither
+ * fired nor been cleared, from now until stop(). A client still retrying to connect keeps one:
+ * node-redis waits for its reconnect strategy's delay on a timer of the client's scope.
+ */
+export function scopeTimers(s: Scope): { live(): number; stop(): void } {
+  const live = new Set<number>();
+  const hook = createHook({
+    init(id, type) {
+      if (type === "Timeout" && scopeStore.getStore() === s.name) live.add(id);
+    },
+    destroy(id) {
+      live.delete(id);
+    },
+  });
+  hook.enable();
+  return { live: () => live.size, stop: () => hook.disable() };
+}
+
+/**
  * Drops learner connection `conn` (a SentCommand's conn, or a local address) as a Redis restart or a network failure
  * would. Unlike a crash the process lives on, so what its code does next (reject, log, reconnect)
  * is judged like any other step, and rejections nobody handles are not silenced.
@@ -888,6 +907,15 @@ export function dropConnection(conn: number | string): void {
     if (t.owner === "check") continue;
     if (typeof conn === "number" ? t.conn === conn : t.localAddr === conn) t.socket.destroy();
   }
+}
+
+/**
+ * Marks a connection the check opened with plain `net` (a proxy's leg to Redis) as the check's:
+ * what it carries is not logged again as the learner's, nor counted as a learner connection.
+ */
+export function checkOwnsSocket(socket: net.Socket): void {
+  const t = tracked.get(socket);
+  if (t) t.owner = "check";
 }
 
 /** Everything the learner's connections sent so far, in order of writing. */

@@ -1,6 +1,8 @@
+import net from "node:net";
 import { createClient, type RedisClientOptions } from "redis";
 import { describe, test } from "vitest";
 import {
+  aclAccount,
   type ConnectionInfo,
   call,
   check,
@@ -12,9 +14,11 @@ import {
   loadExercise,
   type Redis,
   sameValue,
+  settled,
+  sleep,
   until,
 } from "../kit.ts";
-import { allLearnerAddrs, learnerAddrs } from "../wire.ts";
+import { allLearnerAddrs, checkOwnsSocket, learnerAddrs, scope, scopeTimers } from "../wire.ts";
 
 type Profile =
   | { kind: "local"; host?: string; port?: number }
@@ -148,6 +152,18 @@ function givingUpMessage(
 ) {
   const { cause, answer } = found;
   return `${where} answered ${answer instanceof Error ? `an Error ("${answer.message}")` : JSON.stringify(answer)} for the ${retries}th retry after ${cause}: anything but a delay ends reconnecting for good, so an outage of a few minutes leaves the service dead until someone restarts it. Keep answering reconnectDelay(retries), capped, whatever the cause and however many retries it takes.`;
+}
+
+/** A port nothing listens on now: connecting to it is refused until someone does. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.on("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address() as net.AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
 }
 
 const AZURE_HOST = "docs-prod.redis.cache.windows.net";
@@ -509,6 +525,121 @@ describe("a live connection", () => {
         );
       } finally {
         client?.destroy();
+      }
+    },
+  );
+
+  // A proxy on a port of its own stands in for a Redis that starts late: plain TCP only.
+  test.skipIf(!ctx.privateServer || ctx.redisUrl.startsWith("rediss:"))(
+    "connect() waits for a Redis that is still starting",
+    async () => {
+      const target = new URL(ctx.redisUrl);
+      const port = await freePort();
+      const url = new URL(ctx.redisUrl);
+      url.port = String(port);
+      const name = `wb:learner:${ctx.runId}:early`;
+      const attempt = scope("early-start");
+      const pending = settled(
+        attempt.run(() => Promise.resolve().then(() => exercise.connect(url.toString(), name))),
+      );
+      // Refused for a while, as a Redis that is still starting refuses; then it listens.
+      const early = await Promise.race([pending, sleep(400).then(() => "waiting" as const)]);
+      const proxy = net.createServer((incoming) => {
+        const outgoing = net.connect(Number(target.port), target.hostname);
+        checkOwnsSocket(outgoing);
+        incoming.pipe(outgoing).pipe(incoming);
+        incoming.on("error", () => outgoing.destroy());
+        outgoing.on("error", () => incoming.destroy());
+      });
+      try {
+        if (early !== "waiting") {
+          if ("value" in early) (early.value as Redis | undefined)?.destroy?.();
+          fail(
+            `connect() to a Redis that was not listening yet ${"error" in early ? `rejected within 400 ms (${early.error instanceof Error ? early.error.message : String(early.error)})` : "resolved"}. A service often starts a moment before its Redis (a deploy, a restart of both), and a refused connection is what a starting Redis answers: keep retrying with your delay. Give up only when the login itself is refused (WRONGPASS, NOAUTH).`,
+            3,
+          );
+        }
+        await new Promise<void>((resolve) => proxy.listen(port, "127.0.0.1", resolve));
+        const outcome = await Promise.race([pending, sleep(4000).then(() => "pending" as const)]);
+        if (outcome !== "pending" && "value" in outcome) (outcome.value as Redis)?.destroy?.();
+        check(
+          outcome !== "pending" && "value" in outcome,
+          `connect() to a Redis that started listening 400 ms later ${outcome === "pending" ? "had not connected 4 s after it did: your reconnect strategy waits too long between early retries, or stopped" : `rejected (${"error" in outcome && outcome.error instanceof Error ? outcome.error.message : String(outcome)}): it gave up while Redis was starting`}. Keep retrying with your growing delay until it answers; give up only when the login itself is refused.`,
+          3,
+        );
+      } finally {
+        attempt.crash();
+        proxy.close();
+      }
+    },
+  );
+
+  test.skipIf(!ctx.privateServer)(
+    "connect() with a wrong password fails at once and leaves nothing trying",
+    async () => {
+      const { username } = await aclAccount();
+      const url = new URL(ctx.redisUrl);
+      url.username = username;
+      url.password = "not-the-password";
+      // No "pass" or "auth" in it: the reason must come from the error, not the name.
+      const name = `wb:learner:${ctx.runId}:deploy`;
+      const before = allLearnerAddrs();
+      // Its own scope: a client that never stops retrying is crashed (refused) when the test ends.
+      const attempt = scope("wrong-password");
+      const timers = scopeTimers(attempt);
+      const outcome = await Promise.race([
+        settled(
+          attempt.run(() => Promise.resolve().then(() => exercise.connect(url.toString(), name))),
+        ),
+        sleep(5000).then(() => "pending" as const),
+      ]);
+      try {
+        if (outcome === "pending") {
+          fail(
+            "connect() with a wrong password had not settled after 5 s. node-redis 6.3 treats a refused login like a dropped connection and asks your reconnectStrategy again and again, so connect() never resolves nor rejects: a service deployed with a wrong secret hangs at startup instead of failing with the reason. In your strategy, give up (return the error) when the cause is an authentication error (WRONGPASS, NOAUTH) and the client has never been ready; keep answering a delay for every other cause.",
+            3,
+          );
+        }
+        if ("value" in outcome) {
+          (outcome.value as Redis | undefined)?.destroy?.();
+          fail(
+            "connect() resolved although the URL it was given had a wrong password: it did not log in with the URL's credentials. Pass the url to createClient.",
+            3,
+          );
+        }
+        // The error as it is, or wrapped with the reason as its cause.
+        const chain: string[] = [];
+        for (let e: unknown = outcome.error; e !== undefined && chain.length < 5; ) {
+          chain.push(e instanceof Error ? e.message : String(e));
+          e = e instanceof Error ? e.cause : undefined;
+        }
+        const message = chain.join(" <- ");
+        check(
+          !message.includes(url.password),
+          `connect() rejected with an error whose message carries the password it tried ("${message.replaceAll(url.password, "***")}"): error messages end up in logs and on dashboards. Say which user or host failed, never the secret.`,
+          3,
+        );
+        check(
+          /WRONGPASS|NOAUTH|auth|password/i.test(message),
+          `connect() with a wrong password rejected with "${message}", which does not say the login was refused: whoever reads the logs of a failed deploy looks for the reason there. Reject with the error node-redis reported (the cause your reconnectStrategy was given).`,
+          3,
+        );
+        // A rejection from a timeout of your own leaves the client retrying behind it. Its next
+        // attempt waits on a timer of the client's scope: once every such timer has fired (a
+        // destroyed client's last wait ends with nothing), a client still trying has connected.
+        const seen = openedSince(before).length;
+        await until(() => openedSince(before).length > seen || timers.live() === 0, 6000);
+        await sleep(20);
+        const open = openedSince(before).filter((addr) => learnerAddrs().has(addr));
+        const retried = openedSince(before).length - seen;
+        check(
+          open.length === 0 && retried === 0,
+          `connect() rejected, but its client was still trying: ${retried > 0 ? "it logged in again with the same wrong password after connect() had rejected" : `${open.length} connection(s) still open`}. A client whose connect() failed must not keep logging in with the wrong secret (Redis logs each failed login, and a service that retries forever never reports the failure): give up in the reconnectStrategy, or destroy() the client before you reject.`,
+          3,
+        );
+      } finally {
+        timers.stop();
+        attempt.crash();
       }
     },
   );

@@ -41,6 +41,7 @@ export function buildOptions(profile: Profile, name: string): RedisClientOptions
 /**
  * Opens a connection named `name` to the server at `url` and returns it once it is ready.
  * Listen for "error" before connecting: without a listener, a network blip crashes the process.
+ * A wrong password must make it reject, with Redis's reason, and leave nothing retrying.
  */
 export async function connect(url: string, name: string): Promise<Redis> {
   // TODO: createClient with url, name and the reconnect strategy; listen for errors; connect.

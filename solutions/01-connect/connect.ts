@@ -61,10 +61,29 @@ export function buildOptions(profile: Profile, name: string): RedisClientOptions
   }
 }
 
+/** Redis refused the login: a wrong password, user name or expired token. */
+function isAuthError(cause: Error): boolean {
+  return /^(WRONGPASS|NOAUTH)/.test(cause.message);
+}
+
 export async function connect(url: string, name: string): Promise<Redis> {
-  const client = createClient({ url, name, socket: { reconnectStrategy: reconnectDelay } });
+  let ready = false;
+  const client: Redis = createClient({
+    url,
+    name,
+    socket: {
+      // node-redis 6.3 retries a refused login like a dropped connection, so connect() would
+      // never settle with a wrong secret. Before the first ready that is a configuration error:
+      // give up and let connect() reject with it. After it, keep retrying, whatever the cause.
+      reconnectStrategy: (retries: number, cause: Error) =>
+        !ready && isAuthError(cause) ? cause : reconnectDelay(retries),
+    },
+  });
   // Without a listener, an "error" event (a dropped connection) would crash the process.
   client.on("error", (error: Error) => console.error(`redis ${name}: ${error.message}`));
+  client.on("ready", () => {
+    ready = true;
+  });
   await client.connect();
   return client;
 }

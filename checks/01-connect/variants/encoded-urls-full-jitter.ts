@@ -33,8 +33,15 @@ export function buildOptions(profile: Profile, name: string): RedisClientOptions
   }
 }
 export async function connect(url: string, name: string): Promise<Redis> {
-  return createClient({ url, name, socket: { reconnectStrategy: reconnectDelay } })
+  let everReady = false;
+  // A login refused before the first ready is a wrong secret: fail now, with Redis's reason.
+  const strategy = (retries: number, cause: Error) =>
+    !everReady && /^(WRONGPASS|NOAUTH)/.test(cause.message) ? cause : reconnectDelay(retries);
+  return createClient({ url, name, socket: { reconnectStrategy: strategy } })
     .on("error", (e: Error) => console.error(e.message))
+    .once("ready", () => {
+      everReady = true;
+    })
     .connect();
 }
 export function withRedis<T>(
