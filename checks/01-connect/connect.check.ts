@@ -18,7 +18,14 @@ import {
   sleep,
   until,
 } from "../kit.ts";
-import { allLearnerAddrs, checkOwnsSocket, learnerAddrs, scope, scopeTimers } from "../wire.ts";
+import {
+  allLearnerAddrs,
+  checkOwnsSocket,
+  dropConnection,
+  learnerAddrs,
+  scope,
+  scopeTimers,
+} from "../wire.ts";
 
 type Profile =
   | { kind: "local"; host?: string; port?: number }
@@ -152,6 +159,16 @@ function givingUpMessage(
 ) {
   const { cause, answer } = found;
   return `${where} answered ${answer instanceof Error ? `an Error ("${answer.message}")` : JSON.stringify(answer)} for the ${retries}th retry after ${cause}: anything but a delay ends reconnecting for good, so an outage of a few minutes leaves the service dead until someone restarts it. Keep answering reconnectDelay(retries), capped, whatever the cause and however many retries it takes.`;
+}
+
+/** Every string in a reply, however RESP3 nested it (arrays, maps, objects). */
+function wordsOf(reply: unknown): string[] {
+  if (typeof reply === "string") return [reply];
+  if (Buffer.isBuffer(reply)) return [reply.toString()];
+  if (reply instanceof Map) return [...reply.entries()].flat().flatMap(wordsOf);
+  if (Array.isArray(reply)) return reply.flatMap(wordsOf);
+  if (reply && typeof reply === "object") return Object.entries(reply).flat().flatMap(wordsOf);
+  return [];
 }
 
 /** A port nothing listens on now: connecting to it is refused until someone does. */
@@ -529,6 +546,43 @@ describe("a live connection", () => {
     },
   );
 
+  test.skipIf(!ctx.privateServer)(
+    "connect()'s client keeps retrying a refused login once it has been ready",
+    async () => {
+      const admin = await checkClient("acl");
+      const { username, password } = await aclAccount();
+      const url = new URL(ctx.redisUrl);
+      url.username = username;
+      url.password = password;
+      const name = `wb:learner:${ctx.runId}:rotate`;
+      const before = allLearnerAddrs();
+      const client = await call("connect()", () => exercise.connect(url.toString(), name));
+      try {
+        // The secret changes under a running service (a key rotated, a token expired), and its
+        // connection drops: each reconnect is refused until the new secret is in place.
+        await admin.sendCommand(["ACL", "SETUSER", username, "resetpass", ">rotated-meanwhile"]);
+        for (const addr of openedSince(before)) dropConnection(addr);
+        // Redis logs a refused login (ACL LOG) before it answers WRONGPASS: once it is there,
+        // your reconnect strategy has been, or is being, asked what to do about it.
+        const refused = await until(
+          async () => wordsOf(await admin.sendCommand(["ACL", "LOG", "20"])).includes(username),
+          6000,
+        );
+        await admin.sendCommand(["ACL", "SETUSER", username, "resetpass", `>${password}`]);
+        // A client that gave up is closed for good: no need to wait the 6 s out.
+        const back =
+          refused && (await until(() => client.isReady || !client.isOpen, 6000)) && client.isReady;
+        check(
+          back,
+          `Once connected, your client ${refused ? "did not come back within 6 s after its password worked again" : "did not try to log in again within 6 s of a dropped connection"}: the check changed the account's password and dropped the connection (as a rotated key or an expired token does to a running service), then put the password back. A client that gives up on a refused login after it has been ready stays dead until someone restarts the service. Give up on a refused login only before the first ready; after it, keep answering reconnectDelay(retries).`,
+          3,
+        );
+      } finally {
+        client?.destroy();
+      }
+    },
+  );
+
   // A proxy on a port of its own stands in for a Redis that starts late: plain TCP only.
   test.skipIf(!ctx.privateServer || ctx.redisUrl.startsWith("rediss:"))(
     "connect() waits for a Redis that is still starting",
@@ -560,11 +614,12 @@ describe("a live connection", () => {
           );
         }
         await new Promise<void>((resolve) => proxy.listen(port, "127.0.0.1", resolve));
-        const outcome = await Promise.race([pending, sleep(4000).then(() => "pending" as const)]);
+        // The cap (5 s) plus a handshake: a right strategy may be in its longest wait just now.
+        const outcome = await Promise.race([pending, sleep(6000).then(() => "pending" as const)]);
         if (outcome !== "pending" && "value" in outcome) (outcome.value as Redis)?.destroy?.();
         check(
           outcome !== "pending" && "value" in outcome,
-          `connect() to a Redis that started listening 400 ms later ${outcome === "pending" ? "had not connected 4 s after it did: your reconnect strategy waits too long between early retries, or stopped" : `rejected (${"error" in outcome && outcome.error instanceof Error ? outcome.error.message : String(outcome)}): it gave up while Redis was starting`}. Keep retrying with your growing delay until it answers; give up only when the login itself is refused.`,
+          `connect() to a Redis that started listening 400 ms later ${outcome === "pending" ? "had not connected 6 s after it did: your reconnect strategy waits too long between early retries, or stopped" : `rejected (${"error" in outcome && outcome.error instanceof Error ? outcome.error.message : String(outcome)}): it gave up while Redis was starting`}. Keep retrying with your growing delay until it answers; give up only when the login itself is refused.`,
           3,
         );
       } finally {

@@ -437,7 +437,10 @@ describe("dashboards", () => {
     try {
       for (let n = 1; n <= 2; n++) {
         const addrs = learnerAddrs();
-        for (const addr of dashboard.opened) if (addrs.has(addr)) dropConnection(addr);
+        const cut = dashboard.opened.filter((addr) => addrs.has(addr));
+        for (const addr of cut) dropConnection(addr);
+        // Until Redis has seen the cut connections close, PUBLISH still counts them.
+        await until(async () => (await connectionsAt(s.observer, cut)).length === 0, 2000);
         const event = events[n] as StatusEvent;
         // node-redis reconnects and subscribes again by itself; until then a PUBLISH reaches no one.
         const back = await until(async () => {
