@@ -847,6 +847,41 @@ test("stop() returns on a quiet stream and finishes the task in hand", async () 
   });
 });
 
+test("stop() leaves a failed task pending for its retry", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:stop-failed");
+  const client = await learnerClient();
+  const id = await observer.xAdd(q.stream, "*", { docId: "doc-1" });
+  let failed = false;
+  const handle = async () => {
+    failed = true;
+    throw new Error("OCR service timed out");
+  };
+  let worker: Worker | undefined = await start(client, {
+    ...workerOptions(q, fresh("ocr"), handle, 100),
+    retryBaseMs: 10_000,
+  });
+  try {
+    check(
+      await until(() => failed, 3000),
+      "The worker did not hand doc-1 to handle() within 3 s.",
+      2,
+    );
+    const stopping = worker;
+    worker = undefined;
+    await call("worker.stop()", () => stopping.stop(), 5000);
+  } finally {
+    await stopQuietly(worker);
+  }
+  const [entry] = await observer.xPendingRange(q.stream, q.group, id, id, 1);
+  const deleted = sent((c) => c.name === "XGROUP" && /^DELCONSUMER$/i.test(c.args[1] ?? ""));
+  check(
+    entry !== undefined,
+    `handle() failed for doc-1 (delivery 1 of ${MAX_DELIVERIES}), which then waited in the pending entries list for its retry; after stop() it is no longer pending, and the document is lost.${deleted.length > 0 ? ` Your code sent ${deleted[0]?.args.join(" ")}: deleting a consumer deletes the entries it holds. A stopped worker stays in the group.` : " Leave a failed entry pending until its last delivery fails."}`,
+    2,
+  );
+});
+
 test("stop() called right after startWorker() returns and leaves nothing open", async () => {
   const observer = await checkClient();
   const q = await setUp(observer, "docs:stop-at-once");
