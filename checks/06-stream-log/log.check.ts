@@ -64,16 +64,25 @@ async function seed(via: Redis, stream: string, count: number): Promise<string[]
  * Fails when a read of `stream` went out without COUNT: it returns the whole log, however long,
  * to keep a page of it.
  */
-async function checkBoundedReads(stream: string, what: string): Promise<void> {
-  const unbounded = sent(
-    (c) =>
-      /^(XRANGE|XREVRANGE|XREAD)$/.test(c.name) &&
-      c.args.includes(stream) &&
-      !c.args.some((arg) => /^COUNT$/i.test(arg)),
-  )[0];
+async function checkBoundedReads(stream: string, what: string, count: number): Promise<void> {
+  const reads = sent((c) => /^(XRANGE|XREVRANGE|XREAD)$/.test(c.name) && c.args.includes(stream));
+  const countOf = (c: SentCommand) => {
+    const at = c.args.findIndex((arg) => /^COUNT$/i.test(arg));
+    return at < 0 ? undefined : Number(c.args[at + 1]);
+  };
+  const unbounded = reads.find((c) => countOf(c) === undefined);
   check(
     unbounded === undefined,
     `${what} sent ${unbounded?.args.join(" ")}: a read without COUNT returns the whole log (a million entries, for a log that has them) to keep a few. Pass COUNT to the read so Redis returns only what you need.`,
+    2,
+  );
+  // A COUNT sized to the log (XLEN, or a huge number) reads all of it as surely as none: a
+  // page a little larger than asked for is fine, the whole log is not.
+  const limit = count + 100;
+  const oversized = reads.find((c) => (countOf(c) ?? 0) > limit);
+  check(
+    oversized === undefined,
+    `${what} asked for ${count} entries and sent ${oversized?.args.join(" ")}: a COUNT of ${oversized ? countOf(oversized) : 0} reads (nearly) the whole log to keep ${count}, which on a log of a million entries is a million entries over the wire. Ask Redis for what you keep: COUNT ${count}, and read from the end you need (XREVRANGE "+" "-" for the newest).`,
     2,
   );
 }
@@ -237,7 +246,7 @@ test("readPage() returns each of 250 entries exactly once, in order, page by pag
     `Entry ${ids[1]} holds ${JSON.stringify(expected)}, written by another service with its fields in the order status, docId, stage; readPage() turned it into ${JSON.stringify(sample[1]?.event)}. A stream entry's fields are named: read message.docId, message.stage and message.status by name, not by their position.`,
     2,
   );
-  await checkBoundedReads(stream, "readPage()");
+  await checkBoundedReads(stream, "readPage()", 40);
 
   // Twelve entries in one millisecond: only their sequence numbers, as numbers, order them.
   const busy = freshKey("audit:busy-ms");
@@ -288,6 +297,16 @@ test("latest() shows the newest entries, newest first", async () => {
   const stream = freshKey("audit:latest");
   // All in one millisecond, sequence 0 to 29: IDs ordered as strings would put "-9" above "-29".
   const base = Date.now() - 1000;
+  // 300 older entries below them: a read sized to the whole log (COUNT from XLEN) shows.
+  await Promise.all(
+    Array.from({ length: 300 }, (_, n) =>
+      observer.xAdd(stream, `${base - 300 + n}-0`, {
+        docId: `old-${n}`,
+        stage: "ocr",
+        status: "done",
+      }),
+    ),
+  );
   const ids = await Promise.all(
     Array.from({ length: 30 }, (_, n) => {
       const { docId, stage, status } = eventFor(n);
@@ -304,7 +323,7 @@ test("latest() shows the newest entries, newest first", async () => {
     `latest(25) should return the 25 newest entries, newest first: ${describeIds(expected)}; it returned ${got.length}${wrongAt < 0 ? "" : `, with ${got[wrongAt]} where ${expected[wrongAt]} belongs (place ${wrongAt + 1})`} (${describeIds(got)}). Here all 30 entries share one millisecond, so their sequence numbers (0 to 29, numbers, not strings) order them. XREVRANGE reads from "+" down to "-" in the stream's own order.`,
     2,
   );
-  await checkBoundedReads(stream, "latest(25)");
+  await checkBoundedReads(stream, "latest(25)", 25);
 });
 
 test("appendEvent() keeps the log bounded to about maxLen entries", async () => {

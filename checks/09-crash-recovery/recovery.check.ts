@@ -1012,6 +1012,7 @@ test("Redis dropping the worker's blocking read does not end the process", async
   const rejections = hearUnhandledRejections();
   const errors = hearUnheardErrors(() => true);
   let dropped = false;
+  let droppedAt = 0;
   let worker: Worker | undefined;
   try {
     // The read a worker spends its time in: the connection under it goes away before it reaches
@@ -1022,6 +1023,7 @@ test("Redis dropping the worker's blocking read does not end the process", async
         c.args.includes(consumer) &&
         c.args.some((a) => a.toUpperCase() === "BLOCK"),
       async (c) => {
+        droppedAt = c.seq;
         dropConnection(c.conn);
         dropped = true;
       },
@@ -1050,6 +1052,17 @@ test("Redis dropping the worker's blocking read does not end the process", async
       `The check dropped the connection your worker's blocking XREADGROUP was on (as a Redis restart or a network failure does). The worker's loop rejected (${String(rejections.heard[0])}) and nothing handled it: Node ends a process on an unhandled rejection, so every worker of yours would die with one Redis restart. The loop runs as a promise nobody awaits until stop(): give it a catch (loop().catch(...): log the error) or catch inside the loop and carry on.`,
       2,
     );
+    // Carrying on after the error is fine with a pause; without one the loop goes round as fast
+    // as Redis answers its claims, for as long as the reader is gone. Counted only once a few
+    // commands followed the drop, so a loop that ended, or pauses, costs no wait here.
+    const since = () => sent((c) => c.seq > droppedAt).length;
+    if (since() > 5 && (await until(() => since() >= 40, 1000))) {
+      const names = [...new Set(sent((c) => c.seq > droppedAt).map((c) => c.name))].join(", ");
+      fail(
+        `After the check dropped the connection under your worker's blocking read, your loop caught the error and went straight round again: ${since()} commands (${names}) within a second, and it would go on like that, as fast as Redis answers, for as long as the reader is closed. A loop that catches an error and carries on must pause before the next round (a second or so), or let the error end the loop (its promise's catch logs it).`,
+        2,
+      );
+    }
   } finally {
     errors.stop();
     rejections.stop();
@@ -1067,6 +1080,44 @@ test("stop() returns on a quiet stream and finishes the task in hand", async () 
       start(client, { ...q, consumer: fresh("ocr"), claimIdleMs: 10_000, blockMs: 100, handle }),
     addTask: async () => (await addDocs(observer, q, 1, 1))[0]?.id ?? "",
   });
+});
+
+test("stop() leaves a failed task pending for the next start", async () => {
+  const { observer, q, client } = await scene("stop-failed");
+  const [doc] = await addDocs(observer, q, 1, 1);
+  if (!doc) throw new Error("no entries added");
+  const consumer = fresh("ocr");
+  let failed = false;
+  let worker: Worker | undefined;
+  try {
+    worker = await start(client, {
+      ...q,
+      consumer,
+      claimIdleMs: 10_000,
+      blockMs: 100,
+      async handle() {
+        failed = true;
+        throw new Error("OCR service timed out");
+      },
+    });
+    check(
+      await until(() => failed, 3000),
+      `Worker ${consumer} did not hand ${doc.docId} to handle() within 3 s.`,
+      2,
+    );
+    const stopping = worker;
+    worker = undefined;
+    await call("worker.stop()", () => stopping.stop(), 5000);
+  } finally {
+    await stopQuietly(worker);
+  }
+  const [entry] = await observer.xPendingRange(q.stream, q.group, doc.id, doc.id, 1);
+  const deleted = sent((c) => c.name === "XGROUP" && /^DELCONSUMER$/i.test(c.args[1] ?? ""));
+  check(
+    entry !== undefined,
+    `handle() failed for ${doc.docId}, which then waited in the pending entries list for its retry; after stop() it is no longer pending, and the document is lost.${deleted.length > 0 ? ` Your code sent ${deleted[0]?.args.join(" ")}: deleting a consumer deletes the entries it holds. A stopped worker stays in the group; remove consumers only once they hold nothing (removeDeadConsumers()).` : " Leave a failed entry pending: a restart under the same name, or a claim by another worker, brings it back."}`,
+    2,
+  );
 });
 
 test("removing dead consumers keeps the ones that still hold work", async () => {

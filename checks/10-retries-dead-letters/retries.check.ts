@@ -87,8 +87,9 @@ async function deliveredBefore(
   owner: string,
   deliveries: number,
   docId: string,
+  at = "*",
 ): Promise<string> {
-  const id = await observer.xAdd(q.stream, "*", { docId });
+  const id = await observer.xAdd(q.stream, at, { docId });
   await observer.xReadGroup(q.group, owner, { key: q.stream, id: ">" });
   await observer.xClaim(q.stream, q.group, owner, 0, id, {
     RETRYCOUNT: deliveries,
@@ -179,7 +180,7 @@ function heldHandle() {
 
 test("the backoff doubles from the base and is capped at 60 s", async () => {
   const waits = await call("backoffMs()", () =>
-    [1, 2, 3, 4, 30].map((deliveries) => exercise.backoffMs(deliveries, 200)),
+    [1, 2, 3, 4, 30, 33].map((deliveries) => exercise.backoffMs(deliveries, 200)),
   );
   check(
     waits[0] === 200 && waits[1] === 400 && waits[2] === 800 && waits[3] === 1600,
@@ -189,6 +190,12 @@ test("the backoff doubles from the base and is capped at 60 s", async () => {
   check(
     waits[4] === 60_000,
     `Waits stop growing at 60000 ms; after 30 deliveries yours is ${waits[4]} ms.`,
+    2,
+  );
+  // A shift (1 << n) wraps at 32 bits: 1 << 32 is 1 again, and the wait drops back to the base.
+  check(
+    waits[5] === 60_000,
+    `After 33 deliveries (a document its workers kept crashing on) the wait should still be 60000 ms; yours is ${waits[5]} ms.${waits[5] === 200 ? " 1 << 32 is 1 in JavaScript (shifts count modulo 32): compute the doubling with 2 ** (deliveries - 1) or a loop, and cap it." : ""}`,
     2,
   );
 });
@@ -612,13 +619,19 @@ test("a due retry behind 12 live entries and a page of 100 still waiting is foun
   for (let n = 1; n <= 12; n++) await observer.xAdd(q.stream, "*", { docId: `doc-${n}` });
   await observer.xReadGroup(q.group, fresh("ocr"), { key: q.stream, id: ">" });
   // A hundred that failed 4 times: idle 30 s, enough for IDLE, but their backoff is 40 s.
+  // They and doc-retry share one millisecond, so only an exclusive start ("(" + id) finds it:
+  // a next page from the following millisecond skips it.
+  const [lastLive] = (await observer.xRevRange(q.stream, "+", "-", { COUNT: 1 })) ?? [];
+  const ms = Math.max(Date.now(), Number(lastLive?.id.split("-")[0] ?? 0) + 1);
   const waiting = await Promise.all(
-    Array.from({ length: 100 }, (_, n) => observer.xAdd(q.stream, "*", { docId: `doc-w${n}` })),
+    Array.from({ length: 100 }, (_, n) =>
+      observer.xAdd(q.stream, `${ms}-${n}`, { docId: `doc-w${n}` }),
+    ),
   );
   const waiter = fresh("ocr");
   await observer.xReadGroup(q.group, waiter, { key: q.stream, id: ">" });
   await observer.xClaim(q.stream, q.group, waiter, 0, waiting, { RETRYCOUNT: 4, IDLE: 30_000 });
-  const id = await deliveredBefore(observer, q, fresh("ocr"), 1, "doc-retry");
+  const id = await deliveredBefore(observer, q, fresh("ocr"), 1, "doc-retry", `${ms}-100`);
   const retryBaseMs = 5000;
   const got = await call("claimDueRetries()", async () =>
     exercise.claimDueRetries(await learnerClient(), {
@@ -628,7 +641,7 @@ test("a due retry behind 12 live entries and a page of 100 still waiting is foun
   );
   check(
     got.some((t) => t.id === id),
-    `The pending entries list held 12 entries live workers had just been given, 100 that failed 4 times and wait out their 40 s backoff (idle 30 s), then doc-retry, which failed once and has been idle for a minute (retryBaseMs ${retryBaseMs}): claimDueRetries() returned ${got.length === 0 ? "nothing" : JSON.stringify(got.map((t) => t.fields.docId))}. Let Redis skip what is not idle long enough (XPENDING ... IDLE retryBaseMs), and when a page holds nothing due, read the next one, from just after its last ID ("(" + id), until a page comes back short.`,
+    `The pending entries list held 12 entries live workers had just been given, 100 that failed 4 times and wait out their 40 s backoff (idle 30 s), then doc-retry, which failed once and has been idle for a minute (retryBaseMs ${retryBaseMs}): claimDueRetries() returned ${got.length === 0 ? "nothing" : JSON.stringify(got.map((t) => t.fields.docId))}. Let Redis skip what is not idle long enough (XPENDING ... IDLE retryBaseMs), and when a page holds nothing due, read the next one, from just after its last ID ("(" + id: doc-retry shares its millisecond with the last of the hundred, so a next page from the following millisecond skips it), until a page comes back short.`,
     2,
   );
 });
@@ -832,6 +845,41 @@ test("stop() returns on a quiet stream and finishes the task in hand", async () 
     start: (handle) => start(client, workerOptions(q, fresh("ocr"), handle, 100)),
     addTask: () => observer.xAdd(q.stream, "*", { docId: "doc-1" }),
   });
+});
+
+test("stop() leaves a failed task pending for its retry", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:stop-failed");
+  const client = await learnerClient();
+  const id = await observer.xAdd(q.stream, "*", { docId: "doc-1" });
+  let failed = false;
+  const handle = async () => {
+    failed = true;
+    throw new Error("OCR service timed out");
+  };
+  let worker: Worker | undefined = await start(client, {
+    ...workerOptions(q, fresh("ocr"), handle, 100),
+    retryBaseMs: 10_000,
+  });
+  try {
+    check(
+      await until(() => failed, 3000),
+      "The worker did not hand doc-1 to handle() within 3 s.",
+      2,
+    );
+    const stopping = worker;
+    worker = undefined;
+    await call("worker.stop()", () => stopping.stop(), 5000);
+  } finally {
+    await stopQuietly(worker);
+  }
+  const [entry] = await observer.xPendingRange(q.stream, q.group, id, id, 1);
+  const deleted = sent((c) => c.name === "XGROUP" && /^DELCONSUMER$/i.test(c.args[1] ?? ""));
+  check(
+    entry !== undefined,
+    `handle() failed for doc-1 (delivery 1 of ${MAX_DELIVERIES}), which then waited in the pending entries list for its retry; after stop() it is no longer pending, and the document is lost.${deleted.length > 0 ? ` Your code sent ${deleted[0]?.args.join(" ")}: deleting a consumer deletes the entries it holds. A stopped worker stays in the group.` : " Leave a failed entry pending until its last delivery fails."}`,
+    2,
+  );
 });
 
 test("stop() called right after startWorker() returns and leaves nothing open", async () => {

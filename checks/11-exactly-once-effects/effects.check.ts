@@ -229,9 +229,13 @@ async function handOffAwaited(stage: Stage, doc: Delivery): Promise<void> {
   );
 }
 
+/** An upload's own ID, as a client may choose it: spaces, a slash, a colon, a glob character. */
+const ODD_DOC_ID = "Acme lease 2024/ü:*";
+
 test("each document is analysed, stored under its ID and handed on", async () => {
   const stage = await setUp("docs");
-  await submit(stage, "doc-1", "doc-2", "doc-3");
+  const docIds = ["doc-1", "doc-2", ODD_DOC_ID];
+  await submit(stage, ...docIds);
   const open = openLearnerConnections();
   const [firstDoc, ...rest] = await deliver(stage, ">");
   if (!firstDoc) throw new Error("no delivery");
@@ -244,13 +248,13 @@ test("each document is analysed, stored under its ID and handed on", async () =>
     );
   }
 
-  for (const docId of ["doc-1", "doc-2", "doc-3"]) {
+  for (const docId of docIds) {
     const calls = stage.service.callsFor(docId);
     check(calls === 1, `extractEntities() ran ${calls} times for ${docId}; expected once.`, 2);
     const stored = await storedResult(stage, docId);
     check(
       stored?.includes(docId),
-      `The result for ${docId} should be stored at ${stage.options.resultPrefix}${docId}; that key holds ${JSON.stringify(stored)}.`,
+      `The result for ${docId} should be stored at ${stage.options.resultPrefix}${docId}; that key holds ${JSON.stringify(stored)}.${docId === ODD_DOC_ID && stored === null ? " Put the document's ID into the key as it is: a Redis key may hold any characters, and a key changed on the way (encoded, cleaned up) is one the next reader of that result does not find." : ""}`,
       2,
     );
     const ttl = await stage.observer.ttl(`${stage.options.resultPrefix}${docId}`);
@@ -360,17 +364,31 @@ test("two workers with the same document at once hand on one result", async () =
   if (!mine || !theirs) throw new Error("no deliveries");
   // Two deliveries in one process share its client: WATCH there is per connection, so one
   // delivery's EXEC ends the other's WATCH, and only SET ... NX keeps the first result.
-  // While this worker's model call is in flight, the other one does the whole job.
-  stage.service.duringNextCall = () => processOne(stage, theirs);
+  // While this worker's model call is in flight, the other one does the whole job. Code that
+  // shares one in-flight call per document within the process (a single-flight map) makes the
+  // other one wait for this call instead: once it has neither called the model nor finished,
+  // this call answers, and both hand on its result.
+  let theirsRun: Promise<void> | undefined;
+  let theirsDone = false;
+  stage.service.duringNextCall = async () => {
+    theirsRun = processOne(stage, theirs).finally(() => {
+      theirsDone = true;
+    });
+    theirsRun.catch(() => {});
+    await until(() => theirsDone || stage.service.callsFor("doc-d") >= 2, 2000);
+    if (theirsDone || stage.service.callsFor("doc-d") >= 2) await theirsRun;
+  };
   const from = sent().at(-1)?.seq ?? 0;
   await processOne(stage, mine);
+  await theirsRun;
   const watched = sent((c) => c.seq > from && c.name === "WATCH").length > 0;
+  const calls = stage.service.callsFor("doc-d");
 
   const stored = await storedResult(stage, "doc-d");
   const handed = await handedOn(stage, "doc-d");
   check(
-    stage.service.callsFor("doc-d") === 2,
-    `Both workers should have called the model (neither found a result when it looked); it was called ${stage.service.callsFor("doc-d")} times.`,
+    calls === 2 || calls === 1,
+    `Both workers should have called the model (neither found a result when it looked), or the second one waited for the first one's call; it was called ${calls} times.`,
   );
   check(
     handed.length === 2 && handed.every((entities) => entities === stored),
@@ -387,7 +405,7 @@ test("two workers with the same document at once hand on one result", async () =
     2,
   );
   check(
-    (stored ?? "").includes("call 2"),
+    (stored ?? "").includes(`call ${calls}`),
     `The worker that stored its result first (its model call finished first) should win; the stored result is ${JSON.stringify(stored)}. With SET ... NX a later result never replaces it.`,
     2,
   );
