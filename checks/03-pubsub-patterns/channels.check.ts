@@ -465,6 +465,7 @@ describe("pattern subscriptions", () => {
     const subscriber = await learnerClient(undefined, { reconnect: true });
     connections.push(subscriber);
     const publisher = await checkClient();
+    const observer = await checkClient("observer");
     const { received } = await watch(subscriber, t.prefix);
     const watched = openedSince(before);
     const ocr = t.channelOf("ocr");
@@ -475,13 +476,16 @@ describe("pattern subscriptions", () => {
     try {
       for (let n = 1; n <= 2; n++) {
         const open = learnerAddrs();
-        for (const addr of watched) if (open.has(addr)) dropConnection(addr);
+        const cut = watched.filter((addr) => open.has(addr));
+        for (const addr of cut) dropConnection(addr);
         const e = event("ocr", 10 + n);
-        // node-redis reconnects and subscribes again by itself; until then a PUBLISH reaches no one.
-        const back = await until(
-          async () => (await publisher.publish(ocr, JSON.stringify(e))) > 0,
-          3000,
-        );
+        // node-redis reconnects and subscribes again by itself; until then a PUBLISH reaches no
+        // one. Only once Redis has seen the cut connections go does a PUBLISH count new ones.
+        const back = await until(async () => {
+          const left = await learnerConnections(observer);
+          if (left.some((c) => cut.includes(c.addr))) return false;
+          return (await publisher.publish(ocr, JSON.stringify(e))) > 0;
+        }, 3000);
         watched.push(...[...learnerAddrs()].filter((a) => !open.has(a)));
         check(
           drops.heard.length === 0,
