@@ -30,8 +30,18 @@ export async function watchAllStages(
 ): Promise<() => Promise<void>> {
   const pattern = allStagesPattern(prefix);
   // A pattern listener gets the channel the message was published on, not the pattern.
-  const listener = (message: string, channel: string) =>
-    onEvent(channel, JSON.parse(message) as StatusEvent);
+  const listener = (message: string, channel: string) => {
+    // Caught here: node-redis 6.3 drops the rest of a read when a listener throws, so one
+    // failing render would also lose the events that arrived with it.
+    try {
+      onEvent(channel, JSON.parse(message) as StatusEvent);
+    } catch (error) {
+      const name = subscriber.options?.name ?? "ops console";
+      console.error(
+        `${name}: could not show ${message} from ${channel}: ${(error as Error).message}`,
+      );
+    }
+  };
   await subscriber.pSubscribe(pattern, listener);
   // The connection is the caller's and may carry other subscriptions: remove only our own.
   return () => subscriber.pUnsubscribe(pattern, listener);

@@ -54,12 +54,19 @@ export async function openDashboard(
   // Subscribe first, and hold live events back until the snapshot is in.
   let buffered: DocStatus[] | undefined = [];
   const subscriber = client.duplicate();
+  // A dropped connection is reported here: without a listener, it would crash the process.
   subscriber.on("error", (error: Error) => console.error(`dashboard: ${error.message}`));
   await subscriber.connect();
   const listener = (message: string) => {
-    const status = JSON.parse(message) as DocStatus;
-    if (buffered) buffered.push(status);
-    else show(status);
+    // Caught here, not left to the error listener: node-redis 6.3 drops the rest of a read when
+    // a listener throws, so one failing render would also lose the statuses that came with it.
+    try {
+      const status = JSON.parse(message) as DocStatus;
+      if (buffered) buffered.push(status);
+      else show(status);
+    } catch (error) {
+      console.error(`dashboard: could not show ${message}: ${(error as Error).message}`);
+    }
   };
 
   try {
