@@ -14,11 +14,23 @@ import {
   within,
 } from "../kit.ts";
 import { expectRefusedStartCleanedUp } from "../refused-subscribe.ts";
-import { hearUnhandledRejections, hearUnheardErrors } from "../unheard-errors.ts";
-import { type SentCommand, sent } from "../wire.ts";
+import {
+  hearEscapedErrors,
+  hearUnhandledRejections,
+  hearUnheardErrors,
+} from "../unheard-errors.ts";
+import {
+  allLearnerAddrs,
+  deliverTogether,
+  dropConnection,
+  learnerAddrs,
+  type SentCommand,
+  sent,
+} from "../wire.ts";
 import { explainConnectError } from "./explain.ts";
 import { type Fixture, type StageConnection, startFixture, startImpostor } from "./fixture.ts";
 import { checkLeastPrivilege } from "./least-privilege.ts";
+import { expectRefusedLoginFails } from "./refused-login.ts";
 
 interface StageNames {
   input: string;
@@ -116,6 +128,46 @@ function reports(event: unknown, doc: string): boolean {
   return typeof e === "object" && e !== null && e.doc === doc && e.state === "done";
 }
 
+/** A dashboard's account: it may subscribe to the stage's status channel, nothing else. */
+function dashboardUser(stage: StageNames) {
+  return fixture.user("dashboard", [`&${stage.status}`, "+subscribe", "+unsubscribe", "+ping"]);
+}
+
+const THROWN = "onEvent() threw on purpose (the check's simulated dashboard failure).";
+const isThrown = (e: unknown) => e instanceof Error && e.message === THROWN;
+
+/**
+ * A watcher whose onEvent keeps every event in `events` and throws for the first, as a
+ * dashboard's screen can: the watcher must outlive it.
+ */
+async function failingWatcher(
+  conn: StageConnection,
+  channel: string,
+  events: unknown[],
+): Promise<Stoppable> {
+  const watcher = await call(
+    "watchStatus()",
+    () =>
+      exercise.watchStatus(conn, channel, (event) => {
+        events.push(event);
+        if (events.length === 1) throw new Error(THROWN);
+      }),
+    5000,
+  );
+  cleanup.push(() => watcher.stop());
+  return watcher;
+}
+
+/** A status event as the worker publishes it. */
+function statusOf(doc: string): string {
+  return JSON.stringify({ doc, state: "done" });
+}
+
+/** The learner connections opened since `before`, open or closed. */
+function openedSince(before: Set<string>): string[] {
+  return [...allLearnerAddrs()].filter((addr) => !before.has(addr));
+}
+
 describe.skipIf(!ctx.privateServer)("lesson 14", () => {
   test("stageClient() connects over TLS as the stage user, checking the certificate", async () => {
     const user = await fixture.user("ocr-worker", ["+ping", "+acl|whoami"]);
@@ -186,37 +238,149 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
     await checkLeastPrivilege(fixture, stage, rules);
   });
 
+  test("startStage() and watchStatus() fail within seconds when Redis refuses the login", async () => {
+    const stage = names();
+    const user = await fixture.user("ocr-worker", ["~*", "&*", "+@all"]);
+    // The right user with a wrong secret: what a deployment with a stale or mistyped one does.
+    const wrong: StageConnection = {
+      ...user.conn,
+      password: async () => fresh("not-the-password"),
+    };
+    const starts: [string, () => Promise<Stoppable>][] = [
+      ["startStage()", () => exercise.startStage(wrong, stage, async () => {}, BLOCK_MS)],
+      ["watchStatus()", () => exercise.watchStatus(wrong, stage.status, () => {})],
+    ];
+    for (const [what, start] of starts) {
+      await expectRefusedLoginFails({
+        what,
+        start,
+        keep: (started) => cleanup.push(async () => (started as Stoppable | undefined)?.stop()),
+        abandon: (crash) => cleanup.push(async () => crash()),
+        hint: 2,
+      });
+    }
+  });
+
+  test("watchStatus() loses no status that arrived with one whose onEvent threw", async () => {
+    const stage = names();
+    const dashboard = await dashboardUser(stage);
+    const unheard = hearUnheardErrors(isThrown);
+    const escaped = hearEscapedErrors(isThrown);
+    const events: unknown[] = [];
+    const docs = [fresh("doc"), fresh("doc"), fresh("doc")];
+    try {
+      const before = allLearnerAddrs();
+      await failingWatcher(dashboard.conn, stage.status, events);
+      // A burst reaches a subscriber's socket together, and node-redis 6.3 drops the rest of a
+      // read when a message listener throws: the check makes the three share one read.
+      await deliverTogether(openedSince(before), docs, async () => {
+        for (const doc of docs) await fixture.admin.publish(stage.status, statusOf(doc));
+      });
+      await until(() => events.length >= docs.length, 2000);
+      // The "error" event is emitted in the same turn as the throw, a rejection nobody handles
+      // once that turn's promises have run: after this pause each was heard or not.
+      await sleep(10);
+    } finally {
+      unheard.stop();
+      escaped.stop();
+    }
+    const first = docs[0] as string;
+    escaped.expectNone("onEvent", first, "status watcher", 2);
+    unheard.expectNone("onEvent", first, "status watcher", 2);
+    const heard = docs.filter((doc) => events.some((event) => reports(event, doc)));
+    if (events.length === 1) {
+      fail(
+        `Three status events reached the watcher's connection together, as a burst does. onEvent threw for the first (the check made it fail, as a dashboard can), and the ${docs.length - 1} after it never reached onEvent: node-redis 6.3 drops the rest of a read when a message listener throws. An error listener hears the exception, but the events are gone. Catch around onEvent inside your listener (try { onEvent(JSON.parse(message)) } catch (error) { log it }), so one failing dashboard costs only its own event.`,
+        2,
+      );
+    }
+    check(
+      heard.length === docs.length,
+      `The check published ${docs.length} status events after watchStatus() returned; onEvent was called for ${heard.length} of them (${JSON.stringify(events)}). watchStatus() must subscribe before it returns, and call onEvent with each parsed event, also after onEvent threw for the first.`,
+      2,
+    );
+    const later = fresh("doc");
+    await fixture.admin.publish(stage.status, statusOf(later));
+    await eventually(
+      () => events.some((event) => reports(event, later)),
+      3000,
+      "After onEvent threw once, the watcher received nothing published later. One failing dashboard must not end the subscription.",
+      2,
+    );
+  });
+
+  test("a watcher whose connection drops says so, subscribes again and keeps receiving", async () => {
+    const stage = names();
+    const dashboard = await dashboardUser(stage);
+    const events: unknown[] = [];
+    const before = allLearnerAddrs();
+    const watcher = await call(
+      "watchStatus()",
+      () => exercise.watchStatus(dashboard.conn, stage.status, (event) => events.push(event)),
+      5000,
+    );
+    cleanup.push(() => watcher.stop());
+    // Twice: an error listener added with once() hears the first drop and is gone.
+    const drops = hearUnheardErrors(
+      (e) => e instanceof Error && /closed|reset|ECONN/i.test(e.message),
+    );
+    try {
+      for (let n = 1; n <= 2; n++) {
+        const known = new Set(openedSince(before));
+        for (const addr of learnerAddrs()) if (known.has(addr)) dropConnection(addr);
+        const doc = fresh("doc");
+        // node-redis reconnects and subscribes again by itself; until then a PUBLISH reaches no one.
+        const back = await until(
+          async () => (await fixture.admin.publish(stage.status, statusOf(doc))) > 0,
+          3000,
+        );
+        check(
+          drops.heard.length === 0,
+          `The check cut the watcher's connection (as a network failure, a failover or an expired token does), and node-redis reported it as an "error" event on that connection, which ${n === 1 ? "had no error listener" : "no longer had an error listener: it heard the first drop and was gone (added with once())"}. Node ends a process on an "error" event nobody listens to: your watcher would have crashed. Listen with subscriber.on("error", ...) on the watcher's client.`,
+          2,
+        );
+        check(
+          drops.rethrown.length === 0,
+          `The check cut the watcher's connection, node-redis reported it to your error listener, and the listener threw it again (${String(drops.rethrown[0])}). Nothing catches it there: your watcher's process would have crashed. Let the error listener log the error, never throw.`,
+          2,
+        );
+        if (!back) {
+          const tried = openedSince(before).length > known.size;
+          fail(
+            `After the check cut the watcher's connection (drop ${n}), nobody was subscribed to ${stage.status} for 3 s: ${
+              tried
+                ? "the watcher connected again but did not subscribe. Keep the client open: node-redis subscribes again by itself after a reconnect."
+                : "the watcher did not even try to connect again. node-redis reconnects by itself unless told not to: keep the client open, and let a reconnectStrategy give up only on an authentication error before the first ready, never on a dropped connection."
+            }`,
+            2,
+          );
+        }
+        await eventually(
+          () => events.some((event) => reports(event, doc)),
+          2000,
+          `After the watcher subscribed again (drop ${n}), onEvent was not called for the status of ${doc}.`,
+          2,
+        );
+      }
+    } finally {
+      drops.stop();
+    }
+  });
+
   test("the worker and the status watcher keep working across password rotations", async () => {
     const stage = names();
     await fixture.admin.xGroupCreate(stage.input, stage.group, "0", { MKSTREAM: true });
     const rules = await call("stageAcl()", () => exercise.stageAcl(stage));
     const worker = await fixture.user("ocr-worker", rules);
-    const dashboard = await fixture.user("dashboard", [
-      `&${stage.status}`,
-      "+subscribe",
-      "+unsubscribe",
-      "+ping",
-    ]);
+    const dashboard = await dashboardUser(stage);
     const events: unknown[] = [];
-    // onEvent() fails for the first event, as a dashboard's screen can: the watcher must outlive it.
-    const thrown = "onEvent() threw on purpose (the check's simulated dashboard failure).";
-    const isThrown = (e: unknown) => e instanceof Error && e.message === thrown;
     const unheard = hearUnheardErrors(isThrown);
     const rejections = hearUnhandledRejections(isThrown);
     cleanup.push(async () => {
       unheard.stop();
       rejections.stop();
     });
-    const watcher = await call(
-      "watchStatus()",
-      () =>
-        exercise.watchStatus(dashboard.conn, stage.status, (event) => {
-          events.push(event);
-          if (events.length === 1) throw new Error(thrown);
-        }),
-      5000,
-    );
-    cleanup.push(() => watcher.stop());
+    const watcher = await failingWatcher(dashboard.conn, stage.status, events);
     const handled: string[] = [];
     const running = await call(
       "startStage()",
@@ -248,7 +412,7 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
           round === 0
             ? "watchStatus() must subscribe before it returns."
             : dashboard.calls() === before.dashboard
-              ? "Its connection never asked conn.password() again: either it keeps the first password (every reconnect is refused) or it does not reconnect at all (reconnectStrategy: false, or no 'error' listener). Build the subscriber with stageClient(), whose credentials provider asks on every reconnect, and keep node-redis's reconnects on."
+              ? "Its connection never asked conn.password() again: either it keeps the first password (every reconnect is refused) or it does not reconnect at all (reconnectStrategy: false or one that gives up on a dropped connection, or no 'error' listener). Build the subscriber with stageClient(), whose credentials provider asks on every reconnect, and keep node-redis's reconnects on."
               : "Its connection asked for the new password but did not subscribe again: keep the client open (node-redis subscribes again after a reconnect)."
         }`,
         2,
@@ -266,7 +430,7 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
             round === 0
               ? "startStage() must read the input through the group, call handle(), then XADD { doc } to the output and XACK."
               : asked === 0
-                ? "Its connections never asked conn.password() again after the rotation: the password was read once, so every reconnect is refused, or its client has no 'error' listener (then the disconnect is thrown as an error and node-redis never reconnects). Use a credentialsProvider whose credentials() calls conn.password(), and give the client client.on(\"error\", ...)."
+                ? "Its connections never asked conn.password() again after the rotation: the password was read once, so every reconnect is refused, or its client has no 'error' listener (then the disconnect is thrown as an error and node-redis never reconnects), or its reconnectStrategy gave up on the dropped connection (give up only on a login refused before the first ready). Use a credentialsProvider whose credentials() calls conn.password(), and give the client client.on(\"error\", ...)."
                 : `Its client asked conn.password() ${asked} time(s) since the rotation, but the worker did not go on: a blocked XREADGROUP fails when its connection is killed, and the loop must catch that and read again.`
           }`,
           round === 0 ? 4 : asked === 0 ? 2 : 4,
@@ -293,12 +457,12 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
         published > 1 ? 4 : 2,
       );
       if (round === 0) {
-        // A listener's exception reaches the subscribing connection's "error" listener.
+        // An exception from onEvent that escaped the listener was heard by now.
         await sleep(50);
         unheard.expectNone("onEvent", doc, "status watcher", 2);
         check(
           rejections.heard.length === 0,
-          `onEvent() threw for ${doc} (the check made it fail), and your status watcher turned that into a promise rejection nobody handles: onEvent() runs inside an async function whose promise nobody awaits (an async message listener, or a for-await loop, which also ends there), so the exception rejects it, and Node ends a process on an unhandled rejection. Call onEvent() from a plain listener (node-redis reports a listener's exception as an "error" event, which your error listener hears), or catch around it.`,
+          `onEvent() threw for ${doc} (the check made it fail), and your status watcher turned that into a promise rejection nobody handles: onEvent() runs inside an async function whose promise nobody awaits (an async message listener, or a for-await loop, which also ends there), so the exception rejects it, and Node ends a process on an unhandled rejection. Call onEvent() from a plain listener, inside a try/catch.`,
           2,
         );
       }

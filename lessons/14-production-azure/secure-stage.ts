@@ -54,7 +54,9 @@ export interface Stoppable {
 /**
  * A client (not connected yet) for `conn`: TLS that checks the server's certificate against
  * `conn.ca` for the name `conn.servername`, authenticated as `conn.username` with a password
- * asked from `conn.password()` each time a connection is made.
+ * asked from `conn.password()` each time a connection is made. A login refused before the
+ * client was first ready (a wrong secret) ends the attempt: connect() rejects instead of
+ * retrying for ever.
  */
 export function stageClient(conn: StageConnection): Redis {
   // TODO: see the lesson text.
@@ -89,8 +91,10 @@ export async function startStage(
 
 /**
  * Subscribes to `channel` as `conn.username` and calls `onEvent` with each parsed StatusEvent,
- * through password rotations: a dropped subscriber reconnects and subscribes again. If Redis
- * refuses the subscription (NOPERM), destroy the client and reject.
+ * through password rotations: a dropped subscriber reconnects and subscribes again. An
+ * exception from `onEvent` is caught inside the listener (node-redis 6.3 drops the rest of a
+ * read when a listener throws). If Redis refuses the subscription (NOPERM), destroy the
+ * client and reject.
  */
 export async function watchStatus(
   conn: StageConnection,

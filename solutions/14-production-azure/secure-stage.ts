@@ -54,22 +54,41 @@ export interface Stoppable {
 /**
  * A client (not connected yet) for `conn`: TLS that checks the server's certificate against
  * `conn.ca` for the name `conn.servername`, authenticated as `conn.username` with a password
- * asked from `conn.password()` each time a connection is made.
+ * asked from `conn.password()` each time a connection is made. A login refused before the
+ * client was first ready (a wrong secret) ends the attempt: connect() rejects instead of
+ * retrying for ever.
  */
 export function stageClient(conn: StageConnection): Redis {
-  return createClient({
+  let wasReady = false;
+  const client: Redis = createClient({
     socket: {
       tls: true,
       host: conn.host,
       port: conn.port,
       ca: conn.ca,
       servername: conn.servername,
+      // node-redis retries a refused login for ever, so with a wrong secret connect() would
+      // never settle. Before the first ready that is a deployment error: give up, and connect()
+      // rejects with it. Once connected, a refusal is a rotation under way: keep retrying.
+      reconnectStrategy: (retries, cause) =>
+        !wasReady && isAuthError(cause)
+          ? new Error(`Redis refused the login of ${conn.username}: ${cause.message}`)
+          : Math.min(2 ** retries * 50, 2000),
     },
     credentialsProvider: {
       type: "async-credentials-provider",
       credentials: async () => ({ username: conn.username, password: await conn.password() }),
     },
   });
+  client.on("ready", () => {
+    wasReady = true;
+  });
+  return client;
+}
+
+/** A wrong password or a rejected token (WRONGPASS), or none sent (NOAUTH). */
+function isAuthError(error: Error): boolean {
+  return /^(WRONGPASS|NOAUTH)\b/.test(error?.message ?? "");
 }
 
 /**
@@ -108,7 +127,7 @@ export async function startStage(
   const client = stageClient(conn);
   // A dropped connection is reported here while node-redis reconnects; the loop sees it too.
   client.on("error", () => {});
-  await client.connect();
+  await connectOrClose(client);
   let stopping = false;
   const running = (async () => {
     try {
@@ -161,7 +180,9 @@ export async function startStage(
 
 /**
  * Subscribes to `channel` as `conn.username` and calls `onEvent` with each parsed StatusEvent,
- * through password rotations: a dropped subscriber reconnects and subscribes again.
+ * through password rotations: a dropped subscriber reconnects and subscribes again. An
+ * exception from `onEvent` is caught inside the listener (node-redis 6.3 drops the rest of a
+ * read when a listener throws).
  */
 export async function watchStatus(
   conn: StageConnection,
@@ -169,10 +190,21 @@ export async function watchStatus(
   onEvent: (event: StatusEvent) => void,
 ): Promise<Stoppable> {
   const subscriber = stageClient(conn);
+  // A dropped connection is reported here (node-redis reconnects and subscribes again): without
+  // a listener, Node would end the process on the first drop.
   subscriber.on("error", () => {});
-  await subscriber.connect();
+  await connectOrClose(subscriber);
+  const listener = (message: string) => {
+    // Caught here, not left to the error listener: node-redis 6.3 drops the rest of a read when
+    // a listener throws, so one failing dashboard would also lose the events that came with it.
+    try {
+      onEvent(JSON.parse(message) as StatusEvent);
+    } catch (error) {
+      console.error(`status watcher of ${conn.username}: could not show ${message}: ${error}`);
+    }
+  };
   try {
-    await subscriber.subscribe(channel, (message) => onEvent(JSON.parse(message) as StatusEvent));
+    await subscriber.subscribe(channel, listener);
   } catch (error) {
     // Refused (an ACL that keeps this account off the channel): the caller gets no stop().
     subscriber.destroy();
@@ -183,4 +215,14 @@ export async function watchStatus(
       subscriber.destroy();
     },
   };
+}
+
+/** Connects `client`; if it gives up (a refused login), closes it, so nothing is left behind. */
+async function connectOrClose(client: Redis): Promise<void> {
+  try {
+    await client.connect();
+  } catch (error) {
+    client.destroy();
+    throw error;
+  }
 }

@@ -1,4 +1,4 @@
-// variant: A StageWorker class: XREADGROUP and the MULTI sent as raw commands, a named duplicate() for the blocking read, and the watcher built with createClient(stageClient(conn).options).
+// variant: A StageWorker class: XREADGROUP and the MULTI sent as raw commands, a named duplicate() for the blocking read, the watcher built with createClient(stageClient(conn).options) and its listener made by a named wrapper that catches, and a refused first login ended by a strategy factory that remembers ready clients in a WeakSet.
 import { createClient, type RedisClientType } from "redis";
 
 /** What createClient() returns with the default options. */
@@ -45,16 +45,36 @@ export interface Stoppable {
   stop(): Promise<void>;
 }
 
+const everReady = new WeakSet<Redis>();
+
+/**
+ * Retries like node-redis, except a login refused before the client was first ready: that is a
+ * wrong secret, which no retry mends, so connect() should reject with it.
+ */
+function refusedLoginEnds(username: string, wasReady: () => boolean) {
+  return (retries: number, cause: Error): number | Error =>
+    !wasReady() && /^(WRONGPASS|NOAUTH)/.test(cause.message)
+      ? new Error(`Redis refused the credentials of ${username} (${cause.message})`)
+      : Math.min(50 * 2 ** retries, 2000);
+}
+
 export function stageClient(conn: StageConnection): Redis {
-  return createClient({
+  const client: Redis = createClient({
     url: `rediss://${conn.host}:${conn.port}`,
-    socket: { tls: true, ca: conn.ca, servername: conn.servername },
+    socket: {
+      tls: true,
+      ca: conn.ca,
+      servername: conn.servername,
+      reconnectStrategy: refusedLoginEnds(conn.username, () => everReady.has(client)),
+    },
     credentialsProvider: {
       type: "async-credentials-provider",
       credentials: () =>
         conn.password().then((password) => ({ username: conn.username, password })),
     },
   });
+  client.once("ready", () => everReady.add(client));
+  return client;
 }
 
 export function stageAcl(names: StageNames): string[] {
@@ -166,6 +186,20 @@ export async function startStage(
   return new StageWorker(reader, writer, names, handle, blockMs);
 }
 
+/**
+ * `onEvent` as a message listener that never throws: node-redis 6.3 drops the rest of a read
+ * when a listener throws, which would lose the events that came with a failing one.
+ */
+function parsedAndCaught(onEvent: (event: StatusEvent) => void): (message: string) => void {
+  return (message) => {
+    try {
+      onEvent(JSON.parse(message) as StatusEvent);
+    } catch (error) {
+      console.error(`status watcher: ${message} not shown: ${error}`);
+    }
+  };
+}
+
 export async function watchStatus(
   conn: StageConnection,
   channel: string,
@@ -177,7 +211,7 @@ export async function watchStatus(
   await subscriber.connect();
   await subscriber.sendCommand(["CLIENT", "SETNAME", "status-watcher"]).catch(() => {});
   try {
-    await subscriber.subscribe(channel, (message) => onEvent(JSON.parse(message) as StatusEvent));
+    await subscriber.subscribe(channel, parsedAndCaught(onEvent));
   } catch (error) {
     subscriber.destroy();
     throw error;

@@ -1,5 +1,5 @@
-// variant: Polls one entry at a time without BLOCK (a timer between empty reads), the MULTI built in a loop, an ACL built with map(), and the watcher as an async iterator.
-import { createClient, type RedisClientType } from "redis";
+// variant: Polls one entry at a time without BLOCK (a timer between empty reads), the MULTI built in a loop, an ACL built with map(), the watcher as an async iterator whose listener only queues, and a reconnect strategy method that ends a refused first login with the refusal itself.
+import { createClient, ErrorReply, type RedisClientType } from "redis";
 
 /** What createClient() returns with the default options. */
 export type Redis = RedisClientType<{}, {}, {}, 3, {}>;
@@ -48,7 +48,8 @@ export interface Stoppable {
 import * as tls from "node:tls";
 
 export function stageClient(conn: StageConnection): Redis {
-  return createClient({
+  let readyOnce = false;
+  const client: Redis = createClient({
     socket: {
       tls: true,
       host: conn.host,
@@ -56,6 +57,13 @@ export function stageClient(conn: StageConnection): Redis {
       ca: [conn.ca],
       servername: conn.servername,
       checkServerIdentity: (_host, cert) => tls.checkServerIdentity(conn.servername, cert),
+      reconnectStrategy(retries, cause) {
+        // Never ready and refused: the secret is wrong, and connect() rejects with the refusal.
+        if (!readyOnce && cause instanceof ErrorReply && /WRONGPASS|NOAUTH/.test(cause.message)) {
+          return cause;
+        }
+        return Math.min((retries + 1) * 100, 2000);
+      },
     },
     credentialsProvider: {
       type: "async-credentials-provider",
@@ -65,6 +73,10 @@ export function stageClient(conn: StageConnection): Redis {
       },
     },
   });
+  client.on("ready", () => {
+    readyOnce = true;
+  });
+  return client;
 }
 
 export function stageAcl({ input, output, status }: StageNames): string[] {
