@@ -18,14 +18,8 @@ import {
   sleep,
   until,
 } from "../kit.ts";
-import {
-  allLearnerAddrs,
-  checkOwnsSocket,
-  dropConnection,
-  learnerAddrs,
-  scope,
-  scopeTimers,
-} from "../wire.ts";
+import { expectRefusedLoginFails } from "../refused-login.ts";
+import { allLearnerAddrs, checkOwnsSocket, dropConnection, learnerAddrs, scope } from "../wire.ts";
 
 type Profile =
   | { kind: "local"; host?: string; port?: number }
@@ -638,63 +632,18 @@ describe("a live connection", () => {
       url.password = "not-the-password";
       // No "pass" or "auth" in it: the reason must come from the error, not the name.
       const name = `wb:learner:${ctx.runId}:deploy`;
-      const before = allLearnerAddrs();
-      // Its own scope: a client that never stops retrying is crashed (refused) when the test ends.
-      const attempt = scope("wrong-password");
-      const timers = scopeTimers(attempt);
-      const outcome = await Promise.race([
-        settled(
-          attempt.run(() => Promise.resolve().then(() => exercise.connect(url.toString(), name))),
-        ),
-        sleep(5000).then(() => "pending" as const),
-      ]);
+      const cleanup: (() => void)[] = [];
       try {
-        if (outcome === "pending") {
-          fail(
-            "connect() with a wrong password had not settled after 5 s. node-redis 6.3 treats a refused login like a dropped connection and asks your reconnectStrategy again and again, so connect() never resolves nor rejects: a service deployed with a wrong secret hangs at startup instead of failing with the reason. In your strategy, give up (return the error) when the cause is an authentication error (WRONGPASS, NOAUTH) and the client has never been ready; keep answering a delay for every other cause.",
-            3,
-          );
-        }
-        if ("value" in outcome) {
-          (outcome.value as Redis | undefined)?.destroy?.();
-          fail(
-            "connect() resolved although the URL it was given had a wrong password: it did not log in with the URL's credentials. Pass the url to createClient.",
-            3,
-          );
-        }
-        // The error as it is, or wrapped with the reason as its cause.
-        const chain: string[] = [];
-        for (let e: unknown = outcome.error; e !== undefined && chain.length < 5; ) {
-          chain.push(e instanceof Error ? e.message : String(e));
-          e = e instanceof Error ? e.cause : undefined;
-        }
-        const message = chain.join(" <- ");
-        check(
-          !message.includes(url.password),
-          `connect() rejected with an error whose message carries the password it tried ("${message.replaceAll(url.password, "***")}"): error messages end up in logs and on dashboards. Say which user or host failed, never the secret.`,
-          3,
-        );
-        check(
-          /WRONGPASS|NOAUTH|auth|password/i.test(message),
-          `connect() with a wrong password rejected with "${message}", which does not say the login was refused: whoever reads the logs of a failed deploy looks for the reason there. Reject with the error node-redis reported (the cause your reconnectStrategy was given).`,
-          3,
-        );
-        // A rejection from a timeout of your own leaves the client retrying behind it. Its next
-        // attempt waits on a timer of the client's scope: once every such timer has fired (a
-        // destroyed client's last wait ends with nothing), a client still trying has connected.
-        const seen = openedSince(before).length;
-        await until(() => openedSince(before).length > seen || timers.live() === 0, 6000);
-        await sleep(20);
-        const open = openedSince(before).filter((addr) => learnerAddrs().has(addr));
-        const retried = openedSince(before).length - seen;
-        check(
-          open.length === 0 && retried === 0,
-          `connect() rejected, but its client was still trying: ${retried > 0 ? "it logged in again with the same wrong password after connect() had rejected" : `${open.length} connection(s) still open`}. A client whose connect() failed must not keep logging in with the wrong secret (Redis logs each failed login, and a service that retries forever never reports the failure): give up in the reconnectStrategy, or destroy() the client before you reject.`,
-          3,
-        );
+        await expectRefusedLoginFails({
+          what: "connect()",
+          start: () => exercise.connect(url.toString(), name),
+          keep: (client) => cleanup.push(() => (client as Redis | undefined)?.destroy?.()),
+          abandon: (crash) => cleanup.push(crash),
+          password: url.password,
+          hint: 3,
+        });
       } finally {
-        timers.stop();
-        attempt.crash();
+        for (const done of cleanup) done();
       }
     },
   );

@@ -13,6 +13,7 @@ import {
   until,
   within,
 } from "../kit.ts";
+import { expectRefusedLoginFails } from "../refused-login.ts";
 import { expectRefusedStartCleanedUp } from "../refused-subscribe.ts";
 import {
   hearEscapedErrors,
@@ -30,7 +31,6 @@ import {
 import { explainConnectError } from "./explain.ts";
 import { type Fixture, type StageConnection, startFixture, startImpostor } from "./fixture.ts";
 import { checkLeastPrivilege } from "./least-privilege.ts";
-import { expectRefusedLoginFails } from "./refused-login.ts";
 
 interface StageNames {
   input: string;
@@ -242,10 +242,8 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
     const stage = names();
     const user = await fixture.user("ocr-worker", ["~*", "&*", "+@all"]);
     // The right user with a wrong secret: what a deployment with a stale or mistyped one does.
-    const wrong: StageConnection = {
-      ...user.conn,
-      password: async () => fresh("not-the-password"),
-    };
+    const secret = fresh("not-the-password");
+    const wrong: StageConnection = { ...user.conn, password: async () => secret };
     const starts: [string, () => Promise<Stoppable>][] = [
       ["startStage()", () => exercise.startStage(wrong, stage, async () => {}, BLOCK_MS)],
       ["watchStatus()", () => exercise.watchStatus(wrong, stage.status, () => {})],
@@ -256,6 +254,7 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
         start,
         keep: (started) => cleanup.push(async () => (started as Stoppable | undefined)?.stop()),
         abandon: (crash) => cleanup.push(async () => crash()),
+        password: secret,
         hint: 2,
       });
     }

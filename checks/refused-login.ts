@@ -1,0 +1,94 @@
+/**
+ * A start whose login Redis refuses (WRONGPASS: a wrong secret, as a deployment with a stale or
+ * mistyped one has). node-redis 6.3 hands a refused login to the reconnect strategy like a
+ * dropped connection, so by default connect() retries for ever and never settles: the
+ * deployment hangs instead of failing. The start must reject within seconds with an error that
+ * says the login was refused (without the secret in it), and leave nothing trying again.
+ */
+import { CheckFailure, check, fail, settled, sleep, until, within } from "./kit.ts";
+import { allLearnerAddrs, learnerAddrs, scope, scopeTimers } from "./wire.ts";
+
+export interface RefusedLogin {
+  /** The learner's function, e.g. "startStage()". */
+  what: string;
+  start: () => Promise<unknown>;
+  /** Keeps what a wrong start resolved with (a client, a stop()), for the test's cleanup. */
+  keep: (value: unknown) => void;
+  /** Cuts what a start that never settled keeps trying, for the test's cleanup. */
+  abandon: (crash: () => void) => void;
+  /** The wrong password the start was given: it must not appear in the error. */
+  password: string;
+  hint: number;
+}
+
+const SETTLE_MS = 5000;
+/** The longest reconnect delay the lessons allow (5 s), and a handshake. */
+const LAST_WAIT_MS = 6000;
+
+export async function expectRefusedLoginFails(refused: RefusedLogin): Promise<void> {
+  const { what, hint } = refused;
+  const before = allLearnerAddrs();
+  const attempts = () => [...allLearnerAddrs()].filter((addr) => !before.has(addr));
+  // In a scope of its own: a start that never settles keeps retrying, which the cleanup cuts,
+  // and a client's reconnect waits are timers of that scope.
+  const worker = scope("refused-login");
+  const timers = scopeTimers(worker);
+  try {
+    const outcome = await settled(
+      within(
+        worker.run(() => Promise.resolve().then(refused.start)),
+        SETTLE_MS,
+        what,
+      ),
+    );
+    if ("value" in outcome) {
+      refused.keep(outcome.value);
+      fail(
+        `Redis refused every login of ${what} (WRONGPASS: the check gave it a wrong password), and ${what} resolved anyway: the caller believes it runs while it can do nothing. Log in with the credentials you are given, and let connect()'s error reach the caller.`,
+        hint,
+      );
+    }
+    const error = outcome.error;
+    const reasons: string[] = [];
+    for (let e: unknown = error; e !== undefined && reasons.length < 5; ) {
+      reasons.push(e instanceof Error ? e.message : String(e));
+      e = e instanceof Error ? e.cause : undefined;
+    }
+    const [reason = ""] = reasons;
+    if (/^TODO/.test(reason)) fail(`${what} is not written yet (${reason}).`, 1);
+    if (error instanceof CheckFailure) {
+      refused.abandon(() => worker.crash());
+      fail(
+        `Redis refused every login of ${what} (WRONGPASS: the check gave it a wrong password), and ${SETTLE_MS / 1000} s and ${attempts().length} attempts later ${what} had neither resolved nor rejected. node-redis 6.3 hands a refused login to your reconnectStrategy like a dropped connection, so connect() retries for ever and never settles: a service deployed with a wrong secret hangs at startup instead of failing with the reason. In the strategy, give up (return the error) when the cause is an authentication error (WRONGPASS, NOAUTH) and the client has never been ready; keep answering a delay for every other cause.`,
+        hint,
+      );
+    }
+    check(
+      !reasons.some((r) => r.includes(refused.password)),
+      `${what} rejected with an error whose message carries the password it tried ("${reasons.join(" <- ").replaceAll(refused.password, "***")}"): error messages end up in logs and on dashboards. Say which user or host failed, never the secret.`,
+      hint,
+    );
+    check(
+      /WRONGPASS|NOAUTH|auth|password|credential|login/i.test(reasons.join(" ")),
+      `Redis refused the login of ${what} (WRONGPASS), and ${what} rejected, as it should, but with "${reasons.join(" <- ")}", which does not say so: whoever reads the logs of a failed deploy looks for the reason there. Reject with the error node-redis reported (the cause your reconnectStrategy was given), as it is or as the cause of yours.`,
+      hint,
+    );
+    // A rejection from a timeout of your own can leave the client retrying behind it. Its next
+    // attempt waits on a timer of the scope: once every such timer has fired (a destroyed
+    // client's last wait ends with nothing, as node-redis does not cancel it), a client still
+    // trying has opened a new connection.
+    const seen = attempts().length;
+    await until(() => attempts().length > seen || timers.live() === 0, LAST_WAIT_MS);
+    await sleep(20);
+    const open = attempts().filter((addr) => learnerAddrs().has(addr));
+    const retried = attempts().length - seen;
+    if (retried > 0) refused.abandon(() => worker.crash());
+    check(
+      open.length === 0 && retried === 0,
+      `${what} rejected after Redis refused its login, as it should, but ${retried > 0 ? "its client logged in again with the same wrong password afterwards: it was still retrying" : `left its connection open (${open.join(", ")})`}. A client whose start failed must not keep knocking with the wrong secret (Redis logs each refused login, and the retries keep the process alive): let the reconnectStrategy give up, or destroy() the client before you reject.`,
+      hint,
+    );
+  } finally {
+    timers.stop();
+  }
+}
