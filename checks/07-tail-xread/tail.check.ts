@@ -292,13 +292,18 @@ test.skipIf(!ctx.privateServer)(
         status: "done",
       });
       let readAgain: number | undefined;
+      const next = () =>
+        sent((c) => c.seq > mark && c.name === "XREAD" && c.scope === reader.scope.name)[0];
       const handed = await until(() => {
-        const next = sent(
-          (c) => c.seq > mark && c.name === "XREAD" && c.scope === reader.scope.name,
-        );
-        if (next.length > 0) readAgain ??= Date.now() - timedOut;
+        if (next()) readAgain ??= Date.now() - timedOut;
         return reader.calls.some((e) => e.id === added);
       }, waitMs / 2);
+      if (!handed && readAgain !== undefined && readAgain < waitMs / 6) {
+        fail(
+          `Your reader's XREAD timed out with nothing, an entry was added right then, and your reader read again at once (${next()?.args.join(" ")}), but the entry never reached onEntry(). ${RESOLVE_DOLLAR}`,
+          2,
+        );
+      }
       check(
         handed,
         `Your reader's XREAD (BLOCK ${waitMs}) timed out with nothing, an entry was added right then, and it had not reached onEntry() ${waitMs / 2000} s later: ${readAgain === undefined ? `your reader sent no XREAD for ${waitMs / 2000} s after one timed out` : `your reader read again only ${readAgain} ms after one timed out`}. A pause between reads (a sleep or a timer after an empty read) keeps every new entry waiting for it, and stop() too. Go straight back to XREAD BLOCK blockMs: Redis does the waiting, and answers the moment an entry arrives.`,
