@@ -19,9 +19,12 @@ import {
   until,
 } from "../kit.ts";
 import { expectRefusedSubscribeCleanedUp } from "../refused-subscribe.ts";
-import { hearUnheardErrors } from "../unheard-errors.ts";
+import { hearEscapedErrors, hearUnheardErrors } from "../unheard-errors.ts";
 import {
+  allLearnerAddrs,
   before as beforeCommand,
+  deliverTogether,
+  dropConnection,
   learnerAddrs,
   openLearnerConnections,
   type SentCommand,
@@ -94,6 +97,22 @@ async function watch(client: Redis, onExpired: (docId: string) => void): Promise
   };
   cleanup.push(once);
   return once;
+}
+
+/** Starts a watcher; returns the local addresses of the connections it opened. */
+async function watchOpening(client: Redis, onExpired: (docId: string) => void): Promise<string[]> {
+  const before = allLearnerAddrs();
+  await watch(client, onExpired);
+  return [...allLearnerAddrs()].filter((addr) => !before.has(addr));
+}
+
+/** Lets each of `leaseKeys` expire, and makes Redis notice now rather than at its next sample. */
+async function expireNow(observer: Redis, ...leaseKeys: string[]): Promise<void> {
+  for (const leaseKey of leaseKeys) {
+    await observer.set(leaseKey, "ocr-worker", { expiration: { type: "PX", value: 5 } });
+  }
+  await sleep(10);
+  for (const leaseKey of leaseKeys) await observer.get(leaseKey);
 }
 
 /** Whether a command touches `leaseKey` (a script names it among its keys, so it counts). */
@@ -635,52 +654,115 @@ describe("keyspace notifications", () => {
     );
   });
 
-  test("the watcher keeps reporting after onExpired() throws", async () => {
+  test("a watcher whose onExpired throws loses no expiry that came with it", async () => {
     const client = await learnerClient();
     const observer = await checkClient();
     await ensureExpiredEvents(observer);
     const expired: string[] = [];
     const thrown = "onExpired() threw on purpose (the check's simulated failed requeue).";
-    const unheard = hearUnheardErrors((e) => e instanceof Error && e.message === thrown);
+    const isThrown = (e: unknown) => e instanceof Error && e.message === thrown;
+    const unheard = hearUnheardErrors(isThrown);
+    const escaped = hearEscapedErrors(isThrown);
+    const burst = ["scan-first", "scan-second", "scan-third"];
     try {
-      await watch(client, (docId) => {
+      const opened = await watchOpening(client, (docId) => {
         expired.push(docId);
         // The requeue of the first stalled document fails: the watcher must outlive it.
         if (expired.length === 1) throw new Error(thrown);
       });
-      await observer.set(`${LEASES}scan-first`, "ocr-worker-1", {
-        expiration: { type: "PX", value: 50 },
-      });
-      await eventually(
-        () => expired.length > 0,
-        3000,
-        "The lease of scan-first expired, but onExpired() was never called.",
-        2,
+      // Leases of workers that stalled together run out together, and their expiries reach the
+      // watcher's socket together: the check makes the three share one read.
+      await deliverTogether(
+        opened,
+        burst.map((docId) => `${LEASES}${docId}`),
+        () => expireNow(observer, ...burst.map((docId) => `${LEASES}${docId}`)),
       );
+      await until(() => expired.length >= burst.length, 2000);
+      // The "error" event is emitted in the same turn as the throw: by now it was heard or not.
     } finally {
       unheard.stop();
+      escaped.stop();
     }
-    unheard.expectNone("onExpired", "scan-first", "watcher", 2);
-    await observer.set(`${LEASES}scan-second`, "ocr-worker-2", {
-      expiration: { type: "PX", value: 50 },
-    });
+    const first = expired[0] ?? "scan-first";
+    escaped.expectNone("onExpired", first, "watcher", 2);
+    unheard.expectNone("onExpired", first, "watcher", 2);
+    check(
+      expired.length > 0,
+      `The leases of ${burst.join(", ")} expired, but onExpired() was never called.`,
+      2,
+    );
+    if (expired.length === 1) {
+      fail(
+        `Three leases expired together, and their expiries reached the watcher's connection together, as a burst does. onExpired() threw for the first (the check made it fail, as a requeue can), and the ${burst.length - 1} after it never reached onExpired(): node-redis 6.3 drops the rest of a read when a message listener throws. An error listener hears the exception, but the expiries are gone, and those documents stay stalled. Catch around onExpired() inside your listener (try { onExpired(docId) } catch (error) { log it }), so one failed requeue costs only its own document.`,
+        2,
+      );
+    }
+    check(
+      burst.every((docId) => expired.includes(docId)),
+      `After onExpired() threw for ${first}, the watcher reported ${JSON.stringify(expired)} of the ${burst.length} leases that expired together (${JSON.stringify(burst)}). One failed requeue must not end the watcher.`,
+      2,
+    );
+    await expireNow(observer, `${LEASES}scan-later`);
     await eventually(
-      () => expired.includes("scan-second"),
+      () => expired.includes("scan-later"),
       3000,
-      `onExpired() threw for scan-first (the check made it fail, as a requeue can), and after that the lease of scan-second expired without being reported (onExpired() received ${JSON.stringify(expired)}). node-redis reports a listener's exception as an "error" event on the subscribing connection: give that connection an error listener, so one failed requeue does not end the watcher (or catch around onExpired()).`,
+      `onExpired() threw for ${first} (the check made it fail, as a requeue can), and after that the lease of scan-later expired without being reported (onExpired() received ${JSON.stringify(expired)}). One failed requeue must not end the watcher: catch around onExpired() inside your listener.`,
       2,
     );
     // scan-second is requeued, taken again, and stalls again: a second expiry, a second report.
     const before = expired.length;
-    await observer.set(`${LEASES}scan-second`, "ocr-worker-3", {
-      expiration: { type: "PX", value: 50 },
-    });
+    await expireNow(observer, `${LEASES}scan-second`);
     await eventually(
       () => expired.length > before,
       3000,
       `The lease of scan-second expired a second time (the document was requeued, taken again and stalled again), and onExpired() was not called again (it received ${JSON.stringify(expired)}). Every expiry is a stalled worker: report each one, also for a document reported before; do not remember which ids you already reported.`,
       2,
     );
+  });
+
+  test("a watcher whose connection drops says so and keeps reporting", async () => {
+    // Reconnecting, as node-redis's defaults do: the watcher's duplicate copies that option.
+    const client = await learnerClient(undefined, { reconnect: true });
+    const observer = await checkClient();
+    await ensureExpiredEvents(observer);
+    const expired: string[] = [];
+    const opened = await watchOpening(client, (docId) => expired.push(docId));
+    // Twice: an error listener added with once() hears the first drop and is gone.
+    const drops = hearUnheardErrors(
+      (e) => e instanceof Error && /closed|reset|ECONN/i.test(e.message),
+    );
+    try {
+      for (let n = 1; n <= 2; n++) {
+        const addrs = learnerAddrs();
+        for (const addr of opened) if (addrs.has(addr)) dropConnection(addr);
+        // node-redis reconnects and subscribes again by itself; an expiry before that reaches no
+        // one, so the check lets the lease run out again until one is reported.
+        const docId = `after-drop-${n}`;
+        const back = await until(async () => {
+          if (expired.includes(docId)) return true;
+          await expireNow(observer, `${LEASES}${docId}`);
+          return false;
+        }, 3000);
+        opened.push(...[...learnerAddrs()].filter((a) => !addrs.has(a)));
+        check(
+          drops.heard.length === 0,
+          `The check cut the watcher's connection (as a network failure or a Redis restart does), and node-redis reported it as an "error" event on that connection, which ${n === 1 ? "had no error listener" : "no longer had an error listener: it heard the first drop and was gone (added with once())"}. Node ends a process on an "error" event nobody listens to: your watcher would have crashed. Listen with on("error", ...) on the watcher's own connection.`,
+          2,
+        );
+        check(
+          drops.rethrown.length === 0,
+          `The check cut the watcher's connection, node-redis reported it to your error listener, and the listener threw it again (${String(drops.rethrown[0])}). Nothing catches it there: your process would have crashed. Let the error listener log the error, never throw.`,
+          2,
+        );
+        check(
+          back,
+          `After the check cut the watcher's connection, a lease (${docId}) kept expiring for 3 s and onExpired() never heard of it. node-redis reconnects and subscribes again by itself: keep the watcher's connection open (do not close or quit it in the error listener).`,
+          2,
+        );
+      }
+    } finally {
+      drops.stop();
+    }
   });
 
   test("the watcher follows the database its client uses", async () => {

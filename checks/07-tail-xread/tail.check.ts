@@ -3,6 +3,7 @@ import {
   call,
   check,
   checkClient,
+  ctx,
   fail,
   freshKey,
   learnerConnections,
@@ -262,6 +263,60 @@ test("an entry added right after a read that timed out is not skipped", async ()
     await stop(reader.tail);
   }
 });
+
+/** Ends every learner XREAD waiting now as its timeout would: the reader gets a null reply. */
+async function timeOutReads(observer: Redis): Promise<void> {
+  for (const waiting of await blockedIn(observer, "xread")) {
+    await observer.sendCommand(["CLIENT", "UNBLOCK", waiting.id, "TIMEOUT"]);
+  }
+}
+
+// CLIENT UNBLOCK ends a read without waiting out its BLOCK: an admin command, which a managed
+// Redis may refuse, so only on the workbook's own server.
+test.skipIf(!ctx.privateServer)(
+  "an entry added after a read timed out reaches onEntry() at once, not after a pause",
+  async () => {
+    const observer = await checkClient();
+    const stream = freshKey("status:pause");
+    // Long, so that a pause between reads cannot hide inside it; the check ends the read itself.
+    const waitMs = 3000;
+    const reader = await startReader(stream, freshKey("tail:pause"), waitMs);
+    try {
+      await untilWaiting(observer);
+      const mark = sentMark();
+      await timeOutReads(observer);
+      const timedOut = Date.now();
+      const added = await observer.xAdd(stream, "*", {
+        docId: "doc-after-timeout",
+        stage: "ocr",
+        status: "done",
+      });
+      let readAgain: number | undefined;
+      const next = () =>
+        sent((c) => c.seq > mark && c.name === "XREAD" && c.scope === reader.scope.name)[0];
+      const handed = await until(() => {
+        if (next()) readAgain ??= Date.now() - timedOut;
+        return reader.calls.some((e) => e.id === added);
+      }, waitMs / 2);
+      if (!handed && readAgain !== undefined && readAgain < waitMs / 6) {
+        fail(
+          `Your reader's XREAD timed out with nothing, an entry was added right then, and your reader read again at once (${next()?.args.join(" ")}), but the entry never reached onEntry(). ${RESOLVE_DOLLAR}`,
+          2,
+        );
+      }
+      check(
+        handed,
+        `Your reader's XREAD (BLOCK ${waitMs}) timed out with nothing, an entry was added right then, and it had not reached onEntry() ${waitMs / 2000} s later: ${readAgain === undefined ? `your reader sent no XREAD for ${waitMs / 2000} s after one timed out` : `your reader read again only ${readAgain} ms after one timed out`}. A pause between reads (a sleep or a timer after an empty read) keeps every new entry waiting for it, and stop() too. Go straight back to XREAD BLOCK blockMs: Redis does the waiting, and answers the moment an entry arrives.`,
+        2,
+      );
+    } finally {
+      await waitForBlocked(observer, "xread", 1, 1000);
+      const stopping = stop(reader.tail, waitMs + 2000, waitMs);
+      await timeOutReads(observer);
+      await stopping;
+    }
+  },
+);
 
 test("entries added while onEntry() works are handed over next, none skipped", async () => {
   const observer = await checkClient();

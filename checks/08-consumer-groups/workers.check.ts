@@ -638,6 +638,51 @@ test("stop() while a read is bringing a task: the task is still handled and ackn
   }
 });
 
+/**
+ * How long the check watches a worker whose group is gone, and how many commands it may send:
+ * one that waits a BLOCK between reads sends about five; a loaded machine slows a spinning
+ * loop to about a hundred a second, never to fifteen.
+ */
+const GONE_MS = BLOCK_MS * 5;
+const GONE_MOST = 15;
+
+test("a worker whose group is gone does not ask again and again", async () => {
+  const { observer, stream, group, connections, start } = await stopScene("gone", "ner", 0);
+  const consumer = fresh("ner");
+  const workers: Worker[] = [];
+  try {
+    const worker = await start(consumer, () => {}, workers);
+    await waitForBlocked(observer, "xreadgroup", 1, 3000);
+    const mark = sent().at(-1)?.seq ?? 0;
+    // As an operator or a clean-up script can: Redis answers the waiting read with NOGROUP, and
+    // every read after it too, at once, until the group is back.
+    await observer.xGroupDestroy(stream, group);
+    const destroyed = Date.now();
+    const since = () => sent((c) => c.seq > mark);
+    const spinning = await until(() => since().length > GONE_MOST, GONE_MS);
+    const elapsed = Date.now() - destroyed;
+    const commands = since();
+    const counts = new Map<string, number>();
+    for (const c of commands) counts.set(c.name, (counts.get(c.name) ?? 0) + 1);
+    const summary = [...counts].map(([name, n]) => `${name} x${n}`).join(", ");
+    check(
+      !spinning,
+      `While the group was gone (the check destroyed it with XGROUP DESTROY, as an operator or a clean-up script can), your worker sent ${commands.length} commands within ${elapsed} ms (${summary}). Without the group Redis answers each read with NOGROUP at once, and your loop asked again at once: it spins the CPU and floods Redis and your log for as long as the group is missing. On NOGROUP, do not read again at once: log it and wait about blockMs before the next read, or recreate the group (ensureGroup()) and go on, or let the error end the loop so that stop() reports it.`,
+      2,
+    );
+    try {
+      await stopWithin(worker, QUIET_STOP_MS, "the worker", BLOCK_MS);
+    } catch (error) {
+      // A loop that ended on the error, and stop() reporting it, is a right answer too.
+      if (!/NOGROUP/.test((error as Error).message)) throw error;
+    }
+    workers.length = 0;
+    await checkAllClosed(connections);
+  } finally {
+    await stopAll(workers);
+  }
+});
+
 test("stop() on a quiet stream returns within one read and closes the worker's connection", async () => {
   const { observer, stream, connections, start } = await stopScene("idle", "embed", 0);
   const consumer = fresh("embed");

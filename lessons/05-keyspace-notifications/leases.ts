@@ -52,6 +52,8 @@ export async function enableExpiredEvents(client: Redis): Promise<void> {
  * database `client` uses. Other expiring keys are none of its business. Resolve once listening;
  * return a stop() that unsubscribes and closes the connection it opened. If Redis refuses the
  * subscription, close that connection and reject: the caller has no stop() to close it with.
+ * An onExpired that throws must cost only its own document, and a dropped connection must not
+ * crash the process.
  */
 export async function watchExpiredLeases(
   client: Redis,

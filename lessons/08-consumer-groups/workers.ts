@@ -62,7 +62,8 @@ export async function ensureGroup(client: Redis, stream: string, group: string):
  * rejects is not acknowledged (it stays pending for lesson 09's recovery), and the worker goes
  * on with the next. The workers of one service run side by side in one process, so `client` is
  * shared by all of them. stop() lets the worker finish the tasks in hand, returns within about
- * blockMs when no task comes, and closes what startWorker() opened.
+ * blockMs when no task comes, and closes what startWorker() opened. When the group is gone
+ * (NOGROUP), it does not read again at once.
  */
 export async function startWorker(client: Redis, options: WorkerOptions): Promise<Worker> {
   // TODO: a connection of its own; a loop of XREADGROUP (COUNT, finite BLOCK) -> handle -> XACK;

@@ -59,11 +59,20 @@ export async function watchExpiredLeases(
   const db = client.options?.database ?? 0;
   const channel = `__keyevent@${db}__:expired`;
   const subscriber = client.duplicate();
+  // A dropped connection is reported here: without a listener, it would crash the process.
   subscriber.on("error", (error: Error) => console.error(`lease watcher: ${error.message}`));
   await subscriber.connect();
   // The message is the name of the key that expired; every expiring key in the database shows up.
   const listener = (expiredKey: string) => {
-    if (expiredKey.startsWith(leasePrefix)) onExpired(expiredKey.slice(leasePrefix.length));
+    if (!expiredKey.startsWith(leasePrefix)) return;
+    const docId = expiredKey.slice(leasePrefix.length);
+    // Caught here, not left to the error listener: node-redis 6.3 drops the rest of a read when
+    // a listener throws, so one failed requeue would also lose the expiries that came with it.
+    try {
+      onExpired(docId);
+    } catch (error) {
+      console.error(`lease watcher: could not requeue ${docId}: ${(error as Error).message}`);
+    }
   };
   try {
     await subscriber.subscribe(channel, listener);

@@ -55,6 +55,14 @@ export async function startWorker(client: Redis, options: WorkerOptions): Promis
   const connection = client.duplicate();
   connection.on("error", (error: Error) => console.error(`${consumer}: ${error.message}`));
   await connection.connect();
+  // The group is gone (XGROUP DESTROY, or the stream deleted), and Redis answers NOGROUP at once:
+  // reading again at once would spin, flooding Redis. Report it, and wait a read's time.
+  const groupGone = async (error: Error) => {
+    if (!error.message.startsWith("NOGROUP")) throw error;
+    console.error(`${consumer}: ${error.message}; reading again in ${blockMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, blockMs));
+    return null;
+  };
   let stopping = false;
 
   const running = (async () => {
@@ -62,12 +70,13 @@ export async function startWorker(client: Redis, options: WorkerOptions): Promis
       while (!stopping) {
         // ">": tasks never delivered to anyone in the group. COUNT keeps one worker from taking
         // everything; a finite BLOCK lets the loop notice stop().
-        const reply = await connection.xReadGroup(
+        const read = connection.xReadGroup(
           group,
           consumer,
           { key: stream, id: ">" },
           { COUNT: count, BLOCK: blockMs },
         );
+        const reply = await read.catch(groupGone);
         for (const { messages } of reply ?? []) {
           for (const message of messages as StreamMessage[]) {
             try {
