@@ -464,6 +464,17 @@ describe("committing a batch", () => {
       `The hand-off of a batch should be one MULTI/EXEC; commitBatch() sent ${blocks.length} transactions${scripts.length > 0 ? `, ${scripts.length} scripts` : ""} and ${outside.length} XADD/XACK outside any. One transaction per batch is what makes a batch one round trip, and all-or-nothing if the worker dies in the middle.`,
       2,
     );
+    // The news belongs to the hand-off: published after EXEC, a worker that dies in between
+    // has handed documents on that no dashboard hears about, and the next stage's events can
+    // overtake them.
+    const loose = mine.filter(
+      (c) => c.name === "PUBLISH" && c.multi === undefined && c.args[1] === keys.channel,
+    );
+    check(
+      loose.length === 0,
+      `commitBatch() sent ${loose.length} PUBLISH of status events outside its transaction: a worker that dies between EXEC and them has handed documents on with no event, and the next stage's "done" can arrive first. Queue each PUBLISH inside the MULTI, with its HSET of the latest status.`,
+      2,
+    );
     // What a script runs inside is not on the wire: its effects are checked below.
     if (scripts.length === 0) {
       const block = blocks[0] ?? [];
