@@ -297,6 +297,28 @@ describe("the parts, one at a time", () => {
       `With the stage's group gone (XGROUP DESTROY, so Redis answers NOGROUP) and an entry waiting, nextWork() returned ${JSON.stringify("value" in refused ? refused.value : undefined)}. An error from Redis is not "no work": a worker that hears undefined asks again at once, round and round, and nobody learns the stage is broken. Catch nothing in nextWork(): let the error reject it.`,
       2,
     );
+    // The group goes just before the read itself (the claims before it found nothing stale):
+    // what nextWork() opened for the read is closed all the same.
+    const late = keysFor("refused");
+    await c.xGroupCreate(late.stream, late.group, "0", { MKSTREAM: true });
+    await c.xAdd(late.stream, "*", { doc: "doc-refused" });
+    const destroy = beforeCommand(
+      (x) => x.name === "XREADGROUP" && x.args.includes(late.stream),
+      async () => {
+        await c.xGroupDestroy(late.stream, late.group);
+      },
+    );
+    await within(
+      settled(Promise.resolve().then(() => exercise.nextWork(client, late, options))),
+      options.blockMs + 5000,
+      "nextWork() with its group gone before the read",
+    );
+    destroy.cancel();
+    check(
+      !destroy.hasFired() || (await closedAgain(open)),
+      `When Redis refused nextWork()'s read (NOGROUP: the group went just before the XREADGROUP), ${openLearnerConnections() - open} more connection(s) of your code stayed open: what it opens for the read is closed after a read that succeeded only. Close it in a finally (or read with the client you are given), or a stage whose group is gone leaks one per call.`,
+      2,
+    );
   });
 
   test("nextWork() takes over what a crashed worker left pending, but not what a live one is working on", async () => {
