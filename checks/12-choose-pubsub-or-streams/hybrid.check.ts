@@ -142,6 +142,18 @@ function versionsRise(events: Event[]): boolean {
   );
 }
 
+/** Each state's version, as the starter's VERSIONS has it. */
+const VERSIONS: Record<string, number> = { queued: 1, processing: 2, done: 3 };
+
+/**
+ * Whether each event carries its state's version. A version taken from a clock also rises here,
+ * in one process, but not across machines: a "queued" from an uploader whose clock runs ahead
+ * outranks the "processing" that follows it, and dashboards drop the rest.
+ */
+function versionsOfStates(events: Event[]): boolean {
+  return events.every((e) => e.version === VERSIONS[String(e.state)]);
+}
+
 /**
  * The command that sends the transition to `state` to Redis: its EXEC when it is queued in a
  * MULTI, or the command itself (a script, an HSET or PUBLISH on its own).
@@ -428,6 +440,11 @@ describe("part 2: the hybrid", () => {
         `The versions of ${doc}'s events were ${events.map((e) => show(e.version)).join(" > ")}. Each event needs a number higher than the one before (VERSIONS), so a dashboard can drop an event that is not newer than what it shows (lesson 04).`,
         2,
       );
+      check(
+        versionsOfStates(events),
+        `The versions of ${doc}'s events were ${events.map((e) => `${String(e.state)} ${show(e.version)}`).join(" > ")}; each state has its own version, VERSIONS[state] (queued 1, processing 2, done 3). A version from a clock rises in one process but not across machines: a "queued" from an uploader whose clock runs ahead would outrank the "processing" after it, and dashboards would drop the rest.`,
+        2,
+      );
       const worker = handled.find((h) => h.doc === doc)?.worker;
       const named = events.filter((e) => e.state !== "queued").map((e) => e.worker);
       check(
@@ -548,7 +565,8 @@ describe("part 2: the hybrid", () => {
         return rejected;
       };
       const openBefore = wire.openLearnerConnections();
-      const ended = await workOnceSettled(client, keys, fresh("ocr"), failing);
+      const consumer = fresh("ocr");
+      const ended = await workOnceSettled(client, keys, consumer, failing);
       check(
         ended !== "hung",
         `When ocr() ${how === "rejects" ? "rejected" : "threw"}, workOnce() did not finish within 3 s. Let the error reach the caller, or return.`,
@@ -582,17 +600,36 @@ describe("part 2: the hybrid", () => {
         `When ocr("${doc}") ${how === "rejects" ? "rejected" : "threw"}, workOnce() returned ${show(typeof ended === "object" ? ended.returned : undefined)}: returning the document id tells the caller the task is done, and a worker loop counts it as processed. Let the error reach the caller, or return undefined.`,
         2,
       );
+      // The same worker goes on: a document whose OCR fails every time (poison) must not hold
+      // it, so its next call takes new work and leaves the failed task pending for a claim.
       const next = fresh("doc");
       await call("submitTask()", () => exercise.submitTask(client, keys, next));
       const got = await callWork("workOnce() after a failed ocr()", keys, () =>
-        exercise.workOnce(client, keys, fresh("ocr"), async () => {}, 100),
+        exercise.workOnce(client, keys, consumer, async () => {}, 100),
+      );
+      check(
+        got !== doc,
+        `After ocr("${doc}") failed, the same worker's next workOnce() took ${doc} again instead of the next task (${next}): a document whose OCR fails every time would hold this worker for ever. workOnce() takes one new task (">"); the failed one stays pending, for a claim after an idle time (lessons 09, 10).`,
+        2,
       );
       check(
         got === next,
-        `After ocr() failed once, the next workOnce() (by another consumer of the group) should take the next task (${next}); it returned ${show(got)}.`,
+        `After ocr() failed once, the same worker's next workOnce() should take the next task (${next}); it returned ${show(got)}.`,
         2,
       );
     }
+    // Redis refuses the read (a stream without the group: NOGROUP): whatever workOnce() opened
+    // for it is closed all the same.
+    const gone = hybridKeys();
+    const [c, client] = await connections();
+    await c.xAdd(gone.tasks, "*", { doc: fresh("doc") });
+    const openBefore = wire.openLearnerConnections();
+    await workOnceSettled(client, gone, fresh("ocr"), async () => {});
+    check(
+      await until(() => wire.openLearnerConnections() <= openBefore, 1000),
+      `When Redis refused workOnce()'s read (NOGROUP: ${gone.tasks} has no group ${gone.group}), workOnce() left ${wire.openLearnerConnections() - openBefore} more connection(s) of your code open than before the call. Close what you open in a finally that also covers the read (or use the client you are given).`,
+      2,
+    );
   });
 
   test("a crash between the steps of a transition leaves all of it or none", async () => {

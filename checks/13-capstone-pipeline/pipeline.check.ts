@@ -51,11 +51,25 @@ function keysFor(name: string): StageKeys {
   return { ...stageKeys(pipelineKeys(key(`${fresh(name)}:`)), "ocr"), group: fresh("ocr") };
 }
 
-/** A document in the OCR stream, already delivered to `consumer`: the work it is doing. */
-async function delivered(c: Redis, keys: StageKeys, doc: string, consumer: string): Promise<Work> {
+/**
+ * A document in the OCR stream, already delivered to `consumer`: the work it is doing. With
+ * `queuedAgo`, on a stream of its own, the entry is that many ms old: an event's time taken
+ * from the entry ID is then as old as the task, not the moment the stage finished.
+ */
+async function delivered(
+  c: Redis,
+  keys: StageKeys,
+  doc: string,
+  consumer: string,
+  queuedAgo?: number,
+): Promise<Work> {
   await c.xGroupCreate(keys.stream, keys.group, "0", { MKSTREAM: true }).catch(() => {});
   await c.hSet(keys.doc(doc), { name: `${doc}.pdf`, text: "MUTUAL NON-DISCLOSURE AGREEMENT" });
-  const id = await c.xAdd(keys.stream, "*", { doc });
+  const id = await c.xAdd(
+    keys.stream,
+    queuedAgo === undefined ? "*" : `${Date.now() - queuedAgo}-0`,
+    { doc },
+  );
   await c.xReadGroup(keys.group, consumer, { key: keys.stream, id: ">" }, { COUNT: 1 });
   return { id, doc, deliveries: 1 };
 }
@@ -283,6 +297,28 @@ describe("the parts, one at a time", () => {
       `With the stage's group gone (XGROUP DESTROY, so Redis answers NOGROUP) and an entry waiting, nextWork() returned ${JSON.stringify("value" in refused ? refused.value : undefined)}. An error from Redis is not "no work": a worker that hears undefined asks again at once, round and round, and nobody learns the stage is broken. Catch nothing in nextWork(): let the error reject it.`,
       2,
     );
+    // The group goes just before the read itself (the claims before it found nothing stale):
+    // what nextWork() opened for the read is closed all the same.
+    const late = keysFor("refused");
+    await c.xGroupCreate(late.stream, late.group, "0", { MKSTREAM: true });
+    await c.xAdd(late.stream, "*", { doc: "doc-refused" });
+    const destroy = beforeCommand(
+      (x) => x.name === "XREADGROUP" && x.args.includes(late.stream),
+      async () => {
+        await c.xGroupDestroy(late.stream, late.group);
+      },
+    );
+    await within(
+      settled(Promise.resolve().then(() => exercise.nextWork(client, late, options))),
+      options.blockMs + 5000,
+      "nextWork() with its group gone before the read",
+    );
+    destroy.cancel();
+    check(
+      !destroy.hasFired() || (await closedAgain(open)),
+      `When Redis refused nextWork()'s read (NOGROUP: the group went just before the XREADGROUP), ${openLearnerConnections() - open} more connection(s) of your code stayed open: what it opens for the read is closed after a read that succeeded only. Close it in a finally (or read with the client you are given), or a stage whose group is gone leaks one per call.`,
+      2,
+    );
   });
 
   test("nextWork() takes over what a crashed worker left pending, but not what a live one is working on", async () => {
@@ -385,8 +421,9 @@ describe("the parts, one at a time", () => {
       2,
     );
 
-    // Five XAUTOCLAIM pages at COUNT 1: a scan that stops after a page or a few never gets there.
-    const ahead = 45;
+    // Eleven XAUTOCLAIM pages at COUNT 1, more than 100 pending: a scan that stops after a page
+    // or a few, or after ten "to bound it", never gets there.
+    const ahead = 105;
     const many = await scenario(ahead);
     check(
       many.work?.id === many.orphan,
@@ -438,7 +475,7 @@ describe("the parts, one at a time", () => {
   async function handOffScenario(name: string, crashBefore?: number) {
     const keys = keysFor(name);
     const c = await observer();
-    const work = await delivered(c, keys, "doc-1", fresh("ocr"));
+    const work = await delivered(c, keys, "doc-1", fresh("ocr"), 60_000);
     const events = await listen(keys.channel);
     const first = await worker("worker");
     const open = openLearnerConnections();
@@ -463,6 +500,7 @@ describe("the parts, one at a time", () => {
       event: events.find((e) => e.doc === "doc-1" && show(e) === "ocr done"),
       startedAt,
       endedAt,
+      queuedAt: Number(work.id.split("-")[0]),
       stored: await c.hGet(keys.doc("doc-1"), "ocr"),
       handedOn: await handedOn(c, keys, "doc-1"),
       pending: await pendingCount(c, keys.stream, keys.group),
@@ -501,7 +539,7 @@ describe("the parts, one at a time", () => {
     const late = wrongEventTime(r.event?.at, r.startedAt, r.endedAt);
     check(
       late === undefined,
-      `The "ocr done" event ${JSON.stringify(r.event)} has the wrong time: ${late}. A status event is { doc, stage, state, at }, with at = Date.now() when the stage finished: dashboards and the audit order and age events by it.`,
+      `The "ocr done" event ${JSON.stringify(r.event)} has the wrong time: ${late}${r.event?.at === r.queuedAt ? ", the time in the entry's ID: when the task was queued (a minute ago here), not when the stage finished" : ""}. A status event is { doc, stage, state, at }, with at = Date.now() when the stage finished: dashboards and the audit order and age events by it.`,
       2,
     );
     check(
@@ -744,7 +782,7 @@ describe("the parts, one at a time", () => {
     const keys = keysFor("dead");
     const c = await observer();
     const client = await learnerClient();
-    const work = { ...(await delivered(c, keys, "doc-9", fresh("ocr"))), deliveries: 3 };
+    const work = { ...(await delivered(c, keys, "doc-9", fresh("ocr"), 60_000)), deliveries: 3 };
     const events = await listen(keys.channel);
     const reason = "gave up at ocr after 3 deliveries: OCR could not read the scan";
     const startedAt = Date.now();
