@@ -136,3 +136,33 @@ export function hearEscapedErrors(which: (error: unknown) => boolean): {
     },
   };
 }
+
+/**
+ * Until stop(), hears the "error" events of connections the check cuts (dropConnection()) that
+ * find no listener, or a listener that throws. A drop test cuts a subscriber's connection
+ * twice: an error listener added with once() hears the first cut and is gone for the second.
+ */
+export function hearDropErrors(): {
+  stop(): void;
+  /** After cut number `cut` of `what` (e.g. "the dashboard's connection"): fails if one escaped. */
+  expectHeard(cut: number, what: string, role: string, advice: string, hint: number): void;
+} {
+  const drops = hearUnheardErrors(
+    (e) => e instanceof Error && /closed|reset|ECONN/i.test(e.message),
+  );
+  return {
+    stop: drops.stop,
+    expectHeard: (cut, what, role, advice, hint) => {
+      check(
+        drops.heard.length === 0,
+        `The check cut ${what} (as a network failure or a Redis restart does), and node-redis reported it as an "error" event on that connection, which ${cut === 1 ? "had no error listener" : "no longer had an error listener: it heard the first drop and was gone (added with once())"}. Node ends a process on an "error" event nobody listens to: your ${role} would have crashed. ${advice}`,
+        hint,
+      );
+      check(
+        drops.rethrown.length === 0,
+        `The check cut ${what}, node-redis reported it to your error listener, and the listener threw it again (${String(drops.rethrown[0])}). Nothing catches it there: your ${role}'s process would have crashed. Let the error listener log the error, never throw.`,
+        hint,
+      );
+    },
+  };
+}
