@@ -363,8 +363,11 @@ describe("dashboards", () => {
     const s = await session();
     const channel = freshKey("status");
     const failure = new Error("dashboard render failed (thrown on purpose by the check's onEvent)");
-    const unheard = hearUnheardErrors((e) => e === failure);
-    const escaped = hearEscapedErrors((e) => e === failure);
+    // A message that is not JSON goes first: JSON.parse throws on it as onEvent can.
+    const typedByHand = "not json: typed into redis-cli while debugging";
+    const ours = (e: unknown) => e === failure || e instanceof SyntaxError;
+    const unheard = hearUnheardErrors(ours);
+    const escaped = hearEscapedErrors(ours);
     // Three different stages: the repeated one is for the broadcast test to speak about.
     const events = pipelineEvents().slice(3, 6);
     const [firstEvent, ...laterEvents] = events as [StatusEvent, ...StatusEvent[]];
@@ -377,11 +380,12 @@ describe("dashboards", () => {
         },
       });
       // A burst reaches a subscriber's socket together, and node-redis 6.3 drops the rest of a
-      // read when a message listener throws: the check makes the three share one read.
+      // read when a message listener throws: the check makes the four share one read.
       await deliverTogether(
         dashboard.opened,
-        events.map((e) => String(e.at)),
+        [typedByHand, ...events.map((e) => String(e.at))],
         async () => {
+          await s.observer.publish(channel, typedByHand);
           for (const event of events) {
             await call("publishStatus()", () => exercise.publishStatus(s.client, channel, event));
           }
@@ -397,6 +401,12 @@ describe("dashboards", () => {
     }
     escaped.expectNone("onEvent", firstEvent.docId, "dashboard", 2);
     unheard.expectNone("onEvent", firstEvent.docId, "dashboard", 2);
+    if (dashboard.received.length === 0) {
+      fail(
+        `A message that is not JSON ("${typedByHand}", as someone debugging publishes by hand) reached the dashboard's connection in one read with three events, and none of the three reached onEvent: JSON.parse threw on it in your listener, and node-redis 6.3 drops the rest of a read when a message listener throws. Parse inside the try as well: try { onEvent(JSON.parse(message)) } catch (error) { log it }.`,
+        2,
+      );
+    }
     if (dashboard.received.length === 1) {
       fail(
         `Three events reached the failing dashboard's connection together, as a burst does. onEvent threw for the first (the check made it fail, as a render can), and the ${laterEvents.length} after it never reached onEvent: node-redis 6.3 drops the rest of a read when a message listener throws. An error listener hears the exception, but the events are gone. Catch around onEvent inside your listener (try { onEvent(event) } catch (error) { log it }), so one failing render costs only its own event.`,

@@ -41,8 +41,8 @@ export async function publishStatus(
  *   (a duplicate of `client`), so `client` stays free for ordinary commands. duplicate() copies
  *   the connection name: give the dashboard's a name of its own. Listeners are not copied:
  *   listen for "error" on the duplicate too (a dropped connection is reported there).
- * - onEvent can throw (a render fails): catch around it inside your listener, so one failing
- *   render costs only its own event.
+ * - onEvent can throw (a render fails), and so can JSON.parse (a message typed by hand): catch
+ *   around both inside your listener, so one bad message costs only itself.
  * - Resolve only once the subscription is active: an event published after openDashboard()
  *   returns must reach the dashboard.
  * - Return a stop() function that unsubscribes and closes the dashboard's connection.
