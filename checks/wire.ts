@@ -898,9 +898,10 @@ export function scopeTimers(s: Scope): { live(): number; stop(): void } {
 }
 
 /**
- * Drops learner connection `conn` (a SentCommand's conn, or a local address) as a Redis restart or a network failure
- * would. Unlike a crash the process lives on, so what its code does next (reject, log, reconnect)
- * is judged like any other step, and rejections nobody handles are not silenced.
+ * Drops learner connection `conn` (a SentCommand's conn, or a local address) as a Redis
+ * restart or a network failure would. Unlike a crash the process lives on, so what its code does
+ * next (reject, log, reconnect) is judged like any other step, and rejections nobody handles
+ * are not silenced.
  */
 export function dropConnection(conn: number | string): void {
   for (const t of tracked.values()) {
