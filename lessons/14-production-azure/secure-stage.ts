@@ -92,9 +92,9 @@ export async function startStage(
 /**
  * Subscribes to `channel` as `conn.username` and calls `onEvent` with each parsed StatusEvent,
  * through password rotations: a dropped subscriber reconnects and subscribes again. An
- * exception from `onEvent` is caught inside the listener (node-redis 6.3 drops the rest of a
- * read when a listener throws). If Redis refuses the subscription (NOPERM), destroy the
- * client and reject.
+ * exception from `onEvent`, or from JSON.parse (a message typed by hand), is caught inside the
+ * listener (node-redis 6.3 drops the rest of a read when a listener throws). If Redis refuses
+ * the subscription (NOPERM), destroy the client and reject.
  */
 export async function watchStatus(
   conn: StageConnection,

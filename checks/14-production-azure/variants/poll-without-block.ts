@@ -147,7 +147,11 @@ async function subscribeEvents(
   const queue: StatusEvent[] = [];
   let wake: (() => void) | undefined;
   await sub.subscribe(channel, (m) => {
-    queue.push(JSON.parse(m));
+    try {
+      queue.push(JSON.parse(m));
+    } catch {
+      return; // not JSON: not a status event
+    }
     wake?.();
   });
   signal.addEventListener("abort", () => wake?.());
