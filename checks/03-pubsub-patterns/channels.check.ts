@@ -396,7 +396,10 @@ describe("pattern subscriptions", () => {
     const ocr = t.channelOf("ocr");
     // A connection watchAllStages() opens itself with no "error" listener, or a throw that
     // escapes the listener: either would end the learner's process.
-    const ours = (e: unknown) => e instanceof Error && e.message === RENDER_FAILED;
+    // A message that is not JSON goes first: JSON.parse throws on it as onEvent can.
+    const typedByHand = "not json: typed into redis-cli while debugging";
+    const ours = (e: unknown) =>
+      (e instanceof Error && e.message === RENDER_FAILED) || e instanceof SyntaxError;
     const unheard = hearUnheardErrors(ours);
     const escaped = hearEscapedErrors(ours);
     const burst = [1, 2, 3].map((i) => event("ocr", i));
@@ -410,12 +413,13 @@ describe("pattern subscriptions", () => {
         .filter((c) => mine.includes(c.addr) && c.sub + c.psub > 0)
         .map((c) => c.addr);
       // Events published together reach a subscriber's socket together, and node-redis 6.3
-      // drops the rest of a read when a message listener throws: the check makes the three
+      // drops the rest of a read when a message listener throws: the check makes the four
       // share one read.
       await deliverTogether(
         listening,
-        burst.map((e) => String(e.at)),
+        [typedByHand, ...burst.map((e) => String(e.at))],
         async () => {
+          await publisher.publish(ocr, typedByHand);
           for (const e of burst) await publisher.publish(ocr, JSON.stringify(e));
         },
       );
@@ -429,6 +433,12 @@ describe("pattern subscriptions", () => {
     }
     escaped.expectNone("onEvent", "the first event", "ops console", 3);
     unheard.expectNone("onEvent", "the first event", "ops console", 3);
+    if (received.length === 0) {
+      fail(
+        `A message that is not JSON ("${typedByHand}", as someone debugging publishes by hand) reached the ops console's connection on "${ocr}" in one read with three events, and none of the three reached onEvent: JSON.parse threw on it in your listener, and node-redis 6.3 drops the rest of a read when a message listener throws. Parse inside the try as well: try { onEvent(channel, JSON.parse(message)) } catch (error) { log it }.`,
+        3,
+      );
+    }
     if (received.length === 1) {
       fail(
         `Three events on "${ocr}" reached the ops console's connection together, as a burst does. onEvent threw for the first (the check made it fail, as a render can), and the ${burst.length - 1} after it never reached onEvent: node-redis 6.3 drops the rest of a read when a message listener throws. An error listener hears the exception, but the events are gone. Catch around onEvent inside your listener (try { onEvent(channel, event) } catch (error) { log it }), so one failing render costs only its own event.`,

@@ -34,8 +34,8 @@ export function allStagesPattern(prefix: string): string {
 /**
  * Follows every stage channel under `prefix`, including stages added after this code was
  * written. Calls `onEvent(channel, event)` once per published event, with the channel the event
- * was published on and the parsed event. `onEvent` may throw (a render can fail): that must
- * cost only its own event.
+ * was published on and the parsed event. `onEvent` may throw (a render can fail), and so can
+ * JSON.parse (a message typed by hand): either must cost only its own message.
  *
  * `subscriber` is a connected client set aside for subscriptions. It belongs to the caller and
  * may carry other subscriptions. Resolve once the subscription is active; return an unwatch()

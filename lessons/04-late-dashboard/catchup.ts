@@ -51,8 +51,8 @@ export async function publishStatus(
  * - No gap: a status published at any moment, even while the dashboard is joining, must
  *   reach it (through the hash or live).
  * - No repeats, no going back: for each document, onChange sees strictly increasing versions.
- * - onChange may throw (a screen can fail): once the dashboard is up, that costs only the status
- *   it was drawing; the statuses after it still show.
+ * - onChange may throw (a screen can fail), and so can JSON.parse (a message typed by hand): once
+ *   the dashboard is up, that costs only the message at hand; the statuses after it still show.
  * - Resolve once the dashboard is up to date; return a stop() that unsubscribes and closes its
  *   own connection. If it cannot get there (the subscription or the read refused, onChange
  *   throwing), close that connection and reject.
