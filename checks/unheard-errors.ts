@@ -8,6 +8,16 @@ import { EventEmitter } from "node:events";
 import { check } from "./kit.ts";
 
 /**
+ * Who threw, as the check saw it: the learner's callback, which the check made fail, or
+ * JSON.parse, on the message that is not JSON the check published in the same burst.
+ */
+function thrower(error: unknown, callback: string, item: string): string {
+  return error instanceof SyntaxError
+    ? "JSON.parse threw on a message that is not JSON (the check published one, as someone debugging by hand does)"
+    : `${callback}() threw for ${item} (the check made it fail, as a render can)`;
+}
+
+/**
  * Until stop(), an "error" event that matches `which` and finds no listener is recorded in
  * `heard` instead of thrown. expectNone() fails the test if one was: `callback` threw for `item`
  * on purpose, and `role` (the dashboard, the watcher) had no listener for it.
@@ -48,12 +58,12 @@ export function hearUnheardErrors(which: (error: unknown) => boolean): {
     expectNone: (callback, item, role, hint) => {
       check(
         heard.length === 0,
-        `${callback}() threw for ${item} (the check made it fail), and node-redis passed that exception to your ${role}'s connection as an "error" event, which had no "error" listener. Node ends a process on an "error" event nobody listens to: your ${role} would have crashed here. Catch around ${callback}() inside your message listener (node-redis 6.3 also drops the messages that came in the same read as the one whose listener threw), and give every connection you open an error listener (subscriber.on("error", ...)) for the errors of the connection itself.`,
+        `${thrower(heard[0], callback, item)}, and node-redis passed that exception to your ${role}'s connection as an "error" event, which had no "error" listener. Node ends a process on an "error" event nobody listens to: your ${role} would have crashed here. Catch around ${callback}() inside your message listener (node-redis 6.3 also drops the messages that came in the same read as the one whose listener threw), and give every connection you open an error listener (subscriber.on("error", ...)) for the errors of the connection itself.`,
         hint,
       );
       check(
         rethrown.length === 0,
-        `${callback}() threw for ${item} (the check made it fail), node-redis passed that exception to your ${role}'s "error" listener, and the listener threw it again (${String(rethrown[0])}). Nothing catches it there: your ${role}'s process would have crashed. Catch around ${callback}() inside your message listener, and let the error listener log the error (or count it), never throw.`,
+        `${thrower(rethrown[0], callback, item)}, node-redis passed that exception to your ${role}'s "error" listener, and the listener threw it again (${String(rethrown[0])}). Nothing catches it there: your ${role}'s process would have crashed. Catch around ${callback}() inside your message listener, and let the error listener log the error (or count it), never throw.`,
         hint,
       );
     },
@@ -125,12 +135,12 @@ export function hearEscapedErrors(which: (error: unknown) => boolean): {
     expectNone: (callback, item, role, hint) => {
       check(
         uncaught.length === 0,
-        `${callback}() threw for ${item} (the check made it fail, as a render can), and the exception reached the process as an uncaught exception: your code called ${callback}() outside the subscribe listener (in a setImmediate or a setTimeout), where node-redis does not catch it and nothing else does. Your ${role}'s process would have ended here. Call ${callback}() inside the listener, in a try/catch, or catch around the deferred call.`,
+        `${thrower(uncaught[0], callback, item)}, and the exception reached the process as an uncaught exception: your code called ${callback}() outside the subscribe listener (in a setImmediate or a setTimeout), where node-redis does not catch it and nothing else does. Your ${role}'s process would have ended here. Call ${callback}() inside the listener, in a try/catch, or catch around the deferred call.`,
         hint,
       );
       check(
         unhandled.length === 0,
-        `${callback}() threw for ${item} (the check made it fail, as a render can), and the exception became a rejected promise nobody handled: ${callback}() ran inside a promise (an async listener, or a .then() chain) and nothing awaits or catches it; node-redis calls your listener without looking at what it returns. Node ends a process on an unhandled rejection: your ${role} would have crashed here. Call ${callback}() from a plain listener function, in a try/catch, or catch around it inside the promise.`,
+        `${thrower(unhandled[0], callback, item)}, and the exception became a rejected promise nobody handled: ${callback}() ran inside a promise (an async listener, or a .then() chain) and nothing awaits or catches it; node-redis calls your listener without looking at what it returns. Node ends a process on an unhandled rejection: your ${role} would have crashed here. Call ${callback}() from a plain listener function, in a try/catch, or catch around it inside the promise.`,
         hint,
       );
     },
