@@ -1,6 +1,7 @@
 import net from "node:net";
 import { createClient, type RedisClientOptions } from "redis";
 import { describe, test } from "vitest";
+import { freePort } from "../../src/redis/server.ts";
 import {
   aclAccount,
   type ConnectionInfo,
@@ -163,18 +164,6 @@ function wordsOf(reply: unknown): string[] {
   if (Array.isArray(reply)) return reply.flatMap(wordsOf);
   if (reply && typeof reply === "object") return Object.entries(reply).flat().flatMap(wordsOf);
   return [];
-}
-
-/** A port nothing listens on now: connecting to it is refused until someone does. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.on("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address() as net.AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
 }
 
 const AZURE_HOST = "docs-prod.redis.cache.windows.net";
