@@ -6,7 +6,7 @@
  * says the login was refused (without the secret in it), and leave nothing trying again.
  */
 import { CheckFailure, check, fail, settled, sleep, until, within } from "./kit.ts";
-import { allLearnerAddrs, learnerAddrs, scope, scopeTimers } from "./wire.ts";
+import { allLearnerAddrs, learnerAddrs, openedSince, scope, scopeTimers } from "./wire.ts";
 
 export interface RefusedLogin {
   /** The learner's function, e.g. "startStage()". */
@@ -28,7 +28,7 @@ const LAST_WAIT_MS = 6000;
 export async function expectRefusedLoginFails(refused: RefusedLogin): Promise<void> {
   const { what, hint } = refused;
   const before = allLearnerAddrs();
-  const attempts = () => [...allLearnerAddrs()].filter((addr) => !before.has(addr));
+  const attempts = () => openedSince(before);
   // In a scope of its own: a start that never settles keeps retrying, which the cleanup cuts,
   // and a client's reconnect waits are timers of that scope.
   const worker = scope("refused-login");

@@ -945,6 +945,14 @@ export function allLearnerAddrs(): Set<string> {
   return addrs;
 }
 
+/**
+ * Local addresses of the learner connections opened since `before` (an allLearnerAddrs()) was
+ * taken, open or closed.
+ */
+export function openedSince(before: Set<string>): string[] {
+  return [...allLearnerAddrs()].filter((addr) => !before.has(addr));
+}
+
 /** How many learner connections are open now, however they were created or named. */
 export function openLearnerConnections(): number {
   return learnerAddrs().size;

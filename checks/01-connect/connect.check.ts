@@ -20,7 +20,14 @@ import {
   until,
 } from "../kit.ts";
 import { expectRefusedLoginFails } from "../refused-login.ts";
-import { allLearnerAddrs, checkOwnsSocket, dropConnection, learnerAddrs, scope } from "../wire.ts";
+import {
+  allLearnerAddrs,
+  checkOwnsSocket,
+  dropConnection,
+  learnerAddrs,
+  openedSince,
+  scope,
+} from "../wire.ts";
 
 type Profile =
   | { kind: "local"; host?: string; port?: number }
@@ -401,11 +408,6 @@ function fallBack(delays: ReadonlyArray<readonly [number, number]>) {
 /** `error` itself, or an error that wraps it as its cause: either way the caller learns it. */
 function carries(rejected: unknown, error: Error): boolean {
   return rejected === error || (rejected instanceof Error && rejected.cause === error);
-}
-
-/** Local addresses of the learner connections opened since `before` was taken. */
-function openedSince(before: Set<string>): string[] {
-  return [...allLearnerAddrs()].filter((addr) => !before.has(addr));
 }
 
 async function openAt(observer: Redis, addrs: string[]): Promise<ConnectionInfo[]> {

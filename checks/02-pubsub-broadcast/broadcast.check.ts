@@ -26,6 +26,7 @@ import {
   deliverTogether,
   dropConnection,
   learnerAddrs,
+  openedSince,
   sent,
 } from "../wire.ts";
 
@@ -73,11 +74,6 @@ afterEach(async () => {
   // A stop() that hangs must not take the remaining tests down with it.
   for (const stop of open.splice(0)) await Promise.race([stop(), sleep(2000)]).catch(() => {});
 });
-
-/** Local addresses of the learner connections opened since `before` was taken. */
-function openedSince(before: Set<string>): string[] {
-  return [...allLearnerAddrs()].filter((addr) => !before.has(addr));
-}
 
 interface Session {
   observer: Redis;

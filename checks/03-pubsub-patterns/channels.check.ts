@@ -19,7 +19,14 @@ import {
   until,
 } from "../kit.ts";
 import { hearDropErrors, hearEscapedErrors, hearUnheardErrors } from "../unheard-errors.ts";
-import { allLearnerAddrs, deliverTogether, dropConnection, learnerAddrs, sent } from "../wire.ts";
+import {
+  allLearnerAddrs,
+  deliverTogether,
+  dropConnection,
+  learnerAddrs,
+  openedSince,
+  sent,
+} from "../wire.ts";
 
 interface StatusEvent {
   docId: string;
@@ -102,11 +109,6 @@ async function learnerConnection(): Promise<Redis> {
 interface Received {
   channel: string;
   event: unknown;
-}
-
-/** Local addresses of the learner connections opened since `before` was taken. */
-function openedSince(before: Set<string>): string[] {
-  return [...allLearnerAddrs()].filter((addr) => !before.has(addr));
 }
 
 interface Watch {

@@ -27,6 +27,7 @@ import {
   dropConnection,
   holdReply,
   learnerAddrs,
+  openedSince,
   received,
   type SentCommand,
   sent,
@@ -890,7 +891,7 @@ describe("a dashboard that joins late", () => {
       exercise.openDashboard(client, keys, (status) => shown.push(status)),
     );
     open.push(stop);
-    const dashboard = [...allLearnerAddrs()].filter((addr) => !given.has(addr));
+    const dashboard = openedSince(given);
     // Twice: an error listener added with once() hears the first drop and is gone.
     const drops = hearDropErrors();
     try {
@@ -1061,7 +1062,7 @@ describe("a dashboard that joins late", () => {
       `onChange() threw while your dashboard caught up, and openDashboard() rejected with ${String(outcome.error)} instead of that error: pass it on as it is.`,
       3,
     );
-    const opened = [...allLearnerAddrs()].filter((addr) => !before.has(addr));
+    const opened = openedSince(before);
     const left = (await learnerConnections(observer)).filter((c) => opened.includes(c.addr));
     if (
       left.length > 0 &&
@@ -1094,7 +1095,7 @@ describe("a dashboard that joins late", () => {
         3,
       );
     }
-    const opened = [...allLearnerAddrs()].filter((addr) => !before.has(addr));
+    const opened = openedSince(before);
     const gone = async () =>
       (await learnerConnections(observer)).every((c) => !opened.includes(c.addr));
     if (!(await until(gone, 1000))) {

@@ -26,6 +26,7 @@ import {
   deliverTogether,
   dropConnection,
   learnerAddrs,
+  openedSince,
   openLearnerConnections,
   type SentCommand,
   scope,
@@ -103,7 +104,7 @@ async function watch(client: Redis, onExpired: (docId: string) => void): Promise
 async function watchOpening(client: Redis, onExpired: (docId: string) => void): Promise<string[]> {
   const before = allLearnerAddrs();
   await watch(client, onExpired);
-  return [...allLearnerAddrs()].filter((addr) => !before.has(addr));
+  return openedSince(before);
 }
 
 /** Lets each of `leaseKeys` expire, and makes Redis notice now rather than at its next sample. */

@@ -26,6 +26,7 @@ import {
   deliverTogether,
   dropConnection,
   learnerAddrs,
+  openedSince,
   type SentCommand,
   sent,
 } from "../wire.ts";
@@ -162,11 +163,6 @@ async function failingWatcher(
 /** A status event as the worker publishes it. */
 function statusOf(doc: string): string {
   return JSON.stringify({ doc, state: "done" });
-}
-
-/** The learner connections opened since `before`, open or closed. */
-function openedSince(before: Set<string>): string[] {
-  return [...allLearnerAddrs()].filter((addr) => !before.has(addr));
 }
 
 describe.skipIf(!ctx.privateServer)("lesson 14", () => {
