@@ -111,3 +111,33 @@ test("SIGKILL of the workbook's process group during the type check: the compile
   expect(gone, `still running:\n${leftovers(box.mark).join("\n")}`).toBe(true);
   expect(await waitFor(() => !existsSync(config), 5_000), `${config} was left`).toBe(true);
 });
+
+test("a SIGKILL after the spawn but before the guard learns its group still ends it and removes its files", async () => {
+  // The window the type check and the check's vitest each had between spawning their group and
+  // arming its guard, held open here on purpose: the guard is armed, the process is spawned
+  // with the run id, and the group is never named.
+  const box = sandbox(solution);
+  const file = join(box.tmp, "config.json");
+  writeFileSync(file, "{}");
+  const script = join(box.tmp, "spawner.ts");
+  writeFileSync(
+    script,
+    [
+      'import { spawn } from "node:child_process";',
+      `import { guardRun } from ${JSON.stringify(join(process.cwd(), "src/check/watchdog.ts"))};`,
+      `guardRun("test-window", [${JSON.stringify(file)}]);`,
+      'const env = { ...process.env, WORKBOOK_RUN_ID: "test-window" };',
+      'spawn("sleep", ["300"], { detached: true, stdio: "ignore", env }).unref();',
+      "setInterval(() => {}, 1_000);",
+    ].join("\n"),
+  );
+  const parent = launch(process.execPath, [...TSX, script], box.env);
+  const sleeper = () => processesWithEnv(box.mark).filter((pid) => commandOf(pid) === "sleep 300");
+  expect(await waitFor(() => sleeper().length > 0, 30_000), "sleep never started").toBe(true);
+
+  process.kill(parent.pid ?? 0, "SIGKILL");
+
+  const gone = await waitFor(() => processesWithEnv(box.mark).length === 0, 10_000);
+  expect(gone, `still running:\n${leftovers(box.mark).join("\n")}`).toBe(true);
+  expect(await waitFor(() => !existsSync(file), 5_000), `${file} was left`).toBe(true);
+});

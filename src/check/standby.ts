@@ -19,7 +19,7 @@ import { killGroup, killProcessesWithEnv } from "../process-group.ts";
 import type { RedisTarget } from "../redis/target.ts";
 import { makeScratch, sweepOnce } from "../scratch.ts";
 import { killGroupOnExit, killRunOnExit, removeOnExit } from "./cleanup.ts";
-import { guardGroup } from "./watchdog.ts";
+import { guardRun } from "./watchdog.ts";
 
 const VITEST = join(ROOT, "node_modules", "vitest", "vitest.mjs");
 const REPORTER = join(ROOT, "src", "check", "reporter.ts");
@@ -106,6 +106,9 @@ export function startStandby(
   const events = join(scratch, "events.jsonl");
   const goFile = join(scratch, "go");
   const forgetRun = killRunOnExit(runId);
+  // Armed before the spawn: a SIGKILL of the workbook between the two would leave vitest and
+  // the scratch directory with no one to end them.
+  const guard = guardRun(runId, ownFile ? [scratch, ownFile] : [scratch]);
   const stamp = sourcesStamp(lesson);
   const child = spawn(
     process.execPath,
@@ -131,8 +134,7 @@ export function startStandby(
   );
   const pid = child.pid;
   const forgetChild = pid === undefined ? () => false : killGroupOnExit(pid);
-  const releaseGuard =
-    pid === undefined ? () => {} : guardGroup(pid, runId, ownFile ? [scratch, ownFile] : [scratch]);
+  if (pid !== undefined) guard.group(pid);
   let stdio = "";
   const collect = (chunk: Buffer) => {
     if (stdio.length < 200_000) stdio += chunk.toString();
@@ -178,7 +180,7 @@ export function startStandby(
         forgetRun();
         rmSync(scratch, { recursive: true, force: true });
         keepScratch();
-        releaseGuard();
+        guard.release();
       })();
       return disposed;
     },

@@ -5,7 +5,7 @@ import { createRequire } from "node:module";
 import { resolve as absolute, dirname, join, relative } from "node:path";
 import { ROOT } from "../paths.ts";
 import { killGroupOnExit } from "./cleanup.ts";
-import { guardGroup } from "./watchdog.ts";
+import { guardRun } from "./watchdog.ts";
 
 export interface Diagnostic {
   file: string;
@@ -35,14 +35,22 @@ export function parseTscOutput(output: string): Diagnostic[] {
  * under node_modules so that `redis` and @types/node resolve exactly as they do for the course.
  */
 export function configFor(...files: string[]): string {
+  const config = configPath();
+  writeConfig(config, files);
+  return config;
+}
+
+function configPath(): string {
   const dir = join(ROOT, "node_modules", ".cache", "workbook");
   mkdirSync(dir, { recursive: true });
-  const config = join(dir, `tsconfig.${randomBytes(4).toString("hex")}.json`);
+  return join(dir, `tsconfig.${randomBytes(4).toString("hex")}.json`);
+}
+
+function writeConfig(config: string, files: string[]): void {
   writeFileSync(
     config,
     JSON.stringify({ extends: join(ROOT, "tsconfig.json"), files, include: [] }),
   );
-  return config;
 }
 
 /**
@@ -76,7 +84,12 @@ export async function typecheck(file: string): Promise<Diagnostic[]> {
  * in a file that was not asked for are listed under "": no one of the files can be blamed.
  */
 export async function typecheckMany(files: string[]): Promise<Map<string, Diagnostic[]>> {
-  const config = configFor(...files);
+  // Killed mid-check, we leave neither a compiler running nor its config file: the guard is
+  // armed before either exists, and finds the compiler by this id in its environment.
+  const runId = `tsc-${randomBytes(4).toString("hex")}`;
+  const config = configPath();
+  const guard = guardRun(runId, [config]);
+  writeConfig(config, files);
   const { command, args } = compiler();
   try {
     const output = await new Promise<string>((resolve, reject) => {
@@ -88,11 +101,10 @@ export async function typecheckMany(files: string[]): Promise<Map<string, Diagno
         cwd: ROOT,
         stdio: ["ignore", "pipe", "pipe"],
         detached: true,
+        env: { ...process.env, WORKBOOK_RUN_ID: runId },
       });
       const forget = child.pid === undefined ? () => false : killGroupOnExit(child.pid);
-      // Killed mid-check, we leave neither a compiler running nor its config file.
-      const release =
-        child.pid === undefined ? () => {} : guardGroup(child.pid, undefined, [config]);
+      if (child.pid !== undefined) guard.group(child.pid);
       let text = "";
       child.stdout.on("data", (chunk) => {
         text += chunk;
@@ -103,7 +115,6 @@ export async function typecheckMany(files: string[]): Promise<Map<string, Diagno
       child.on("error", reject);
       child.on("close", () => {
         forget();
-        release();
         resolve(text);
       });
     });
@@ -116,5 +127,6 @@ export async function typecheckMany(files: string[]): Promise<Map<string, Diagno
     return byFile;
   } finally {
     rmSync(config, { force: true });
+    guard.release();
   }
 }
