@@ -35,6 +35,7 @@ beforeEach((context) => {
       state: result.state === "pass" ? "passed" : "failed",
       errors: (result.errors ?? []).map(toError),
       waitingFor: result.state === "fail" ? waitingFor() : undefined,
+      durationMs: result.duration,
     });
     if (result.state !== "fail") return;
     let timer: NodeJS.Timeout | undefined;

@@ -632,6 +632,7 @@ function install(): void {
         everOpened.push(t);
       });
       this.once("close", () => {
+        if (t.localAddr === undefined) neverConnected.set(scope, failedOf(scope) + 1);
         tracked.delete(this);
         settle(t, true);
       });
@@ -876,6 +877,19 @@ export function scope(label = "worker"): Scope {
     crash: () => crashScope(name),
     crashed: () => crashedScopes.has(name),
   };
+}
+
+/** Per scope name, the connections that closed before they ever connected. */
+const neverConnected = new Map<string, number>();
+const failedOf = (scope: string) => neverConnected.get(scope) ?? 0;
+
+/**
+ * How many connections the code run in `s` tried to open and lost before they connected (a
+ * refused connection): node-redis opens a new socket for each attempt, so a client retrying to
+ * connect counts up, one each time its reconnect strategy is asked.
+ */
+export function failedConnects(s: Scope): number {
+  return failedOf(s.name);
 }
 
 /**

@@ -24,6 +24,7 @@ import {
   allLearnerAddrs,
   checkOwnsSocket,
   dropConnection,
+  failedConnects,
   learnerAddrs,
   openedSince,
   scope,
@@ -581,8 +582,12 @@ describe("a live connection", () => {
       const pending = settled(
         attempt.run(() => Promise.resolve().then(() => exercise.connect(url.toString(), name))),
       );
-      // Refused for a while, as a Redis that is still starting refuses; then it listens.
-      const early = await Promise.race([pending, sleep(400).then(() => "waiting" as const)]);
+      // Refused for a while, as a Redis that is still starting refuses; then it listens: as
+      // soon as a second attempt was refused (so one retry is not all there is), or after
+      // 400 ms for a strategy that waits longer than that between attempts.
+      const refusedTwice = until(() => failedConnects(attempt) >= 2, 400);
+      const early = await Promise.race([pending, refusedTwice.then(() => "waiting" as const)]);
+      const refusals = failedConnects(attempt);
       const proxy = net.createServer((incoming) => {
         const outgoing = net.connect(Number(target.port), target.hostname);
         checkOwnsSocket(outgoing);
@@ -594,7 +599,7 @@ describe("a live connection", () => {
         if (early !== "waiting") {
           if ("value" in early) (early.value as Redis | undefined)?.destroy?.();
           fail(
-            `connect() to a Redis that was not listening yet ${"error" in early ? `rejected within 400 ms (${early.error instanceof Error ? early.error.message : String(early.error)})` : "resolved"}. A service often starts a moment before its Redis (a deploy, a restart of both), and a refused connection is what a starting Redis answers: keep retrying with your delay. Give up only when the login itself is refused (WRONGPASS, NOAUTH).`,
+            `connect() to a Redis that was not listening yet ${"error" in early ? `rejected after ${refusals} refused connection${refusals === 1 ? "" : "s"} (${early.error instanceof Error ? early.error.message : String(early.error)})` : "resolved"}. A service often starts a moment before its Redis (a deploy, a restart of both), and a refused connection is what a starting Redis answers: keep retrying with your delay. Give up only when the login itself is refused (WRONGPASS, NOAUTH).`,
             3,
           );
         }
@@ -604,7 +609,7 @@ describe("a live connection", () => {
         if (outcome !== "pending" && "value" in outcome) (outcome.value as Redis)?.destroy?.();
         check(
           outcome !== "pending" && "value" in outcome,
-          `connect() to a Redis that started listening 400 ms later ${outcome === "pending" ? "had not connected 6 s after it did: your reconnect strategy waits too long between early retries, or stopped" : `rejected (${"error" in outcome && outcome.error instanceof Error ? outcome.error.message : String(outcome)}): it gave up while Redis was starting`}. Keep retrying with your growing delay until it answers; give up only when the login itself is refused.`,
+          `connect() to a Redis that started listening a moment later ${outcome === "pending" ? "had not connected 6 s after it did: your reconnect strategy waits too long between early retries, or stopped" : `rejected (${"error" in outcome && outcome.error instanceof Error ? outcome.error.message : String(outcome)}): it gave up while Redis was starting`}. Keep retrying with your growing delay until it answers; give up only when the login itself is refused.`,
           3,
         );
       } finally {

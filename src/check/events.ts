@@ -13,6 +13,8 @@ export type CheckEvent =
       errors: { name: string; message: string; stack?: string; hint?: number }[];
       /** The learner's function the kit's call() was still waiting for when the test ended. */
       waitingFor?: string;
+      /** How long the test took, hooks included: where a slow check spends its time. */
+      durationMs?: number;
     }
   /** What Redis held for a failed test's keys (checks/redis-state.ts). */
   | { event: "state"; test: string; state: RedisState }

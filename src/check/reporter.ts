@@ -41,6 +41,7 @@ export default class CheckReporter implements Reporter {
       state: result.state,
       note: result.state === "skipped" ? result.note : undefined,
       errors: (result.errors ?? []).map(toError),
+      durationMs: testCase.diagnostic()?.duration,
     });
   }
 

@@ -28,6 +28,8 @@ export interface TestOutcome {
   location?: SourceLocation;
   /** What Redis held for the test's keys after it failed. */
   redis?: RedisState;
+  /** How long it took (in `--json`, to find where a slow check spends its time). */
+  durationMs?: number;
 }
 
 export interface SourceLocation {
@@ -180,6 +182,7 @@ export function decide(
         hint: first?.hint,
         stack: learnerStack(first?.stack),
         location: learnerLocation(first?.stack, file),
+        durationMs: event.durationMs === undefined ? undefined : Math.round(event.durationMs),
       };
       if (earlier >= 0) tests[earlier] = outcome;
       else tests.push(outcome);
