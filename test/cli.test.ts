@@ -17,6 +17,10 @@ test("check exits 0 on the solution and prints the verdict as JSON", () => {
   expect(code).toBe(0);
   const verdict = JSON.parse(out.trim().split("\n").pop() ?? "{}");
   expect(verdict).toMatchObject({ lesson: "01-connect", target: "solution", status: "passed" });
+  // Each test says how long it took: where a slow check spends its time.
+  const tests = verdict.tests as { durationMs?: number }[];
+  expect(tests.length).toBeGreaterThan(0);
+  for (const t of tests) expect(t.durationMs).toEqual(expect.any(Number));
 });
 
 test("check exits 1 on the learner's untouched copy, made from the starter on first use", () => {
