@@ -263,6 +263,15 @@ test("readPage() returns each of 250 entries exactly once, in order, page by pag
     `Twelve entries share one millisecond (${at}-0 to ${at}-11), and readPage(after = null, 12) returned ${busyPage.length} of them${busyWrongAt < 0 ? "" : `, with ${busyPage[busyWrongAt]} where ${busyIds[busyWrongAt]} belongs (place ${busyWrongAt + 1})`}. XRANGE returns them in the stream's order; sorting IDs as strings puts "-10" before "-2". Return them in the order XRANGE gives.`,
     2,
   );
+  // A page that ends at -9 goes on with -10: "-10" is below "-9" as a string, not as a number.
+  const afterNine = (
+    await call(`readPage(after = ${at}-9)`, () => exercise.readPage(client, busy, `${at}-9`, 5))
+  ).map((e) => e.id);
+  check(
+    sameValue(afterNine, busyIds.slice(10)),
+    `readPage(after = ${at}-9, 5) should return the two entries after it in the same millisecond, ${at}-10 and ${at}-11; it returned ${describeIds(afterNine) || "none"}. An ID's sequence number is a number: -10 comes after -9, although "-10" < "-9" as strings. Let XRANGE pick the entries after it ("(" + id) rather than comparing IDs as strings.`,
+    2,
+  );
 });
 
 test("appendEvent() appends after an entry stamped ahead of this machine's clock", async () => {
@@ -402,9 +411,10 @@ test("trimOlderThan() deletes every entry past the retention age, and nothing ne
   const stream = freshKey("audit:retention");
   const day = 86_400_000;
   const now = Date.now();
-  // A limit that puts the cutoff half a second past a whole second: a cutoff rounded down to
-  // seconds then keeps the entry written 100 ms before it.
-  const maxAge = 30 * day + (((now % 1000) + 500) % 1000);
+  // The cutoff lies half a second past a whole second: a cutoff rounded down to seconds then
+  // keeps the entry written 100 ms before it. The limit is worked out just before the call, so
+  // however slowly the history is written, the cutoff the learner's code computes lands there.
+  const cutoffMs = now - 30 * day - (((now % 1000) + 500) % 1000);
   // Entry IDs carry their time, so the check can write a month of history in one go: more old
   // entries than one page of a learner's XRANGE ... COUNT 100, and a log that has been quiet for
   // eleven days, so a cutoff counted from the newest entry instead of from now shows.
@@ -415,7 +425,11 @@ test("trimOlderThan() deletes every entry past the retention age, and nothing ne
       status: "done",
     });
   }
-  history.xAdd(stream, `${now - maxAge - 100}-0`, { docId: "just-too-old", status: "done" });
+  history.xAdd(stream, `${cutoffMs - 100}-0`, { docId: "just-too-old", status: "done" });
+  // Young enough by a second and a half: a cutoff that lands later than now minus maxAgeMs
+  // (rounded up, or a server TIME read with its microseconds taken for milliseconds) deletes it.
+  const justYoung = `${cutoffMs + 1500}-0`;
+  history.xAdd(stream, justYoung, { docId: "just-young-enough", status: "done" });
   for (let i = 0; i < 10; i++) {
     history.xAdd(stream, `${now - (20 - i) * day}-0`, { docId: `kept-${i}`, status: "done" });
   }
@@ -429,38 +443,68 @@ test("trimOlderThan() deletes every entry past the retention age, and nothing ne
       await observer.xAdd(stream, "*", { docId: "live-1", status: "queued" });
     },
   );
+  // A cutoff read from the server's TIME is sent when the clock is past the first 100 ms of a
+  // second, so microseconds taken for milliseconds always put it far too late (minutes).
+  const serverTime = beforeCommand(
+    (c) => c.name === "TIME",
+    async () => {
+      while (Date.now() % 1000 < 100 || Date.now() % 1000 > 900) {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    },
+  );
   let removed: number;
+  const maxAge = Date.now() - cutoffMs;
   try {
     removed = await call("trimOlderThan(30 days)", () =>
       exercise.trimOlderThan(client, stream, maxAge),
     );
   } finally {
     append.cancel();
+    serverTime.cancel();
   }
-  const young = append.hasFired() ? 11 : 10;
+  const young = append.hasFired() ? 12 : 11;
   const trims = sent()
     .slice(before)
     .filter((c) => c.args[1] === stream);
   const left = ((await observer.xRange(stream, "-", "+")) ?? []).map((m) => m.id);
-  const cutoff = `${now - maxAge}-0`;
+  const cutoff = `${cutoffMs}-0`;
   const tooOld = left.filter((id) => compareIds(id, cutoff) < 0);
   if (tooOld.length > 0) {
     fail(
-      `${tooOld.length} entries older than 30 days are still in the log after trimOlderThan(). ${retentionCause(trims, now - maxAge)}`,
+      `${tooOld.length} entries older than 30 days are still in the log after trimOlderThan(). ${retentionCause(trims, cutoffMs)}`,
       2,
     );
   }
   check(
+    left.includes(justYoung),
+    `trimOlderThan() deleted entry ${justYoung}, which is 1.5 s younger than the limit: the cutoff your code used is later than now minus maxAgeMs. ${lateCutoffCause(trims, cutoffMs)}`,
+    2,
+  );
+  check(
     left.length === young,
-    `trimOlderThan(30 days) should keep the ${young} entries younger than 30 days; ${left.length} are left. ${retentionCause(trims, now - maxAge)}`,
+    `trimOlderThan(30 days) should keep the ${young} entries younger than 30 days; ${left.length} are left. ${retentionCause(trims, cutoffMs)}`,
     2,
   );
   check(
     removed === OLD_ENTRIES + 1,
-    `trimOlderThan() should return how many entries it deleted (${OLD_ENTRIES + 1}); it returned ${JSON.stringify(removed)}.${young === 11 ? " Meanwhile another service appended an entry (the check added one just before your XTRIM): a count worked out from the length before and after includes it. Return what XTRIM reports." : ""}`,
+    `trimOlderThan() should return how many entries it deleted (${OLD_ENTRIES + 1}); it returned ${JSON.stringify(removed)}.${young === 12 ? " Meanwhile another service appended an entry (the check added one just before your XTRIM): a count worked out from the length before and after includes it. Return what XTRIM reports." : ""}`,
     2,
   );
 });
+
+/** What the learner's trim sent that explains a cutoff later than now minus maxAgeMs. */
+function lateCutoffCause(commands: SentCommand[], cutoffMs: number): string {
+  const trim = commands.find((c) => c.name === "XTRIM");
+  const at = trim?.args.findIndex((arg) => /^MINID$/i.test(arg)) ?? -1;
+  const threshold = trim?.args[trim.args[at + 1] === "=" ? at + 2 : at + 1] ?? "";
+  const ms = Number(threshold.split("-")[0]);
+  const by =
+    Number.isFinite(ms) && at >= 0
+      ? ` (MINID ${threshold}, ${Math.round((ms - cutoffMs) / 1000)} s too late)`
+      : "";
+  return `The cutoff is Date.now() - maxAgeMs, in milliseconds, neither rounded up nor taken from somewhere later${by}. If you read the server's clock with TIME, it answers seconds and MICROseconds: milliseconds are seconds * 1000 + Math.floor(microseconds / 1000).`;
+}
 
 /** What the learner's trim sent that explains old entries left behind, as far as it shows. */
 function retentionCause(commands: SentCommand[], cutoffMs: number): string {

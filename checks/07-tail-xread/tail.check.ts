@@ -19,7 +19,7 @@ import {
   stuckInRead,
   waitForBlocked,
 } from "../streams-support.ts";
-import { before, type SentCommand, sent } from "../wire.ts";
+import { before, holdReply, type SentCommand, sent } from "../wire.ts";
 import {
   append,
   type Behaviour,
@@ -130,6 +130,14 @@ test("a new reader hands over every new entry, in order, as written, and nothing
   const observer = await checkClient();
   const stream = freshKey("status");
   const old = await append(observer, stream, 3, "earlier");
+  // The newest entry so far was stamped a minute ahead of this machine's clock (by a server or
+  // a writer whose clock runs ahead): a reader that starts at Date.now() hands it over.
+  const ahead = await observer.xAdd(stream, `${Date.now() + 60_000}-0`, {
+    docId: "earlier-ahead",
+    stage: "ocr",
+    status: "done",
+  });
+  old.ids.push(ahead);
   // An entry appended at the reader's first look at the stream, if startTail() had already
   // resolved by then: a reader that settles where to start in the background skips it.
   let ready = false;
@@ -180,7 +188,7 @@ test("a new reader hands over every new entry, in order, as written, and nothing
   const older = seen().filter((id) => old.ids.includes(id));
   check(
     older.length === 0,
-    `Your reader handed over ${older.length} entries that were in the stream before it started (${list(older)}). A reader without a checkpoint starts after the newest entry: only entries added from now on.`,
+    `Your reader handed over ${older.length} entries that were in the stream before it started (${list(older)}). A reader without a checkpoint starts after the newest entry: only entries added from now on.${older.includes(ahead) ? ` Entry ${ahead} is stamped a minute ahead of this machine's clock (the server's clock, or another writer's, may run ahead of yours): start from the newest entry's ID (XREVRANGE <stream> + - COUNT 1), not from Date.now().` : ""}`,
     1,
   );
   const lost = justReady.filter((id) => !seen().includes(id));
@@ -726,6 +734,24 @@ test("stop() on a quiet stream returns within one read and closes the reader's c
     `Your reader's XREAD asked for BLOCK ${blockOf(short)}, though blockMs was ${BLOCK_MS}: a read that gives up after ${blockOf(short)} ms makes a quiet stream cost a round trip every few milliseconds (an idle Redis may answer it only at its next timer tick, which hides the cost here). BLOCK takes milliseconds, like blockMs: pass blockMs as it is.`,
     2,
   );
+  // The answer to a read that timed out is slow to arrive (a busy network): the reader waits
+  // for it. One that stops waiting after a timer of its own and reads again piles reads up on
+  // its connection, each behind the last, and drops what the abandoned one brings.
+  let overtaken: SentCommand[] | undefined;
+  const slowAnswer = holdReply(
+    (c) => c.name === "XREAD" && c.scope === reader.scope.name,
+    async (read) => {
+      await sleep(BLOCK_MS * 4);
+      overtaken = sent((c) => c.seq > read.seq && c.name === "XREAD" && c.conn === read.conn);
+    },
+  );
+  await until(() => overtaken !== undefined, BLOCK_MS * 15);
+  slowAnswer.cancel();
+  check(
+    (overtaken ?? []).length === 0,
+    `While the answer to your reader's XREAD was on its way (the check held it back for ${BLOCK_MS * 4} ms), your reader sent ${overtaken?.length} more XREAD(s) on the same connection: it stopped waiting for the read after a timer of its own (a Promise.race with a timeout?). The abandoned reads still run on the connection, one behind the other, and what they bring is thrown away. BLOCK is the timeout: await each read until it answers.`,
+    2,
+  );
   await stop(reader.tail, QUIET_STOP_MS);
   const left = await leftOpen(observer, earlier, own);
   check(
@@ -826,6 +852,42 @@ test("independent readers each see every entry (fan-out with history)", async ()
   check(
     waiting >= 2,
     "Two readers started on one client followed the same stream, and only one XREAD BLOCK was ever waiting at a time: the two readers share one connection, so each read waits behind the other's BLOCK, and an entry can wait up to blockMs per reader before anyone sees it. Give every startTail() a connection of its own (client.duplicate()), never one shared between calls.",
+    2,
+  );
+});
+
+test("two readers of one process, on two streams, each keep a cursor of their own", async () => {
+  const observer = await checkClient();
+  const audit = freshKey("status:audit");
+  const billing = freshKey("status:billing");
+  // The billing stream's newest entry was stamped a minute ahead (another machine's clock): the
+  // billing reader starts after it, and the audit reader must not.
+  const ahead = await observer.xAdd(billing, `${Date.now() + 60_000}-0`, { docId: "ahead" });
+  const first = await startReader(audit, freshKey("tail:audit"), BLOCK_MS);
+  await untilWaiting(observer);
+  const second = await startReader(billing, freshKey("tail:billing"), BLOCK_MS, undefined, first);
+  // The audit reader's next read is sent once the second reader has settled its start.
+  const mark = sentMark();
+  await until(
+    () => sent((c) => c.name === "XREAD" && c.seq > mark && c.args.includes(audit)).length > 0,
+    3000,
+  );
+  const added = await append(observer, audit, 3, "audit");
+  const got = () => first.calls.map((e) => e.id).filter((id) => added.ids.includes(id));
+  const skipped = readsPast(first, audit, added.ids, mark);
+  await until(() => got().length === added.ids.length || skipped(), 3000);
+  await Promise.all([stop(first.tail), stop(second.tail)]);
+  const foreign = sent(
+    (c) => c.name === "XREAD" && c.seq > mark && c.args.includes(audit) && c.args.at(-1) === ahead,
+  )[0];
+  check(
+    foreign === undefined,
+    `Two readers run in one process: one follows ${audit}, the other ${billing}, whose newest entry is ${ahead}. After the second startTail(), the first reader asked for entries of ${audit} after ${ahead}, the second reader's cursor: the two share one cursor (a variable outside startTail(), or an object shared between calls). Keep each reader's cursor inside its own startTail() call.`,
+    2,
+  );
+  check(
+    got().length === added.ids.length,
+    `The first of two readers in one process got ${got().length} of the 3 entries added to its stream after the second reader started on another stream. Each startTail() call keeps its own cursor, connection and loop.`,
     2,
   );
 });

@@ -402,13 +402,17 @@ test("a task whose handle() throws or rejects stays pending; one still working i
 
   // doc-1 throws at once, doc-2 returns a rejected promise, doc-3 works until released.
   const slowWork = held();
+  let slowSince = 0;
   const called: string[] = [];
   const finished: string[] = [];
   const handle = (task: Task): void | Promise<void> => {
     called.push(task.id);
     if (task.id === throwing) throw new Error("the OCR service is down");
     if (task.id === rejecting) return Promise.reject(new Error("the OCR service timed out"));
-    if (task.id === slow) return slowWork.promise.then(() => void finished.push(task.id));
+    if (task.id === slow) {
+      slowSince = sent().at(-1)?.seq ?? 0;
+      return slowWork.promise.then(() => void finished.push(task.id));
+    }
     finished.push(task.id);
   };
   const workers: Worker[] = [];
@@ -444,11 +448,23 @@ test("a task whose handle() throws or rejects stays pending; one still working i
       `While handle() worked on ${slow}, the group did not list it as pending for ${consumer}${pendingNow.size === 0 ? " (nothing was pending at all: was it read with NOACK?)" : ""}. Read without NOACK, so a task stays pending until your XACK.`,
       2,
     );
+    // The slow task takes its time (a large document): a worker that stops waiting for handle()
+    // after a timeout of its own reads on meanwhile, and never acknowledges the finished task.
+    const readOn = () =>
+      sent((c) => c.seq > slowSince && c.name === "XREADGROUP" && c.args.includes(consumer))
+        .length > 0;
+    await until(readOn, 1500);
+    const gaveUp = readOn();
     slowWork.release();
     const wentOn = await until(() => {
       const acked = acknowledged(stream);
       return acked.has(slow) && acked.has(last);
     }, 3000);
+    check(
+      wentOn || !gaveUp || acknowledged(stream).has(slow),
+      `While handle() still worked on ${slow} (the check let it take 1.5 s), your worker read again, and once handle() had finished, ${slow} was never acknowledged: the worker stopped waiting for handle() (a timeout of its own?) and counted the task as failed. A task is done when handle() finishes, however long it takes: await it, then XACK.`,
+      2,
+    );
     check(
       wentOn,
       `After the failures, ${[slow, last].filter((id) => !acknowledged(stream).has(id)).join(" and ")} never got acknowledged${finished.includes(last) ? ", although handle() finished" : ""}. The worker should keep going: handle, then XACK, for every task after a failed one.`,
@@ -646,12 +662,22 @@ test("stop() while a read is bringing a task: the task is still handled and ackn
 const GONE_MS = BLOCK_MS * 5;
 const GONE_MOST = 15;
 
-test("a worker whose group is gone does not ask again and again", async () => {
+test("a worker whose group is gone does not ask again and again, and does not quit in silence", async () => {
   const { observer, stream, group, connections, start } = await stopScene("gone", "ner", 0);
   const consumer = fresh("ner");
   const workers: Worker[] = [];
+  const handled: string[] = [];
+  // A worker that makes the group again: a task queued just before its XGROUP CREATE reaches
+  // Redis was queued while the group was gone, and the new group must still hand it out.
+  let queuedWhileGone: string | undefined;
+  const whileGone = before(
+    (c) => c.name === "XGROUP" && /^CREATE$/i.test(c.args[1] ?? "") && c.args.includes(stream),
+    async () => {
+      queuedWhileGone ??= await observer.xAdd(stream, "*", { docId: "doc-while-gone" });
+    },
+  );
   try {
-    const worker = await start(consumer, () => {}, workers);
+    const worker = await start(consumer, (task) => void handled.push(task.id), workers);
     await waitForBlocked(observer, "xreadgroup", 1, 3000);
     const mark = sent().at(-1)?.seq ?? 0;
     // As an operator or a clean-up script can: Redis answers the waiting read with NOGROUP, and
@@ -670,15 +696,35 @@ test("a worker whose group is gone does not ask again and again", async () => {
       `While the group was gone (the check destroyed it with XGROUP DESTROY, as an operator or a clean-up script can), your worker sent ${commands.length} commands within ${elapsed} ms (${summary}). Without the group Redis answers each read with NOGROUP at once, and your loop asked again at once: it spins the CPU and floods Redis and your log for as long as the group is missing. On NOGROUP, do not read again at once: log it and wait about blockMs before the next read, or recreate the group (ensureGroup()) and go on, or let the error end the loop so that stop() reports it.`,
       2,
     );
+    // The operator puts the group back (a worker that made it again already has it) and queues
+    // a task: a worker still running takes it.
+    await observer.xGroupCreate(stream, group, "0").catch((error: Error) => {
+      if (!error.message.startsWith("BUSYGROUP")) throw error;
+    });
+    const after = await observer.xAdd(stream, "*", { docId: "doc-group-back" });
+    const goesOn = await until(() => handled.includes(after), 3000);
+    let reported: Error | undefined;
     try {
       await stopWithin(worker, QUIET_STOP_MS, "the worker", BLOCK_MS);
     } catch (error) {
       // A loop that ended on the error, and stop() reporting it, is a right answer too.
       if (!/NOGROUP/.test((error as Error).message)) throw error;
+      reported = error as Error;
     }
     workers.length = 0;
+    check(
+      goesOn || reported !== undefined,
+      `After the group was gone and back, your worker took no task for 3 s, and its stop() then resolved as if all was well: the loop ended on NOGROUP and nobody heard of it. A deployment would go on believing the worker runs. Log NOGROUP and read again after about blockMs, recreate the group (ensureGroup()), or let the error end the loop so that stop() rejects with it.`,
+      2,
+    );
+    check(
+      queuedWhileGone === undefined || handled.includes(queuedWhileGone),
+      `Your worker made the group again, and task ${queuedWhileGone}, queued while the group was gone (just before your XGROUP CREATE), never reached handle(): the new group started after it. Recreate it as ensureGroup() does, at "0", not "$".`,
+      2,
+    );
     await checkAllClosed(connections);
   } finally {
+    whileGone.cancel();
     await stopAll(workers);
   }
 });

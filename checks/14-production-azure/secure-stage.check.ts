@@ -257,6 +257,38 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
     }
   });
 
+  test("stageClient()'s client keeps retrying a refused login once it has been ready", async () => {
+    const user = await fixture.user("ocr-worker", ["+ping"]);
+    // A token that expired under a running worker: its next logins are refused until the new
+    // one is in place. The check tests stageClient()'s own client, the one whose "ready" it hears.
+    let stale: string | undefined;
+    const conn: StageConnection = {
+      ...user.conn,
+      password: async () => stale ?? (await user.conn.password()),
+    };
+    const client = await connectStage(conn, "the client from stageClient()");
+    stale = fresh("expired-token");
+    await fixture.admin.sendCommand(["CLIENT", "KILL", "USER", conn.username]);
+    // Redis logs a refused login (ACL LOG) before it answers WRONGPASS: once it is there, your
+    // reconnect strategy has been, or is being, asked what to do about it.
+    const refused = await until(
+      async () =>
+        JSON.stringify(await fixture.admin.sendCommand(["ACL", "LOG", "20"])).includes(
+          conn.username,
+        ),
+      6000,
+    );
+    stale = undefined;
+    // A client that gave up is closed for good: no need to wait the 6 s out.
+    const back =
+      refused && (await until(() => client.isReady || !client.isOpen, 6000)) && client.isReady;
+    check(
+      back,
+      `Once connected, your stageClient()'s client ${refused ? "did not come back within 6 s after conn.password() gave a valid password again" : "did not try to log in again within 6 s of a dropped connection"}: the check dropped its connection while conn.password() gave an expired token (as a rotation under way does), then gave the valid one again. A client that gives up on a refused login after it has been ready stays dead until someone restarts the worker. Give up on WRONGPASS or NOAUTH only before the client's first "ready"; after it, keep answering a delay.`,
+      2,
+    );
+  });
+
   test("watchStatus() loses no status that arrived with one whose onEvent threw", async () => {
     const stage = names();
     const dashboard = await dashboardUser(stage);
@@ -567,6 +599,15 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
       check(
         !(await output()).includes(doc) && (await pending()) === before + 1,
         "The document was acknowledged or passed on while handle() was still working on it: acknowledge only after handle() finished.",
+        4,
+      );
+      const holders = (
+        await fixture.admin.xPendingRange(stage.input, stage.group, "-", "+", 100)
+      ).map((entry) => String(entry.consumer));
+      const other = holders.find((holder) => holder !== stage.consumer);
+      check(
+        other === undefined,
+        `While handle() worked on ${doc}, the group listed it as pending for the consumer "${other}", not for names.consumer ("${stage.consumer}"). Read as the consumer you were given (XREADGROUP GROUP <group> <consumer>): two workers under one consumer name mix up their pending entries, and recovery (lesson 09) cannot tell whose they are.`,
         4,
       );
     };
