@@ -594,7 +594,7 @@ describe("pattern subscriptions", () => {
       3,
     );
   });
-  test("unwatch() removes the very pattern it subscribed to, glob characters and all", async () => {
+  test("under a prefix with glob characters, the watch hears its stages and unwatch() removes it", async () => {
     // A prefix with *, ? and [ in it: an unwatch() that builds the pattern again without the
     // escaping names another pattern, and PUNSUBSCRIBE of that one removes nothing.
     const t = tenant(GLOB_REGION);
@@ -611,7 +611,7 @@ describe("pattern subscriptions", () => {
     const reached = await publisher.publish(ocr, JSON.stringify(event("ocr", 1)));
     check(
       reached >= 1,
-      `While watching the prefix "${t.prefix}", a PUBLISH on "${ocr}" reached no subscriber: the pattern watchAllStages() subscribed to (${subscribed.map((p) => `"${p}"`).join(", ") || "none"}) does not match it. Escape the prefix's glob characters in allStagesPattern() and subscribe to that pattern.`,
+      `While watching the prefix "${t.prefix}", a PUBLISH on "${ocr}" reached no subscriber: the pattern watchAllStages() subscribed to (${subscribed.map((p) => `"${p}"`).join(", ") || "none"}) does not match it. Subscribe to allStagesPattern(prefix), the prefix's glob characters escaped: a pattern built as stageChannel(prefix, "*") or from the prefix as it is leaves them active, and [1] then matches "1", not "[1]".`,
       2,
     );
     const unwatchMark = sent().length;
