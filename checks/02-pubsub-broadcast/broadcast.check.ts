@@ -21,6 +21,11 @@ import {
 import { expectRefusedSubscribeCleanedUp } from "../refused-subscribe.ts";
 import { hearDropErrors, hearEscapedErrors, hearUnheardErrors } from "../unheard-errors.ts";
 import {
+  describeUnsubscribes,
+  subscribedOn,
+  unsubscribedElsewhere,
+} from "../unsubscribed-elsewhere.ts";
+import {
   allLearnerAddrs,
   command,
   deliverTogether,
@@ -104,6 +109,8 @@ interface Dashboard {
   stop: Stop;
   /** Addresses of the connections openDashboard() opened for this dashboard. */
   opened: string[];
+  /** The learner connections (SentCommand.conn) its SUBSCRIBE went out on. */
+  subscribedOn: number[];
 }
 
 interface DashboardOptions {
@@ -166,7 +173,12 @@ async function openDashboard(
       2,
     );
   }
-  return { received, stop: once, opened: openedSince(addrsBefore) };
+  return {
+    received,
+    stop: once,
+    opened: openedSince(addrsBefore),
+    subscribedOn: subscribedOn(mark),
+  };
 }
 
 async function subscribersOf(observer: Redis, channel: string): Promise<number> {
@@ -467,6 +479,25 @@ describe("dashboards", () => {
           2,
         );
       }
+      // Back twice: one more event must show once. node-redis subscribes again by itself, with
+      // the listeners it had; a subscribe() of the learner's own on "ready" adds a second one.
+      const last = events[3] as StatusEvent;
+      const mark = dashboard.received.length;
+      const reached = await call("publishStatus()", () =>
+        exercise.publishStatus(s.client, channel, last),
+      );
+      await eventually(
+        () => dashboard.received.slice(mark).some((e) => sameValue(e, last)),
+        2000,
+        `After node-redis had reconnected the dashboard twice, the event ${describeValue(last)} (PUBLISH reached ${reached}) did not reach onEvent within 2 s.`,
+        2,
+      );
+      const shown = dashboard.received.slice(mark).filter((e) => sameValue(e, last)).length;
+      check(
+        shown === 1,
+        `After node-redis had reconnected the dashboard twice, one PUBLISH of ${describeValue(last)} reached ${reached} subscriber(s) and your onEvent ran ${shown} times for it: every event now shows more than once. node-redis subscribes again by itself after a reconnect, with the listeners the connection had; a subscribe() of your own in a "ready" or "connect" listener adds a second listener (or a second subscriber). Leave resubscribing to node-redis.`,
+        2,
+      );
     } finally {
       drops.stop();
     }
@@ -498,7 +529,17 @@ describe("dashboards", () => {
     const channel = freshKey("status");
     const first = await openDashboard(s, channel, "dashboard A");
     const second = await openDashboard(s, channel, "dashboard B");
+    const mark = sent().length;
     await call("stop() of dashboard A", () => first.stop(), 3000);
+    // An UNSUBSCRIBE sent on another connection (the client given, say) removes that
+    // connection's own subscriptions to the channel, however many listeners they had.
+    const elsewhere = unsubscribedElsewhere(mark, first.subscribedOn);
+    if (elsewhere.length > 0) {
+      fail(
+        `stop() of dashboard A sent ${describeUnsubscribes(elsewhere)} on a connection the dashboard did not subscribe on (the client you were given, or another dashboard's). UNSUBSCRIBE without a listener drops every subscription that connection has to the channel, the caller's own too. Unsubscribe on the dashboard's own connection, the one stop() closes: subscriber.unsubscribe(channel, listener).`,
+        3,
+      );
+    }
     const othersClosed = second.opened.filter((addr) => !learnerAddrs().has(addr));
     check(
       othersClosed.length === 0,

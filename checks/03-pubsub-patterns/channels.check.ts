@@ -594,6 +594,39 @@ describe("pattern subscriptions", () => {
       3,
     );
   });
+  test("under a prefix with glob characters, the watch hears its stages and unwatch() removes it", async () => {
+    // A prefix with *, ? and [ in it: an unwatch() that builds the pattern again without the
+    // escaping names another pattern, and PUNSUBSCRIBE of that one removes nothing.
+    const t = tenant(GLOB_REGION);
+    const subscriber = await learnerConnection();
+    const publisher = await checkClient();
+    const observer = await checkClient("observer");
+    const mark = sent().length;
+    const { unwatch } = await watch(subscriber, t.prefix);
+    const subscribed = sent()
+      .slice(mark)
+      .filter((c) => c.name === "PSUBSCRIBE")
+      .flatMap((c) => c.args.slice(1));
+    const ocr = t.channelOf("ocr");
+    const reached = await publisher.publish(ocr, JSON.stringify(event("ocr", 1)));
+    check(
+      reached >= 1,
+      `While watching the prefix "${t.prefix}", a PUBLISH on "${ocr}" reached no subscriber: the pattern watchAllStages() subscribed to (${subscribed.map((p) => `"${p}"`).join(", ") || "none"}) does not match it. Subscribe to allStagesPattern(prefix), the prefix's glob characters escaped: a pattern built as stageChannel(prefix, "*") or from the prefix as it is leaves them active, and [1] then matches "1", not "[1]".`,
+      2,
+    );
+    const unwatchMark = sent().length;
+    await unwatchPromptly(unwatch, observer);
+    const after = await publisher.publish(ocr, JSON.stringify(event("ocr", 2)));
+    const unsubscribed = sent()
+      .slice(unwatchMark)
+      .filter((c) => c.name === "PUNSUBSCRIBE")
+      .map((c) => `PUNSUBSCRIBE ${c.args.slice(1).join(" ")}`.trim());
+    check(
+      after === 0,
+      `After unwatch() under the prefix "${t.prefix}", a PUBLISH on "${ocr}" still reached ${after} subscription(s): watchAllStages() subscribed to ${subscribed.map((p) => `"${p}"`).join(", ")}, and unwatch() ${unsubscribed.length > 0 ? `sent ${unsubscribed.join(", ")}` : "sent no PUNSUBSCRIBE at all"}. Unsubscribe the very pattern you subscribed to: keep allStagesPattern(prefix) in a const and pass that same string to pUnsubscribe(pattern, listener). A pattern built again without the escaping is another pattern: PUNSUBSCRIBE removes only a pattern spelt exactly as it was subscribed.`,
+      3,
+    );
+  });
 });
 
 describe("counting subscribers", () => {

@@ -324,6 +324,9 @@ async function lateDashboard(): Promise<Joined> {
     const published = await pipeline.publishBeforeRecording(firstDoc);
     late.push(published.status);
     joined.subscribersAtSnapshot = published.reached;
+    // A slow publisher's older status right behind it: a buffer that keeps one status per
+    // document, the last to arrive, loses the newer one.
+    await pipeline.publishStale(firstDoc, published.status.version - 1);
     // In the hash and on the channel: an overlap, first an older version, then the current one.
     await pipeline.advance("memo-overlap");
     await pipeline.advance("memo-overlap");
@@ -362,6 +365,10 @@ async function lateDashboard(): Promise<Joined> {
     await pipeline.publishStale("contract-1", 3);
     // In the snapshot at its second version (9): its next one, live, is 10.
     await pipeline.advance("memo-revised");
+    // Then 11, and 10 again from the slow publisher: newer than the snapshot's, older than what
+    // the dashboard shows, so only the versions it showed, not the snapshot's, tell it is old.
+    await pipeline.advance("memo-revised");
+    await pipeline.publishStale("memo-revised", 10);
     const target = pipeline.published + 20;
     while (pipeline.published < target) await sleep(5);
   } finally {
@@ -498,7 +505,7 @@ function checkNothingLost(joined: Joined): void {
     const other = late.docId === firstDoc ? lastDoc : firstDoc;
     if (other !== undefined && !firstWrong(joined, [other])) {
       fail(
-        `${what} It was the ${late.docId === firstDoc ? "first" : "last"} status your subscription delivered during the catch-up, and ${other}, the ${late.docId === firstDoc ? "last" : "first"}, did show: apply every buffered status, from the first to the last (an off-by-one in the loop over the buffer loses one).`,
+        `${what} It was the ${late.docId === firstDoc ? "first" : "last"} status your subscription delivered during the catch-up, and ${other}, the ${late.docId === firstDoc ? "last" : "first"}, did show: apply every buffered status, from the first to the last, in the order they arrived (an off-by-one in the loop over the buffer loses one, and so does a buffer that keeps one status per document: right behind ${late.docId}'s new status, a slow publisher sent an older one, and the last to arrive is not the newest).`,
         3,
       );
     }
@@ -550,7 +557,7 @@ function checkEachChangeOnce(joined: Joined): void {
           ? `showed ${status.docId} at version ${before} twice`
           : `showed ${status.docId} at version ${before}, then went back to version ${status.version}${shownBefore && status.at > shownBefore.at ? ` (sent by a publisher whose clock runs ahead, so its at is later: the version decides, never the time)` : ""}`;
       fail(
-        `Your dashboard ${what}. The snapshot and the live events overlap: a status published just after you subscribed is both in the hash and in your buffer, the buffer can hold versions older than the snapshot's, and a slow publisher can send an old status live. Remember the version each document shows and ignore any status that is not newer, during the catch-up and after it.`,
+        `Your dashboard ${what}. The snapshot and the live events overlap: a status published just after you subscribed is both in the hash and in your buffer, the buffer can hold versions older than the snapshot's, and a slow publisher can send an old status live. Remember the version each document shows (from the snapshot and live alike: a Map updated on every status you show) and ignore any status that is not newer, during the catch-up and after it.`,
         3,
       );
     }

@@ -21,6 +21,11 @@ import {
 import { expectRefusedSubscribeCleanedUp } from "../refused-subscribe.ts";
 import { hearDropErrors, hearEscapedErrors, hearUnheardErrors } from "../unheard-errors.ts";
 import {
+  describeUnsubscribes,
+  subscribedOn,
+  unsubscribedElsewhere,
+} from "../unsubscribed-elsewhere.ts";
+import {
   allLearnerAddrs,
   before as beforeCommand,
   deliverTogether,
@@ -79,6 +84,26 @@ async function ensureExpiredEvents(observer: Redis): Promise<void> {
   const current = await flags(observer);
   cleanup.push(() => observer.configSet(EVENTS, current));
   if (!/E/.test(current) || !/[xA]/.test(current)) await observer.configSet(EVENTS, `${current}Ex`);
+}
+
+/** The letters of a notify-keyspace-events value, A spelt out as the families it stands for. */
+function letters(value: string): Set<string> {
+  return new Set(value.replace(/A/g, "g$lshzxetd"));
+}
+
+/**
+ * enableExpiredEvents() turned `before` into `after`: fails when it turned on more than E and x.
+ * Every letter costs CPU on every matching change, on the whole server.
+ */
+function checkOnlyEx(before: string, after: string): void {
+  const wanted = letters(`${before}Ex`);
+  const extra = [...letters(after)].filter((letter) => !wanted.has(letter));
+  const named = extra.map((l) => `"${l}"`).join(", ");
+  check(
+    extra.length === 0,
+    `notify-keyspace-events was "${before}" and your enableExpiredEvents() left it "${after}": it also turned on ${/A/.test(after) && !/A/.test(before) ? `A, and so ${named},` : named}, which this lesson does not need. Redis then publishes an event for every matching change of every key on the server (K: one more message per event, on the __keyspace@<db>__ channels; A: every command family), and each costs CPU. Add only E and x, the ones that are missing, and keep the rest as it was.`,
+    2,
+  );
 }
 
 async function watch(client: Redis, onExpired: (docId: string) => void): Promise<Stop> {
@@ -513,6 +538,7 @@ describe("keyspace notifications", () => {
       `notify-keyspace-events was "Kl" and is now "${now}": you dropped flags another part of the system relies on. Read the current value with CONFIG GET and add your flags to it.`,
       2,
     );
+    checkOnlyEx("Kl", now);
     // x is on already, E is not: both letters are needed, each checked on its own.
     await observer.configSet(EVENTS, "Kx");
     await call("enableExpiredEvents()", () => exercise.enableExpiredEvents(client));
@@ -522,6 +548,7 @@ describe("keyspace notifications", () => {
       `notify-keyspace-events was "Kx" (expired events on the keyspace channels only) and your enableExpiredEvents() left it "${later}": the __keyevent@<db>__:expired channel needs E as well. Add each letter that is missing (E and x), even when the other one is on already, and keep the rest.`,
       2,
     );
+    checkOnlyEx("Kx", later);
     // E is on already, x is not: the keyevent channels exist, but no expired event reaches them.
     // And "$" (string commands) is a letter too, not punctuation to clean away.
     await observer.configSet(EVENTS, "E$");
@@ -537,6 +564,7 @@ describe("keyspace notifications", () => {
       `notify-keyspace-events was "E$" (keyevent channels for string commands) and your enableExpiredEvents() left it "${third}": the "$" is gone, and another part of the system relies on it. "$" is one of the flags (string commands): keep every character CONFIG GET returned and add yours.`,
       2,
     );
+    checkOnlyEx("E$", third);
     // A (every command family) is on: whatever you add, the families it stands for stay on.
     await observer.configSet(EVENTS, "AK");
     await call("enableExpiredEvents()", () => exercise.enableExpiredEvents(client));
@@ -546,6 +574,7 @@ describe("keyspace notifications", () => {
       `notify-keyspace-events was "AK" (keyspace events of every command family) and your enableExpiredEvents() left it "${fourth}": ${/E/.test(fourth) ? "the command families that A stands for (g$lshzxetd) are no longer all on, and another part of the system relies on them" : "E is missing"}. Keep every letter that was set, A included, and add the ones that are missing.`,
       2,
     );
+    checkOnlyEx("AK", fourth);
   });
 
   test("an expired lease is reported with its document id; a renewed one is not", async () => {
@@ -756,6 +785,24 @@ describe("keyspace notifications", () => {
           2,
         );
       }
+      // Back twice: one more expiry must be reported once. node-redis subscribes again by
+      // itself, with the listeners it had; a subscribe() of the learner's own on "ready" adds a
+      // second one, and every expiry is then reported twice.
+      const docId = "after-both-drops";
+      const mark = expired.length;
+      await expireNow(observer, `${LEASES}${docId}`);
+      await eventually(
+        () => expired.slice(mark).includes(docId),
+        3000,
+        `After node-redis had reconnected the watcher twice, the lease of ${docId} expired and onExpired() did not hear of it within 3 s.`,
+        2,
+      );
+      const reports = expired.slice(mark).filter((d) => d === docId).length;
+      check(
+        reports === 1,
+        `After node-redis had reconnected the watcher twice, the lease of ${docId} expired once and onExpired() was called ${reports} times for it: every expiry is now reported more than once, and each requeues the document again. node-redis subscribes again by itself after a reconnect, with the listeners the connection had; a subscribe() of your own in a "ready" or "connect" listener adds a second listener (or a second subscriber). Leave resubscribing to node-redis.`,
+        2,
+      );
     } finally {
       drops.stop();
     }
@@ -851,8 +898,20 @@ describe("keyspace notifications", () => {
     const heard: string[] = [];
     const other = await watch(client, (docId) => heard.push(docId));
     const given = learnerAddrs();
+    const mark = sent().length;
     const stop = await watch(client, () => {});
+    const own = subscribedOn(mark);
+    const stopMark = sent().length;
     await call("stop()", () => stop());
+    // An UNSUBSCRIBE on the client given drops its subscriptions to the channel, the other
+    // watcher's included when they share it, and the caller's own.
+    const elsewhere = unsubscribedElsewhere(stopMark, own);
+    if (elsewhere.length > 0) {
+      fail(
+        `stop() sent ${describeUnsubscribes(elsewhere)} on a connection the watcher did not subscribe on (the client watchExpiredLeases() was given, or another watcher's). UNSUBSCRIBE without a listener drops every subscription that connection has to the channel. Unsubscribe on the watcher's own connection, the one stop() closes: subscriber.unsubscribe(channel, listener).`,
+        3,
+      );
+    }
     // Seen from this process, the moment stop() resolves: a stop() that does not await the
     // close tells its caller "done" while the connection still lives.
     const stillOpen = [...learnerAddrs()].filter((addr) => !given.has(addr));
