@@ -436,6 +436,27 @@ describe("the parts, one at a time", () => {
       `With ${ahead} entries that live workers are busy with ahead of it in the pending list, doc-orphan (pending for a crashed worker for over ${claimIdleMs} ms) was not taken over: nextWork() returned ${JSON.stringify(many.work)}. One XAUTOCLAIM looks at no more than COUNT*10 pending entries and returns the cursor where it stopped: call it again from that cursor until the cursor is 0-0, however many calls that takes.`,
       2,
     );
+
+    // A worker restarted under its old name (the supervisor names consumers <stage>-<n>): what
+    // it held before the crash is pending under its own name, and only a claim brings it back.
+    const restarted = keysFor("restart");
+    await c.xGroupCreate(restarted.stream, restarted.group, "0", { MKSTREAM: true });
+    const held = await c.xAdd(restarted.stream, "*", { doc: "doc-held" });
+    await c.xReadGroup(
+      restarted.group,
+      options.consumer,
+      { key: restarted.stream, id: ">" },
+      { COUNT: 1 },
+    );
+    await idleFor(c, restarted, options.consumer, held, claimIdleMs + 1000);
+    const back = await call("nextWork() after a restart", () =>
+      exercise.nextWork(client, restarted, options),
+    );
+    check(
+      back?.id === held,
+      `doc-held is pending for ${options.consumer} itself, idle for over claimIdleMs: the worker crashed holding it and was restarted under the same name, as the pipeline's supervisor does (<stage>-<n>). nextWork() should take it back; it returned ${JSON.stringify(back)}. Claim every entry idle longer than claimIdleMs, whichever consumer holds it, your own name included (XAUTOCLAIM does): skipping your own leaves what you held before a crash pending for ever.`,
+      2,
+    );
   });
 
   /**
