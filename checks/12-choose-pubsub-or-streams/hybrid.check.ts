@@ -236,6 +236,7 @@ describe("part 2: the hybrid", () => {
     // Its own connection: a read that never returns must not hold up the tests after this one.
     const quiet = await learnerClient();
     const started = Date.now();
+    const before = wire.sent().at(-1)?.seq ?? 0;
     const none = await call(
       "workOnce() with nothing queued",
       () => exercise.workOnce(quiet, keys, fresh("ocr"), async () => {}, 100),
@@ -244,6 +245,19 @@ describe("part 2: the hybrid", () => {
     check(
       none === undefined,
       `With nothing queued, workOnce() should wait blockMs (100 ms here) and return undefined; it returned ${show(none)} after ${Date.now() - started} ms.`,
+      2,
+    );
+    // blockMs is the whole wait: a second read after an empty one doubles how long a worker
+    // is deaf to a stop request.
+    const reads = wire.sent(
+      (x) =>
+        x.seq > before &&
+        x.name === "XREADGROUP" &&
+        x.args.some((a) => a.toUpperCase() === "BLOCK"),
+    ).length;
+    check(
+      reads <= 1,
+      `With nothing queued, one workOnce(..., blockMs 100) sent ${reads} XREADGROUPs: blockMs is the whole wait, in one read with BLOCK blockMs. Reading again after an empty read waits longer than the caller allowed (a worker that should stop hears it late); return undefined instead, and let the caller's loop call again.`,
       2,
     );
     // A task arriving while the read waits: BLOCK counts milliseconds, and blockMs is one.
@@ -340,7 +354,11 @@ describe("part 2: the hybrid", () => {
     const queued = await c.xLen(keys.tasks);
     check(
       queued === 12,
-      `After 12 submitTask() calls with no worker running, the task stream ${keys.tasks} holds ${queued} entries. A task published on a channel while no worker listens is lost; XADD it to the stream, where it waits.`,
+      `After 12 submitTask() calls with no worker running, the task stream ${keys.tasks} holds ${queued} entries. ${
+        queued > 0 && queued < 12
+          ? "Some tasks were dropped before any worker read them: an XADD with MAXLEN (or a trim) removes the oldest entries whether they were handled or not. Do not trim a task stream by length; each task must wait on it until a worker takes it."
+          : "A task published on a channel while no worker listens is lost; XADD it to the stream, where it waits."
+      }`,
       2,
     );
     const first = isStreamId(ids[0]) ? await c.xRange(keys.tasks, ids[0], ids[0]) : [];

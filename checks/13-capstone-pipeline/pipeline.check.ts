@@ -368,9 +368,15 @@ describe("the parts, one at a time", () => {
       `nextWork() returned ${JSON.stringify(one.work)}, but doc-orphan (entry ${one.orphan}) has been pending for ${crashed}, a crashed worker, for over ${claimIdleMs} ms.${thresholds.length > 0 ? ` Your claim asked for entries idle at least ${thresholds[0]} ms, though options.claimIdleMs was ${claimIdleMs}: use the threshold you are given.` : ""} Take such entries over before reading new ones: XAUTOCLAIM <stream> <group> <consumer> <claimIdleMs> 0-0 COUNT 1.`,
       1,
     );
+    // JUSTID claims without counting a delivery: XPENDING then still says 1.
+    const justId = sent(
+      (cmd) =>
+        ["XAUTOCLAIM", "XCLAIM"].includes(cmd.name) &&
+        cmd.args.some((a) => a.toUpperCase() === "JUSTID"),
+    );
     check(
       one.work.deliveries === 2,
-      `doc-orphan has now been delivered twice (once to the crashed worker, once to you), so deliveries should be 2; nextWork() said ${one.work.deliveries}. XPENDING <stream> <group> <id> <id> 1 reports the count.`,
+      `doc-orphan has now been delivered twice (once to the crashed worker, once to you), so deliveries should be 2; nextWork() said ${one.work.deliveries}. ${justId.length > 0 ? `Your ${justId[0]?.name} asked for JUSTID, which claims an entry without counting a delivery: its count stays where the crashed worker left it, and a document that fails every time is never dead-lettered. Claim without JUSTID (the entry's fields come with it), then` : ""} XPENDING <stream> <group> <id> <id> 1 reports the count.`,
       2,
     );
     // doc-new waits unread: a read sent alongside the claim takes it, and the caller never sees
@@ -428,6 +434,27 @@ describe("the parts, one at a time", () => {
     check(
       many.work?.id === many.orphan,
       `With ${ahead} entries that live workers are busy with ahead of it in the pending list, doc-orphan (pending for a crashed worker for over ${claimIdleMs} ms) was not taken over: nextWork() returned ${JSON.stringify(many.work)}. One XAUTOCLAIM looks at no more than COUNT*10 pending entries and returns the cursor where it stopped: call it again from that cursor until the cursor is 0-0, however many calls that takes.`,
+      2,
+    );
+
+    // A worker restarted under its old name (the supervisor names consumers <stage>-<n>): what
+    // it held before the crash is pending under its own name, and only a claim brings it back.
+    const restarted = keysFor("restart");
+    await c.xGroupCreate(restarted.stream, restarted.group, "0", { MKSTREAM: true });
+    const held = await c.xAdd(restarted.stream, "*", { doc: "doc-held" });
+    await c.xReadGroup(
+      restarted.group,
+      options.consumer,
+      { key: restarted.stream, id: ">" },
+      { COUNT: 1 },
+    );
+    await idleFor(c, restarted, options.consumer, held, claimIdleMs + 1000);
+    const back = await call("nextWork() after a restart", () =>
+      exercise.nextWork(client, restarted, options),
+    );
+    check(
+      back?.id === held,
+      `doc-held is pending for ${options.consumer} itself, idle for over claimIdleMs: the worker crashed holding it and was restarted under the same name, as the pipeline's supervisor does (<stage>-<n>). nextWork() should take it back; it returned ${JSON.stringify(back)}. Claim every entry idle longer than claimIdleMs, whichever consumer holds it, your own name included (XAUTOCLAIM does): skipping your own leaves what you held before a crash pending for ever.`,
       2,
     );
   });
@@ -550,6 +577,25 @@ describe("the parts, one at a time", () => {
     check(
       r.returned === true,
       `handOff() should return true when it handed the document on; it returned ${JSON.stringify(r.returned)}.`,
+      2,
+    );
+    // The last stage: keys.next is null, and there is no stream to hand the document on to.
+    const last: StageKeys = { ...keysFor("last"), next: null };
+    const c = await observer();
+    const lastWork = await delivered(c, last, "doc-2", fresh("ocr"));
+    const outcome = await within(
+      settled(
+        Promise.resolve().then(async () =>
+          exercise.handOff(await learnerClient(), last, lastWork, RESULT),
+        ),
+      ),
+      5000,
+      "handOff() at the last stage",
+    );
+    const stored = await c.hGet(last.doc("doc-2"), "ocr");
+    check(
+      "value" in outcome && outcome.value === true && stored === RESULT,
+      `At the last stage (keys.next is null) handOff() should store the result, acknowledge the entry, broadcast and return true; it ${"error" in outcome ? `threw "${outcome.error instanceof Error ? outcome.error.message : String(outcome.error)}"` : `returned ${JSON.stringify(outcome.value)}`}, and the hash holds ${JSON.stringify(stored)}. There is no next stream: queue the XADD only when keys.next is a name (it is null at the last stage, not undefined).`,
       2,
     );
   });
@@ -783,12 +829,37 @@ describe("the parts, one at a time", () => {
     const c = await observer();
     const client = await learnerClient();
     const work = { ...(await delivered(c, keys, "doc-9", fresh("ocr"), 60_000)), deliveries: 3 };
+    // Another stage parked a document since doc-9's entry was queued (a minute ago): the
+    // dead-letter stream already ends after doc-9's entry ID.
+    const other = await c.xAdd(keys.dead, "*", {
+      doc: "doc-3",
+      stage: "ner",
+      reason: "gave up at ner after 4 deliveries",
+      entry: "0-1",
+      deliveries: "4",
+    });
     const events = await listen(keys.channel);
     const reason = "gave up at ocr after 3 deliveries: OCR could not read the scan";
     const startedAt = Date.now();
-    await call("deadLetter()", () => exercise.deadLetter(client, keys, work, reason));
+    const from = lastSeq();
+    await call("deadLetter()", () => exercise.deadLetter(client, keys, work, reason)).catch(
+      (error: unknown) => {
+        const own = sent(
+          (x) =>
+            x.seq > from &&
+            x.name === "XADD" &&
+            x.args[1] === keys.dead &&
+            x.args.slice(2).some((a) => /^\d+-\d+$/.test(a)),
+        );
+        if (own.length === 0) throw error;
+        return fail(
+          `deadLetter() failed: its XADD to ${keys.dead} gave the dead letter an ID of its own (${own[0]?.args.slice(2).find((a) => /^\d+-\d+$/.test(a))}, the original entry's), and Redis refused it: the dead-letter stream already ends with a later letter (${other}, another document parked since), and a stream's IDs only rise. Inside EXEC the other commands still ran, so doc-9 is now acknowledged and marked dead with no dead letter. Let Redis choose the letter's ID (XADD ... *) and keep the original entry's ID in the field "entry".`,
+          2,
+        );
+      },
+    );
     const endedAt = Date.now();
-    const dead = (await c.xRange(keys.dead, "-", "+")) ?? [];
+    const dead = ((await c.xRange(keys.dead, "-", "+")) ?? []).filter((e) => e.id !== other);
     check(
       dead.length === 1,
       `The dead-letter stream ${keys.dead} should hold one entry for doc-9; it holds ${dead.length}. XADD it there with the document, the stage, the reason, the original entry id and the delivery count.`,
