@@ -539,13 +539,31 @@ describe("part 2: the hybrid", () => {
       })
       .catch(() => {});
     let judged = false;
+    const neighbour = fresh("doc");
     const holdDone = wire.before(records("done"), async () => {
+      // Just then another worker records its own document in the same hash, as workers do all
+      // the time: a workOnce() that WATCHes the shared hash has its "done" transaction refused.
+      await c.hSet(
+        keys.state,
+        neighbour,
+        JSON.stringify({ doc: neighbour, state: "processing", version: VERSIONS.processing }),
+      );
       await Promise.race([work.catch(() => {}), sleep(200)]);
       returnedFirst = settled;
       judged = true;
     });
     held.release();
-    const returned = await call("workOnce()", () => work);
+    const returned = await call("workOnce()", () =>
+      work.catch((error: unknown) => {
+        if (error instanceof Error && /watched keys/i.test(error.message)) {
+          fail(
+            `workOnce()'s "done" transaction was refused (${error.message}): it WATCHed a key that another worker wrote meanwhile, here ${keys.state}, where every worker records its own documents. The task stayed pending after the work was done. WATCH nothing here: MULTI alone makes the transition all or nothing, and no other worker writes this document's state while you hold its task.`,
+            2,
+          );
+        }
+        throw error;
+      }),
+    );
     // A transition nobody awaited may leave only after the call returned, and the hold acts
     // once Redis has answered the commands before it: wait for its verdict.
     await until(() => holdDone.hasFired(), 100);
