@@ -19,6 +19,7 @@ import {
   until,
   within,
 } from "../kit.ts";
+import { expectPauseAfterDrop } from "../loop-after-drop.ts";
 import { pendingCount } from "../streams-support.ts";
 import { hearUnhandledRejections, hearUnheardErrors } from "../unheard-errors.ts";
 import { before, dropConnection, openLearnerConnections, scope, sent } from "../wire.ts";
@@ -1055,17 +1056,7 @@ test("Redis dropping the worker's blocking read does not end the process", async
       `The check dropped the connection your worker's blocking XREADGROUP was on (as a Redis restart or a network failure does). The worker's loop rejected (${String(rejections.heard[0])}) and nothing handled it: Node ends a process on an unhandled rejection, so every worker of yours would die with one Redis restart. The loop runs as a promise nobody awaits until stop(): give it a catch (loop().catch(...): log the error) or catch inside the loop and carry on.`,
       2,
     );
-    // Carrying on after the error is fine with a pause; without one the loop goes round as fast
-    // as Redis answers its claims, for as long as the reader is gone. Counted only once a few
-    // commands followed the drop, so a loop that ended, or pauses, costs no wait here.
-    const since = () => sent((c) => c.seq > droppedAt).length;
-    if (since() > 5 && (await until(() => since() >= 40, 1000))) {
-      const names = [...new Set(sent((c) => c.seq > droppedAt).map((c) => c.name))].join(", ");
-      fail(
-        `After the check dropped the connection under your worker's blocking read, your loop caught the error and went straight round again: ${since()} commands (${names}) within a second, and it would go on like that, as fast as Redis answers, for as long as the reader is closed. A loop that catches an error and carries on must pause before the next round (a second or so), or let the error end the loop (its promise's catch logs it).`,
-        2,
-      );
-    }
+    await expectPauseAfterDrop(droppedAt, 2);
   } finally {
     errors.stop();
     rejections.stop();

@@ -17,6 +17,7 @@ import {
   until,
   within,
 } from "../kit.ts";
+import { expectPauseAfterDrop } from "../loop-after-drop.ts";
 import { failIfStarved } from "../starvation.ts";
 import { pendingCount } from "../streams-support.ts";
 import { hearUnhandledRejections } from "../unheard-errors.ts";
@@ -865,6 +866,40 @@ test("a worker that dies between the dead-letter XADD and the XACK: the document
     crash.cancel();
     await stopQuietly(heir);
     if (doomed.crashed()) worker = undefined;
+    await stopQuietly(worker);
+  }
+});
+
+test("Redis dropping the worker's blocking read: the loop does not go straight round again", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:dropped-read");
+  const me = fresh("ocr");
+  let droppedAt = 0;
+  let worker: Worker | undefined;
+  // The read a worker spends its time in: its connection goes away before it reaches Redis, as
+  // in a Redis restart or a network failure, and the kit's clients do not reconnect, so the
+  // reader stays closed and rejects every read at once.
+  const drop = before(
+    (c) => c.name === "XREADGROUP" && c.args.includes(me) && c.args.some((a) => /^BLOCK$/i.test(a)),
+    (c) => {
+      droppedAt = c.seq;
+      dropConnection(c.conn);
+    },
+  );
+  try {
+    worker = await start(
+      await learnerClient(),
+      workerOptions(q, me, async () => {}),
+    );
+    check(
+      await until(() => drop.hasFired(), 3000),
+      `Worker ${me} sent no XREADGROUP ... BLOCK within 3 s on a quiet stream: wait for new entries with BLOCK blockMs once no retry is due.`,
+      2,
+    );
+    await sleep(100);
+    await expectPauseAfterDrop(droppedAt, 2);
+  } finally {
+    drop.cancel();
     await stopQuietly(worker);
   }
 });
