@@ -498,6 +498,36 @@ test("two documents on one client at once: each is handed on with its own entiti
   }
 });
 
+test("another worker's result, stored just before yours, is the one handed on, even an empty one", async () => {
+  const stage = await setUp("beaten");
+  await submit(stage, "doc-x", "doc-x");
+  const docs = await deliver(stage, ">");
+  const key = `${stage.options.resultPrefix}doc-x`;
+  // Just before this process stores its result, another worker (its model found nothing in
+  // doc-x) stores "": both deliveries here must hand on that one.
+  const writes = ["SET", "EVAL", "EVALSHA", "FCALL"];
+  const rival = beforeCommand(
+    (c) => writes.includes(c.name) && c.args.includes(key),
+    async () => {
+      await stage.observer.set(key, "", {
+        condition: "NX",
+        expiration: { type: "EX", value: RESULT_TTL_S },
+      });
+    },
+  );
+  try {
+    await Promise.all(docs.map((doc) => processOne(stage, doc)));
+  } finally {
+    rival.cancel();
+  }
+  const handed = await handedOn(stage, "doc-x");
+  check(
+    !rival.hasFired() || (handed.length === docs.length && handed.every((e) => e === "")),
+    `Two deliveries of doc-x ran at once in this process; just before your code stored its result, another worker stored its own: "" (its model found no entities). Redis holds ${JSON.stringify(await storedResult(stage, "doc-x"))}, and your code handed doc-x on with ${JSON.stringify(handed)}. Every hand-off must carry the stored result: when SET ... NX is refused, read the stored one and test it against null, not for truthiness ("" || entities hands on your own). A delivery that waited for another one's model call must also hand on what that one's SET ... NX decided, not the model's answer.`,
+    2,
+  );
+});
+
 test("a failed analysis is retried, not lost", async () => {
   const stage = await setUp("failure");
   await submit(stage, "doc-e");
