@@ -967,6 +967,24 @@ export function openedSince(before: Set<string>): string[] {
   return [...allLearnerAddrs()].filter((addr) => !before.has(addr));
 }
 
+/**
+ * Whether nothing of learner connection `conn` (of every learner connection when omitted) is on
+ * its way: every command it wrote has left (none waits behind a `before()` action) and Redis has
+ * answered it, and none is still connecting. A reply held back (`holdIncoming()`, `holdReply()`)
+ * counts as answered: Redis ran the command. False while a connection's replies cannot be counted (a RESP2 subscriber).
+ * Tells "learner code is waiting on something in its own process" from "waiting on Redis".
+ */
+export function nothingInFlight(conn?: number): boolean {
+  for (const t of tracked.values()) {
+    if (t.owner === "check" || (conn !== undefined && t.conn !== conn)) continue;
+    if (t.socket.destroyed) continue;
+    // Still connecting: its handshake is on its way.
+    if (t.localAddr === undefined) return false;
+    if (t.replies.unsure || t.queue.length > 0 || t.owed.length > 0) return false;
+  }
+  return true;
+}
+
 /** How many learner connections are open now, however they were created or named. */
 export function openLearnerConnections(): number {
   return learnerAddrs().size;

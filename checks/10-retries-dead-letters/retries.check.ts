@@ -17,6 +17,8 @@ import {
   until,
   within,
 } from "../kit.ts";
+import { expectPauseAfterDrop } from "../loop-after-drop.ts";
+import { failIfStarved } from "../starvation.ts";
 import { pendingCount } from "../streams-support.ts";
 import { hearUnhandledRejections } from "../unheard-errors.ts";
 import {
@@ -96,6 +98,20 @@ async function deliveredBefore(
     IDLE: 60_000,
   });
   return id;
+}
+
+/** The most pending entries one XPENDING may ask for: a page, not the whole list. */
+const MAX_PENDING_PAGE = 1000;
+
+/**
+ * The COUNT of an XPENDING's extended form (XPENDING key group [IDLE ms] start end count
+ * [consumer]); undefined for the summary form.
+ */
+function pendingPageSize(c: SentCommand): number | undefined {
+  const rest = c.args.slice(3);
+  if (rest[0]?.toUpperCase() === "IDLE") rest.splice(0, 2);
+  const count = rest[2];
+  return count === undefined ? undefined : Number(count);
 }
 
 /** Whether the learner's code sent the dead-letter XADD and the XACK of `id` as one unit. */
@@ -633,6 +649,7 @@ test("a due retry behind 12 live entries and a page of 100 still waiting is foun
   await observer.xClaim(q.stream, q.group, waiter, 0, waiting, { RETRYCOUNT: 4, IDLE: 30_000 });
   const id = await deliveredBefore(observer, q, fresh("ocr"), 1, "doc-retry", `${ms}-100`);
   const retryBaseMs = 5000;
+  const from = sent().at(-1)?.seq ?? 0;
   const got = await call("claimDueRetries()", async () =>
     exercise.claimDueRetries(await learnerClient(), {
       ...workerOptions(q, fresh("ocr"), async () => {}),
@@ -642,6 +659,16 @@ test("a due retry behind 12 live entries and a page of 100 still waiting is foun
   check(
     got.some((t) => t.id === id),
     `The pending entries list held 12 entries live workers had just been given, 100 that failed 4 times and wait out their 40 s backoff (idle 30 s), then doc-retry, which failed once and has been idle for a minute (retryBaseMs ${retryBaseMs}): claimDueRetries() returned ${got.length === 0 ? "nothing" : JSON.stringify(got.map((t) => t.fields.docId))}. Let Redis skip what is not idle long enough (XPENDING ... IDLE retryBaseMs), and when a page holds nothing due, read the next one, from just after its last ID ("(" + id: doc-retry shares its millisecond with the last of the hundred, so a next page from the following millisecond skips it), until a page comes back short.`,
+    2,
+  );
+  const pages = sent((c) => c.seq > from && c.name === "XPENDING").map(pendingPageSize);
+  const most = Math.max(
+    0,
+    ...pages.filter((n): n is number => n !== undefined && Number.isFinite(n)),
+  );
+  check(
+    most <= MAX_PENDING_PAGE,
+    `claimDueRetries() read up to ${most} pending entries in one XPENDING (COUNT ${most}): that is the whole pending list in one reply, not a page. After an outage the list holds every document that failed meanwhile, and one such reply fills the worker's memory and holds Redis up while it is built, on every sweep. Read a page of 100 (COUNT 100), and the next one from just after its last ID only while nothing due was found.`,
     2,
   );
 });
@@ -778,7 +805,7 @@ test("a retry another worker claimed meanwhile waits out its new, longer backoff
   }
 });
 
-test("a worker that dies between the dead-letter XADD and the XACK: the document is dead-lettered once", async () => {
+test("a worker that dies between the dead-letter XADD and the XACK: the document is dead-lettered once", async (ctx) => {
   const observer = await checkClient();
   const q = await setUp(observer, "docs:dying");
   const id = await deliveredBefore(observer, q, fresh("ocr"), MAX_DELIVERIES, "doc-oom");
@@ -794,6 +821,14 @@ test("a worker that dies between the dead-letter XADD and the XACK: the document
   const dying = fresh("ocr");
   let worker: Worker | undefined;
   let heir: Worker | undefined;
+  // The crash leaves the process alive with the worker's clients closed: each of their commands
+  // now rejects at once, without waiting for anything. A loop that catches that and goes
+  // straight round again never lets anything else in the process run.
+  const disarm = failIfStarved(
+    ctx.task.name,
+    `The check crashed worker ${dying} (it cut the worker's connections just before its XACK of doc-oom), and from then on nothing else in the process ran: its loop caught the error of a closed client and went straight round again, with no pause. A closed client rejects every command at once, so such a loop spins without ever waiting, and the event loop never turns again: no timer fires, no other worker runs, stop() is never even called, for as long as the process lives. A loop that catches an error and carries on must pause before the next round (await a sleep of a second or so), or let the error end the loop (its promise's catch logs it).`,
+    2,
+  );
   try {
     const client = await doomed.run(() => learnerClient());
     worker = await doomed.run(() => start(client, { ...options, consumer: dying }));
@@ -827,9 +862,44 @@ test("a worker that dies between the dead-letter XADD and the XACK: the document
       2,
     );
   } finally {
+    disarm();
     crash.cancel();
     await stopQuietly(heir);
     if (doomed.crashed()) worker = undefined;
+    await stopQuietly(worker);
+  }
+});
+
+test("Redis dropping the worker's blocking read: the loop does not go straight round again", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:dropped-read");
+  const me = fresh("ocr");
+  let droppedAt = 0;
+  let worker: Worker | undefined;
+  // The read a worker spends its time in: its connection goes away before it reaches Redis, as
+  // in a Redis restart or a network failure, and the kit's clients do not reconnect, so the
+  // reader stays closed and rejects every read at once.
+  const drop = before(
+    (c) => c.name === "XREADGROUP" && c.args.includes(me) && c.args.some((a) => /^BLOCK$/i.test(a)),
+    (c) => {
+      droppedAt = c.seq;
+      dropConnection(c.conn);
+    },
+  );
+  try {
+    worker = await start(
+      await learnerClient(),
+      workerOptions(q, me, async () => {}),
+    );
+    check(
+      await until(() => drop.hasFired(), 3000),
+      `Worker ${me} sent no XREADGROUP ... BLOCK within 3 s on a quiet stream: wait for new entries with BLOCK blockMs once no retry is due.`,
+      2,
+    );
+    await sleep(100);
+    await expectPauseAfterDrop(droppedAt, 2);
+  } finally {
+    drop.cancel();
     await stopQuietly(worker);
   }
 });

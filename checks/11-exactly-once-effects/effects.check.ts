@@ -16,6 +16,8 @@ import { pendingCount } from "../streams-support.ts";
 import {
   before as beforeCommand,
   crashPoints,
+  holdIncoming,
+  nothingInFlight,
   openLearnerConnections,
   type Scope,
   type SentCommand,
@@ -357,6 +359,25 @@ test("a document submitted twice yields one result", async () => {
   );
 });
 
+/**
+ * A condition for until(): `moved` came true, or learner code has been waiting on something in
+ * its own process (nothing on its way to or from Redis) for 5 polls and 100 ms running. A
+ * command node-redis writes on a later tick is written between two polls, so it is never missed.
+ */
+function waitsInProcess(moved: () => boolean): () => boolean {
+  let quietPolls = 0;
+  let quietSince = 0;
+  return () => {
+    if (moved()) return true;
+    if (!nothingInFlight()) {
+      quietPolls = 0;
+      return false;
+    }
+    if (quietPolls++ === 0) quietSince = Date.now();
+    return quietPolls >= 5 && Date.now() - quietSince >= 100;
+  };
+}
+
 test("two workers with the same document at once hand on one result", async () => {
   const stage = await setUp("race");
   await submit(stage, "doc-d", "doc-d");
@@ -367,7 +388,9 @@ test("two workers with the same document at once hand on one result", async () =
   // While this worker's model call is in flight, the other one does the whole job. Code that
   // shares one in-flight call per document within the process (a single-flight map) makes the
   // other one wait for this call instead: once it has neither called the model nor finished,
-  // this call answers, and both hand on its result.
+  // and nothing of it is on its way to or from Redis (it waits on this call, in the process),
+  // this call answers, and both hand on its result. However slow Redis is, a GET still on its
+  // way is never taken for that.
   let theirsRun: Promise<void> | undefined;
   let theirsDone = false;
   stage.service.duringNextCall = async () => {
@@ -375,8 +398,9 @@ test("two workers with the same document at once hand on one result", async () =
       theirsDone = true;
     });
     theirsRun.catch(() => {});
-    await until(() => theirsDone || stage.service.callsFor("doc-d") >= 2, 2000);
-    if (theirsDone || stage.service.callsFor("doc-d") >= 2) await theirsRun;
+    const moved = () => theirsDone || stage.service.callsFor("doc-d") >= 2;
+    await until(waitsInProcess(moved), 10_000);
+    if (moved()) await theirsRun;
   };
   const from = sent().at(-1)?.seq ?? 0;
   await processOne(stage, mine);
@@ -407,6 +431,99 @@ test("two workers with the same document at once hand on one result", async () =
   check(
     (stored ?? "").includes(`call ${calls}`),
     `The worker that stored its result first (its model call finished first) should win; the stored result is ${JSON.stringify(stored)}. With SET ... NX a later result never replaces it.`,
+    2,
+  );
+});
+
+test("two documents on one client at once: each is handed on with its own entities", async () => {
+  const stage = await setUp("pair");
+  await submit(stage, "doc-p", "doc-q");
+  const docs = await deliver(stage, ">");
+  // Both model calls wait at one gate, and answer in the same tick; then everything the two
+  // deliveries sent is answered by Redis before node-redis reads any of it, in one go. Whatever
+  // one delivery keeps where the other can write it is overwritten between its write and its read.
+  let open = () => {};
+  const gate = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  let waiting = 0;
+  const options: StageOptions = {
+    ...stage.options,
+    async extractEntities(doc) {
+      waiting++;
+      await gate;
+      return stage.service.extract(doc);
+    },
+  };
+  const from = sent().at(-1)?.seq ?? 0;
+  const runs = docs.map((doc) =>
+    call(`processDelivery(${doc.docId})`, () =>
+      exercise.processDelivery(stage.client, options, doc),
+    ),
+  );
+  for (const run of runs) run.catch(() => {});
+  let release = () => {};
+  try {
+    check(
+      await until(() => waiting === docs.length, 5000),
+      `Two deliveries (doc-p and doc-q) were started on one client at once; after 5 s, ${waiting} of them had called extractEntities().`,
+      2,
+    );
+    const conns = new Set(sent((c) => c.seq > from).map((c) => c.conn));
+    const holds = [...conns].map((conn) => holdIncoming(conn));
+    release = () => {
+      for (const hold of holds.splice(0)) hold.release();
+    };
+    open();
+    // Until each delivery waits for a reply that is held: Redis has answered all it was sent.
+    await until(
+      waitsInProcess(() => false),
+      5000,
+    );
+    release();
+    await Promise.all(runs);
+  } finally {
+    open();
+    release();
+  }
+  for (const doc of docs) {
+    const stored = await storedResult(stage, doc.docId);
+    const handed = await handedOn(stage, doc.docId);
+    const other = docs.find((d) => d !== doc)?.docId ?? "";
+    check(
+      handed.length === 1 && handed[0] === stored,
+      `${doc.docId} and ${other} were processed at the same time on one client, and their model calls answered in the same tick: ${doc.docId} was handed on with ${JSON.stringify(handed)}, and its stored result is ${JSON.stringify(stored)}.${handed.some((e) => e.includes(`${other},`)) ? ` That is ${other}'s result: a variable outside the call (at module level, or on an object both deliveries share) held "the current entities" or "the current document", and the other delivery overwrote it between your write and your read.` : ""} Keep what belongs to one delivery in that call's own variables: return the entities from entitiesOnce() and pass them to handOff().`,
+      2,
+    );
+  }
+});
+
+test("another worker's result, stored just before yours, is the one handed on, even an empty one", async () => {
+  const stage = await setUp("beaten");
+  await submit(stage, "doc-x", "doc-x");
+  const docs = await deliver(stage, ">");
+  const key = `${stage.options.resultPrefix}doc-x`;
+  // Just before this process stores its result, another worker (its model found nothing in
+  // doc-x) stores "": both deliveries here must hand on that one.
+  const writes = ["SET", "EVAL", "EVALSHA", "FCALL"];
+  const rival = beforeCommand(
+    (c) => writes.includes(c.name) && c.args.includes(key),
+    async () => {
+      await stage.observer.set(key, "", {
+        condition: "NX",
+        expiration: { type: "EX", value: RESULT_TTL_S },
+      });
+    },
+  );
+  try {
+    await Promise.all(docs.map((doc) => processOne(stage, doc)));
+  } finally {
+    rival.cancel();
+  }
+  const handed = await handedOn(stage, "doc-x");
+  check(
+    !rival.hasFired() || (handed.length === docs.length && handed.every((e) => e === "")),
+    `Two deliveries of doc-x ran at once in this process; just before your code stored its result, another worker stored its own: "" (its model found no entities). Redis holds ${JSON.stringify(await storedResult(stage, "doc-x"))}, and your code handed doc-x on with ${JSON.stringify(handed)}. Every hand-off must carry the stored result: when SET ... NX is refused, read the stored one and test it against null, not for truthiness ("" || entities hands on your own). A delivery that waited for another one's model call must also hand on what that one's SET ... NX decided, not the model's answer.`,
     2,
   );
 });

@@ -342,8 +342,9 @@ describe("in flight", () => {
       if (i === 4) throw new Error("the model timed out");
       return i * 10;
     };
+    const given = [...items];
     const done = call("inFlight()", () => exercise.inFlight(items, 3, task));
-    for (let n = 0; n < items.length; n++) {
+    for (let n = 0; n < given.length; n++) {
       await eventually(
         () => started.length > n || running >= 3,
         2000,
@@ -351,7 +352,13 @@ describe("in flight", () => {
         3,
       );
       await sleep(10);
-      if (running < Math.min(3, items.length - n)) {
+      if (!sameValue(items, given)) {
+        fail(
+          `inFlight() changed the items array it was given: with ${started.length} calls started, it holds ${JSON.stringify(items)} instead of ${JSON.stringify(given)}. The caller still needs it, to match each result to its item (the batch's entries): read the items by index (items[i], with a counter of the next index) and leave the array as it is, no shift() or splice().`,
+          3,
+        );
+      }
+      if (running < Math.min(3, given.length - n)) {
         fail(
           `With 3 allowed and calls that take long, inFlight() had only ${running} running at once: start up to \`limit\` at a time, so a slow model answers several documents together.`,
           3,
@@ -378,21 +385,57 @@ describe("in flight", () => {
       `inFlight() should settle every item in the items' order, a failure as { status: "rejected" } without stopping the others; it returned ${JSON.stringify(ok)}.`,
       3,
     );
+    // A limit below 1 would start nothing and settle nothing: refused, and no task is run.
+    for (const limit of [0, -1]) {
+      let calls = 0;
+      const outcome = await settled(
+        within(
+          Promise.resolve().then(() =>
+            exercise.inFlight([1, 2, 3], limit, async (i: number) => {
+              calls++;
+              return i;
+            }),
+          ),
+          2000,
+          `inFlight() with a limit of ${limit}`,
+        ),
+      );
+      if ("error" in outcome && outcome.error instanceof CheckFailure) throw outcome.error;
+      check(
+        "error" in outcome && calls === 0,
+        `inFlight([1, 2, 3], ${limit}, task) ${"error" in outcome ? `ran task() ${calls} times before it rejected` : `resolved with ${JSON.stringify(Array.from(outcome.value ?? [], (r) => r?.status ?? "(empty slot)"))}${calls === 0 ? ", having run nothing" : ` after ${calls} calls`}`}. A limit below 1 cannot run anything: a caller that passed 0 (a setting left empty) would get a batch of results that never ran, or no results at all. Refuse it before starting anything: if (!(limit >= 1)) throw new RangeError(...).`,
+        3,
+      );
+    }
     // A task that throws before it returns a promise (a client that validates its input first)
     // fails its item like a rejection does.
     const thrown = "the model refused the input";
-    const early = await call("inFlight() with a task that throws at once", () =>
-      exercise.inFlight([1, 2, 3], 2, (i: number) => {
-        if (i === 1) throw new Error(thrown);
-        return Promise.resolve(i * 10);
-      }),
-    );
-    const shape = early?.map((r) => (r.status === "fulfilled" ? r.value : "rejected"));
-    check(
-      sameValue(shape, ["rejected", 20, 30]),
-      `task() threw for the first item as it was called, before returning a promise; inFlight() should report that item as { status: "rejected" } and run the others; it returned ${JSON.stringify(shape)}. Call task() inside the try (await task(item)), not task(item).then(...), which a throw skips.`,
-      3,
-    );
+    // With a limit below the number of items, and with one that covers them all (no shortcut
+    // of calling task() on every item outside a try).
+    for (const limit of [2, 5]) {
+      const early = await settled(
+        call(`inFlight([1, 2, 3], ${limit}) with a task that throws at once`, () =>
+          exercise.inFlight([1, 2, 3], limit, (i: number) => {
+            if (i === 1) throw new Error(thrown);
+            return Promise.resolve(i * 10);
+          }),
+        ),
+      );
+      if (
+        "error" in early &&
+        !(early.error instanceof Error && early.error.message.includes(thrown))
+      )
+        throw early.error;
+      const shape =
+        "value" in early
+          ? early.value?.map((r) => (r.status === "fulfilled" ? r.value : "rejected"))
+          : `a rejection (${thrown})`;
+      check(
+        sameValue(shape, ["rejected", 20, 30]),
+        `With a limit of ${limit} for 3 items, task() threw for the first item as it was called, before returning a promise; inFlight() should report that item as { status: "rejected" } and run the others; it returned ${JSON.stringify(shape)}. Call task() inside the try (await task(item)), not task(item).then(...) or items.map(task), which a throw skips.`,
+        3,
+      );
+    }
     // Two batches at once (two stages in one process): each call keeps its own place in its
     // own items. Equal timers finish in the order they started, so the interleaving is fixed.
     const later = (x: string) => new Promise<string>((resolve) => setTimeout(resolve, 5, x));
@@ -565,10 +608,11 @@ describe("committing a batch", () => {
   test("a poison document and a failed one in a batch: the poison dead-lettered once with its delivery count, the failed one left pending", async () => {
     const keys = stageFor("poison");
     const docs = ["ok1", "poison", "flaky", "ok2"].map((d) => fresh(d));
-    const works = (await delivered(keys, docs, fresh("w"))).map((w, i) =>
-      i === 1 ? { ...w, deliveries: 4 } : w,
+    // The poison document was uploaded twice, and both copies failed for the last time.
+    const works = (await delivered(keys, [...docs, docs[1] ?? ""], fresh("w"))).map((w, i) =>
+      i === 1 || i === 4 ? { ...w, deliveries: 4 } : w,
     );
-    const [ok1, poison, flaky, ok2] = works as [Work, Work, Work, Work];
+    const [ok1, poison, flaky, ok2, poisonCopy] = works as [Work, Work, Work, Work, Work];
     const reason = "gave up at ner after 4 deliveries: the text exceeds the context window";
     const events: Record<string, unknown>[] = [];
     const subscriber = await checkClient("events");
@@ -583,6 +627,7 @@ describe("committing a batch", () => {
         { work: poison, error: reason, final: true },
         { work: flaky, error: "the model timed out", final: false },
         { work: ok2, result: resultFor(ok2.doc) },
+        { work: poisonCopy, error: reason, final: true },
       ]),
     );
     const endedAt = Date.now();
@@ -604,7 +649,7 @@ describe("committing a batch", () => {
     const letters = (await c.xRange(keys.dead, "-", "+")) ?? [];
     check(
       letters.length === 1 && letters[0]?.message.doc === poison.doc,
-      `One dead letter for the poison document; the dead-letter stream holds ${letters.length}.`,
+      `One dead letter for the poison document; the dead-letter stream holds ${letters.length}.${letters.length > 1 ? " The batch held it twice (a second upload, failed for the last time too): the second copy is a duplicate like any other, only acknowledged. Keep the set of documents seen in this batch for the dead-lettered ones too." : ""}`,
       2,
     );
     const letter = letters[0]?.message ?? {};

@@ -85,7 +85,9 @@ export async function sweep(
 /**
  * Runs `task` on every item with at most `limit` running at once, in order of start; the
  * settled results in the items' order. A slow model answers several documents at a time, but
- * a batch of 500 never means 500 requests at once.
+ * a batch of 500 never means 500 requests at once. A limit below 1 would run nothing and
+ * settle nothing: refuse it (throw a RangeError). Leave `items` as it is: the caller matches
+ * each result to its item.
  */
 export async function inFlight<T, R>(
   items: T[],

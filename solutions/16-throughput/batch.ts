@@ -123,13 +123,15 @@ export async function sweep(
 /**
  * Runs `task` on every item with at most `limit` running at once, in order of start; the
  * settled results in the items' order. A slow model answers several documents at a time, but
- * a batch of 500 never means 500 requests at once.
+ * a batch of 500 never means 500 requests at once. A limit below 1 would run nothing and
+ * settle nothing: it is refused with a RangeError. `items` is left as it is.
  */
 export async function inFlight<T, R>(
   items: T[],
   limit: number,
   task: (item: T) => Promise<R>,
 ): Promise<PromiseSettledResult<R>[]> {
+  if (!(limit >= 1)) throw new RangeError(`inFlight(): limit must be 1 or more, not ${limit}`);
   const results: PromiseSettledResult<R>[] = new Array(items.length);
   let next = 0;
   const lane = async () => {
