@@ -334,6 +334,9 @@ afterAll(async () => {
  * learner's code closed one the check gave it), or connect() on a connected client.
  */
 function clientErrorCause(message: string): string {
+  if (/watched keys has been changed/.test(message)) {
+    return '. That is node-redis\'s WatchError: EXEC was refused because a key your code WATCHed changed after the WATCH (another worker got there first), and nothing of the transaction ran. It is an answer, not a crash: catch it (error instanceof WatchError, imported from "redis") and do what the lesson says a refused commit means.';
+  }
   if (/^Socket already opened/.test(message)) {
     return ". connect() was called on a client that is connected already (the check hands your functions connected clients): connect only the clients your code creates (createClient(), client.duplicate()).";
   }
