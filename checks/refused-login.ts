@@ -5,7 +5,7 @@
  * deployment hangs instead of failing. The start must reject within seconds with an error that
  * says the login was refused (without the secret in it), and leave nothing trying again.
  */
-import { CheckFailure, check, fail, settled, sleep, until, within } from "./kit.ts";
+import { CheckFailure, check, fail, type Redis, settled, sleep, until, within } from "./kit.ts";
 import { allLearnerAddrs, learnerAddrs, openedSince, scope, scopeTimers } from "./wire.ts";
 
 export interface RefusedLogin {
@@ -91,4 +91,26 @@ export async function expectRefusedLoginFails(refused: RefusedLogin): Promise<vo
   } finally {
     timers.stop();
   }
+}
+
+/** Every string in a reply, however RESP3 nested it (arrays, maps, objects). */
+function wordsOf(reply: unknown): string[] {
+  if (typeof reply === "string") return [reply];
+  if (Buffer.isBuffer(reply)) return [reply.toString()];
+  if (reply instanceof Map) return [...reply.entries()].flat().flatMap(wordsOf);
+  if (Array.isArray(reply)) return reply.flatMap(wordsOf);
+  if (reply && typeof reply === "object") return Object.entries(reply).flat().flatMap(wordsOf);
+  return [];
+}
+
+/**
+ * Whether Redis logged a refused login of `username` (ACL LOG) within `ms`. Redis logs it before
+ * it answers WRONGPASS: once it is there, the client's reconnect strategy has been, or is being,
+ * asked what to do about it. For the tests that a client once ready keeps retrying.
+ */
+export function loginRefusalLogged(admin: Redis, username: string, ms = 6000): Promise<boolean> {
+  return until(
+    async () => wordsOf(await admin.sendCommand(["ACL", "LOG", "20"])).includes(username),
+    ms,
+  );
 }

@@ -19,7 +19,7 @@ import {
   sleep,
   until,
 } from "../kit.ts";
-import { expectRefusedLoginFails } from "../refused-login.ts";
+import { expectRefusedLoginFails, loginRefusalLogged } from "../refused-login.ts";
 import {
   allLearnerAddrs,
   checkOwnsSocket,
@@ -162,16 +162,6 @@ function givingUpMessage(
 ) {
   const { cause, answer } = found;
   return `${where} answered ${answer instanceof Error ? `an Error ("${answer.message}")` : JSON.stringify(answer)} for the ${retries}th retry after ${cause}: anything but a delay ends reconnecting for good, so an outage of a few minutes leaves the service dead until someone restarts it. Keep answering reconnectDelay(retries), capped, whatever the cause and however many retries it takes.`;
-}
-
-/** Every string in a reply, however RESP3 nested it (arrays, maps, objects). */
-function wordsOf(reply: unknown): string[] {
-  if (typeof reply === "string") return [reply];
-  if (Buffer.isBuffer(reply)) return [reply.toString()];
-  if (reply instanceof Map) return [...reply.entries()].flat().flatMap(wordsOf);
-  if (Array.isArray(reply)) return reply.flatMap(wordsOf);
-  if (reply && typeof reply === "object") return Object.entries(reply).flat().flatMap(wordsOf);
-  return [];
 }
 
 const AZURE_HOST = "docs-prod.redis.cache.windows.net";
@@ -548,12 +538,7 @@ describe("a live connection", () => {
         // connection drops: each reconnect is refused until the new secret is in place.
         await admin.sendCommand(["ACL", "SETUSER", username, "resetpass", ">rotated-meanwhile"]);
         for (const addr of openedSince(before)) dropConnection(addr);
-        // Redis logs a refused login (ACL LOG) before it answers WRONGPASS: once it is there,
-        // your reconnect strategy has been, or is being, asked what to do about it.
-        const refused = await until(
-          async () => wordsOf(await admin.sendCommand(["ACL", "LOG", "20"])).includes(username),
-          6000,
-        );
+        const refused = await loginRefusalLogged(admin, username);
         await admin.sendCommand(["ACL", "SETUSER", username, "resetpass", `>${password}`]);
         // A client that gave up is closed for good: no need to wait the 6 s out.
         const back =

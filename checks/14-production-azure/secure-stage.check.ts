@@ -13,7 +13,7 @@ import {
   until,
   within,
 } from "../kit.ts";
-import { expectRefusedLoginFails } from "../refused-login.ts";
+import { expectRefusedLoginFails, loginRefusalLogged } from "../refused-login.ts";
 import { expectRefusedStartCleanedUp } from "../refused-subscribe.ts";
 import {
   hearDropErrors,
@@ -269,15 +269,7 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
     const client = await connectStage(conn, "the client from stageClient()");
     stale = fresh("expired-token");
     await fixture.admin.sendCommand(["CLIENT", "KILL", "USER", conn.username]);
-    // Redis logs a refused login (ACL LOG) before it answers WRONGPASS: once it is there, your
-    // reconnect strategy has been, or is being, asked what to do about it.
-    const refused = await until(
-      async () =>
-        JSON.stringify(await fixture.admin.sendCommand(["ACL", "LOG", "20"])).includes(
-          conn.username,
-        ),
-      6000,
-    );
+    const refused = await loginRefusalLogged(fixture.admin, conn.username);
     stale = undefined;
     // A client that gave up is closed for good: no need to wait the 6 s out.
     const back =
