@@ -61,13 +61,14 @@ const STAGES: Stage[] = ["uploaded", "ocr", "ner", "classification", "embedding"
  * contract's OCR announced twice, word for word (a publisher retrying after a timeout sends the
  * same JSON again): 13 events, interleaved. The contract's "done" is not last, so a dashboard
  * that holds one kind of event back reorders them; the repeat catches a dashboard that drops a
- * stage it has seen or a message it has seen.
+ * stage it has seen or a message it has seen. The NDA's id is not ASCII: a message is UTF-8,
+ * and one decoded as Latin-1 (a Buffer listener's toString("latin1")) reaches onEvent garbled.
  */
 function pipelineEvents(): StatusEvent[] {
   const start = Date.UTC(2025, 0, 6, 9, 0, 0);
   const events = STAGES.flatMap((stage, i) => [
     { docId: "contract-17", stage, at: start + i * 1000 },
-    { docId: "nda-4", stage, at: start + i * 1000 + 1500 },
+    { docId: "NDA-4 Müller/Øre ✓", stage, at: start + i * 1000 + 1500 },
   ]);
   events.push({ docId: "contract-17", stage: "ocr", at: start + 1000 });
   return events.sort((a, b) => a.at - b.at);
@@ -304,10 +305,19 @@ describe("dashboards", () => {
 
   test("three dashboards each receive every status event, in order", async () => {
     const s = await session();
-    const channel = freshKey("status");
+    // A channel name may hold spaces and any UTF-8: a connection named after it is refused
+    // (CLIENT SETNAME takes no spaces), and one read as Latin-1 garbles what it carries.
+    const channel = freshKey("docs status Ü");
     const dashboards: Dashboard[] = [];
     for (const label of ["dashboard A", "dashboard B", "dashboard C"]) {
-      dashboards.push(await openDashboard(s, channel, label));
+      const dashboard = await openDashboard(s, channel, label).catch((error: Error) => {
+        if (!/Client names cannot contain/i.test(error.message)) throw error;
+        fail(
+          `openDashboard() for ${label} failed: Redis refused the connection's name (${error.message.replace(/^.*?threw an error: /, "").split("\n")[0]}). The check's channel is ${describeValue(channel)}: a channel name may hold spaces, a connection name may not. Name the dashboard's connection from something of your own (a counter, the client's name), not from the channel.`,
+          2,
+        );
+      });
+      dashboards.push(dashboard);
     }
     // Readiness has its own test above; here give a slow subscription a moment, so this test
     // speaks about broadcasting only.
@@ -358,6 +368,13 @@ describe("dashboards", () => {
       );
       for (const [n, event] of events.entries()) {
         const got = dashboard.received[n];
+        const garbled = Buffer.from(event.docId, "utf8").toString("latin1");
+        if (garbled !== event.docId && (got as StatusEvent | undefined)?.docId === garbled) {
+          fail(
+            `${name} received the document id ${describeValue(event.docId)} as ${describeValue(garbled)}: your code decoded the message as Latin-1. Redis carries bytes, and node-redis hands a string listener UTF-8 text: take the message as the string it is, or decode a Buffer with toString("utf8").`,
+            2,
+          );
+        }
         check(
           sameValue(got, event),
           `${name}'s event ${n + 1} should be ${JSON.stringify(event)}; it was ${describeValue(got)}. Pass each parsed event to onEvent as it arrives.`,
