@@ -61,8 +61,9 @@ const STAGES = ["uploaded", "ocr", "ner", "classification", "embedding", "done"]
 /**
  * A tenant prefix of its own for each test, and a stage another team "added later" with a
  * random name: code that hard-codes "acme:" or a list of known stages fails. The new stage
- * starts with a capital, as "QA" or "OCRv2" would: a pattern limited to [a-z] or a stage name
- * lowercased on the way misses it. `region` goes into the prefix as it is: the glob test passes
+ * starts with a capital, as "QA" or "OCRv2" would, and a letter outside ASCII: a pattern limited
+ * to [a-z], a stage name lowercased or URL-encoded on the way, or a channel decoded as Latin-1
+ * misses it. `region` goes into the prefix as it is: the glob test passes
  * GLOB_REGION, which a pattern must escape.
  */
 /**
@@ -75,7 +76,7 @@ function tenant(region = "") {
   const prefix = `${freshKey("tenant")}:${region}`;
   return {
     prefix,
-    newStage: fresh("Translation"),
+    newStage: fresh("Übersetzung"),
     /** The check's own names, so a wrong stageChannel() does not hide what the pattern does. */
     channelOf: (stage: string) => `${prefix}docs:status:${stage}`,
     pattern: `${prefix}docs:status:*`,
@@ -202,7 +203,7 @@ describe("channel design", () => {
     const added = await call("stageChannel()", () => exercise.stageChannel(t.prefix, t.newStage));
     check(
       added === t.channelOf(t.newStage),
-      `stageChannel("${t.prefix}", "${t.newStage}") should be "${t.channelOf(t.newStage)}"; it was ${JSON.stringify(added)}. Channel names are case-sensitive: use the stage exactly as given.`,
+      `stageChannel("${t.prefix}", "${t.newStage}") should be "${t.channelOf(t.newStage)}"; it was ${JSON.stringify(added)}. Channel names are case-sensitive and may hold any UTF-8: use the stage exactly as given, not lowercased or encoded.`,
       1,
     );
     // Escaping belongs to the pattern: PUBLISH takes a channel name as it is, so an escaped
@@ -322,7 +323,9 @@ describe("pattern subscriptions", () => {
     const published: Received[] = [];
     const reached = new Map<string, number>();
     for (const [i, stage] of [...STAGES, t.newStage].entries()) {
-      const e = event(stage, i);
+      // The new team's events name their stage in their own words: the channel is where an
+      // event came from, whatever its body says, so a channel rebuilt from event.stage is wrong.
+      const e = event(stage === t.newStage ? "translation" : stage, i);
       reached.set(
         t.channelOf(stage),
         await publisher.publish(t.channelOf(stage), JSON.stringify(e)),
@@ -357,6 +360,28 @@ describe("pattern subscriptions", () => {
           2,
         );
       }
+    }
+    const rebuilt = received.find(
+      (r) =>
+        r.channel === t.channelOf((r.event as StatusEvent | undefined)?.stage ?? "") &&
+        !published.some((p) => p.channel === r.channel),
+    );
+    if (rebuilt) {
+      fail(
+        `onEvent() was called with the channel "${rebuilt.channel}", built from the event's stage, but that event was published on "${t.channelOf(t.newStage)}": nothing was published on the channel you reported. A message's body is the publisher's to write; the channel it came from is what Redis tells your listener, its second argument (message, channel). Report that one.`,
+        2,
+      );
+    }
+    const garbled = published.find((p) =>
+      received.some(
+        (r) => r.channel !== p.channel && r.channel === Buffer.from(p.channel).toString("latin1"),
+      ),
+    );
+    if (garbled) {
+      fail(
+        `onEvent() was called with the channel "${Buffer.from(garbled.channel).toString("latin1")}" for an event published on "${garbled.channel}": your code decoded the channel as Latin-1. Redis carries bytes, and node-redis hands a string listener UTF-8 text: take the channel as the string it is, or decode a Buffer with toString("utf8").`,
+        2,
+      );
     }
     const stray = received.find((r) => !published.some((p) => p.channel === r.channel));
     if (stray) {

@@ -22,7 +22,8 @@ const STAGE_COLOURS: Record<string, (text: string) => string> = {
 
 export default async function demo(redisUrl: string, prefix: string): Promise<void> {
   const channel = (stage: string) => `${prefix}docs:status:${stage}`;
-  const pattern = `${prefix}docs:status:*`;
+  // The prefix is a literal: its glob characters are escaped, as allStagesPattern() does.
+  const pattern = `${prefix.replace(/[*?[\]\\]/g, "\\$&")}docs:status:*`;
   const pipeline: Redis = createClient({ url: redisUrl, name: "demo:pipeline" });
   pipeline.on("error", (error: Error) => console.error(kleur.red(error.message)));
   await pipeline.connect();
@@ -45,10 +46,18 @@ export default async function demo(redisUrl: string, prefix: string): Promise<vo
   try {
     console.log(kleur.bold(`\nThe ops console subscribes once: PSUBSCRIBE ${pattern}`));
     const consoleConnection = await connect("demo:ops-console");
+    // Caught inside the listener: node-redis 6.3 drops the rest of a socket read when a
+    // listener throws, so one bad message would also lose the ones that came with it.
     const onStatus = (message: string, from: string) => {
-      const { docId, stage } = JSON.parse(message) as { docId: string; stage: string };
-      const paint = STAGE_COLOURS[stage] ?? kleur.white;
-      console.log(`  ${kleur.bold("ops console")} ${paint(from)}  ${docId} → ${stage}`);
+      try {
+        const { docId, stage } = JSON.parse(message) as { docId: string; stage: string };
+        const paint = STAGE_COLOURS[stage] ?? kleur.white;
+        console.log(`  ${kleur.bold("ops console")} ${paint(from)}  ${docId} → ${stage}`);
+      } catch (error) {
+        console.error(
+          kleur.red(`ops console: could not show ${message}: ${(error as Error).message}`),
+        );
+      }
     };
     await consoleConnection.pSubscribe(pattern, onStatus);
 
@@ -71,10 +80,14 @@ export default async function demo(redisUrl: string, prefix: string): Promise<vo
     const bot = await connect("demo:alerts-bot");
     let heard = 0;
     const onDone = (_message: string, from: string) => {
-      heard++;
-      console.log(
-        `  ${kleur.yellow().bold("alerts bot")}  heard ${from} ${kleur.red(`(delivery ${heard})`)}`,
-      );
+      try {
+        heard++;
+        console.log(
+          `  ${kleur.yellow().bold("alerts bot")}  heard ${from} ${kleur.red(`(delivery ${heard})`)}`,
+        );
+      } catch (error) {
+        console.error(kleur.red(`alerts bot: ${(error as Error).message}`));
+      }
     };
     await bot.subscribe(channel("done"), onDone);
     await bot.pSubscribe(pattern, onDone);
@@ -103,9 +116,13 @@ export default async function demo(redisUrl: string, prefix: string): Promise<vo
       ),
     );
     const elsewhere = await connect("demo:db5-listener", 5);
-    await elsewhere.subscribe(channel("ocr"), (_message, from) =>
-      console.log(`  ${kleur.cyan().bold("db 5 listener")} ${from}`),
-    );
+    await elsewhere.subscribe(channel("ocr"), (_message, from) => {
+      try {
+        console.log(`  ${kleur.cyan().bold("db 5 listener")} ${from}`);
+      } catch (error) {
+        console.error(kleur.red(`db 5 listener: ${(error as Error).message}`));
+      }
+    });
     await publish("ocr", "memo-9");
     console.log(kleur.dim("  So scope channels with a name prefix, not with SELECT."));
 
