@@ -21,6 +21,11 @@ import {
 import { expectRefusedSubscribeCleanedUp } from "../refused-subscribe.ts";
 import { hearDropErrors, hearEscapedErrors, hearUnheardErrors } from "../unheard-errors.ts";
 import {
+  describeUnsubscribes,
+  subscribedOn,
+  unsubscribedElsewhere,
+} from "../unsubscribed-elsewhere.ts";
+import {
   allLearnerAddrs,
   before,
   deliverTogether,
@@ -147,6 +152,17 @@ class Pipeline {
     await batch.exec();
   }
 
+  /**
+   * A status the dashboard never hears: it went out while the dashboard's connection was down,
+   * so only the hash holds it. The document's next version then arrives with a gap before it.
+   */
+  async missedWhileDown(docId: string): Promise<DocStatus> {
+    const status = this.nextStatus(docId);
+    await this.record(status);
+    this.truth.set(docId, status);
+    return status;
+  }
+
   async record(status: DocStatus): Promise<void> {
     await this.redis.hSet(this.keys.latest, status.docId, JSON.stringify(status));
   }
@@ -254,8 +270,9 @@ interface Joined {
 async function lateDashboard(): Promise<Joined> {
   const keys = freshKeys("dash");
   const pipeline = new Pipeline(await checkClient("pipeline"), keys);
-  // A platform that has run for a while: more documents than one page of HSCAN returns.
-  const archive = Array.from({ length: 150 }, (_, i) => `archive-${i}`);
+  // A platform that has run for a while: more documents than one page of HSCAN returns, even
+  // one asked for with COUNT 1000 (a single HSCAN with a big COUNT and no cursor loop).
+  const archive = Array.from({ length: 1100 }, (_, i) => `archive-${i}`);
   await pipeline.finishedLongAgo(archive);
   const finishedBefore = ["contract-1", "contract-2", ...archive];
   for (const docId of finishedBefore.slice(0, 2)) {
@@ -460,7 +477,7 @@ function checkFinishedBefore(joined: Joined): void {
   const scans = sent((c) => c.name === "HSCAN" && c.args[1] === joined.pipeline.keys.latest);
   if (scans.length === 1) {
     fail(
-      `${expected} The hash held ${joined.finishedBefore.length} finished documents, and HSCAN returns them a page at a time: call it again with the cursor each reply returns until the cursor is "0" (or read the whole hash with HGETALL). Your code sent one HSCAN.`,
+      `${expected} The hash held ${joined.finishedBefore.length} finished documents, and HSCAN returns them a page at a time: call it again with the cursor each reply returns until the cursor is "0" (or read the whole hash with HGETALL). Your code sent one HSCAN: its COUNT is a hint for one page, and a hash outgrows any COUNT.`,
       3,
     );
   }
@@ -899,6 +916,15 @@ describe("a dashboard that joins late", () => {
     );
     open.push(stop);
     const dashboard = openedSince(given);
+    // A document the dashboard shows before the drops: each drop then costs it one version.
+    const followed = "contract-70";
+    const first = await pipeline.advance(followed);
+    await eventually(
+      () => shown.some((s) => sameValue(s, first)),
+      2000,
+      `${followed} was published while the dashboard was up and never reached onChange() (it received ${JSON.stringify(shown)}).`,
+      3,
+    );
     // Twice: an error listener added with once() hears the first drop and is gone.
     const drops = hearDropErrors();
     try {
@@ -928,11 +954,14 @@ describe("a dashboard that joins late", () => {
           `After the check cut the dashboard's connection, none of your connections was subscribed again for 3 s. node-redis reconnects and subscribes again by itself: keep the dashboard's connection open (do not close or quit it in the error listener).`,
           3,
         );
-        const next = await pipeline.advance(`contract-7${n}`);
+        // Pub/sub keeps nothing for a dropped subscriber: the version published while it was
+        // down is gone, and the next one arrives with a gap before it.
+        const lost = await pipeline.missedWhileDown(followed);
+        const next = await pipeline.advance(followed);
         await eventually(
           () => shown.some((s) => sameValue(s, next)),
           2000,
-          `After the check cut the dashboard's connection and node-redis subscribed again, ${next.docId} was published and never reached onChange() (it received ${JSON.stringify(shown)}).`,
+          `After the check cut the dashboard's connection and node-redis subscribed again, ${followed} ${describeStatus(next)} was published and never reached onChange() (it received ${JSON.stringify(shown)}). Its version ${lost.version} went out while the connection was down, so your dashboard never heard it: after a drop, versions jump. Show any status newer than the one shown, not only the very next version.`,
           3,
         );
       }
@@ -1008,10 +1037,21 @@ describe("a dashboard that joins late", () => {
     const since = Math.max(...(await learnerConnections(observer)).map((c) => Number(c.id)));
     const keys = freshKeys("stop");
     const before = allLearnerAddrs();
+    const opening = sent().length;
     const stop = await call("openDashboard()", () =>
       exercise.openDashboard(client, keys, () => {}),
     );
+    const mark = sent().length;
     await call("stop()", () => stop());
+    // An UNSUBSCRIBE on another connection (the client given, say) drops that connection's own
+    // subscriptions to the channel, the caller's, however many listeners they had.
+    const elsewhere = unsubscribedElsewhere(mark, subscribedOn(opening));
+    if (elsewhere.length > 0) {
+      fail(
+        `stop() sent ${describeUnsubscribes(elsewhere)} on a connection the dashboard did not subscribe on (the client you were given). UNSUBSCRIBE without a listener drops every subscription that connection has to the channel, the caller's own too. Unsubscribe on the dashboard's own connection, the one stop() closes: subscriber.unsubscribe(channel, listener).`,
+        3,
+      );
+    }
     // Looked at at once, on the client's side: an awaited close() has let go of the socket.
     const stillOpen = [...allLearnerAddrs()].filter(
       (addr) => !before.has(addr) && learnerAddrs().has(addr),

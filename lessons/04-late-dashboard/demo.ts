@@ -47,15 +47,27 @@ type View = Map<string, DocStatus>;
 
 async function naiveDashboard(client: Redis, channel: string, view: View) {
   const subscriber = client.duplicate({ name: "demo:naive-dashboard" });
-  subscriber.on("error", () => {});
+  subscriber.on("error", (error: Error) => console.error(kleur.red(`live only: ${error.message}`)));
   await subscriber.connect();
-  await subscriber.subscribe(channel, (message) => {
-    const status = JSON.parse(message) as DocStatus;
-    view.set(status.docId, status);
-    console.log(
-      `  ${kleur.red("live only  ")} ${status.docId} → ${status.stage} v${status.version}`,
-    );
-  });
+  // Caught inside the listener: node-redis 6.3 drops the rest of a socket read when a listener
+  // throws, so one bad message would also lose the statuses that came with it.
+  const listener = (message: string) => {
+    try {
+      const status = JSON.parse(message) as DocStatus;
+      view.set(status.docId, status);
+      console.log(
+        `  ${kleur.red("live only  ")} ${status.docId} → ${status.stage} v${status.version}`,
+      );
+    } catch (error) {
+      console.error(kleur.red(`live only: could not show ${message}: ${(error as Error).message}`));
+    }
+  };
+  try {
+    await subscriber.subscribe(channel, listener);
+  } catch (error) {
+    subscriber.destroy();
+    throw error;
+  }
   return subscriber;
 }
 
@@ -83,24 +95,36 @@ async function catchUpDashboard(
   };
   let buffer: DocStatus[] | undefined = [];
   const subscriber = client.duplicate({ name: "demo:catch-up-dashboard" });
-  subscriber.on("error", () => {});
+  subscriber.on("error", (error: Error) => console.error(kleur.red(`catch-up: ${error.message}`)));
   await subscriber.connect();
-  await subscriber.subscribe(channel, (message) => {
-    const status = JSON.parse(message) as DocStatus;
-    if (buffer) buffer.push(status);
-    else show(status, "(live)");
-  });
-  console.log(kleur.green("  catch-up    1. subscribed, holding live events back"));
-  // A status published now, after SUBSCRIBE and before HGETALL, is in the buffer and the snapshot.
-  await meanwhile();
-  await sleep(50);
-  const snapshot = await client.hGetAll(latest);
-  console.log(
-    kleur.green(`  catch-up    2. read the snapshot: ${Object.keys(snapshot).length} documents`),
-  );
-  for (const json of Object.values(snapshot)) show(JSON.parse(json) as DocStatus, "(snapshot)");
-  console.log(kleur.green(`  catch-up    3. apply ${buffer.length} buffered event(s)`));
-  for (const status of buffer) show(status, "(buffered)");
+  // Caught inside the listener, the parse too: one bad message costs only itself.
+  const listener = (message: string) => {
+    try {
+      const status = JSON.parse(message) as DocStatus;
+      if (buffer) buffer.push(status);
+      else show(status, "(live)");
+    } catch (error) {
+      console.error(kleur.red(`catch-up: could not show ${message}: ${(error as Error).message}`));
+    }
+  };
+  try {
+    await subscriber.subscribe(channel, listener);
+    console.log(kleur.green("  catch-up    1. subscribed, holding live events back"));
+    // A status published now, after SUBSCRIBE and before HGETALL, is in the buffer and the snapshot.
+    await meanwhile();
+    await sleep(50);
+    const snapshot = await client.hGetAll(latest);
+    console.log(
+      kleur.green(`  catch-up    2. read the snapshot: ${Object.keys(snapshot).length} documents`),
+    );
+    for (const json of Object.values(snapshot)) show(JSON.parse(json) as DocStatus, "(snapshot)");
+    console.log(kleur.green(`  catch-up    3. apply ${buffer.length} buffered event(s)`));
+    for (const status of buffer) show(status, "(buffered)");
+  } catch (error) {
+    // Nobody gets this subscriber back to close it: close it here.
+    subscriber.destroy();
+    throw error;
+  }
   buffer = undefined;
   return subscriber;
 }
