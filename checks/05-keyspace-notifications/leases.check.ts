@@ -59,8 +59,11 @@ const exercise = await loadExercise<Exercise>(
   "watchExpiredLeases",
 );
 
-// A fresh prefix per run: a learner who hard-codes "lease:" reports nothing.
-const LEASES = `${freshKey("lease")}:`;
+/**
+ * A fresh prefix per run: a learner who hard-codes "lease:" reports nothing. It holds what a regular expression reads as syntax (. + ( )) and a letter
+ * outside ASCII: a RegExp built from it, or a key decoded as Latin-1, matches no lease.
+ */
+const LEASES = `${freshKey("lease")}.v2+(ü):`;
 /** Leases the lease tests take: expiring later, they are none of the watcher tests' business. */
 const HELD = `${freshKey("held")}:`;
 const EVENTS = "notify-keyspace-events";
@@ -658,7 +661,7 @@ describe("keyspace notifications", () => {
     await eventually(
       () => expired.length > 0,
       3000,
-      `The lease of acme:contract-stalled (key ${LEASES}acme:contract-stalled) expired, but onExpired() was never called. Subscribe to __keyevent@<db>__:expired (with the database number of the client) on a duplicate connection, make sure notify-keyspace-events has E and x, and keep the keys that start with the leasePrefix you were given (here ${LEASES}).`,
+      `The lease of acme:contract-stalled (key ${LEASES}acme:contract-stalled) expired, but onExpired() was never called. Subscribe to __keyevent@<db>__:expired (with the database number of the client) on a duplicate connection, make sure notify-keyspace-events has E and x, and keep the keys that start with the leasePrefix you were given (here ${LEASES}). That prefix is a literal with . + ( ) and a ü in it: test it with key.startsWith(leasePrefix), not with a RegExp built from it, and take each message as the UTF-8 string node-redis hands you.`,
       2,
     );
     if (expired.some((docId) => docId.startsWith(LEASES))) {
