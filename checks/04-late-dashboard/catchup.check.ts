@@ -177,6 +177,22 @@ class Pipeline {
     await this.redis.publish(this.keys.channel, JSON.stringify(status));
   }
 
+  /**
+   * A newer status from the publisher whose clock runs ahead: its `at` is the latest of all, so
+   * the pipeline's next status of the document, newer still, carries an earlier `at`.
+   */
+  async advanceAhead(docId: string): Promise<DocStatus> {
+    const status = { ...this.nextStatus(docId), at: START + (this.published + 240) * 250 };
+    const json = JSON.stringify(status);
+    await this.redis
+      .multi()
+      .hSet(this.keys.latest, docId, json)
+      .publish(this.keys.channel, json)
+      .exec();
+    this.truth.set(docId, status);
+    return status;
+  }
+
   /** A document that is not finished yet, or a new one. */
   unfinished(): string {
     const candidates = [...this.versions]
@@ -386,6 +402,10 @@ async function lateDashboard(): Promise<Joined> {
     // the dashboard shows, so only the versions it showed, not the snapshot's, tell it is old.
     await pipeline.advance("memo-revised");
     await pipeline.publishStale("memo-revised", 10);
+    // News from that publisher too (12, its `at` ahead of all), then the pipeline's 13 with an
+    // earlier `at`: a dashboard that also wants a later time than it showed drops 13.
+    await pipeline.advanceAhead("memo-revised");
+    await pipeline.advance("memo-revised");
     const target = pipeline.published + 20;
     while (pipeline.published < target) await sleep(5);
   } finally {
@@ -532,6 +552,18 @@ function checkNothingLost(joined: Joined): void {
     );
   }
   const wrong = firstWrong(joined, joined.pipeline.truth.keys());
+  if (wrong?.expected && wrong.got && wrong.got.version < wrong.expected.version) {
+    const { got, expected } = wrong;
+    const ahead = joined.shown.find(
+      (s) => s.docId === wrong.docId && s.version <= got.version && s.at > expected.at,
+    );
+    if (ahead) {
+      fail(
+        `${wrong.docId} should show ${describeStatus(wrong.expected)}; your dashboard stopped at ${describeStatus(got)}. Version ${ahead.version} came from a publisher whose clock runs ahead (at ${ahead.at}), so the newer version ${expected.version} carries an earlier at (${expected.at}). Clocks of two machines disagree: the version alone decides what is newer, never the time.`,
+        3,
+      );
+    }
+  }
   if (wrong) {
     fail(
       `After the pipeline went quiet, ${wrong.docId} should show ${describeStatus(wrong.expected)}; your dashboard shows ${describeStatus(wrong.got)} (${joined.shown.length} changes shown for ${joined.pipeline.published} statuses published). Once caught up, show each live status as it arrives.`,
