@@ -116,14 +116,17 @@ class Pipeline {
   }
 
   async advance(docId: string): Promise<DocStatus> {
-    const status = this.nextStatus(docId);
+    return this.recordAndPublish(this.nextStatus(docId));
+  }
+
+  private async recordAndPublish(status: DocStatus): Promise<DocStatus> {
     const json = JSON.stringify(status);
     await this.redis
       .multi()
-      .hSet(this.keys.latest, docId, json)
+      .hSet(this.keys.latest, status.docId, json)
       .publish(this.keys.channel, json)
       .exec();
-    this.truth.set(docId, status);
+    this.truth.set(status.docId, status);
     return status;
   }
 
@@ -182,15 +185,8 @@ class Pipeline {
    * the pipeline's next status of the document, newer still, carries an earlier `at`.
    */
   async advanceAhead(docId: string): Promise<DocStatus> {
-    const status = { ...this.nextStatus(docId), at: START + (this.published + 240) * 250 };
-    const json = JSON.stringify(status);
-    await this.redis
-      .multi()
-      .hSet(this.keys.latest, docId, json)
-      .publish(this.keys.channel, json)
-      .exec();
-    this.truth.set(docId, status);
-    return status;
+    const status = this.nextStatus(docId);
+    return this.recordAndPublish({ ...status, at: START + (this.published + 240) * 250 });
   }
 
   /** A document that is not finished yet, or a new one. */
