@@ -366,6 +366,19 @@ test("one poison document among 20: retried with backoff, then dead-lettered", a
       1,
     );
 
+    // A retry must not come later than due either: timing cannot show that on a busy machine,
+    // but what the sweep asked Redis for can. XPENDING ... IDLE above retryBaseMs hides every
+    // entry whose first delivery failed until that longer time has passed.
+    const idles = sent(
+      (c) => c.name === "XPENDING" && c.args[1] === q.stream && c.args[3]?.toUpperCase() === "IDLE",
+    )
+      .map((c) => Number(c.args[4]))
+      .filter((ms) => ms > BASE_MS);
+    check(
+      idles.length === 0,
+      `Your sweep asked XPENDING ... IDLE ${Math.max(...idles)}, more than retryBaseMs (${BASE_MS}): an entry whose first delivery failed is due after ${BASE_MS} ms, but XPENDING lists it only once it has been idle for ${Math.max(...idles)} ms, so every first retry comes late. Filter with IDLE retryBaseMs (the shortest backoff), then compare each entry's idle time with backoffMs(its deliveries).`,
+      2,
+    );
     for (let i = 1; i < attempts.length; i++) {
       const gap = (attempts[i]?.at ?? 0) - (attempts[i - 1]?.at ?? 0);
       const wait = BASE_MS * 2 ** (i - 1);

@@ -453,6 +453,20 @@ describe("in flight", () => {
       `Two inFlight() calls ran at the same time, over ["a0","a1","a2"] and ["b0",…,"b4"]; they returned ${JSON.stringify(values(first))} and ${JSON.stringify(values(second))}. Each call must keep its own counter and results (variables inside the function, not at module level), or one call skips or repeats the other's items.`,
       3,
     );
+    // Equal items (one document twice in a batch): each result goes to the index it was taken
+    // from, not to the first item equal to it. Each call gets the index it has in `items`.
+    const twins = ["doc-7", "doc-7", "doc-8", "doc-7"];
+    let n = 0;
+    const numbered = await call("inFlight() over equal items", () =>
+      exercise.inFlight(twins, 2, async (x: string) => `${x}#${n++}`),
+    );
+    const slots = Array.from({ length: twins.length }, (_, i) => numbered?.[i]?.status);
+    const empty = slots.flatMap((status, i) => (status === undefined ? [i] : []));
+    check(
+      empty.length === 0,
+      `inFlight(${JSON.stringify(twins)}, 2, task) returned no result for item${empty.length > 1 ? "s" : ""} ${empty.join(" and ")}: results ${JSON.stringify(slots.map((st) => st ?? "(empty slot)"))}. Two items can be equal (the same document delivered twice in a batch): put each result at the index you took the item from (const i = next++; results[i] = ...), not at items.indexOf(item), which finds the first equal one.`,
+      3,
+    );
   });
 });
 
