@@ -583,12 +583,10 @@ describe("the parts, one at a time", () => {
     const last: StageKeys = { ...keysFor("last"), next: null };
     const c = await observer();
     const lastWork = await delivered(c, last, "doc-2", fresh("ocr"));
+    const lastEvents = await listen(last.channel);
+    const lastClient = await learnerClient();
     const outcome = await within(
-      settled(
-        Promise.resolve().then(async () =>
-          exercise.handOff(await learnerClient(), last, lastWork, RESULT),
-        ),
-      ),
+      settled(Promise.resolve().then(() => exercise.handOff(lastClient, last, lastWork, RESULT))),
       5000,
       "handOff() at the last stage",
     );
@@ -596,6 +594,26 @@ describe("the parts, one at a time", () => {
     check(
       "value" in outcome && outcome.value === true && stored === RESULT,
       `At the last stage (keys.next is null) handOff() should store the result, acknowledge the entry, broadcast and return true; it ${"error" in outcome ? `threw "${outcome.error instanceof Error ? outcome.error.message : String(outcome.error)}"` : `returned ${JSON.stringify(outcome.value)}`}, and the hash holds ${JSON.stringify(stored)}. There is no next stream: queue the XADD only when keys.next is a name (it is null at the last stage, not undefined).`,
+      2,
+    );
+    // Everything else a hand-off does, the last stage does too: only the XADD is left out.
+    const lastPending = await pendingCount(c, last.stream, last.group);
+    await settle(lastEvents);
+    const lastDone = lastEvents.filter((e) => e.doc === "doc-2" && show(e) === "ocr done").length;
+    check(
+      lastPending === 0 && lastDone === 1,
+      `At the last stage (keys.next is null) handOff() stored the result and returned true, but ${lastPending === 0 ? "" : "the entry is still pending (no XACK), so it is taken over and done again after claimIdleMs"}${lastPending !== 0 && lastDone !== 1 ? ", and " : ""}${lastDone === 1 ? "" : `${lastDone} "ocr done" events went out instead of one, so the document never shows as completed`}. The last stage leaves out only the XADD: the result, the XACK and the broadcast are in its transaction as at every other stage.`,
+      2,
+    );
+    // A second worker finishing the same entry at the last stage: the same guard applies there.
+    const lastAgain = await call("handOff() of the same entry again at the last stage", () =>
+      exercise.handOff(lastClient, last, { ...lastWork, deliveries: 2 }, RESULT),
+    );
+    await settle(lastEvents);
+    const lastTold = lastEvents.filter((e) => e.doc === "doc-2" && show(e) === "ocr done").length;
+    check(
+      lastAgain === false && lastTold === 1,
+      `At the last stage (keys.next is null), a second handOff() of the same entry (a worker that had taken it over) returned ${JSON.stringify(lastAgain)} and "ocr done" went out ${lastTold} times: the last stage committed the same document twice. The last stage has no next stream, but it needs the same guard as the others (WATCH the document, look for the stage's result or the "dead" mark, UNWATCH and XACK if either is there): a second "embed done" is a duplicate in the audit.`,
       2,
     );
   });
@@ -756,7 +774,7 @@ describe("the parts, one at a time", () => {
     );
     check(
       r.fastReturned === true && r.lateReturned === false,
-      `The worker that committed first should get true and the one whose EXEC came too late false; they returned ${r.fastReturned} and ${r.lateReturned}.`,
+      `The worker that committed first should get true and the one whose EXEC came too late false; they returned ${r.fastReturned} and ${r.lateReturned}.${r.lateReturned === true && r.handedOn === 1 ? " The late one's EXEC was refused (WATCH), so nothing of its transaction ran, yet it reported a hand-off: look at what EXEC answers (node-redis's exec() throws WatchError; a raw EXEC answers null) before returning true." : ""}`,
       3,
     );
     check(r.pending === 0, "The entry is still pending after both finished.", 3);
@@ -812,7 +830,7 @@ describe("the parts, one at a time", () => {
     const tried = sent((cmd) => cmd.seq > from && cmd.args.includes(keys.next ?? ""));
     check(
       rejected || tried.length === 0,
-      `The check had put a plain string where the next stage's stream (keys.next) should be, so your hand-off's ${tried.map((cmd) => cmd.name).join(", ")} on it failed with WRONGTYPE: doc-1 was not handed on. Yet handOff() resolved to ${JSON.stringify(outcome)}${outcome === false ? ', the answer for "another worker already committed this document": the caller moves on and doc-1 never reaches the next stage' : ""}. Catch only WatchError (a refused EXEC) and let every other error reach the caller.`,
+      `The check had put a plain string where the next stage's stream (keys.next) should be, so your hand-off's ${tried.map((cmd) => cmd.name).join(", ")} on it failed with WRONGTYPE: doc-1 was not handed on. Yet handOff() resolved to ${JSON.stringify(outcome)}${outcome === false ? ', the answer for "another worker already committed this document": the caller moves on and doc-1 never reaches the next stage' : ""}${outcome === true ? ", as if doc-1 had been handed on: a command refused inside EXEC fails alone while the others run, and only the reply to EXEC says so. node-redis's exec() throws for it; a raw EXEC (sendCommand) answers an array holding the error, so look at every reply" : ""}. Catch only WatchError (a refused EXEC) and let every other error reach the caller.`,
       3,
     );
     // The unhappy path closes what the happy one does: a worker whose commits keep failing
