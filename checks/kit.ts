@@ -339,7 +339,7 @@ function clientErrorCause(message: string): string {
   }
   const noGroup = /^NOGROUP No such key '(.*)' or consumer group '(.*)'/.exec(message);
   if (noGroup) {
-    return `. That is Redis's NOGROUP: the stream ${noGroup[1]} has no consumer group called "${noGroup[2]}" (or there is no such stream). Is that the group name your function was given? The check makes fresh names, so a name of your own (the stage's, a constant) finds no group: use the ones passed in. If the group was removed, this error is the right answer: let it reach the caller, and do not create the group again from a worker.`;
+    return `. That is Redis's NOGROUP: the stream ${noGroup[1]} has no consumer group called "${noGroup[2]}" (or there is no such stream). Is that the group name your function was given? The check makes fresh names, so a name of your own (the stage's, a constant) finds no group: use the ones passed in. If the group was removed, the error is an answer in itself: let it reach the caller rather than report "no work".`;
   }
   const unencodable =
     /^"arguments\[(\d+)\]" must be of type "string \| Buffer", got (\w+) instead/.exec(message);
