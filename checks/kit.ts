@@ -337,6 +337,15 @@ function clientErrorCause(message: string): string {
   if (/watched keys has been changed/.test(message)) {
     return '. That is node-redis\'s WatchError: EXEC was refused because a key your code WATCHed changed after the WATCH (another worker got there first), and nothing of the transaction ran. It is an answer, not a crash: catch it (error instanceof WatchError, imported from "redis") and do what the lesson says a refused commit means.';
   }
+  const noGroup = /^NOGROUP No such key '(.*)' or consumer group '(.*)'/.exec(message);
+  if (noGroup) {
+    return `. That is Redis's NOGROUP: the stream ${noGroup[1]} has no consumer group called "${noGroup[2]}" (or there is no such stream). Is that the group name your function was given? The check makes fresh names, so a name of your own (the stage's, a constant) finds no group: use the ones passed in. If the group was removed, the error is an answer in itself: let it reach the caller rather than report "no work".`;
+  }
+  const unencodable =
+    /^"arguments\[(\d+)\]" must be of type "string \| Buffer", got (\w+) instead/.exec(message);
+  if (unencodable) {
+    return `${message.endsWith(".") ? "" : "."} node-redis could not send a command: its argument ${unencodable[1]} is ${unencodable[2] === "object" ? "null (or an object)" : `a ${unencodable[2]}`}, and every argument must be a string (String(n), JSON.stringify(...)). Inside client.multi() this is worse than it looks: node-redis leaves that one command out and still sends EXEC, so the rest of the transaction ran. Convert every value to a string before queuing it.`;
+  }
   if (/^Socket already opened/.test(message)) {
     return ". connect() was called on a client that is connected already (the check hands your functions connected clients): connect only the clients your code creates (createClient(), client.duplicate()).";
   }

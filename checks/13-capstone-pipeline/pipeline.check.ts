@@ -119,8 +119,18 @@ async function handedOn(c: Redis, keys: StageKeys, doc: string): Promise<number>
   return entries.filter((e) => e.message.doc === doc).length;
 }
 
-/** Sets how long `id` has been pending for `consumer`, as if it had waited that long. */
-async function idleFor(c: Redis, keys: StageKeys, consumer: string, id: string, ms: number) {
+/**
+ * Sets how long `id` has been pending for `consumer`, as if it had waited that long, and how
+ * many times it has been delivered so far.
+ */
+async function idleFor(
+  c: Redis,
+  keys: StageKeys,
+  consumer: string,
+  id: string,
+  ms: number,
+  deliveries = 1,
+) {
   await c.sendCommand([
     "XCLAIM",
     keys.stream,
@@ -131,7 +141,7 @@ async function idleFor(c: Redis, keys: StageKeys, consumer: string, id: string, 
     "IDLE",
     String(ms),
     "RETRYCOUNT",
-    "1",
+    String(deliveries),
   ]);
 }
 
@@ -344,7 +354,8 @@ describe("the parts, one at a time", () => {
       const second = waiting ? await c.xAdd(keys.stream, "*", { doc: "doc-orphan-2" }) : "";
       await c.xReadGroup(keys.group, crashed, { key: keys.stream, id: ">" }, { COUNT: live + 2 });
       await idleFor(c, keys, crashed, orphan, claimIdleMs + 1000);
-      if (second) await idleFor(c, keys, crashed, second, claimIdleMs + 1000);
+      // Taken over once before already: its next delivery is its third.
+      if (second) await idleFor(c, keys, crashed, second, claimIdleMs + 1000, 2);
       // Busy, yet idle for most of claimIdleMs: a claim with a lower threshold than the one
       // given takes them, with a second of slack for a loaded machine.
       await Promise.all(busyIds.map((id) => idleFor(c, keys, busy, id, claimIdleMs - 1000)));
@@ -398,7 +409,7 @@ describe("the parts, one at a time", () => {
       1,
     );
     check(
-      left?.consumer === crashed && left.deliveriesCounter === 1,
+      left?.consumer === crashed && left.deliveriesCounter === 2,
       `nextWork() returned doc-orphan, but it also claimed doc-orphan-2 (now pending for ${left?.consumer}, delivered ${left?.deliveriesCounter} times) without returning it: no one works on doc-orphan-2 until it has been idle for claimIdleMs again, and each such claim counts as a delivery, so enough of them dead-letter a document no worker ever tried. Claim one entry per call (COUNT 1) and return it.`,
       2,
     );
@@ -406,8 +417,8 @@ describe("the parts, one at a time", () => {
       exercise.nextWork(client, one.keys, options),
     );
     check(
-      second?.id === one.second && second.deliveries === 2,
-      `Called again with doc-orphan taken, nextWork() should take over doc-orphan-2, the crashed worker's other entry (deliveries 2); it returned ${JSON.stringify(second)}.`,
+      second?.id === one.second && second.deliveries === 3,
+      `Called again with doc-orphan taken, nextWork() should take over doc-orphan-2, the crashed worker's other entry, which had been taken over once before: this is its third delivery (deliveries 3); it returned ${JSON.stringify(second)}.${second?.id === one.second ? " Report the count XPENDING gives for the entry after your claim, not a number of your own: the delivery count is what ends a poison document." : ""}`,
       2,
     );
     const next = await call("nextWork() a third time", () =>
@@ -583,12 +594,10 @@ describe("the parts, one at a time", () => {
     const last: StageKeys = { ...keysFor("last"), next: null };
     const c = await observer();
     const lastWork = await delivered(c, last, "doc-2", fresh("ocr"));
+    const lastEvents = await listen(last.channel);
+    const lastClient = await learnerClient();
     const outcome = await within(
-      settled(
-        Promise.resolve().then(async () =>
-          exercise.handOff(await learnerClient(), last, lastWork, RESULT),
-        ),
-      ),
+      settled(Promise.resolve().then(() => exercise.handOff(lastClient, last, lastWork, RESULT))),
       5000,
       "handOff() at the last stage",
     );
@@ -596,6 +605,26 @@ describe("the parts, one at a time", () => {
     check(
       "value" in outcome && outcome.value === true && stored === RESULT,
       `At the last stage (keys.next is null) handOff() should store the result, acknowledge the entry, broadcast and return true; it ${"error" in outcome ? `threw "${outcome.error instanceof Error ? outcome.error.message : String(outcome.error)}"` : `returned ${JSON.stringify(outcome.value)}`}, and the hash holds ${JSON.stringify(stored)}. There is no next stream: queue the XADD only when keys.next is a name (it is null at the last stage, not undefined).`,
+      2,
+    );
+    // Everything else a hand-off does, the last stage does too: only the XADD is left out.
+    const lastPending = await pendingCount(c, last.stream, last.group);
+    await settle(lastEvents);
+    const lastDone = lastEvents.filter((e) => e.doc === "doc-2" && show(e) === "ocr done").length;
+    check(
+      lastPending === 0 && lastDone === 1,
+      `At the last stage (keys.next is null) handOff() stored the result and returned true, but ${lastPending === 0 ? "" : "the entry is still pending (no XACK), so it is taken over and done again after claimIdleMs"}${lastPending !== 0 && lastDone !== 1 ? ", and " : ""}${lastDone === 1 ? "" : `${lastDone} "ocr done" events went out instead of one, so the document never shows as completed`}. The last stage leaves out only the XADD: the result, the XACK and the broadcast are in its transaction as at every other stage.`,
+      2,
+    );
+    // A second worker finishing the same entry at the last stage: the same guard applies there.
+    const lastAgain = await call("handOff() of the same entry again at the last stage", () =>
+      exercise.handOff(lastClient, last, { ...lastWork, deliveries: 2 }, RESULT),
+    );
+    await settle(lastEvents);
+    const lastTold = lastEvents.filter((e) => e.doc === "doc-2" && show(e) === "ocr done").length;
+    check(
+      lastAgain === false && lastTold === 1,
+      `At the last stage (keys.next is null), a second handOff() of the same entry (a worker that had taken it over) returned ${JSON.stringify(lastAgain)} and "ocr done" went out ${lastTold} times: the last stage committed the same document twice. The last stage has no next stream, but it needs the same guard as the others (WATCH the document, look for the stage's result or the "dead" mark, UNWATCH and XACK if either is there): a second "embed done" is a duplicate in the audit.`,
       2,
     );
   });
@@ -756,7 +785,7 @@ describe("the parts, one at a time", () => {
     );
     check(
       r.fastReturned === true && r.lateReturned === false,
-      `The worker that committed first should get true and the one whose EXEC came too late false; they returned ${r.fastReturned} and ${r.lateReturned}.`,
+      `The worker that committed first should get true and the one whose EXEC came too late false; they returned ${r.fastReturned} and ${r.lateReturned}.${r.lateReturned === true && r.handedOn === 1 ? " The late one's EXEC was refused (WATCH), so nothing of its transaction ran, yet it reported a hand-off: look at what EXEC answers (node-redis's exec() throws WatchError; a raw EXEC answers null) before returning true." : ""}`,
       3,
     );
     check(r.pending === 0, "The entry is still pending after both finished.", 3);
@@ -812,7 +841,7 @@ describe("the parts, one at a time", () => {
     const tried = sent((cmd) => cmd.seq > from && cmd.args.includes(keys.next ?? ""));
     check(
       rejected || tried.length === 0,
-      `The check had put a plain string where the next stage's stream (keys.next) should be, so your hand-off's ${tried.map((cmd) => cmd.name).join(", ")} on it failed with WRONGTYPE: doc-1 was not handed on. Yet handOff() resolved to ${JSON.stringify(outcome)}${outcome === false ? ', the answer for "another worker already committed this document": the caller moves on and doc-1 never reaches the next stage' : ""}. Catch only WatchError (a refused EXEC) and let every other error reach the caller.`,
+      `The check had put a plain string where the next stage's stream (keys.next) should be, so your hand-off's ${tried.map((cmd) => cmd.name).join(", ")} on it failed with WRONGTYPE: doc-1 was not handed on. Yet handOff() resolved to ${JSON.stringify(outcome)}${outcome === false ? ', the answer for "another worker already committed this document": the caller moves on and doc-1 never reaches the next stage' : ""}${outcome === true ? ", as if doc-1 had been handed on: a command refused inside EXEC fails alone while the others run, and only the reply to EXEC says so. node-redis's exec() throws for it; a raw EXEC (sendCommand) answers an array holding the error, so look at every reply" : ""}. Catch only WatchError (a refused EXEC) and let every other error reach the caller.`,
       3,
     );
     // The unhappy path closes what the happy one does: a worker whose commits keep failing

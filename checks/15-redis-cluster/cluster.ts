@@ -95,6 +95,13 @@ async function nodes(): Promise<NodeLine[]> {
     });
 }
 
+/** Every primary of the cluster: its node id and port. */
+export async function primaries(): Promise<{ id: string; port: number }[]> {
+  return (await nodes())
+    .filter((n) => n.primaryOf === undefined && n.slots.length > 0)
+    .map(({ id, port }) => ({ id, port }));
+}
+
 /** The port of the primary that serves `slot`. */
 export async function primaryOf(slot: number): Promise<number> {
   const owner = (await nodes()).find((n) => n.slots.some(([a, b]) => slot >= a && slot <= b));

@@ -36,6 +36,7 @@ import {
   type PartitionKeys,
   type Pipeline,
   pendingCount,
+  primaries,
   primaryOf,
   replicaOf,
   STAGES,
@@ -839,6 +840,93 @@ test("the worker carries on when a replica takes over from its primary", async (
     check(
       stored === result("ner", { id: "", doc }),
       `After a replica took over from its primary, ${doc} was not handed off at stage ner (its result is ${JSON.stringify(stored)}). ${advice}`,
+      2,
+    );
+  }
+});
+
+/**
+ * A slot half-way through a resharding: the target IMPORTING it, the source MIGRATING it, and
+ * every key of the slot already moved (MIGRATE). The source still owns the slot, and answers a
+ * command on a key it no longer has with ASK <target>: ask the target once (ASKING first), and
+ * keep the map as it is. `finish()` hands the slot over for good (SETSLOT ... NODE), after which
+ * the source answers MOVED.
+ */
+async function migrating(slot: number): Promise<{ finish: () => Promise<void>; to: number }> {
+  const all = await primaries();
+  const fromPort = await primaryOf(slot);
+  const from = all.find((n) => n.port === fromPort);
+  const to = all.find((n) => n.port !== fromPort);
+  if (!from || !to)
+    return fail("The check found no second primary to migrate a slot to: not your code's fault.");
+  const source = await nodeClient(from.port, "migrating");
+  const target = await nodeClient(to.port, "importing");
+  const at = String(slot);
+  await target.sendCommand(["CLUSTER", "SETSLOT", at, "IMPORTING", from.id]);
+  await source.sendCommand(["CLUSTER", "SETSLOT", at, "MIGRATING", to.id]);
+  for (;;) {
+    const names = (await source.sendCommand(["CLUSTER", "GETKEYSINSLOT", at, "100"])) as string[];
+    if (names.length === 0) break;
+    await source.sendCommand([
+      "MIGRATE",
+      "127.0.0.1",
+      String(to.port),
+      "",
+      "0",
+      "5000",
+      "KEYS",
+      ...names,
+    ]);
+  }
+  let finished = false;
+  const finish = async () => {
+    if (finished) return;
+    finished = true;
+    await target.sendCommand(["CLUSTER", "SETSLOT", at, "NODE", to.id]);
+    await source.sendCommand(["CLUSTER", "SETSLOT", at, "NODE", to.id]);
+    for (const other of all.filter((n) => n !== from && n !== to)) {
+      const node = await nodeClient(other.port, "resharded");
+      await node.sendCommand(["CLUSTER", "SETSLOT", at, "NODE", to.id]);
+    }
+  };
+  return { finish, to: to.port };
+}
+
+test("the worker carries on while a slot is being moved to another primary (ASK)", async () => {
+  const { run, keys } = await pipeline();
+  const ids = await samePartition(3);
+  const partitions = await upload(keys, ids);
+  const partition = partitions[0] ?? 0;
+  // Another partition's slot is half-way to another primary: the round's read there meets ASK.
+  // No document waits on it, so no hand-off goes to a slot whose move the check completes after
+  // the round (code that looks up a slot's node for its MULTI meets that only once).
+  const moving = (partition + 1) % PARTITIONS;
+  const stream = keysAt(keys, moving).stream("ocr");
+  const slot = await slotOf(stream);
+  const cluster = await learnerCluster();
+  const move = await migrating(slot);
+  const from = sent().at(-1)?.seq ?? 0;
+  let failure: Error | undefined;
+  try {
+    await round(cluster, run, "ocr", async (work) => result("ocr", work)).catch((error: Error) => {
+      failure = error;
+    });
+  } finally {
+    await move.finish();
+  }
+  const asked = sent((c) => c.seq > from && c.name === "ASKING").length > 0;
+  const advice = `A slot being moved (resharding: CLUSTER SETSLOT ... MIGRATING/IMPORTING, then MIGRATE of its keys) answers ASK <node> for a key that has left: send ASKING and the command to that node once, and keep the map as it is. createCluster() does this and MOVED for you: let the cluster client you are given route every command, rather than connecting to one node and following errors by hand.`;
+  if (failure) {
+    fail(
+      `While the slot of ${stream} (slot ${slot}) was being moved to another primary, workRound() failed: ${failure.message}${!asked && /\bASK\b/.test(failure.message) ? ". That ASK was not followed" : ""}. ${advice}`,
+      2,
+    );
+  }
+  for (const doc of ids) {
+    const stored = await observer.hGet(keysAt(keys, partition).doc(doc), "ocr");
+    check(
+      stored === result("ocr", { id: "", doc }),
+      `While the slot of another partition's stream (${stream}, slot ${slot}) was being moved to another primary, ${doc} was not handed off at stage ocr (its result is ${JSON.stringify(stored)}). ${advice}`,
       2,
     );
   }
