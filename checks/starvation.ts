@@ -16,10 +16,15 @@ const { workerData, parentPort } = require("node:worker_threads");
 const { appendFileSync } = require("node:fs");
 const beats = new Int32Array(workerData.shared);
 let armed;
+let calling;
 let last = -1;
 let still = 0;
 let stillSince = 0;
 parentPort.on("message", (message) => {
+  if (message && "calling" in message) {
+    calling = message.calling;
+    return;
+  }
   armed = message ?? undefined;
   last = -1;
   still = 0;
@@ -34,7 +39,8 @@ setInterval(() => {
   }
   if (still++ === 0) stillSince = Date.now();
   if (still < 20 || Date.now() - stillSince < armed.afterMs) return;
-  const { test, message, hint } = armed;
+  const { test, hint } = armed;
+  const message = armed.message.replace("{calling}", calling ?? "none yet");
   armed = undefined;
   const file = workerData.results;
   if (!file) return;
@@ -59,10 +65,26 @@ function start(): { worker: Worker; timer: NodeJS.Timeout } {
   return { worker, timer };
 }
 
+interface Armed {
+  test: string;
+  message: string;
+  hint?: number;
+  afterMs: number;
+}
+
+/** What is armed, innermost last: a test's own message stands in for the kit's while it lasts. */
+const stack: Armed[] = [];
+
+function post(): void {
+  watcher ??= start();
+  watcher.worker.postMessage(stack.at(-1) ?? null);
+}
+
 /**
  * Until the function returned is called, fails test `test` with `message` (and `hint`) if this
  * thread's event loop stops turning for `afterMs`. Arm it only around learner code that could
- * spin this way, and say in `message` what the learner's code was doing.
+ * spin this way, and say in `message` what the learner's code was doing. `{calling}` in the
+ * message becomes the last learner function kit's call() called (see noteCalling()).
  */
 export function failIfStarved(
   test: string,
@@ -70,8 +92,37 @@ export function failIfStarved(
   hint?: number,
   afterMs = 3000,
 ): () => void {
+  const entry: Armed = { test, message, hint, afterMs };
+  stack.push(entry);
+  post();
+  return () => {
+    const at = stack.indexOf(entry);
+    if (at < 0) return;
+    stack.splice(at, 1);
+    // Only what is on top is armed: taking off something below it changes nothing there.
+    if (at === stack.length) post();
+  };
+}
+
+/** Tells the watcher which of the learner's functions the check calls now, for `{calling}`. */
+export function noteCalling(what: string): void {
+  watcher?.worker.postMessage({ calling: what });
+}
+
+/** Boots the watcher thread ahead of the first test, off the time a learner waits for. */
+export function startWatcher(): void {
   watcher ??= start();
-  const { worker } = watcher;
-  worker.postMessage({ test, message, hint, afterMs });
-  return () => worker.postMessage(null);
+}
+
+/**
+ * Runs `work`, which blocks this thread on purpose (the check's own openssl calls), with the
+ * watcher looking away: on a loaded machine a few of them in a row can take seconds.
+ */
+export function blockingOnPurpose<T>(work: () => T): T {
+  const resume = failIfStarved("", "", undefined, Number.POSITIVE_INFINITY);
+  try {
+    return work();
+  } finally {
+    resume();
+  }
 }
