@@ -3,11 +3,13 @@
  * that are already settled (a client that is closed rejects every command at once, and a
  * catch-all loop goes straight round again) never lets a timer, a socket or the test itself run
  * again. Nothing on that thread can notice, so a thread of its own watches a heartbeat the test's
- * thread keeps; when the heartbeat has stood still for `afterMs` (and for 20 of the watcher's own
- * polls, so a machine too busy to run either thread is not taken for it), the watcher writes the
- * test's failure, with the message the test armed it with, and the run's end to the events file
- * (as kit.ts writes "start"): the harness reports it then and stops the process, instead of
- * waiting for the run's time limit and a message that cannot say what went wrong.
+ * thread keeps; when the heartbeat has stood still for `afterMs`, for 20 of the watcher's own
+ * polls, and the process has used at least 60% of `afterMs` in CPU time meanwhile (a spinning
+ * thread uses what it is given; one slow to be scheduled on a loaded machine does not), the
+ * watcher writes the test's failure, with the message the test armed it with, and the run's end
+ * to the events file (as kit.ts writes "start"): the harness reports it then and stops the
+ * process, instead of waiting for the run's time limit and a message that cannot say what went
+ * wrong. On a loaded machine that can take longer than `afterMs`, never less.
  */
 import { Worker } from "node:worker_threads";
 
@@ -20,6 +22,7 @@ let calling;
 let last = -1;
 let still = 0;
 let stillSince = 0;
+let cpuSince;
 parentPort.on("message", (message) => {
   if (message && "calling" in message) {
     calling = message.calling;
@@ -37,8 +40,16 @@ setInterval(() => {
     still = 0;
     return;
   }
-  if (still++ === 0) stillSince = Date.now();
+  if (still++ === 0) {
+    stillSince = Date.now();
+    cpuSince = process.cpuUsage();
+  }
   if (still < 20 || Date.now() - stillSince < armed.afterMs) return;
+  // A thread that spins uses the CPU it is given. One that is only slow to be scheduled (a
+  // loaded machine stretches any synchronous step), or that waits in a synchronous call, does
+  // not: only the first is starving the event loop.
+  const { user, system } = process.cpuUsage(cpuSince);
+  if ((user + system) / 1000 < armed.afterMs * 0.6) return;
   const { test, hint } = armed;
   const message = armed.message.replace("{calling}", calling ?? "none yet");
   armed = undefined;
@@ -112,17 +123,4 @@ export function noteCalling(what: string): void {
 /** Boots the watcher thread ahead of the first test, off the time a learner waits for. */
 export function startWatcher(): void {
   watcher ??= start();
-}
-
-/**
- * Runs `work`, which blocks this thread on purpose (the check's own openssl calls), with the
- * watcher looking away: on a loaded machine a few of them in a row can take seconds.
- */
-export function blockingOnPurpose<T>(work: () => T): T {
-  const resume = failIfStarved("", "", undefined, Number.POSITIVE_INFINITY);
-  try {
-    return work();
-  } finally {
-    resume();
-  }
 }

@@ -9,7 +9,6 @@ import tls from "node:tls";
 import { createClient } from "redis";
 import { makeAuthority, startTlsServer, type TlsServer } from "../../src/redis/tls-server.ts";
 import { ctx, fresh, type Redis } from "../kit.ts";
-import { blockingOnPurpose } from "../starvation.ts";
 
 export interface StageConnection {
   host: string;
@@ -132,11 +131,9 @@ export async function startImpostor(
   servername: string,
   options: { wrongName?: boolean } = {},
 ): Promise<{ port: number; handshakes(): number; close(): Promise<void> }> {
-  const { cert, key } = blockingOnPurpose(() =>
-    options.wrongName
-      ? real.issue(fresh("elsewhere"), [`${fresh("elsewhere")}.redis.test`])
-      : makeAuthority(real.dir, fresh("impostor")).issue("server", [servername]),
-  );
+  const { cert, key } = options.wrongName
+    ? real.issue(fresh("elsewhere"), [`${fresh("elsewhere")}.redis.test`])
+    : makeAuthority(real.dir, fresh("impostor")).issue("server", [servername]);
   let handshakes = 0;
   const sockets = new Set<tls.TLSSocket>();
   const server = tls.createServer({ cert, key }, (socket) => {
