@@ -13,6 +13,7 @@ import { afterAll, beforeEach } from "vitest";
 import { appendEvent } from "../src/check/events.ts";
 import { newClient } from "../src/redis/client.ts";
 import { tlsSocketOptions } from "../src/redis/tls.ts";
+import { failIfStarved, noteCalling, startWatcher } from "./starvation.ts";
 import { allLearnerAddrs, setCheckNamePrefix } from "./wire.ts";
 
 /** What createClient() returns with the default options (RESP3). */
@@ -169,6 +170,7 @@ export async function call<T>(what: string, run: () => T | Promise<T>, ms = 10_0
   // Read by checks/test-results.ts when a test runs out of time, to name what it waited for.
   const waiting = waitingNow();
   waiting.push(what);
+  noteCalling(what);
   try {
     return await within(Promise.resolve().then(run), ms, `${what} to finish`);
   } catch (error) {
@@ -429,6 +431,38 @@ afterAll(() => {
 beforeEach((context) => {
   closedByLearner.length = 0;
   appendEvent({ event: "start", test: context.task.name });
+  guardAgainstStarvation(context.task.name);
+});
+
+/**
+ * Learner code that never lets the event loop turn (a loop with nothing awaited that takes
+ * time, a catch-all loop round a closed client) stops every timer of the test process too, the
+ * test's own time limit among them: without this only the run's limit would end it, after a
+ * minute or more, with a message that cannot say why. A watcher thread names it after 3 s
+ * (checks/starvation.ts). Armed from the first test to the last, so a loop that spins between
+ * two tests is caught too, in the name of the test that started it; a test may arm a message
+ * of its own for a while.
+ */
+let starvationGuard: (() => void) | undefined;
+startWatcher();
+
+/** After how long; 0 turns the watcher off (the harness's tests of the run's own limit). */
+const STARVED_MS = Number(process.env.WORKBOOK_STARVATION_MS ?? 3000);
+
+function guardAgainstStarvation(test: string): void {
+  starvationGuard?.();
+  if (STARVED_MS <= 0) return;
+  starvationGuard = failIfStarved(
+    test,
+    `Your code kept the check's process busy for ${STARVED_MS / 1000} s without once letting anything else run (the last of your functions the check called: {calling}): no timer fired, no reply from Redis was read, and the check could not go on, so it stopped here. Look for a loop that never waits for anything that takes time: a loop that checks a flag or a queue with nothing awaited inside, or one that catches an error and goes straight round again (a closed client rejects every command at once). Await the read in every round, and pause before trying again after an error.`,
+    undefined,
+    STARVED_MS,
+  );
+}
+
+afterAll(() => {
+  starvationGuard?.();
+  starvationGuard = undefined;
 });
 
 /**

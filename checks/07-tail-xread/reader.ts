@@ -84,12 +84,16 @@ export async function append(
   count: number,
   label: string,
   together = false,
+  /** With this many documents, each gets several entries: one per status change, in order. */
+  docs?: number,
 ): Promise<{ ids: string[]; events: Map<string, DocEvent> }> {
-  const events = Array.from({ length: count }, (_, n) => ({
-    docId: `${label}-${n}`,
-    stage: n % 2 ? "ner" : "ocr",
-    status: "done",
-  }));
+  const STEPS = ["ocr started", "ocr done", "ner started", "ner done", "classify started"];
+  const events = Array.from({ length: count }, (_, n) => {
+    if (docs === undefined)
+      return { docId: `${label}-${n}`, stage: n % 2 ? "ner" : "ocr", status: "done" };
+    const [stage = "", status = ""] = (STEPS[Math.floor(n / docs) % STEPS.length] ?? "").split(" ");
+    return { docId: `${label}-${n % docs}`, stage, status };
+  });
   let ids: string[];
   if (together) {
     const multi = observer.multi();

@@ -8,9 +8,11 @@ import {
   freshKey,
   learnerConnections,
   type Redis,
+  sameValue,
   sleep,
   until,
 } from "../kit.ts";
+import { failIfStarved } from "../starvation.ts";
 import {
   blockedIn,
   blockOf,
@@ -123,6 +125,20 @@ function readElsewhere(reader: Reader, stream: string): string | undefined {
   return `Your reader read with ${read.args.join(" ")}, which does not name the stream it was given (${stream}). Use options.stream: the check gives every reader a fresh stream name.`;
 }
 
+/**
+ * A crash here closes the reader's clients and leaves the process running: every command on them
+ * then rejects at once. A loop that catches that and goes straight round again never awaits
+ * anything that takes time, so nothing else in the process runs again; the watcher thread names
+ * it within seconds instead of the run's time limit.
+ */
+function failIfSpinning(test: string, what: string): () => void {
+  return failIfStarved(
+    test,
+    `${what}, and from then on nothing else in the process ran: your reader's loop caught an error and went straight round again, with no pause. A closed connection rejects every command at once (and an onEntry() that fails at once fails again at once), so such a loop never waits for anything and the event loop never turns again: no timer fires, no other reader runs, stop() is never even called. Let an error end the loop (stop() reports it), or pause before trying again (await a sleep of about blockMs).`,
+    2,
+  );
+}
+
 const RESOLVE_DOLLAR =
   'Resolve "$" to a real ID once, when the reader starts (the ID of the stream\'s newest entry, XREVRANGE <stream> + - COUNT 1, or "0-0" for an empty stream), save it as the checkpoint at once, and read from that ID.';
 
@@ -163,7 +179,9 @@ test("a new reader hands over every new entry, in order, as written, and nothing
     await stop(reader.tail);
     fail(elsewhere, 2);
   }
-  const added = await append(observer, stream, 20, "doc");
+  // Four documents, five status changes each: a reader that passes over an entry whose document
+  // it has seen before (mistaking the docId for the entry's identity) loses status changes.
+  const added = await append(observer, stream, 20, "doc", false, 4);
   const seen = () => reader.calls.map((e) => e.id);
 
   const skipped = readsPast(reader, stream, added.ids, sentMark());
@@ -171,8 +189,24 @@ test("a new reader hands over every new entry, in order, as written, and nothing
   const arrived = added.ids.every((id) => seen().includes(id));
   await stop(reader.tail);
 
-  checkNoJump(reader, stream, added.ids);
   const missed = added.ids.filter((id) => !seen().includes(id));
+  // Handed over: exactly each document's first entry; missed: its later status changes.
+  const docOf = (id: string) => added.events.get(id)?.docId;
+  const firsts = added.ids.filter(
+    (id, n) => added.ids.findIndex((o) => docOf(o) === docOf(id)) === n,
+  );
+  const handedNew = seen().filter((id) => added.ids.includes(id));
+  check(
+    missed.length === 0 || !sameValue([...handedNew].sort(), [...firsts].sort()),
+    `The check added 20 entries for 4 documents, each document's status changes in order (${docOf(firsts[0] ?? "")}: ${added.ids
+      .filter((id) => docOf(id) === docOf(firsts[0] ?? ""))
+      .map((id) => `${added.events.get(id)?.stage} ${added.events.get(id)?.status}`)
+      .join(
+        ", ",
+      )}), and your reader handed over only the first entry of each document: ${list(missed)} never reached onEntry(). A document has one entry per status change, so a docId seen before does not make an entry a repeat: an entry is known by its ID. Hand every entry over (onEntry() copes with the rare repeat after a crash).`,
+    2,
+  );
+  checkNoJump(reader, stream, added.ids);
   const laterDollar = sent((c) => c.name === "XREAD" && c.scope === reader.scope.name)
     .slice(1)
     .some((c) => c.args.at(-1) === "$");
@@ -507,7 +541,7 @@ async function recover(
   };
 }
 
-test("a crash between onEntry() and saving the checkpoint repeats that one entry, and skips none", async () => {
+test("a crash between onEntry() and saving the checkpoint repeats that one entry, and skips none", async (test) => {
   const observer = await checkClient();
   const stream = freshKey("status:crash");
   const checkpoint = freshKey("tail:billing");
@@ -515,6 +549,10 @@ test("a crash between onEntry() and saving the checkpoint repeats that one entry
   await untilWaiting(observer);
   // The process dies as it is about to save the checkpoint after its third entry.
   const crash = before((c) => writesCheckpoint(c, checkpoint) && reader.done.length >= 3, "crash");
+  const disarm = failIfSpinning(
+    test.task.name,
+    "The check crashed your reader just before it saved its checkpoint (it closed the reader's connections, as a dying process loses them)",
+  );
   const { ids } = await append(observer, stream, 10, "doc", true);
   const skipped = readsPast(reader, stream, ids, sentMark());
   await until(() => crash.hasFired() || reader.done.length === ids.length || skipped(), 3000);
@@ -523,7 +561,7 @@ test("a crash between onEntry() and saving the checkpoint repeats that one entry
     crash.cancel();
     reader.scope.crash();
   }
-  const { missing, repeated } = await recover(reader, ids, stream, checkpoint);
+  const { missing, repeated } = await recover(reader, ids, stream, checkpoint).finally(disarm);
   check(
     missing.length === 0,
     `Your reader crashed after handling ${reader.done.length} entries, and after the restart ${missing.length} entries were never handed over (${list(missing)}). Save the checkpoint only after onEntry() finished with that entry.`,
@@ -536,7 +574,7 @@ test("a crash between onEntry() and saving the checkpoint repeats that one entry
   );
 });
 
-test("while onEntry() works on an entry, the checkpoint does not name it yet; a crash then repeats it", async () => {
+test("while onEntry() works on an entry, the checkpoint does not name it yet; a crash then repeats it", async (test) => {
   const observer = await checkClient();
   const stream = freshKey("status:slow");
   const checkpoint = freshKey("tail:search");
@@ -555,13 +593,17 @@ test("while onEntry() works on an entry, the checkpoint does not name it yet; a 
     2,
   );
   const saved = await savedCheckpoint(observer, checkpoint);
+  const disarm = failIfSpinning(
+    test.task.name,
+    "The check crashed your reader while onEntry() worked on an entry (it closed the reader's connections, as a dying process loses them)",
+  );
   reader.scope.crash();
   check(
     saved === undefined || compareIds(saved, third) < 0,
     `While onEntry() was still working on entry ${third}, your checkpoint already said ${saved}. Had the process died then, a restart would have skipped that entry for good. Call onEntry() first, await it, and save the checkpoint after it finished.`,
     2,
   );
-  const { missing, repeated } = await recover(reader, ids, stream, checkpoint);
+  const { missing, repeated } = await recover(reader, ids, stream, checkpoint).finally(disarm);
   check(
     missing.length === 0,
     `Your reader died while onEntry() was working on entry ${third}, and after the restart ${missing.length} entries were never handed over (${list(missing)}). The checkpoint must name only entries whose onEntry() finished.`,
@@ -680,7 +722,7 @@ async function leftOpen(observer: Redis, earlier: Set<string>, own: string | und
   return opened();
 }
 
-test("an entry whose onEntry() fails every time is never checkpointed past", async () => {
+test("an entry whose onEntry() fails every time is never checkpointed past", async (test) => {
   const observer = await checkClient();
   const stream = freshKey("status:poison");
   const checkpoint = freshKey("tail:poison");
@@ -697,10 +739,14 @@ test("an entry whose onEntry() fails every time is never checkpointed past", asy
   const poison = ids[1] ?? "";
   // A later entry, appended once the poison entry has failed: a reader that read on from the
   // end of the batch, past the failure, hands it over and saves its checkpoint.
+  const disarm = failIfSpinning(
+    test.task.name,
+    `onEntry() failed at once for entry ${poison}, every time`,
+  );
   await until(() => attempts > 0, 3000);
   await observer.xAdd(stream, "*", { docId: "doc-after", stage: "ocr", status: "done" });
   // More tries than a retry limit would allow, or quiet: stopped at it, or moved on.
-  await stopOnceQuiet(reader, () => attempts >= 6);
+  await stopOnceQuiet(reader, () => attempts >= 6).finally(disarm);
   // Tried again or stopped there, a reader that failed still closes what it opened.
   const left = await leftOpen(observer, earlier, own);
   check(

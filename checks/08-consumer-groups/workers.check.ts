@@ -488,6 +488,29 @@ test("a task whose handle() throws or rejects stays pending; one still working i
       `After stop() the group should hold exactly the two failed tasks as pending (${throwing}, ${rejecting}), so they can be tried again; it holds ${[...left.keys()].join(", ") || "none"}.`,
       2,
     );
+    // The same consumer starts again (the service restarted): what it left pending is still
+    // owed. A worker that clears "stale" pending tasks at start acknowledges tasks never done.
+    const mark = sent().at(-1)?.seq ?? 0;
+    const tries = called.length;
+    const again = await startWorker(
+      client,
+      { stream, group, consumer, handle, count: 5, blockMs: BLOCK_MS },
+      workers,
+    );
+    await waitForBlocked(observer, "xreadgroup", 1, 3000);
+    await stopWithin(again, STOP_MS, consumer, BLOCK_MS);
+    workers.length = 0;
+    const triedAgain = new Set(called.slice(tries));
+    const dropped = [throwing, rejecting].filter(
+      (id) =>
+        !triedAgain.has(id) &&
+        sent((c) => c.seq > mark && c.name === "XACK" && c.args.includes(id)).length > 0,
+    );
+    check(
+      dropped.length === 0,
+      `The check started a worker again with the same consumer name, ${consumer}, as a restarted service would, and your worker acknowledged ${dropped.join(" and ")}, which were pending from before, without handing them to handle(): those documents are now counted as done and nobody will ever process them. A consumer's pending tasks are work it still owes: leave them pending (lesson 09's recovery takes them up), or handle them first (read your history with ID 0) and acknowledge only what handle() finished.`,
+      2,
+    );
   } finally {
     slowWork.release();
     await stopAll(workers);

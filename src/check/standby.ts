@@ -50,7 +50,8 @@ export interface Standby {
 
 export function standbyKey(lesson: Lesson, file: string, redis: RedisTarget): string {
   const limit = process.env.WORKBOOK_TEST_TIMEOUT_MS ?? "";
-  return [lesson.id, file, redis.url, redis.kind, limit].join("\n");
+  const starved = process.env.WORKBOOK_STARVATION_MS ?? "";
+  return [lesson.id, file, redis.url, redis.kind, limit, starved].join("\n");
 }
 
 function childEnv(vars: Record<string, string>): NodeJS.ProcessEnv {
