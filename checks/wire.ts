@@ -897,11 +897,17 @@ export function failedConnects(s: Scope): number {
  * fired nor been cleared, from now until stop(). A client still retrying to connect keeps one:
  * node-redis waits for its reconnect strategy's delay on a timer of the client's scope.
  */
-export function scopeTimers(s: Scope): { live(): number; stop(): void } {
+export function scopeTimers(
+  s: Scope,
+  options: { repeating?: boolean } = {},
+): { live(): number; stop(): void } {
   const live = new Set<number>();
   const hook = createHook({
-    init(id, type) {
-      if (type === "Timeout" && scopeStore.getStore() === s.name) live.add(id);
+    init(id, type, _trigger, resource) {
+      if (type !== "Timeout" || scopeStore.getStore() !== s.name) return;
+      // With `repeating`, only setInterval()s: a Timeout whose _repeat is set.
+      if (options.repeating && (resource as { _repeat?: unknown })._repeat == null) return;
+      live.add(id);
     },
     destroy(id) {
       live.delete(id);

@@ -437,7 +437,7 @@ describe("a live connection", () => {
       const delay = typeof strategy === "function" ? strategy(3, new Error("drop")) : undefined;
       check(
         typeof delay === "number" && delay >= 0 && delay <= 5000,
-        `connect() should reconnect with your growing, capped delay: give createClient socket.reconnectStrategy (your reconnectDelay); it ${typeof strategy === "function" ? `answered ${JSON.stringify(delay)} for the 3rd retry` : strategy === false ? "is false, which turns reconnecting off" : "has none"}.`,
+        `connect() should reconnect with your growing, capped delay: give createClient socket.reconnectStrategy (your reconnectDelay); it ${typeof strategy === "function" ? (delay instanceof Promise ? "answered a Promise for the 3rd retry: node-redis wants a number, an Error or false at once, and for anything else falls back to its own strategy, which retries a refused login for ever. Return the number (or the Error) directly, without async" : `answered ${JSON.stringify(delay)} for the 3rd retry`) : strategy === false ? "is false, which turns reconnecting off" : "has none"}.`,
         3,
       );
       // A strategy that answers an Error after N retries, or for some causes, ends reconnecting

@@ -142,6 +142,31 @@ function versionsRise(events: Event[]): boolean {
   );
 }
 
+/** Why versions that do not rise are wrong, when the reason is that they are no numbers. */
+function versionsNotNumbers(events: Event[]): string | undefined {
+  const odd = events.find((e) => typeof e.version !== "number");
+  if (!odd) return undefined;
+  if (odd.version === undefined) {
+    return `The "${String(odd.state)}" event ${show(odd)} has no version: give each event its state's version, VERSIONS[state] (1, 2, 3), so a dashboard can drop an event that is not newer than what it shows (lesson 04).`;
+  }
+  return `The version of a "${String(odd.state)}" event is ${show(odd.version)}, a ${typeof odd.version}: a version is a number in the JSON (VERSIONS[state]: 1, 2, 3), so a dashboard compares versions as numbers ("10" sorts before "9" as text).`;
+}
+
+/**
+ * Why tasks are still pending after the work, from the XACKs the learner's code sent on
+ * `keys.tasks`: none at all, or one that named something else where the group goes (Redis
+ * then acknowledges nothing and answers 0).
+ */
+function pendingCause(keys: HybridKeys): string {
+  const acks = wire.sent((c) => c.name === "XACK" && c.args[1] === keys.tasks);
+  if (acks.length === 0) return "Your code sent no XACK for them.";
+  const elsewhere = acks.find((c) => c.args[2] !== keys.group);
+  if (elsewhere) {
+    return `Your code sent XACK ${keys.tasks} ${elsewhere.args[2]} ${elsewhere.args[3] ?? ""}: the second argument is the group (${keys.group}), and for a group that does not exist Redis acknowledges nothing and answers 0.`;
+  }
+  return "";
+}
+
 /** Each state's version, as the starter's VERSIONS has it. */
 const VERSIONS: Record<string, number> = { queued: 1, processing: 2, done: 3 };
 
@@ -222,13 +247,19 @@ describe("part 2: the hybrid", () => {
       // but only a handed-out task got a state beyond "queued".
       const state = parseJson(await c.hGet(keys.state, early)) as { state?: unknown } | undefined;
       const handedOut = state?.state === "processing" || state?.state === "done";
+      // Read by XREADGROUP and never worked on: it sits in the group's pending list.
+      const delivered = (await c.xPendingRange(keys.tasks, keys.group, "-", "+", 10)).some(
+        (p) => p.id === earlyId,
+      );
       fail(
         `A task submitted before the first worker called createGroup() should be handed out; workOnce() returned ${show(got)}. ${
           handedOut
             ? `The task was handed out and its state is "${String(state?.state)}": workOnce() must return the document id it worked on.`
-            : skipped
-              ? 'The group was created at "$", after the tasks already queued: create it from "0".'
-              : 'The group never delivered it: read new entries with the ID ">" (an ID such as "0" re-reads only what this consumer already holds).'
+            : delivered
+              ? "XREADGROUP delivered the task to your consumer (it is pending in the group now), but workOnce() did not work on it: the task is in the read's reply, and your code did not find it there. With xReadGroup() it is reply?.[0]?.messages[0], an object { id, message: { doc } }; print the reply to see its shape."
+              : skipped
+                ? 'The group was created at "$", after the tasks already queued: create it from "0".'
+                : 'The group never delivered it: read new entries with the ID ">" (an ID such as "0" re-reads only what this consumer already holds).'
         }`,
         2,
       );
@@ -291,11 +322,14 @@ describe("part 2: the hybrid", () => {
         2,
       );
     }
-    if (!answered) await c.xAdd(keys.tasks, "*", { doc: arriving });
+    const added = !answered;
+    if (added) await c.xAdd(keys.tasks, "*", { doc: arriving });
     const caught = await waiting;
     check(
       caught === arriving,
-      `workOnce(..., blockMs ${waitMs}) returned ${show(caught)} after ${Date.now() - asked} ms${answered ? ", before the check could add a task" : `, though ${arriving} was added while it waited`}: it should wait up to blockMs for a task and take the one that arrives. BLOCK is in milliseconds: pass blockMs as it is.`,
+      added && caught !== undefined
+        ? `While workOnce(..., blockMs ${waitMs}) waited, the check added the task XADD ${keys.tasks} * doc ${arriving}, as submitTask() does; workOnce() returned ${show(caught)}. Return the doc field of the entry it read.`
+        : `workOnce(..., blockMs ${waitMs}) returned ${show(caught)} after ${Date.now() - asked} ms${added ? `, though ${arriving} was added while it waited` : ", before the check could add a task"}: it should wait up to blockMs for a task and take the one that arrives. BLOCK is in milliseconds: pass blockMs as it is.`,
       2,
     );
     // Only BUSYGROUP means "there already": any other refusal must reach the worker starting up.
@@ -362,9 +396,12 @@ describe("part 2: the hybrid", () => {
       2,
     );
     const first = isStreamId(ids[0]) ? await c.xRange(keys.tasks, ids[0], ids[0]) : [];
+    const fields = first?.[0]?.message;
     check(
-      first?.[0]?.message.doc === "doc-1",
-      `submitTask("doc-1") returned ${show(ids[0])}; it should return the ID of the stream entry it added, whose field doc is "doc-1".`,
+      fields?.doc === "doc-1",
+      fields
+        ? `submitTask("doc-1") added the entry ${show(ids[0])} with the fields ${show(fields)}: a task is { doc } (XADD <tasks> * doc doc-1), one field named doc, which every worker reads.`
+        : `submitTask("doc-1") returned ${show(ids[0])}; it should return the ID of the stream entry it added, whose field doc is "doc-1".`,
       2,
     );
     await dashboard.settle();
@@ -394,10 +431,13 @@ describe("part 2: the hybrid", () => {
     const workers = await Promise.all(names.map(() => learnerClient()));
     const openBefore = wire.openLearnerConnections();
     const deadline = Date.now() + 8000;
-    await Promise.all(
+    // When one worker fails, the others stop after their current call, and the test waits for
+    // them: a worker still running would send its transitions into the next test's holds.
+    let failed = false;
+    const ran = await Promise.allSettled(
       workers.map(async (worker, i) => {
         const name = names[i] as string;
-        while (new Set(handled.map((h) => h.doc)).size < 12 && Date.now() < deadline) {
+        while (!failed && new Set(handled.map((h) => h.doc)).size < 12 && Date.now() < deadline) {
           await callWork(`workOnce() as ${name}`, keys, () =>
             exercise.workOnce(
               worker,
@@ -409,19 +449,34 @@ describe("part 2: the hybrid", () => {
               },
               100,
             ),
-          );
+          ).catch((error: unknown) => {
+            failed = true;
+            throw error;
+          });
           if (handled.length > 60) break;
         }
       }),
+    );
+    const refused = ran.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (refused) throw refused.reason;
+    const stranger = handled.find((h) => !docs.includes(h.doc))?.doc;
+    check(
+      stranger === undefined,
+      `ocr() was called with ${show(stranger)}, which is none of the documents submitted (doc-1 to doc-12)${isStreamId(stranger) ? ": that is the stream entry's ID" : ""}. Call ocr() with the task's doc field (the entry's message.doc).`,
+      2,
     );
     const held = await c.xPendingRange(keys.tasks, keys.group, "-", "+", 100);
     for (const doc of docs) {
       const by = handled.filter((h) => h.doc === doc).map((h) => h.worker);
       // Delivered and never worked on: a read took more than the one task workOnce() works on.
       const unworked = by.length === 0 && held.length > 0;
+      // Read one at a time and still not worked on: the reply was read wrong, not too much of it.
+      const readOne = wire
+        .sent((x) => x.name === "XREADGROUP" && x.args.includes(keys.tasks))
+        .every((x) => x.args.some((a, i) => /^count$/i.test(a) && x.args[i + 1] === "1"));
       check(
         by.length === 1,
-        `${doc} was OCRed ${by.length} times by ${[...new Set(by)].join(", ") || "nobody"}. ${unworked ? `${held.length} task(s) sit pending in the group, delivered but never worked on: workOnce() works on one task, so read with COUNT 1 (every entry a read returns is delivered to that consumer). ` : ""}Workers of one consumer group share the tasks: read with XREADGROUP GROUP <group> <consumer> ... ">" so each task goes to exactly one of them.`,
+        `${doc} was OCRed ${by.length} times by ${[...new Set(by)].join(", ") || "nobody"}. ${unworked ? (readOne ? `${held.length} task(s) sit pending in the group, delivered by your XREADGROUP ... COUNT 1 but never worked on: the task is in the read's reply (with xReadGroup(), reply?.[0]?.messages[0]) and your code did not find it there. ` : `${held.length} task(s) sit pending in the group, delivered but never worked on: workOnce() works on one task, so read with COUNT 1 (every entry a read returns is delivered to that consumer). `) : ""}Workers of one consumer group share the tasks: read with XREADGROUP GROUP <group> <consumer> ... ">" so each task goes to exactly one of them.`,
         2,
       );
     }
@@ -440,7 +495,7 @@ describe("part 2: the hybrid", () => {
     const pending = await pendingCount(c, keys.tasks, keys.group);
     check(
       pending === 0,
-      `${pending} tasks are still pending after they were done: XACK each one, or a restarted worker does it again.`,
+      `${pending} tasks are still pending after they were done: XACK <tasks> <group> <entry id> each one, or a restarted worker does it again. ${pendingCause(keys)}`,
       2,
     );
 
@@ -455,7 +510,8 @@ describe("part 2: the hybrid", () => {
       );
       check(
         versionsRise(events),
-        `The versions of ${doc}'s events were ${events.map((e) => show(e.version)).join(" > ")}. Each event needs a number higher than the one before (VERSIONS), so a dashboard can drop an event that is not newer than what it shows (lesson 04).`,
+        versionsNotNumbers(events) ??
+          `The versions of ${doc}'s events were ${events.map((e) => show(e.version)).join(", ")}. Each event needs a number higher than the one before (VERSIONS), so a dashboard can drop an event that is not newer than what it shows (lesson 04).`,
         2,
       );
       check(
@@ -582,7 +638,7 @@ describe("part 2: the hybrid", () => {
     const after = await pendingCount(c, keys.tasks, keys.group);
     check(
       after === 0,
-      `After ocr() finished, ${after} task is still pending: XACK it with the "done" state.`,
+      `After ocr() finished, ${after} task is still pending: XACK it with the "done" state. ${pendingCause(keys)}`,
       2,
     );
   });
@@ -626,6 +682,8 @@ describe("part 2: the hybrid", () => {
       const heard = dashboard.of(doc);
       const highest = Math.max(0, ...heard.map((e) => Number(e.version)));
       const kept = Number((value as { version?: unknown } | undefined)?.version);
+      const notNumbers = versionsNotNumbers(heard);
+      if (notNumbers) fail(notNumbers, 2);
       check(
         versionsRise(heard) && !(kept < highest),
         `After ocr("${doc}") ${how === "rejects" ? "rejected" : "threw"}, the dashboards heard ${heard.map((e) => `${e.state} ${e.version}`).join(" > ")} and the hash holds ${show(value)}. A task only moves forward: a dashboard drops an event whose version is not newer than the last it showed, so a step back (to "queued") is ignored by those watching and contradicts what they show. Leave the state at "processing" when the work fails.`,

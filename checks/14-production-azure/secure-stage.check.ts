@@ -28,6 +28,8 @@ import {
   learnerAddrs,
   openedSince,
   type SentCommand,
+  scope,
+  scopeTimers,
   sent,
 } from "../wire.ts";
 import { explainConnectError } from "./explain.ts";
@@ -274,9 +276,13 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
     // A client that gave up is closed for good: no need to wait the 6 s out.
     const back =
       refused && (await until(() => client.isReady || !client.isOpen, 6000)) && client.isReady;
+    // Back without a refused login: it logged in with a password it kept, not conn.password()'s.
+    const kept = !refused && client.isReady;
     check(
       back,
-      `Once connected, your stageClient()'s client ${refused ? "did not come back within 6 s after conn.password() gave a valid password again" : "did not try to log in again within 6 s of a dropped connection"}: the check dropped its connection while conn.password() gave an expired token (as a rotation under way does), then gave the valid one again. A client that gives up on a refused login after it has been ready stays dead until someone restarts the worker. Give up on WRONGPASS or NOAUTH only before the client's first "ready"; after it, keep answering a delay.`,
+      kept
+        ? `Once connected, your stageClient()'s client logged in again after a dropped connection without the expired token conn.password() gave meanwhile: it used a password it had kept (a cache of your own?). After a real rotation a kept password is the one refused. Let the credentials provider call conn.password() each time a connection is made, and keep nothing.`
+        : `Once connected, your stageClient()'s client ${refused ? "did not come back within 6 s after conn.password() gave a valid password again" : "did not try to log in again within 6 s of a dropped connection"}: the check dropped its connection while conn.password() gave an expired token (as a rotation under way does), then gave the valid one again. A client that gives up on a refused login after it has been ready stays dead until someone restarts the worker. Give up on WRONGPASS or NOAUTH only before the client's first "ready"; after it, keep answering a delay.`,
       2,
     );
   });
@@ -409,18 +415,27 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
       unheard.stop();
       rejections.stop();
     });
-    const watcher = await failingWatcher(dashboard.conn, stage.status, events);
+    // The worker and the watcher run in a scope of their own, so the timers they leave behind
+    // after stop() (a token refresh on setInterval, say) can be counted.
+    const stageScope = scope("stage");
+    const stageTimers = scopeTimers(stageScope, { repeating: true });
+    cleanup.push(async () => stageTimers.stop());
+    const watcher = await stageScope.run(() =>
+      failingWatcher(dashboard.conn, stage.status, events),
+    );
     const handled: string[] = [];
     const running = await call(
       "startStage()",
       () =>
-        exercise.startStage(
-          worker.conn,
-          stage,
-          async (doc) => {
-            handled.push(doc);
-          },
-          BLOCK_MS,
+        stageScope.run(() =>
+          exercise.startStage(
+            worker.conn,
+            stage,
+            async (doc) => {
+              handled.push(doc);
+            },
+            BLOCK_MS,
+          ),
         ),
       5000,
     );
@@ -515,6 +530,11 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
       async () => (await learnerConnections(fixture.admin)).length === 0,
       1000,
       "After stop() your worker or watcher still had a connection open: close (or destroy) the clients they created.",
+      4,
+    );
+    check(
+      stageTimers.live() === 0,
+      `After stop() your worker and watcher still had ${stageTimers.live()} setInterval() timer(s) running (one that refreshes the password, say): a stopped worker must leave nothing scheduled, or the process never exits and goes on asking for tokens. Let the credentials provider ask conn.password() when a connection is made, or clear your timer in stop().`,
       4,
     );
   });
