@@ -784,6 +784,7 @@ export async function deliverTogether(
   act: () => Promise<unknown>,
   ms = 2000,
 ): Promise<string[]> {
+  const wanted = texts.map((text) => [text, asWire(text)] as const);
   const held = [...tracked.values()].filter(
     (t) => t.owner !== "check" && t.localAddr !== undefined && addrs.includes(t.localAddr),
   );
@@ -798,7 +799,9 @@ export async function deliverTogether(
       )
       .join("");
   const missing = () =>
-    texts.filter((text) => held.length === 0 || held.some((t) => !heldText(t).includes(text)));
+    wanted
+      .filter(([, bytes]) => held.length === 0 || held.some((t) => !heldText(t).includes(bytes)))
+      .map(([text]) => text);
   try {
     await act();
     const deadline = Date.now() + ms;
@@ -836,7 +839,7 @@ export function holdReply(
 export function received(text: string, options: { conn?: number; ms: number }): Promise<boolean> {
   return new Promise((resolve) => {
     const wait: Expected = {
-      text,
+      text: asWire(text),
       conn: options.conn,
       tails: new Map(),
       resolve: () => {
@@ -850,6 +853,14 @@ export function received(text: string, options: { conn?: number; ms: number }): 
     }, options.ms);
     expected.add(wait);
   });
+}
+
+/**
+ * A text as it is found in received bytes read as Latin-1 (one character per byte): its UTF-8
+ * bytes. A text outside ASCII would otherwise never match, and a wait for it would time out.
+ */
+function asWire(text: string): string {
+  return Buffer.from(text, "utf8").toString("latin1");
 }
 
 /** Matches a command by name (any case) and, optionally, an argument it must carry. */

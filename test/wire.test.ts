@@ -9,6 +9,7 @@ import {
   allLearnerAddrs,
   before,
   command,
+  deliverTogether,
   holdIncoming,
   holdReply,
   received,
@@ -298,6 +299,25 @@ test("pushes are held with the replies, and received() sees them once delivered"
   expect(await seen).toBe(true);
   expect(messages).toEqual(["first", "second", "third"]);
   await learner.unsubscribe("wire:pushes");
+});
+
+test("texts outside ASCII are found as their UTF-8 bytes: received() and deliverTogether()", async () => {
+  const check = await connect("wb:check:test:14");
+  const learner = await connect("utf8-texts");
+  const conn = await connOf(learner, "utf8-texts");
+  const info = String(await learner.sendCommand(["CLIENT", "INFO"]));
+  const addr = /addr=(\S+)/.exec(info)?.[1] ?? "";
+  const messages: string[] = [];
+  await learner.subscribe("wire:utf8", (m) => messages.push(m));
+  const texts = ["doc-Ü1 résumé", "doc-Ü2 naïve"];
+  const seen = received("doc-Ü2", { conn, ms: 3000 });
+  const missing = await deliverTogether([addr], texts, async () => {
+    for (const text of texts) await check.publish("wire:utf8", text);
+  });
+  expect(missing).toEqual([]);
+  expect(await seen).toBe(true);
+  expect(messages).toEqual(texts);
+  await learner.unsubscribe("wire:utf8");
 });
 
 test("close() waits for held replies; destroy() drops them, as a destroyed socket reads nothing", async () => {
