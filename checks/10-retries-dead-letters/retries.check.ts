@@ -107,6 +107,28 @@ const MAX_PENDING_PAGE = 1000;
  * The COUNT of an XPENDING's extended form (XPENDING key group [IDLE ms] start end count
  * [consumer]); undefined for the summary form.
  */
+/**
+ * When Redis last handed `id` to a consumer, by the server's own clock: TIME less the entry's
+ * idle time, read in one step. What the backoff is about is the time between two deliveries; the
+ * time handle() was called lags each delivery by however long the machine took to get there, and
+ * on a loaded machine that lag shortened the gap of a right worker.
+ */
+async function deliveredAt(
+  observer: Redis,
+  stream: string,
+  group: string,
+  id: string,
+): Promise<number | undefined> {
+  const script =
+    "local t = redis.call('TIME') local p = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', 0, ARGV[2], ARGV[2], 1) if #p == 0 then return nil end return {t[1], t[2], p[1][3]}";
+  const reply = (await observer
+    .eval(script, { keys: [stream], arguments: [group, id] })
+    .catch(() => null)) as [string | number, string | number, number] | null;
+  if (!reply) return undefined;
+  const [seconds, micros, idle] = reply.map(Number) as [number, number, number];
+  return seconds * 1000 + micros / 1000 - idle;
+}
+
 function pendingPageSize(c: SentCommand): number | undefined {
   const rest = c.args.slice(3);
   if (rest[0]?.toUpperCase() === "IDLE") rest.splice(0, 2);
@@ -231,7 +253,7 @@ test("one poison document among 20: retried with backoff, then dead-lettered", a
 
   const client = await learnerClient();
   const log: string[] = [];
-  const attempts: { at: number; deliveries: number }[] = [];
+  const attempts: { at: number; deliveries: number; delivered: Promise<number | undefined> }[] = [];
   const flakyDeliveries: number[] = [];
   const finished: string[] = [];
   /** The last command sent before doc-01's latest failure. */
@@ -248,7 +270,11 @@ test("one poison document among 20: retried with backoff, then dead-lettered", a
         const docId = task.fields.docId ?? "";
         log.push(docId);
         if (docId === "doc-01") {
-          attempts.push({ at: Date.now(), deliveries: task.deliveries });
+          attempts.push({
+            at: Date.now(),
+            deliveries: task.deliveries,
+            delivered: deliveredAt(observer, q.stream, q.group, poisonId),
+          });
           failedAfter = sent().at(-1)?.seq ?? 0;
           return Promise.reject(new Error(CORRUPT));
         }
@@ -379,8 +405,14 @@ test("one poison document among 20: retried with backoff, then dead-lettered", a
       `Your sweep asked XPENDING ... IDLE ${Math.max(...idles)}, more than retryBaseMs (${BASE_MS}): an entry whose first delivery failed is due after ${BASE_MS} ms, but XPENDING lists it only once it has been idle for ${Math.max(...idles)} ms, so every first retry comes late. Filter with IDLE retryBaseMs (the shortest backoff), then compare each entry's idle time with backoffMs(its deliveries).`,
       2,
     );
+    const delivered = await Promise.all(attempts.map((a) => a.delivered));
     for (let i = 1; i < attempts.length; i++) {
-      const gap = (attempts[i]?.at ?? 0) - (attempts[i - 1]?.at ?? 0);
+      const [was, is] = [delivered[i - 1], delivered[i]];
+      const gap = Math.round(
+        was !== undefined && is !== undefined
+          ? is - was
+          : (attempts[i]?.at ?? 0) - (attempts[i - 1]?.at ?? 0),
+      );
       const wait = BASE_MS * 2 ** (i - 1);
       check(
         gap >= wait * 0.75,
