@@ -95,6 +95,11 @@ async function nodes(): Promise<NodeLine[]> {
     });
 }
 
+/** The port of every node, primaries and replicas. */
+export async function allNodePorts(): Promise<number[]> {
+  return (await nodes()).map((n) => n.port);
+}
+
 /** Every primary of the cluster: its node id and port. */
 export async function primaries(): Promise<{ id: string; port: number }[]> {
   return (await nodes())
