@@ -387,11 +387,19 @@ function fallBack(delays: ReadonlyArray<readonly [number, number]>) {
   for (const [n, d] of delays) byRetry.set(n, [...(byRetry.get(n) ?? []), d]);
   let floor = 0;
   let earlier = 0;
+  // The lowest draw of the last retry whose draws lay close together, if the one before it did.
+  let tightBefore: number | undefined;
   for (const [retry, draws] of [...byRetry].sort(([a], [b]) => a - b)) {
     const reached = Math.max(...draws);
     if (reached < floor * 0.8) return { retry, reached, earlier, floor };
     const lowest = Math.min(...draws);
-    if (reached - lowest <= reached * 0.25 && lowest > floor) [floor, earlier] = [lowest, retry];
+    const tight = reached - lowest <= reached * 0.25;
+    // A floor needs two retries in a row whose draws lie close together: ten draws of a full
+    // jitter (anywhere from 0 to the cap) do so at one retry about once in 250 runs, by chance,
+    // and then a later retry's draws fall below it; at two retries in a row, never.
+    const both = tight && tightBefore !== undefined ? Math.min(lowest, tightBefore) : undefined;
+    if (both !== undefined && both > floor) [floor, earlier] = [both, retry];
+    tightBefore = tight ? lowest : undefined;
   }
   return undefined;
 }
