@@ -947,10 +947,15 @@ describe("a dashboard that joins late", () => {
     // A document the dashboard shows before the drops: each drop then costs it one version.
     const followed = "contract-70";
     const first = await pipeline.advance(followed);
+    // Another document shown before the drops and left alone after them: a reconnect is no
+    // reason to forget its version (a dashboard that does shows a stale status of it again).
+    const settledDoc = "contract-71";
+    await pipeline.advance(settledDoc);
+    const settledLast = await pipeline.advance(settledDoc);
     await eventually(
-      () => shown.some((s) => sameValue(s, first)),
+      () => shown.some((s) => sameValue(s, first)) && shown.some((s) => sameValue(s, settledLast)),
       2000,
-      `${followed} was published while the dashboard was up and never reached onChange() (it received ${JSON.stringify(shown)}).`,
+      `${followed} and ${settledDoc} were published while the dashboard was up and did not both reach onChange() (it received ${JSON.stringify(shown)}).`,
       3,
     );
     // Twice: an error listener added with once() hears the first drop and is gone.
@@ -993,6 +998,24 @@ describe("a dashboard that joins late", () => {
           3,
         );
       }
+      // After both reconnects, a slow publisher's old status of a document shown before the
+      // drops, then the next status of the followed one: statuses on one channel arrive in
+      // order, so once that one showed, the old one has been judged.
+      const from = shown.length;
+      await pipeline.publishStale(settledDoc, settledLast.version - 1);
+      const marker = await pipeline.advance(followed);
+      await eventually(
+        () => shown.some((s) => sameValue(s, marker)),
+        2000,
+        `After two reconnects, ${followed} ${describeStatus(marker)} was published and never reached onChange() (it received ${JSON.stringify(shown)}).`,
+        3,
+      );
+      const wentBack = shown.slice(from).filter((s) => s.docId === settledDoc);
+      check(
+        wentBack.length === 0,
+        `Before the check cut the dashboard's connection, it showed ${settledDoc} at version ${settledLast.version}. After node-redis reconnected, a slow publisher sent that document's older version ${settledLast.version - 1}, and your dashboard showed it (${JSON.stringify(wentBack)}): it went back. A reconnect loses the statuses published while the connection was down, not what the dashboard already showed: keep the versions you remember across reconnects (do not clear them on "ready" or "error").`,
+        3,
+      );
     } finally {
       drops.stop();
     }
