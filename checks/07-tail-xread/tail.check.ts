@@ -442,6 +442,12 @@ test("a reader restarted before its first entry gets what arrived while it was d
     const third = await startReader(stream, checkpoint, BLOCK_MS);
     const kept = await savedCheckpoint(observer, checkpoint);
     await stop(third.tail, QUIET_STOP_MS);
+    const again = third.calls.map((e) => e.id);
+    check(
+      again.length === 0,
+      `Restarted once more, with nothing new in the stream, your reader handed over ${again.length} entries it had already handled before (${list(again)}). Continue after the checkpoint instead of reading the stream from the start ("0").`,
+      2,
+    );
     check(
       kept === standing,
       `The checkpoint said ${standing}; right after your reader started from it (and before any entry came), it ${kept === undefined ? "was gone" : `said ${kept}`}. A crash now would restart the reader at "$" and lose what comes in meanwhile. Read the checkpoint with GET and leave it in place: it changes only when an entry was handled.`,
