@@ -429,6 +429,15 @@ test("trimOlderThan() deletes every entry past the retention age, and nothing ne
     });
   }
   history.xAdd(stream, `${cutoffMs - 1}-0`, { docId: "just-too-old", status: "done" });
+  // Exactly maxAgeMs old is not older than the limit: MINID keeps the cutoff itself, and a cutoff
+  // one millisecond later (or an XRANGE end that includes it, for XDEL) deletes this entry.
+  const atLimit = `${cutoffMs}-0`;
+  history.xAdd(stream, atLimit, { docId: "exactly-at-the-limit", status: "done" });
+  // Young by Date.now(), which is frozen at `now`, but at least 50 ms too old by the server's
+  // clock once its TIME is read (held until 100 ms past `now`): a cutoff from TIME deletes it,
+  // unless it drops the microseconds and lands on the whole second.
+  const oldByServer = `${cutoffMs + 50}-0`;
+  history.xAdd(stream, oldByServer, { docId: "old-by-the-server-clock", status: "done" });
   // Young enough by 900 ms: a cutoff that lands later than now minus maxAgeMs (rounded up, or
   // a server TIME read with its microseconds taken for milliseconds) deletes it.
   const justYoung = `${cutoffMs + 900}-0`;
@@ -451,6 +460,7 @@ test("trimOlderThan() deletes every entry past the retention age, and nothing ne
   // too late (minutes). Date is frozen meanwhile: the real clock is performance's.
   const realNow = () => performance.timeOrigin + performance.now();
   let timeLateMs = 0;
+  let readTime = false;
   const serverTime = beforeCommand(
     (c) => c.name === "TIME",
     async () => {
@@ -458,6 +468,7 @@ test("trimOlderThan() deletes every entry past the retention age, and nothing ne
         await new Promise((resolve) => setTimeout(resolve, 5));
       }
       timeLateMs = realNow() - now;
+      readTime = true;
     },
   );
   let removed: number;
@@ -471,7 +482,10 @@ test("trimOlderThan() deletes every entry past the retention age, and nothing ne
     append.cancel();
     serverTime.cancel();
   }
-  const young = append.hasFired() ? 12 : 11;
+  // A cutoff from the server's TIME is later than `now` by at least 100 ms: it deletes the two
+  // entries at the limit and 50 ms past it, which Date.now() keeps.
+  const byServer = readTime ? 2 : 0;
+  const young = (append.hasFired() ? 14 : 13) - byServer;
   const trims = sent()
     .slice(before)
     .filter((c) => c.args[1] === stream);
@@ -484,6 +498,11 @@ test("trimOlderThan() deletes every entry past the retention age, and nothing ne
       2,
     );
   }
+  check(
+    !readTime || !left.includes(oldByServer),
+    `Your code read the server's clock (TIME) and still kept entry ${oldByServer}, which was more than maxAgeMs old by that clock: the cutoff came out earlier than TIME minus maxAgeMs, earlier than the server's clock says. TIME answers seconds and MICROseconds; the time in milliseconds is seconds * 1000 + Math.floor(microseconds / 1000), not the seconds alone.${sentTrim(trims)}`,
+    2,
+  );
   // A cutoff from the server's TIME is as late as the server's clock was past `now` (under
   // 800 ms unless this machine stalled): judged only when that lateness cannot explain it.
   check(
@@ -492,16 +511,27 @@ test("trimOlderThan() deletes every entry past the retention age, and nothing ne
     2,
   );
   check(
+    readTime || left.includes(atLimit),
+    `trimOlderThan() deleted entry ${atLimit}, which is exactly maxAgeMs old: that is not older than the limit, so it stays. MINID keeps every ID at or above the cutoff, the cutoff included: pass Date.now() - maxAgeMs as it is, not one millisecond more (and when you delete by XRANGE and XDEL, end the range at "(" + cutoff, exclusive).${sentTrim(trims)}`,
+    2,
+  );
+  check(
     left.length === young,
     `trimOlderThan(30 days) should keep the ${young} entries younger than 30 days; ${left.length} are left. ${retentionCause(trims, cutoffMs)}`,
     2,
   );
   check(
-    removed === OLD_ENTRIES + 1,
-    `trimOlderThan() should return how many entries it deleted (${OLD_ENTRIES + 1}); it returned ${JSON.stringify(removed)}.${young === 12 ? " Meanwhile another service appended an entry (the check added one just before your XTRIM): a count worked out from the length before and after includes it. Return what XTRIM reports." : ""}`,
+    removed === OLD_ENTRIES + 1 + byServer,
+    `trimOlderThan() should return how many entries it deleted (${OLD_ENTRIES + 1 + byServer}); it returned ${JSON.stringify(removed)}.${append.hasFired() ? " Meanwhile another service appended an entry (the check added one just before your XTRIM): a count worked out from the length before and after includes it. Return what XTRIM reports." : ""}`,
     2,
   );
 });
+
+/** The learner's XTRIM for the failure message, with the cutoff the check had in mind. */
+function sentTrim(commands: SentCommand[]): string {
+  const trim = commands.find((c) => c.name === "XTRIM");
+  return trim ? ` Your code sent XTRIM ${trim.args.slice(1).join(" ")}.` : "";
+}
 
 /** What the learner's trim sent that explains a cutoff later than now minus maxAgeMs. */
 function lateCutoffCause(commands: SentCommand[], cutoffMs: number): string {

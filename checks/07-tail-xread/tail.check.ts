@@ -435,6 +435,24 @@ test("a reader restarted before its first entry gets what arrived while it was d
       `Your reader was stopped before its first entry arrived${earlier ? "" : " on a stream that did not exist yet"}; 5 entries were added while it was down, and after the restart it handed over ${got().length} of them. ${cause}`,
       2,
     );
+    if (earlier === 0) continue;
+    // Restarted once more on a quiet stream: until an entry arrives, the checkpoint must still
+    // name where the reader stands, or a crash now restarts it at "$".
+    const standing = await savedCheckpoint(observer, checkpoint);
+    const third = await startReader(stream, checkpoint, BLOCK_MS);
+    const kept = await savedCheckpoint(observer, checkpoint);
+    await stop(third.tail, QUIET_STOP_MS);
+    const again = third.calls.map((e) => e.id);
+    check(
+      again.length === 0,
+      `Restarted once more, with nothing new in the stream, your reader handed over ${again.length} entries it had already handled before (${list(again)}). Continue after the checkpoint instead of reading the stream from the start ("0").`,
+      2,
+    );
+    check(
+      kept === standing,
+      `The checkpoint said ${standing}; right after your reader started from it (and before any entry came), it ${kept === undefined ? "was gone" : `said ${kept}`}. A crash now would restart the reader at "$" and lose what comes in meanwhile. Read the checkpoint with GET and leave it in place: it changes only when an entry was handled.`,
+      2,
+    );
   }
 });
 
@@ -445,7 +463,15 @@ test("after a restart the reader gets exactly the entries it missed, more than o
 
   const first = await startReader(stream, checkpoint, BLOCK_MS);
   await untilWaiting(observer);
-  const early = await append(observer, stream, 5, "early");
+  // All five in one millisecond, and the burst below in the same one: the checkpoint ends at
+  // sequence 4 and the stream's newest at 154. A restart that picks the smaller of the two as
+  // strings ("<ms>-154" < "<ms>-4") starts at the newest and skips the whole burst.
+  const earlyBatch = observer.multi();
+  const earlyMs = Date.now();
+  for (let n = 0; n < 5; n++) {
+    earlyBatch.xAdd(stream, `${earlyMs}-*`, { docId: `early-${n}`, stage: "ocr", status: "done" });
+  }
+  const early = { ids: (await earlyBatch.exec()).map(String) };
   const seenFirst = () => first.calls.map((e) => e.id);
   const skippedEarly = readsPast(first, stream, early.ids, sentMark());
   await until(() => early.ids.every((id) => seenFirst().includes(id)) || skippedEarly(), 3000);
@@ -468,13 +494,17 @@ test("after a restart the reader gets exactly the entries it missed, more than o
   // than one XREAD COUNT returns, so the catch-up takes several reads.
   // All in one millisecond ("<ms>-*"), as a burst can be: sequence numbers from 0 past 99.
   const burst = observer.multi();
-  // Not below the stream's top, whatever the server's clock says.
+  // The millisecond of the stream's top (the last early entry), whatever the clock says now.
   const [top] = (await observer.xRevRange(stream, "+", "-", { COUNT: 1 })) ?? [];
-  const ms = Math.max(Date.now(), Number(top?.id.split("-")[0] ?? 0));
+  const ms = Number(top?.id.split("-")[0] ?? earlyMs);
   for (let n = 0; n < 150; n++) {
     burst.xAdd(stream, `${ms}-*`, { docId: `while-down-${n}`, stage: "ocr", status: "done" });
   }
   const down = (await burst.exec()).map(String);
+  // Meanwhile the log is trimmed past the checkpoint: the entries handled and the first five of
+  // the burst are gone. The rest still exists and must be handed over: a reader that notices
+  // the gap may log it, but jumping to the newest entry would skip 145 entries still there.
+  await observer.xTrim(stream, "MINID", `${ms}-10`);
 
   const second = await startReader(stream, checkpoint, BLOCK_MS);
   const seenSecond = () => second.calls.map((e) => e.id);
@@ -509,7 +539,7 @@ test("after a restart the reader gets exactly the entries it missed, more than o
   const missed = expected.filter((id) => !seenSecond().includes(id));
   check(
     missed.length === 0,
-    `After the restart your reader missed ${missed.length} of the ${expected.length} entries that were added while it was stopped or since (${list(missed)}). Start from the ID saved in the checkpoint and keep reading from the last ID you got until the stream has no more; "$" is only for a reader that has never run.`,
+    `After the restart your reader missed ${missed.length} of the ${expected.length} entries that were added while it was stopped or since (${list(missed)}). Start from the ID saved in the checkpoint and keep reading from the last ID you got until the stream has no more; "$" is only for a reader that has never run. If your code compares the checkpoint with another ID, compare their numbers (milliseconds, then sequence): as strings "5-154" comes before "5-4". The log was trimmed past the checkpoint while the reader was down: XREAD from the checkpoint continues with the oldest entry left; log the gap if you notice it, but do not jump to the newest entry.`,
     2,
   );
   check(arrived, "After the restart your reader did not hand over the new entries.", 2);

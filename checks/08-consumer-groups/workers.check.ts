@@ -3,6 +3,7 @@ import {
   call,
   check,
   checkClient,
+  ctx,
   fail,
   fresh,
   freshKey,
@@ -177,6 +178,64 @@ test("ensureGroup() lets a lost connection through too", async () => {
     2,
   );
 });
+
+test.skipIf(!ctx.privateServer)(
+  "ensureGroup() lets BUSY through: a busy server is not an existing group",
+  async () => {
+    // Another client runs a long script: Redis answers every other command with "BUSY Redis is
+    // busy running a script...", which contains BUSY but is not BUSYGROUP. The threshold is
+    // lowered (lua-time-limit, busy-reply-threshold on Redis 7: the old name works on 6.2 too) so
+    // the server says BUSY after 1 ms instead of 5 s; the script is killed after.
+    const observer = await checkClient();
+    const scripter = await checkClient("busy-script");
+    const client = await learnerClient();
+    const [threshold] = Object.values(await observer.configGet("lua-time-limit"));
+    await observer.configSet("lua-time-limit", "1");
+    let script: Promise<unknown> | undefined;
+    const busy = before(command("XGROUP"), async () => {
+      script = scripter.eval("while true do end").catch(() => undefined);
+      await until(
+        () =>
+          observer.ping().then(
+            () => false,
+            (error: Error) => /^BUSY /.test(error.message),
+          ),
+        3000,
+      );
+    });
+    let outcome: string;
+    try {
+      outcome = await call(
+        "ensureGroup()",
+        () => exercise.ensureGroup(client, freshKey("tasks:busy"), fresh("ocr")),
+        3000,
+      ).then(
+        () => "resolved",
+        (error: Error) => `threw ${error.message}`,
+      );
+    } finally {
+      busy.cancel();
+      if (script) {
+        await until(
+          () =>
+            observer.sendCommand(["SCRIPT", "KILL"]).then(
+              () => true,
+              (error: Error) => /NOTBUSY/.test(error.message),
+            ),
+          3000,
+        );
+        await script;
+      }
+      await observer.configSet("lua-time-limit", String(threshold ?? "5000"));
+    }
+    if (!busy.hasFired()) return;
+    check(
+      outcome !== "resolved",
+      `While another client ran a long script, Redis answered your ensureGroup()'s XGROUP CREATE with "BUSY Redis is busy running a script", and ensureGroup() resolved as if the group existed: no group was made. That message contains "BUSY" but it is not BUSYGROUP. Catch only the error whose message starts with "BUSYGROUP" and rethrow any other.`,
+      2,
+    );
+  },
+);
 
 test("a group created after tasks were queued still hands those tasks out", async () => {
   const observer = await checkClient();
