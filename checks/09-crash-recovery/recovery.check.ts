@@ -802,6 +802,8 @@ test("stale entries behind 30 that a live worker holds are still found", async (
     c.args.includes(consumer) &&
     c.args.some((a) => a.toUpperCase() === "BLOCK");
   let blockedWhileScanning: number | undefined;
+  // How many XAUTOCLAIMs the worker had sent when it handled each stale entry.
+  const claimsAtStale: number[] = [];
   let worker: Worker | undefined;
   try {
     worker = await start(await learnerClient(), {
@@ -811,6 +813,8 @@ test("stale entries behind 30 that a live worker holds are still found", async (
       blockMs: 100,
       async handle(task) {
         handled.push(task.id);
+        if (stale.some((d) => d.id === task.id))
+          claimsAtStale.push(autoclaimStarts(consumer).length);
         if (blockedWhileScanning === undefined && stale.every((d) => handled.includes(d.id))) {
           blockedWhileScanning = sent(isBlockingRead).length;
         }
@@ -828,6 +832,15 @@ test("stale entries behind 30 that a live worker holds are still found", async (
     check(
       missing.length === 0,
       `The pending entries list starts with 30 entries a live worker holds; behind them, ${names(missing)} had been idle for 60 s and were never taken over. One XAUTOCLAIM looks at no more than COUNT * 10 entries and returns a cursor to go on from.${starts.length > 0 && starts.every((s) => s === "0-0") ? ` Every XAUTOCLAIM your worker sent (${starts.length}) started again at 0-0: pass the returned cursor to the next call.` : ""}`,
+      2,
+    );
+    // With COUNT 1 a claim stops at the entry it takes, and its cursor points at the next one:
+    // from the first stale entry to the last, no XAUTOCLAIM needs to start at 0-0 again.
+    const between = starts.slice(claimsAtStale[0] ?? 0, claimsAtStale.at(-1) ?? 0);
+    const restarts = between.filter((s) => s === "0-0").length;
+    check(
+      restarts === 0,
+      `After taking over the first of the ${stale.length} stale entries, ${consumer} started ${restarts} of its next ${between.length} XAUTOCLAIMs at 0-0 again, though the cursor each claim returned pointed on, at the next stale entry: every restart scans the 30 live entries in front once more (${starts.length} XAUTOCLAIMs in all), and with thousands pending a backlog is taken over at a crawl. Pass the returned cursor to the next call after a claim too; start at 0-0 only when the cursor comes back as 0-0.`,
       2,
     );
     const firstStale = Math.min(...stale.map((d) => handled.indexOf(d.id)));
@@ -1028,6 +1041,15 @@ test("the blocking read has a connection of its own", async () => {
     const blocking = (c: { seq: number; name: string; args: string[] }) =>
       c.seq > from && c.name === "XREADGROUP" && c.args.some((a) => a.toUpperCase() === "BLOCK");
     await until(() => sent().some(blocking), 2000);
+    const first = sent(blocking)[0];
+    const blockArg = first
+      ? Number(first.args[first.args.findIndex((a) => /^BLOCK$/i.test(a)) + 1])
+      : blockMs;
+    check(
+      blockArg >= blockMs / 4,
+      `On a quiet stream your worker waited for new entries with BLOCK ${blockArg}, given blockMs ${blockMs}. BLOCK counts milliseconds, like blockMs: BLOCK ${blockArg} gives up after ${blockArg} ms, and the worker goes round, sending an XAUTOCLAIM and an XREADGROUP, hundreds of times a second while nothing happens. Pass blockMs as it is (BLOCK: blockMs).`,
+      2,
+    );
     // The rest of the application shares the client it handed to the worker.
     const asked = Date.now();
     await client.ping();

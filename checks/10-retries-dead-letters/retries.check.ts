@@ -81,7 +81,8 @@ async function setUp(observer: Redis, name: string) {
 
 /**
  * An entry as if `deliveries` workers had each been given it and died: pending under `owner`
- * with that delivery count, idle for a minute (XCLAIM ... IDLE ... RETRYCOUNT).
+ * with that delivery count, idle for `idleMs`, a minute unless told (XCLAIM ... IDLE ...
+ * RETRYCOUNT).
  */
 async function deliveredBefore(
   observer: Redis,
@@ -90,12 +91,13 @@ async function deliveredBefore(
   deliveries: number,
   docId: string,
   at = "*",
+  idleMs = 60_000,
 ): Promise<string> {
   const id = await observer.xAdd(q.stream, at, { docId });
   await observer.xReadGroup(q.group, owner, { key: q.stream, id: ">" });
   await observer.xClaim(q.stream, q.group, owner, 0, id, {
     RETRYCOUNT: deliveries,
-    IDLE: 60_000,
+    IDLE: idleMs,
   });
   return id;
 }
@@ -171,6 +173,11 @@ async function leftOpen(observer: Redis, before: Set<string>): Promise<Connectio
     return left.length === 0;
   }, 1000);
   return left;
+}
+
+/** Fails unless `handed` comes true within 3 s: the worker gave `docId` to handle(). */
+async function expectHanded(handed: () => boolean, docId: string): Promise<void> {
+  check(await until(handed, 3000), `The worker did not hand ${docId} to handle() within 3 s.`, 2);
 }
 
 async function start(client: Redis, options: RetryOptions): Promise<Worker> {
@@ -393,15 +400,22 @@ test("one poison document among 20: retried with backoff, then dead-lettered", a
     );
 
     // A retry must not come later than due either: timing cannot show that on a busy machine,
-    // but what the sweep asked Redis for can. XPENDING ... IDLE above retryBaseMs hides every
-    // entry whose first delivery failed until that longer time has passed.
-    const idles = sent(
-      (c) => c.name === "XPENDING" && c.args[1] === q.stream && c.args[3]?.toUpperCase() === "IDLE",
-    )
-      .map((c) => Number(c.args[4]))
+    // but what the sweep asked Redis for can. A sweep whose every XPENDING says IDLE above
+    // retryBaseMs hides each entry whose first delivery failed until that longer time has
+    // passed. (A sweep that also asks IDLE retryBaseMs, and a longer IDLE per delivery count,
+    // tier by tier, hides nothing.)
+    const idles = sent((c) => c.name === "XPENDING" && c.args[1] === q.stream && c.args.length > 3)
+      .map((c) => (c.args[3]?.toUpperCase() === "IDLE" ? Number(c.args[4]) : 0))
       .filter((ms) => ms > BASE_MS);
+    const shortIdle = sent(
+      (c) =>
+        c.name === "XPENDING" &&
+        c.args[1] === q.stream &&
+        c.args.length > 3 &&
+        (c.args[3]?.toUpperCase() !== "IDLE" || Number(c.args[4]) <= BASE_MS),
+    );
     check(
-      idles.length === 0,
+      idles.length === 0 || shortIdle.length > 0,
       `Your sweep asked XPENDING ... IDLE ${Math.max(...idles)}, more than retryBaseMs (${BASE_MS}): an entry whose first delivery failed is due after ${BASE_MS} ms, but XPENDING lists it only once it has been idle for ${Math.max(...idles)} ms, so every first retry comes late. Filter with IDLE retryBaseMs (the shortest backoff), then compare each entry's idle time with backoffMs(its deliveries).`,
       2,
     );
@@ -850,6 +864,42 @@ test("a retry another worker claimed meanwhile waits out its new, longer backoff
   }
 });
 
+test("a retry is claimed as soon as it is due, not one backoff later", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:due");
+  // Delivered 3 times, the last one failed 4.1 s ago: due after backoffMs(3, 1000) = 4000 ms.
+  // A worker that reads the backoff of the delivery to come (backoffMs(4) = 8000 ms) leaves it
+  // another 3.9 s, far more than the 3.4 s this check waits; a right one takes it at its first
+  // sweep. (The first test cannot see a late retry: timing is no proof on a busy machine.)
+  const base = 1000;
+  const id = await deliveredBefore(observer, q, fresh("ocr"), 3, "doc-due", "*", 4100);
+  const handled: Task[] = [];
+  let worker: Worker | undefined;
+  try {
+    worker = await start(await learnerClient(), {
+      ...workerOptions(q, fresh("ocr"), async (task) => {
+        handled.push(task);
+      }),
+      retryBaseMs: base,
+      maxDeliveries: 10,
+    });
+    await until(() => handled.length > 0, 3400);
+    const [entry] = await observer.xPendingRange(q.stream, q.group, id, id, 1);
+    check(
+      handled.length > 0,
+      `doc-due had been delivered 3 times and idle for 4.1 s when your worker started (retryBaseMs ${base}): past backoffMs(3, ${base}) = ${4 * base} ms, so it was due at once. 3.4 s later it had not been retried${entry ? ` (it was still pending, ${entry.millisecondsSinceLastDelivery} ms idle, ${entry.deliveriesCounter} deliveries; ${sentFor(id)})` : ""}. An entry is due once its idle time reaches backoffMs of the delivery count XPENDING reports, the deliveries it has had: not of the delivery the claim is about to make (backoffMs(4) = ${8 * base} ms), which retries every document one backoff too late.`,
+      2,
+    );
+    check(
+      handled[0]?.deliveries === 4,
+      `doc-due had been delivered 3 times; your worker retried it as delivery ${JSON.stringify(handled[0]?.deliveries)}, not 4.`,
+      2,
+    );
+  } finally {
+    await stopQuietly(worker);
+  }
+});
+
 test("a worker that dies between the dead-letter XADD and the XACK: the document is dead-lettered once", async (ctx) => {
   const observer = await checkClient();
   const q = await setUp(observer, "docs:dying");
@@ -977,11 +1027,7 @@ test("stop() leaves a failed task pending for its retry", async () => {
     retryBaseMs: 10_000,
   });
   try {
-    check(
-      await until(() => failed, 3000),
-      "The worker did not hand doc-1 to handle() within 3 s.",
-      2,
-    );
+    await expectHanded(() => failed, "doc-1");
     const stopping = worker;
     worker = undefined;
     await call("worker.stop()", () => stopping.stop(), 5000);
@@ -993,6 +1039,49 @@ test("stop() leaves a failed task pending for its retry", async () => {
   check(
     entry !== undefined,
     `handle() failed for doc-1 (delivery 1 of ${MAX_DELIVERIES}), which then waited in the pending entries list for its retry; after stop() it is no longer pending, and the document is lost.${deleted.length > 0 ? ` Your code sent ${deleted[0]?.args.join(" ")}: deleting a consumer deletes the entries it holds. A stopped worker stays in the group.` : " Leave a failed entry pending until its last delivery fails."}`,
+    2,
+  );
+});
+
+test("stop() during a last delivery that then fails: it is still dead-lettered", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:stop-last");
+  // Failed three times and due again: the worker's claim makes it the last delivery.
+  const id = await deliveredBefore(observer, q, fresh("ocr"), MAX_DELIVERIES - 1, "doc-last");
+  const refused = "OCR service refused the document";
+  let started = false;
+  let failTask: (error: Error) => void = () => {};
+  let worker: Worker | undefined = await start(
+    await learnerClient(),
+    workerOptions(q, fresh("ocr"), () => {
+      started = true;
+      return new Promise<void>((_, reject) => {
+        failTask = reject;
+      });
+    }),
+  );
+  try {
+    await expectHanded(() => started, "doc-last");
+    const stopping = worker;
+    worker = undefined;
+    // stop() first, then the task in hand fails: finishing it means dead-lettering it.
+    const stopped = stopping.stop();
+    failTask(new Error(refused));
+    await call("worker.stop()", () => stopped, 5000);
+  } finally {
+    failTask(new Error(refused));
+    await stopQuietly(worker);
+  }
+  const dead = (await observer.xRange(q.deadLetterStream, "-", "+")) ?? [];
+  const [entry] = await observer.xPendingRange(q.stream, q.group, id, id, 1);
+  check(
+    dead.length === 1 && dead[0]?.message.originalId === id && dead[0]?.message.reason === refused,
+    `stop() was called while handle() worked on doc-last's delivery ${MAX_DELIVERIES} (maxDeliveries), and then that delivery failed with "${refused}". stop() lets the task in hand finish, and a failed last delivery finishes in the dead-letter stream, with its reason; after stop() the dead-letter stream holds ${JSON.stringify(dead.map((d) => d.message))}${entry ? ` and doc-last is still pending (${entry.deliveriesCounter} deliveries)` : ""}. Left pending, it waits for another worker, which finds it delivered ${MAX_DELIVERIES + 1} times and parks it without the error that made it fail. Decide on the dead letter from the delivery count alone, not from whether the worker is stopping.`,
+    2,
+  );
+  check(
+    entry === undefined,
+    `doc-last was dead-lettered but is still pending: acknowledge it in the same MULTI.`,
     2,
   );
 });

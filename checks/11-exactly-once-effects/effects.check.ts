@@ -359,6 +359,18 @@ test("a document submitted twice yields one result", async () => {
     `doc-n, in which the model found no entities, was handed on as ${JSON.stringify(emptyOnes)}: each hand-off should carry its stored result, entities: "". Without the field the next stage cannot tell "nothing found" from "never analysed". Put entities in the XADD whatever its value, the empty string included.`,
     2,
   );
+
+  // Its TTL over, doc-b's result is gone: an upload now is new work for the model.
+  await stage.observer.del(`${stage.options.resultPrefix}doc-b`);
+  await submit(stage, "doc-b");
+  for (const doc of await deliver(stage, ">")) await processOne(stage, doc);
+  const again = stage.service.callsFor("doc-b");
+  const renewed = await storedResult(stage, "doc-b");
+  check(
+    again === 2 && renewed !== null && renewed !== stored,
+    `doc-b's stored result expired (the check deleted it, as its TTL would), then doc-b was uploaded once more: nothing was stored, so extractEntities() should run again and its answer be stored. extractEntities() ran ${again} time(s) for doc-b in all, and the result key now holds ${JSON.stringify(renewed)}${again === 1 ? ": your code answered from a copy in the process's memory (a map of model calls per document that is never emptied keeps every answer, and grows with every document for as long as the worker runs). Redis is where results live: remove a shared call from such a map once it has settled" : ""}.`,
+    2,
+  );
 });
 
 /**
