@@ -530,8 +530,41 @@ describe("keyspace notifications", () => {
     cleanup.push(() => observer.configSet(EVENTS, original));
     // Another part of the system already follows list events on keyspace channels.
     await observer.configSet(EVENTS, "Kl");
-    await call("enableExpiredEvents()", () => exercise.enableExpiredEvents(client));
-    const now = await flags(observer);
+    // The CONFIG SET is held on its way for a few turns of the event loop, and then, if
+    // enableExpiredEvents() has returned meanwhile, until the check has read the setting. A
+    // function that awaits its CONFIG SET cannot return before it left; one that sent it
+    // without await returns before node-redis even writes it, and then the check reads the
+    // setting before Redis has seen the change, every run.
+    let returned = false;
+    let read = () => {};
+    const readDone = new Promise<void>((resolve) => {
+      read = resolve;
+    });
+    const holdSet = beforeCommand(
+      (c) => c.name === "CONFIG" && /^set$/i.test(c.args[1] ?? "") && c.args.includes(EVENTS),
+      async () => {
+        for (let turn = 0; turn < 5; turn++) await new Promise((r) => setImmediate(r));
+        if (returned) await Promise.race([readDone, sleep(5000)]);
+      },
+    );
+    let now: string;
+    let leftBeforeReturn: boolean;
+    try {
+      await call("enableExpiredEvents()", () => exercise.enableExpiredEvents(client));
+      returned = true;
+      leftBeforeReturn = holdSet.hasFired();
+      // One sent without await leaves on a later turn of the event loop.
+      if (!leftBeforeReturn) await until(() => holdSet.hasFired(), 1000);
+      now = await flags(observer);
+    } finally {
+      read();
+      holdSet.cancel();
+    }
+    check(
+      leftBeforeReturn || !holdSet.hasFired(),
+      `Your enableExpiredEvents() returned before its CONFIG SET had even left for Redis, so the setting was not on yet when it returned ("${now}"): it was sent without await. Whoever calls it next (a watcher, a lease with a short TTL) may run before the setting is on, and a refused CONFIG SET (managed Redis services such as Azure Cache for Redis refuse it) rejects where nobody listens. Await the CONFIG SET before returning.`,
+      2,
+    );
     check(
       /E/.test(now) && /[xA]/.test(now),
       `notify-keyspace-events is now "${now}": the __keyevent@<db>__:expired channel needs E (publish keyevent channels) and x (expired events). K only turns on the __keyspace@<db>__ channels.`,
