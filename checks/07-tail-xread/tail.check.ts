@@ -10,6 +10,7 @@ import {
   type Redis,
   sameValue,
   sleep,
+  stopQuietly,
   until,
 } from "../kit.ts";
 import { failIfStarved } from "../starvation.ts";
@@ -21,7 +22,8 @@ import {
   stuckInRead,
   waitForBlocked,
 } from "../streams-support.ts";
-import { before, holdReply, type SentCommand, sent } from "../wire.ts";
+import { hearDropErrors, hearUnhandledRejections } from "../unheard-errors.ts";
+import { before, dropConnection, holdReply, type SentCommand, sent } from "../wire.ts";
 import {
   append,
   type Behaviour,
@@ -789,6 +791,48 @@ test("an entry whose onEntry() fails every time is never checkpointed past", asy
   check(
     !(saved && compareIds(saved, poison) >= 0),
     `onEntry() failed for entry ${poison} every time (${attempts} tries), and your reader moved on: it saved the checkpoint ${saved}${later.length ? ` after handing over ${list(later)}` : ""}. Nothing will ever hand ${poison} over again. Keep the checkpoint before an entry that has not succeeded: try it again (a pause between tries is fine), or stop there and let stop() report the error.`,
+    2,
+  );
+});
+
+test("Redis dropping the reader's connection does not end the process", async () => {
+  const stream = freshKey("status:dropped");
+  const drops = hearDropErrors();
+  const rejections = hearUnhandledRejections();
+  let reader: Reader | undefined;
+  // The read a reader spends its time in: its connection goes away before it reaches Redis (a
+  // restart, a failover), so that read's promise rejects, and node-redis reports the drop as an
+  // "error" event on the connection.
+  const drop = before(
+    (c) => c.name === "XREAD" && c.args.includes(stream) && c.args.some((a) => /^BLOCK$/i.test(a)),
+    (c) => dropConnection(c.conn),
+  );
+  try {
+    reader = await startReader(stream, freshKey("tail:dropped"), BLOCK_MS);
+    check(
+      await until(() => drop.hasFired(), 3000),
+      `Your reader sent no XREAD ... BLOCK within 3 s on a quiet stream: wait for new entries with BLOCK blockMs.`,
+      2,
+    );
+  } finally {
+    drop.cancel();
+    // stop() may report the loop's failure: ending on a lost connection is fine here.
+    await stopQuietly(reader?.tail);
+    // One more turn of the event loop lets Node report a rejection nobody handled.
+    await new Promise((resolve) => setImmediate(resolve));
+    drops.stop();
+    rejections.stop();
+  }
+  drops.expectHeard(
+    1,
+    "the connection of your reader's blocking XREAD",
+    "reader",
+    'Give the connection you duplicate() an error listener (reader.on("error", ...)) that logs the error.',
+    2,
+  );
+  check(
+    rejections.heard.length === 0,
+    `The check dropped the connection of your reader's blocking XREAD (as a Redis restart does), and the rejection that followed (${String(rejections.heard[0])}) was handled by nobody: Node ends a process on an unhandled rejection. The reader's loop runs as a promise nobody awaits until stop(): give it a catch (running.catch(() => {}), and let stop() await it and report the error).`,
     2,
   );
 });

@@ -14,7 +14,7 @@ import {
   until,
 } from "../kit.ts";
 import { blockedIn, isStreamId, pendingCount, waitForBlocked } from "../streams-support.ts";
-import { hearUnhandledRejections } from "../unheard-errors.ts";
+import { hearDropErrors, hearUnhandledRejections } from "../unheard-errors.ts";
 import { before, command, dropConnection, holdReply, scope, sent } from "../wire.ts";
 import {
   acknowledged,
@@ -743,6 +743,7 @@ test("Redis dropping the connection under the worker's XACK does not end the pro
   if (!id) throw new Error("no task queued");
   const consumer = fresh("ocr");
   const rejections = hearUnhandledRejections();
+  const drops = hearDropErrors();
   const workers: Worker[] = [];
   // The acknowledgement of a finished task: the connection under it goes away before it reaches
   // Redis (a restart, a failover), so that XACK's promise rejects. A worker that awaits it sees
@@ -765,7 +766,15 @@ test("Redis dropping the connection under the worker's XACK does not end the pro
     // lets Node report it if nobody handled it.
     await new Promise((resolve) => setImmediate(resolve));
     rejections.stop();
+    drops.stop();
   }
+  drops.expectHeard(
+    1,
+    "the connection your worker's XACK was on",
+    "worker",
+    'Give the connection you duplicate() an error listener (connection.on("error", ...)) that logs the error.',
+    2,
+  );
   check(
     rejections.heard.length === 0,
     `The check dropped the connection under your worker's XACK of ${id} (as a Redis restart does), and that XACK's rejection (${String(rejections.heard[0])}) was handled by nobody: Node ends a process on an unhandled rejection. The XACK was sent without await; await it (await connection.xAck(...)), so a failure reaches your loop, and stop() returns only once the task in hand is acknowledged.`,
