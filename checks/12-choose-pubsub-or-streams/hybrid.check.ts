@@ -755,15 +755,23 @@ describe("part 2: the hybrid", () => {
       ['the PUBLISH of "done"', says("PUBLISH", "done")],
     ];
     for (const [step, match] of doneSteps) {
+      const ended: { outcome?: Awaited<ReturnType<typeof workOnceSettled>> } = {};
       const { keys, doc, dashboard, fired } = await crashAt(
         match,
         "worker",
         async (client, keys) => {
-          await workOnceSettled(client, keys, fresh("ocr"), async () => {});
+          ended.outcome = await workOnceSettled(client, keys, fresh("ocr"), async () => {});
         },
         true,
       );
       if (!fired) continue;
+      const told = ended.outcome;
+      check(
+        !(typeof told === "object" && told.returned === doc) ||
+          (await pendingCount(c, keys.tasks, keys.group)) === 0,
+        `The worker died just before ${step}, so the "done" transaction never ran and ${doc} is still pending, yet workOnce() returned "${doc}", which tells its caller the document is done. Let the error of exec() reach the caller (or return undefined): a catch that logs it and goes on reports work that was never recorded.`,
+        3,
+      );
       expectAllOrNone(step, "workOnce()", doc, "XACK, HSET and PUBLISH", {
         "the task is acknowledged": (await pendingCount(c, keys.tasks, keys.group)) === 0,
         'the hash says "done"': stateOf(await latest(c, keys, doc)) === "done",

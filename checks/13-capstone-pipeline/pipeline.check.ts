@@ -532,6 +532,7 @@ describe("the parts, one at a time", () => {
     const endedAt = Date.now();
     await settle(events);
     return {
+      keys,
       commands,
       returned,
       open,
@@ -561,7 +562,7 @@ describe("the parts, one at a time", () => {
     );
     check(
       r.pending === 0,
-      "The OCR entry is still pending after handOff(): acknowledge it (XACK) so no one does it again.",
+      `The OCR entry is still pending after handOff(): acknowledge it (XACK) so no one does it again.${ackCause(r.commands, r.keys)}`,
       2,
     );
     check(
@@ -596,6 +597,7 @@ describe("the parts, one at a time", () => {
     const lastWork = await delivered(c, last, "doc-2", fresh("ocr"));
     const lastEvents = await listen(last.channel);
     const lastClient = await learnerClient();
+    const beforeLast = lastSeq();
     const outcome = await within(
       settled(Promise.resolve().then(() => exercise.handOff(lastClient, last, lastWork, RESULT))),
       5000,
@@ -605,6 +607,12 @@ describe("the parts, one at a time", () => {
     check(
       "value" in outcome && outcome.value === true && stored === RESULT,
       `At the last stage (keys.next is null) handOff() should store the result, acknowledge the entry, broadcast and return true; it ${"error" in outcome ? `threw "${outcome.error instanceof Error ? outcome.error.message : String(outcome.error)}"` : `returned ${JSON.stringify(outcome.value)}`}, and the hash holds ${JSON.stringify(stored)}. There is no next stream: queue the XADD only when keys.next is a name (it is null at the last stage, not undefined).`,
+      2,
+    );
+    const added = sent((x) => x.seq > beforeLast && x.name === "XADD");
+    check(
+      added.length === 0,
+      `At the last stage (keys.next is null) handOff() still sent XADD ${added[0]?.args[1]} ...: after the last stage the document is complete and goes to no stream, and a stream nobody reads only grows. Queue the XADD only when keys.next is a name.`,
       2,
     );
     // Everything else a hand-off does, the last stage does too: only the XADD is left out.
@@ -912,7 +920,10 @@ describe("the parts, one at a time", () => {
     );
     check(
       (await pendingCount(c, keys.stream, keys.group)) === 0,
-      "doc-9's entry is still pending after deadLetter(): XACK it in the same transaction, or it is delivered (and dead-lettered) again and again.",
+      `doc-9's entry is still pending after deadLetter(): XACK it in the same transaction, or it is delivered (and dead-lettered) again and again.${ackCause(
+        sent((x) => x.seq > from),
+        keys,
+      )}`,
       2,
     );
     check(
@@ -1195,3 +1206,16 @@ describe("the whole pipeline", () => {
     }
   }, 60_000);
 });
+
+/**
+ * Why an entry is still pending although the code sent an XACK: it named another stream or
+ * group. Redis answers such an XACK with 0, not an error, so inside MULTI nothing fails.
+ */
+function ackCause(commands: SentCommand[], keys: StageKeys): string {
+  const acks = commands.filter((c) => c.name === "XACK");
+  const wrong = acks.find((c) => c.args[1] !== keys.stream || c.args[2] !== keys.group);
+  if (acks.length === 0) return " Your code sent no XACK.";
+  if (wrong === undefined) return "";
+  const [, stream, group] = wrong.args;
+  return ` Your code sent XACK ${stream} ${group}, but the entry is on ${keys.stream} in the group ${keys.group}: an XACK for a stream or group that holds no such entry answers 0, not an error, so nothing fails and nothing is acknowledged. Take both from keys (keys.stream, keys.group): the check gives the group a name of its own, not the stage's.`;
+}
