@@ -1,23 +1,118 @@
 /**
  * What a worker's loop does after the check dropped the connection under its blocking read:
- * carrying on after the error is fine with a pause; without one the loop goes round as fast as
- * Redis answers its other commands, for as long as the reader is closed.
+ * carrying on after the error is fine with a pause; without one the loop goes straight round
+ * again, for as long as Redis is away.
+ *
+ * Counting the commands such a loop sends over the network measures Redis's round trips, not the
+ * loop: on a loaded machine a round trip takes as long as a short pause. So once the read's drop
+ * was seen, the check drops every other connection the test's code opened too (as a Redis restart
+ * would): from then on each command the loop sends rejects at once ("The client is closed"), with
+ * no network in between, and each round of the loop is one such rejection. A loop that pauses
+ * spends its pause with the event loop idle; one that goes straight round never lets it idle. So
+ * the check weighs the event loop's idle time (performance.eventLoopUtilization(): time spent
+ * waiting for something to happen, however long the process then waits for a CPU) against the
+ * rounds: neither depends on how much CPU a loaded machine gives the process.
  */
-import { fail, until } from "./kit.ts";
-import { sent } from "./wire.ts";
+import { tracingChannel } from "node:diagnostics_channel";
+import { performance } from "node:perf_hooks";
+import { ClientClosedError } from "redis";
+import { beforeEach } from "vitest";
+import { fail, sleep } from "./kit.ts";
+import { failIfStarved } from "./starvation.ts";
+import { hearUnheardErrors } from "./unheard-errors.ts";
+import { allLearnerAddrs, dropConnection, openedSince } from "./wire.ts";
+
+/** Idle time per round below which a loop counts as going straight round (a pause under this). */
+const PAUSE_MS = 20;
+/** Rounds that make the case, once the loop went round without idling. */
+const ROUNDS = 40;
+/** How long the check waits at most for either verdict (a loaded machine slows a spinner). */
+const BOUND_MS = 10_000;
+
+/** The learner connections opened before the current test, and its name (for the starvation watcher). */
+let openBefore = new Set<string>();
+let testName = "";
+beforeEach((context) => {
+  openBefore = allLearnerAddrs();
+  testName = context.task.name;
+});
 
 /**
- * Fails when the learner's code sent 40 commands within a second of the drop at `droppedAt` (a
- * sent() seq). Counted only once a few commands followed the drop, so a loop that ended, or
- * pauses, costs no wait here.
+ * Commands sent on a closed client, counted as node-redis reports each command to
+ * diagnostics_channel ("node-redis:command", its public tracing channel): a command on a closed
+ * client rejects before it reaches a socket, so the wire kit never sees it.
  */
-export async function expectPauseAfterDrop(droppedAt: number, hint: number): Promise<void> {
-  const since = () => sent((c) => c.seq > droppedAt).length;
-  if (since() > 5 && (await until(() => since() >= 40, 1000))) {
-    const names = [...new Set(sent((c) => c.seq > droppedAt).map((c) => c.name))].join(", ");
-    fail(
-      `After the check dropped the connection under your worker's blocking read, your loop caught the error and went straight round again: ${since()} commands (${names}) within a second, and it would go on like that, as fast as Redis answers, for as long as the reader is closed. A loop that catches an error and carries on must pause before the next round (await a sleep of a second or so), or let the error end the loop (its promise's catch logs it).`,
-      hint,
-    );
+function countClosedClientCommands(): { count(): number; names(): string[]; stop(): void } {
+  const channel = tracingChannel("node-redis:command");
+  let count = 0;
+  const names = new Set<string>();
+  const handlers = {
+    start() {},
+    end() {},
+    asyncStart() {},
+    asyncEnd() {},
+    error(context: unknown) {
+      const { error, command } = context as { error?: unknown; command?: string };
+      if (!(error instanceof ClientClosedError)) return;
+      count++;
+      if (command) names.add(command);
+    },
+  };
+  channel.subscribe(handlers);
+  return {
+    count: () => count,
+    names: () => [...names],
+    stop: () => channel.unsubscribe(handlers),
+  };
+}
+
+/**
+ * Fails when the learner's loop goes straight round again after the drop of its blocking read:
+ * call it once the drop was seen (and what the drop itself must not do was checked). Drops the
+ * test's other learner connections, then watches the loop's rounds on closed clients against
+ * the event loop's idle time. A loop that ended, or pauses, is let go after about 60 ms of
+ * idle (one pausing 100 ms, after its first pause); one that goes round is named after 40
+ * rounds without idling, however slowly a loaded machine lets them come. A loop that pauses
+ * 10-20 ms per round is judged only after 10 s, and let go then.
+ */
+export async function expectPauseAfterDrop(_droppedAt: number, hint: number): Promise<void> {
+  const straightRound = (rounds: string) =>
+    `After the check dropped the connections of your worker (as a Redis restart or a network failure does, and the check's clients do not reconnect), your loop caught the error and went straight round again: ${rounds}, and it would go on like that for as long as Redis is away, using a whole CPU. A loop that catches an error and carries on must pause before the next round (await a sleep of a second or so), or let the error end the loop (its promise's catch logs it).`;
+  // A loop whose every await settles at once (a closed client's rejection) never lets the event
+  // loop turn again, nor this check: the watcher thread names it then.
+  const disarm = failIfStarved(
+    testName,
+    straightRound("with no pause at all, so nothing else in the process ever ran again"),
+    hint,
+    2000,
+  );
+  const rounds = countClosedClientCommands();
+  // What these drops do to a connection with no error listener is not this test's question.
+  const unheard = hearUnheardErrors(() => true);
+  try {
+    for (const addr of openedSince(openBefore)) dropConnection(addr);
+    const start = performance.eventLoopUtilization();
+    const deadline = Date.now() + BOUND_MS;
+    for (;;) {
+      await sleep(20);
+      const idle = performance.eventLoopUtilization(start).idle;
+      const n = rounds.count();
+      // A pause (or an end) shows as idle time: let a loop go at PAUSE_MS per round and more.
+      if (idle >= PAUSE_MS * (n + 3)) return;
+      const spins = idle < (PAUSE_MS / 2) * n;
+      if ((n >= ROUNDS && spins) || (Date.now() > deadline && n >= 5 && spins)) {
+        fail(
+          straightRound(
+            `${n} commands (${rounds.names().join(", ")}) on its closed clients, each rejected at once, with only ${Math.round(idle)} ms of waiting between them all`,
+          ),
+          hint,
+        );
+      }
+      if (Date.now() > deadline) return;
+    }
+  } finally {
+    unheard.stop();
+    rounds.stop();
+    disarm();
   }
 }

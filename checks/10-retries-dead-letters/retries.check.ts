@@ -991,7 +991,6 @@ test("Redis dropping the worker's blocking read: the loop does not go straight r
       `Worker ${me} sent no XREADGROUP ... BLOCK within 3 s on a quiet stream: wait for new entries with BLOCK blockMs once no retry is due.`,
       2,
     );
-    await sleep(100);
     await expectPauseAfterDrop(droppedAt, 2);
   } finally {
     drop.cancel();
