@@ -438,6 +438,14 @@ test("readOwnPending() reads every page and acknowledges what was deleted", asyn
     `readOwnPending() should return each pending entry once, in stream order, without the deleted ones (${names(deleted)}); it returned ${tasks.length} tasks${tasks.some((t) => deleted.some((d) => d.id === t.id)) ? ", deleted ones among them" : ""}.`,
     2,
   );
+  // Each task carries its entry's fields, as an object: the raw reply lists them flat.
+  const wrong = tasks.find((t) => t.fields?.docId !== expected.find((d) => d.id === t.id)?.docId);
+  if (wrong) {
+    fail(
+      `readOwnPending() returned ${wrong.id} with the fields ${JSON.stringify(wrong.fields)}, but that entry holds { "docId": "${expected.find((d) => d.id === wrong.id)?.docId}" }: the handler would get the wrong document, or none. A raw XREADGROUP reply lists each entry's fields flat, [field, value, field, value, ...]: pair them up into an object, field first.`,
+      2,
+    );
+  }
   const left = await observer.xPendingRange(q.stream, q.group, "-", "+", 200, {
     consumer,
   });
