@@ -1245,6 +1245,57 @@ test("stop() while a restarted worker works through its own backlog returns afte
   );
 });
 
+test("stop() while a claimed task is in hand reads no new entry it would leave unhandled", async () => {
+  const { observer, q, client } = await scene("stop-claimed");
+  const dead = fresh("ocr");
+  const consumer = fresh("ocr");
+  const [stale] = await addDocs(observer, q, 1, 1);
+  if (!stale) throw new Error("no entry added");
+  await readAndDie(observer, q, dead, 1);
+  await ageEntries(observer, q, dead, [stale.id], 60_000);
+  // Nobody has read this one yet: after stop() it must still be unread, or handled.
+  const [fresh1] = await addDocs(observer, q, 2, 1);
+  if (!fresh1) throw new Error("no entry added");
+  const handled: string[] = [];
+  let release = () => {};
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  let worker: Worker | undefined;
+  try {
+    worker = await start(client, {
+      ...q,
+      consumer,
+      claimIdleMs: 10_000,
+      blockMs: 100,
+      async handle(task) {
+        handled.push(task.id);
+        if (task.id === stale.id) await gate;
+      },
+    });
+    check(
+      await until(() => handled.includes(stale.id), 3000),
+      `${stale.docId} had been idle for a minute under ${dead}, a consumer that died, and worker ${consumer} (claimIdleMs 10000) did not hand it to handle() within 3 s: claim stale entries with XAUTOCLAIM.`,
+      2,
+    );
+    const stopping = worker;
+    worker = undefined;
+    const stopped = stopping.stop();
+    stopped.catch(() => {});
+    release();
+    await call("worker.stop()", () => stopped, 5000);
+  } finally {
+    release();
+    await stopQuietly(worker);
+  }
+  const [left] = await observer.xPendingRange(q.stream, q.group, fresh1.id, fresh1.id, 1);
+  check(
+    handled.includes(fresh1.id) || left === undefined,
+    `stop() was called while worker ${consumer} handled ${stale.docId}, which it had claimed from ${dead}; after stop() returned, ${fresh1.docId}, a new entry nobody had read before, was pending for ${left?.consumer} without ever reaching handle(): the worker read it (XREADGROUP ... >) after stop() was called, and left it. Nobody looks at it again until a claim takes it over, claimIdleMs later. Check the stop flag after the claimed tasks too, before reading new entries.`,
+    2,
+  );
+});
+
 test("stop() leaves a failed task pending for the next start", async () => {
   const { observer, q, client } = await scene("stop-failed");
   const [doc] = await addDocs(observer, q, 1, 1);
