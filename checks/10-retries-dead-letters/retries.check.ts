@@ -20,7 +20,7 @@ import {
 import { expectPauseAfterDrop } from "../loop-after-drop.ts";
 import { failIfStarved } from "../starvation.ts";
 import { pendingCount } from "../streams-support.ts";
-import { hearUnhandledRejections } from "../unheard-errors.ts";
+import { hearDropErrors, hearUnhandledRejections } from "../unheard-errors.ts";
 import {
   allLearnerAddrs,
   before,
@@ -971,6 +971,7 @@ test("Redis dropping the worker's blocking read: the loop does not go straight r
   const me = fresh("ocr");
   let droppedAt = 0;
   let worker: Worker | undefined;
+  const drops = hearDropErrors();
   // The read a worker spends its time in: its connection goes away before it reaches Redis, as
   // in a Redis restart or a network failure, and the kit's clients do not reconnect, so the
   // reader stays closed and rejects every read at once.
@@ -991,8 +992,19 @@ test("Redis dropping the worker's blocking read: the loop does not go straight r
       `Worker ${me} sent no XREADGROUP ... BLOCK within 3 s on a quiet stream: wait for new entries with BLOCK blockMs once no retry is due.`,
       2,
     );
+    // node-redis reports the drop as an "error" event on the connection, a turn or two later.
+    for (let turn = 0; turn < 3; turn++) await new Promise((resolve) => setImmediate(resolve));
+    drops.stop();
+    drops.expectHeard(
+      1,
+      "the connection of your worker's blocking XREADGROUP",
+      "worker",
+      'Give the connection you duplicate() for the blocking read an error listener (reader.on("error", ...)) that logs the error.',
+      2,
+    );
     await expectPauseAfterDrop(droppedAt, 2);
   } finally {
+    drops.stop();
     drop.cancel();
     await stopQuietly(worker);
   }
