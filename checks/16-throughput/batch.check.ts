@@ -675,6 +675,12 @@ describe("committing a batch", () => {
       `The dead letter should carry { doc, stage, reason, entry: the stream entry's id (${poison.id}), deliveries: 4 }; it carries ${JSON.stringify(letter)}.`,
       2,
     );
+    const mark = await c.hGet(keys.doc(poison.doc), "dead");
+    check(
+      mark === keys.stage,
+      `The poison document's hash should hold the mark dead = "${keys.stage}" (the stage it died at), written in the same MULTI as its dead letter: that mark is what tells a late copy of the document (from a worker thought dead, or a second upload) that there is nothing left to do. Its hash holds dead = ${JSON.stringify(mark)}.`,
+      2,
+    );
     const status = await statusOf(keys, poison.doc);
     check(
       status.state === "dead" && status.reason === reason,
