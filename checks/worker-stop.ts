@@ -195,3 +195,65 @@ export async function expectBoundedDefaultBlock(setup: {
     await stopQuietly(worker);
   }
 }
+
+/**
+ * stop() while the task `held` is in hand (handle() holds it until stop() was called) and an
+ * entry nobody has read yet, `waiting`, is next: after stop() returns, `waiting` must have been
+ * handled or still be unread. A loop that checks its stop flag only at its top reads it after
+ * stop() was called and leaves it pending under a stopped consumer.
+ */
+export async function expectNoReadAfterStop(setup: {
+  observer: Redis;
+  stream: string;
+  group: string;
+  start(handle: (task: { id: string }) => Promise<void>): Promise<Worker>;
+  held: string;
+  waiting: { id: string; docId: string };
+  /** The failure when `held` never reached handle(). */
+  notReached: string;
+  /** What the worker was doing when stop() came, e.g. "retried doc-retry". */
+  doing: string;
+  /** When the left entry is looked at again, and what to do. */
+  advice: string;
+}): Promise<void> {
+  const { observer, held, waiting } = setup;
+  const handled: string[] = [];
+  const { promise: gate, release } = heldUntilReleased();
+  let worker: Worker | undefined;
+  try {
+    worker = await setup.start(async (task) => {
+      handled.push(task.id);
+      if (task.id === held) await gate;
+    });
+    check(await until(() => handled.includes(held), 3000), setup.notReached, 2);
+    const stopping = worker;
+    worker = undefined;
+    await stopThenRelease(stopping, release);
+  } finally {
+    release();
+    await stopQuietly(worker);
+  }
+  const [left] = await observer.xPendingRange(setup.stream, setup.group, waiting.id, waiting.id, 1);
+  check(
+    handled.includes(waiting.id) || left === undefined,
+    `stop() was called while your worker ${setup.doing}; after stop() returned, ${waiting.docId}, a new entry nobody had read before, was pending for ${left?.consumer} without ever reaching handle(): the worker read it (XREADGROUP ... >) after stop() was called, and left it. ${setup.advice}`,
+    2,
+  );
+}
+
+/** Calls stop() while handle() still holds a task, then lets that task finish. */
+export async function stopThenRelease(worker: Worker, release: () => void): Promise<void> {
+  const stopped = worker.stop();
+  stopped.catch(() => {});
+  release();
+  await call("worker.stop()", () => stopped, 5000);
+}
+
+/** A promise that handle() awaits to hold a task in hand, and the function that lets it go. */
+export function heldUntilReleased(): { promise: Promise<void>; release(): void } {
+  let release = () => {};
+  const promise = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  return { promise, release };
+}

@@ -26,8 +26,11 @@ import { before, dropConnection, openLearnerConnections, scope, sent } from "../
 import { type ChildEvent, spawnWorker, type WorkerProcess } from "../worker-process.ts";
 import {
   expectBoundedDefaultBlock,
+  expectNoReadAfterStop,
   expectStopsCleanly,
+  heldUntilReleased,
   startLearnerWorker,
+  stopThenRelease,
 } from "../worker-stop.ts";
 import {
   addDocs,
@@ -1188,10 +1191,7 @@ test("stop() while a restarted worker works through its own backlog returns afte
   const given = await addDocs(observer, q, 1, 4);
   await readAndDie(observer, q, consumer, given.length);
   const handled: string[] = [];
-  let release = () => {};
-  const gate = new Promise<void>((resolve) => {
-    release = resolve;
-  });
+  const { promise: gate, release } = heldUntilReleased();
   let worker: Worker | undefined;
   try {
     const starting = start(client, {
@@ -1224,10 +1224,7 @@ test("stop() while a restarted worker works through its own backlog returns afte
     }
     const stopping = worker as Worker;
     worker = undefined;
-    const stopped = stopping.stop();
-    stopped.catch(() => {});
-    release();
-    await call("worker.stop()", () => stopped, 5000);
+    await stopThenRelease(stopping, release);
   } finally {
     release();
     await stopQuietly(worker);
@@ -1253,47 +1250,19 @@ test("stop() while a claimed task is in hand reads no new entry it would leave u
   if (!stale) throw new Error("no entry added");
   await readAndDie(observer, q, dead, 1);
   await ageEntries(observer, q, dead, [stale.id], 60_000);
-  // Nobody has read this one yet: after stop() it must still be unread, or handled.
-  const [fresh1] = await addDocs(observer, q, 2, 1);
-  if (!fresh1) throw new Error("no entry added");
-  const handled: string[] = [];
-  let release = () => {};
-  const gate = new Promise<void>((resolve) => {
-    release = resolve;
+  const [waiting] = await addDocs(observer, q, 2, 1);
+  if (!waiting) throw new Error("no entry added");
+  await expectNoReadAfterStop({
+    observer,
+    ...q,
+    start: (handle) => start(client, { ...q, consumer, claimIdleMs: 10_000, blockMs: 100, handle }),
+    held: stale.id,
+    waiting,
+    notReached: `${stale.docId} had been idle for a minute under ${dead}, a consumer that died, and worker ${consumer} (claimIdleMs 10000) did not hand it to handle() within 3 s: claim stale entries with XAUTOCLAIM.`,
+    doing: `${consumer} handled ${stale.docId}, which it had claimed from ${dead}`,
+    advice:
+      "Nobody looks at it again until a claim takes it over, claimIdleMs later. Check the stop flag after the claimed tasks too, before reading new entries.",
   });
-  let worker: Worker | undefined;
-  try {
-    worker = await start(client, {
-      ...q,
-      consumer,
-      claimIdleMs: 10_000,
-      blockMs: 100,
-      async handle(task) {
-        handled.push(task.id);
-        if (task.id === stale.id) await gate;
-      },
-    });
-    check(
-      await until(() => handled.includes(stale.id), 3000),
-      `${stale.docId} had been idle for a minute under ${dead}, a consumer that died, and worker ${consumer} (claimIdleMs 10000) did not hand it to handle() within 3 s: claim stale entries with XAUTOCLAIM.`,
-      2,
-    );
-    const stopping = worker;
-    worker = undefined;
-    const stopped = stopping.stop();
-    stopped.catch(() => {});
-    release();
-    await call("worker.stop()", () => stopped, 5000);
-  } finally {
-    release();
-    await stopQuietly(worker);
-  }
-  const [left] = await observer.xPendingRange(q.stream, q.group, fresh1.id, fresh1.id, 1);
-  check(
-    handled.includes(fresh1.id) || left === undefined,
-    `stop() was called while worker ${consumer} handled ${stale.docId}, which it had claimed from ${dead}; after stop() returned, ${fresh1.docId}, a new entry nobody had read before, was pending for ${left?.consumer} without ever reaching handle(): the worker read it (XREADGROUP ... >) after stop() was called, and left it. Nobody looks at it again until a claim takes it over, claimIdleMs later. Check the stop flag after the claimed tasks too, before reading new entries.`,
-    2,
-  );
 });
 
 test("stop() leaves a failed task pending for the next start", async () => {

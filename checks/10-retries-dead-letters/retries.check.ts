@@ -30,7 +30,11 @@ import {
   scope,
   sent,
 } from "../wire.ts";
-import { expectBoundedDefaultBlock, expectStopsCleanly } from "../worker-stop.ts";
+import {
+  expectBoundedDefaultBlock,
+  expectNoReadAfterStop,
+  expectStopsCleanly,
+} from "../worker-stop.ts";
 
 interface Task {
   id: string;
@@ -1029,47 +1033,22 @@ test("stop() while a due retry is in hand reads no new entry it would leave unha
   const consumer = fresh("ocr");
   // Failed once, a minute ago: due at once. The new entry after it nobody has read yet.
   const retry = await deliveredBefore(observer, q, fresh("ocr"), 1, "doc-retry");
-  const waiting = await observer.xAdd(q.stream, "*", { docId: "doc-new" });
-  const handled: string[] = [];
-  let release = () => {};
-  const gate = new Promise<void>((resolve) => {
-    release = resolve;
+  const waiting = {
+    id: await observer.xAdd(q.stream, "*", { docId: "doc-new" }),
+    docId: "doc-new",
+  };
+  const client = await learnerClient();
+  await expectNoReadAfterStop({
+    observer,
+    ...q,
+    start: (handle) => start(client, workerOptions(q, consumer, handle, 100)),
+    held: retry,
+    waiting,
+    notReached: `doc-retry failed once a minute ago (its backoff long over) and worker ${consumer} did not retry it within 3 s: claim due retries with XPENDING and XCLAIM.`,
+    doing: `${consumer} retried doc-retry`,
+    advice:
+      "Nobody retries it until its backoff has passed. Check the stop flag after the retries too, before reading new entries.",
   });
-  let worker: Worker | undefined;
-  try {
-    worker = await start(
-      await learnerClient(),
-      workerOptions(
-        q,
-        consumer,
-        async (task) => {
-          handled.push(task.id);
-          if (task.id === retry) await gate;
-        },
-        100,
-      ),
-    );
-    check(
-      await until(() => handled.includes(retry), 3000),
-      `doc-retry failed once a minute ago (its backoff long over) and worker ${consumer} did not retry it within 3 s: claim due retries with XPENDING and XCLAIM.`,
-      2,
-    );
-    const stopping = worker;
-    worker = undefined;
-    const stopped = stopping.stop();
-    stopped.catch(() => {});
-    release();
-    await call("worker.stop()", () => stopped, 5000);
-  } finally {
-    release();
-    await stopQuietly(worker);
-  }
-  const [left] = await observer.xPendingRange(q.stream, q.group, waiting, waiting, 1);
-  check(
-    handled.includes(waiting) || left === undefined,
-    `stop() was called while worker ${consumer} retried doc-retry; after stop() returned, doc-new, a new entry nobody had read before, was pending for ${left?.consumer} without ever reaching handle(): the worker read it (XREADGROUP ... >) after stop() was called, and left it. Nobody retries it until its backoff has passed. Check the stop flag after the retries too, before reading new entries.`,
-    2,
-  );
 });
 
 test("stop() leaves a failed task pending for its retry", async () => {
