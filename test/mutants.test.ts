@@ -1,0 +1,128 @@
+/**
+ * The mutants `npm run mutate` makes of a solution (src/dev/mutants.ts): each operator on a small
+ * source, the exact mutants expected. The runs themselves are too slow for `npm test`.
+ */
+import { describe, expect, test } from "vitest";
+import { type Mutant, mutants, type Operator } from "../src/dev/mutants.ts";
+
+const source = `import { createClient } from "redis";
+type Task = { id: string };
+
+export async function work(client: ReturnType<typeof createClient>, tasks: Task[]) {
+  const done: string[] = [];
+  const seen = 0;
+  for (const task of tasks) {
+    if (!task.id) continue;
+    await client.hSet(task.id, {
+      state: "done",
+    });
+    done.push(task.id);
+  }
+  while (done.length < tasks.length && seen === 0) {
+    await client.quit();
+  }
+  return done;
+}
+`;
+
+const view = (list: Mutant[]) => list.map((m) => [m.line, m.key]);
+const only = (operator: Operator) => mutants(source, [operator]);
+
+/** The mutated text of the one mutant whose key contains `part`. */
+function textOf(list: Mutant[], part: string): string {
+  const found = list.filter((m) => m.key.includes(part));
+  expect(found, part).toHaveLength(1);
+  return found[0]?.text ?? "";
+}
+
+describe("mutants", () => {
+  test("await: each await removed, one at a time", () => {
+    const list = only("await");
+    expect(view(list)).toEqual([
+      [9, 'await: remove the await of `client.hSet(task.id, { state: "done", })`'],
+      [15, "await: remove the await of `client.quit()`"],
+    ]);
+    expect(textOf(list, "quit")).toBe(source.replace("await client.quit()", "client.quit()"));
+  });
+
+  test("delete: whole statements however many lines, never imports, types or a const still used", () => {
+    const list = only("delete");
+    expect(view(list)).toEqual([
+      [
+        7,
+        "delete: delete `for (const task of tasks) { if (!task.id) continue; await client.hSet(t…`",
+      ],
+      [8, "delete: delete `if (!task.id) continue;`"],
+      [9, 'delete: delete `await client.hSet(task.id, { state: "done", });`'],
+      [12, "delete: delete `done.push(task.id);`"],
+      [
+        14,
+        "delete: delete `while (done.length < tasks.length && seen === 0) { await client.quit();…`",
+      ],
+      [15, "delete: delete `await client.quit();`"],
+      [17, "delete: delete `return done;`"],
+    ]);
+    // The three lines of the hSet go together, with their line break.
+    expect(textOf(list, "delete `await client.hSet")).toBe(
+      source.replace('    await client.hSet(task.id, {\n      state: "done",\n    });\n', ""),
+    );
+  });
+
+  test("swap: adjacent statements of one block, not a use above its declaration, not two reads", () => {
+    const list = only("swap");
+    // `const seen = 0` reads nothing: moving it below the loop changes nothing.
+    expect(view(list)).toEqual([
+      [
+        7,
+        "swap: swap `for (const task of tasks) { if (!task.i…` with the next statement `while (done.length < tasks.length && se…`",
+      ],
+      [
+        8,
+        'swap: swap `if (!task.id) continue;` with the next statement `await client.hSet(task.id, { state: "do…`',
+      ],
+      [
+        9,
+        'swap: swap `await client.hSet(task.id, { state: "do…` with the next statement `done.push(task.id);`',
+      ],
+    ]);
+    expect(textOf(list, "with the next statement `done.push")).toBe(
+      source.replace(
+        '    await client.hSet(task.id, {\n      state: "done",\n    });\n    done.push(task.id);',
+        '    done.push(task.id);\n    await client.hSet(task.id, {\n      state: "done",\n    });',
+      ),
+    );
+  });
+
+  test("condition: if and while negated, comparisons and && / || flipped", () => {
+    const list = only("condition");
+    expect(view(list)).toEqual([
+      [8, "condition: negate `if (!task.id)`"],
+      [14, "condition: negate `while (done.length < tasks.length && seen === 0)`"],
+      [14, "condition: `<` to `<=` in `done.length < tasks.length`"],
+      [14, "condition: `&&` to `||` in `done.length < tasks.length && seen === 0`"],
+      [14, "condition: `===` to `!==` in `seen === 0`"],
+    ]);
+    expect(textOf(list, "negate `if")).toBe(source.replace("if (!task.id)", "if (task.id)"));
+    expect(textOf(list, "negate `while")).toBe(
+      source.replace(
+        "while (done.length < tasks.length && seen === 0)",
+        "while (!(done.length < tasks.length && seen === 0))",
+      ),
+    );
+    expect(textOf(list, "`<` to `<=`")).toBe(
+      source.replace("done.length < tasks", "done.length <= tasks"),
+    );
+  });
+
+  test("the same code twice gets keys of its own, and every mutant differs from the source", () => {
+    const twice =
+      "export async function f(c: { quit(): Promise<void> }) {\n  await c.quit();\n  await c.quit();\n}\n";
+    expect(mutants(twice, ["await"]).map((m) => m.key)).toEqual([
+      "await: remove the await of `c.quit()`",
+      "await: remove the await of `c.quit()` #2",
+    ]);
+    // Swapping two equal statements changes nothing: no mutant.
+    expect(mutants(twice, ["swap"])).toEqual([]);
+    for (const m of mutants(source)) expect(m.text).not.toBe(source);
+  });
+});
