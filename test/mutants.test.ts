@@ -125,4 +125,17 @@ describe("mutants", () => {
     expect(mutants(twice, ["swap"])).toEqual([]);
     for (const m of mutants(source)) expect(m.text).not.toBe(source);
   });
+
+  test("swap leaves a function written here alone: what it reads, it reads when called", () => {
+    const closure = [
+      "export async function f(c: { quit(): Promise<void> }, log: (m: string) => void) {",
+      "  await c.quit();",
+      "  const listener = (m: string) => log(m);",
+      "  await c.quit();",
+      "  return listener;",
+      "}",
+      "",
+    ].join("\n");
+    expect(mutants(closure, ["swap"])).toEqual([]);
+  });
 });

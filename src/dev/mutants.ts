@@ -213,13 +213,18 @@ export function mutants(
   const usedInside = (declared: string[], node: Node) =>
     names.some((n) => declared.includes(n.name) && n.start >= node.start && n.start < node.end);
   const code = (node: Node) => source.slice(node.start, node.end);
-  /** A statement without effects that reads no name but its own (`let cursor = "0-0"`): it can go anywhere. */
+  // Code inside a function written here runs when it is called, not here.
+  const closures = nodes.filter(([node]) => FUNCTIONS.has(node.type)).map(([node]) => node);
+  const inClosure = (at: number) => closures.some((f) => at >= f.start && at < f.end);
+  /**
+   * A statement without effects that reads no name but its own here (`let cursor = "0-0"`,
+   * `const listener = (m) => ...`): it can go anywhere its names are not used before it.
+   */
   const readsNothing = (node: Node) => {
     const own = declaredBy(node);
-    return (
-      !hasEffects(node) &&
-      !names.some((n) => n.start >= node.start && n.start < node.end && !own.includes(n.name))
-    );
+    const readsHere = (n: Name) =>
+      n.start >= node.start && n.start < node.end && !own.includes(n.name) && !inClosure(n.start);
+    return !hasEffects(node) && !names.some(readsHere);
   };
 
   const found: (Omit<Mutant, "key"> & { at: number })[] = [];
