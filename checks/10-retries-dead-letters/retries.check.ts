@@ -494,6 +494,19 @@ test("a document its workers kept crashing on goes straight to the dead-letter s
       `doc-oom was claimed as delivery ${MAX_DELIVERIES + 1}; its dead-letter entry should say so (deliveries: ${MAX_DELIVERIES + 1}), yours has ${JSON.stringify(entry)}.`,
       2,
     );
+    // It never reached handle(), so nothing may beat for it now. Every beat the heartbeat test
+    // accepts comes within 2 x retryBaseMs, and a timer started before this wait fires before
+    // it ends; node-redis writes what the beat asked for on the same turn.
+    const deadAt = Math.max(0, ...sent().map((c) => c.seq));
+    const beats = () => sent((c) => c.seq > deadAt && c.name === "XCLAIM" && c.args.includes(id));
+    const waited = 2 * BASE_MS + 50;
+    await until(() => beats().length > 0, waited);
+    await new Promise((resolve) => setImmediate(resolve));
+    check(
+      beats().length === 0,
+      `doc-oom went to the dead-letter stream without another try, yet your worker went on sending XCLAIM ... JUSTID for it (${beats().length} within ${waited} ms): a heartbeat was started for a task that never reached handle(), and nothing stops it. It beats for an entry that is gone, and one more timer is left running for every such document. Start the heartbeat only once the task is going to handle(), after the dead-letter test, or stop it on every way out.`,
+      2,
+    );
   } finally {
     await stopQuietly(worker);
   }
