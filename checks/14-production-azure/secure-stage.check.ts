@@ -750,7 +750,52 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
       4,
     );
   });
+
+  test("a worker whose reads fail at once (its group is gone) waits a moment before each next read", async () => {
+    const stage = names();
+    await fixture.admin.xGroupCreate(stage.input, stage.group, "0", { MKSTREAM: true });
+    const worker = await fixture.user("ocr-worker", ["~*", "&*", "+@all"]);
+    const reads = (after = 0) =>
+      sent((c) => c.seq > after && c.name === "XREADGROUP" && c.args.includes(stage.input));
+    const running = await call(
+      "startStage()",
+      () => exercise.startStage(worker.conn, stage, async () => {}, BLOCK_MS),
+      5000,
+    );
+    // Ending on the error is the loop's own business here: stop() may report it.
+    cleanup.push(() => running.stop().catch(() => {}));
+    await eventually(
+      () => reads().length > 0,
+      3000,
+      `startStage() sent no XREADGROUP on ${stage.input} within 3 s: read the stage's stream through the group.`,
+      4,
+    );
+    // As an operator or a clean-up script can; an ACL that lost a right fails each read at once
+    // the same way. How fast a loop that reads again at once goes is how fast a round trip is,
+    // which a loaded machine slows: so the check's own loop of back-to-back PINGs on the same
+    // server, in the same process, is the yardstick. A loop that pauses 20 ms between reads
+    // sends a fraction of that many reads; one that does not pause, about as many.
+    await fixture.admin.xGroupDestroy(stage.input, stage.group);
+    const mark = sent().at(-1)?.seq ?? 0;
+    const started = Date.now();
+    for (let round = 0; round < YARDSTICK_ROUNDS; round++) await fixture.admin.ping();
+    const elapsed = Date.now() - started;
+    const rounds = reads(mark).length;
+    check(
+      rounds <= YARDSTICK_ROUNDS * SPIN_SHARE,
+      `While every read failed at once (the check destroyed the stage's group with XGROUP DESTROY, and Redis answers each XREADGROUP with NOGROUP at once, as it answers NOPERM once an ACL lost a right), your worker sent ${rounds} XREADGROUPs in ${elapsed} ms, as many as the check's own ${YARDSTICK_ROUNDS} back-to-back PINGs: it caught the error and read again at once. Such a loop spins the CPU and floods Redis and your log for as long as the cause lasts. After a failed read, wait a moment (100 ms or so) before the next one.`,
+      4,
+    );
+  });
 });
+
+/**
+ * The check's back-to-back PINGs that time the window, and the share of as many reads in it that
+ * makes a loop that does not pause (one pausing 20 ms stays below it until a round trip takes
+ * 30 ms; one that does not pause sends about one read per PING).
+ */
+const YARDSTICK_ROUNDS = 50;
+const SPIN_SHARE = 0.6;
 
 /**
  * The hand-off of `doc` as the learner's connections sent it: XADD, XACK and PUBLISH all inside
