@@ -407,6 +407,21 @@ describe("in flight", () => {
         3,
       );
     }
+    // A limit of 1 is one call at a time, not a limit below 1.
+    const one = await settled(
+      within(
+        Promise.resolve().then(() => exercise.inFlight([1, 2, 3], 1, async (i: number) => i * 2)),
+        2000,
+        "inFlight() with a limit of 1",
+      ),
+    );
+    if ("error" in one && one.error instanceof CheckFailure) throw one.error;
+    const oneByOne = "error" in one ? undefined : Array.from(one.value ?? [], (r) => r?.status);
+    check(
+      !("error" in one) && oneByOne?.join() === "fulfilled,fulfilled,fulfilled",
+      `inFlight([1, 2, 3], 1, task) ${"error" in one ? `rejected (${String(one.error)})` : `resolved with ${JSON.stringify(oneByOne)}`}: a limit of 1 runs the items one at a time; only a limit below 1 is refused (if (!(limit >= 1)) throw ...).`,
+      3,
+    );
     // A task that throws before it returns a promise (a client that validates its input first)
     // fails its item like a rejection does.
     const thrown = "the model refused the input";
@@ -1042,6 +1057,12 @@ describe("trimming", () => {
     const cases = [
       pendingEach(["998-0", "999-0", "1000-0", "1001-0"], "999-0", "1000-0"),
       pendingEach(["1000-8", "1000-9", "1000-10", "1000-11"], "1000-9", "1000-10"),
+      // The same with the higher floor first: XINFO GROUPS lists the groups by name, so the
+      // first group's floor is the one the comparison must be able to reject.
+      {
+        ...pendingEach(["1000-8", "1000-9", "1000-10", "1000-11"], "1000-10", "1000-9"),
+        floor: "1000-9",
+      },
       {
         ids: ["1-0", "2-0", "3-0", "4-0"],
         groups: [
@@ -1081,5 +1102,16 @@ describe("trimming", () => {
         4,
       );
     }
+    // A stream no group reads yet: no floor, nothing to trim, and nothing to fail on.
+    const lone = freshKey("trim-lone");
+    for (const id of ["1-0", "2-0"]) await c.xAdd(lone, id, { doc: `d${id}` });
+    const outcome = await settled(within(exercise.trim(w.client, lone), 3000, "trim()"));
+    if ("error" in outcome && outcome.error instanceof CheckFailure) throw outcome.error;
+    const kept = ((await c.xRange(lone, "-", "+")) ?? []).length;
+    check(
+      !("error" in outcome) && outcome.value === 0 && kept === 2,
+      `trim() on a stream with 2 entries and no group yet ${"error" in outcome ? `rejected (${String((outcome.error as Error)?.message ?? outcome.error)})` : `returned ${outcome.value} and left ${kept} of them`}. With no group there is no floor: trim nothing (a group created later from "0" needs every entry) and return 0 when XINFO GROUPS lists no group.`,
+      4,
+    );
   });
 });
