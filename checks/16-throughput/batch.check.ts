@@ -857,6 +857,16 @@ describe("committing a batch", () => {
       check(competitor.hasFired(), "commitBatch() wrote nothing at all.", 2);
       const next = await queuedOn(keys.next ?? "");
       const deadLetters = await queuedOn(keys.dead);
+      // WATCH guards only the transactions of the connection that sent it: a WATCH on a
+      // connection that never sends EXEC (a duplicate(), an isolated client) guards nothing.
+      const since = sent((c) => c.seq > from);
+      const execOn = new Set(since.filter((c) => c.name === "EXEC").map((c) => c.conn));
+      const watchAlone = since.some((c) => c.name === "WATCH" && !execOn.has(c.conn));
+      check(
+        !watchAlone || (deadLetters.length === 0 && twice(next).length === 0),
+        `Two workers committed ${raced.work.doc}: the competitor committed it right after your reads, and your transaction went through all the same, so it is ${deadLetters.length > 0 ? "both on the next stage and among the dead letters" : "on the next stage twice"}. Your WATCH went on another connection than your MULTI (a duplicate(), an isolated client): WATCH guards only the transactions of the connection that sent it. Send the WATCH, the reads and the MULTI on the same client.`,
+        2,
+      );
       check(
         deadLetters.length === 0,
         `Your commitBatch() dead-lettered ${deadLetters.join(", ")}, which the competitor had handed on right after your reads: the document is now both on the next stage and among the dead letters. WATCH every document of the batch, the ones you dead-letter too, before reading any of them, so EXEC fails (WatchError) when one changed; then look again.`,
@@ -1051,6 +1061,12 @@ describe("trimming", () => {
         floor: "2-0",
         why: "The second group has nothing pending, but it has read only 1-0 (its last-delivered-id): everything after that it has yet to read. Count every group's last-delivered-id, not only the groups with pending entries.",
       },
+      {
+        ids: ["1-0", "2-0"],
+        groups: [],
+        floor: "1-0",
+        why: "With no group, nobody has read anything yet, and a group created later from 0 reads it all: there is no floor to give XTRIM MINID, so trim nothing and return 0.",
+      },
     ];
     const w = await worker("trimmer");
     for (const t of cases) {
@@ -1067,12 +1083,21 @@ describe("trimming", () => {
           `a group that read up to ${t.ids[g.read - 1]} with ${g.pending.join(", ") || "nothing"} pending`,
         );
       }
-      const removed = await call("trim()", () => exercise.trim(w.client, stream));
+      let removed: number;
+      try {
+        removed = await call("trim()", () => exercise.trim(w.client, stream));
+      } catch (error) {
+        if (t.groups.length > 0) throw error;
+        fail(
+          `trim() on a stream with the entries ${t.ids.join(", ")} and no consumer group yet failed: ${error instanceof Error ? error.message : String(error)}. ${t.why}`,
+          4,
+        );
+      }
       const left = ((await c.xRange(stream, "-", "+")) ?? []).map((e) => e.id);
       const lost = t.ids.filter((id) => compareIds(id, t.floor) >= 0 && !left.includes(id));
       check(
         lost.length === 0,
-        `With the entries ${t.ids.join(", ")} and ${state.join(" and ")}, trim() removed ${lost.join(", ")}, which a group still needs. ${t.why}`,
+        `With the entries ${t.ids.join(", ")} and ${state.join(" and ") || "no consumer group"}, trim() removed ${lost.join(", ")}, which a group still needs. ${t.why}`,
         4,
       );
       check(
