@@ -468,6 +468,46 @@ test("readOwnPending() reads every page and acknowledges what was deleted", asyn
   );
 });
 
+test("Redis dropping the connection under a deleted entry's XACK does not end the process", async () => {
+  const { observer, q, client } = await scene("dropped-deleted-ack");
+  const consumer = fresh("ocr");
+  const [doc] = await addDocs(observer, q, 1, 1);
+  if (!doc) throw new Error("no entry added");
+  await readAndDie(observer, q, consumer, 1);
+  await observer.xDel(q.stream, doc.id);
+  const rejections = hearUnhandledRejections();
+  let dropped = false;
+  // The acknowledgement of an entry deleted while pending: the connection under it goes away
+  // before it reaches Redis, so that XACK's promise rejects. Awaited, the rejection reaches
+  // readOwnPending()'s caller (which may see it: that is fine); sent without await, nobody.
+  const dropAck = before(
+    (c) => c.name === "XACK" && c.args.includes(doc.id),
+    async (c) => {
+      dropConnection(c.conn);
+      dropped = true;
+    },
+  );
+  try {
+    await within(
+      exercise.readOwnPending(client, q.stream, q.group, consumer).catch(() => undefined),
+      5000,
+      "readOwnPending() after the dropped connection",
+    );
+    // One more turn of the event loop lets Node report a rejection nobody handled.
+    await new Promise((resolve) => setImmediate(resolve));
+  } finally {
+    dropAck.cancel();
+    rejections.stop();
+  }
+  // Not acknowledging a deleted entry at all is the readOwnPending() test's failure to report.
+  if (!dropped) return;
+  check(
+    rejections.heard.length === 0,
+    `${doc.docId} was deleted (XDEL) while pending, and the check dropped the connection under the XACK readOwnPending() sent for it (as a Redis restart does); that XACK's rejection (${String(rejections.heard[0])}) was handled by nobody: Node ends a process on an unhandled rejection. The XACK of a deleted entry was sent without await: await it like any other command (await client.xAck(...)), so a failure reaches the caller.`,
+    2,
+  );
+});
+
 test("entries deleted while pending do not stop the worker", async () => {
   const { observer, q, client } = await scene("deleted");
   const consumer = fresh("ocr");

@@ -26,6 +26,7 @@ import {
   before,
   command,
   dropConnection,
+  nothingInFlight,
   type SentCommand,
   scope,
   sent,
@@ -551,6 +552,76 @@ test("a last delivery rejected with a plain string is dead-lettered, and the wor
   } finally {
     await stopQuietly(worker);
   }
+});
+
+test("deadLetter() writes its own originalId, reason and deliveries, and its failure reaches the caller", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:replayed");
+  const owner = fresh("ocr");
+  // A document once dead-lettered and replayed (its fields XADDed back, as the lesson says): its
+  // fields still carry the earlier dead letter's originalId, reason and deliveries.
+  const replayed = {
+    docId: "doc-replayed",
+    originalId: "1-1",
+    reason: "an earlier failure",
+    deliveries: "4",
+  };
+  const id = await observer.xAdd(q.stream, "*", replayed);
+  const other = await observer.xAdd(q.stream, "*", { docId: "doc-dropped" });
+  await observer.xReadGroup(q.group, owner, { key: q.stream, id: ">" }, { COUNT: 2 });
+  const client = await learnerClient();
+  const options = workerOptions(q, owner, async () => {});
+  const reason = "OCR timed out";
+  await call("deadLetter()", () =>
+    exercise.deadLetter(client, options, { id, fields: replayed, deliveries: 2 }, reason),
+  );
+  const dead = (await observer.xRange(q.deadLetterStream, "-", "+")) ?? [];
+  const entry = dead[0]?.message;
+  check(
+    dead.length === 1 &&
+      entry?.docId === replayed.docId &&
+      entry.originalId === id &&
+      entry.reason === reason &&
+      entry.deliveries === "2",
+    `deadLetter() got ${replayed.docId} (entry ${id}, delivery 2, reason "${reason}"), a document replayed from the dead-letter stream earlier, so its own fields still hold the old originalId "1-1", reason and deliveries. The dead letter should keep docId and say originalId "${id}", reason "${reason}", deliveries "2"; the dead-letter stream holds ${JSON.stringify(dead.map((d) => d.message))}. Write the document's fields first and originalId, reason and deliveries after them ({ ...task.fields, originalId, reason, deliveries }), so yours win.`,
+    2,
+  );
+  // The dead letter's transaction: the connection under it goes away before it reaches Redis.
+  // Awaited, its rejection reaches deadLetter()'s caller; sent without await, nobody.
+  const rejections = hearUnhandledRejections();
+  let dropped = false;
+  const drop = before(
+    (c) => ["EXEC", "EVAL", "EVALSHA", "FCALL"].includes(c.name),
+    async (c) => {
+      dropConnection(c.conn);
+      dropped = true;
+    },
+  );
+  try {
+    await within(
+      exercise
+        .deadLetter(
+          client,
+          options,
+          { id: other, fields: { docId: "doc-dropped" }, deliveries: 4 },
+          reason,
+        )
+        .catch(() => undefined),
+      5000,
+      "deadLetter() after the dropped connection",
+    );
+    await until(() => dropped, 2000);
+    // Node reports an unhandled rejection once the tick it happened in is over.
+    await until(() => rejections.heard.length > 0, 200);
+  } finally {
+    drop.cancel();
+    rejections.stop();
+  }
+  check(
+    rejections.heard.length === 0,
+    `The check dropped the connection under deadLetter()'s transaction (as a Redis restart does), and its rejection (${String(rejections.heard[0])}) was handled by nobody: Node ends a process on an unhandled rejection. The dead letter's MULTI was sent without await: await its exec(), so a failure reaches the caller and deadLetter() returns once Redis has answered.`,
+    2,
+  );
 });
 
 test("a retry sweep leaves a slow first delivery alone", async () => {
@@ -1118,6 +1189,24 @@ test("stop() during a last delivery that then fails: it is still dead-lettered",
     worker = undefined;
     // stop() first, then the task in hand fails: finishing it means dead-lettering it.
     const stopped = stopping.stop();
+    let returned = false;
+    stopped.then(
+      () => {
+        returned = true;
+      },
+      () => {
+        returned = true;
+      },
+    );
+    // What the worker still has on its way to Redis (a blocking read, its close) is answered
+    // first: a stop() that does not wait for the task in hand has returned by then.
+    await until(() => returned || nothingInFlight(), 2000);
+    await new Promise((resolve) => setImmediate(resolve));
+    check(
+      !returned,
+      `stop() returned while handle() was still working on doc-last's delivery ${MAX_DELIVERIES}, a retry: stop() lets the task in hand finish, retries too. If a sweep of its own (on a timer, say) runs the retries, stop() must await the sweep in progress as well as the read loop.`,
+      2,
+    );
     failTask(new Error(refused));
     await call("worker.stop()", () => stopped, 5000);
   } finally {

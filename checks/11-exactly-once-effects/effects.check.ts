@@ -666,6 +666,14 @@ test("the hand-off is atomic: a crash at any step loses nothing and repeats noth
       .map(label);
     const at = `The worker died just before its ${label(cmd)} (after ${before.join(", ") || "nothing"}) and restarted`;
     if (r.sent.length === 0) {
+      // The hand-off was one unit, and the result was stored before the crash: the restart
+      // took the stored result for a finished document and only acknowledged it.
+      if (r.storedAtCrash !== null && handOffUnit(clean.commands) === undefined) {
+        fail(
+          `${at}: the result was stored (${JSON.stringify(r.storedAtCrash)}), but doc-f never reached the next stage: the restarted delivery acknowledged it without handing it on. A stored result says the model call is done, not the hand-off: whenever you find one, hand it on (XADD + XACK in one MULTI) as if you had just computed it.`,
+          2,
+        );
+      }
       fail(
         `${at}: doc-f was acknowledged but never reached the next stage, and with the entry acknowledged nothing brings it back. Put the XADD and the XACK in one MULTI.`,
         2,

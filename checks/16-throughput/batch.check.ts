@@ -872,6 +872,16 @@ describe("committing a batch", () => {
       check(competitor.hasFired(), "commitBatch() wrote nothing at all.", 2);
       const next = await queuedOn(keys.next ?? "");
       const deadLetters = await queuedOn(keys.dead);
+      // WATCH guards only the transactions of the connection that sent it: a WATCH on a
+      // connection that never sends EXEC (a duplicate(), an isolated client) guards nothing.
+      const since = sent((c) => c.seq > from);
+      const execOn = new Set(since.filter((c) => c.name === "EXEC").map((c) => c.conn));
+      const watchAlone = since.some((c) => c.name === "WATCH" && !execOn.has(c.conn));
+      check(
+        !watchAlone || (deadLetters.length === 0 && twice(next).length === 0),
+        `Two workers committed ${raced.work.doc}: the competitor committed it right after your reads, and your transaction went through all the same, so it is ${deadLetters.length > 0 ? "both on the next stage and among the dead letters" : "on the next stage twice"}. Your WATCH went on another connection than your MULTI (a duplicate(), an isolated client): WATCH guards only the transactions of the connection that sent it. Send the WATCH, the reads and the MULTI on the same client.`,
+        2,
+      );
       check(
         deadLetters.length === 0,
         `Your commitBatch() dead-lettered ${deadLetters.join(", ")}, which the competitor had handed on right after your reads: the document is now both on the next stage and among the dead letters. WATCH every document of the batch, the ones you dead-letter too, before reading any of them, so EXEC fails (WatchError) when one changed; then look again.`,
