@@ -8,6 +8,7 @@
  * deleted (after the test's own finally blocks and afterEach hooks).
  */
 import { beforeEach } from "vitest";
+import { shardOfThisProcess } from "../src/check/events.ts";
 import { append, toError } from "../src/check/reporter.ts";
 import { captureState, markTestStart } from "./redis-state.ts";
 
@@ -36,6 +37,7 @@ beforeEach((context) => {
       errors: (result.errors ?? []).map(toError),
       waitingFor: result.state === "fail" ? waitingFor() : undefined,
       durationMs: result.duration,
+      shard: shardOfThisProcess(),
     });
     if (result.state !== "fail") return;
     let timer: NodeJS.Timeout | undefined;

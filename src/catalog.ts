@@ -40,6 +40,14 @@ export interface LessonMeta {
   serverOfItsOwn?: string;
   /** Upper bound for the whole check run, in milliseconds. */
   timeoutMs?: number;
+  /**
+   * How many processes share the check's tests (src/check/shards.ts): tests that mostly wait
+   * (a held reply, a blocking read timing out) then wait side by side. Only for checks whose
+   * tests see nothing of each other: each keeps to its own keys and its own connections.
+   */
+  shards?: number;
+  /** Tests (by name) that change what every connection sees: each runs while no other does. */
+  alone?: string[];
 }
 
 export interface Lesson extends LessonMeta {

@@ -96,6 +96,14 @@ describe.each(lessons.map((l) => [l.id, l] as const))("lesson %s", (_id, lesson)
     }
   });
 
+  test("names only tests its check has among those that must run alone", () => {
+    const source = readFileSync(lesson.check, "utf8");
+    for (const name of lesson.alone ?? []) {
+      expect(source.includes(JSON.stringify(name)), `"${name}" in ${lesson.check}`).toBe(true);
+    }
+    expect(lesson.alone === undefined || (lesson.shards ?? 1) > 1).toBe(true);
+  });
+
   test("describes each right-answer variant it must pass", () => {
     for (const variant of lesson.variants) {
       expect(variant.description, `${variant.file} needs "# variant: ..."`).not.toBe("");

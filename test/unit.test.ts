@@ -1,11 +1,23 @@
 /** The pure core: parsing and deciding, tested without processes or servers. */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, test } from "vitest";
 import { commandUsage, helpPointer, parseArgs, UsageError } from "../src/args.ts";
 import { type Lesson, parseMistakeHeader } from "../src/catalog.ts";
+import { CLAIMED_ELSEWHERE } from "../src/check/events.ts";
 import { applyPatch } from "../src/check/patch.ts";
 import { renderVerdict } from "../src/check/render.ts";
+import { claim, enterAlone, enterShared } from "../src/check/shard-claims.ts";
 import { parseTscOutput } from "../src/check/typecheck.ts";
-import { decide, exitCode, learnerStack, skipReason, type Verdict } from "../src/check/verdict.ts";
+import {
+  decide,
+  exitCode,
+  learnerStack,
+  mergeShards,
+  skipReason,
+  type Verdict,
+} from "../src/check/verdict.ts";
 import { encode, parseReply } from "../src/redis/raw.ts";
 import { forgetSecrets, hideSecrets, redact, rememberSecretsOf } from "../src/redis/redact.ts";
 import {
@@ -271,6 +283,96 @@ describe("deciding a verdict", () => {
     );
     expect(verdict.status).toBe("failed");
     expect(verdict.reason).toMatch(/process\.exit\(\) during "a"/);
+  });
+});
+
+describe("merging what the processes sharing a check reported", () => {
+  type Part = Parameters<typeof mergeShards>[0][number];
+  const ran = (name: string, status: "passed" | "failed" = "passed") => ({
+    name,
+    status,
+    message: status === "failed" ? `${name} went wrong` : undefined,
+  });
+  const elsewhere = (name: string) => ({
+    name,
+    status: "skipped" as const,
+    message: CLAIMED_ELSEWHERE,
+  });
+  const part = (tests: Part["tests"], rest: Partial<Part> = {}): Part => {
+    const failed = tests.filter((t) => t.status === "failed").length;
+    return {
+      status: failed > 0 ? "failed" : "passed",
+      reason: failed > 0 ? `${failed} of ${tests.length} checks failed.` : undefined,
+      tests,
+      output: [],
+      ...rest,
+    };
+  };
+
+  test("keeps each test once, from the process that ran it, in the check's order", () => {
+    const merged = mergeShards([
+      part([ran("a"), elsewhere("b"), ran("c", "failed"), elsewhere("d")]),
+      part([elsewhere("a"), ran("b"), elsewhere("c"), ran("d")]),
+    ]);
+    expect(merged.tests.map((t) => [t.name, t.status])).toEqual([
+      ["a", "passed"],
+      ["b", "passed"],
+      ["c", "failed"],
+      ["d", "passed"],
+    ]);
+    expect(merged.status).toBe("failed");
+    expect(merged.reason).toBe("1 of 4 checks failed.");
+  });
+
+  test("passes only when every process passed, and a real skip stays a skip", () => {
+    const skipped = { name: "needs the private server", status: "skipped" as const, message: "x" };
+    const merged = mergeShards([part([ran("a"), skipped]), part([elsewhere("a"), skipped])]);
+    expect(merged.status).toBe("passed");
+    expect(merged.tests).toEqual([ran("a"), skipped]);
+  });
+
+  test("a process that failed as a whole gives the run its reason", () => {
+    const stuck = 'The check did not finish within 60s: it was still waiting on "b".';
+    const merged = mergeShards([
+      part([ran("a"), elsewhere("b"), ran("c")]),
+      part([elsewhere("a"), ran("b", "failed")], { status: "failed", reason: stuck }),
+    ]);
+    expect(merged.status).toBe("failed");
+    expect(merged.reason).toBe(stuck);
+    expect(merged.tests.map((t) => t.name)).toEqual(["a", "b", "c"]);
+  });
+
+  test("a test no process ran is left out, not shown as skipped", () => {
+    const merged = mergeShards([part([ran("a"), elsewhere("b")]), part([elsewhere("a")])]);
+    expect(merged.tests.map((t) => t.name)).toEqual(["a"]);
+  });
+});
+
+describe("dividing a check's tests among its processes", () => {
+  const dir = () => mkdtempSync(join(tmpdir(), "workbook-claims-"));
+  const settled = async (p: Promise<unknown>) =>
+    Promise.race([p.then(() => true), new Promise((r) => setTimeout(() => r(false), 60))]);
+
+  test("a test goes to the first process that claims it", () => {
+    const shared = dir();
+    expect(claim(shared, "t1")).toBe(true);
+    expect(claim(shared, "t1")).toBe(false);
+    expect(claim(shared, "t2")).toBe(true);
+    rmSync(shared, { recursive: true });
+  });
+
+  test("a test that runs alone waits for the others' tests, and they wait for it", async () => {
+    const shared = dir();
+    const leaveShared = await enterShared(shared, "1");
+    const alone = enterAlone(shared, "0");
+    expect(await settled(alone)).toBe(false);
+    leaveShared();
+    const leaveAlone = await alone;
+    const next = enterShared(shared, "1");
+    expect(await settled(next)).toBe(false);
+    leaveAlone();
+    (await next)();
+    rmSync(shared, { recursive: true });
   });
 });
 

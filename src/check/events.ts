@@ -15,14 +15,30 @@ export type CheckEvent =
       waitingFor?: string;
       /** How long the test took, hooks included: where a slow check spends its time. */
       durationMs?: number;
+      /** Which of the check's processes ran it, when several share its tests (./shards.ts). */
+      shard?: number;
     }
   /** What Redis held for a failed test's keys (checks/redis-state.ts). */
   | { event: "state"; test: string; state: RedisState }
   | { event: "log"; text: string }
   | { event: "error"; name: string; message: string; stack?: string }
+  /** Every test of the check file, in the file's order (written once, at the end). */
+  | { event: "order"; tests: string[] }
   | { event: "end" }
   /** A process group the check started (a learner's worker): the harness makes sure it ends. */
   | { event: "process"; pid: number };
+
+/**
+ * The note of a test a check's process skipped because another of the run's processes claimed
+ * it (./shard-setup.ts): the harness keeps the result of the process that ran it instead.
+ */
+export const CLAIMED_ELSEWHERE = "run by another of the check's processes";
+
+/** This process's number among those sharing a check's tests; undefined when it runs alone. */
+export function shardOfThisProcess(): number | undefined {
+  const shard = process.env.WORKBOOK_SHARDS_DIR ? process.env.WORKBOOK_SHARD : undefined;
+  return shard === undefined ? undefined : Number(shard);
+}
 
 /**
  * Appends an event to the run's events file (WORKBOOK_RESULTS), synchronously, so it is on

@@ -1,7 +1,7 @@
 import type { UserConsoleLog } from "vitest";
 import type { Reporter, SerializedError, TestCase, TestModule } from "vitest/node";
 import { redactedJson, rememberSecretsOf } from "../redis/redact.ts";
-import { appendEvent, type CheckEvent } from "./events.ts";
+import { appendEvent, type CheckEvent, shardOfThisProcess } from "./events.ts";
 
 /** Learner output and messages may quote the password: the events file never holds it. */
 export function append(event: CheckEvent): void {
@@ -42,6 +42,7 @@ export default class CheckReporter implements Reporter {
       note: result.state === "skipped" ? result.note : undefined,
       errors: (result.errors ?? []).map(toError),
       durationMs: testCase.diagnostic()?.duration,
+      shard: result.state === "skipped" ? undefined : shardOfThisProcess(),
     });
   }
 
@@ -53,8 +54,11 @@ export default class CheckReporter implements Reporter {
     for (const error of testModule.errors()) append({ event: "error", ...toError(error) });
   }
 
-  onTestRunEnd(_modules: ReadonlyArray<TestModule>, errors: ReadonlyArray<SerializedError>): void {
+  onTestRunEnd(modules: ReadonlyArray<TestModule>, errors: ReadonlyArray<SerializedError>): void {
     for (const error of errors) append({ event: "error", ...toError(error) });
+    // Results arrive as tests end; the processes sharing a check end theirs in their own order.
+    const tests = modules.flatMap((m) => [...m.children.allTests()].map((t) => t.name));
+    append({ event: "order", tests });
     append({ event: "end" });
   }
 }

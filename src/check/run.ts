@@ -23,9 +23,10 @@ import { learnerCommands, startTrace, type Trace } from "../redis/trace.ts";
 import { removeOnExit } from "./cleanup.ts";
 import type { CheckEvent } from "./events.ts";
 import { applyPatch } from "./patch.ts";
-import { standbyKey, startStandby } from "./standby.ts";
+import { type CheckProcesses, startCheck } from "./shards.ts";
+import { standbyKey } from "./standby.ts";
 import { type Diagnostic, typecheck } from "./typecheck.ts";
-import { type CheckTarget, decide, skipReason, type Verdict } from "./verdict.ts";
+import { type CheckTarget, decide, mergeShards, skipReason, type Verdict } from "./verdict.ts";
 import type { WarmChecks } from "./warm.ts";
 
 export interface RunOptions {
@@ -289,10 +290,10 @@ async function checkFile(
   const cancelled = () => finish({ status: "error", reason: "cancelled", tests: [], output: [] });
   if (options.signal?.aborted) return cancelled();
   const warm = options.warm;
-  // Booting the check's process and type-checking the file go on at the same time; the tests
+  // Booting the check's processes and type-checking the file go on at the same time; the tests
   // start only once the file compiles.
-  const standby =
-    warm?.take(standbyKey(lesson, file, redis)) ?? startStandby(lesson, file, redis, ownFile);
+  const run =
+    warm?.take(standbyKey(lesson, file, redis)) ?? startCheck(lesson, file, redis, ownFile);
   let trace: Trace | undefined;
   let keepKeys = false;
   let ran = false;
@@ -308,54 +309,32 @@ async function checkFile(
       if (!lesson.serverOfItsOwn) trace = await bounded(startTrace(redis.port));
     }
     ran = true;
-    standby.go();
+    run.go();
     // The run's keys are deleted with node-redis once it ends: loaded now, while the tests run.
     preloadClient();
     const timeoutMs = options.timeoutMs ?? lesson.timeoutMs ?? 60_000;
-    const enough = options.enough;
-    const ending = await waitForEnd(
-      standby.child,
-      standby.events,
-      timeoutMs,
-      options.signal,
-      enough &&
-        ((soFar) => enough(decide([...soFar, END], { exitCode: null, signal: null }, file))),
-    );
-    await standby.stop();
-    const all = readEvents(standby.events);
-    // Stopped on purpose: decided as if it had ended there, not as a process that died.
-    if (ending.enough) all.push(END);
-    for (const e of all) if (e.event === "process") await killGroup(e.pid);
+    const decided = await waitForParts(run, file, timeoutMs, options);
     if (options.signal?.aborted) return cancelled();
-    const decided = decide(
-      all,
-      {
-        timedOutAfterMs: ending.timedOut ? timeoutMs : undefined,
-        exitCode: ending.exitCode,
-        signal: ending.signal,
-      },
-      file,
-    );
     const traced = trace ? await bounded(trace.stop()) : undefined;
     const sent = traced ? learnerCommands(traced) : undefined;
     trace = undefined;
     keepKeys = decided.status === "failed" && options.keepFailed !== undefined;
     const untraced = lesson.serverOfItsOwn;
-    return finish({ ...decided, sent, untraced, diagnostics: hideSecrets(standby.output()) });
+    return finish({ ...decided, sent, untraced, diagnostics: hideSecrets(run.output()) });
   } catch (error) {
     return finish({
       status: "error",
       reason: `The check could not run: ${(error as Error).message}`,
       tests: [],
       output: [],
-      diagnostics: hideSecrets(standby.output()),
+      diagnostics: hideSecrets(run.output()),
     });
   } finally {
     const cleanUp = async () => {
-      await standby.dispose();
+      await run.dispose();
       if (trace) await bounded(trace.stop());
-      if (keepKeys) options.keepFailed?.(standby.prefix);
-      else if (ran) await bounded(deletePrefixedKeys(redis.url, standby.prefix, STEP_MS));
+      if (keepKeys) options.keepFailed?.(run.prefix);
+      else if (ran) await bounded(deletePrefixedKeys(redis.url, run.prefix, STEP_MS));
     };
     if (warm) {
       // The learner sees the verdict now; the next run waits for this tidying, and its process
@@ -368,6 +347,60 @@ async function checkFile(
       await cleanUp();
     }
   }
+}
+
+/**
+ * Waits for every process of the run and decides what they reported together. A run that
+ * `enough` ends stops all of them: each is then decided as if it had ended there.
+ */
+async function waitForParts(
+  run: CheckProcesses,
+  file: string,
+  timeoutMs: number,
+  options: RunOptions,
+): Promise<Decided> {
+  const enough = options.enough;
+  const stopAll = new AbortController();
+  const cancel = options.signal
+    ? AbortSignal.any([options.signal, stopAll.signal])
+    : stopAll.signal;
+  const tails = run.parts.map((part) => eventTail(part.events));
+  let ended = false;
+  const judge =
+    enough &&
+    (() => {
+      const merged = mergeShards(
+        tails.map((tail) => decide([...tail(), END], { exitCode: null, signal: null }, file)),
+      );
+      if (!enough(merged)) return false;
+      ended = true;
+      stopAll.abort();
+      return true;
+    });
+  const endings = await Promise.all(
+    run.parts.map((part) => waitForEnd(part.child, part.events, timeoutMs, cancel, judge)),
+  );
+  await run.stop();
+  const parts: Decided[] = [];
+  for (const [i, part] of run.parts.entries()) {
+    const all = readEvents(part.events);
+    const ending = endings[i];
+    // Stopped on purpose: decided as if it had ended there, not as a process that died.
+    if (ended || ending?.enough) all.push(END);
+    for (const e of all) if (e.event === "process") await killGroup(e.pid);
+    parts.push(
+      decide(
+        all,
+        {
+          timedOutAfterMs: ending?.timedOut ? timeoutMs : undefined,
+          exitCode: ending?.exitCode ?? null,
+          signal: ending?.signal ?? null,
+        },
+        file,
+      ),
+    );
+  }
+  return mergeShards(parts);
 }
 
 function doesNotCompile(diagnostics: Diagnostic[]): Parameters<Finish>[0] {

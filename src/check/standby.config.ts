@@ -21,14 +21,29 @@ const harnessOnly: Plugin = {
   },
 };
 
-/** The checks' own configuration, with the standby's setup file last (see ./standby.ts). */
-export default mergeConfig(checks, {
+const merged = mergeConfig(checks, {
   plugins: [harnessOnly],
   test: {
-    setupFiles: ["src/check/standby-setup.ts"],
     experimental: {
       fsModuleCache: true,
       fsModuleCachePath: "node_modules/.cache/workbook/vitest-modules",
     },
   },
 });
+
+/**
+ * The checks' own configuration, with the claim of a shared test first (./shard-setup.ts: a
+ * test another process runs is skipped before any other hook of it runs) and the standby's
+ * wait last (./standby-setup.ts).
+ */
+export default {
+  ...merged,
+  test: {
+    ...merged.test,
+    setupFiles: [
+      "src/check/shard-setup.ts",
+      ...[checks.test?.setupFiles ?? []].flat(),
+      "src/check/standby-setup.ts",
+    ],
+  },
+};

@@ -85,6 +85,15 @@ function sourcesStamp(lesson: Lesson): string {
     .join(",");
 }
 
+/** One of several processes sharing a check's tests (./shards.ts). */
+export interface Shard {
+  /** Where the processes claim tests (./shard-setup.ts). */
+  dir: string;
+  index: number;
+  /** The run's key prefix; each process's own keys go under `<prefix><index>:`. */
+  prefix: string;
+}
+
 /**
  * Starts the check of `lesson` on `file` against `redis`, held before its first import of the
  * check file. `ownFile` is a file made for this run only (a mistake applied to the solution):
@@ -95,10 +104,11 @@ export function startStandby(
   file: string,
   redis: RedisTarget,
   ownFile?: string,
+  shard?: Shard,
 ): Standby {
   sweepOnce();
   const runId = randomBytes(4).toString("hex");
-  const prefix = `wb:${runId}:`;
+  const prefix = shard ? `${shard.prefix}${shard.index}:` : `wb:${runId}:`;
   const scratch = makeScratch("check");
   const keepScratch = removeOnExit(scratch);
   // vitest's own temporary files (<tmp>/<id>/ssr) go inside the scratch directory and leave with it.
@@ -129,6 +139,11 @@ export function startStandby(
         WORKBOOK_RESULTS: events,
         WORKBOOK_GO: goFile,
         WORKBOOK_CHECK_FILE: lesson.check,
+        ...(shard && {
+          WORKBOOK_SHARDS_DIR: shard.dir,
+          WORKBOOK_SHARD: String(shard.index),
+          WORKBOOK_ALONE: JSON.stringify(lesson.alone ?? []),
+        }),
         TMPDIR: childTmp,
       }),
     },

@@ -4,7 +4,7 @@ import type { Lesson } from "../catalog.ts";
 import type { RedisTarget } from "../redis/target.ts";
 import { versionAtLeast } from "../redis/target.ts";
 import type { TracedCommand } from "../redis/trace.ts";
-import type { CheckEvent } from "./events.ts";
+import { type CheckEvent, CLAIMED_ELSEWHERE } from "./events.ts";
 import type { RedisState } from "./redis-state.ts";
 
 export type TargetKind = "learner" | "starter" | "solution" | "mistake" | "variant";
@@ -30,6 +30,8 @@ export interface TestOutcome {
   redis?: RedisState;
   /** How long it took (in `--json`, to find where a slow check spends its time). */
   durationMs?: number;
+  /** Which of the check's processes ran it, when several share its tests (src/check/shards.ts). */
+  shard?: number;
 }
 
 export interface SourceLocation {
@@ -183,11 +185,15 @@ export function decide(
         stack: learnerStack(first?.stack),
         location: learnerLocation(first?.stack, file),
         durationMs: event.durationMs === undefined ? undefined : Math.round(event.durationMs),
+        shard: event.shard,
       };
       if (earlier >= 0) tests[earlier] = outcome;
       else tests.push(outcome);
     }
   }
+  const order = events.findLast((e) => e.event === "order")?.tests ?? [];
+  const rank = (name: string) => (order.includes(name) ? order.indexOf(name) : order.length);
+  tests.sort((a, b) => rank(a.name) - rank(b.name));
   for (const test of tests) {
     const state = states.get(test.name);
     if (state && test.status === "failed") test.redis = state;
@@ -247,6 +253,13 @@ export function decide(
       output,
     };
   }
+  return fromTests(tests, output);
+}
+
+type Decided = ReturnType<typeof decide>;
+
+/** A run that ended as it should: its tests decide. */
+function fromTests(tests: TestOutcome[], output: string[]): Decided {
   if (tests.length === 0) {
     return { status: "error", reason: "The check ran no tests: a workbook bug.", tests, output };
   }
@@ -260,4 +273,32 @@ export function decide(
     };
   }
   return { status: "passed", tests, output };
+}
+
+const GENERIC_FAILURE = /^\d+ of \d+ checks failed\.$/;
+
+/**
+ * What several processes sharing a check's tests reported (src/check/shards.ts), as one run
+ * would have: each test's result from the process that ran it, in the check's order, and the
+ * run's status from all of them. A process that failed as a whole (it timed out, its process
+ * ended, the learner's code threw outside a test) gives the run its reason.
+ */
+export function mergeShards(parts: Decided[]): Decided {
+  const [first] = parts;
+  if (parts.length === 1 && first) return first;
+  const ran = (t: TestOutcome) => !(t.status === "skipped" && t.message === CLAIMED_ELSEWHERE);
+  // Every process lists every test it reached; the one that reached most gives the order.
+  const order = [...parts].sort((a, b) => b.tests.length - a.tests.length);
+  const names = [...new Set(order.flatMap((p) => p.tests.map((t) => t.name)))];
+  const tests = names.flatMap((name) => {
+    const outcome = parts.flatMap((p) => p.tests).find((t) => t.name === name && ran(t));
+    return outcome ? [outcome] : [];
+  });
+  const output = parts.flatMap((p) => p.output);
+  const whole = parts.find(
+    (p) =>
+      p.status !== "passed" && !(p.status === "failed" && GENERIC_FAILURE.test(p.reason ?? "")),
+  );
+  if (whole) return { ...whole, tests, output };
+  return fromTests(tests, output);
 }

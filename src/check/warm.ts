@@ -1,23 +1,24 @@
 /**
  * What watch mode and the guided runner keep warm between saves: a type checker that stays up
- * (./warm-typecheck.ts) and the next check's process, booted and waiting (./standby.ts). Each
+ * (./warm-typecheck.ts) and the next check's processes, booted and waiting (./shards.ts, ./standby.ts). Each
  * run still happens in a process of its own: only the waiting is done ahead of time.
  */
 import type { Lesson } from "../catalog.ts";
 import type { RedisTarget } from "../redis/target.ts";
-import { type Standby, standbyKey, startStandby } from "./standby.ts";
+import { type CheckProcesses, startCheck } from "./shards.ts";
+import { standbyKey } from "./standby.ts";
 import type { Diagnostic } from "./typecheck.ts";
 import { WarmTypecheck } from "./warm-typecheck.ts";
 
 export class WarmChecks {
-  #next: Standby | undefined;
+  #next: CheckProcesses | undefined;
   readonly #types = new WarmTypecheck();
   #closed = false;
   /** The last run's tidying (its keys, processes and scratch), which the next run waits for. */
   #tidying: Promise<void> = Promise.resolve();
 
   /** The waiting process for a run with this key, if there is a usable one; others are dropped. */
-  take(key: string): Standby | undefined {
+  take(key: string): CheckProcesses | undefined {
     const next = this.#next;
     this.#next = undefined;
     if (next?.key === key && next.usable()) return next;
@@ -31,7 +32,7 @@ export class WarmChecks {
     const next = this.#next;
     if (next?.key === standbyKey(lesson, file, redis) && next.usable()) return;
     void next?.dispose();
-    this.#next = startStandby(lesson, file, redis);
+    this.#next = startCheck(lesson, file, redis);
     void this.#types.warmUp(file);
   }
 
