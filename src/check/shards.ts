@@ -9,8 +9,10 @@
  * WORKBOOK_SHARDS=1 runs every check in one process (to compare, or to rule sharing out).
  */
 import { randomBytes } from "node:crypto";
-import { rmSync } from "node:fs";
+import { rmSync, statSync } from "node:fs";
+import { join } from "node:path";
 import type { Lesson } from "../catalog.ts";
+import { ROOT } from "../paths.ts";
 import type { RedisTarget } from "../redis/target.ts";
 import { makeScratch } from "../scratch.ts";
 import { removeOnExit } from "./cleanup.ts";
@@ -30,7 +32,29 @@ export interface CheckProcesses {
   output(): string;
 }
 
+/**
+ * Whether vitest may empty its module cache as this run starts: it does when the installed
+ * packages changed since the cache was made (node_modules/.package-lock.json newer than the
+ * cache's _metadata.json), and another process writing to the cache just then fails with
+ * ENOENT. Such a run goes in one process; the next finds the cache made anew.
+ */
+function cacheMayBeEmptied(): boolean {
+  const mtime = (file: string) => {
+    try {
+      return statSync(file).mtimeMs;
+    } catch {
+      return undefined;
+    }
+  };
+  const made = mtime(
+    join(ROOT, "node_modules", ".cache", "workbook", "vitest-modules", "_metadata.json"),
+  );
+  const installed = mtime(join(ROOT, "node_modules", ".package-lock.json"));
+  return made !== undefined && installed !== undefined && installed > made;
+}
+
 export function shardCount(lesson: Lesson): number {
+  if (cacheMayBeEmptied()) return 1;
   const forced = Number(process.env.WORKBOOK_SHARDS);
   if (Number.isInteger(forced) && forced >= 1) return Math.min(forced, lesson.shards ?? 1);
   return lesson.shards ?? 1;
