@@ -612,6 +612,17 @@ describe("keyspace notifications", () => {
       2,
     );
     checkOnlyEx("AK", fourth);
+    // m (key misses) and n (new keys) are letters too, outside A: a list of the letters one
+    // knows, used to clean the value up, drops them.
+    await observer.configSet(EVENTS, "Km");
+    await call("enableExpiredEvents()", () => exercise.enableExpiredEvents(client));
+    const fifth = await flags(observer);
+    check(
+      /K/.test(fifth) && /m/.test(fifth) && /E/.test(fifth),
+      `notify-keyspace-events was "Km" (key-miss events on the keyspace channels) and your enableExpiredEvents() left it "${fifth}": ${/E/.test(fifth) ? "a letter that was set is gone, and another part of the system relies on it. m (key misses) and n (new keys) are flags too, and A does not include them: keep every character CONFIG GET returned, whatever it is, and add only E and x." : "E is missing."}`,
+      2,
+    );
+    checkOnlyEx("Km", fifth);
   });
 
   test("an expired lease is reported with its document id; a renewed one is not", async () => {
@@ -676,6 +687,14 @@ describe("keyspace notifications", () => {
     const done = `${LEASES}contract-done`;
     await observer.set(done, "ocr-worker-3", { expiration: { type: "PX", value: 60_000 } });
     await observer.del(done);
+    // Redis evicted a lease to free memory (maxmemory with a volatile policy picks keys with a
+    // TTL first), and publishes it as it does with e on (A includes it): the worker has not
+    // stalled, it still works and learns at its next renewal that the lease is gone.
+    const evicted = "contract-evicted";
+    await observer.publish(
+      `__keyevent@${client.options?.database ?? 0}__:evicted`,
+      `${LEASES}${evicted}`,
+    );
     // Holds the lease prefix, but not at its start: an archived copy, not a lease.
     await observer.set(`${key("archive:")}${LEASES}contract-copy`, "{}", {
       expiration: { type: "PX", value: 200 },
@@ -707,6 +726,11 @@ describe("keyspace notifications", () => {
     check(
       !expired.includes("contract-done"),
       `onExpired() reported contract-done, whose lease a worker took and then deleted when it finished: that lease never expired. With g on (as here), taking a lease with PX publishes an "expire" event and deleting it a "del" event, each on its own keyevent channel: only __keyevent@<db>__:expired means a stalled worker. Subscribe to exactly that channel, not to a pattern.`,
+      2,
+    );
+    check(
+      !expired.includes(evicted),
+      `onExpired() reported ${evicted}, a lease Redis evicted to free memory (an "evicted" event on __keyevent@<db>__:evicted), not one that expired. Its worker has not stalled: it is still working, and learns at its next renewal that the lease is gone. Requeue it and two workers run the same document. Only __keyevent@<db>__:expired means a worker stopped renewing: subscribe to that channel alone.`,
       2,
     );
     check(

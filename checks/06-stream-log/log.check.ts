@@ -401,6 +401,23 @@ test("appendEvent() keeps the log bounded to about maxLen entries", async () => 
       2,
     );
   }
+
+  // A trim only once the log is well over maxLen (XLEN first, XTRIM when it exceeds maxLen + 100)
+  // cuts the piles above and stays within the bound, so only the commands show it: each call
+  // must send a trim. A script is opaque here and counts as one.
+  const calls = 1000 + 3;
+  const trims = sent(
+    (c) =>
+      (/^(EVAL|EVALSHA|EVAL_RO|EVALSHA_RO|FCALL)$/.test(c.name) && c.args.includes(stream)) ||
+      (c.args[1] === stream &&
+        (c.name === "XTRIM" ||
+          (c.name === "XADD" && c.args.some((arg) => /^(MAXLEN|MINID)$/i.test(arg))))),
+  ).length;
+  check(
+    trims >= calls,
+    `Your appendEvent() was called ${calls} times and sent a trim (XADD ... MAXLEN ~, or XTRIM) in only ${trims} of them: the others appended without trimming. Trimming only once the log is well over maxLen costs an XLEN on every append to save a trim that "~" already makes nearly free, and lets the log run past its cap between trims. Trim on every append: XADD ... MAXLEN ~ ${maxLen} * ..., in the same command.`,
+    2,
+  );
 });
 
 const OLD_ENTRIES = 150;

@@ -18,12 +18,20 @@ import {
   blockedIn,
   blockOf,
   compareIds,
+  isStreamId,
   overlong,
   stuckInRead,
   waitForBlocked,
 } from "../streams-support.ts";
 import { hearDropErrors, hearUnhandledRejections } from "../unheard-errors.ts";
-import { before, dropConnection, holdReply, type SentCommand, sent } from "../wire.ts";
+import {
+  before,
+  dropConnection,
+  holdReply,
+  nothingInFlight,
+  type SentCommand,
+  sent,
+} from "../wire.ts";
 import {
   append,
   type Behaviour,
@@ -302,11 +310,47 @@ test("an entry added right after a read that timed out is not skipped", async ()
       `An entry was added while your reader was between two reads, after one had timed out with nothing, and it never reached onEntry().${askedDollar ? ' Your next XREAD still asked for "$", which means "only what arrives after this command": the entry that arrived in between is skipped.' : ""} ${RESOLVE_DOLLAR}`,
       2,
     );
+    // Caught up another way (an XRANGE from the cursor before each read, say), a "$" in the
+    // read still loses entries: one appended just before it is not in its reply, and when a
+    // later one is, the cursor moves past the first for good.
+    const dollar = sent(
+      (c) => c.name === "XREAD" && c.scope === reader.scope.name && c.args.includes("$"),
+    )[0];
+    check(
+      dollar === undefined,
+      `Your reader sent ${dollar?.args.join(" ")}. "$" means "only entries added after this command arrives": an entry appended just before it (after your last look at the stream) is not in its reply, and if a later entry is, your cursor moves past the first one, which is then never handed over. ${RESOLVE_DOLLAR}`,
+      2,
+    );
   } finally {
     gap.cancel();
     await stop(reader.tail);
   }
 });
+
+/**
+ * Waits for the learner's next XREAD (after `mark`, from `scope`): undefined once it is sent,
+ * or how many ms the learner went without sending anything or awaiting any reply, for at least
+ * 100 turns of the event loop and 50 ms, which only a timer of its own explains. Turns while a
+ * reply is awaited (the empty one still on its way, a checkpoint read) do not count.
+ */
+async function idleAfter(mark: number, scope: string): Promise<number | undefined> {
+  const read = () => sent((c) => c.seq > mark && c.name === "XREAD" && c.scope === scope).length;
+  let turns = 0;
+  let idleSince = Date.now();
+  const until = Date.now() + 3000;
+  while (Date.now() < until) {
+    await new Promise((resolve) => setImmediate(resolve));
+    if (read() > 0) return undefined;
+    if (!nothingInFlight()) {
+      turns = 0;
+      idleSince = Date.now();
+      continue;
+    }
+    turns += 1;
+    if (turns >= 100 && Date.now() - idleSince >= 50) return Date.now() - idleSince;
+  }
+  return undefined;
+}
 
 /** Ends every learner XREAD waiting now as its timeout would: the reader gets a null reply. */
 async function timeOutReads(observer: Redis): Promise<void> {
@@ -330,6 +374,17 @@ test.skipIf(!ctx.privateServer)(
       const mark = sentMark();
       await timeOutReads(observer);
       const timedOut = Date.now();
+      // A short pause (a quarter of a second, say) hides inside the bound below, so it is
+      // looked for first, in turns of the event loop rather than in time: once the empty reply
+      // has arrived, a loop that reads again sends its XREAD within a turn or two, or awaits a
+      // reply of Redis meanwhile (a checkpoint read, say). One that sends nothing and awaits
+      // nothing for 100 turns and 50 ms waits on a timer of its own.
+      const paused = await idleAfter(mark, reader.scope.name);
+      check(
+        paused === undefined,
+        `Your reader's XREAD timed out with nothing, and then your reader sent nothing to Redis for ${paused} ms or more after one timed out, with no reply awaited: it paused before reading again (a sleep or a timer after an empty read). Every entry appended meanwhile waits for that timer. Go straight back to XREAD BLOCK blockMs: the blocked read is the rest, and Redis answers the moment an entry arrives.`,
+        2,
+      );
       const added = await observer.xAdd(stream, "*", {
         docId: "doc-after-timeout",
         stage: "ocr",
@@ -615,10 +670,24 @@ test("while onEntry() works on an entry, the checkpoint does not name it yet; a 
     n === 3 ? () => new Promise<void>(() => {}) : "ok",
   );
   await untilWaiting(observer);
+  // Every checkpoint write is looked at as it leaves: one that names an entry whose onEntry()
+  // has not finished yet (the batch's last entry saved on arrival, say) is a gap a crash at that
+  // moment would skip, even when a later write moves the checkpoint back.
+  let ahead: { written: string; finished: number } | undefined;
+  const start = await savedCheckpoint(observer, checkpoint);
+  const watch = before((c) => {
+    if (ahead || !writesCheckpoint(c, checkpoint)) return false;
+    const written = c.args.find(
+      (arg) => isStreamId(arg) && arg !== start && !reader.done.includes(arg),
+    );
+    if (written) ahead = { written, finished: reader.done.length };
+    return false;
+  }, "crash");
   const { ids } = await append(observer, stream, 5, "doc", true);
   const third = ids[2] ?? "";
   const skipped = readsPast(reader, stream, ids.slice(0, 3), sentMark());
   await until(() => reader.calls.length >= 3 || skipped(), 3000);
+  watch.cancel();
   check(
     reader.calls.length >= 3,
     `Your reader handed over ${reader.calls.length} of 5 new entries to onEntry().`,
@@ -633,6 +702,11 @@ test("while onEntry() works on an entry, the checkpoint does not name it yet; a 
   check(
     saved === undefined || compareIds(saved, third) < 0,
     `While onEntry() was still working on entry ${third}, your checkpoint already said ${saved}. Had the process died then, a restart would have skipped that entry for good. Call onEntry() first, await it, and save the checkpoint after it finished.`,
+    2,
+  );
+  check(
+    ahead === undefined,
+    `Your reader saved the checkpoint ${ahead?.written} before onEntry() finished with that entry (onEntry() had finished ${ahead?.finished} of the 5 new entries then). Had the process died at that moment, a restart would have started after ${ahead?.written} and skipped every entry up to it, even if a later write moved the checkpoint back. Save an entry's ID only after its onEntry() finished, never a batch's last ID on arrival.`,
     2,
   );
   const { missing, repeated } = await recover(reader, ids, stream, checkpoint).finally(disarm);

@@ -180,20 +180,20 @@ test("ensureGroup() lets a lost connection through too", async () => {
   );
 });
 
-test.skipIf(!ctx.privateServer)(
-  "ensureGroup() lets BUSY through: a busy server is not an existing group",
-  async () => {
-    // Another client runs a long script: Redis answers every other command with "BUSY Redis is
-    // busy running a script...", which contains BUSY but is not BUSYGROUP. The threshold is
-    // lowered (lua-time-limit, busy-reply-threshold on Redis 7: the old name works on 6.2 too) so
-    // the server says BUSY after 1 ms instead of 5 s; the script is killed after.
-    const observer = await checkClient();
-    const scripter = await checkClient("busy-script");
-    const client = await learnerClient();
-    const [threshold] = Object.values(await observer.configGet("lua-time-limit"));
-    await observer.configSet("lua-time-limit", "1");
-    let script: Promise<unknown> | undefined;
-    const busy = before(command("XGROUP"), async () => {
+/**
+ * Another client's script that never ends, so that Redis answers every other command with "BUSY
+ * Redis is busy running a script...". The threshold is lowered (lua-time-limit, busy-reply-
+ * threshold on Redis 7: the old name works on 6.2 too) so the server says BUSY after 1 ms instead
+ * of 5 s; end() kills the script and puts the threshold back.
+ */
+async function busyServer(observer: Redis) {
+  const scripter = await checkClient("busy-script");
+  const [threshold] = Object.values(await observer.configGet("lua-time-limit"));
+  await observer.configSet("lua-time-limit", "1");
+  let script: Promise<unknown> | undefined;
+  return {
+    /** Starts the script and resolves once Redis answers BUSY. */
+    async begin(): Promise<void> {
       script = scripter.eval("while true do end").catch(() => undefined);
       await until(
         () =>
@@ -203,7 +203,34 @@ test.skipIf(!ctx.privateServer)(
           ),
         3000,
       );
-    });
+    },
+    async end(): Promise<void> {
+      if (script) {
+        await until(
+          () =>
+            observer.sendCommand(["SCRIPT", "KILL"]).then(
+              () => true,
+              (error: Error) => /NOTBUSY/.test(error.message),
+            ),
+          3000,
+        );
+        await script;
+        script = undefined;
+      }
+      await observer.configSet("lua-time-limit", String(threshold ?? "5000"));
+    },
+  };
+}
+
+test.skipIf(!ctx.privateServer)(
+  "ensureGroup() lets BUSY through: a busy server is not an existing group",
+  async () => {
+    // Another client runs a long script: Redis answers every other command with "BUSY Redis is
+    // busy running a script...", which contains BUSY but is not BUSYGROUP.
+    const observer = await checkClient();
+    const client = await learnerClient();
+    const server = await busyServer(observer);
+    const busy = before(command("XGROUP"), () => server.begin());
     let outcome: string;
     try {
       outcome = await call(
@@ -216,18 +243,7 @@ test.skipIf(!ctx.privateServer)(
       );
     } finally {
       busy.cancel();
-      if (script) {
-        await until(
-          () =>
-            observer.sendCommand(["SCRIPT", "KILL"]).then(
-              () => true,
-              (error: Error) => /NOTBUSY/.test(error.message),
-            ),
-          3000,
-        );
-        await script;
-      }
-      await observer.configSet("lua-time-limit", String(threshold ?? "5000"));
+      await server.end();
     }
     if (!busy.hasFired()) return;
     check(
@@ -668,6 +684,11 @@ test("stop() in the middle of a task finishes the tasks in hand, acknowledges on
       2,
     );
     check(
+      reached.includes(failing),
+      `Three tasks were queued and your worker, started with count 2, took only the first (${id}) in its first read: ${failing}, the next, never reached handle() before stop(). Take options.count tasks per read (COUNT count), not one: a worker that asks for one task at a time pays a round trip to Redis for every task.`,
+      2,
+    );
+    check(
       pending.has(failing),
       `handle() failed for ${failing} while the worker was stopping, and your worker acknowledged it anyway: it is gone from the pending list, so nobody will try it again. Stopping changes nothing about a failure: acknowledge only a task whose handle() succeeded.`,
       2,
@@ -790,6 +811,112 @@ test("Redis dropping the connection under the worker's XACK does not end the pro
 const GONE_MS = BLOCK_MS * 5;
 const GONE_MOST = 15;
 
+/**
+ * What the learner sent after `mark`, watched until it is more than GONE_MOST commands (a loop
+ * asking again at once) or GONE_MS went by.
+ */
+async function commandsSince(mark: number, started = Date.now()) {
+  const since = () => sent((c) => c.seq > mark);
+  const spinning = await until(() => since().length > GONE_MOST, GONE_MS);
+  const elapsed = Date.now() - started;
+  const commands = since();
+  const counts = new Map<string, number>();
+  for (const c of commands) counts.set(c.name, (counts.get(c.name) ?? 0) + 1);
+  const summary = [...counts].map(([name, n]) => `${name} x${n}`).join(", ");
+  return { spinning, elapsed, commands, summary };
+}
+
+/** Stops a worker whose loop may have ended on `error` (stop() reporting it is right too). */
+async function stopReporting(worker: Worker, error: RegExp): Promise<void> {
+  try {
+    await stopWithin(worker, QUIET_STOP_MS, "the worker", BLOCK_MS);
+  } catch (reported) {
+    if (!error.test((reported as Error).message)) throw reported;
+  }
+}
+
+test("a worker whose stream is deleted does not ask again and again", async () => {
+  const { observer, stream, connections, start } = await stopScene("deleted", "ner", 0);
+  const workers: Worker[] = [];
+  // The stream goes, and its groups with it, just before the worker's second read reaches
+  // Redis (a read waiting then would end with "UNBLOCKED the stream key no longer exists"):
+  // that read and every one after it answer NOGROUP at once, and an XGROUP CREATE without
+  // MKSTREAM fails too ("requires the key to exist").
+  let mark = 0;
+  let at = 0;
+  const deleted = before(
+    (c) => c.name === "XREADGROUP" && c.args.includes(stream),
+    async () => {
+      await observer.del(stream);
+      mark = sent().at(-1)?.seq ?? 0;
+      at = Date.now();
+    },
+    { nth: 2 },
+  );
+  try {
+    const worker = await start(fresh("ner"), () => {}, workers);
+    await until(() => mark > 0, 3000);
+    deleted.cancel();
+    check(deleted.hasFired(), "Your worker did not read a second time within 3 s.", 2);
+    const { spinning, elapsed, commands, summary } = await commandsSince(mark - 1, at);
+    check(
+      !spinning,
+      `After the check deleted the stream (and its groups with it, as a clean-up script can), your worker sent ${commands.length} commands within ${elapsed} ms (${summary}): it asked again at once. ${summary.includes("XGROUP") ? "Its XGROUP CREATE fails too while the stream is missing, unless it carries MKSTREAM, so making the group again does not stop the loop: recreate it as ensureGroup() does (MKSTREAM), or wait about blockMs before the next read." : "On NOGROUP, wait about blockMs before the next read, recreate the group as ensureGroup() does (with MKSTREAM), or let the error end the loop so that stop() reports it."}`,
+      2,
+    );
+    await stopReporting(worker, /NOGROUP|UNBLOCKED/);
+    workers.length = 0;
+    await checkAllClosed(connections);
+  } finally {
+    deleted.cancel();
+    await stopAll(workers);
+  }
+});
+
+// A long script makes Redis answer every other command with BUSY: an admin setting
+// (lua-time-limit) and SCRIPT KILL, so only on the workbook's own server.
+test.skipIf(!ctx.privateServer)(
+  "a worker whose reads fail at once with another error (Redis busy) does not ask again and again",
+  async () => {
+    const { observer, stream, connections, start } = await stopScene("busy", "ner", 0);
+    const server = await busyServer(observer);
+    const workers: Worker[] = [];
+    let mark = 0;
+    let at = 0;
+    // Just before the worker's second read reaches Redis, another client starts a script that
+    // never ends: that read, and every one after it, is answered "BUSY ..." at once.
+    const busy = before(
+      (c) => c.name === "XREADGROUP" && c.args.includes(stream),
+      async () => {
+        await server.begin();
+        mark = sent().at(-1)?.seq ?? 0;
+        at = Date.now();
+      },
+      { nth: 2 },
+    );
+    let outcome: Awaited<ReturnType<typeof commandsSince>> | undefined;
+    try {
+      const worker = await start(fresh("ner"), () => {}, workers);
+      await until(() => busy.hasFired() && mark > 0, 3000);
+      if (busy.hasFired()) outcome = await commandsSince(mark - 1, at);
+      busy.cancel();
+      await server.end();
+      check(
+        !outcome?.spinning,
+        `While another client ran a long script, Redis answered your worker's XREADGROUP with "BUSY Redis is busy running a script" at once, and your worker sent ${outcome?.commands.length} commands within ${outcome?.elapsed} ms (${outcome?.summary}): it read again at once. Not only NOGROUP comes back at once: BUSY, LOADING after a restart or WRONGTYPE do too, and a loop that retries them straight away spins for as long as they last. After any error of the read, wait about blockMs before the next one, or let the error end the loop so that stop() reports it.`,
+        2,
+      );
+      await stopReporting(worker, /BUSY/);
+      workers.length = 0;
+      await checkAllClosed(connections);
+    } finally {
+      busy.cancel();
+      await server.end();
+      await stopAll(workers);
+    }
+  },
+);
+
 test("a worker whose group is gone does not ask again and again, and does not quit in silence", async () => {
   const { observer, stream, group, connections, start } = await stopScene("gone", "ner", 0);
   const consumer = fresh("ner");
@@ -811,14 +938,7 @@ test("a worker whose group is gone does not ask again and again, and does not qu
     // As an operator or a clean-up script can: Redis answers the waiting read with NOGROUP, and
     // every read after it too, at once, until the group is back.
     await observer.xGroupDestroy(stream, group);
-    const destroyed = Date.now();
-    const since = () => sent((c) => c.seq > mark);
-    const spinning = await until(() => since().length > GONE_MOST, GONE_MS);
-    const elapsed = Date.now() - destroyed;
-    const commands = since();
-    const counts = new Map<string, number>();
-    for (const c of commands) counts.set(c.name, (counts.get(c.name) ?? 0) + 1);
-    const summary = [...counts].map(([name, n]) => `${name} x${n}`).join(", ");
+    const { spinning, elapsed, commands, summary } = await commandsSince(mark);
     check(
       !spinning,
       `While the group was gone (the check destroyed it with XGROUP DESTROY, as an operator or a clean-up script can), your worker sent ${commands.length} commands within ${elapsed} ms (${summary}). Without the group Redis answers each read with NOGROUP at once, and your loop asked again at once: it spins the CPU and floods Redis and your log for as long as the group is missing. On NOGROUP, do not read again at once: log it and wait about blockMs before the next read, or recreate the group (ensureGroup()) and go on, or let the error end the loop so that stop() reports it.`,
