@@ -168,15 +168,6 @@ export async function pendingIds(
   return new Map(entries.map((e) => [e.id, e.consumer]));
 }
 
-/** A promise the check resolves when it wants: a handle() that works until released. */
-export function held(): { promise: Promise<void>; release(): void } {
-  let release!: () => void;
-  const promise = new Promise<void>((resolve) => {
-    release = resolve;
-  });
-  return { promise, release };
-}
-
 /**
  * Remembers the learner's connections open now (found by address, however they were named);
  * `leftOpen()` then lists those opened since that are still open a second later.

@@ -16,12 +16,12 @@ import {
 import { blockedIn, isStreamId, pendingCount, waitForBlocked } from "../streams-support.ts";
 import { hearDropErrors, hearUnhandledRejections } from "../unheard-errors.ts";
 import { before, command, dropConnection, holdReply, scope, sent } from "../wire.ts";
+import { heldUntilReleased } from "../worker-stop.ts";
 import {
   acknowledged,
   connectionsSince,
   ensure,
   exercise,
-  held,
   pendingIds,
   readersOf,
   startWorker,
@@ -339,7 +339,7 @@ test("three workers share 30 tasks: each handled once, by one worker, then ackno
   const workers: Worker[] = [];
   // Each worker holds its first batch until all three have one: the share does not depend on
   // which worker happened to start first on a busy machine.
-  const gate = held();
+  const gate = heldUntilReleased();
   let waiting = 0;
   let stopFailure: string | undefined;
   try {
@@ -477,7 +477,7 @@ test("a task whose handle() throws or rejects stays pending; one still working i
   await ensure(client, stream, group, "ensureGroup()");
 
   // doc-1 throws at once, doc-2 returns a rejected promise, doc-3 works until released.
-  const slowWork = held();
+  const slowWork = heldUntilReleased();
   let slowSince = 0;
   const called: string[] = [];
   const finished: string[] = [];
@@ -628,7 +628,7 @@ test("stop() in the middle of a task finishes the tasks in hand, acknowledges on
   const consumer = fresh("ocr");
   const [id, failing, third] = ids;
   if (!id || !failing || !third) throw new Error("no tasks queued");
-  const work = held();
+  const work = heldUntilReleased();
   const reached: string[] = [];
   const workers: Worker[] = [];
   try {
