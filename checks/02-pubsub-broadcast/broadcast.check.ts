@@ -14,9 +14,12 @@ import {
   loadExercise,
   parseJson,
   type Redis,
+  restrictedLearnerClient,
   sameValue,
+  settled,
   sleep,
   until,
+  within,
 } from "../kit.ts";
 import { expectRefusedSubscribeCleanedUp } from "../refused-subscribe.ts";
 import { hearDropErrors, hearEscapedErrors, hearUnheardErrors } from "../unheard-errors.ts";
@@ -27,6 +30,7 @@ import {
 } from "../unsubscribed-elsewhere.ts";
 import {
   allLearnerAddrs,
+  before,
   command,
   deliverTogether,
   dropConnection,
@@ -230,6 +234,27 @@ describe("publishing", () => {
       2,
     );
   });
+
+  // A stage kept off the channel (a cloud account limited to its own channels, a typo in the
+  // ACL) hears NOPERM: a publishStatus() that logs it and answers 0 says "nobody listened" for
+  // "nobody could", and the stage carries on announcing into the void.
+  test.skipIf(!ctx.privateServer)(
+    "publishStatus() rejects when Redis refuses the PUBLISH",
+    async () => {
+      const client = await restrictedLearnerClient(["resetchannels"]);
+      const [event] = pipelineEvents();
+      const outcome = await settled(
+        Promise.resolve().then(() =>
+          exercise.publishStatus(client, freshKey("status"), event as StatusEvent),
+        ),
+      );
+      check(
+        "error" in outcome,
+        `Redis refused the PUBLISH (NOPERM: the check's account may not use that channel), and publishStatus() resolved with ${"value" in outcome ? describeValue(outcome.value) : ""} instead of rejecting: its caller takes a refused status for one nobody happened to hear (0), and keeps announcing into the void. Let client.publish()'s error reach the caller (no try/catch that returns a count).`,
+        2,
+      );
+    },
+  );
 
   test("publishStatus() sends the event as JSON", async () => {
     const client = await learnerClient();
@@ -516,6 +541,38 @@ describe("dashboards", () => {
         2,
       );
     } finally {
+      drops.stop();
+    }
+  });
+
+  // A connection can drop at any step, also before the first subscription is confirmed: an
+  // error listener added only once subscribe() resolved is not there yet.
+  test("a dashboard whose connection drops while it subscribes says so", async () => {
+    const s = await session({ reconnect: true });
+    const channel = freshKey("status");
+    const drops = hearDropErrors();
+    const cut = before(command("SUBSCRIBE", channel), (c) => dropConnection(c.conn));
+    try {
+      const outcome = await settled(
+        within(
+          Promise.resolve().then(() => exercise.openDashboard(s.client, channel, () => {})),
+          5000,
+          "openDashboard()",
+        ),
+      );
+      // Resolved (node-redis subscribed again once back) or rejected: either is the dashboard's
+      // to choose. An "error" event nobody heard is not.
+      if ("value" in outcome && typeof outcome.value === "function") open.push(outcome.value);
+      check(cut.hasFired(), "openDashboard() sent no SUBSCRIBE for its channel.", 2);
+      drops.expectHeard(
+        1,
+        "the dashboard's connection while its SUBSCRIBE was on its way",
+        "dashboard",
+        'Add subscriber.on("error", ...) right after duplicate(), before connect() and subscribe(): a connection can drop at any step, and one added once subscribe() has resolved comes too late.',
+        2,
+      );
+    } finally {
+      cut.cancel();
       drops.stop();
     }
   });
