@@ -684,7 +684,12 @@ describe("counting subscribers", () => {
     try {
       // One name twice, as a caller merging two lists would pass it: NUMSUB answers it twice,
       // and a reply matched to the names by position slips.
-      const channels = [t.channelOf("ocr"), t.channelOf("ner"), t.channelOf("ocr")];
+      const channels = [
+        t.channelOf("ocr"),
+        t.channelOf("ner"),
+        t.channelOf("ocr"),
+        t.channelOf("done"),
+      ];
       const counts = await call("countSubscribers()", () =>
         exercise.countSubscribers(client, channels),
       );
@@ -695,9 +700,10 @@ describe("counting subscribers", () => {
       );
       const ocr = counts.channels[t.channelOf("ocr")];
       const ner = counts.channels[t.channelOf("ner")];
+      const done = counts.channels[t.channelOf("done")];
       check(
-        ocr === 2 && ner === 1,
-        `Two connections subscribed to "${t.channelOf("ocr")}" by name and one to "${t.channelOf("ner")}", so channels should be { ocr: 2, ner: 1 }; yours said { ocr: ${ocr}, ner: ${ner} } for the channels [ocr, ner, ocr]. PUBSUB NUMSUB counts subscriptions to the exact channel name (the pattern is counted by PUBSUB NUMPAT), and it answers name by name: read each count under the name it comes with, not by its position in the list you passed${ner === 0 ? "; and pass it every name (client.pubSubNumSub(channels), the array itself: spread into arguments, only the first one is sent)" : ""}.`,
+        ocr === 2 && ner === 1 && done === 0,
+        `Two connections subscribed to "${t.channelOf("ocr")}" by name, one to "${t.channelOf("ner")}" and none to "${t.channelOf("done")}", so channels should be { ocr: 2, ner: 1, done: 0 }; yours said { ocr: ${ocr}, ner: ${ner}, done: ${done} } for the channels [ocr, ner, ocr, done]. PUBSUB NUMSUB counts subscriptions to the exact channel name (the pattern is counted by PUBSUB NUMPAT), and it answers name by name: read each count under the name it comes with, not by its position in the list you passed${ner === 0 ? "; and pass it every name (client.pubSubNumSub(channels), the array itself: spread into arguments, only the first one is sent)" : ""}.`,
         2,
       );
       check(
