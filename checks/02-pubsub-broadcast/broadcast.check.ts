@@ -1,5 +1,6 @@
 import { afterEach, describe, test } from "vitest";
 import { waitsForReply } from "../awaits-reply.ts";
+import { expectDropWhileSubscribingHeard } from "../drop-while-subscribing.ts";
 import {
   type ConnectionInfo,
   call,
@@ -19,7 +20,6 @@ import {
   settled,
   sleep,
   until,
-  within,
 } from "../kit.ts";
 import { expectRefusedSubscribeCleanedUp } from "../refused-subscribe.ts";
 import { hearDropErrors, hearEscapedErrors, hearUnheardErrors } from "../unheard-errors.ts";
@@ -30,7 +30,6 @@ import {
 } from "../unsubscribed-elsewhere.ts";
 import {
   allLearnerAddrs,
-  before,
   command,
   deliverTogether,
   dropConnection,
@@ -550,31 +549,16 @@ describe("dashboards", () => {
   test("a dashboard whose connection drops while it subscribes says so", async () => {
     const s = await session({ reconnect: true });
     const channel = freshKey("status");
-    const drops = hearDropErrors();
-    const cut = before(command("SUBSCRIBE", channel), (c) => dropConnection(c.conn));
-    try {
-      const outcome = await settled(
-        within(
-          Promise.resolve().then(() => exercise.openDashboard(s.client, channel, () => {})),
-          5000,
-          "openDashboard()",
-        ),
-      );
-      // Resolved (node-redis subscribed again once back) or rejected: either is the dashboard's
-      // to choose. An "error" event nobody heard is not.
-      if ("value" in outcome && typeof outcome.value === "function") open.push(outcome.value);
-      check(cut.hasFired(), "openDashboard() sent no SUBSCRIBE for its channel.", 2);
-      drops.expectHeard(
-        1,
-        "the dashboard's connection while its SUBSCRIBE was on its way",
-        "dashboard",
-        'Add subscriber.on("error", ...) right after duplicate(), before connect() and subscribe(): a connection can drop at any step, and one added once subscribe() has resolved comes too late.',
-        2,
-      );
-    } finally {
-      cut.cancel();
-      drops.stop();
-    }
+    await expectDropWhileSubscribingHeard({
+      what: "openDashboard()",
+      role: "dashboard",
+      channel,
+      start: () => exercise.openDashboard(s.client, channel, () => {}),
+      keep: (stop) => {
+        if (typeof stop === "function") open.push(stop as Stop);
+      },
+      hint: 2,
+    });
   });
 
   test("your command connection stays free while dashboards listen", async () => {
