@@ -1,4 +1,4 @@
-// variant: a Go-style backoff: a class keeps its own attempt count, started again on "ready" (Reset() after a success), URLs for every profile, and withRedis() returning after its finally.
+// variant: a Go-style backoff: a class keeps its own attempt count, started again on "ready" (Reset() after a success), URLs for every profile, and withRedis() closing in both arms of a then().
 import { createClient, type RedisClientOptions, type RedisClientType } from "redis";
 
 export type Redis = RedisClientType<{}, {}, {}, 3, {}>;
@@ -77,11 +77,17 @@ export async function withRedis<T>(
   work: (client: Redis) => Promise<T>,
 ): Promise<T> {
   const client = await connect(url, name);
-  let result: T;
-  try {
-    result = await work(client);
-  } finally {
-    await client.close();
-  }
-  return result;
+  // Like a Go defer: close on both outcomes, then pass the outcome on.
+  return Promise.resolve()
+    .then(() => work(client))
+    .then(
+      async (result) => {
+        await client.close();
+        return result;
+      },
+      async (error: unknown) => {
+        await client.close();
+        throw error;
+      },
+    );
 }
