@@ -14,7 +14,7 @@ export interface DropWhileSubscribing {
   what: string;
   /** Who subscribes, e.g. "dashboard". */
   role: string;
-  /** The channel its SUBSCRIBE names. */
+  /** The channel its SUBSCRIBE (or PSUBSCRIBE) names. */
   channel: string;
   start: () => Promise<unknown>;
   /** Keeps what a start that resolved returned (its stop()), for the test's cleanup. */
@@ -24,7 +24,12 @@ export interface DropWhileSubscribing {
 
 export async function expectDropWhileSubscribingHeard(d: DropWhileSubscribing): Promise<void> {
   const drops = hearDropErrors();
-  const cut = before(command("SUBSCRIBE", d.channel), (c) => dropConnection(c.conn));
+  // SUBSCRIBE, or a PSUBSCRIBE that names the channel (where a lesson accepts one).
+  const subscribes = [command("SUBSCRIBE", d.channel), command("PSUBSCRIBE", d.channel)];
+  const cut = before(
+    (c) => subscribes.some((match) => match(c)),
+    (c) => dropConnection(c.conn),
+  );
   try {
     const outcome = await settled(within(Promise.resolve().then(d.start), 5000, d.what));
     if ("value" in outcome) d.keep(outcome.value);
