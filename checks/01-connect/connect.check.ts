@@ -1,4 +1,6 @@
+import { randomInt } from "node:crypto";
 import net from "node:net";
+import { format } from "node:util";
 import { createClient, type RedisClientOptions } from "redis";
 import { describe, test } from "vitest";
 import { freePort } from "../../src/redis/server.ts";
@@ -57,6 +59,70 @@ interface Socket {
   rejectUnauthorized?: boolean;
   checkServerIdentity?: unknown;
   reconnectStrategy?: unknown;
+}
+
+/**
+ * A wrong password no message or log line holds by chance: an upper-case letter and a digit by
+ * turns, so each piece of three has both (node-redis's messages, addresses and the check's
+ * lower-case hex names have no such piece).
+ */
+function unmistakablePassword(): string {
+  const letters = "ABCDEFGHJKLMNPQRSTUVWXYZ";
+  return Array.from({ length: 16 }, (_, i) =>
+    i % 2 === 0 ? letters[randomInt(letters.length)] : String(randomInt(10)),
+  ).join("");
+}
+
+/** The first piece of `secret` (three characters or more) that `text` holds. */
+function pieceOf(secret: string, text: string): string | undefined {
+  if (text.includes(secret)) return secret;
+  for (let at = 0; at + 3 <= secret.length; at++) {
+    const piece = secret.slice(at, at + 3);
+    if (text.includes(piece)) return piece;
+  }
+  return undefined;
+}
+
+/** An error's message and its causes' messages. */
+function messagesOf(error: unknown): string[] {
+  const messages: string[] = [];
+  for (let e = error; e !== undefined && messages.length < 5; ) {
+    messages.push(e instanceof Error ? e.message : String(e));
+    e = e instanceof Error ? e.cause : undefined;
+  }
+  return messages;
+}
+
+/** What the code logs with console from now until stop() (still written out as well). */
+function captureConsole() {
+  const lines: string[] = [];
+  const methods = ["log", "info", "warn", "error", "debug"] as const;
+  const originals = methods.map((method) => console[method]);
+  for (const [i, method] of methods.entries()) {
+    console[method] = (...args: unknown[]) => {
+      lines.push(format(...args));
+      originals[i]?.apply(console, args);
+    };
+  }
+  return {
+    text: () => lines.join("\n"),
+    lineWith: (piece: string) => lines.find((line) => line.includes(piece)) ?? "",
+    stop: () => {
+      for (const [i, method] of methods.entries()) console[method] = originals[i] as never;
+    },
+  };
+}
+
+/** A server that forwards to the private Redis once it listens: a Redis that starts late. */
+function lateRedis(): net.Server {
+  const target = new URL(ctx.redisUrl);
+  return net.createServer((incoming) => {
+    const outgoing = net.connect(Number(target.port), target.hostname);
+    checkOwnsSocket(outgoing);
+    incoming.pipe(outgoing).pipe(incoming);
+    incoming.on("error", () => outgoing.destroy());
+    outgoing.on("error", () => incoming.destroy());
+  });
 }
 
 /** A certificate issued to another host: what a man in the middle presents. */
@@ -464,10 +530,15 @@ describe("a live connection", () => {
         3,
       );
       // Asked for retry 0 after all those: node-redis counts retries from 0 again after every
-      // successful reconnect, so the answer must follow its argument, not a count of calls.
+      // successful reconnect, so the answer must follow its argument, not a count of calls. A
+      // count of your own that starts again on "ready" (a Go backoff's Reset()) does the same:
+      // the client announces before each draw the successful reconnect that ends an outage.
       const firstDraws =
         typeof strategy === "function"
-          ? Array.from({ length: 50 }, () => strategy(0, new Error("drop")))
+          ? Array.from({ length: 50 }, () => {
+              client.emit("ready");
+              return strategy(0, new Error("drop"));
+            })
           : [];
       const average = (draws: unknown[]) =>
         draws.reduce((sum: number, d) => sum + (typeof d === "number" ? d : 0), 0) / draws.length;
@@ -475,7 +546,7 @@ describe("a live connection", () => {
         // Three quarters: reconnectDelay itself is held to half (its own test), a count of calls
         // answers about the cap for both.
         average(firstDraws) <= 0.75 * average(lateDraws),
-        `connect()'s reconnectStrategy answered ${Math.round(average(firstDraws))} ms on average for retry 0, asked after retry 100, which averaged ${Math.round(average(lateDraws))} ms: it does not follow the retries argument node-redis passes it. A count of your own keeps growing across outages and never starts again, so after one long outage every later blip waits the full cap. Compute the delay from the retries argument (pass reconnectDelay itself).`,
+        `connect()'s reconnectStrategy answered ${Math.round(average(firstDraws))} ms on average for retry 0, asked after retry 100, which averaged ${Math.round(average(lateDraws))} ms: it does not follow the retries argument node-redis passes it. A count of your own keeps growing across outages and never starts again, so after one long outage every later blip waits the full cap (the check emitted "ready" in between, as a successful reconnect does). Compute the delay from the retries argument (pass reconnectDelay itself).`,
         3,
       );
     } finally {
@@ -566,7 +637,6 @@ describe("a live connection", () => {
   test.skipIf(!ctx.privateServer || ctx.redisUrl.startsWith("rediss:"))(
     "connect() waits for a Redis that is still starting",
     async () => {
-      const target = new URL(ctx.redisUrl);
       const port = await freePort();
       const url = new URL(ctx.redisUrl);
       url.port = String(port);
@@ -581,13 +651,7 @@ describe("a live connection", () => {
       const refusedTwice = until(() => failedConnects(attempt) >= 2, 400);
       const early = await Promise.race([pending, refusedTwice.then(() => "waiting" as const)]);
       const refusals = failedConnects(attempt);
-      const proxy = net.createServer((incoming) => {
-        const outgoing = net.connect(Number(target.port), target.hostname);
-        checkOwnsSocket(outgoing);
-        incoming.pipe(outgoing).pipe(incoming);
-        incoming.on("error", () => outgoing.destroy());
-        outgoing.on("error", () => incoming.destroy());
-      });
+      const proxy = lateRedis();
       try {
         if (early !== "waiting") {
           if ("value" in early) (early.value as Redis | undefined)?.destroy?.();
@@ -618,21 +682,89 @@ describe("a live connection", () => {
       const { username } = await aclAccount();
       const url = new URL(ctx.redisUrl);
       url.username = username;
-      url.password = "not-the-password";
+      const password = unmistakablePassword();
+      url.password = password;
       // No "pass" or "auth" in it: the reason must come from the error, not the name.
       const name = `wb:learner:${ctx.runId}:deploy`;
       const cleanup: (() => void)[] = [];
+      const logged = captureConsole();
+      let rejection: unknown;
       try {
         await expectRefusedLoginFails({
           what: "connect()",
-          start: () => exercise.connect(url.toString(), name),
+          start: async () => {
+            try {
+              return await exercise.connect(url.toString(), name);
+            } catch (error) {
+              rejection = error;
+              throw error;
+            }
+          },
           keep: (client) => cleanup.push(() => (client as Redis | undefined)?.destroy?.()),
           abandon: (crash) => cleanup.push(crash),
-          password: url.password,
+          password,
           hint: 3,
         });
+        // Part of a secret is a secret too: "abc…" tells whoever reads the logs where to start.
+        const messages = messagesOf(rejection);
+        const inError = pieceOf(password, messages.join("\n"));
+        check(
+          inError === undefined,
+          `connect() rejected with an error whose message carries a piece of the password it tried ("${inError}" of the check's ${password.length} characters): error messages end up in logs and on dashboards, and every character you show is one an attacker need not guess. Say which user or host failed, never any of the secret (not its first characters either).`,
+          3,
+        );
+        const inLog = pieceOf(password, logged.text());
+        check(
+          inLog === undefined,
+          `While connect() tried a wrong password, your code logged ${inLog === password ? "the password" : `a piece of the password ("${inLog}")`}: "${logged.lineWith(inLog ?? "").replaceAll(password, "***")}". Logs are read by many and kept for long. Log the connection's name, or a URL without its password (new URL(url) with password = "***"), never the secret.`,
+          3,
+        );
       } finally {
+        logged.stop();
         for (const done of cleanup) done();
+      }
+    },
+  );
+
+  // The same proxy as above: Redis refuses connections for a while, then answers, and refuses
+  // the login. A strategy that gives up on a refused login only when it comes first (retries
+  // === 0) retries it for ever here: a service started before its Redis, with a bad secret.
+  test.skipIf(!ctx.privateServer || ctx.redisUrl.startsWith("rediss:"))(
+    "connect() with a wrong password fails also when Redis was still starting",
+    async () => {
+      const { username } = await aclAccount();
+      const port = await freePort();
+      const url = new URL(ctx.redisUrl);
+      url.port = String(port);
+      url.username = username;
+      url.password = unmistakablePassword();
+      const name = `wb:learner:${ctx.runId}:early-deploy`;
+      const attempt = scope("early-refused-login");
+      const pending = settled(
+        attempt.run(() => Promise.resolve().then(() => exercise.connect(url.toString(), name))),
+      );
+      const early = await Promise.race([
+        pending,
+        until(() => failedConnects(attempt) >= 2, 400).then(() => "waiting" as const),
+      ]);
+      // Settled before Redis listened: "connect() waits for a Redis that is still starting" says why.
+      if (early !== "waiting") {
+        if ("value" in early) (early.value as Redis | undefined)?.destroy?.();
+        return;
+      }
+      const proxy = lateRedis();
+      try {
+        await new Promise<void>((resolve) => proxy.listen(port, "127.0.0.1", resolve));
+        const outcome = await Promise.race([pending, sleep(6000).then(() => "pending" as const)]);
+        if (outcome !== "pending" && "value" in outcome) (outcome.value as Redis)?.destroy?.();
+        check(
+          outcome !== "pending" && "error" in outcome,
+          `connect() with a wrong password, to a Redis that was still starting (it refused the first connections, then every login: WRONGPASS), ${outcome === "pending" ? "had not settled 6 s after Redis answered" : "resolved"}. Your strategy gives up on a refused login only when it comes first: after refused connections, retries is no longer 0, and a service started a moment before its Redis with a bad secret hangs. Give up on a refused login whenever the client has never been ready, whatever retries says (a flag set on "ready").`,
+          3,
+        );
+      } finally {
+        attempt.crash();
+        proxy.close();
       }
     },
   );

@@ -1,5 +1,6 @@
 import { afterEach, describe, test } from "vitest";
 import { waitsForReply } from "../awaits-reply.ts";
+import { expectDropWhileSubscribingHeard } from "../drop-while-subscribing.ts";
 import {
   type ConnectionInfo,
   call,
@@ -14,7 +15,9 @@ import {
   loadExercise,
   parseJson,
   type Redis,
+  restrictedLearnerClient,
   sameValue,
+  settled,
   sleep,
   until,
 } from "../kit.ts";
@@ -230,6 +233,27 @@ describe("publishing", () => {
       2,
     );
   });
+
+  // A stage kept off the channel (a cloud account limited to its own channels, a typo in the
+  // ACL) hears NOPERM: a publishStatus() that logs it and answers 0 says "nobody listened" for
+  // "nobody could", and the stage carries on announcing into the void.
+  test.skipIf(!ctx.privateServer)(
+    "publishStatus() rejects when Redis refuses the PUBLISH",
+    async () => {
+      const client = await restrictedLearnerClient(["resetchannels"]);
+      const [event] = pipelineEvents();
+      const outcome = await settled(
+        Promise.resolve().then(() =>
+          exercise.publishStatus(client, freshKey("status"), event as StatusEvent),
+        ),
+      );
+      check(
+        "error" in outcome,
+        `Redis refused the PUBLISH (NOPERM: the check's account may not use that channel), and publishStatus() resolved with ${"value" in outcome ? describeValue(outcome.value) : ""} instead of rejecting: its caller takes a refused status for one nobody happened to hear (0), and keeps announcing into the void. Let client.publish()'s error reach the caller (no try/catch that returns a count).`,
+        2,
+      );
+    },
+  );
 
   test("publishStatus() sends the event as JSON", async () => {
     const client = await learnerClient();
@@ -518,6 +542,23 @@ describe("dashboards", () => {
     } finally {
       drops.stop();
     }
+  });
+
+  // A connection can drop at any step, also before the first subscription is confirmed: an
+  // error listener added only once subscribe() resolved is not there yet.
+  test("a dashboard whose connection drops while it subscribes says so", async () => {
+    const s = await session({ reconnect: true });
+    const channel = freshKey("status");
+    await expectDropWhileSubscribingHeard({
+      what: "openDashboard()",
+      role: "dashboard",
+      channel,
+      start: () => exercise.openDashboard(s.client, channel, () => {}),
+      keep: (stop) => {
+        if (typeof stop === "function") open.push(stop as Stop);
+      },
+      hint: 2,
+    });
   });
 
   test("your command connection stays free while dashboards listen", async () => {

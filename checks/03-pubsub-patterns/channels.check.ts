@@ -226,7 +226,16 @@ describe("channel design", () => {
       const t = tenant(region);
       // With GLOB_REGION, a pattern that leaves glob characters active takes in this other tenant.
       const other = tenant();
-      const sibling = `${t.prefix.slice(0, -region.length || undefined)}eu-far-west-1:tierAB2x:docs:status:ocr`;
+      const base = t.prefix.slice(0, -region.length || undefined);
+      // One sibling per kind of glob character, the others kept as they are: a pattern that
+      // escapes all but one (say the * of a name joined before escaping) takes that one in.
+      const siblings = [
+        "eu-far-west-1:tierAB2x:",
+        region.replaceAll("*", "-far-"),
+        region.replaceAll("?", "-"),
+        region.replaceAll(/\[(\d)\]/g, "$1"),
+        region.replaceAll("\\x", "x"),
+      ].map((r) => `${base}${r}docs:status:ocr`);
       const pattern = await call("allStagesPattern()", () => exercise.allStagesPattern(t.prefix));
       check(
         typeof pattern === "string" && pattern.length > 0,
@@ -258,7 +267,7 @@ describe("channel design", () => {
           `${t.prefix}archive:docs:status:ocr`,
           `x${t.channelOf("ocr")}`,
           other.channelOf("ocr"),
-          ...(region ? [sibling] : []),
+          ...(region ? siblings : []),
         ]) {
           const n = await publisher.publish(outside, "probe");
           check(
@@ -661,19 +670,26 @@ describe("counting subscribers", () => {
     const client = await learnerConnection();
     const watcher = await checkClient("watcher");
     await watch(subscriber, t.prefix);
-    // Two of the check's own connections subscribe to the OCR channel by name.
+    // Two of the check's own connections subscribe to the OCR channel by name, one of them to
+    // the NER channel too: a NUMSUB sent for the first name only would still say 0 for an idle one.
     const own: Redis[] = [];
     for (const n of [1, 2]) {
       const dashboard = watcher.duplicate({ name: `wb:check:dashboard${n}:${ctx.runId}` });
       dashboard.on("error", () => {});
       await dashboard.connect();
-      await dashboard.subscribe(t.channelOf("ocr"), () => {});
+      const names = n === 1 ? [t.channelOf("ocr"), t.channelOf("ner")] : [t.channelOf("ocr")];
+      await dashboard.subscribe(names, () => {});
       own.push(dashboard);
     }
     try {
       // One name twice, as a caller merging two lists would pass it: NUMSUB answers it twice,
       // and a reply matched to the names by position slips.
-      const channels = [t.channelOf("ocr"), t.channelOf("ner"), t.channelOf("ocr")];
+      const channels = [
+        t.channelOf("ocr"),
+        t.channelOf("ner"),
+        t.channelOf("ocr"),
+        t.channelOf("done"),
+      ];
       const counts = await call("countSubscribers()", () =>
         exercise.countSubscribers(client, channels),
       );
@@ -684,9 +700,10 @@ describe("counting subscribers", () => {
       );
       const ocr = counts.channels[t.channelOf("ocr")];
       const ner = counts.channels[t.channelOf("ner")];
+      const done = counts.channels[t.channelOf("done")];
       check(
-        ocr === 2 && ner === 0,
-        `Two connections subscribed to "${t.channelOf("ocr")}" by name and none to "${t.channelOf("ner")}", so channels should be { ocr: 2, ner: 0 }; yours said { ocr: ${ocr}, ner: ${ner} } for the channels [ocr, ner, ocr]. PUBSUB NUMSUB counts subscriptions to the exact channel name (the pattern is counted by PUBSUB NUMPAT), and it answers name by name: read each count under the name it comes with, not by its position in the list you passed.`,
+        ocr === 2 && ner === 1 && done === 0,
+        `Two connections subscribed to "${t.channelOf("ocr")}" by name, one to "${t.channelOf("ner")}" and none to "${t.channelOf("done")}", so channels should be { ocr: 2, ner: 1, done: 0 }; yours said { ocr: ${ocr}, ner: ${ner}, done: ${done} } for the channels [ocr, ner, ocr, done]. PUBSUB NUMSUB counts subscriptions to the exact channel name (the pattern is counted by PUBSUB NUMPAT), and it answers name by name: read each count under the name it comes with, not by its position in the list you passed${ner === 0 ? "; and pass it every name (client.pubSubNumSub(channels), the array itself: spread into arguments, only the first one is sent)" : ""}.`,
         2,
       );
       check(
@@ -708,6 +725,13 @@ describe("counting subscribers", () => {
     const subscriber = await learnerConnection();
     const client = await learnerConnection();
     const channels = [t.channelOf("ocr")];
+    // A pattern of another application is already there: NUMPAT counts every pattern, so the
+    // watch takes it from 1 to 2 (from 0 to 1, "at most one" would pass).
+    const elsewhere = (await checkClient("elsewhere")).duplicate();
+    elsewhere.on("error", () => {});
+    await elsewhere.connect();
+    connections.push(elsewhere);
+    await elsewhere.pSubscribe(`${freshKey("elsewhere")}:*`, () => {});
     const before = await call("countSubscribers()", () =>
       exercise.countSubscribers(client, channels),
     );

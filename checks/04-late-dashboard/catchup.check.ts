@@ -1,5 +1,6 @@
 import { afterEach, describe, test } from "vitest";
 import { waitsForReply } from "../awaits-reply.ts";
+import { expectDropWhileSubscribingHeard } from "../drop-while-subscribing.ts";
 import {
   call,
   check,
@@ -1202,6 +1203,22 @@ describe("a dashboard that joins late", () => {
         3,
       );
     }
+  });
+
+  // An error listener added once caught up (or once subscribed) is not there for this drop.
+  test("a dashboard whose connection drops while it subscribes says so", async () => {
+    const keys = freshKeys("drop-subscribing");
+    const client = await learnerClient(undefined, { reconnect: true });
+    await expectDropWhileSubscribingHeard({
+      what: "openDashboard()",
+      role: "dashboard",
+      channel: keys.channel,
+      start: () => exercise.openDashboard(client, keys, () => {}),
+      keep: (stop) => {
+        if (typeof stop === "function") open.push(stop as Stop);
+      },
+      hint: 3,
+    });
   });
 
   test.skipIf(!ctx.privateServer)(

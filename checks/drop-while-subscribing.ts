@@ -1,0 +1,48 @@
+/**
+ * A subscriber's connection that drops while its first SUBSCRIBE is on its way, as a network
+ * failure can at any step. node-redis reports the drop as an "error" event on that connection
+ * at once: an error listener added only once subscribe() has resolved is not there yet, and Node
+ * ends a process on an "error" event nobody listens to. The start may then resolve (node-redis
+ * subscribes again once it is back) or reject: either is the learner's to choose.
+ */
+import { check, settled, within } from "./kit.ts";
+import { hearDropErrors } from "./unheard-errors.ts";
+import { before, command, dropConnection } from "./wire.ts";
+
+export interface DropWhileSubscribing {
+  /** The learner's function, e.g. "openDashboard()". */
+  what: string;
+  /** Who subscribes, e.g. "dashboard". */
+  role: string;
+  /** The channel its SUBSCRIBE (or PSUBSCRIBE) names. */
+  channel: string;
+  start: () => Promise<unknown>;
+  /** Keeps what a start that resolved returned (its stop()), for the test's cleanup. */
+  keep: (value: unknown) => void;
+  hint: number;
+}
+
+export async function expectDropWhileSubscribingHeard(d: DropWhileSubscribing): Promise<void> {
+  const drops = hearDropErrors();
+  // SUBSCRIBE, or a PSUBSCRIBE that names the channel (where a lesson accepts one).
+  const subscribes = [command("SUBSCRIBE", d.channel), command("PSUBSCRIBE", d.channel)];
+  const cut = before(
+    (c) => subscribes.some((match) => match(c)),
+    (c) => dropConnection(c.conn),
+  );
+  try {
+    const outcome = await settled(within(Promise.resolve().then(d.start), 5000, d.what));
+    if ("value" in outcome) d.keep(outcome.value);
+    check(cut.hasFired(), `${d.what} sent no SUBSCRIBE for its channel.`, d.hint);
+    drops.expectHeard(
+      1,
+      `the ${d.role}'s connection while its SUBSCRIBE was on its way`,
+      d.role,
+      'Add subscriber.on("error", ...) right after duplicate(), before connect() and subscribe(): a connection can drop at any step, and a listener added once subscribe() has resolved (or once caught up) comes too late.',
+      d.hint,
+    );
+  } finally {
+    cut.cancel();
+    drops.stop();
+  }
+}
