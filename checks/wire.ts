@@ -910,22 +910,28 @@ export function failedConnects(s: Scope): number {
  */
 export function scopeTimers(
   s: Scope,
-  options: { repeating?: boolean } = {},
+  options: { repeating?: boolean; referenced?: boolean } = {},
 ): { live(): number; stop(): void } {
-  const live = new Set<number>();
+  const live = new Map<number, { hasRef?: () => boolean }>();
   const hook = createHook({
     init(id, type, _trigger, resource) {
       if (type !== "Timeout" || scopeStore.getStore() !== s.name) return;
       // With `repeating`, only setInterval()s: a Timeout whose _repeat is set.
       if (options.repeating && (resource as { _repeat?: unknown })._repeat == null) return;
-      live.add(id);
+      live.set(id, resource as { hasRef?: () => boolean });
     },
     destroy(id) {
       live.delete(id);
     },
   });
   hook.enable();
-  return { live: () => live.size, stop: () => hook.disable() };
+  // With `referenced`, only the timers that keep the process alive when live() is asked: not
+  // those unref()'d, as node-redis's AbortSignal.timeout() for a connect is.
+  const count = () =>
+    options.referenced
+      ? [...live.values()].filter((timer) => timer.hasRef?.() !== false).length
+      : live.size;
+  return { live: count, stop: () => hook.disable() };
 }
 
 /**

@@ -597,13 +597,15 @@ describe("part 2: the hybrid", () => {
     let judged = false;
     const neighbour = fresh("doc");
     const holdDone = wire.before(records("done"), async () => {
-      // Just then another worker records its own document in the same hash, as workers do all
-      // the time: a workOnce() that WATCHes the shared hash has its "done" transaction refused.
+      // Just then another worker records its own document in the same hash, and an uploader
+      // queues a task, as they do all the time: a workOnce() that WATCHes the shared hash or
+      // the task stream has its "done" transaction refused.
       await c.hSet(
         keys.state,
         neighbour,
         JSON.stringify({ doc: neighbour, state: "processing", version: VERSIONS.processing }),
       );
+      await c.xAdd(keys.tasks, "*", { doc: fresh("doc") });
       await Promise.race([work.catch(() => {}), sleep(200)]);
       returnedFirst = settled;
       judged = true;
@@ -612,8 +614,19 @@ describe("part 2: the hybrid", () => {
     const returned = await call("workOnce()", () =>
       work.catch((error: unknown) => {
         if (error instanceof Error && /watched keys/i.test(error.message)) {
+          const all = wire
+            .sent()
+            .filter((x) => /^watch$/i.test(x.args[0] ?? ""))
+            .flatMap((x) => x.args.slice(1));
+          const watched = [keys.state, keys.tasks].filter((key) => all.includes(key));
+          const why = [
+            watched.includes(keys.state) &&
+              `another worker recorded its own document in ${keys.state}, as every worker does with its documents`,
+            watched.includes(keys.tasks) &&
+              `an uploader queued a task on ${keys.tasks}, as uploaders do all day`,
+          ].filter(Boolean);
           fail(
-            `workOnce()'s "done" transaction was refused (${error.message}): it WATCHed a key that another worker wrote meanwhile, here ${keys.state}, where every worker records its own documents. The task stayed pending after the work was done. WATCH nothing here: MULTI alone makes the transition all or nothing, and no other worker writes this document's state while you hold its task.`,
+            `workOnce()'s "done" transaction was refused (${error.message}): it WATCHed ${watched.join(" and ") || "a key"}, and just then ${why.join(", and ") || "another client wrote it"}. The task stayed pending after the work was done. WATCH nothing here: MULTI alone makes the transition all or nothing, and no other worker writes this document's state while you hold its task.`,
             2,
           );
         }
@@ -687,6 +700,14 @@ describe("part 2: the hybrid", () => {
       check(
         versionsRise(heard) && !(kept < highest),
         `After ocr("${doc}") ${how === "rejects" ? "rejected" : "threw"}, the dashboards heard ${heard.map((e) => `${e.state} ${e.version}`).join(" > ")} and the hash holds ${show(value)}. A task only moves forward: a dashboard drops an event whose version is not newer than the last it showed, so a step back (to "queued") is ignored by those watching and contradicts what they show. Leave the state at "processing" when the work fails.`,
+        2,
+      );
+      // A failure state of one's own ("failed", version 4) also rises, but it outranks the
+      // "processing" and "done" that the retry of a claimed task publishes: dashboards drop
+      // them and show the task failed for ever.
+      check(
+        stateOf(value) === "processing" && states.at(-1) === "processing",
+        `After ocr("${doc}") ${how === "rejects" ? "rejected" : "threw"}, the dashboards heard ${heard.map((e) => `${e.state} ${e.version}`).join(" > ")} and the hash holds ${show(value)}; both should still say "processing". A state of your own for the failure outranks, or contradicts, the "processing" and "done" that the worker who claims the task later publishes (versions 2 and 3): dashboards would drop those and show the task failed even after it was done. Publish nothing when the work fails; the pending entry is the record.`,
         2,
       );
       check(

@@ -171,11 +171,19 @@ describe("the parts, one at a time", () => {
     const events = await listen(keys.channel);
     const client = await learnerClient();
     const c = await observer();
+    // doc-1 has come this far: its latest status is the one before, which this event replaces.
+    const earlier = JSON.stringify({
+      doc: "doc-1",
+      stage: "ocr",
+      state: "done",
+      at: Date.now() - 1000,
+    });
+    await c.hSet(keys.status, "doc-1", earlier);
     const event: StatusEvent = { doc: "doc-1", stage: "ner", state: "done", at: Date.now() };
     const tx = client.multi();
     await call("broadcast()", () => exercise.broadcast(tx, keys, event));
     check(
-      (await c.hGet(keys.status, "doc-1")) === null && events.length === 0,
+      (await c.hGet(keys.status, "doc-1")) === earlier && events.length === 0,
       "broadcast() changed Redis before the transaction ran. Only add commands to `tx` (tx.hSet, tx.publish): the caller runs EXEC, so the status goes out together with the work it reports.",
       1,
     );
@@ -184,6 +192,11 @@ describe("the parts, one at a time", () => {
     check(
       latest !== null,
       `After the transaction ran, the latest-status hash ${keys.status} has no field "doc-1". broadcast() must HSET the status hash, field = the document id, value = the event as JSON, so a dashboard that joins late still finds it.`,
+      2,
+    );
+    check(
+      latest !== earlier,
+      `After the transaction ran, the latest-status hash ${keys.status} still holds doc-1's earlier status (${earlier}), not the new event: each event must replace the one before (HSET), or GET /documents/<id> and late dashboards show the document stuck at its first step. HSETNX keeps only the first status a document ever had.`,
       2,
     );
     let parsed: Partial<StatusEvent> = {};
@@ -707,6 +720,32 @@ describe("the parts, one at a time", () => {
     };
   }
 
+  /**
+   * A worker runs handOff() of doc-1 while `write` (another client's write) lands just before
+   * its EXEC, between its WATCH and the commit.
+   */
+  async function handOffWhile(
+    c: Redis,
+    name: string,
+    what: string,
+    write: (keys: StageKeys) => Promise<unknown>,
+  ): Promise<{ keys: StageKeys; returned: boolean; scope: string }> {
+    const keys = keysFor(name);
+    const work = await delivered(c, keys, "doc-1", fresh("ocr"));
+    const busy = await worker(name);
+    const rule = beforeCommand(
+      (cmd) => cmd.scope === busy.scope.name && commits(cmd),
+      async () => {
+        await write(keys);
+      },
+    );
+    const returned = await busy.scope.run(() =>
+      call(what, () => exercise.handOff(busy.client, keys, work, RESULT)),
+    );
+    rule.cancel();
+    return { keys, returned, scope: busy.scope.name };
+  }
+
   test("handOff() does nothing twice when two workers finish the same entry", async () => {
     // First in turn: the late worker arrives when the other has long finished.
     const keys = keysFor("twice");
@@ -800,26 +839,39 @@ describe("the parts, one at a time", () => {
 
     // A change to the document that finishes nothing refuses the EXEC just the same: the work
     // is not done then, and the entry must wait for its retry.
-    const touched = keysFor("touched");
-    const mine = await delivered(c, touched, "doc-1", fresh("ocr"));
-    const busy = await worker("touched");
-    const touch = beforeCommand(
-      (cmd) => cmd.scope === busy.scope.name && commits(cmd),
-      async () => {
-        await c.hSet(touched.doc("doc-1"), "reviewedBy", "paralegal-3");
-      },
+    const { keys: touched, returned } = await handOffWhile(
+      c,
+      "touched",
+      "handOff() while the document is being edited",
+      (keys) => c.hSet(keys.doc("doc-1"), "reviewedBy", "paralegal-3"),
     );
-    const returned = await busy.scope.run(() =>
-      call("handOff() while the document is being edited", () =>
-        exercise.handOff(busy.client, touched, mine, RESULT),
-      ),
-    );
-    touch.cancel();
     const passed = await handedOn(c, touched, "doc-1");
     const waiting = await pendingCount(c, touched.stream, touched.group);
     check(
       returned === true ? passed === 1 && waiting === 0 : passed === 0 && waiting === 1,
       `Another client changed doc-1's hash (a field that finishes nothing) between handOff()'s WATCH and its EXEC, so the EXEC was refused. handOff() returned ${returned}; doc-1 was handed on ${passed} times and ${waiting} entr${waiting === 1 ? "y is" : "ies are"} pending${returned === false && waiting === 0 && passed === 0 ? ": the entry was acknowledged although nothing was done, and doc-1 is lost" : ""}. When EXEC is refused (WatchError), return false without XACK: the entry comes back after claimIdleMs, and the look before MULTI decides.`,
+      3,
+    );
+
+    // Other documents' hand-offs write the shared status hash all the time: a WATCH on it
+    // refuses this EXEC for work that is nobody else's.
+    const {
+      keys: shared,
+      returned: went,
+      scope: neighbour,
+    } = await handOffWhile(c, "shared", "handOff() while another document is handed off", (keys) =>
+      c.hSet(
+        keys.status,
+        "doc-2",
+        JSON.stringify({ doc: "doc-2", stage: "ocr", state: "done", at: Date.now() }),
+      ),
+    );
+    const watched = sent((cmd) => cmd.scope === neighbour && cmd.name === "WATCH")
+      .flatMap((cmd) => cmd.args.slice(1))
+      .filter((name) => name !== shared.doc("doc-1"));
+    check(
+      went === true && (await handedOn(c, shared, "doc-1")) === 1,
+      `Another worker handed doc-2 off (it wrote doc-2's status into ${shared.status}) between your handOff()'s WATCH and its EXEC, and your handOff() of doc-1 ${went === true ? "returned true but did not hand doc-1 on" : `returned ${JSON.stringify(went)}`}${watched.length > 0 ? `: it WATCHed ${watched.join(", ")} as well as the document's hash` : ""}. Every hand-off writes the shared status hash (and the streams), so a WATCH on them refuses nearly every EXEC once several workers run: documents wait claimIdleMs over and over, and healthy ones reach maxDeliveries and are dead-lettered. WATCH only the document's own hash.`,
       3,
     );
   });

@@ -168,6 +168,9 @@ function statusOf(doc: string): string {
   return JSON.stringify({ doc, state: "done" });
 }
 
+/** How many failed attempts the reconnect strategy of a client that was ready is asked about. */
+const RETRIES_ASKED = 100;
+
 describe.skipIf(!ctx.privateServer)("lesson 14", () => {
   test("stageClient() connects over TLS as the stage user, checking the certificate", async () => {
     const user = await fixture.user("ocr-worker", ["+ping", "+acl|whoami"]);
@@ -293,6 +296,28 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
         : `Once connected, your stageClient()'s client ${!refused ? "did not try to log in again within 6 s of a dropped connection" : outlasted && staleAsked > 1 && staleAsked < 4 ? `gave up after ${staleAsked} refused logins and closed: a rotation or a failover can take longer than a few retries, so never give up on a client that has been ready, however many retries it took` : "did not come back within 6 s after conn.password() gave a valid password again"}: the check dropped its connection while conn.password() gave an expired token (as a rotation under way does), then gave the valid one again. A client that gives up on a refused login after it has been ready stays dead until someone restarts the worker. Give up on WRONGPASS or NOAUTH only before the client's first "ready"; after it, keep answering a delay.`,
       2,
     );
+    // A longer outage than the check can wait out: ask the strategy itself, as node-redis would
+    // after many failed attempts (a failover or a rotation can take minutes).
+    const strategy = (client.options?.socket as { reconnectStrategy?: unknown } | undefined)
+      ?.reconnectStrategy;
+    if (typeof strategy === "function") {
+      for (const cause of [
+        new Error("Socket closed unexpectedly"),
+        new Error("WRONGPASS invalid username-password pair or user is disabled."),
+      ]) {
+        let answer: unknown;
+        try {
+          answer = strategy(RETRIES_ASKED, cause);
+        } catch (error) {
+          answer = error;
+        }
+        check(
+          typeof answer === "number",
+          `Once connected, your stageClient()'s reconnect strategy, asked after ${RETRIES_ASKED} failed attempts with the cause "${cause.message}", answered ${answer instanceof Error ? `an Error ("${answer.message}")` : JSON.stringify(answer)} instead of a delay: the client would give up and stay closed after an outage of a few minutes (a failover, a rotation under way), until someone restarts the worker. After the first "ready", answer a delay (capped, say at 2 s), however many retries it took.`,
+          2,
+        );
+      }
+    }
   });
 
   test("watchStatus() loses no status that arrived with one whose onEvent threw", async () => {
@@ -428,6 +453,10 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
     const stageScope = scope("stage");
     const stageTimers = scopeTimers(stageScope, { repeating: true });
     cleanup.push(async () => stageTimers.stop());
+    // And the timers that keep the process alive: a refresh on a setTimeout() chain re-arms
+    // itself however long its period (node-redis's own connect timeouts are unref()'d).
+    const heldTimers = scopeTimers(stageScope, { referenced: true });
+    cleanup.push(async () => heldTimers.stop());
     const watcher = await stageScope.run(() =>
       failingWatcher(dashboard.conn, stage.status, events),
     );
@@ -546,6 +575,13 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
     check(
       stageTimers.live() === 0,
       `After stop() your worker and watcher still had ${stageTimers.live()} setInterval() timer(s) running (one that refreshes the password, say): a stopped worker must leave nothing scheduled, or the process never exits and goes on asking for tokens. Let the credentials provider ask conn.password() when a connection is made, or clear your timer in stop().`,
+      4,
+    );
+    // A timer of the loop's own (a pause after a failed read) fires within moments.
+    await until(() => heldTimers.live() === 0, 2000);
+    check(
+      heldTimers.live() === 0,
+      `After stop() your worker and watcher still had ${heldTimers.live()} setTimeout() timer(s) waiting (a token refresh that schedules its next run, say): a stopped worker must leave nothing scheduled, or the process never exits and goes on asking for tokens. Let the credentials provider ask conn.password() when a connection is made, or keep the timer and clearTimeout() it in stop().`,
       4,
     );
   });

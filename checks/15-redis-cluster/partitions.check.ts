@@ -232,6 +232,14 @@ test("partitionOf() gives each document one partition, the same in every process
     `200 documents named like "${alike[0]}" (the same length, start and end) went to only ${alikeUsed.size} of ${PARTITIONS} partitions: partitionOf() looks at part of the id only. Hash the whole id (node:crypto's createHash), then take it modulo the number of partitions.`,
     1,
   );
+  // Many partitions: a hash cut down to a few values (one hex digit: 16) leaves the rest empty.
+  const many = 64;
+  const manyUsed = new Set(await partitionsOf(docIds(2000), many));
+  check(
+    manyUsed.size === many,
+    `With ${many} partitions, 2000 documents went to only ${manyUsed.size} of them: partitionOf() draws on too few values of the hash (one hex digit gives 16, one byte 256), so growing the cluster to more partitions than that leaves the rest empty. Take a whole 32-bit number from the digest (digest().readUInt32BE(0)), then the modulo.`,
+    1,
+  );
   const three = await partitionsOf(ids.slice(0, 30), 3);
   check(
     three.every((p) => p >= 0 && p < 3),
@@ -577,6 +585,22 @@ test("status events go out on the partition's sharded channel and reach a subscr
     const seen = listener.events.map((e) => JSON.stringify(e)).join(", ") || "nothing";
     fail(
       `A subscriber with SSUBSCRIBE ${channel} on a replica of its shard (port ${listener.port}) expected ${JSON.stringify(expected)} for ${doc} and got ${seen}. handOff() sends the StatusEvent, as JSON, with SPUBLISH on keys.channel of the document's partition.`,
+      2,
+    );
+  }
+  // The last stage hands on to no stream, but its "done" is the one that says the document is
+  // complete: it goes out all the same.
+  for (const [i, doc] of ids.entries()) {
+    await observer.xAdd(keysAt(keys, partitions[i]).stream("embed"), "*", { doc });
+  }
+  await round(cluster, run, "embed", async (work) => result("embed", work));
+  for (const [i, doc] of ids.entries()) {
+    const channel = keysAt(keys, partitions[i]).channel;
+    const listener = listeners.get(channel) as { events: unknown[]; port: number };
+    const expected = { doc, stage: "embed", state: "done" };
+    check(
+      await until(() => listener.events.some((e) => sameValue(e, expected)), 3000),
+      `After the last stage (embed, next = null) handed ${doc} off, a subscriber with SSUBSCRIBE ${channel} expected ${JSON.stringify(expected)} and got none: the last stage leaves out only the XADD (there is no next stream); its result, XACK and status event are in its transaction as at every other stage, and its "done" is what tells the dashboards the document is complete.`,
       2,
     );
   }
