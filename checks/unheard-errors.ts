@@ -6,6 +6,7 @@
  */
 import { EventEmitter } from "node:events";
 import { check } from "./kit.ts";
+import { before, dropConnection, type SentCommand } from "./wire.ts";
 
 /**
  * Who threw, as the check saw it: the learner's callback, which the check made fail, or
@@ -175,4 +176,33 @@ export function hearDropErrors(): {
       );
     },
   };
+}
+
+/**
+ * Drops the connection under the first command `match` picks, before it reaches Redis (as a
+ * restart or a failover does), so that command's promise rejects; runs `work`, which gets
+ * whether the drop has happened and must end what it started (stop the worker) before it
+ * returns; and gives the rejections nobody handled. Awaited, the rejection reaches the learner's
+ * loop or caller; sent without await, nobody: in a real process Node ends it there.
+ */
+export async function dropUnder(
+  match: (c: SentCommand) => boolean,
+  work: (dropped: () => boolean) => Promise<void>,
+): Promise<{ dropped: boolean; unhandled: unknown[] }> {
+  const rejections = hearUnhandledRejections();
+  let dropped = false;
+  const drop = before(match, async (c) => {
+    dropConnection(c.conn);
+    dropped = true;
+  });
+  try {
+    await work(() => dropped);
+  } finally {
+    drop.cancel();
+    // The rejection came when the connection closed; one more turn of the event loop lets Node
+    // report it if nobody handled it.
+    await new Promise((resolve) => setImmediate(resolve));
+    rejections.stop();
+  }
+  return { dropped, unhandled: rejections.heard };
 }

@@ -14,7 +14,7 @@ import {
   until,
 } from "../kit.ts";
 import { blockedIn, isStreamId, pendingCount, waitForBlocked } from "../streams-support.ts";
-import { hearDropErrors, hearUnhandledRejections } from "../unheard-errors.ts";
+import { dropUnder, hearDropErrors, hearUnhandledRejections } from "../unheard-errors.ts";
 import { before, command, dropConnection, holdReply, scope, sent } from "../wire.ts";
 import { heldUntilReleased } from "../worker-stop.ts";
 import {
@@ -763,32 +763,25 @@ test("Redis dropping the connection under the worker's XACK does not end the pro
   const [id] = ids;
   if (!id) throw new Error("no task queued");
   const consumer = fresh("ocr");
-  const rejections = hearUnhandledRejections();
   const drops = hearDropErrors();
   const workers: Worker[] = [];
-  // The acknowledgement of a finished task: the connection under it goes away before it reaches
-  // Redis (a restart, a failover), so that XACK's promise rejects. A worker that awaits it sees
-  // the rejection in its loop; one that sent it without await leaves it to nobody.
-  const dropAck = before(
+  // The acknowledgement of a finished task: a worker that awaits it sees the rejection in its
+  // loop; one that sent it without await leaves it to nobody.
+  const { unhandled } = await dropUnder(
     (c) => c.name === "XACK" && c.args.includes(stream) && c.args.includes(id),
-    (c) => dropConnection(c.conn),
-  );
-  try {
-    await start(consumer, () => {}, workers);
-    check(
-      await until(() => dropAck.hasFired(), 3000),
-      `Your worker ${consumer} never acknowledged ${id} within 3 s of its handle() returning: XACK each task once handle() has succeeded.`,
-      2,
-    );
-  } finally {
-    dropAck.cancel();
-    await stopAll(workers);
-    // The XACK's rejection came when the connection closed; one more turn of the event loop
-    // lets Node report it if nobody handled it.
-    await new Promise((resolve) => setImmediate(resolve));
-    rejections.stop();
-    drops.stop();
-  }
+    async (dropped) => {
+      try {
+        await start(consumer, () => {}, workers);
+        check(
+          await until(dropped, 3000),
+          `Your worker ${consumer} never acknowledged ${id} within 3 s of its handle() returning: XACK each task once handle() has succeeded.`,
+          2,
+        );
+      } finally {
+        await stopAll(workers);
+      }
+    },
+  ).finally(() => drops.stop());
   drops.expectHeard(
     1,
     "the connection your worker's XACK was on",
@@ -797,8 +790,8 @@ test("Redis dropping the connection under the worker's XACK does not end the pro
     2,
   );
   check(
-    rejections.heard.length === 0,
-    `The check dropped the connection under your worker's XACK of ${id} (as a Redis restart does), and that XACK's rejection (${String(rejections.heard[0])}) was handled by nobody: Node ends a process on an unhandled rejection. The XACK was sent without await; await it (await connection.xAck(...)), so a failure reaches your loop, and stop() returns only once the task in hand is acknowledged.`,
+    unhandled.length === 0,
+    `The check dropped the connection under your worker's XACK of ${id} (as a Redis restart does), and that XACK's rejection (${String(unhandled[0])}) was handled by nobody: Node ends a process on an unhandled rejection. The XACK was sent without await; await it (await connection.xAck(...)), so a failure reaches your loop, and stop() returns only once the task in hand is acknowledged.`,
     2,
   );
 });

@@ -21,7 +21,7 @@ import {
 } from "../kit.ts";
 import { expectPauseAfterDrop } from "../loop-after-drop.ts";
 import { pendingCount } from "../streams-support.ts";
-import { hearUnhandledRejections, hearUnheardErrors } from "../unheard-errors.ts";
+import { dropUnder, hearUnhandledRejections, hearUnheardErrors } from "../unheard-errors.ts";
 import { before, dropConnection, openLearnerConnections, scope, sent } from "../wire.ts";
 import { type ChildEvent, spawnWorker, type WorkerProcess } from "../worker-process.ts";
 import {
@@ -475,35 +475,23 @@ test("Redis dropping the connection under a deleted entry's XACK does not end th
   if (!doc) throw new Error("no entry added");
   await readAndDie(observer, q, consumer, 1);
   await observer.xDel(q.stream, doc.id);
-  const rejections = hearUnhandledRejections();
-  let dropped = false;
-  // The acknowledgement of an entry deleted while pending: the connection under it goes away
-  // before it reaches Redis, so that XACK's promise rejects. Awaited, the rejection reaches
+  // The acknowledgement of an entry deleted while pending. Awaited, the rejection reaches
   // readOwnPending()'s caller (which may see it: that is fine); sent without await, nobody.
-  const dropAck = before(
+  const { dropped, unhandled } = await dropUnder(
     (c) => c.name === "XACK" && c.args.includes(doc.id),
-    async (c) => {
-      dropConnection(c.conn);
-      dropped = true;
+    async () => {
+      await within(
+        exercise.readOwnPending(client, q.stream, q.group, consumer).catch(() => undefined),
+        5000,
+        "readOwnPending() after the dropped connection",
+      );
     },
   );
-  try {
-    await within(
-      exercise.readOwnPending(client, q.stream, q.group, consumer).catch(() => undefined),
-      5000,
-      "readOwnPending() after the dropped connection",
-    );
-    // One more turn of the event loop lets Node report a rejection nobody handled.
-    await new Promise((resolve) => setImmediate(resolve));
-  } finally {
-    dropAck.cancel();
-    rejections.stop();
-  }
   // Not acknowledging a deleted entry at all is the readOwnPending() test's failure to report.
   if (!dropped) return;
   check(
-    rejections.heard.length === 0,
-    `${doc.docId} was deleted (XDEL) while pending, and the check dropped the connection under the XACK readOwnPending() sent for it (as a Redis restart does); that XACK's rejection (${String(rejections.heard[0])}) was handled by nobody: Node ends a process on an unhandled rejection. The XACK of a deleted entry was sent without await: await it like any other command (await client.xAck(...)), so a failure reaches the caller.`,
+    unhandled.length === 0,
+    `${doc.docId} was deleted (XDEL) while pending, and the check dropped the connection under the XACK readOwnPending() sent for it (as a Redis restart does); that XACK's rejection (${String(unhandled[0])}) was handled by nobody: Node ends a process on an unhandled rejection. The XACK of a deleted entry was sent without await: await it like any other command (await client.xAck(...)), so a failure reaches the caller.`,
     2,
   );
 });
@@ -1177,38 +1165,27 @@ test("Redis dropping the connection under the worker's XACK does not end the pro
   const [doc] = await addDocs(observer, q, 1, 1);
   if (!doc) throw new Error("no entry added");
   const consumer = fresh("ocr");
-  const rejections = hearUnhandledRejections();
-  let dropped = false;
-  let worker: Worker | undefined;
-  let dropAck: { cancel(): void } | undefined;
-  try {
-    // The acknowledgement of a finished task: the connection under it goes away before it
-    // reaches Redis, so that XACK's promise rejects. A worker that awaits it sees the rejection
-    // in its loop (which has a catch); one that sent it without await leaves it unhandled.
-    dropAck = before(
-      (c) => c.name === "XACK" && c.args.includes(doc.id),
-      async (c) => {
-        dropConnection(c.conn);
-        dropped = true;
-      },
-    );
-    worker = await startQuietWorker(await learnerClient(), q, consumer);
-    check(
-      await until(() => dropped, 3000),
-      `Worker ${consumer} never acknowledged ${doc.docId} within 3 s: XACK each task once handle() has succeeded.`,
-      2,
-    );
-  } finally {
-    // stop() returns once the loop has ended; the XACK's rejection came before, when the
-    // connection closed. One more turn of the event loop lets Node report it if nobody handled it.
-    dropAck?.cancel();
-    await stopQuietly(worker);
-    await new Promise((resolve) => setImmediate(resolve));
-    rejections.stop();
-  }
+  // The acknowledgement of a finished task: a worker that awaits it sees the rejection in its
+  // loop (which has a catch); one that sent it without await leaves it unhandled.
+  const { unhandled } = await dropUnder(
+    (c) => c.name === "XACK" && c.args.includes(doc.id),
+    async (dropped) => {
+      let worker: Worker | undefined;
+      try {
+        worker = await startQuietWorker(await learnerClient(), q, consumer);
+        check(
+          await until(dropped, 3000),
+          `Worker ${consumer} never acknowledged ${doc.docId} within 3 s: XACK each task once handle() has succeeded.`,
+          2,
+        );
+      } finally {
+        await stopQuietly(worker);
+      }
+    },
+  );
   check(
-    rejections.heard.length === 0,
-    `The check dropped the connection under your worker's XACK of ${doc.docId} (as a Redis restart does), and that XACK's rejection (${String(rejections.heard[0])}) was handled by nobody: Node ends a process on an unhandled rejection. The XACK was sent without await, so its promise was left alone; await it (await client.xAck(...)), so a failure reaches the loop and its catch, and so stop() returns only once the task in hand is acknowledged.`,
+    unhandled.length === 0,
+    `The check dropped the connection under your worker's XACK of ${doc.docId} (as a Redis restart does), and that XACK's rejection (${String(unhandled[0])}) was handled by nobody: Node ends a process on an unhandled rejection. The XACK was sent without await, so its promise was left alone; await it (await client.xAck(...)), so a failure reaches the loop and its catch, and so stop() returns only once the task in hand is acknowledged.`,
     2,
   );
 });
