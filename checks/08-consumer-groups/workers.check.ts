@@ -14,8 +14,8 @@ import {
   until,
 } from "../kit.ts";
 import { blockedIn, isStreamId, pendingCount, waitForBlocked } from "../streams-support.ts";
-import { dropUnder, hearDropErrors, hearUnhandledRejections } from "../unheard-errors.ts";
-import { before, command, dropConnection, holdReply, scope, sent } from "../wire.ts";
+import { dropUnder, hearDropErrors } from "../unheard-errors.ts";
+import { before, command, holdReply, scope, sent } from "../wire.ts";
 import { heldUntilReleased } from "../worker-stop.ts";
 import {
   acknowledged,
