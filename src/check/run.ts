@@ -335,8 +335,9 @@ async function checkFile(
       if (trace) await bounded(trace.stop());
       // A test stopped midway (the run ended early, was cancelled or timed out, or another of
       // its processes failed first) may have left the private server busy with a script or a
-      // setting changed: it is put right before anyone else uses it.
-      if (ran) await bounded(redis.refresh?.() ?? Promise.resolve(), 12_000);
+      // setting changed: it is put right before anyone else uses it (not when it is kept for the
+      // learner to look at: a restart would lose what the run left).
+      if (ran && !keepKeys) await bounded(redis.refresh?.() ?? Promise.resolve(), 12_000);
       if (keepKeys) options.keepFailed?.(run.prefix);
       else if (ran) await bounded(deletePrefixedKeys(redis.url, run.prefix, STEP_MS));
     };
