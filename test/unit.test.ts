@@ -342,6 +342,23 @@ describe("merging what the processes sharing a check reported", () => {
     expect(merged.tests.map((t) => t.name)).toEqual(["a", "b", "c"]);
   });
 
+  test("a test that never finished does not say the tests after it did not run when others ran them", () => {
+    const timedOut = decide([{ event: "start", test: "b" }], {
+      timedOutAfterMs: 60_000,
+      exitCode: null,
+      signal: null,
+    });
+    expect(timedOut.tests.at(-1)?.message).toContain("the tests after it did not run");
+    const others = part([elsewhere("a"), elsewhere("b"), ran("c")]);
+    const merged = mergeShards([{ ...timedOut, tests: [ran("a"), ...timedOut.tests] }, others]);
+    expect(merged.tests.map((t) => t.name)).toEqual(["a", "b", "c"]);
+    expect(merged.tests[1]?.message).not.toContain("the tests after it did not run");
+    expect(merged.tests[1]?.message).toContain("ran in the check's other processes");
+    // Last in the list: nothing after it ran anywhere, and the words say so.
+    const last = mergeShards([timedOut, part([elsewhere("b")])]);
+    expect(last.tests.at(-1)?.message).toContain("the tests after it did not run");
+  });
+
   test("a test no process ran is left out, not shown as skipped", () => {
     const merged = mergeShards([part([ran("a"), elsewhere("b")]), part([elsewhere("a")])]);
     expect(merged.tests.map((t) => t.name)).toEqual(["a"]);

@@ -89,6 +89,11 @@ function messageOf(error: { name: string; message: string }): string {
   return `${error.name}: ${error.message}`;
 }
 
+/** What a test that never finished meant for the tests after it, in one process and in several. */
+const AFTER_IT_NOT_RUN = "so the tests after it did not run";
+const OTHERS_WENT_ON =
+  "so its process ran nothing after it (the tests listed after it ran in the check's other processes; any not listed did not run)";
+
 const NEVER_RETURNS =
   "Something in your code never returns: look for a missing await, a loop without an exit, or a blocking read without a BLOCK timeout.";
 
@@ -210,7 +215,7 @@ export function decide(
           {
             name: unfinished,
             status: "failed",
-            message: `Stopped after the check's ${ending.timedOutAfterMs / 1000}s: this test never finished, so the tests after it did not run. ${NEVER_RETURNS}`,
+            message: `Stopped after the check's ${ending.timedOutAfterMs / 1000}s: this test never finished, ${AFTER_IT_NOT_RUN}. ${NEVER_RETURNS}`,
           },
         ]
       : [];
@@ -294,6 +299,12 @@ export function mergeShards(parts: Decided[]): Decided {
     const outcome = parts.flatMap((p) => p.tests).find((t) => t.name === name && ran(t));
     return outcome ? [outcome] : [];
   });
+  // A test that never finished held up only its own process: the others went on past it.
+  for (const [i, test] of tests.entries()) {
+    if (i < tests.length - 1 && test.message?.includes(AFTER_IT_NOT_RUN)) {
+      tests[i] = { ...test, message: test.message.replace(AFTER_IT_NOT_RUN, OTHERS_WENT_ON) };
+    }
+  }
   const output = parts.flatMap((p) => p.output);
   const whole = parts.find(
     (p) =>
