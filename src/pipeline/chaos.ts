@@ -1,6 +1,7 @@
 /**
  * The chaos run's faults: worker processes killed with SIGKILL at random moments (at most one
- * down at a time; the supervisor starts a replacement), and one Redis restart in the middle:
+ * down at a time; the supervisor starts a replacement; a document finished since the last kill),
+ * and one Redis restart in the middle:
  * once half the uploads are accepted, so uploads are arriving and most accepted documents are
  * still waiting on the streams.
  */
@@ -12,8 +13,8 @@ export interface ChaosOptions {
   supervisor: Supervisor;
   /** Absent when running against someone else's server: then no restart. */
   redis?: Pick<PrivateServer, "restart">;
-  /** Uploads accepted so far, and how many there will be. */
-  progress(): { accepted: number; total: number };
+  /** Uploads accepted so far, how many there will be, and how many are finished (done or dead). */
+  progress(): { accepted: number; total: number; finished: number };
   random?: () => number;
   log?: (line: string) => void;
   /** Told about the Redis restart as it begins and once it is done (the dashboard shows it). */
@@ -58,19 +59,38 @@ export function startChaos(options: ChaosOptions): Chaos {
   })();
 
   const killing = (async () => {
+    let finishedAtLastKill: number | undefined;
     while (!stopping.signal.aborted) {
       await pause(500 + random() * 1000);
       if (stopping.signal.aborted) break;
       const workers = [...options.supervisor.workers.values()];
-      // Wait until the last victim's replacement is up: one worker down at a time.
-      if (workers.some((w) => w.ended !== undefined || !w.isReady)) continue;
+      const { finished } = options.progress();
+      if (!mayKill(workers, finished, finishedAtLastKill)) continue;
       const victim = workers[Math.floor(random() * workers.length)];
       if (!victim) continue;
       options.log?.(`chaos: SIGKILL worker ${victim.slot}`);
+      finishedAtLastKill = finished;
       await options.supervisor.kill(victim.slot);
       state.kills++;
     }
   })();
   const running = Promise.all([restarting, killing]);
   return state;
+}
+
+/**
+ * Whether the next worker may be killed. Only once the last victim's replacement is up (one
+ * worker down at a time), and only once a document has finished since the last kill: on a
+ * machine so loaded that a replacement takes seconds to start, kills a second after each start
+ * would take every batch from its worker before it could finish (a recovery claims it, the
+ * next kill takes it again), and the run would end with nothing done. Faults at random
+ * moments still, but never faster than the run can move.
+ */
+export function mayKill(
+  workers: readonly { ended?: unknown; isReady: boolean }[],
+  finished: number,
+  finishedAtLastKill: number | undefined,
+): boolean {
+  if (workers.some((w) => w.ended !== undefined || !w.isReady)) return false;
+  return finishedAtLastKill === undefined || finished > finishedAtLastKill;
 }

@@ -344,7 +344,11 @@ export async function runPipeline(options: PipelineOptions): Promise<PipelineRep
       chaos = startChaos({
         supervisor,
         redis: server,
-        progress: () => ({ accepted: finished + unfinished.size, total: uploads.length }),
+        progress: () => ({
+          accepted: finished + unfinished.size,
+          total: uploads.length,
+          finished,
+        }),
         log,
         onRestart: (phase) => dashboard?.redisRestart(phase),
       });

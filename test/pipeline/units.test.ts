@@ -3,6 +3,7 @@ import { describe, expect, test } from "vitest";
 import { documentId, validateUpload } from "../../src/pipeline/api.ts";
 import { PipelineUsageError, parsePipelineArgs, poisonCount } from "../../src/pipeline/args.ts";
 import { type AuditData, audit, percentile } from "../../src/pipeline/audit.ts";
+import { mayKill } from "../../src/pipeline/chaos.ts";
 import { crashing, poisoned, sampleUpload } from "../../src/pipeline/documents.ts";
 import { eventRank, pipelineKeys, STAGES, stageKeys } from "../../src/pipeline/keys.ts";
 import { PART_NAMES, type Parts } from "../../src/pipeline/parts.ts";
@@ -306,6 +307,22 @@ describe("the audit", () => {
     expect(percentile(samples, 0.99)).toBe(99);
     expect(percentile([], 0.5)).toBe(0);
     expect(percentile([7], 0.99)).toBe(7);
+  });
+});
+
+describe("the chaos", () => {
+  const up = { isReady: true };
+  test("kills only while every worker is up, one down at a time", () => {
+    expect(mayKill([up, up], 0, undefined)).toBe(true);
+    expect(mayKill([up, { isReady: false }], 5, 0)).toBe(false);
+    expect(mayKill([up, { isReady: true, ended: "SIGKILL" }], 5, 0)).toBe(false);
+  });
+
+  test("kills again only once a document finished since the last kill", () => {
+    // A loaded machine: the replacement is up, but nothing got through since the kill. Killing
+    // again would take the same batch from its worker before it could finish, for ever.
+    expect(mayKill([up, up], 3, 3)).toBe(false);
+    expect(mayKill([up, up], 4, 3)).toBe(true);
   });
 });
 
