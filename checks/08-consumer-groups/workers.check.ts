@@ -480,9 +480,14 @@ test("a task whose handle() throws or rejects stays pending; one still working i
   const slowWork = heldUntilReleased();
   let slowSince = 0;
   const called: string[] = [];
+  // For each call, the read that brought the task: the worker's latest XREADGROUP by then.
+  const broughtBy: number[] = [];
   const finished: string[] = [];
   const handle = (task: Task): void | Promise<void> => {
     called.push(task.id);
+    broughtBy.push(
+      sent((c) => c.name === "XREADGROUP" && c.args.includes(consumer)).at(-1)?.seq ?? 0,
+    );
     if (task.id === throwing) throw new Error("the OCR service is down");
     if (task.id === rejecting) return Promise.reject(new Error("the OCR service timed out"));
     if (task.id === slow) {
@@ -558,6 +563,17 @@ test("a task whose handle() throws or rejects stays pending; one still working i
     );
     await stopWithin(worker, STOP_MS, consumer, BLOCK_MS);
     workers.length = 0;
+    // Retrying at once is the worker's own affair; a failed task brought again by a later read
+    // means the worker reads its own pending tasks as it goes: retried for as long as it lives.
+    const reread = [throwing, rejecting].filter((id) => {
+      const reads = new Set(broughtBy.filter((_, n) => called[n] === id));
+      return reads.size > 1;
+    });
+    check(
+      reread.length === 0,
+      `handle() failed for ${reread.join(" and ")}, and a later XREADGROUP of your worker brought ${reread.length > 1 ? "them" : "it"} to handle() again (${reread.map((id) => `${called.filter((c) => c === id).length} calls for ${id}`).join(", ")}): your worker reads its own pending tasks (an ID such as "0" instead of ">") while it runs. A task that fails every time is then retried for as long as the worker lives, each read counts one more delivery and makes it look freshly taken, so lesson 09's recovery never sees it idle. Read with ">" as you go, and leave a failed task pending for lesson 09 (reading your history with "0" once at start, before ">", is fine).`,
+      2,
+    );
     const left = await pendingIds(observer, stream, group);
     check(
       sameValue([...left.keys()].sort(), [throwing, rejecting].sort()),
