@@ -37,6 +37,7 @@ import {
   scope,
   sent,
 } from "../wire.ts";
+import { heldUntilReleased } from "../worker-stop.ts";
 
 type Stop = () => Promise<void>;
 
@@ -536,10 +537,7 @@ describe("keyspace notifications", () => {
     // without await returns before node-redis even writes it, and then the check reads the
     // setting before Redis has seen the change, every run.
     let returned = false;
-    let read = () => {};
-    const readDone = new Promise<void>((resolve) => {
-      read = resolve;
-    });
+    const { promise: readDone, release: read } = heldUntilReleased();
     const holdSet = beforeCommand(
       (c) => c.name === "CONFIG" && /^set$/i.test(c.args[1] ?? "") && c.args.includes(EVENTS),
       async () => {

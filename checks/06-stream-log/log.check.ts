@@ -418,6 +418,21 @@ test("appendEvent() keeps the log bounded to about maxLen entries", async () => 
     `Your appendEvent() was called ${calls} times and sent a trim (XADD ... MAXLEN ~, or XTRIM) in only ${trims} of them: the others appended without trimming. Trimming only once the log is well over maxLen costs an XLEN on every append to save a trim that "~" already makes nearly free, and lets the log run past its cap between trims. Trim on every append: XADD ... MAXLEN ~ ${maxLen} * ..., in the same command.`,
     2,
   );
+
+  // "~" keeps a few more than the threshold already: a threshold above maxLen ("some headroom")
+  // stays within the bounds above, so only the commands show it.
+  const thresholds = new Set(
+    sent((c) => c.args[1] === stream && (c.name === "XADD" || c.name === "XTRIM")).flatMap((c) => {
+      const at = c.args.findIndex((arg) => /^MAXLEN$/i.test(arg));
+      return at < 0 ? [] : [c.args[/^[~=]$/.test(c.args[at + 1] ?? "") ? at + 2 : at + 1] ?? ""];
+    }),
+  );
+  const other = [...thresholds].filter((t) => Number(t) !== maxLen);
+  check(
+    other.length === 0,
+    `Your appendEvent() was given maxLen ${maxLen} and trimmed with MAXLEN ~ ${other.join(", ")}. "~" already keeps a few more entries than its threshold (up to a stream node's worth, 100 by default), so a threshold above maxLen adds to that, and one below it may keep fewer than maxLen. Pass maxLen itself: MAXLEN ~ ${maxLen}.`,
+    2,
+  );
 });
 
 const OLD_ENTRIES = 150;

@@ -746,6 +746,9 @@ function failingBehaviour(c: FailingCase) {
  * Lets `reader` run until `enough()` or until it went two reads without an onEntry() call
  * (stopped at a failed entry, or waiting), then stops it; stop() may report onEntry()'s error.
  */
+/** The most tries of an entry that always fails a reader may make within a second. */
+const RETRIES_MOST = 15;
+
 async function stopOnceQuiet(reader: Reader, enough: () => boolean): Promise<void> {
   let calls = -1;
   await until(async () => {
@@ -833,10 +836,12 @@ test("an entry whose onEntry() fails every time is never checkpointed past", asy
   const stream = freshKey("status:poison");
   const checkpoint = freshKey("tail:poison");
   let attempts = 0;
+  const tries: number[] = [];
   const earlier = new Set((await learnerConnections(observer)).map((c) => c.id));
   const reader = await startReader(stream, checkpoint, BLOCK_MS, (_, entry) => {
     if (entry.event.docId !== "doc-1") return "ok";
     attempts++;
+    tries.push(Date.now());
     return attempts % 2 ? "throw" : "reject";
   });
   const own = reader.clientId;
@@ -851,8 +856,14 @@ test("an entry whose onEntry() fails every time is never checkpointed past", asy
   );
   await until(() => attempts > 0, 3000);
   await observer.xAdd(stream, "*", { docId: "doc-after", stage: "ocr", status: "done" });
-  // More tries than a retry limit would allow, or quiet: stopped at it, or moved on.
-  await stopOnceQuiet(reader, () => attempts >= 6).finally(disarm);
+  // More tries than a retry limit would allow, or quiet: stopped at it, or moved on. A reader
+  // that tries again is watched for a second from its first try: one that pauses about blockMs
+  // between tries makes about ten, one that reads again at once many more (a loop that reads
+  // again at once is slowed to about a hundred a second on a loaded machine, never to fifteen).
+  await stopOnceQuiet(
+    reader,
+    () => attempts > RETRIES_MOST || (attempts >= 6 && Date.now() - (tries[0] ?? 0) >= 1000),
+  ).finally(disarm);
   // Tried again or stopped there, a reader that failed still closes what it opened.
   const left = await leftOpen(observer, earlier, own);
   check(
@@ -865,6 +876,12 @@ test("an entry whose onEntry() fails every time is never checkpointed past", asy
   check(
     !(saved && compareIds(saved, poison) >= 0),
     `onEntry() failed for entry ${poison} every time (${attempts} tries), and your reader moved on: it saved the checkpoint ${saved}${later.length ? ` after handing over ${list(later)}` : ""}. Nothing will ever hand ${poison} over again. Keep the checkpoint before an entry that has not succeeded: try it again (a pause between tries is fine), or stop there and let stop() report the error.`,
+    2,
+  );
+  const inFirstSecond = tries.filter((at) => at - (tries[0] ?? 0) < 1000).length;
+  check(
+    inFirstSecond <= RETRIES_MOST,
+    `onEntry() failed for entry ${poison} every time, and your reader tried it ${inFirstSecond} times within a second: it read again at once after each failure. For as long as the entry keeps failing (a bug, a service down for an hour), such a loop keeps the CPU, Redis and your log busy. Pause before trying again (about blockMs), or stop there and let stop() report the error.`,
     2,
   );
 });

@@ -85,15 +85,26 @@ export async function startWorker(
   // No new connection when it resolved, one a moment later: it connects in the background.
   if (!opened()) {
     const late = await until(opened, 500);
+    // An earlier call opened its connection in time and this one did not: the two calls differ
+    // only by what the first left at module level, such as a client pool that opens another
+    // connection when this worker's read finds the first one busy.
+    check(
+      !late || openedInTime === 0,
+      `startWorker("${options.consumer}") opened no connection of its own: a connection opened only a moment after it resolved, though an earlier startWorker() call had opened its connection before resolving. This worker reuses something that call made, kept at module level: a client pool (createClientPool()) shared by all workers opens another connection only when a read finds the ones it has busy, and one worker's stop() that closes the pool stops the others. Give each worker a connection of its own: client.duplicate() and await connect() inside startWorker(), closed when that worker stops.`,
+      2,
+    );
     check(
       !late,
       `startWorker("${options.consumer}") resolved before the worker's connection was open: it opened a moment later, in the background. A connection that then fails to open (a wrong password, a full server) fails where nobody awaits it, and startWorker() has already said the worker runs. Open the connection and await connect() before startWorker() resolves; only the loop runs in the background.`,
       2,
     );
-  }
+  } else openedInTime++;
   workers.push(worker);
   return worker;
 }
+
+/** How many startWorker() calls in this process had their connection open when they resolved. */
+let openedInTime = 0;
 
 /**
  * Stops a worker within `ms`, or fails saying that stop() hung: as soon as it provably hangs,

@@ -480,9 +480,14 @@ test("a task whose handle() throws or rejects stays pending; one still working i
   const slowWork = heldUntilReleased();
   let slowSince = 0;
   const called: string[] = [];
+  // For each call, the read that brought the task: the worker's latest XREADGROUP by then.
+  const broughtBy: number[] = [];
   const finished: string[] = [];
   const handle = (task: Task): void | Promise<void> => {
     called.push(task.id);
+    broughtBy.push(
+      sent((c) => c.name === "XREADGROUP" && c.args.includes(consumer)).at(-1)?.seq ?? 0,
+    );
     if (task.id === throwing) throw new Error("the OCR service is down");
     if (task.id === rejecting) return Promise.reject(new Error("the OCR service timed out"));
     if (task.id === slow) {
@@ -558,6 +563,17 @@ test("a task whose handle() throws or rejects stays pending; one still working i
     );
     await stopWithin(worker, STOP_MS, consumer, BLOCK_MS);
     workers.length = 0;
+    // Retrying at once is the worker's own affair; a failed task brought again by a later read
+    // means the worker reads its own pending tasks as it goes: retried for as long as it lives.
+    const reread = [throwing, rejecting].filter((id) => {
+      const reads = new Set(broughtBy.filter((_, n) => called[n] === id));
+      return reads.size > 1;
+    });
+    check(
+      reread.length === 0,
+      `handle() failed for ${reread.join(" and ")}, and a later XREADGROUP of your worker brought ${reread.length > 1 ? "them" : "it"} to handle() again (${reread.map((id) => `${called.filter((c) => c === id).length} calls for ${id}`).join(", ")}): your worker reads its own pending tasks (an ID such as "0" instead of ">") while it runs. A task that fails every time is then retried for as long as the worker lives, each read counts one more delivery and makes it look freshly taken, so lesson 09's recovery never sees it idle. Read with ">" as you go, and leave a failed task pending for lesson 09 (reading your history with "0" once at start, before ">", is fine).`,
+      2,
+    );
     const left = await pendingIds(observer, stream, group);
     check(
       sameValue([...left.keys()].sort(), [throwing, rejecting].sort()),
@@ -828,86 +844,83 @@ async function stopReporting(worker: Worker, error: RegExp): Promise<void> {
   }
 }
 
-test("a worker whose stream is deleted does not ask again and again", async () => {
-  const { observer, stream, connections, start } = await stopScene("deleted", "ner", 0);
+/** A fault the check brings about just before a worker's read; end() puts things right. */
+interface ReadFault {
+  begin(): Promise<unknown>;
+  end?(): Promise<void>;
+}
+
+/**
+ * A worker reads once, then `fault` strikes just before its second XREADGROUP reaches Redis, so
+ * that read and every one after it are answered at once with an error. The worker must not ask
+ * again at once: `spinning(outcome)` is the failure message when it sends more than GONE_MOST
+ * commands within GONE_MS. Then its stop() resolves, or reports `error`, and leaves nothing open.
+ */
+async function readFailsAtOnce(
+  label: string,
+  fault: (scene: Awaited<ReturnType<typeof stopScene>>) => Promise<ReadFault>,
+  error: RegExp,
+  spinning: (outcome: Awaited<ReturnType<typeof commandsSince>>) => string,
+): Promise<void> {
+  const scene = await stopScene(label, "ner", 0);
+  const strike = await fault(scene);
   const workers: Worker[] = [];
-  // The stream goes, and its groups with it, just before the worker's second read reaches
-  // Redis (a read waiting then would end with "UNBLOCKED the stream key no longer exists"):
-  // that read and every one after it answer NOGROUP at once, and an XGROUP CREATE without
-  // MKSTREAM fails too ("requires the key to exist").
   let mark = 0;
   let at = 0;
-  const deleted = before(
-    (c) => c.name === "XREADGROUP" && c.args.includes(stream),
+  const hook = before(
+    (c) => c.name === "XREADGROUP" && c.args.includes(scene.stream),
     async () => {
-      await observer.del(stream);
+      await strike.begin();
       mark = sent().at(-1)?.seq ?? 0;
       at = Date.now();
     },
     { nth: 2 },
   );
   try {
-    const worker = await start(fresh("ner"), () => {}, workers);
+    const worker = await scene.start(fresh("ner"), () => {}, workers);
     await until(() => mark > 0, 3000);
-    deleted.cancel();
-    check(deleted.hasFired(), "Your worker did not read a second time within 3 s.", 2);
-    const { spinning, elapsed, commands, summary } = await commandsSince(mark - 1, at);
-    check(
-      !spinning,
-      `After the check deleted the stream (and its groups with it, as a clean-up script can), your worker sent ${commands.length} commands within ${elapsed} ms (${summary}): it asked again at once. ${summary.includes("XGROUP") ? "Its XGROUP CREATE fails too while the stream is missing, unless it carries MKSTREAM, so making the group again does not stop the loop: recreate it as ensureGroup() does (MKSTREAM), or wait about blockMs before the next read." : "On NOGROUP, wait about blockMs before the next read, recreate the group as ensureGroup() does (with MKSTREAM), or let the error end the loop so that stop() reports it."}`,
-      2,
-    );
-    await stopReporting(worker, /NOGROUP|UNBLOCKED/);
+    hook.cancel();
+    check(mark > 0, "Your worker did not read a second time within 3 s.", 2);
+    const outcome = await commandsSince(mark - 1, at);
+    await strike.end?.();
+    check(!outcome.spinning, spinning(outcome), 2);
+    await stopReporting(worker, error);
     workers.length = 0;
-    await checkAllClosed(connections);
+    await checkAllClosed(scene.connections);
   } finally {
-    deleted.cancel();
+    hook.cancel();
+    await strike.end?.();
     await stopAll(workers);
   }
-});
+}
+
+test("a worker whose stream is deleted does not ask again and again", () =>
+  // The stream goes, and its groups with it, just before the worker's second read reaches
+  // Redis (a read waiting then would end with "UNBLOCKED the stream key no longer exists"):
+  // that read and every one after it answer NOGROUP at once, and an XGROUP CREATE without
+  // MKSTREAM fails too ("requires the key to exist").
+  readFailsAtOnce(
+    "deleted",
+    async ({ observer, stream }) => ({ begin: () => observer.del(stream) }),
+    /NOGROUP|UNBLOCKED/,
+    ({ commands, elapsed, summary }) =>
+      `After the check deleted the stream (and its groups with it, as a clean-up script can), your worker sent ${commands.length} commands within ${elapsed} ms (${summary}): it asked again at once. ${summary.includes("XGROUP") ? "Its XGROUP CREATE fails too while the stream is missing, unless it carries MKSTREAM, so making the group again does not stop the loop: recreate it as ensureGroup() does (MKSTREAM), or wait about blockMs before the next read." : "On NOGROUP, wait about blockMs before the next read, recreate the group as ensureGroup() does (with MKSTREAM), or let the error end the loop so that stop() reports it."}`,
+  ));
 
 // A long script makes Redis answer every other command with BUSY: an admin setting
 // (lua-time-limit) and SCRIPT KILL, so only on the workbook's own server.
 test.skipIf(!ctx.privateServer)(
   "a worker whose reads fail at once with another error (Redis busy) does not ask again and again",
-  async () => {
-    const { observer, stream, connections, start } = await stopScene("busy", "ner", 0);
-    const server = await busyServer(observer);
-    const workers: Worker[] = [];
-    let mark = 0;
-    let at = 0;
+  () =>
     // Just before the worker's second read reaches Redis, another client starts a script that
     // never ends: that read, and every one after it, is answered "BUSY ..." at once.
-    const busy = before(
-      (c) => c.name === "XREADGROUP" && c.args.includes(stream),
-      async () => {
-        await server.begin();
-        mark = sent().at(-1)?.seq ?? 0;
-        at = Date.now();
-      },
-      { nth: 2 },
-    );
-    let outcome: Awaited<ReturnType<typeof commandsSince>> | undefined;
-    try {
-      const worker = await start(fresh("ner"), () => {}, workers);
-      await until(() => busy.hasFired() && mark > 0, 3000);
-      if (busy.hasFired()) outcome = await commandsSince(mark - 1, at);
-      busy.cancel();
-      await server.end();
-      check(
-        !outcome?.spinning,
-        `While another client ran a long script, Redis answered your worker's XREADGROUP with "BUSY Redis is busy running a script" at once, and your worker sent ${outcome?.commands.length} commands within ${outcome?.elapsed} ms (${outcome?.summary}): it read again at once. Not only NOGROUP comes back at once: BUSY, LOADING after a restart or WRONGTYPE do too, and a loop that retries them straight away spins for as long as they last. After any error of the read, wait about blockMs before the next one, or let the error end the loop so that stop() reports it.`,
-        2,
-      );
-      await stopReporting(worker, /BUSY/);
-      workers.length = 0;
-      await checkAllClosed(connections);
-    } finally {
-      busy.cancel();
-      await server.end();
-      await stopAll(workers);
-    }
-  },
+    readFailsAtOnce(
+      "busy",
+      ({ observer }) => busyServer(observer),
+      /BUSY/,
+      ({ commands, elapsed, summary }) =>
+        `While another client ran a long script, Redis answered your worker's XREADGROUP with "BUSY Redis is busy running a script" at once, and your worker sent ${commands.length} commands within ${elapsed} ms (${summary}): it read again at once. Not only NOGROUP comes back at once: BUSY, LOADING after a restart or WRONGTYPE do too, and a loop that retries them straight away spins for as long as they last. After any error of the read, wait about blockMs before the next one, or let the error end the loop so that stop() reports it.`,
+    ),
 );
 
 test("a worker whose group is gone does not ask again and again, and does not quit in silence", async () => {
