@@ -265,6 +265,8 @@ test("one poison document among 20: retried with backoff, then dead-lettered", a
 
   const client = await learnerClient();
   const log: string[] = [];
+  /** For each entry of log: the last command sent before that document was handed over. */
+  const handedAt: number[] = [];
   const attempts: { at: number; deliveries: number; delivered: Promise<number | undefined> }[] = [];
   const flakyDeliveries: number[] = [];
   const finished: string[] = [];
@@ -281,6 +283,7 @@ test("one poison document among 20: retried with backoff, then dead-lettered", a
       handle(task: Task): Promise<void> {
         const docId = task.fields.docId ?? "";
         log.push(docId);
+        handedAt.push(sent().at(-1)?.seq ?? 0);
         if (docId === "doc-01") {
           attempts.push({
             at: Date.now(),
@@ -398,8 +401,26 @@ test("one poison document among 20: retried with backoff, then dead-lettered", a
       ...healthy.filter((d) => d !== flaky).map((docId) => log.indexOf(docId)),
     );
     const lastPoison = log.lastIndexOf("doc-01");
+    // Held up is told by events, not by how fast the others went: after each failure of
+    // doc-01, while healthy documents still waited unread, the worker asked for new entries
+    // (an XREADGROUP ... >) or handed one on before it tried doc-01 again. On a loaded machine
+    // the 1.4 s of backoffs may pass before a right worker has read all 19 others.
+    const tries = log.flatMap((d, i) => (d === "doc-01" ? [i] : []));
+    const readNewBetween = (from: number, to: number) =>
+      sent((c) => c.seq > from && c.seq <= to && c.name === "XREADGROUP" && c.args.includes(">"))
+        .length > 0;
+    const flowed = tries.slice(1).every((at, k) => {
+      const prev = tries[k] ?? 0;
+      const waiting = healthy.some((d) => log.indexOf(d) > prev);
+      const handedBetween = log.slice(prev + 1, at).some((d) => d !== "doc-01");
+      return (
+        !waiting ||
+        handedBetween ||
+        readNewBetween(handedAt[prev] ?? 0, handedAt[at] ?? Number.POSITIVE_INFINITY)
+      );
+    });
     check(
-      lastHealthy < lastPoison,
+      lastHealthy < lastPoison || flowed,
       `The healthy documents were held up: ${log.slice(0, lastHealthy + 1).filter((d) => d === "doc-01").length} attempts at doc-01 came before the last of them finished. Do not wait for a retry in the loop: leave the failed entry pending and carry on with the others; it comes back when its backoff is over.`,
       1,
     );
@@ -945,6 +966,48 @@ test("a retry another worker claimed meanwhile waits out its new, longer backoff
     check(
       !got.some((t) => t.id === id),
       `Just before your XCLAIM of doc-retry went out, another worker claimed it (delivery ${failures + 1}) and had held it for ${sinceRival} ms; your XCLAIM with min-idle-time ${asked.join(", ")} took it anyway, and both workers now retry it. The min-idle-time must be the wait you checked, backoffMs(deliveries) of the entry (${16 * BASE_MS} ms for its ${failures} deliveries), not retryBaseMs: then a claim by someone else in between leaves it too fresh for yours.`,
+      2,
+    );
+  } finally {
+    rule.cancel();
+  }
+});
+
+test("an entry that comes due between XPENDING and XCLAIM is returned, or left alone", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:coming-due");
+  // Failed twice and idle 1.5 * BASE_MS: past retryBaseMs, so XPENDING ... IDLE lists it, but
+  // short of backoffMs(2) = 2 * BASE_MS, so it is not due yet when the sweep reads it.
+  const id = await deliveredBefore(observer, q, fresh("ocr"), 2, "doc-soon", "*", 1.5 * BASE_MS);
+  const idleOf = async () =>
+    (await observer.xPendingRange(q.stream, q.group, id, id, 1))[0]
+      ?.millisecondsSinceLastDelivery ?? 0;
+  // A claim of it that goes out anyway waits until the entry has come due, so Redis gives it.
+  const rule = before(
+    (c) =>
+      c.name === "XCLAIM" &&
+      c.args.includes(id) &&
+      !c.args.some((a) => a.toUpperCase() === "JUSTID"),
+    async () => {
+      await until(async () => (await idleOf()) >= 2 * BASE_MS + 20, 2000);
+    },
+  );
+  const client = await learnerClient();
+  try {
+    const got = await call("claimDueRetries()", () =>
+      exercise.claimDueRetries(client, {
+        ...q,
+        consumer: fresh("ocr"),
+        maxDeliveries: 10,
+        retryBaseMs: BASE_MS,
+        async handle() {},
+      }),
+    );
+    const [entry] = await observer.xPendingRange(q.stream, q.group, id, id, 1);
+    const deliveries = entry?.deliveriesCounter ?? 0;
+    check(
+      deliveries === 2 || got.some((t) => t.id === id),
+      `doc-soon had failed twice and was idle ${1.5 * BASE_MS} ms when your sweep read it (due at backoffMs(2) = ${2 * BASE_MS} ms): not due yet. Your code sent XCLAIM for it anyway, it had come due by then and Redis gave it (its delivery count went from 2 to ${deliveries}), and claimDueRetries() returned ${got.length === 0 ? "nothing" : got.map((t) => t.id).join(", ")}: a delivery used up with no attempt, and the entry now ages in your consumer's hands. Test whether it is due (idle time against backoffMs(deliveries)) before you claim it, or return whatever XCLAIM gave you.`,
       2,
     );
   } finally {

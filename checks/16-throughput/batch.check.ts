@@ -1072,6 +1072,7 @@ describe("trimming", () => {
       {
         ...pendingEach(["1000-8", "1000-9", "1000-10", "1000-11"], "1000-10", "1000-9"),
         floor: "1000-9",
+        why: `Every group counts: trim at the lowest floor over all of them, not at the first group's (XINFO GROUPS lists the groups by name, and here the first one's floor, 1000-10, is the higher). ${asNumbers}`,
       },
       {
         ids: ["1-0", "2-0", "3-0", "4-0"],
