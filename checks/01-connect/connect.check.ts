@@ -507,6 +507,21 @@ describe("a live connection", () => {
         "Your client has no error listener: one dropped connection would crash the process. Add client.on('error', ...) before connect().",
         2,
       );
+      // A second service of the same process connects to the same URL while the first client
+      // is open: a pool or cache that hands back the open client gives it a connection under
+      // another name, and the first withRedis() that closes "its" client closes both.
+      const otherName = `${name}-2`;
+      const other = await call("connect()", () => exercise.connect(ctx.redisUrl, otherName));
+      try {
+        const both = await openAt(observer, openedSince(before));
+        check(
+          other !== client && both.length === 2 && both.some((c) => c.name === otherName),
+          `connect() called a second time, with the name "${otherName}", while the client it returned for "${name}" was still open, should open a second connection under that name; CLIENT LIST shows ${describeConnections(both) || "none"}${other === client ? ", and it returned the very same client" : ""}. Each call opens a client of its own: one handed back from a pool or cache carries another service's name, and closing it (as withRedis() does) cuts off everyone else who holds it.`,
+          2,
+        );
+      } finally {
+        if (other !== client) other?.destroy();
+      }
       const strategy = client.options?.socket?.reconnectStrategy;
       const delay = typeof strategy === "function" ? strategy(3, new Error("drop")) : undefined;
       check(
