@@ -46,3 +46,31 @@ export async function expectDropWhileSubscribingHeard(d: DropWhileSubscribing): 
     drops.stop();
   }
 }
+
+/**
+ * The same drop one step earlier: while the subscriber's connection says hello (the HELLO that
+ * connect() sends before it resolves). node-redis reports that drop as an "error" event too, so
+ * an error listener added once connect() has resolved, before subscribe(), is not there yet.
+ * A connection that sends no HELLO (RESP2 with neither name nor password) is not judged here.
+ */
+export async function expectDropWhileConnectingHeard(
+  d: Omit<DropWhileSubscribing, "channel">,
+): Promise<void> {
+  const drops = hearDropErrors();
+  const cut = before(command("HELLO"), (c) => dropConnection(c.conn));
+  try {
+    const outcome = await settled(within(Promise.resolve().then(d.start), 5000, d.what));
+    if ("value" in outcome) d.keep(outcome.value);
+    if (!cut.hasFired()) return;
+    drops.expectHeard(
+      1,
+      `the ${d.role}'s connection while connect() was still saying hello (HELLO)`,
+      d.role,
+      'Add subscriber.on("error", ...) right after duplicate(), before connect(): a connection can drop while it connects too, and a listener added once connect() has resolved comes too late.',
+      d.hint,
+    );
+  } finally {
+    cut.cancel();
+    drops.stop();
+  }
+}

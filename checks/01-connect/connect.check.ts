@@ -872,9 +872,11 @@ describe("a live connection", () => {
     // error path must let it through as well.
     const failure = freshKey("failure");
     const workError = new Error("OCR service unavailable");
+    let runs = 0;
     await call("withRedis() with work that throws", () =>
       exercise
         .withRedis(ctx.redisUrl, name, async (client) => {
+          runs++;
           void client.set(failure, "contract-17 failed").catch(() => {});
           throw workError;
         })
@@ -885,6 +887,13 @@ describe("a live connection", () => {
     check(
       carries(rejected, workError),
       `When the work throws, withRedis() should reject with that same error (or one whose cause it is); it ${rejected === undefined ? "resolved" : `rejected with ${String(rejected)}`}.`,
+      3,
+    );
+    // A job has effects (a page billed, a status sent): whether to run it again is its caller's
+    // decision, made knowing those effects (lesson 11), not a connection helper's.
+    check(
+      runs === 1,
+      `withRedis() was called once, with work that throws, and ran the work ${runs} times: it retried the job. A job has effects (a model call billed, a status published), and running it again is for the caller to decide. Run the work once and let its error reach the caller.`,
       3,
     );
     opened = openedSince(before);

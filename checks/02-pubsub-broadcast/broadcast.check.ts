@@ -1,6 +1,9 @@
 import { afterEach, describe, test } from "vitest";
 import { waitsForReply } from "../awaits-reply.ts";
-import { expectDropWhileSubscribingHeard } from "../drop-while-subscribing.ts";
+import {
+  expectDropWhileConnectingHeard,
+  expectDropWhileSubscribingHeard,
+} from "../drop-while-subscribing.ts";
 import {
   type ConnectionInfo,
   call,
@@ -572,6 +575,21 @@ describe("dashboards", () => {
       role: "dashboard",
       channel,
       start: () => exercise.openDashboard(s.client, channel, () => {}),
+      keep: (stop) => {
+        if (typeof stop === "function") open.push(stop as Stop);
+      },
+      hint: 2,
+    });
+  });
+
+  // One step earlier still: an error listener added once connect() resolved, before
+  // subscribe(), hears the drop above but not one while the connection says hello.
+  test("a dashboard whose connection drops while it connects says so", async () => {
+    const s = await session({ reconnect: true });
+    await expectDropWhileConnectingHeard({
+      what: "openDashboard()",
+      role: "dashboard",
+      start: () => exercise.openDashboard(s.client, freshKey("status"), () => {}),
       keep: (stop) => {
         if (typeof stop === "function") open.push(stop as Stop);
       },

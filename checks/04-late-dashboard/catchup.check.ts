@@ -1,6 +1,9 @@
 import { afterEach, describe, test } from "vitest";
 import { waitsForReply } from "../awaits-reply.ts";
-import { expectDropWhileSubscribingHeard } from "../drop-while-subscribing.ts";
+import {
+  expectDropWhileConnectingHeard,
+  expectDropWhileSubscribingHeard,
+} from "../drop-while-subscribing.ts";
 import {
   call,
   check,
@@ -1223,19 +1226,24 @@ describe("a dashboard that joins late", () => {
     }
   });
 
-  // An error listener added once caught up (or once subscribed) is not there for this drop.
-  test("a dashboard whose connection drops while it subscribes says so", async () => {
-    const keys = freshKeys("drop-subscribing");
+  // An error listener added once caught up (or once subscribed, or once connected) is not there
+  // for these drops: one while the SUBSCRIBE is on its way, one while connect() says hello.
+  test("a dashboard whose connection drops while it connects or subscribes says so", async () => {
     const client = await learnerClient(undefined, { reconnect: true });
+    const keep = (stop: unknown) => {
+      if (typeof stop === "function") open.push(stop as Stop);
+    };
+    const keys = freshKeys("drop-subscribing");
+    const dashboard = { what: "openDashboard()", role: "dashboard", keep, hint: 3 };
     await expectDropWhileSubscribingHeard({
-      what: "openDashboard()",
-      role: "dashboard",
+      ...dashboard,
       channel: keys.channel,
       start: () => exercise.openDashboard(client, keys, () => {}),
-      keep: (stop) => {
-        if (typeof stop === "function") open.push(stop as Stop);
-      },
-      hint: 3,
+    });
+    const later = freshKeys("drop-connecting");
+    await expectDropWhileConnectingHeard({
+      ...dashboard,
+      start: () => exercise.openDashboard(client, later, () => {}),
     });
   });
 
