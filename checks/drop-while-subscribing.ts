@@ -7,7 +7,7 @@
  */
 import { check, settled, within } from "./kit.ts";
 import { hearDropErrors } from "./unheard-errors.ts";
-import { before, command, dropConnection } from "./wire.ts";
+import { before, command, dropConnection, scope } from "./wire.ts";
 
 export interface DropWhileSubscribing {
   /** The learner's function, e.g. "openDashboard()". */
@@ -57,9 +57,21 @@ export async function expectDropWhileConnectingHeard(
   d: Omit<DropWhileSubscribing, "channel">,
 ): Promise<void> {
   const drops = hearDropErrors();
-  const cut = before(command("HELLO"), (c) => dropConnection(c.conn));
+  // Only a connection this start opens: an earlier subscriber that reconnects says hello too,
+  // and its listener is long in place.
+  const starting = scope("connecting");
+  const cut = before(
+    (c) => c.scope === starting.name && command("HELLO")(c),
+    (c) => dropConnection(c.conn),
+  );
   try {
-    const outcome = await settled(within(Promise.resolve().then(d.start), 5000, d.what));
+    const outcome = await settled(
+      within(
+        starting.run(() => Promise.resolve().then(d.start)),
+        5000,
+        d.what,
+      ),
+    );
     if ("value" in outcome) d.keep(outcome.value);
     if (!cut.hasFired()) return;
     drops.expectHeard(
