@@ -507,6 +507,21 @@ describe("a live connection", () => {
         "Your client has no error listener: one dropped connection would crash the process. Add client.on('error', ...) before connect().",
         2,
       );
+      // A second service of the same process connects to the same URL while the first client
+      // is open: a pool or cache that hands back the open client gives it a connection under
+      // another name, and the first withRedis() that closes "its" client closes both.
+      const otherName = `${name}-2`;
+      const other = await call("connect()", () => exercise.connect(ctx.redisUrl, otherName));
+      try {
+        const both = await openAt(observer, openedSince(before));
+        check(
+          other !== client && both.length === 2 && both.some((c) => c.name === otherName),
+          `connect() called a second time, with the name "${otherName}", while the client it returned for "${name}" was still open, should open a second connection under that name; CLIENT LIST shows ${describeConnections(both) || "none"}${other === client ? ", and it returned the very same client" : ""}. Each call opens a client of its own: one handed back from a pool or cache carries another service's name, and closing it (as withRedis() does) cuts off everyone else who holds it.`,
+          2,
+        );
+      } finally {
+        if (other !== client) other?.destroy();
+      }
       const strategy = client.options?.socket?.reconnectStrategy;
       const delay = typeof strategy === "function" ? strategy(3, new Error("drop")) : undefined;
       check(
@@ -857,9 +872,11 @@ describe("a live connection", () => {
     // error path must let it through as well.
     const failure = freshKey("failure");
     const workError = new Error("OCR service unavailable");
+    let runs = 0;
     await call("withRedis() with work that throws", () =>
       exercise
         .withRedis(ctx.redisUrl, name, async (client) => {
+          runs++;
           void client.set(failure, "contract-17 failed").catch(() => {});
           throw workError;
         })
@@ -870,6 +887,13 @@ describe("a live connection", () => {
     check(
       carries(rejected, workError),
       `When the work throws, withRedis() should reject with that same error (or one whose cause it is); it ${rejected === undefined ? "resolved" : `rejected with ${String(rejected)}`}.`,
+      3,
+    );
+    // A job has effects (a page billed, a status sent): whether to run it again is its caller's
+    // decision, made knowing those effects (lesson 11), not a connection helper's.
+    check(
+      runs === 1,
+      `withRedis() was called once, with work that throws, and ran the work ${runs} times: it retried the job. A job has effects (a model call billed, a status published), and running it again is for the caller to decide. Run the work once and let its error reach the caller.`,
       3,
     );
     opened = openedSince(before);

@@ -1,6 +1,9 @@
 import { afterEach, describe, test } from "vitest";
 import { waitsForReply } from "../awaits-reply.ts";
-import { expectDropWhileSubscribingHeard } from "../drop-while-subscribing.ts";
+import {
+  expectDropWhileConnectingHeard,
+  expectDropWhileSubscribingHeard,
+} from "../drop-while-subscribing.ts";
 import {
   type ConnectionInfo,
   call,
@@ -165,6 +168,15 @@ async function openDashboard(
   const patterns = sent()
     .slice(mark)
     .filter((c) => c.name === "PSUBSCRIBE");
+  const sharded = sent()
+    .slice(mark)
+    .filter((c) => c.name === "SSUBSCRIBE");
+  if (subscribed.length === 0 && sharded.length > 0) {
+    fail(
+      `openDashboard() sent ${sharded.map((c) => `SSUBSCRIBE ${c.args.slice(1).join(" ")}`).join(", ")}: sharded pub/sub, a separate system that hears only SPUBLISH. The pipeline (and redis-cli) announces statuses with PUBLISH, which never reaches an SSUBSCRIBE, and PUBSUB NUMSUB does not count it. A dashboard follows its channel with subscriber.subscribe(channel, listener).`,
+      2,
+    );
+  }
   if (subscribed.length === 0 && patterns.length > 0) {
     fail(
       `openDashboard() sent ${patterns.map((c) => `PSUBSCRIBE ${c.args.slice(1).join(" ")}`).join(", ")}: a pattern subscription, not a subscription to the channel. A pattern is read as a glob (a channel name with *, ? or [ in it matches other channels, or not even itself), and PUBSUB NUMSUB does not count it. A dashboard follows one channel: subscriber.subscribe(channel, listener).`,
@@ -270,6 +282,15 @@ describe("publishing", () => {
         exercise.publishStatus(client, channel, event as StatusEvent),
       );
       const published = channelsSent(mark, "PUBLISH");
+      const sharded = sent()
+        .slice(mark)
+        .find((c) => c.name === "SPUBLISH");
+      if (published.length === 0 && sharded) {
+        fail(
+          `publishStatus() sent SPUBLISH ${describeValue(sharded.args[1])}: sharded pub/sub, a separate system that only SSUBSCRIBE hears. Dashboards (and redis-cli's SUBSCRIBE) subscribe with SUBSCRIBE, which never receives an SPUBLISH, so PUBLISH-style counting answered ${describeValue(n)}. Publish with client.publish(channel, json).`,
+          2,
+        );
+      }
       if (published.length > 0 && !published.includes(channel)) {
         fail(
           `publishStatus() published on ${describeValue(published[0])}, not on the channel it was given (${describeValue(channel)}). Use the channel parameter.`,
@@ -554,6 +575,21 @@ describe("dashboards", () => {
       role: "dashboard",
       channel,
       start: () => exercise.openDashboard(s.client, channel, () => {}),
+      keep: (stop) => {
+        if (typeof stop === "function") open.push(stop as Stop);
+      },
+      hint: 2,
+    });
+  });
+
+  // One step earlier still: an error listener added once connect() resolved, before
+  // subscribe(), hears the drop above but not one while the connection says hello.
+  test("a dashboard whose connection drops while it connects says so", async () => {
+    const s = await session({ reconnect: true });
+    await expectDropWhileConnectingHeard({
+      what: "openDashboard()",
+      role: "dashboard",
+      start: () => exercise.openDashboard(s.client, freshKey("status"), () => {}),
       keep: (stop) => {
         if (typeof stop === "function") open.push(stop as Stop);
       },

@@ -1,6 +1,9 @@
 import { afterEach, describe, test } from "vitest";
 import { waitsForReply } from "../awaits-reply.ts";
-import { expectDropWhileSubscribingHeard } from "../drop-while-subscribing.ts";
+import {
+  expectDropWhileConnectingHeard,
+  expectDropWhileSubscribingHeard,
+} from "../drop-while-subscribing.ts";
 import {
   call,
   check,
@@ -940,8 +943,16 @@ describe("a dashboard that joins late", () => {
     await client.ping();
     const given = allLearnerAddrs();
     const shown: DocStatus[] = [];
+    // A document whose render fails: recorded in the hash (its PUBLISH lost with the dropped
+    // connection), so only a dashboard that catches up again after a reconnect shows it, and
+    // that catch-up must catch what onChange throws as the live listener does.
+    const failing = "contract-72";
+    const thrown = "onChange() threw on purpose (the check's simulated render failure).";
     const stop = await call("openDashboard()", () =>
-      exercise.openDashboard(client, keys, (status) => shown.push(status)),
+      exercise.openDashboard(client, keys, (status) => {
+        shown.push(status);
+        if (status.docId === failing) throw new Error(thrown);
+      }),
     );
     open.push(stop);
     const dashboard = openedSince(given);
@@ -961,7 +972,9 @@ describe("a dashboard that joins late", () => {
     );
     // Twice: an error listener added with once() hears the first drop and is gone.
     const drops = hearDropErrors();
+    const escaped = hearEscapedErrors((e) => e instanceof Error && e.message === thrown);
     try {
+      await pipeline.missedWhileDown(failing);
       for (let n = 1; n <= 2; n++) {
         const live = learnerAddrs();
         const cut = dashboard.filter((addr) => live.has(addr));
@@ -1017,8 +1030,16 @@ describe("a dashboard that joins late", () => {
         `Before the check cut the dashboard's connection, it showed ${settledDoc} at version ${settledLast.version}. After node-redis reconnected, a slow publisher sent that document's older version ${settledLast.version - 1}, and your dashboard showed it (${JSON.stringify(wentBack)}): it went back. A reconnect loses the statuses published while the connection was down, not what the dashboard already showed: keep the versions you remember across reconnects (do not clear them on "ready" or "error").`,
         3,
       );
+      escaped.stop();
+      escaped.expectNone(
+        "onChange",
+        `${failing}, a status your dashboard read from the hash after a reconnect`,
+        "dashboard",
+        3,
+      );
     } finally {
       drops.stop();
+      escaped.stop();
     }
   });
 
@@ -1205,19 +1226,24 @@ describe("a dashboard that joins late", () => {
     }
   });
 
-  // An error listener added once caught up (or once subscribed) is not there for this drop.
-  test("a dashboard whose connection drops while it subscribes says so", async () => {
-    const keys = freshKeys("drop-subscribing");
+  // An error listener added once caught up (or once subscribed, or once connected) is not there
+  // for these drops: one while the SUBSCRIBE is on its way, one while connect() says hello.
+  test("a dashboard whose connection drops while it connects or subscribes says so", async () => {
     const client = await learnerClient(undefined, { reconnect: true });
+    const keep = (stop: unknown) => {
+      if (typeof stop === "function") open.push(stop as Stop);
+    };
+    const keys = freshKeys("drop-subscribing");
+    const dashboard = { what: "openDashboard()", role: "dashboard", keep, hint: 3 };
     await expectDropWhileSubscribingHeard({
-      what: "openDashboard()",
-      role: "dashboard",
+      ...dashboard,
       channel: keys.channel,
       start: () => exercise.openDashboard(client, keys, () => {}),
-      keep: (stop) => {
-        if (typeof stop === "function") open.push(stop as Stop);
-      },
-      hint: 3,
+    });
+    const later = freshKeys("drop-connecting");
+    await expectDropWhileConnectingHeard({
+      ...dashboard,
+      start: () => exercise.openDashboard(client, later, () => {}),
     });
   });
 
