@@ -520,13 +520,18 @@ test("another worker's result, stored just before yours, is the one handed on, e
   // Just before this process stores its result, another worker (its model found nothing in
   // doc-x) stores "": both deliveries here must hand on that one.
   const writes = ["SET", "EVAL", "EVALSHA", "FCALL"];
+  // The rival stores with NX too: when the two deliveries write on connections of their own (a
+  // WATCH per call, say), the other one's store can overtake the one held here and win, and then
+  // the rival's is refused. The stored result is then the other delivery's, and both must carry it.
+  let rivalStored = false;
   const rival = beforeCommand(
     (c) => writes.includes(c.name) && c.args.includes(key),
     async () => {
-      await stage.observer.set(key, "", {
+      const reply = await stage.observer.set(key, "", {
         condition: "NX",
         expiration: { type: "EX", value: RESULT_TTL_S },
       });
+      rivalStored = reply !== null;
     },
   );
   try {
@@ -535,9 +540,11 @@ test("another worker's result, stored just before yours, is the one handed on, e
     rival.cancel();
   }
   const handed = await handedOn(stage, "doc-x");
+  const stored = await storedResult(stage, "doc-x");
   check(
-    !rival.hasFired() || (handed.length === docs.length && handed.every((e) => e === "")),
-    `Two deliveries of doc-x ran at once in this process; just before your code stored its result, another worker stored its own: "" (its model found no entities). Redis holds ${JSON.stringify(await storedResult(stage, "doc-x"))}, and your code handed doc-x on with ${JSON.stringify(handed)}. Every hand-off must carry the stored result: when SET ... NX is refused, read the stored one and test it against null, not for truthiness ("" || entities hands on your own). A delivery that waited for another one's model call must also hand on what that one's SET ... NX decided, not the model's answer.`,
+    !rival.hasFired() ||
+      (handed.length === docs.length && handed.every((e) => e === (rivalStored ? "" : stored))),
+    `Two deliveries of doc-x ran at once in this process; just before your code stored its result, another worker ${rivalStored ? 'stored its own: "" (its model found no entities)' : 'tried to store its own ("") with SET ... NX, too late: one of your deliveries had stored first'}. Redis holds ${JSON.stringify(stored)}, and your code handed doc-x on with ${JSON.stringify(handed)}. Every hand-off must carry the stored result: when SET ... NX is refused, read the stored one and test it against null, not for truthiness ("" || entities hands on your own). A delivery that waited for another one's model call must also hand on what that one's SET ... NX decided, not the model's answer.`,
     2,
   );
 });
