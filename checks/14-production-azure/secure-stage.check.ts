@@ -1,3 +1,4 @@
+import net from "node:net";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, test } from "vitest";
 import {
   call,
@@ -9,6 +10,7 @@ import {
   learnerConnections,
   loadExercise,
   type Redis,
+  settled,
   sleep,
   until,
   within,
@@ -23,6 +25,7 @@ import {
 } from "../unheard-errors.ts";
 import {
   allLearnerAddrs,
+  checkOwnsSocket,
   deliverTogether,
   dropConnection,
   learnerAddrs,
@@ -261,6 +264,53 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
         hint: 2,
       });
     }
+  });
+
+  test("startStage() comes up when its first connection is cut before the login", async () => {
+    const stage = names();
+    await fixture.admin.xGroupCreate(stage.input, stage.group, "0", { MKSTREAM: true });
+    const user = await fixture.user("ocr-worker", ["~*", "&*", "+@all"]);
+    // Between the worker and Redis, a hop that cuts the first connection as soon as it opens
+    // (Redis still starting, a failover under way, a load balancer's blip) and passes the
+    // rest through untouched: TLS and the login go end to end.
+    let cut = 0;
+    const legs = new Set<net.Socket>();
+    const hop = net.createServer((socket) => {
+      legs.add(socket);
+      socket.on("error", () => {});
+      if (cut++ === 0) {
+        socket.destroy();
+        return;
+      }
+      const redis = net.connect(user.conn.port, "127.0.0.1");
+      checkOwnsSocket(redis);
+      legs.add(redis);
+      redis.on("error", () => socket.destroy());
+      socket.on("close", () => redis.destroy());
+      redis.on("close", () => socket.destroy());
+      socket.pipe(redis).pipe(socket);
+    });
+    await new Promise<void>((resolve) => hop.listen(0, "127.0.0.1", resolve));
+    cleanup.push(
+      () =>
+        new Promise<void>((resolve) => {
+          for (const leg of legs) leg.destroy();
+          hop.close(() => resolve());
+        }),
+    );
+    const address = hop.address();
+    const port = typeof address === "object" && address ? address.port : 0;
+    const started = await within(
+      settled(exercise.startStage({ ...user.conn, port }, stage, async () => {}, BLOCK_MS)),
+      10_000,
+      "startStage() with its first connection cut",
+    );
+    if ("value" in started) cleanup.push(async () => started.value.stop());
+    check(
+      "value" in started,
+      `The first connection of startStage() was cut before the login (as a Redis still starting or a failover does), and startStage() rejected: ${"error" in started ? String(started.error) : ""}. Your reconnect strategy gave up on an error that is not a refused login. Before the first ready, give up only on WRONGPASS or NOAUTH (the secret is wrong, and retrying cannot mend it); a dropped or refused connection is Redis's trouble of the moment, so retry it after a delay, as node-redis does by default.`,
+      2,
+    );
   });
 
   test("stageClient()'s client keeps retrying a refused login once it has been ready", async () => {
