@@ -27,6 +27,7 @@
 import { AsyncLocalStorage, createHook } from "node:async_hooks";
 import { EventEmitter } from "node:events";
 import net from "node:net";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { nameSetBy } from "../src/redis/trace.ts";
 
 export interface SentCommand {
@@ -910,7 +911,7 @@ export function failedConnects(s: Scope): number {
  */
 export function scopeTimers(
   s: Scope,
-  options: { repeating?: boolean; referenced?: boolean } = {},
+  options: { repeating?: boolean; referenced?: boolean; createdIn?: string } = {},
 ): { live(): number; stop(): void } {
   const live = new Map<number, { hasRef?: () => boolean }>();
   const hook = createHook({
@@ -918,6 +919,9 @@ export function scopeTimers(
       if (type !== "Timeout" || scopeStore.getStore() !== s.name) return;
       // With `repeating`, only setInterval()s: a Timeout whose _repeat is set.
       if (options.repeating && (resource as { _repeat?: unknown })._repeat == null) return;
+      // With `createdIn` (a file's path), only the timers that file's code started itself,
+      // unref()'d or not: not node-redis's (its connect timeouts, its reconnect delays).
+      if (options.createdIn !== undefined && !createdBy(options.createdIn)) return;
       live.set(id, resource as { hasRef?: () => boolean });
     },
     destroy(id) {
@@ -932,6 +936,29 @@ export function scopeTimers(
       ? [...live.values()].filter((timer) => timer.hasRef?.() !== false).length
       : live.size;
   return { live: count, stop: () => hook.disable() };
+}
+
+/**
+ * Whether the code running now was called by `file` itself: the first frame of the stack that is
+ * neither Node's own nor this file's is in it. Not a frame further down: an awaited call of the
+ * learner's into node-redis lists the learner's function too (V8's async stack traces).
+ */
+function createdBy(file: string): boolean {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 50;
+  try {
+    const here = fileURLToPath(import.meta.url);
+    const caller = (new Error().stack ?? "")
+      .split("\n")
+      .slice(1)
+      .find((line) => !/\(node:|at node:|\(<anonymous>\)/.test(line) && !line.includes(here));
+    // An ES module's frames name it by URL (spaces as %20), a CommonJS one by its path.
+    return (
+      caller !== undefined && (caller.includes(file) || caller.includes(pathToFileURL(file).href))
+    );
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
 }
 
 /**

@@ -31,6 +31,7 @@ import {
   within,
 } from "../kit.ts";
 import { answerToNewWork, pendingCount, wrongEventTime } from "../streams-support.ts";
+import { dropUnder } from "../unheard-errors.ts";
 import {
   before as beforeCommand,
   crashPoints,
@@ -911,6 +912,52 @@ describe("the parts, one at a time", () => {
       `handOff() rejected (the next stage's stream was broken) and left ${openLearnerConnections() - open} more connection(s) to Redis open than before: a connection it opens for itself must be closed on every way out, the error included (try ... finally).`,
       3,
     );
+  });
+
+  test("handOff() lets a dropped connection's failure reach its caller", async () => {
+    const c = await observer();
+    // Each of handOff()'s own commands outside the transaction, on the path that sends it: the
+    // WATCH of a first hand-off, the UNWATCH and XACK of one that finds the document done.
+    const steps: { name: string; finished: boolean; advice: string }[] = [
+      { name: "WATCH", finished: false, advice: "await client.watch(...)" },
+      { name: "UNWATCH", finished: true, advice: "await client.unwatch()" },
+      { name: "XACK", finished: true, advice: "await client.xAck(...)" },
+    ];
+    for (const step of steps) {
+      const keys = keysFor(`drop-${step.name.toLowerCase()}`);
+      const work = await delivered(c, keys, "doc-1", fresh("ocr"));
+      if (step.finished) await c.hSet(keys.doc("doc-1"), "ocr", RESULT);
+      const client = await learnerClient();
+      const from = lastSeq();
+      // Redis restarts (or fails over) just as that command leaves: its promise rejects.
+      const target = (cmd: SentCommand) =>
+        cmd.seq > from &&
+        cmd.name === step.name &&
+        cmd.multi === undefined &&
+        (step.name === "UNWATCH" ||
+          cmd.args.includes(keys.doc("doc-1")) ||
+          cmd.args.includes(work.id));
+      const { dropped, unhandled } = await dropUnder(target, async (hasDropped) => {
+        await within(
+          Promise.resolve()
+            .then(() => exercise.handOff(client, keys, work, RESULT))
+            .catch(() => undefined),
+          5000,
+          `handOff() with the connection dropped under its ${step.name}`,
+        );
+        // Sent without await, the command may still be on its way when handOff() returns: let
+        // node-redis write it, then wait for the drop under it.
+        await new Promise((resolve) => setImmediate(resolve));
+        for (let i = 0; i < 100 && !hasDropped() && sent(target).length > 0; i++) await sleep(10);
+      });
+      // A hand-off that never sends this command on this path is judged by the other tests.
+      if (!dropped) continue;
+      check(
+        unhandled.length === 0,
+        `${step.finished ? "doc-1 was already done at this stage, so handOff() had only to clean up" : "handOff() was handing doc-1 on"}, and the check dropped the connection under its ${step.name} (as a Redis restart or a failover does). That ${step.name}'s rejection (${String(unhandled[0])}) was handled by nobody: it was sent without await. Node ends a process on an unhandled rejection, so the worker dies over one dropped connection. Await every command (${step.advice}): node-redis sends them in order either way, and an awaited failure reaches handOff()'s caller, whose loop can try again.`,
+        3,
+      );
+    }
   });
 
   test("deadLetter() parks the document with its reason and acknowledges it", async () => {

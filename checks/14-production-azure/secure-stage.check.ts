@@ -1,3 +1,4 @@
+import net from "node:net";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, test } from "vitest";
 import {
   call,
@@ -9,6 +10,7 @@ import {
   learnerConnections,
   loadExercise,
   type Redis,
+  settled,
   sleep,
   until,
   within,
@@ -23,6 +25,7 @@ import {
 } from "../unheard-errors.ts";
 import {
   allLearnerAddrs,
+  checkOwnsSocket,
   deliverTogether,
   dropConnection,
   learnerAddrs,
@@ -263,6 +266,53 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
     }
   });
 
+  test("startStage() comes up when its first connection is cut before the login", async () => {
+    const stage = names();
+    await fixture.admin.xGroupCreate(stage.input, stage.group, "0", { MKSTREAM: true });
+    const user = await fixture.user("ocr-worker", ["~*", "&*", "+@all"]);
+    // Between the worker and Redis, a hop that cuts the first connection as soon as it opens
+    // (Redis still starting, a failover under way, a load balancer's blip) and passes the
+    // rest through untouched: TLS and the login go end to end.
+    let cut = 0;
+    const legs = new Set<net.Socket>();
+    const hop = net.createServer((socket) => {
+      legs.add(socket);
+      socket.on("error", () => {});
+      if (cut++ === 0) {
+        socket.destroy();
+        return;
+      }
+      const redis = net.connect(user.conn.port, "127.0.0.1");
+      checkOwnsSocket(redis);
+      legs.add(redis);
+      redis.on("error", () => socket.destroy());
+      socket.on("close", () => redis.destroy());
+      redis.on("close", () => socket.destroy());
+      socket.pipe(redis).pipe(socket);
+    });
+    await new Promise<void>((resolve) => hop.listen(0, "127.0.0.1", resolve));
+    cleanup.push(
+      () =>
+        new Promise<void>((resolve) => {
+          for (const leg of legs) leg.destroy();
+          hop.close(() => resolve());
+        }),
+    );
+    const address = hop.address();
+    const port = typeof address === "object" && address ? address.port : 0;
+    const started = await within(
+      settled(exercise.startStage({ ...user.conn, port }, stage, async () => {}, BLOCK_MS)),
+      10_000,
+      "startStage() with its first connection cut",
+    );
+    if ("value" in started) cleanup.push(async () => started.value.stop());
+    check(
+      "value" in started,
+      `The first connection of startStage() was cut before the login (as a Redis still starting or a failover does), and startStage() rejected: ${"error" in started ? String(started.error) : ""}. Your reconnect strategy gave up on an error that is not a refused login. Before the first ready, give up only on WRONGPASS or NOAUTH (the secret is wrong, and retrying cannot mend it); a dropped or refused connection is Redis's trouble of the moment, so retry it after a delay, as node-redis does by default.`,
+      2,
+    );
+  });
+
   test("stageClient()'s client keeps retrying a refused login once it has been ready", async () => {
     const user = await fixture.user("ocr-worker", ["+ping"]);
     // A token that expired under a running worker: its next logins are refused until the new
@@ -457,6 +507,10 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
     // itself however long its period (node-redis's own connect timeouts are unref()'d).
     const heldTimers = scopeTimers(stageScope, { referenced: true });
     cleanup.push(async () => heldTimers.stop());
+    // And the timers your own code started, unref()'d or not: an unref()'d refresh lets the
+    // process exit, but in a process that goes on it keeps asking for tokens for ever.
+    const ownTimers = scopeTimers(stageScope, { createdIn: ctx.target });
+    cleanup.push(async () => ownTimers.stop());
     const watcher = await stageScope.run(() =>
       failingWatcher(dashboard.conn, stage.status, events),
     );
@@ -584,6 +638,12 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
       `After stop() your worker and watcher still had ${heldTimers.live()} setTimeout() timer(s) waiting (a token refresh that schedules its next run, say): a stopped worker must leave nothing scheduled, or the process never exits and goes on asking for tokens. Let the credentials provider ask conn.password() when a connection is made, or keep the timer and clearTimeout() it in stop().`,
       4,
     );
+    await until(() => ownTimers.live() === 0, 2000);
+    check(
+      ownTimers.live() === 0,
+      `After stop() your worker and watcher still had ${ownTimers.live()} timer(s) of your own waiting (a token refresh that schedules its next run, say), unref()'d so that they do not keep the process alive: a stopped worker must leave nothing scheduled. unref() lets a process exit, but a service that stops a worker and goes on (a redeploy, a scale-in) keeps a refresh asking Entra ID for tokens for a worker that is gone, one more chain for each worker it ever stopped. Let the credentials provider ask conn.password() when a connection is made, or keep the timer and clearTimeout() it in stop().`,
+      4,
+    );
   });
 
   test("watchStatus() rejects when the ACL keeps its account off the channel, and closes what it opened", async () => {
@@ -639,9 +699,13 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
       if (gate) return gate;
       return Promise.resolve();
     }) as (doc: string) => Promise<void>;
+    // In a scope of its own, so the timers the worker's own code keeps waiting can be counted.
+    const loop = scope("loop");
+    const loopTimers = scopeTimers(loop, { createdIn: ctx.target });
+    cleanup.push(async () => loopTimers.stop());
     const running = await call(
       "startStage()",
-      () => exercise.startStage(worker.conn, stage, handle, BLOCK_MS),
+      () => loop.run(() => exercise.startStage(worker.conn, stage, handle, BLOCK_MS)),
       5000,
     );
     let stopped = false;
@@ -756,14 +820,17 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
     stopping.catch(() => {});
     // A worker that moved on is blocked in its next read: a new entry ends that read at once,
     // and such a worker finishes and returns from stop(). One that waits for `last` sends
-    // nothing meanwhile: once none of its commands is on its way, stop() has had its chance.
+    // nothing meanwhile and waits for no timer of its own: once none of its commands is on its
+    // way and none of its timers is waiting (a back-off after the failed batch, say), stop()
+    // has had its chance.
     await fixture.admin.xAdd(stage.input, "*", { doc: fresh("late") });
-    // Quiet twice in a row, a poll apart: between a reply and the commands it leads to, the
+    const idle = () => nothingInFlight() && loopTimers.live() === 0;
+    // Idle twice in a row, a poll apart: between a reply and the commands it leads to, the
     // worker's next step is only a moment away.
     const quiet = async () => {
-      if (!nothingInFlight()) return false;
+      if (!idle()) return false;
       await sleep(20);
-      return nothingInFlight();
+      return idle();
     };
     await until(async () => returned || (await quiet()), 2000);
     const movedOn = called.includes(failing)
