@@ -508,7 +508,13 @@ export function mutants(
     const timeName = /ms$|millis|timeout|interval|ttl|delay|seconds|block|idle|expire|lease|wait/i;
     /** A value given to a name matching `pattern`: `{ COUNT: 1 }`, `const blockMs = 100`, `count = 1`. */
     const namedAs = (node: Node, pattern: RegExp) => {
-      const [parent, field] = parents.get(node) ?? [];
+      let [parent, field] = parents.get(node) ?? [];
+      // Through a default or a choice: `port: profile.port ?? 6379`, `ms = fast ? 10 : 1000`.
+      while (
+        parent &&
+        (parent.type === "LogicalExpression" || parent.type === "ConditionalExpression")
+      )
+        [parent, field] = parents.get(parent) ?? [];
       if (!parent) return false;
       const name =
         parent.type === "Property" && field === "value"
