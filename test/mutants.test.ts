@@ -139,3 +139,67 @@ describe("mutants", () => {
     expect(mutants(closure, ["swap"])).toEqual([]);
   });
 });
+
+describe("mutants of options and special values", () => {
+  const redis = `import { createClient } from "redis";
+
+export async function consume(client: ReturnType<typeof createClient>, stream: string, last: string, blockMs = 1000) {
+  await client.xGroupCreate(stream, "g", "0", { MKSTREAM: true });
+  await client.sendCommand(["XAUTOCLAIM", stream, "g", "c", "5000", "0-0", "COUNT", "10", "JUSTID"]);
+  const page = await client.xRange(stream, \`(\${last}\`, "+", { COUNT: 10 });
+  if (page.length > 0) console.log("read", ">", 20);
+  return { count: 2 };
+}
+`;
+
+  test("property: one option of an argument object, one option (with its value) of a command array", () => {
+    expect(view(mutants(redis, ["property"]))).toEqual([
+      [4, "property: remove `MKSTREAM: true` from `{ MKSTREAM: true }`"],
+      [
+        5,
+        'property: remove `"COUNT", "10"` from `["XAUTOCLAIM", stream, "g", "c", "5000", "0-0", "COUNT", "1…`',
+      ],
+      [
+        5,
+        'property: remove `"JUSTID"` from `["XAUTOCLAIM", stream, "g", "c", "5000", "0-0", "COUNT", "1…`',
+      ],
+      [6, "property: remove `COUNT: 10` from `{ COUNT: 10 }`"],
+    ]);
+    const list = mutants(redis, ["property"]);
+    expect(textOf(list, "MKSTREAM")).toBe(redis.replace("{ MKSTREAM: true }", "{}"));
+    expect(textOf(list, '"JUSTID"')).toBe(redis.replace(', "JUSTID"', ""));
+    expect(textOf(list, '"COUNT", "10"')).toBe(redis.replace('"COUNT", "10", ', ""));
+  });
+
+  test("literal: special IDs to their neighbours, an exclusive start made inclusive, times and counts scaled", () => {
+    // Not the log line's ">" nor its 20, not the port-free object's key, not the type's 1000.
+    expect(view(mutants(redis, ["literal"]))).toEqual([
+      [3, "literal: `1000` to `1000000` in `blockMs = 1000`"],
+      [3, "literal: `1000` to `1` in `blockMs = 1000`"],
+      [4, 'literal: `"0"` to `">"` in `client.xGroupCreate(stream, "g", "0", { MKSTREAM: true })`'],
+      [4, 'literal: `"0"` to `"$"` in `client.xGroupCreate(stream, "g", "0", { MKSTREAM: true })`'],
+      [
+        5,
+        'literal: `"0-0"` to `"$"` in `client.sendCommand(["XAUTOCLAIM", stream, "g", "c", "5000",…`',
+      ],
+      [
+        6,
+        // biome-ignore lint/suspicious/noTemplateCurlyInString: a description quotes template code
+        'literal: ``(${last}`` to ``${last}`` in `client.xRange(stream, `(${last}`, "+", { COUNT: 10 })`',
+      ],
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: a description quotes template code
+      [6, 'literal: `"+"` to `"-"` in `client.xRange(stream, `(${last}`, "+", { COUNT: 10 })`'],
+      [6, "literal: `10` to `10000` in `COUNT: 10`"],
+      [6, "literal: `10` to `1` in `COUNT: 10`"],
+      [7, "literal: `0` to `1` in `page.length > 0`"],
+      [8, "literal: `2` to `2000` in `count: 2`"],
+      // 2 / 1000 is 1 (never 0): the same mutant as 2 - 1, made once.
+      [8, "literal: `2` to `1` in `count: 2`"],
+      [8, "literal: `2` to `3` in `count: 2`"],
+    ]);
+    const list = mutants(redis, ["literal"]);
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: a description quotes template code
+    expect(textOf(list, "``(${last}``")).toBe(redis.replace("`(${last}`", "`${last}`"));
+    expect(textOf(list, '`"0"` to `"$"`')).toBe(redis.replace('"g", "0"', '"g", "$"'));
+  });
+});

@@ -606,7 +606,27 @@ test("after a restart the reader gets exactly the entries it missed, more than o
     `After the restart the reader should hand over ${expected.length} entries once each, in order; it handed over ${handed.length}: ${list(handed)}.`,
     2,
   );
+  checkBoundedReads(stream);
 });
+
+/** The most entries one read may ask for: a reader far behind must not take its whole backlog in one reply. */
+const MAX_COUNT = 1000;
+
+/** Every XREAD, XRANGE and XREVRANGE the learner sent on `stream` has a COUNT of 1 to MAX_COUNT. */
+function checkBoundedReads(stream: string): void {
+  const reads = sent(
+    (c) => ["XREAD", "XRANGE", "XREVRANGE"].includes(c.name) && c.args.includes(stream),
+  );
+  for (const read of reads) {
+    const at = read.args.findIndex((a) => a.toUpperCase() === "COUNT");
+    const count = at < 0 ? undefined : Number(read.args[at + 1]);
+    check(
+      count !== undefined && count >= 1 && count <= MAX_COUNT,
+      `Your reader sent ${read.args.join(" ")}: ${count === undefined ? "without COUNT it returns every entry it finds" : `COUNT ${count} lets one reply carry that many entries`}. After a long downtime (here 150 entries; in production it may be millions) one reply would carry the whole backlog, all in memory at once. Give every read a COUNT of at most ${MAX_COUNT}: XREVRANGE <stream> + - COUNT 1 for the newest entry, XREAD BLOCK ... COUNT 100 for the tail.`,
+      2,
+    );
+  }
+}
 
 /** Restarts after `crashed` died and collects until every one of `ids` was handled by one of them. */
 async function recover(

@@ -1319,6 +1319,36 @@ test("stop() called right after startWorker() returns and leaves nothing open", 
   );
 });
 
+test("a worker starts on a stream nothing was ever queued on", async () => {
+  const observer = await checkClient();
+  // A stage deployed before its first upload: no stream key at all, no group.
+  const stream = freshKey("docs:empty");
+  const q = { stream, group: fresh("ocr"), deadLetterStream: `${stream}:dead` };
+  const handled: string[] = [];
+  const worker = await start(
+    await learnerClient(),
+    workerOptions(q, fresh("ocr"), async (task) => {
+      handled.push(task.id);
+    }),
+  ).catch((error: Error) => {
+    if (!error.message.includes("threw an error")) throw error;
+    return fail(
+      `startWorker() on a stream nothing was queued on yet (no key at all, as for a stage deployed before its first upload) failed: ${error.message} XGROUP CREATE refuses a missing stream unless you add MKSTREAM: XGROUP CREATE <stream> <group> 0 MKSTREAM.`,
+      2,
+    );
+  });
+  try {
+    const id = await observer.xAdd(stream, "*", { docId: "first" });
+    check(
+      await until(() => handled.includes(id), 3000),
+      "The worker started on a stream that did not exist yet (a stage deployed before its first upload), and never handled the entry added after it started. XGROUP CREATE refuses a missing stream unless you add MKSTREAM: XGROUP CREATE <stream> <group> 0 MKSTREAM.",
+      2,
+    );
+  } finally {
+    await stopQuietly(worker);
+  }
+});
+
 test("two workers started at once on a stream with no group yet: both work, each task kept fresh", async () => {
   const observer = await checkClient();
   const stream = freshKey("docs:first-start");
@@ -1424,6 +1454,7 @@ test("a worker started without blockMs still waits a bounded time per read", asy
     start: () => start(client, options),
     wake: () => observer.xAdd(q.stream, "*", { docId: "wake-up" }),
     hint: 3,
+    atLeastMs: 100,
   });
 });
 

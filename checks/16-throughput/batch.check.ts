@@ -216,12 +216,13 @@ describe("reading a batch", () => {
     const c = await own();
     // 25 entries a live worker is busy with, then 3 a crashed worker left behind with live ones
     // between them: an XPENDING over the claimed range lists those too, unless it asks for this
-    // consumer's entries only. The live ones between are the sweeper's own batch in hand, so
-    // even that XPENDING lists them: its COUNT must cover more than the claimed entries.
+    // consumer's entries only. The live ones between are the sweeper's own batch in hand, more
+    // of them than count, so even that XPENDING lists them: its COUNT must cover the whole range
+    // one XAUTOCLAIM looks at (COUNT*10), not the claimed entries plus count.
     const live = (i: number) => `live${i}`;
     const stale = ["gone0", "gone1", "gone2"];
     const order = [...Array.from({ length: 25 }, (_, i) => live(i))];
-    order.push("gone0", live(25), "gone1", live(26), "gone2");
+    order.push("gone0", live(25), live(26), live(27), "gone1", live(28), "gone2");
     const busy = fresh("busy");
     const works = await delivered(keys, order, busy);
     const consumer = fresh("sweeper");
@@ -241,7 +242,7 @@ describe("reading a batch", () => {
         "1",
       ]);
     const isLive = (x: Work) => x.doc.startsWith("live");
-    const inHand = (x: Work) => x.doc === live(25) || x.doc === live(26);
+    const inHand = (x: Work) => [live(25), live(26), live(27)].includes(x.doc);
     await idle(
       works.filter((x) => isLive(x) && !inHand(x)).map((x) => x.id),
       busy,
@@ -267,6 +268,8 @@ describe("reading a batch", () => {
     const w = await worker("sweeper");
     const options = { consumer, count: 2, blockMs: 100, claimIdleMs: 60_000 };
     const found: Work[] = [];
+    /** How many works each round returned. */
+    const sizes: number[] = [];
     let cursor = "0-0";
     for (let round = 1; round <= 6; round++) {
       const from = lastSeq();
@@ -279,6 +282,7 @@ describe("reading a batch", () => {
         `One sweep() call should send one XAUTOCLAIM (the loop calls sweep() again with the cursor it returns); round ${round} sent ${claims.length}. Looping over the pending list inside sweep(), or once per document, costs a round trip per document.`,
         2,
       );
+      sizes.push(swept.works.length);
       found.push(...swept.works);
       cursor = swept.cursor;
       if (cursor === "0-0") break;
@@ -295,6 +299,12 @@ describe("reading a batch", () => {
       `sweep() took ${claimedLive.length} entries a live worker holds (idle for 50 s, less than claimIdleMs, 60000 ms): pass claimIdleMs as XAUTOCLAIM's min-idle-time, in milliseconds as it is.`,
       2,
     );
+    const largest = Math.max(...sizes);
+    check(
+      largest <= options.count,
+      `sweep() returned ${largest} entries in one round with count ${options.count}: a sweep is one batch, at most \`count\` entries. Pass count as XAUTOCLAIM's COUNT; without one, Redis claims up to 100 at a time.`,
+      2,
+    );
     const docs = found.map((x) => x.doc).sort();
     const mine = await c.xPendingRange(keys.stream, keys.group, "-", "+", 100, { consumer });
     const hidden = works.filter(
@@ -302,12 +312,12 @@ describe("reading a batch", () => {
     );
     check(
       hidden.length === 0,
-      `sweep() claimed ${hidden.map((x) => x.doc).join(", ")} (pending for your consumer now) but did not return it: no one works on it until claimIdleMs passes again. Your consumer's own batch in hand (live25, live26) lies between the claimed entries, so an XPENDING over the claimed range for your consumer lists those too: give it a COUNT that covers the range (the claimed entries plus COUNT*10), or look up each claimed id.`,
+      `sweep() claimed ${hidden.map((x) => x.doc).join(", ")} (pending for your consumer now) but did not return it: no one works on it until claimIdleMs passes again. Your consumer's own batch in hand (live25 to live27, more than count) lies between the claimed entries, so an XPENDING over the claimed range for your consumer lists those too: give it a COUNT that covers the range (the claimed entries plus COUNT*10), or look up each claimed id.`,
       2,
     );
     check(
       sameValue(docs, stale),
-      `Following the cursor it returns, sweep() should claim the crashed worker's 3 entries (after 25 live ones and between 2 more, with COUNT 2) exactly once; it claimed ${JSON.stringify(docs)}. XAUTOCLAIM looks at COUNT*10 entries per call: return its next cursor and start from the cursor you are given.`,
+      `Following the cursor it returns, sweep() should claim the crashed worker's 3 entries (after 25 live ones and between 4 more, with COUNT 2) exactly once; it claimed ${JSON.stringify(docs)}. XAUTOCLAIM looks at COUNT*10 entries per call: return its next cursor and start from the cursor you are given.`,
       2,
     );
     const justId = sentBy(w.scope).some(

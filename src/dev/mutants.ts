@@ -9,7 +9,7 @@
  */
 import { parseSync } from "oxc-parser";
 
-export const OPERATORS = ["await", "delete", "swap", "condition"] as const;
+export const OPERATORS = ["await", "delete", "swap", "condition", "property", "literal"] as const;
 export type Operator = (typeof OPERATORS)[number];
 
 export interface Mutant {
@@ -185,6 +185,57 @@ function hasEffects(node: Node): boolean {
 }
 
 /**
+ * Special strings of Redis and the neighbours a learner confuses them with: `">"` (new entries
+ * of a group) and `"0"` (the consumer's own pending ones, or a group from the first entry), `"$"`
+ * (only what comes after now), `"-"` and `"+"` (the ends of a range), `"0-0"` (a cursor or ID
+ * from the start).
+ */
+const NEIGHBOURS: Record<string, string[]> = {
+  ">": ["0"],
+  "0": [">", "$"],
+  $: ["0"],
+  "-": ["+"],
+  "+": ["-"],
+  "0-0": ["$"],
+};
+
+/** String methods whose arguments are separators or text, not Redis values. */
+const STRING_METHODS = new Set([
+  "split",
+  "join",
+  "replace",
+  "replaceAll",
+  "startsWith",
+  "endsWith",
+  "includes",
+  "indexOf",
+  "lastIndexOf",
+  "padStart",
+  "padEnd",
+  "slice",
+  "substring",
+  "at",
+  "toFixed",
+]);
+
+const COMPARISONS = new Set(["<", "<=", ">", ">=", "===", "!==", "==", "!="]);
+
+/** An option word of a Redis command written as an array: `"MKSTREAM"`, `"COUNT"`. */
+function isOptionWord(node: Node | undefined): boolean {
+  return (
+    node !== undefined &&
+    node.type === "Literal" &&
+    typeof node.value === "string" &&
+    /^[A-Z][A-Z_-]*$/.test(node.value)
+  );
+}
+
+/** A number as a learner would write it. */
+function numberText(value: number): string {
+  return String(value);
+}
+
+/**
  * The mutants of `source` made by `operators`, in source order per operator. A mutant whose
  * text equals the source or an earlier mutant's is left out.
  */
@@ -324,6 +375,222 @@ export function mutants(
           `\`${operator}\` to \`${flipped}\` in \`${snippet(code(node), 60)}\``,
           splice(source, at, at + operator.length, flipped),
         );
+      }
+    }
+  }
+
+  const parents = new Map<Node, [Node, string]>();
+  for (const [node, parent, field] of nodes)
+    if (parent && field) parents.set(node, [parent, field]);
+  const ancestors = function* (node: Node): Generator<[Node, string]> {
+    for (let up = parents.get(node); up; up = parents.get(up[0])) yield up;
+  };
+  /** `x.method(...)` or `method(...)`: the called name. */
+  const calleeName = (call: Node): string | undefined => {
+    const callee = call.callee as Node;
+    if (callee.type === "Identifier") return callee.name as string;
+    if (callee.type === "MemberExpression" && !callee.computed)
+      return (callee.property as Node).name as string;
+    return undefined;
+  };
+  /** A log line or an error's message: its text changes what people read, not what the code does. */
+  const inMessage = (node: Node) => {
+    for (const [up] of ancestors(node)) {
+      if (up.type === "NewExpression" && /Error$/.test(calleeName(up) ?? "")) return true;
+      if (up.type === "CallExpression") {
+        const callee = up.callee as Node;
+        const object = callee.type === "MemberExpression" ? (callee.object as Node) : undefined;
+        if (object?.type === "Identifier" && object.name === "console") return true;
+      }
+    }
+    return false;
+  };
+  /** Removes elements [i, i + count) of `list`, the list of `container` (`{...}` or `[...]`), with a comma. */
+  const withoutElements = (container: Node, list: (Node | null)[], i: number, count: number) => {
+    const first = list[i] as Node;
+    const last = list[i + count - 1] as Node;
+    const next = list[i + count];
+    const previous = list[i - 1];
+    if (next) return splice(source, first.start, next.start, "");
+    if (previous) return splice(source, previous.end, last.end, "");
+    return splice(source, container.start + 1, container.end - 1, "");
+  };
+
+  if (operators.includes("property")) {
+    const argumentShaped = new Set([
+      "ObjectExpression",
+      "Property",
+      "ArrayExpression",
+      "ConditionalExpression",
+      "LogicalExpression",
+      "ParenthesizedExpression",
+      "TSAsExpression",
+      "TSSatisfiesExpression",
+    ]);
+    /** The call `node` is (part of) an argument of: through objects, arrays and `c ? a : b` only. */
+    const argumentOf = (node: Node): Node | undefined => {
+      for (const [up, field] of ancestors(node)) {
+        if ((up.type === "CallExpression" || up.type === "NewExpression") && field === "arguments")
+          return up;
+        if (!argumentShaped.has(up.type)) return undefined;
+      }
+      return undefined;
+    };
+    for (const [node] of nodes) {
+      if (node.type === "ObjectExpression" && argumentOf(node)) {
+        const properties = node.properties as Node[];
+        for (const [i, property] of properties.entries()) {
+          add(
+            "property",
+            property.start,
+            `remove \`${snippet(code(property), 40)}\` from \`${snippet(code(node), 60)}\``,
+            withoutElements(node, properties, i, 1),
+          );
+        }
+      }
+      if (node.type !== "ArrayExpression") continue;
+      const elements = node.elements as (Node | null)[];
+      const call = argumentOf(node);
+      const isCommand =
+        (call !== undefined && calleeName(call) === "sendCommand") ||
+        isOptionWord(elements[0] ?? undefined);
+      if (!isCommand) continue;
+      // The command's name (and a subcommand: XGROUP CREATE) stays; each option after it goes,
+      // with its value when one follows (COUNT 10), alone when it is a flag (MKSTREAM).
+      let i = 0;
+      while (isOptionWord(elements[i] ?? undefined)) i++;
+      for (; i < elements.length; i++) {
+        const element = elements[i];
+        if (!isOptionWord(element ?? undefined)) continue;
+        const value = elements[i + 1];
+        const count = value && !isOptionWord(value) ? 2 : 1;
+        const removed = elements.slice(i, i + count).map((e) => code(e as Node));
+        add(
+          "property",
+          (element as Node).start,
+          `remove \`${snippet(removed.join(", "), 40)}\` from \`${snippet(code(node), 60)}\``,
+          withoutElements(node, elements, i, count),
+        );
+      }
+    }
+  }
+
+  if (operators.includes("literal")) {
+    const contexts = new Set([
+      "Property",
+      "VariableDeclarator",
+      "BinaryExpression",
+      "AssignmentExpression",
+      "AssignmentPattern",
+      "CallExpression",
+      "NewExpression",
+      "ReturnStatement",
+    ]);
+    const contextOf = (node: Node) => {
+      for (const [up] of ancestors(node)) if (contexts.has(up.type)) return up;
+      return node;
+    };
+    /** A literal whose value is code, not a key, an import, a message or a string method's separator. */
+    const isValue = (node: Node) => {
+      const [parent, field] = parents.get(node) ?? [];
+      if (!parent) return false;
+      if (parent.type === "Property" && field === "key" && !parent.computed) return false;
+      if (parent.type === "MemberExpression" && field === "property") return false;
+      if (/Import|Export/.test(parent.type)) return false;
+      if (parent.type === "CallExpression" && STRING_METHODS.has(calleeName(parent) ?? ""))
+        return false;
+      return !inMessage(node);
+    };
+    /** Named like a count, a limit or a size: `{ COUNT: 1 }`, `maxAttempts = 3`. */
+    const countName = /count|limit|max|min|size|attempt|retr|tries|batch|length|workers|parallel/i;
+    const nameOf = (node: Node | undefined) =>
+      node?.type === "Identifier" ? (node.name as string) : undefined;
+    const timeName = /ms$|millis|timeout|interval|ttl|delay|seconds|block|idle|expire|lease|wait/i;
+    /** A value given to a name matching `pattern`: `{ COUNT: 1 }`, `const blockMs = 100`, `count = 1`. */
+    const namedAs = (node: Node, pattern: RegExp) => {
+      let [parent, field] = parents.get(node) ?? [];
+      // Through a default or a choice: `port: profile.port ?? 6379`, `ms = fast ? 10 : 1000`.
+      while (
+        parent &&
+        (parent.type === "LogicalExpression" || parent.type === "ConditionalExpression")
+      )
+        [parent, field] = parents.get(parent) ?? [];
+      if (!parent) return false;
+      const name =
+        parent.type === "Property" && field === "value"
+          ? nameOf(parent.key as Node)
+          : parent.type === "VariableDeclarator" && field === "init"
+            ? nameOf(parent.id as Node)
+            : parent.type === "AssignmentPattern" && field === "right"
+              ? nameOf(parent.left as Node)
+              : undefined;
+      return name !== undefined && pattern.test(name);
+    };
+    const usedAsCount = (node: Node) => {
+      const [parent] = parents.get(node) ?? [];
+      if (parent?.type === "BinaryExpression" && COMPARISONS.has(parent.operator as string))
+        return true;
+      return namedAs(node, countName);
+    };
+    const literal = (node: Node, from: string, to: string, by = to) =>
+      add(
+        "literal",
+        node.start,
+        `\`${from}\` to \`${to}\` in \`${snippet(code(contextOf(node)), 60)}\``,
+        splice(source, node.start, node.end, by),
+      );
+    for (const [node, parent] of nodes) {
+      if (node.type === "Literal" && typeof node.value === "string" && isValue(node)) {
+        for (const to of NEIGHBOURS[node.value] ?? []) {
+          const quote = code(node)[0] ?? '"';
+          literal(node, code(node), `${quote}${to}${quote}`);
+        }
+      }
+      // An exclusive range start, `(${id}` or "(" + id, written as the inclusive id.
+      if (
+        node.type === "TemplateLiteral" &&
+        (node.expressions as Node[]).length > 0 &&
+        source[node.start + 1] === "(" &&
+        !inMessage(node)
+      ) {
+        const without = `\`${code(node).slice(2)}`;
+        literal(node, snippet(code(node), 30), snippet(without, 30), without);
+      }
+      if (
+        node.type === "BinaryExpression" &&
+        node.operator === "+" &&
+        (node.left as Node).type === "Literal" &&
+        (node.left as Node).value === "(" &&
+        !inMessage(node)
+      ) {
+        const right = code(node.right as Node);
+        literal(node, snippet(code(node), 30), snippet(right, 30), right);
+      }
+      if (node.type !== "Literal" || typeof node.value !== "number") continue;
+      // -1 is one value: what is around it decides.
+      const outer = parent?.type === "UnaryExpression" ? parent : node;
+      if (!isValue(outer) || parents.get(outer)?.[0].type === "MemberExpression") continue;
+      const value = node.value;
+      // A port or a database number is an address, not an amount.
+      if (namedAs(outer, /port|^db$|database/i)) continue;
+      const named = usedAsCount(outer) || namedAs(outer, timeName);
+      // Times are large numbers (ms) or named so; a small number elsewhere is an index or a step.
+      if (value >= 10 || named) {
+        const times = value * 1000;
+        const divided = value === 0 ? 0 : Math.max(1, Math.round(value / 1000));
+        for (const to of [times, divided]) {
+          if (to !== value && Number.isSafeInteger(to)) literal(node, code(node), numberText(to));
+        }
+      }
+      if (
+        Number.isInteger(value) &&
+        value >= 0 &&
+        value < 10 &&
+        outer === node &&
+        usedAsCount(node)
+      ) {
+        literal(node, code(node), numberText(value + 1));
+        if (value > 0) literal(node, code(node), numberText(value - 1));
       }
     }
   }
