@@ -874,6 +874,94 @@ test("a due retry is not held back by a steady flow of new entries", async () =>
   }
 });
 
+test("new entries read while a retry is due come one at a time, so none ages in the worker's hands", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:one-new");
+  await deliveredBefore(observer, q, fresh("ocr"), 1, "doc-retry");
+  const uploads = ["doc-new-1", "doc-new-2", "doc-new-3"];
+  for (const docId of uploads) await observer.xAdd(q.stream, "*", { docId });
+  const me = fresh("ocr");
+  const other = scope("sweeper");
+  const sweeperClient = await other.run(() => learnerClient());
+  // The worker's first new entry is held in handle() until the check has swept once.
+  let inHand: Task | undefined;
+  const busy = heldHandle();
+  let worker: Worker | undefined;
+  try {
+    worker = await start(
+      await learnerClient(),
+      workerOptions(q, me, async (task) => {
+        if (inHand || task.fields.docId === "doc-retry") return;
+        inHand = task;
+        await busy.handle();
+      }),
+    );
+    await expectHanded(() => inHand !== undefined, "a new entry");
+    const alsoHeld = async () =>
+      (await observer.xPendingRange(q.stream, q.group, "-", "+", 10)).filter(
+        (p) => p.consumer === me && p.id !== inHand?.id,
+      );
+    // Whatever else the worker holds has no heartbeat: once it is past retryBaseMs, another
+    // worker's sweep finds it due. One that keeps them all fresh is left waiting 2 s here.
+    if ((await alsoHeld()).length > 0) {
+      await until(
+        async () => (await alsoHeld()).some((p) => p.millisecondsSinceLastDelivery >= BASE_MS + 20),
+        2000,
+      );
+    }
+    const held = await alsoHeld();
+    const taken = await call("claimDueRetries() by a second worker", () =>
+      exercise.claimDueRetries(sweeperClient, {
+        ...workerOptions(q, fresh("ocr"), async () => {}),
+      }),
+    );
+    const stolen = taken.filter((t) => held.some((p) => p.id === t.id));
+    check(
+      stolen.length === 0,
+      `doc-retry was due and ${uploads.length} new entries were queued. After the retry, ${me} read new entries without waiting, as it should while retries are due, but it took ${held.length + 1} of them at once: while it worked on ${inHand?.fields.docId}, the others waited in its hands with no heartbeat, and ${BASE_MS} ms later (retryBaseMs) another worker's retry sweep took ${stolen.map((t) => t.fields.docId).join(", ")} while it was still ${me}'s: done twice, and a delivery counted as failed that never was. Read one new entry at a time (COUNT 1), on the non-blocking read as on the blocking one.`,
+      2,
+    );
+  } finally {
+    busy.release();
+    await stopQuietly(worker);
+  }
+});
+
+test("a backlog of due retries is worked off without waiting a blockMs between them", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:backlog");
+  const docs = ["doc-1", "doc-2", "doc-3"];
+  for (const docId of docs) await deliveredBefore(observer, q, fresh("ocr"), 1, docId);
+  // No new entries: a worker that waits on a blocking read after each retry takes blockMs per
+  // retry, 5 s here, far beyond the 2.5 s this check waits.
+  const blockMs = 5000;
+  const handled: string[] = [];
+  let worker: Worker | undefined;
+  try {
+    worker = await start(
+      await learnerClient(),
+      workerOptions(
+        q,
+        fresh("ocr"),
+        async (task) => {
+          handled.push(task.fields.docId ?? "?");
+        },
+        blockMs,
+      ),
+    );
+    await until(() => handled.length >= docs.length, 2500);
+    check(
+      handled.length >= docs.length,
+      `${docs.length} documents had failed once a minute ago, all due for a retry, and nothing new was queued; 2.5 s after your worker started (blockMs ${blockMs}) it had retried ${handled.length === 0 ? "none" : JSON.stringify(handled)}. After a retry it waited on a blocking read for new entries (BLOCK ${blockMs}) before looking for the next due one: after an outage, a backlog of due retries is worked off one per blockMs. While a retry was due on this round, read new entries without BLOCK and sweep again straight away; block only when no retry was due.`,
+      2,
+    );
+  } finally {
+    // A blocking read of 5 s would hold stop() up: an entry after stop() ends it at once.
+    const stopping = stopQuietly(worker);
+    await observer.xAdd(q.stream, "*", { docId: "doc-wake" });
+    await stopping;
+  }
+});
 test("two workers spot the same due retry: only one of them gets it", async () => {
   const observer = await checkClient();
   const q = await setUp(observer, "docs:race");

@@ -140,6 +140,19 @@ async function pipeline(): Promise<{ run: Pipeline; keys: PartitionKeys[] }> {
   return { run, keys };
 }
 
+/** A fresh pipeline of one partition: its names, the learner's keys for it, groups created. */
+async function onePartition(): Promise<{ run: Pipeline; keys: PartitionKeys }> {
+  const run: Pipeline = {
+    base: key(fresh("pipeline")),
+    partitions: 1,
+    group: fresh("stage"),
+    consumer: fresh("worker"),
+  };
+  const keys = await keysFor(run.base)(0);
+  await createGroups(() => keys, 1, run.group);
+  return { run, keys };
+}
+
 /** Queues documents on the first stage of their partition, in order, as the upload API does. */
 async function upload(keys: PartitionKeys[], ids: string[]): Promise<number[]> {
   const partitions = await partitionsToQueue(ids);
@@ -695,14 +708,7 @@ test("handOff() returns only once Redis has answered its EXEC", async () => {
 test("workRound() awaits each hand-off, and a read or hand-off Redis refused rejects the round", async () => {
   // One partition: whatever the round sends after the first EXEC goes to the connection the
   // check holds, so a round that does not await its hand-offs returns in the window.
-  const run: Pipeline = {
-    base: key(fresh("pipeline")),
-    partitions: 1,
-    group: fresh("stage"),
-    consumer: fresh("worker"),
-  };
-  const keys = await keysFor(run.base)(0);
-  await createGroups(() => keys, 1, run.group);
+  const { run, keys } = await onePartition();
   const [first = "", second = ""] = docIds(2);
   for (const doc of [first, second]) await observer.xAdd(keys.stream("ocr"), "*", { doc });
   const worker = scope("worker");
@@ -780,6 +786,64 @@ test("workRound() awaits each hand-off, and a read or hand-off Redis refused rej
   );
 });
 
+test("a hand-off Redis answers with CLUSTERDOWN rejects the round, and is not retried for ever", async () => {
+  const { run, keys } = await onePartition();
+  const [doc = ""] = docIds(1);
+  await observer.xAdd(keys.stream("ocr"), "*", { doc });
+  const slot = await slotOf(keys.stream("ocr"));
+  // Just before the EXEC goes out, the partition's primary forgets it serves the slot: it
+  // answers that EXEC, and whatever follows on any of its slots, with CLUSTERDOWN, as a cluster
+  // that has lost a shard does, until the check gives the slot back (ADDSLOTS on that primary
+  // alone: the other nodes never stopped routing it there).
+  const owner = await nodeClient(await primaryOf(slot), "slot-taken");
+  const whole = async () =>
+    /cluster_state:ok/.test(String(await owner.sendCommand(["CLUSTER", "INFO"])));
+  let taken = false;
+  const worker = scope("worker");
+  const cluster = await learnerCluster(worker);
+  const rule = before(
+    (c) => c.scope === worker.name && c.name === "EXEC",
+    async () => {
+      await owner.sendCommand(["CLUSTER", "DELSLOTS", String(slot)]);
+      taken = true;
+    },
+  );
+  const waitMs = 5000;
+  let ended: { value: number } | { error: unknown } | undefined;
+  try {
+    const outcome = settled(
+      worker.run(() =>
+        exercise.workRound(cluster, run, "ocr", "ner", async (work) => result("ocr", work)),
+      ),
+    ).then((o) => {
+      ended = o;
+    });
+    await Promise.race([outcome, rule.fired.then(() => until(() => ended !== undefined, waitMs))]);
+  } finally {
+    rule.cancel();
+    if (taken) {
+      await owner.sendCommand(["CLUSTER", "ADDSLOTS", String(slot)]);
+      const back = await until(whole, 10_000);
+      check(
+        back,
+        `The check gave slot ${slot} back to its primary, and the cluster did not come back whole within 10 s: not your code's fault.`,
+      );
+    }
+  }
+  const execs = sent((c) => c.scope === worker.name && c.name === "EXEC").length;
+  cluster.destroy();
+  check(rule.hasFired(), `workRound() sent no EXEC for ${doc}'s hand-off.`, 2);
+  check(
+    ended !== undefined,
+    `Redis answered the EXEC of ${doc}'s hand-off with CLUSTERDOWN (the check had taken the partition's slot away from its primary), and ${waitMs / 1000} s later workRound() had neither returned nor rejected: your code sent EXEC ${execs} time${execs === 1 ? "" : "s"}, retrying the hand-off while the cluster is down. A cluster can stay down for minutes (a shard lost with no replica to take over), and a worker stuck in a retry loop tells nobody: no error reaches the caller, no log, the stage just stops. Let the error reject workRound() (a short retry or two is fine, never an endless one): the caller sees the cluster is down, and the document stays pending for the next round.`,
+    2,
+  );
+  check(
+    "error" in (ended ?? {}),
+    `Redis answered the EXEC of ${doc}'s hand-off with CLUSTERDOWN, so none of it was applied, and workRound() returned ${"value" in (ended ?? {}) ? (ended as { value: number }).value : ""}. Let the hand-off's error reject workRound().`,
+    2,
+  );
+});
 /** `n` fresh ids, the first of them in partition 0, the partition a round reads first. */
 async function firstInPartitionZero(n: number): Promise<string[]> {
   const ids = docIds(n * PARTITIONS * 4);

@@ -101,8 +101,8 @@ export async function deadLetter(
  * without another try.
  */
 export function startWorker(client: Redis, options: RetryOptions): Worker {
-  // TODO: create the group if needed, read new entries on a duplicate() connection with BLOCK,
-  // keep the entry in hand fresh with a heartbeat (XCLAIM ... JUSTID to yourself) while
+  // TODO: create the group if needed, read new entries one at a time on a duplicate()
+  // connection, with BLOCK only when no retry was due, keep the entry in hand fresh with a heartbeat (XCLAIM ... JUSTID to yourself) while
   // handle() runs, run the loop in the background, and return { stop }.
   throw new Error("TODO: startWorker");
 }
