@@ -27,6 +27,7 @@ import {
   allLearnerAddrs,
   checkOwnsSocket,
   deliverTogether,
+  dialledSince,
   dropConnection,
   learnerAddrs,
   nothingInFlight,
@@ -177,7 +178,16 @@ const RETRIES_ASKED = 100;
 describe.skipIf(!ctx.privateServer)("lesson 14", () => {
   test("stageClient() connects over TLS as the stage user, checking the certificate", async () => {
     const user = await fixture.user("ocr-worker", ["+ping", "+acl|whoami"]);
+    const before = allLearnerAddrs();
     const client = await connectStage(user.conn, "the client from stageClient()");
+    // Here every address is this machine, so a client that connects to node-redis's default
+    // (localhost) reaches the server all the same: what it was asked to dial tells.
+    const elsewhere = dialledSince(before).find(({ host }) => host !== user.conn.host);
+    check(
+      elsewhere === undefined,
+      `Your client connected to ${elsewhere?.host === "localhost" ? "localhost (node-redis's default, when socket.host is not given)" : `"${elsewhere?.host}"`}, not to conn.host ("${user.conn.host}"). The check's server runs on this machine, so it answered all the same; on Azure conn.host is <name>.redis.cache.windows.net, and your worker would look for Redis on its own machine. Pass socket: { host: conn.host, port: conn.port, ... } (or url: \`rediss://\${conn.host}:\${conn.port}\`).`,
+      2,
+    );
     const whoami = await call("ACL WHOAMI on your client", () =>
       client.sendCommand(["ACL", "WHOAMI"]),
     );
