@@ -864,51 +864,84 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
     );
   });
 
-  test("a worker whose reads fail at once (its group is gone) waits a moment before each next read", async () => {
+  test("an idle worker lets Redis wait for new entries (BLOCK) instead of asking again at once", async () => {
     const stage = names();
-    await fixture.admin.xGroupCreate(stage.input, stage.group, "0", { MKSTREAM: true });
-    const worker = await fixture.user("ocr-worker", ["~*", "&*", "+@all"]);
-    const reads = (after = 0) =>
-      sent((c) => c.seq > after && c.name === "XREADGROUP" && c.args.includes(stage.input));
-    const running = await call(
-      "startStage()",
-      () => exercise.startStage(worker.conn, stage, async () => {}, BLOCK_MS),
-      5000,
-    );
-    // Ending on the error is the loop's own business here: stop() may report it.
-    cleanup.push(() => running.stop().catch(() => {}));
-    await eventually(
-      () => reads().length > 0,
-      3000,
-      `startStage() sent no XREADGROUP on ${stage.input} within 3 s: read the stage's stream through the group.`,
-      4,
-    );
-    // As an operator or a clean-up script can; an ACL that lost a right fails each read at once
-    // the same way. How fast a loop that reads again at once goes is how fast a round trip is,
-    // which a loaded machine slows: so the check's own loop of back-to-back PINGs on the same
-    // server, in the same process, is the yardstick. A loop that pauses 20 ms between reads
-    // sends a fraction of that many reads; one that does not pause, about as many.
-    await fixture.admin.xGroupDestroy(stage.input, stage.group);
-    const mark = sent().at(-1)?.seq ?? 0;
-    const started = Date.now();
-    for (let round = 0; round < YARDSTICK_ROUNDS; round++) await fixture.admin.ping();
-    const elapsed = Date.now() - started;
-    const rounds = reads(mark).length;
+    const reads = await startQuietWorker(stage);
+    // Nothing is waiting in the stream: a read with BLOCK waits on Redis for blockMs, a poll
+    // waits on a timer of its own; one that does neither comes back empty and asks again at once.
+    const { rounds, elapsed } = await readsWhileTheCheckPaces(reads);
     check(
       rounds <= YARDSTICK_ROUNDS * SPIN_SHARE,
-      `While every read failed at once (the check destroyed the stage's group with XGROUP DESTROY, and Redis answers each XREADGROUP with NOGROUP at once, as it answers NOPERM once an ACL lost a right), your worker sent ${rounds} XREADGROUPs in ${elapsed} ms, as many as the check's own ${YARDSTICK_ROUNDS} back-to-back PINGs: it caught the error and read again at once. Such a loop spins the CPU and floods Redis and your log for as long as the cause lasts. After a failed read, wait a moment (100 ms or so) before the next one.`,
+      `On a quiet stream (nothing to read), your worker sent ${rounds} XREADGROUPs in ${elapsed} ms, as many as the check's own ${YARDSTICK_ROUNDS} PINGs, sent one after the other with a 1 ms pause between them: it asks again as soon as a read comes back empty. An idle worker that does so spins the CPU and floods Redis with reads for nothing, all night. Let Redis wait for new entries: XREADGROUP ... COUNT 10 BLOCK <blockMs> (or pause between empty reads).`,
+      4,
+    );
+  });
+
+  test("a worker whose reads fail at once (its group is gone) waits a moment before each next read", async () => {
+    const stage = names();
+    const reads = await startQuietWorker(stage);
+    // As an operator or a clean-up script can; an ACL that lost a right fails each read at once
+    // the same way.
+    await fixture.admin.xGroupDestroy(stage.input, stage.group);
+    const { rounds, elapsed } = await readsWhileTheCheckPaces(reads);
+    check(
+      rounds <= YARDSTICK_ROUNDS * SPIN_SHARE,
+      `While every read failed at once (the check destroyed the stage's group with XGROUP DESTROY, and Redis answers each XREADGROUP with NOGROUP at once, as it answers NOPERM once an ACL lost a right), your worker sent ${rounds} XREADGROUPs in ${elapsed} ms, as many as the check's own ${YARDSTICK_ROUNDS} PINGs, sent one after the other with a 1 ms pause between them: it caught the error and read again at once (or after a millisecond or so). Such a loop spins the CPU and floods Redis and your log for as long as the cause lasts. After a failed read, wait a moment (100 ms or so) before the next one.`,
       4,
     );
   });
 });
 
 /**
- * The check's back-to-back PINGs that time the window, and the share of as many reads in it that
- * makes a loop that does not pause (one pausing 20 ms stays below it until a round trip takes
- * 30 ms; one that does not pause sends about one read per PING).
+ * Starts the learner's worker on an empty stream whose group exists, and waits for its first
+ * read; returns its reads of the stream after a seq. Stopped in cleanup, where an error the
+ * loop ended on (its group destroyed) is its own business.
+ */
+async function startQuietWorker(stage: StageNames): Promise<(after?: number) => SentCommand[]> {
+  await fixture.admin.xGroupCreate(stage.input, stage.group, "0", { MKSTREAM: true });
+  const worker = await fixture.user("ocr-worker", ["~*", "&*", "+@all"]);
+  const reads = (after = 0) =>
+    sent((c) => c.seq > after && c.name === "XREADGROUP" && c.args.includes(stage.input));
+  const running = await call(
+    "startStage()",
+    () => exercise.startStage(worker.conn, stage, async () => {}, BLOCK_MS),
+    5000,
+  );
+  cleanup.push(() => running.stop().catch(() => {}));
+  await eventually(
+    () => reads().length > 0,
+    3000,
+    `startStage() sent no XREADGROUP on ${stage.input} within 3 s: read the stage's stream through the group.`,
+    4,
+  );
+  return reads;
+}
+
+/**
+ * The check's PINGs, one after the other with a 1 ms pause, that time the window, and the share
+ * of as many reads in it that makes a loop that does not pause, or pauses a millisecond: it
+ * sends about one read per PING, whatever a round trip takes on a loaded machine. One pausing
+ * 20 ms stays below it until a round trip and a timer take 27 ms.
  */
 const YARDSTICK_ROUNDS = 50;
 const SPIN_SHARE = 0.6;
+
+/**
+ * How many of the learner's reads (`reads(after)`: those after a seq) went out while the check
+ * sent its YARDSTICK_ROUNDS paced PINGs on the same server, from the same process, so that a
+ * loaded machine slows both alike; and how long that took.
+ */
+async function readsWhileTheCheckPaces(
+  reads: (after: number) => SentCommand[],
+): Promise<{ rounds: number; elapsed: number }> {
+  const mark = sent().at(-1)?.seq ?? 0;
+  const started = Date.now();
+  for (let round = 0; round < YARDSTICK_ROUNDS; round++) {
+    await fixture.admin.ping();
+    await sleep(1);
+  }
+  return { rounds: reads(mark).length, elapsed: Date.now() - started };
+}
 
 /**
  * The hand-off of `doc` as the learner's connections sent it: XADD, XACK and PUBLISH all inside
