@@ -175,6 +175,13 @@ function statusOf(doc: string): string {
 /** How many failed attempts the reconnect strategy of a client that was ready is asked about. */
 const RETRIES_ASKED = 100;
 
+/**
+ * The bounds of the delay a reconnect strategy answers after many failed attempts: at most half
+ * a minute (a worker must be back soon after Redis), at least 100 ms (not a storm of attempts).
+ */
+const MAX_RECONNECT_MS = 30_000;
+const MIN_RECONNECT_MS = 100;
+
 /** The largest COUNT a worker's read may ask for: more is a backlog taken in one reply. */
 const MAX_COUNT = 1000;
 
@@ -368,15 +375,30 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
         new Error("Socket closed unexpectedly"),
         new Error("WRONGPASS invalid username-password pair or user is disabled."),
       ]) {
+        // Asked again for the next attempts too: a strategy that counts its own calls instead
+        // of reading `retries` has grown by the last one.
         let answer: unknown;
-        try {
-          answer = strategy(RETRIES_ASKED, cause);
-        } catch (error) {
-          answer = error;
+        let retries = RETRIES_ASKED;
+        for (; retries < RETRIES_ASKED + 20; retries++) {
+          try {
+            answer = strategy(retries, cause);
+          } catch (error) {
+            answer = error;
+          }
+          check(
+            typeof answer === "number",
+            `Once connected, your stageClient()'s reconnect strategy, asked after ${retries} failed attempts with the cause "${cause.message}", answered ${answer instanceof Error ? `an Error ("${answer.message}")` : JSON.stringify(answer)} instead of a delay: the client would give up and stay closed after an outage of a few minutes (a failover, a rotation under way), until someone restarts the worker. After the first "ready", answer a delay (capped, say at 2 s), however many retries it took.`,
+            2,
+          );
+          check(
+            (answer as number) <= MAX_RECONNECT_MS,
+            `Once connected, your stageClient()'s reconnect strategy, asked after ${retries} failed attempts with the cause "${cause.message}", answered a delay of ${answer} ms (${Math.round((answer as number) / 60_000)} min): after an outage of a few minutes (a failover, a rotation under way) your worker would stay away that long after Redis is back, while the work piles up. Cap the delay at a few seconds: Math.min(2 ** retries * 50, 2000).`,
+            2,
+          );
         }
         check(
-          typeof answer === "number",
-          `Once connected, your stageClient()'s reconnect strategy, asked after ${RETRIES_ASKED} failed attempts with the cause "${cause.message}", answered ${answer instanceof Error ? `an Error ("${answer.message}")` : JSON.stringify(answer)} instead of a delay: the client would give up and stay closed after an outage of a few minutes (a failover, a rotation under way), until someone restarts the worker. After the first "ready", answer a delay (capped, say at 2 s), however many retries it took.`,
+          (answer as number) >= MIN_RECONNECT_MS,
+          `Once connected, your stageClient()'s reconnect strategy, asked after ${retries - 1} failed attempts with the cause "${cause.message}", answered a delay of ${answer} ms: while Redis is down (a failover can take a minute) every worker would try again ${Math.round(1000 / Math.max(answer as number, 1))} times a second, a TLS handshake and a login each, a storm that a server coming back has to weather. Let the delay grow as the failures go on, to a second or two: Math.min(2 ** retries * 50, 2000).`,
           2,
         );
       }
