@@ -896,7 +896,7 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
 
   test("an idle worker lets Redis wait for new entries (BLOCK) instead of asking again at once", async () => {
     const stage = names();
-    const reads = await startQuietWorker(stage);
+    const { reads, running } = await startQuietWorker(stage);
     // Nothing is waiting in the stream: a read with BLOCK waits on Redis for blockMs, a poll
     // waits on a timer of its own; one that does neither comes back empty and asks again at once.
     const { rounds, elapsed } = await readsWhileTheCheckPaces(reads);
@@ -905,11 +905,16 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
       `On a quiet stream (nothing to read), your worker sent ${rounds} XREADGROUPs in ${elapsed} ms, as many as the check's own ${YARDSTICK_ROUNDS} PINGs, sent one after the other with a 1 ms pause between them: it asks again as soon as a read comes back empty. An idle worker that does so spins the CPU and floods Redis with reads for nothing, all night. Let Redis wait for new entries: XREADGROUP ... COUNT 10 BLOCK <blockMs> (or pause between empty reads).`,
       4,
     );
+    // An entry ends the read blocked now, so that stop() need not wait out its blockMs.
+    const stopped = running.stop();
+    stopped.catch(() => {});
+    await fixture.admin.xAdd(stage.input, "*", { doc: fresh("wake") });
+    await call("worker.stop()", () => stopped, BLOCK_MS + 2000);
   });
 
   test("a worker whose reads fail at once (its group is gone) waits a moment before each next read", async () => {
     const stage = names();
-    const reads = await startQuietWorker(stage);
+    const { reads } = await startQuietWorker(stage);
     // As an operator or a clean-up script can; an ACL that lost a right fails each read at once
     // the same way.
     await fixture.admin.xGroupDestroy(stage.input, stage.group);
@@ -927,7 +932,9 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
  * read; returns its reads of the stream after a seq. Stopped in cleanup, where an error the
  * loop ended on (its group destroyed) is its own business.
  */
-async function startQuietWorker(stage: StageNames): Promise<(after?: number) => SentCommand[]> {
+async function startQuietWorker(
+  stage: StageNames,
+): Promise<{ reads: (after?: number) => SentCommand[]; running: Stoppable }> {
   await fixture.admin.xGroupCreate(stage.input, stage.group, "0", { MKSTREAM: true });
   const worker = await fixture.user("ocr-worker", ["~*", "&*", "+@all"]);
   const reads = (after = 0) =>
@@ -944,7 +951,7 @@ async function startQuietWorker(stage: StageNames): Promise<(after?: number) => 
     `startStage() sent no XREADGROUP on ${stage.input} within 3 s: read the stage's stream through the group.`,
     4,
   );
-  return reads;
+  return { reads, running };
 }
 
 /**
