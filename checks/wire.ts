@@ -85,6 +85,8 @@ interface Tracked {
   endedByPeer: boolean;
   /** Held data goes to node-redis as one read when released (see `deliverTogether()`). */
   asOneRead?: boolean;
+  /** The host socket.connect() was asked for (Node's default "localhost" when none was). */
+  dialled?: string;
 }
 
 export type Action = "crash" | ((command: SentCommand) => void | Promise<void>);
@@ -626,6 +628,7 @@ function install(): void {
         inHolds: 0,
         inbox: [],
         endedByPeer: false,
+        dialled: dialledHost(args),
       };
       tracked.set(this, t);
       this.once("connect", () => {
@@ -991,6 +994,33 @@ export function sent(filter?: (c: SentCommand) => boolean): SentCommand[] {
 /** Forgets the log (between tests). Rules stay until they fire or are cancelled. */
 export function clearSent(): void {
   log.length = 0;
+}
+
+/**
+ * The host a socket.connect() call was asked for, as Node reads its arguments (an options
+ * object, the array net.connect() passes, or port and host), "localhost" when none was given;
+ * undefined for a Unix socket path.
+ */
+function dialledHost(args: unknown[]): string | undefined {
+  const [first, second] = args;
+  const options = Array.isArray(first) ? first[0] : first;
+  if (options !== null && typeof options === "object") {
+    const { host, path } = options as { host?: unknown; path?: unknown };
+    if (path !== undefined && path !== null) return undefined;
+    return typeof host === "string" && host !== "" ? host : "localhost";
+  }
+  if (typeof options === "string" && Number.isNaN(Number(options))) return undefined;
+  return typeof second === "string" && second !== "" ? second : "localhost";
+}
+
+/**
+ * The host each learner connection opened since `before` (an allLearnerAddrs()) was asked to
+ * connect to: the name or address its client was given, "localhost" when it was given none.
+ */
+export function dialledSince(before: Set<string>): { addr: string; host: string | undefined }[] {
+  return everOpened
+    .filter((t) => t.owner !== "check" && t.localAddr !== undefined && !before.has(t.localAddr))
+    .map((t) => ({ addr: t.localAddr as string, host: t.dialled }));
 }
 
 /** Local addresses ("127.0.0.1:54321") of the learner's connections that are open now. */

@@ -27,6 +27,7 @@ import {
   allLearnerAddrs,
   checkOwnsSocket,
   deliverTogether,
+  dialledSince,
   dropConnection,
   learnerAddrs,
   nothingInFlight,
@@ -174,10 +175,29 @@ function statusOf(doc: string): string {
 /** How many failed attempts the reconnect strategy of a client that was ready is asked about. */
 const RETRIES_ASKED = 100;
 
+/**
+ * The bounds of the delay a reconnect strategy answers after many failed attempts: at most half
+ * a minute (a worker must be back soon after Redis), at least 100 ms (not a storm of attempts).
+ */
+const MAX_RECONNECT_MS = 30_000;
+const MIN_RECONNECT_MS = 100;
+
+/** The largest COUNT a worker's read may ask for: more is a backlog taken in one reply. */
+const MAX_COUNT = 1000;
+
 describe.skipIf(!ctx.privateServer)("lesson 14", () => {
   test("stageClient() connects over TLS as the stage user, checking the certificate", async () => {
     const user = await fixture.user("ocr-worker", ["+ping", "+acl|whoami"]);
+    const before = allLearnerAddrs();
     const client = await connectStage(user.conn, "the client from stageClient()");
+    // Here every address is this machine, so a client that connects to node-redis's default
+    // (localhost) reaches the server all the same: what it was asked to dial tells.
+    const elsewhere = dialledSince(before).find(({ host }) => host !== user.conn.host);
+    check(
+      elsewhere === undefined,
+      `Your client connected to ${elsewhere?.host === "localhost" ? "localhost (node-redis's default, when socket.host is not given)" : `"${elsewhere?.host}"`}, not to conn.host ("${user.conn.host}"). The check's server runs on this machine, so it answered all the same; on Azure conn.host is <name>.redis.cache.windows.net, and your worker would look for Redis on its own machine. Pass socket: { host: conn.host, port: conn.port, ... } (or url: \`rediss://\${conn.host}:\${conn.port}\`).`,
+      2,
+    );
     const whoami = await call("ACL WHOAMI on your client", () =>
       client.sendCommand(["ACL", "WHOAMI"]),
     );
@@ -355,15 +375,30 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
         new Error("Socket closed unexpectedly"),
         new Error("WRONGPASS invalid username-password pair or user is disabled."),
       ]) {
+        // Asked again for the next attempts too: a strategy that counts its own calls instead
+        // of reading `retries` has grown by the last one.
         let answer: unknown;
-        try {
-          answer = strategy(RETRIES_ASKED, cause);
-        } catch (error) {
-          answer = error;
+        let retries = RETRIES_ASKED;
+        for (; retries < RETRIES_ASKED + 20; retries++) {
+          try {
+            answer = strategy(retries, cause);
+          } catch (error) {
+            answer = error;
+          }
+          check(
+            typeof answer === "number",
+            `Once connected, your stageClient()'s reconnect strategy, asked after ${retries} failed attempts with the cause "${cause.message}", answered ${answer instanceof Error ? `an Error ("${answer.message}")` : JSON.stringify(answer)} instead of a delay: the client would give up and stay closed after an outage of a few minutes (a failover, a rotation under way), until someone restarts the worker. After the first "ready", answer a delay (capped, say at 2 s), however many retries it took.`,
+            2,
+          );
+          check(
+            (answer as number) <= MAX_RECONNECT_MS,
+            `Once connected, your stageClient()'s reconnect strategy, asked after ${retries} failed attempts with the cause "${cause.message}", answered a delay of ${answer} ms (${Math.round((answer as number) / 60_000)} min): after an outage of a few minutes (a failover, a rotation under way) your worker would stay away that long after Redis is back, while the work piles up. Cap the delay at a few seconds: Math.min(2 ** retries * 50, 2000).`,
+            2,
+          );
         }
         check(
-          typeof answer === "number",
-          `Once connected, your stageClient()'s reconnect strategy, asked after ${RETRIES_ASKED} failed attempts with the cause "${cause.message}", answered ${answer instanceof Error ? `an Error ("${answer.message}")` : JSON.stringify(answer)} instead of a delay: the client would give up and stay closed after an outage of a few minutes (a failover, a rotation under way), until someone restarts the worker. After the first "ready", answer a delay (capped, say at 2 s), however many retries it took.`,
+          (answer as number) >= MIN_RECONNECT_MS,
+          `Once connected, your stageClient()'s reconnect strategy, asked after ${retries - 1} failed attempts with the cause "${cause.message}", answered a delay of ${answer} ms: while Redis is down (a failover can take a minute) every worker would try again ${Math.round(1000 / Math.max(answer as number, 1))} times a second, a TLS handshake and a login each, a storm that a server coming back has to weather. Let the delay grow as the failures go on, to a second or two: Math.min(2 ** retries * 50, 2000).`,
           2,
         );
       }
@@ -761,13 +796,18 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
 
     // A read with no COUNT takes the whole backlog at once: every waiting document is delivered
     // to this consumer (pending for it alone) and stop() waits for all of them.
+    // So does a COUNT in the thousands, a backlog's worth.
     const reads = sent((c) => c.name === "XREADGROUP" && c.args.includes(stage.input));
-    const unbounded = reads.filter((c) => !c.args.some((a) => a.toUpperCase() === "COUNT"));
+    const countOf = (c: SentCommand) => {
+      const at = c.args.findIndex((a) => a.toUpperCase() === "COUNT");
+      return at < 0 ? Number.NaN : Number(c.args[at + 1]);
+    };
+    const unbounded = reads.map(countOf).find((n) => !(n <= MAX_COUNT));
     check(
-      reads.length > 0 && unbounded.length === 0,
+      reads.length > 0 && unbounded === undefined,
       reads.length === 0
         ? `Your worker handed ${first} on, but the check saw no XREADGROUP on ${stage.input}: read the stage's stream through the group.`
-        : `Your worker's XREADGROUP on ${stage.input} had no COUNT: with 100 000 documents waiting, one read takes them all into memory, delivers them all to this one consumer, and a stop() waits until it has worked through every one. Read a few at a time: XREADGROUP ... COUNT 10 BLOCK <blockMs>.`,
+        : `Your worker's XREADGROUP on ${stage.input} had ${Number.isNaN(unbounded) ? "no COUNT" : `COUNT ${unbounded}, more than ${MAX_COUNT}`}: with 100 000 documents waiting, one read takes ${Number.isNaN(unbounded) ? "them all" : `${unbounded} of them`} into memory, delivers them all to this one consumer (pending for it alone, while other workers wait idle), and a stop() waits until it has worked through every one. Read a few at a time: XREADGROUP ... COUNT 10 BLOCK <blockMs>.`,
       4,
     );
 
@@ -854,51 +894,91 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
     );
   });
 
-  test("a worker whose reads fail at once (its group is gone) waits a moment before each next read", async () => {
+  test("an idle worker lets Redis wait for new entries (BLOCK) instead of asking again at once", async () => {
     const stage = names();
-    await fixture.admin.xGroupCreate(stage.input, stage.group, "0", { MKSTREAM: true });
-    const worker = await fixture.user("ocr-worker", ["~*", "&*", "+@all"]);
-    const reads = (after = 0) =>
-      sent((c) => c.seq > after && c.name === "XREADGROUP" && c.args.includes(stage.input));
-    const running = await call(
-      "startStage()",
-      () => exercise.startStage(worker.conn, stage, async () => {}, BLOCK_MS),
-      5000,
-    );
-    // Ending on the error is the loop's own business here: stop() may report it.
-    cleanup.push(() => running.stop().catch(() => {}));
-    await eventually(
-      () => reads().length > 0,
-      3000,
-      `startStage() sent no XREADGROUP on ${stage.input} within 3 s: read the stage's stream through the group.`,
-      4,
-    );
-    // As an operator or a clean-up script can; an ACL that lost a right fails each read at once
-    // the same way. How fast a loop that reads again at once goes is how fast a round trip is,
-    // which a loaded machine slows: so the check's own loop of back-to-back PINGs on the same
-    // server, in the same process, is the yardstick. A loop that pauses 20 ms between reads
-    // sends a fraction of that many reads; one that does not pause, about as many.
-    await fixture.admin.xGroupDestroy(stage.input, stage.group);
-    const mark = sent().at(-1)?.seq ?? 0;
-    const started = Date.now();
-    for (let round = 0; round < YARDSTICK_ROUNDS; round++) await fixture.admin.ping();
-    const elapsed = Date.now() - started;
-    const rounds = reads(mark).length;
+    const { reads, running } = await startQuietWorker(stage);
+    // Nothing is waiting in the stream: a read with BLOCK waits on Redis for blockMs, a poll
+    // waits on a timer of its own; one that does neither comes back empty and asks again at once.
+    const { rounds, elapsed } = await readsWhileTheCheckPaces(reads);
     check(
       rounds <= YARDSTICK_ROUNDS * SPIN_SHARE,
-      `While every read failed at once (the check destroyed the stage's group with XGROUP DESTROY, and Redis answers each XREADGROUP with NOGROUP at once, as it answers NOPERM once an ACL lost a right), your worker sent ${rounds} XREADGROUPs in ${elapsed} ms, as many as the check's own ${YARDSTICK_ROUNDS} back-to-back PINGs: it caught the error and read again at once. Such a loop spins the CPU and floods Redis and your log for as long as the cause lasts. After a failed read, wait a moment (100 ms or so) before the next one.`,
+      `On a quiet stream (nothing to read), your worker sent ${rounds} XREADGROUPs in ${elapsed} ms, as many as the check's own ${YARDSTICK_ROUNDS} PINGs, sent one after the other with a 1 ms pause between them: it asks again as soon as a read comes back empty. An idle worker that does so spins the CPU and floods Redis with reads for nothing, all night. Let Redis wait for new entries: XREADGROUP ... COUNT 10 BLOCK <blockMs> (or pause between empty reads).`,
+      4,
+    );
+    // An entry ends the read blocked now, so that stop() need not wait out its blockMs.
+    const stopped = running.stop();
+    stopped.catch(() => {});
+    await fixture.admin.xAdd(stage.input, "*", { doc: fresh("wake") });
+    await call("worker.stop()", () => stopped, BLOCK_MS + 2000);
+  });
+
+  test("a worker whose reads fail at once (its group is gone) waits a moment before each next read", async () => {
+    const stage = names();
+    const { reads } = await startQuietWorker(stage);
+    // As an operator or a clean-up script can; an ACL that lost a right fails each read at once
+    // the same way.
+    await fixture.admin.xGroupDestroy(stage.input, stage.group);
+    const { rounds, elapsed } = await readsWhileTheCheckPaces(reads);
+    check(
+      rounds <= YARDSTICK_ROUNDS * SPIN_SHARE,
+      `While every read failed at once (the check destroyed the stage's group with XGROUP DESTROY, and Redis answers each XREADGROUP with NOGROUP at once, as it answers NOPERM once an ACL lost a right), your worker sent ${rounds} XREADGROUPs in ${elapsed} ms, as many as the check's own ${YARDSTICK_ROUNDS} PINGs, sent one after the other with a 1 ms pause between them: it caught the error and read again at once (or after a millisecond or so). Such a loop spins the CPU and floods Redis and your log for as long as the cause lasts. After a failed read, wait a moment (100 ms or so) before the next one.`,
       4,
     );
   });
 });
 
 /**
- * The check's back-to-back PINGs that time the window, and the share of as many reads in it that
- * makes a loop that does not pause (one pausing 20 ms stays below it until a round trip takes
- * 30 ms; one that does not pause sends about one read per PING).
+ * Starts the learner's worker on an empty stream whose group exists, and waits for its first
+ * read; returns its reads of the stream after a seq. Stopped in cleanup, where an error the
+ * loop ended on (its group destroyed) is its own business.
+ */
+async function startQuietWorker(
+  stage: StageNames,
+): Promise<{ reads: (after?: number) => SentCommand[]; running: Stoppable }> {
+  await fixture.admin.xGroupCreate(stage.input, stage.group, "0", { MKSTREAM: true });
+  const worker = await fixture.user("ocr-worker", ["~*", "&*", "+@all"]);
+  const reads = (after = 0) =>
+    sent((c) => c.seq > after && c.name === "XREADGROUP" && c.args.includes(stage.input));
+  const running = await call(
+    "startStage()",
+    () => exercise.startStage(worker.conn, stage, async () => {}, BLOCK_MS),
+    5000,
+  );
+  cleanup.push(() => running.stop().catch(() => {}));
+  await eventually(
+    () => reads().length > 0,
+    3000,
+    `startStage() sent no XREADGROUP on ${stage.input} within 3 s: read the stage's stream through the group.`,
+    4,
+  );
+  return { reads, running };
+}
+
+/**
+ * The check's PINGs, one after the other with a 1 ms pause, that time the window, and the share
+ * of as many reads in it that makes a loop that does not pause, or pauses a millisecond: it
+ * sends about one read per PING, whatever a round trip takes on a loaded machine. One pausing
+ * 20 ms stays below it until a round trip and a timer take 27 ms.
  */
 const YARDSTICK_ROUNDS = 50;
 const SPIN_SHARE = 0.6;
+
+/**
+ * How many of the learner's reads (`reads(after)`: those after a seq) went out while the check
+ * sent its YARDSTICK_ROUNDS paced PINGs on the same server, from the same process, so that a
+ * loaded machine slows both alike; and how long that took.
+ */
+async function readsWhileTheCheckPaces(
+  reads: (after: number) => SentCommand[],
+): Promise<{ rounds: number; elapsed: number }> {
+  const mark = sent().at(-1)?.seq ?? 0;
+  const started = Date.now();
+  for (let round = 0; round < YARDSTICK_ROUNDS; round++) {
+    await fixture.admin.ping();
+    await sleep(1);
+  }
+  return { rounds: reads(mark).length, elapsed: Date.now() - started };
+}
 
 /**
  * The hand-off of `doc` as the learner's connections sent it: XADD, XACK and PUBLISH all inside
