@@ -7,7 +7,7 @@
  */
 import { check, settled, within } from "./kit.ts";
 import { hearDropErrors } from "./unheard-errors.ts";
-import { before, command, dropConnection, scope } from "./wire.ts";
+import { before, command, dropConnection, type SentCommand, scope } from "./wire.ts";
 
 export interface DropWhileSubscribing {
   /** The learner's function, e.g. "openDashboard()". */
@@ -23,28 +23,15 @@ export interface DropWhileSubscribing {
 }
 
 export async function expectDropWhileSubscribingHeard(d: DropWhileSubscribing): Promise<void> {
-  const drops = hearDropErrors();
   // SUBSCRIBE, or a PSUBSCRIBE that names the channel (where a lesson accepts one).
   const subscribes = [command("SUBSCRIBE", d.channel), command("PSUBSCRIBE", d.channel)];
-  const cut = before(
-    (c) => subscribes.some((match) => match(c)),
-    (c) => dropConnection(c.conn),
-  );
-  try {
-    const outcome = await settled(within(Promise.resolve().then(d.start), 5000, d.what));
-    if ("value" in outcome) d.keep(outcome.value);
-    check(cut.hasFired(), `${d.what} sent no SUBSCRIBE for its channel.`, d.hint);
-    drops.expectHeard(
-      1,
-      `the ${d.role}'s connection while its SUBSCRIBE was on its way`,
-      d.role,
+  await expectDropHeard(d, {
+    at: (c) => subscribes.some((match) => match(c)),
+    noCut: `${d.what} sent no SUBSCRIBE for its channel.`,
+    moment: `the ${d.role}'s connection while its SUBSCRIBE was on its way`,
+    advice:
       'Add subscriber.on("error", ...) right after duplicate(), before connect() and subscribe(): a connection can drop at any step, and a listener added once subscribe() has resolved (or once caught up) comes too late.',
-      d.hint,
-    );
-  } finally {
-    cut.cancel();
-    drops.stop();
-  }
+  });
 }
 
 /**
@@ -56,31 +43,37 @@ export async function expectDropWhileSubscribingHeard(d: DropWhileSubscribing): 
 export async function expectDropWhileConnectingHeard(
   d: Omit<DropWhileSubscribing, "channel">,
 ): Promise<void> {
-  const drops = hearDropErrors();
   // Only a connection this start opens: an earlier subscriber that reconnects says hello too,
   // and its listener is long in place.
   const starting = scope("connecting");
-  const cut = before(
-    (c) => c.scope === starting.name && command("HELLO")(c),
-    (c) => dropConnection(c.conn),
+  await expectDropHeard(
+    { ...d, start: () => starting.run(d.start) },
+    {
+      at: (c) => c.scope === starting.name && command("HELLO")(c),
+      moment: `the ${d.role}'s connection while connect() was still saying hello (HELLO)`,
+      advice:
+        'Add subscriber.on("error", ...) right after duplicate(), before connect(): a connection can drop while it connects too, and a listener added once connect() has resolved comes too late.',
+    },
   );
+}
+
+/**
+ * Starts the subscriber with its connection cut before the command `at` matches, and expects
+ * the drop heard by an error listener. `noCut`: the failure when nothing matched (without it,
+ * a start that sent no such command is not judged).
+ */
+async function expectDropHeard(
+  d: Omit<DropWhileSubscribing, "channel">,
+  cutAt: { at: (c: SentCommand) => boolean; noCut?: string; moment: string; advice: string },
+): Promise<void> {
+  const drops = hearDropErrors();
+  const cut = before(cutAt.at, (c) => dropConnection(c.conn));
   try {
-    const outcome = await settled(
-      within(
-        starting.run(() => Promise.resolve().then(d.start)),
-        5000,
-        d.what,
-      ),
-    );
+    const outcome = await settled(within(Promise.resolve().then(d.start), 5000, d.what));
     if ("value" in outcome) d.keep(outcome.value);
-    if (!cut.hasFired()) return;
-    drops.expectHeard(
-      1,
-      `the ${d.role}'s connection while connect() was still saying hello (HELLO)`,
-      d.role,
-      'Add subscriber.on("error", ...) right after duplicate(), before connect(): a connection can drop while it connects too, and a listener added once connect() has resolved comes too late.',
-      d.hint,
-    );
+    if (cutAt.noCut !== undefined) check(cut.hasFired(), cutAt.noCut, d.hint);
+    else if (!cut.hasFired()) return;
+    drops.expectHeard(1, cutAt.moment, d.role, cutAt.advice, d.hint);
   } finally {
     cut.cancel();
     drops.stop();
