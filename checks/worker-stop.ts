@@ -15,7 +15,7 @@ import {
   until,
 } from "./kit.ts";
 import { pendingCount } from "./streams-support.ts";
-import { allLearnerAddrs, sent } from "./wire.ts";
+import { allLearnerAddrs, before as beforeSent, command, sent } from "./wire.ts";
 
 interface Worker {
   stop(): Promise<void>;
@@ -147,8 +147,28 @@ export async function expectStopsCleanly(setup: StopSetup): Promise<void> {
     "stop() returned while handle() was still working on a task. It should let the task in hand finish (and be acknowledged) before it returns.",
     3,
   );
+  // Finishing the task in hand includes its XACK: a stop() that returns with the XACK still on
+  // its way (sent without await) lets the process exit before Redis has it. node-redis writes a
+  // command on the next turn of the event loop, so such a stop() has returned by the time the
+  // XACK reaches the socket; a few turns more cover a stop() that takes some to settle.
+  let ackedAfterStop = false;
+  let ackJudged = false;
+  const acking = beforeSent(command("XACK", id), async () => {
+    for (let turn = 0; turn < 10 && !stopped; turn++) {
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    ackedAfterStop = stopped;
+    ackJudged = true;
+  });
   release();
   await stopping;
+  await until(() => ackJudged, 1000);
+  acking.cancel();
+  check(
+    !ackedAfterStop,
+    `stop() returned before the XACK of the task in hand (${id}) had reached Redis: the XACK was sent without being awaited (a .catch(() => {}) on it included). A process that exits once stop() returns (a deploy's shutdown) loses that XACK, and the document is handled a second time by whoever takes it over. Await the XACK as part of the task, so that stop(), which awaits the loop, returns only once the task is acknowledged.`,
+    3,
+  );
   check(
     (await pendingCount(observer, setup.stream, setup.group)) === 0,
     "stop() was called in the middle of a task that then succeeded, but the entry is still pending: finish the task in hand, acknowledge it, then stop.",

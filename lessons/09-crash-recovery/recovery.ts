@@ -28,7 +28,11 @@ export interface WorkerOptions {
    * dead, and are taken over. It must be longer than your slowest task.
    */
   claimIdleMs: number;
-  /** How long one read waits for new entries; also how often stale entries are looked for. */
+  /**
+   * How long one read waits for new entries (milliseconds); also how often stale entries are
+   * looked for. Optional: default to a second or so. BLOCK 0 waits forever, and under 100 ms
+   * an idle worker polls Redis.
+   */
   blockMs?: number;
 }
 
@@ -65,8 +69,9 @@ export async function readOwnPending(
   group: string,
   consumer: string,
 ): Promise<Task[]> {
-  // TODO: XREADGROUP ... STREAMS stream 0, then after the last ID returned, until a page is
-  // empty; XACK entries whose fields are null, return the others as tasks.
+  // TODO: XREADGROUP ... COUNT 100 ... STREAMS stream 0 (a page: COUNT at most 1000), then
+  // after the last ID returned, until a page is empty; XACK (and await) entries whose fields
+  // are null, return the others as tasks.
   throw new Error("TODO: readOwnPending");
 }
 

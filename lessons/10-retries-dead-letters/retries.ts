@@ -30,7 +30,11 @@ export interface RetryOptions {
   retryBaseMs: number;
   /** Does the work; throws when the document cannot be processed. */
   handle(task: Task): Promise<void>;
-  /** How long one read waits for new entries; also how often due retries are looked for. */
+  /**
+   * How long one read waits for new entries (milliseconds); also how often due retries are
+   * looked for. Optional: default to a second or so. BLOCK 0 waits forever, and under 100 ms
+   * an idle worker polls Redis.
+   */
   blockMs?: number;
 }
 
