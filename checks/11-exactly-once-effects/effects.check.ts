@@ -16,7 +16,9 @@ import { pendingCount } from "../streams-support.ts";
 import {
   before as beforeCommand,
   crashPoints,
+  dropConnection,
   holdIncoming,
+  holdReply,
   nothingInFlight,
   openLearnerConnections,
   type Scope,
@@ -711,4 +713,34 @@ test("the hand-off is atomic: a crash at any step loses nothing and repeats noth
   // Crashes cannot split a batch that one socket write carries: read how it went.
   const split = handOffUnit(clean.commands);
   if (split) fail(split, 2);
+});
+
+test("a hand-off whose reply a dropped connection lost is not sent again", async () => {
+  const stage = await setUp("lost-reply");
+  // A client that reconnects, as node-redis does by default: a retry would get through.
+  const client = await learnerClient(undefined, { reconnect: true });
+  await submit(stage, "doc-l");
+  const [doc] = await deliver(stage, ">");
+  if (!doc) throw new Error("no delivery");
+  // Redis runs the hand-off (the EXEC, or a script), then the connection drops before its
+  // reply arrives: the worker cannot know whether it happened.
+  const lastSteps = new Set(["EXEC", "EVAL", "EVALSHA", "FCALL"]);
+  const drop = holdReply(
+    (c) => lastSteps.has(c.name),
+    (c) => dropConnection(c.conn),
+  );
+  try {
+    await failing(`processDelivery(${doc.docId}) with its reply lost`, () =>
+      exercise.processDelivery(client, stage.options, doc),
+    );
+  } finally {
+    drop.cancel();
+  }
+  if (!drop.hasFired()) return;
+  const handed = await handedOn(stage, doc.docId);
+  check(
+    handed.length <= 1,
+    `${doc.docId} was handed on ${handed.length} times: the check dropped the connection while the reply to your hand-off was on its way back (Redis had run it, XADD and XACK), and your code sent the hand-off again once the client had reconnected. A retry after a lost reply repeats what Redis already did, and the next stage gets the document twice. Let the error through instead: if the hand-off did not happen, the entry is still pending and its redelivery hands on the stored result, once.`,
+    2,
+  );
 });
