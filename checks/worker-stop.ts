@@ -15,7 +15,7 @@ import {
   until,
 } from "./kit.ts";
 import { pendingCount } from "./streams-support.ts";
-import { allLearnerAddrs, before as beforeSent, command, sent } from "./wire.ts";
+import { allLearnerAddrs, before as beforeSent, command, type SentCommand, sent } from "./wire.ts";
 
 interface Worker {
   stop(): Promise<void>;
@@ -100,6 +100,34 @@ async function expectClosed(observer: Redis, before: Set<string>, when: string):
   );
 }
 
+/**
+ * Watches for the first command matching `match` (the task in hand's XACK, its dead letter) to
+ * reach the socket; the function it returns, called once stop() has returned, says whether that
+ * command went out only after stop() had returned (`stopped()` already true): sent without
+ * await. node-redis writes a command on the next turn of the event loop, so a stop() that does
+ * not wait for it has returned by then; a few turns more cover a stop() that takes some to
+ * settle. No timing: event-loop order. A command that never goes out counts as not late.
+ */
+export function watchSentAfterStop(
+  match: (c: SentCommand) => boolean,
+  stopped: () => boolean,
+): () => Promise<boolean> {
+  let late = false;
+  let judged = false;
+  const rule = beforeSent(match, async () => {
+    for (let turn = 0; turn < 10 && !stopped(); turn++) {
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    late = stopped();
+    judged = true;
+  });
+  return async () => {
+    await until(() => judged, 1000);
+    rule.cancel();
+    return late;
+  };
+}
+
 export async function expectStopsCleanly(setup: StopSetup): Promise<void> {
   const { observer, blockMs } = setup;
   const before = allLearnerAddrs();
@@ -148,22 +176,11 @@ export async function expectStopsCleanly(setup: StopSetup): Promise<void> {
     3,
   );
   // Finishing the task in hand includes its XACK: a stop() that returns with the XACK still on
-  // its way (sent without await) lets the process exit before Redis has it. node-redis writes a
-  // command on the next turn of the event loop, so such a stop() has returned by the time the
-  // XACK reaches the socket; a few turns more cover a stop() that takes some to settle.
-  let ackedAfterStop = false;
-  let ackJudged = false;
-  const acking = beforeSent(command("XACK", id), async () => {
-    for (let turn = 0; turn < 10 && !stopped; turn++) {
-      await new Promise((resolve) => setImmediate(resolve));
-    }
-    ackedAfterStop = stopped;
-    ackJudged = true;
-  });
+  // its way (sent without await) lets the process exit before Redis has it.
+  const acked = watchSentAfterStop(command("XACK", id), () => stopped);
   release();
   await stopping;
-  await until(() => ackJudged, 1000);
-  acking.cancel();
+  const ackedAfterStop = await acked();
   check(
     !ackedAfterStop,
     `stop() returned before the XACK of the task in hand (${id}) had reached Redis: the XACK was sent without being awaited (a .catch(() => {}) on it included). A process that exits once stop() returns (a deploy's shutdown) loses that XACK, and the document is handled a second time by whoever takes it over. Await the XACK as part of the task, so that stop(), which awaits the loop, returns only once the task is acknowledged.`,

@@ -35,6 +35,7 @@ import {
   expectBoundedDefaultBlock,
   expectNoReadAfterStop,
   expectStopsCleanly,
+  watchSentAfterStop,
 } from "../worker-stop.ts";
 
 interface Task {
@@ -1360,8 +1361,21 @@ test("stop() during a last delivery that then fails: it is still dead-lettered",
       `stop() returned while handle() was still working on doc-last's delivery ${MAX_DELIVERIES}, a retry: stop() lets the task in hand finish, retries too. If a sweep of its own (on a timer, say) runs the retries, stop() must await the sweep in progress as well as the read loop.`,
       2,
     );
+    // Finishing it includes its dead letter: a stop() that returns with the MULTI still on its
+    // way (sent without await) lets the process exit before Redis has it.
+    const deadLettered = watchSentAfterStop(
+      (c) =>
+        (c.name === "XACK" && c.args.includes(id)) ||
+        (c.name === "XADD" && c.args[1] === q.deadLetterStream),
+      () => returned,
+    );
     failTask(new Error(refused));
     await call("worker.stop()", () => stopped, 5000);
+    check(
+      !(await deadLettered()),
+      `stop() returned before the dead letter of doc-last (its MULTI: the XADD and the XACK) had reached Redis: the dead letter was sent without being awaited (a .catch(() => {}) on it included). A process that exits once stop() returns loses it: doc-last stays pending, and the next worker finds it delivered ${MAX_DELIVERIES + 1} times and parks it without the error that made it fail. Await deadLetter() in the task, so that stop() returns only once it is done.`,
+      2,
+    );
   } finally {
     failTask(new Error(refused));
     await stopQuietly(worker);
