@@ -7,6 +7,7 @@ import {
   call,
   check,
   checkClient,
+  ctx,
   eventually,
   fail,
   fresh,
@@ -29,10 +30,12 @@ import {
 } from "../streams-support.ts";
 import {
   before as beforeCommand,
+  holdReply,
   openLearnerConnections,
   type Scope,
   type SentCommand,
   scope,
+  scopeTimers,
   sent,
 } from "../wire.ts";
 
@@ -207,6 +210,46 @@ describe("reading a batch", () => {
     check(
       await until(() => leaked() <= 0, 1000),
       `After 4 readBatch() calls (one refused with NOGROUP), ${leaked()} more connection(s) of your code are open than before them. Read on the client you are given, or close what you open for the read in a finally, so a refused read closes it too.`,
+      2,
+    );
+  });
+
+  test("readBatch() returns what its XREADGROUP took, however long the reply takes to come back", async () => {
+    const keys = stageFor("slow-reply");
+    const c = await own();
+    await c.xGroupCreate(keys.stream, keys.group, "0", { MKSTREAM: true });
+    const doc = fresh("slow");
+    await c.xAdd(keys.stream, "*", { doc });
+    const w = await worker("slow-reader");
+    const options = { consumer: fresh("w"), count: 5, blockMs: 200, claimIdleMs: 60_000 };
+    // Redis has handed the entry to the consumer, and its reply is slow to come back (a busy
+    // network). The reply is held while a timer of the learner's own (a timeout raced against
+    // the read) is still to fire: a read given up on it loses what Redis already handed over.
+    const timers = scopeTimers(w.scope, { createdIn: ctx.target });
+    let settledYet = false;
+    const slow = holdReply(
+      (x) => x.name === "XREADGROUP" && x.scope === w.scope.name,
+      async () => {
+        await until(() => settledYet || timers.live() === 0, 5000);
+      },
+    );
+    let got: unknown;
+    try {
+      got = await call("readBatch() with a slow reply", () =>
+        w.scope
+          .run(() => exercise.readBatch(w.client, keys, options))
+          .finally(() => {
+            settledYet = true;
+          }),
+      );
+    } finally {
+      slow.cancel();
+      timers.stop();
+    }
+    const docs = Array.isArray(got) ? got.map((x: { doc?: unknown }) => x?.doc) : got;
+    check(
+      sameValue(docs, [doc]),
+      `readBatch() returned ${JSON.stringify(docs)} while Redis had handed ${doc} to consumer ${options.consumer}: the reply to its XREADGROUP was slow to come back, and your code gave up on a timer of its own (a Promise.race with a timeout?). The losing read still ran in Redis: the entry is now pending under your consumer, and nobody works on it until a sweep takes it over after claimIdleMs. Await the XREADGROUP itself: its BLOCK already bounds the wait.`,
       2,
     );
   });
