@@ -655,7 +655,14 @@ test("a crash between onEntry() and saving the checkpoint repeats that one entry
   const reader = await startReader(stream, checkpoint, BLOCK_MS);
   await untilWaiting(observer);
   // The process dies as it is about to save the checkpoint after its third entry.
-  const crash = before((c) => writesCheckpoint(c, checkpoint) && reader.done.length >= 3, "crash");
+  // What the checkpoint write cut here saves, and how many entries onEntry() had finished then.
+  let cut: { saves: string | undefined; done: number } | undefined;
+  const crash = before((c) => {
+    const hit = writesCheckpoint(c, checkpoint) && reader.done.length >= 3;
+    if (hit)
+      cut ??= { saves: c.args.find((a) => reader.done.includes(a)), done: reader.done.length };
+    return hit;
+  }, "crash");
   const disarm = failIfSpinning(
     test.task.name,
     "The check crashed your reader just before it saved its checkpoint (it closed the reader's connections, as a dying process loses them)",
@@ -672,6 +679,14 @@ test("a crash between onEntry() and saving the checkpoint repeats that one entry
   check(
     missing.length === 0,
     `Your reader crashed after handling ${reader.done.length} entries, and after the restart ${missing.length} entries were never handed over (${list(missing)}). Save the checkpoint only after onEntry() finished with that entry.`,
+    2,
+  );
+  // The write cut saves an entry onEntry() finished several entries ago: the loop went on
+  // without waiting for its checkpoint writes, so the crash lost all of them at once.
+  const ranAhead = cut?.saves === undefined ? 0 : cut.done - reader.done.indexOf(cut.saves) - 1;
+  check(
+    repeated.length <= 1 || ranAhead < 2,
+    `Your reader crashed as its checkpoint write for entry ${cut?.saves} went out, and by then onEntry() had already finished ${ranAhead} more entries: your loop does not wait for the checkpoint to be saved before it hands over the next entry, so every write still on its way was lost with the process, and after the restart ${repeated.length} entries came a second time (${list(repeated)}). Await the checkpoint write (await client.set(checkpoint, id)) before the next onEntry().`,
     2,
   );
   check(
