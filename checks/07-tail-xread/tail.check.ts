@@ -6,6 +6,7 @@ import {
   ctx,
   fail,
   freshKey,
+  learnerClient,
   learnerConnections,
   type Redis,
   sameValue,
@@ -30,6 +31,7 @@ import {
   holdReply,
   nothingInFlight,
   type SentCommand,
+  scope,
   sent,
 } from "../wire.ts";
 import {
@@ -655,7 +657,14 @@ test("a crash between onEntry() and saving the checkpoint repeats that one entry
   const reader = await startReader(stream, checkpoint, BLOCK_MS);
   await untilWaiting(observer);
   // The process dies as it is about to save the checkpoint after its third entry.
-  const crash = before((c) => writesCheckpoint(c, checkpoint) && reader.done.length >= 3, "crash");
+  // What the checkpoint write cut here saves, and how many entries onEntry() had finished then.
+  let cut: { saves: string | undefined; done: number } | undefined;
+  const crash = before((c) => {
+    const hit = writesCheckpoint(c, checkpoint) && reader.done.length >= 3;
+    if (hit)
+      cut ??= { saves: c.args.find((a) => reader.done.includes(a)), done: reader.done.length };
+    return hit;
+  }, "crash");
   const disarm = failIfSpinning(
     test.task.name,
     "The check crashed your reader just before it saved its checkpoint (it closed the reader's connections, as a dying process loses them)",
@@ -672,6 +681,14 @@ test("a crash between onEntry() and saving the checkpoint repeats that one entry
   check(
     missing.length === 0,
     `Your reader crashed after handling ${reader.done.length} entries, and after the restart ${missing.length} entries were never handed over (${list(missing)}). Save the checkpoint only after onEntry() finished with that entry.`,
+    2,
+  );
+  // The write cut saves an entry onEntry() finished several entries ago: the loop went on
+  // without waiting for its checkpoint writes, so the crash lost all of them at once.
+  const ranAhead = cut?.saves === undefined ? 0 : cut.done - reader.done.indexOf(cut.saves) - 1;
+  check(
+    repeated.length <= 1 || ranAhead < 2,
+    `Your reader crashed as its checkpoint write for entry ${cut?.saves} went out, and by then onEntry() had already finished ${ranAhead} more entries: your loop does not wait for the checkpoint to be saved before it hands over the next entry, so every write still on its way was lost with the process, and after the restart ${repeated.length} entries came a second time (${list(repeated)}). Await the checkpoint write (await client.set(checkpoint, id)) before the next onEntry().`,
     2,
   );
   check(
@@ -914,19 +931,40 @@ test("Redis dropping the reader's connection does not end the process", async ()
   // The read a reader spends its time in: its connection goes away before it reaches Redis (a
   // restart, a failover), so that read's promise rejects, and node-redis reports the drop as an
   // "error" event on the connection.
-  const drop = before(
-    (c) => c.name === "XREAD" && c.args.includes(stream) && c.args.some((a) => /^BLOCK$/i.test(a)),
-    (c) => dropConnection(c.conn),
-  );
+  const blockingRead = (c: SentCommand) =>
+    c.name === "XREAD" && c.args.includes(stream) && c.args.some((a) => /^BLOCK$/i.test(a));
+  const drop = before(blockingRead, (c) => dropConnection(c.conn));
+  // A loop that goes on after the drop (it pauses and reads again: fine) reads again once
+  // node-redis has reconnected; that read is cut too, for an error listener added with once()
+  // heard only the first drop. The connections the reader duplicate()s tell a loop that ended
+  // (its connection closed) from one still going, so an ended one is not waited for.
+  let again: ReturnType<typeof before> | undefined;
+  const process = scope("reader");
+  // Reconnecting, as a real client does: otherwise the drop closes the reader for good.
+  const client = await process.run(() => learnerClient(undefined, { reconnect: true }));
+  const duplicates: { isOpen: boolean }[] = [];
+  const duplicate = client.duplicate.bind(client);
+  client.duplicate = ((...args: Parameters<typeof duplicate>) => {
+    const made = duplicate(...args);
+    duplicates.push(made);
+    return made;
+  }) as typeof client.duplicate;
   try {
-    reader = await startReader(stream, freshKey("tail:dropped"), BLOCK_MS);
+    reader = await startReader(stream, freshKey("tail:dropped"), BLOCK_MS, undefined, {
+      scope: process,
+      client,
+    } as Reader);
     check(
       await until(() => drop.hasFired(), 3000),
       `Your reader sent no XREAD ... BLOCK within 3 s on a quiet stream: wait for new entries with BLOCK blockMs.`,
       2,
     );
+    const next = before(blockingRead, (c) => dropConnection(c.conn));
+    again = next;
+    await until(() => next.hasFired() || duplicates.every((d) => !d.isOpen), 2000);
   } finally {
     drop.cancel();
+    again?.cancel();
     // stop() may report the loop's failure: ending on a lost connection is fine here.
     await stopQuietly(reader?.tail);
     // One more turn of the event loop lets Node report a rejection nobody handled.
@@ -935,8 +973,10 @@ test("Redis dropping the reader's connection does not end the process", async ()
     rejections.stop();
   }
   drops.expectHeard(
-    1,
-    "the connection of your reader's blocking XREAD",
+    again?.hasFired() ? 2 : 1,
+    again?.hasFired()
+      ? "the connection of your reader's blocking XREAD, then again under the read your loop sent after reconnecting"
+      : "the connection of your reader's blocking XREAD",
     "reader",
     'Give the connection you duplicate() an error listener (reader.on("error", ...)) that logs the error.',
     2,

@@ -663,6 +663,17 @@ test("stop() in the middle of a task finishes the tasks in hand, acknowledges on
     await until(async () => started() || idle(), 3000);
     check(started(), `The queued task never reached handle().`, 2);
     const taken = (await pendingIds(observer, stream, group)).size;
+    // Each read asked for at most 2 and it still holds 3: it read again with a task in hand.
+    const reads = sent((c) => c.name === "XREADGROUP" && c.args.includes(consumer));
+    const counted = reads.every((c) => {
+      const at = c.args.findIndex((a) => /^COUNT$/i.test(a));
+      return at >= 0 && Number(c.args[at + 1]) <= 2;
+    });
+    check(
+      taken <= 2 || !counted || reads.length < 2,
+      `Three tasks were queued and your worker, started with count 2, held ${taken} of them while handle() still worked on its first: each read asked for at most 2, but it read again (${reads.length} XREADGROUP) before its batch was done. Handle the tasks of a read (await handle() for each, or await them all) before the next read: a worker that starts tasks and reads on holds as many as arrive, and tasks it holds wait for it while idle workers could take them.`,
+      2,
+    );
     check(
       taken <= 2,
       `Three tasks were queued and your worker, started with count 2, held ${taken} of them while handle() still worked on its first. Take at most options.count tasks per read (COUNT count): tasks a busy worker holds wait for it while idle workers could take them.`,
