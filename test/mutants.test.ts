@@ -224,6 +224,11 @@ export async function drain(client: C, ids: string[], done: () => boolean) {
   try {
     await client.quit();
   } catch {}
+  try {
+    await client.quit();
+  } finally {
+    ids.length = 0;
+  }
   const later = async () => {
     await client.quit();
   };
@@ -241,6 +246,7 @@ export async function drain(client: C, ids: string[], done: () => boolean) {
       [15, "detach: detach `client.connect()`: not awaited, its failure caught and ignored #2"],
       [18, "detach: detach `client.quit()`: not awaited, its failure caught and ignored #2"],
       [21, "detach: detach `client.quit()`: not awaited, its failure caught and ignored #3"],
+      [26, "detach: detach `client.quit()`: not awaited, its failure caught and ignored #4"],
     ]);
     expect(textOf(list, "`client.xAck(id)`")).toBe(
       loops.replace("await client.xAck(id);", "void client.xAck(id).catch(() => {});"),
@@ -249,13 +255,15 @@ export async function drain(client: C, ids: string[], done: () => boolean) {
 
   test("swallow: an awaited statement wrapped in try/catch, not one in a try already", () => {
     const list = mutants(loops, ["swallow"]);
-    // Not line 18 (inside a try); line 21 is in a function of its own, which the try does not cover.
+    // Not line 18 (inside a try with a catch); line 21 is in a try with only a finally, and line
+    // 26 in a function of its own, which no try covers.
     expect(view(list)).toEqual([
       [4, "swallow: swallow the failure of `await client.connect();` in try/catch"],
       [8, "swallow: swallow the failure of `await client.xAck(id);` in try/catch"],
       [12, "swallow: swallow the failure of `await client.quit();` in try/catch"],
       [15, "swallow: swallow the failure of `await client.connect();` in try/catch #2"],
       [21, "swallow: swallow the failure of `await client.quit();` in try/catch #2"],
+      [26, "swallow: swallow the failure of `await client.quit();` in try/catch #3"],
     ]);
     expect(textOf(list, "`await client.xAck(id);`")).toBe(
       loops.replace("await client.xAck(id);", "try { await client.xAck(id); } catch {}"),

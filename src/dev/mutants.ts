@@ -640,11 +640,14 @@ export function mutants(
   }
 
   if (operators.includes("swallow")) {
-    /** Inside the block of a try, in the same function: a failure there is handled already. */
+    /**
+     * Inside the block of a try with a catch, in the same function: a failure there is handled
+     * already. A try with only a finally handles nothing.
+     */
     const inTry = (node: Node) => {
       for (const [up, field] of ancestors(node)) {
         if (isFunction(up)) return false;
-        if (up.type === "TryStatement" && field === "block") return true;
+        if (up.type === "TryStatement" && field === "block" && up.handler) return true;
       }
       return false;
     };
