@@ -203,3 +203,94 @@ export async function consume(client: ReturnType<typeof createClient>, stream: s
     expect(textOf(list, '`"0"` to `"$"`')).toBe(redis.replace('"g", "0"', '"g", "$"'));
   });
 });
+
+describe("mutants of failure handling and loops", () => {
+  const loops = `type C = { connect(): Promise<void>; quit(): Promise<void>; xAck(id: string): Promise<number> };
+
+export async function drain(client: C, ids: string[], done: () => boolean) {
+  await client.connect();
+  const acked = await client.xAck("first");
+  for (const id of ids) {
+    if (!id) continue;
+    await client.xAck(id);
+  }
+  while (ids.length > 0) {
+    if (ids.pop() === "x") break;
+    await client.quit();
+  }
+  while (!done()) {
+    await client.connect();
+  }
+  try {
+    await client.quit();
+  } catch {}
+  try {
+    await client.quit();
+  } finally {
+    ids.length = 0;
+  }
+  const later = async () => {
+    await client.quit();
+  };
+  return [acked, later];
+}
+`;
+
+  test("detach: an await whose value is unused made fire-and-forget, its rejection caught", () => {
+    const list = mutants(loops, ["detach"]);
+    // Not `const acked = await ...`: its value is used.
+    expect(view(list)).toEqual([
+      [4, "detach: detach `client.connect()`: not awaited, its failure caught and ignored"],
+      [8, "detach: detach `client.xAck(id)`: not awaited, its failure caught and ignored"],
+      [12, "detach: detach `client.quit()`: not awaited, its failure caught and ignored"],
+      [15, "detach: detach `client.connect()`: not awaited, its failure caught and ignored #2"],
+      [18, "detach: detach `client.quit()`: not awaited, its failure caught and ignored #2"],
+      [21, "detach: detach `client.quit()`: not awaited, its failure caught and ignored #3"],
+      [26, "detach: detach `client.quit()`: not awaited, its failure caught and ignored #4"],
+    ]);
+    expect(textOf(list, "`client.xAck(id)`")).toBe(
+      loops.replace("await client.xAck(id);", "void client.xAck(id).catch(() => {});"),
+    );
+  });
+
+  test("swallow: an awaited statement wrapped in try/catch, not one in a try already", () => {
+    const list = mutants(loops, ["swallow"]);
+    // Not line 18 (inside a try with a catch); line 21 is in a try with only a finally, and line
+    // 26 in a function of its own, which no try covers.
+    expect(view(list)).toEqual([
+      [4, "swallow: swallow the failure of `await client.connect();` in try/catch"],
+      [8, "swallow: swallow the failure of `await client.xAck(id);` in try/catch"],
+      [12, "swallow: swallow the failure of `await client.quit();` in try/catch"],
+      [15, "swallow: swallow the failure of `await client.connect();` in try/catch #2"],
+      [21, "swallow: swallow the failure of `await client.quit();` in try/catch #2"],
+      [26, "swallow: swallow the failure of `await client.quit();` in try/catch #3"],
+    ]);
+    expect(textOf(list, "`await client.xAck(id);`")).toBe(
+      loops.replace("await client.xAck(id);", "try { await client.xAck(id); } catch {}"),
+    );
+  });
+
+  test("once: a while without jumps as an if, any other loop with a break at the end of its body", () => {
+    const list = mutants(loops, ["once"]);
+    expect(view(list)).toEqual([
+      [
+        6,
+        "once: `for (const id of ids)` with a break at the end: one round only (unless it continues)",
+      ],
+      [10, "once: `while (ids.length > 0)` with a break at the end: one round only"],
+      [14, "once: `while (!done())` as an if: one round only"],
+    ]);
+    expect(textOf(list, "`while (!done())`")).toBe(
+      loops.replace("while (!done())", "if (!done())"),
+    );
+    expect(textOf(list, "`while (ids.length > 0)`")).toBe(
+      loops.replace(
+        "    await client.quit();\n  }\n  while",
+        "    await client.quit();\n    break;\n  }\n  while",
+      ),
+    );
+    expect(textOf(list, "`for (const id of ids)`")).toBe(
+      loops.replace("await client.xAck(id);\n  }", "await client.xAck(id);\n    break;\n  }"),
+    );
+  });
+});

@@ -14,9 +14,12 @@ import {
   learnerConnections,
   loadExercise,
   type Redis,
+  restrictedLearnerClient,
   sameValue,
+  settled,
   sleep,
   until,
+  within,
 } from "../kit.ts";
 import { hearDropErrors, hearEscapedErrors, hearUnheardErrors } from "../unheard-errors.ts";
 import {
@@ -661,6 +664,28 @@ describe("pattern subscriptions", () => {
       3,
     );
   });
+
+  // Last of these: a watch on a connection of its own may leave that connection open when
+  // refused (this lesson does not ask it to close it), and it must not reach into the others.
+  test.skipIf(!ctx.privateServer)(
+    "watchAllStages() rejects when Redis refuses the pattern subscription",
+    async () => {
+      const t = tenant();
+      const subscriber = await restrictedLearnerClient(["resetchannels"]);
+      connections.push(subscriber);
+      const outcome = await within(
+        settled(exercise.watchAllStages(subscriber, t.prefix, () => {})),
+        5000,
+        "watchAllStages() on a connection Redis refuses every channel",
+      );
+      if ("value" in outcome && typeof outcome.value === "function") watching.push(outcome.value);
+      check(
+        "error" in outcome,
+        "Redis refused the PSUBSCRIBE of watchAllStages() (NOPERM: this account may not use those channels), and watchAllStages() resolved anyway, with an unwatch() for a watch that hears nothing: nobody would ever know. Let the pSubscribe() error reach the caller.",
+        2,
+      );
+    },
+  );
 });
 
 describe("counting subscribers", () => {

@@ -15,8 +15,11 @@ import {
   learnerConnections,
   loadExercise,
   type Redis,
+  restrictedLearnerClient,
+  settled,
   sleep,
   until,
+  within,
 } from "../kit.ts";
 import { expectRefusedSubscribeCleanedUp } from "../refused-subscribe.ts";
 import { hearDropErrors, hearEscapedErrors, hearUnheardErrors } from "../unheard-errors.ts";
@@ -622,6 +625,29 @@ describe("keyspace notifications", () => {
     );
     checkOnlyEx("Km", fifth);
   });
+
+  test.skipIf(!ctx.privateServer)(
+    "enableExpiredEvents() rejects when Redis refuses its CONFIG SET",
+    async () => {
+      const observer = await checkClient();
+      const original = await flags(observer);
+      cleanup.push(() => observer.configSet(EVENTS, original));
+      // Nothing on yet, so there is something to set; an account that may read the setting
+      // but not change it, as on a managed service that disables CONFIG SET.
+      await observer.configSet(EVENTS, "");
+      const client = await restrictedLearnerClient(["-config|set"]);
+      const outcome = await within(
+        settled(exercise.enableExpiredEvents(client)),
+        5000,
+        "enableExpiredEvents() as an account Redis refuses CONFIG SET",
+      );
+      check(
+        "error" in outcome,
+        `enableExpiredEvents() resolved although Redis refused its CONFIG SET (this account may not run it, as on managed services such as Azure Cache for Redis): notify-keyspace-events is still "${await flags(observer)}", so no expiry will ever be reported, and the caller was told all is well. Let the error reach the caller: it is the only one who can say "turn it on in the portal" or stop.`,
+        2,
+      );
+    },
+  );
 
   test("an expired lease is reported with its document id; a renewed one is not", async () => {
     const client = await learnerClient();

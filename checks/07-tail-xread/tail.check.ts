@@ -9,10 +9,13 @@ import {
   learnerClient,
   learnerConnections,
   type Redis,
+  restrictedLearnerClient,
   sameValue,
+  settled,
   sleep,
   stopQuietly,
   until,
+  within,
 } from "../kit.ts";
 import { failIfStarved } from "../starvation.ts";
 import {
@@ -37,6 +40,7 @@ import {
 import {
   append,
   type Behaviour,
+  exercise,
   firstDuplicate,
   inOrder,
   jumpedTo,
@@ -514,6 +518,36 @@ test("a reader restarted before its first entry gets what arrived while it was d
     );
   }
 });
+
+// An account that may not write (ACL SETUSER): only on the workbook's own server.
+test.skipIf(!ctx.privateServer)(
+  "startTail() rejects when Redis refuses to save its starting checkpoint",
+  async () => {
+    const observer = await checkClient();
+    const stream = freshKey("status:refused-checkpoint");
+    await append(observer, stream, 2, "earlier");
+    // Reads are allowed, writes refused: the SET of the starting checkpoint fails (NOPERM).
+    const client = await restrictedLearnerClient(["-@write"]);
+    const outcome = await within(
+      settled(
+        exercise.startTail(client, {
+          stream,
+          checkpoint: freshKey("tail:refused-checkpoint"),
+          blockMs: BLOCK_MS,
+          onEntry: () => {},
+        }),
+      ),
+      5000,
+      "startTail() as an account Redis refuses every write",
+    );
+    if ("value" in outcome) await stopQuietly(outcome.value);
+    check(
+      "error" in outcome,
+      `Redis refused the SET of your reader's starting checkpoint (this account may not write), and startTail() resolved anyway: no checkpoint is saved, so a reader restarted before its first entry starts at "$" again and loses what arrived meanwhile, and nobody was told. Await that SET and let its error reach the caller (no catch around it, no .catch(() => {})).`,
+      2,
+    );
+  },
+);
 
 test("after a restart the reader gets exactly the entries it missed, more than one read's worth", async () => {
   const observer = await checkClient();

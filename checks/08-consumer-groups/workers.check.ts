@@ -846,12 +846,17 @@ async function commandsSince(mark: number, started = Date.now()) {
   return { spinning, elapsed, commands, summary };
 }
 
-/** Stops a worker whose loop may have ended on `error` (stop() reporting it is right too). */
-async function stopReporting(worker: Worker, error: RegExp): Promise<void> {
+/**
+ * Stops a worker whose loop may have ended on `error` (stop() reporting it is right too).
+ * Whether it reported it.
+ */
+async function stopReporting(worker: Worker, error: RegExp): Promise<boolean> {
   try {
     await stopWithin(worker, QUIET_STOP_MS, "the worker", BLOCK_MS);
+    return false;
   } catch (reported) {
     if (!error.test((reported as Error).message)) throw reported;
+    return true;
   }
 }
 
@@ -865,7 +870,8 @@ interface ReadFault {
  * A worker reads once, then `fault` strikes just before its second XREADGROUP reaches Redis, so
  * that read and every one after it are answered at once with an error. The worker must not ask
  * again at once: `spinning(outcome)` is the failure message when it sends more than GONE_MOST
- * commands within GONE_MS. Then its stop() resolves, or reports `error`, and leaves nothing open.
+ * commands within GONE_MS. When the fault ends (end()), it takes the next task or its stop()
+ * reports `error`: quitting in silence fails. Then nothing it opened is left open.
  */
 async function readFailsAtOnce(
   label: string,
@@ -888,15 +894,32 @@ async function readFailsAtOnce(
     { nth: 2 },
   );
   try {
-    const worker = await scene.start(fresh("ner"), () => {}, workers);
+    const handled: string[] = [];
+    const worker = await scene.start(fresh("ner"), (task) => void handled.push(task.id), workers);
     await until(() => mark > 0, 3000);
     hook.cancel();
     check(mark > 0, "Your worker did not read a second time within 3 s.", 2);
     const outcome = await commandsSince(mark - 1, at);
     await strike.end?.();
     check(!outcome.spinning, spinning(outcome), 2);
-    await stopReporting(worker, error);
+    // A fault that ends (the script killed): a worker still running takes the next task; one
+    // whose loop ended on the error has closed its connection (or does so in stop()).
+    let next: string | undefined;
+    if (strike.end) {
+      const queued = await scene.observer.xAdd(scene.stream, "*", { docId: "doc-after" });
+      next = queued;
+      await until(
+        async () => handled.includes(queued) || (await scene.connections.leftOpen()).length === 0,
+        3000,
+      );
+    }
+    const reported = await stopReporting(worker, error);
     workers.length = 0;
+    check(
+      next === undefined || handled.includes(next) || reported,
+      `Once the long script was killed, your worker took no new task within 3 s, and its stop() then resolved as if all was well: the loop had ended on the error and nobody heard of it. A deployment would go on believing the worker runs. Wait about blockMs and read again, or let the error end the loop so that stop() rejects with it (do not catch it in stop()).`,
+      2,
+    );
     await checkAllClosed(scene.connections);
   } finally {
     hook.cancel();

@@ -13,7 +13,9 @@ import {
   learnerClient,
   loadExercise,
   type Redis,
+  restrictedLearnerClient,
   sameValue,
+  settled,
   sleep,
   stopQuietly,
   until,
@@ -965,6 +967,70 @@ test("claimStale() takes at most count entries per call, and its cursor leads pa
   );
 });
 
+test("claimStale() with a count above 1 returns every entry it claimed, each with all its fields", async () => {
+  const { observer, q, client } = await scene("claim-three");
+  const dead = fresh("ocr");
+  // Entries with more than one field: a handler needs all of them, not the first pair.
+  const docs: Doc[] = [];
+  for (const n of [1, 2, 3]) {
+    const docId = `doc-${n}`;
+    docs.push({
+      id: await observer.xAdd(q.stream, "*", { docId, lang: "de", pages: String(n) }),
+      docId,
+    });
+  }
+  await readAndDie(observer, q, dead, 3);
+  await ageEntries(
+    observer,
+    q,
+    dead,
+    docs.map((d) => d.id),
+    60_000,
+  );
+  const consumer = fresh("ocr");
+  const claim = await call("claimStale()", () =>
+    exercise.claimStale(client, q.stream, q.group, consumer, 10_000, "0-0", 3),
+  );
+  const got = Array.isArray(claim?.tasks) ? claim.tasks : [];
+  const owned = (await observer.xPendingRange(q.stream, q.group, "-", "+", 10, { consumer }))
+    .length;
+  check(
+    got.length === owned,
+    `claimStale(..., "0-0", 3) with 3 stale entries claimed ${owned} of them for ${consumer} (XAUTOCLAIM ... COUNT 3) and returned ${got.length}: ${got.length < owned ? "the rest are now pending under this worker, which nobody will hand to a handler until it restarts. Return every entry XAUTOCLAIM gave back, not just the first." : "return only what was claimed."}`,
+    2,
+  );
+  const wrong = got.find(
+    (t) =>
+      !docs.some(
+        (d, i) =>
+          d.id === t.id &&
+          sameValue(t.fields, { docId: d.docId, lang: "de", pages: String(i + 1) }),
+      ),
+  );
+  check(
+    wrong === undefined,
+    `claimStale() returned ${wrong?.id} with the fields ${JSON.stringify(wrong?.fields)}; the entry holds three ({ docId, lang, pages }). Return each entry's fields whole.`,
+    2,
+  );
+});
+
+test("readOwnPending() returns every field of an entry", async () => {
+  const { observer, q, client } = await scene("own-fields");
+  const consumer = fresh("ocr");
+  const fields = { docId: "doc-1", lang: "de", pages: "3" };
+  const id = await observer.xAdd(q.stream, "*", fields);
+  await readAndDie(observer, q, consumer, 1);
+  const tasks = await call("readOwnPending()", () =>
+    exercise.readOwnPending(client, q.stream, q.group, consumer),
+  );
+  const task = Array.isArray(tasks) ? tasks.find((t) => t.id === id) : undefined;
+  check(
+    task !== undefined && sameValue(task.fields, fields),
+    `${consumer} held one pending entry with the fields ${JSON.stringify(fields)}; readOwnPending() returned ${JSON.stringify(tasks)}. A raw XREADGROUP reply lists an entry's fields flat, [field, value, field, value, ...]: pair up all of them, not only the first.`,
+    2,
+  );
+});
+
 test("two workers starting at once on a stream without the group both create it and run", async () => {
   const observer = await checkClient();
   const stream = freshKey("docs:new-group");
@@ -1373,6 +1439,35 @@ test("stop() leaves a failed task pending for the next start", async () => {
     2,
   );
 });
+
+// An account that may not run XGROUP DELCONSUMER (ACL SETUSER): only on the workbook's server.
+test.skipIf(!ctx.privateServer)(
+  "removeDeadConsumers() rejects when Redis refuses XGROUP DELCONSUMER",
+  async () => {
+    const { observer, q } = await scene("consumers-refused");
+    const idle = fresh("ocr-dead");
+    await observer.xGroupCreateConsumer(q.stream, q.group, idle);
+    // Idle for longer than the threshold of 0 ms: polled, a millisecond or two.
+    await until(
+      async () =>
+        (await observer.xInfoConsumers(q.stream, q.group)).some(
+          (c) => c.name === idle && c.idle > 0,
+        ),
+      2000,
+    );
+    const client = await restrictedLearnerClient(["-xgroup|delconsumer"]);
+    const outcome = await within(
+      settled(exercise.removeDeadConsumers(client, q.stream, q.group, 0)),
+      5000,
+      "removeDeadConsumers() as an account Redis refuses XGROUP DELCONSUMER",
+    );
+    check(
+      "error" in outcome,
+      `Redis refused your XGROUP DELCONSUMER for ${idle} (this account may not run it), and removeDeadConsumers() resolved with ${JSON.stringify("value" in outcome ? outcome.value : undefined)}: ${idle} is still in the group, and the caller was told otherwise. Await each DELCONSUMER and let its error reach the caller.`,
+      2,
+    );
+  },
+);
 
 test("removing dead consumers keeps the ones that still hold work", async () => {
   const { observer, q, client } = await scene("consumers");

@@ -9,7 +9,17 @@
  */
 import { parseSync } from "oxc-parser";
 
-export const OPERATORS = ["await", "delete", "swap", "condition", "property", "literal"] as const;
+export const OPERATORS = [
+  "await",
+  "delete",
+  "swap",
+  "condition",
+  "property",
+  "literal",
+  "detach",
+  "swallow",
+  "once",
+] as const;
 export type Operator = (typeof OPERATORS)[number];
 
 export interface Mutant {
@@ -174,6 +184,18 @@ const EFFECTS = new Set([
   "ThrowStatement",
 ]);
 const FUNCTIONS = new Set(["ArrowFunctionExpression", "FunctionExpression"]);
+const LOOPS = new Set([
+  "WhileStatement",
+  "DoWhileStatement",
+  "ForStatement",
+  "ForOfStatement",
+  "ForInStatement",
+]);
+
+/** A function written here or declared: its body runs when it is called. */
+function isFunction(node: Node): boolean {
+  return FUNCTIONS.has(node.type) || node.type === "FunctionDeclaration";
+}
 
 function hasEffects(node: Node): boolean {
   if (EFFECTS.has(node.type)) return true;
@@ -592,6 +614,112 @@ export function mutants(
         literal(node, code(node), numberText(value + 1));
         if (value > 0) literal(node, code(node), numberText(value - 1));
       }
+    }
+  }
+
+  /** The nearest function `node` is written in (its code runs when that is called), if any. */
+  const inFunction = (node: Node) => {
+    for (const [up] of ancestors(node)) if (isFunction(up)) return true;
+    return false;
+  };
+
+  if (operators.includes("detach")) {
+    for (const [node, parent] of nodes) {
+      // Only an await whose value nobody reads: `await x(...);` as a statement of its own.
+      if (node.type !== "AwaitExpression" || parent?.type !== "ExpressionStatement") continue;
+      const argument = node.argument as Node;
+      const plain = ["CallExpression", "Identifier", "MemberExpression"].includes(argument.type);
+      const promise = plain ? code(argument) : `(${code(argument)})`;
+      add(
+        "detach",
+        node.start,
+        `detach \`${snippet(code(argument), 60)}\`: not awaited, its failure caught and ignored`,
+        splice(source, node.start, node.end, `void ${promise}.catch(() => {})`),
+      );
+    }
+  }
+
+  if (operators.includes("swallow")) {
+    /**
+     * Inside the block of a try with a catch, in the same function: a failure there is handled
+     * already. A try with only a finally handles nothing.
+     */
+    const inTry = (node: Node) => {
+      for (const [up, field] of ancestors(node)) {
+        if (isFunction(up)) return false;
+        if (up.type === "TryStatement" && field === "block" && up.handler) return true;
+      }
+      return false;
+    };
+    /** An await of this statement's own, not one in a function written here. */
+    const awaits = (node: Node): boolean => {
+      if (node.type === "AwaitExpression") return true;
+      if (isFunction(node)) return false;
+      for (const [child] of children(node)) if (awaits(child)) return true;
+      return false;
+    };
+    for (const [node] of nodes) {
+      if (node.type !== "ExpressionStatement" || !awaits(node)) continue;
+      if (!inFunction(node) || inTry(node)) continue;
+      add(
+        "swallow",
+        node.start,
+        `swallow the failure of \`${snippet(code(node), 60)}\` in try/catch`,
+        splice(source, node.start, node.end, `try { ${code(node)} } catch {}`),
+      );
+    }
+  }
+
+  if (operators.includes("once")) {
+    /**
+     * A jump of `type` (break or continue) in a loop's body that leaves or restarts that loop
+     * itself: not one of an inner loop (or, for a break, an inner switch). A labelled one counts.
+     */
+    const jumps = (node: Node, type: string, inner = false): boolean => {
+      if (isFunction(node)) return false;
+      if (node.type === type) return Boolean(node.label) || !inner;
+      const nested =
+        inner ||
+        LOOPS.has(node.type) ||
+        (type === "BreakStatement" && node.type === "SwitchStatement");
+      for (const [child] of children(node)) if (jumps(child, type, nested)) return true;
+      return false;
+    };
+    for (const [node] of nodes) {
+      if (!LOOPS.has(node.type) || !inFunction(node)) continue;
+      const body = node.body as Node;
+      const head =
+        node.type === "DoWhileStatement"
+          ? `do … while (${code(node.test as Node)})`
+          : source.slice(node.start, body.start).trim();
+      const continues = jumps(body, "ContinueStatement");
+      if (node.type === "WhileStatement" && !continues && !jumps(body, "BreakStatement")) {
+        // `while (c) {...}` as `if (c) {...}`: what a learner who tried one message writes.
+        add(
+          "once",
+          node.start,
+          `\`${snippet(head, 60)}\` as an if: one round only`,
+          splice(source, node.start, node.start + "while".length, "if"),
+        );
+        continue;
+      }
+      let text: string;
+      if (body.type === "BlockStatement") {
+        const close = body.end - 1;
+        const lineStart = source.lastIndexOf("\n", close - 1) + 1;
+        const indent = source.slice(lineStart, close);
+        text = /^[ \t]*$/.test(indent)
+          ? splice(source, lineStart, lineStart, `${indent}  break;\n`)
+          : splice(source, close, close, " break; ");
+      } else {
+        text = splice(source, body.start, body.end, `{ ${code(body)} break; }`);
+      }
+      add(
+        "once",
+        node.start,
+        `\`${snippet(head, 60)}\` with a break at the end: one round only${continues ? " (unless it continues)" : ""}`,
+        text,
+      );
     }
   }
 
