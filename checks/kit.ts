@@ -152,6 +152,30 @@ export async function until(
   return true;
 }
 
+/**
+ * Whether `condition` comes true, given `ms` after each step of `progress` (a count that grows
+ * while the learner's code gets on with it): a slow but working catch-up on a loaded machine is
+ * not taken for a stuck one, and a stuck one is still given up on `ms` after its last step.
+ */
+export async function untilWhileProgressing(
+  condition: () => boolean | Promise<boolean>,
+  progress: () => number,
+  ms: number,
+): Promise<boolean> {
+  let last = progress();
+  let deadline = Date.now() + ms;
+  while (!(await condition())) {
+    const now = progress();
+    if (now !== last) {
+      last = now;
+      deadline = Date.now() + ms;
+    }
+    if (Date.now() > deadline) return false;
+    await sleep(20);
+  }
+  return true;
+}
+
 /** Polls until `condition` holds, or fails with `message`. */
 export async function eventually(
   condition: () => boolean | Promise<boolean>,
