@@ -2,7 +2,7 @@ import { randomInt } from "node:crypto";
 import net from "node:net";
 import { format } from "node:util";
 import { createClient, type RedisClientOptions } from "redis";
-import { describe, test } from "vitest";
+import { describe, test, vi } from "vitest";
 import { freePort } from "../../src/redis/server.ts";
 import {
   aclAccount,
@@ -228,6 +228,34 @@ function givingUpMessage(
 ) {
   const { cause, answer } = found;
   return `${where} answered ${answer instanceof Error ? `an Error ("${answer.message}")` : JSON.stringify(answer)} for the ${retries}th retry after ${cause}: anything but a delay ends reconnecting for good, so an outage of a few minutes leaves the service dead until someone restarts it. Keep answering reconnectDelay(retries), capped, whatever the cause and however many retries it takes.`;
+}
+
+/**
+ * An hour of outage on the clock, asked as node-redis asks: a retry after each delay. A strategy
+ * that gives up after a time of its own (Date.now() - start > limit) answers every count of
+ * retries and still leaves the service dead after a long outage. The clock is faked (Date and
+ * performance.now()), so the hour takes no time; nothing else runs meanwhile.
+ */
+function outlastsAnHour(strategy: unknown): string | undefined {
+  if (typeof strategy !== "function") return undefined;
+  const hour = 60 * 60_000;
+  vi.useFakeTimers({ toFake: ["Date", "performance"], now: Date.now() });
+  try {
+    let waited = 0;
+    for (let retries = 0; waited < hour && retries < 100_000; retries++) {
+      const [cause, error] = OUTAGE_CAUSES[retries === 0 ? 0 : 1];
+      const answer = strategy(retries, error);
+      if (!(typeof answer === "number" && answer >= 0 && answer <= 5000)) {
+        return `connect()'s reconnectStrategy answered ${answer instanceof Error ? `an Error ("${answer.message}")` : JSON.stringify(answer)} for the ${retries}th retry, ${Math.round(waited / 60_000)} minutes into an outage (after ${cause}; the check moved the clock on by each delay you answered): a strategy that gives up after a time of its own leaves the service dead once an outage lasts longer, and nobody restarts it. Keep answering reconnectDelay(retries) however long the outage lasts: the delay is capped, so Redis is retried every few seconds.`;
+      }
+      const step = Math.max(answer, 50);
+      vi.advanceTimersByTime(step);
+      waited += step;
+    }
+    return undefined;
+  } finally {
+    vi.useRealTimers();
+  }
 }
 
 const AZURE_HOST = "docs-prod.redis.cache.windows.net";
@@ -533,6 +561,8 @@ describe("a live connection", () => {
       // for good: a worker outlives a short blip but stays dead after a failover.
       const gaveUp = givesUp(strategy, 100);
       if (gaveUp) fail(givingUpMessage("connect()'s reconnectStrategy", 100, gaveUp), 3);
+      const deadline = outlastsAnHour(strategy);
+      if (deadline) fail(deadline, 3);
       // Many draws: a jittered strategy answers anything from 0 up in one call.
       const lateDraws =
         typeof strategy === "function"
