@@ -258,6 +258,13 @@ function outlastsAnHour(strategy: unknown): string | undefined {
   }
 }
 
+/** node-redis's client class prototype, where connect() lives: spied on to find a client early. */
+function clientPrototype(): { connect(): Promise<unknown> } {
+  let proto = Object.getPrototypeOf(createClient());
+  while (proto && !Object.hasOwn(proto, "connect")) proto = Object.getPrototypeOf(proto);
+  return proto;
+}
+
 const AZURE_HOST = "docs-prod.redis.cache.windows.net";
 const MANAGED_HOST = "docs-prod.westeurope.redis.azure.net";
 // Secrets with the characters real ones carry (base64 keys, JWT tokens): a URL built without
@@ -687,6 +694,8 @@ describe("a live connection", () => {
       url.port = String(port);
       const name = `wb:learner:${ctx.runId}:early`;
       const attempt = scope("early-start");
+      // The client connect() made, found while it is still connecting (never ready yet).
+      const connecting = vi.spyOn(clientPrototype(), "connect");
       const pending = settled(
         attempt.run(() => Promise.resolve().then(() => exercise.connect(url.toString(), name))),
       );
@@ -705,6 +714,17 @@ describe("a live connection", () => {
             3,
           );
         }
+        // Asked now, before the first ready, as in a long startup outage: a cap on retries
+        // before the first ready gives up on a Redis that takes a minute to come back.
+        for (const client of connecting.mock.contexts as Redis[]) {
+          const gaveUp = givesUp(client.options?.socket?.reconnectStrategy, 100);
+          if (!gaveUp) continue;
+          client.destroy();
+          fail(
+            `${givingUpMessage("connect()'s reconnectStrategy", 100, gaveUp)} The check asked while connect() was still waiting for a Redis that refused it, before your client was ever ready: a service started during an outage (a restart of both, a failover) gives up at startup. Before the first ready, give up only on a refused login (WRONGPASS, NOAUTH).`,
+            3,
+          );
+        }
         await new Promise<void>((resolve) => proxy.listen(port, "127.0.0.1", resolve));
         // The cap (5 s) plus a handshake: a right strategy may be in its longest wait just now.
         const outcome = await Promise.race([pending, sleep(6000).then(() => "pending" as const)]);
@@ -715,6 +735,7 @@ describe("a live connection", () => {
           3,
         );
       } finally {
+        connecting.mockRestore();
         attempt.crash();
         proxy.close();
       }
