@@ -705,21 +705,37 @@ describe("a live connection", () => {
       const refusedTwice = until(() => failedConnects(attempt) >= 2, 400);
       const early = await Promise.race([pending, refusedTwice.then(() => "waiting" as const)]);
       const refusals = failedConnects(attempt);
+      const notListeningYet = (outcome: string) =>
+        `connect() to a Redis that was not listening yet ${outcome}. A service often starts a moment before its Redis (a deploy, a restart of both), and a refused connection is what a starting Redis answers: keep retrying with your delay. Give up only when the login itself is refused (WRONGPASS, NOAUTH).`;
       const proxy = lateRedis();
       try {
         if (early !== "waiting") {
           if ("value" in early) (early.value as Redis | undefined)?.destroy?.();
           fail(
-            `connect() to a Redis that was not listening yet ${"error" in early ? `rejected after ${refusals} refused connection${refusals === 1 ? "" : "s"} (${early.error instanceof Error ? early.error.message : String(early.error)})` : "resolved"}. A service often starts a moment before its Redis (a deploy, a restart of both), and a refused connection is what a starting Redis answers: keep retrying with your delay. Give up only when the login itself is refused (WRONGPASS, NOAUTH).`,
+            notListeningYet(
+              "error" in early
+                ? `rejected after ${refusals} refused connection${refusals === 1 ? "" : "s"} (${early.error instanceof Error ? early.error.message : String(early.error)})`
+                : "resolved",
+            ),
             3,
           );
         }
         // Asked now, before the first ready, as in a long startup outage: a cap on retries
         // before the first ready gives up on a Redis that takes a minute to come back.
         for (const client of connecting.mock.contexts as Redis[]) {
-          const gaveUp = givesUp(client.options?.socket?.reconnectStrategy, 100);
+          const strategy = client.options?.socket?.reconnectStrategy;
+          const gaveUp = givesUp(strategy, 100);
           if (!gaveUp) continue;
           client.destroy();
+          // One that gives up at once has made connect() reject, or is about to.
+          const atOnce = givesUp(strategy, 1);
+          if (atOnce)
+            fail(
+              notListeningYet(
+                `rejected after ${refusals} refused connection${refusals === 1 ? "" : "s"} (your reconnectStrategy answered ${atOnce.answer instanceof Error ? `an Error ("${atOnce.answer.message}")` : JSON.stringify(atOnce.answer)} for the 1st retry)`,
+              ),
+              3,
+            );
           fail(
             `${givingUpMessage("connect()'s reconnectStrategy", 100, gaveUp)} The check asked while connect() was still waiting for a Redis that refused it, before your client was ever ready: a service started during an outage (a restart of both, a failover) gives up at startup. Before the first ready, give up only on a refused login (WRONGPASS, NOAUTH).`,
             3,
