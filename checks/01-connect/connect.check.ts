@@ -2,7 +2,7 @@ import { randomInt } from "node:crypto";
 import net from "node:net";
 import { format } from "node:util";
 import { createClient, type RedisClientOptions } from "redis";
-import { describe, test } from "vitest";
+import { describe, test, vi } from "vitest";
 import { freePort } from "../../src/redis/server.ts";
 import {
   aclAccount,
@@ -228,6 +228,41 @@ function givingUpMessage(
 ) {
   const { cause, answer } = found;
   return `${where} answered ${answer instanceof Error ? `an Error ("${answer.message}")` : JSON.stringify(answer)} for the ${retries}th retry after ${cause}: anything but a delay ends reconnecting for good, so an outage of a few minutes leaves the service dead until someone restarts it. Keep answering reconnectDelay(retries), capped, whatever the cause and however many retries it takes.`;
+}
+
+/**
+ * An hour of outage on the clock, asked as node-redis asks: a retry after each delay. A strategy
+ * that gives up after a time of its own (Date.now() - start > limit) answers every count of
+ * retries and still leaves the service dead after a long outage. The clock is faked (Date and
+ * performance.now()), so the hour takes no time; nothing else runs meanwhile.
+ */
+function outlastsAnHour(strategy: unknown): string | undefined {
+  if (typeof strategy !== "function") return undefined;
+  const hour = 60 * 60_000;
+  vi.useFakeTimers({ toFake: ["Date", "performance"], now: Date.now() });
+  try {
+    let waited = 0;
+    for (let retries = 0; waited < hour && retries < 100_000; retries++) {
+      const [cause, error] = OUTAGE_CAUSES[retries === 0 ? 0 : 1];
+      const answer = strategy(retries, error);
+      if (!(typeof answer === "number" && answer >= 0 && answer <= 5000)) {
+        return `connect()'s reconnectStrategy answered ${answer instanceof Error ? `an Error ("${answer.message}")` : JSON.stringify(answer)} for the ${retries}th retry, ${Math.round(waited / 60_000)} minutes into an outage (after ${cause}; the check moved the clock on by each delay you answered): a strategy that gives up after a time of its own leaves the service dead once an outage lasts longer, and nobody restarts it. Keep answering reconnectDelay(retries) however long the outage lasts: the delay is capped, so Redis is retried every few seconds.`;
+      }
+      const step = Math.max(answer, 50);
+      vi.advanceTimersByTime(step);
+      waited += step;
+    }
+    return undefined;
+  } finally {
+    vi.useRealTimers();
+  }
+}
+
+/** node-redis's client class prototype, where connect() lives: spied on to find a client early. */
+function clientPrototype(): { connect(): Promise<unknown> } {
+  let proto = Object.getPrototypeOf(createClient());
+  while (proto && !Object.hasOwn(proto, "connect")) proto = Object.getPrototypeOf(proto);
+  return proto;
 }
 
 const AZURE_HOST = "docs-prod.redis.cache.windows.net";
@@ -533,6 +568,8 @@ describe("a live connection", () => {
       // for good: a worker outlives a short blip but stays dead after a failover.
       const gaveUp = givesUp(strategy, 100);
       if (gaveUp) fail(givingUpMessage("connect()'s reconnectStrategy", 100, gaveUp), 3);
+      const deadline = outlastsAnHour(strategy);
+      if (deadline) fail(deadline, 3);
       // Many draws: a jittered strategy answers anything from 0 up in one call.
       const lateDraws =
         typeof strategy === "function"
@@ -657,6 +694,8 @@ describe("a live connection", () => {
       url.port = String(port);
       const name = `wb:learner:${ctx.runId}:early`;
       const attempt = scope("early-start");
+      // The client connect() made, found while it is still connecting (never ready yet).
+      const connecting = vi.spyOn(clientPrototype(), "connect");
       const pending = settled(
         attempt.run(() => Promise.resolve().then(() => exercise.connect(url.toString(), name))),
       );
@@ -666,12 +705,39 @@ describe("a live connection", () => {
       const refusedTwice = until(() => failedConnects(attempt) >= 2, 400);
       const early = await Promise.race([pending, refusedTwice.then(() => "waiting" as const)]);
       const refusals = failedConnects(attempt);
+      const notListeningYet = (outcome: string) =>
+        `connect() to a Redis that was not listening yet ${outcome}. A service often starts a moment before its Redis (a deploy, a restart of both), and a refused connection is what a starting Redis answers: keep retrying with your delay. Give up only when the login itself is refused (WRONGPASS, NOAUTH).`;
       const proxy = lateRedis();
       try {
         if (early !== "waiting") {
           if ("value" in early) (early.value as Redis | undefined)?.destroy?.();
           fail(
-            `connect() to a Redis that was not listening yet ${"error" in early ? `rejected after ${refusals} refused connection${refusals === 1 ? "" : "s"} (${early.error instanceof Error ? early.error.message : String(early.error)})` : "resolved"}. A service often starts a moment before its Redis (a deploy, a restart of both), and a refused connection is what a starting Redis answers: keep retrying with your delay. Give up only when the login itself is refused (WRONGPASS, NOAUTH).`,
+            notListeningYet(
+              "error" in early
+                ? `rejected after ${refusals} refused connection${refusals === 1 ? "" : "s"} (${early.error instanceof Error ? early.error.message : String(early.error)})`
+                : "resolved",
+            ),
+            3,
+          );
+        }
+        // Asked now, before the first ready, as in a long startup outage: a cap on retries
+        // before the first ready gives up on a Redis that takes a minute to come back.
+        for (const client of connecting.mock.contexts as Redis[]) {
+          const strategy = client.options?.socket?.reconnectStrategy;
+          const gaveUp = givesUp(strategy, 100);
+          if (!gaveUp) continue;
+          client.destroy();
+          // One that gives up at once has made connect() reject, or is about to.
+          const atOnce = givesUp(strategy, 1);
+          if (atOnce)
+            fail(
+              notListeningYet(
+                `rejected after ${refusals} refused connection${refusals === 1 ? "" : "s"} (your reconnectStrategy answered ${atOnce.answer instanceof Error ? `an Error ("${atOnce.answer.message}")` : JSON.stringify(atOnce.answer)} for the 1st retry)`,
+              ),
+              3,
+            );
+          fail(
+            `${givingUpMessage("connect()'s reconnectStrategy", 100, gaveUp)} The check asked while connect() was still waiting for a Redis that refused it, before your client was ever ready: a service started during an outage (a restart of both, a failover) gives up at startup. Before the first ready, give up only on a refused login (WRONGPASS, NOAUTH).`,
             3,
           );
         }
@@ -685,6 +751,7 @@ describe("a live connection", () => {
           3,
         );
       } finally {
+        connecting.mockRestore();
         attempt.crash();
         proxy.close();
       }

@@ -38,6 +38,8 @@ import {
   dropConnection,
   learnerAddrs,
   openedSince,
+  scope,
+  scopeTimers,
   sent,
 } from "../wire.ts";
 
@@ -621,10 +623,21 @@ describe("dashboards", () => {
   test("stop() closes what its dashboard opened and leaves the others listening", async () => {
     const s = await session();
     const channel = freshKey("status");
-    const first = await openDashboard(s, channel, "dashboard A");
+    // Dashboard A opens in a scope of its own, so a setInterval() it leaves running after stop()
+    // (a health-check PING, say) can be counted.
+    const dashboardA = scope("dashboard A");
+    const timersA = scopeTimers(dashboardA, { repeating: true });
+    const first = await dashboardA.run(() => openDashboard(s, channel, "dashboard A"));
     const second = await openDashboard(s, channel, "dashboard B");
     const mark = sent().length;
     await call("stop() of dashboard A", () => first.stop(), 3000);
+    const repeating = timersA.live();
+    timersA.stop();
+    check(
+      repeating === 0,
+      `stop() of dashboard A resolved with ${repeating} setInterval() that openDashboard() started still running (a health-check PING, say): it goes on for ever against a closed connection, and keeps the process alive. stop() must end everything its dashboard started: clearInterval() it before you close.`,
+      3,
+    );
     // An UNSUBSCRIBE sent on another connection (the client given, say) removes that
     // connection's own subscriptions to the channel, however many listeners they had.
     const elsewhere = unsubscribedElsewhere(mark, first.subscribedOn);

@@ -331,6 +331,12 @@ describe("pattern subscriptions", () => {
     const subscriber = await learnerConnection();
     const publisher = await checkClient();
     const { received } = await watch(subscriber, t.prefix);
+    // Another console of the same process, for another tenant on a connection of its own: its
+    // events are not this watch's, though a listener shared between calls hands them to both.
+    const neighbour = tenant();
+    await watch(await learnerConnection(), neighbour.prefix);
+    const neighbours = neighbour.channelOf("ocr");
+    await publisher.publish(neighbours, JSON.stringify(event("ocr", 98)));
 
     const published: Received[] = [];
     const reached = new Map<string, number>();
@@ -392,6 +398,12 @@ describe("pattern subscriptions", () => {
     if (garbled) {
       fail(
         `onEvent() was called with the channel "${Buffer.from(garbled.channel).toString("latin1")}" for an event published on "${garbled.channel}": your code decoded the channel as Latin-1. Redis carries bytes, and node-redis hands a string listener UTF-8 text: take the channel as the string it is, or decode a Buffer with toString("utf8").`,
+        2,
+      );
+    }
+    if (received.some((r) => r.channel === neighbours)) {
+      fail(
+        `onEvent() of the watch on "${t.prefix}" received the event published on "${neighbours}", which only another watchAllStages() call followed (another prefix, on another connection): each call's events went to every call's onEvent. Keep each call's onEvent in that call's own listener (a closure), not in a registry shared between calls.`,
         2,
       );
     }
@@ -573,10 +585,14 @@ describe("pattern subscriptions", () => {
     const audit: string[] = [];
     await subscriber.pSubscribe(t.pattern, (message) => audit.push(message));
 
-    const { received, unwatch, opened } = await watch(subscriber, t.prefix);
-    // A second ops console on the same connection and prefix: the first one's unwatch() must
-    // leave it its listener (state shared between calls, a module-level listener, would not).
-    const second = await watch(subscriber, t.prefix);
+    // Two ops consoles on the same connection and prefix, started together as two screens
+    // would be: the first one's unwatch() must leave the second its listener. State shared
+    // between calls (a module-level listener, even one read back once subscribe() resolved)
+    // would not, and started together both calls read it after the other had set it.
+    const [{ received, unwatch, opened }, second] = await Promise.all([
+      watch(subscriber, t.prefix),
+      watch(subscriber, t.prefix),
+    ]);
     const ocr = t.channelOf("ocr");
     await publisher.publish(ocr, JSON.stringify(event("ocr", 1)));
     await settle(received, 1);
@@ -602,7 +618,7 @@ describe("pattern subscriptions", () => {
     // subscription never removed.
     if (audit.length > auditBefore && second.received.length === secondBefore) {
       fail(
-        `Two watchAllStages() ran on the same connection and prefix; after the first one's unwatch(), the second stopped receiving${received.length > 1 ? " while the first still received" : ""}: unwatch() removed the other watch's listener. Keep each call's listener in that call (a closure), not in a variable shared between calls, and pass it to pUnsubscribe(pattern, listener).`,
+        `Two watchAllStages() ran on the same connection and prefix, started together as two consoles are; after the first one's unwatch(), the second stopped receiving${received.length > 1 ? " while the first still received" : ""}: unwatch() removed the other watch's listener. Keep each call's listener in that call (a closure), not in a variable shared between calls, and pass it to pUnsubscribe(pattern, listener).`,
         3,
       );
     }
@@ -624,7 +640,11 @@ describe("pattern subscriptions", () => {
       `After unwatch() the connection lost its other subscriptions: the model-update alert arrived ${alerts.length} time(s), the cache invalidation ${invalidations.length} time(s), instead of once each. Remove only your own pattern subscription.`,
       3,
     );
-    const left = (await learnerConnections(observer)).filter((c) => opened.includes(c.addr));
+    // Started together, each watch may see the other's connection among those it opened.
+    await unwatchPromptly(second.unwatch, observer);
+    const left = (await learnerConnections(observer)).filter(
+      (c) => opened.includes(c.addr) || second.opened.includes(c.addr),
+    );
     check(
       left.length === 0,
       `watchAllStages() opened a connection of its own (${describeConnections(left)}), and unwatch() left it open. Subscribe on the subscriber connection you are given, or close what you opened.`,
