@@ -614,7 +614,7 @@ test("a task whose handle() throws or rejects stays pending; one still working i
  * stop() tests need around it: the connections opened from here on, to find those left open,
  * and start(), which starts a worker of that group with the stop tests' count and BLOCK.
  */
-async function stopScene(label: string, stage: string, tasks: number) {
+async function stopScene(label: string, stage: string, tasks: number, blockMs = BLOCK_MS) {
   const observer = await checkClient();
   const client = await learnerClient();
   const stream = freshKey(`tasks:${label}`);
@@ -624,8 +624,8 @@ async function stopScene(label: string, stage: string, tasks: number) {
   await ensure(client, stream, group, "ensureGroup()");
   const connections = await connectionsSince(observer);
   const start = (consumer: string, handle: WorkerOptions["handle"], workers: Worker[]) =>
-    startWorker(client, { stream, group, consumer, count: 2, blockMs: BLOCK_MS, handle }, workers);
-  return { observer, client, stream, group, ids, connections, start };
+    startWorker(client, { stream, group, consumer, count: 2, blockMs, handle }, workers);
+  return { observer, client, stream, group, ids, connections, start, blockMs };
 }
 
 /** Fails unless every connection opened since `connections` was taken is closed again. */
@@ -813,20 +813,48 @@ test("Redis dropping the connection under the worker's XACK does not end the pro
 });
 
 /**
- * How long the check watches a worker whose group is gone, and how many commands it may send:
- * one that waits a BLOCK between reads sends about five; a loaded machine slows a spinning
- * loop to about a hundred a second, never to fifteen.
+ * The blockMs of a worker whose reads the check makes fail at once: short, so that a right
+ * worker's wait (about blockMs before the next read) ends soon, and the check with it. Twice
+ * that on a server busy with a script, whose every reply takes a while: a loop that asks again
+ * at once sends about one command a round trip, and a right one about one a blockMs.
  */
-const GONE_MS = BLOCK_MS * 5;
+const GONE_BLOCK_MS = 50;
+const BUSY_BLOCK_MS = 100;
+
+/**
+ * How long the check watches a worker whose reads fail at once, and how many commands it may
+ * send. The watch lasts GONE_BLOCKS of its blockMs, and at least as long as the check's own
+ * GONE_PINGS PINGs, sent one after the other with a 1 ms pause: a loop that asks again at once
+ * (or after a millisecond) sends about one command per such PING, however much a loaded machine
+ * slows them both. It may send GONE_MOST commands, or one per blockMs watched and three more
+ * when the PINGs made the watch longer: one that waits a blockMs between reads sends about six.
+ */
+const GONE_BLOCKS = 5;
+const GONE_PINGS = 30;
 const GONE_MOST = 15;
 
 /**
- * What the learner sent after `mark`, watched until it is more than GONE_MOST commands (a loop
- * asking again at once) or GONE_MS went by.
+ * What the learner sent after `mark`, watched until it is more than it may send (a loop asking
+ * again at once) or the watch is over; `observer` sends the check's PINGs.
  */
-async function commandsSince(mark: number, started = Date.now()) {
+async function commandsSince(observer: Redis, blockMs: number, mark: number, started = Date.now()) {
   const since = () => sent((c) => c.seq > mark);
-  const spinning = await until(() => since().length > GONE_MOST, GONE_MS);
+  const most = () => Math.max(GONE_MOST, Math.ceil((Date.now() - started) / blockMs) + 3);
+  let paced = false;
+  const pings = (async () => {
+    for (let round = 0; round < GONE_PINGS; round++) {
+      // A busy server answers BUSY at once: a round trip all the same.
+      await observer.ping().catch(() => {});
+      await sleep(1);
+    }
+    paced = true;
+  })();
+  let spinning = false;
+  await until(() => {
+    spinning = since().length > most();
+    return spinning || (paced && Date.now() - started >= blockMs * GONE_BLOCKS);
+  }, 10_000);
+  await pings;
   const elapsed = Date.now() - started;
   const commands = since();
   const counts = new Map<string, number>();
@@ -836,9 +864,9 @@ async function commandsSince(mark: number, started = Date.now()) {
 }
 
 /** Stops a worker whose loop may have ended on `error` (stop() reporting it is right too). */
-async function stopReporting(worker: Worker, error: RegExp): Promise<void> {
+async function stopReporting(worker: Worker, error: RegExp, blockMs: number): Promise<void> {
   try {
-    await stopWithin(worker, QUIET_STOP_MS, "the worker", BLOCK_MS);
+    await stopWithin(worker, QUIET_STOP_MS, "the worker", blockMs);
   } catch (reported) {
     if (!error.test((reported as Error).message)) throw reported;
   }
@@ -853,16 +881,18 @@ interface ReadFault {
 /**
  * A worker reads once, then `fault` strikes just before its second XREADGROUP reaches Redis, so
  * that read and every one after it are answered at once with an error. The worker must not ask
- * again at once: `spinning(outcome)` is the failure message when it sends more than GONE_MOST
- * commands within GONE_MS. Then its stop() resolves, or reports `error`, and leaves nothing open.
+ * again at once: `spinning(outcome)` is the failure message when it sends more commands than
+ * commandsSince() allows. The worker is given `blockMs`. Then its stop() resolves, or reports
+ * `error`, and leaves nothing open.
  */
 async function readFailsAtOnce(
   label: string,
   fault: (scene: Awaited<ReturnType<typeof stopScene>>) => Promise<ReadFault>,
   error: RegExp,
   spinning: (outcome: Awaited<ReturnType<typeof commandsSince>>) => string,
+  blockMs = GONE_BLOCK_MS,
 ): Promise<void> {
-  const scene = await stopScene(label, "ner", 0);
+  const scene = await stopScene(label, "ner", 0, blockMs);
   const strike = await fault(scene);
   const workers: Worker[] = [];
   let mark = 0;
@@ -881,10 +911,10 @@ async function readFailsAtOnce(
     await until(() => mark > 0, 3000);
     hook.cancel();
     check(mark > 0, "Your worker did not read a second time within 3 s.", 2);
-    const outcome = await commandsSince(mark - 1, at);
+    const outcome = await commandsSince(scene.observer, scene.blockMs, mark - 1, at);
     await strike.end?.();
     check(!outcome.spinning, spinning(outcome), 2);
-    await stopReporting(worker, error);
+    await stopReporting(worker, error, scene.blockMs);
     workers.length = 0;
     await checkAllClosed(scene.connections);
   } finally {
@@ -920,11 +950,17 @@ test.skipIf(!ctx.privateServer)(
       /BUSY/,
       ({ commands, elapsed, summary }) =>
         `While another client ran a long script, Redis answered your worker's XREADGROUP with "BUSY Redis is busy running a script" at once, and your worker sent ${commands.length} commands within ${elapsed} ms (${summary}): it read again at once. Not only NOGROUP comes back at once: BUSY, LOADING after a restart or WRONGTYPE do too, and a loop that retries them straight away spins for as long as they last. After any error of the read, wait about blockMs before the next one, or let the error end the loop so that stop() reports it.`,
+      BUSY_BLOCK_MS,
     ),
 );
 
 test("a worker whose group is gone does not ask again and again, and does not quit in silence", async () => {
-  const { observer, stream, group, connections, start } = await stopScene("gone", "ner", 0);
+  const { observer, stream, group, connections, start, blockMs } = await stopScene(
+    "gone",
+    "ner",
+    0,
+    GONE_BLOCK_MS,
+  );
   const consumer = fresh("ner");
   const workers: Worker[] = [];
   const handled: string[] = [];
@@ -944,7 +980,7 @@ test("a worker whose group is gone does not ask again and again, and does not qu
     // As an operator or a clean-up script can: Redis answers the waiting read with NOGROUP, and
     // every read after it too, at once, until the group is back.
     await observer.xGroupDestroy(stream, group);
-    const { spinning, elapsed, commands, summary } = await commandsSince(mark);
+    const { spinning, elapsed, commands, summary } = await commandsSince(observer, blockMs, mark);
     check(
       !spinning,
       `While the group was gone (the check destroyed it with XGROUP DESTROY, as an operator or a clean-up script can), your worker sent ${commands.length} commands within ${elapsed} ms (${summary}). Without the group Redis answers each read with NOGROUP at once, and your loop asked again at once: it spins the CPU and floods Redis and your log for as long as the group is missing. On NOGROUP, do not read again at once: log it and wait about blockMs before the next read, or recreate the group (ensureGroup()) and go on, or let the error end the loop so that stop() reports it.`,
@@ -959,7 +995,7 @@ test("a worker whose group is gone does not ask again and again, and does not qu
     const goesOn = await until(() => handled.includes(after), 3000);
     let reported: Error | undefined;
     try {
-      await stopWithin(worker, QUIET_STOP_MS, "the worker", BLOCK_MS);
+      await stopWithin(worker, QUIET_STOP_MS, "the worker", blockMs);
     } catch (error) {
       // A loop that ended on the error, and stop() reporting it, is a right answer too.
       if (!/NOGROUP/.test((error as Error).message)) throw error;
