@@ -561,7 +561,8 @@ test("a task whose handle() throws or rejects stays pending; one still working i
       `After the failures a new task, ${later}, was queued, and your worker did not handle and acknowledge it within 3 s${retries > 1 ? `; handle() was called ${retries} times for ${throwing}, which fails every time: the worker kept retrying its failed tasks instead of taking new ones` : ""}. Leave a failed task pending (lesson 09's recovery tries it again, with a limit) and go on reading new tasks with ">".`,
       2,
     );
-    await stopWithin(worker, STOP_MS, consumer, BLOCK_MS);
+    const wake = () => observer.xAdd(stream, "*", { docId: "doc-wake" });
+    await stopWithin(worker, STOP_MS, consumer, BLOCK_MS, wake);
     workers.length = 0;
     // Retrying at once is the worker's own affair; a failed task brought again by a later read
     // means the worker reads its own pending tasks as it goes: retried for as long as it lives.
@@ -590,7 +591,7 @@ test("a task whose handle() throws or rejects stays pending; one still working i
       workers,
     );
     await waitForBlocked(observer, "xreadgroup", 1, 3000);
-    await stopWithin(again, STOP_MS, consumer, BLOCK_MS);
+    await stopWithin(again, STOP_MS, consumer, BLOCK_MS, wake);
     workers.length = 0;
     const triedAgain = new Set(called.slice(tries));
     const dropped = [throwing, rejecting].filter(
