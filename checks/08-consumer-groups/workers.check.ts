@@ -1044,7 +1044,9 @@ test("stop() on a quiet stream returns within one read and closes the worker's c
     );
     await stopWithin(worker, QUIET_STOP_MS, "the worker", BLOCK_MS);
     // A read the colleague began after that stop: one begun before may still hand it the task.
+    // A task for it ends that earlier read at once, rather than its BLOCK.
     const mark = sent().at(-1)?.seq ?? 0;
+    await observer.xAdd(stream, "*", { docId: "doc-wake" });
     await until(
       () =>
         sent((c) => c.seq > mark && c.name === "XREADGROUP" && c.args.includes(colleague)).length >
@@ -1058,7 +1060,9 @@ test("stop() on a quiet stream returns within one read and closes the worker's c
       `After stop() of one worker, a task queued for the group never reached the other worker, ${colleague}, started with its own startWorker() call and never stopped. Its stop() stopped both: keep each worker's stop flag (and connection) inside its own startWorker() call, not at module level.`,
       2,
     );
-    await stopWithin(other, QUIET_STOP_MS, colleague, BLOCK_MS);
+    await stopWithin(other, QUIET_STOP_MS, colleague, BLOCK_MS, () =>
+      observer.xAdd(stream, "*", { docId: "doc-wake" }),
+    );
     workers.length = 0;
     await checkAllClosed(connections);
   } finally {
