@@ -1065,6 +1065,14 @@ export function nothingInFlight(conn?: number): boolean {
   return true;
 }
 
+/** Whether learner connection `conn` (a SentCommand's conn) is still open. */
+export function connectionOpen(conn: number): boolean {
+  for (const t of tracked.values()) {
+    if (t.conn === conn && t.owner !== "check" && !t.socket.destroyed) return true;
+  }
+  return false;
+}
+
 /** How many learner connections are open now, however they were created or named. */
 export function openLearnerConnections(): number {
   return learnerAddrs().size;

@@ -31,6 +31,7 @@ import {
 import { hearDropErrors, hearUnhandledRejections } from "../unheard-errors.ts";
 import {
   before,
+  connectionOpen,
   dropConnection,
   holdReply,
   nothingInFlight,
@@ -821,20 +822,24 @@ function failingBehaviour(c: FailingCase) {
   };
 }
 
+/** The most tries of an entry that always fails a reader may make within a second. */
+const RETRIES_MOST = 15;
+
 /**
  * Lets `reader` run until `enough()` or until it went two reads without an onEntry() call
  * (stopped at a failed entry, or waiting), then stops it; stop() may report onEntry()'s error.
  */
-/** The most tries of an entry that always fails a reader may make within a second. */
-const RETRIES_MOST = 15;
-
 async function stopOnceQuiet(reader: Reader, enough: () => boolean): Promise<void> {
   let calls = -1;
-  await until(async () => {
-    if (enough() || reader.calls.length === calls) return true;
-    calls = reader.calls.length;
-    await sleep(BLOCK_MS * 2);
-    return false;
+  let since = Date.now();
+  await until(() => {
+    if (enough()) return true;
+    if (reader.calls.length !== calls) {
+      calls = reader.calls.length;
+      since = Date.now();
+      return false;
+    }
+    return Date.now() - since >= BLOCK_MS * 2;
   }, 5000);
   await stop(reader.tail).catch((error: Error) => {
     if (/did not return/.test(error.message)) throw error;
@@ -842,12 +847,27 @@ async function stopOnceQuiet(reader: Reader, enough: () => boolean): Promise<voi
 }
 
 /**
- * Lets a reader run until every entry is done or nothing happened for two reads, then stops it.
+ * Whether `reader`'s loop ended: it read, and every connection it read on is closed (a reader
+ * that stops at a failed entry ends its loop there).
+ */
+function loopEnded(reader: Reader): boolean {
+  const conns = new Set(
+    sent((c) => c.name === "XREAD" && c.scope === reader.scope.name).map((c) => c.conn),
+  );
+  return conns.size > 0 && ![...conns].some(connectionOpen);
+}
+
+/**
+ * Lets a reader run until every entry is done, its loop ended, or nothing happened for two
+ * reads, then stops it.
  * Whether a reader tries the failed entry again or stops at it is the learner's choice; stop()
  * may report the error. Either way the checkpoint must not have moved past it.
  */
 async function settle(c: FailingCase, reader: Reader): Promise<void> {
-  await stopOnceQuiet(reader, () => c.ids.every((id) => [...c.done, ...reader.done].includes(id)));
+  await stopOnceQuiet(
+    reader,
+    () => c.ids.every((id) => [...c.done, ...reader.done].includes(id)) || loopEnded(reader),
+  );
   c.done.push(...reader.done);
   const saved = await savedCheckpoint(c.observer, c.checkpoint);
   const failed = c.ids.find((id) => (c.attempts.get(id) ?? 0) > 0 && !c.done.includes(id));

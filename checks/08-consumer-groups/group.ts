@@ -109,13 +109,16 @@ let openedInTime = 0;
 
 /**
  * Stops a worker within `ms`, or fails saying that stop() hung: as soon as it provably hangs,
- * in an XREADGROUP whose BLOCK is far beyond the `blockMs` the worker was given.
+ * in an XREADGROUP whose BLOCK is far beyond the `blockMs` the worker was given. `wake`, run
+ * once stop() was asked, queues a task that ends the worker's blocked read at once, where the
+ * test is not about waiting out a quiet read.
  */
 export async function stopWithin(
   worker: Worker,
   ms: number,
   name: string,
   blockMs: number,
+  wake?: () => Promise<unknown>,
 ): Promise<void> {
   const mark = sent().at(-1)?.seq ?? 0;
   const started = Date.now();
@@ -124,6 +127,7 @@ export async function stopWithin(
   const stopping = call(`stop() of ${name}`, () => worker.stop(), ms).finally(() => {
     returned = true;
   });
+  await wake?.();
   try {
     const stuck = await Promise.race([
       stopping.then(() => false),

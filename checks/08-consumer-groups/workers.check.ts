@@ -38,6 +38,8 @@ const BLOCK_MS = 200;
 const QUIET_STOP_MS = BLOCK_MS + 1500;
 /** How long any other stop() may take before the check gives up on it. */
 const STOP_MS = BLOCK_MS + 3000;
+/** The blockMs of the worker stopped in the middle of a task: the check holds it four reads. */
+const DEPLOY_BLOCK_MS = 50;
 
 interface GroupInfo {
   name: string;
@@ -561,7 +563,10 @@ test("a task whose handle() throws or rejects stays pending; one still working i
       `After the failures a new task, ${later}, was queued, and your worker did not handle and acknowledge it within 3 s${retries > 1 ? `; handle() was called ${retries} times for ${throwing}, which fails every time: the worker kept retrying its failed tasks instead of taking new ones` : ""}. Leave a failed task pending (lesson 09's recovery tries it again, with a limit) and go on reading new tasks with ">".`,
       2,
     );
-    await stopWithin(worker, STOP_MS, consumer, BLOCK_MS);
+    // The task that ends the blocked read is judged by the stop() tests, not here.
+    const wakes: string[] = [];
+    const wake = async () => wakes.push(await observer.xAdd(stream, "*", { docId: "doc-wake" }));
+    await stopWithin(worker, STOP_MS, consumer, BLOCK_MS, wake);
     workers.length = 0;
     // Retrying at once is the worker's own affair; a failed task brought again by a later read
     // means the worker reads its own pending tasks as it goes: retried for as long as it lives.
@@ -574,10 +579,12 @@ test("a task whose handle() throws or rejects stays pending; one still working i
       `handle() failed for ${reread.join(" and ")}, and a later XREADGROUP of your worker brought ${reread.length > 1 ? "them" : "it"} to handle() again (${reread.map((id) => `${called.filter((c) => c === id).length} calls for ${id}`).join(", ")}): your worker reads its own pending tasks (an ID such as "0" instead of ">") while it runs. A task that fails every time is then retried for as long as the worker lives, each read counts one more delivery and makes it look freshly taken, so lesson 09's recovery never sees it idle. Read with ">" as you go, and leave a failed task pending for lesson 09 (reading your history with "0" once at start, before ">", is fine).`,
       2,
     );
-    const left = await pendingIds(observer, stream, group);
+    const left = [...(await pendingIds(observer, stream, group)).keys()].filter(
+      (id) => !wakes.includes(id),
+    );
     check(
-      sameValue([...left.keys()].sort(), [throwing, rejecting].sort()),
-      `After stop() the group should hold exactly the two failed tasks as pending (${throwing}, ${rejecting}), so they can be tried again; it holds ${[...left.keys()].join(", ") || "none"}.`,
+      sameValue(left.sort(), [throwing, rejecting].sort()),
+      `After stop() the group should hold exactly the two failed tasks as pending (${throwing}, ${rejecting}), so they can be tried again; it holds ${left.join(", ") || "none"}.`,
       2,
     );
     // The same consumer starts again (the service restarted): what it left pending is still
@@ -590,7 +597,7 @@ test("a task whose handle() throws or rejects stays pending; one still working i
       workers,
     );
     await waitForBlocked(observer, "xreadgroup", 1, 3000);
-    await stopWithin(again, STOP_MS, consumer, BLOCK_MS);
+    await stopWithin(again, STOP_MS, consumer, BLOCK_MS, wake);
     workers.length = 0;
     const triedAgain = new Set(called.slice(tries));
     const dropped = [throwing, rejecting].filter(
@@ -614,7 +621,7 @@ test("a task whose handle() throws or rejects stays pending; one still working i
  * stop() tests need around it: the connections opened from here on, to find those left open,
  * and start(), which starts a worker of that group with the stop tests' count and BLOCK.
  */
-async function stopScene(label: string, stage: string, tasks: number) {
+async function stopScene(label: string, stage: string, tasks: number, blockMs = BLOCK_MS) {
   const observer = await checkClient();
   const client = await learnerClient();
   const stream = freshKey(`tasks:${label}`);
@@ -624,8 +631,8 @@ async function stopScene(label: string, stage: string, tasks: number) {
   await ensure(client, stream, group, "ensureGroup()");
   const connections = await connectionsSince(observer);
   const start = (consumer: string, handle: WorkerOptions["handle"], workers: Worker[]) =>
-    startWorker(client, { stream, group, consumer, count: 2, blockMs: BLOCK_MS, handle }, workers);
-  return { observer, client, stream, group, ids, connections, start };
+    startWorker(client, { stream, group, consumer, count: 2, blockMs, handle }, workers);
+  return { observer, client, stream, group, ids, connections, start, blockMs };
 }
 
 /** Fails unless every connection opened since `connections` was taken is closed again. */
@@ -639,8 +646,14 @@ async function checkAllClosed(connections: { leftOpen(): Promise<unknown[]> }): 
 }
 
 test("stop() in the middle of a task finishes the tasks in hand, acknowledges only what succeeded, and closes the connection", async () => {
-  // Three tasks, count 2: the first read hands over the first two, a batch in hand.
-  const { observer, stream, group, ids, connections, start } = await stopScene("deploy", "ocr", 3);
+  // Three tasks, count 2: the first read hands over the first two, a batch in hand. A short
+  // blockMs, so that the hold below, several reads long, is short too.
+  const { observer, stream, group, ids, connections, start, blockMs } = await stopScene(
+    "deploy",
+    "ocr",
+    3,
+    DEPLOY_BLOCK_MS,
+  );
   const consumer = fresh("ocr");
   const [id, failing, third] = ids;
   if (!id || !failing || !third) throw new Error("no tasks queued");
@@ -680,13 +693,13 @@ test("stop() in the middle of a task finishes the tasks in hand, acknowledges on
       2,
     );
     let stopped = false;
-    const stopping = stopWithin(worker, STOP_MS + BLOCK_MS, consumer, BLOCK_MS).finally(() => {
+    const stopping = stopWithin(worker, STOP_MS + blockMs, consumer, blockMs).finally(() => {
       stopped = true;
     });
     stopping.catch(() => {});
     // Held for several reads: a stop() that sleeps about one BLOCK instead of awaiting the loop
     // would slip through a hold of one read.
-    await sleep(BLOCK_MS * 4);
+    await sleep(blockMs * 4);
     check(
       !stopped,
       "stop() returned while handle() was still working on a task. A deploy would then kill the process in the middle of that task: stop() must wait until the loop has finished the tasks in hand.",
@@ -824,20 +837,48 @@ test("Redis dropping the connection under the worker's XACK does not end the pro
 });
 
 /**
- * How long the check watches a worker whose group is gone, and how many commands it may send:
- * one that waits a BLOCK between reads sends about five; a loaded machine slows a spinning
- * loop to about a hundred a second, never to fifteen.
+ * The blockMs of a worker whose reads the check makes fail at once: short, so that a right
+ * worker's wait (about blockMs before the next read) ends soon, and the check with it. Twice
+ * that on a server busy with a script, whose every reply takes a while: a loop that asks again
+ * at once sends about one command a round trip, and a right one about one a blockMs.
  */
-const GONE_MS = BLOCK_MS * 5;
+const GONE_BLOCK_MS = 50;
+const BUSY_BLOCK_MS = 100;
+
+/**
+ * How long the check watches a worker whose reads fail at once, and how many commands it may
+ * send. The watch lasts GONE_BLOCKS of its blockMs, and at least as long as the check's own
+ * GONE_PINGS PINGs, sent one after the other with a 1 ms pause: a loop that asks again at once
+ * (or after a millisecond) sends about one command per such PING, however much a loaded machine
+ * slows them both. It may send GONE_MOST commands, or one per blockMs watched and three more
+ * when the PINGs made the watch longer: one that waits a blockMs between reads sends about six.
+ */
+const GONE_BLOCKS = 5;
+const GONE_PINGS = 30;
 const GONE_MOST = 15;
 
 /**
- * What the learner sent after `mark`, watched until it is more than GONE_MOST commands (a loop
- * asking again at once) or GONE_MS went by.
+ * What the learner sent after `mark`, watched until it is more than it may send (a loop asking
+ * again at once) or the watch is over; `observer` sends the check's PINGs.
  */
-async function commandsSince(mark: number, started = Date.now()) {
+async function commandsSince(observer: Redis, blockMs: number, mark: number, started = Date.now()) {
   const since = () => sent((c) => c.seq > mark);
-  const spinning = await until(() => since().length > GONE_MOST, GONE_MS);
+  const most = () => Math.max(GONE_MOST, Math.ceil((Date.now() - started) / blockMs) + 3);
+  let paced = false;
+  const pings = (async () => {
+    for (let round = 0; round < GONE_PINGS; round++) {
+      // A busy server answers BUSY at once: a round trip all the same.
+      await observer.ping().catch(() => {});
+      await sleep(1);
+    }
+    paced = true;
+  })();
+  let spinning = false;
+  await until(() => {
+    spinning = since().length > most();
+    return spinning || (paced && Date.now() - started >= blockMs * GONE_BLOCKS);
+  }, 10_000);
+  await pings;
   const elapsed = Date.now() - started;
   const commands = since();
   const counts = new Map<string, number>();
@@ -850,9 +891,9 @@ async function commandsSince(mark: number, started = Date.now()) {
  * Stops a worker whose loop may have ended on `error` (stop() reporting it is right too).
  * Whether it reported it.
  */
-async function stopReporting(worker: Worker, error: RegExp): Promise<boolean> {
+async function stopReporting(worker: Worker, error: RegExp, blockMs: number): Promise<boolean> {
   try {
-    await stopWithin(worker, QUIET_STOP_MS, "the worker", BLOCK_MS);
+    await stopWithin(worker, QUIET_STOP_MS, "the worker", blockMs);
     return false;
   } catch (reported) {
     if (!error.test((reported as Error).message)) throw reported;
@@ -869,17 +910,19 @@ interface ReadFault {
 /**
  * A worker reads once, then `fault` strikes just before its second XREADGROUP reaches Redis, so
  * that read and every one after it are answered at once with an error. The worker must not ask
- * again at once: `spinning(outcome)` is the failure message when it sends more than GONE_MOST
- * commands within GONE_MS. When the fault ends (end()), it takes the next task or its stop()
- * reports `error`: quitting in silence fails. Then nothing it opened is left open.
+ * again at once: `spinning(outcome)` is the failure message when it sends more commands than
+ * commandsSince() allows (the worker is given `blockMs`). When the fault ends (end()), it takes
+ * the next task or its stop() reports `error`: quitting in silence fails. Then nothing it opened
+ * is left open.
  */
 async function readFailsAtOnce(
   label: string,
   fault: (scene: Awaited<ReturnType<typeof stopScene>>) => Promise<ReadFault>,
   error: RegExp,
   spinning: (outcome: Awaited<ReturnType<typeof commandsSince>>) => string,
+  blockMs = GONE_BLOCK_MS,
 ): Promise<void> {
-  const scene = await stopScene(label, "ner", 0);
+  const scene = await stopScene(label, "ner", 0, blockMs);
   const strike = await fault(scene);
   const workers: Worker[] = [];
   let mark = 0;
@@ -899,7 +942,7 @@ async function readFailsAtOnce(
     await until(() => mark > 0, 3000);
     hook.cancel();
     check(mark > 0, "Your worker did not read a second time within 3 s.", 2);
-    const outcome = await commandsSince(mark - 1, at);
+    const outcome = await commandsSince(scene.observer, scene.blockMs, mark - 1, at);
     await strike.end?.();
     check(!outcome.spinning, spinning(outcome), 2);
     // A fault that ends (the script killed): a worker still running takes the next task; one
@@ -913,7 +956,7 @@ async function readFailsAtOnce(
         3000,
       );
     }
-    const reported = await stopReporting(worker, error);
+    const reported = await stopReporting(worker, error, scene.blockMs);
     workers.length = 0;
     check(
       next === undefined || handled.includes(next) || reported,
@@ -954,11 +997,17 @@ test.skipIf(!ctx.privateServer)(
       /BUSY/,
       ({ commands, elapsed, summary }) =>
         `While another client ran a long script, Redis answered your worker's XREADGROUP with "BUSY Redis is busy running a script" at once, and your worker sent ${commands.length} commands within ${elapsed} ms (${summary}): it read again at once. Not only NOGROUP comes back at once: BUSY, LOADING after a restart or WRONGTYPE do too, and a loop that retries them straight away spins for as long as they last. After any error of the read, wait about blockMs before the next one, or let the error end the loop so that stop() reports it.`,
+      BUSY_BLOCK_MS,
     ),
 );
 
 test("a worker whose group is gone does not ask again and again, and does not quit in silence", async () => {
-  const { observer, stream, group, connections, start } = await stopScene("gone", "ner", 0);
+  const { observer, stream, group, connections, start, blockMs } = await stopScene(
+    "gone",
+    "ner",
+    0,
+    GONE_BLOCK_MS,
+  );
   const consumer = fresh("ner");
   const workers: Worker[] = [];
   const handled: string[] = [];
@@ -978,7 +1027,7 @@ test("a worker whose group is gone does not ask again and again, and does not qu
     // As an operator or a clean-up script can: Redis answers the waiting read with NOGROUP, and
     // every read after it too, at once, until the group is back.
     await observer.xGroupDestroy(stream, group);
-    const { spinning, elapsed, commands, summary } = await commandsSince(mark);
+    const { spinning, elapsed, commands, summary } = await commandsSince(observer, blockMs, mark);
     check(
       !spinning,
       `While the group was gone (the check destroyed it with XGROUP DESTROY, as an operator or a clean-up script can), your worker sent ${commands.length} commands within ${elapsed} ms (${summary}). Without the group Redis answers each read with NOGROUP at once, and your loop asked again at once: it spins the CPU and floods Redis and your log for as long as the group is missing. On NOGROUP, do not read again at once: log it and wait about blockMs before the next read, or recreate the group (ensureGroup()) and go on, or let the error end the loop so that stop() reports it.`,
@@ -993,7 +1042,7 @@ test("a worker whose group is gone does not ask again and again, and does not qu
     const goesOn = await until(() => handled.includes(after), 3000);
     let reported: Error | undefined;
     try {
-      await stopWithin(worker, QUIET_STOP_MS, "the worker", BLOCK_MS);
+      await stopWithin(worker, QUIET_STOP_MS, "the worker", blockMs);
     } catch (error) {
       // A loop that ended on the error, and stop() reporting it, is a right answer too.
       if (!/NOGROUP/.test((error as Error).message)) throw error;
@@ -1041,7 +1090,9 @@ test("stop() on a quiet stream returns within one read and closes the worker's c
     );
     await stopWithin(worker, QUIET_STOP_MS, "the worker", BLOCK_MS);
     // A read the colleague began after that stop: one begun before may still hand it the task.
+    // A task for it ends that earlier read at once, rather than its BLOCK.
     const mark = sent().at(-1)?.seq ?? 0;
+    await observer.xAdd(stream, "*", { docId: "doc-wake" });
     await until(
       () =>
         sent((c) => c.seq > mark && c.name === "XREADGROUP" && c.args.includes(colleague)).length >
@@ -1055,7 +1106,9 @@ test("stop() on a quiet stream returns within one read and closes the worker's c
       `After stop() of one worker, a task queued for the group never reached the other worker, ${colleague}, started with its own startWorker() call and never stopped. Its stop() stopped both: keep each worker's stop flag (and connection) inside its own startWorker() call, not at module level.`,
       2,
     );
-    await stopWithin(other, QUIET_STOP_MS, colleague, BLOCK_MS);
+    await stopWithin(other, QUIET_STOP_MS, colleague, BLOCK_MS, () =>
+      observer.xAdd(stream, "*", { docId: "doc-wake" }),
+    );
     workers.length = 0;
     await checkAllClosed(connections);
   } finally {
