@@ -38,8 +38,6 @@ const BLOCK_MS = 200;
 const QUIET_STOP_MS = BLOCK_MS + 1500;
 /** How long any other stop() may take before the check gives up on it. */
 const STOP_MS = BLOCK_MS + 3000;
-/** The blockMs of the worker stopped in the middle of a task: the check holds it four reads. */
-const DEPLOY_BLOCK_MS = 50;
 
 interface GroupInfo {
   name: string;
@@ -646,14 +644,8 @@ async function checkAllClosed(connections: { leftOpen(): Promise<unknown[]> }): 
 }
 
 test("stop() in the middle of a task finishes the tasks in hand, acknowledges only what succeeded, and closes the connection", async () => {
-  // Three tasks, count 2: the first read hands over the first two, a batch in hand. A short
-  // blockMs, so that the hold below, several reads long, is short too.
-  const { observer, stream, group, ids, connections, start, blockMs } = await stopScene(
-    "deploy",
-    "ocr",
-    3,
-    DEPLOY_BLOCK_MS,
-  );
+  // Three tasks, count 2: the first read hands over the first two, a batch in hand.
+  const { observer, stream, group, ids, connections, start } = await stopScene("deploy", "ocr", 3);
   const consumer = fresh("ocr");
   const [id, failing, third] = ids;
   if (!id || !failing || !third) throw new Error("no tasks queued");
@@ -693,13 +685,13 @@ test("stop() in the middle of a task finishes the tasks in hand, acknowledges on
       2,
     );
     let stopped = false;
-    const stopping = stopWithin(worker, STOP_MS + blockMs, consumer, blockMs).finally(() => {
+    const stopping = stopWithin(worker, STOP_MS + BLOCK_MS, consumer, BLOCK_MS).finally(() => {
       stopped = true;
     });
     stopping.catch(() => {});
     // Held for several reads: a stop() that sleeps about one BLOCK instead of awaiting the loop
     // would slip through a hold of one read.
-    await sleep(blockMs * 4);
+    await sleep(BLOCK_MS * 4);
     check(
       !stopped,
       "stop() returned while handle() was still working on a task. A deploy would then kill the process in the middle of that task: stop() must wait until the loop has finished the tasks in hand.",
