@@ -843,9 +843,11 @@ const BUSY_BLOCK_MS = 100;
  * GONE_PINGS PINGs, sent one after the other with a 1 ms pause: a loop that asks again at once
  * (or after a millisecond) sends about one command per such PING, however much a loaded machine
  * slows them both. It may send GONE_MOST commands, or one per blockMs watched and three more
- * when the PINGs made the watch longer: one that waits a blockMs between reads sends about six.
+ * when the PINGs made the watch longer: one that waits a blockMs between reads sends about
+ * eleven. Ten blockMs, not fewer: a pause of its own, a fixed 20 or 30 ms whatever blockMs is,
+ * must still send more than GONE_MOST within the watch (mistake nogroup-pause-hard-coded).
  */
-const GONE_BLOCKS = 5;
+const GONE_BLOCKS = 10;
 const GONE_PINGS = 30;
 const GONE_MOST = 15;
 
