@@ -821,6 +821,41 @@ describe("part 2: the hybrid", () => {
       on("PUBLISH", keys.progress, "done"),
     ]);
   });
+  test("a lost answer: the queued transaction ran, the connection dropped before its reply", async () => {
+    const [c, setup] = await connections();
+    const keys = hybridKeys();
+    await call("createGroup()", () => exercise.createGroup(setup, keys));
+    const doc = fresh("doc");
+    // The reply to whatever ran the task's XADD (its EXEC, or a script naming the stream) is
+    // kept from node-redis while the connection is cut: Redis did the work, the caller never hears.
+    const ranTheXadd = (cmd: wire.SentCommand) =>
+      cmd.name === "EXEC"
+        ? wire.sent((x) => x.multi === cmd.multi && x.name === "XADD").length > 0
+        : /^(XADD|EVAL|EVALSHA|EVAL_RO|EVALSHA_RO|FCALL)$/.test(cmd.name) &&
+          cmd.args.includes(keys.tasks);
+    const cut = wire.holdReply(ranTheXadd, (cmd) => wire.dropConnection(cmd.conn));
+    const client = await learnerClient(undefined, { reconnect: true });
+    client.on("error", () => {});
+    try {
+      // Rejecting is right here: the caller cannot know whether the task was queued.
+      await within(
+        Promise.resolve().then(() => exercise.submitTask(client, keys, doc)),
+        5000,
+        "submitTask()",
+      ).catch(() => {});
+    } finally {
+      cut.cancel();
+      client.destroy();
+    }
+    const entries = ((await c.xRange(keys.tasks, "-", "+")) ?? []).filter(
+      (e) => String(e?.message.doc) === doc,
+    );
+    check(
+      entries.length <= 1,
+      `The connection dropped after Redis ran submitTask("${doc}")'s transaction and before its reply came back; the stream now holds the task ${entries.length} times, so it will be OCRed ${entries.length} times. A retry after an error whose reply was lost repeats work that already happened (lesson 11): let the error reach the caller instead of sending the XADD again.`,
+      3,
+    );
+  });
 });
 
 type Step = [string, (cmd: wire.SentCommand) => boolean];

@@ -35,6 +35,7 @@ import { dropUnder } from "../unheard-errors.ts";
 import {
   before as beforeCommand,
   crashPoints,
+  holdReply,
   openLearnerConnections,
   type Scope,
   type SentCommand,
@@ -305,6 +306,34 @@ describe("the parts, one at a time", () => {
     check(
       await closedAgain(open),
       `After four calls of nextWork(), ${openLearnerConnections() - open} more connections to Redis are open than before: each call opens one and leaves it open, and a worker calls nextWork() in a loop. Read with the client you are given (each worker has its own), or close a connection of your own before returning.`,
+      2,
+    );
+    // A read whose answer is late has taken its entry all the same: Redis handed it over when
+    // it answered. A timeout of the learner's own around the read leaves it pending, unworked.
+    const slow = keysFor("late");
+    await c.xGroupCreate(slow.stream, slow.group, "0", { MKSTREAM: true });
+    const handed = await c.xAdd(slow.stream, "*", { doc: "doc-late-answer" });
+    const lateMs = 1500;
+    const held = holdReply(
+      (x) => x.name === "XREADGROUP" && x.args.includes(slow.stream),
+      async () => {
+        // Until nextWork() is over, or the time is up (the read it waits for is this one).
+        await Promise.race([reading, sleep(lateMs)]);
+      },
+    );
+    const reading = settled(
+      Promise.resolve().then(() => exercise.nextWork(client, slow, { ...options, blockMs: 50 })),
+    );
+    const lateAnswer = await within(
+      reading,
+      lateMs + 5000,
+      "nextWork() with its read's answer late",
+    );
+    held.cancel();
+    const took = "value" in lateAnswer ? lateAnswer.value : undefined;
+    check(
+      !held.hasFired() || (took as { id?: unknown } | undefined)?.id === handed,
+      `nextWork()'s XREADGROUP took ${handed} (doc-late-answer): Redis handed it to ${consumer}, and the check held the answer back for ${lateMs / 1000} s, as a busy Redis or a slow network can. nextWork() ${"value" in lateAnswer ? `returned ${JSON.stringify(took)}` : "rejected"} meanwhile, so the entry sits pending under ${consumer} with nobody working on it until claimIdleMs has passed. A timeout of your own around the read (Promise.race) does not take the entry back: wait for the read's answer; BLOCK <blockMs> already bounds the wait.`,
       2,
     );
     // An error is not "no work": undefined would send the worker's loop round again at once,

@@ -5,6 +5,8 @@
  * another CA, one whose certificate the right CA issued for another name.
  */
 import { randomBytes } from "node:crypto";
+import type dnsModule from "node:dns";
+import { createRequire } from "node:module";
 import tls from "node:tls";
 import { createClient } from "redis";
 import { makeAuthority, startTlsServer, type TlsServer } from "../../src/redis/tls-server.ts";
@@ -42,10 +44,53 @@ export interface Fixture {
 
 const secret = () => randomBytes(12).toString("hex");
 
+/**
+ * Makes `name` resolve to `address` in this process (the learner's code runs here), as Azure's
+ * DNS makes <name>.redis.cache.windows.net resolve to the cache; the function returned undoes it.
+ * node:net looks `dns.lookup` up on every connection, and node-redis 6.3 `dns/promises`'s
+ * `lookup` on every handshake (to tell a private endpoint), so both are replaced. The modules are
+ * required, not imported: vitest may hand an import a copy of their exports.
+ */
+function resolveHere(name: string, address: string): () => void {
+  const require = createRequire(import.meta.url);
+  const dns: typeof dnsModule = require("node:dns");
+  const promises: typeof dnsModule.promises = require("node:dns/promises");
+  const ours = (host: unknown) => typeof host === "string" && host.toLowerCase() === name;
+  const answer = (options: unknown) =>
+    typeof options === "object" && options !== null && "all" in options && options.all
+      ? [[{ address, family: 4 }]]
+      : [address, 4];
+  const original = dns.lookup;
+  const lookup = (host: string, options: unknown, callback?: unknown) => {
+    if (!ours(host))
+      return (original as (...a: unknown[]) => void).call(dns, host, options, callback);
+    const done = (typeof options === "function" ? options : callback) as (...a: unknown[]) => void;
+    process.nextTick(done, null, ...answer(options));
+  };
+  const originalPromise = promises.lookup;
+  const lookupPromise = async (host: string, options?: unknown) => {
+    if (!ours(host))
+      return (originalPromise as (...a: unknown[]) => unknown).call(promises, host, options);
+    const [found, family] = answer(options);
+    return Array.isArray(found) ? found : { address: found, family };
+  };
+  dns.lookup = lookup as typeof dns.lookup;
+  promises.lookup = lookupPromise as typeof promises.lookup;
+  return () => {
+    if (dns.lookup === lookup) dns.lookup = original;
+    if (promises.lookup === lookupPromise) promises.lookup = originalPromise;
+  };
+}
+
 export async function startFixture(): Promise<Fixture> {
   // A fresh name: a client that hard-codes "localhost" or the address fails verification.
   const servername = `${fresh("stage")}.redis.test`;
   const server = await startTlsServer({ names: [servername] });
+  // The address to dial is a name of its own, as on Azure, and neither the certificate's name
+  // nor the server's address: a client that dials a hard-coded 127.0.0.1 is told apart by
+  // what it dialled, though the check's server, on this machine, answers it all the same.
+  const host = `${fresh("cache")}.redis.test`;
+  const unresolve = resolveHere(host, server.host);
   const opened: Redis[] = [];
   const connect = async (name: string, username: string, password: string) => {
     const client: Redis = createClient({
@@ -87,7 +132,7 @@ export async function startFixture(): Promise<Fixture> {
         ]);
         return {
           conn: {
-            host: server.host,
+            host,
             port: server.port,
             ca: server.ca,
             servername,
@@ -110,11 +155,13 @@ export async function startFixture(): Promise<Fixture> {
       },
       async stop() {
         for (const client of opened) if (client.isOpen) client.destroy();
+        unresolve();
         await server.stop();
       },
     };
   } catch (error) {
     for (const client of opened) if (client.isOpen) client.destroy();
+    unresolve();
     await server.stop();
     throw error;
   }

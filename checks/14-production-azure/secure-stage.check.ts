@@ -900,6 +900,16 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
     // Nothing is waiting in the stream: a read with BLOCK waits on Redis for blockMs, a poll
     // waits on a timer of its own; one that does neither comes back empty and asks again at once.
     const { rounds, elapsed } = await readsWhileTheCheckPaces(reads);
+    // Redis ends a blocked read on its next turn after the timeout: on a server others keep busy,
+    // BLOCK 1 is a read every millisecond or two, while on a quiet one it can pass for a poll.
+    const short = reads()
+      .map((c) => Number(c.args[c.args.findIndex((a) => /^block$/i.test(a)) + 1]))
+      .find((ms) => ms > 0 && ms < MIN_BLOCK_MS);
+    check(
+      short === undefined,
+      `On a quiet stream (nothing to read), your worker read with XREADGROUP ... BLOCK ${short}: Redis waits only ${short} ms for a new entry before the read comes back empty, and the loop asks again. On a Redis that other clients keep busy, that is a read every millisecond or two, all night. Pass the blockMs startStage() is given (${BLOCK_MS} here): XREADGROUP ... COUNT 10 BLOCK <blockMs>.`,
+      4,
+    );
     check(
       rounds <= YARDSTICK_ROUNDS * SPIN_SHARE,
       `On a quiet stream (nothing to read), your worker sent ${rounds} XREADGROUPs in ${elapsed} ms, as many as the check's own ${YARDSTICK_ROUNDS} PINGs, sent one after the other with a 1 ms pause between them: it asks again as soon as a read comes back empty. An idle worker that does so spins the CPU and floods Redis with reads for nothing, all night. Let Redis wait for new entries: XREADGROUP ... COUNT 10 BLOCK <blockMs> (or pause between empty reads).`,
@@ -961,6 +971,8 @@ async function startQuietWorker(
  * 20 ms stays below it until a round trip and a timer take 27 ms.
  */
 const YARDSTICK_ROUNDS = 50;
+/** A read that blocks for less than this is a spin on a busy server, whatever it counts here. */
+const MIN_BLOCK_MS = 10;
 const SPIN_SHARE = 0.6;
 
 /**
