@@ -19,6 +19,16 @@ function thrower(error: unknown, callback: string, item: string): string {
 }
 
 /**
+ * What to catch around, for the thrower above: when JSON.parse threw, a try around the callback
+ * alone (the parse on the line before it) is not enough, and the advice must say so.
+ */
+function catchAround(error: unknown, callback: string): string {
+  return error instanceof SyntaxError
+    ? `Put the parse inside the try as well, not only ${callback}(): try { ${callback}(JSON.parse(message)) } catch (error) { log it }, inside your message listener`
+    : `Catch around ${callback}() inside your message listener`;
+}
+
+/**
  * Until stop(), an "error" event that matches `which` and finds no listener is recorded in
  * `heard` instead of thrown. expectNone() fails the test if one was: `callback` threw for `item`
  * on purpose, and `role` (the dashboard, the watcher) had no listener for it.
@@ -59,12 +69,12 @@ export function hearUnheardErrors(which: (error: unknown) => boolean): {
     expectNone: (callback, item, role, hint) => {
       check(
         heard.length === 0,
-        `${thrower(heard[0], callback, item)}, and node-redis passed that exception to your ${role}'s connection as an "error" event, which had no "error" listener. Node ends a process on an "error" event nobody listens to: your ${role} would have crashed here. Catch around ${callback}() inside your message listener (node-redis 6.3 also drops the messages that came in the same read as the one whose listener threw), and give every connection you open an error listener (subscriber.on("error", ...)) for the errors of the connection itself.`,
+        `${thrower(heard[0], callback, item)}, and node-redis passed that exception to your ${role}'s connection as an "error" event, which had no "error" listener. Node ends a process on an "error" event nobody listens to: your ${role} would have crashed here. ${catchAround(heard[0], callback)} (node-redis 6.3 also drops the messages that came in the same read as the one whose listener threw), and give every connection you open an error listener (subscriber.on("error", ...)) for the errors of the connection itself.`,
         hint,
       );
       check(
         rethrown.length === 0,
-        `${thrower(rethrown[0], callback, item)}, node-redis passed that exception to your ${role}'s "error" listener, and the listener threw it again (${String(rethrown[0])}). Nothing catches it there: your ${role}'s process would have crashed. Catch around ${callback}() inside your message listener, and let the error listener log the error (or count it), never throw.`,
+        `${thrower(rethrown[0], callback, item)}, node-redis passed that exception to your ${role}'s "error" listener, and the listener threw it again (${String(rethrown[0])}). Nothing catches it there: your ${role}'s process would have crashed. ${catchAround(rethrown[0], callback)}, and let the error listener log the error (or count it), never throw.`,
         hint,
       );
     },
