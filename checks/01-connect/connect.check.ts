@@ -841,7 +841,7 @@ describe("a live connection", () => {
         if (outcome !== "pending" && "value" in outcome) (outcome.value as Redis)?.destroy?.();
         check(
           outcome !== "pending" && "error" in outcome,
-          `connect() with a wrong password, to a Redis that was still starting (it refused the first connections, then every login: WRONGPASS), ${outcome === "pending" ? "had not settled 6 s after Redis answered" : "resolved"}. Your strategy gives up on a refused login only when it comes first: after refused connections, retries is no longer 0, and a service started a moment before its Redis with a bad secret hangs. Give up on a refused login whenever the client has never been ready, whatever retries says (a flag set on "ready").`,
+          `connect() with a wrong password, to a Redis that was still starting (it refused the first connections, then every login: WRONGPASS), ${outcome === "pending" ? "had not settled 6 s after Redis answered" : "resolved"}. Your strategy did not give up on this refused login: if it never gives up on one, start with the test "connect() with a wrong password fails at once"; if it gives up only when retries is 0, that is the cause here: after refused connections, retries is no longer 0, and a service started a moment before its Redis with a bad secret hangs. Give up on a refused login whenever the client has never been ready, whatever retries says (a flag set on "ready").`,
           3,
         );
       } finally {
