@@ -755,6 +755,24 @@ async function documentsSoFar(label: string, docIds: string[]) {
   return { keys, pipeline, observer, client, own };
 }
 
+/**
+ * openDashboard() rejected while the check's onChange() was to throw `failure` during the
+ * catch-up: right when it passes that very error on. When onChange() never threw (`threw`
+ * false), the rejection came from elsewhere (a TODO left in place, a read that failed), and
+ * the message says so instead of blaming onChange().
+ */
+function expectPassedOn(error: unknown, failure: Error, threw: boolean): void {
+  if (error === failure) return;
+  const message = error instanceof Error ? error.message : String(error);
+  if (/^TODO/.test(message)) fail(`openDashboard() is not written yet (${message}).`, 1);
+  fail(
+    threw
+      ? `onChange() threw while your dashboard caught up, and openDashboard() rejected with ${String(error)} instead of that error: pass it on as it is.`
+      : `openDashboard() rejected with ${String(error)} before it had called onChange() with any status: it should catch up (subscribe, read the snapshot, show it) and resolve, or reject only with the error onChange() threw.`,
+    3,
+  );
+}
+
 describe("a dashboard that joins late", () => {
   test("shows the documents that finished before it joined", async () => {
     checkFinishedBefore(await joinedLate());
@@ -938,10 +956,10 @@ describe("a dashboard that joins late", () => {
     }
     // Rejecting with the error is a right answer too: what it must close is another test's.
     if (!("value" in outcome)) {
-      check(
-        outcome.error === failure,
-        `onChange() threw while your dashboard caught up, and openDashboard() rejected with ${String(outcome.error)} instead of that error: pass it on as it is.`,
-        3,
+      expectPassedOn(
+        outcome.error,
+        failure,
+        shown.some((s) => s.docId === burst[0]),
       );
       return;
     }
@@ -1202,11 +1220,7 @@ describe("a dashboard that joins late", () => {
       );
       return;
     }
-    check(
-      outcome.error === failure,
-      `onChange() threw while your dashboard caught up, and openDashboard() rejected with ${String(outcome.error)} instead of that error: pass it on as it is.`,
-      3,
-    );
+    expectPassedOn(outcome.error, failure, shown.length > 0);
     const opened = openedSince(before);
     const left = (await learnerConnections(observer)).filter((c) => opened.includes(c.addr));
     if (
