@@ -30,6 +30,7 @@ import {
   learnerAddrs,
   openedSince,
   scope,
+  scopeTimers,
 } from "../wire.ts";
 
 type Profile =
@@ -514,6 +515,15 @@ async function openAt(observer: Redis, addrs: string[]): Promise<ConnectionInfo[
   return (await learnerConnections(observer)).filter((c) => addrs.includes(c.addr));
 }
 
+/** Fails when `live` setInterval()s that withRedis() started still run once it settled (`outcome`). */
+function expectNoIntervalLeft(live: number, outcome: string): void {
+  check(
+    live === 0,
+    `withRedis() ${outcome} with ${live} setInterval() it started still running (a health-check PING, say): it goes on for ever against a closed connection, and keeps the process alive. withRedis() must end everything it started on every path: clearInterval() it in finally, before you close.`,
+    3,
+  );
+}
+
 function describeConnections(list: ConnectionInfo[]): string {
   return list.map((c) => `${c.addr}${c.name ? ` named "${c.name}"` : ""}`).join(", ");
 }
@@ -890,21 +900,28 @@ describe("a live connection", () => {
     let secondStep: string | undefined;
     let named: ConnectionInfo[] = [];
     let errorListeners = 0;
+    // withRedis() runs in a scope of its own, so a setInterval() it leaves running once it
+    // resolved (a health-check PING, say) can be counted.
+    const job = scope("withRedis");
+    const intervals = scopeTimers(job, { repeating: true });
     const returned = await call("withRedis()", () =>
-      exercise.withRedis(ctx.redisUrl, name, async (client) => {
-        await client.ping();
-        errorListeners = client.listenerCount("error");
-        named = await openAt(observer, openedSince(before));
-        // A second step after an await: a withRedis() that closes before the work has settled
-        // (return work(client) in try, without await) closes the client under it.
-        try {
+      job.run(() =>
+        exercise.withRedis(ctx.redisUrl, name, async (client) => {
           await client.ping();
-        } catch (error) {
-          secondStep = error instanceof Error ? error.message : String(error);
-        }
-        return result;
-      }),
+          errorListeners = client.listenerCount("error");
+          named = await openAt(observer, openedSince(before));
+          // A second step after an await: a withRedis() that closes before the work has settled
+          // (return work(client) in try, without await) closes the client under it.
+          try {
+            await client.ping();
+          } catch (error) {
+            secondStep = error instanceof Error ? error.message : String(error);
+          }
+          return result;
+        }),
+      ),
     );
+    expectNoIntervalLeft(intervals.live(), "resolved");
     if (secondStep !== undefined) {
       fail(
         `The work's second command, sent after its first await, failed with "${secondStep}": withRedis() closed the client while the work was still running. Inside try, write return await work(client), so finally runs only once the work has finished.`,
@@ -944,16 +961,20 @@ describe("a live connection", () => {
     const workError = new Error("OCR service unavailable");
     let runs = 0;
     await call("withRedis() with work that throws", () =>
-      exercise
-        .withRedis(ctx.redisUrl, name, async (client) => {
-          runs++;
-          void client.set(failure, "contract-17 failed").catch(() => {});
-          throw workError;
-        })
-        .catch((error: unknown) => {
-          rejected = error;
-        }),
+      job.run(() =>
+        exercise
+          .withRedis(ctx.redisUrl, name, async (client) => {
+            runs++;
+            void client.set(failure, "contract-17 failed").catch(() => {});
+            throw workError;
+          })
+          .catch((error: unknown) => {
+            rejected = error;
+          }),
+      ),
     );
+    const leftOnError = intervals.live();
+    intervals.stop();
     check(
       carries(rejected, workError),
       `When the work throws, withRedis() should reject with that same error (or one whose cause it is); it ${rejected === undefined ? "resolved" : `rejected with ${String(rejected)}`}.`,
@@ -966,6 +987,7 @@ describe("a live connection", () => {
       `withRedis() was called once, with work that throws, and ran the work ${runs} times: it retried the job. A job has effects (a model call billed, a status published), and running it again is for the caller to decide. Run the work once and let its error reach the caller.`,
       3,
     );
+    expectNoIntervalLeft(leftOnError, "rejected with the work's error");
     opened = openedSince(before);
     if (!(await until(async () => (await openAt(observer, opened)).length === 0, 1000))) {
       fail(

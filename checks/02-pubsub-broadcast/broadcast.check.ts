@@ -33,6 +33,7 @@ import {
 } from "../unsubscribed-elsewhere.ts";
 import {
   allLearnerAddrs,
+  before,
   command,
   deliverTogether,
   dropConnection,
@@ -619,6 +620,46 @@ describe("dashboards", () => {
       );
     },
   );
+
+  // A dashboard is often closed while its connection is down (a page closed during a network
+  // blip): node-redis is reconnecting it, isReady is false, and the connection comes back after.
+  test("stop() during a reconnect closes the dashboard's connection all the same", async () => {
+    const s = await session({ reconnect: true });
+    const channel = freshKey("status");
+    const dashboard = await openDashboard(s, channel, "a dashboard");
+    const addrs = learnerAddrs();
+    const cut = dashboard.opened.filter((addr) => addrs.has(addr));
+    const before0 = allLearnerAddrs();
+    let stopping: Promise<{ value: void } | { error: unknown }> | undefined;
+    // stop() is called while node-redis says hello on the new connection (not ready yet); the
+    // hello goes on once stop() has had a turn, and the connection comes back.
+    const rule = before(command("HELLO"), async () => {
+      stopping = settled(call("stop() during a reconnect", () => dashboard.stop(), 5000));
+      await new Promise((resolve) => setImmediate(resolve));
+    });
+    try {
+      for (const addr of cut) dropConnection(addr);
+      check(
+        await until(async () => rule.hasFired(), 3000),
+        "After the check cut the dashboard's connection, node-redis did not reconnect it within 3 s. Keep the dashboard's connection open (do not close or quit it in the error listener).",
+        2,
+      );
+    } finally {
+      rule.cancel();
+    }
+    const outcome = await (stopping as Promise<{ value: void } | { error: unknown }>);
+    if ("error" in outcome) throw outcome.error;
+    const opened = [...cut, ...openedSince(before0)];
+    const leftOpen = async () => connectionsAt(s.observer, opened);
+    if (!(await until(async () => (await leftOpen()).length === 0, 2000))) {
+      const left = await leftOpen();
+      const subscribed = left.some((c) => c.sub + c.psub > 0);
+      fail(
+        `stop() was called while the dashboard's connection was down (node-redis was reconnecting it: isReady was false) and resolved; the connection then came back and stayed open${subscribed ? ", still subscribed" : ""} (${left.map(describeConnection).join(", ")}). A dashboard closed during a network blip leaks its connection for ever. stop() must close it whatever state it is in: do not skip the unsubscribe and close() when isReady is false (node-redis queues them until the connection is back), or destroy() it then.`,
+        3,
+      );
+    }
+  });
 
   test("stop() closes what its dashboard opened and leaves the others listening", async () => {
     const s = await session();
