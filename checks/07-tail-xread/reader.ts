@@ -45,9 +45,11 @@ export async function startReader(
   behaviour: (call: number, entry: LogEntry) => Behaviour = () => "ok",
   /** Another reader of the same process, whose scope and client this one shares. */
   beside?: Reader,
+  /** An ACL account (aclAccount()) the reader's client logs in as. */
+  login?: { username: string; password: string },
 ): Promise<Reader> {
   const process = beside?.scope ?? scope("reader");
-  const client = beside?.client ?? (await process.run(() => learnerClient()));
+  const client = beside?.client ?? (await process.run(() => learnerClient(login)));
   const clientId = String(await client.clientId());
   const calls: LogEntry[] = [];
   const done: string[] = [];

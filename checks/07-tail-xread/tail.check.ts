@@ -1,5 +1,6 @@
 import { test } from "vitest";
 import {
+  aclAccount,
   call,
   check,
   checkClient,
@@ -829,7 +830,7 @@ const RETRIES_MOST = 15;
  * Lets `reader` run until `enough()` or until it went two reads without an onEntry() call
  * (stopped at a failed entry, or waiting), then stops it; stop() may report onEntry()'s error.
  */
-async function stopOnceQuiet(reader: Reader, enough: () => boolean): Promise<void> {
+async function stopOnceQuiet(reader: Reader, enough: () => boolean): Promise<unknown> {
   let calls = -1;
   let since = Date.now();
   await until(() => {
@@ -841,9 +842,26 @@ async function stopOnceQuiet(reader: Reader, enough: () => boolean): Promise<voi
     }
     return Date.now() - since >= BLOCK_MS * 2;
   }, 5000);
-  await stop(reader.tail).catch((error: Error) => {
-    if (/did not return/.test(error.message)) throw error;
-  });
+  return stop(reader.tail).then(
+    () => undefined,
+    (error: Error) => {
+      if (/did not return/.test(error.message)) throw error;
+      return error;
+    },
+  );
+}
+
+/**
+ * A reader whose loop ended on an error (`ended`, seen before stop() was called) is dead: stop()
+ * is the one place its caller can learn why, so it must reject. One that went on (retrying) may
+ * resolve.
+ */
+function expectStopReported(ended: boolean, stopError: unknown, what: string): void {
+  check(
+    !ended || stopError !== undefined,
+    `${what}, your reader's loop ended there (its connection closed), and stop() resolved as if all was well: nobody learns that the reader died, nor why. Let stop() await the loop and pass its error on (no try/catch around it, no .catch() that drops it).`,
+    2,
+  );
 }
 
 /**
@@ -959,10 +977,13 @@ test("an entry whose onEntry() fails every time is never checkpointed past", asy
   // that tries again is watched for a second from its first try: one that pauses about blockMs
   // between tries makes about ten, one that reads again at once many more (a loop that reads
   // again at once is slowed to about a hundred a second on a loaded machine, never to fifteen).
-  await stopOnceQuiet(
-    reader,
-    () => attempts > RETRIES_MOST || (attempts >= 6 && Date.now() - (tries[0] ?? 0) >= 1000),
-  ).finally(disarm);
+  let ended = false;
+  const stopError = await stopOnceQuiet(reader, () => {
+    ended = loopEnded(reader);
+    return (
+      ended || attempts > RETRIES_MOST || (attempts >= 6 && Date.now() - (tries[0] ?? 0) >= 1000)
+    );
+  }).finally(disarm);
   // Tried again or stopped there, a reader that failed still closes what it opened.
   const left = await leftOpen(observer, earlier, own);
   check(
@@ -983,7 +1004,53 @@ test("an entry whose onEntry() fails every time is never checkpointed past", asy
     `onEntry() failed for entry ${poison} every time, and your reader tried it ${inFirstSecond} times within a second: it read again at once after each failure. For as long as the entry keeps failing (a bug, a service down for an hour), such a loop keeps the CPU, Redis and your log busy. Pause before trying again (about blockMs), or stop there and let stop() report the error.`,
     2,
   );
+  expectStopReported(ended, stopError, `onEntry() failed for entry ${poison}`);
 });
+
+test.skipIf(!ctx.privateServer)(
+  "a checkpoint Redis refuses to save stops the reader there (stop() reports it) or is tried again",
+  async () => {
+    const observer = await checkClient();
+    const stream = freshKey("status:refused");
+    const checkpoint = freshKey("tail:refused");
+    const account = await aclAccount();
+    const reader = await startReader(stream, checkpoint, BLOCK_MS, () => "ok", undefined, account);
+    await untilWaiting(observer);
+    // From now on the account may read the checkpoint but not write it (a full disk, an
+    // account that lost its rights): every save after the start is refused with NOPERM.
+    await observer.sendCommand([
+      "ACL",
+      "SETUSER",
+      account.username,
+      "resetkeys",
+      `~${stream}`,
+      `%R~${checkpoint}`,
+    ]);
+    const { ids } = await append(observer, stream, 3, "doc", true);
+    const saves = () =>
+      sent((c) => c.scope === reader.scope.name && writesCheckpoint(c, checkpoint)).length;
+    let ended = false;
+    await until(() => {
+      ended = loopEnded(reader);
+      return ended || reader.calls.length > 1 || saves() > 2;
+    }, 3000);
+    const past = reader.calls.slice(1).map((entry) => entry.id);
+    const stopError = await stop(reader.tail).then(
+      () => undefined,
+      (error: Error) => error,
+    );
+    check(
+      past.length === 0,
+      `Redis refused to save the checkpoint after entry ${ids[0]} (NOPERM), and your reader handed over ${list(past)} all the same, with nothing saved: a restart hands every one of them over again, and while the saves keep failing nobody hears of it. A failed checkpoint save is a failure like onEntry()'s: let it end the loop (stop() reports it), or try the save again, but do not read on past it.`,
+      2,
+    );
+    expectStopReported(
+      ended,
+      stopError,
+      `Redis refused to save the checkpoint after entry ${ids[0]}`,
+    );
+  },
+);
 
 test("Redis dropping the reader's connection does not end the process", async () => {
   const stream = freshKey("status:dropped");

@@ -1130,7 +1130,7 @@ test("a worker starts on a stream nothing was ever queued on", async () => {
   }
 });
 
-test("a worker whose start Redis refuses (the stream key holds a string) leaves nothing open", async () => {
+test("a worker whose start Redis refuses (the stream key holds a string) rejects and leaves nothing open", async () => {
   const { observer, q, client } = await scene("taken");
   await observer.set(q.stream, "not a stream");
   const before = openLearnerConnections();
@@ -1146,18 +1146,23 @@ test("a worker whose start Redis refuses (the stream key holds a string) leaves 
         }),
       )
       .then(
-        (worker) => worker?.stop?.().catch(() => undefined),
-        () => undefined,
+        async (worker) => {
+          await worker?.stop?.().catch(() => undefined);
+          return "resolved";
+        },
+        () => "rejected",
       ),
     5000,
     "startWorker() on a key that holds a string",
-  ).then(
-    () => true,
-    () => false,
+  ).catch(() => "hung");
+  check(
+    outcome !== "hung",
+    "startWorker() on a stream key that holds a string (Redis refuses its group with WRONGTYPE) neither rejected nor let stop() return within 5 s.",
+    2,
   );
   check(
-    outcome,
-    "startWorker() on a stream key that holds a string (Redis refuses its group with WRONGTYPE) neither rejected nor let stop() return within 5 s.",
+    outcome === "rejected",
+    "startWorker() on a stream key that holds a string resolved, although Redis refused its group (WRONGTYPE): the caller is told the worker runs while it cannot work, and only stop() could say why. Await the group's creation in startWorker() (letting every error but BUSYGROUP through), so that a start that cannot work rejects.",
     2,
   );
   check(
