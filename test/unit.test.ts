@@ -18,6 +18,7 @@ import {
   skipReason,
   type Verdict,
 } from "../src/check/verdict.ts";
+import { ROOT } from "../src/paths.ts";
 import { encode, parseReply } from "../src/redis/raw.ts";
 import { forgetSecrets, hideSecrets, redact, rememberSecretsOf } from "../src/redis/redact.ts";
 import {
@@ -270,6 +271,34 @@ describe("deciding a verdict", () => {
     );
     expect(learnerStack("CheckFailure: no\n    at fail (/r/checks/kit.ts:53:9)")).toBeUndefined();
     expect(learnerStack(undefined)).toBeUndefined();
+  });
+
+  test("says an error raised outside any test was a rejection of the learner's, where and in which test", () => {
+    const file = join(ROOT, "workspace/05/leases.ts");
+    const rejected = {
+      event: "error" as const,
+      name: "Error",
+      message: "onExpired() threw on purpose.",
+      stack: `Error: onExpired() threw on purpose.\n    at listener (${file}:72:7)`,
+      type: "Unhandled Rejection",
+      test: "a watcher whose onExpired throws",
+    };
+    const verdict = decide([result("a", "passed"), rejected, { event: "end" }], ended, file);
+    expect(verdict.status).toBe("failed");
+    expect(verdict.reason).toMatch(/^A promise of your code was rejected and nothing handled it/);
+    expect(verdict.reason).toMatch(/at workspace\/05\/leases\.ts:72\b.*broke "a watcher whose/);
+    expect(verdict.reason).toMatch(/Await the call .* or handle its rejection/);
+    // A rejection of a node-redis call the learner did not await: no frame of theirs.
+    const dropped = { ...rejected, message: "Socket closed unexpectedly", stack: undefined };
+    const drop = decide([result("a", "passed"), dropped, { event: "end" }], ended, file);
+    expect(drop.reason).toMatch(
+      /nothing handled it: Error: Socket closed unexpectedly\. .*nobody awaited/,
+    );
+    // Any other error outside a test is told as before.
+    const plain = { ...rejected, type: undefined };
+    expect(decide([plain, { event: "end" }], ended).reason).toBe(
+      "Error: onExpired() threw on purpose.",
+    );
   });
 
   test("blames process.exit on the learner's code", () => {

@@ -28,6 +28,7 @@ import {
   settled,
   sleep,
   trackProcess,
+  until,
   within,
 } from "../kit.ts";
 import { answerToNewWork, pendingCount, wrongEventTime } from "../streams-support.ts";
@@ -207,9 +208,17 @@ describe("the parts, one at a time", () => {
     } catch {
       fail(`The latest-status hash holds ${JSON.stringify(latest)}, which is not JSON.`, 2);
     }
+    // Only the time differs: say so, in the words of the protocol (milliseconds since 1970).
+    const differs = Object.keys({ ...event, ...parsed }).filter(
+      (k) => !sameValue(parsed[k as keyof StatusEvent], event[k as keyof StatusEvent]),
+    );
+    const time =
+      differs.length === 1 && differs[0] === "at"
+        ? `: ${wrongEventTime(parsed.at, event.at, event.at)}. broadcast() rewrote the time of the event it was given; store and publish the event as it is (JSON.stringify(event)): at is Date.now(), milliseconds since 1970, as the lesson's protocol says, so dashboards and the audit can order and age events by it`
+        : "";
     check(
       sameValue(parsed, event),
-      `The latest-status hash should hold the event itself as JSON (${JSON.stringify(event)}); it holds ${latest}.`,
+      `The latest-status hash should hold the event itself as JSON (${JSON.stringify(event)}); it holds ${latest}${time}.`,
       2,
     );
     await eventually(
@@ -1023,8 +1032,19 @@ describe("the parts, one at a time", () => {
         );
       },
     );
+    // Read before any await of the check's own: what the learner's code sends from here on, it
+    // sent after deadLetter() resolved.
+    const returned = lastSeq();
     const endedAt = Date.now();
     const dead = ((await c.xRange(keys.dead, "-", "+")) ?? []).filter((e) => e.id !== other);
+    // None yet, and an EXEC after it returned: its commit was not awaited. Waited for (bounded)
+    // only when wrong: a right answer has its letter already.
+    const execAfter = () => sent((x) => x.seq > returned && x.name === "EXEC").length > 0;
+    check(
+      dead.length > 0 || !(await until(execAfter, 1000)),
+      `deadLetter() resolved before its dead letter was written: ${keys.dead} held nothing for doc-9 when it returned, and its EXEC went out only after. Its transaction (WATCH, the check, MULTI/EXEC) was still on its way: await it (await the helper that commits it, then return), or the caller moves on as if doc-9 were parked, and a worker stopped right then leaves it half done. Node also ends a process whose unawaited commit fails.`,
+      2,
+    );
     check(
       dead.length === 1,
       `The dead-letter stream ${keys.dead} should hold one entry for doc-9; it holds ${dead.length}. XADD it there with the document, the stage, the reason, the original entry id and the delivery count.`,
@@ -1076,7 +1096,7 @@ describe("the parts, one at a time", () => {
     const heard = events.find((e) => e.state === "dead");
     check(
       heard?.reason === reason,
-      `The "dead" event should carry the reason; it carried ${JSON.stringify(heard?.reason)}.`,
+      `The "dead" event should carry the reason deadLetter() was given ("${reason}"); it carried ${JSON.stringify(heard?.reason)}. Put the reason in the StatusEvent deadLetter() broadcasts too ({ doc, stage, state: "dead", at, reason }), not only in the dead letter: dashboards show why from the event alone.`,
       2,
     );
     const late = wrongEventTime(heard?.at, startedAt, endedAt);

@@ -21,7 +21,16 @@ export type CheckEvent =
   /** What Redis held for a failed test's keys (checks/redis-state.ts). */
   | { event: "state"; test: string; state: RedisState }
   | { event: "log"; text: string }
-  | { event: "error"; name: string; message: string; stack?: string }
+  | {
+      event: "error";
+      name: string;
+      message: string;
+      stack?: string;
+      /** vitest's word for an error raised outside any test: "Unhandled Rejection", "Uncaught Exception". */
+      type?: string;
+      /** The test vitest was running when it was raised (or had run last). */
+      test?: string;
+    }
   /** Every test of the check file, in the file's order (written once, at the end). */
   | { event: "order"; tests: string[] }
   | { event: "end" }

@@ -25,6 +25,24 @@ export function toError(error: {
 }
 
 /**
+ * An error raised outside any test, with what vitest says of it: whether it was a rejection
+ * nobody handled or an exception nobody caught, and the test that was running (or ran last).
+ */
+export function toUnhandled(error: {
+  name?: string;
+  message?: string;
+  stack?: string;
+  type?: unknown;
+  VITEST_TEST_NAME?: unknown;
+}) {
+  return {
+    ...toError(error),
+    type: typeof error.type === "string" ? error.type : undefined,
+    test: typeof error.VITEST_TEST_NAME === "string" ? error.VITEST_TEST_NAME : undefined,
+  };
+}
+
+/**
  * Runs in the check's vitest process and passes results, the learner's console output and
  * errors to the harness as events. Each test's start (kit.ts) and a first copy of its result
  * (checks/test-results.ts) are also written from inside the test process: vitest batches what
@@ -55,7 +73,7 @@ export default class CheckReporter implements Reporter {
   }
 
   onTestRunEnd(modules: ReadonlyArray<TestModule>, errors: ReadonlyArray<SerializedError>): void {
-    for (const error of errors) append({ event: "error", ...toError(error) });
+    for (const error of errors) append({ event: "error", ...toUnhandled(error) });
     // Results arrive as tests end; the processes sharing a check end theirs in their own order.
     const tests = modules.flatMap((m) => [...m.children.allTests()].map((t) => t.name));
     append({ event: "order", tests });

@@ -1,6 +1,8 @@
 import { readFileSync } from "node:fs";
+import { relative } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { Lesson } from "../catalog.ts";
+import { ROOT } from "../paths.ts";
 import type { RedisTarget } from "../redis/target.ts";
 import { versionAtLeast } from "../redis/target.ts";
 import type { TracedCommand } from "../redis/trace.ts";
@@ -151,6 +153,39 @@ export function learnerLocation(
 }
 
 /**
+ * What an error vitest caught outside any test means, for the learner: a rejection nobody
+ * handled or an exception nobody caught, where it came from when the stack passes through
+ * `file`, the test it broke, and what to do. Undefined for any other error. No test's result
+ * holds it, so without this the learner sees a bare "Error: ..." above a list of green ticks.
+ */
+export function escapedMessage(
+  error: { name: string; message: string; stack?: string; type?: string; test?: string },
+  file?: string,
+): string | undefined {
+  const rejection = error.type === "Unhandled Rejection";
+  if (!rejection && error.type !== "Uncaught Exception") return undefined;
+  const location = learnerLocation(error.stack, file);
+  const code = location?.source?.trim();
+  const where = location
+    ? ` It came from your code at ${relative(ROOT, location.file)}:${location.line}${code ? ` (${code.length > 66 ? `${code.slice(0, 65)}…` : code})` : ""}.`
+    : rejection
+      ? " Its stack does not pass through your file: it is most likely a node-redis call of yours (a command, subscribe(), connect()) whose promise nobody awaited, which the check refused or whose connection it cut."
+      : "";
+  const when = error.test
+    ? ` It broke "${error.test}": it was raised while the check ran that test (or just after it), where the test itself could not see it.`
+    : "";
+  const said = messageOf(error);
+  const stop = /[.!?]$/.test(said) ? "" : ".";
+  const what = rejection
+    ? `A promise of your code was rejected and nothing handled it: ${said}${stop}`
+    : `An exception of your code was thrown where nothing catches it: ${said}${stop}`;
+  const fix = rejection
+    ? "Node ends a real process on an unhandled rejection. Await the call (or return its promise to a caller that awaits it), or handle its rejection: try/catch around the await, or .catch() on a promise you mean to leave running."
+    : "Node ends a real process on an uncaught exception. Catch it where it is thrown: a callback that runs later (a timer, setImmediate, an event) needs its own try/catch.";
+  return `${what}${where}${when} ${fix}`;
+}
+
+/**
  * Turns the reporter's event stream into a verdict. Pure, so every way a check run can end
  * (pass, fail, crash, hang, exit) is decided in one place and tested without processes.
  */
@@ -163,7 +198,8 @@ export function decide(
   const tests: TestOutcome[] = [];
   const started: string[] = [];
   const output: string[] = [];
-  const errors: { name: string; message: string; stack?: string }[] = [];
+  const errors: { name: string; message: string; stack?: string; type?: string; test?: string }[] =
+    [];
   const waiting = new Map<string, string>();
   const states = new Map<string, RedisState>();
   let ended = false;
@@ -245,7 +281,9 @@ export function decide(
     const first = errors[0];
     return {
       status: "failed",
-      reason: first ? messageOf(first) : "The check reported an error.",
+      reason: first
+        ? (escapedMessage(first, file) ?? messageOf(first))
+        : "The check reported an error.",
       tests,
       output,
     };
