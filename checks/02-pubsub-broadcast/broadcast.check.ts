@@ -630,7 +630,7 @@ describe("dashboards", () => {
     const addrs = learnerAddrs();
     const cut = dashboard.opened.filter((addr) => addrs.has(addr));
     const before0 = allLearnerAddrs();
-    let stopping: Promise<{ value: void } | { error: unknown }> | undefined;
+    let stopping: Promise<{ value: unknown } | { error: unknown }> | undefined;
     // stop() is called while node-redis says hello on the new connection (not ready yet); the
     // hello goes on once stop() has had a turn, and the connection comes back.
     const rule = before(command("HELLO"), async () => {
@@ -647,7 +647,7 @@ describe("dashboards", () => {
     } finally {
       rule.cancel();
     }
-    const outcome = await (stopping as Promise<{ value: void } | { error: unknown }>);
+    const outcome = await (stopping as Promise<{ value: unknown } | { error: unknown }>);
     if ("error" in outcome) throw outcome.error;
     const opened = [...cut, ...openedSince(before0)];
     const leftOpen = async () => connectionsAt(s.observer, opened);
