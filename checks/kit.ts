@@ -140,16 +140,9 @@ export function settled<T>(promise: Promise<T>): Promise<{ value: T } | { error:
 }
 
 /** Whether `condition` comes true within `ms`; what a false answer means is the caller's to say. */
-export async function until(
-  condition: () => boolean | Promise<boolean>,
-  ms: number,
-): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (!(await condition())) {
-    if (Date.now() > deadline) return false;
-    await sleep(20);
-  }
-  return true;
+export function until(condition: () => boolean | Promise<boolean>, ms: number): Promise<boolean> {
+  // No progress to count: the deadline stays where it was set.
+  return untilWhileProgressing(condition, () => 0, ms);
 }
 
 /**
