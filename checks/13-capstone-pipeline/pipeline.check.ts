@@ -37,6 +37,7 @@ import {
   before as beforeCommand,
   crashPoints,
   holdReply,
+  nothingInFlight,
   openLearnerConnections,
   type Scope,
   type SentCommand,
@@ -247,6 +248,9 @@ describe("the parts, one at a time", () => {
       exercise.nextWork(client, keys, options),
     );
     const waited = Date.now() - started;
+    // Looked at the moment nextWork() has returned: a read still blocked in Redis then takes the
+    // next entry to arrive, for a call that is already over.
+    const stillReading = !nothingInFlight();
     // blockMs is how long a worker is deaf to a stop request: a BLOCK of its own makes it longer.
     check(
       waited < options.blockMs + 1400,
@@ -256,6 +260,11 @@ describe("the parts, one at a time", () => {
     check(
       none === undefined,
       `With no work at all, nextWork() should return undefined after blockMs; it returned ${JSON.stringify(none)}.`,
+      2,
+    );
+    check(
+      !stillReading,
+      `With no work at all, nextWork() returned ${JSON.stringify(none)} while a command it sent (its XREADGROUP ... BLOCK) was still waiting for Redis's answer. That read still takes the next entry to arrive and leaves it pending under ${consumer}, with nobody working on it until claimIdleMs has passed. A timeout of your own around the read (Promise.race) does not take the entry back, nor does a read left unawaited: wait for the read's answer; BLOCK <blockMs> already bounds the wait.`,
       2,
     );
     const id = await c.xAdd(keys.stream, "*", { doc: "doc-new" });
