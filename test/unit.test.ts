@@ -15,6 +15,7 @@ import {
   exitCode,
   learnerStack,
   mergeShards,
+  reasonBeyondTests,
   skipReason,
   type Verdict,
 } from "../src/check/verdict.ts";
@@ -499,6 +500,31 @@ describe("rendering a verdict", () => {
     expect(text).toMatch(/your client\s+XREADGROUP GROUP g/);
     expect(text).toMatch(/Next: edit .*npm run check -- 08/);
     expect(renderVerdict(verdict, { next: false })).not.toContain("Next:");
+  });
+
+  test("says why a run failed as a whole even when a test failed too", () => {
+    const counted = renderVerdict(verdict);
+    expect(counted).not.toContain("1 of 1 checks failed.");
+    const escaped = "A promise your code started was rejected and nothing caught it: read it.";
+    const text = renderVerdict({ ...verdict, reason: escaped });
+    expect(text).toContain(escaped);
+    expect(text).toContain("3 tasks still pending.");
+    const hung = decide(
+      [
+        { event: "start", test: "a" },
+        {
+          event: "result",
+          test: "a",
+          state: "failed",
+          errors: [{ name: "CheckFailure", message: "a failed" }],
+        },
+        { event: "start", test: "b" },
+      ],
+      { timedOutAfterMs: 60_000, exitCode: null, signal: "SIGKILL" },
+    );
+    // The stuck test says what the run's reason would: told once.
+    expect(reasonBeyondTests(hung)).toBeUndefined();
+    expect(hung.tests.map((t) => t.name)).toEqual(["a", "b"]);
   });
 });
 

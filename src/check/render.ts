@@ -4,7 +4,7 @@ import { ROOT } from "../paths.ts";
 import { redact } from "../redis/redact.ts";
 import { formatCommand, traceLines } from "../redis/trace.ts";
 import { stateLines } from "./redis-state.ts";
-import type { SourceLocation, Verdict } from "./verdict.ts";
+import { reasonBeyondTests, type SourceLocation, type Verdict } from "./verdict.ts";
 
 const MAX_SENT = 25;
 
@@ -47,9 +47,8 @@ export function renderVerdict(
       break;
   }
   if (verdict.reason && verdict.status !== "failed") lines.push(indent(verdict.reason, "  "));
-  if (verdict.status === "failed" && verdict.tests.every((t) => t.status !== "failed")) {
-    lines.push(indent(verdict.reason ?? "", "  "));
-  }
+  const beyond = verdict.status === "failed" ? reasonBeyondTests(verdict) : undefined;
+  if (beyond) lines.push(indent(beyond, "  "));
   for (const test of verdict.tests) {
     const mark =
       test.status === "passed"

@@ -320,6 +320,26 @@ function fromTests(tests: TestOutcome[], output: string[]): Decided {
 
 const GENERIC_FAILURE = /^\d+ of \d+ checks failed\.$/;
 
+function onlyCountsFailures(reason: string | undefined): boolean {
+  return GENERIC_FAILURE.test(reason ?? "");
+}
+
+/**
+ * A failed run's reason, unless its failed tests already say it: the count of failures, or a
+ * hang told by the stuck test. An escaped rejection or a process.exit() is told even when a test
+ * failed too, as that test's message may be only a consequence of it.
+ */
+export function reasonBeyondTests(verdict: Pick<Verdict, "reason" | "tests">): string | undefined {
+  const { reason, tests } = verdict;
+  const failed = tests.filter((t) => t.status === "failed");
+  if (failed.length === 0) return reason;
+  if (onlyCountsFailures(reason)) return undefined;
+  if (reason?.includes(NEVER_RETURNS) && failed.some((t) => t.message?.includes(NEVER_RETURNS))) {
+    return undefined;
+  }
+  return reason;
+}
+
 /**
  * What several processes sharing a check's tests reported (src/check/shards.ts), as one run
  * would have: each test's result from the process that ran it, in the check's order, and the
@@ -345,8 +365,7 @@ export function mergeShards(parts: Decided[]): Decided {
   }
   const output = parts.flatMap((p) => p.output);
   const whole = parts.find(
-    (p) =>
-      p.status !== "passed" && !(p.status === "failed" && GENERIC_FAILURE.test(p.reason ?? "")),
+    (p) => p.status !== "passed" && !(p.status === "failed" && onlyCountsFailures(p.reason)),
   );
   if (whole) return { ...whole, tests, output };
   return fromTests(tests, output);
