@@ -10,6 +10,7 @@ import {
   ctx,
   eventually,
   fail,
+  failIfNotWritten,
   fresh,
   freshKey,
   learnerClient,
@@ -996,11 +997,17 @@ describe("committing a batch", () => {
         "crash",
       );
       // A dead process returns nothing; code that retries forever is cut off like one.
+      let refused: unknown;
       await Promise.race([
-        doomed.scope.run(() => exercise.commitBatch(doomed.client, keys, outcomes)).catch(() => {}),
+        doomed.scope
+          .run(() => exercise.commitBatch(doomed.client, keys, outcomes))
+          .catch((error: unknown) => {
+            refused = error;
+          }),
         crash.fired.then(() => sleep(2000)),
       ]);
       crash.cancel();
+      if (!crash.hasFired()) failIfNotWritten("commitBatch()", refused);
       check(crash.hasFired(), `commitBatch() sent no ${step}.`, 2);
       const c = await own();
       const half = await queuedOn(keys.next ?? "");
@@ -1053,6 +1060,7 @@ test("commitBatch() rejects a commit Redis refuses, rather than retrying it for 
       "commitBatch() to finish",
     );
   } catch (error) {
+    failIfNotWritten("commitBatch()", error);
     if (error instanceof CheckFailure) {
       // Mended, so a loop that retries any error ends instead of running on after the check.
       await c.del(keys.next ?? "");
