@@ -8,6 +8,7 @@ import {
   call,
   check,
   fail,
+  failIfNotWritten,
   learnerConnections,
   type Redis,
   sleep,
@@ -222,7 +223,10 @@ export async function expectBoundedDefaultBlock(setup: {
         return at < 0 ? [] : [Number(c.args[at + 1])];
       },
     );
-  const worker = await setup.start();
+  const worker = await setup.start().catch((error: unknown) => {
+    failIfNotWritten(error);
+    throw error;
+  });
   try {
     await until(() => blocks().length > 0, 3000);
     const [ms] = blocks();

@@ -4,6 +4,7 @@
  * rejects every mistake with the message the mistake file names. A check that cannot fail is a
  * defect, and this is where it is caught.
  */
+import { readFileSync } from "node:fs";
 import { describe, expect, test } from "vitest";
 import { type Lesson, loadCatalog } from "../src/catalog.ts";
 import { type RunOptions, runCheck } from "../src/check/run.ts";
@@ -62,12 +63,21 @@ describe.each(lessons.map((l) => [l.id, l] as const))("lesson %s", (_id, lesson)
   });
 
   test.concurrent("its check fails on the untouched starter, as a failure of the code", async () => {
-    const verdict = await verdictFor(
-      lesson,
-      { kind: "starter", file: lesson.starter, label: "the starter" },
-      (soFar) => soFar.status === "failed",
-    );
+    const verdict = await verdictFor(lesson, {
+      kind: "starter",
+      file: lesson.starter,
+      label: "the starter",
+    });
     expect(verdict.status, explain(verdict)).toBe("failed");
+    // A test of a function the starter leaves to write cannot pass yet: one that does takes the
+    // starter's TODO throw for the rejection it wants, and shows green before a line is written.
+    const todo = [...readFileSync(lesson.starter, "utf8").matchAll(/"TODO: (\w+)"/g)].map(
+      ([, name]) => `${name}(`,
+    );
+    const early = verdict.tests.filter(
+      (t) => t.status === "passed" && todo.some((name) => t.name.includes(name)),
+    );
+    expect(early.map((t) => t.name)).toEqual([]);
   });
 
   for (const mistake of lesson.mistakes) {

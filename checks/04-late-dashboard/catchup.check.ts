@@ -11,6 +11,7 @@ import {
   ctx,
   eventually,
   fail,
+  failIfNotWritten,
   freshKey,
   learnerClient,
   learnerConnections,
@@ -725,6 +726,7 @@ describe("publishing, awaited", () => {
       exercise.publishStatus(client, keys, status).then(
         () => {},
         (error: unknown) => {
+          failIfNotWritten(error);
           outcome = { rejected: error };
         },
       ),

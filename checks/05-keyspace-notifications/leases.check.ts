@@ -7,6 +7,7 @@ import {
   ctx,
   eventually,
   fail,
+  failIfNotWritten,
   fresh,
   freshKey,
   key,
@@ -291,7 +292,7 @@ describe("leases", () => {
             3000,
           ),
         )
-        .catch(() => {});
+        .catch((error: unknown) => failIfNotWritten(error));
     } finally {
       death.cancel();
     }

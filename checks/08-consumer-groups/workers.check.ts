@@ -5,6 +5,7 @@ import {
   checkClient,
   ctx,
   fail,
+  failIfNotWritten,
   fresh,
   freshKey,
   learnerClient,
@@ -144,7 +145,10 @@ test("ensureGroup() lets every error other than BUSYGROUP through", async () => 
     exercise.ensureGroup(client, notAStream, fresh("ocr")),
   ).then(
     () => "resolved",
-    () => "threw",
+    (error: unknown) => {
+      failIfNotWritten(error);
+      return "threw";
+    },
   );
   check(
     outcome === "threw",
@@ -169,7 +173,10 @@ test("ensureGroup() lets a lost connection through too", async () => {
     )
     .then(
       () => "resolved",
-      () => "failed",
+      (error: unknown) => {
+        failIfNotWritten(error);
+        return "failed";
+      },
     )
     .finally(() => cut.cancel());
   if (!cut.hasFired()) return;
@@ -239,7 +246,10 @@ test.skipIf(!ctx.privateServer)(
         3000,
       ).then(
         () => "resolved",
-        (error: Error) => `threw ${error.message}`,
+        (error: Error) => {
+          failIfNotWritten(error);
+          return `threw ${error.message}`;
+        },
       );
     } finally {
       busy.cancel();

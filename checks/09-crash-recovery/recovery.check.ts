@@ -7,6 +7,7 @@ import {
   checkClient,
   ctx,
   fail,
+  failIfNotWritten,
   fresh,
   freshKey,
   LEARNER_CLIENT,
@@ -501,7 +502,9 @@ test("Redis dropping the connection under a deleted entry's XACK does not end th
     (c) => c.name === "XACK" && c.args.includes(doc.id),
     async () => {
       await within(
-        exercise.readOwnPending(client, q.stream, q.group, consumer).catch(() => undefined),
+        exercise
+          .readOwnPending(client, q.stream, q.group, consumer)
+          .catch((error: unknown) => failIfNotWritten(error)),
         5000,
         "readOwnPending() after the dropped connection",
       );
@@ -1150,11 +1153,17 @@ test("a worker whose start Redis refuses (the stream key holds a string) rejects
           await worker?.stop?.().catch(() => undefined);
           return "resolved";
         },
-        () => "rejected",
+        (error: unknown) => {
+          failIfNotWritten(error);
+          return "rejected";
+        },
       ),
     5000,
     "startWorker() on a key that holds a string",
-  ).catch(() => "hung");
+  ).catch((error: unknown) => {
+    failIfNotWritten(error);
+    return "hung";
+  });
   check(
     outcome !== "hung",
     "startWorker() on a stream key that holds a string (Redis refuses its group with WRONGTYPE) neither rejected nor let stop() return within 5 s.",
@@ -1346,14 +1355,19 @@ test("stop() while a restarted worker works through its own backlog returns afte
         await gate;
       },
     });
+    let refused: unknown;
     starting.then(
       (started) => {
         worker = started;
       },
-      () => {},
+      (error: unknown) => {
+        refused = error;
+      },
     );
+    const began = await until(() => handled.length > 0 || refused !== undefined, 3000);
+    failIfNotWritten(refused);
     check(
-      await until(() => handled.length > 0, 3000),
+      began && handled.length > 0,
       `Worker ${consumer} was restarted holding ${names(given)} and handed none of them to handle() within 3 s: read your own pending entries (XREADGROUP ... 0) first.`,
       2,
     );

@@ -1007,7 +1007,7 @@ describe("committing a batch", () => {
         crash.fired.then(() => sleep(2000)),
       ]);
       crash.cancel();
-      if (!crash.hasFired()) failIfNotWritten("commitBatch()", refused);
+      if (!crash.hasFired()) failIfNotWritten(refused);
       check(crash.hasFired(), `commitBatch() sent no ${step}.`, 2);
       const c = await own();
       const half = await queuedOn(keys.next ?? "");
@@ -1060,7 +1060,7 @@ test("commitBatch() rejects a commit Redis refuses, rather than retrying it for 
       "commitBatch() to finish",
     );
   } catch (error) {
-    failIfNotWritten("commitBatch()", error);
+    failIfNotWritten(error);
     if (error instanceof CheckFailure) {
       // Mended, so a loop that retries any error ends instead of running on after the check.
       await c.del(keys.next ?? "");
