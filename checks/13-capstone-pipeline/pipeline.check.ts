@@ -729,6 +729,57 @@ describe("the parts, one at a time", () => {
     }
   });
 
+  test("handOff() and deadLetter() return only once Redis has answered what they sent", async () => {
+    const c = await observer();
+    const calls: {
+      what: string;
+      finished: boolean;
+      run: (client: Redis, keys: StageKeys, work: Work) => Promise<unknown>;
+    }[] = [
+      { what: "handOff()", finished: false, run: (r, k, w) => exercise.handOff(r, k, w, RESULT) },
+      {
+        what: "deadLetter()",
+        finished: false,
+        run: (r, k, w) => exercise.deadLetter(r, k, w, DEAD_REASON),
+      },
+      {
+        what: "handOff() of an entry already done at this stage",
+        finished: true,
+        run: (r, k, w) => exercise.handOff(r, k, w, RESULT),
+      },
+      {
+        what: "deadLetter() of an entry already done at this stage",
+        finished: true,
+        run: (r, k, w) => exercise.deadLetter(r, k, w, DEAD_REASON),
+      },
+    ];
+    for (const { what, finished, run } of calls) {
+      const keys = keysFor("answered");
+      const work = { ...(await delivered(c, keys, "doc-1", fresh("ocr"))), deliveries: 4 };
+      if (finished) await c.hSet(keys.doc("doc-1"), "ocr", RESULT);
+      const client = await learnerClient();
+      await call(what, () => run(client, keys, work));
+      const returned = lastSeq();
+      // A command of the check's own on the same client: node-redis sends a connection's
+      // commands in order, so whatever the call left queued there goes out before it, and
+      // Redis has answered all of it once this one is answered.
+      const marker = fresh("answered");
+      await client.sendCommand(["ECHO", marker]).catch(() => undefined);
+      const echo = sent((x) => x.seq > returned && x.name === "ECHO" && x.args[1] === marker)[0];
+      const late = sent(
+        (x) =>
+          x.seq > returned && (echo === undefined || (x.conn === echo.conn && x.seq < echo.seq)),
+      ).filter((x) => x !== echo);
+      // On a connection of its own, a command still waiting for its answer.
+      const waiting = !nothingInFlight();
+      check(
+        late.length === 0 && !waiting,
+        `${what} returned while ${late.length > 0 ? `its ${late.some((x) => x.name === "EXEC") ? "transaction (MULTI ... EXEC)" : late.map((x) => x.name).join(", ")} was still on its way to Redis (sent after it returned)` : "a command it sent was still waiting for Redis's answer"}. Its caller takes the work for ${finished ? "cleaned up" : what.startsWith("deadLetter") ? "parked" : "handed on"} before Redis has applied (or refused) it, and a failure of it reaches nobody: a rejection nobody handles ends the worker's process, and one caught there vanishes. Await every command, the transaction's exec() included (await tx.exec(), await the helper that commits), before returning: node-redis sends them in order either way, but only an awaited answer tells you what Redis did.`,
+        3,
+      );
+    }
+  });
+
   /**
    * Two workers finish the same entry (one took it over from the other): the late one runs its
    * handOff() and, at the moment it commits, the other one's whole handOff() runs first.
@@ -986,11 +1037,10 @@ describe("the parts, one at a time", () => {
         (step.name === "UNWATCH" ||
           cmd.args.includes(keys.doc("doc-1")) ||
           cmd.args.includes(work.id));
+      let outcome: { value: unknown } | { error: unknown } | undefined;
       const { dropped, unhandled } = await dropUnder(target, async (hasDropped) => {
-        await within(
-          Promise.resolve()
-            .then(() => exercise.handOff(client, keys, work, RESULT))
-            .catch((error: unknown) => failIfNotWritten(error)),
+        outcome = await within(
+          settled(Promise.resolve().then(() => exercise.handOff(client, keys, work, RESULT))),
           5000,
           `handOff() with the connection dropped under its ${step.name}`,
         );
@@ -1004,6 +1054,19 @@ describe("the parts, one at a time", () => {
       check(
         unhandled.length === 0,
         `${step.finished ? "doc-1 was already done at this stage, so handOff() had only to clean up" : "handOff() was handing doc-1 on"}, and the check dropped the connection under its ${step.name} (as a Redis restart or a failover does). That ${step.name}'s rejection (${String(unhandled[0])}) was handled by nobody: it was sent without await. Node ends a process on an unhandled rejection, so the worker dies over one dropped connection. Await every command (${step.advice}): node-redis sends them in order either way, and an awaited failure reaches handOff()'s caller, whose loop can try again.`,
+        3,
+      );
+      // A hand-off that fails before its commit must not answer false ("done by another
+      // worker"): resolved, its answer must be true of Redis, as for one that tried again after
+      // the drop (node-redis reconnects) and got there. On the path that only cleans up, false
+      // is true of the document whatever became of the XACK: the entry comes back, is found done
+      // and acknowledged then.
+      if (step.finished || outcome === undefined || "error" in outcome) continue;
+      const pending = await pendingCount(c, keys.stream, keys.group);
+      const passed = await handedOn(c, keys, "doc-1");
+      check(
+        outcome.value === true && pending === 0 && passed === 1,
+        `handOff() was handing doc-1 on, and the check dropped the connection under its ${step.name} (as a Redis restart or a failover does): that ${step.name} never reached Redis, doc-1 was handed on ${passed} times and its entry is ${pending === 0 ? "acknowledged" : "still pending"}. Yet handOff() resolved to ${JSON.stringify(outcome.value)}: the failure never reached the caller${outcome.value === false ? ', who takes false for "another worker already committed doc-1"' : ""}. Let the error reject handOff() (${step.advice}, no catch around it): the caller's loop sees Redis is in trouble, and the entry comes back after claimIdleMs. Only a refused EXEC (WatchError) means false.`,
         3,
       );
     }
@@ -1157,6 +1220,38 @@ describe("the parts, one at a time", () => {
         3,
       );
     }
+  });
+
+  test("deadLetter() lets a dropped connection's failure reach its caller", async () => {
+    const c = await observer();
+    const keys = keysFor("dead-drop");
+    const work = { ...(await delivered(c, keys, "doc-9", fresh("ocr"))), deliveries: 3 };
+    const client = await learnerClient();
+    const from = lastSeq();
+    // Redis restarts (or fails over) just as the commit leaves: none of it is applied.
+    const commit = (cmd: SentCommand) =>
+      cmd.seq > from && (cmd.name === "EXEC" || /^(EVAL|EVALSHA|FCALL)$/.test(cmd.name));
+    let outcome: { value: unknown } | { error: unknown } | undefined;
+    const { dropped } = await dropUnder(commit, async (hasDropped) => {
+      outcome = await within(
+        settled(Promise.resolve().then(() => exercise.deadLetter(client, keys, work, "bad PDF"))),
+        5000,
+        "deadLetter() with the connection dropped under its commit",
+      );
+      // A commit sent without await may still be on its way when deadLetter() returns.
+      await new Promise((resolve) => setImmediate(resolve));
+      for (let i = 0; i < 100 && !hasDropped() && sent(commit).length > 0; i++) await sleep(10);
+    });
+    if (!dropped || outcome === undefined || "error" in outcome) return;
+    // Resolved, deadLetter() says doc-9 is parked: right only for one that tried again after
+    // the drop (node-redis reconnects) and got there.
+    const letters = await c.xLen(keys.dead);
+    const pending = await pendingCount(c, keys.stream, keys.group);
+    check(
+      letters === 1 && pending === 0,
+      `The check dropped the connection under deadLetter()'s ${sent(commit)[0]?.name ?? "commit"} (as a Redis restart or a failover does), so doc-9 was not parked (${letters} dead letter(s), ${pending} entr${pending === 1 ? "y" : "ies"} still pending), yet deadLetter() resolved: the failure never reached the caller, who takes doc-9 for parked. Await the commit and let its error reject deadLetter(), no catch around it: the caller's loop sees Redis is in trouble, and the entry comes back after claimIdleMs.`,
+      3,
+    );
   });
 
   test("deadLetter() writes one dead letter when two workers give up on the same entry", async () => {

@@ -20,6 +20,7 @@ import {
   before,
   clearSent,
   dropConnection,
+  nothingInFlight,
   openedSince,
   scope,
   sent,
@@ -45,6 +46,9 @@ import {
   slotOf,
   type Work,
 } from "./cluster.ts";
+
+/** What the cluster client sends by itself (a new connection, a new map of the slots). */
+const CLIENT_OWN = new Set(["HELLO", "AUTH", "CLIENT", "SELECT", "CLUSTER", "READONLY", "PING"]);
 
 /** Enough partitions that a tag per partition lands on every primary of three. */
 const PARTITIONS = 8;
@@ -785,6 +789,96 @@ test("workRound() awaits each hand-off, and a read or hand-off Redis refused rej
     2,
   );
 });
+
+test("a round that rejects has ended: no partition goes on handling or handing off after it", async () => {
+  const { run, keys } = await pipeline();
+  const ids = await idsOnEveryPartition(1);
+  const partitions = await upload(keys, ids);
+  const failing = ids[Math.max(0, partitions.indexOf(0))] as string;
+  const worker = scope("worker");
+  const cluster = await learnerCluster(worker);
+  let returnedAt: number | undefined;
+  // The EXEC of partition 0's hand-off never reaches Redis: its connection drops just before.
+  const rule = before(
+    (c) =>
+      c.scope === worker.name &&
+      c.name === "EXEC" &&
+      sent((x) => x.conn === c.conn && x.multi === c.multi).some((x) =>
+        x.args.includes(keysAt(keys, 0).doc(failing)),
+      ),
+    (c) => dropConnection(c.conn),
+  );
+  // Any other partition's handle() is held until the round has ended, or until the round waits
+  // on held handle() calls alone. A round that works the partitions in parallel has partition
+  // 0's read and hand-off on their way meanwhile, so its handle() calls are still held when
+  // that hand-off fails; a round that works them one at a time (in any order) is waiting on this
+  // call alone, and it goes on. Events, not a time: nothing is on its way for 100 ms running.
+  let waiting = 0;
+  let releasedAfter = 0;
+  const handle = async (work: Work) => {
+    if (work.doc !== failing) {
+      waiting++;
+      const idle = waitsOnCheckAlone();
+      await until(() => returnedAt !== undefined || idle(), 10_000);
+      if (returnedAt !== undefined) releasedAfter++;
+      waiting--;
+    }
+    return result("ocr", work);
+  };
+  const outcome = settled(
+    worker.run(() => exercise.workRound(cluster, run, "ocr", "ner", handle)),
+  ).finally(() => {
+    returnedAt = sent().at(-1)?.seq ?? 0;
+  });
+  try {
+    const ended = await within(outcome, 15_000, "workRound() to end after a hand-off failed");
+    check(rule.hasFired(), `workRound() sent no EXEC for ${failing}'s hand-off (partition 0).`, 2);
+    check(
+      "error" in ended,
+      `The connection dropped before the EXEC of ${failing}'s hand-off (partition 0) reached Redis, and workRound() returned ${"value" in ended ? ended.value : ""}: let the hand-off's error reject workRound().`,
+      2,
+    );
+    // A handle() released after the rejection: whatever its partition sends next is sent after it.
+    const after = () =>
+      sent((c) => c.scope === worker.name && c.seq > (returnedAt ?? 0) && !CLIENT_OWN.has(c.name));
+    if (waiting > 0) await until(() => waiting === 0, 3000);
+    if (releasedAfter > 0) await until(() => after().length > 0, 300);
+    const late = after();
+    check(
+      late.length === 0,
+      `When the hand-off of ${failing} (partition 0) failed, workRound() rejected, and afterwards ${releasedAfter} handle() call(s) of other partitions were still running, and your code went on: it sent ${late
+        .slice(0, 4)
+        .map((c) => c.args.slice(0, 2).join(" "))
+        .join(
+          ", ",
+        )}${late.length > 4 ? ", ..." : ""} after it had rejected. The caller takes the rejection for the end of the round (it backs off, or shuts down and closes the client), while your partitions go on handling and handing off behind its back: Promise.all() rejects at the first failure and leaves the others running. Let the round end first: read the partitions one after another, or wait for all of them (Promise.allSettled(), then throw the first error).`,
+      2,
+    );
+  } finally {
+    rule.cancel();
+    cluster.destroy();
+  }
+});
+
+/**
+ * A condition for until(): the learner's code has had nothing on its way to or from Redis for
+ * three polls and 100 ms running, so it waits on something in the check's own hands. Between a
+ * reply and the next command it sends there is no such pause.
+ */
+function waitsOnCheckAlone(): () => boolean {
+  let since: number | undefined;
+  let polls = 0;
+  return () => {
+    if (!nothingInFlight()) {
+      since = undefined;
+      polls = 0;
+      return false;
+    }
+    since ??= Date.now();
+    polls++;
+    return polls >= 3 && Date.now() - since >= 100;
+  };
+}
 
 test("a hand-off Redis answers with CLUSTERDOWN rejects the round, and is not retried for ever", async () => {
   const { run, keys } = await onePartition();
