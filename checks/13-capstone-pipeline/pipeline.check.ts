@@ -763,7 +763,7 @@ describe("the parts, one at a time", () => {
       // A command of the check's own on the same client: node-redis sends a connection's
       // commands in order, so whatever the call left queued there goes out before it, and
       // Redis has answered all of it once this one is answered.
-      const marker = fresh("answered");
+      const marker = fresh("sent-by-the-check");
       await client.sendCommand(["ECHO", marker]).catch(() => undefined);
       const echo = sent((x) => x.seq > returned && x.name === "ECHO" && x.args[1] === marker)[0];
       const late = sent(
