@@ -216,3 +216,21 @@ export async function dropUnder(
   }
   return { dropped, unhandled: rejections.heard };
 }
+
+/**
+ * Records every connection `client.duplicate()` makes from now on, so that a drop test can tell
+ * a learner's loop that ended (all its connections closed) from one still going, which reads
+ * again after node-redis reconnected and so meets the next cut.
+ */
+export function recordDuplicates(client: {
+  duplicate(...args: never[]): { isOpen: boolean };
+}): () => boolean {
+  const made: { isOpen: boolean }[] = [];
+  const duplicate = client.duplicate.bind(client);
+  client.duplicate = ((...args: never[]) => {
+    const connection = duplicate(...args);
+    made.push(connection);
+    return connection;
+  }) as typeof client.duplicate;
+  return () => made.every((connection) => !connection.isOpen);
+}

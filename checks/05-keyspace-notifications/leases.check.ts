@@ -580,8 +580,18 @@ describe("keyspace notifications", () => {
     checkOnlyEx("Kl", now);
     // x is on already, E is not: both letters are needed, each checked on its own.
     await observer.configSet(EVENTS, "Kx");
+    const beforeSecond = sent().at(-1)?.seq ?? 0;
     await call("enableExpiredEvents()", () => exercise.enableExpiredEvents(client));
     const later = await flags(observer);
+    // A second call that sends no CONFIG at all, not even the GET, remembered the first one (a
+    // flag in the module): the setting has changed since, as another part of the system (or a
+    // Redis restart) may change it.
+    const lookedAgain = sent((c) => c.seq > beforeSecond && c.name === "CONFIG");
+    check(
+      lookedAgain.length > 0 || (/E/.test(later) && /x|A/.test(later)),
+      `The check set notify-keyspace-events to "Kx" (as another part of the system, or a Redis restart, may do) and called enableExpiredEvents() a second time in the same process; it sent no CONFIG command this time (no GET, no SET), and the setting stays "${later}", without E. It remembered its first call (a flag outside the function?) instead of looking again. Read the setting with CONFIG GET on every call and set what is missing.`,
+      2,
+    );
     check(
       /E/.test(later) && /x|A/.test(later) && /K/.test(later),
       `notify-keyspace-events was "Kx" (expired events on the keyspace channels only) and your enableExpiredEvents() left it "${later}": the __keyevent@<db>__:expired channel needs E as well. Add each letter that is missing (E and x), even when the other one is on already, and keep the rest.`,

@@ -370,6 +370,26 @@ test("appendEvent() keeps the log bounded to about maxLen entries", async () => 
     );
   }
   const length = await observer.xLen(stream);
+  // Trims sent with a threshold other than this call's maxLen: one remembered from an earlier
+  // call (the first test's), or a number of the learner's own.
+  const thresholds = () =>
+    new Set(
+      sent((c) => c.args[1] === stream && (c.name === "XADD" || c.name === "XTRIM")).flatMap(
+        (c) => {
+          const at = c.args.findIndex((arg) => /^MAXLEN$/i.test(arg));
+          return at < 0
+            ? []
+            : [c.args[/^[~=]$/.test(c.args[at + 1] ?? "") ? at + 2 : at + 1] ?? ""];
+        },
+      ),
+    );
+  const otherThan = (limit: number) => [...thresholds()].filter((t) => Number(t) !== limit);
+  const tooHigh = otherThan(maxLen).filter((t) => Number(t) > maxLen + 250);
+  check(
+    length <= maxLen + 250 || tooHigh.length === 0,
+    `After 1000 appends with maxLen ${maxLen} the log holds ${length} entries: your appendEvent() trims, but with MAXLEN ~ ${tooHigh.join(", ")}, not the ${maxLen} it was given. A threshold kept from an earlier call (a variable outside the function, set once) or a number of your own caps the log somewhere else: pass this call's maxLen every time.`,
+    2,
+  );
   check(
     length <= maxLen + 250,
     `After 1000 appends with maxLen ${maxLen} the log holds ${length} entries: it grows without bound. Trim while you append: XADD ... MAXLEN ~ ${maxLen}.`,
@@ -432,13 +452,7 @@ test("appendEvent() keeps the log bounded to about maxLen entries", async () => 
 
   // "~" keeps a few more than the threshold already: a threshold above maxLen ("some headroom")
   // stays within the bounds above, so only the commands show it.
-  const thresholds = new Set(
-    sent((c) => c.args[1] === stream && (c.name === "XADD" || c.name === "XTRIM")).flatMap((c) => {
-      const at = c.args.findIndex((arg) => /^MAXLEN$/i.test(arg));
-      return at < 0 ? [] : [c.args[/^[~=]$/.test(c.args[at + 1] ?? "") ? at + 2 : at + 1] ?? ""];
-    }),
-  );
-  const other = [...thresholds].filter((t) => Number(t) !== maxLen);
+  const other = otherThan(maxLen);
   check(
     other.length === 0,
     `Your appendEvent() was given maxLen ${maxLen} and trimmed with MAXLEN ~ ${other.join(", ")}. "~" already keeps a few more entries than its threshold (up to a stream node's worth, 100 by default), so a threshold above maxLen adds to that, and one below it may keep fewer than maxLen. Pass maxLen itself: MAXLEN ~ ${maxLen}.`,

@@ -29,7 +29,7 @@ import {
   stuckInRead,
   waitForBlocked,
 } from "../streams-support.ts";
-import { hearDropErrors, hearUnhandledRejections } from "../unheard-errors.ts";
+import { hearDropErrors, hearUnhandledRejections, recordDuplicates } from "../unheard-errors.ts";
 import {
   before,
   connectionOpen,
@@ -1071,13 +1071,7 @@ test("Redis dropping the reader's connection does not end the process", async ()
   const process = scope("reader");
   // Reconnecting, as a real client does: otherwise the drop closes the reader for good.
   const client = await process.run(() => learnerClient(undefined, { reconnect: true }));
-  const duplicates: { isOpen: boolean }[] = [];
-  const duplicate = client.duplicate.bind(client);
-  client.duplicate = ((...args: Parameters<typeof duplicate>) => {
-    const made = duplicate(...args);
-    duplicates.push(made);
-    return made;
-  }) as typeof client.duplicate;
+  const allClosed = recordDuplicates(client);
   try {
     reader = await startReader(stream, freshKey("tail:dropped"), BLOCK_MS, undefined, {
       scope: process,
@@ -1090,7 +1084,7 @@ test("Redis dropping the reader's connection does not end the process", async ()
     );
     const next = before(blockingRead, (c) => dropConnection(c.conn));
     again = next;
-    await until(() => next.hasFired() || duplicates.every((d) => !d.isOpen), 2000);
+    await until(() => next.hasFired() || allClosed(), 2000);
   } finally {
     drop.cancel();
     again?.cancel();
@@ -1239,7 +1233,28 @@ test("independent readers each see every entry (fan-out with history)", async ()
     5000,
   );
   const done = Object.values(readers).every((r) => got(r).length >= ids.length);
-  await Promise.all(Object.values(readers).map((r) => stop(r.tail)));
+  // The dashboard is stopped (a feature switched off) and billing goes on: a stop flag shared
+  // by every reader of the module ends billing too, once its next read returns. Two entries,
+  // one after the other: the first ends billing's blocked read, the second needs another read.
+  await stop(dashboard.tail);
+  const after: string[] = [];
+  for (const n of [1, 2]) {
+    if (!done) break;
+    const id = await observer.xAdd(stream, "*", {
+      docId: `later-${n}`,
+      stage: "ocr",
+      status: "done",
+    });
+    after.push(id);
+    if (!(await until(() => billing.calls.some((e) => e.id === id), 2000))) break;
+  }
+  const missed = after.filter((id) => !billing.calls.some((e) => e.id === id));
+  await stop(billing.tail);
+  check(
+    missed.length === 0,
+    `Two readers followed the same stream on one client; the check stopped the dashboard reader, and the billing reader did not hand over ${missed.join(" and ")}, added after that stop${missed.length < after.length ? " (it handed over the entry before, then stopped reading)" : ""}. Stopping one reader stopped the other too: a stop flag (or a connection) shared by every startTail() call. Keep the flag inside startTail(), one per reader.`,
+    2,
+  );
   for (const [name, reader] of Object.entries(readers)) {
     checkNoJump(reader, stream, ids);
     const mine = got(reader);
