@@ -15,7 +15,7 @@ import {
 } from "../kit.ts";
 import { blockedIn, isStreamId, pendingCount, waitForBlocked } from "../streams-support.ts";
 import { dropUnder, hearDropErrors } from "../unheard-errors.ts";
-import { before, command, holdReply, scope, sent } from "../wire.ts";
+import { before, command, holdReply, nothingInFlight, scope, scopeTimers, sent } from "../wire.ts";
 import { heldUntilReleased } from "../worker-stop.ts";
 import {
   acknowledged,
@@ -497,11 +497,16 @@ test("a task whose handle() throws or rejects stays pending; one still working i
     finished.push(task.id);
   };
   const workers: Worker[] = [];
+  // The worker runs in a scope of its own, so that the timers its code starts can be counted.
+  const working = scope("flaky");
+  const timers = scopeTimers(working, { createdIn: ctx.target });
   try {
-    const worker = await startWorker(
-      client,
-      { stream, group, consumer, handle, count: 5, blockMs: BLOCK_MS },
-      workers,
+    const worker = await working.run(() =>
+      startWorker(
+        client,
+        { stream, group, consumer, handle, count: 5, blockMs: BLOCK_MS },
+        workers,
+      ),
     );
     const idle = nothingComing(observer, stream, group, [consumer], () => called.length);
     await until(async () => called.includes(slow) || idle(), 3000);
@@ -531,11 +536,16 @@ test("a task whose handle() throws or rejects stays pending; one still working i
     );
     // The slow task takes its time (a large document): a worker that stops waiting for handle()
     // after a timeout of its own reads on meanwhile, and never acknowledges the finished task.
+    // Held until the worker reads again, or has no timer of its own left to fire and nothing
+    // on its way to Redis: a timeout that fired is followed to its next read however slowly the
+    // machine runs it, and a worker that just awaits handle() is released at once.
     const readOn = () =>
       sent((c) => c.seq > slowSince && c.name === "XREADGROUP" && c.args.includes(consumer))
         .length > 0;
-    await until(readOn, 1500);
+    const holding = Date.now();
+    await until(() => readOn() || (timers.live() === 0 && nothingInFlight()), 5000);
     const gaveUp = readOn();
+    const heldMs = Date.now() - holding;
     slowWork.release();
     const wentOn = await until(() => {
       const acked = acknowledged(stream);
@@ -543,7 +553,7 @@ test("a task whose handle() throws or rejects stays pending; one still working i
     }, 3000);
     check(
       wentOn || !gaveUp || acknowledged(stream).has(slow),
-      `While handle() still worked on ${slow} (the check let it take 1.5 s), your worker read again, and once handle() had finished, ${slow} was never acknowledged: the worker stopped waiting for handle() (a timeout of its own?) and counted the task as failed. A task is done when handle() finishes, however long it takes: await it, then XACK.`,
+      `While handle() still worked on ${slow} (the check let it take ${(heldMs / 1000).toFixed(1)} s), your worker read again, and once handle() had finished, ${slow} was never acknowledged: the worker stopped waiting for handle() (a timeout of its own?) and counted the task as failed. A task is done when handle() finishes, however long it takes: await it, then XACK.`,
       2,
     );
     check(
@@ -609,6 +619,7 @@ test("a task whose handle() throws or rejects stays pending; one still working i
       2,
     );
   } finally {
+    timers.stop();
     slowWork.release();
     await stopAll(workers);
   }
