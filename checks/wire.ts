@@ -911,12 +911,14 @@ export function failedConnects(s: Scope): number {
  * Counts the timers started inside `s.run()` (or by anything it started) that have neither
  * fired nor been cleared, from now until stop(). A client still retrying to connect keeps one:
  * node-redis waits for its reconnect strategy's delay on a timer of the client's scope.
+ * `delays()` lists the delay (ms) of every such timer started since, fired or not, in order.
  */
 export function scopeTimers(
   s: Scope,
   options: { repeating?: boolean; referenced?: boolean; createdIn?: string } = {},
-): { live(): number; stop(): void } {
+): { live(): number; delays(): number[]; stop(): void } {
   const live = new Map<number, { hasRef?: () => boolean }>();
+  const delays: number[] = [];
   const hook = createHook({
     init(id, type, _trigger, resource) {
       if (type !== "Timeout" || scopeStore.getStore() !== s.name) return;
@@ -926,6 +928,7 @@ export function scopeTimers(
       // unref()'d or not: not node-redis's (its connect timeouts, its reconnect delays).
       if (options.createdIn !== undefined && !createdBy(options.createdIn)) return;
       live.set(id, resource as { hasRef?: () => boolean });
+      delays.push(Number((resource as { _idleTimeout?: unknown })._idleTimeout));
     },
     destroy(id) {
       live.delete(id);
@@ -938,7 +941,7 @@ export function scopeTimers(
     options.referenced
       ? [...live.values()].filter((timer) => timer.hasRef?.() !== false).length
       : live.size;
-  return { live: count, stop: () => hook.disable() };
+  return { live: count, delays: () => [...delays], stop: () => hook.disable() };
 }
 
 /**

@@ -16,7 +16,16 @@ import {
 } from "../kit.ts";
 import { blockedIn, isStreamId, pendingCount, waitForBlocked } from "../streams-support.ts";
 import { dropUnder, hearDropErrors, recordDuplicates } from "../unheard-errors.ts";
-import { before, command, dropConnection, holdReply, scope, sent } from "../wire.ts";
+import {
+  before,
+  command,
+  dropConnection,
+  holdReply,
+  nothingInFlight,
+  scope,
+  scopeTimers,
+  sent,
+} from "../wire.ts";
 import { heldUntilReleased } from "../worker-stop.ts";
 import {
   acknowledged,
@@ -507,12 +516,20 @@ test("a task whose handle() throws or rejects stays pending; one still working i
     finished.push(task.id);
   };
   const workers: Worker[] = [];
+  let timers: ReturnType<typeof scopeTimers> | undefined;
   try {
-    const worker = await startWorker(
-      client,
-      { stream, group, consumer, handle, count: 5, blockMs: BLOCK_MS },
-      workers,
+    const started = await startTimed(
+      () =>
+        startWorker(
+          client,
+          { stream, group, consumer, handle, count: 5, blockMs: BLOCK_MS },
+          workers,
+        ),
+      "flaky",
     );
+    const worker = started.worker;
+    const { live } = started.timers;
+    timers = started.timers;
     const idle = nothingComing(observer, stream, group, [consumer], () => called.length);
     await until(async () => called.includes(slow) || idle(), 3000);
     const reachedSlow = called.includes(slow);
@@ -541,11 +558,16 @@ test("a task whose handle() throws or rejects stays pending; one still working i
     );
     // The slow task takes its time (a large document): a worker that stops waiting for handle()
     // after a timeout of its own reads on meanwhile, and never acknowledges the finished task.
+    // Held until the worker reads again, or has no timer of its own left to fire and nothing
+    // on its way to Redis: a timeout that fired is followed to its next read however slowly the
+    // machine runs it, and a worker that just awaits handle() is released at once.
     const readOn = () =>
       sent((c) => c.seq > slowSince && c.name === "XREADGROUP" && c.args.includes(consumer))
         .length > 0;
-    await until(readOn, 1500);
+    const holding = Date.now();
+    await until(() => readOn() || (live() === 0 && nothingInFlight()), 5000);
     const gaveUp = readOn();
+    const heldMs = Date.now() - holding;
     slowWork.release();
     const wentOn = await until(() => {
       const acked = acknowledged(stream);
@@ -553,7 +575,7 @@ test("a task whose handle() throws or rejects stays pending; one still working i
     }, 3000);
     check(
       wentOn || !gaveUp || acknowledged(stream).has(slow),
-      `While handle() still worked on ${slow} (the check let it take 1.5 s), your worker read again, and once handle() had finished, ${slow} was never acknowledged: the worker stopped waiting for handle() (a timeout of its own?) and counted the task as failed. A task is done when handle() finishes, however long it takes: await it, then XACK.`,
+      `While handle() still worked on ${slow} (the check let it take ${(heldMs / 1000).toFixed(1)} s), your worker read again, and once handle() had finished, ${slow} was never acknowledged: the worker stopped waiting for handle() (a timeout of its own?) and counted the task as failed. A task is done when handle() finishes, however long it takes: await it, then XACK.`,
       2,
     );
     check(
@@ -619,6 +641,7 @@ test("a task whose handle() throws or rejects stays pending; one still working i
       2,
     );
   } finally {
+    timers?.stop();
     slowWork.release();
     await stopAll(workers);
   }
@@ -885,8 +908,15 @@ const GONE_MOST = 15;
  * What the learner sent after `mark`, watched until it is more than it may send (a loop asking
  * again at once) or the watch is over; `observer` sends the check's PINGs.
  */
-async function commandsSince(observer: Redis, blockMs: number, mark: number, started = Date.now()) {
+async function commandsSince(
+  observer: Redis,
+  blockMs: number,
+  mark: number,
+  timers: ReturnType<typeof scopeTimers>,
+  started = Date.now(),
+) {
   const since = () => sent((c) => c.seq > mark);
+  const paused = timers.delays().length;
   const most = () => Math.max(GONE_MOST, Math.ceil((Date.now() - started) / blockMs) + 3);
   let paced = false;
   const pings = (async () => {
@@ -908,7 +938,31 @@ async function commandsSince(observer: Redis, blockMs: number, mark: number, sta
   const counts = new Map<string, number>();
   for (const c of commands) counts.set(c.name, (counts.get(c.name) ?? 0) + 1);
   const summary = [...counts].map(([name, n]) => `${name} x${n}`).join(", ");
-  return { spinning, elapsed, commands, summary };
+  // Counting reads tells a loop that asks again at once; a pause of its own far shorter than
+  // blockMs (a fixed 20 ms) sends barely more than a right one once every round trip is slow
+  // on a loaded machine, so that pause is read off the timer itself. Not 1 ms: setTimeout(f, 0)
+  // is one, a turn of a loop that the count judges.
+  const short = timers
+    .delays()
+    .slice(paused)
+    .find((ms) => ms > 1 && ms < blockMs / 2);
+  const pause =
+    short === undefined
+      ? ""
+      : ` Between failed reads your worker waited ${short} ms on a timer of its own, with blockMs ${blockMs}: while the cause lasts that is a read every ${short} ms, however slowly this machine ran it here. Wait about blockMs, whatever it is.`;
+  return { spinning: spinning || short !== undefined, elapsed, commands, summary, pause };
+}
+
+/** Starts a worker in a scope of its own, whose timers (the pauses its code takes) are counted. */
+async function startTimed(start: () => Promise<Worker>, label: string) {
+  const working = scope(label);
+  const timers = scopeTimers(working, { createdIn: ctx.target });
+  try {
+    return { worker: await working.run(start), timers };
+  } catch (error) {
+    timers.stop();
+    throw error;
+  }
 }
 
 /**
@@ -960,15 +1014,21 @@ async function readFailsAtOnce(
     },
     { nth: 2 },
   );
+  let timers: ReturnType<typeof scopeTimers> | undefined;
   try {
     const handled: string[] = [];
-    const worker = await scene.start(fresh("ner"), (task) => void handled.push(task.id), workers);
+    const started = await startTimed(
+      () => scene.start(fresh("ner"), (task) => void handled.push(task.id), workers),
+      `gone-${label}`,
+    );
+    const worker = started.worker;
+    timers = started.timers;
     await until(() => mark > 0, 3000);
     hook.cancel();
     check(mark > 0, "Your worker did not read a second time within 3 s.", 2);
-    const outcome = await commandsSince(scene.observer, scene.blockMs, mark - 1, at);
+    const outcome = await commandsSince(scene.observer, scene.blockMs, mark - 1, timers, at);
     await strike.end?.();
-    check(!outcome.spinning, spinning(outcome), 2);
+    check(!outcome.spinning, `${spinning(outcome)}${outcome.pause}`, 2);
     // A fault that ends (the script killed): a worker still running takes the next task; one
     // whose loop ended on the error has closed its connection (or does so in stop()).
     let next: string | undefined;
@@ -989,6 +1049,7 @@ async function readFailsAtOnce(
     );
     await checkAllClosed(scene.connections);
   } finally {
+    timers?.stop();
     hook.cancel();
     await strike.end?.();
     await stopAll(workers);
@@ -1035,6 +1096,7 @@ test("a worker whose group is gone does not ask again and again, and does not qu
   const consumer = fresh("ner");
   const workers: Worker[] = [];
   const handled: string[] = [];
+  let timers: ReturnType<typeof scopeTimers> | undefined;
   // A worker that makes the group again: a task queued just before its XGROUP CREATE reaches
   // Redis was queued while the group was gone, and the new group must still hand it out.
   let queuedWhileGone: string | undefined;
@@ -1045,16 +1107,26 @@ test("a worker whose group is gone does not ask again and again, and does not qu
     },
   );
   try {
-    const worker = await start(consumer, (task) => void handled.push(task.id), workers);
+    const started = await startTimed(
+      () => start(consumer, (task) => void handled.push(task.id), workers),
+      "group-gone",
+    );
+    const worker = started.worker;
+    timers = started.timers;
     await waitForBlocked(observer, "xreadgroup", 1, 3000);
     const mark = sent().at(-1)?.seq ?? 0;
     // As an operator or a clean-up script can: Redis answers the waiting read with NOGROUP, and
     // every read after it too, at once, until the group is back.
     await observer.xGroupDestroy(stream, group);
-    const { spinning, elapsed, commands, summary } = await commandsSince(observer, blockMs, mark);
+    const { spinning, elapsed, commands, summary, pause } = await commandsSince(
+      observer,
+      blockMs,
+      mark,
+      timers,
+    );
     check(
       !spinning,
-      `While the group was gone (the check destroyed it with XGROUP DESTROY, as an operator or a clean-up script can), your worker sent ${commands.length} commands within ${elapsed} ms (${summary}). Without the group Redis answers each read with NOGROUP at once, and your loop asked again at once: it spins the CPU and floods Redis and your log for as long as the group is missing. On NOGROUP, do not read again at once: log it and wait about blockMs before the next read, or recreate the group (ensureGroup()) and go on, or let the error end the loop so that stop() reports it.`,
+      `While the group was gone (the check destroyed it with XGROUP DESTROY, as an operator or a clean-up script can), your worker sent ${commands.length} commands within ${elapsed} ms (${summary}). Without the group Redis answers each read with NOGROUP at once, and your loop asked again at once: it spins the CPU and floods Redis and your log for as long as the group is missing. On NOGROUP, do not read again at once: log it and wait about blockMs before the next read, or recreate the group (ensureGroup()) and go on, or let the error end the loop so that stop() reports it.${pause}`,
       2,
     );
     // The operator puts the group back (a worker that made it again already has it) and queues
@@ -1085,6 +1157,7 @@ test("a worker whose group is gone does not ask again and again, and does not qu
     );
     await checkAllClosed(connections);
   } finally {
+    timers?.stop();
     whileGone.cancel();
     await stopAll(workers);
   }

@@ -1445,7 +1445,7 @@ describe("the whole pipeline", () => {
     );
     check(
       report.workerExits.some((w) => w.how === "SIGKILL"),
-      `doc #${CRASH} should have crashed the worker that first took it to NER, but no worker died; workers ended: ${JSON.stringify(report.workerExits)}.`,
+      `doc #${CRASH} should have crashed the worker that first took it to NER, but no worker died; workers ended: ${JSON.stringify(report.workerExits)}. A worker dies on it when nextWork() returns it as a first delivery (deliveries 1): either nextWork() reported another count (report Redis's: 1 for a new entry, XPENDING's after a claim), or Redis's first delivery of it went to a read whose answer your code did not use, and it came back only as a redelivery after claimIdleMs. A timeout of your own around the read (Promise.race) does that, as does a read left unawaited: wait for the read's answer; BLOCK <blockMs> already bounds the wait.`,
     );
     for (const { index, id } of report.accepted) {
       const seen = report.events.filter((e) => e.doc === id).map(show);
