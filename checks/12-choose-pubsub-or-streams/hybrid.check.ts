@@ -214,13 +214,32 @@ describe("part 2: the hybrid", () => {
     // Two workers starting at once, on one connection: whatever each sends to look for the
     // group reaches Redis before either creates it, so both find none.
     const together = hybridKeys();
+    // Each call may return only once Redis has the group: a call that remembers the group as
+    // made (a flag, a Set of names) before any XGROUP CREATE was answered returns while the
+    // group is still missing, and a worker that reads then gets NOGROUP. Holding the first
+    // XGROUP reply shows it on every run: a real reply reaches node-redis only after every
+    // call that did not wait for one has settled.
+    const settled: number[] = [];
+    let settledUnanswered = 0;
+    const firstReply = wire.holdReply(
+      (cmd) => cmd.name === "XGROUP" && cmd.args.includes(together.tasks),
+      () => {
+        settledUnanswered = settled.length;
+      },
+    );
     const both = await within(
-      Promise.allSettled([
-        exercise.createGroup(client, together),
-        exercise.createGroup(client, together),
-      ]),
+      Promise.allSettled(
+        [exercise.createGroup(client, together), exercise.createGroup(client, together)].map(
+          (p, i) => p.finally(() => settled.push(i)),
+        ),
+      ),
       5000,
       "createGroup() called twice at once",
+    ).finally(() => firstReply.cancel());
+    check(
+      settledUnanswered === 0,
+      "Two workers called createGroup() at the same moment, and one call returned before Redis had answered any XGROUP CREATE: the group did not exist yet, and a worker that reads as soon as createGroup() returns gets NOGROUP. Remembering the group as made (a flag, a Set of names) before Redis made it lets the second call skip ahead. Send XGROUP CREATE on every call and ignore BUSYGROUP (or await the first call's own promise).",
+      2,
     );
     const refused = both.find((r) => r.status === "rejected");
     check(
@@ -669,6 +688,10 @@ describe("part 2: the hybrid", () => {
         rejected.catch(() => {});
         return rejected;
       };
+      // The next task waits behind the one that fails: a workOnce() that reads a batch and
+      // stops at the first failure leaves it delivered to this worker and never worked on.
+      const next = fresh("doc");
+      await call("submitTask()", () => exercise.submitTask(client, keys, next));
       const openBefore = wire.openLearnerConnections();
       const consumer = fresh("ocr");
       const ended = await workOnceSettled(client, keys, consumer, failing);
@@ -687,6 +710,11 @@ describe("part 2: the hybrid", () => {
       const pending = await pendingCount(c, keys.tasks, keys.group);
       const value = await latest(c, keys, doc);
       const states = dashboard.of(doc).map((e) => e.state);
+      check(
+        pending <= 1 || stateOf(await latest(c, keys, next)) !== "queued",
+        `ocr("${doc}") ${how === "rejects" ? "rejected" : "threw"}, and ${next}, the task queued behind it, is now pending on ${consumer} too, still "queued": your read took it along with ${doc} and the failure left it unworked, delivered to this worker and to no other, until a claim. workOnce() takes one task: read with COUNT 1.`,
+        2,
+      );
       check(
         pending === 1 && stateOf(value) !== "done" && !states.includes("done"),
         `ocr("${doc}") ${how === "rejects" ? "rejected" : "threw"}, yet the task is ${pending === 1 ? "still pending" : "acknowledged"}, the hash holds ${show(value)} and the dashboards heard ${states.join(" > ")}. Work that failed was not done: no XACK, no "done"; the pending entry is how another worker finds it again.`,
@@ -717,8 +745,6 @@ describe("part 2: the hybrid", () => {
       );
       // The same worker goes on: a document whose OCR fails every time (poison) must not hold
       // it, so its next call takes new work and leaves the failed task pending for a claim.
-      const next = fresh("doc");
-      await call("submitTask()", () => exercise.submitTask(client, keys, next));
       const got = await callWork("workOnce() after a failed ocr()", keys, () =>
         exercise.workOnce(client, keys, consumer, async () => {}, 100),
       );

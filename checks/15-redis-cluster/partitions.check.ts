@@ -257,6 +257,15 @@ test("partitionOf() gives each document one partition, the same in every process
     `With ${many} partitions, 2000 documents went to only ${manyUsed.size} of them: partitionOf() draws on too few values of the hash (one hex digit gives 16, one byte 256), so growing the cluster to more partitions than that leaves the rest empty. Take a whole 32-bit number from the digest (digest().readUInt32BE(0)), then the modulo.`,
     1,
   );
+  // More partitions than a byte has values: one byte of the digest (256 values) fills at most
+  // 256 of them, where a 32-bit number fills some 860 of 1000 with 2000 documents.
+  const huge = 1000;
+  const hugeUsed = new Set(await partitionsOf(docIds(2000), huge));
+  check(
+    hugeUsed.size > 256,
+    `With ${huge} partitions, 2000 documents went to only ${hugeUsed.size} of them (a 32-bit number from the hash fills some 860): partitionOf() draws on at most ${hugeUsed.size <= 16 ? 16 : 256} values of the hash (${hugeUsed.size <= 16 ? "one hex digit" : "one byte, such as digest()[0]"}), so a cluster grown past that leaves the rest of its partitions empty. Take a whole 32-bit number from the digest (digest().readUInt32BE(0)), then the modulo.`,
+    1,
+  );
   const three = await partitionsOf(ids.slice(0, 30), 3);
   check(
     three.every((p) => p >= 0 && p < 3),
