@@ -16,7 +16,14 @@ import {
   until,
 } from "./kit.ts";
 import { pendingCount } from "./streams-support.ts";
-import { allLearnerAddrs, before as beforeSent, command, type SentCommand, sent } from "./wire.ts";
+import {
+  allLearnerAddrs,
+  before as beforeSent,
+  command,
+  connectionOpen,
+  type SentCommand,
+  sent,
+} from "./wire.ts";
 
 interface Worker {
   stop(): Promise<void>;
@@ -303,4 +310,82 @@ export function heldUntilReleased(): { promise: Promise<void>; release(): void }
     release = resolve;
   });
   return { promise, release };
+}
+
+/**
+ * stop() of a worker whose loop ended on an error must report it. The check removes the group
+ * (XGROUP DESTROY) just before the worker's blocking XREADGROUP reaches Redis, which answers
+ * NOGROUP. A worker whose loop ends there (its reader connection closes) is dead, and stop() is
+ * the only place its caller learns why: it must reject. A worker that catches the error and goes
+ * on may resolve. Going on is judged once stop() has returned, not at one moment before: a worker
+ * that closes its reader and opens a new one has, for a while, no reader open and has sent
+ * nothing yet, and stop() called then ends it cleanly once the new one is connected. So a worker
+ * fails only when its readers had all closed before stop() was called and, by the time stop()
+ * resolved, it had sent nothing after the refused read (a closing QUIT aside) and opened no new
+ * connection. Lessons 09 and 10 share it.
+ */
+export async function expectStopReportsEndedLoop(setup: {
+  observer: Redis;
+  stream: string;
+  group: string;
+  consumer: string;
+  /** Starts the worker inside `within` (so its reader connection is in that scope). */
+  start: () => Promise<Worker>;
+  within: { name: string; run<T>(fn: () => T): T };
+  hint?: number;
+}): Promise<void> {
+  const { observer, stream, group, consumer, within } = setup;
+  let readAt = 0;
+  let known = new Set<string>();
+  const blockingRead = (c: SentCommand) =>
+    c.name === "XREADGROUP" &&
+    c.args.includes(consumer) &&
+    c.args.some((a) => a.toUpperCase() === "BLOCK");
+  const destroy = beforeSent(blockingRead, async (c) => {
+    readAt = c.seq;
+    known = allLearnerAddrs();
+    await observer.xGroupDestroy(stream, group);
+  });
+  let worker: Worker | undefined;
+  try {
+    worker = await within.run(setup.start);
+    check(
+      await until(() => destroy.hasFired(), 3000),
+      `Worker ${consumer} sent no blocking XREADGROUP ... BLOCK within 3 s on a quiet stream: wait for new entries with BLOCK blockMs once nothing else is to be done.`,
+      setup.hint,
+    );
+    const readers = () =>
+      new Set(sent((c) => c.scope === within.name && blockingRead(c)).map((c) => c.conn));
+    const ended = () => ![...readers()].some(connectionOpen);
+    const wentOn = () =>
+      [...allLearnerAddrs()].some((addr) => !known.has(addr)) ||
+      sent(
+        (c) =>
+          c.seq > readAt &&
+          c.name !== "QUIT" &&
+          (c.scope === within.name || c.args.includes(stream)),
+      ).length > 0;
+    // Ended (the reader closed) or went on (another command): whichever shows first.
+    await until(() => ended() || wentOn(), 3000);
+    const endedBeforeStop = ended();
+    const stopping = worker;
+    worker = undefined;
+    const outcome = await call("worker.stop()", () => stopping.stop(), 5000).then(
+      () => "resolved",
+      (error: Error) => (/did not return|Still waiting/.test(error.message) ? "hung" : "rejected"),
+    );
+    check(
+      outcome !== "hung",
+      "worker.stop() did not return within 5 s after its group was removed.",
+      setup.hint,
+    );
+    check(
+      !(endedBeforeStop && !wentOn()) || outcome === "rejected",
+      `The check removed the group (XGROUP DESTROY) under your worker ${consumer}'s blocking read; Redis answered NOGROUP, your worker's loop ended there (its reader connection closed), and stop() resolved as if all was well: nobody learns that the worker died, nor why. Let stop() await the loop and pass its error on (no try/catch around it, no .catch() that drops it).`,
+      setup.hint,
+    );
+  } finally {
+    destroy.cancel();
+    await stopQuietly(worker);
+  }
 }

@@ -37,6 +37,7 @@ import { type ChildEvent, spawnWorker, type WorkerProcess } from "../worker-proc
 import {
   expectBoundedDefaultBlock,
   expectNoReadAfterStop,
+  expectStopReportsEndedLoop,
   expectStopsCleanly,
   heldUntilReleased,
   startLearnerWorker,
@@ -1333,6 +1334,19 @@ test("stop() returns on a quiet stream and finishes the task in hand", async () 
     start: (handle) =>
       start(client, { ...q, consumer: fresh("ocr"), claimIdleMs: 10_000, blockMs: 100, handle }),
     addTask: async () => (await addDocs(observer, q, 1, 1))[0]?.id ?? "",
+  });
+});
+
+test("stop() of a worker whose loop ended on an error (its group removed) reports it", async () => {
+  const { observer, q, client } = await scene("stop-nogroup");
+  const consumer = fresh("ocr");
+  await expectStopReportsEndedLoop({
+    observer,
+    ...q,
+    consumer,
+    within: scope("worker"),
+    start: () => startQuietWorker(client, q, consumer),
+    hint: 2,
   });
 });
 

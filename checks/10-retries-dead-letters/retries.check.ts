@@ -12,6 +12,7 @@ import {
   learnerConnections,
   loadExercise,
   type Redis,
+  sameValue,
   settled,
   sleep,
   stopQuietly,
@@ -27,6 +28,7 @@ import {
   before,
   command,
   dropConnection,
+  holdReply,
   nothingInFlight,
   type SentCommand,
   scope,
@@ -35,6 +37,7 @@ import {
 import {
   expectBoundedDefaultBlock,
   expectNoReadAfterStop,
+  expectStopReportsEndedLoop,
   expectStopsCleanly,
   watchSentAfterStop,
 } from "../worker-stop.ts";
@@ -541,6 +544,82 @@ test("a document its workers kept crashing on goes straight to the dead-letter s
   );
 });
 
+test("stop() while a crashed-on document's dead letter is on its way returns after Redis answered it", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:crashing-stop");
+  const id = await deliveredBefore(observer, q, fresh("ocr"), MAX_DELIVERIES, "doc-oom");
+  const consumer = fresh("ocr");
+  const from = Math.max(0, ...sent().map((c) => c.seq));
+  const lastStep = (c: SentCommand) =>
+    c.seq > from && ["EXEC", "EVAL", "EVALSHA", "FCALL"].includes(c.name);
+  let started: (w: Worker) => void = () => {};
+  const running = new Promise<Worker>((resolve) => {
+    started = resolve;
+  });
+  let stopped: Promise<unknown> | undefined;
+  let returned = false;
+  let stopCalled: () => void = () => {};
+  const stopping = new Promise<void>((resolve) => {
+    stopCalled = resolve;
+  });
+  let answer: () => void = () => {};
+  const answered = new Promise<void>((resolve) => {
+    answer = resolve;
+  });
+  // The dead letter's last step (the EXEC, or a script) ran in Redis; its reply is held, and
+  // stop() is called while the worker waits for it.
+  const held = holdReply(lastStep, async () => {
+    stopped = (await running).stop().finally(() => {
+      returned = true;
+    });
+    stopped.catch(() => {});
+    stopCalled();
+    await answered;
+  });
+  // A worker that went on without awaiting it reads new entries meanwhile: that read's reply
+  // waits until stop() is called, so the loop meets the stop at the same step every run.
+  const read = holdReply(
+    (c) => c.name === "XREADGROUP" && c.args.includes(consumer) && sent(lastStep).length > 0,
+    () => stopping,
+  );
+  let worker: Worker | undefined;
+  try {
+    worker = await start(
+      await learnerClient(),
+      workerOptions(q, consumer, async () => {}),
+    );
+    started(worker);
+    check(
+      await until(() => held.hasFired(), 5000),
+      `doc-oom had already been delivered ${MAX_DELIVERIES} times (maxDeliveries) without an XACK, and your worker sent no dead letter for it within 5 s (no EXEC or script). A task claimed with more deliveries than maxDeliveries goes to the dead-letter stream without another try.`,
+      2,
+    );
+    await until(() => stopped !== undefined && (returned || nothingInFlight()), 2000);
+    await new Promise((resolve) => setImmediate(resolve));
+    check(
+      !returned,
+      `stop() returned while the dead letter of doc-oom (claimed as delivery ${MAX_DELIVERIES + 1}, past maxDeliveries) was still waiting for Redis's answer: it was sent without being awaited (a .catch(() => {}) on it included), and the worker went on. A process that exits once stop() returns may lose it. Await deadLetter() there too, so that stop() returns only once the task in hand is done.`,
+      2,
+    );
+  } finally {
+    answer();
+    stopCalled();
+    held.cancel();
+    read.cancel();
+    if (stopped) {
+      worker = undefined;
+      await call("worker.stop()", () => stopped, 5000);
+    }
+    await stopQuietly(worker);
+  }
+  const dead = (await observer.xRange(q.deadLetterStream, "-", "+")) ?? [];
+  check(
+    dead.some((d) => d.message.originalId === id),
+    `doc-oom should be in the dead-letter stream once stop() has returned; it holds ${JSON.stringify(dead.map((d) => d.message))}.`,
+    2,
+  );
+});
+
 test("a last delivery rejected with a plain string is dead-lettered, and the worker goes on", async () => {
   const observer = await checkClient();
   const q = await setUp(observer, "docs:jammed");
@@ -808,6 +887,55 @@ test("a worker claims one due retry at a time", async () => {
     busy.release();
     await stopQuietly(worker);
   }
+});
+
+test("claimDueRetries() with a limit of 3 claims three due entries", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:limit");
+  const crashed = fresh("ocr");
+  const ids: string[] = [];
+  for (let n = 1; n <= 4; n++) ids.push(await deliveredBefore(observer, q, crashed, 1, `doc-${n}`));
+  const me = fresh("ocr");
+  const got = await call("claimDueRetries(client, options, 3)", async () =>
+    exercise.claimDueRetries(
+      await learnerClient(),
+      workerOptions(q, me, async () => {}),
+      3,
+    ),
+  );
+  const gotIds = (Array.isArray(got) ? got : []).map((t) => t.id);
+  check(
+    sameValue(gotIds, ids.slice(0, 3)),
+    `Four entries had failed once and been idle for a minute (retryBaseMs ${BASE_MS}), and claimDueRetries(client, options, 3) returned ${gotIds.length === 0 ? "nothing" : gotIds.join(", ")}; expected the first three, ${ids.slice(0, 3).join(", ")}. Go on through the idle entries until limit tasks are claimed (or none is left), not only the first one.`,
+    2,
+  );
+  const held = (await observer.xPendingRange(q.stream, q.group, "-", "+", 10)).filter(
+    (p) => p.consumer === me,
+  );
+  check(
+    held.length === 3,
+    `claimDueRetries(client, options, 3) should leave exactly the three tasks it returned claimed by ${me}; ${held.length} are.`,
+    2,
+  );
+});
+
+test("stop() of a worker whose loop ended on an error (its group removed) reports it", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:nogroup");
+  const consumer = fresh("ocr");
+  const client = await learnerClient();
+  await expectStopReportsEndedLoop({
+    observer,
+    ...q,
+    consumer,
+    within: scope("worker"),
+    start: () =>
+      start(
+        client,
+        workerOptions(q, consumer, async () => {}),
+      ),
+    hint: 2,
+  });
 });
 
 test("a due retry behind 12 live entries and a page of 100 still waiting is found", async () => {

@@ -143,6 +143,17 @@ async function handedOn({ observer, options }: Stage, docId: string): Promise<st
   return entries.filter((e) => e.message.docId === docId).map((e) => e.message.entities ?? "");
 }
 
+/** Submits a document and delivers it to the check's consumer, as a worker's read would. */
+async function deliverNew(stage: Stage, docId: string): Promise<Delivery> {
+  await submit(stage, docId);
+  const [doc] = await deliver(stage, ">");
+  if (!doc) throw new Error("no delivery");
+  return doc;
+}
+
+/** The hand-off's last step: the EXEC of its MULTI, or a script. */
+const handOffLastStep = (c: SentCommand) => ["EXEC", "EVAL", "EVALSHA", "FCALL"].includes(c.name);
+
 function storedResult({ observer, options }: Stage, docId: string): Promise<string | null> {
   return observer.get(`${options.resultPrefix}${docId}`);
 }
@@ -715,20 +726,39 @@ test("the hand-off is atomic: a crash at any step loses nothing and repeats noth
   if (split) fail(split, 2);
 });
 
+test("a hand-off that never reached Redis makes processDelivery() reject", async () => {
+  const stage = await setUp("lost-handoff");
+  // A client of its own: the check drops its connection.
+  const client = await learnerClient();
+  const doc = await deliverNew(stage, "doc-x");
+  // The connection goes away just before the hand-off's last step (the EXEC, or a script) is
+  // sent: Redis runs none of it, and the document is still pending here.
+  const drop = beforeCommand(handOffLastStep, (c) => dropConnection(c.conn));
+  let error: Error | undefined;
+  try {
+    error = await failing(`processDelivery(${doc.docId}) with its connection dropped`, () =>
+      exercise.processDelivery(client, stage.options, doc),
+    );
+  } finally {
+    drop.cancel();
+  }
+  if (!drop.hasFired()) return;
+  // Resolving is right only when the document was handed on after all (sent again, say).
+  check(
+    error !== undefined || (await handedOn(stage, doc.docId)).length === 1,
+    `The check dropped the connection just before your hand-off of ${doc.docId} reached Redis (as a Redis restart does): nothing was handed on and the entry is still pending here, yet processDelivery() resolved as if the document were handed on, and its caller goes on to the next one. Let the hand-off's failure reach the caller (no try/catch around the exec() or handOff(), no .catch(() => {})): the entry stays pending and is redelivered.`,
+    2,
+  );
+});
+
 test("a hand-off whose reply a dropped connection lost is not sent again", async () => {
   const stage = await setUp("lost-reply");
   // A client that reconnects, as node-redis does by default: a retry would get through.
   const client = await learnerClient(undefined, { reconnect: true });
-  await submit(stage, "doc-l");
-  const [doc] = await deliver(stage, ">");
-  if (!doc) throw new Error("no delivery");
+  const doc = await deliverNew(stage, "doc-l");
   // Redis runs the hand-off (the EXEC, or a script), then the connection drops before its
   // reply arrives: the worker cannot know whether it happened.
-  const lastSteps = new Set(["EXEC", "EVAL", "EVALSHA", "FCALL"]);
-  const drop = holdReply(
-    (c) => lastSteps.has(c.name),
-    (c) => dropConnection(c.conn),
-  );
+  const drop = holdReply(handOffLastStep, (c) => dropConnection(c.conn));
   try {
     await failing(`processDelivery(${doc.docId}) with its reply lost`, () =>
       exercise.processDelivery(client, stage.options, doc),
