@@ -530,6 +530,34 @@ describe("the parts, one at a time", () => {
       `doc-held is pending for ${options.consumer} itself, idle for over claimIdleMs: the worker crashed holding it and was restarted under the same name, as the pipeline's supervisor does (<stage>-<n>). nextWork() should take it back; it returned ${JSON.stringify(back)}. Claim every entry idle longer than claimIdleMs, whichever consumer holds it, your own name included (XAUTOCLAIM does): skipping your own leaves what you held before a crash pending for ever.`,
       2,
     );
+
+    // Another worker claims a stale entry between this worker's look and its claim: the claim
+    // itself must re-check the idle time (XAUTOCLAIM does; XCLAIM's min-idle-time, if given
+    // claimIdleMs), or both workers take the same document and the steal counts a delivery.
+    const raced = keysFor("claim-race");
+    await c.xGroupCreate(raced.stream, raced.group, "0", { MKSTREAM: true });
+    const stale = await c.xAdd(raced.stream, "*", { doc: "doc-stale" });
+    await c.xReadGroup(raced.group, crashed, { key: raced.stream, id: ">" }, { COUNT: 1 });
+    await idleFor(c, raced, crashed, stale, claimIdleMs + 1000);
+    const rival = fresh("ocr-rival");
+    const from = lastSeq();
+    const rivalClaims = beforeCommand(
+      (cmd) =>
+        cmd.seq > from &&
+        ["XAUTOCLAIM", "XCLAIM"].includes(cmd.name) &&
+        cmd.args[1] === raced.stream,
+      () => c.sendCommand(["XCLAIM", raced.stream, raced.group, rival, String(claimIdleMs), stale]),
+    );
+    const won = await call("nextWork() with another worker claiming first", () =>
+      exercise.nextWork(client, raced, options),
+    );
+    rivalClaims.cancel();
+    const [holder] = await c.xPendingRange(raced.stream, raced.group, stale, stale, 1);
+    check(
+      won?.id !== stale && holder?.consumer === rival,
+      `doc-stale had been idle for over claimIdleMs, but another worker (${rival}) claimed it just before your claim reached Redis; nextWork() still returned ${JSON.stringify(won)}, and the entry is now pending for ${holder?.consumer}: two workers work on the same document, and the steal counts as one more delivery. Let the claim itself check the idle time at the moment it runs: XAUTOCLAIM with claimIdleMs, or XCLAIM with min-idle-time claimIdleMs (not 0), so an entry someone took since you looked stays with them.`,
+      2,
+    );
   });
 
   /**
@@ -576,6 +604,9 @@ describe("the parts, one at a time", () => {
     const keys = keysFor(name);
     const c = await observer();
     const work = await delivered(c, keys, "doc-1", fresh("ocr"), 60_000);
+    // Another document was handed on since doc-1's entry was queued (a minute ago): the next
+    // stream already ends after that entry's ID, so reusing it for the XADD is refused.
+    if (keys.next) await c.xAdd(keys.next, "*", { doc: "doc-other" });
     const events = await listen(keys.channel);
     const first = await worker("worker");
     const open = openLearnerConnections();
@@ -611,7 +642,17 @@ describe("the parts, one at a time", () => {
   }
 
   test("handOff() stores the result, hands the document on, acknowledges and broadcasts", async () => {
-    const r = await handOffScenario("hand");
+    const from = lastSeq();
+    const r = await handOffScenario("hand").catch((error: unknown) => {
+      const own = sent(
+        (x) => x.seq > from && x.name === "XADD" && /^\d+-\d+$/.test(x.args[2] ?? ""),
+      );
+      if (own.length === 0) throw error;
+      return fail(
+        `handOff() failed: its XADD to the next stage's stream gave the entry an ID of its own (${own[0]?.args[2]}, the original entry's), and Redis refused it: that stream already ends with a later entry (another document handed on since), and a stream's IDs only rise. Inside EXEC the other commands still ran, so doc-1 has its result and is acknowledged, but is never handed on. Let Redis choose the ID: XADD <next> * doc <id>.`,
+        2,
+      );
+    });
     check(
       r.stored === RESULT,
       `After handOff(), the document's hash (keys.doc("doc-1")) should hold the OCR result under the field "ocr"; it holds ${JSON.stringify(r.stored)}.`,
@@ -692,6 +733,11 @@ describe("the parts, one at a time", () => {
     );
     await settle(lastEvents);
     const lastTold = lastEvents.filter((e) => e.doc === "doc-2" && show(e) === "ocr done").length;
+    check(
+      lastAgain === false || lastTold !== 1,
+      `At the last stage (keys.next is null), a second handOff() of the same entry (a worker that had taken it over) found doc-2 done and sent nothing twice, yet returned ${JSON.stringify(lastAgain)}: true means "I handed it on", false "it was done already" (the pipeline counts retries by it). When the result or the "dead" mark is there, UNWATCH, XACK and return false.`,
+      2,
+    );
     check(
       lastAgain === false && lastTold === 1,
       `At the last stage (keys.next is null), a second handOff() of the same entry (a worker that had taken it over) returned ${JSON.stringify(lastAgain)} and "ocr done" went out ${lastTold} times: the last stage committed the same document twice. The last stage has no next stream, but it needs the same guard as the others (WATCH the document, look for the stage's result or the "dead" mark, UNWATCH and XACK if either is there): a second "embed done" is a duplicate in the audit.`,
@@ -1286,7 +1332,11 @@ describe("the parts, one at a time", () => {
       3,
     );
     const deadEvents = events.filter((e) => e.doc === "doc-9" && e.state === "dead").length;
-    check(deadEvents === 1, `The "dead" event for doc-9 was published ${deadEvents} times.`, 3);
+    check(
+      deadEvents === 1,
+      `doc-9 has one dead letter, but its "dead" event was published ${deadEvents} times when two workers gave up on it at the same moment: dashboards and the audit count a duplicate. Only the transaction that writes the letter broadcasts; a worker that finds the "dead" mark, or whose EXEC is refused, sends no event of its own (UNWATCH, XACK at most).`,
+      3,
+    );
     check(
       (await pendingCount(c, keys.stream, keys.group)) === 0,
       "doc-9's entry is still pending after the workers gave up on it.",
