@@ -912,13 +912,20 @@ export function failedConnects(s: Scope): number {
  * fired nor been cleared, from now until stop(). A client still retrying to connect keeps one:
  * node-redis waits for its reconnect strategy's delay on a timer of the client's scope.
  * `delays()` lists the delay (ms) of every such timer started since, fired or not, in order.
+ * `fire()` makes each live timer that fire() has not fired yet fire now, as if its delay had
+ * passed (a setInterval then goes on at its own pace), and resolves once each has run (or was
+ * cleared meanwhile) to the delays of those it fired: what the code's own timeout does, whatever
+ * its length, without waiting for it.
  */
 export function scopeTimers(
   s: Scope,
   options: { repeating?: boolean; referenced?: boolean; createdIn?: string } = {},
-): { live(): number; delays(): number[]; stop(): void } {
-  const live = new Map<number, { hasRef?: () => boolean }>();
+): { live(): number; delays(): number[]; fire(): Promise<number[]>; stop(): void } {
+  const live = new Map<number, TimerResource>();
   const delays: number[] = [];
+  // fire(): the timers it fired, and what to call when one has run or is gone.
+  const fired = new Set<number>();
+  const ran = new Map<number, () => void>();
   const hook = createHook({
     init(id, type, _trigger, resource) {
       if (type !== "Timeout" || scopeStore.getStore() !== s.name) return;
@@ -927,21 +934,59 @@ export function scopeTimers(
       // With `createdIn` (a file's path), only the timers that file's code started itself,
       // unref()'d or not: not node-redis's (its connect timeouts, its reconnect delays).
       if (options.createdIn !== undefined && !createdBy(options.createdIn)) return;
-      live.set(id, resource as { hasRef?: () => boolean });
+      live.set(id, resource as TimerResource);
       delays.push(Number((resource as { _idleTimeout?: unknown })._idleTimeout));
     },
     destroy(id) {
       live.delete(id);
+      ran.get(id)?.();
     },
   });
   hook.enable();
+  const fire = (id: number, timer: TimerResource) =>
+    new Promise<void>((resolve) => {
+      fired.add(id);
+      const onTimeout = timer._onTimeout;
+      const done = () => {
+        ran.delete(id);
+        timer._onTimeout = onTimeout;
+        resolve();
+      };
+      ran.set(id, done);
+      timer._onTimeout = function (this: unknown, ...args: unknown[]) {
+        done();
+        return onTimeout.apply(this, args);
+      };
+      // Due in 1 ms from now: the timer runs on the event loop as it would have, in its own
+      // async context; a setInterval is put back to its own delay once it has run.
+      timer._idleTimeout = 1;
+      timer.refresh();
+    });
   // With `referenced`, only the timers that keep the process alive when live() is asked: not
   // those unref()'d, as node-redis's AbortSignal.timeout() for a connect is.
   const count = () =>
     options.referenced
       ? [...live.values()].filter((timer) => timer.hasRef?.() !== false).length
       : live.size;
-  return { live: count, delays: () => [...delays], stop: () => hook.disable() };
+  return {
+    live: count,
+    delays: () => [...delays],
+    fire: async () => {
+      const due = [...live].filter(([id]) => !fired.has(id));
+      const ms = due.map(([, timer]) => Number(timer._idleTimeout));
+      await Promise.all(due.map(([id, timer]) => fire(id, timer)));
+      return ms;
+    },
+    stop: () => hook.disable(),
+  };
+}
+
+/** The parts of Node's Timeout that scopeTimers() reads and fire() drives. */
+interface TimerResource {
+  hasRef?: () => boolean;
+  refresh(): void;
+  _idleTimeout: number;
+  _onTimeout: (...args: unknown[]) => unknown;
 }
 
 /**

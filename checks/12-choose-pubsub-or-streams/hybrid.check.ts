@@ -3,6 +3,7 @@ import {
   call,
   check,
   checkClient,
+  ctx,
   fail,
   fresh,
   learnerClient,
@@ -131,6 +132,29 @@ async function workOnceSettled(
       () => "threw" as const,
     );
   return within(run, 3000, "workOnce()").catch(() => "hung" as const);
+}
+
+/**
+ * Makes the learner's timers (`timers`) fire, then those they start, until its code is quiet:
+ * nothing on its way to Redis, no timer of its own left unfired, and nothing new sent over a
+ * whole turn of the event loop (node-redis writes a command on the turn after it was called).
+ * Returns the delays (ms) of the timers fired.
+ */
+async function fireUntilQuiet(
+  timers: ReturnType<typeof wire.scopeTimers>,
+  ended: () => boolean,
+): Promise<number[]> {
+  const fired: number[] = [];
+  const last = () => wire.sent().at(-1)?.seq ?? 0;
+  for (let round = 0; round < 20 && !ended(); round++) {
+    const now = await timers.fire();
+    fired.push(...now);
+    await until(() => ended() || wire.nothingInFlight(), 3000);
+    const before = last();
+    await new Promise((resolve) => setImmediate(() => setImmediate(resolve)));
+    if (now.length === 0 && wire.nothingInFlight() && last() === before) break;
+  }
+  return fired;
 }
 
 /** The versions of `events`, when each is a number that is higher than the one before. */
@@ -671,6 +695,54 @@ describe("part 2: the hybrid", () => {
     check(
       after === 0,
       `After ocr() finished, ${after} task is still pending: XACK it with the "done" state. ${pendingCause(keys)}`,
+      2,
+    );
+  });
+
+  test("a slow OCR: a timeout of workOnce()'s own never marks the task done", async () => {
+    const { keys, c, client, dashboard, doc } = await oneTaskQueued();
+    const held = heldOcr();
+    // The timers the learner's file starts, not node-redis's: while ocr() is held, each is made
+    // to fire, so a race against a timer is seen whatever its length, with no wait for it.
+    const worker = wire.scope("worker");
+    const timers = wire.scopeTimers(worker, { createdIn: ctx.target });
+    let outcome: { returned: unknown } | { threw: unknown } | undefined;
+    const work = worker.run(() =>
+      Promise.resolve().then(() => exercise.workOnce(client, keys, fresh("ocr"), held.ocr, 100)),
+    );
+    work.then(
+      (returned) => {
+        outcome = { returned };
+      },
+      (threw: unknown) => {
+        outcome = { threw };
+      },
+    );
+    let fired: number[] = [];
+    try {
+      await within(held.entered, 3000, "workOnce() to call ocr() with the task it took");
+      fired = await fireUntilQuiet(timers, () => outcome !== undefined);
+    } finally {
+      timers.stop();
+    }
+    await dashboard.settle();
+    const pending = await pendingCount(c, keys.tasks, keys.group);
+    const states = dashboard.of(doc).map((e) => e.state);
+    const value = await latest(c, keys, doc);
+    const returnedDoc = outcome !== undefined && "returned" in outcome && outcome.returned === doc;
+    held.release();
+    await within(
+      work.catch(() => {}),
+      3000,
+      "workOnce() to return once ocr() had returned",
+    );
+    const timer =
+      fired.length === 1
+        ? `a timer (${fired[0]} ms)`
+        : `${fired.length} timers (${fired.join(", ")} ms)`;
+    check(
+      pending === 1 && !states.includes("done") && stateOf(value) !== "done" && !returnedDoc,
+      `While ocr("${doc}") was still running${fired.length > 0 ? `, ${timer} that workOnce() had started fired (the check made it fire early: some page always takes longer than any limit you pick), and then` : ","} the task was ${pending === 1 ? "still pending" : "acknowledged"}, the hash held ${show(value)}, the dashboards heard ${states.join(" > ")}${returnedDoc ? ` and workOnce() returned "${doc}"` : ""}. A timer that wins a race against ocr() is not the work finished: the document was never read, yet with the task acknowledged and "done" nobody will retry it. Await ocr(doc) itself; if you want a time limit, let it end in an error (no XACK, no "done"), so the task stays pending for another worker to claim.`,
       2,
     );
   });
