@@ -190,10 +190,6 @@ export async function eventually(
 }
 
 /**
- * Calls into the learner's code. A TODO left in place, an exception or a hang each become a
- * failure that names the function, instead of an error from deep inside the check.
- */
-/**
  * Fails with "not written yet" when `error` is the starter's "TODO: <function>" throw: a test
  * that expects a rejection, or counts commands up to a crash, must not take the starter's for
  * it. `what` names the call; by default the function the TODO names.
@@ -208,6 +204,10 @@ export function failIfNotWritten(error: unknown, what?: string): void {
   throw new NotWrittenYet(`${name} is not written yet (${message}).`, 1);
 }
 
+/**
+ * Calls into the learner's code. A TODO left in place, an exception or a hang each become a
+ * failure that names the function, instead of an error from deep inside the check.
+ */
 export async function call<T>(what: string, run: () => T | Promise<T>, ms = 10_000): Promise<T> {
   // Read by checks/test-results.ts when a test runs out of time, to name what it waited for.
   const waiting = waitingNow();
