@@ -1,6 +1,7 @@
 /**
  * The self-verification rustlings calls `dev check`: for every lesson, the check passes on the
- * solution, fails on the untouched starter (as a failure of the code, not of the harness), and
+ * solution, fails on the untouched starter (as a failure of the code, not of the harness, with no
+ * test of a function the starter leaves as TODO passing), and
  * rejects every mistake with the message the mistake file names. A check that cannot fail is a
  * defect, and this is where it is caught.
  */
