@@ -197,11 +197,21 @@ export async function eventually(
 export function failIfNotWritten(error: unknown, what?: string): void {
   // Told already by call(), and caught by a test's own handler on its way up.
   if (error instanceof NotWrittenYet) throw error;
+  const todo = todoOf(error);
+  if (!todo) return;
+  const name = what ?? (todo.name ? `${todo.name}()` : "This part");
+  throw new NotWrittenYet(`${name} is not written yet (${todo.message}).`, 1);
+}
+
+/** Whether `error` is the starter's TODO throw, or call()'s "not written yet" for one. */
+export function isNotWritten(error: unknown): boolean {
+  return error instanceof NotWrittenYet || todoOf(error) !== undefined;
+}
+
+function todoOf(error: unknown): { message: string; name: string } | undefined {
   const message = error instanceof Error ? error.message : String(error);
   const todo = /^TODO:?\s*(\w*)/.exec(message);
-  if (!todo) return;
-  const name = what ?? (todo[1] ? `${todo[1]}()` : "This part");
-  throw new NotWrittenYet(`${name} is not written yet (${message}).`, 1);
+  return todo ? { message, name: todo[1] ?? "" } : undefined;
 }
 
 /**
