@@ -21,6 +21,7 @@ import {
   until,
   within,
 } from "../kit.ts";
+import { describeTimers, heldWithTimers } from "../own-timeout.ts";
 import { hearDropErrors, hearEscapedErrors, hearUnheardErrors } from "../unheard-errors.ts";
 import {
   allLearnerAddrs,
@@ -322,6 +323,25 @@ describe("pattern subscriptions", () => {
     check(
       afterwards === 0,
       `Right after unwatch() resolved, a status published on "${t.channelOf("ocr")}" still reached ${afterwards} subscription(s): the pattern subscription was not removed.`,
+      2,
+    );
+  });
+
+  test("a timeout of watchAllStages()'s own never resolves it before the subscription is active", async () => {
+    const t = tenant();
+    const subscriber = await learnerConnection();
+    // Its PSUBSCRIBE held at the socket while every timer your file started fires at once: a
+    // race against a timer is lost here whatever its length, and nobody waits for it.
+    const run = await heldWithTimers(
+      (c) => c.name === "PSUBSCRIBE" || c.name === "SUBSCRIBE",
+      () => exercise.watchAllStages(subscriber, t.prefix, () => {}),
+    );
+    if (run.after && "value" in run.after && typeof run.after.value === "function") {
+      watching.push(run.after.value);
+    }
+    check(
+      !(run.held && run.fired.length > 0 && run.whileHeld && "value" in run.whileHeld),
+      `watchAllStages() resolved while Redis had not confirmed its subscription yet: the check held the PSUBSCRIBE back and made ${describeTimers(run.fired)} that your code had started fire early (a busy server or network is always slower than some limit you pick). A timer that wins a race against pSubscribe() is no subscription: the ops console believes it is watching, and every status published until the PSUBSCRIBE goes through is lost. Await pSubscribe() itself; if you want a time limit, let it reject so the caller knows the watch did not start.`,
       2,
     );
   });
