@@ -23,6 +23,7 @@ import {
   sleep,
   until,
 } from "../kit.ts";
+import { describeTimers, heldWithTimers } from "../own-timeout.ts";
 import { expectRefusedSubscribeCleanedUp } from "../refused-subscribe.ts";
 import { hearDropErrors, hearEscapedErrors, hearUnheardErrors } from "../unheard-errors.ts";
 import {
@@ -240,6 +241,7 @@ function startTraffic(pipeline: Pipeline) {
 }
 
 const SUBSCRIBE = new Set(["SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE"]);
+const isSubscribe = (c: SentCommand) => SUBSCRIBE.has(c.name);
 /** The first read of the latest-status hash, however it is read (HGETALL, HVALS, HSCAN...). */
 const isSnapshotRead = (keys: StatusKeys) => (c: SentCommand) =>
   c.name.startsWith("H") && c.args[1] === keys.latest;
@@ -713,6 +715,18 @@ describe("publishing, awaited", () => {
     );
   });
 
+  test("a timeout of publishStatus()'s own never reports a status Redis has not recorded", async () => {
+    const client = await learnerClient();
+    const keys = freshKeys("own-timeout");
+    const status: DocStatus = { docId: "contract-20", stage: "ner", version: 3, at: START };
+    const run = await heldWithTimers(goesOut, () => exercise.publishStatus(client, keys, status));
+    check(
+      !(run.held && run.fired.length > 0 && run.whileHeld && "value" in run.whileHeld),
+      `publishStatus() resolved while Redis had not run its commands yet: the check held its EXEC or PUBLISH back and made ${describeTimers(run.fired)} that your code had started fire early (a busy server or network is always slower than some limit you pick). A timer that wins a race against exec() is not the status recorded: the caller moves on, and if Redis then refuses (WRONGTYPE) nobody hears of it. Await exec() itself; if you want a time limit, let publishStatus() reject.`,
+      2,
+    );
+  });
+
   test("publishStatus() rejects when Redis refuses to record the status", async () => {
     const client = await learnerClient();
     const observer = await checkClient();
@@ -784,6 +798,30 @@ describe("a dashboard that joins late", () => {
 
   test("shows each change once and never goes back to an older status", async () => {
     checkEachChangeOnce(await joinedLate());
+  });
+
+  test("a timeout of openDashboard()'s own never skips its subscription or its snapshot", async () => {
+    const client = await learnerClient();
+    const steps = [
+      { what: "its SUBSCRIBE", call: "subscribe()", match: () => isSubscribe },
+      { what: "its snapshot read", call: "the snapshot read", match: isSnapshotRead },
+    ];
+    for (const step of steps) {
+      const keys = freshKeys("own-timeout");
+      // Held at the socket while every timer your file started fires at once: a race against
+      // a timer is lost here whatever its length, and nobody waits for it.
+      const run = await heldWithTimers(step.match(keys), () =>
+        exercise.openDashboard(client, keys, () => {}),
+      );
+      if (run.after && "value" in run.after && typeof run.after.value === "function") {
+        open.push(run.after.value);
+      }
+      check(
+        !(run.held && run.fired.length > 0 && run.whileHeld && "value" in run.whileHeld),
+        `openDashboard() resolved while Redis had not answered ${step.what} yet: the check held it back and made ${describeTimers(run.fired)} that your code had started fire early (a busy server or network is always slower than some limit you pick). A timer that wins a race against ${step.call} is not the dashboard caught up: ${step.what === "its SUBSCRIBE" ? "the statuses published until the subscription is active reach nobody" : "the documents only the snapshot holds are never shown"}, and the caller believes it is up to date. Await ${step.call} itself; if you want a time limit, let openDashboard() reject (and close its connection) so the caller knows it did not open.`,
+        2,
+      );
+    }
   });
 
   test("a dashboard whose onChange throws loses no status that came with it", async () => {
