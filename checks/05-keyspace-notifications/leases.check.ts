@@ -22,6 +22,7 @@ import {
   until,
   within,
 } from "../kit.ts";
+import { describeTimers, heldWithTimers } from "../own-timeout.ts";
 import { expectRefusedSubscribeCleanedUp } from "../refused-subscribe.ts";
 import { hearDropErrors, hearEscapedErrors, hearUnheardErrors } from "../unheard-errors.ts";
 import {
@@ -357,6 +358,35 @@ describe("leases", () => {
       `${worker} already held the lease and called acquireLease() again; your code wrote the lease a second time (after its SET NX found it taken), and just before that second write the lease expired and ${rival} took it for 3000 ms. Afterwards the holder is ${JSON.stringify(holder)} with PTTL ${ttl}, and acquireLease() returned ${JSON.stringify(taken)}: it stretched or took a lease it no longer held. acquireLease() is one SET key worker NX PX ttl and nothing more; keeping a lease you hold is renewLease()'s job, checked and extended in one step.`,
       2,
     );
+  });
+
+  test("a timeout of acquireLease()'s or renewLease()'s own never answers before Redis does", async () => {
+    const observer = await checkClient();
+    const client = await learnerClient();
+    const steps = [
+      { name: "acquireLease()", lease: `${HELD}own-timeout-1`, take: undefined },
+      { name: "renewLease()", lease: `${HELD}own-timeout-2`, take: fresh("ocr-worker") },
+    ];
+    for (const step of steps) {
+      const worker = step.take ?? fresh("ocr-worker");
+      if (step.take) {
+        await observer.set(step.lease, worker, { expiration: { type: "PX", value: 5000 } });
+      }
+      // Its first command on the lease held at the socket while every timer your file started
+      // fires at once: a race against a timer is lost here whatever its length, and nobody
+      // waits for it.
+      const run = await heldWithTimers(touches(step.lease), () =>
+        step.take
+          ? exercise.renewLease(client, step.lease, worker, 6000)
+          : exercise.acquireLease(client, step.lease, worker, 6000),
+      );
+      const answer = run.whileHeld && "value" in run.whileHeld ? run.whileHeld.value : undefined;
+      check(
+        !(run.held && run.fired.length > 0 && answer !== undefined),
+        `${step.name} returned ${JSON.stringify(answer)} while Redis had not answered it yet: the check held its command on the lease back and made ${describeTimers(run.fired)} that your code had started fire early (a busy server or network is always slower than some limit you pick). That answer is a guess: the command still runs when it gets through, so ${step.name} can say ${answer ? "the worker holds a lease it may not hold, and two workers process the document at once" : "the worker lost a lease it then holds, and nobody works on the document until the lease expires"}. Await the command itself; if you want a time limit, let ${step.name} reject so the caller knows the answer is unknown.`,
+        2,
+      );
+    }
   });
 
   test("renewLease() extends the lease of its holder only, to about the asked TTL", async () => {
