@@ -56,7 +56,8 @@ export async function heldWithTimers<T>(
   const fired: number[] = [];
   let whileHeld: Ended<T>;
   try {
-    await Promise.race([held.fired, running.catch(() => {}), sleep(3000)]);
+    // Ends as soon as the command is held (or the code ended): a slow connect costs no more.
+    await Promise.race([held.fired, running.catch(() => {}), sleep(10_000)]);
     // Up to ten rounds: a timer that fires may start another (a retry with its own timeout).
     for (let round = 0; round < 10 && held.hasFired() && !done(); round++) {
       const now = await timers.fire();
