@@ -792,9 +792,12 @@ describe("committing a batch", () => {
           Promise.resolve().then(() => exercise.commitBatch(w.client, keys, outcomes)),
         ),
       );
-      committing.then((o) => {
-        outcome = o;
-      });
+      committing.then(
+        (o) => {
+          outcome = o;
+        },
+        () => {},
+      );
       outcome = await within(committing, 5000, "commitBatch() to finish");
       await held;
     } finally {
