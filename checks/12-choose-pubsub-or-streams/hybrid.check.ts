@@ -16,6 +16,7 @@ import {
   until,
   within,
 } from "../kit.ts";
+import { fireUntilQuiet, timersFired } from "../own-timers.ts";
 import { compareIds, isStreamId, pendingCount } from "../streams-support.ts";
 import * as wire from "../wire.ts";
 import { DECISIONS } from "./decisions.ts";
@@ -132,29 +133,6 @@ async function workOnceSettled(
       () => "threw" as const,
     );
   return within(run, 3000, "workOnce()").catch(() => "hung" as const);
-}
-
-/**
- * Makes the learner's timers (`timers`) fire, then those they start, until its code is quiet:
- * nothing on its way to Redis, no timer of its own left unfired, and nothing new sent over a
- * whole turn of the event loop (node-redis writes a command on the turn after it was called).
- * Returns the delays (ms) of the timers fired.
- */
-async function fireUntilQuiet(
-  timers: ReturnType<typeof wire.scopeTimers>,
-  ended: () => boolean,
-): Promise<number[]> {
-  const fired: number[] = [];
-  const last = () => wire.sent().at(-1)?.seq ?? 0;
-  for (let round = 0; round < 20 && !ended(); round++) {
-    const now = await timers.fire();
-    fired.push(...now);
-    await until(() => ended() || wire.nothingInFlight(), 3000);
-    const before = last();
-    await new Promise((resolve) => setImmediate(() => setImmediate(resolve)));
-    if (now.length === 0 && wire.nothingInFlight() && last() === before) break;
-  }
-  return fired;
 }
 
 /** The versions of `events`, when each is a number that is higher than the one before. */
@@ -736,10 +714,7 @@ describe("part 2: the hybrid", () => {
       3000,
       "workOnce() to return once ocr() had returned",
     );
-    const timer =
-      fired.length === 1
-        ? `a timer (${fired[0]} ms)`
-        : `${fired.length} timers (${fired.join(", ")} ms)`;
+    const timer = timersFired(fired);
     check(
       pending === 1 && !states.includes("done") && stateOf(value) !== "done" && !returnedDoc,
       `While ocr("${doc}") was still running${fired.length > 0 ? `, ${timer} that workOnce() had started fired (the check made it fire early: some page always takes longer than any limit you pick), and then` : ","} the task was ${pending === 1 ? "still pending" : "acknowledged"}, the hash held ${show(value)}, the dashboards heard ${states.join(" > ")}${returnedDoc ? ` and workOnce() returned "${doc}"` : ""}. A timer that wins a race against ocr() is not the work finished: the document was never read, yet with the task acknowledged and "done" nobody will retry it. Await ocr(doc) itself; if you want a time limit, let it end in an error (no XACK, no "done"), so the task stays pending for another worker to claim.`,

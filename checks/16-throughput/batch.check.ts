@@ -1,5 +1,5 @@
 import { describe, test } from "vitest";
-import type { BatchParts, Outcome } from "../../src/pipeline/batch-parts.ts";
+import type { BatchParts, Committed, Outcome } from "../../src/pipeline/batch-parts.ts";
 import type { StageKeys } from "../../src/pipeline/keys.ts";
 import type { Work } from "../../src/pipeline/parts.ts";
 import {
@@ -22,6 +22,7 @@ import {
   until,
   within,
 } from "../kit.ts";
+import { fireUntilQuiet, timersFired } from "../own-timers.ts";
 import {
   answerToNewWork,
   blockOf,
@@ -111,26 +112,33 @@ function sentBy(s: Scope, from = 0): SentCommand[] {
 const lastSeq = () => sent().at(-1)?.seq ?? 0;
 
 /**
- * Runs `read` (a readBatch() in worker `w`'s scope) with the answer to its XREADGROUP held back
- * while a timer the learner's code started is still to fire, as a busy network can. A read given
- * up on such a timer (a Promise.race with a timeout) then returns while its answer is still held
- * or still blocked in Redis, on every run, whichever of the timer and Redis's end of the BLOCK
- * would have come first; code that awaits its read is released at once. `gaveUp` tells.
+ * Runs `read` (a readBatch() in worker `w`'s scope) with the answer to its XREADGROUP held back,
+ * as a busy network can, while every timer the learner's code started is made to fire (however
+ * long its delay: no wait for it). A read given up on such a timer (a Promise.race with a
+ * timeout) then returns while its answer is still held or still blocked in Redis, on every run,
+ * whichever of the timer and Redis's end of the BLOCK would have come first; code that awaits
+ * its read is released at once. `gaveUp` tells.
  */
 async function readPastTimers<T>(
   w: { scope: Scope },
   read: () => Promise<T>,
-): Promise<{ value: T; gaveUp: boolean }> {
+): Promise<{ value: T; gaveUp: boolean; fired: string }> {
   const timers = scopeTimers(w.scope, { createdIn: ctx.target });
   let settledYet = false;
   let holding = false;
   let gaveUp = false;
+  let fired: number[] = [];
+  // The hold's end: what the message says of the timers is known only then.
+  let held: Promise<void> = Promise.resolve();
   const slow = holdReply(
     (x) => x.name === "XREADGROUP" && x.scope === w.scope.name,
-    async () => {
+    () => {
       holding = true;
-      await until(() => settledYet || timers.live() === 0, 5000);
-      holding = false;
+      held = fireUntilQuiet(timers, () => settledYet).then((delays) => {
+        fired = delays;
+        holding = false;
+      });
+      return held;
     },
   );
   try {
@@ -138,7 +146,13 @@ async function readPastTimers<T>(
       settledYet = true;
       gaveUp = holding || !nothingInFlight();
     });
-    return { value, gaveUp };
+    await held;
+    // What the message says of the learner's timers the check made fire.
+    const made =
+      fired.length > 0
+        ? ` and made ${timersFired(fired)} your code had started fire at once: some reply always comes later than any limit you pick`
+        : "";
+    return { value, gaveUp, fired: made };
   } finally {
     slow.cancel();
     timers.stop();
@@ -183,7 +197,11 @@ describe("reading a batch", () => {
     await c.xGroupCreate(quiet.stream, quiet.group, "0", { MKSTREAM: true });
     const started = performance.now();
     const quietFrom = lastSeq();
-    const { value: none, gaveUp } = await readPastTimers(w, () =>
+    const {
+      value: none,
+      gaveUp,
+      fired,
+    } = await readPastTimers(w, () =>
       call("readBatch() on a quiet stream", () =>
         w.scope.run(() => exercise.readBatch(w.client, quiet, { ...options, blockMs: 150 })),
       ),
@@ -192,7 +210,7 @@ describe("reading a batch", () => {
     // Before the time it took: a read given up on a timer can return within blockMs too.
     check(
       !gaveUp,
-      `On a quiet stream readBatch() returned ${JSON.stringify(none)} while its XREADGROUP had not been answered yet (the check held the answer back while a timer of your code was still to fire): your code gave up on a timer of its own (a Promise.race with a timeout?). That read still runs in Redis and takes the next entry to arrive, leaving it pending under your consumer with nobody working on it until a sweep takes it over after claimIdleMs. Await the XREADGROUP itself: its BLOCK already bounds the wait.`,
+      `On a quiet stream readBatch() returned ${JSON.stringify(none)} while its XREADGROUP had not been answered yet (the check held the answer back${fired}): your code gave up on a timer of its own (a Promise.race with a timeout?). That read still runs in Redis and takes the next entry to arrive, leaving it pending under your consumer with nobody working on it until a sweep takes it over after claimIdleMs. Await the XREADGROUP itself: its BLOCK already bounds the wait.`,
       2,
     );
     // The BLOCK as sent, so a loaded machine cannot fail a right answer; the time as well, for
@@ -270,7 +288,7 @@ describe("reading a batch", () => {
     // Redis has handed the entry to the consumer, and its reply is slow to come back (a busy
     // network). The reply is held while a timer of the learner's own (a timeout raced against
     // the read) is still to fire: a read given up on it loses what Redis already handed over.
-    const { value: got } = await readPastTimers(w, () =>
+    const { value: got, fired } = await readPastTimers(w, () =>
       call("readBatch() with a slow reply", () =>
         w.scope.run(() => exercise.readBatch(w.client, keys, options)),
       ),
@@ -278,7 +296,7 @@ describe("reading a batch", () => {
     const docs = Array.isArray(got) ? got.map((x: { doc?: unknown }) => x?.doc) : got;
     check(
       sameValue(docs, [doc]),
-      `readBatch() returned ${JSON.stringify(docs)} while Redis had handed ${doc} to consumer ${options.consumer}: the reply to its XREADGROUP was slow to come back, and your code gave up on a timer of its own (a Promise.race with a timeout?). The losing read still ran in Redis: the entry is now pending under your consumer, and nobody works on it until a sweep takes it over after claimIdleMs. Await the XREADGROUP itself: its BLOCK already bounds the wait.`,
+      `readBatch() returned ${JSON.stringify(docs)} while Redis had handed ${doc} to consumer ${options.consumer}: the reply to its XREADGROUP was slow to come back (the check held it${fired}), and your code gave up on a timer of its own (a Promise.race with a timeout?). The losing read still ran in Redis: the entry is now pending under your consumer, and nobody works on it until a sweep takes it over after claimIdleMs. Await the XREADGROUP itself: its BLOCK already bounds the wait.`,
       2,
     );
   });
@@ -425,7 +443,18 @@ describe("in flight", () => {
       return i * 10;
     };
     const given = [...items];
-    const done = call("inFlight()", () => exercise.inFlight(items, 3, task));
+    // The timers inFlight() starts are made to fire once 3 calls run: a call given up on a
+    // timeout of any length (the model still works on it) shows at once, with no wait for it.
+    const flight = scope("in-flight");
+    const timers = scopeTimers(flight, { createdIn: ctx.target });
+    let fired: number[] = [];
+    let over = false;
+    const done = flight.run(() => call("inFlight()", () => exercise.inFlight(items, 3, task)));
+    done
+      .finally(() => {
+        over = true;
+      })
+      .catch(() => {});
     // inFlight() settling before it started its calls (a TODO, a RangeError) is its own failure:
     // reported as it is, not as "started 0 calls".
     let ended = false;
@@ -443,6 +472,13 @@ describe("in flight", () => {
         3,
       );
       if (ended) await done;
+      if (n === 0) {
+        try {
+          fired = await fireUntilQuiet(timers, () => over);
+        } finally {
+          timers.stop();
+        }
+      }
       await sleep(10);
       if (!sameValue(items, given)) {
         fail(
@@ -458,7 +494,7 @@ describe("in flight", () => {
       }
       if (most > 3) {
         fail(
-          `inFlight() had ${most} calls running at once with a limit of 3: a batch of 500 would mean 500 requests to the model. Start a new one only when one finishes.`,
+          `inFlight() had ${most} calls running at once with a limit of 3: a batch of 500 would mean 500 requests to the model.${fired.length > 0 ? ` The check made ${timersFired(fired)} your code had started fire at once (some model call is always slower than any limit you pick), and your code then started more: a timeout that gives up on a call does not end it, the model still works on it.` : ""} Start a new one only when one finishes.`,
           3,
         );
       }
@@ -722,6 +758,79 @@ describe("committing a batch", () => {
         (await pendingCount(c, last.stream, last.group)) === 0 &&
         (await c.hGet(last.doc((final as Work).doc), "embed")) != null,
       `At the last stage (keys.next is null) commitBatch() ${"error" in ended ? `failed (${String((ended.error as Error)?.message ?? ended.error).replace(/\.$/, "")})` : queued.length > 0 ? `sent XADD ${queued[0]?.args[1]}` : "did not store the result and acknowledge the entry"}. There is no next stage there: store the result, acknowledge and announce, and queue nothing (an XADD only when keys.next is set).`,
+      2,
+    );
+  });
+
+  test("commitBatch() returns only once Redis has answered its EXEC, however long that takes", async () => {
+    const keys = stageFor("slow-exec");
+    const docs = ["s1", "s2", "s3"].map((d) => fresh(d));
+    const works = await delivered(keys, docs, fresh("w"));
+    const w = await worker("slow-exec");
+    const outcomes = works.map((work) => ({ work, result: resultFor(work.doc) }));
+    // The answer to the EXEC (or the script) is held, as a busy network can, while every timer
+    // the learner's code started is made to fire: a commit raced against a timeout of any length
+    // shows at once, with no wait for it; one that awaits its EXEC simply waits.
+    const timers = scopeTimers(w.scope, { createdIn: ctx.target });
+    let outcome: { value: Committed } | { error: unknown } | undefined;
+    let fired: number[] = [];
+    let whileHeld: { outcome: typeof outcome; sent: SentCommand[] } | undefined;
+    let held: Promise<void> = Promise.resolve();
+    const slow = holdReply(
+      (x) => x.scope === w.scope.name && (x.name === "EXEC" || isScript(x)),
+      (x) => {
+        held = fireUntilQuiet(timers, () => outcome !== undefined).then((delays) => {
+          fired = delays;
+          whileHeld = { outcome, sent: sentBy(w.scope, x.seq).filter((c) => c.name !== "QUIT") };
+        });
+        return held;
+      },
+    );
+    try {
+      const committing = settled(
+        w.scope.run(() =>
+          Promise.resolve().then(() => exercise.commitBatch(w.client, keys, outcomes)),
+        ),
+      );
+      committing.then(
+        (o) => {
+          outcome = o;
+        },
+        () => {},
+      );
+      outcome = await within(committing, 5000, "commitBatch() to finish");
+      await held;
+    } finally {
+      slow.cancel();
+      timers.stop();
+    }
+    const made =
+      fired.length > 0
+        ? ` and made ${timersFired(fired)} your code had started fire at once: some answer always comes later than any limit you pick`
+        : "";
+    const early = whileHeld?.outcome;
+    check(
+      early === undefined || !("value" in early),
+      `commitBatch() returned ${JSON.stringify(early && "value" in early ? early.value : undefined)} while Redis had not yet answered its EXEC (the check held the answer back${made}). The caller then believes the batch committed, but a transaction is done only when EXEC answers: had it failed (a WatchError from a competitor, a dropped connection), nothing would look again or report it. Await exec() itself; if you want a time limit, let it end in an error, never in a report of success.`,
+      2,
+    );
+    const again = whileHeld?.sent ?? [];
+    check(
+      again.length === 0,
+      `While Redis had not yet answered commitBatch()'s EXEC (the check held the answer back${made}), your code sent ${again.map((c) => c.name).join(", ")}: it started over before it knew whether the first transaction had committed. A retry belongs after a WatchError (EXEC answered: nothing done), never after a timer: the first transaction may well commit, and the second then finds every document done and reports them as duplicates. Await exec() itself.`,
+      2,
+    );
+    // A deadline that rejects fails the batch loudly: its entries stay pending for a retry.
+    if (early !== undefined && "error" in early) return;
+    if (outcome === undefined || "error" in outcome) {
+      fail(
+        `commitBatch() rejected (${String((outcome?.error as Error)?.message ?? outcome?.error)}) once Redis had answered its EXEC, which went through.`,
+        2,
+      );
+    }
+    check(
+      sameValue(outcome.value?.handedOff?.slice().sort(), docs.slice().sort()),
+      `With its EXEC answered late, commitBatch() should report handedOff: the 3 documents; it returned ${JSON.stringify(outcome.value)}.`,
       2,
     );
   });
