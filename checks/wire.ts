@@ -972,7 +972,9 @@ export function scopeTimers(
     live: count,
     delays: () => [...delays],
     fire: async () => {
-      const due = [...live].filter(([id]) => !fired.has(id));
+      // Not one that has run already, whose destroy has not been told yet: refresh() would run
+      // it a second time (a loop's next step started twice).
+      const due = [...live].filter(([id, timer]) => !fired.has(id) && !timer._destroyed);
       const ms = due.map(([, timer]) => Number(timer._idleTimeout));
       await Promise.all(due.map(([id, timer]) => fire(id, timer)));
       return ms;
@@ -983,6 +985,8 @@ export function scopeTimers(
 
 /** The parts of Node's Timeout that scopeTimers() reads and fire() drives. */
 interface TimerResource {
+  /** Set by Node once a timeout has run (or was cleared). */
+  _destroyed?: boolean;
   hasRef?: () => boolean;
   refresh(): void;
   _idleTimeout: number;
