@@ -738,15 +738,33 @@ describe("keyspace notifications", () => {
       2,
     );
 
-    // A worker takes a lease and stalls; another keeps renewing; a cache entry expires too.
-    await observer.set(`${LEASES}acme:contract-stalled`, "ocr-worker-1", {
-      expiration: { type: "PX", value: 200 },
-    });
+    // Another worker takes a lease and keeps renewing it: it must outlive its first 400 ms.
     const busy = `${LEASES}contract-busy`;
     await observer.set(busy, "ocr-worker-2", { expiration: { type: "PX", value: 400 } });
     cleanup.push(() => observer.del(busy));
-    await observer.set(key("cache:acme:contract-stalled"), "{}", {
-      expiration: { type: "PX", value: 200 },
+    // The SET has been answered: by this time its own 400 ms are over.
+    const lapsed = Date.now() + 400;
+    let stopRenewing = false;
+    const renewing = settled(
+      (async () => {
+        // Renewed past its first 400 ms, and until the stalled lease is reported (3 s at most).
+        const renewingNow = () =>
+          !stopRenewing &&
+          (Date.now() < lapsed + 20 || (expired.length === 0 && Date.now() < lapsed + 2600));
+        while (renewingNow()) {
+          const renewed = await call("renewLease()", () =>
+            exercise.renewLease(client, busy, "ocr-worker-2", 400),
+          );
+          check(renewed === true, "renewLease() by the lease's holder should return true.", 3);
+          const left = lapsed + 20 - Date.now();
+          await sleep(left > 0 ? Math.min(100, left) : 100);
+        }
+      })(),
+    );
+    // A test that fails before the end stops the renewals; the lease is deleted after them.
+    cleanup.push(async () => {
+      stopRenewing = true;
+      await renewing;
     });
     // A worker finished its document and deleted its lease: done, not stalled.
     const done = `${LEASES}contract-done`;
@@ -760,22 +778,23 @@ describe("keyspace notifications", () => {
       `__keyevent@${client.options?.database ?? 0}__:evicted`,
       `${LEASES}${evicted}`,
     );
-    // Holds the lease prefix, but not at its start: an archived copy, not a lease.
-    await observer.set(`${key("archive:")}${LEASES}contract-copy`, "{}", {
-      expiration: { type: "PX", value: 200 },
-    });
-
-    // Renewed past its first 400 ms, and until the stalled lease is reported (3 s at most).
-    const renewFrom = Date.now();
-    const renewing = () =>
-      Date.now() < renewFrom + 500 || (expired.length === 0 && Date.now() < renewFrom + 3000);
-    while (renewing()) {
-      const renewed = await call("renewLease()", () =>
-        exercise.renewLease(client, busy, "ocr-worker-2", 400),
-      );
-      check(renewed === true, "renewLease() by the lease's holder should return true.", 3);
-      await sleep(100);
-    }
+    // The stalled lease, the cache entry and an archived copy (it holds the lease prefix, but
+    // not at its start: not a lease) run out now, and Redis notices at once.
+    await expireNow(
+      observer,
+      `${LEASES}acme:contract-stalled`,
+      key("cache:acme:contract-stalled"),
+      `${key("archive:")}${LEASES}contract-copy`,
+    );
+    const renewal = await renewing;
+    if ("error" in renewal) throw renewal.error;
+    // Its first 400 ms are over: a lease renewLease() did not extend is gone by now, whether
+    // Redis has published its expiry yet or not.
+    check(
+      (await observer.exists(busy)) === 1,
+      `The worker of contract-busy renewed its lease with renewLease(..., 400) every 100 ms, and each call returned true, yet the lease was gone once its first 400 ms were over: the lease was not renewed (renewLease() must extend it with PEXPIRE).`,
+      3,
+    );
     await eventually(
       () => expired.length > 0,
       3000,
@@ -969,10 +988,7 @@ describe("keyspace notifications", () => {
 
     // A lease with the same prefix expires on database 0 first: another application's, for a
     // watcher on database 3. Reading it makes Redis notice the expiry now, before the next one.
-    const elsewhere = `${LEASES}lease-on-db0`;
-    await observer.set(elsewhere, "embed-worker-0", { expiration: { type: "PX", value: 30 } });
-    await sleep(60);
-    await observer.get(elsewhere);
+    await expireNow(observer, `${LEASES}lease-on-db0`);
 
     const lease = `${LEASES}lease-on-db3`;
     const since = Date.now();
@@ -982,7 +998,7 @@ describe("keyspace notifications", () => {
     check(taken === true, "acquireLease() of a free lease should return true.", 2);
     await checkNearTtl(db3, lease, since, 60_500, "acquireLease(..., 60500)", 2);
     // The worker stalls: its lease runs out now rather than in a minute.
-    await db3.pExpire(lease, 50);
+    await expireNow(db3, lease);
     await eventually(
       () => expired.some((docId) => docId.endsWith("lease-on-db3")),
       3000,
@@ -1054,10 +1070,7 @@ describe("keyspace notifications", () => {
       "stop() closed the client watchExpiredLeases() was given: the rest of the service uses that client. Close only the connection the watcher opened.",
       3,
     );
-    const lease = `${LEASES}after-one-stop`;
-    await observer.set(lease, "ocr-worker-7", { expiration: { type: "PX", value: 30 } });
-    await sleep(60);
-    await observer.get(lease);
+    await expireNow(observer, `${LEASES}after-one-stop`);
     await eventually(
       () => heard.includes("after-one-stop"),
       3000,
