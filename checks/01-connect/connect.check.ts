@@ -6,12 +6,14 @@ import { describe, test, vi } from "vitest";
 import { freePort } from "../../src/redis/server.ts";
 import {
   aclAccount,
+  CheckFailure,
   type ConnectionInfo,
   call,
   check,
   checkClient,
   ctx,
   fail,
+  failIfNotWritten,
   freshKey,
   learnerConnections,
   loadExercise,
@@ -20,6 +22,7 @@ import {
   settled,
   sleep,
   until,
+  within,
 } from "../kit.ts";
 import { expectRefusedLoginFails, loginRefusalLogged } from "../refused-login.ts";
 import {
@@ -564,6 +567,20 @@ describe("a live connection", () => {
           `connect() called a second time, with the name "${otherName}", while the client it returned for "${name}" was still open, should open a second connection under that name; CLIENT LIST shows ${describeConnections(both) || "none"}${other === client ? ", and it returned the very same client" : ""}. Each call opens a client of its own: one handed back from a pool or cache carries another service's name, and closing it (as withRedis() does) cuts off everyone else who holds it.`,
           2,
         );
+        // Two instances of one service in a process (two OCR workers) share a name: a pool
+        // keyed by URL and name hands the second the first one's client, and the first
+        // withRedis() to close it closes it under the other.
+        const twin = await call("connect()", () => exercise.connect(ctx.redisUrl, name));
+        try {
+          const all = await openAt(observer, openedSince(before));
+          check(
+            twin !== client && twin !== other && all.length === 3,
+            `connect() called a third time, with the name "${name}" again, while the client it returned for that name was still open, should open a connection of its own; ${twin === client ? "it returned the very same client" : twin === other ? `it returned the client of "${otherName}"` : `CLIENT LIST shows ${describeConnections(all) || "none"}`}. Two workers of one service share a name: a pool or cache keyed by URL and name hands the second the first one's client, and the first to close it (as withRedis() does) cuts the other off. Create a new client on every call.`,
+            2,
+          );
+        } finally {
+          if (twin !== client && twin !== other) twin?.destroy();
+        }
       } finally {
         if (other !== client) other?.destroy();
       }
@@ -860,6 +877,56 @@ describe("a live connection", () => {
       }
     },
   );
+
+  // The other refused login: a deploy whose secret never reached it (an unset REDIS_PASSWORD)
+  // connects with no password to a Redis that wants one, and Redis answers NOAUTH, not
+  // WRONGPASS. A stand-in server answers so, as a Redis with requirepass does.
+  test("connect() with no password to a Redis that wants one fails at once (NOAUTH)", async () => {
+    const NOAUTH =
+      "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time";
+    let logins = 0;
+    const server = net.createServer((socket) => {
+      socket.on("error", () => {});
+      socket.on("data", (data) => {
+        logins++;
+        // One error for each command the client pipelined (HELLO, CLIENT SETINFO ...).
+        const commands = data.toString("latin1").match(/(?:^|\r\n)\*\d+\r\n\$/g)?.length ?? 1;
+        socket.write(`-${NOAUTH}\r\n`.repeat(commands));
+      });
+    });
+    const port = await freePort();
+    await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
+    const attempt = scope("no-password");
+    try {
+      const outcome = await settled(
+        within(
+          attempt.run(() =>
+            Promise.resolve().then(() =>
+              exercise.connect(`redis://127.0.0.1:${port}`, `wb:learner:${ctx.runId}:unset`),
+            ),
+          ),
+          5000,
+          "connect()",
+        ),
+      );
+      if ("value" in outcome) (outcome.value as Redis | undefined)?.destroy?.();
+      else failIfNotWritten(outcome.error);
+      const reasons = "error" in outcome ? messagesOf(outcome.error) : [];
+      check(
+        "error" in outcome && !(outcome.error instanceof CheckFailure),
+        `connect() with no password, to a Redis that requires one (it answered every login with NOAUTH, as Redis does when a deploy's secret is missing), ${"value" in outcome ? "resolved" : `had neither resolved nor rejected 5 s and ${logins} logins later`}. NOAUTH is a refused login as much as WRONGPASS is: before the first ready, give up on either (/^(WRONGPASS|NOAUTH)/), or a service deployed without its secret hangs at startup.`,
+        3,
+      );
+      check(
+        /NOAUTH|auth|password|credential|login/i.test(reasons.join(" ")),
+        `connect() with no password, to a Redis that answered NOAUTH, rejected, as it should, but with "${reasons.join(" <- ")}", which does not say the login was refused. Reject with the error node-redis reported (the cause your reconnectStrategy was given), as it is or as the cause of yours.`,
+        3,
+      );
+    } finally {
+      attempt.crash();
+      server.close();
+    }
+  });
 
   test("withRedis() lets a command the work started finish before it closes", async () => {
     const observer = await checkClient();
