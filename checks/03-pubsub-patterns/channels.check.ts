@@ -25,6 +25,8 @@ import { describeTimers, heldWithTimers } from "../own-timeout.ts";
 import { hearDropErrors, hearEscapedErrors, hearUnheardErrors } from "../unheard-errors.ts";
 import {
   allLearnerAddrs,
+  before,
+  command,
   deliverTogether,
   dropConnection,
   learnerAddrs,
@@ -588,6 +590,76 @@ describe("pattern subscriptions", () => {
     } finally {
       drops.stop();
     }
+  });
+
+  // Two consoles of one process, each given its own subscriber connection, watch one prefix: a
+  // registry that subscribes each pattern once for the process hangs the second console on the
+  // first one's connection, and once the first console's owner closes that, it is deaf.
+  test("two watches of one prefix on two connections: the second hears on after the first is closed", async () => {
+    const t = tenant();
+    const publisher = await checkClient();
+    const observer = await checkClient("observer");
+    const firstConnection = await learnerConnection();
+    const first = await watch(firstConnection, t.prefix);
+    const second = await watch(await learnerConnection(), t.prefix);
+    const ocr = t.channelOf("ocr");
+    await unwatchPromptly(first.unwatch, observer);
+    // The first console's owner is done with its connection and closes it, as is its right.
+    firstConnection.destroy();
+    const e = event("ocr", 1);
+    const reached = await publisher.publish(ocr, JSON.stringify(e));
+    await until(() => second.received.length > 0, 2000);
+    await sleep(50);
+    const heard = second.received.filter((r) => sameValue(r, { channel: ocr, event: e })).length;
+    check(
+      heard === 1,
+      `Two watchAllStages() calls for the prefix "${t.prefix}" ran each on a subscriber connection of its own (two consoles of one process); after the first one's unwatch() and its owner closing its connection, the second should still hear the event published on "${ocr}", once; it heard it ${heard} time(s) (PUBLISH reached ${reached} subscription(s)). Subscribe on the connection each call is given: state kept between calls by pattern (a registry that subscribes a pattern once for the process) leaves the second console hanging on the first one's connection. Keep a watch's listener and subscription inside its call.`,
+      3,
+    );
+  });
+
+  // A console is often closed while its connection is down (a network blip): node-redis is
+  // reconnecting it, isReady is false, and once back it subscribes again to every pattern it
+  // still has a listener for.
+  test("unwatch() during a reconnect removes the subscription all the same", async () => {
+    const t = tenant();
+    const before0 = allLearnerAddrs();
+    const subscriber = await learnerClient(undefined, { reconnect: true });
+    connections.push(subscriber);
+    const publisher = await checkClient();
+    const { received, unwatch } = await watch(subscriber, t.prefix);
+    const open = learnerAddrs();
+    const cut = openedSince(before0).filter((addr) => open.has(addr));
+    let unwatching: Promise<{ value: unknown } | { error: unknown }> | undefined;
+    // unwatch() is called while node-redis says hello on the new connection (not ready yet);
+    // the hello goes on once unwatch() has had a turn, and the connection comes back.
+    const rule = before(command("HELLO"), async () => {
+      unwatching = settled(call("unwatch() during a reconnect", () => unwatch(), 5000));
+      await new Promise((resolve) => setImmediate(resolve));
+    });
+    try {
+      for (const addr of cut) dropConnection(addr);
+      check(
+        await until(() => rule.hasFired(), 3000),
+        "After the check cut the subscriber connection, node-redis did not reconnect it within 3 s. Keep the connection open (do not close or quit it).",
+        2,
+      );
+    } finally {
+      rule.cancel();
+    }
+    const outcome = await (unwatching as Promise<{ value: unknown } | { error: unknown }>);
+    if ("error" in outcome) throw outcome.error;
+    await until(() => subscriber.isReady, 3000);
+    const ocr = t.channelOf("ocr");
+    const e = event("ocr", 2);
+    const reached = await publisher.publish(ocr, JSON.stringify(e));
+    await sleep(100);
+    const heard = received.some((r) => sameValue(r, { channel: ocr, event: e }));
+    check(
+      reached === 0 && !heard,
+      `unwatch() was called while the subscriber connection was down (node-redis was reconnecting it: isReady was false) and resolved; once the connection was back, a PUBLISH on "${ocr}" still reached ${reached} subscription(s)${heard ? " and your onEvent()" : ""}: the watch came back with the connection. node-redis subscribes again by itself to every pattern it still has a listener for, so an unwatch() that skips pUnsubscribe() when isReady is false leaves the watch on for ever. Call pUnsubscribe(pattern, listener) whatever state the connection is in (node-redis queues it until the connection is back).`,
+      3,
+    );
   });
 
   test("after unwatch() nothing more arrives, and the connection keeps its other subscriptions", async () => {
