@@ -99,7 +99,13 @@ async function openedSince(observer: Redis, before: Set<string>): Promise<Connec
   return (await learnerConnections(observer)).filter((c) => !before.has(c.addr));
 }
 
-async function expectClosed(observer: Redis, before: Set<string>, when: string): Promise<void> {
+async function expectClosed(
+  observer: Redis,
+  before: Set<string>,
+  when: string,
+  advice = "stop() should close what the worker opened, e.g. its duplicate() for the blocking reads.",
+  hint = 3,
+): Promise<void> {
   let left: ConnectionInfo[] = [];
   const closed = await until(async () => {
     left = await openedSince(observer, before);
@@ -107,8 +113,8 @@ async function expectClosed(observer: Redis, before: Set<string>, when: string):
   }, 1000);
   check(
     closed,
-    `${when}, ${left.length} connection(s) the worker opened are still open (last command: ${left.map((c) => c.cmd).join(", ")}). stop() should close what the worker opened, e.g. its duplicate() for the blocking reads.`,
-    3,
+    `${when}, ${left.length} connection(s) the worker opened are still open (last command: ${left.map((c) => c.cmd).join(", ")}). ${advice}`,
+    hint,
   );
 }
 
@@ -375,6 +381,7 @@ export async function expectStopReportsEndedLoop(setup: {
     known = allLearnerAddrs();
     await observer.xGroupDestroy(stream, group);
   });
+  const before = new Set((await learnerConnections(observer)).map((c) => c.addr));
   let worker: Worker | undefined;
   try {
     worker = await within.run(setup.start);
@@ -411,6 +418,15 @@ export async function expectStopReportsEndedLoop(setup: {
     check(
       !(endedBeforeStop && !wentOn()) || outcome === "rejected",
       `The check removed the group (XGROUP DESTROY) under your worker ${consumer}'s blocking read; Redis answered NOGROUP, your worker's loop ended there (its reader connection closed), and stop() resolved as if all was well: nobody learns that the worker died, nor why. Let stop() await the loop and pass its error on (no try/catch around it, no .catch() that drops it).`,
+      setup.hint,
+    );
+    // However the loop ended, stop() leaves nothing open: a reader closed only when the loop
+    // ends normally stays open after NOGROUP ended it.
+    await expectClosed(
+      observer,
+      before,
+      `The check removed the group (XGROUP DESTROY) under your worker ${consumer}'s blocking read, Redis answered NOGROUP, and after stop() ${outcome === "rejected" ? "rejected with that error" : "returned"}`,
+      "A loop that ends on an error must close its reader too: close it in a finally around the loop (try { ... } finally { await reader.close() }), not only after the loop's last round.",
       setup.hint,
     );
   } finally {

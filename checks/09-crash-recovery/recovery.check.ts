@@ -345,7 +345,8 @@ test("a restarted worker first finishes what it was given before", async () => {
 
 test("a task whose handler throws stays pending, the worker carries on, and the task comes back", async () => {
   const { observer, q, client } = await scene("failing");
-  const [thrown, rejected, healthy] = await addDocs(observer, q, 1, 3);
+  // The rejecting task first: a loop that catches rejections only dies on the throw after it.
+  const [rejected, thrown, healthy] = await addDocs(observer, q, 1, 3);
   if (!thrown || !rejected || !healthy) throw new Error("no entries added");
 
   const calls = new Map<string, number>();
@@ -378,9 +379,14 @@ test("a task whose handler throws stays pending, the worker carries on, and the 
     });
     const failed = [thrown, rejected];
     const carriedOn = await until(() => pendingWhenHealthy !== undefined, 3000);
+    // A loop that survived the rejection and ended at the throw: a .catch() or .then(ok,
+    // failed) on what handle() returns never sees a throw that comes before any promise.
+    const diedOnThrow = calls.has(rejected.id) && calls.has(thrown.id);
     check(
       carriedOn,
-      `handle() failed for ${names(failed.filter((d) => calls.has(d.id)))}, and afterwards the worker never handled ${healthy.docId}: a failing task ended its loop. Catch the error of handle(), leave the entry pending, and go on with the next one.`,
+      diedOnThrow
+        ? `handle() rejected for ${rejected.docId} and your worker went on; then it threw for ${thrown.docId} without returning a promise (a handler that is not async throws like that, validating its input say), and the worker never handled ${healthy.docId}: a failing task ended its loop. A .catch() or .then(ok, failed) on what handle() returns never sees such a throw: call it inside try { await handle(task) } catch { ... } (or as Promise.resolve().then(() => handle(task))), leave the entry pending, and go on with the next one.`
+        : `handle() failed for ${names(failed.filter((d) => calls.has(d.id)))}, and afterwards the worker never handled ${healthy.docId}: a failing task ended its loop. Catch the error of handle(), leave the entry pending, and go on with the next one.`,
       2,
     );
     const ackedAfterFailure = failed.filter((d) => !pendingWhenHealthy?.includes(d.id));
