@@ -1,10 +1,12 @@
 /**
  * The learner's own timers, made to fire while the check holds something (a reply, a task in
  * hand): a race against a timeout of any length is then seen at once, with no wait for it.
- * Lessons 09, 10, 12 and 16 use it, with `scopeTimers(scope, { createdIn: ctx.target })`.
+ * Lessons 09, 10, 12 and 16 use fireUntilQuiet() with `scopeTimers(scope, { createdIn:
+ * ctx.target })`; 03, 04 and 05 use heldWithTimers(), which holds one command at the socket
+ * while the timers fire.
  */
-import { until } from "./kit.ts";
-import { nothingInFlight, type scopeTimers, sent } from "./wire.ts";
+import { ctx, failIfNotWritten, sleep, until } from "./kit.ts";
+import { before, nothingInFlight, type SentCommand, scope, scopeTimers, sent } from "./wire.ts";
 
 export type OwnTimers = ReturnType<typeof scopeTimers>;
 
@@ -35,4 +37,81 @@ export function timersFired(fired: number[]): string {
   return delays.length === 1
     ? `${fired.length} timers (${delays[0]} ms each)`
     : `${fired.length} timers (${delays.join(", ")} ms)`;
+}
+
+// heldWithTimers(): a timeout of the learner's own, seen whatever its length. Code that races a
+// Redis command against `setTimeout(..., N)` and then carries on (as if the command had
+// succeeded, or with a default) is wrong whenever Redis takes longer than N, but a check that
+// holds the command for a fixed time only sees it when N is shorter than the hold. Here the
+// command is held at the socket while every timer the learner's file started fires at once, so
+// a race is lost on every run whatever N is, and no test waits for N to pass. Code that awaits
+// the command itself is let through the moment the timers have run.
+
+/** How learner code had ended: with a value, with an error, or not yet (undefined). */
+export type Ended<T> = { value: T } | { error: unknown } | undefined;
+
+export interface HeldWithTimers<T> {
+  /** Whether the code sent a command that `match` selects (and it was held). */
+  held: boolean;
+  /** The delays (ms) of the learner's timers made to fire while the command was held. */
+  fired: number[];
+  /** How the code had ended while the command was still held. */
+  whileHeld: Ended<T>;
+  /** How it ended once the command went through (undefined: still running 3 s later). */
+  after: Ended<T>;
+}
+
+/**
+ * Runs `start` (a call of the learner's code) in a scope of its own and holds the first command
+ * that `match` selects before it reaches Redis; meanwhile makes each timer the learner's file
+ * started fire now, then those they start, until none is left. Then lets the command through
+ * and waits (up to 3 s) for the code to end. The starter's TODO throw fails as "not written
+ * yet"; any other error is the caller's to judge (a deadline that rejects loudly is right).
+ */
+export async function heldWithTimers<T>(
+  match: (command: SentCommand) => boolean,
+  start: () => Promise<T>,
+): Promise<HeldWithTimers<T>> {
+  const s = scope("own-timeout");
+  const timers = scopeTimers(s, { createdIn: ctx.target });
+  let release = () => {};
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const held = before(match, () => gate);
+  let ended: Ended<T>;
+  const running = s.run(() => Promise.resolve().then(start));
+  running.then(
+    (value) => {
+      ended = { value };
+    },
+    (error: unknown) => {
+      ended = { error };
+    },
+  );
+  const done = () => ended !== undefined;
+  const fired: number[] = [];
+  let whileHeld: Ended<T>;
+  try {
+    // Ends as soon as the command is held (or the code ended): a slow connect costs no more.
+    await Promise.race([held.fired, running.catch(() => {}), sleep(10_000)]);
+    // Up to ten rounds: a timer that fires may start another (a retry with its own timeout).
+    for (let round = 0; round < 10 && held.hasFired() && !done(); round++) {
+      const now = await timers.fire();
+      if (now.length === 0) break;
+      fired.push(...now);
+      // Code that gives up on its timer ends within a few turns of it; code that awaits the
+      // held command cannot end before it is let through, so this wait is all it costs.
+      await until(done, 100);
+    }
+    whileHeld = ended;
+  } finally {
+    release();
+    held.cancel();
+    timers.stop();
+  }
+  await until(done, 3000);
+  const outcome = ended as Ended<T>;
+  if (outcome && "error" in outcome) failIfNotWritten(outcome.error);
+  return { held: held.hasFired(), fired, whileHeld, after: outcome };
 }
