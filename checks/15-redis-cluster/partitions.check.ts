@@ -277,6 +277,9 @@ test("partitionOf() gives each document one partition, the same in every process
 test("every key of a partition hashes to one slot, and the partitions spread over the primaries", async () => {
   const base = key(fresh("pipeline"));
   const keysOf = keysFor(base);
+  // Another pipeline's names first: a name of it in this one's is a cache that forgot the base.
+  const earlier = key(fresh("pipeline"));
+  for (let p = 0; p < PARTITIONS; p++) await keysFor(earlier)(p);
   const owners = new Map<number, number[]>();
   const seen = new Set<string>();
   for (let p = 0; p < PARTITIONS; p++) {
@@ -291,7 +294,7 @@ test("every key of a partition hashes to one slot, and the partitions spread ove
     for (const name of names) {
       check(
         typeof name === "string" && name.includes(base),
-        `partitionKeys("${base}", ${p}) gave the name ${JSON.stringify(name)}, which does not contain the base "${base}" it was given: two pipelines (or two runs of the check) would share keys.`,
+        `partitionKeys("${base}", ${p}) gave the name ${JSON.stringify(name)}, which does not contain the base "${base}" it was given: two pipelines (or two runs of the check) would share keys.${typeof name === "string" && name.includes(earlier) ? ` It is a name of partitionKeys("${earlier}", ${p}), called just before: names kept from an earlier call (a cache keyed by the partition alone?). Key a cache by the base and the partition, or build the names on every call.` : ""}`,
         1,
       );
       check(
@@ -801,7 +804,10 @@ test("workRound() awaits each hand-off, and a read or hand-off Redis refused rej
 
 test("a round that rejects has ended: no partition goes on handling or handing off after it", async () => {
   const { run, keys } = await pipeline();
-  const ids = await idsOnEveryPartition(1);
+  // Two documents on every partition, the failing one first on partition 0: a round that hands
+  // off a partition's documents side by side (Promise.all over them) still has the second one
+  // in hand when the first one's hand-off fails.
+  const ids = await idsOnEveryPartition(2);
   const partitions = await upload(keys, ids);
   const failing = ids[Math.max(0, partitions.indexOf(0))] as string;
   const worker = scope("worker");
@@ -817,11 +823,12 @@ test("a round that rejects has ended: no partition goes on handling or handing o
       ),
     (c) => dropConnection(c.conn),
   );
-  // Any other partition's handle() is held until the round has ended, or until the round waits
-  // on held handle() calls alone. A round that works the partitions in parallel has partition
-  // 0's read and hand-off on their way meanwhile, so its handle() calls are still held when
-  // that hand-off fails; a round that works them one at a time (in any order) is waiting on this
-  // call alone, and it goes on. Events, not a time: nothing is on its way for 100 ms running.
+  // Any other document's handle() is held until the round has ended, or until the round waits
+  // on held handle() calls alone. A round that works the partitions (or a partition's documents)
+  // in parallel has partition 0's read and hand-off on their way meanwhile, so its handle() calls
+  // are still held when that hand-off fails; a round that works them one at a time (in any
+  // order) is waiting on this call alone, and it goes on. Events, not a time: nothing is on its
+  // way for 100 ms running.
   let waiting = 0;
   let releasedAfter = 0;
   const handle = async (work: Work) => {
@@ -855,12 +862,12 @@ test("a round that rejects has ended: no partition goes on handling or handing o
     const late = after();
     check(
       late.length === 0,
-      `When the hand-off of ${failing} (partition 0) failed, workRound() rejected, and afterwards ${releasedAfter} handle() call(s) of other partitions were still running, and your code went on: it sent ${late
+      `When the hand-off of ${failing} (partition 0) failed, workRound() rejected, and afterwards ${releasedAfter} handle() call(s) of other documents (of partition 0 or of other partitions) were still running, and your code went on: it sent ${late
         .slice(0, 4)
         .map((c) => c.args.slice(0, 2).join(" "))
         .join(
           ", ",
-        )}${late.length > 4 ? ", ..." : ""} after it had rejected. The caller takes the rejection for the end of the round (it backs off, or shuts down and closes the client), while your partitions go on handling and handing off behind its back: Promise.all() rejects at the first failure and leaves the others running. Let the round end first: read the partitions one after another, or wait for all of them (Promise.allSettled(), then throw the first error).`,
+        )}${late.length > 4 ? ", ..." : ""} after it had rejected. The caller takes the rejection for the end of the round (it backs off, or shuts down and closes the client), while your partitions go on handling and handing off behind its back: Promise.all() (over the partitions, or over a partition's documents) rejects at the first failure and leaves the others running. Let the round end first: work the partitions and their documents one after another, or wait for all of them (Promise.allSettled(), then throw the first error).`,
       2,
     );
   } finally {
