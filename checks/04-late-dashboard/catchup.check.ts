@@ -1185,6 +1185,28 @@ describe("a dashboard that joins late", () => {
     }
   });
 
+  // Two screens of one process on one client: a subscriber connection shared between them (one
+  // per client, a cache) dies with the first stop(), and the other screen goes dark.
+  test("stop() of one dashboard leaves the other on the same client showing", async () => {
+    const { keys, pipeline, client } = await documentsSoFar("stop-one", ["contract-41"]);
+    const shownBy = { A: [] as DocStatus[], B: [] as DocStatus[] };
+    const stops = {} as Record<"A" | "B", Stop>;
+    for (const label of ["A", "B"] as const) {
+      stops[label] = await call(`openDashboard() for dashboard ${label}`, () =>
+        exercise.openDashboard(client, keys, (status) => shownBy[label].push(status)),
+      );
+      open.push(stops[label]);
+    }
+    await call("stop() of dashboard A", () => stops.A());
+    const next = await pipeline.advance("contract-41");
+    await eventually(
+      () => caughtUp(pipeline, shownBy.B),
+      2000,
+      `Two dashboards were opened on one client, and dashboard A was stopped; dashboard B should then show ${describeStatus(next)} for contract-41, published after A stopped; it showed ${JSON.stringify(shownBy.B)}. Each dashboard subscribes on a connection of its own (client.duplicate() in every openDashboard() call), and its stop() closes that one only: a subscriber shared between dashboards dies with the first stop().`,
+      3,
+    );
+  });
+
   test("stop() unsubscribes and closes the dashboard's connection", async () => {
     const observer = await checkClient();
     const client = await learnerClient();

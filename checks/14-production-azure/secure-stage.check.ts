@@ -198,6 +198,43 @@ const RETRIES_ASKED = 100;
 const MAX_RECONNECT_MS = 30_000;
 const MIN_RECONNECT_MS = 100;
 
+/**
+ * After the first WARM_UP answers (a strategy that counts its own calls has grown by then), the
+ * strategy is asked JITTER_ASKED more times, and each answer must keep to both bounds: a pure
+ * function, so hundreds of calls cost nothing, and a jitter below the floor one time in thirty
+ * (p = 0.03) slips through all of them with a chance of 0.97^600, about 1e-8, even where
+ * Math.random() is not the source of its randomness.
+ */
+const WARM_UP = 20;
+const JITTER_ASKED = 600;
+
+/** Math.random()'s lowest and highest values. */
+const RANDOM_LOWEST = 0;
+const RANDOM_HIGHEST = 1 - 2 ** -53;
+/** What Math.random() gives while the strategy is asked, in turn (undefined: its own value). */
+const RANDOM_IN_TURN = [RANDOM_LOWEST, RANDOM_HIGHEST, undefined];
+
+/**
+ * What a reconnect strategy answers, with Math.random() giving `random` for the call (its own
+ * value when undefined); an Error it throws is its answer too.
+ */
+function askStrategy(
+  strategy: (retries: number, cause: Error) => unknown,
+  retries: number,
+  cause: Error,
+  random: number | undefined,
+): unknown {
+  const own = Math.random;
+  if (random !== undefined) Math.random = () => random;
+  try {
+    return strategy(retries, cause);
+  } catch (error) {
+    return error;
+  } finally {
+    Math.random = own;
+  }
+}
+
 /** The largest COUNT a worker's read may ask for: more is a backlog taken in one reply. */
 const MAX_COUNT = 1000;
 
@@ -400,31 +437,45 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
         new Error("WRONGPASS invalid username-password pair or user is disabled."),
       ]) {
         // Asked again for the next attempts too: a strategy that counts its own calls instead
-        // of reading `retries` has grown by the last one.
-        let answer: unknown;
-        let retries = RETRIES_ASKED;
-        for (; retries < RETRIES_ASKED + 20; retries++) {
-          try {
-            answer = strategy(retries, cause);
-          } catch (error) {
-            answer = error;
-          }
+        // of reading `retries` has grown after the first WARM_UP answers, and from then on
+        // every answer must keep to the floor and the cap. Math.random() is made to give its
+        // lowest and highest values in turn (and its own in between), so a jitter that can go
+        // below the floor does on every run, not in one run of thirty.
+        const ask = strategy as (retries: number, cause: Error) => unknown;
+        for (
+          let retries = RETRIES_ASKED;
+          retries < RETRIES_ASKED + WARM_UP + JITTER_ASKED;
+          retries++
+        ) {
+          const random = RANDOM_IN_TURN[retries % RANDOM_IN_TURN.length];
+          const answer = askStrategy(ask, retries, cause, random);
           check(
             typeof answer === "number",
             `Once connected, your stageClient()'s reconnect strategy, asked after ${retries} failed attempts with the cause "${cause.message}", answered ${answer instanceof Error ? `an Error ("${answer.message}")` : JSON.stringify(answer)} instead of a delay: the client would give up and stay closed after an outage of a few minutes (a failover, a rotation under way), until someone restarts the worker. After the first "ready", answer a delay (capped, say at 2 s), however many retries it took.`,
             2,
           );
+          const tooLong = !(answer <= MAX_RECONNECT_MS);
+          const tooShort = retries >= RETRIES_ASKED + WARM_UP && !(answer >= MIN_RECONNECT_MS);
+          if (!tooLong && !tooShort) continue;
+          // Only now, so as not to call a strategy that counts its calls more than node-redis
+          // would: does its answer hang on Math.random()?
+          const jitter =
+            random !== undefined &&
+            askStrategy(ask, retries, cause, RANDOM_LOWEST) !==
+              askStrategy(ask, retries, cause, RANDOM_HIGHEST);
+          const withRandom = jitter
+            ? ` (with Math.random() giving ${random === RANDOM_LOWEST ? "0" : "just under 1"})`
+            : "";
           check(
-            (answer as number) <= MAX_RECONNECT_MS,
-            `Once connected, your stageClient()'s reconnect strategy, asked after ${retries} failed attempts with the cause "${cause.message}", answered a delay of ${answer} ms (${Math.round((answer as number) / 60_000)} min): after an outage of a few minutes (a failover, a rotation under way) your worker would stay away that long after Redis is back, while the work piles up. Cap the delay at a few seconds: Math.min(2 ** retries * 50, 2000).`,
+            !tooLong,
+            `Once connected, your stageClient()'s reconnect strategy, asked after ${retries} failed attempts with the cause "${cause.message}", answered a delay of ${answer} ms (${Math.round(answer / 60_000)} min)${withRandom}: after an outage of a few minutes (a failover, a rotation under way) your worker would stay away that long after Redis is back, while the work piles up. Cap the delay at a few seconds: Math.min(2 ** retries * 50, 2000).${jitter ? ` A jitter must keep to the cap too: ${MIN_RECONNECT_MS} + Math.random() * (cap - ${MIN_RECONNECT_MS}).` : ""}`,
+            2,
+          );
+          fail(
+            `Once connected, your stageClient()'s reconnect strategy, asked after ${retries} failed attempts with the cause "${cause.message}", answered a delay of ${answer} ms${withRandom}: while Redis is down (a failover can take a minute) every worker would try again ${Math.round(1000 / Math.max(answer, 1))} times a second, a TLS handshake and a login each, a storm that a server coming back has to weather. Let the delay grow as the failures go on, to a second or two: Math.min(2 ** retries * 50, 2000).${jitter ? ` A jitter must not take the delay below ${MIN_RECONNECT_MS} ms either ("full jitter", Math.random() * cap, can give 0): add it on top of a floor, ${MIN_RECONNECT_MS} + Math.random() * (cap - ${MIN_RECONNECT_MS}).` : ""}`,
             2,
           );
         }
-        check(
-          (answer as number) >= MIN_RECONNECT_MS,
-          `Once connected, your stageClient()'s reconnect strategy, asked after ${retries - 1} failed attempts with the cause "${cause.message}", answered a delay of ${answer} ms: while Redis is down (a failover can take a minute) every worker would try again ${Math.round(1000 / Math.max(answer as number, 1))} times a second, a TLS handshake and a login each, a storm that a server coming back has to weather. Let the delay grow as the failures go on, to a second or two: Math.min(2 ** retries * 50, 2000).`,
-          2,
-        );
       }
     }
   });
