@@ -1,9 +1,9 @@
-import { randomInt } from "node:crypto";
+import { randomBytes, randomInt } from "node:crypto";
 import net from "node:net";
 import { format } from "node:util";
 import { createClient, type RedisClientOptions } from "redis";
 import { describe, test, vi } from "vitest";
-import { freePort } from "../../src/redis/server.ts";
+import { freePort, startPrivateServer } from "../../src/redis/server.ts";
 import {
   aclAccount,
   CheckFailure,
@@ -880,53 +880,46 @@ describe("a live connection", () => {
 
   // The other refused login: a deploy whose secret never reached it (an unset REDIS_PASSWORD)
   // connects with no password to a Redis that wants one, and Redis answers NOAUTH, not
-  // WRONGPASS. A stand-in server answers so, as a Redis with requirepass does.
-  test("connect() with no password to a Redis that wants one fails at once (NOAUTH)", async () => {
-    const NOAUTH =
-      "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time";
-    let logins = 0;
-    const server = net.createServer((socket) => {
-      socket.on("error", () => {});
-      socket.on("data", (data) => {
-        logins++;
-        // One error for each command the client pipelined (HELLO, CLIENT SETINFO ...).
-        const commands = data.toString("latin1").match(/(?:^|\r\n)\*\d+\r\n\$/g)?.length ?? 1;
-        socket.write(`-${NOAUTH}\r\n`.repeat(commands));
-      });
-    });
-    const port = await freePort();
-    await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
-    const attempt = scope("no-password");
-    try {
-      const outcome = await settled(
-        within(
-          attempt.run(() =>
-            Promise.resolve().then(() =>
-              exercise.connect(`redis://127.0.0.1:${port}`, `wb:learner:${ctx.runId}:unset`),
+  // WRONGPASS. A redis-server of the check's own, started with requirepass, answers so.
+  test.skipIf(!ctx.privateServer)(
+    "connect() with no password to a Redis that wants one fails at once (NOAUTH)",
+    async () => {
+      const server = await startPrivateServer(["--requirepass", randomBytes(12).toString("hex")]);
+      const attempt = scope("no-password");
+      try {
+        const outcome = await settled(
+          within(
+            attempt.run(() =>
+              Promise.resolve().then(() =>
+                exercise.connect(
+                  `redis://127.0.0.1:${server.port}`,
+                  `wb:learner:${ctx.runId}:unset`,
+                ),
+              ),
             ),
+            5000,
+            "connect()",
           ),
-          5000,
-          "connect()",
-        ),
-      );
-      if ("value" in outcome) (outcome.value as Redis | undefined)?.destroy?.();
-      else failIfNotWritten(outcome.error);
-      const reasons = "error" in outcome ? messagesOf(outcome.error) : [];
-      check(
-        "error" in outcome && !(outcome.error instanceof CheckFailure),
-        `connect() with no password, to a Redis that requires one (it answered every login with NOAUTH, as Redis does when a deploy's secret is missing), ${"value" in outcome ? "resolved" : `had neither resolved nor rejected 5 s and ${logins} logins later`}. NOAUTH is a refused login as much as WRONGPASS is: before the first ready, give up on either (/^(WRONGPASS|NOAUTH)/), or a service deployed without its secret hangs at startup.`,
-        3,
-      );
-      check(
-        /NOAUTH|auth|password|credential|login/i.test(reasons.join(" ")),
-        `connect() with no password, to a Redis that answered NOAUTH, rejected, as it should, but with "${reasons.join(" <- ")}", which does not say the login was refused. Reject with the error node-redis reported (the cause your reconnectStrategy was given), as it is or as the cause of yours.`,
-        3,
-      );
-    } finally {
-      attempt.crash();
-      server.close();
-    }
-  });
+        );
+        if ("value" in outcome) (outcome.value as Redis | undefined)?.destroy?.();
+        else failIfNotWritten(outcome.error);
+        const reasons = "error" in outcome ? messagesOf(outcome.error) : [];
+        check(
+          "error" in outcome && !(outcome.error instanceof CheckFailure),
+          `connect() with no password, to a Redis that requires one (it answered every login with NOAUTH, as Redis does when a deploy's secret is missing), ${"value" in outcome ? "resolved" : "had neither resolved nor rejected 5 s later"}. NOAUTH is a refused login as much as WRONGPASS is: before the first ready, give up on either (/^(WRONGPASS|NOAUTH)/), or a service deployed without its secret hangs at startup.`,
+          3,
+        );
+        check(
+          /NOAUTH|auth|password|credential|login/i.test(reasons.join(" ")),
+          `connect() with no password, to a Redis that answered NOAUTH, rejected, as it should, but with "${reasons.join(" <- ")}", which does not say the login was refused. Reject with the error node-redis reported (the cause your reconnectStrategy was given), as it is or as the cause of yours.`,
+          3,
+        );
+      } finally {
+        attempt.crash();
+        await server.stop();
+      }
+    },
+  );
 
   test("withRedis() lets a command the work started finish before it closes", async () => {
     const observer = await checkClient();
