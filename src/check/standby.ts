@@ -118,8 +118,13 @@ export function startStandby(
   const goFile = join(scratch, "go");
   const forgetRun = killRunOnExit(runId);
   // Armed before the spawn: a SIGKILL of the workbook between the two would leave vitest and
-  // the scratch directory with no one to end them.
-  const guard = guardRun(runId, ownFile ? [scratch, ownFile] : [scratch]);
+  // the scratch directory with no one to end them. A shard's watchdog also removes the
+  // directory its processes share (./shards.ts): nothing else would after a SIGKILL.
+  const guard = guardRun(runId, [
+    scratch,
+    ...(ownFile ? [ownFile] : []),
+    ...(shard ? [shard.dir] : []),
+  ]);
   const stamp = sourcesStamp(lesson);
   const child = spawn(
     process.execPath,
