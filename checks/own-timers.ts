@@ -59,6 +59,8 @@ export interface HeldWithTimers<T> {
   whileHeld: Ended<T>;
   /** How it ended once the command went through (undefined: still running 3 s later). */
   after: Ended<T>;
+  /** Whether it resolved while its command was held and after a timer of its own fired: the race lost. */
+  answeredEarly: boolean;
 }
 
 /**
@@ -113,5 +115,7 @@ export async function heldWithTimers<T>(
   await until(done, 3000);
   const outcome = ended as Ended<T>;
   if (outcome && "error" in outcome) failIfNotWritten(outcome.error);
-  return { held: held.hasFired(), fired, whileHeld, after: outcome };
+  const answeredEarly =
+    held.hasFired() && fired.length > 0 && whileHeld !== undefined && "value" in whileHeld;
+  return { held: held.hasFired(), fired, whileHeld, after: outcome, answeredEarly };
 }

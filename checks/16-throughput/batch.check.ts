@@ -1,4 +1,4 @@
-import { describe, test } from "vitest";
+import { describe, onTestFinished, test } from "vitest";
 import type { BatchParts, Committed, Outcome } from "../../src/pipeline/batch-parts.ts";
 import type { StageKeys } from "../../src/pipeline/keys.ts";
 import type { Work } from "../../src/pipeline/parts.ts";
@@ -111,6 +111,13 @@ function sentBy(s: Scope, from = 0): SentCommand[] {
 
 const lastSeq = () => sent().at(-1)?.seq ?? 0;
 
+/** For a message: " and made <the timers> your code had started fire at once: ...", or "". */
+function firedAtOnce(fired: number[], what: "reply" | "answer"): string {
+  return fired.length > 0
+    ? ` and made ${timersFired(fired)} your code had started fire at once: some ${what} always comes later than any limit you pick`
+    : "";
+}
+
 /**
  * Runs `read` (a readBatch() in worker `w`'s scope) with the answer to its XREADGROUP held back,
  * as a busy network can, while every timer the learner's code started is made to fire (however
@@ -148,11 +155,7 @@ async function readPastTimers<T>(
     });
     await held;
     // What the message says of the learner's timers the check made fire.
-    const made =
-      fired.length > 0
-        ? ` and made ${timersFired(fired)} your code had started fire at once: some reply always comes later than any limit you pick`
-        : "";
-    return { value, gaveUp, fired: made };
+    return { value, gaveUp, fired: firedAtOnce(fired, "reply") };
   } finally {
     slow.cancel();
     timers.stop();
@@ -447,6 +450,8 @@ describe("in flight", () => {
     // timeout of any length (the model still works on it) shows at once, with no wait for it.
     const flight = scope("in-flight");
     const timers = scopeTimers(flight, { createdIn: ctx.target });
+    // Stopped once fired, below; a test that fails before then must not leave it watching.
+    onTestFinished(() => timers.stop());
     let fired: number[] = [];
     let over = false;
     const done = flight.run(() => call("inFlight()", () => exercise.inFlight(items, 3, task)));
@@ -804,10 +809,7 @@ describe("committing a batch", () => {
       slow.cancel();
       timers.stop();
     }
-    const made =
-      fired.length > 0
-        ? ` and made ${timersFired(fired)} your code had started fire at once: some answer always comes later than any limit you pick`
-        : "";
+    const made = firedAtOnce(fired, "answer");
     const early = whileHeld?.outcome;
     check(
       early === undefined || !("value" in early),
