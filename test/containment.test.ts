@@ -19,6 +19,8 @@ import { waitFor } from "./support/wait.ts";
 
 const lesson = loadLesson("01-connect");
 const solution = readFileSync(lesson.solution, "utf8");
+/** A lesson whose check runs in several processes that share a directory ("shards"). */
+const sharded = loadLesson("07-tail-xread");
 const scratch = scratchDir("containment");
 const marks: string[] = [];
 afterEach(() => {
@@ -27,13 +29,13 @@ afterEach(() => {
 afterAll(() => scratch.remove());
 
 let counter = 0;
-/** A workspace holding `source` as lesson 01's exercise, a temp dir, and a marked environment. */
-function sandbox(source: string) {
+/** A workspace holding `source` as the lesson's exercise, a temp dir, and a marked environment. */
+function sandbox(source: string, { id, exercise } = lesson) {
   const base = join(scratch.dir, String(counter++));
   const workspace = join(base, "workspace");
   const tmp = join(base, "tmp");
-  const file = join(workspace, lesson.id, lesson.exercise);
-  mkdirSync(join(workspace, lesson.id), { recursive: true });
+  const file = join(workspace, id, exercise);
+  mkdirSync(join(workspace, id), { recursive: true });
   mkdirSync(tmp);
   writeFileSync(file, source);
   const { mark, env } = marker();
@@ -64,6 +66,29 @@ test("SIGKILL of the workbook's process group while learner code spins: nothing 
   // The test worker has started too: the learner's loop is what runs.
   const running = await waitFor(() => checkProcesses(box.file).length >= 2, 60_000);
   expect(running, "the check's test worker never started").toBe(true);
+
+  process.kill(-(cli.pid ?? 0), "SIGKILL");
+
+  await expectAllGone(box);
+});
+
+test("SIGKILL of the workbook's process group during a check run in several processes: nothing is left", async () => {
+  // Each process has its own scratch and the processes share one more: all must go.
+  const shards = sharded.shards ?? 1;
+  expect(shards, "07 no longer runs in several processes: pick a lesson that does").toBeGreaterThan(
+    1,
+  );
+  const spin = "  for (;;) {}\n  const { stream, checkpoint";
+  const source = readFileSync(sharded.solution, "utf8").replace(
+    "  const { stream, checkpoint",
+    spin,
+  );
+  expect(source).toContain("for (;;)");
+  const box = sandbox(source, sharded);
+  const cli = launch(process.execPath, [...TSX, "src/cli.ts", "check", "07"], box.env);
+  // Every process's vitest and its test worker are running the learner's file.
+  const running = await waitFor(() => checkProcesses(box.file).length >= 2 * shards, 60_000);
+  expect(running, "the check's processes never all started").toBe(true);
 
   process.kill(-(cli.pid ?? 0), "SIGKILL");
 
