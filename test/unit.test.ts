@@ -389,6 +389,34 @@ describe("merging what the processes sharing a check reported", () => {
     expect(last.tests.at(-1)?.message).toContain("the tests after it did not run");
   });
 
+  test("processes cut off by the limit, each stuck in a test: the reason names every stuck test", () => {
+    const stuckIn = (name: string) =>
+      decide([{ event: "start", test: name }], {
+        timedOutAfterMs: 15_000,
+        exitCode: null,
+        signal: null,
+      });
+    const first = stuckIn("b");
+    const second = stuckIn("d");
+    const merged = mergeShards(
+      [
+        { ...first, tests: [ran("a"), ...first.tests] },
+        { ...second, tests: [elsewhere("a"), elsewhere("b"), ran("c"), ...second.tests] },
+      ],
+      15_000,
+    );
+    expect(merged.status).toBe("failed");
+    expect(merged.reason).toMatch(
+      /^The check did not finish within 15s: it was still waiting on "b" and "d" \(each in a process of its own\)\./,
+    );
+    // One stuck process: its reason as it was.
+    const one = mergeShards(
+      [{ ...first, tests: [ran("a"), ...first.tests] }, part([ran("c")])],
+      15_000,
+    );
+    expect(one.reason).toBe(first.reason);
+  });
+
   test("a test no process ran is left out, not shown as skipped", () => {
     const merged = mergeShards([part([ran("a"), elsewhere("b")]), part([elsewhere("a")])]);
     expect(merged.tests.map((t) => t.name)).toEqual(["a"]);

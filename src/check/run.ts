@@ -405,7 +405,7 @@ async function waitForParts(
       ),
     );
   }
-  return mergeShards(parts);
+  return mergeShards(parts, timeoutMs);
 }
 
 function doesNotCompile(diagnostics: Diagnostic[]): Parameters<Finish>[0] {

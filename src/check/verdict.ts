@@ -99,6 +99,23 @@ const OTHERS_WENT_ON =
 const NEVER_RETURNS =
   "Something in your code never returns: look for a missing await, a loop without an exit, or a blocking read without a BLOCK timeout.";
 
+const CUT_OFF = "The check did not finish within ";
+
+/** Why a run cut off by its limit failed: the tests still running then, one per stuck process. */
+function cutOffReason(timedOutAfterMs: number, stuck: string[]): string {
+  const quoted = stuck.map((name) => `"${name}"`);
+  const what =
+    quoted.length === 0
+      ? "the check to start"
+      : quoted.length === 1
+        ? quoted[0]
+        : `${quoted.slice(0, -1).join(", ")} and ${quoted.at(-1)} (each in a process of its own)`;
+  return `${CUT_OFF}${timedOutAfterMs / 1000}s: it was still waiting on ${what}. ${NEVER_RETURNS}`;
+}
+
+/** The test a run cut off by its limit lists as never finished (see decide()). */
+const STOPPED_AFTER = "Stopped after the check's ";
+
 /** vitest's own words when a test runs out of time, retold with what the kit's call() waited for. */
 function timedOutMessage(message: string, waitingFor: string | undefined): string | undefined {
   const timedOut = /^Test timed out in (\d+)ms/.exec(message);
@@ -243,15 +260,14 @@ export function decide(
   // running when the run ended (earlier results may never arrive if the process was stuck).
   const unfinished = started.findLast((name) => !tests.some((t) => t.name === name));
   if (ending.timedOutAfterMs !== undefined) {
-    const what = unfinished ? `"${unfinished}"` : "the check to start";
-    const reason = `The check did not finish within ${ending.timedOutAfterMs / 1000}s: it was still waiting on ${what}. ${NEVER_RETURNS}`;
+    const reason = cutOffReason(ending.timedOutAfterMs, unfinished ? [unfinished] : []);
     // The stuck test is listed, failed, after the ones that finished before it.
     const stuck: TestOutcome[] = unfinished
       ? [
           {
             name: unfinished,
             status: "failed",
-            message: `Stopped after the check's ${ending.timedOutAfterMs / 1000}s: this test never finished, ${AFTER_IT_NOT_RUN}. ${NEVER_RETURNS}`,
+            message: `${STOPPED_AFTER}${ending.timedOutAfterMs / 1000}s: this test never finished, ${AFTER_IT_NOT_RUN}. ${NEVER_RETURNS}`,
           },
         ]
       : [];
@@ -344,9 +360,10 @@ export function reasonBeyondTests(verdict: Pick<Verdict, "reason" | "tests">): s
  * What several processes sharing a check's tests reported (src/check/shards.ts), as one run
  * would have: each test's result from the process that ran it, in the check's order, and the
  * run's status from all of them. A process that failed as a whole (it timed out, its process
- * ended, the learner's code threw outside a test) gives the run its reason.
+ * ended, the learner's code threw outside a test) gives the run its reason; when several were
+ * cut off by the run's limit (`timedOutAfterMs`), the reason names each one's stuck test.
  */
-export function mergeShards(parts: Decided[]): Decided {
+export function mergeShards(parts: Decided[], timedOutAfterMs?: number): Decided {
   const [first] = parts;
   if (parts.length === 1 && first) return first;
   const ran = (t: TestOutcome) => !(t.status === "skipped" && t.message === CLAIMED_ELSEWHERE);
@@ -367,6 +384,13 @@ export function mergeShards(parts: Decided[]): Decided {
   const whole = parts.find(
     (p) => p.status !== "passed" && !(p.status === "failed" && onlyCountsFailures(p.reason)),
   );
-  if (whole) return { ...whole, tests, output };
-  return fromTests(tests, output);
+  if (!whole) return fromTests(tests, output);
+  // Several processes cut off by the limit each had a test that never finished: name them all,
+  // not only the first process's (the learner's loop may be in any of them).
+  const cutOff = parts.filter((p) => p.reason?.startsWith(CUT_OFF)).length;
+  const stuck = tests.filter((t) => t.message?.startsWith(STOPPED_AFTER)).map((t) => t.name);
+  if (timedOutAfterMs !== undefined && cutOff > 1 && stuck.length > 1) {
+    return { ...whole, reason: cutOffReason(timedOutAfterMs, stuck), tests, output };
+  }
+  return { ...whole, tests, output };
 }
