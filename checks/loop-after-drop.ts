@@ -17,7 +17,8 @@ import { tracingChannel } from "node:diagnostics_channel";
 import { performance } from "node:perf_hooks";
 import { ClientClosedError } from "redis";
 import { beforeEach } from "vitest";
-import { fail, sleep } from "./kit.ts";
+import { call, check, fail, sleep } from "./kit.ts";
+import type { OwnTimers } from "./own-timers.ts";
 import { failIfStarved } from "./starvation.ts";
 import { hearUnheardErrors } from "./unheard-errors.ts";
 import { allLearnerAddrs, dropConnection, openedSince } from "./wire.ts";
@@ -115,4 +116,59 @@ export async function expectPauseAfterDrop(_droppedAt: number, hint: number): Pr
     rounds.stop();
     disarm();
   }
+}
+
+/** A few turns of the event loop: what a loop resumed by a timer needs to reach its next command. */
+async function turns(n = 3): Promise<void> {
+  for (let i = 0; i < n; i++) await new Promise((resolve) => setImmediate(resolve));
+}
+
+/**
+ * After expectPauseAfterDrop() (every connection of the test's code dropped, none reconnects):
+ * whether the learner's loop is still going round, or has ended. Its own timers (`timers`, the
+ * pause between rounds) are made to fire, round after round: a loop that goes on then tries its
+ * next command on a closed client, which rejects at once; one that ended tries nothing, and no
+ * timer of it is left. Decided by events, never by waiting a while for a command.
+ */
+export async function loopWentOn(timers: OwnTimers): Promise<boolean> {
+  const tried = countClosedClientCommands();
+  const unheard = hearUnheardErrors(() => true);
+  try {
+    for (let round = 0; round < 10 && tried.count() === 0; round++) {
+      await turns();
+      if (tried.count() > 0) break;
+      if ((await timers.fire()).length === 0) break;
+    }
+    await turns();
+    return tried.count() > 0;
+  } finally {
+    unheard.stop();
+    tried.stop();
+  }
+}
+
+/**
+ * After expectPauseAfterDrop(): a loop that carries on is fine; one that ended must say so
+ * through stop() (reject with its error), or the worker is gone and nobody knows: a
+ * `while (running && reader.isReady)` that lets the drop end it, or a catch that breaks out.
+ * Stops `worker` when its loop ended.
+ */
+export async function expectEndReported(
+  worker: { stop(): Promise<void> },
+  consumer: string,
+  timers: OwnTimers,
+  hint: number,
+): Promise<void> {
+  if (await loopWentOn(timers)) return;
+  const outcome = await call("worker.stop()", () => worker.stop(), 5000).then(
+    () => "resolved",
+    (error: Error) => (/did not return|Still waiting/.test(error.message) ? "hung" : "rejected"),
+  );
+  check(
+    outcome === "rejected",
+    outcome === "hung"
+      ? `After the drop your worker ${consumer}'s loop tried nothing more, and worker.stop() did not return within 5 s: stop() must return (or reject with the loop's error) also once the loop has ended.`
+      : `The check dropped the connection under your worker ${consumer}'s blocking read (as a Redis restart does). Your loop ended there without an error (a loop condition such as reader.isReady, or a catch that breaks out), and stop() resolved as if all was well: the worker is gone, its stream goes unread, and nobody learns why. Either carry on after the error (pause, then read again: node-redis reconnects), or let the error end the loop and stop() reject with it.`,
+    hint,
+  );
 }

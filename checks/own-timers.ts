@@ -5,7 +5,7 @@
  * ctx.target })`; 03, 04 and 05 use heldWithTimers(), which holds one command at the socket
  * while the timers fire.
  */
-import { ctx, failIfNotWritten, sleep, until } from "./kit.ts";
+import { check, ctx, failIfNotWritten, sleep, until } from "./kit.ts";
 import { before, nothingInFlight, type SentCommand, scope, scopeTimers, sent } from "./wire.ts";
 
 export type OwnTimers = ReturnType<typeof scopeTimers>;
@@ -28,6 +28,45 @@ export async function fireUntilQuiet(timers: OwnTimers, ended: () => boolean): P
     if (now.length === 0 && nothingInFlight() && last() === before) break;
   }
   return fired;
+}
+
+/**
+ * Makes the learner's timers fire, round after round (a timer that fires may start another),
+ * until `happened()` or none is left, with a few turns of the event loop after each round:
+ * code that gives up on its timer acts within a few turns of it (node-redis writes a command
+ * on the turn after it was called), whatever the machine's load. For work held by the check
+ * (a task in handle()) while the question is whether the code acts without it. Returns the
+ * delays (ms) of the timers fired.
+ */
+export async function fireWhileHeld(timers: OwnTimers, happened: () => boolean): Promise<number[]> {
+  const fired: number[] = [];
+  for (let round = 0; round < 10 && !happened(); round++) {
+    const now = await timers.fire();
+    fired.push(...now);
+    for (let turn = 0; turn < 5 && !happened(); turn++) {
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    if (now.length === 0) break;
+  }
+  return fired;
+}
+
+/**
+ * With a task held in the learner's handle() (09, 10): fails when the worker acknowledges it
+ * anyway once its own timers have fired (a handle() raced against a timeout of any length).
+ */
+export async function expectNoAckWhileHandling(
+  timers: OwnTimers,
+  acked: () => boolean,
+  docId: string,
+  hint: number,
+): Promise<void> {
+  const fired = await fireWhileHeld(timers, acked);
+  check(
+    !acked(),
+    `While handle() was still working on ${docId} (the check held it${fired.length > 0 ? `, and made ${timersFired(fired)} your code had started fire at once` : ""}), your worker acknowledged it (XACK). If handle() then fails, or the worker dies, the document is lost: nothing is pending any more to be claimed. A timeout raced against handle() (Promise.race) does not stop the work, it only stops waiting for it; acknowledge only after handle() has resolved, and let a deadline of yours reject, so the entry stays pending.`,
+    hint,
+  );
 }
 
 /** "a timer (30000 ms)", "3 timers (1000 ms each)" or "2 timers (1000, 5000 ms)": for a message. */

@@ -22,15 +22,18 @@ import {
   until,
   within,
 } from "../kit.ts";
-import { expectPauseAfterDrop } from "../loop-after-drop.ts";
+import { expectEndReported, expectPauseAfterDrop } from "../loop-after-drop.ts";
+import { expectNoAckWhileHandling } from "../own-timers.ts";
 import { pendingCount } from "../streams-support.ts";
 import { dropUnder, hearUnhandledRejections, hearUnheardErrors } from "../unheard-errors.ts";
 import {
   before,
+  connectionOpen,
   dropConnection,
   openLearnerConnections,
   type SentCommand,
   scope,
+  scopeTimers,
   sent,
 } from "../wire.ts";
 import { type ChildEvent, spawnWorker, type WorkerProcess } from "../worker-process.ts";
@@ -427,6 +430,39 @@ function countOf(command: SentCommand | undefined): number {
   const at = args.findIndex((a) => a.toUpperCase() === "COUNT");
   return at < 0 ? Number.NaN : Number(args[at + 1]);
 }
+
+test("a task is acknowledged only once handle() has finished, however long it takes", async () => {
+  const { observer, q, client } = await scene("slow-handle");
+  const consumer = fresh("ocr");
+  const [doc] = await addDocs(observer, q, 1, 1);
+  if (!doc) throw new Error("no entry added");
+  const { promise: gate, release } = heldUntilReleased();
+  let started = false;
+  const inScope = scope("worker");
+  // The model call is held while every timer the worker's code started fires at once: a
+  // handle() raced against a timeout of any length shows, with no wait for it.
+  const timers = scopeTimers(inScope, { createdIn: ctx.target });
+  const acked = () => sent((c) => c.name === "XACK" && c.args.includes(doc.id)).length > 0;
+  let worker: Worker | undefined;
+  try {
+    worker = await inScope.run(() =>
+      startQuietWorker(client, q, consumer, async () => {
+        started = true;
+        await gate;
+      }),
+    );
+    check(
+      await until(() => started, 3000),
+      `Worker ${consumer} did not hand ${doc.docId} to handle() within 3 s: read new entries with XREADGROUP ... > and pass each one to handle().`,
+      2,
+    );
+    await expectNoAckWhileHandling(timers, acked, doc.docId, 2);
+  } finally {
+    release();
+    timers.stop();
+    await stopQuietly(worker);
+  }
+});
 
 test("readOwnPending() reads every page and acknowledges what was deleted", async () => {
   const { observer, q, client } = await scene("own-pages");
@@ -1244,13 +1280,17 @@ test("the blocking read has a connection of its own", async () => {
   }
 });
 
-/** A worker whose tasks succeed at once and that takes nothing over: for the connection drops. */
+/**
+ * A worker that takes nothing over and reads with a short BLOCK; its tasks succeed at once
+ * unless the test gives a `handle` of its own.
+ */
 function startQuietWorker(
   client: Redis,
   q: { stream: string; group: string },
   consumer: string,
+  handle: (task: Task) => Promise<void> = async () => {},
 ): Promise<Worker> {
-  return start(client, { ...q, consumer, claimIdleMs: 10_000, blockMs: 100, async handle() {} });
+  return start(client, { ...q, consumer, claimIdleMs: 10_000, blockMs: 100, handle });
 }
 
 test("Redis dropping the worker's blocking read does not end the process", async () => {
@@ -1261,6 +1301,8 @@ test("Redis dropping the worker's blocking read does not end the process", async
   let dropped = false;
   let droppedAt = 0;
   let worker: Worker | undefined;
+  const within = scope("worker");
+  const timers = scopeTimers(within, { createdIn: ctx.target });
   try {
     // The read a worker spends its time in: the connection under it goes away before it reaches
     // Redis, as in a Redis restart or a network failure, so that read's promise rejects.
@@ -1275,7 +1317,7 @@ test("Redis dropping the worker's blocking read does not end the process", async
         dropped = true;
       },
     );
-    worker = await startQuietWorker(client, q, consumer);
+    worker = await within.run(() => startQuietWorker(client, q, consumer));
     check(
       await until(() => dropped, 3000),
       `Worker ${consumer} sent no blocking XREADGROUP ... BLOCK within 3 s: wait for new entries with BLOCK blockMs once nothing is left to claim.`,
@@ -1294,7 +1336,9 @@ test("Redis dropping the worker's blocking read does not end the process", async
       2,
     );
     await expectPauseAfterDrop(droppedAt, 2);
+    await expectEndReported(worker, consumer, timers, 2);
   } finally {
+    timers.stop();
     errors.stop();
     rejections.stop();
     await stopQuietly(worker);
@@ -1354,6 +1398,79 @@ test("stop() of a worker whose loop ended on an error (its group removed) report
     start: () => startQuietWorker(client, q, consumer),
     hint: 2,
   });
+});
+
+test("a worker whose group is removed never hands out again what it had finished", async () => {
+  const { observer, q, client } = await scene("regroup");
+  const consumer = fresh("ocr");
+  const finished = await addDocs(observer, q, 1, 2);
+  const ids = new Set(finished.map((d) => d.id));
+  const handled: string[] = [];
+  const within = scope("worker");
+  // A worker that answers NOGROUP with a pause first is judged after its pause, not after 3 s.
+  const timers = scopeTimers(within, { createdIn: ctx.target });
+  const isOurs = (c: SentCommand) => c.name === "XREADGROUP" && c.args.includes(consumer);
+  const blocking = (c: SentCommand) => isOurs(c) && c.args.some((a) => a.toUpperCase() === "BLOCK");
+  let removedAt = 0;
+  // Once both documents are done, the group goes away under the worker's next blocking read.
+  const remove = before(
+    (c) => blocking(c) && finished.every((d) => handled.includes(d.id)),
+    async (c) => {
+      removedAt = c.seq;
+      await observer.xGroupDestroy(q.stream, q.group);
+    },
+  );
+  let worker: Worker | undefined;
+  try {
+    worker = await within.run(() =>
+      startQuietWorker(client, q, consumer, async (task) => {
+        handled.push(task.id);
+      }),
+    );
+    check(
+      await until(() => remove.hasFired(), 3000),
+      `Worker ${consumer} handed ${handled.length} of the ${finished.length} documents waiting to handle() and then sent no blocking XREADGROUP ... BLOCK within 3 s: read the new entries, then wait for more with BLOCK blockMs.`,
+      2,
+    );
+    const after = (seq: number) =>
+      sent((c) => c.seq > seq && isOurs(c) && c.args.at(-1) === ">").length;
+    const recreated = () =>
+      sent(
+        (c) =>
+          c.seq > removedAt &&
+          c.name === "XGROUP" &&
+          c.args[1]?.toUpperCase() === "CREATE" &&
+          c.args.includes(q.stream),
+      )[0];
+    const readers = () =>
+      new Set(sent((c) => c.seq >= removedAt && blocking(c)).map((c) => c.conn));
+    const again = () => handled.filter((id) => ids.has(id)).length > finished.length;
+    // Judged once the worker has ended (its reader closed), handed a finished document out
+    // again, or gone round three times since it created the group anew (or since the removal:
+    // asking on, with NOGROUP each time, is another test's business).
+    const settledDown = () => {
+      if (again() || ![...readers()].some(connectionOpen)) return true;
+      const made = recreated();
+      return after(made?.seq ?? removedAt) >= 3;
+    };
+    for (let round = 0; round < 15 && !settledDown(); round++) {
+      await timers.fire();
+      await until(settledDown, 200);
+    }
+    // One more turn: a task read just now reaches handle() on the next.
+    await new Promise((resolve) => setImmediate(resolve));
+    const twice = finished.filter((d) => handled.filter((id) => id === d.id).length > 1);
+    const made = recreated();
+    check(
+      twice.length === 0,
+      `The check removed the group (XGROUP DESTROY) under your worker ${consumer}'s blocking read, after it had handled and acknowledged ${names(finished)}. Your worker then ${made ? `created the group again (${made.args.join(" ")}) and ` : ""}handed ${names(twice)} to handle() a second time. A group created from 0 hands out the whole stream again: every document already analysed would be analysed again (hundreds of model calls, results written twice). On NOGROUP let the loop end and stop() report the error: a group removed on purpose stays removed, and the operator decides where a new one starts.`,
+      2,
+    );
+  } finally {
+    remove.cancel();
+    timers.stop();
+    await stopQuietly(worker);
+  }
 });
 
 test("stop() while a restarted worker works through its own backlog returns after the task in hand", async () => {

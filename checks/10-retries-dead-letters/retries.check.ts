@@ -5,6 +5,7 @@ import {
   call,
   check,
   checkClient,
+  ctx,
   fail,
   fresh,
   freshKey,
@@ -19,7 +20,8 @@ import {
   until,
   within,
 } from "../kit.ts";
-import { expectPauseAfterDrop } from "../loop-after-drop.ts";
+import { expectEndReported, expectPauseAfterDrop } from "../loop-after-drop.ts";
+import { expectNoAckWhileHandling } from "../own-timers.ts";
 import { failIfStarved } from "../starvation.ts";
 import { pendingCount } from "../streams-support.ts";
 import { hearDropErrors, hearUnhandledRejections } from "../unheard-errors.ts";
@@ -32,6 +34,7 @@ import {
   nothingInFlight,
   type SentCommand,
   scope,
+  scopeTimers,
   sent,
 } from "../wire.ts";
 import {
@@ -1417,7 +1420,51 @@ test("a worker that dies between the dead-letter XADD and the XACK: the document
   }
 });
 
-test("Redis dropping the worker's blocking read: the loop does not go straight round again", async () => {
+test("a task is acknowledged only once handle() has finished, however long it takes", async () => {
+  const observer = await checkClient();
+  const q = await setUp(observer, "docs:slow-handle");
+  const me = fresh("ocr");
+  const id = await observer.xAdd(q.stream, "*", { docId: "doc-slow" });
+  let started = false;
+  let release = () => {};
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const workerScope = scope("worker");
+  // The model call is held while every timer the worker's code started fires at once (its
+  // heartbeat too): a handle() raced against a timeout of any length shows, with no wait.
+  const timers = scopeTimers(workerScope, { createdIn: ctx.target });
+  let worker: Worker | undefined;
+  try {
+    const client = await learnerClient();
+    worker = await workerScope.run(() =>
+      start(
+        client,
+        workerOptions(q, me, async () => {
+          started = true;
+          await gate;
+        }),
+      ),
+    );
+    check(
+      await until(() => started, 3000),
+      `Worker ${me} did not hand doc-slow to handle() within 3 s: read new entries with XREADGROUP ... > and pass each one to handle().`,
+      2,
+    );
+    await expectNoAckWhileHandling(
+      timers,
+      () => sent((c) => c.name === "XACK" && c.args.includes(id)).length > 0,
+      "doc-slow",
+      2,
+    );
+  } finally {
+    release();
+    timers.stop();
+    await stopQuietly(worker);
+  }
+});
+
+test("Redis dropping the worker's blocking read: the loop neither goes straight round again nor ends unseen", async () => {
   const observer = await checkClient();
   const q = await setUp(observer, "docs:dropped-read");
   const me = fresh("ocr");
@@ -1434,10 +1481,15 @@ test("Redis dropping the worker's blocking read: the loop does not go straight r
       dropConnection(c.conn);
     },
   );
+  const workerScope = scope("worker");
+  const timers = scopeTimers(workerScope, { createdIn: ctx.target });
   try {
-    worker = await start(
-      await learnerClient(),
-      workerOptions(q, me, async () => {}),
+    const client = await learnerClient();
+    worker = await workerScope.run(() =>
+      start(
+        client,
+        workerOptions(q, me, async () => {}),
+      ),
     );
     check(
       await until(() => drop.hasFired(), 3000),
@@ -1455,7 +1507,9 @@ test("Redis dropping the worker's blocking read: the loop does not go straight r
       2,
     );
     await expectPauseAfterDrop(droppedAt, 2);
+    await expectEndReported(worker, me, timers, 2);
   } finally {
+    timers.stop();
     drops.stop();
     drop.cancel();
     await stopQuietly(worker);
