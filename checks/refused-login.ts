@@ -19,6 +19,14 @@ export interface RefusedLogin {
   /** The wrong password the start was given: it must not appear in the error. */
   password: string;
   hint: number;
+  /**
+   * Whether a fresh copy of the learner's module gives up on a refused login where the copy
+   * that has already run does not: a "never ready" flag kept at module level, which an earlier
+   * client set. Asked only once the start hung, to name that cause instead of the strategy.
+   */
+  flagKeptAcrossClients?: () => Promise<boolean>;
+  /** How many connections the start may open before it rejects: one client, one login (01). */
+  logins?: number;
 }
 
 const SETTLE_MS = 5000;
@@ -49,6 +57,7 @@ export async function expectRefusedLoginFails(refused: RefusedLogin): Promise<vo
       );
     }
     const error = outcome.error;
+    const tried = attempts().length;
     const reasons: string[] = [];
     for (let e: unknown = error; e !== undefined && reasons.length < 5; ) {
       reasons.push(e instanceof Error ? e.message : String(e));
@@ -56,6 +65,12 @@ export async function expectRefusedLoginFails(refused: RefusedLogin): Promise<vo
     }
     if (error instanceof CheckFailure) {
       refused.abandon(() => worker.crash());
+      if (await refused.flagKeptAcrossClients?.().catch(() => false)) {
+        fail(
+          `Redis refused every login of ${what} (WRONGPASS: the check gave it a wrong password), and ${SETTLE_MS / 1000} s and ${attempts().length} attempts later ${what} had neither resolved nor rejected. Your reconnectStrategy does give up on a refused login, but only in a fresh copy of your module: in the one that has already run, an earlier client was ready, and your "never ready" flag, kept at module level (outside the function that calls createClient()), is true for every client made after it. Make the flag per client: declare it inside the function, next to createClient(), and set it on that client's "ready".`,
+          hint,
+        );
+      }
       fail(
         `Redis refused every login of ${what} (WRONGPASS: the check gave it a wrong password), and ${SETTLE_MS / 1000} s and ${attempts().length} attempts later ${what} had neither resolved nor rejected. node-redis 6.3 hands a refused login to your reconnectStrategy like a dropped connection, so connect() retries for ever and never settles: a service deployed with a wrong secret hangs at startup instead of failing with the reason. In the strategy, give up (return the error) when the cause is an authentication error (WRONGPASS, NOAUTH) and the client has never been ready; keep answering a delay for every other cause. If yours does that already: return the error, do not throw it (node-redis catches a throw and retries with its own delays), and keep the "never ready" flag per client, made next to createClient() (one at module level is already true from an earlier client) and set on "ready", not "connect" (which comes before the login).`,
         hint,
@@ -85,6 +100,11 @@ export async function expectRefusedLoginFails(refused: RefusedLogin): Promise<vo
       open.length === 0 && retried === 0,
       `${what} rejected after Redis refused its login, as it should, but ${retried > 0 ? "its client logged in again with the same wrong password afterwards: it was still retrying" : `left its connection open (${open.join(", ")})`}. A client whose start failed must not keep knocking with the wrong secret (Redis logs each refused login, and the retries keep the process alive): let the reconnectStrategy give up, or destroy() the client before you reject.`,
       hint,
+    );
+    check(
+      refused.logins === undefined || tried <= refused.logins,
+      `Redis refused the login of ${what} (WRONGPASS), and ${what} tried the same wrong password ${tried} times (${tried} connections, each refused) before it rejected. A refused login is not a blip to retry: the secret is wrong, and only a new one mends it. Each try costs a TLS handshake, shows in Redis's log as another failed login, and delays the failure the deploy is waiting for. Give up at the first WRONGPASS or NOAUTH, in the reconnect strategy (return the error) and in any retry of your own around connect() (retry only what the network did).`,
+      refused.hint,
     );
   } finally {
     timers.stop();

@@ -813,6 +813,7 @@ describe("a live connection", () => {
           abandon: (crash) => cleanup.push(crash),
           password,
           hint: 3,
+          logins: 1,
         });
         // Part of a secret is a secret too: "abc…" tells whoever reads the logs where to start.
         const messages = messagesOf(rejection);

@@ -1,4 +1,5 @@
 import net from "node:net";
+import { pathToFileURL } from "node:url";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, test } from "vitest";
 import {
   call,
@@ -323,10 +324,37 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
     // The right user with a wrong secret: what a deployment with a stale or mistyped one does.
     const secret = fresh("not-the-password");
     const wrong: StageConnection = { ...user.conn, password: async () => secret };
+    // A client of the process has been ready before, as in any service that has been up a
+    // while: a "never ready" flag kept at module level is then already true.
+    await settled(
+      within(
+        (async () => {
+          const ready = await exercise.stageClient(user.conn);
+          ready.on("error", () => {});
+          await ready.connect();
+          await ready.close();
+        })(),
+        5000,
+        "stageClient() with the right password",
+      ),
+    );
     const starts: [string, () => Promise<Stoppable>][] = [
       ["startStage()", () => exercise.startStage(wrong, stage, async () => {}, BLOCK_MS)],
       ["watchStatus()", () => exercise.watchStatus(wrong, stage.status, () => {})],
     ];
+    // Whether stageClient()'s strategy gives up on a refused login in a fresh copy of the
+    // module but not in this one: a "never ready" flag at module level, set by earlier clients.
+    const givesUp = async (module: Pick<Exercise, "stageClient">) => {
+      const client = await module.stageClient(wrong);
+      const socket = client.options?.socket as { reconnectStrategy?: unknown } | undefined;
+      const strategy = socket?.reconnectStrategy;
+      const refusal = new Error("WRONGPASS invalid username-password pair or user is disabled.");
+      return typeof strategy === "function" && strategy(0, refusal) instanceof Error;
+    };
+    const flagKeptAcrossClients = async () => {
+      const copy = (await import(`${pathToFileURL(ctx.target).href}?never-ready`)) as Exercise;
+      return (await givesUp(copy)) && !(await givesUp(exercise));
+    };
     for (const [what, start] of starts) {
       await expectRefusedLoginFails({
         what,
@@ -335,6 +363,7 @@ describe.skipIf(!ctx.privateServer)("lesson 14", () => {
         abandon: (crash) => cleanup.push(async () => crash()),
         password: secret,
         hint: 2,
+        flagKeptAcrossClients,
       });
     }
   });
