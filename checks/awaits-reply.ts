@@ -4,8 +4,8 @@
  * that awaits the reply cannot resolve while its command is held; code that does not resolves
  * within a few ticks of sending it.
  */
-import { sleep } from "./kit.ts";
-import { before, type SentCommand } from "./wire.ts";
+import { sleep, until } from "./kit.ts";
+import { before, nothingInFlight, type SentCommand } from "./wire.ts";
 
 export type ReplyWait =
   /** Resolved only after the held command went through. */
@@ -29,7 +29,11 @@ export async function waitsForReply<T>(
   const gate = new Promise<void>((resolve) => {
     release = resolve;
   });
-  const held = before(match, () => gate);
+  let heldOn: number | undefined;
+  const held = before(match, (command) => {
+    heldOn = command.conn;
+    return gate;
+  });
   let resolved = false;
   const running = start(() => {
     resolved = true;
@@ -45,6 +49,13 @@ export async function waitsForReply<T>(
       return { verdict: held.hasFired() ? "resolved-first" : "not-sent", value: await running };
     }
     await sleep(graceMs);
+    // Code that does not await the held reply may still wait on something else of its own
+    // before it resolves (another connection's reply, slow on a loaded machine): judged only
+    // once nothing but the held connection is on its way, and a few turns after that.
+    await until(() => resolved || nothingInFlight(undefined, heldOn), 3000);
+    for (let turn = 0; turn < 3 && !resolved; turn++) {
+      await new Promise((resolve) => setImmediate(resolve));
+    }
     const verdict = resolved ? "resolved-first" : "waited";
     release();
     return { verdict, value: await running };

@@ -1100,15 +1100,17 @@ export function openedSince(before: Set<string>): string[] {
 }
 
 /**
- * Whether nothing of learner connection `conn` (of every learner connection when omitted) is on
- * its way: every command it wrote has left (none waits behind a `before()` action) and Redis has
+ * Whether nothing of learner connection `conn` (of every learner connection when omitted, but
+ * `except`) is on its way: every command it wrote has left (none waits behind a `before()` action) and Redis has
  * answered it, and none is still connecting. A reply held back (`holdIncoming()`, `holdReply()`)
  * counts as answered: Redis ran the command. False while a connection's replies cannot be counted (a RESP2 subscriber).
  * Tells "learner code is waiting on something in its own process" from "waiting on Redis".
  */
-export function nothingInFlight(conn?: number): boolean {
+export function nothingInFlight(conn?: number, except?: number): boolean {
   for (const t of tracked.values()) {
     if (t.owner === "check" || (conn !== undefined && t.conn !== conn)) continue;
+    // A connection the caller holds on purpose (`except`): what waits on it is the question.
+    if (except !== undefined && t.conn === except) continue;
     if (t.socket.destroyed) continue;
     // Still connecting: its handshake is on its way.
     if (t.localAddr === undefined) return false;
