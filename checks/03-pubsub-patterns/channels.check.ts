@@ -168,8 +168,14 @@ async function settle(received: unknown[], expected: number): Promise<void> {
  * has already dropped a subscription of the learner's connections, yet unwatch() has not
  * resolved a second later. The usual cause is a PUNSUBSCRIBE sent with sendCommand(): its
  * answer arrives as a push message, which node-redis never hands to that command's promise.
+ * `settledNow` is told the moment unwatch() itself settles, before the check's own looking
+ * around (CLIENT LIST round trips, slow on a loaded machine).
  */
-async function unwatchPromptly(unwatch: Unwatch, observer: Redis): Promise<void> {
+async function unwatchPromptly(
+  unwatch: Unwatch,
+  observer: Redis,
+  settledNow: () => void = () => {},
+): Promise<void> {
   const subscriptions = async () =>
     (await learnerConnections(observer)).reduce((n, c) => n + c.sub + c.psub, 0);
   const before = await subscriptions();
@@ -177,6 +183,7 @@ async function unwatchPromptly(unwatch: Unwatch, observer: Redis): Promise<void>
   let settled = false;
   const running = call("unwatch()", () => unwatch()).finally(() => {
     settled = true;
+    settledNow();
   });
   running.catch(() => {});
   const dropped = await until(async () => settled || (await subscriptions()) < before, 10_000);
@@ -314,7 +321,7 @@ describe("pattern subscriptions", () => {
     const observer = await checkClient("observer");
     const { verdict: unwatched } = await waitsForReply(
       (c) => c.name === "PUNSUBSCRIBE",
-      (resolved) => unwatchPromptly(watched.unwatch, observer).then(resolved),
+      (resolved) => unwatchPromptly(watched.unwatch, observer, resolved),
     );
     check(
       unwatched !== "resolved-first",
